@@ -1,0 +1,125 @@
+/*
+ * jn_channel: the interface every protocol implements, and what the core offers channels.
+ *
+ * A channel *def* is the kind ("http", "file"): a const struct of callbacks with a name and an
+ * option table, listed in channels/registry.c. A channel *instance* (struct jn_channel) is one
+ * block under `channels:` in the config. Modelled on Fluent Bit's input/output plugins.
+ *
+ * Threads: every callback runs on the broker's event loop thread, and must never block on disk
+ * or network; a channel that needs its own thread (paho, librdkafka) hands work back to the
+ * loop. The life of an instance: init -> start -> (stop) -> destroy.
+ */
+#ifndef JN_CHANNEL_H
+#define JN_CHANNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jn_err.h"
+#include "jn_log.h"
+#include "jn_msg.h"
+#include "jn_opt.h"
+
+struct event_base;
+struct jn_broker;
+struct jn_channel;
+struct jn_delivery;
+
+enum {
+    JN_DIR_IN = 1 << 0,
+    JN_DIR_OUT = 1 << 1,
+};
+
+/* What an OUT channel's send came to. */
+enum jn_send_result {
+    JN_SEND_OK = 0,     /* the peer has it: delivered */
+    JN_SEND_RETRY = 1,  /* not now (peer down, 5xx, timeout): back off and try again */
+    JN_SEND_REJECT = 2, /* the peer refused it (4xx, AR): dead-letter at once */
+};
+
+struct jn_channel_def {
+    const char *name; /* the `type:` value */
+    const char *desc;
+    unsigned dirs;    /* JN_DIR_IN | JN_DIR_OUT */
+    const struct jn_opt *opts;
+    size_t conf_size;
+    /* Cross-field checks after the table has been applied; report in d at node's position (the
+     * channel's map). Returns the number of errors. Optional. */
+    int (*check)(const void *conf, unsigned dir, const struct jn_node *node, struct jn_diag *d);
+    /* Allocate instance state (ch->state) from ch->conf; no sockets yet. 0 or JN_E* with err. */
+    int (*init)(struct jn_channel *ch, struct jn_err *err);
+    /* Bind / connect / schedule on ch->base. Never blocks. 0 or JN_E* with err. */
+    int (*start)(struct jn_channel *ch, struct jn_err *err);
+    /*
+     * OUT: send one message. Asynchronous: the channel finishes every delivery it accepted with
+     * exactly one jn_delivery_done(d, JN_SEND_*, reason), possibly before returning. The message
+     * is d's (jn_delivery_msg); keep your own jn_msg_ref() if you need it after done.
+     */
+    void (*send)(struct jn_channel *ch, struct jn_delivery *d);
+    /* Stop intake (IN) and start nothing new. In-flight work may still finish. Optional. */
+    void (*stop)(struct jn_channel *ch);
+    /* Free everything; after stop. In-flight deliveries have finished or been finished with
+     * JN_SEND_RETRY by the channel. Optional. */
+    void (*destroy)(struct jn_channel *ch);
+};
+
+/* Delivery options every OUT channel has (the `retry:` block). */
+struct jn_retry_conf {
+    long long attempts;    /* total tries before dead-lettering */
+    long long backoff;     /* ms; first retry waits up to this (full jitter) */
+    long long max_backoff; /* ms; the cap of the exponential growth */
+};
+
+struct jn_channel {
+    const struct jn_channel_def *def;
+    char *name;            /* the config name, "orders-in" */
+    char log_prefix[160];  /* "http.orders-in" */
+    unsigned dir;          /* JN_DIR_IN or JN_DIR_OUT */
+    void *conf;            /* def->conf_size bytes, filled from def->opts */
+    void *state;           /* the def's own */
+    struct jn_broker *broker;
+    struct event_base *base;
+    /* OUT only */
+    struct jn_retry_conf retry;
+    long long concurrency; /* deliveries in flight at once */
+    /* counters (loop thread) */
+    uint64_t n_in, n_refused, n_sent, n_retried, n_failed;
+};
+
+/*
+ * IN: hand a message to the broker.
+ *
+ * Takes the caller's reference to msg, also on failure. The broker gives it an id and makes it
+ * durable; then, on the loop thread, cb(arg, 0, msg, NULL) tells the channel to acknowledge
+ * (the message is borrowed for the call). On refusal (JN_EFULL, JN_ESTOPPED, JN_ENOMEM) cb gets
+ * rc < 0 and a reason, and the channel must answer with a retryable refusal. cb is called
+ * exactly once, never from inside jn_ingest() itself. Returns a ticket that jn_ingest_forget()
+ * accepts, so a channel whose peer went away can cancel the callback (not the ingest).
+ */
+typedef void (*jn_accept_fn)(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err);
+struct jn_ticket;
+struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg);
+void jn_ingest_forget(struct jn_ticket *t);
+
+/* OUT: the message to send (borrowed until jn_delivery_done), the attempt (1-based). */
+struct jn_msg *jn_delivery_msg(const struct jn_delivery *d);
+int jn_delivery_attempt(const struct jn_delivery *d);
+/* OUT: finish a delivery; reason is copied (may be NULL for OK). d is invalid afterwards. */
+void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *reason);
+
+/* The broker's id generator and data dir, for channels that need them. */
+struct jn_idgen *jn_broker_idgen(struct jn_broker *b);
+
+/* Registry (channels/registry.c). */
+const struct jn_channel_def *jn_channel_def_find(const char *name);
+extern const struct jn_channel_def *const jn_channel_defs[];
+
+/* Templates shared by channels: "{id}", "{channel}", "{date}" (YYYY-MM-DD, UTC), "{time}"
+ * (HHMMSS), "{ts}" (receive time, ms), "{header.NAME}" (empty when absent), "{{" and "}}"
+ * for braces. Appends to out; JN_EINVAL with err for an unknown placeholder. */
+int jn_template_render(const char *tmpl, const struct jn_msg *m, struct jn_buf *out,
+                       struct jn_err *err);
+/* Checks a template's placeholders at load time; 0 or JN_EINVAL with err. */
+int jn_template_check(const char *tmpl, struct jn_err *err);
+
+#endif

@@ -1,0 +1,454 @@
+/* jn_msg: the message envelope, ids and the msgpack storage encoding (see jn_msg.h). */
+#include "jn_msg.h"
+
+#include <msgpack.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "jn_mem.h"
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+int64_t jn_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void jn_idgen_init(struct jn_idgen *g)
+{
+    pthread_mutex_init(&g->lock, NULL);
+    g->last_ms = -1;
+    memset(g->rnd, 0, sizeof(g->rnd));
+}
+
+void jn_idgen_destroy(struct jn_idgen *g)
+{
+    pthread_mutex_destroy(&g->lock);
+}
+
+static void fill_random(unsigned char *p, size_t n)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r <= 0) {
+            /* getrandom on Linux does not fail for small sizes once seeded; fall back to time. */
+            uint64_t t = (uint64_t)jn_now_us();
+            for (; got < n; got++) {
+                p[got] = (unsigned char)(t >> (8 * (got % 8)));
+            }
+            return;
+        }
+        got += (size_t)r;
+    }
+}
+
+void jn_idgen_next(struct jn_idgen *g, char out[JN_ID_LEN + 1])
+{
+    unsigned char b[16];
+    int64_t ms = jn_now_us() / 1000;
+
+    pthread_mutex_lock(&g->lock);
+    if (ms <= g->last_ms) {
+        /* Same millisecond (or the clock stepped back): keep the order by incrementing. */
+        ms = g->last_ms;
+        for (int i = 9; i >= 0; i--) {
+            if (++g->rnd[i] != 0) {
+                break;
+            }
+        }
+    } else {
+        fill_random(g->rnd, sizeof(g->rnd));
+        g->rnd[0] &= 0x7f; /* leave room to increment without wrapping */
+        g->last_ms = ms;
+    }
+    for (int i = 0; i < 6; i++) {
+        b[i] = (unsigned char)((uint64_t)ms >> (40 - 8 * i));
+    }
+    memcpy(b + 6, g->rnd, 10);
+    pthread_mutex_unlock(&g->lock);
+
+    /* 128 bits as 26 base32 digits: the first digit carries the top 3 bits (2 of them zero). */
+    for (int i = 0; i < JN_ID_LEN; i++) {
+        int bit = (int)(128 - 5 * (JN_ID_LEN - i)); /* may be negative for the first digit */
+        unsigned v = 0;
+        for (int k = 0; k < 5; k++) {
+            int pos = bit + k;
+            if (pos >= 0) {
+                v = (v << 1) | ((b[pos / 8] >> (7 - pos % 8)) & 1u);
+            } else {
+                v <<= 1;
+            }
+        }
+        out[i] = crockford[v];
+    }
+    out[JN_ID_LEN] = '\0';
+}
+
+int64_t jn_id_time_ms(const char *id)
+{
+    int64_t ms = 0;
+
+    if (id == NULL || strlen(id) != JN_ID_LEN) {
+        return -1;
+    }
+    /* The first 10 digits hold 50 bits, the top 2 of which are zero: 48 bits of time. */
+    for (int i = 0; i < 10; i++) {
+        const char *p = strchr(crockford, id[i]);
+        if (p == NULL || id[i] == '\0') {
+            return -1;
+        }
+        ms = (ms << 5) | (p - crockford);
+    }
+    return ms;
+}
+
+static struct jn_msg *msg_alloc(const char *channel)
+{
+    struct jn_msg *m = jn_calloc(1, sizeof(*m));
+
+    if (m == NULL) {
+        return NULL;
+    }
+    atomic_init(&m->refs, 1);
+    m->channel = jn_strdup(channel ? channel : "");
+    if (m->channel == NULL) {
+        jn_free(m);
+        return NULL;
+    }
+    m->recv_us = jn_now_us();
+    return m;
+}
+
+struct jn_msg *jn_msg_new_take(const char *channel, void *payload, size_t len)
+{
+    struct jn_msg *m = msg_alloc(channel);
+
+    if (m == NULL) {
+        jn_free(payload);
+        return NULL;
+    }
+    if (payload == NULL) {
+        payload = jn_malloc(1);
+        if (payload == NULL) {
+            jn_msg_unref(&m);
+            return NULL;
+        }
+        len = 0;
+    }
+    m->payload = payload;
+    m->payload[len] = '\0';
+    m->len = len;
+    return m;
+}
+
+struct jn_msg *jn_msg_new(const char *channel, const void *payload, size_t len)
+{
+    unsigned char *p = jn_malloc(len + 1);
+
+    if (p == NULL) {
+        return NULL;
+    }
+    if (len) {
+        memcpy(p, payload, len);
+    }
+    return jn_msg_new_take(channel, p, len);
+}
+
+struct jn_msg *jn_msg_copy(const struct jn_msg *src)
+{
+    struct jn_msg *m = jn_msg_new(src->channel, src->payload, src->len);
+
+    if (m == NULL) {
+        return NULL;
+    }
+    memcpy(m->id, src->id, sizeof(m->id));
+    m->recv_us = src->recv_us;
+    for (size_t i = 0; i < src->nhdrs; i++) {
+        if (jn_msg_header_add(m, src->hdrs[i].name, src->hdrs[i].value) != 0) {
+            jn_msg_unref(&m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+struct jn_msg *jn_msg_ref(struct jn_msg *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void jn_msg_unref(struct jn_msg **mp)
+{
+    struct jn_msg *m = *mp;
+
+    if (m == NULL) {
+        return;
+    }
+    *mp = NULL;
+    if (atomic_fetch_sub(&m->refs, 1) != 1) {
+        return;
+    }
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        jn_free(m->hdrs[i].name);
+        jn_free(m->hdrs[i].value);
+    }
+    jn_free(m->hdrs);
+    jn_free(m->channel);
+    jn_free(m->payload);
+    jn_free(m);
+}
+
+void jn_msg_set_payload(struct jn_msg *m, void *p, size_t len)
+{
+    if (p == NULL) {
+        /* Keep the invariant that payload is never NULL. */
+        p = jn_malloc(1);
+        len = 0;
+        if (p == NULL) {
+            m->len = 0;
+            return;
+        }
+    }
+    jn_free(m->payload);
+    m->payload = p;
+    m->payload[len] = '\0';
+    m->len = len;
+}
+
+const char *jn_msg_header_get(const struct jn_msg *m, const char *name)
+{
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        if (strcasecmp(m->hdrs[i].name, name) == 0) {
+            return m->hdrs[i].value;
+        }
+    }
+    return NULL;
+}
+
+int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value)
+{
+    char *n, *v;
+
+    if (m->nhdrs == m->caphdrs) {
+        size_t cap = m->caphdrs ? m->caphdrs * 2 : 8;
+        struct jn_header *h = jn_realloc(m->hdrs, cap * sizeof(*h));
+        if (h == NULL) {
+            return JN_ENOMEM;
+        }
+        m->hdrs = h;
+        m->caphdrs = cap;
+    }
+    n = jn_strdup(name);
+    v = jn_strdup(value);
+    if (n == NULL || v == NULL) {
+        jn_free(n);
+        jn_free(v);
+        return JN_ENOMEM;
+    }
+    m->hdrs[m->nhdrs].name = n;
+    m->hdrs[m->nhdrs].value = v;
+    m->nhdrs++;
+    return 0;
+}
+
+int jn_msg_header_set(struct jn_msg *m, const char *name, const char *value)
+{
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        if (strcasecmp(m->hdrs[i].name, name) == 0) {
+            char *v = jn_strdup(value);
+            if (v == NULL) {
+                return JN_ENOMEM;
+            }
+            jn_free(m->hdrs[i].value);
+            m->hdrs[i].value = v;
+            return 0;
+        }
+    }
+    return jn_msg_header_add(m, name, value);
+}
+
+int jn_msg_header_del(struct jn_msg *m, const char *name)
+{
+    size_t w = 0;
+    int n = 0;
+
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        if (strcasecmp(m->hdrs[i].name, name) == 0) {
+            jn_free(m->hdrs[i].name);
+            jn_free(m->hdrs[i].value);
+            n++;
+        } else {
+            m->hdrs[w++] = m->hdrs[i];
+        }
+    }
+    m->nhdrs = w;
+    return n;
+}
+
+/* ---- msgpack encoding ---- */
+
+struct pack_ctx {
+    struct jn_buf *out;
+    int failed;
+};
+
+static int pack_write(void *data, const char *buf, size_t len)
+{
+    struct pack_ctx *c = data;
+
+    if (jn_buf_append(c->out, buf, len) != 0) {
+        c->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
+{
+    struct pack_ctx c = {out, 0};
+    msgpack_packer pk;
+
+    msgpack_packer_init(&pk, &c, pack_write);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_int(&pk, JN_MSG_FORMAT_VERSION);
+    pack_str(&pk, m->id);
+    pack_str(&pk, m->channel);
+    msgpack_pack_int64(&pk, m->recv_us);
+    msgpack_pack_array(&pk, m->nhdrs);
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        msgpack_pack_array(&pk, 2);
+        pack_str(&pk, m->hdrs[i].name);
+        pack_str(&pk, m->hdrs[i].value);
+    }
+    msgpack_pack_bin(&pk, m->len);
+    msgpack_pack_bin_body(&pk, m->payload, m->len);
+    return c.failed ? JN_ENOMEM : 0;
+}
+
+/* A msgpack string as a NUL-terminated copy; embedded NULs are refused. */
+static char *obj_strdup(const msgpack_object *o)
+{
+    if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, '\0', o->via.str.size)) {
+        return NULL;
+    }
+    return jn_strndup(o->via.str.ptr, o->via.str.size);
+}
+
+static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err *err)
+{
+    const msgpack_object *f = a->via.array.ptr;
+    const msgpack_object *hs;
+    struct jn_msg *m;
+    char *s;
+
+    if (a->via.array.size != 6) {
+        return jn_err_set(err, JN_EPROTO, "v1 record has %u fields, expected 6",
+                          (unsigned)a->via.array.size);
+    }
+    if (f[1].type != MSGPACK_OBJECT_STR || f[1].via.str.size != JN_ID_LEN) {
+        return jn_err_set(err, JN_EPROTO, "field 1 (id) is not a %d-character string", JN_ID_LEN);
+    }
+    if (f[2].type != MSGPACK_OBJECT_STR) {
+        return jn_err_set(err, JN_EPROTO, "field 2 (channel) is not a string");
+    }
+    if (f[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER && f[3].type != MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        return jn_err_set(err, JN_EPROTO, "field 3 (receive time) is not an integer");
+    }
+    if (f[4].type != MSGPACK_OBJECT_ARRAY) {
+        return jn_err_set(err, JN_EPROTO, "field 4 (headers) is not an array");
+    }
+    if (f[5].type != MSGPACK_OBJECT_BIN) {
+        return jn_err_set(err, JN_EPROTO, "field 5 (payload) is not binary");
+    }
+    s = obj_strdup(&f[2]);
+    if (s == NULL) {
+        return jn_err_set(err, JN_EPROTO, "field 2 (channel) holds a NUL byte");
+    }
+    m = jn_msg_new(s, f[5].via.bin.ptr, f[5].via.bin.size);
+    jn_free(s);
+    if (m == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory decoding a record");
+    }
+    memcpy(m->id, f[1].via.str.ptr, JN_ID_LEN);
+    m->id[JN_ID_LEN] = '\0';
+    m->recv_us = f[3].via.i64;
+    hs = &f[4];
+    for (uint32_t i = 0; i < hs->via.array.size; i++) {
+        const msgpack_object *h = &hs->via.array.ptr[i];
+        char *n, *v;
+        int rc;
+        if (h->type != MSGPACK_OBJECT_ARRAY || h->via.array.size != 2) {
+            jn_msg_unref(&m);
+            return jn_err_set(err, JN_EPROTO, "header %u is not a [name, value] pair", i);
+        }
+        n = obj_strdup(&h->via.array.ptr[0]);
+        v = obj_strdup(&h->via.array.ptr[1]);
+        if (n == NULL || v == NULL) {
+            jn_free(n);
+            jn_free(v);
+            jn_msg_unref(&m);
+            return jn_err_set(err, JN_EPROTO, "header %u is not two strings without NUL", i);
+        }
+        rc = jn_msg_header_add(m, n, v);
+        jn_free(n);
+        jn_free(v);
+        if (rc != 0) {
+            jn_msg_unref(&m);
+            return jn_err_set(err, JN_ENOMEM, "out of memory decoding a record");
+        }
+    }
+    *out = m;
+    return 0;
+}
+
+int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_err *err)
+{
+    msgpack_unpacked u;
+    size_t off = 0;
+    int rc;
+
+    *out = NULL;
+    msgpack_unpacked_init(&u);
+    switch (msgpack_unpack_next(&u, data, len, &off)) {
+    case MSGPACK_UNPACK_SUCCESS:
+        break;
+    case MSGPACK_UNPACK_NOMEM_ERROR:
+        msgpack_unpacked_destroy(&u);
+        return jn_err_set(err, JN_ENOMEM, "out of memory decoding a record");
+    case MSGPACK_UNPACK_CONTINUE:
+        msgpack_unpacked_destroy(&u);
+        return jn_err_set(err, JN_EPROTO, "record truncated (%zu bytes)", len);
+    default:
+        msgpack_unpacked_destroy(&u);
+        return jn_err_set(err, JN_EPROTO, "record is not valid msgpack");
+    }
+    if (off != len) {
+        rc = jn_err_set(err, JN_EPROTO, "%zu trailing bytes after the record", len - off);
+    } else if (u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size == 0 ||
+               u.data.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        rc = jn_err_set(err, JN_EPROTO, "record is not an array starting with a version");
+    } else if (u.data.via.array.ptr[0].via.u64 == 1) {
+        rc = decode_v1(&u.data, out, err);
+    } else {
+        rc = jn_err_set(err, JN_EPROTO, "record format version %llu is newer than this build",
+                        (unsigned long long)u.data.via.array.ptr[0].via.u64);
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}

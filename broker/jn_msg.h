@@ -1,0 +1,98 @@
+/*
+ * jn_msg: the message envelope.
+ *
+ * A message is what an IN channel turns its input into: a time-ordered unique id, the source
+ * channel, headers, payload bytes and the receive time. Like Mosquitto's stored messages it is
+ * refcounted and treated as immutable once it has been accepted (handed to jn_ingest()):
+ * fan-out to N destinations is N references, not N copies. A service that changes a message
+ * works on a jn_msg_copy().
+ *
+ * Ids are ULIDs (26 characters of Crockford base32: 48 bits of milliseconds, then 80 bits that
+ * are random at the start of each millisecond and incremented within it), so they sort by
+ * receive time as strings and as bytes.
+ *
+ * Threads: a message may be referenced from several threads; the refcount is atomic. The
+ * contents are not locked: only the thread that created a message changes it, before it is
+ * accepted.
+ */
+#ifndef JN_MSG_H
+#define JN_MSG_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jn_buf.h"
+#include "jn_err.h"
+
+#define JN_ID_LEN 26
+
+struct jn_header {
+    char *name;  /* owned; compared without regard to case */
+    char *value; /* owned */
+};
+
+struct jn_msg {
+    atomic_int refs;
+    char id[JN_ID_LEN + 1];
+    char *channel;  /* owned: the source channel's name */
+    int64_t recv_us; /* receive time, microseconds since the Unix epoch */
+    struct jn_header *hdrs;
+    size_t nhdrs;
+    size_t caphdrs;
+    unsigned char *payload; /* owned; NUL-terminated for convenience (not counted in len) */
+    size_t len;
+};
+
+/* The id generator; one per broker, safe to share between threads. */
+struct jn_idgen {
+    pthread_mutex_t lock;
+    int64_t last_ms;
+    unsigned char rnd[10];
+};
+
+void jn_idgen_init(struct jn_idgen *g);
+void jn_idgen_destroy(struct jn_idgen *g);
+/* Writes JN_ID_LEN characters and a NUL to out. */
+void jn_idgen_next(struct jn_idgen *g, char out[JN_ID_LEN + 1]);
+/* Milliseconds encoded in an id, or -1 if it is not a well-formed id. */
+int64_t jn_id_time_ms(const char *id);
+
+/* A new message with one reference, a copy of payload, no id yet (id[0] == 0), recv_us = now.
+ * Returns NULL when out of memory. */
+struct jn_msg *jn_msg_new(const char *channel, const void *payload, size_t len);
+/* Same, but takes ownership of payload (allocated with jn_malloc, len + 1 bytes so the core
+ * can NUL-terminate it), also on failure. */
+struct jn_msg *jn_msg_new_take(const char *channel, void *payload, size_t len);
+/* A deep copy with one reference (same id, channel, time, headers, payload), or NULL. */
+struct jn_msg *jn_msg_copy(const struct jn_msg *m);
+
+struct jn_msg *jn_msg_ref(struct jn_msg *m);
+/* Drops one reference and sets *mp to NULL; frees on the last one. NULL is a no-op. */
+void jn_msg_unref(struct jn_msg **mp);
+
+/* Replaces the payload; takes ownership of p (len + 1 bytes allocated), also on failure. */
+void jn_msg_set_payload(struct jn_msg *m, void *p, size_t len);
+
+/* Headers. Names compare case-insensitively; get returns the first match (borrowed, valid until
+ * the header is changed). set replaces the first match or adds; add always appends. */
+const char *jn_msg_header_get(const struct jn_msg *m, const char *name);
+int jn_msg_header_set(struct jn_msg *m, const char *name, const char *value); /* 0 | JN_ENOMEM */
+int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value); /* 0 | JN_ENOMEM */
+int jn_msg_header_del(struct jn_msg *m, const char *name); /* number removed */
+
+/*
+ * Storage encoding (msgpack), format version 1:
+ *   [1, id:str, channel:str, recv_us:int, [[name:str, value:str], ...], payload:bin]
+ * Readers of every older version stay (see docs/architecture.md). Appends to out.
+ */
+#define JN_MSG_FORMAT_VERSION 1
+int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out); /* 0 | JN_ENOMEM */
+/* Decodes one record. Returns 0 and a new message in *out, or JN_EPROTO / JN_ENOMEM with the
+ * reason in err. Never trusts the input: any byte string is safe to pass. */
+int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_err *err);
+
+int64_t jn_now_us(void);
+
+#endif

@@ -1,0 +1,23 @@
+/* The channel types junction knows, in one list (Fluent Bit's plugin registry). */
+#include <string.h>
+
+#include "jn_channel.h"
+
+extern const struct jn_channel_def jn_channel_http;
+extern const struct jn_channel_def jn_channel_file;
+
+const struct jn_channel_def *const jn_channel_defs[] = {
+    &jn_channel_file,
+    &jn_channel_http,
+    NULL,
+};
+
+const struct jn_channel_def *jn_channel_def_find(const char *name)
+{
+    for (size_t i = 0; jn_channel_defs[i]; i++) {
+        if (strcmp(jn_channel_defs[i]->name, name) == 0) {
+            return jn_channel_defs[i];
+        }
+    }
+    return NULL;
+}

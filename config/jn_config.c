@@ -1,0 +1,624 @@
+/*
+ * jn_config: loading and cross-checking the whole config (see jn_config.h).
+ *
+ * Each section is parsed by its option table (jn_opt); the references between sections (a
+ * route's channels and services, unrouted) are resolved afterwards, like Mosquitto's
+ * config__check. Every error is collected with its position; nothing stops at the first.
+ */
+#include "jn_config.h"
+
+#include <string.h>
+
+#include "jn_buf.h"
+#include "jn_mem.h"
+
+static const char *const directions[] = {"in", "out", NULL};
+
+static const struct jn_opt retry_opts[] = {
+    JN_OPT_INT("attempts", "10", 1, 1000000, 0, struct jn_retry_conf, attempts,
+               "Tries in all (the first send included) before the message is dead-lettered."),
+    JN_OPT_DURATION("backoff", "500ms", 1, 86400000LL, 0, struct jn_retry_conf, backoff,
+                    "Base delay: retry n waits a random time in 0..min(max_backoff, "
+                    "backoff * 2^(n-1)) (full jitter)."),
+    JN_OPT_DURATION("max_backoff", "5m", 1, 7 * 86400000LL, 0, struct jn_retry_conf, max_backoff,
+                    "Cap of the exponential growth."),
+    JN_OPT_END,
+};
+
+const struct jn_opt jn_chan_common_opts[] = {
+    JN_OPT_STR("type", NULL, JN_OPT_REQUIRED, struct jn_chan_common, type,
+               "The protocol: see the channel types below."),
+    JN_OPT_ENUM("direction", NULL, directions, JN_OPT_REQUIRED, struct jn_chan_common, direction,
+                "in: messages arrive here; out: messages leave here."),
+    JN_OPT_SUB("retry", retry_opts, struct jn_retry_conf, JN_OPT_OUT, struct jn_chan_common,
+               retry, "Retry policy of deliveries to this channel."),
+    JN_OPT_INT("concurrency", "1", 1, 1024, JN_OPT_OUT, struct jn_chan_common, concurrency,
+               "Deliveries in flight at once. 1 keeps the order of the queue."),
+    JN_OPT_END,
+};
+
+const struct jn_opt jn_core_opts[] = {
+    JN_OPT_STR("data_dir", "./data", 0, struct jn_core_conf, data_dir,
+               "Directory of the broker's state (the LMDB journal, queues and action log)."),
+    JN_OPT_STR("log_level", "info", 0, struct jn_core_conf, log_level,
+               "error | warn | info | debug | trace."),
+    JN_OPT_DURATION("shutdown_timeout", "30s", 0, 3600000LL, 0, struct jn_core_conf,
+                    shutdown_timeout,
+                    "On SIGTERM/SIGINT, how long to wait for queued and in-flight deliveries "
+                    "before exiting."),
+    JN_OPT_END,
+};
+
+const struct jn_opt jn_route_opts[] = {
+    JN_OPT_STRLIST("from", NULL, JN_OPT_REQUIRED, struct jn_route_conf, from,
+                   "IN channels whose messages this route considers."),
+    JN_OPT_STR("when", NULL, 0, struct jn_route_conf, when,
+               "Condition (see docs/routes.md); absent means every message."),
+    JN_OPT_STRLIST("via", NULL, 0, struct jn_route_conf, via,
+                   "Services applied in order; each output of one feeds the next."),
+    JN_OPT_STRLIST("to", NULL, JN_OPT_REQUIRED, struct jn_route_conf, to,
+                   "OUT channels; each gets its own copy (fan-out)."),
+    JN_OPT_END,
+};
+
+static const char *const top_keys[] = {"junction", "channels", "services", "routes", "unrouted"};
+
+/* Names of a table's options, NULL-terminated, for skip lists. Caller frees the array. */
+static const char **opt_names(const struct jn_opt *tab)
+{
+    size_t n = 0;
+    const char **v;
+
+    while (tab[n].name) {
+        n++;
+    }
+    v = jn_calloc(n + 1, sizeof(*v));
+    if (v == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        v[i] = tab[i].name;
+    }
+    return v;
+}
+
+static void type_list(struct jn_buf *b, int services)
+{
+    if (services) {
+        for (size_t i = 0; jn_service_defs[i]; i++) {
+            jn_buf_printf(b, "%s%s", i ? ", " : "", jn_service_defs[i]->name);
+        }
+    } else {
+        for (size_t i = 0; jn_channel_defs[i]; i++) {
+            jn_buf_printf(b, "%s%s", i ? ", " : "", jn_channel_defs[i]->name);
+        }
+    }
+}
+
+static const char *nearest_type(const char *t, int services)
+{
+    const char *names[64] = {NULL};
+    size_t n = 0;
+
+    if (services) {
+        for (size_t i = 0; jn_service_defs[i] && n < 64; i++) {
+            names[n++] = jn_service_defs[i]->name;
+        }
+    } else {
+        for (size_t i = 0; jn_channel_defs[i] && n < 64; i++) {
+            names[n++] = jn_channel_defs[i]->name;
+        }
+    }
+    return jn_nearest(t, names, n);
+}
+
+/* The `type:` of a channel or service block; reports a missing or unknown one. */
+static const char *block_type(const struct jn_node *v, const char *what, int services,
+                              struct jn_diag *d)
+{
+    const struct jn_node *t = jn_node_get(v, "type");
+    struct jn_buf b = JN_BUF_INIT;
+    const char *near;
+
+    type_list(&b, services);
+    if (t == NULL) {
+        jn_diag_add(d, &v->pos, "%s: missing required option 'type', expected one of: %s", what,
+                    b.p ? b.p : "");
+        jn_buf_reset(&b);
+        return NULL;
+    }
+    if (t->kind != JN_NODE_SCALAR) {
+        jn_diag_add(d, &t->pos, "%s: type: expected a value, found a %s", what,
+                    jn_node_kind_name(t));
+        jn_buf_reset(&b);
+        return NULL;
+    }
+    if ((services ? (const void *)jn_service_def_find(t->str)
+                  : (const void *)jn_channel_def_find(t->str)) == NULL) {
+        near = nearest_type(t->str, services);
+        jn_diag_add(d, &t->pos, "%s: unknown %s type '%s'%s%s%s, expected one of: %s", what,
+                    services ? "service" : "channel", t->str, near ? " (did you mean '" : "",
+                    near ? near : "", near ? "'?)" : "", b.p ? b.p : "");
+        jn_buf_reset(&b);
+        return NULL;
+    }
+    jn_buf_reset(&b);
+    return t->str;
+}
+
+static int load_channel(struct jn_config *c, const struct jn_node *k, const struct jn_node *v,
+                        struct jn_diag *d)
+{
+    struct jn_cfg_channel *ch = &c->channels[c->nchannels];
+    char what[320];
+    const char *type;
+    const char **common_names = NULL;
+    int errs = 0;
+    unsigned mask;
+
+    memset(ch, 0, sizeof(*ch));
+    ch->pos = k->pos;
+    ch->name = jn_strdup(k->str);
+    if (ch->name == NULL) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        return 1;
+    }
+    c->nchannels++;
+    snprintf(what, sizeof(what), "channel '%s'", k->str);
+    if (v->kind != JN_NODE_MAP) {
+        jn_diag_add(d, &v->pos, "%s: expected a map of options, found a %s", what,
+                    jn_node_kind_name(v));
+        return 1;
+    }
+    type = block_type(v, what, 0, d);
+    if (type == NULL) {
+        return 1;
+    }
+    ch->def = jn_channel_def_find(type);
+    snprintf(what, sizeof(what), "channel '%s' (%s)", k->str, type);
+    common_names = opt_names(jn_chan_common_opts);
+    if (common_names == NULL) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        return 1;
+    }
+    /* The direction first: it decides which options are allowed. */
+    {
+        const struct jn_node *dn = jn_node_get(v, "direction");
+        int dir = -1;
+        if (dn && dn->kind == JN_NODE_SCALAR) {
+            dir = strcmp(dn->str, "in") == 0 ? 0 : strcmp(dn->str, "out") == 0 ? 1 : -1;
+        }
+        mask = dir == 0 ? JN_OPT_IN : dir == 1 ? JN_OPT_OUT : 0;
+    }
+    /* Common keys first; keys it does not know are the type's, checked in the second pass. */
+    errs += jn_opt_parse(jn_chan_common_opts, v, &ch->common, what, mask | JN_OPT_LENIENT, NULL,
+                         &v->pos, d);
+    ch->dir = ch->common.direction == 0 ? JN_DIR_IN : JN_DIR_OUT;
+    if (mask && !(ch->def->dirs & ch->dir)) {
+        const struct jn_node *dn = jn_node_get(v, "direction");
+        jn_diag_add(d, &dn->pos, "%s: direction: '%s' is not supported, expected %s", what,
+                    dn->str, (ch->def->dirs & JN_DIR_IN) ? "in" : "out");
+        errs++;
+    }
+    ch->conf = jn_calloc(1, ch->def->conf_size);
+    if (ch->conf == NULL) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        errs++;
+    } else {
+        errs += jn_opt_parse(ch->def->opts, v, ch->conf, what, mask, common_names, &v->pos, d);
+        if (errs == 0 && ch->def->check) {
+            errs += ch->def->check(ch->conf, ch->dir, v, d);
+        }
+    }
+    jn_free(common_names);
+    return errs;
+}
+
+static int load_service(struct jn_config *c, const struct jn_node *k, const struct jn_node *v,
+                        struct jn_diag *d)
+{
+    struct jn_cfg_service *s = &c->services[c->nservices];
+    static const char *const skip[] = {"type", NULL};
+    char what[320];
+    const char *type;
+    int errs = 0;
+
+    memset(s, 0, sizeof(*s));
+    s->pos = k->pos;
+    s->name = jn_strdup(k->str);
+    if (s->name == NULL) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        return 1;
+    }
+    c->nservices++;
+    snprintf(what, sizeof(what), "service '%s'", k->str);
+    if (v->kind != JN_NODE_MAP) {
+        jn_diag_add(d, &v->pos, "%s: expected a map of options, found a %s", what,
+                    jn_node_kind_name(v));
+        return 1;
+    }
+    type = block_type(v, what, 1, d);
+    if (type == NULL) {
+        return 1;
+    }
+    s->def = jn_service_def_find(type);
+    snprintf(what, sizeof(what), "service '%s' (%s)", k->str, type);
+    s->conf = jn_calloc(1, s->def->conf_size ? s->def->conf_size : 1);
+    if (s->conf == NULL) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        return 1;
+    }
+    errs += jn_opt_parse(s->def->opts, v, s->conf, what, 0, skip, &v->pos, d);
+    if (errs == 0 && s->def->check) {
+        errs += s->def->check(s->conf, v, d);
+    }
+    return errs;
+}
+
+/* Position of element i of a list option (or of the scalar when it was one value). */
+static const struct jn_pos *elem_pos(const struct jn_node *v, const char *key, size_t i)
+{
+    const struct jn_node *n = jn_node_get(v, key);
+
+    if (n == NULL) {
+        return &v->pos;
+    }
+    if (n->kind == JN_NODE_SEQ && i < n->n) {
+        return &n->vals[i]->pos;
+    }
+    return &n->pos;
+}
+
+static long find_channel(const struct jn_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->nchannels; i++) {
+        if (strcmp(c->channels[i].name, name) == 0) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+static long find_service(const struct jn_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->nservices; i++) {
+        if (strcmp(c->services[i].name, name) == 0) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+static void unknown_name(struct jn_diag *d, const struct jn_pos *pos, const char *what,
+                         const char *key, const char *name, const struct jn_config *c, int svc)
+{
+    const char *names[256] = {NULL};
+    size_t n = 0;
+    const char *near;
+
+    if (svc) {
+        for (size_t i = 0; i < c->nservices && n < 256; i++) {
+            names[n++] = c->services[i].name;
+        }
+    } else {
+        for (size_t i = 0; i < c->nchannels && n < 256; i++) {
+            names[n++] = c->channels[i].name;
+        }
+    }
+    near = jn_nearest(name, names, n);
+    jn_diag_add(d, pos, "%s: %s: unknown %s '%s'%s%s%s, expected the name of one defined under "
+                "'%s:'", what, key, svc ? "service" : "channel", name,
+                near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "",
+                svc ? "services" : "channels");
+}
+
+static int load_route(struct jn_config *c, const struct jn_node *k, const struct jn_node *v,
+                      struct jn_diag *d)
+{
+    struct jn_cfg_route *r = &c->routes[c->nroutes];
+    char what[320];
+    int errs;
+
+    memset(r, 0, sizeof(*r));
+    r->pos = k->pos;
+    r->name = jn_strdup(k->str);
+    if (r->name == NULL) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        return 1;
+    }
+    c->nroutes++;
+    snprintf(what, sizeof(what), "route '%s'", k->str);
+    errs = jn_opt_parse(jn_route_opts, v, &r->rc, what, 0, NULL, &v->pos, d);
+    if (v->kind != JN_NODE_MAP) {
+        return errs ? errs : 1;
+    }
+    r->from = jn_calloc(r->rc.from.n + 1, sizeof(size_t));
+    r->via = jn_calloc(r->rc.via.n + 1, sizeof(size_t));
+    r->to = jn_calloc(r->rc.to.n + 1, sizeof(size_t));
+    if (!r->from || !r->via || !r->to) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        return errs + 1;
+    }
+    for (size_t i = 0; i < r->rc.from.n; i++) {
+        long idx = find_channel(c, r->rc.from.v[i]);
+        if (idx < 0) {
+            unknown_name(d, elem_pos(v, "from", i), what, "from", r->rc.from.v[i], c, 0);
+            errs++;
+        } else if (c->channels[idx].dir != JN_DIR_IN) {
+            jn_diag_add(d, elem_pos(v, "from", i), "%s: from: '%s' is an OUT channel, expected "
+                        "an IN channel (direction: in)", what, r->rc.from.v[i]);
+            errs++;
+        } else {
+            r->from[i] = (size_t)idx;
+        }
+    }
+    for (size_t i = 0; i < r->rc.via.n; i++) {
+        long idx = find_service(c, r->rc.via.v[i]);
+        if (idx < 0) {
+            unknown_name(d, elem_pos(v, "via", i), what, "via", r->rc.via.v[i], c, 1);
+            errs++;
+        } else {
+            r->via[i] = (size_t)idx;
+        }
+    }
+    if (jn_node_get(v, "to") != NULL && r->rc.to.n == 0) {
+        jn_diag_add(d, elem_pos(v, "to", 0), "%s: to: the list is empty, expected at least one "
+                    "OUT channel", what);
+        errs++;
+    }
+    if (jn_node_get(v, "from") != NULL && r->rc.from.n == 0) {
+        jn_diag_add(d, elem_pos(v, "from", 0), "%s: from: the list is empty, expected at least "
+                    "one IN channel", what);
+        errs++;
+    }
+    for (size_t i = 0; i < r->rc.to.n; i++) {
+        long idx = find_channel(c, r->rc.to.v[i]);
+        if (idx < 0) {
+            unknown_name(d, elem_pos(v, "to", i), what, "to", r->rc.to.v[i], c, 0);
+            errs++;
+        } else if (c->channels[idx].dir != JN_DIR_OUT) {
+            jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is an IN channel and cannot be a "
+                        "destination, expected an OUT channel (direction: out)", what,
+                        r->rc.to.v[i]);
+            errs++;
+        } else {
+            for (size_t j = 0; j < i; j++) {
+                if (r->to[j] == (size_t)idx) {
+                    jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is listed twice, "
+                                "expected each destination once", what, r->rc.to.v[i]);
+                    errs++;
+                }
+            }
+            r->to[i] = (size_t)idx;
+        }
+    }
+    if (r->rc.when != NULL) {
+        const struct jn_node *w = jn_node_get(v, "when");
+        struct jn_pos p = w->pos;
+        if (!w->plain) {
+            p.col++; /* the opening quote */
+        }
+        r->cond = jn_cond_compile(r->rc.when, &p, d);
+        if (r->cond == NULL) {
+            errs++;
+        }
+    }
+    return errs;
+}
+
+typedef int (*block_fn)(struct jn_config *c, const struct jn_node *k, const struct jn_node *v,
+                        struct jn_diag *d);
+
+static int load_section(struct jn_config *c, const struct jn_node *root, const char *key,
+                        void **arr, size_t elem, block_fn fn, struct jn_diag *d)
+{
+    const struct jn_node *s = jn_node_get(root, key);
+    int errs = 0;
+
+    if (s == NULL || jn_node_is_null(s)) {
+        return 0;
+    }
+    if (s->kind != JN_NODE_MAP) {
+        jn_diag_add(d, &s->pos, "%s: expected a map of name: {...}, found a %s", key,
+                    jn_node_kind_name(s));
+        return 1;
+    }
+    *arr = jn_calloc(s->n + 1, elem);
+    if (*arr == NULL) {
+        jn_diag_add(d, &s->pos, "out of memory");
+        return 1;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        errs += fn(c, s->keys[i], s->vals[i], d);
+    }
+    return errs;
+}
+
+static int load_unrouted(struct jn_config *c, const struct jn_node *root, struct jn_diag *d)
+{
+    const struct jn_node *u = jn_node_get(root, "unrouted");
+    long idx;
+
+    c->unrouted = JN_UNROUTED_DEAD_LETTER;
+    if (u == NULL) {
+        return 0;
+    }
+    if (u->kind != JN_NODE_SCALAR) {
+        jn_diag_add(d, &u->pos, "unrouted: expected dead-letter, drop or an OUT channel name, "
+                    "found a %s", jn_node_kind_name(u));
+        return 1;
+    }
+    if (strcmp(u->str, "dead-letter") == 0) {
+        return 0;
+    }
+    if (strcmp(u->str, "drop") == 0) {
+        c->unrouted = JN_UNROUTED_DROP;
+        return 0;
+    }
+    idx = find_channel(c, u->str);
+    if (idx < 0 || c->channels[idx].dir != JN_DIR_OUT) {
+        jn_diag_add(d, &u->pos, "unrouted: '%s' is %s, expected dead-letter, drop or the name of "
+                    "an OUT channel", u->str, idx < 0 ? "not a channel" : "an IN channel");
+        return 1;
+    }
+    c->unrouted = JN_UNROUTED_CHANNEL;
+    c->unrouted_channel = (size_t)idx;
+    return 0;
+}
+
+static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
+{
+    struct jn_config *c;
+    int errs = 0;
+
+    if (root == NULL) {
+        return NULL;
+    }
+    c = jn_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        jn_diag_add(d, &root->pos, "out of memory");
+        jn_node_free(root);
+        return NULL;
+    }
+    jn_diag_init(&c->names);
+    if (root->kind != JN_NODE_MAP) {
+        jn_diag_add(d, &root->pos, "expected a map with junction:, channels:, services:, "
+                    "routes:, found a %s", jn_node_kind_name(root));
+        errs++;
+    } else {
+        for (size_t i = 0; i < root->n; i++) {
+            const char *key = root->keys[i]->str;
+            int known = 0;
+            for (size_t k = 0; k < sizeof(top_keys) / sizeof(top_keys[0]); k++) {
+                known |= strcmp(key, top_keys[k]) == 0;
+            }
+            if (!known) {
+                const char *near = jn_nearest(key, top_keys, 5);
+                jn_diag_add(d, &root->keys[i]->pos, "unknown section '%s'%s%s%s, expected one "
+                            "of: junction, channels, services, routes, unrouted", key,
+                            near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+                errs++;
+            }
+        }
+        {
+            const struct jn_node *j = jn_node_get(root, "junction");
+            errs += jn_opt_parse(jn_core_opts, jn_node_is_null(j) ? NULL : j, &c->core,
+                                 "junction", 0, NULL, &root->pos, d);
+            if (c->core.log_level && jn_log_level_parse(c->core.log_level) < 0) {
+                const struct jn_node *ln = jn_node_get(j, "log_level");
+                jn_diag_add(d, ln ? &ln->pos : &root->pos, "junction: log_level: '%s' is not "
+                            "allowed, expected one of: error | warn | info | debug | trace",
+                            c->core.log_level);
+                errs++;
+            }
+        }
+        errs += load_section(c, root, "channels", (void **)&c->channels,
+                             sizeof(struct jn_cfg_channel), load_channel, d);
+        errs += load_section(c, root, "services", (void **)&c->services,
+                             sizeof(struct jn_cfg_service), load_service, d);
+        errs += load_section(c, root, "routes", (void **)&c->routes, sizeof(struct jn_cfg_route),
+                             load_route, d);
+        errs += load_unrouted(c, root, d);
+    }
+    /* Positions point at file names owned by d; keep our own copies for the broker's use. */
+    for (size_t i = 0; i < c->nchannels; i++) {
+        c->channels[i].pos.file = jn_diag_file(&c->names, c->channels[i].pos.file);
+    }
+    for (size_t i = 0; i < c->nservices; i++) {
+        c->services[i].pos.file = jn_diag_file(&c->names, c->services[i].pos.file);
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        c->routes[i].pos.file = jn_diag_file(&c->names, c->routes[i].pos.file);
+    }
+    jn_node_free(root);
+    if (errs || d->n) {
+        jn_config_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct jn_config *jn_config_load_file(const char *path, struct jn_diag *d)
+{
+    return load_root(jn_yaml_load_file(path, d), d);
+}
+
+struct jn_config *jn_config_load_buf(const char *name, const char *buf, size_t len,
+                                     struct jn_diag *d)
+{
+    return load_root(jn_yaml_load_buf(name, buf, len, d), d);
+}
+
+void jn_config_free(struct jn_config *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < c->nchannels; i++) {
+        struct jn_cfg_channel *ch = &c->channels[i];
+        if (ch->def && ch->conf) {
+            jn_opt_free(ch->def->opts, ch->conf);
+        }
+        jn_free(ch->conf);
+        jn_opt_free(jn_chan_common_opts, &ch->common);
+        jn_free(ch->name);
+    }
+    jn_free(c->channels);
+    for (size_t i = 0; i < c->nservices; i++) {
+        struct jn_cfg_service *s = &c->services[i];
+        if (s->def && s->conf) {
+            jn_opt_free(s->def->opts, s->conf);
+        }
+        jn_free(s->conf);
+        jn_free(s->name);
+    }
+    jn_free(c->services);
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct jn_cfg_route *r = &c->routes[i];
+        jn_opt_free(jn_route_opts, &r->rc);
+        jn_cond_free(r->cond);
+        jn_free(r->from);
+        jn_free(r->via);
+        jn_free(r->to);
+        jn_free(r->name);
+    }
+    jn_free(c->routes);
+    jn_opt_free(jn_core_opts, &c->core);
+    jn_diag_free(&c->names);
+    jn_free(c);
+}
+
+void jn_config_reference_md(FILE *out)
+{
+    fprintf(out, "# Config reference\n\n"
+            "Generated by `junction describe --markdown` from the option tables in the code; "
+            "a test fails when this file is stale. Sizes take B, KiB, MiB, GiB (or KB, MB, GB); "
+            "durations take ms, s, m, h, d. Any value may use `${ENV}` or `${ENV:-default}`.\n\n");
+    fprintf(out, "## `junction:`\n\n");
+    jn_opt_describe_md(jn_core_opts, NULL, out);
+    fprintf(out, "\n## `channels:` (every channel)\n\nA map of name -> channel. These keys apply "
+            "to every type; `retry` and `concurrency` only to `direction: out`.\n\n");
+    jn_opt_describe_md(jn_chan_common_opts, NULL, out);
+    for (size_t i = 0; jn_channel_defs[i]; i++) {
+        const struct jn_channel_def *def = jn_channel_defs[i];
+        fprintf(out, "\n### channel type `%s`\n\n%s. Directions: %s%s%s.\n\n", def->name,
+                def->desc, (def->dirs & JN_DIR_IN) ? "in" : "",
+                (def->dirs & JN_DIR_IN) && (def->dirs & JN_DIR_OUT) ? ", " : "",
+                (def->dirs & JN_DIR_OUT) ? "out" : "");
+        jn_opt_describe_md(def->opts, NULL, out);
+    }
+    fprintf(out, "\n## `services:`\n\nA map of name -> service; every service has `type`.\n");
+    for (size_t i = 0; jn_service_defs[i]; i++) {
+        const struct jn_service_def *def = jn_service_defs[i];
+        fprintf(out, "\n### service type `%s`\n\n%s.\n\n", def->name, def->desc);
+        jn_opt_describe_md(def->opts, NULL, out);
+    }
+    fprintf(out, "\n## `routes:`\n\nA map of name -> route. Every route whose `from` lists the "
+            "message's channel and whose `when` holds takes the message.\n\n");
+    jn_opt_describe_md(jn_route_opts, NULL, out);
+    fprintf(out, "\n## `unrouted:`\n\n| value | meaning |\n|---|---|\n"
+            "| `dead-letter` (default) | a message no route takes is dead-lettered with the "
+            "reason `unrouted` |\n"
+            "| `drop` | it is acknowledged and dropped, with a log line |\n"
+            "| an OUT channel's name | it is delivered there |\n");
+}

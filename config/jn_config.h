@@ -1,0 +1,104 @@
+/*
+ * jn_config: the whole configuration, loaded, validated and cross-checked.
+ *
+ *   junction: { data_dir, log_level, shutdown_timeout }
+ *   channels: name -> { type, direction, [retry, concurrency for out], ...type options }
+ *   services: name -> { type, ...type options }
+ *   routes:   name -> { from, when, via, to }
+ *   unrouted: dead-letter | drop | <an OUT channel>
+ *
+ * Loading reports every error it finds at file:line:col (Mosquitto's config__check pass for
+ * the cross-references). The result owns all conf structs; the broker borrows them.
+ */
+#ifndef JN_CONFIG_H
+#define JN_CONFIG_H
+
+#include <stddef.h>
+
+#include "jn_channel.h"
+#include "jn_cond.h"
+#include "jn_diag.h"
+#include "jn_opt.h"
+#include "jn_service.h"
+#include "jn_yaml.h"
+
+struct jn_core_conf {
+    char *data_dir;
+    char *log_level;
+    long long shutdown_timeout; /* ms */
+};
+
+struct jn_chan_common {
+    char *type;
+    int direction; /* index into {"in", "out"} */
+    struct jn_retry_conf retry;
+    long long concurrency;
+};
+
+struct jn_cfg_channel {
+    char *name;
+    const struct jn_channel_def *def;
+    unsigned dir;   /* JN_DIR_IN or JN_DIR_OUT */
+    void *conf;     /* def->conf_size, filled by def->opts */
+    struct jn_chan_common common;
+    struct jn_pos pos;
+};
+
+struct jn_cfg_service {
+    char *name;
+    const struct jn_service_def *def;
+    void *conf;
+    struct jn_pos pos;
+};
+
+struct jn_route_conf {
+    struct jn_strlist from;
+    char *when;
+    struct jn_strlist via;
+    struct jn_strlist to;
+};
+
+struct jn_cfg_route {
+    char *name;
+    struct jn_route_conf rc;
+    struct jn_cond *cond; /* NULL: always */
+    size_t *from;         /* indexes into channels */
+    size_t *via;          /* indexes into services */
+    size_t *to;           /* indexes into channels */
+    struct jn_pos pos;
+};
+
+enum jn_unrouted {
+    JN_UNROUTED_DEAD_LETTER,
+    JN_UNROUTED_DROP,
+    JN_UNROUTED_CHANNEL,
+};
+
+struct jn_config {
+    struct jn_diag names; /* owns the file names positions point at */
+    struct jn_core_conf core;
+    struct jn_cfg_channel *channels;
+    size_t nchannels;
+    struct jn_cfg_service *services;
+    size_t nservices;
+    struct jn_cfg_route *routes;
+    size_t nroutes;
+    enum jn_unrouted unrouted;
+    size_t unrouted_channel; /* with JN_UNROUTED_CHANNEL */
+};
+
+/* Load and validate. On any error returns NULL with every error in d (file:line:col: ...). */
+struct jn_config *jn_config_load_file(const char *path, struct jn_diag *d);
+struct jn_config *jn_config_load_buf(const char *name, const char *buf, size_t len,
+                                     struct jn_diag *d);
+void jn_config_free(struct jn_config *c);
+
+/* Option tables of the sections, for describe and the docs generator. */
+extern const struct jn_opt jn_core_opts[];
+extern const struct jn_opt jn_chan_common_opts[];
+extern const struct jn_opt jn_route_opts[];
+
+/* Writes docs/config-reference.md's content. */
+void jn_config_reference_md(FILE *out);
+
+#endif

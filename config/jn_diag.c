@@ -1,0 +1,152 @@
+/* jn_diag: collected config errors with positions (see jn_diag.h). */
+#include "jn_diag.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "jn_buf.h"
+#include "jn_mem.h"
+
+void jn_diag_init(struct jn_diag *d)
+{
+    memset(d, 0, sizeof(*d));
+}
+
+void jn_diag_free(struct jn_diag *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        jn_free(d->msgs[i]);
+    }
+    jn_free(d->msgs);
+    for (size_t i = 0; i < d->nfiles; i++) {
+        jn_free(d->files[i]);
+    }
+    jn_free(d->files);
+    memset(d, 0, sizeof(*d));
+}
+
+const char *jn_diag_file(struct jn_diag *d, const char *name)
+{
+    char **f;
+    char *s;
+
+    for (size_t i = 0; i < d->nfiles; i++) {
+        if (strcmp(d->files[i], name) == 0) {
+            return d->files[i];
+        }
+    }
+    f = jn_realloc(d->files, (d->nfiles + 1) * sizeof(*f));
+    if (f == NULL) {
+        d->oom = 1;
+        return "?";
+    }
+    d->files = f;
+    s = jn_strdup(name);
+    if (s == NULL) {
+        d->oom = 1;
+        return "?";
+    }
+    d->files[d->nfiles++] = s;
+    return s;
+}
+
+void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
+{
+    struct jn_buf b = JN_BUF_INIT;
+    va_list ap;
+    char *s;
+    int n;
+
+    if (pos && pos->file && pos->line > 0) {
+        jn_buf_printf(&b, "%s:%d:%d: ", pos->file, pos->line, pos->col);
+    } else if (pos && pos->file) {
+        jn_buf_printf(&b, "%s: ", pos->file);
+    }
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && jn_buf_reserve(&b, (size_t)n) == 0) {
+        va_start(ap, fmt);
+        vsnprintf(b.p + b.len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        b.len += (size_t)n;
+    } else {
+        d->oom = 1;
+    }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        char **m = jn_realloc(d->msgs, cap * sizeof(*m));
+        if (m == NULL) {
+            d->oom = 1;
+            jn_buf_reset(&b);
+            return;
+        }
+        d->msgs = m;
+        d->cap = cap;
+    }
+    s = jn_buf_steal(&b);
+    if (s == NULL) {
+        d->oom = 1;
+        return;
+    }
+    d->msgs[d->n++] = s;
+}
+
+void jn_diag_print(const struct jn_diag *d, FILE *out)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        fprintf(out, "%s\n", d->msgs[i]);
+    }
+    if (d->oom) {
+        fprintf(out, "(out of memory: some errors were not recorded)\n");
+    }
+}
+
+size_t jn_edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[64];
+
+    if (lb >= sizeof(row) / sizeof(row[0]) || la >= 64) {
+        return (size_t)-1;
+    }
+    for (size_t j = 0; j <= lb; j++) {
+        row[j] = j;
+    }
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) {
+                best = up + 1;
+            }
+            if (row[j - 1] + 1 < best) {
+                best = row[j - 1] + 1;
+            }
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+const char *jn_nearest(const char *word, const char *const *cands, size_t n)
+{
+    const char *best = NULL;
+    size_t bestd = (size_t)-1;
+    size_t limit = strlen(word) / 3;
+
+    if (limit < 2) {
+        limit = 2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t dd = jn_edit_distance(word, cands[i]);
+        if (dd < bestd) {
+            bestd = dd;
+            best = cands[i];
+        }
+    }
+    return bestd <= limit ? best : NULL;
+}

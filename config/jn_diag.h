@@ -1,0 +1,43 @@
+/*
+ * jn_diag: the list of errors a config load collects, each at file:line:col.
+ *
+ * Loading does not stop at the first error: users fix configs faster when they see them all.
+ * A diag also owns the file names positions point at, so nodes can be freed independently.
+ */
+#ifndef JN_DIAG_H
+#define JN_DIAG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct jn_pos {
+    const char *file; /* owned by the diag (or static) */
+    int line;         /* 1-based; 0 = unknown */
+    int col;          /* 1-based; 0 = unknown */
+};
+
+struct jn_diag {
+    char **msgs;   /* "file:line:col: text" */
+    size_t n;
+    size_t cap;
+    char **files;  /* pool of file names */
+    size_t nfiles;
+    int oom;       /* set when a message could not be stored */
+};
+
+void jn_diag_init(struct jn_diag *d);
+void jn_diag_free(struct jn_diag *d);
+/* Adds "file:line:col: text" (or "file: text" when pos has no line). Never fails loudly: on
+ * out-of-memory the diag's oom flag is set instead. pos may be NULL. */
+void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Interns a file name; returns a pointer owned by the diag, or a static "?" on no memory. */
+const char *jn_diag_file(struct jn_diag *d, const char *name);
+void jn_diag_print(const struct jn_diag *d, FILE *out);
+
+/* Edit distance with a cutoff, used for "did you mean" suggestions. */
+size_t jn_edit_distance(const char *a, const char *b);
+/* The candidate nearest to word (distance <= max(2, len/3)), or NULL. */
+const char *jn_nearest(const char *word, const char *const *cands, size_t n);
+
+#endif

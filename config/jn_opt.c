@@ -1,0 +1,533 @@
+/* jn_opt: table-driven option parsing, validation and description (see jn_opt.h). */
+#include "jn_opt.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "jn_buf.h"
+#include "jn_err.h"
+#include "jn_mem.h"
+
+static const char *type_name(const struct jn_opt *o)
+{
+    switch (o->type) {
+    case JN_OPT_T_STR: return "string";
+    case JN_OPT_T_INT: return "integer";
+    case JN_OPT_T_SIZE: return "size";
+    case JN_OPT_T_DURATION: return "duration";
+    case JN_OPT_T_BOOL: return "bool";
+    case JN_OPT_T_ENUM: return "enum";
+    case JN_OPT_T_STRLIST: return "list of strings";
+    case JN_OPT_T_STRMAP: return "map of strings";
+    case JN_OPT_T_SUB: return "map";
+    }
+    return "?";
+}
+
+int jn_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on"};
+    static const char *const no[] = {"false", "no", "off"};
+
+    for (size_t i = 0; i < 3; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return JN_EINVAL;
+}
+
+/* A non-negative decimal number with an optional fraction, then a unit suffix. */
+static int number_unit(const char *s, double *num, const char **unit)
+{
+    char *end;
+
+    if (s[0] < '0' || s[0] > '9') {
+        return JN_EINVAL;
+    }
+    errno = 0;
+    *num = strtod(s, &end);
+    if (errno != 0 || end == s) {
+        return JN_EINVAL;
+    }
+    while (*end == ' ') {
+        end++;
+    }
+    *unit = end;
+    return 0;
+}
+
+int jn_parse_size(const char *s, unsigned long long *out)
+{
+    static const struct { const char *u; double mul; } units[] = {
+        {"", 1}, {"B", 1}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+        {"TiB", 1099511627776.0}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+        {"K", 1024.0}, {"M", 1048576.0}, {"G", 1073741824.0},
+    };
+    double num, v;
+    const char *unit;
+
+    if (number_unit(s, &num, &unit) != 0) {
+        return JN_EINVAL;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(unit, units[i].u) == 0) {
+            v = num * units[i].mul;
+            if (v > 1.8e19) {
+                return JN_EINVAL;
+            }
+            *out = (unsigned long long)v;
+            return 0;
+        }
+    }
+    return JN_EINVAL;
+}
+
+int jn_parse_duration_ms(const char *s, long long *out)
+{
+    static const struct { const char *u; double mul; } units[] = {
+        {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+    };
+    double num, v;
+    const char *unit;
+
+    if (number_unit(s, &num, &unit) != 0) {
+        return JN_EINVAL;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(unit, units[i].u) == 0) {
+            v = num * units[i].mul;
+            if (v > 9.2e18) {
+                return JN_EINVAL;
+            }
+            *out = (long long)v;
+            return 0;
+        }
+    }
+    return JN_EINVAL;
+}
+
+static void free_strlist(struct jn_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        jn_free(l->v[i]);
+    }
+    jn_free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static void free_strmap(struct jn_strmap *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        jn_free(m->k[i]);
+        jn_free(m->v[i]);
+    }
+    jn_free(m->k);
+    jn_free(m->v);
+    m->k = m->v = NULL;
+    m->n = 0;
+}
+
+void jn_opt_free(const struct jn_opt *tab, void *conf)
+{
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        void *f = (char *)conf + o->off;
+        switch (o->type) {
+        case JN_OPT_T_STR:
+            jn_free(*(char **)f);
+            *(char **)f = NULL;
+            break;
+        case JN_OPT_T_STRLIST:
+            free_strlist(f);
+            break;
+        case JN_OPT_T_STRMAP:
+            free_strmap(f);
+            break;
+        case JN_OPT_T_SUB:
+            jn_opt_free(o->sub, f);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void range_text(const struct jn_opt *o, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    if (o->type == JN_OPT_T_INT || o->type == JN_OPT_T_SIZE || o->type == JN_OPT_T_DURATION) {
+        if (o->min != 0 || o->max != 0) {
+            if (o->type == JN_OPT_T_DURATION) {
+                snprintf(buf, n, "%lldms..%lldms", o->min, o->max);
+            } else {
+                snprintf(buf, n, "%lld..%lld", o->min, o->max);
+            }
+        }
+    }
+}
+
+static void enum_list(const struct jn_opt *o, struct jn_buf *b)
+{
+    for (size_t i = 0; o->enums && o->enums[i]; i++) {
+        jn_buf_printf(b, "%s%s", i ? " | " : "", o->enums[i]);
+    }
+}
+
+static int add_str(char ***v, size_t *n, const char *s)
+{
+    char **nv = jn_realloc(*v, (*n + 1) * sizeof(**v));
+    char *c;
+
+    if (nv == NULL) {
+        return JN_ENOMEM;
+    }
+    *v = nv;
+    c = jn_strdup(s);
+    if (c == NULL) {
+        return JN_ENOMEM;
+    }
+    (*v)[(*n)++] = c;
+    return 0;
+}
+
+struct pctx {
+    const char *what;
+    const struct jn_pos *pos;
+    struct jn_diag *d;
+    int errors;
+};
+
+#define PERR(c, ...)                                                                              \
+    do {                                                                                          \
+        jn_diag_add((c)->d, (c)->pos, __VA_ARGS__);                                               \
+        (c)->errors++;                                                                            \
+    } while (0)
+
+/* Parse one scalar string into the field; used for defaults (pos NULL) and user values. */
+static void set_scalar(const struct jn_opt *o, const char *s, void *f, struct pctx *c)
+{
+    char range[96];
+
+    range_text(o, range, sizeof(range));
+    switch (o->type) {
+    case JN_OPT_T_STR: {
+        char *v = jn_strdup(s);
+        if (v == NULL) {
+            PERR(c, "%s: out of memory", c->what);
+            return;
+        }
+        jn_free(*(char **)f);
+        *(char **)f = v;
+        return;
+    }
+    case JN_OPT_T_INT: {
+        char *end;
+        long long v;
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno || end == s || *end) {
+            PERR(c, "%s: %s: '%s' is not an integer, expected a whole number%s%s", c->what,
+                 o->name, s, range[0] ? " in " : "", range);
+            return;
+        }
+        if ((o->min || o->max) && (v < o->min || v > o->max)) {
+            PERR(c, "%s: %s: %lld is out of range %s", c->what, o->name, v, range);
+            return;
+        }
+        *(long long *)f = v;
+        return;
+    }
+    case JN_OPT_T_SIZE: {
+        unsigned long long v;
+        if (jn_parse_size(s, &v) != 0) {
+            PERR(c, "%s: %s: '%s' is not a size, expected a number with an optional unit "
+                 "(B, KiB, MiB, GiB, KB, MB, GB)", c->what, o->name, s);
+            return;
+        }
+        if ((o->min || o->max) &&
+            (v < (unsigned long long)o->min || v > (unsigned long long)o->max)) {
+            PERR(c, "%s: %s: %s (%llu bytes) is out of range %s bytes", c->what, o->name, s, v,
+                 range);
+            return;
+        }
+        *(unsigned long long *)f = v;
+        return;
+    }
+    case JN_OPT_T_DURATION: {
+        long long v;
+        if (jn_parse_duration_ms(s, &v) != 0) {
+            PERR(c, "%s: %s: '%s' is not a duration, expected a number with a unit "
+                 "(ms, s, m, h, d)", c->what, o->name, s);
+            return;
+        }
+        if ((o->min || o->max) && (v < o->min || v > o->max)) {
+            PERR(c, "%s: %s: %s is out of range %s", c->what, o->name, s, range);
+            return;
+        }
+        *(long long *)f = v;
+        return;
+    }
+    case JN_OPT_T_BOOL:
+        if (jn_parse_bool(s, (bool *)f) != 0) {
+            PERR(c, "%s: %s: '%s' is not a bool, expected true or false", c->what, o->name, s);
+        }
+        return;
+    case JN_OPT_T_ENUM:
+        for (int i = 0; o->enums[i]; i++) {
+            if (strcmp(o->enums[i], s) == 0) {
+                *(int *)f = i;
+                return;
+            }
+        }
+        {
+            struct jn_buf b = JN_BUF_INIT;
+            size_t n = 0;
+            const char *near;
+            enum_list(o, &b);
+            while (o->enums[n]) {
+                n++;
+            }
+            near = jn_nearest(s, o->enums, n);
+            PERR(c, "%s: %s: '%s' is not allowed, expected one of: %s%s%s%s", c->what, o->name,
+                 s, b.p ? b.p : "", near ? " (did you mean '" : "", near ? near : "",
+                 near ? "'?)" : "");
+            jn_buf_reset(&b);
+        }
+        return;
+    case JN_OPT_T_STRLIST: {
+        struct jn_strlist *l = f;
+        free_strlist(l);
+        if (add_str(&l->v, &l->n, s) != 0) {
+            PERR(c, "%s: out of memory", c->what);
+        }
+        return;
+    }
+    default:
+        PERR(c, "%s: %s: expected a %s, not a single value", c->what, o->name, type_name(o));
+        return;
+    }
+}
+
+static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, struct pctx *c,
+                     unsigned dirmask)
+{
+    struct pctx sub = *c;
+
+    sub.pos = &v->pos;
+    if (o->type == JN_OPT_T_SUB) {
+        if (v->kind != JN_NODE_MAP) {
+            PERR(&sub, "%s: %s: expected a map, found a %s", c->what, o->name,
+                 jn_node_kind_name(v));
+        } else {
+            char what[256];
+            snprintf(what, sizeof(what), "%s: %s", c->what, o->name);
+            sub.errors += jn_opt_parse(o->sub, v, f, what, dirmask & ~JN_OPT_LENIENT, NULL,
+                                       &v->pos, c->d);
+        }
+    } else if (o->type == JN_OPT_T_STRLIST && v->kind == JN_NODE_SEQ) {
+        struct jn_strlist *l = f;
+        free_strlist(l);
+        for (size_t i = 0; i < v->n; i++) {
+            struct pctx ic = sub;
+            ic.pos = &v->vals[i]->pos;
+            if (v->vals[i]->kind != JN_NODE_SCALAR) {
+                PERR(&ic, "%s: %s: list items must be values, found a %s", c->what, o->name,
+                     jn_node_kind_name(v->vals[i]));
+            } else if (add_str(&l->v, &l->n, v->vals[i]->str) != 0) {
+                PERR(&ic, "%s: out of memory", c->what);
+            }
+            sub.errors += ic.errors;
+        }
+    } else if (o->type == JN_OPT_T_STRMAP) {
+        struct jn_strmap *m = f;
+        if (v->kind != JN_NODE_MAP) {
+            PERR(&sub, "%s: %s: expected a map of name: value, found a %s", c->what, o->name,
+                 jn_node_kind_name(v));
+        } else {
+            free_strmap(m);
+            for (size_t i = 0; i < v->n; i++) {
+                struct pctx ic = sub;
+                ic.pos = &v->vals[i]->pos;
+                if (v->vals[i]->kind != JN_NODE_SCALAR) {
+                    PERR(&ic, "%s: %s.%s: expected a value, found a %s", c->what, o->name,
+                         v->keys[i]->str, jn_node_kind_name(v->vals[i]));
+                } else {
+                    size_t n = m->n;
+                    if (add_str(&m->k, &n, v->keys[i]->str) != 0 ||
+                        add_str(&m->v, &m->n, v->vals[i]->str) != 0) {
+                        PERR(&ic, "%s: out of memory", c->what);
+                        if (n != m->n) {
+                            jn_free(m->k[n - 1]);
+                        }
+                        break;
+                    }
+                }
+                sub.errors += ic.errors;
+            }
+        }
+    } else if (v->kind != JN_NODE_SCALAR) {
+        PERR(&sub, "%s: %s: expected a %s, found a %s", c->what, o->name, type_name(o),
+             jn_node_kind_name(v));
+    } else {
+        set_scalar(o, v->str, f, &sub);
+    }
+    c->errors = sub.errors;
+}
+
+static int in_list(const char *s, const char *const *list)
+{
+    for (size_t i = 0; list && list[i]; i++) {
+        if (strcmp(s, list[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf, const char *what,
+                 unsigned dirmask, const char *const *skip, const struct jn_pos *at,
+                 struct jn_diag *d)
+{
+    struct pctx c = {what, at, d, 0};
+    const char *names[128];
+    size_t nnames = 0;
+
+    /* Defaults first, through the same parser as user values. */
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        int other_dir = (dirmask & (JN_OPT_IN | JN_OPT_OUT)) &&
+                        (o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask);
+        if (nnames < 128 && !other_dir) {
+            names[nnames++] = o->name;
+        }
+        if (o->def != NULL) {
+            struct pctx dc = {what, NULL, d, 0};
+            set_scalar(o, o->def, (char *)conf + o->off, &dc);
+            c.errors += dc.errors;
+        } else if (o->type == JN_OPT_T_SUB) {
+            c.errors += jn_opt_parse(o->sub, NULL, (char *)conf + o->off, what, dirmask, NULL, at,
+                                     d);
+        }
+    }
+    if (map != NULL && map->kind != JN_NODE_MAP) {
+        c.pos = &map->pos;
+        PERR(&c, "%s: expected a map of options, found a %s", what, jn_node_kind_name(map));
+        return c.errors;
+    }
+    for (size_t i = 0; map && i < map->n; i++) {
+        const char *key = map->keys[i]->str;
+        const struct jn_opt *o = NULL;
+        struct pctx kc = c;
+
+        kc.pos = &map->keys[i]->pos;
+        if (in_list(key, skip)) {
+            continue;
+        }
+        for (const struct jn_opt *p = tab; p->name; p++) {
+            if (strcmp(p->name, key) == 0) {
+                o = p;
+                break;
+            }
+        }
+        if (o == NULL && (dirmask & JN_OPT_LENIENT)) {
+            continue;
+        }
+        if (o == NULL) {
+            struct jn_buf b = JN_BUF_INIT;
+            const char *near = jn_nearest(key, names, nnames);
+            for (size_t k = 0; skip && skip[k]; k++) {
+                jn_buf_printf(&b, "%s%s", b.len ? ", " : "", skip[k]);
+            }
+            for (size_t k = 0; k < nnames; k++) {
+                jn_buf_printf(&b, "%s%s", b.len ? ", " : "", names[k]);
+            }
+            if (near) {
+                PERR(&kc, "%s: unknown option '%s', did you mean '%s'? (expected one of: %s)",
+                     what, key, near, b.p ? b.p : "");
+            } else {
+                PERR(&kc, "%s: unknown option '%s', expected one of: %s", what, key,
+                     b.p ? b.p : "");
+            }
+            jn_buf_reset(&b);
+            c.errors = kc.errors;
+            continue;
+        }
+        if (dirmask && (o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask)) {
+            PERR(&kc, "%s: option '%s' applies only to direction: %s", what, key,
+                 (o->flags & JN_OPT_IN) ? "in" : "out");
+            c.errors = kc.errors;
+            continue;
+        }
+        if (jn_node_is_null(map->vals[i]) && o->type != JN_OPT_T_STR) {
+            PERR(&kc, "%s: %s: no value given, expected a %s", what, key, type_name(o));
+            c.errors = kc.errors;
+            continue;
+        }
+        set_node(o, map->vals[i], (char *)conf + o->off, &kc, dirmask);
+        c.errors = kc.errors;
+    }
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        if ((o->flags & JN_OPT_REQUIRED) && !jn_node_get(map, o->name)) {
+            if (dirmask && (o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask)) {
+                continue;
+            }
+            PERR(&c, "%s: missing required option '%s' (%s: %s)", what, o->name, type_name(o),
+                 o->doc);
+        }
+    }
+    return c.errors;
+}
+
+static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, int md)
+{
+    char name[160], range[96];
+    struct jn_buf b = JN_BUF_INIT;
+
+    snprintf(name, sizeof(name), "%s%s", prefix ? prefix : "", o->name);
+    range_text(o, range, sizeof(range));
+    if (o->type == JN_OPT_T_ENUM) {
+        enum_list(o, &b);
+    }
+    if (md) {
+        fprintf(out, "| `%s` | %s | %s | %s%s%s | %s%s%s%s |\n", name, type_name(o),
+                o->flags & JN_OPT_REQUIRED ? "**required**" : (o->def ? o->def : "—"),
+                range, b.p ? b.p : "", "",
+                o->flags & JN_OPT_IN ? "(in) " : "", o->flags & JN_OPT_OUT ? "(out) " : "",
+                o->doc, o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
+    } else {
+        fprintf(out, "  %-24s %-16s default %-10s %s%s%s\n", name, type_name(o),
+                o->flags & JN_OPT_REQUIRED ? "(required)" : (o->def ? o->def : "-"), o->doc,
+                b.p ? " One of: " : "", b.p ? b.p : "");
+    }
+    jn_buf_reset(&b);
+    if (o->type == JN_OPT_T_SUB) {
+        snprintf(name, sizeof(name), "%s%s.", prefix ? prefix : "", o->name);
+        for (const struct jn_opt *s = o->sub; s->name; s++) {
+            describe_one(s, name, out, md);
+        }
+    }
+}
+
+void jn_opt_describe_md(const struct jn_opt *tab, const char *prefix, FILE *out)
+{
+    fprintf(out, "| option | type | default | allowed | description |\n");
+    fprintf(out, "|---|---|---|---|---|\n");
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        describe_one(o, prefix, out, 1);
+    }
+}
+
+void jn_opt_describe_text(const struct jn_opt *tab, const char *prefix, FILE *out)
+{
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        describe_one(o, prefix, out, 0);
+    }
+}

@@ -1,0 +1,128 @@
+/*
+ * jn_opt: option tables. One table per channel type, service type and config section drives
+ * parsing, defaults, validation, `junction describe` and docs/config-reference.md.
+ *
+ * Modelled on Fluent Bit's config maps (defaults are strings run through the same parser as
+ * user input) and Redis's standardConfig (bounds and flags). Each JN_OPT_* macro checks at
+ * compile time that the struct field has the C type the option type writes.
+ *
+ * Field types:
+ *   STR      char *              (owned by the conf; freed by jn_opt_free)
+ *   INT      long long           min..max
+ *   SIZE     unsigned long long  bytes; "512", "64KiB", "1MiB", "2GiB", "1MB" (= 1000^2)
+ *   DURATION long long          milliseconds; "250ms", "5s", "5m", "2h", "7d"; a bare number = ms
+ *   BOOL     bool                true/false/yes/no/on/off
+ *   ENUM     int                 index into a NULL-terminated list of names
+ *   STRLIST  struct jn_strlist   a value or a list of values
+ *   STRMAP   struct jn_strmap    a map of name: value (order kept)
+ *   SUB      any struct          a nested map parsed with its own table
+ */
+#ifndef JN_OPT_H
+#define JN_OPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "jn_diag.h"
+#include "jn_yaml.h"
+
+enum jn_opt_type {
+    JN_OPT_T_STR,
+    JN_OPT_T_INT,
+    JN_OPT_T_SIZE,
+    JN_OPT_T_DURATION,
+    JN_OPT_T_BOOL,
+    JN_OPT_T_ENUM,
+    JN_OPT_T_STRLIST,
+    JN_OPT_T_STRMAP,
+    JN_OPT_T_SUB,
+};
+
+enum {
+    JN_OPT_REQUIRED = 1 << 0, /* no default; the user must set it */
+    JN_OPT_SECRET = 1 << 1,   /* never logged, shown as *** */
+    JN_OPT_IN = 1 << 2,       /* only for direction: in  (channels) */
+    JN_OPT_OUT = 1 << 3,      /* only for direction: out (channels) */
+};
+
+/* For jn_opt_parse's dirmask: leave keys the table does not know to another pass. */
+#define JN_OPT_LENIENT (1u << 8)
+
+struct jn_strlist {
+    char **v;
+    size_t n;
+};
+
+struct jn_strmap {
+    char **k;
+    char **v;
+    size_t n;
+};
+
+struct jn_opt {
+    const char *name;
+    enum jn_opt_type type;
+    const char *def;  /* default, in user syntax; NULL = unset (NULL / 0 / empty) */
+    long long min, max;
+    unsigned flags;
+    size_t off;
+    const char *const *enums;   /* ENUM */
+    const struct jn_opt *sub;   /* SUB */
+    const char *doc;
+};
+
+#define JN_OPT__CHECK(T, field, CT)                                                               \
+    (offsetof(T, field) +                                                                         \
+     0 * sizeof(char[_Generic(((T *)0)->field, CT: 1, default: -1)]))
+
+#define JN_OPT_STR(name, def, flags, T, field, doc)                                               \
+    {name, JN_OPT_T_STR, def, 0, 0, flags, JN_OPT__CHECK(T, field, char *), NULL, NULL, doc}
+#define JN_OPT_INT(name, def, min, max, flags, T, field, doc)                                     \
+    {name, JN_OPT_T_INT, def, min, max, flags, JN_OPT__CHECK(T, field, long long), NULL, NULL,    \
+     doc}
+#define JN_OPT_SIZE(name, def, min, max, flags, T, field, doc)                                    \
+    {name, JN_OPT_T_SIZE, def, min, max, flags, JN_OPT__CHECK(T, field, unsigned long long),      \
+     NULL, NULL, doc}
+#define JN_OPT_DURATION(name, def, min, max, flags, T, field, doc)                                \
+    {name, JN_OPT_T_DURATION, def, min, max, flags, JN_OPT__CHECK(T, field, long long), NULL,     \
+     NULL, doc}
+#define JN_OPT_BOOL(name, def, flags, T, field, doc)                                              \
+    {name, JN_OPT_T_BOOL, def, 0, 1, flags, JN_OPT__CHECK(T, field, bool), NULL, NULL, doc}
+#define JN_OPT_ENUM(name, def, enums, flags, T, field, doc)                                       \
+    {name, JN_OPT_T_ENUM, def, 0, 0, flags, JN_OPT__CHECK(T, field, int), enums, NULL, doc}
+#define JN_OPT_STRLIST(name, def, flags, T, field, doc)                                           \
+    {name, JN_OPT_T_STRLIST, def, 0, 0, flags, JN_OPT__CHECK(T, field, struct jn_strlist), NULL,  \
+     NULL, doc}
+#define JN_OPT_STRMAP(name, flags, T, field, doc)                                                 \
+    {name, JN_OPT_T_STRMAP, NULL, 0, 0, flags, JN_OPT__CHECK(T, field, struct jn_strmap), NULL,   \
+     NULL, doc}
+#define JN_OPT_SUB(name, subtab, ST, flags, T, field, doc)                                        \
+    {name, JN_OPT_T_SUB, NULL, 0, 0, flags, JN_OPT__CHECK(T, field, ST), NULL, subtab, doc}
+#define JN_OPT_END {NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL}
+
+/*
+ * Fills conf from a YAML map: every option gets its default, then the map's keys are applied.
+ * Unknown keys (listing the allowed ones and the nearest), wrong types, out-of-range values
+ * and missing required options are reported in d at their file:line:col, prefixed with what
+ * (e.g. "channel 'lab_in' (mllp)"). Keys listed in skip are left for the caller. dirmask
+ * (JN_OPT_IN / JN_OPT_OUT, or 0 for no direction filter) refuses options of the other
+ * direction. map may be NULL (all defaults; `at` gives the position of required-errors).
+ * Returns the number of errors added. conf must be zeroed; free with jn_opt_free even on error.
+ */
+int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf, const char *what,
+                 unsigned dirmask, const char *const *skip, const struct jn_pos *at,
+                 struct jn_diag *d);
+void jn_opt_free(const struct jn_opt *tab, void *conf);
+
+/* Parsers of user syntax, shared with anything else that reads such values. 0 or JN_EINVAL. */
+int jn_parse_size(const char *s, unsigned long long *out);
+int jn_parse_duration_ms(const char *s, long long *out);
+int jn_parse_bool(const char *s, bool *out);
+
+/* Markdown table of a table's options (name, type, default, range, description). */
+void jn_opt_describe_md(const struct jn_opt *tab, const char *prefix, FILE *out);
+/* Plain text for --describe. */
+void jn_opt_describe_text(const struct jn_opt *tab, const char *prefix, FILE *out);
+
+#endif

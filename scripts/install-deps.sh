@@ -1,0 +1,12 @@
+#!/bin/sh
+# Installs everything junction needs to build and test on Debian 12, as root.
+# The README quick start and .ci/run both call this; keep it the one place.
+set -eu
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+    build-essential cmake pkg-config ca-certificates \
+    libevent-dev libssl-dev liblmdb-dev libyaml-dev libmsgpack-dev libjansson-dev \
+    curl python3 clang libclang-rt-14-dev valgrind >/dev/null

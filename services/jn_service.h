@@ -1,0 +1,62 @@
+/*
+ * jn_service: the transform interface. One message in, zero or more messages out, or an error
+ * with a reason.
+ *
+ * A service *def* is the kind ("json-map"), listed in services/registry.c; an instance is one
+ * block under `services:`. init compiles the conf into read-only state, so transform may later
+ * run on several threads at once: transform must not change svc.
+ *
+ * Ownership: transform never frees or changes its input (it is shared by reference). To change
+ * a message it makes a jn_msg_copy() (same id), edits the copy and pushes it to out. Passing the
+ * input through unchanged is jn_msg_list_push(out, jn_msg_ref(in)). Pushing nothing drops the
+ * message (a filter). On error, transform returns JN_E* with err set, and whatever it pushed is
+ * released by the caller.
+ */
+#ifndef JN_SERVICE_H
+#define JN_SERVICE_H
+
+#include <stddef.h>
+
+#include "jn_err.h"
+#include "jn_msg.h"
+#include "jn_opt.h"
+
+struct jn_service;
+
+struct jn_msg_list {
+    struct jn_msg **v;
+    size_t n;
+    size_t cap;
+};
+
+/* Takes ownership of m's reference, also on failure (then m is released). 0 | JN_ENOMEM. */
+int jn_msg_list_push(struct jn_msg_list *l, struct jn_msg *m);
+/* Releases every message and the array. */
+void jn_msg_list_clear(struct jn_msg_list *l);
+
+struct jn_service_def {
+    const char *name;
+    const char *desc;
+    const struct jn_opt *opts;
+    size_t conf_size;
+    /* Cross-field checks; report in d at node's position. Returns the number of errors. */
+    int (*check)(const void *conf, const struct jn_node *node, struct jn_diag *d);
+    /* Compile conf into svc->state. 0 or JN_E* with err. Optional. */
+    int (*init)(struct jn_service *svc, struct jn_err *err);
+    int (*transform)(const struct jn_service *svc, struct jn_msg *in, struct jn_msg_list *out,
+                     struct jn_err *err);
+    void (*destroy)(struct jn_service *svc); /* frees state; optional */
+};
+
+struct jn_service {
+    const struct jn_service_def *def;
+    char *name;
+    char log_prefix[160]; /* "json-map.order-fields" */
+    void *conf;
+    void *state;
+};
+
+const struct jn_service_def *jn_service_def_find(const char *name);
+extern const struct jn_service_def *const jn_service_defs[];
+
+#endif

@@ -1,0 +1,220 @@
+"""jnt: helpers for junction's integration tests.
+
+Each test starts the real build/junction on free 127.0.0.1 ports with its own config in a
+temporary directory, drives it with real peers (curl, files, a small HTTP receiver), asserts
+exact bytes, prints junction's log on failure and cleans up. Standard library only.
+"""
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN = os.environ.get("JUNCTION_BIN", os.path.join(os.getcwd(), "build", "junction"))
+SRC = os.environ.get("JN_SOURCE_DIR", os.getcwd())
+
+
+def free_port():
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout=10.0, step=0.02):
+    """Polls cond() until it is true or timeout seconds pass; returns its last value."""
+    end = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() >= end:
+            return v
+        time.sleep(step)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Checks:
+    """Counts checks; a failed one prints and is remembered. finish() exits."""
+
+    def __init__(self, name):
+        self.name = name
+        self.passed = 0
+        self.failed = 0
+        self.on_fail = []
+
+    def check(self, cond, what):
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print("FAIL: %s" % what, flush=True)
+        return cond
+
+    def eq(self, got, want, what):
+        ok = got == want
+        if not ok:
+            what = "%s\n   got:      %r\n   expected: %r" % (what, got, want)
+        return self.check(ok, what)
+
+    def finish(self):
+        if self.failed:
+            for f in self.on_fail:
+                try:
+                    f()
+                except Exception as e:  # a dump that fails must not hide the result
+                    print("(while printing diagnostics: %r)" % e)
+        print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed))
+        sys.exit(1 if self.failed else 0)
+
+
+class Junction:
+    """A junction process on a config written into its own temporary directory."""
+
+    def __init__(self, config, wait_ports=(), env=None, args=None):
+        self.dir = tempfile.mkdtemp(prefix="jn-it-")
+        self.cfg = os.path.join(self.dir, "junction.yaml")
+        with open(self.cfg, "w") as f:
+            f.write(config.replace("@DIR@", self.dir))
+        self.logpath = os.path.join(self.dir, "junction.log")
+        self.proc = None
+        self.wait_ports = wait_ports
+        self.env = dict(os.environ, **(env or {}))
+        self.args = args
+
+    def path(self, *p):
+        return os.path.join(self.dir, *p)
+
+    def start(self, timeout=10.0):
+        args = self.args or ["run", "-c", self.cfg]
+        self.log_f = open(self.logpath, "ab")
+        self.proc = subprocess.Popen([BIN] + args, cwd=self.dir, stdout=self.log_f,
+                                     stderr=subprocess.STDOUT, env=self.env)
+        for p in self.wait_ports:
+            if not wait_until(lambda: port_open(p) or self.proc.poll() is not None, timeout):
+                raise RuntimeError("junction did not open port %d" % p)
+            if self.proc.poll() is not None:
+                raise RuntimeError("junction exited with %s:\n%s" % (self.proc.returncode, self.log()))
+        return self
+
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Sends sig and waits; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.log_f.close()
+                return None
+        self.log_f.close()
+        return self.proc.returncode
+
+    def cleanup(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_junction(args, cwd=None, env=None, timeout=20):
+    """Runs junction to completion (check, version ...); returns (code, stdout, stderr)."""
+    p = subprocess.run([BIN] + args, cwd=cwd, env=env, capture_output=True, timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def curl(args, timeout=20):
+    """Runs curl; returns (status_code, body, headers_text). -s and -D - are added."""
+    hdr = tempfile.NamedTemporaryFile(delete=False)
+    hdr.close()
+    try:
+        p = subprocess.run(["curl", "-s", "-D", hdr.name, "--max-time", "10"] + args,
+                           capture_output=True, timeout=timeout)
+        with open(hdr.name, "rb") as f:
+            h = f.read().decode("latin-1")
+    finally:
+        os.unlink(hdr.name)
+    status = 0
+    for line in h.splitlines():
+        if line.startswith("HTTP/"):
+            status = int(line.split()[1])
+    return status, p.stdout, h
+
+
+class Receiver:
+    """A real HTTP server on a free loopback port that records what it receives.
+
+    responses: a list of status codes to answer in turn (the last one repeats)."""
+
+    def __init__(self, responses=(200,), port=None):
+        self.port = port or free_port()
+        self.requests = []
+        self.responses = list(responses)
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                with outer.lock:
+                    idx = len(outer.requests)
+                    outer.requests.append({"method": self.command, "path": self.path,
+                                           "headers": {k.lower(): v for k, v in self.headers.items()},
+                                           "body": body})
+                    status = outer.responses[min(idx, len(outer.responses) - 1)]
+                reply = b"ok\n"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_POST = do_PUT = do_GET = do_any
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def bodies(self):
+        with self.lock:
+            return [r["body"] for r in self.requests]
+
+    def count(self):
+        with self.lock:
+            return len(self.requests)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
