@@ -95,7 +95,7 @@ int64_t jn_id_time_ms(const char *id)
 {
     int64_t ms = 0;
 
-    if (id == NULL || strlen(id) != JN_ID_LEN) {
+    if (id == NULL || strlen(id) != JN_ID_LEN || strspn(id, crockford) != JN_ID_LEN) {
         return -1;
     }
     /* The first 10 digits hold 50 bits, the top 2 of which are zero: 48 bits of time. */

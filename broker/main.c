@@ -102,7 +102,7 @@ static int cmd_run(const char *path)
         return 1;
     }
     jn_diag_free(&d);
-    jn_log_level = jn_log_level_parse(c->core.log_level);
+    jn_log_level = c->core.log_level;
     jn_log(JN_LOG_INFO, "junction %s starting with %s", JN_VERSION, used);
     jn_err_clear(&err);
     b = jn_broker_new(c, &err);

@@ -13,6 +13,8 @@
 #include "jn_mem.h"
 
 static const char *const directions[] = {"in", "out", NULL};
+/* Same order as enum jn_log_level. */
+static const char *const log_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
 
 static const struct jn_opt retry_opts[] = {
     JN_OPT_INT("attempts", "10", 1, 1000000, 0, struct jn_retry_conf, attempts,
@@ -40,8 +42,8 @@ const struct jn_opt jn_chan_common_opts[] = {
 const struct jn_opt jn_core_opts[] = {
     JN_OPT_STR("data_dir", "./data", 0, struct jn_core_conf, data_dir,
                "Directory of the broker's state (the LMDB journal, queues and action log)."),
-    JN_OPT_STR("log_level", "info", 0, struct jn_core_conf, log_level,
-               "error | warn | info | debug | trace."),
+    JN_OPT_ENUM("log_level", "info", log_levels, 0, struct jn_core_conf, log_level,
+                "Least important level logged."),
     JN_OPT_DURATION("shutdown_timeout", "30s", 0, 3600000LL, 0, struct jn_core_conf,
                     shutdown_timeout,
                     "On SIGTERM/SIGINT, how long to wait for queued and in-flight deliveries "
@@ -504,13 +506,6 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
             const struct jn_node *j = jn_node_get(root, "junction");
             errs += jn_opt_parse(jn_core_opts, jn_node_is_null(j) ? NULL : j, &c->core,
                                  "junction", 0, NULL, &root->pos, d);
-            if (c->core.log_level && jn_log_level_parse(c->core.log_level) < 0) {
-                const struct jn_node *ln = jn_node_get(j, "log_level");
-                jn_diag_add(d, ln ? &ln->pos : &root->pos, "junction: log_level: '%s' is not "
-                            "allowed, expected one of: error | warn | info | debug | trace",
-                            c->core.log_level);
-                errs++;
-            }
         }
         errs += load_section(c, root, "channels", (void **)&c->channels,
                              sizeof(struct jn_cfg_channel), load_channel, d);

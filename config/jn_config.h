@@ -24,7 +24,7 @@
 
 struct jn_core_conf {
     char *data_dir;
-    char *log_level;
+    int log_level; /* enum jn_log_level */
     long long shutdown_timeout; /* ms */
 };
 

@@ -161,18 +161,58 @@ void jn_opt_free(const struct jn_opt *tab, void *conf)
     }
 }
 
-static void range_text(const struct jn_opt *o, char *buf, size_t n)
+/* 90000 -> "90s", 3600000 -> "1h": the largest unit that divides evenly. */
+static void fmt_dur(long long ms, char *buf, size_t n)
 {
-    buf[0] = '\0';
-    if (o->type == JN_OPT_T_INT || o->type == JN_OPT_T_SIZE || o->type == JN_OPT_T_DURATION) {
-        if (o->min != 0 || o->max != 0) {
-            if (o->type == JN_OPT_T_DURATION) {
-                snprintf(buf, n, "%lldms..%lldms", o->min, o->max);
-            } else {
-                snprintf(buf, n, "%lld..%lld", o->min, o->max);
-            }
+    static const struct { const char *u; long long mul; } units[] = {
+        {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000},
+    };
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms != 0 && ms % units[i].mul == 0) {
+            snprintf(buf, n, "%lld%s", ms / units[i].mul, units[i].u);
+            return;
         }
     }
+    snprintf(buf, n, "%lldms", ms);
+}
+
+static void fmt_size(long long v, char *buf, size_t n)
+{
+    static const struct { const char *u; long long mul; } units[] = {
+        {"TiB", 1LL << 40}, {"GiB", 1LL << 30}, {"MiB", 1LL << 20}, {"KiB", 1LL << 10},
+    };
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (v != 0 && v % units[i].mul == 0) {
+            snprintf(buf, n, "%lld%s", v / units[i].mul, units[i].u);
+            return;
+        }
+    }
+    snprintf(buf, n, "%lld", v);
+}
+
+static void range_text(const struct jn_opt *o, char *buf, size_t n)
+{
+    char a[40], b[40];
+
+    buf[0] = '\0';
+    if (o->min == 0 && o->max == 0) {
+        return;
+    }
+    if (o->type == JN_OPT_T_DURATION) {
+        fmt_dur(o->min, a, sizeof(a));
+        fmt_dur(o->max, b, sizeof(b));
+    } else if (o->type == JN_OPT_T_SIZE) {
+        fmt_size(o->min, a, sizeof(a));
+        fmt_size(o->max, b, sizeof(b));
+    } else if (o->type == JN_OPT_T_INT) {
+        snprintf(a, sizeof(a), "%lld", o->min);
+        snprintf(b, sizeof(b), "%lld", o->max);
+    } else {
+        return;
+    }
+    snprintf(buf, n, "%s..%s", a, b);
 }
 
 static void enum_list(const struct jn_opt *o, struct jn_buf *b)
@@ -486,9 +526,23 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
     return c.errors;
 }
 
+/* A markdown table cell: '|' would end the cell. */
+static void md_cell(FILE *out, const char *s)
+{
+    fputs(" ", out);
+    for (; s && *s; s++) {
+        if (*s == '|') {
+            fputs("\\|", out);
+        } else {
+            fputc(*s, out);
+        }
+    }
+    fputs(" |", out);
+}
+
 static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, int md)
 {
-    char name[160], range[96];
+    char name[160], range[96], cell[2048];
     struct jn_buf b = JN_BUF_INIT;
 
     snprintf(name, sizeof(name), "%s%s", prefix ? prefix : "", o->name);
@@ -497,15 +551,21 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
         enum_list(o, &b);
     }
     if (md) {
-        fprintf(out, "| `%s` | %s | %s | %s%s%s | %s%s%s%s |\n", name, type_name(o),
-                o->flags & JN_OPT_REQUIRED ? "**required**" : (o->def ? o->def : "—"),
-                range, b.p ? b.p : "", "",
-                o->flags & JN_OPT_IN ? "(in) " : "", o->flags & JN_OPT_OUT ? "(out) " : "",
-                o->doc, o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
+        fprintf(out, "| `%s` |", name);
+        md_cell(out, type_name(o));
+        md_cell(out, o->flags & JN_OPT_REQUIRED ? "**required**"
+                     : (o->def ? (o->def[0] ? o->def : "\"\"") : "—"));
+        snprintf(cell, sizeof(cell), "%s%s", range, b.p ? b.p : "");
+        md_cell(out, cell);
+        snprintf(cell, sizeof(cell), "%s%s%s%s", o->flags & JN_OPT_IN ? "(in) " : "",
+                 o->flags & JN_OPT_OUT ? "(out) " : "", o->doc,
+                 o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
+        md_cell(out, cell);
+        fputc('\n', out);
     } else {
-        fprintf(out, "  %-24s %-16s default %-10s %s%s%s\n", name, type_name(o),
+        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s\n", name, type_name(o),
                 o->flags & JN_OPT_REQUIRED ? "(required)" : (o->def ? o->def : "-"), o->doc,
-                b.p ? " One of: " : "", b.p ? b.p : "");
+                range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "");
     }
     jn_buf_reset(&b);
     if (o->type == JN_OPT_T_SUB) {

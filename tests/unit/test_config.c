@@ -1,0 +1,290 @@
+/* Unit tests of YAML loading, ${ENV} substitution, option tables and the config loader. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "jn_config.h"
+#include "jn_mem.h"
+#include "jn_opt.h"
+#include "jn_test.h"
+#include "jn_yaml.h"
+
+struct tconf {
+    char *s;
+    long long i;
+    unsigned long long size;
+    long long dur;
+    bool b;
+    int e;
+    struct jn_strlist l;
+    struct jn_strmap m;
+};
+
+static const char *const colours[] = {"red", "green", "blue", NULL};
+
+static const struct jn_opt topts[] = {
+    JN_OPT_STR("s", "dflt", 0, struct tconf, s, "a string"),
+    JN_OPT_INT("i", "5", 1, 10, 0, struct tconf, i, "an int"),
+    JN_OPT_SIZE("size", "1MiB", 0, 0, 0, struct tconf, size, "a size"),
+    JN_OPT_DURATION("dur", "5m", 0, 0, 0, struct tconf, dur, "a duration"),
+    JN_OPT_BOOL("b", "true", 0, struct tconf, b, "a bool"),
+    JN_OPT_ENUM("e", "green", colours, 0, struct tconf, e, "an enum"),
+    JN_OPT_STRLIST("l", NULL, 0, struct tconf, l, "a list"),
+    JN_OPT_STRMAP("m", 0, struct tconf, m, "a map"),
+    JN_OPT_END,
+};
+
+/* Parses text with topts; returns the number of errors; first error copied to first. */
+static int parse(const char *text, struct tconf *c, char *first, size_t n)
+{
+    struct jn_diag d;
+    struct jn_node *root;
+    int errs;
+
+    memset(c, 0, sizeof(*c));
+    jn_diag_init(&d);
+    root = jn_yaml_load_buf("t.yaml", text, strlen(text), &d);
+    errs = root ? jn_opt_parse(topts, root, c, "thing", 0, NULL, &root->pos, &d) : (int)d.n;
+    first[0] = '\0';
+    if (d.n) {
+        snprintf(first, n, "%s", d.msgs[0]);
+    }
+    jn_node_free(root);
+    jn_diag_free(&d);
+    return errs;
+}
+
+static void test_units(void)
+{
+    unsigned long long s;
+    long long ms;
+
+    CHECK(jn_parse_size("512", &s) == 0 && s == 512);
+    CHECK(jn_parse_size("64KiB", &s) == 0 && s == 65536);
+    CHECK(jn_parse_size("1MiB", &s) == 0 && s == 1048576);
+    CHECK(jn_parse_size("2GiB", &s) == 0 && s == 2147483648ULL);
+    CHECK(jn_parse_size("1MB", &s) == 0 && s == 1000000);
+    CHECK(jn_parse_size("1.5KiB", &s) == 0 && s == 1536);
+    CHECK(jn_parse_size("-1", &s) != 0);
+    CHECK(jn_parse_size("1 parsec", &s) != 0);
+    CHECK(jn_parse_size("", &s) != 0);
+    CHECK(jn_parse_duration_ms("250ms", &ms) == 0 && ms == 250);
+    CHECK(jn_parse_duration_ms("5s", &ms) == 0 && ms == 5000);
+    CHECK(jn_parse_duration_ms("5m", &ms) == 0 && ms == 300000);
+    CHECK(jn_parse_duration_ms("2h", &ms) == 0 && ms == 7200000);
+    CHECK(jn_parse_duration_ms("7d", &ms) == 0 && ms == 604800000);
+    CHECK(jn_parse_duration_ms("100", &ms) == 0 && ms == 100);
+    CHECK(jn_parse_duration_ms("5 weeks", &ms) != 0);
+}
+
+static void test_opts(void)
+{
+    struct tconf c;
+    char e[512];
+
+    CHECK_INT(parse("{}", &c, e, sizeof(e)), 0);
+    CHECK_STR(c.s, "dflt");
+    CHECK_INT(c.i, 5);
+    CHECK_INT(c.size, 1048576);
+    CHECK_INT(c.dur, 300000);
+    CHECK(c.b == true);
+    CHECK_INT(c.e, 1);
+    CHECK_INT(c.l.n, 0);
+    jn_opt_free(topts, &c);
+
+    CHECK_INT(parse("s: hello\ni: 10\nsize: 2KiB\ndur: 1s\nb: no\ne: blue\nl: [a, b]\n"
+                    "m: {X-A: '1', X-B: two}\n", &c, e, sizeof(e)), 0);
+    CHECK_STR(c.s, "hello");
+    CHECK_INT(c.i, 10);
+    CHECK_INT(c.size, 2048);
+    CHECK_INT(c.dur, 1000);
+    CHECK(c.b == false);
+    CHECK_INT(c.e, 2);
+    CHECK_INT(c.l.n, 2);
+    CHECK_STR(c.l.v[1], "b");
+    CHECK_INT(c.m.n, 2);
+    CHECK_STR(c.m.k[0], "X-A");
+    CHECK_STR(c.m.v[1], "two");
+    jn_opt_free(topts, &c);
+
+    /* A single value is a list of one. */
+    CHECK_INT(parse("l: only\n", &c, e, sizeof(e)), 0);
+    CHECK_INT(c.l.n, 1);
+    CHECK_STR(c.l.v[0], "only");
+    jn_opt_free(topts, &c);
+
+    CHECK_INT(parse("i: 11\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:4: thing: i: 11 is out of range 1..10");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("i: ten\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:4: thing: i: 'ten' is not an integer, expected a whole number in 1..10");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("\nsiz: 1\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:2:1: thing: unknown option 'siz', did you mean 'size'? (expected one of: s, "
+                 "i, size, dur, b, e, l, m)");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("e: bleu\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:4: thing: e: 'bleu' is not allowed, expected one of: red | green | "
+                 "blue (did you mean 'blue'?)");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("b: maybe\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:4: thing: b: 'maybe' is not a bool, expected true or false");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("s: [1, 2]\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:4: thing: s: expected a string, found a list");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("m: [1]\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:4: thing: m: expected a map of name: value, found a list");
+    jn_opt_free(topts, &c);
+}
+
+static void test_yaml(void)
+{
+    struct tconf c;
+    char e[512];
+
+    setenv("JN_T_VAR", "from-env", 1);
+    unsetenv("JN_T_UNSET");
+    CHECK_INT(parse("s: \"a-${JN_T_VAR}-b\"\n", &c, e, sizeof(e)), 0);
+    CHECK_STR(c.s, "a-from-env-b");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("s: ${JN_T_UNSET:-fallback}\n", &c, e, sizeof(e)), 0);
+    CHECK_STR(c.s, "fallback");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("s: 'no ${JN_T_VAR} here'\n", &c, e, sizeof(e)), 0);
+    CHECK_STR(c.s, "no ${JN_T_VAR} here");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("s: cost $${X}\n", &c, e, sizeof(e)), 0);
+    CHECK_STR(c.s, "cost ${X}");
+    jn_opt_free(topts, &c);
+    CHECK(parse("s: ${JN_T_UNSET}\n", &c, e, sizeof(e)) > 0);
+    CHECK_STR(e, "t.yaml:1:4: environment variable JN_T_UNSET is not set, expected it set or a "
+                 "default as ${JN_T_UNSET:-default}");
+    jn_opt_free(topts, &c);
+    CHECK(parse("a: 1\na: 2\n", &c, e, sizeof(e)) > 0);
+    CHECK_STR(e, "t.yaml:2:1: duplicate key 'a' (first at line 1), expected each name once");
+    jn_opt_free(topts, &c);
+    CHECK(parse("a: [1\n", &c, e, sizeof(e)) > 0);
+    CHECK(strncmp(e, "t.yaml:2:1: YAML syntax error: ", 31) == 0);
+    jn_opt_free(topts, &c);
+    CHECK(parse("a: &x 1\nb: *x\n", &c, e, sizeof(e)) > 0);
+    CHECK_STR(e, "t.yaml:1:4: YAML anchors are not supported, expected the value written out");
+    jn_opt_free(topts, &c);
+}
+
+/* Loads a config from text; returns the number of errors and the first in e. */
+static int load(const char *text, char *e, size_t n)
+{
+    struct jn_diag d;
+    struct jn_config *c;
+    int errs;
+
+    jn_diag_init(&d);
+    c = jn_config_load_buf("j.yaml", text, strlen(text), &d);
+    errs = (int)d.n;
+    CHECK((c == NULL) == (errs > 0));
+    e[0] = '\0';
+    if (d.n) {
+        snprintf(e, n, "%s", d.msgs[0]);
+    }
+    jn_config_free(c);
+    jn_diag_free(&d);
+    return errs;
+}
+
+static const char good[] =
+    "junction:\n"
+    "  data_dir: ./d\n"
+    "channels:\n"
+    "  in:\n"
+    "    type: http\n"
+    "    direction: in\n"
+    "    listen: 127.0.0.1:1\n"
+    "  out:\n"
+    "    type: http\n"
+    "    direction: out\n"
+    "    url: http://127.0.0.1:2/x\n"
+    "    retry: {attempts: 3}\n"
+    "routes:\n"
+    "  r:\n"
+    "    from: [in]\n"
+    "    when: channel == \"in\"\n"
+    "    to: [out]\n";
+
+static void test_config(void)
+{
+    char e[1024];
+    struct jn_diag d;
+    struct jn_config *c;
+
+    jn_diag_init(&d);
+    c = jn_config_load_buf("j.yaml", good, strlen(good), &d);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->nchannels, 2);
+        CHECK_INT(c->nroutes, 1);
+        CHECK_STR(c->core.data_dir, "./d");
+        CHECK_INT(c->core.shutdown_timeout, 30000);
+        CHECK_INT(c->channels[1].common.retry.attempts, 3);
+        CHECK_INT(c->channels[1].common.retry.backoff, 500);
+        CHECK_INT(c->channels[1].common.concurrency, 1);
+        CHECK_INT(c->channels[1].dir, JN_DIR_OUT);
+        CHECK_INT(c->routes[0].to[0], 1);
+        CHECK(c->routes[0].cond != NULL);
+        CHECK_INT(c->unrouted, JN_UNROUTED_DEAD_LETTER);
+    }
+    jn_config_free(c);
+    jn_diag_free(&d);
+
+    CHECK_INT(load("channels:\n  in:\n    type: http\n    direction: in\n    retry: {}\n", e,
+                   sizeof(e)), 1);
+    CHECK_STR(e, "j.yaml:5:5: channel 'in' (http): option 'retry' applies only to direction: out");
+    CHECK_INT(load("channels:\n  o:\n    type: http\n    direction: out\n", e, sizeof(e)), 1);
+    CHECK(strstr(e, "j.yaml:3:5: channel 'o' (http): missing required option 'url'") == e);
+    CHECK_INT(load("chanels: {}\n", e, sizeof(e)), 1);
+    CHECK_STR(e, "j.yaml:1:1: unknown section 'chanels' (did you mean 'channels'?), expected one "
+                 "of: junction, channels, services, routes, unrouted");
+    CHECK_INT(load("routes:\n  r:\n    to: [x]\n", e, sizeof(e)), 2);
+    CHECK_STR(e, "j.yaml:3:5: route 'r': missing required option 'from' (list of strings: IN "
+                 "channels whose messages this route considers.)");
+    CHECK_INT(load("junction: {log_level: loud}\n", e, sizeof(e)), 1);
+    CHECK_STR(e, "j.yaml:1:23: junction: log_level: 'loud' is not allowed, expected one of: "
+                 "error | warn | info | debug | trace");
+    CHECK_INT(load("", e, sizeof(e)), 0);
+    CHECK_INT(load("- a\n", e, sizeof(e)), 1);
+    CHECK_STR(e, "j.yaml:1:1: expected a map with junction:, channels:, services:, routes:, "
+                 "found a list");
+}
+
+static void test_config_alloc_failures(void)
+{
+    /* Every allocation failure while loading is a clean error (no crash; ASan/valgrind check
+     * for leaks). Walk until a load succeeds. */
+    long n;
+
+    for (n = 0; n < 5000; n++) {
+        struct jn_diag d;
+        struct jn_config *c;
+
+        jn_diag_init(&d);
+        jn_mem_fail_after(n);
+        c = jn_config_load_buf("j.yaml", good, strlen(good), &d);
+        jn_mem_fail_after(-1);
+        if (c != NULL) {
+            jn_config_free(c);
+            jn_diag_free(&d);
+            break;
+        }
+        jn_diag_free(&d);
+    }
+    CHECK(n > 50 && n < 5000);
+}
+
+int main(void)
+{
+    test_units();
+    test_opts();
+    test_yaml();
+    test_config();
+    test_config_alloc_failures();
+    TEST_MAIN_END();
+}
