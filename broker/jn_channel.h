@@ -43,8 +43,9 @@ struct jn_channel_def {
     unsigned dirs;    /* JN_DIR_IN | JN_DIR_OUT */
     const struct jn_opt *opts;
     size_t conf_size;
-    /* Cross-field checks after the table has been applied; report in d at node's position (the
-     * channel's map). Returns the number of errors. Optional. */
+    /* Cross-field checks after the table has been applied; report in d at the option's
+     * position (node is the channel's map), each message starting "<type>: " (the loader
+     * replaces that with "channel 'x' (type): "). Returns the number of errors. Optional. */
     int (*check)(const void *conf, unsigned dir, const struct jn_node *node, struct jn_diag *d);
     /* Allocate instance state (ch->state) from ch->conf; no sockets yet. 0 or JN_E* with err. */
     int (*init)(struct jn_channel *ch, struct jn_err *err);
@@ -94,7 +95,9 @@ struct jn_channel {
  * (the message is borrowed for the call). On refusal (JN_EFULL, JN_ESTOPPED, JN_ENOMEM) cb gets
  * rc < 0 and a reason, and the channel must answer with a retryable refusal. cb is called
  * exactly once, never from inside jn_ingest() itself. Returns a ticket that jn_ingest_forget()
- * accepts, so a channel whose peer went away can cancel the callback (not the ingest).
+ * accepts, so a channel whose peer went away can cancel the callback (not the ingest). Returns
+ * NULL when out of memory: then no callback comes, the message is released, and the channel
+ * answers with a retryable refusal itself. The broker counts n_in and n_refused.
  */
 typedef void (*jn_accept_fn)(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err);
 struct jn_ticket;

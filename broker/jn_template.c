@@ -9,27 +9,28 @@
 static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, struct jn_err *err)
 {
     const char *p = t;
+    int rc = 0; /* the first failed append: every jn_buf_* call is checked through it */
 
     while (*p) {
         const char *close;
         size_t n;
         if (p[0] == '{' && p[1] == '{') {
             if (out) {
-                jn_buf_putc(out, '{');
+                rc |= jn_buf_putc(out, '{');
             }
             p += 2;
             continue;
         }
         if (p[0] == '}' && p[1] == '}') {
             if (out) {
-                jn_buf_putc(out, '}');
+                rc |= jn_buf_putc(out, '}');
             }
             p += 2;
             continue;
         }
         if (*p != '{') {
             if (out) {
-                jn_buf_putc(out, *p);
+                rc |= jn_buf_putc(out, *p);
             }
             p++;
             continue;
@@ -43,11 +44,11 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
         p++;
         if (n == 2 && memcmp(p, "id", 2) == 0) {
             if (out) {
-                jn_buf_puts(out, m->id);
+                rc |= jn_buf_puts(out, m->id);
             }
         } else if (n == 7 && memcmp(p, "channel", 7) == 0) {
             if (out) {
-                jn_buf_puts(out, m->channel);
+                rc |= jn_buf_puts(out, m->channel);
             }
         } else if ((n == 4 && memcmp(p, "date", 4) == 0) || (n == 4 && memcmp(p, "time", 4) == 0)) {
             if (out) {
@@ -56,11 +57,11 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
                 time_t secs = (time_t)(m->recv_us / 1000000);
                 gmtime_r(&secs, &tm);
                 strftime(s, sizeof(s), p[0] == 'd' ? "%Y-%m-%d" : "%H%M%S", &tm);
-                jn_buf_puts(out, s);
+                rc |= jn_buf_puts(out, s);
             }
         } else if (n == 2 && memcmp(p, "ts", 2) == 0) {
             if (out) {
-                jn_buf_printf(out, "%lld", (long long)(m->recv_us / 1000));
+                rc |= jn_buf_printf(out, "%lld", (long long)(m->recv_us / 1000));
             }
         } else if (n > 7 && memcmp(p, "header.", 7) == 0) {
             if (out) {
@@ -71,7 +72,7 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
                 name[nl] = '\0';
                 v = jn_msg_header_get(m, name);
                 if (v) {
-                    jn_buf_puts(out, v);
+                    rc |= jn_buf_puts(out, v);
                 }
             }
         } else {
@@ -80,6 +81,9 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
                               "{channel}, {date}, {time}, {ts} or {header.NAME}", t, (int)n, p);
         }
         p = close + 1;
+    }
+    if (rc != 0) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory rendering template '%s'", t);
     }
     return 0;
 }

@@ -148,6 +148,37 @@ static const char *block_type(const struct jn_node *v, const char *what, int ser
     return t->str;
 }
 
+/*
+ * A type's check hook is not told the instance's name: its messages start "<type>: " after
+ * the position. Rename that prefix to the loader's "channel 'x' (type): " for messages
+ * first..d->n, so every config error names the instance the same way.
+ */
+static void name_instance(struct jn_diag *d, size_t first, const char *type, const char *what)
+{
+    size_t tl = strlen(type);
+
+    for (size_t i = first; i < d->n; i++) {
+        char *m = d->msgs[i];
+        char *p = strstr(m, ": ");
+        struct jn_buf b = JN_BUF_INIT;
+        char *nm;
+
+        /* Skip "file:line:col: " (the file name itself has no ": " in practice). */
+        p = p ? p + 2 : m;
+        if (strncmp(p, type, tl) != 0 || p[tl] != ':') {
+            continue;
+        }
+        jn_buf_append(&b, m, (size_t)(p - m));
+        jn_buf_puts(&b, what);
+        jn_buf_puts(&b, p + tl);
+        nm = jn_buf_steal(&b);
+        if (nm != NULL) {
+            jn_free(d->msgs[i]);
+            d->msgs[i] = nm;
+        }
+    }
+}
+
 static int load_channel(struct jn_config *c, const struct jn_node *k, const struct jn_node *v,
                         struct jn_diag *d)
 {
@@ -209,7 +240,9 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
     } else {
         errs += jn_opt_parse(ch->def->opts, v, ch->conf, what, mask, common_names, &v->pos, d);
         if (errs == 0 && ch->def->check) {
+            size_t first = d->n;
             errs += ch->def->check(ch->conf, ch->dir, v, d);
+            name_instance(d, first, type, what);
         }
     }
     jn_free(common_names);
@@ -252,7 +285,9 @@ static int load_service(struct jn_config *c, const struct jn_node *k, const stru
     }
     errs += jn_opt_parse(s->def->opts, v, s->conf, what, 0, skip, &v->pos, d);
     if (errs == 0 && s->def->check) {
+        size_t first = d->n;
         errs += s->def->check(s->conf, v, d);
+        name_instance(d, first, type, what);
     }
     return errs;
 }

@@ -2,7 +2,7 @@
  * jn_service: the transform interface. One message in, zero or more messages out, or an error
  * with a reason.
  *
- * A service *def* is the kind ("json-map"), listed in services/registry.c; an instance is one
+ * A service *def* is the kind ("json-map"), listed in services/jn_service.c; an instance is one
  * block under `services:`. init compiles the conf into read-only state, so transform may later
  * run on several threads at once: transform must not change svc.
  *
@@ -39,7 +39,8 @@ struct jn_service_def {
     const char *desc;
     const struct jn_opt *opts;
     size_t conf_size;
-    /* Cross-field checks; report in d at node's position. Returns the number of errors. */
+    /* Cross-field checks; report in d at the option's position, each message starting
+     * "<type>: " (the loader names the instance). Returns the number of errors. */
     int (*check)(const void *conf, const struct jn_node *node, struct jn_diag *d);
     /* Compile conf into svc->state. 0 or JN_E* with err. Optional. */
     int (*init)(struct jn_service *svc, struct jn_err *err);

@@ -1,0 +1,539 @@
+/*
+ * jn_journal: LMDB environment and the group-commit writer thread (see jn_journal.h).
+ *
+ * The writer sleeps on a condition variable; the loop thread appends jtxns to `pending` and
+ * signals. The writer swaps the whole pending list out, applies it in one write transaction,
+ * commits (LMDB's default full sync), appends the list to `done` and wakes the loop with
+ * event_active(); the loop runs the callbacks. The only shared state is the two lists and a
+ * flag, under one mutex.
+ */
+#include "jn_journal.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "jn_log.h"
+#include "jn_mem.h"
+
+#define JN_JOURNAL_FORMAT 1
+
+static const char *const db_names[JN_JDB__COUNT] = {"meta", "inbox", "queue", "dlq", "log",
+                                                   "log_id"};
+
+struct jop {
+    unsigned char db;
+    unsigned char del;
+    size_t kl, vl;
+    unsigned char *data; /* key then value */
+};
+
+struct jn_jtxn {
+    struct jn_jtxn *next;
+    struct jop *ops;
+    size_t n, cap;
+    int refusable;
+    int rc;
+    jn_journal_cb cb;
+    void *arg;
+};
+
+struct jn_journal {
+    MDB_env *env;
+    MDB_dbi dbi[JN_JDB__COUNT];
+    struct jn_journal_conf conf;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct jn_jtxn *pending, *pending_tail; /* under lock */
+    struct jn_jtxn *done, *done_tail;       /* under lock */
+    int stopping;                           /* under lock */
+    struct event *done_ev;
+    atomic_uint_least64_t seq;
+    int64_t last_warn_ms; /* writer thread */
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct jn_jtxn *jn_jtxn_new(void)
+{
+    return jn_calloc(1, sizeof(struct jn_jtxn));
+}
+
+void jn_jtxn_free(struct jn_jtxn *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        jn_free(t->ops[i].data);
+    }
+    jn_free(t->ops);
+    jn_free(t);
+}
+
+static int add_op(struct jn_jtxn *t, enum jn_jdb db, int del, const void *k, size_t kl,
+                  const void *v, size_t vl)
+{
+    struct jop *op;
+
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 4;
+        struct jop *ops = jn_realloc(t->ops, cap * sizeof(*ops));
+        if (ops == NULL) {
+            return JN_ENOMEM;
+        }
+        t->ops = ops;
+        t->cap = cap;
+    }
+    op = &t->ops[t->n];
+    op->data = jn_malloc(kl + vl + 1);
+    if (op->data == NULL) {
+        return JN_ENOMEM;
+    }
+    memcpy(op->data, k, kl);
+    if (vl) {
+        memcpy(op->data + kl, v, vl);
+    }
+    op->db = (unsigned char)db;
+    op->del = (unsigned char)del;
+    op->kl = kl;
+    op->vl = vl;
+    t->n++;
+    return 0;
+}
+
+int jn_jtxn_put(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, const void *v,
+                size_t vl)
+{
+    return add_op(t, db, 0, k, kl, v, vl);
+}
+
+int jn_jtxn_del(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl)
+{
+    return add_op(t, db, 1, k, kl, NULL, 0);
+}
+
+uint64_t jn_journal_seq(struct jn_journal *j)
+{
+    return atomic_fetch_add(&j->seq, 1);
+}
+
+/* ---- space accounting ---- */
+
+static int used_pct_txn(struct jn_journal *j, MDB_txn *txn)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t total, used, freepages = 0;
+
+    mdb_env_info(j->env, &info);
+    mdb_env_stat(j->env, &st);
+    total = info.me_mapsize / st.ms_psize;
+    used = info.me_last_pgno + 1;
+    if (total == 0) {
+        return 100;
+    }
+    if (used * 100 / total < (size_t)j->conf.warn_pct) {
+        return (int)(used * 100 / total);
+    }
+    /* Near the top of the map: pages on the free list will be reused, count them as free.
+     * Each free-list record holds a page count followed by the page numbers. */
+    if (mdb_cursor_open(txn, 0, &cur) == 0) {
+        while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
+            if (v.mv_size >= sizeof(size_t)) {
+                size_t n;
+                memcpy(&n, v.mv_data, sizeof(n));
+                freepages += n;
+            }
+        }
+        mdb_cursor_close(cur);
+    }
+    used = used > freepages ? used - freepages : 0;
+    return (int)(used * 100 / total);
+}
+
+int jn_journal_used_pct(struct jn_journal *j)
+{
+    MDB_txn *txn;
+    int pct;
+
+    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
+        return 100;
+    }
+    pct = used_pct_txn(j, txn);
+    mdb_txn_abort(txn);
+    return pct;
+}
+
+/* ---- the writer ---- */
+
+static int is_space_error(int rc)
+{
+    return rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == MDB_TXN_FULL;
+}
+
+static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        struct jop *op = &t->ops[i];
+        MDB_val k = {op->kl, op->data};
+        int rc;
+        if (op->del) {
+            rc = mdb_del(txn, j->dbi[op->db], &k, NULL);
+            if (rc == MDB_NOTFOUND) {
+                rc = 0;
+            }
+        } else {
+            MDB_val v = {op->vl, op->data + op->kl};
+            rc = mdb_put(txn, j->dbi[op->db], &k, &v, 0);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Applies a batch in one transaction. Space trouble: refuse the refusable jtxns and retry the
+ * rest once; anything else fails the batch with JN_EIO (logged). */
+static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
+{
+    int refuse = 0;
+    int any_refusable = 0;
+
+    for (struct jn_jtxn *t = list; t; t = t->next) {
+        any_refusable |= t->refusable;
+        t->rc = 0;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        MDB_txn *txn;
+        unsigned char seqv[8];
+        MDB_val k = {3, "seq"}, v = {8, seqv};
+        int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+
+        if (rc == 0 && any_refusable && !refuse) {
+            int pct = used_pct_txn(j, txn);
+            int64_t now = mono_ms();
+            if (pct >= j->conf.high_water_pct) {
+                refuse = 1;
+            }
+            if (pct >= j->conf.warn_pct && now - j->last_warn_ms > 10000) {
+                j->last_warn_ms = now;
+                jn_log(JN_LOG_WARN, "journal %s is %d%% full (map %llu bytes); new input is "
+                       "refused at %d%%", j->conf.dir, pct, j->conf.map_size,
+                       j->conf.high_water_pct);
+            }
+        }
+        for (struct jn_jtxn *t = list; rc == 0 && t; t = t->next) {
+            if (t->refusable && refuse) {
+                t->rc = JN_EFULL;
+                continue;
+            }
+            rc = apply(j, txn, t);
+        }
+        if (rc == 0) {
+            jn_be64(seqv, atomic_load(&j->seq));
+            rc = mdb_put(txn, j->dbi[JN_JDB_META], &k, &v, 0);
+        }
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+        } else if (txn) {
+            mdb_txn_abort(txn);
+        }
+        if (rc == 0) {
+            return;
+        }
+        if (is_space_error(rc) && !refuse && any_refusable) {
+            jn_log(JN_LOG_WARN, "journal full (%s): refusing new input until space returns",
+                   mdb_strerror(rc));
+            refuse = 1;
+            for (struct jn_jtxn *t = list; t; t = t->next) {
+                t->rc = 0;
+            }
+            continue;
+        }
+        jn_log(JN_LOG_ERROR, "journal commit failed: %s; %s", mdb_strerror(rc),
+               is_space_error(rc) ? "the store is full even without new input"
+                                  : "the batch is not durable");
+        for (struct jn_jtxn *t = list; t; t = t->next) {
+            t->rc = t->refusable && refuse ? JN_EFULL : JN_EIO;
+        }
+        return;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct jn_journal *j = arg;
+
+    for (;;) {
+        struct jn_jtxn *list, *tail;
+        pthread_mutex_lock(&j->lock);
+        while (j->pending == NULL && !j->stopping) {
+            pthread_cond_wait(&j->cond, &j->lock);
+        }
+        list = j->pending;
+        tail = j->pending_tail;
+        j->pending = j->pending_tail = NULL;
+        if (list == NULL && j->stopping) {
+            pthread_mutex_unlock(&j->lock);
+            break;
+        }
+        pthread_mutex_unlock(&j->lock);
+
+        write_batch(j, list);
+
+        pthread_mutex_lock(&j->lock);
+        if (j->done_tail) {
+            j->done_tail->next = list;
+        } else {
+            j->done = list;
+        }
+        j->done_tail = tail;
+        pthread_mutex_unlock(&j->lock);
+        event_active(j->done_ev, EV_READ, 0);
+    }
+    return NULL;
+}
+
+static void run_done(struct jn_journal *j)
+{
+    struct jn_jtxn *list;
+
+    pthread_mutex_lock(&j->lock);
+    list = j->done;
+    j->done = j->done_tail = NULL;
+    pthread_mutex_unlock(&j->lock);
+    while (list) {
+        struct jn_jtxn *next = list->next;
+        if (list->cb) {
+            list->cb(list->arg, list->rc);
+        }
+        jn_jtxn_free(list);
+        list = next;
+    }
+}
+
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    run_done(arg);
+}
+
+void jn_journal_submit(struct jn_journal *j, struct jn_jtxn *t, int refusable, jn_journal_cb cb,
+                       void *arg)
+{
+    t->refusable = refusable;
+    t->cb = cb;
+    t->arg = arg;
+    t->next = NULL;
+    pthread_mutex_lock(&j->lock);
+    if (j->pending_tail) {
+        j->pending_tail->next = t;
+    } else {
+        j->pending = t;
+    }
+    j->pending_tail = t;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* ---- open / close ---- */
+
+static int mkdir_p(const char *dir)
+{
+    char path[4096];
+    size_t n = strlen(dir);
+
+    if (n == 0 || n >= sizeof(path)) {
+        return -1;
+    }
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] == '/' || path[i] == '\0') {
+            char c = path[i];
+            path[i] = '\0';
+            if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+                return -1;
+            }
+            path[i] = c;
+        }
+    }
+    return 0;
+}
+
+int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
+                    struct event_base *base, struct jn_err *err)
+{
+    struct jn_journal *j = jn_calloc(1, sizeof(*j));
+    MDB_txn *txn = NULL;
+    MDB_val k = {6, "format"}, v;
+    int rc;
+
+    *out = NULL;
+    if (j == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    j->conf = *c;
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_cond_init(&j->cond, NULL);
+    j->last_warn_ms = -100000;
+    if (mkdir_p(c->dir) != 0) {
+        rc = jn_err_set(err, JN_EIO, "cannot create data_dir %s: %s", c->dir, strerror(errno));
+        goto fail;
+    }
+    rc = mdb_env_create(&j->env);
+    if (rc == 0) {
+        rc = mdb_env_set_maxdbs(j->env, JN_JDB__COUNT + 2);
+    }
+    if (rc == 0) {
+        rc = mdb_env_set_mapsize(j->env, (size_t)c->map_size);
+    }
+    if (rc == 0) {
+        /* NOTLS: read transactions are not tied to threads (the loop and tools read). */
+        rc = mdb_env_open(j->env, c->dir, MDB_NOTLS, 0644);
+    }
+    if (rc != 0) {
+        rc = jn_err_set(err, JN_EIO, "cannot open the journal in %s: %s", c->dir,
+                        mdb_strerror(rc));
+        goto fail;
+    }
+    rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+    for (int i = 0; rc == 0 && i < JN_JDB__COUNT; i++) {
+        rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &j->dbi[i]);
+    }
+    if (rc == 0) {
+        rc = mdb_get(txn, j->dbi[JN_JDB_META], &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            unsigned char ver[8];
+            jn_be64(ver, JN_JOURNAL_FORMAT);
+            v.mv_size = 8;
+            v.mv_data = ver;
+            rc = mdb_put(txn, j->dbi[JN_JDB_META], &k, &v, 0);
+        } else if (rc == 0) {
+            uint64_t ver = v.mv_size == 8 ? jn_get_be64(v.mv_data) : 0;
+            if (ver != JN_JOURNAL_FORMAT) {
+                mdb_txn_abort(txn);
+                rc = jn_err_set(err, JN_EPROTO, "journal in %s has format %llu; this build "
+                                "reads format %d", c->dir, (unsigned long long)ver,
+                                JN_JOURNAL_FORMAT);
+                goto fail;
+            }
+        }
+    }
+    if (rc == 0) {
+        MDB_val sk = {3, "seq"};
+        if (mdb_get(txn, j->dbi[JN_JDB_META], &sk, &v) == 0 && v.mv_size == 8) {
+            atomic_store(&j->seq, jn_get_be64(v.mv_data) + 1);
+        } else {
+            atomic_store(&j->seq, 1);
+        }
+        rc = mdb_txn_commit(txn);
+    } else if (txn) {
+        mdb_txn_abort(txn);
+    }
+    if (rc != 0) {
+        rc = jn_err_set(err, JN_EIO, "cannot initialise the journal in %s: %s", c->dir,
+                        mdb_strerror(rc));
+        goto fail;
+    }
+    if (base != NULL) {
+        j->done_ev = event_new(base, -1, 0, done_cb, j);
+        if (j->done_ev == NULL || pthread_create(&j->thread, NULL, writer_main, j) != 0) {
+            rc = jn_err_set(err, JN_ENOMEM, "cannot start the journal writer");
+            goto fail;
+        }
+        j->thread_started = 1;
+    }
+    *out = j;
+    return 0;
+fail:
+    jn_journal_close(j);
+    return rc;
+}
+
+void jn_journal_close(struct jn_journal *j)
+{
+    if (j == NULL) {
+        return;
+    }
+    if (j->thread_started) {
+        pthread_mutex_lock(&j->lock);
+        j->stopping = 1;
+        pthread_cond_signal(&j->cond);
+        pthread_mutex_unlock(&j->lock);
+        pthread_join(j->thread, NULL);
+        run_done(j);
+    }
+    if (j->done_ev) {
+        event_free(j->done_ev);
+    }
+    if (j->env) {
+        mdb_env_close(j->env);
+    }
+    pthread_mutex_destroy(&j->lock);
+    pthread_cond_destroy(&j->cond);
+    jn_free(j);
+}
+
+/* ---- reading ---- */
+
+int jn_journal_scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, size_t plen,
+                    jn_journal_visit_fn visit, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k = {plen, (void *)prefix}, v;
+    MDB_cursor_op op = plen ? MDB_SET_RANGE : MDB_FIRST;
+    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+
+    if (rc != 0) {
+        return JN_EIO;
+    }
+    rc = mdb_cursor_open(txn, j->dbi[db], &cur);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return JN_EIO;
+    }
+    while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+        op = MDB_NEXT;
+        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)) {
+            break;
+        }
+        if (visit(arg, k.mv_data, k.mv_size, v.mv_data, v.mv_size) != 0) {
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : JN_EIO;
+}
+
+size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    size_t n = 0;
+
+    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
+        return 0;
+    }
+    if (mdb_stat(txn, j->dbi[db], &st) == 0) {
+        n = st.ms_entries;
+    }
+    mdb_txn_abort(txn);
+    return n;
+}

@@ -1,0 +1,645 @@
+/*
+ * Unit tests for services/: the registry and message list, set-header and json-map.
+ *
+ * Each service is built the way the config loader builds it (YAML -> option table -> check ->
+ * init), so load-time errors are checked with their file:line:col. Outputs are compared as exact
+ * bytes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "jn_buf.h"
+#include "jn_mem.h"
+#include "jn_service.h"
+#include "jn_services.h"
+#include "jn_test.h"
+#include "jn_yaml.h"
+
+/* One service instance built from YAML, as the config loader does it. */
+struct fx {
+    struct jn_diag diag;
+    struct jn_node *root;
+    struct jn_service svc;
+    char name[8];
+    int errs;    /* errors from the option table and check */
+    int init_rc; /* init's result (0 when there is no init) */
+    int inited;
+    struct jn_err err;
+};
+
+static void fx_load(struct fx *f, const char *type, const char *yaml)
+{
+    static const char *const skip[] = {"type", NULL}; /* as the config loader does */
+    const struct jn_service_def *def = jn_service_def_find(type);
+    char what[64];
+
+    memset(f, 0, sizeof(*f));
+    jn_diag_init(&f->diag);
+    strcpy(f->name, "x");
+    f->svc.def = def;
+    f->svc.name = f->name;
+    snprintf(f->svc.log_prefix, sizeof(f->svc.log_prefix), "%s.x", type);
+    f->root = jn_yaml_load_buf("t.yaml", yaml, strlen(yaml), &f->diag);
+    if (f->root == NULL) {
+        f->errs = 1;
+        return;
+    }
+    f->svc.conf = jn_calloc(1, def->conf_size);
+    snprintf(what, sizeof(what), "service 'x' (%s)", type);
+    f->errs = jn_opt_parse(def->opts, f->root, f->svc.conf, what, 0, skip, &f->root->pos,
+                           &f->diag);
+    if (f->errs == 0 && def->check) {
+        f->errs += def->check(f->svc.conf, f->root, &f->diag);
+    }
+}
+
+static int fx_init(struct fx *f)
+{
+    if (f->errs != 0) {
+        return -100;
+    }
+    f->init_rc = f->svc.def->init ? f->svc.def->init(&f->svc, &f->err) : 0;
+    f->inited = f->init_rc == 0;
+    return f->init_rc;
+}
+
+static void fx_free(struct fx *f)
+{
+    if (f->inited && f->svc.def->destroy) {
+        f->svc.def->destroy(&f->svc);
+    }
+    if (f->svc.conf) {
+        jn_opt_free(f->svc.def->opts, f->svc.conf);
+        jn_free(f->svc.conf);
+    }
+    jn_node_free(f->root);
+    jn_diag_free(&f->diag);
+}
+
+/* The first diag message, or "" (for CHECK_STR). */
+static const char *fx_diag(const struct fx *f)
+{
+    return f->diag.n ? f->diag.msgs[0] : "";
+}
+
+/* Runs payload from channel "orders-in" through f; returns rc. On success *out holds one
+ * message (a new reference). err gets the reason. */
+static int fx_run(struct fx *f, const char *payload, struct jn_msg **out, struct jn_err *err)
+{
+    struct jn_msg_list l = {0};
+    struct jn_msg *in = jn_msg_new("orders-in", payload, strlen(payload));
+    int rc;
+
+    *out = NULL;
+    jn_err_clear(err);
+    if (in == NULL) {
+        return JN_ENOMEM;
+    }
+    memcpy(in->id, "01J9Z0000000000000000000AB", JN_ID_LEN + 1);
+    in->recv_us = 1700000000123456LL; /* 2023-11-14 22:13:20 UTC */
+    rc = f->svc.def->transform(&f->svc, in, &l, err);
+    if (rc == 0 && l.n == 1) {
+        *out = jn_msg_ref(l.v[0]);
+    }
+    CHECK(rc != 0 || l.n == 1);
+    CHECK(rc == 0 || err->msg[0] != '\0');
+    /* The input is never changed. */
+    CHECK_INT(in->len, strlen(payload));
+    CHECK(memcmp(in->payload, payload, in->len) == 0);
+    CHECK_INT(in->nhdrs, 0);
+    jn_msg_list_clear(&l);
+    jn_msg_unref(&in);
+    return rc;
+}
+
+/* Runs payload through a json-map built from yaml; returns the output payload (static buffer)
+ * or "ERR <rc>: <reason>". */
+static const char *map1(const char *yaml, const char *payload)
+{
+    static char res[2048];
+    struct fx f;
+    struct jn_msg *out;
+    struct jn_err err;
+    int rc;
+
+    fx_load(&f, "json-map", yaml);
+    if (fx_init(&f) != 0) {
+        snprintf(res, sizeof(res), "LOAD %d: %s%s", f.init_rc, fx_diag(&f), f.err.msg);
+        fx_free(&f);
+        return res;
+    }
+    rc = fx_run(&f, payload, &out, &err);
+    if (rc != 0) {
+        snprintf(res, sizeof(res), "ERR %d: %s", rc, err.msg);
+    } else {
+        snprintf(res, sizeof(res), "%.*s", (int)out->len, (const char *)out->payload);
+        CHECK_STR(jn_msg_header_get(out, "content-type"), "application/json");
+        CHECK_STR(out->id, "01J9Z0000000000000000000AB");
+        CHECK_STR(out->channel, "orders-in");
+    }
+    jn_msg_unref(&out);
+    fx_free(&f);
+    return res;
+}
+
+/* The first load error of a config (diag or init), or "" when it loads. */
+static const char *load_err(const char *type, const char *yaml)
+{
+    static char res[1024];
+    struct fx f;
+
+    fx_load(&f, type, yaml);
+    fx_init(&f);
+    snprintf(res, sizeof(res), "%s%s", fx_diag(&f), f.errs ? "" : f.err.msg);
+    fx_free(&f);
+    return res;
+}
+
+/* ---- registry and list ---- */
+
+static void test_registry(void)
+{
+    CHECK(jn_service_def_find("json-map") == &jn_service_json_map);
+    CHECK(jn_service_def_find("set-header") == &jn_service_set_header);
+    CHECK(jn_service_def_find("nope") == NULL);
+    CHECK(jn_service_def_find(NULL) == NULL);
+    CHECK(jn_service_defs[2] == NULL);
+    for (size_t i = 0; jn_service_defs[i]; i++) {
+        FILE *null = fopen("/dev/null", "w");
+        if (null != NULL) {
+            jn_opt_describe_md(jn_service_defs[i]->opts, NULL, null);
+            fclose(null);
+        }
+        for (const struct jn_opt *o = jn_service_defs[i]->opts; o->name; o++) {
+            CHECK(o->doc != NULL && o->doc[0] != '\0');
+        }
+    }
+}
+
+static void test_msg_list(void)
+{
+    struct jn_msg_list l = {0};
+    struct jn_msg *m = jn_msg_new("c", "x", 1);
+
+    for (int i = 0; i < 10; i++) {
+        CHECK_INT(jn_msg_list_push(&l, jn_msg_ref(m)), 0);
+    }
+    CHECK_INT(l.n, 10);
+    CHECK_INT(atomic_load(&m->refs), 11);
+    jn_msg_list_clear(&l);
+    CHECK_INT(l.n, 0);
+    CHECK(l.v == NULL);
+    CHECK_INT(atomic_load(&m->refs), 1);
+
+    /* A failed push releases the message it was given. */
+    jn_mem_fail_after(0);
+    CHECK_INT(jn_msg_list_push(&l, jn_msg_ref(m)), JN_ENOMEM);
+    jn_mem_fail_after(-1);
+    CHECK_INT(atomic_load(&m->refs), 1);
+    jn_msg_list_clear(&l);
+    jn_msg_unref(&m);
+}
+
+/* ---- json-map ---- */
+
+static const char *const order_yaml =
+    "type: json-map\n"
+    "copy: {id: order_id}\n"
+    "rename: {customer.name: customer_name}\n"
+    "set: {source: \"{channel}\"}\n"
+    "set_json: {meta.v: \"2\"}\n"
+    "remove: [debug]\n";
+
+static void test_json_map_example(void)
+{
+    /* copy appends order_id; rename empties customer and appends customer_name; set and
+     * set_json append; remove takes debug out from the middle. */
+    CHECK_STR(map1(order_yaml, "{\"id\":7,\"customer\":{\"name\":\"Ann\"},\"debug\":1}"),
+              "{\"id\":7,\"customer\":{},\"order_id\":7,\"customer_name\":\"Ann\","
+              "\"source\":\"orders-in\",\"meta\":{\"v\":2}}");
+    /* Whitespace goes, order stays; missing sources are skipped when not strict. */
+    CHECK_STR(map1(order_yaml, " { \"z\" : 1 ,\n \"a\" : [ 1 , 2 ] } "),
+              "{\"z\":1,\"a\":[1,2],\"source\":\"orders-in\",\"meta\":{\"v\":2}}");
+}
+
+static void test_json_map_values(void)
+{
+    const char *y = "type: json-map\nset_json: {x: \"1\"}\n";
+
+    /* Numbers leave as they came (jansson's own dump would print 19.989999999999998). */
+    CHECK_STR(map1(y, "{\"p\":19.99,\"q\":0.1,\"r\":1.0,\"s\":1e2,\"t\":-0.0,\"u\":1.5e300,"
+                      "\"v\":0.30000000000000004,\"big\":9223372036854775807,\"neg\":-5}"),
+              "{\"p\":19.99,\"q\":0.1,\"r\":1.0,\"s\":100.0,\"t\":-0.0,\"u\":1.5e+300,"
+              "\"v\":0.30000000000000004,\"big\":9223372036854775807,\"neg\":-5,\"x\":1}");
+    /* Strings: required escapes only; other UTF-8 passes as is. */
+    CHECK_STR(map1(y, "{\"s\":\"a\\\"b\\\\c\\n\\t\\u0001\\u00e9/\xc3\xa9\\u2028\",\"e\":\"\"}"),
+              "{\"s\":\"a\\\"b\\\\c\\n\\t\\u0001\xc3\xa9/\xc3\xa9\xe2\x80\xa8\",\"e\":\"\","
+              "\"x\":1}");
+    /* Duplicate members: the last value wins, at the first one's place. */
+    CHECK_STR(map1(y, "{\"a\":1,\"b\":2,\"a\":3}"), "{\"a\":3,\"b\":2,\"x\":1}");
+    /* set_json replaces an existing member in place. */
+    CHECK_STR(map1(y, "{\"x\":{\"deep\":[1]},\"y\":true}"), "{\"x\":1,\"y\":true}");
+    CHECK_STR(map1("type: json-map\nset_json: {a: '{\"k\": [true, null, \"s\"]}', b: '\"t\"'}\n",
+                   "{}"),
+              "{\"a\":{\"k\":[true,null,\"s\"]},\"b\":\"t\"}");
+    CHECK_STR(map1(y, "{}"), "{\"x\":1}");
+}
+
+static void test_json_map_paths(void)
+{
+    /* Arrays: replace, append at the length, create missing containers. */
+    CHECK_STR(map1("type: json-map\nset: {'tags[0]': A, 'tags[2]': C}\n",
+                   "{\"tags\":[\"a\",\"b\"]}"),
+              "{\"tags\":[\"A\",\"b\",\"C\"]}");
+    CHECK_STR(map1("type: json-map\nset: {'items[0].sku': x, 'm[0][0]': y, 'o.p.q': z}\n", "{}"),
+              "{\"items\":[{\"sku\":\"x\"}],\"m\":[[\"y\"]],\"o\":{\"p\":{\"q\":\"z\"}}}");
+    CHECK_STR(map1("type: json-map\nset: {'tags[5]': x}\n", "{\"tags\":[\"a\",\"b\"]}"),
+              "ERR -2: json-map: set 'tags[5]': 'tags' has 2 elements: [5] is past the end "
+              "([2] appends)");
+    CHECK_STR(map1("type: json-map\nset: {a.b: x}\n", "{\"a\":1}"),
+              "ERR -2: json-map: set 'a.b': 'a' is a number, not an object");
+    CHECK_STR(map1("type: json-map\nset: {'a[0]': x}\n", "{\"a\":{}}"),
+              "ERR -2: json-map: set 'a[0]': 'a' is an object, not an array");
+    /* remove shifts later elements; removing twice removes two. */
+    CHECK_STR(map1("type: json-map\nremove: ['a[0]', 'a[0]', 'b.c']\n",
+                   "{\"a\":[1,2,3],\"b\":{\"c\":1,\"d\":2}}"),
+              "{\"a\":[3],\"b\":{\"d\":2}}");
+    /* copy and rename into and out of themselves. */
+    CHECK_STR(map1("type: json-map\nrename: {a: a.b}\n", "{\"a\":{\"x\":1},\"z\":0}"),
+              "{\"z\":0,\"a\":{\"b\":{\"x\":1}}}");
+    CHECK_STR(map1("type: json-map\nrename: {a.x: a}\n", "{\"a\":{\"x\":1}}"), "{\"a\":1}");
+    CHECK_STR(map1("type: json-map\nrename: {a: a}\n", "{\"a\":1,\"b\":2}"), "{\"a\":1,\"b\":2}");
+    CHECK_STR(map1("type: json-map\ncopy: {a: a.b}\n", "{\"a\":{\"x\":1}}"),
+              "{\"a\":{\"x\":1,\"b\":{\"x\":1}}}");
+    /* A copy is independent of its source. */
+    CHECK_STR(map1("type: json-map\ncopy: {a: b}\nset_json: {b.y: '2'}\n", "{\"a\":{\"x\":1}}"),
+              "{\"a\":{\"x\":1},\"b\":{\"x\":1,\"y\":2}}");
+    CHECK_STR(map1("type: json-map\ncopy: {'items[1]': second}\n", "{\"items\":[1,[2]]}"),
+              "{\"items\":[1,[2]],\"second\":[2]}");
+    /* '\' escapes a '.' (or '[', ']', '\') inside a member name. */
+    CHECK_STR(map1("type: json-map\nrename: {'a\\.b': 'c\\[1\\]', 'd\\\\': e}\n",
+                   "{\"a.b\":1,\"d\\\\\":2}"),
+              "{\"c[1]\":1,\"e\":2}");
+    /* Templates see the message. */
+    CHECK_STR(map1("type: json-map\nset: {t: '{id} {date} {ts} {{x}}'}\n", "{}"),
+              "{\"t\":\"01J9Z0000000000000000000AB 2023-11-14 1700000000123 {x}\"}");
+}
+
+static void test_json_map_errors(void)
+{
+    const char *y = "type: json-map\nremove: [x]\n";
+
+    CHECK_STR(map1(y, "{\"a\":1}x"),
+              "ERR -2: json-map: payload is not JSON: end of file expected near 'x' at line 1 "
+              "column 8");
+    CHECK_STR(map1(y, "{\"a\":\n tru}"),
+              "ERR -2: json-map: payload is not JSON: invalid token near 'tru' at line 2 "
+              "column 4");
+    CHECK_STR(map1(y, ""),
+              "ERR -2: json-map: payload is not JSON: unexpected token near end of file at line "
+              "1 column 0");
+    CHECK_STR(map1(y, "[1,2]"), "ERR -2: json-map: payload is an array, expected a JSON object");
+    CHECK_STR(map1(y, "\"s\""), "ERR -2: json-map: payload is a string, expected a JSON object");
+    CHECK_STR(map1(y, "{\"a\":\"\\u0000\"}"),
+              "ERR -2: json-map: payload is not JSON: \\u0000 is not allowed without "
+              "JSON_ALLOW_NUL near '\"\\u0000\"' at line 1 column 13");
+    /* Control bytes quoted from the payload are masked in the reason. */
+    CHECK_STR(map1(y, "{\"a\":\x01}"),
+              "ERR -2: json-map: payload is not JSON: invalid token near '?' at line 1 column 6");
+    /* Integers beyond 64 bits are a jansson limit. */
+    CHECK_STR(map1(y, "{\"a\":12345678901234567890}"),
+              "ERR -2: json-map: payload is not JSON: too big integer near "
+              "'12345678901234567890' at line 1 column 25");
+
+    /* strict: a missing source fails the message; otherwise it is skipped. */
+    CHECK_STR(map1("type: json-map\nstrict: true\ncopy: {nope: x}\n", "{\"a\":1}"),
+              "ERR -2: json-map: copy 'nope' -> 'x': source not found: the payload has no member "
+              "'nope'");
+    CHECK_STR(map1("type: json-map\ncopy: {nope: x}\n", "{\"a\":1}"), "{\"a\":1}");
+    CHECK_STR(map1("type: json-map\nstrict: true\nrename: {'a.b[3]': x}\n",
+                   "{\"a\":{\"b\":[1]}}"),
+              "ERR -2: json-map: rename 'a.b[3]' -> 'x': source not found: 'a.b' has 1 "
+              "elements, no [3]");
+    CHECK_STR(map1("type: json-map\nstrict: true\nremove: [a.b.c]\n", "{\"a\":{\"b\":\"s\"}}"),
+              "ERR -2: json-map: remove 'a.b.c': not found: 'a.b' is a string, not an object");
+    CHECK_STR(map1("type: json-map\nremove: [a.b.c, 'a[0]', zz]\n", "{\"a\":{\"b\":\"s\"}}"),
+              "{\"a\":{\"b\":\"s\"}}");
+    CHECK_STR(map1("type: json-map\nstrict: yes\nremove: [a.b]\n", "{\"a\":{\"b\":1}}"),
+              "{\"a\":{}}");
+}
+
+static void test_json_map_header_bytes(void)
+{
+    struct fx f;
+    struct jn_msg_list l = {0};
+    struct jn_msg *in = jn_msg_new("orders-in", "{}", 2);
+    struct jn_err err;
+
+    /* Header values are bytes; a JSON string must be UTF-8. */
+    jn_msg_header_add(in, "X-Bin", "a\xff");
+    jn_msg_header_add(in, "X-Ok", "\xc3\xa9\"\t");
+    fx_load(&f, "json-map", "type: json-map\nset: {ok: '{header.X-Ok}', bin: '{header.X-Bin}'}\n");
+    CHECK_INT(fx_init(&f), 0);
+    CHECK_INT(f.svc.def->transform(&f.svc, in, &l, &err), JN_EINVAL);
+    CHECK_STR(err.msg, "json-map: set 'bin': the rendered value is not valid UTF-8");
+    CHECK_INT(l.n, 0);
+    fx_free(&f);
+
+    fx_load(&f, "json-map", "type: json-map\nset: {ok: '{header.X-Ok}'}\n");
+    CHECK_INT(fx_init(&f), 0);
+    CHECK_INT(f.svc.def->transform(&f.svc, in, &l, &err), 0);
+    CHECK_INT(l.n, 1);
+    CHECK_STR(l.n ? (const char *)l.v[0]->payload : "", "{\"ok\":\"\xc3\xa9\\\"\\t\"}");
+    jn_msg_list_clear(&l);
+    fx_free(&f);
+    jn_msg_unref(&in);
+}
+
+static void test_json_map_load_errors(void)
+{
+    static const struct {
+        const char *path;
+        const char *why;
+    } bad[] = {
+        {"a..b", "empty member name at character 3"},
+        {".a", "empty member name at character 1"},
+        {"a.", "it ends with '.', expected a member name after it"},
+        {"items[0", "unclosed '[' at character 6"},
+        {"items[x]", "index 'x' at character 6 is not a number, expected digits"},
+        {"items[-1]", "index '-1' at character 6 is not a number, expected digits"},
+        {"items[]", "empty index '[]' at character 6"},
+        {"[0]", "expected a member name before '[' at character 1"},
+        {"a.[0]", "expected a member name before '[' at character 3"},
+        {"a]", "unmatched ']' at character 2"},
+        {"a[0]]", "unmatched ']' at character 5"},
+        {"a[0]b", "expected '.' or '[' after ']' at character 5"},
+        {"a\\", "it ends with a lone '\\'"},
+        {"a[1234567890]", "the index at character 2 is too large (at most 9 digits)"},
+        {"\xc3\xa9..b", "empty member name at character 3"},
+    };
+    char yaml[256], want[512];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        /* As a copy destination: reported at the value, line 3 column 6. */
+        snprintf(yaml, sizeof(yaml), "type: json-map\ncopy:\n  ok: '%s'\n", bad[i].path);
+        snprintf(want, sizeof(want), "t.yaml:3:7: json-map: copy: bad path '%s': %s",
+                 bad[i].path, bad[i].why);
+        CHECK_STR(load_err("json-map", yaml), want);
+    }
+    /* Keys are reported at the key. */
+    CHECK_STR(load_err("json-map", "type: json-map\nremove: [ok]\nset_json:\n  b.c: '1'\n"
+                                   "  'a..b': '1'\n"),
+              "t.yaml:5:3: json-map: set_json: bad path 'a..b': empty member name at character "
+              "3");
+    CHECK_STR(load_err("json-map", "type: json-map\nremove:\n  - ok\n  - 'x[y]'\n"),
+              "t.yaml:4:5: json-map: remove: bad path 'x[y]': index 'y' at character 2 is not a "
+              "number, expected digits");
+    CHECK_STR(load_err("json-map", "type: json-map\nremove: ''\n"),
+              "t.yaml:2:9: json-map: remove: bad path '': the path is empty");
+    /* set_json literals are parsed at load. */
+    CHECK_STR(load_err("json-map", "type: json-map\nset_json:\n  name: \"Ann\"\n"),
+              "t.yaml:3:9: json-map: set_json.name: 'Ann' is not valid JSON: invalid token near "
+              "'Ann' at line 1 column 3 (a JSON string keeps its quotes inside the YAML value: "
+              "'\"text\"')");
+    CHECK_STR(load_err("json-map", "type: json-map\nset_json: {a: '{\"a\":'}\n"),
+              "t.yaml:2:15: json-map: set_json.a: '{\"a\":' is not valid JSON: unexpected token "
+              "near end of file at line 1 column 5");
+    CHECK_STR(load_err("json-map", "type: json-map\nset_json: {a: '[1] 2'}\n"),
+              "t.yaml:2:15: json-map: set_json.a: '[1] 2' is not valid JSON: end of file "
+              "expected near '2' at line 1 column 5");
+    /* Templates are checked at load. */
+    CHECK_STR(load_err("json-map", "type: json-map\nset:\n  src: \"{chanel}\"\n"),
+              "t.yaml:3:8: json-map: set.src: template '{chanel}': unknown placeholder "
+              "'{chanel}', expected {id}, {channel}, {date}, {time}, {ts} or {header.NAME}");
+    CHECK_STR(load_err("json-map", "type: json-map\nstrict: true\n"),
+              "t.yaml:1:1: json-map: nothing to do, expected at least one of: copy, rename, set, "
+              "set_json, remove");
+    /* Every error is reported, not only the first. */
+    {
+        struct fx f;
+        fx_load(&f, "json-map", "type: json-map\ncopy: {'a..': 'b[', c: d}\nremove: ['']\n");
+        CHECK_INT(f.errs, 3);
+        CHECK_INT(f.diag.n, 3);
+        fx_free(&f);
+    }
+    /* init refuses what check would, for callers that skip check. */
+    {
+        struct fx f;
+        struct jn_strlist *l;
+        fx_load(&f, "json-map", "type: json-map\nremove: [a]\n");
+        l = (struct jn_strlist *)((char *)f.svc.conf + jn_service_json_map.opts[4].off);
+        jn_free(l->v[0]);
+        l->v[0] = jn_strdup("a[");
+        CHECK_INT(fx_init(&f), JN_EINVAL);
+        CHECK_STR(f.err.msg, "json-map: remove: bad path 'a[': unclosed '[' at character 2");
+        CHECK(f.svc.state == NULL);
+        fx_free(&f);
+    }
+    /* YAML refuses bytes that are not UTF-8, but a conf may come from elsewhere. */
+    {
+        struct fx f;
+        struct jn_strlist *l;
+        fx_load(&f, "json-map", "type: json-map\nremove: [a]\n");
+        l = (struct jn_strlist *)((char *)f.svc.conf + jn_service_json_map.opts[4].off);
+        jn_free(l->v[0]);
+        l->v[0] = jn_strdup("a\xff");
+        CHECK_INT(fx_init(&f), JN_EINVAL);
+        CHECK_STR(f.err.msg, "json-map: remove: bad path 'a\xff': the path is not valid UTF-8");
+        fx_free(&f);
+    }
+    /* A good config loads without a word. */
+    CHECK_STR(load_err("json-map", order_yaml), "");
+}
+
+static void test_json_map_depth(void)
+{
+    struct jn_buf y = JN_BUF_INIT, p = JN_BUF_INIT;
+    const char *r;
+
+    /* jansson stops parsing at 2048 levels. */
+    for (int i = 0; i < 3000; i++) {
+        jn_buf_putc(&p, '[');
+    }
+    r = map1("type: json-map\nremove: [x]\n", p.p);
+    CHECK(strncmp(r, "ERR -2: json-map: payload is not JSON: maximum parsing depth reached", 67)
+          == 0);
+    jn_buf_reset(&p);
+
+    /* Paths and literals can nest further; the serializer refuses past 4096 levels. */
+    /* An explicit key ("? "): libyaml limits implicit keys to 1024 characters. */
+    jn_buf_puts(&y, "type: json-map\nset_json:\n  ? a");
+    for (int i = 0; i < 2100; i++) {
+        jn_buf_puts(&y, ".a");
+    }
+    jn_buf_puts(&y, "\n  : '");
+    for (int i = 0; i < 2040; i++) {
+        jn_buf_putc(&y, '[');
+    }
+    for (int i = 0; i < 2040; i++) {
+        jn_buf_putc(&y, ']');
+    }
+    jn_buf_puts(&y, "'\n");
+    CHECK_STR(map1(y.p, "{}"), "ERR -2: json-map: the result nests deeper than 4096 levels");
+    jn_buf_reset(&y);
+}
+
+/* Every allocation in init and transform may fail: each failure is a clean JN_ENOMEM, and a
+ * failure is never swallowed into a wrong result. */
+static void fail_walk(const char *type, const char *yaml, const char *payload, const char *want,
+                      const char *hname, const char *hvalue)
+{
+    int done = 0;
+    long n;
+
+    for (n = 0; !done && n < 10000; n++) {
+        struct fx f;
+        struct jn_msg_list l = {0};
+        struct jn_msg *in;
+        struct jn_err err;
+        long failed;
+        int rc;
+
+        fx_load(&f, type, yaml);
+        CHECK_INT(f.errs, 0);
+        in = jn_msg_new("orders-in", payload, strlen(payload));
+        jn_msg_header_add(in, "X-In", "v");
+        jn_mem_fail_after(n);
+        rc = fx_init(&f);
+        if (rc == 0) {
+            rc = f.svc.def->transform(&f.svc, in, &l, &err);
+            if (rc != 0) {
+                CHECK_INT(l.n, 0);
+            }
+        } else {
+            CHECK(f.svc.state == NULL);
+        }
+        failed = jn_mem_failed();
+        jn_mem_fail_after(-1);
+        if (failed == 0) {
+            /* Enough allocations for a clean run: the walk is over. */
+            done = 1;
+            CHECK_INT(rc, 0);
+        } else {
+            CHECK_INT(rc, JN_ENOMEM);
+        }
+        if (rc == 0) {
+            CHECK_INT(l.n, 1);
+            CHECK_STR((const char *)l.v[0]->payload, want);
+            CHECK_STR(jn_msg_header_get(l.v[0], hname), hvalue);
+        }
+        jn_msg_list_clear(&l);
+        jn_msg_unref(&in);
+        fx_free(&f);
+    }
+    CHECK(done);
+    /* The walk really went through init and transform (each allocates a dozen times). */
+    CHECK(n > 12);
+}
+
+static void test_alloc_failures(void)
+{
+    fail_walk("json-map",
+              "type: json-map\n"
+              "copy: {id: order_id, 'items[0]': first}\n"
+              "rename: {customer.name: customer_name}\n"
+              "set: {source: \"{channel}-{header.X-In}\", 'o.p[0]': x}\n"
+              "set_json: {meta.v: '[1, {\"a\": \"b\"}]'}\n"
+              "remove: [debug]\n",
+              "{\"id\":7,\"customer\":{\"name\":\"Ann\"},\"debug\":\"long string \\n value\","
+              "\"items\":[1.5]}",
+              "{\"id\":7,\"customer\":{},\"items\":[1.5],\"order_id\":7,\"first\":1.5,"
+              "\"customer_name\":\"Ann\",\"source\":\"orders-in-v\",\"o\":{\"p\":[\"x\"]},"
+              "\"meta\":{\"v\":[1,{\"a\":\"b\"}]}}",
+              "Content-Type", "application/json");
+    fail_walk("set-header",
+              "type: set-header\nremove: [x-in]\n"
+              "set: {X-Src: '{channel}', X-Old: '{header.X-In}'}\nadd: {Via: j}\n",
+              "p", "p", "X-Old", "v");
+}
+
+/* ---- set-header ---- */
+
+static void test_set_header(void)
+{
+    struct fx f;
+    struct jn_msg_list l = {0};
+    struct jn_msg *in = jn_msg_new("orders-in", "body", 4);
+    struct jn_msg *o;
+    struct jn_err err;
+    static const char *const want[][2] = {
+        {"X-Source", "orders-in"}, {"Via", "a"}, {"X-Orig", "1"}, {"X-Received", "2023-11-14"},
+        {"Via", "b"},
+    };
+
+    in->recv_us = 1700000000123456LL;
+    jn_msg_header_add(in, "X-Debug", "1");
+    jn_msg_header_add(in, "x-debug", "2");
+    jn_msg_header_add(in, "X-Source", "old");
+    jn_msg_header_add(in, "x-SOURCE", "dup");
+    jn_msg_header_add(in, "Via", "a");
+    fx_load(&f, "set-header",
+            "type: set-header\n"
+            "add: {Via: b}\n"
+            "set: {x-source: \"{channel}\", X-Orig: \"{header.x-DEBUG}\", X-Received: \"{date}\"}\n"
+            "remove: [x-DEBUG]\n");
+    CHECK_INT(f.errs, 0);
+    CHECK_INT(fx_init(&f), 0);
+    CHECK_INT(f.svc.def->transform(&f.svc, in, &l, &err), 0);
+    CHECK_INT(l.n, 1);
+    o = l.n ? l.v[0] : NULL;
+    /* remove, then set (replacing the first X-Source, dropping its duplicate; templates see
+     * the message as it arrived), then add. */
+    CHECK_INT(o ? o->nhdrs : 0, 5);
+    for (size_t i = 0; o && i < o->nhdrs && i < 5; i++) {
+        CHECK_STR(o->hdrs[i].name, want[i][0]);
+        CHECK_STR(o->hdrs[i].value, want[i][1]);
+    }
+    CHECK(o != NULL && o != in && o->len == 4 && memcmp(o->payload, "body", 4) == 0);
+    CHECK_INT(in->nhdrs, 5);
+    CHECK_STR(in->hdrs[2].value, "old");
+    jn_msg_list_clear(&l);
+
+    /* A line break in a rendered value fails the message. */
+    jn_msg_header_add(in, "X-Bad", "a\r\nInjected: 1");
+    fx_free(&f);
+    fx_load(&f, "set-header", "type: set-header\nadd: {X-Copy: '{header.X-Bad}'}\n");
+    CHECK_INT(fx_init(&f), 0);
+    CHECK_INT(f.svc.def->transform(&f.svc, in, &l, &err), JN_EINVAL);
+    CHECK_STR(err.msg, "set-header: add X-Copy: the value contains a line break");
+    CHECK_INT(l.n, 0);
+    fx_free(&f);
+    jn_msg_unref(&in);
+
+    CHECK_STR(load_err("set-header", "type: set-header\n"),
+              "t.yaml:1:1: set-header: nothing to do, expected at least one of: remove, set, add");
+    CHECK_STR(load_err("set-header", "type: set-header\nset:\n  X-A: ok\n  X-B: '{nope}'\n"),
+              "t.yaml:4:8: set-header: set.X-B: template '{nope}': unknown placeholder '{nope}', "
+              "expected {id}, {channel}, {date}, {time}, {ts} or {header.NAME}");
+    CHECK_STR(load_err("set-header", "type: set-header\nadd:\n  'X Bad': v\n"),
+              "t.yaml:3:3: set-header: add: 'X Bad' is not a valid header name, expected "
+              "letters, digits and !#$%&'*+-.^_`|~");
+    CHECK_STR(load_err("set-header", "type: set-header\nremove: [ok, 'a:b']\n"),
+              "t.yaml:2:14: set-header: remove: 'a:b' is not a valid header name, expected "
+              "letters, digits and !#$%&'*+-.^_`|~");
+    CHECK_STR(load_err("set-header", "type: set-header\nset: {X-A: \"a\\nb\"}\n"),
+              "t.yaml:2:12: set-header: set.X-A: a header value cannot contain a line break");
+    CHECK_STR(load_err("set-header", "type: set-header\nset: {X-A: 1}\nbogus: 2\n"),
+              "t.yaml:3:1: service 'x' (set-header): unknown option 'bogus', expected one of: "
+              "type, remove, set, add");
+}
+
+int main(void)
+{
+    test_registry();
+    test_msg_list();
+    test_json_map_example();
+    test_json_map_values();
+    test_json_map_paths();
+    test_json_map_errors();
+    test_json_map_header_bytes();
+    test_json_map_load_errors();
+    test_json_map_depth();
+    test_alloc_failures();
+    test_set_header();
+    TEST_MAIN_END();
+}
