@@ -3,11 +3,18 @@
  *
  * Shape taken from Redis's single loop with work batched before sleeping, and from Fluent
  * Bit's engine (inputs and outputs as plugins over one engine). Everything here runs on the
- * loop thread; nothing blocks it except the file channel's small disk writes (to be moved).
+ * loop thread; the journal's writer thread does the disk work (jn_journal.h).
  *
- * Ownership: a ticket owns its message reference until the commit stage; the router takes a
- * reference per destination (fan-out is N refs of one message, never N copies); a delivery
- * owns its reference until it is finished.
+ * Durability: jn_ingest() writes the message to the journal's inbox and acknowledges only in
+ * the commit callback. Routing then replaces the inbox entry with one queue entry per
+ * destination in one journal transaction; a delivery's end deletes (or rewrites, or moves to
+ * the dead-letter queue) its entry. Every step also writes the action log. On start, the queue
+ * is loaded and the inbox routed again, so a crash at any point loses nothing that was
+ * acknowledged; it may deliver twice (at-least-once).
+ *
+ * Ownership: a ticket owns its message reference until its commit callback; the router takes
+ * a reference per destination (fan-out is N refs of one message in memory; N records on
+ * disk); a delivery owns its reference until it is finished.
  */
 #include "jn_broker.h"
 
@@ -20,23 +27,28 @@
 
 #include "jn_buf.h"
 #include "jn_channel.h"
+#include "jn_journal.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_store.h"
 
 struct jn_ticket {
     struct jn_ticket *next;
+    struct jn_broker *b;
     struct jn_channel *ch;
     struct jn_msg *msg;
     jn_accept_fn cb;
     void *arg;
-    int refusal; /* 0, or the JN_E* the ingest is refused with */
+    uint64_t seq;  /* inbox key */
+    int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
 };
 
 struct jn_delivery {
     struct jn_delivery *next;
     struct outq *q;
     struct jn_msg *msg;
-    char *route;           /* borrowed from the config */
+    char *route;           /* owned */
+    uint64_t qseq;         /* queue key: destination \0 qseq */
     int attempt;           /* 1-based, of the send in progress or next */
     struct event *timer;   /* backoff */
     int sending;
@@ -63,8 +75,10 @@ struct jn_broker {
     struct jn_service *svcs;
     size_t nsvcs;
     struct outq *queues;             /* one per channel; used for OUT ones */
-    struct jn_ticket *pend_head, *pend_tail;
+    struct jn_journal *journal;
+    struct jn_ticket *pend_head, *pend_tail; /* refused before the journal */
     struct event *commit_ev;
+    size_t ingests_in_flight;        /* submitted to the journal, callback not yet run */
     struct event *sig_term, *sig_int;
     struct event *drain_timer;
     int stopping;   /* intake closed, queues draining */
@@ -84,16 +98,42 @@ struct jn_idgen *jn_broker_idgen(struct jn_broker *b)
     return &b->ids;
 }
 
+/* ---- journal helpers ---- */
+
+/* Submits a jtxn that may not be refused; a failure is logged by the journal (the inbox or
+ * queue entry it would have replaced stays, so a restart redoes the step). */
+static void submit(struct jn_broker *b, struct jn_jtxn *t)
+{
+    if (t != NULL) {
+        jn_journal_submit(b->journal, t, 0, NULL, NULL);
+    }
+}
+
+static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
+                       const char *event, const char *route, const char *channel, int attempt,
+                       const char *error)
+{
+    if (t == NULL || jn_store_log(t, jn_journal_seq(b->journal), m->id, event, route, channel,
+                                  attempt, error) != 0) {
+        jn_log(JN_LOG_WARN, "msg=%s action log entry '%s' lost: out of memory", m->id, event);
+    }
+}
+
 /* ---- dead letters ---- */
 
-/* Today a dead letter is a log line and a count; the durability issue gives it a durable
- * queue that can be listed and replayed. */
-static void dead_letter(struct jn_broker *b, const struct jn_msg *m, const char *route,
-                        const char *dest, int attempts, const char *reason)
+/* Writes the dead letter (with its last error and attempt count) and the action into t. */
+static void dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
+                        const char *route, const char *dest, int attempts, const char *reason)
 {
     b->n_dead++;
     jn_log(JN_LOG_WARN, "msg=%s dead-lettered route=%s destination=%s attempts=%d: %s", m->id,
            route ? route : "-", dest ? dest : "-", attempts, reason);
+    if (t == NULL || jn_store_dlq_put(t, jn_journal_seq(b->journal), dest ? dest : "",
+                                      route ? route : "", attempts, reason, m) != 0) {
+        jn_log(JN_LOG_ERROR, "msg=%s could not be written to the dead-letter queue", m->id);
+        return;
+    }
+    log_action(b, t, m, "dead-lettered", route, dest, attempts, reason);
 }
 
 /* ---- delivery ---- */
@@ -106,6 +146,7 @@ static void delivery_free(struct jn_delivery *d)
         event_free(d->timer);
     }
     jn_msg_unref(&d->msg);
+    jn_free(d->route);
     jn_free(d);
 }
 
@@ -131,19 +172,25 @@ static void busy_del(struct outq *q, struct jn_delivery *d)
     }
 }
 
-static void enqueue(struct outq *q, struct jn_msg *m, const char *route)
+/* Puts a delivery at the tail of q's in-memory queue. Takes m's reference, also on failure;
+ * the queue record is the caller's to write. */
+static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
+                    int attempt)
 {
     struct jn_delivery *d = jn_calloc(1, sizeof(*d));
 
-    if (d == NULL) {
-        dead_letter(q->b, m, route, q->ch->name, 0, "out of memory queueing the message");
+    if (d == NULL || (d->route = jn_strdup(route ? route : "")) == NULL) {
+        /* The queue record is on disk: a restart delivers it. */
+        jn_log_p(JN_LOG_ERROR, q->ch->log_prefix, "msg=%s out of memory queueing; it stays in "
+                 "the journal for the next start", m->id);
+        jn_free(d);
         jn_msg_unref(&m);
         return;
     }
     d->q = q;
     d->msg = m;
-    d->route = (char *)route;
-    d->attempt = 1;
+    d->qseq = qseq;
+    d->attempt = attempt > 0 ? attempt : 1;
     if (q->tail) {
         q->tail->next = d;
     } else {
@@ -151,7 +198,9 @@ static void enqueue(struct outq *q, struct jn_msg *m, const char *route)
     }
     q->tail = d;
     q->ready++;
-    event_active(q->pump, EV_WRITE, 0);
+    if (q->pump) {
+        event_active(q->pump, EV_WRITE, 0);
+    }
 }
 
 static void send_one(struct jn_delivery *d)
@@ -167,7 +216,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct outq *q = arg;
 
-    while (q->head && q->busy < (size_t)q->ch->concurrency) {
+    while (q->head && q->busy < (size_t)q->ch->concurrency && !q->b->stopping) {
         struct jn_delivery *d = q->head;
         q->head = d->next;
         if (q->head == NULL) {
@@ -219,45 +268,75 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
 {
     struct outq *q = d->q;
     struct jn_channel *ch = q->ch;
+    struct jn_broker *b = q->b;
+    struct jn_jtxn *t = jn_jtxn_new();
+    int keep = 0;
 
     d->sending = 0;
+    if (b->freeing && r == JN_SEND_RETRY) {
+        /* Cut short by the stop: not an attempt. The queue record stays as it was. */
+        jn_jtxn_free(t);
+        busy_del(q, d);
+        delivery_free(d);
+        return;
+    }
+    if (t == NULL) {
+        jn_log_p(JN_LOG_ERROR, ch->log_prefix, "msg=%s out of memory recording the outcome; the "
+                 "queue entry stays and a restart sends it again", d->msg->id);
+    }
     if (r == JN_SEND_OK) {
         ch->n_sent++;
         jn_log_p(JN_LOG_DEBUG, ch->log_prefix, "msg=%s delivered (attempt %d)", d->msg->id,
                  d->attempt);
-    } else if (r == JN_SEND_RETRY && d->attempt < ch->retry.attempts && !q->b->freeing) {
+        if (t) {
+            jn_store_queue_del(t, ch->name, d->qseq);
+        }
+        log_action(b, t, d->msg, "delivered", d->route, ch->name, d->attempt, NULL);
+    } else if (r == JN_SEND_RETRY && d->attempt < ch->retry.attempts) {
         long long wait = backoff_ms(&ch->retry, d->attempt);
         struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
         ch->n_retried++;
         jn_log_p(JN_LOG_INFO, ch->log_prefix, "msg=%s attempt %d failed, retry in %lld ms: %s",
                  d->msg->id, d->attempt, wait, reason ? reason : "");
+        log_action(b, t, d->msg, "retry-scheduled", d->route, ch->name, d->attempt, reason);
         d->attempt++;
+        /* The queue record keeps the attempt count and the last error across restarts. */
+        if (t) {
+            jn_store_queue_put(t, ch->name, d->qseq, d->msg, d->route, d->attempt, reason);
+        }
         if (d->timer == NULL) {
-            d->timer = evtimer_new(q->b->base, retry_cb, d);
+            d->timer = evtimer_new(b->base, retry_cb, d);
         }
-        if (d->timer != NULL && evtimer_add(d->timer, &tv) == 0) {
-            return; /* keeps its slot */
+        keep = d->timer != NULL && evtimer_add(d->timer, &tv) == 0;
+        if (!keep) {
+            jn_log_p(JN_LOG_ERROR, ch->log_prefix, "msg=%s cannot schedule a retry; it stays "
+                     "queued for the next start", d->msg->id);
         }
-        dead_letter(q->b, d->msg, d->route, ch->name, d->attempt, "cannot schedule a retry");
-    } else if (r == JN_SEND_RETRY && q->b->freeing) {
-        /* Stopping: no retry timers; the message is dropped with a loud line until the
-         * durable queue keeps it across the restart. */
-        jn_log_p(JN_LOG_WARN, ch->log_prefix, "msg=%s not delivered before stop (attempt %d): %s",
-                 d->msg->id, d->attempt, reason ? reason : "");
-        ch->n_failed++;
     } else {
+        const char *why = r == JN_SEND_REJECT ? (reason ? reason : "rejected")
+                                              : "retry attempts exhausted";
+        char full[JN_ERR_MSG_MAX];
         ch->n_failed++;
-        if (r == JN_SEND_REJECT) {
-            jn_log_p(JN_LOG_WARN, ch->log_prefix, "msg=%s rejected: %s", d->msg->id,
-                     reason ? reason : "");
+        if (r != JN_SEND_REJECT) { /* a rejection was logged by the channel */
+            snprintf(full, sizeof(full), "retry attempts exhausted (%d), last error: %s",
+                     d->attempt, reason ? reason : "");
+            why = full;
         }
-        dead_letter(q->b, d->msg, d->route, ch->name, d->attempt,
-                    r == JN_SEND_REJECT ? (reason ? reason : "rejected")
-                                        : "retry attempts exhausted");
+        log_action(b, t, d->msg, "failed", d->route, ch->name, d->attempt, reason);
+        if (t) {
+            jn_store_queue_del(t, ch->name, d->qseq);
+        }
+        dead_letter(b, t, d->msg, d->route, ch->name, d->attempt, why);
+    }
+    submit(b, t);
+    if (keep) {
+        return; /* keeps its slot until the retry */
     }
     busy_del(q, d);
     delivery_free(d);
-    event_active(q->pump, EV_WRITE, 0);
+    if (q->pump) {
+        event_active(q->pump, EV_WRITE, 0);
+    }
 }
 
 /* ---- routing ---- */
@@ -305,13 +384,27 @@ static int run_chain(struct jn_broker *b, const struct jn_cfg_route *r, struct j
     return 0;
 }
 
-static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m)
+/*
+ * Routes an accepted message: one queue entry per output and destination, written in one
+ * journal transaction that also removes the inbox entry (inbox_seq 0: none).
+ */
+static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                      uint64_t inbox_seq)
 {
     const struct jn_config *cfg = b->cfg;
-    size_t ci = chan_index(b, src);
+    struct jn_jtxn *t = jn_jtxn_new();
+    size_t ci = src ? chan_index(b, src) : (size_t)-1;
     int matched = 0;
 
-    for (size_t i = 0; i < cfg->nroutes; i++) {
+    if (t == NULL) {
+        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
+               "start", m->id);
+        return;
+    }
+    if (inbox_seq) {
+        jn_store_inbox_del(t, inbox_seq);
+    }
+    for (size_t i = 0; src && i < cfg->nroutes; i++) {
         const struct jn_cfg_route *r = &cfg->routes[i];
         struct jn_msg_list outs = {0};
         struct jn_err err;
@@ -326,64 +419,137 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
         matched = 1;
         jn_err_clear(&err);
         if (run_chain(b, r, m, &outs, &err) != 0) {
-            dead_letter(b, m, r->name, NULL, 0, err.msg);
+            dead_letter(b, t, m, r->name, NULL, 0, err.msg);
             continue;
         }
         jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)",
                m->id, r->name, outs.n, r->rc.to.n);
+        log_action(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
+                   NULL);
         for (size_t k = 0; k < outs.n; k++) {
-            for (size_t t = 0; t < r->rc.to.n; t++) {
-                enqueue(&b->queues[r->to[t]], jn_msg_ref(outs.v[k]), r->name);
+            for (size_t d = 0; d < r->rc.to.n; d++) {
+                struct outq *q = &b->queues[r->to[d]];
+                uint64_t qseq = jn_journal_seq(b->journal);
+                if (jn_store_queue_put(t, q->ch->name, qseq, outs.v[k], r->name, 1, NULL) != 0) {
+                    jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id,
+                           q->ch->name);
+                    continue;
+                }
+                enqueue(q, jn_msg_ref(outs.v[k]), r->name, qseq, 1);
             }
         }
         jn_msg_list_clear(&outs);
     }
-    if (matched) {
-        return;
+    if (!matched) {
+        switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {
+        case JN_UNROUTED_DEAD_LETTER:
+            dead_letter(b, t, m, NULL, NULL, 0, src ? "unrouted: no route took the message"
+                                                    : "unrouted: its source channel is no "
+                                                      "longer in the config");
+            break;
+        case JN_UNROUTED_DROP:
+            b->n_unrouted_dropped++;
+            jn_log(JN_LOG_INFO, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
+                   src->name);
+            log_action(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
+            break;
+        case JN_UNROUTED_CHANNEL: {
+            struct outq *q = &b->queues[cfg->unrouted_channel];
+            uint64_t qseq = jn_journal_seq(b->journal);
+            log_action(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
+            if (jn_store_queue_put(t, q->ch->name, qseq, m, "(unrouted)", 1, NULL) == 0) {
+                enqueue(q, jn_msg_ref(m), "(unrouted)", qseq, 1);
+            }
+            break;
+        }
+        }
     }
-    switch (cfg->unrouted) {
-    case JN_UNROUTED_DEAD_LETTER:
-        dead_letter(b, m, NULL, NULL, 0, "unrouted: no route took the message");
-        break;
-    case JN_UNROUTED_DROP:
-        b->n_unrouted_dropped++;
-        jn_log(JN_LOG_INFO, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id, src->name);
-        break;
-    case JN_UNROUTED_CHANNEL:
-        enqueue(&b->queues[cfg->unrouted_channel], jn_msg_ref(m), "(unrouted)");
-        break;
-    }
+    submit(b, t);
 }
 
 /* ---- ingest and the commit stage ---- */
+
+static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
+{
+    struct jn_err e;
+
+    t->ch->n_refused++;
+    jn_err_set(&e, rc, "%s", why);
+    if (t->cb) {
+        t->cb(t->arg, rc, t->msg, &e);
+    }
+}
+
+/* The journal has the message (rc 0) or refused it: acknowledge, then route. */
+static void ingest_committed(void *arg, int rc)
+{
+    struct jn_ticket *t = arg;
+    struct jn_broker *b = t->b;
+
+    b->ingests_in_flight--;
+    if (rc != 0) {
+        ticket_refuse(t, rc, rc == JN_EFULL ? "the journal is full; try again later"
+                                            : "the journal could not store the message");
+    } else {
+        t->ch->n_in++;
+        jn_log_p(JN_LOG_DEBUG, t->ch->log_prefix, "msg=%s received (%zu bytes)", t->msg->id,
+                 t->msg->len);
+        if (t->cb) {
+            t->cb(t->arg, 0, t->msg, NULL);
+        }
+        /* While the broker is being freed, leave it in the inbox: the next start routes it. */
+        if (!b->freeing) {
+            route_msg(b, t->ch, t->msg, t->seq);
+        }
+    }
+    jn_msg_unref(&t->msg);
+    jn_free(t);
+}
 
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
 {
     struct jn_broker *b = ch->broker;
     struct jn_ticket *t = jn_calloc(1, sizeof(*t));
+    struct jn_jtxn *jt = NULL;
 
     if (t == NULL) {
-        /* The contract says cb is never called from inside jn_ingest, and we have no ticket
-         * to defer it with: refuse by returning NULL, which channels treat as JN_ENOMEM. */
+        /* No ticket to defer a callback with: NULL tells the channel to refuse itself. */
         jn_msg_unref(&msg);
         return NULL;
     }
+    t->b = b;
     t->ch = ch;
     t->msg = msg;
     t->cb = cb;
     t->arg = arg;
     if (b->stopping) {
         t->refusal = JN_ESTOPPED;
-    } else if (msg->id[0] == '\0') {
-        jn_idgen_next(&b->ids, msg->id);
-    }
-    if (b->pend_tail) {
-        b->pend_tail->next = t;
     } else {
-        b->pend_head = t;
+        if (msg->id[0] == '\0') {
+            jn_idgen_next(&b->ids, msg->id);
+        }
+        t->seq = jn_journal_seq(b->journal);
+        jt = jn_jtxn_new();
+        if (jt == NULL || jn_store_inbox_put(jt, t->seq, msg) != 0 ||
+            jn_store_log(jt, jn_journal_seq(b->journal), msg->id, "received", NULL, ch->name, 0,
+                         NULL) != 0) {
+            jn_jtxn_free(jt);
+            t->refusal = JN_ENOMEM;
+        }
     }
-    b->pend_tail = t;
-    event_active(b->commit_ev, EV_WRITE, 0);
+    if (t->refusal) {
+        /* Refused before the journal: answer on the next loop turn, never from in here. */
+        if (b->pend_tail) {
+            b->pend_tail->next = t;
+        } else {
+            b->pend_head = t;
+        }
+        b->pend_tail = t;
+        event_active(b->commit_ev, EV_WRITE, 0);
+        return t;
+    }
+    b->ingests_in_flight++;
+    jn_journal_submit(b->journal, jt, 1, ingest_committed, t);
     return t;
 }
 
@@ -394,12 +560,8 @@ void jn_ingest_forget(struct jn_ticket *t)
     }
 }
 
-/*
- * The commit stage: takes every pending ingest at once (a group), makes the group durable,
- * then acknowledges all of it and routes it. Today "durable" is in memory: the LMDB journal
- * and its writer thread replace this function.
- */
-static void commit_batch(evutil_socket_t fd, short what, void *arg)
+/* Answers the ingests refused before they reached the journal. */
+static void refuse_pending(evutil_socket_t fd, short what, void *arg)
 {
     struct jn_broker *b = arg;
     struct jn_ticket *t = b->pend_head;
@@ -407,27 +569,137 @@ static void commit_batch(evutil_socket_t fd, short what, void *arg)
     b->pend_head = b->pend_tail = NULL;
     while (t) {
         struct jn_ticket *next = t->next;
-        if (t->refusal) {
-            struct jn_err e;
-            t->ch->n_refused++;
-            jn_err_set(&e, t->refusal, "%s", t->refusal == JN_ESTOPPED ? "broker is stopping"
-                                                                        : jn_strerror(t->refusal));
-            if (t->cb) {
-                t->cb(t->arg, t->refusal, t->msg, &e);
-            }
-        } else {
-            t->ch->n_in++;
-            jn_log_p(JN_LOG_DEBUG, t->ch->log_prefix, "msg=%s received (%zu bytes)", t->msg->id,
-                     t->msg->len);
-            if (t->cb) {
-                t->cb(t->arg, 0, t->msg, NULL);
-            }
-            route_msg(b, t->ch, t->msg);
-        }
+        ticket_refuse(t, t->refusal, t->refusal == JN_ESTOPPED ? "broker is stopping"
+                                                               : "out of memory");
         jn_msg_unref(&t->msg);
         jn_free(t);
         t = next;
     }
+}
+
+/* ---- recovery ---- */
+
+struct recover_ctx {
+    struct jn_broker *b;
+    size_t queued, orphaned, bad;
+};
+
+static struct jn_channel *find_chan(struct jn_broker *b, const char *name, unsigned dir)
+{
+    for (size_t i = 0; i < b->nchans; i++) {
+        if (b->chans[i].dir == dir && strcmp(b->chans[i].name, name) == 0) {
+            return &b->chans[i];
+        }
+    }
+    return NULL;
+}
+
+static int recover_queue(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct recover_ctx *c = arg;
+    const unsigned char *key = k;
+    const unsigned char *nul = memchr(key, '\0', kl);
+    char dest[JN_STORE_DEST_MAX];
+    struct jn_channel *ch;
+    struct jn_qrec r;
+    struct jn_err err;
+
+    if (nul == NULL || (size_t)(nul - key) + 9 != kl || (size_t)(nul - key) >= sizeof(dest)) {
+        c->bad++;
+        jn_log(JN_LOG_ERROR, "journal: queue key of %zu bytes is malformed; left in place", kl);
+        return 0;
+    }
+    memcpy(dest, key, (size_t)(nul - key));
+    dest[nul - key] = '\0';
+    ch = find_chan(c->b, dest, JN_DIR_OUT);
+    if (ch == NULL) {
+        c->orphaned++;
+        return 0;
+    }
+    if (jn_store_queue_decode(v, vl, &r, &err) != 0) {
+        c->bad++;
+        jn_log(JN_LOG_ERROR, "journal: queue entry %s/%llu cannot be decoded (%s); left in "
+               "place", dest, (unsigned long long)jn_get_be64(nul + 1), err.msg);
+        return 0;
+    }
+    enqueue(&c->b->queues[chan_index(c->b, ch)], r.msg, r.route, jn_get_be64(nul + 1),
+            r.attempt);
+    r.msg = NULL;
+    jn_qrec_clear(&r);
+    c->queued++;
+    return 0;
+}
+
+struct inbox_item {
+    struct inbox_item *next;
+    struct jn_msg *m;
+    uint64_t seq;
+};
+
+struct inbox_ctx {
+    struct inbox_item *head, **tail;
+    size_t bad;
+};
+
+static int recover_inbox(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct inbox_ctx *c = arg;
+    struct inbox_item *it;
+    struct jn_err err;
+    struct jn_msg *m;
+
+    if (kl != 8 || jn_msg_decode(v, vl, &m, &err) != 0) {
+        c->bad++;
+        jn_log(JN_LOG_ERROR, "journal: inbox entry cannot be decoded (%s); left in place",
+               kl != 8 ? "bad key" : err.msg);
+        return 0;
+    }
+    it = jn_calloc(1, sizeof(*it));
+    if (it == NULL) {
+        jn_msg_unref(&m);
+        return 1;
+    }
+    it->m = m;
+    it->seq = jn_get_be64(k);
+    *c->tail = it;
+    c->tail = &it->next;
+    return 0;
+}
+
+/* Loads what was queued before the last stop, then routes what was accepted but not routed. */
+static int recover(struct jn_broker *b)
+{
+    struct recover_ctx c = {b, 0, 0, 0};
+    struct inbox_ctx ic = {NULL, &ic.head, 0};
+    size_t routed = 0;
+
+    if (jn_journal_scan(b->journal, JN_JDB_QUEUE, NULL, 0, recover_queue, &c) != 0 ||
+        jn_journal_scan(b->journal, JN_JDB_INBOX, NULL, 0, recover_inbox, &ic) != 0) {
+        jn_log(JN_LOG_ERROR, "journal: cannot read %s", b->cfg->core.data_dir);
+        return -1;
+    }
+    /* Routing writes to the journal, so it happens after the read transaction is closed. */
+    while (ic.head) {
+        struct inbox_item *it = ic.head;
+        ic.head = it->next;
+        route_msg(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
+        jn_msg_unref(&it->m);
+        jn_free(it);
+        routed++;
+    }
+    if (c.queued || routed || c.orphaned || c.bad || ic.bad) {
+        jn_log(JN_LOG_INFO, "journal: recovered %zu queued deliveries and %zu accepted "
+               "message(s) to route", c.queued, routed);
+    }
+    if (c.orphaned) {
+        jn_log(JN_LOG_WARN, "journal: %zu queued deliveries are for OUT channels no longer in "
+               "the config; they stay in the journal", c.orphaned);
+    }
+    if (c.bad || ic.bad) {
+        jn_log(JN_LOG_ERROR, "journal: %zu record(s) could not be decoded; they stay in the "
+               "journal untouched", c.bad + ic.bad);
+    }
+    return 0;
 }
 
 /* ---- life cycle ---- */
@@ -442,24 +714,35 @@ static size_t queued_total(struct jn_broker *b)
     return n;
 }
 
-static void finish_stop(struct jn_broker *b)
+static size_t sends_in_flight(struct jn_broker *b)
 {
-    size_t left = queued_total(b);
+    size_t n = 0;
 
-    if (left) {
-        jn_log(JN_LOG_WARN, "stop: %zu message(s) still queued or in flight after "
-               "shutdown_timeout; they are lost until queues are durable", left);
+    for (size_t i = 0; i < b->nchans; i++) {
+        struct outq *q = &b->queues[i];
+        for (size_t k = 0; q->busy_list && k < (size_t)b->chans[i].concurrency; k++) {
+            n += q->busy_list[k] != NULL && q->busy_list[k]->sending;
+        }
     }
-    event_base_loopexit(b->base, NULL);
+    return n;
 }
 
+/* Stopping waits for what is in the air: ingests being committed (so their senders get an
+ * answer) and sends in flight (so their outcome is recorded). Queued messages need no wait:
+ * they are in the journal and the next start delivers them. */
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct jn_broker *b = arg;
-    struct timeval tv = {0, 20000};
+    struct timeval tv = {0, 10000};
+    int idle = b->ingests_in_flight == 0 && b->pend_head == NULL && sends_in_flight(b) == 0;
 
-    if ((queued_total(b) == 0 && b->pend_head == NULL) || now_ms() >= b->stop_deadline_ms) {
-        finish_stop(b);
+    if (idle || now_ms() >= b->stop_deadline_ms) {
+        if (!idle) {
+            jn_log(JN_LOG_WARN, "stop: shutdown_timeout reached with %zu send(s) in flight; "
+                   "they stay queued and are sent again at the next start",
+                   sends_in_flight(b));
+        }
+        event_base_loopexit(b->base, NULL);
         return;
     }
     evtimer_add(b->drain_timer, &tv);
@@ -473,8 +756,8 @@ void jn_broker_stop(struct jn_broker *b)
         return;
     }
     b->stopping = 1;
-    jn_log(JN_LOG_INFO, "stopping: intake closed, draining %zu queued message(s)",
-           queued_total(b));
+    jn_log(JN_LOG_INFO, "stopping: intake closed; %zu send(s) in flight; %zu queued message(s) "
+           "stay in the journal", sends_in_flight(b), queued_total(b) - sends_in_flight(b));
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
         if (ch->dir == JN_DIR_IN && ch->def->stop) {
@@ -518,13 +801,20 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
     }
-    b->commit_ev = event_new(b->base, -1, 0, commit_batch, b);
+    b->commit_ev = event_new(b->base, -1, 0, refuse_pending, b);
     b->drain_timer = evtimer_new(b->base, drain_cb, b);
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
     if (!b->commit_ev || !b->drain_timer || !b->sig_term || !b->sig_int) {
         jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
+    }
+    {
+        struct jn_journal_conf jc = {cfg->core.data_dir, cfg->core.max_size,
+                                     (int)cfg->core.high_water, (int)cfg->core.high_water - 10};
+        if (jn_journal_open(&b->journal, &jc, b->base, err) != 0) {
+            goto fail;
+        }
     }
     for (size_t i = 0; i < cfg->nservices; i++) {
         const struct jn_cfg_service *cs = &cfg->services[i];
@@ -582,6 +872,9 @@ int jn_broker_run(struct jn_broker *b)
 {
     struct jn_err err;
 
+    if (recover(b) != 0) {
+        return 1;
+    }
     /* OUT channels first, so IN ones never accept what cannot be queued. */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < b->nchans; i++) {
@@ -612,19 +905,19 @@ void jn_broker_free(struct jn_broker *b)
     if (b == NULL) {
         return;
     }
-    /* Stop what is running: OUT channels then finish their in-flight deliveries. */
-    for (size_t i = 0; i < b->nchans; i++) {
-        struct jn_channel *ch = &b->chans[i];
-        if (ch->def && ch->def->stop && (ch->dir == JN_DIR_OUT || !b->stopping)) {
-            ch->def->stop(ch);
-        }
-    }
     b->stopping = 1;
     b->freeing = 1;
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
+        if (ch->def && ch->def->stop) {
+            ch->def->stop(ch);
+        }
+    }
+    for (size_t i = 0; i < b->nchans; i++) {
+        struct jn_channel *ch = &b->chans[i];
         struct outq *q = &b->queues[i];
-        /* Deliveries waiting for a retry are not with the channel: reclaim them here. */
+        /* Deliveries waiting for a retry are not with the channel: release them here. Their
+         * queue records stay in the journal. */
         for (size_t k = 0; q->busy_list && k < (size_t)ch->concurrency; k++) {
             struct jn_delivery *d = q->busy_list[k];
             if (d && !d->sending) {
@@ -634,8 +927,16 @@ void jn_broker_free(struct jn_broker *b)
             }
         }
         if (ch->def && ch->def->destroy) {
-            ch->def->destroy(ch); /* finishes any still sending with JN_SEND_RETRY */
+            ch->def->destroy(ch); /* finishes sends still in flight with JN_SEND_RETRY */
         }
+    }
+    /* Flush the journal while channels' memory still exists: the last callbacks run here
+     * (tickets were forgotten by the channels' destroy; nothing is routed while freeing). */
+    jn_journal_close(b->journal);
+    b->journal = NULL;
+    for (size_t i = 0; i < b->nchans; i++) {
+        struct jn_channel *ch = &b->chans[i];
+        struct outq *q = &b->queues[i];
         while (q->head) {
             struct jn_delivery *d = q->head;
             q->head = d->next;

@@ -477,6 +477,13 @@ void jn_journal_close(struct jn_journal *j)
         pthread_mutex_unlock(&j->lock);
         pthread_join(j->thread, NULL);
         run_done(j);
+        /* Callbacks that submitted more after the writer stopped: not written. */
+        while (j->pending) {
+            struct jn_jtxn *t = j->pending;
+            j->pending = t->next;
+            jn_log(JN_LOG_WARN, "journal: a write submitted during close was dropped");
+            jn_jtxn_free(t);
+        }
     }
     if (j->done_ev) {
         event_free(j->done_ev);

@@ -44,10 +44,17 @@ const struct jn_opt jn_core_opts[] = {
                "Directory of the broker's state (the LMDB journal, queues and action log)."),
     JN_OPT_ENUM("log_level", "info", log_levels, 0, struct jn_core_conf, log_level,
                 "Least important level logged."),
-    JN_OPT_DURATION("shutdown_timeout", "30s", 0, 3600000LL, 0, struct jn_core_conf,
+    JN_OPT_DURATION("shutdown_timeout", "10s", 0, 3600000LL, 0, struct jn_core_conf,
                     shutdown_timeout,
-                    "On SIGTERM/SIGINT, how long to wait for queued and in-flight deliveries "
-                    "before exiting."),
+                    "On SIGTERM/SIGINT, how long to wait for sends in flight before exiting; "
+                    "queued messages stay in the journal for the next start."),
+    JN_OPT_SIZE("max_size", "1GiB", 1LL << 20, 1LL << 40, 0, struct jn_core_conf, max_size,
+                "Size of the journal (LMDB map): accepted, queued and dead-lettered messages "
+                "and the action log must fit."),
+    JN_OPT_INT("high_water", "90", 10, 99, 0, struct jn_core_conf, high_water,
+               "Percent of max_size above which new input is refused (HTTP 503, files left "
+               "in place) so queued messages can still move; a warning is logged 10 points "
+               "before."),
     JN_OPT_END,
 };
 

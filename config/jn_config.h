@@ -26,6 +26,8 @@ struct jn_core_conf {
     char *data_dir;
     int log_level; /* enum jn_log_level */
     long long shutdown_timeout; /* ms */
+    unsigned long long max_size; /* bytes: the LMDB map */
+    long long high_water;        /* percent of max_size above which new input is refused */
 };
 
 struct jn_chan_common {

@@ -10,6 +10,26 @@
  * literal, compiled at load), parentheses. An operand on its own is true when it is not empty.
  *
  * Errors name the column inside the expression, offset from the node's position.
+ *
+ * Details of the implementation (jn_cond.c):
+ *  - Any backslash pair other than the escapes above is kept as written, so a regex reads as
+ *    usual: "^v1\.2" matches "v1.2".
+ *  - == and != compare bytes and lengths, so a payload with NUL bytes compares in full; =~ and
+ *    !~ read values as C strings, so matching a payload stops at its first NUL byte.
+ *  - Regexes are POSIX extended (regcomp REG_EXTENDED | REG_NOSUB), case-sensitive and
+ *    unanchored. Rejected at load, because glibc's regcomp would take minutes or gigabytes on
+ *    them: backreferences (\1, not POSIX ERE), patterns that unroll to more than about 1000
+ *    copies of an atom ("a{0,5000}", "(x{50}){50}"), unbounded repetition of something that can
+ *    match the empty string ("(a?)+", "(a*|b)*": write "a*", "(a|b)*"), groups nested more than
+ *    64 deep. Matching costs about payload length times pattern size.
+ *  - Limits: 4096 bytes per expression, 64 levels of parentheses.
+ *  - Columns count bytes; the diag position is pos->col + offset, which is exact when the
+ *    value sits on one line of the config as written (not for quoted values with escapes or
+ *    folded scalars); the message text also says "at column N" counted inside the expression.
+ *  - jn_cond_compile: d may be NULL. On failure exactly one message is added (or d->oom set).
+ *  - jn_cond_eval: c NULL (no condition) matches every message. Never allocates through
+ *    jn_malloc; regexec may allocate internally (glibc).
+ *  - jn_cond_free(NULL) is a no-op.
  */
 #ifndef JN_COND_H
 #define JN_COND_H

@@ -223,7 +223,7 @@ static void test_config(void)
         CHECK_INT(c->nchannels, 2);
         CHECK_INT(c->nroutes, 1);
         CHECK_STR(c->core.data_dir, "./d");
-        CHECK_INT(c->core.shutdown_timeout, 30000);
+        CHECK_INT(c->core.shutdown_timeout, 10000);
         CHECK_INT(c->channels[1].common.retry.attempts, 3);
         CHECK_INT(c->channels[1].common.retry.backoff, 500);
         CHECK_INT(c->channels[1].common.concurrency, 1);

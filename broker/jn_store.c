@@ -1,0 +1,345 @@
+/* jn_store: record formats of the broker's journal databases (see jn_store.h). */
+#include "jn_store.h"
+
+#include <msgpack.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "jn_buf.h"
+#include "jn_mem.h"
+
+struct pk {
+    struct jn_buf b;
+    int failed;
+};
+
+static int pk_write(void *data, const char *buf, size_t len)
+{
+    struct pk *p = data;
+
+    if (jn_buf_append(&p->b, buf, len) != 0) {
+        p->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static void pk_str(msgpack_packer *k, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    msgpack_pack_str(k, n);
+    msgpack_pack_str_body(k, s ? s : "", n);
+}
+
+/* Packs the envelope as a bin field (the record nests the envelope's own versioned format). */
+static int pk_msg(msgpack_packer *k, const struct jn_msg *m)
+{
+    struct jn_buf env = JN_BUF_INIT;
+
+    if (jn_msg_encode(m, &env) != 0) {
+        jn_buf_reset(&env);
+        return JN_ENOMEM;
+    }
+    msgpack_pack_bin(k, env.len);
+    msgpack_pack_bin_body(k, env.p, env.len);
+    jn_buf_reset(&env);
+    return 0;
+}
+
+int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
+                 const char *route, const char *channel, int attempt, const char *error)
+{
+    struct pk p = {JN_BUF_INIT, 0};
+    msgpack_packer k;
+    unsigned char key[8 + 8], idkey[JN_ID_LEN + 16];
+    int64_t now = jn_now_us();
+    size_t idl = strlen(id) < JN_ID_LEN ? strlen(id) : JN_ID_LEN;
+    int rc;
+
+    msgpack_packer_init(&k, &p, pk_write);
+    msgpack_pack_array(&k, 8);
+    msgpack_pack_int(&k, 1);
+    msgpack_pack_int64(&k, now);
+    pk_str(&k, id);
+    pk_str(&k, event);
+    pk_str(&k, route);
+    pk_str(&k, channel);
+    msgpack_pack_int(&k, attempt);
+    pk_str(&k, error);
+    if (p.failed) {
+        jn_buf_reset(&p.b);
+        return JN_ENOMEM;
+    }
+    jn_be64(key, (uint64_t)now);
+    jn_be64(key + 8, seq);
+    memset(idkey, '0', JN_ID_LEN);
+    memcpy(idkey, id, idl);
+    memcpy(idkey + JN_ID_LEN, key, 16);
+    rc = jn_jtxn_put(t, JN_JDB_LOG, key, sizeof(key), p.b.p, p.b.len);
+    if (rc == 0) {
+        rc = jn_jtxn_put(t, JN_JDB_LOGID, idkey, sizeof(idkey), "", 0);
+    }
+    jn_buf_reset(&p.b);
+    return rc;
+}
+
+int jn_store_inbox_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m)
+{
+    struct jn_buf b = JN_BUF_INIT;
+    unsigned char key[8];
+    int rc;
+
+    jn_be64(key, seq);
+    rc = jn_msg_encode(m, &b);
+    if (rc == 0) {
+        rc = jn_jtxn_put(t, JN_JDB_INBOX, key, 8, b.p, b.len);
+    }
+    jn_buf_reset(&b);
+    return rc;
+}
+
+int jn_store_inbox_del(struct jn_jtxn *t, uint64_t seq)
+{
+    unsigned char key[8];
+
+    jn_be64(key, seq);
+    return jn_jtxn_del(t, JN_JDB_INBOX, key, 8);
+}
+
+size_t jn_store_queue_key(unsigned char *key, const char *dest, uint64_t seq)
+{
+    size_t n = strlen(dest);
+
+    if (n >= JN_STORE_DEST_MAX) {
+        return 0;
+    }
+    memcpy(key, dest, n);
+    key[n] = '\0';
+    jn_be64(key + n + 1, seq);
+    return n + 9;
+}
+
+int jn_store_queue_put(struct jn_jtxn *t, const char *dest, uint64_t seq, const struct jn_msg *m,
+                       const char *route, int attempt, const char *error)
+{
+    struct pk p = {JN_BUF_INIT, 0};
+    msgpack_packer k;
+    unsigned char key[JN_STORE_DEST_MAX + 9];
+    size_t kl = jn_store_queue_key(key, dest, seq);
+    int rc;
+
+    if (kl == 0) {
+        return JN_EINVAL;
+    }
+    msgpack_packer_init(&k, &p, pk_write);
+    msgpack_pack_array(&k, 5);
+    msgpack_pack_int(&k, 1);
+    msgpack_pack_int(&k, attempt);
+    pk_str(&k, route);
+    pk_str(&k, error);
+    rc = pk_msg(&k, m);
+    if (rc == 0 && p.failed) {
+        rc = JN_ENOMEM;
+    }
+    if (rc == 0) {
+        rc = jn_jtxn_put(t, JN_JDB_QUEUE, key, kl, p.b.p, p.b.len);
+    }
+    jn_buf_reset(&p.b);
+    return rc;
+}
+
+int jn_store_queue_del(struct jn_jtxn *t, const char *dest, uint64_t seq)
+{
+    unsigned char key[JN_STORE_DEST_MAX + 9];
+    size_t kl = jn_store_queue_key(key, dest, seq);
+
+    return kl ? jn_jtxn_del(t, JN_JDB_QUEUE, key, kl) : JN_EINVAL;
+}
+
+int jn_store_dlq_put(struct jn_jtxn *t, uint64_t seq, const char *dest, const char *route,
+                     int attempts, const char *error, const struct jn_msg *m)
+{
+    struct pk p = {JN_BUF_INIT, 0};
+    msgpack_packer k;
+    unsigned char key[8];
+    int rc;
+
+    jn_be64(key, seq);
+    msgpack_packer_init(&k, &p, pk_write);
+    msgpack_pack_array(&k, 7);
+    msgpack_pack_int(&k, 1);
+    pk_str(&k, dest);
+    pk_str(&k, route);
+    msgpack_pack_int(&k, attempts);
+    pk_str(&k, error);
+    msgpack_pack_int64(&k, jn_now_us());
+    rc = pk_msg(&k, m);
+    if (rc == 0 && p.failed) {
+        rc = JN_ENOMEM;
+    }
+    if (rc == 0) {
+        rc = jn_jtxn_put(t, JN_JDB_DLQ, key, 8, p.b.p, p.b.len);
+    }
+    jn_buf_reset(&p.b);
+    return rc;
+}
+
+/* ---- decoding ---- */
+
+static int is_int(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+}
+
+static char *dup_str(const msgpack_object *o)
+{
+    if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, '\0', o->via.str.size)) {
+        return NULL;
+    }
+    return jn_strndup(o->via.str.ptr, o->via.str.size);
+}
+
+static void copy_str(char *dst, size_t n, const msgpack_object *o)
+{
+    size_t l = 0;
+
+    if (o->type == MSGPACK_OBJECT_STR) {
+        l = o->via.str.size < n - 1 ? o->via.str.size : n - 1;
+        memcpy(dst, o->via.str.ptr, l);
+    }
+    dst[l] = '\0';
+}
+
+/* Unpacks v as an array of n elements whose first is version 1. */
+static int unpack(msgpack_unpacked *u, const void *v, size_t vl, uint32_t n, const char *what,
+                  struct jn_err *err)
+{
+    size_t off = 0;
+
+    msgpack_unpacked_init(u);
+    if (msgpack_unpack_next(u, v, vl, &off) != MSGPACK_UNPACK_SUCCESS || off != vl) {
+        msgpack_unpacked_destroy(u);
+        return jn_err_set(err, JN_EPROTO, "%s record is not valid msgpack", what);
+    }
+    if (u->data.type != MSGPACK_OBJECT_ARRAY || u->data.via.array.size < 1 ||
+        u->data.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        msgpack_unpacked_destroy(u);
+        return jn_err_set(err, JN_EPROTO, "%s record does not start with a version", what);
+    }
+    if (u->data.via.array.ptr[0].via.u64 != 1) {
+        unsigned long long ver = u->data.via.array.ptr[0].via.u64;
+        msgpack_unpacked_destroy(u);
+        return jn_err_set(err, JN_EPROTO, "%s record version %llu is newer than this build",
+                          what, ver);
+    }
+    if (u->data.via.array.size != n) {
+        msgpack_unpacked_destroy(u);
+        return jn_err_set(err, JN_EPROTO, "%s record v1 has %u fields, expected %u", what,
+                          (unsigned)u->data.via.array.size, (unsigned)n);
+    }
+    return 0;
+}
+
+void jn_qrec_clear(struct jn_qrec *r)
+{
+    jn_free(r->dest);
+    jn_free(r->route);
+    jn_free(r->error);
+    jn_msg_unref(&r->msg);
+    memset(r, 0, sizeof(*r));
+}
+
+static int decode_msg(const msgpack_object *o, struct jn_qrec *r, const char *what,
+                      struct jn_err *err)
+{
+    struct jn_err e;
+
+    if (o->type != MSGPACK_OBJECT_BIN) {
+        return jn_err_set(err, JN_EPROTO, "%s record: envelope is not binary", what);
+    }
+    if (jn_msg_decode(o->via.bin.ptr, o->via.bin.size, &r->msg, &e) != 0) {
+        return jn_err_set(err, e.code, "%s record: envelope: %s", what, e.msg);
+    }
+    return 0;
+}
+
+int jn_store_queue_decode(const void *v, size_t vl, struct jn_qrec *r, struct jn_err *err)
+{
+    msgpack_unpacked u;
+    const msgpack_object *f;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    rc = unpack(&u, v, vl, 5, "queue", err);
+    if (rc != 0) {
+        return rc;
+    }
+    f = u.data.via.array.ptr;
+    if (!is_int(&f[1]) || (r->route = dup_str(&f[2])) == NULL ||
+        (r->error = dup_str(&f[3])) == NULL) {
+        rc = jn_err_set(err, JN_EPROTO, "queue record: bad attempt, route or error field");
+    } else {
+        r->attempt = (int)f[1].via.i64;
+        rc = decode_msg(&f[4], r, "queue", err);
+    }
+    msgpack_unpacked_destroy(&u);
+    if (rc != 0) {
+        jn_qrec_clear(r);
+    }
+    return rc;
+}
+
+int jn_store_dlq_decode(const void *v, size_t vl, struct jn_qrec *r, struct jn_err *err)
+{
+    msgpack_unpacked u;
+    const msgpack_object *f;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    rc = unpack(&u, v, vl, 7, "dead-letter", err);
+    if (rc != 0) {
+        return rc;
+    }
+    f = u.data.via.array.ptr;
+    if ((r->dest = dup_str(&f[1])) == NULL || (r->route = dup_str(&f[2])) == NULL ||
+        !is_int(&f[3]) || (r->error = dup_str(&f[4])) == NULL || !is_int(&f[5])) {
+        rc = jn_err_set(err, JN_EPROTO, "dead-letter record: bad field");
+    } else {
+        r->attempt = (int)f[3].via.i64;
+        r->time_us = f[5].via.i64;
+        rc = decode_msg(&f[6], r, "dead-letter", err);
+    }
+    msgpack_unpacked_destroy(&u);
+    if (rc != 0) {
+        jn_qrec_clear(r);
+    }
+    return rc;
+}
+
+int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *r, struct jn_err *err)
+{
+    msgpack_unpacked u;
+    const msgpack_object *f;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    rc = unpack(&u, v, vl, 8, "log", err);
+    if (rc != 0) {
+        return rc;
+    }
+    f = u.data.via.array.ptr;
+    if (!is_int(&f[1]) || !is_int(&f[6])) {
+        msgpack_unpacked_destroy(&u);
+        return jn_err_set(err, JN_EPROTO, "log record: bad time or attempt");
+    }
+    r->time_us = f[1].via.i64;
+    copy_str(r->id, sizeof(r->id), &f[2]);
+    copy_str(r->event, sizeof(r->event), &f[3]);
+    copy_str(r->route, sizeof(r->route), &f[4]);
+    copy_str(r->channel, sizeof(r->channel), &f[5]);
+    r->attempt = (int)f[6].via.i64;
+    copy_str(r->error, sizeof(r->error), &f[7]);
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
