@@ -81,6 +81,7 @@ struct jn_broker {
     size_t ingests_in_flight;        /* submitted to the journal, callback not yet run */
     struct event *sig_term, *sig_int;
     struct event *drain_timer;
+    struct event *prune_timer;
     int stopping;   /* intake closed, queues draining */
     int freeing;    /* jn_broker_free: no more retries */
     long long stop_deadline_ms;
@@ -702,6 +703,75 @@ static int recover(struct jn_broker *b)
     return 0;
 }
 
+/* ---- action log retention ---- */
+
+#define PRUNE_BATCH 20000
+
+struct prune_ctx {
+    struct jn_jtxn *t;
+    int64_t cutoff_us;   /* delete older than this */
+    size_t extra;        /* and this many more of the oldest (size limit) */
+    size_t n;
+};
+
+static int visit_prune(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct prune_ctx *c = arg;
+    struct jn_logrec r;
+    struct jn_err err;
+    unsigned char idkey[JN_ID_LEN + 16];
+
+    if (c->n >= PRUNE_BATCH || kl != 16) {
+        return 1;
+    }
+    if ((int64_t)jn_get_be64(k) >= c->cutoff_us) {
+        if (c->extra == 0) {
+            return 1;
+        }
+        c->extra--;
+    }
+    jn_jtxn_del(c->t, JN_JDB_LOG, k, kl);
+    if (jn_store_log_decode(v, vl, &r, &err) == 0 && strlen(r.id) == JN_ID_LEN) {
+        memcpy(idkey, r.id, JN_ID_LEN);
+        memcpy(idkey + JN_ID_LEN, k, 16);
+        jn_jtxn_del(c->t, JN_JDB_LOGID, idkey, sizeof(idkey));
+    }
+    c->n++;
+    return 0;
+}
+
+/* Deletes actions past retention or over the size limit, a batch at a time. */
+static void prune_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct jn_broker *b = arg;
+    const struct jn_actlog_conf *ac = &b->cfg->core.action_log;
+    struct prune_ctx c = {jn_jtxn_new(), jn_now_us() - ac->retention * 1000, 0, 0};
+    unsigned long long bytes = jn_journal_bytes(b->journal, JN_JDB_LOG) +
+                               jn_journal_bytes(b->journal, JN_JDB_LOGID);
+    struct timeval tv = {60, 0};
+
+    if (c.t == NULL) {
+        evtimer_add(b->prune_timer, &tv);
+        return;
+    }
+    if (bytes > ac->max_size) {
+        size_t n = jn_journal_count(b->journal, JN_JDB_LOG);
+        /* Down to 90% of the limit, so the next action does not trigger it again. */
+        c.extra = (size_t)((double)n * (1.0 - 0.9 * (double)ac->max_size / (double)bytes)) + 1;
+    }
+    jn_journal_scan(b->journal, JN_JDB_LOG, NULL, 0, visit_prune, &c);
+    if (c.n) {
+        jn_log(JN_LOG_DEBUG, "action log: deleting %zu old action(s)", c.n);
+        jn_journal_submit(b->journal, c.t, 0, NULL, NULL);
+    } else {
+        jn_jtxn_free(c.t);
+    }
+    if (c.n >= PRUNE_BATCH) {
+        tv.tv_sec = 1; /* more to do: come back soon */
+    }
+    evtimer_add(b->prune_timer, &tv);
+}
+
 /* ---- life cycle ---- */
 
 static size_t queued_total(struct jn_broker *b)
@@ -803,15 +873,20 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     }
     b->commit_ev = event_new(b->base, -1, 0, refuse_pending, b);
     b->drain_timer = evtimer_new(b->base, drain_cb, b);
+    b->prune_timer = evtimer_new(b->base, prune_cb, b);
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
-    if (!b->commit_ev || !b->drain_timer || !b->sig_term || !b->sig_int) {
+    if (!b->commit_ev || !b->drain_timer || !b->prune_timer || !b->sig_term || !b->sig_int) {
         jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
     }
     {
-        struct jn_journal_conf jc = {cfg->core.data_dir, cfg->core.max_size,
-                                     (int)cfg->core.high_water, (int)cfg->core.high_water - 10};
+        struct jn_journal_conf jc = {
+            .dir = cfg->core.data_dir,
+            .map_size = cfg->core.max_size,
+            .high_water_pct = (int)cfg->core.high_water,
+            .warn_pct = (int)cfg->core.high_water - 10,
+        };
         if (jn_journal_open(&b->journal, &jc, b->base, err) != 0) {
             goto fail;
         }
@@ -891,6 +966,10 @@ int jn_broker_run(struct jn_broker *b)
         }
     }
     b->started = 1;
+    {
+        struct timeval first = {1, 0};
+        evtimer_add(b->prune_timer, &first);
+    }
     evsignal_add(b->sig_term, NULL);
     evsignal_add(b->sig_int, NULL);
     jn_log(JN_LOG_INFO, "junction started: %zu channel(s), %zu service(s), %zu route(s)",
@@ -968,6 +1047,9 @@ void jn_broker_free(struct jn_broker *b)
     }
     if (b->drain_timer) {
         event_free(b->drain_timer);
+    }
+    if (b->prune_timer) {
+        event_free(b->prune_timer);
     }
     if (b->sig_term) {
         event_free(b->sig_term);

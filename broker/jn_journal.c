@@ -10,11 +10,15 @@
 #include "jn_journal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "jn_log.h"
@@ -44,6 +48,7 @@ struct jn_jtxn {
 
 struct jn_journal {
     MDB_env *env;
+    int lock_fd;  /* data_dir/junction.lock, flock'd by the one process that writes */
     MDB_dbi dbi[JN_JDB__COUNT];
     struct jn_journal_conf conf;
     pthread_t thread;
@@ -151,7 +156,8 @@ static int used_pct_txn(struct jn_journal *j, MDB_txn *txn)
         return (int)(used * 100 / total);
     }
     /* Near the top of the map: pages on the free list will be reused, count them as free.
-     * Each free-list record holds a page count followed by the page numbers. */
+     * Each free-list record holds a page count followed by the page numbers. This needs a
+     * read transaction: LMDB refuses a cursor on the free list (dbi 0) in a write one. */
     if (mdb_cursor_open(txn, 0, &cur) == 0) {
         while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
             if (v.mv_size >= sizeof(size_t)) {
@@ -220,13 +226,14 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
         t->rc = 0;
     }
     for (int attempt = 0; attempt < 2; attempt++) {
-        MDB_txn *txn;
+        MDB_txn *txn = NULL;
         unsigned char seqv[8];
         MDB_val k = {3, "seq"}, v = {8, seqv};
-        int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+        int rc;
 
-        if (rc == 0 && any_refusable && !refuse) {
-            int pct = used_pct_txn(j, txn);
+        if (any_refusable && !refuse) {
+            /* A read transaction: LMDB refuses cursors on the free list in a write one. */
+            int pct = jn_journal_used_pct(j);
             int64_t now = mono_ms();
             if (pct >= j->conf.high_water_pct) {
                 refuse = 1;
@@ -238,6 +245,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
                        j->conf.high_water_pct);
             }
         }
+        rc = mdb_txn_begin(j->env, NULL, 0, &txn);
         for (struct jn_jtxn *t = list; rc == 0 && t; t = t->next) {
             if (t->refusable && refuse) {
                 t->rc = JN_EFULL;
@@ -254,6 +262,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
         } else if (txn) {
             mdb_txn_abort(txn);
         }
+        txn = NULL;
         if (rc == 0) {
             return;
         }
@@ -391,9 +400,45 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->cond, NULL);
     j->last_warn_ms = -100000;
-    if (mkdir_p(c->dir) != 0) {
+    j->lock_fd = -1;
+    if (c->readonly) {
+        struct stat st;
+        char data[4200];
+        snprintf(data, sizeof(data), "%s/data.mdb", c->dir);
+        if (stat(data, &st) != 0) {
+            rc = jn_err_set(err, JN_ENOENT, "no journal in %s (%s)", c->dir, strerror(errno));
+            goto fail;
+        }
+    } else if (mkdir_p(c->dir) != 0) {
         rc = jn_err_set(err, JN_EIO, "cannot create data_dir %s: %s", c->dir, strerror(errno));
         goto fail;
+    }
+    if (!c->readonly) {
+        /* One writing process per data_dir: two brokers on one journal would each deliver
+         * the other's queue. The lock dies with the process, also on kill -9. */
+        char lp[4200];
+        snprintf(lp, sizeof(lp), "%s/junction.lock", c->dir);
+        j->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (j->lock_fd < 0) {
+            rc = jn_err_set(err, JN_EIO, "cannot create %s: %s", lp, strerror(errno));
+            goto fail;
+        }
+        if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            char pid[32] = "?";
+            ssize_t n = pread(j->lock_fd, pid, sizeof(pid) - 1, 0);
+            pid[n > 0 ? n : 1] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+            rc = jn_err_set(err, JN_EAGAIN, "another junction (pid %s) is using data_dir %s",
+                            pid, c->dir);
+            goto fail;
+        }
+        {
+            char pid[32];
+            int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+            if (ftruncate(j->lock_fd, 0) != 0 || pwrite(j->lock_fd, pid, (size_t)n, 0) != n) {
+                jn_log(JN_LOG_DEBUG, "cannot write the pid into %s", lp);
+            }
+        }
     }
     rc = mdb_env_create(&j->env);
     if (rc == 0) {
@@ -404,20 +449,20 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
     }
     if (rc == 0) {
         /* NOTLS: read transactions are not tied to threads (the loop and tools read). */
-        rc = mdb_env_open(j->env, c->dir, MDB_NOTLS, 0644);
+        rc = mdb_env_open(j->env, c->dir, MDB_NOTLS | (c->readonly ? MDB_RDONLY : 0), 0644);
     }
     if (rc != 0) {
         rc = jn_err_set(err, JN_EIO, "cannot open the journal in %s: %s", c->dir,
                         mdb_strerror(rc));
         goto fail;
     }
-    rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+    rc = mdb_txn_begin(j->env, NULL, c->readonly ? MDB_RDONLY : 0, &txn);
     for (int i = 0; rc == 0 && i < JN_JDB__COUNT; i++) {
-        rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &j->dbi[i]);
+        rc = mdb_dbi_open(txn, db_names[i], c->readonly ? 0 : MDB_CREATE, &j->dbi[i]);
     }
     if (rc == 0) {
         rc = mdb_get(txn, j->dbi[JN_JDB_META], &k, &v);
-        if (rc == MDB_NOTFOUND) {
+        if (rc == MDB_NOTFOUND && !c->readonly) {
             unsigned char ver[8];
             jn_be64(ver, JN_JOURNAL_FORMAT);
             v.mv_size = 8;
@@ -491,15 +536,39 @@ void jn_journal_close(struct jn_journal *j)
     if (j->env) {
         mdb_env_close(j->env);
     }
+    if (j->lock_fd >= 0) {
+        close(j->lock_fd);
+    }
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->cond);
     jn_free(j);
 }
 
+int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+
+    if (rc == 0) {
+        rc = apply(j, txn, t);
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+        } else {
+            mdb_txn_abort(txn);
+        }
+    }
+    jn_jtxn_free(t);
+    if (rc == 0) {
+        return 0;
+    }
+    jn_log(JN_LOG_ERROR, "journal write failed: %s", mdb_strerror(rc));
+    return is_space_error(rc) ? JN_EFULL : JN_EIO;
+}
+
 /* ---- reading ---- */
 
-int jn_journal_scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, size_t plen,
-                    jn_journal_visit_fn visit, void *arg)
+static int scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, size_t plen,
+                int match_prefix, jn_journal_visit_fn visit, void *arg)
 {
     MDB_txn *txn;
     MDB_cursor *cur;
@@ -517,7 +586,8 @@ int jn_journal_scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, si
     }
     while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
         op = MDB_NEXT;
-        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)) {
+        if (match_prefix && plen &&
+            (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)) {
             break;
         }
         if (visit(arg, k.mv_data, k.mv_size, v.mv_data, v.mv_size) != 0) {
@@ -527,6 +597,18 @@ int jn_journal_scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, si
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : JN_EIO;
+}
+
+int jn_journal_scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, size_t plen,
+                    jn_journal_visit_fn visit, void *arg)
+{
+    return scan(j, db, prefix, plen, 1, visit, arg);
+}
+
+int jn_journal_scan_from(struct jn_journal *j, enum jn_jdb db, const void *start, size_t slen,
+                         jn_journal_visit_fn visit, void *arg)
+{
+    return scan(j, db, start, slen, 0, visit, arg);
 }
 
 size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db)
@@ -540,6 +622,23 @@ size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db)
     }
     if (mdb_stat(txn, j->dbi[db], &st) == 0) {
         n = st.ms_entries;
+    }
+    mdb_txn_abort(txn);
+    return n;
+}
+
+unsigned long long jn_journal_bytes(struct jn_journal *j, enum jn_jdb db)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    unsigned long long n = 0;
+
+    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
+        return 0;
+    }
+    if (mdb_stat(txn, j->dbi[db], &st) == 0) {
+        n = (unsigned long long)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) *
+            st.ms_psize;
     }
     mdb_txn_abort(txn);
     return n;

@@ -45,14 +45,19 @@ struct jn_journal_conf {
     unsigned long long map_size;
     int high_water_pct;       /* refuse new input above this use of the map (e.g. 90) */
     int warn_pct;             /* log a warning above this (e.g. 80) */
+    int readonly;             /* tools: no writer, no creation; reads only */
 };
 
 /* Called on the loop thread after the jtxn's commit: rc 0, JN_EFULL (refused for space, only
  * for refusable jtxns) or JN_EIO (the commit failed). */
 typedef void (*jn_journal_cb)(void *arg, int rc);
 
+/* base NULL: no writer thread (tools that read, or write with jn_journal_write_now). */
 int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
                     struct event_base *base, struct jn_err *err);
+/* Applies t in its own transaction at once, on the calling thread (tools, without a writer).
+ * Takes ownership of t. 0, JN_EFULL or JN_EIO. */
+int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t);
 /* Commits everything submitted, stops the writer, runs the last callbacks, closes. */
 void jn_journal_close(struct jn_journal *j);
 
@@ -75,8 +80,12 @@ uint64_t jn_journal_seq(struct jn_journal *j);
 typedef int (*jn_journal_visit_fn)(void *arg, const void *k, size_t kl, const void *v, size_t vl);
 int jn_journal_scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, size_t plen,
                     jn_journal_visit_fn visit, void *arg);
-/* Number of entries in a database. */
+/* Same, from the first key >= start to the end (no prefix match). */
+int jn_journal_scan_from(struct jn_journal *j, enum jn_jdb db, const void *start, size_t slen,
+                         jn_journal_visit_fn visit, void *arg);
+/* Number of entries in a database, and the bytes of its pages. */
 size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db);
+unsigned long long jn_journal_bytes(struct jn_journal *j, enum jn_jdb db);
 /* Used share of the map, in percent (an estimate counting free pages as free). */
 int jn_journal_used_pct(struct jn_journal *j);
 

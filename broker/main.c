@@ -16,6 +16,7 @@
 
 #include "jn_broker.h"
 #include "jn_config.h"
+#include "jn_inspect.h"
 #include "jn_log.h"
 #include "jn_mem.h"
 
@@ -40,6 +41,13 @@ static void usage(FILE *out)
             "  describe [TYPE] [--markdown]\n"
             "                       list channel and service types, or one type's options;\n"
             "                       --markdown prints docs/config-reference.md\n"
+            "  trace    ID [-c FILE]  a message's history from the action log\n"
+            "  log      [--since T] [--until T] [-c FILE]\n"
+            "                       the action log in a time range (T: 10m ago, or UTC\n"
+            "                       YYYY-MM-DDTHH:MM:SS)\n"
+            "  dlq list [-c FILE]   dead letters with their last error\n"
+            "  dlq replay ID|--all [-c FILE]\n"
+            "                       put dead letters back in their queue (broker stopped)\n"
             "  version              print the version\n"
             "\n"
             "options:\n"
@@ -151,9 +159,67 @@ static int cmd_describe(const char *type, int markdown)
     return 1;
 }
 
+/* Loads the config quietly for the journal commands; prints errors and returns NULL. */
+static struct jn_config *load_for_tool(const char *path)
+{
+    struct jn_diag d;
+    const char *used;
+    struct jn_config *c;
+
+    jn_diag_init(&d);
+    c = load(path, &d, &used);
+    if (c == NULL) {
+        jn_diag_print(&d, stderr);
+        fprintf(stderr, "%s: %zu error(s)\n", used, d.n);
+    }
+    jn_diag_free(&d);
+    return c;
+}
+
+static int cmd_tool(const char *cmd, const char *config, int nargs, char **args,
+                    const char *since, const char *until, int all)
+{
+    struct jn_config *c;
+    int rc = 2;
+
+    if (strcmp(cmd, "trace") == 0 && nargs != 1) {
+        fprintf(stderr, "usage: junction trace ID [-c FILE]\n");
+        return 2;
+    }
+    if (strcmp(cmd, "dlq") == 0 &&
+        !(nargs == 1 && strcmp(args[0], "list") == 0) &&
+        !(nargs == 2 && strcmp(args[0], "replay") == 0 && !all) &&
+        !(nargs == 1 && strcmp(args[0], "replay") == 0 && all)) {
+        fprintf(stderr, "usage: junction dlq list | junction dlq replay ID|--all [-c FILE]\n");
+        return 2;
+    }
+    if (strcmp(cmd, "log") == 0 && nargs != 0) {
+        fprintf(stderr, "usage: junction log [--since T] [--until T] [-c FILE]\n");
+        return 2;
+    }
+    c = load_for_tool(config);
+    if (c == NULL) {
+        return 1;
+    }
+    jn_log_level = JN_LOG_WARN;
+    if (strcmp(cmd, "trace") == 0) {
+        rc = jn_inspect_trace(c, args[0], stdout);
+    } else if (strcmp(cmd, "log") == 0) {
+        rc = jn_inspect_log(c, since, until, stdout);
+    } else if (strcmp(args[0], "list") == 0) {
+        rc = jn_inspect_dlq_list(c, stdout);
+    } else {
+        rc = jn_inspect_dlq_replay(c, all ? NULL : args[1], stdout);
+    }
+    jn_config_free(c);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    const char *cmd, *config = NULL, *type = NULL;
+    const char *cmd, *config = NULL, *type = NULL, *since = NULL, *until = NULL;
+    char *args[4];
+    int nargs = 0, all = 0, tool;
     int markdown = 0;
 
     if (argc < 2) {
@@ -161,6 +227,7 @@ int main(int argc, char **argv)
         return 2;
     }
     cmd = argv[1];
+    tool = strcmp(cmd, "trace") == 0 || strcmp(cmd, "log") == 0 || strcmp(cmd, "dlq") == 0;
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;
@@ -175,6 +242,14 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(cmd, "describe") == 0 && argv[i][0] != '-' && type == NULL) {
             type = argv[i];
+        } else if (tool && strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            since = argv[++i];
+        } else if (tool && strcmp(argv[i], "--until") == 0 && i + 1 < argc) {
+            until = argv[++i];
+        } else if (tool && strcmp(argv[i], "--all") == 0) {
+            all = 1;
+        } else if (tool && argv[i][0] != '-' && nargs < 4) {
+            args[nargs++] = argv[i];
         } else {
             fprintf(stderr, "junction: unexpected argument '%s'\n", argv[i]);
             usage(stderr);
@@ -189,6 +264,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "describe") == 0) {
         return cmd_describe(type, markdown);
+    }
+    if (tool) {
+        return cmd_tool(cmd, config, nargs, args, since, until, all);
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("junction %s\n", JN_VERSION);

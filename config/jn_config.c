@@ -39,6 +39,14 @@ const struct jn_opt jn_chan_common_opts[] = {
     JN_OPT_END,
 };
 
+static const struct jn_opt actlog_opts[] = {
+    JN_OPT_DURATION("retention", "7d", 60000, 3650LL * 86400000, 0, struct jn_actlog_conf,
+                    retention, "Actions older than this are deleted (checked every minute)."),
+    JN_OPT_SIZE("max_size", "256MiB", 1LL << 20, 1LL << 40, 0, struct jn_actlog_conf, max_size,
+                "When the action log takes more than this, the oldest actions are deleted."),
+    JN_OPT_END,
+};
+
 const struct jn_opt jn_core_opts[] = {
     JN_OPT_STR("data_dir", "./data", 0, struct jn_core_conf, data_dir,
                "Directory of the broker's state (the LMDB journal, queues and action log)."),
@@ -55,6 +63,8 @@ const struct jn_opt jn_core_opts[] = {
                "Percent of max_size above which new input is refused (HTTP 503, files left "
                "in place) so queued messages can still move; a warning is logged 10 points "
                "before."),
+    JN_OPT_SUB("action_log", actlog_opts, struct jn_actlog_conf, 0, struct jn_core_conf,
+               action_log, "Retention of the action log (junction trace, junction log)."),
     JN_OPT_END,
 };
 

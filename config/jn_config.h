@@ -22,12 +22,18 @@
 #include "jn_service.h"
 #include "jn_yaml.h"
 
+struct jn_actlog_conf {
+    long long retention;          /* ms */
+    unsigned long long max_size;  /* bytes */
+};
+
 struct jn_core_conf {
     char *data_dir;
     int log_level; /* enum jn_log_level */
     long long shutdown_timeout; /* ms */
     unsigned long long max_size; /* bytes: the LMDB map */
     long long high_water;        /* percent of max_size above which new input is refused */
+    struct jn_actlog_conf action_log;
 };
 
 struct jn_chan_common {
