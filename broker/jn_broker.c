@@ -20,10 +20,12 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "jn_buf.h"
 #include "jn_channel.h"
@@ -120,6 +122,74 @@ static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_m
     }
 }
 
+/* ---- callbacks (notify:) ---- */
+
+static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
+                    int attempt);
+
+static const struct jn_cfg_route *find_route(const struct jn_broker *b, const char *name)
+{
+    for (size_t i = 0; name && i < b->cfg->nroutes; i++) {
+        if (strcmp(b->cfg->routes[i].name, name) == 0) {
+            return &b->cfg->routes[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Queues a callback for the route's notify: URL, in the same journal transaction as the
+ * event it reports, so the callback is as durable as the outcome. Callbacks are deliveries of
+ * the route's "notify:<route>" channel (route "(notify)", which has no callbacks itself).
+ */
+static void notify(struct jn_broker *b, struct jn_jtxn *t, const char *route,
+                   const struct jn_msg *m, const char *dest, unsigned event, int attempts,
+                   const char *error)
+{
+    const struct jn_cfg_route *r = find_route(b, route);
+    const char *status = event == JN_NOTIFY_DELIVERED ? "delivered"
+                         : event == JN_NOTIFY_FAILED  ? "failed"
+                                                      : "dead-lettered";
+    struct outq *q;
+    struct jn_msg *n;
+    json_t *o;
+    char *body, when[40];
+    int64_t now = jn_now_us();
+    time_t secs = (time_t)(now / 1000000);
+    struct tm tm;
+    uint64_t qseq;
+
+    if (t == NULL || r == NULL || r->notify_chan < 0 || !(r->notify_mask & event)) {
+        return;
+    }
+    gmtime_r(&secs, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%03dZ",
+             (int)(now / 1000 % 1000));
+    o = json_pack("{s:s, s:s, s:s?, s:s, s:i, s:s?, s:s}", "id", m->id, "route", r->name,
+                  "destination", dest, "status", status, "attempts", attempts, "error", error,
+                  "time", when);
+    body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    q = &b->queues[r->notify_chan];
+    n = body ? jn_msg_new(q->ch->name, body, strlen(body)) : NULL;
+    free(body); /* jansson allocates with malloc */
+    if (n == NULL || jn_msg_header_set(n, "Content-Type", "application/json") != 0 ||
+        jn_msg_header_set(n, "X-Junction-Event", status) != 0) {
+        jn_log(JN_LOG_ERROR, "msg=%s callback '%s' lost: out of memory", m->id, status);
+        jn_msg_unref(&n);
+        return;
+    }
+    jn_idgen_next(&b->ids, n->id);
+    qseq = jn_journal_seq(b->journal);
+    if (jn_store_queue_put(t, q->ch->name, qseq, n, "(notify)", 1, NULL) != 0) {
+        jn_log(JN_LOG_ERROR, "msg=%s callback '%s' lost: out of memory", m->id, status);
+        jn_msg_unref(&n);
+        return;
+    }
+    enqueue(q, n, "(notify)", qseq, 1);
+}
+
 /* ---- dead letters ---- */
 
 /* Writes the dead letter (with its last error and attempt count) and the action into t. */
@@ -135,6 +205,7 @@ static void dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct jn_
         return;
     }
     log_action(b, t, m, "dead-lettered", route, dest, attempts, reason);
+    notify(b, t, route, m, dest, JN_NOTIFY_DEAD, attempts, reason);
 }
 
 /* ---- delivery ---- */
@@ -293,6 +364,7 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
             jn_store_queue_del(t, ch->name, d->qseq);
         }
         log_action(b, t, d->msg, "delivered", d->route, ch->name, d->attempt, NULL);
+        notify(b, t, d->route, d->msg, ch->name, JN_NOTIFY_DELIVERED, d->attempt, NULL);
     } else if (r == JN_SEND_RETRY && d->attempt < ch->retry.attempts) {
         long long wait = backoff_ms(&ch->retry, d->attempt);
         struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
@@ -300,6 +372,7 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
         jn_log_p(JN_LOG_INFO, ch->log_prefix, "msg=%s attempt %d failed, retry in %lld ms: %s",
                  d->msg->id, d->attempt, wait, reason ? reason : "");
         log_action(b, t, d->msg, "retry-scheduled", d->route, ch->name, d->attempt, reason);
+        notify(b, t, d->route, d->msg, ch->name, JN_NOTIFY_FAILED, d->attempt, reason);
         d->attempt++;
         /* The queue record keeps the attempt count and the last error across restarts. */
         if (t) {

@@ -39,6 +39,9 @@ static const struct jn_opt http_opts[] = {
                   "Extra request headers, name: template ({id}, {channel}, {header.NAME}...)."),
     JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT, struct http_conf, timeout,
                     "Per request; a timeout counts as a failed attempt (retried)."),
+    JN_OPT_STR("sign_secret", NULL, JN_OPT_OUT | JN_OPT_SECRET, struct http_conf, sign_secret,
+               "When set, each request carries X-Junction-Signature: t=<unix time>,v1=<hex "
+               "HMAC-SHA256 of \"<t>.\" + body> (docs/channels.md)."),
     JN_OPT_END,
 };
 

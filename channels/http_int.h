@@ -18,7 +18,12 @@ struct http_conf {
     char *method;                    /* POST | PUT (checked in http.c) */
     struct jn_strmap headers;        /* name -> template */
     long long timeout;               /* ms, per request */
+    char *sign_secret;               /* HMAC-SHA256 request signing; NULL = off */
 };
+
+/* "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>" into out (128 bytes suffice). */
+void jn_http_sign(const char *secret, long long t, const void *body, size_t len, char *out,
+                  size_t n);
 
 /* OUT side, in http_out.c. Same contracts as the jn_channel_def callbacks. */
 int jn_http__out_check(const struct http_conf *c, const struct jn_node *node, struct jn_diag *d);

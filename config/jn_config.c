@@ -77,6 +77,15 @@ const struct jn_opt jn_route_opts[] = {
                    "Services applied in order; each output of one feeds the next."),
     JN_OPT_STRLIST("to", NULL, JN_OPT_REQUIRED, struct jn_route_conf, to,
                    "OUT channels; each gets its own copy (fan-out)."),
+    JN_OPT_STR("notify", NULL, 0, struct jn_route_conf, notify,
+               "Callback URL: a JSON POST {id, route, destination, status, attempts, error, "
+               "time} per event, from its own durable queue with retries."),
+    JN_OPT_STR("notify_secret", NULL, JN_OPT_SECRET, struct jn_route_conf, notify_secret,
+               "Signs each callback: X-Junction-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "
+               "\"<t>.\" + body>."),
+    JN_OPT_STRLIST("notify_on", NULL, 0, struct jn_route_conf, notify_on,
+                   "Events to call back: delivered, failed (an attempt failed, will retry), "
+                   "dead-lettered. Empty: all three."),
     JN_OPT_END,
 };
 
@@ -446,6 +455,30 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
             r->to[i] = (size_t)idx;
         }
     }
+    r->notify_chan = -1;
+    r->notify_mask = JN_NOTIFY_DELIVERED | JN_NOTIFY_FAILED | JN_NOTIFY_DEAD;
+    if (r->rc.notify_on.n) {
+        r->notify_mask = 0;
+        for (size_t i = 0; i < r->rc.notify_on.n; i++) {
+            const char *e = r->rc.notify_on.v[i];
+            if (strcmp(e, "delivered") == 0) {
+                r->notify_mask |= JN_NOTIFY_DELIVERED;
+            } else if (strcmp(e, "failed") == 0) {
+                r->notify_mask |= JN_NOTIFY_FAILED;
+            } else if (strcmp(e, "dead-lettered") == 0) {
+                r->notify_mask |= JN_NOTIFY_DEAD;
+            } else {
+                jn_diag_add(d, elem_pos(v, "notify_on", i), "%s: notify_on: '%s' is not an "
+                            "event, expected delivered, failed or dead-lettered", what, e);
+                errs++;
+            }
+        }
+    }
+    if ((r->rc.notify_secret || r->rc.notify_on.n) && r->rc.notify == NULL) {
+        jn_diag_add(d, &k->pos, "%s: notify_secret and notify_on need notify: <callback URL>",
+                    what);
+        errs++;
+    }
     if (r->rc.when != NULL) {
         const struct jn_node *w = jn_node_get(v, "when");
         struct jn_pos p = w->pos;
@@ -484,6 +517,84 @@ static int load_section(struct jn_config *c, const struct jn_node *root, const c
     }
     for (size_t i = 0; i < s->n; i++) {
         errs += fn(c, s->keys[i], s->vals[i], d);
+    }
+    return errs;
+}
+
+/* YAML double-quoted string content. */
+static void yaml_quote(struct jn_buf *b, const char *s)
+{
+    jn_buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            jn_buf_putc(b, '\\');
+        }
+        jn_buf_putc(b, *s);
+    }
+    jn_buf_putc(b, '"');
+}
+
+/*
+ * A route's callbacks leave through an HTTP OUT channel of their own, "notify:<route>", so
+ * they get a durable queue, retries and signing from the same code as every delivery. The
+ * channel is written as YAML and loaded like one the user wrote; its errors are reported at
+ * the route's notify: option.
+ */
+static int add_notify_channels(struct jn_config *c, const struct jn_node *root, struct jn_diag *d)
+{
+    int errs = 0;
+
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct jn_cfg_route *r = &c->routes[i];
+        const struct jn_node *rn = jn_node_get(jn_node_get(root, "routes"), r->name);
+        const struct jn_node *un = jn_node_get(rn, "notify");
+        struct jn_buf y = JN_BUF_INIT;
+        struct jn_diag nd;
+        struct jn_node *doc;
+        struct jn_cfg_channel *grown;
+
+        if (r->rc.notify == NULL) {
+            continue;
+        }
+        jn_buf_puts(&y, "notify:");
+        jn_buf_puts(&y, r->name);
+        jn_buf_puts(&y, ":\n  type: http\n  direction: out\n  concurrency: 4\n  url: ");
+        yaml_quote(&y, r->rc.notify);
+        jn_buf_puts(&y, "\n  retry: {attempts: 20, backoff: 1s, max_backoff: 5m}\n");
+        jn_buf_puts(&y, "  headers: {X-Junction-Event: '{header.X-Junction-Event}'}\n");
+        if (r->rc.notify_secret) {
+            jn_buf_puts(&y, "  sign_secret: ");
+            yaml_quote(&y, r->rc.notify_secret);
+            jn_buf_puts(&y, "\n");
+        }
+        jn_diag_init(&nd);
+        doc = y.p ? jn_yaml_load_buf("notify", y.p, y.len, &nd) : NULL;
+        jn_buf_reset(&y);
+        grown = jn_realloc(c->channels, (c->nchannels + 2) * sizeof(*grown));
+        if (doc == NULL || grown == NULL || doc->kind != JN_NODE_MAP || doc->n != 1) {
+            jn_diag_add(d, un ? &un->pos : &r->pos, "route '%s': notify: out of memory", r->name);
+            jn_node_free(doc);
+            jn_diag_free(&nd);
+            if (grown) {
+                c->channels = grown;
+            }
+            errs++;
+            continue;
+        }
+        c->channels = grown;
+        if (load_channel(c, doc->keys[0], doc->vals[0], &nd) != 0 || nd.n) {
+            /* Report the channel's complaint (without the synthetic position) at notify:. */
+            for (size_t k = 0; k < nd.n; k++) {
+                const char *msg = strstr(nd.msgs[k], "(http): ");
+                jn_diag_add(d, un ? &un->pos : &r->pos, "route '%s': notify: %s", r->name,
+                            msg ? msg + 8 : nd.msgs[k]);
+            }
+            errs++;
+        }
+        c->channels[c->nchannels - 1].pos = un ? un->pos : r->pos;
+        r->notify_chan = (long)(c->nchannels - 1);
+        jn_node_free(doc);
+        jn_diag_free(&nd);
     }
     return errs;
 }
@@ -566,6 +677,9 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
         errs += load_section(c, root, "routes", (void **)&c->routes, sizeof(struct jn_cfg_route),
                              load_route, d);
         errs += load_unrouted(c, root, d);
+        if (errs == 0) {
+            errs += add_notify_channels(c, root, d);
+        }
     }
     /* Positions point at file names owned by d; keep our own copies for the broker's use. */
     for (size_t i = 0; i < c->nchannels; i++) {

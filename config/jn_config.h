@@ -64,6 +64,15 @@ struct jn_route_conf {
     char *when;
     struct jn_strlist via;
     struct jn_strlist to;
+    char *notify;               /* callback URL */
+    char *notify_secret;        /* HMAC key for X-Junction-Signature */
+    struct jn_strlist notify_on; /* delivered | failed | dead-lettered; empty = all */
+};
+
+enum {
+    JN_NOTIFY_DELIVERED = 1 << 0,
+    JN_NOTIFY_FAILED = 1 << 1,       /* an attempt failed and will be retried */
+    JN_NOTIFY_DEAD = 1 << 2,         /* dead-lettered: rejected, attempts exhausted, errors */
 };
 
 struct jn_cfg_route {
@@ -73,6 +82,8 @@ struct jn_cfg_route {
     size_t *from;         /* indexes into channels */
     size_t *via;          /* indexes into services */
     size_t *to;           /* indexes into channels */
+    long notify_chan;     /* index of the route's callback channel, or -1 */
+    unsigned notify_mask; /* JN_NOTIFY_* */
     struct jn_pos pos;
 };
 
