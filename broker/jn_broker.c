@@ -284,15 +284,57 @@ static void send_one(struct jn_delivery *d)
     ch->def->send(ch, d);
 }
 
+static const char *order_key(const struct jn_delivery *d)
+{
+    const char *v = jn_msg_header_get(d->msg, d->q->ch->ordered_key);
+
+    return v ? v : "";
+}
+
+/* With ordered: key, a delivery may go only when no earlier one of its key holds a slot. */
+static int key_busy(const struct outq *q, const char *key)
+{
+    for (size_t i = 0; i < (size_t)q->ch->concurrency; i++) {
+        if (q->busy_list[i] && strcmp(order_key(q->busy_list[i]), key) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* How far down the ready list to look for a free key: bounds the work per turn. */
+#define KEY_SCAN_MAX 1024
+
 static void pump_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct outq *q = arg;
+    size_t limit = q->ch->ordered == JN_ORDERED_FIFO ? 1 : (size_t)q->ch->concurrency;
 
-    while (q->head && q->busy < (size_t)q->ch->concurrency && !q->b->stopping) {
-        struct jn_delivery *d = q->head;
-        q->head = d->next;
-        if (q->head == NULL) {
-            q->tail = NULL;
+    while (q->head && q->busy < limit && !q->b->stopping) {
+        struct jn_delivery *d = q->head, *prev = NULL;
+        if (q->ch->ordered == JN_ORDERED_KEY) {
+            /* The first ready delivery whose key is not in flight. Every delivery skipped has
+             * a key in flight, so none of them shares d's key: order per key holds. */
+            size_t scanned = 0;
+            while (d && key_busy(q, order_key(d))) {
+                if (++scanned >= KEY_SCAN_MAX) {
+                    d = NULL;
+                    break;
+                }
+                prev = d;
+                d = d->next;
+            }
+            if (d == NULL) {
+                break;
+            }
+        }
+        if (prev) {
+            prev->next = d->next;
+        } else {
+            q->head = d->next;
+        }
+        if (q->tail == d) {
+            q->tail = prev;
         }
         d->next = NULL;
         q->ready--;
@@ -990,6 +1032,8 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         ch->base = b->base;
         ch->retry = cc->common.retry;
         ch->concurrency = cc->common.concurrency > 0 ? cc->common.concurrency : 1;
+        ch->ordered = cc->common.ordered;
+        ch->ordered_key = cc->common.ordered_key;
         q->b = b;
         q->ch = ch;
         b->nchans = i + 1;

@@ -64,6 +64,15 @@ struct jn_channel_def {
     void (*destroy)(struct jn_channel *ch);
 };
 
+/* OUT ordering: none (concurrency sends at once, any order), fifo (one at a time, queue
+ * order), key (queue order among messages with the same value of a header; up to concurrency
+ * different keys at once). A message waiting for its retry holds its place in all three. */
+enum {
+    JN_ORDERED_NONE = 0,
+    JN_ORDERED_FIFO = 1,
+    JN_ORDERED_KEY = 2,
+};
+
 /* Delivery options every OUT channel has (the `retry:` block). */
 struct jn_retry_conf {
     long long attempts;    /* total tries before dead-lettering */
@@ -83,6 +92,8 @@ struct jn_channel {
     /* OUT only */
     struct jn_retry_conf retry;
     long long concurrency; /* deliveries in flight at once */
+    int ordered;           /* JN_ORDERED_*: what order sends keep */
+    const char *ordered_key; /* the header whose value orders, with JN_ORDERED_KEY */
     /* counters (loop thread) */
     uint64_t n_in, n_refused, n_sent, n_retried, n_failed;
 };

@@ -13,6 +13,7 @@
 #include "jn_mem.h"
 
 static const char *const directions[] = {"in", "out", NULL};
+static const char *const orders[] = {"none", "fifo", "key", NULL};
 /* Same order as enum jn_log_level. */
 static const char *const log_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
 
@@ -36,6 +37,13 @@ const struct jn_opt jn_chan_common_opts[] = {
                retry, "Retry policy of deliveries to this channel."),
     JN_OPT_INT("concurrency", "1", 1, 1024, JN_OPT_OUT, struct jn_chan_common, concurrency,
                "Deliveries in flight at once. 1 keeps the order of the queue."),
+    JN_OPT_ENUM("ordered", "none", orders, JN_OPT_OUT, struct jn_chan_common, ordered,
+                "none: up to concurrency sends at once; fifo: one at a time in queue order; "
+                "key: queue order per value of the header ordered_key, different keys in "
+                "parallel."),
+    JN_OPT_STR("ordered_key", NULL, JN_OPT_OUT, struct jn_chan_common, ordered_key,
+               "With ordered: key, the header whose value orders (e.g. X-Patient-Id); a "
+               "message without it has the empty key."),
     JN_OPT_END,
 };
 
@@ -253,6 +261,13 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
     errs += jn_opt_parse(jn_chan_common_opts, v, &ch->common, what, mask | JN_OPT_LENIENT, NULL,
                          &v->pos, d);
     ch->dir = ch->common.direction == 0 ? JN_DIR_IN : JN_DIR_OUT;
+    if (errs == 0 && (ch->common.ordered == JN_ORDERED_KEY) != (ch->common.ordered_key != NULL)) {
+        const struct jn_node *on = jn_node_get(v, "ordered");
+        jn_diag_add(d, on ? &on->pos : &v->pos, "%s: %s", what,
+                    ch->common.ordered_key ? "ordered_key needs ordered: key"
+                                           : "ordered: key needs ordered_key: <header name>");
+        errs++;
+    }
     if (mask && !(ch->def->dirs & ch->dir)) {
         const struct jn_node *dn = jn_node_get(v, "direction");
         jn_diag_add(d, &dn->pos, "%s: direction: '%s' is not supported, expected %s", what,

@@ -41,6 +41,8 @@ struct jn_chan_common {
     int direction; /* index into {"in", "out"} */
     struct jn_retry_conf retry;
     long long concurrency;
+    int ordered;       /* JN_ORDERED_* */
+    char *ordered_key; /* header name, with JN_ORDERED_KEY */
 };
 
 struct jn_cfg_channel {

@@ -169,11 +169,14 @@ class Receiver:
 
     responses: a list of status codes to answer in turn (the last one repeats)."""
 
-    def __init__(self, responses=(200,), port=None):
+    def __init__(self, responses=(200,), port=None, delay=0.0):
         self.port = port or free_port()
         self.requests = []
         self.responses = list(responses)
         self.lock = threading.Lock()
+        self.delay = delay          # seconds to wait before answering
+        self.inflight = 0
+        self.max_inflight = 0       # the most requests being answered at once
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -182,6 +185,13 @@ class Receiver:
             def do_any(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
+                if outer.delay:
+                    with outer.lock:
+                        outer.inflight += 1
+                        outer.max_inflight = max(outer.max_inflight, outer.inflight)
+                    time.sleep(outer.delay)
+                    with outer.lock:
+                        outer.inflight -= 1
                 with outer.lock:
                     idx = len(outer.requests)
                     outer.requests.append({"method": self.command, "path": self.path,
