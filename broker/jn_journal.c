@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <time.h>
 
@@ -192,6 +193,20 @@ static int is_space_error(int rc)
     return rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == MDB_TXN_FULL;
 }
 
+/* LMDB turns a short write into EIO; on a full filesystem that is what a commit returns. Ask
+ * the filesystem: under 1 MiB free (or unknown) counts as full. */
+static int disk_full(const char *dir, unsigned long long *avail)
+{
+    struct statvfs st;
+
+    if (statvfs(dir, &st) != 0) {
+        *avail = 0;
+        return 0;
+    }
+    *avail = (unsigned long long)st.f_bavail * st.f_frsize;
+    return *avail < (1ULL << 20);
+}
+
 static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
 {
     for (size_t i = 0; i < t->n; i++) {
@@ -220,6 +235,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
 {
     int refuse = 0;
     int any_refusable = 0;
+    unsigned long long avail = 0;
 
     for (struct jn_jtxn *t = list; t; t = t->next) {
         any_refusable |= t->refusable;
@@ -265,6 +281,11 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
         txn = NULL;
         if (rc == 0) {
             return;
+        }
+        if (rc == EIO && disk_full(j->conf.dir, &avail)) {
+            jn_log(JN_LOG_WARN, "journal: the disk holding %s is full (%llu bytes free)",
+                   j->conf.dir, avail);
+            rc = ENOSPC;
         }
         if (is_space_error(rc) && !refuse && any_refusable) {
             jn_log(JN_LOG_WARN, "journal full (%s): refusing new input until space returns",

@@ -9,4 +9,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config ca-certificates \
     libevent-dev libssl-dev liblmdb-dev libyaml-dev libmsgpack-dev libjansson-dev \
-    curl python3 clang libclang-rt-14-dev valgrind >/dev/null
+    librdkafka-dev kcat \
+    libpaho-mqtt-dev mosquitto mosquitto-clients \
+    curl python3 python3-lmdb clang libclang-rt-14-dev valgrind >/dev/null
