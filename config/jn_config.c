@@ -243,11 +243,6 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
     }
     ch->def = jn_channel_def_find(type);
     snprintf(what, sizeof(what), "channel '%s' (%s)", k->str, type);
-    common_names = opt_names(jn_chan_common_opts);
-    if (common_names == NULL) {
-        jn_diag_add(d, &k->pos, "out of memory");
-        return 1;
-    }
     /* The direction first: it decides which options are allowed. */
     {
         const struct jn_node *dn = jn_node_get(v, "direction");
@@ -256,6 +251,12 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
             dir = strcmp(dn->str, "in") == 0 ? 0 : strcmp(dn->str, "out") == 0 ? 1 : -1;
         }
         mask = dir == 0 ? JN_OPT_IN : dir == 1 ? JN_OPT_OUT : 0;
+    }
+    /* All common names (also those of the other direction, which the common pass reports). */
+    common_names = opt_names(jn_chan_common_opts);
+    if (common_names == NULL) {
+        jn_diag_add(d, &k->pos, "out of memory");
+        return 1;
     }
     /* Common keys first; keys it does not know are the type's, checked in the second pass. */
     errs += jn_opt_parse(jn_chan_common_opts, v, &ch->common, what, mask | JN_OPT_LENIENT, NULL,

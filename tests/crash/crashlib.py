@@ -318,9 +318,14 @@ class Load:
 # ---------------------------------------------------------------------------------------------
 
 class Receiver:
-    """A threaded HTTP server on 127.0.0.1:port that records every request into the ledger
-    (after reading the whole body, before answering) and answers status. Not listening until
-    start(); start()/stop() may be repeated on the same port."""
+    """A threaded HTTP server on 127.0.0.1:port that records every complete request into the
+    ledger (after reading the whole body, before answering). Not listening until start();
+    start()/stop() may be repeated on the same port.
+
+    status: the answer, or a function () -> status called per request (e.g. a 503 now and
+    then, so junction's retry path runs across the kills too). Only a request answered 2xx is
+    recorded as delivered; a request whose body was cut short (junction killed while sending)
+    is not recorded and gets no answer."""
 
     def __init__(self, ledger, port=None, status=200):
         self.ledger = ledger
@@ -328,7 +333,9 @@ class Receiver:
         self.status = status
         self.server = None
         self.thread = None
-        self.requests = 0
+        self.requests = 0   # complete requests, whatever the answer
+        self.answers = {}   # status -> count
+        self.cut = 0        # requests cut short
         self.lock = threading.Lock()
 
     def _handler(self):
@@ -341,26 +348,44 @@ class Receiver:
             disable_nagle_algorithm = True
 
             def _body(self):
+                """The whole body, or None when the connection ended first."""
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
                     parts = []
                     while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        line = self.rfile.readline()
+                        if not line:
+                            return None
+                        size = int(line.split(b";")[0].strip() or b"0", 16)
                         if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return b"".join(parts)
-                        parts.append(self.rfile.read(size))
-                        self.rfile.readline()
+                            while True:
+                                tail = self.rfile.readline()
+                                if not tail:
+                                    return None
+                                if tail in (b"\r\n", b"\n"):
+                                    return b"".join(parts)
+                        part = self.rfile.read(size)
+                        if len(part) != size or not self.rfile.readline():
+                            return None
+                        parts.append(part)
                 n = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(n) if n else b""
+                body = self.rfile.read(n) if n else b""
+                return body if len(body) == n else None
 
             def do_any(self):
                 body = self._body()
-                outer.ledger.note_delivery(body, self.headers.get("X-Junction-Id"))
+                if body is None:
+                    with outer.lock:
+                        outer.cut += 1
+                    self.close_connection = True
+                    return
+                st = outer.status() if callable(outer.status) else outer.status
+                if 200 <= st < 300:
+                    outer.ledger.note_delivery(body, self.headers.get("X-Junction-Id"))
                 with outer.lock:
                     outer.requests += 1
+                    outer.answers[st] = outer.answers.get(st, 0) + 1
                 reply = b"ok\n"
-                self.send_response(outer.status)
+                self.send_response(st)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -377,6 +402,11 @@ class Receiver:
             daemon_threads = True
             allow_reuse_address = True
             request_queue_size = 128
+
+            def handle_error(self, request, client_address):
+                # A peer killed with SIGKILL resets its connections: expected here.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
 
         self.server = Server(("127.0.0.1", self.port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
@@ -404,6 +434,7 @@ class Run:
         self.ended = None
         self.how = None   # "kill9", "sigterm", or "exited" (on its own: a bug in a crash test)
         self.rc = None
+        self.saved = None  # the log's text, kept by cleanup() for a dump after it
 
 
 class Broker:
@@ -511,10 +542,14 @@ class Broker:
 
     def log(self, r=None):
         r = r or self.cur
+        if r is None:
+            return ""
+        if r.saved is not None:
+            return r.saved
         try:
             with open(r.logpath, "rb") as f:
                 return f.read().decode("utf-8", "replace")
-        except (OSError, AttributeError):
+        except OSError:
             return ""
 
     def all_logs(self):
@@ -539,13 +574,20 @@ class Broker:
                 if rx.search(line)]
 
     def cleanup(self):
+        """Kills what still runs and removes the directory; the logs stay readable (in memory)
+        so a failure can still print them afterwards."""
         for r in self.runs:
             if r.proc is not None and r.proc.poll() is None:
                 r.proc.kill()
                 r.proc.wait()
+                if r.how is None:
+                    self._ended(r, "killed-at-cleanup")
         if self.log_f is not None:
             self.log_f.close()
             self.log_f = None
+        for r in self.runs:
+            if r.saved is None:
+                r.saved = self.log(r)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

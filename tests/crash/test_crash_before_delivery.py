@@ -5,6 +5,7 @@ arrives at least once, with its exact bytes and the X-Junction-Id from its 202. 
 stop leaves nothing queued and a further start finds nothing to recover."""
 import re
 import time
+import traceback
 
 from crashlib import (Broker, Checks, Ledger, Load, Receiver, check_report, free_port,
                       wait_delivered, wait_until)
@@ -98,6 +99,9 @@ try:
     t.eq(broker.stop(), 0, "third start: SIGTERM exits 0")
     check_report(t, ledger, broker, expect_acked=N, what="final")
     print("runtime %.1fs" % (time.monotonic() - t0))
+except Exception:
+    traceback.print_exc()
+    t.check(False, "the test ran to its end without an exception")
 finally:
     for c in (broker.cleanup, rcv.stop):
         try:

@@ -112,7 +112,7 @@ class Junction:
             with open(self.logpath, "rb") as f:
                 return f.read().decode("utf-8", "replace")
         except OSError:
-            return ""
+            return getattr(self, "_kept_log", "")  # after cleanup: what was read then
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -137,6 +137,8 @@ class Junction:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        # Keep the log: failure reports print it after the temp dir is gone.
+        self._kept_log = self.log()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
