@@ -1,0 +1,279 @@
+/* Unit tests of the journal (group commit, scans, refusal when full, format check) and of the
+ * broker's record formats (jn_store), with golden v1 records kept byte for byte. */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jn_journal.h"
+#include "jn_mem.h"
+#include "jn_store.h"
+#include "jn_test.h"
+
+static char dir[256];
+
+static void rm_dir(void)
+{
+    char cmd[300];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot remove %s\n", dir);
+    }
+}
+
+static struct jn_msg *sample(void)
+{
+    struct jn_msg *m = jn_msg_new("in", "payload", 7);
+
+    strcpy(m->id, "01M82PAY3YE94KJ51TD9G02G5M");
+    m->recv_us = 1763850000000000LL;
+    jn_msg_header_add(m, "k", "v");
+    return m;
+}
+
+static void test_queue_record(void)
+{
+    struct jn_jtxn *t = jn_jtxn_new();
+    struct jn_msg *m = sample();
+    struct jn_qrec r;
+    struct jn_err err;
+    unsigned char key[JN_STORE_DEST_MAX + 9];
+    size_t kl = jn_store_queue_key(key, "out", 0x0102030405060708ULL);
+
+    CHECK_INT(kl, 12);
+    CHECK(memcmp(key, "out\0\x01\x02\x03\x04\x05\x06\x07\x08", 12) == 0);
+    CHECK_INT(jn_store_queue_key(key, "", 1), 9);
+    {
+        char longname[JN_STORE_DEST_MAX + 1];
+        memset(longname, 'x', sizeof(longname) - 1);
+        longname[JN_STORE_DEST_MAX] = '\0';
+        CHECK_INT(jn_store_queue_key(key, longname, 1), 0);
+    }
+    CHECK_INT(jn_store_queue_put(t, "out", 7, m, "r1", 3, "HTTP 503"), 0);
+    jn_jtxn_free(t);
+
+    /* Golden v1 queue record: [1, attempt 3, "r1", "HTTP 503", bin(envelope v1)]. */
+    {
+        static const unsigned char env[] = {
+            0x96, 0x01, 0xba, '0', '1', 'M', '8', '2', 'P', 'A', 'Y', '3', 'Y', 'E', '9', '4',
+            'K', 'J', '5', '1', 'T', 'D', '9', 'G', '0', '2', 'G', '5', 'M', 0xa2, 'i', 'n',
+            0xcf, 0x00, 0x06, 0x44, 0x36, 0x54, 0xaf, 0xe4, 0x00, 0x91, 0x92, 0xa1, 'k', 0xa1,
+            'v', 0xc4, 0x07, 'p', 'a', 'y', 'l', 'o', 'a', 'd',
+        };
+        unsigned char rec[128];
+        size_t n = 0;
+        rec[n++] = 0x95;
+        rec[n++] = 0x01;
+        rec[n++] = 0x03;
+        rec[n++] = 0xa2;
+        rec[n++] = 'r';
+        rec[n++] = '1';
+        rec[n++] = 0xa8;
+        memcpy(rec + n, "HTTP 503", 8);
+        n += 8;
+        rec[n++] = 0xc4;
+        rec[n++] = (unsigned char)sizeof(env);
+        memcpy(rec + n, env, sizeof(env));
+        n += sizeof(env);
+        CHECK_INT(jn_store_queue_decode(rec, n, &r, &err), 0);
+        CHECK_INT(r.attempt, 3);
+        CHECK_STR(r.route, "r1");
+        CHECK_STR(r.error, "HTTP 503");
+        CHECK(r.msg != NULL && strcmp(r.msg->id, m->id) == 0 && r.msg->len == 7 &&
+              r.msg->recv_us == m->recv_us);
+        jn_qrec_clear(&r);
+        /* Every truncation is refused with a reason. */
+        for (size_t cut = 0; cut < n; cut++) {
+            CHECK(jn_store_queue_decode(rec, cut, &r, &err) != 0);
+        }
+        rec[1] = 2;
+        CHECK(jn_store_queue_decode(rec, n, &r, &err) == JN_EPROTO);
+        CHECK_STR(err.msg, "queue record version 2 is newer than this build");
+    }
+    jn_msg_unref(&m);
+}
+
+struct collect {
+    int n;
+    char last[64];
+};
+
+static int collect(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct collect *c = arg;
+
+    c->n++;
+    snprintf(c->last, sizeof(c->last), "%.*s", (int)vl, (const char *)v);
+    return 0;
+}
+
+static int done_calls, done_rc;
+
+static void on_done(void *arg, int rc)
+{
+    (void)arg;
+    done_calls++;
+    done_rc = rc;
+}
+
+static void run_until(struct event_base *base, int calls)
+{
+    for (int i = 0; i < 500 && done_calls < calls; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(2000);
+    }
+}
+
+static void test_journal(void)
+{
+    struct event_base *base = event_base_new();
+    struct jn_journal *j = NULL, *j2 = NULL;
+    struct jn_journal_conf jc = {.dir = dir, .map_size = 4 << 20, .high_water_pct = 90,
+                                 .warn_pct = 80};
+    struct jn_err err;
+    struct collect c = {0, ""};
+
+    CHECK_INT(jn_journal_open(&j, &jc, base, &err), 0);
+    if (j == NULL) {
+        event_base_free(base);
+        return;
+    }
+    /* A second writer on the same data_dir is refused: the lock. */
+    CHECK_INT(jn_journal_open(&j2, &jc, NULL, &err), JN_EAGAIN);
+    CHECK(strstr(err.msg, "is using data_dir") != NULL);
+    done_calls = 0;
+    for (int i = 0; i < 3; i++) {
+        struct jn_jtxn *t = jn_jtxn_new();
+        unsigned char k[8];
+        char v[16];
+        jn_be64(k, jn_journal_seq(j));
+        snprintf(v, sizeof(v), "value-%d", i);
+        jn_jtxn_put(t, JN_JDB_INBOX, k, 8, v, strlen(v));
+        jn_journal_submit(j, t, 1, on_done, NULL);
+    }
+    CHECK_INT(done_calls, 0); /* never from inside submit */
+    run_until(base, 3);
+    CHECK_INT(done_calls, 3);
+    CHECK_INT(done_rc, 0);
+    CHECK_INT(jn_journal_count(j, JN_JDB_INBOX), 3);
+    jn_journal_scan(j, JN_JDB_INBOX, NULL, 0, collect, &c);
+    CHECK_INT(c.n, 3);
+    CHECK_STR(c.last, "value-2");
+    CHECK(jn_journal_used_pct(j) >= 0 && jn_journal_used_pct(j) < 50);
+
+    /* Full: a refusable write bigger than the map is refused, the journal stays usable. */
+    {
+        size_t big = 5 << 20;
+        char *v = jn_calloc(1, big);
+        struct jn_jtxn *t = jn_jtxn_new();
+        unsigned char k[8];
+        jn_be64(k, jn_journal_seq(j));
+        jn_jtxn_put(t, JN_JDB_INBOX, k, 8, v, big);
+        jn_free(v);
+        done_calls = 0;
+        jn_journal_submit(j, t, 1, on_done, NULL);
+        run_until(base, 1);
+        CHECK_INT(done_calls, 1);
+        CHECK_INT(done_rc, JN_EFULL);
+        t = jn_jtxn_new();
+        jn_jtxn_del(t, JN_JDB_INBOX, k, 8); /* deleting what is not there is fine */
+        done_calls = 0;
+        jn_journal_submit(j, t, 0, on_done, NULL);
+        run_until(base, 1);
+        CHECK_INT(done_rc, 0);
+    }
+    jn_journal_close(j);
+    j = NULL;
+
+    /* Sequence numbers go on after a reopen. */
+    CHECK_INT(jn_journal_open(&j, &jc, NULL, &err), 0);
+    if (j) {
+        CHECK(jn_journal_seq(j) > 4);
+        jn_journal_close(j);
+    }
+    /* Read-only open of a journal that does not exist says so. */
+    {
+        struct jn_journal_conf ro = jc;
+        char none[300];
+        snprintf(none, sizeof(none), "%s/none", dir);
+        ro.dir = none;
+        ro.readonly = 1;
+        CHECK_INT(jn_journal_open(&j, &ro, NULL, &err), JN_ENOENT);
+        CHECK(strstr(err.msg, "no journal in") != NULL);
+    }
+    event_base_free(base);
+}
+
+static void test_log_record(void)
+{
+    struct jn_jtxn *t = jn_jtxn_new();
+    static const unsigned char rec[] = {
+        0x98, 0x01, 0xcf, 0x00, 0x06, 0x44, 0x36, 0x54, 0xaf, 0xe4, 0x00, 0xba, '0', '1', 'M',
+        '8', '2', 'P', 'A', 'Y', '3', 'Y', 'E', '9', '4', 'K', 'J', '5', '1', 'T', 'D', '9', 'G',
+        '0', '2', 'G', '5', 'M', 0xa9, 'd', 'e', 'l', 'i', 'v', 'e', 'r', 'e', 'd', 0xa1, 'r',
+        0xa3, 'o', 'u', 't', 0x02, 0xa0,
+    };
+    struct jn_logrec r;
+    struct jn_err err;
+
+    CHECK_INT(jn_store_log(t, 1, "01M82PAY3YE94KJ51TD9G02G5M", "delivered", "r", "out", 2, NULL),
+              0);
+    jn_jtxn_free(t);
+    CHECK_INT(jn_store_log_decode(rec, sizeof(rec), &r, &err), 0);
+    CHECK_STR(r.id, "01M82PAY3YE94KJ51TD9G02G5M");
+    CHECK_STR(r.event, "delivered");
+    CHECK_STR(r.route, "r");
+    CHECK_STR(r.channel, "out");
+    CHECK_INT(r.attempt, 2);
+    CHECK_STR(r.error, "");
+    CHECK_INT(r.time_us, 1763850000000000LL);
+}
+
+static void test_alloc_failures(void)
+{
+    struct jn_msg *m = sample();
+
+    long first_ok = -1;
+
+    /* Each failure is a clean JN_ENOMEM (ASan/valgrind report any leak); walk until none. */
+    for (long n = 0; n < 200 && first_ok < 0; n++) {
+        struct jn_jtxn *t;
+        int bad = 0;
+        jn_mem_fail_after(n);
+        t = jn_jtxn_new();
+        if (t == NULL) {
+            bad = 1;
+        } else {
+            int rc[4] = {jn_store_queue_put(t, "out", 1, m, "r", 1, "e"),
+                         jn_store_dlq_put(t, 2, "out", "r", 1, "e", m),
+                         jn_store_log(t, 3, m->id, "x", "r", "c", 1, "e"),
+                         jn_store_inbox_put(t, 4, m)};
+            for (int i = 0; i < 4; i++) {
+                CHECK(rc[i] == 0 || rc[i] == JN_ENOMEM);
+                bad |= rc[i] != 0;
+            }
+        }
+        CHECK_INT(bad, jn_mem_failed() > 0);
+        jn_mem_fail_after(-1);
+        jn_jtxn_free(t);
+        if (!bad) {
+            first_ok = n;
+        }
+    }
+    CHECK(first_ok > 8); /* the walk went through every allocation before succeeding */
+    jn_msg_unref(&m);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/jn-ut-store-%ld", (long)getpid());
+    rm_dir();
+    test_queue_record();
+    test_journal();
+    test_log_record();
+    test_alloc_failures();
+    rm_dir();
+    TEST_MAIN_END();
+}
