@@ -57,59 +57,58 @@ static void usage(FILE *out)
             DEFAULT_CONFIG);
 }
 
-static struct jn_config *load(const char *path, struct jn_diag *d, const char **used)
+/* Loads the config (see the file comment for which); on errors prints them all, each at
+ * file:line:col, then "<file>: N error(s)<suffix>", and returns NULL. */
+static struct jn_config *load(const char *path, const char **used, const char *suffix)
 {
+    struct jn_diag d;
+    struct jn_config *c;
+
     if (path == NULL && access(DEFAULT_CONFIG, F_OK) == 0) {
         path = DEFAULT_CONFIG;
     }
+    jn_diag_init(&d);
     if (path == NULL) {
         *used = "(embedded default config)";
-        return jn_config_load_buf("<embedded>/config/junction.yaml", jn_default_config,
-                                  jn_default_config_len, d);
+        c = jn_config_load_buf("<embedded>/config/junction.yaml", jn_default_config,
+                               jn_default_config_len, &d);
+    } else {
+        *used = path;
+        c = jn_config_load_file(path, &d);
     }
-    *used = path;
-    return jn_config_load_file(path, d);
+    if (c == NULL) {
+        jn_diag_print(&d, stderr);
+        fprintf(stderr, "%s: %zu error(s)%s\n", *used, d.n, suffix);
+    }
+    jn_diag_free(&d);
+    return c;
 }
 
 static int cmd_check(const char *path)
 {
-    struct jn_diag d;
     const char *used;
-    struct jn_config *c;
+    struct jn_config *c = load(path, &used, "");
 
-    jn_diag_init(&d);
-    c = load(path, &d, &used);
     if (c == NULL) {
-        jn_diag_print(&d, stderr);
-        fprintf(stderr, "%s: %zu error(s)\n", used, d.n);
-        jn_diag_free(&d);
         return 1;
     }
     printf("%s: ok (%zu channels, %zu services, %zu routes)\n", used, c->nchannels, c->nservices,
            c->nroutes);
     jn_config_free(c);
-    jn_diag_free(&d);
     return 0;
 }
 
 static int cmd_run(const char *path)
 {
-    struct jn_diag d;
     struct jn_err err;
     struct jn_broker *b;
     const char *used;
-    struct jn_config *c;
+    struct jn_config *c = load(path, &used, "; not starting");
     int rc;
 
-    jn_diag_init(&d);
-    c = load(path, &d, &used);
     if (c == NULL) {
-        jn_diag_print(&d, stderr);
-        fprintf(stderr, "%s: %zu error(s); not starting\n", used, d.n);
-        jn_diag_free(&d);
         return 1;
     }
-    jn_diag_free(&d);
     jn_log_level = c->core.log_level;
     jn_log(JN_LOG_INFO, "junction %s starting with %s", JN_VERSION, used);
     jn_err_clear(&err);
@@ -159,27 +158,11 @@ static int cmd_describe(const char *type, int markdown)
     return 1;
 }
 
-/* Loads the config quietly for the journal commands; prints errors and returns NULL. */
-static struct jn_config *load_for_tool(const char *path)
-{
-    struct jn_diag d;
-    const char *used;
-    struct jn_config *c;
-
-    jn_diag_init(&d);
-    c = load(path, &d, &used);
-    if (c == NULL) {
-        jn_diag_print(&d, stderr);
-        fprintf(stderr, "%s: %zu error(s)\n", used, d.n);
-    }
-    jn_diag_free(&d);
-    return c;
-}
-
 static int cmd_tool(const char *cmd, const char *config, int nargs, char **args,
                     const char *since, const char *until, int all)
 {
     struct jn_config *c;
+    const char *used;
     int rc = 2;
 
     if (strcmp(cmd, "trace") == 0 && nargs != 1) {
@@ -197,7 +180,7 @@ static int cmd_tool(const char *cmd, const char *config, int nargs, char **args,
         fprintf(stderr, "usage: junction log [--since T] [--until T] [-c FILE]\n");
         return 2;
     }
-    c = load_for_tool(config);
+    c = load(config, &used, "");
     if (c == NULL) {
         return 1;
     }
