@@ -78,8 +78,11 @@ char *jn_buf_steal(struct jn_buf *b)
 {
     char *p;
 
-    if (b->p == NULL && jn_buf_reserve(b, 0) != 0) {
-        return NULL;
+    if (b->p == NULL) {
+        if (jn_buf_reserve(b, 0) != 0) {
+            return NULL;
+        }
+        b->p[0] = '\0'; /* an empty buffer is the empty string */
     }
     p = b->p;
     b->p = NULL;

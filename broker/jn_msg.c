@@ -91,11 +91,25 @@ void jn_idgen_next(struct jn_idgen *g, char out[JN_ID_LEN + 1])
     out[JN_ID_LEN] = '\0';
 }
 
+/* n bytes (not NUL-terminated) form an id: exactly JN_ID_LEN characters of the alphabet. */
+static int id_bytes_valid(const char *p, size_t n)
+{
+    if (n != JN_ID_LEN) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\0' || strchr(crockford, p[i]) == NULL) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int64_t jn_id_time_ms(const char *id)
 {
     int64_t ms = 0;
 
-    if (id == NULL || strlen(id) != JN_ID_LEN || strspn(id, crockford) != JN_ID_LEN) {
+    if (id == NULL || !id_bytes_valid(id, strnlen(id, JN_ID_LEN + 1))) {
         return -1;
     }
     /* The first 10 digits hold 50 bits, the top 2 of which are zero: 48 bits of time. */
@@ -361,8 +375,9 @@ static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err
         return jn_err_set(err, JN_EPROTO, "v1 record has %u fields, expected 6",
                           (unsigned)a->via.array.size);
     }
-    if (f[1].type != MSGPACK_OBJECT_STR || f[1].via.str.size != JN_ID_LEN) {
-        return jn_err_set(err, JN_EPROTO, "field 1 (id) is not a %d-character string", JN_ID_LEN);
+    if (f[1].type != MSGPACK_OBJECT_STR ||
+        !id_bytes_valid(f[1].via.str.ptr, f[1].via.str.size)) {
+        return jn_err_set(err, JN_EPROTO, "field 1 (id) is not a %d-character id", JN_ID_LEN);
     }
     if (f[2].type != MSGPACK_OBJECT_STR) {
         return jn_err_set(err, JN_EPROTO, "field 2 (channel) is not a string");

@@ -250,6 +250,10 @@ static void test_config(void)
     CHECK_STR(e, "j.yaml:1:23: junction: log_level: 'loud' is not allowed, expected one of: "
                  "error | warn | info | debug | trace");
     CHECK_INT(load("", e, sizeof(e)), 0);
+    /* test_issue_fuzz_lone_question_mark: an empty key read past its (unterminated) buffer. */
+    CHECK_INT(load("?", e, sizeof(e)), 1);
+    CHECK_STR(e, "j.yaml:1:2: unknown section '', expected one of: junction, channels, services, "
+                 "routes, unrouted");
     CHECK_INT(load("- a\n", e, sizeof(e)), 1);
     CHECK_STR(e, "j.yaml:1:1: expected a map with junction:, channels:, services:, routes:, "
                  "found a list");

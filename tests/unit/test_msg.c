@@ -118,6 +118,12 @@ static void test_encode_roundtrip(void)
     CHECK_STR(err.msg, "record format version 2 is newer than this build");
     CHECK_INT(jn_msg_decode("\x93\x01\x02\x03", 4, &d, &err), JN_EPROTO);
     CHECK_STR(err.msg, "v1 record has 3 fields, expected 6");
+    /* test_issue_fuzz_nul_in_id: a NUL inside the 26 id bytes made a shorter id string. */
+    {
+        static const char rec[] = "\x96\x01\xba\x01" "\x00M82PAY3YE94KJ51TD9G02G5M\xa2in\x01\x90\xc4\x00";
+        CHECK_INT(jn_msg_decode(rec, sizeof(rec) - 1, &d, &err), JN_EPROTO);
+        CHECK_STR(err.msg, "field 1 (id) is not a 26-character id");
+    }
     jn_buf_reset(&b);
     jn_msg_unref(&m);
     jn_idgen_destroy(&g);
