@@ -432,6 +432,88 @@ static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err
     return 0;
 }
 
+/*
+ * msgpack-c allocates room for every element an array or map header announces before it
+ * reads them, so 5 bytes announcing 2^32 elements cost 100 GB. Walk the encoding first and
+ * refuse any container that announces more elements than bytes remain (each takes one byte
+ * at least). Iterative, so deep nesting costs no stack.
+ */
+int jn_msgpack_check(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t pos = 0;
+    uint64_t pending = 1; /* objects still to read */
+
+    while (pending > 0) {
+        unsigned char b;
+        uint64_t skip = 0, add = 0;
+        if (pos >= len) {
+            return JN_EPROTO;
+        }
+        b = p[pos++];
+        pending--;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            continue;
+        } else if (b >= 0x80 && b <= 0x8f) {
+            add = 2u * (b & 0x0f);
+        } else if (b >= 0x90 && b <= 0x9f) {
+            add = b & 0x0f;
+        } else if (b >= 0xa0 && b <= 0xbf) {
+            skip = b & 0x1f;
+        } else {
+            /* Fixed-size scalars, then sized strings/binaries/extensions, then containers. */
+            static const unsigned char fixed[][2] = {
+                {0xca, 4}, {0xcb, 8}, {0xcc, 1}, {0xcd, 2}, {0xce, 4}, {0xcf, 8}, {0xd0, 1},
+                {0xd1, 2}, {0xd2, 4}, {0xd3, 8}, {0xd4, 2}, {0xd5, 3}, {0xd6, 5}, {0xd7, 9},
+                {0xd8, 17},
+            };
+            int lenbytes = 0, found = 0;
+            for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+                if (fixed[i][0] == b) {
+                    skip = fixed[i][1];
+                    found = 1;
+                }
+            }
+            if (!found) {
+                switch (b) {
+                case 0xc4: case 0xd9: lenbytes = 1; break;
+                case 0xc5: case 0xda: case 0xdc: case 0xde: lenbytes = 2; break;
+                case 0xc6: case 0xdb: case 0xdd: case 0xdf: lenbytes = 4; break;
+                case 0xc7: lenbytes = 1; skip = 1; break; /* ext8: size, type */
+                case 0xc8: lenbytes = 2; skip = 1; break;
+                case 0xc9: lenbytes = 4; skip = 1; break;
+                default: return JN_EPROTO; /* 0xc1: never used */
+                }
+                if (len - pos < (size_t)lenbytes) {
+                    return JN_EPROTO;
+                }
+                {
+                    uint64_t n = 0;
+                    for (int i = 0; i < lenbytes; i++) {
+                        n = (n << 8) | p[pos++];
+                    }
+                    if (b == 0xdc || b == 0xdd) {
+                        add = n;
+                    } else if (b == 0xde || b == 0xdf) {
+                        add = 2 * n;
+                    } else {
+                        skip += n;
+                    }
+                }
+            }
+        }
+        if (skip > len - pos) {
+            return JN_EPROTO;
+        }
+        pos += (size_t)skip;
+        if (add > len - pos || pending + add < pending) {
+            return JN_EPROTO; /* more elements announced than bytes left */
+        }
+        pending += add;
+    }
+    return 0;
+}
+
 int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_err *err)
 {
     msgpack_unpacked u;
@@ -439,6 +521,9 @@ int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_e
     int rc;
 
     *out = NULL;
+    if (jn_msgpack_check(data, len) != 0) {
+        return jn_err_set(err, JN_EPROTO, "record is not valid msgpack (%zu bytes)", len);
+    }
     msgpack_unpacked_init(&u);
     switch (msgpack_unpack_next(&u, data, len, &off)) {
     case MSGPACK_UNPACK_SUCCESS:

@@ -93,6 +93,11 @@ int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out); /* 0 | JN_ENOMEM 
  * reason in err. Never trusts the input: any byte string is safe to pass. */
 int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_err *err);
 
+/* 0 when data holds msgpack objects whose containers announce no more elements than bytes
+ * remain (run before msgpack-c, which allocates what a header announces); else JN_EPROTO.
+ * Trailing bytes after the first object are allowed. */
+int jn_msgpack_check(const void *data, size_t len);
+
 int64_t jn_now_us(void);
 
 #endif

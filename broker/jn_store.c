@@ -217,6 +217,9 @@ static int unpack(msgpack_unpacked *u, const void *v, size_t vl, uint32_t n, con
 {
     size_t off = 0;
 
+    if (jn_msgpack_check(v, vl) != 0) {
+        return jn_err_set(err, JN_EPROTO, "%s record is not valid msgpack", what);
+    }
     msgpack_unpacked_init(u);
     if (msgpack_unpack_next(u, v, vl, &off) != MSGPACK_UNPACK_SUCCESS || off != vl) {
         msgpack_unpacked_destroy(u);
