@@ -129,6 +129,24 @@ static void test_encode_roundtrip(void)
     jn_idgen_destroy(&g);
 }
 
+static void test_msgpack_check(void)
+{
+    struct jn_msg *d = NULL;
+    struct jn_err err;
+
+    /* test_issue_fuzz_huge_array: an array32 header announcing 2^32 elements in 5 bytes. */
+    CHECK_INT(jn_msgpack_check("\xdd\xff\xff\xff\xff", 5), JN_EPROTO);
+    CHECK_INT(jn_msg_decode("\xdd\xff\xff\xff\xff", 5, &d, &err), JN_EPROTO);
+    CHECK(d == NULL);
+    CHECK_INT(jn_msgpack_check("\xdf\x00\x00\x00\x02\x01\x02", 7), JN_EPROTO); /* map: 4 */
+    CHECK_INT(jn_msgpack_check("\x92\x01\xa3abc", 6), 0);
+    CHECK_INT(jn_msgpack_check("\x92\x01\xa3ab", 5), JN_EPROTO); /* string cut short */
+    CHECK_INT(jn_msgpack_check("\xc1", 1), JN_EPROTO);
+    CHECK_INT(jn_msgpack_check("", 0), JN_EPROTO);
+    CHECK_INT(jn_msgpack_check("\xc4\x02hi", 4), 0);
+    CHECK_INT(jn_msgpack_check("\xd6\x01\x00\x00\x00\x00", 6), 0); /* fixext4 */
+}
+
 static void test_decode_golden(void)
 {
     /* A v1 record written by this format's first version, kept byte for byte: readers of old
@@ -186,6 +204,7 @@ int main(void)
     test_headers();
     test_encode_roundtrip();
     test_decode_golden();
+    test_msgpack_check();
     test_alloc_failures();
     TEST_MAIN_END();
 }
