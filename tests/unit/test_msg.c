@@ -139,8 +139,8 @@ static void test_msgpack_check(void)
     CHECK_INT(jn_msg_decode("\xdd\xff\xff\xff\xff", 5, &d, &err), JN_EPROTO);
     CHECK(d == NULL);
     CHECK_INT(jn_msgpack_check("\xdf\x00\x00\x00\x02\x01\x02", 7), JN_EPROTO); /* map: 4 */
-    CHECK_INT(jn_msgpack_check("\x92\x01\xa3abc", 6), 0);
-    CHECK_INT(jn_msgpack_check("\x92\x01\xa3ab", 5), JN_EPROTO); /* string cut short */
+    CHECK_INT(jn_msgpack_check("\x92\x01\xa3" "abc", 6), 0);
+    CHECK_INT(jn_msgpack_check("\x92\x01\xa3" "ab", 5), JN_EPROTO); /* string cut short */
     CHECK_INT(jn_msgpack_check("\xc1", 1), JN_EPROTO);
     CHECK_INT(jn_msgpack_check("", 0), JN_EPROTO);
     CHECK_INT(jn_msgpack_check("\xc4\x02hi", 4), 0);
