@@ -6,16 +6,37 @@
  * when the body or its Content-Length is larger) and calls us once. We hand the body to
  * jn_ingest() and answer when the commit stage calls back. If the client goes away first, the
  * connection's close callback forgets the ticket, so we never touch a freed request.
+ *
+ * Hostile peers (modelled on nginx's worker_connections and client_header/body_timeout):
+ * - max_connections: libevent 2.1 has no evhttp_set_max_connections, so we own the listener
+ *   (evhttp_bind_listener) and count connections ourselves. evhttp_set_bevcb tells us of every
+ *   accept; at the limit the listener is disabled and further peers wait in the kernel's listen
+ *   backlog until a connection closes. A slot of a pool made at start holds each connection, so
+ *   accepting one never allocates on our side and cannot fail half-way.
+ * - request_timeout: evhttp's timeout only closes connections that are *idle*; a slowloris that
+ *   sends a byte a second never is. Each connection has a deadline timer, armed when it opens
+ *   and again after each answer, cleared when a whole request has arrived: a peer that has not
+ *   finished its request by then is disconnected.
+ * - evhttp gives no hook with the connection at accept time. The bevcb only sees the event
+ *   base, so it makes the bufferevent itself and, on the same loop turn (before any byte of the
+ *   connection can be read), finds the connection as the bufferevent's callback argument, which
+ *   evhttp sets to its evhttp_connection (libevent 2.0 to 2.2; we check that it points back to
+ *   the bufferevent). From then on the connection's one close callback both forgets its
+ *   pending requests and frees its slot.
  */
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "http_int.h"
@@ -31,7 +52,16 @@ static const struct jn_opt http_opts[] = {
                 "Largest body accepted; larger ones are answered 413."),
     JN_OPT_DURATION("read_timeout", "30s", 1000, 3600000LL, JN_OPT_IN, struct http_conf,
                     read_timeout,
-                    "A connection idle or sending this slowly is closed (whole seconds)."),
+                    "A connection that sends or reads nothing for this long is closed (whole "
+                    "seconds)."),
+    JN_OPT_DURATION("request_timeout", "30s", 100, 3600000LL, JN_OPT_IN, struct http_conf,
+                    request_timeout,
+                    "A request's headers and body must have arrived this long after the "
+                    "connection opened or the previous answer was sent; a slower sender is "
+                    "disconnected. Raise it with max_message for large bodies on slow links."),
+    JN_OPT_INT("max_connections", "1024", 1, 65536, JN_OPT_IN, struct http_conf,
+               max_connections,
+               "Open connections at most; more wait in the listen backlog until one closes."),
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct http_conf, url,
                "Where to send, http://host[:port]/path[?query] or https://..."),
     JN_OPT_STR("method", "POST", JN_OPT_OUT, struct http_conf, method, "POST or PUT."),
@@ -54,12 +84,43 @@ struct pending {
     struct jn_ticket *ticket;
 };
 
+enum conn_state {
+    CONN_FREE = 0, /* in the free list */
+    CONN_NEW,      /* accepted; we hold a reference on bev until the hook runs */
+    CONN_OPEN,     /* hooked: evcon known, close callback set, in the hash */
+};
+
+/* One accepted connection: a slot of the pool. */
+struct conn {
+    struct http_in *in;
+    struct conn *next;               /* free list, or hash chain when open */
+    struct bufferevent *bev;         /* made by our bevcb */
+    struct evhttp_connection *evcon; /* once open */
+    struct event *ev;                /* the hook (once, active), then the request deadline */
+    enum conn_state state;
+};
+
 struct http_in {
     struct jn_channel *ch;
+    struct http_in *next_in;  /* every IN instance, for the listener's error callback */
     struct evhttp *http;
-    struct pending *pend; /* doubly linked */
+    struct evconnlistener *lev; /* owned by http once bound */
+    struct pending *pend;     /* doubly linked */
+    struct conn *conns;       /* the pool: max_connections slots */
+    struct conn *free;
+    struct conn **hash;       /* open connections by evcon */
+    size_t hmask;             /* hash size - 1 (a power of two) */
+    size_t nopen;             /* slots in use */
+    struct timeval deadline;  /* request_timeout */
+    struct event *resume_ev;  /* re-enables the listener after an accept error */
+    long long full_warned_us; /* last "max_connections reached" warning */
+    int paused;               /* listener disabled by us */
     int stopped;
+    int freeing;
 };
+
+/* Loop thread only; the listener's error callback gets the evhttp, not us. */
+static struct http_in *http_ins;
 
 /* host:port -> parts; 0 or JN_EINVAL. */
 static int split_listen(const char *s, char *host, size_t hlen, int *port)
@@ -193,10 +254,73 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
     jn_free(p);
 }
 
-/* The client closed its connection: forget its requests still waiting for the commit. */
+/* ---- connection accounting ---- */
+
+static size_t conn_hash(const struct http_in *in, const struct evhttp_connection *evcon)
+{
+    /* Multiplicative hashing of the address; its low bits are alignment, so skip them. */
+    return (size_t)((((uintptr_t)evcon >> 4) * (uint64_t)0x9E3779B97F4A7C15ULL) >> 20) &
+           in->hmask;
+}
+
+static struct conn *conn_find(const struct http_in *in, const struct evhttp_connection *evcon)
+{
+    struct conn *c;
+
+    for (c = in->hash[conn_hash(in, evcon)]; c != NULL; c = c->next) {
+        if (c->evcon == evcon) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void listener_pause(struct http_in *in)
+{
+    if (!in->paused && in->lev) {
+        evconnlistener_disable(in->lev);
+        in->paused = 1;
+    }
+}
+
+static void listener_resume(struct http_in *in)
+{
+    if (in->paused && in->lev && !in->freeing &&
+        in->nopen < (size_t)((const struct http_conf *)in->ch->conf)->max_connections &&
+        !evtimer_pending(in->resume_ev, NULL)) {
+        evconnlistener_enable(in->lev);
+        in->paused = 0;
+    }
+}
+
+/* Gives the slot back; the connection itself is evhttp's (or already gone). */
+static void conn_release(struct conn *c)
+{
+    struct http_in *in = c->in;
+
+    event_del(c->ev);
+    if (c->state == CONN_OPEN) {
+        struct conn **pp = &in->hash[conn_hash(in, c->evcon)];
+        while (*pp != c) {
+            pp = &(*pp)->next;
+        }
+        *pp = c->next;
+    }
+    c->state = CONN_FREE;
+    c->bev = NULL;
+    c->evcon = NULL;
+    c->next = in->free;
+    in->free = c;
+    in->nopen--;
+    listener_resume(in);
+}
+
+/* The client closed, or evhttp or we dropped the connection: forget its requests still waiting
+ * for the commit, and free its slot. evhttp calls this once per connection. */
 static void conn_closed(struct evhttp_connection *evcon, void *arg)
 {
-    struct http_in *in = arg;
+    struct conn *c = arg;
+    struct http_in *in = c->in;
     struct pending *p = in->pend;
 
     while (p) {
@@ -205,43 +329,171 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
             jn_ch_debug(in->ch, "client closed before the answer; the message stays accepted");
             jn_ingest_forget(p->ticket);
             pending_unlink(p);
+            /* Should evhttp see the peer's EOF or a timeout while we hold the request, it
+             * detaches it and leaves it to our reply to free (evhttp_connection_incoming_fail);
+             * we will not reply, so free it here. 2.1.12 stops reading once a request is
+             * complete, so this is a guard; a request still attached is freed by evhttp with
+             * the connection. */
+            if (evhttp_request_get_connection(p->req) == NULL) {
+                evhttp_request_free(p->req);
+            }
             jn_free(p);
         }
         p = next;
     }
+    conn_release(c);
 }
 
-static int add_headers(struct jn_msg *m, struct evhttp_request *req)
+/* An answer has been written: the next request on this keep-alive connection gets its own
+ * deadline. */
+static void answered(struct evhttp_request *req, void *arg)
 {
-    struct evkeyvalq *hs = evhttp_request_get_input_headers(req);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    struct evkeyval *kv;
-    const char *q;
-    char *peer = NULL;
-    ev_uint16_t port = 0;
-    char peerbuf[300];
+    struct conn *c = arg;
 
-    for (kv = hs->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+    if (c->state == CONN_OPEN && c->evcon == evhttp_request_get_connection(req)) {
+        event_add(c->ev, &c->in->deadline);
+    }
+}
+
+/* Runs once on the accept's loop turn (the hook), then as the request deadline. */
+static void conn_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct http_in *in = c->in;
+    struct bufferevent *bev = c->bev;
+    bufferevent_event_cb eventcb = NULL;
+    void *cbarg = NULL;
+
+    if (c->state == CONN_OPEN) {
+        jn_ch_debug(in->ch, "a request took longer than request_timeout to arrive; closing "
+                    "the connection");
+        /* Calls conn_closed, which frees the slot. */
+        evhttp_connection_free(c->evcon);
+        return;
+    }
+    /* The event callback, not the read one: evhttp clears that while it writes. */
+    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+    if (eventcb == NULL || cbarg == NULL ||
+        evhttp_connection_get_bufferevent((struct evhttp_connection *)cbarg) != bev) {
+        /* evhttp gave up on it already (bufferevent_free clears the callbacks). */
+        conn_release(c);
+        bufferevent_decref(bev);
+        return;
+    }
+    c->evcon = cbarg;
+    c->state = CONN_OPEN;
+    c->next = in->hash[conn_hash(in, c->evcon)];
+    in->hash[conn_hash(in, c->evcon)] = c;
+    evhttp_connection_set_closecb(c->evcon, conn_closed, c);
+    bufferevent_decref(bev);
+    event_add(c->ev, &in->deadline);
+}
+
+/* evhttp's bevcb: called for every accepted connection, before evhttp sets it up. */
+static struct bufferevent *conn_new(struct event_base *base, void *arg)
+{
+    struct http_in *in = arg;
+    const struct http_conf *cf = in->ch->conf;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct conn *c = in->free;
+
+    if (bev == NULL || c == NULL) {
+        /* Out of libevent memory (evhttp then drops the connection), or a slot missing, which
+         * the pause below rules out; such a connection is answered 503 by handle(). */
+        return bev;
+    }
+    in->free = c->next;
+    c->next = NULL;
+    c->bev = bev;
+    c->evcon = NULL;
+    c->state = CONN_NEW;
+    in->nopen++;
+    /* Keep bev alive until the hook has looked at it, even if evhttp frees it first. */
+    bufferevent_incref(bev);
+    event_active(c->ev, EV_TIMEOUT, 1);
+    if (in->nopen >= (size_t)cf->max_connections) {
+        long long now = jn_now_us();
+        listener_pause(in);
+        if (now - in->full_warned_us >= 10 * 1000000LL) {
+            in->full_warned_us = now;
+            jn_ch_warn(in->ch, "max_connections (%lld) reached; new connections wait until one "
+                       "closes", cf->max_connections);
+        }
+    }
+    return bev;
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    listener_resume(arg);
+}
+
+/* accept() failed for a reason other than a transient one, most likely EMFILE: the pending
+ * connection stays in the backlog and a level-triggered listener would spin on it, so rest
+ * for a moment. evconnlistener passes the evhttp (its callback argument), not us. */
+static void accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct http_in *in;
+    struct timeval tv = {0, 250 * 1000};
+    long long now = jn_now_us();
+
+    for (in = http_ins; in != NULL && in->lev != lev; in = in->next_in) {
+    }
+    if (in == NULL) {
+        return;
+    }
+    if (now - in->full_warned_us >= 10 * 1000000LL) {
+        in->full_warned_us = now;
+        jn_ch_warn(in->ch, "cannot accept a connection: %s; pausing",
+                   evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    }
+    listener_pause(in);
+    evtimer_add(in->resume_ev, &tv);
+}
+
+/* ---- requests ---- */
+
+int jn_http__build_msg(const char *channel, struct evbuffer *body, const struct evkeyvalq *headers,
+                       const char *path, const char *query, const char *peer, struct jn_msg **out)
+{
+    size_t len = evbuffer_get_length(body);
+    unsigned char *data = jn_malloc(len + 1);
+    const struct evkeyval *kv;
+    struct jn_msg *m;
+
+    *out = NULL;
+    if (data == NULL) {
+        return JN_ENOMEM;
+    }
+    if (len && evbuffer_copyout(body, data, len) != (ev_ssize_t)len) {
+        jn_free(data);
+        return JN_ENOMEM;
+    }
+    m = jn_msg_new_take(channel, data, len);
+    if (m == NULL) {
+        return JN_ENOMEM;
+    }
+    for (kv = headers->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
         if (jn_msg_header_add(m, kv->key, kv->value) != 0) {
-            return JN_ENOMEM;
+            goto nomem;
         }
     }
-    if (jn_msg_header_set(m, "http-path", evhttp_uri_get_path(uri)) != 0) {
-        return JN_ENOMEM;
+    if (jn_msg_header_set(m, "http-path", path ? path : "") != 0 ||
+        (query && jn_msg_header_set(m, "http-query", query) != 0) ||
+        (peer && jn_msg_header_set(m, "http-peer", peer) != 0)) {
+        goto nomem;
     }
-    q = evhttp_uri_get_query(uri);
-    if (q && jn_msg_header_set(m, "http-query", q) != 0) {
-        return JN_ENOMEM;
-    }
-    if (evcon) {
-        evhttp_connection_get_peer(evcon, &peer, &port);
-        snprintf(peerbuf, sizeof(peerbuf), "%s:%u", peer ? peer : "?", (unsigned)port);
-        if (jn_msg_header_set(m, "http-peer", peerbuf) != 0) {
-            return JN_ENOMEM;
-        }
-    }
+    *out = m;
     return 0;
+nomem:
+    jn_msg_unref(&m);
+    return JN_ENOMEM;
+}
+
+static void reply_busy(struct evhttp_request *req, const char *why)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    reply_error(req, 503, "Service Unavailable", why);
 }
 
 static void handle(struct evhttp_request *req, void *arg)
@@ -249,14 +501,26 @@ static void handle(struct evhttp_request *req, void *arg)
     struct http_in *in = arg;
     struct jn_channel *ch = in->ch;
     const struct http_conf *c = ch->conf;
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(body);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = evhttp_uri_get_path(uri);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct conn *conn = conn_find(in, evcon);
     struct jn_msg *m;
     struct pending *p;
-    unsigned char *data;
-    char why[512];
+    char why[512], peerbuf[300];
+    char *peer = NULL;
+    ev_uint16_t port = 0;
 
+    if (conn == NULL) {
+        /* Not one of our connections (conn_new could not take it): no close callback would
+         * guard a pending request, so refuse and close. */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_busy(req, "too many connections");
+        return;
+    }
+    /* The request is complete: no deadline while we answer; answered() sets the next one. */
+    event_del(conn->ev);
+    evhttp_request_set_on_complete_cb(req, answered, conn);
     if (path == NULL || strcmp(path, c->path) != 0) {
         snprintf(why, sizeof(why), "no such path: %.300s, expected POST %s", path ? path : "",
                  c->path);
@@ -270,30 +534,22 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     if (in->stopped) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-        reply_error(req, 503, "Service Unavailable", "broker is stopping");
+        reply_busy(req, "broker is stopping");
         return;
     }
-    data = jn_malloc(len + 1);
-    if (data == NULL || (len && evbuffer_copyout(body, data, len) != (ev_ssize_t)len)) {
-        jn_free(data);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-        reply_error(req, 503, "Service Unavailable", "out of memory");
-        return;
-    }
-    m = jn_msg_new_take(ch->name, data, len);
+    evhttp_connection_get_peer(evcon, &peer, &port);
+    snprintf(peerbuf, sizeof(peerbuf), "%s:%u", peer ? peer : "?", (unsigned)port);
     p = jn_calloc(1, sizeof(*p));
-    if (m == NULL || p == NULL || add_headers(m, req) != 0) {
-        jn_msg_unref(&m);
+    if (p == NULL || jn_http__build_msg(ch->name, evhttp_request_get_input_buffer(req),
+                                        evhttp_request_get_input_headers(req), path,
+                                        evhttp_uri_get_query(uri), peerbuf, &m) != 0) {
         jn_free(p);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-        reply_error(req, 503, "Service Unavailable", "out of memory");
+        reply_busy(req, "out of memory");
         return;
     }
     p->in = in;
     p->req = req;
-    p->evcon = evhttp_request_get_connection(req);
-    evhttp_connection_set_closecb(p->evcon, conn_closed, in);
+    p->evcon = evcon;
     p->next = in->pend;
     if (in->pend) {
         in->pend->prev = p;
@@ -303,10 +559,11 @@ static void handle(struct evhttp_request *req, void *arg)
     if (p->ticket == NULL) {
         pending_unlink(p);
         jn_free(p);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-        reply_error(req, 503, "Service Unavailable", "out of memory");
+        reply_busy(req, "out of memory");
     }
 }
+
+/* ---- life cycle ---- */
 
 static int http_init(struct jn_channel *ch, struct jn_err *err)
 {
@@ -324,23 +581,54 @@ static int http_init(struct jn_channel *ch, struct jn_err *err)
     return 0;
 }
 
-static int http_start(struct jn_channel *ch, struct jn_err *err)
+/* The connection pool and its events; on failure destroy() frees what was made. */
+static int pool_new(struct http_in *in, struct jn_err *err)
+{
+    const struct http_conf *c = in->ch->conf;
+    size_t n = (size_t)c->max_connections, nb = 16;
+
+    while (nb < n) {
+        nb <<= 1;
+    }
+    in->conns = jn_calloc(n, sizeof(*in->conns));
+    in->hash = jn_calloc(nb, sizeof(*in->hash));
+    in->resume_ev = evtimer_new(in->ch->base, resume_cb, in);
+    if (in->conns == NULL || in->hash == NULL || in->resume_ev == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory for %zu connections", n);
+    }
+    in->hmask = nb - 1;
+    for (size_t i = n; i-- > 0;) {
+        struct conn *cn = &in->conns[i];
+        cn->in = in;
+        cn->ev = evtimer_new(in->ch->base, conn_timer, cn);
+        if (cn->ev == NULL) {
+            return jn_err_set(err, JN_ENOMEM, "out of memory for %zu connections", n);
+        }
+        cn->next = in->free;
+        in->free = cn;
+    }
+    return 0;
+}
+
+int jn_http__in_start_on(struct jn_channel *ch, struct evconnlistener *lev, struct jn_err *err)
 {
     struct http_in *in = ch->state;
     const struct http_conf *c = ch->conf;
-    struct evhttp_bound_socket *bs;
-    char host[256];
-    int port, one = 1;
+    int rc;
 
-    if (ch->dir == JN_DIR_OUT) {
-        return jn_http__out_start(ch, err);
-    }
-    if (split_listen(c->listen, host, sizeof(host), &port) != 0) {
-        return jn_err_set(err, JN_EINVAL, "listen: '%s' is not host:port", c->listen);
-    }
+    in->next_in = http_ins;
+    http_ins = in;
+    in->deadline.tv_sec = (time_t)(c->request_timeout / 1000);
+    in->deadline.tv_usec = (suseconds_t)(c->request_timeout % 1000 * 1000);
     in->http = evhttp_new(ch->base);
     if (in->http == NULL) {
+        evconnlistener_free(lev);
         return jn_err_set(err, JN_ENOMEM, "cannot create the HTTP server");
+    }
+    rc = pool_new(in, err);
+    if (rc != 0) {
+        evconnlistener_free(lev);
+        return rc;
     }
     evhttp_set_max_body_size(in->http, (ev_ssize_t)c->max_message);
     evhttp_set_max_headers_size(in->http, 64 * 1024);
@@ -351,15 +639,72 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                              EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(in->http, handle, in);
-    bs = evhttp_bind_socket_with_handle(in->http, host, (ev_uint16_t)port);
-    if (bs == NULL) {
+    evhttp_set_bevcb(in->http, conn_new, in);
+    if (evhttp_bind_listener(in->http, lev) == NULL) {
+        evconnlistener_free(lev);
+        return jn_err_set(err, JN_ENOMEM, "cannot attach the listener");
+    }
+    in->lev = lev;
+    evconnlistener_set_error_cb(lev, accept_error);
+    return 0;
+}
+
+size_t jn_http__in_open(const struct jn_channel *ch)
+{
+    const struct http_in *in = ch->state;
+
+    return in ? in->nopen : 0;
+}
+
+static int http_start(struct jn_channel *ch, struct jn_err *err)
+{
+    const struct http_conf *c = ch->conf;
+    struct evutil_addrinfo hints, *ai = NULL;
+    struct evconnlistener *lev;
+    struct rlimit rl;
+    char host[256], portstr[16];
+    int port, one = 1, rc;
+
+    if (ch->dir == JN_DIR_OUT) {
+        return jn_http__out_start(ch, err);
+    }
+    if (split_listen(c->listen, host, sizeof(host), &port) != 0) {
+        return jn_err_set(err, JN_EINVAL, "listen: '%s' is not host:port", c->listen);
+    }
+    /* Resolved and bound the way evhttp_bind_socket does: the first address, SO_REUSEADDR. */
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = EVUTIL_AI_PASSIVE;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) {
+        return jn_err_set(err, JN_EIO, "cannot listen on %s: %s", c->listen,
+                          evutil_gai_strerror(rc));
+    }
+    lev = evconnlistener_new_bind(ch->base, NULL, NULL,
+                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                      LEV_OPT_REUSEABLE,
+                                  -1, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    if (lev == NULL) {
         return jn_err_set(err, JN_EIO, "cannot listen on %s: %s", c->listen,
                           evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     }
     /* Accepted sockets inherit TCP_NODELAY on Linux: no Nagle/delayed-ACK stalls (stack.md §6). */
-    if (setsockopt(evhttp_bound_socket_get_fd(bs), IPPROTO_TCP, TCP_NODELAY, &one,
+    if (setsockopt(evconnlistener_get_fd(lev), IPPROTO_TCP, TCP_NODELAY, &one,
                    sizeof(one)) != 0) {
         jn_ch_warn(ch, "cannot set TCP_NODELAY on %s", c->listen);
+    }
+    rc = jn_http__in_start_on(ch, lev, err);
+    if (rc != 0) {
+        return rc;
+    }
+    /* Past the open-file limit accept() fails before max_connections is reached. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (unsigned long long)c->max_connections + 64 > (unsigned long long)rl.rlim_cur) {
+        jn_ch_warn(ch, "max_connections %lld is close to the open-file limit %llu (ulimit -n)",
+                   c->max_connections, (unsigned long long)rl.rlim_cur);
     }
     jn_ch_info(ch, "listening on http://%s%s", c->listen, c->path);
     return 0;
@@ -385,6 +730,7 @@ static void http_stop(struct jn_channel *ch)
 static void http_destroy(struct jn_channel *ch)
 {
     struct http_in *in = ch->state;
+    struct http_in **pp;
 
     if (ch->dir == JN_DIR_OUT) {
         jn_http__out_destroy(ch);
@@ -393,6 +739,13 @@ static void http_destroy(struct jn_channel *ch)
     if (in == NULL) {
         return;
     }
+    for (pp = &http_ins; *pp != NULL; pp = &(*pp)->next_in) {
+        if (*pp == in) {
+            *pp = in->next_in;
+            break;
+        }
+    }
+    in->freeing = 1;
     while (in->pend) {
         struct pending *p = in->pend;
         jn_ingest_forget(p->ticket);
@@ -400,8 +753,30 @@ static void http_destroy(struct jn_channel *ch)
         jn_free(p);
     }
     if (in->http) {
+        /* Frees the listener, then every connection: conn_closed frees the open slots. */
+        in->lev = NULL;
         evhttp_free(in->http);
     }
+    if (in->conns) {
+        for (size_t i = 0; i < (size_t)((const struct http_conf *)ch->conf)->max_connections;
+             i++) {
+            struct conn *c = &in->conns[i];
+            if (c->state == CONN_NEW) {
+                /* Accepted this very loop turn: evhttp has freed its side; drop ours. */
+                struct bufferevent *bev = c->bev;
+                conn_release(c);
+                bufferevent_decref(bev);
+            }
+            if (c->ev) {
+                event_free(c->ev);
+            }
+        }
+    }
+    if (in->resume_ev) {
+        event_free(in->resume_ev);
+    }
+    jn_free(in->conns);
+    jn_free(in->hash);
     jn_free(in);
     ch->state = NULL;
 }

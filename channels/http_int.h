@@ -7,12 +7,18 @@
 
 #include "jn_channel.h"
 
+struct evbuffer;
+struct evconnlistener;
+struct evkeyvalq;
+
 struct http_conf {
     /* IN */
     char *listen;                    /* "127.0.0.1:8080" */
     char *path;                      /* "/ingest" */
     unsigned long long max_message;  /* bytes */
     long long read_timeout;          /* ms */
+    long long request_timeout;       /* ms: a whole request must arrive within this */
+    long long max_connections;       /* open connections at most */
     /* OUT */
     char *url;                       /* http://host:port/path */
     char *method;                    /* POST | PUT (checked in http.c) */
@@ -24,6 +30,26 @@ struct http_conf {
 /* "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>" into out (128 bytes suffice). */
 void jn_http_sign(const char *secret, long long t, const void *body, size_t len, char *out,
                   size_t n);
+
+/*
+ * IN side, in http.c: the message for one request, as the server builds it. The body is copied;
+ * every request header becomes a message header (order and case kept), then http-path,
+ * http-query (when query is not NULL) and http-peer (when peer is not NULL). All arguments are
+ * borrowed. Returns 0 with *out holding a new message with one reference (no id yet), or
+ * JN_ENOMEM with *out NULL and nothing left allocated. Any thread.
+ */
+int jn_http__build_msg(const char *channel, struct evbuffer *body, const struct evkeyvalq *headers,
+                       const char *path, const char *query, const char *peer, struct jn_msg **out);
+
+/*
+ * IN side, for tests and fuzz targets: what start() does after it has bound the listening
+ * socket, on a listener the caller made (e.g. on 127.0.0.1:0). The channel must be an initialised
+ * IN instance on ch->base; takes ownership of lev, also on failure (destroy() frees it with the
+ * rest). 0 or JN_E* with err. Loop thread.
+ */
+int jn_http__in_start_on(struct jn_channel *ch, struct evconnlistener *lev, struct jn_err *err);
+/* Connections the IN side holds open (accepted, not yet closed). Loop thread. */
+size_t jn_http__in_open(const struct jn_channel *ch);
 
 /* OUT side, in http_out.c. Same contracts as the jn_channel_def callbacks. */
 int jn_http__out_check(const struct http_conf *c, const struct jn_node *node, struct jn_diag *d);
