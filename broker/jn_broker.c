@@ -863,16 +863,20 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg)
     struct prune_ctx c = {jn_jtxn_new(), jn_now_us() - ac->retention * 1000, 0, 0};
     unsigned long long bytes = jn_journal_bytes(b->journal, JN_JDB_LOG) +
                                jn_journal_bytes(b->journal, JN_JDB_LOGID);
-    struct timeval tv = {60, 0};
+    /* The log may take a quarter of the journal at most, whatever max_size says: on a small
+     * journal, retry entries alone would otherwise keep it above high_water. */
+    unsigned long long cap = ac->max_size < b->cfg->core.max_size / 4 ? ac->max_size
+                                                                      : b->cfg->core.max_size / 4;
+    struct timeval tv = {10, 0};
 
     if (c.t == NULL) {
         evtimer_add(b->prune_timer, &tv);
         return;
     }
-    if (bytes > ac->max_size) {
+    if (bytes > cap) {
         size_t n = jn_journal_count(b->journal, JN_JDB_LOG);
         /* Down to 90% of the limit, so the next action does not trigger it again. */
-        c.extra = (size_t)((double)n * (1.0 - 0.9 * (double)ac->max_size / (double)bytes)) + 1;
+        c.extra = (size_t)((double)n * (1.0 - 0.9 * (double)cap / (double)bytes)) + 1;
     }
     jn_journal_scan(b->journal, JN_JDB_LOG, NULL, 0, visit_prune, &c);
     if (c.n) {

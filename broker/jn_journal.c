@@ -138,27 +138,30 @@ uint64_t jn_journal_seq(struct jn_journal *j)
 
 /* ---- space accounting ---- */
 
-static int used_pct_txn(struct jn_journal *j, MDB_txn *txn)
+/* Pages of the map in use and in all, counting LMDB's free list as free once the map is past
+ * warn_pct (below that the scan is not worth it). Needs a read transaction: LMDB refuses a
+ * cursor on the free list (dbi 0) in a write one. */
+static void space(struct jn_journal *j, size_t *used, size_t *total, size_t *psize)
 {
     MDB_envinfo info;
     MDB_stat st;
+    MDB_txn *txn;
     MDB_cursor *cur;
     MDB_val k, v;
-    size_t total, used, freepages = 0;
+    size_t freepages = 0;
 
     mdb_env_info(j->env, &info);
     mdb_env_stat(j->env, &st);
-    total = info.me_mapsize / st.ms_psize;
-    used = info.me_last_pgno + 1;
-    if (total == 0) {
-        return 100;
+    *psize = st.ms_psize;
+    *total = info.me_mapsize / st.ms_psize;
+    *used = info.me_last_pgno + 1;
+    if (*total == 0 || *used * 100 / *total < (size_t)j->conf.warn_pct) {
+        return;
     }
-    if (used * 100 / total < (size_t)j->conf.warn_pct) {
-        return (int)(used * 100 / total);
+    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
+        return;
     }
-    /* Near the top of the map: pages on the free list will be reused, count them as free.
-     * Each free-list record holds a page count followed by the page numbers. This needs a
-     * read transaction: LMDB refuses a cursor on the free list (dbi 0) in a write one. */
+    /* Each free-list record holds a page count followed by the page numbers. */
     if (mdb_cursor_open(txn, 0, &cur) == 0) {
         while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
             if (v.mv_size >= sizeof(size_t)) {
@@ -169,21 +172,28 @@ static int used_pct_txn(struct jn_journal *j, MDB_txn *txn)
         }
         mdb_cursor_close(cur);
     }
-    used = used > freepages ? used - freepages : 0;
-    return (int)(used * 100 / total);
+    mdb_txn_abort(txn);
+    *used = *used > freepages ? *used - freepages : 0;
 }
 
 int jn_journal_used_pct(struct jn_journal *j)
 {
-    MDB_txn *txn;
-    int pct;
+    size_t used, total, psize;
 
-    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
-        return 100;
+    space(j, &used, &total, &psize);
+    return total ? (int)(used * 100 / total) : 100;
+}
+
+/* Pages a jtxn of new input may take: its bytes twice (routing writes about as much again as
+ * queue entries), plus a page of copy-on-write slack. An estimate that errs high. */
+static size_t est_pages(const struct jn_jtxn *t, size_t psize)
+{
+    size_t bytes = 0;
+
+    for (size_t i = 0; i < t->n; i++) {
+        bytes += t->ops[i].kl + t->ops[i].vl + 32;
     }
-    pct = used_pct_txn(j, txn);
-    mdb_txn_abort(txn);
-    return pct;
+    return 2 * ((bytes + psize - 1) / psize) + 1;
 }
 
 /* ---- the writer ---- */
@@ -248,22 +258,37 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
         int rc;
 
         if (any_refusable && !refuse) {
-            /* A read transaction: LMDB refuses cursors on the free list in a write one. */
-            int pct = jn_journal_used_pct(j);
+            /* New input may fill the map up to high_water, counted jtxn by jtxn, so one large
+             * group cannot jump from below the mark to a full map (where even deletes fail). */
+            size_t used, total, psize, budget;
             int64_t now = mono_ms();
-            if (pct >= j->conf.high_water_pct) {
-                refuse = 1;
+            space(j, &used, &total, &psize);
+            budget = total * (size_t)j->conf.high_water_pct / 100;
+            budget = budget > used ? budget - used : 0;
+            for (struct jn_jtxn *t = list; t; t = t->next) {
+                size_t need;
+                if (!t->refusable) {
+                    continue;
+                }
+                need = est_pages(t, psize);
+                if (need > budget) {
+                    t->rc = JN_EFULL;
+                    budget = 0; /* keep the order: nothing after a refusal gets in */
+                } else {
+                    budget -= need;
+                }
             }
-            if (pct >= j->conf.warn_pct && now - j->last_warn_ms > 10000) {
+            if (total && used * 100 / total >= (size_t)j->conf.warn_pct &&
+                now - j->last_warn_ms > 10000) {
                 j->last_warn_ms = now;
-                jn_log(JN_LOG_WARN, "journal %s is %d%% full (map %llu bytes); new input is "
-                       "refused at %d%%", j->conf.dir, pct, j->conf.map_size,
+                jn_log(JN_LOG_WARN, "journal %s is %zu%% full (map %llu bytes); new input is "
+                       "refused at %d%%", j->conf.dir, used * 100 / total, j->conf.map_size,
                        j->conf.high_water_pct);
             }
         }
         rc = mdb_txn_begin(j->env, NULL, 0, &txn);
         for (struct jn_jtxn *t = list; rc == 0 && t; t = t->next) {
-            if (t->refusable && refuse) {
+            if (t->refusable && (refuse || t->rc == JN_EFULL)) {
                 t->rc = JN_EFULL;
                 continue;
             }

@@ -49,9 +49,10 @@ const struct jn_opt jn_chan_common_opts[] = {
 
 static const struct jn_opt actlog_opts[] = {
     JN_OPT_DURATION("retention", "7d", 60000, 3650LL * 86400000, 0, struct jn_actlog_conf,
-                    retention, "Actions older than this are deleted (checked every minute)."),
+                    retention, "Actions older than this are deleted (checked every 10 s)."),
     JN_OPT_SIZE("max_size", "256MiB", 1LL << 20, 1LL << 40, 0, struct jn_actlog_conf, max_size,
-                "When the action log takes more than this, the oldest actions are deleted."),
+                "When the action log takes more than this (or a quarter of the journal's "
+                "max_size, if less), the oldest actions are deleted."),
     JN_OPT_END,
 };
 
