@@ -5,10 +5,12 @@
 
 extern const struct jn_channel_def jn_channel_http;
 extern const struct jn_channel_def jn_channel_file;
+extern const struct jn_channel_def jn_channel_kafka;
 
 const struct jn_channel_def *const jn_channel_defs[] = {
     &jn_channel_file,
     &jn_channel_http,
+    &jn_channel_kafka,
     NULL,
 };
 
