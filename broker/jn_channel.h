@@ -41,6 +41,7 @@ struct jn_channel_def {
     const char *name; /* the `type:` value */
     const char *desc;
     unsigned dirs;    /* JN_DIR_IN | JN_DIR_OUT */
+    long long default_concurrency; /* OUT: when the config does not say; 0 = the common 1 */
     const struct jn_opt *opts;
     size_t conf_size;
     /* Cross-field checks after the table has been applied; report in d at the option's

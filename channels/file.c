@@ -8,15 +8,14 @@
  * writers, `readLock=changed` as our `settle`) and Fluent Bit's in_tail (a poll timer on the
  * engine's loop, a record per file in flight).
  *
- * OUT writes each message to "<dir>/.<name>.tmp", fsyncs it, renames it to "<dir>/<name>" and
- * fsyncs the folder, like Camel's tempFileName plus what a broker that promises durability owes:
- * a delivered file survives a power loss, and a reader never sees half a file.
+ * OUT writes each message to "<dir>/.<name>.tmp", syncs it, renames it to "<dir>/<name>" and
+ * syncs the folder, like Camel's tempFileName plus what a broker that promises durability owes:
+ * a delivered file survives a power loss, and a reader never sees half a file. The writes run on
+ * a writer thread per channel that syncs a whole group of files at once (see "OUT: the writer").
  *
- * Threads: everything here runs on the broker's loop thread, including the disk reads and writes.
- * That breaks the "never block the loop" rule on purpose for now: local files are fast, and
- * each poll is bounded (FILE_MAX_IN_FLIGHT files, FILE_POLL_BUDGET bytes). The durability work
- * may move reads and writes to a worker; the state machine below does not depend on where the
- * I/O happens.
+ * Threads: IN runs on the broker's loop thread, including its disk reads. That breaks the "never
+ * block the loop" rule on purpose for now: local files are fast, and each poll is bounded
+ * (FILE_MAX_IN_FLIGHT files, FILE_POLL_BUDGET bytes).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -32,6 +31,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -162,6 +162,8 @@ struct file_state {
     struct file_parked *parked;
     struct file_note *notes;
     unsigned gen;               /* counts polls, to prune parked and notes */
+    /* OUT: the writer thread (see "OUT: the writer") */
+    struct out_writer *w;
 };
 
 /* ---- helpers ---- */
@@ -226,22 +228,6 @@ static int mkdir_p(const char *path)
         return -1;
     }
     return 0;
-}
-
-/* fsync a folder, so a rename into it is on disk. 0 or -1 with errno. */
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc, saved;
-
-    if (fd < 0) {
-        return -1;
-    }
-    rc = fsync(fd);
-    saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
 }
 
 /* "" -> "<dir>/<sub>", else a copy; NULL when out of memory. */
@@ -1288,6 +1274,8 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
 
 /* ---- OUT ---- */
 
+static int writer_start(struct jn_channel *ch, struct jn_err *err);
+
 static int out_start(struct jn_channel *ch, struct jn_err *err)
 {
     const struct file_conf *c = ch->conf;
@@ -1300,6 +1288,9 @@ static int out_start(struct jn_channel *ch, struct jn_err *err)
     } else if (!is_dir(c->dir)) {
         /* Not fatal: it may be a mount that comes later; deliveries retry until then. */
         jn_ch_warn(ch, "%s is not a folder (mkdir: false); deliveries will be retried", c->dir);
+    }
+    if (writer_start(ch, err) != 0) {
+        return JN_ENOMEM;
     }
     jn_ch_info(ch, "writing to %s as %s%s", c->dir, c->name, c->do_fsync ? ", fsync" : "");
     return 0;
@@ -1329,99 +1320,288 @@ static int write_full(int fd, const unsigned char *p, size_t len)
 }
 
 /*
- * Writes m's payload to <dir>/<name> through a temp file. 0, or -1 with what failed in reason
- * (and errno set). The temp file is removed on failure.
+ * OUT: the writer.
+ *
+ * Disk writes and fsyncs must not stop the loop, and one fsync per file caps a folder at a few
+ * hundred files a second. So each OUT channel has a writer thread that takes every pending
+ * file at once (a group, like the journal's group commit): it writes each to "<dir>/.<name>.tmp",
+ * then makes the whole group durable with ONE syncfs() of the folder's filesystem, renames
+ * each into place in queue order, and syncs the folder once. Two syncs per group instead of
+ * two per file; a reader still never sees half a file. The results go back to the loop, which
+ * finishes the deliveries. The broker sends up to `concurrency` files at once (64 by default
+ * for this channel), which is what a group can hold.
  */
-static int out_write(const struct file_conf *c, const struct jn_msg *m, const char *name,
-                     char *reason, size_t rcap)
-{
-    char tmp[PATH_MAX], dst[PATH_MAX];
-    int fd, n1, n2, saved;
-    const char *what;
 
-    n1 = snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", c->dir, name);
-    n2 = snprintf(dst, sizeof(dst), "%s/%s", c->dir, name);
-    if (n1 < 0 || (size_t)n1 >= sizeof(tmp) || n2 < 0 || (size_t)n2 >= sizeof(dst)) {
+struct out_job {
+    struct out_job *next;
+    struct jn_delivery *d;
+    struct jn_msg *msg;        /* a reference of our own: the payload is read on the writer */
+    char *name;
+    char tmp[PATH_MAX];
+    int stage;                 /* 0 new, 1 written, 2 renamed (done) */
+    enum jn_send_result result;
+    char reason[2 * PATH_MAX + 128];
+};
+
+struct out_writer {
+    const struct file_conf *c;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct out_job *pending, **pending_tail; /* under lock */
+    struct out_job *done, **done_tail;       /* under lock */
+    bool stopping;                           /* under lock */
+    struct event *done_ev;
+};
+
+static void job_fail(struct out_job *j, enum jn_send_result r, const char *what, const char *path)
+{
+    int e = errno;
+
+    snprintf(j->reason, sizeof(j->reason), "%s %s: %s", what, path, strerror(e));
+    j->result = e == ENAMETOOLONG ? JN_SEND_REJECT : r;
+}
+
+/* Phase 1: the temp file, written and closed (not yet synced). */
+static void job_write(const struct file_conf *c, struct out_job *j)
+{
+    int fd, n = snprintf(j->tmp, sizeof(j->tmp), "%s/.%s.tmp", c->dir, j->name);
+
+    if (n < 0 || (size_t)n >= sizeof(j->tmp)) {
         errno = ENAMETOOLONG;
-        snprintf(reason, rcap, "path %s/%s is too long", c->dir, name);
-        return -1;
+        job_fail(j, JN_SEND_REJECT, "path", c->dir);
+        return;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 && errno == ENOENT && c->do_mkdir && mkdir_p(c->dir) == 0) {
-        /* dir was removed while we ran. */
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* dir was removed */
     }
     if (fd < 0) {
-        saved = errno;
-        snprintf(reason, rcap, "cannot create %s: %s", tmp, strerror(saved));
-        errno = saved;
-        return -1;
+        job_fail(j, JN_SEND_RETRY, "cannot create", j->tmp);
+        return;
     }
-    if (write_full(fd, m->payload, m->len) != 0) {
-        what = "write";
-        goto fail_open;
+    if (write_full(fd, j->msg->payload, j->msg->len) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(j->tmp);
+        errno = e;
+        job_fail(j, JN_SEND_RETRY, "write", j->tmp);
+        return;
     }
-    if (c->do_fsync && fsync(fd) != 0) {
-        what = "fsync";
-        goto fail_open;
-    }
-    /* close() can report a deferred write error (NFS); the fd is gone either way. */
+    /* close() can report a deferred write error (NFS). */
     if (close(fd) != 0) {
-        what = "close";
-        goto fail_closed;
+        int e = errno;
+        unlink(j->tmp);
+        errno = e;
+        job_fail(j, JN_SEND_RETRY, "close", j->tmp);
+        return;
     }
-    if (rename(tmp, dst) != 0) {
-        saved = errno;
-        snprintf(reason, rcap, "rename %s to %s: %s", tmp, dst, strerror(saved));
-        unlink(tmp);
-        errno = saved;
-        return -1;
-    }
-    if (c->do_fsync && fsync_dir(c->dir) != 0) {
-        /* The file is in place but its name may not survive a crash: retry, which rewrites
-         * the same name. */
-        saved = errno;
-        snprintf(reason, rcap, "fsync folder %s: %s", c->dir, strerror(saved));
-        errno = saved;
-        return -1;
-    }
-    return 0;
+    j->stage = 1;
+}
 
-fail_open:
-    saved = errno;
-    close(fd);
-    errno = saved;
-fail_closed:
-    saved = errno;
-    snprintf(reason, rcap, "%s %s: %s", what, tmp, strerror(saved));
-    unlink(tmp);
-    errno = saved;
-    return -1;
+static void write_group(const struct file_conf *c, struct out_job *list)
+{
+    int dirfd = -1;
+    bool synced = true;
+
+    for (struct out_job *j = list; j; j = j->next) {
+        j->result = JN_SEND_RETRY;
+        job_write(c, j);
+    }
+    if (c->do_fsync) {
+        /* One sync makes every temp file of the group durable before any is renamed. */
+        dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0 || syncfs(dirfd) != 0) {
+            synced = false;
+        }
+    }
+    for (struct out_job *j = list; j; j = j->next) {
+        char dst[PATH_MAX];
+        if (j->stage != 1) {
+            continue;
+        }
+        if (!synced) {
+            job_fail(j, JN_SEND_RETRY, "sync of the filesystem holding", c->dir);
+            unlink(j->tmp);
+            continue;
+        }
+        if (path_join(dst, sizeof(dst), c->dir, j->name) != 0) {
+            job_fail(j, JN_SEND_REJECT, "path", c->dir);
+            unlink(j->tmp);
+            continue;
+        }
+        if (rename(j->tmp, dst) != 0) {
+            job_fail(j, JN_SEND_RETRY, "rename", j->tmp);
+            unlink(j->tmp);
+            continue;
+        }
+        j->stage = 2;
+    }
+    if (c->do_fsync && dirfd >= 0 && fsync(dirfd) != 0) {
+        /* The files are in place but their names may not survive a crash: retry, which
+         * rewrites the same names. */
+        for (struct out_job *j = list; j; j = j->next) {
+            if (j->stage == 2) {
+                job_fail(j, JN_SEND_RETRY, "fsync folder", c->dir);
+                j->stage = 1;
+            }
+        }
+    }
+    if (dirfd >= 0) {
+        close(dirfd);
+    }
+    for (struct out_job *j = list; j; j = j->next) {
+        if (j->stage == 2) {
+            j->result = JN_SEND_OK;
+        }
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct out_writer *w = arg;
+
+    for (;;) {
+        struct out_job *list, *last;
+        pthread_mutex_lock(&w->lock);
+        while (w->pending == NULL && !w->stopping) {
+            pthread_cond_wait(&w->cond, &w->lock);
+        }
+        if (w->pending == NULL) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+        list = w->pending;
+        w->pending = NULL;
+        w->pending_tail = &w->pending;
+        pthread_mutex_unlock(&w->lock);
+
+        write_group(w->c, list);
+
+        for (last = list; last->next; last = last->next) {
+        }
+        pthread_mutex_lock(&w->lock);
+        *w->done_tail = list;
+        w->done_tail = &last->next;
+        pthread_mutex_unlock(&w->lock);
+        event_active(w->done_ev, EV_READ, 0);
+    }
+    return NULL;
+}
+
+static void job_free(struct out_job *j)
+{
+    jn_msg_unref(&j->msg);
+    jn_free(j->name);
+    jn_free(j);
+}
+
+/* On the loop: finish the deliveries of written groups. */
+static void writer_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct jn_channel *ch = arg;
+    struct file_state *st = ch->state;
+    struct out_writer *w = st->w;
+    struct out_job *list;
+
+    pthread_mutex_lock(&w->lock);
+    list = w->done;
+    w->done = NULL;
+    w->done_tail = &w->done;
+    pthread_mutex_unlock(&w->lock);
+    while (list) {
+        struct out_job *next = list->next;
+        if (list->result == JN_SEND_OK) {
+            jn_ch_debug(ch, "msg=%s written to %s/%s (%zu bytes)", list->msg->id,
+                        w->c->dir, list->name, list->msg->len);
+            jn_delivery_done(list->d, JN_SEND_OK, NULL);
+        } else {
+            jn_ch_debug(ch, "msg=%s %s", list->msg->id, list->reason);
+            jn_delivery_done(list->d, list->result, list->reason);
+        }
+        job_free(list);
+        list = next;
+    }
+}
+
+static int writer_start(struct jn_channel *ch, struct jn_err *err)
+{
+    struct file_state *st = ch->state;
+    struct out_writer *w = jn_calloc(1, sizeof(*w));
+
+    if (w == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    w->c = ch->conf;
+    w->pending_tail = &w->pending;
+    w->done_tail = &w->done;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->done_ev = event_new(ch->base, -1, 0, writer_done, ch);
+    if (w->done_ev == NULL || pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        if (w->done_ev) {
+            event_free(w->done_ev);
+        }
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->cond);
+        jn_free(w);
+        return jn_err_set(err, JN_ENOMEM, "cannot start the writer thread");
+    }
+    st->w = w;
+    return 0;
+}
+
+/* Stops the writer after the group it is writing, and finishes every delivery: written ones
+ * with their result, the rest with RETRY (the broker keeps them queued). */
+static void writer_stop(struct jn_channel *ch)
+{
+    struct file_state *st = ch->state;
+    struct out_writer *w = st ? st->w : NULL;
+    struct out_job *rest;
+
+    if (w == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    rest = w->pending; /* not started: taken back */
+    w->pending = NULL;
+    w->pending_tail = &w->pending;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    writer_done(-1, 0, ch);
+    while (rest) {
+        struct out_job *next = rest->next;
+        jn_delivery_done(rest->d, JN_SEND_RETRY, "stopping");
+        job_free(rest);
+        rest = next;
+    }
+    event_free(w->done_ev);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    jn_free(w);
+    st->w = NULL;
 }
 
 static void out_send(struct jn_channel *ch, struct jn_delivery *d)
 {
     const struct file_conf *c = ch->conf;
-    const struct jn_msg *m = jn_delivery_msg(d);
+    struct file_state *st = ch->state;
+    struct jn_msg *m = jn_delivery_msg(d);
     struct jn_buf nb = JN_BUF_INIT;
     char reason[2 * PATH_MAX + 128];
     struct jn_err err;
+    struct out_job *j;
     const char *name;
 
     jn_err_clear(&err);
-    /* Reserve first: the renderer's appends are not checked, and an out-of-memory name must be
-     * a retry, not an empty name that is rejected. */
-    if (jn_buf_reserve(&nb, strlen(c->name) + 64) != 0) {
-        jn_delivery_done(d, JN_SEND_RETRY, "out of memory rendering the file name");
-        return;
-    }
-    nb.p[0] = '\0';
     if (jn_template_render(c->name, m, &nb, &err) != 0) {
         jn_buf_reset(&nb);
-        jn_delivery_done(d, JN_SEND_REJECT, err.msg);
+        jn_delivery_done(d, err.code == JN_ENOMEM ? JN_SEND_RETRY : JN_SEND_REJECT, err.msg);
         return;
     }
-    name = nb.p;
+    name = nb.p ? nb.p : "";
     if (name[0] == '\0' || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
         strcmp(name, "..") == 0) {
         snprintf(reason, sizeof(reason), "name template '%s' gave '%s', which is not a file name "
@@ -1438,17 +1618,21 @@ static void out_send(struct jn_channel *ch, struct jn_delivery *d)
         jn_delivery_done(d, JN_SEND_REJECT, reason);
         return;
     }
-    if (out_write(c, m, name, reason, sizeof(reason)) != 0) {
-        int e = errno;
-        jn_ch_debug(ch, "msg=%s %s", m->id, reason);
+    j = jn_calloc(1, sizeof(*j));
+    if (j == NULL || st == NULL || st->w == NULL) {
+        jn_free(j);
         jn_buf_reset(&nb);
-        /* ENOSPC, EIO, EDQUOT, EACCES ...: the disk or its owner may recover; back off. */
-        jn_delivery_done(d, e == ENAMETOOLONG ? JN_SEND_REJECT : JN_SEND_RETRY, reason);
+        jn_delivery_done(d, JN_SEND_RETRY, j ? "the writer is not running" : "out of memory");
         return;
     }
-    jn_ch_debug(ch, "msg=%s written to %s/%s (%zu bytes)", m->id, c->dir, name, m->len);
-    jn_buf_reset(&nb);
-    jn_delivery_done(d, JN_SEND_OK, NULL);
+    j->d = d;
+    j->msg = jn_msg_ref(m);
+    j->name = jn_buf_steal(&nb);
+    pthread_mutex_lock(&st->w->lock);
+    *st->w->pending_tail = j;
+    st->w->pending_tail = &j->next;
+    pthread_cond_signal(&st->w->cond);
+    pthread_mutex_unlock(&st->w->lock);
 }
 
 /* ---- life cycle ---- */
@@ -1488,6 +1672,7 @@ static void file_destroy(struct jn_channel *ch)
     if (st == NULL) {
         return;
     }
+    writer_stop(ch);
     while (st->inflight != NULL) {
         struct file_inflight *f = st->inflight;
         st->inflight = f->next;
@@ -1518,14 +1703,17 @@ static void file_destroy(struct jn_channel *ch)
 
 const struct jn_channel_def jn_channel_file = {
     .name = "file",
-    .desc = "Drop folder (in: one message per file or per line) and one file per message (out)",
+    .desc = "Drop folder (in: one message per file or per line) and one file per message (out; "
+            "concurrency defaults to 64 here: files are written and synced in groups, renamed in "
+            "queue order)",
     .dirs = JN_DIR_IN | JN_DIR_OUT,
+    .default_concurrency = 64, /* files are synced in groups of up to this many */
     .opts = file_opts,
     .conf_size = sizeof(struct file_conf),
     .check = file_check,   /* dir for both; folders (in); the name template (out) */
     .init = file_init,     /* state and resolved done/error folders only */
     .start = file_start,   /* creates folders; IN arms the poll timer */
-    .send = file_send,     /* OUT: synchronous write, temp + rename + fsync */
+    .send = file_send,     /* OUT: to the writer thread: temp files, one sync, renames */
     .stop = file_stop,
     .destroy = file_destroy,
 };

@@ -262,6 +262,9 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
     /* Common keys first; keys it does not know are the type's, checked in the second pass. */
     errs += jn_opt_parse(jn_chan_common_opts, v, &ch->common, what, mask | JN_OPT_LENIENT, NULL,
                          &v->pos, d);
+    if (ch->def->default_concurrency > 0 && jn_node_get(v, "concurrency") == NULL) {
+        ch->common.concurrency = ch->def->default_concurrency;
+    }
     ch->dir = ch->common.direction == 0 ? JN_DIR_IN : JN_DIR_OUT;
     if (errs == 0 && (ch->common.ordered == JN_ORDERED_KEY) != (ch->common.ordered_key != NULL)) {
         const struct jn_node *on = jn_node_get(v, "ordered");
