@@ -16,6 +16,7 @@
  *   primary = "(" or ")" | cmp
  *   cmp     = value [ ( "==" | "!=" ) value | ( "=~" | "!~" ) STRING ]
  *   value   = STRING | "channel" | "id" | "payload" | "header" "(" STRING ")"
+ *           | "hl7" "(" STRING ")"
  *
  * Comparisons take values, not conditions, so `a == b == c` and `(a) == b` are errors rather
  * than comparisons of booleans with strings.
@@ -38,6 +39,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hl7.h"
 #include "jn_mem.h"
 
 /* Longer conditions belong in several routes; the cap also bounds parse time and node count. */
@@ -81,12 +83,23 @@ enum operand_kind {
     O_ID,
     O_PAYLOAD,
     O_HEADER,
+    O_HL7,
 };
 
 struct operand {
     enum operand_kind kind;
     const char *s; /* O_LIT: the decoded literal; O_HEADER: the name. Points into the pool. */
     size_t len;
+    struct jn_hl7_path path; /* O_HL7: compiled at load */
+};
+
+/* hl7() values are decoded per evaluation into the evaluating thread's stack; longer ones
+ * take one jn_malloc'd buffer (freed before jn_cond_eval returns). */
+#define JN_COND_HL7_INLINE 512
+
+struct hl7val {
+    char *heap;
+    char inl[JN_COND_HL7_INLINE];
 };
 
 enum node_kind {
@@ -521,6 +534,45 @@ static int parse_header(struct parser *p, struct operand *o)
     return advance(p);
 }
 
+/* hl7("PID-3[2].1"); the current token is the identifier 'hl7'. The path is checked here, at
+ * load, so a typo is a config error rather than a condition that never holds. */
+static int parse_hl7(struct parser *p, struct operand *o)
+{
+    size_t at = p->tok.off;
+    struct jn_err e;
+
+    if (advance(p) < 0) {
+        return -1;
+    }
+    if (p->tok.kind != T_LPAREN) {
+        unexpected(p, "'(' after hl7, as in hl7(\"MSH-9.1\")");
+        return -1;
+    }
+    if (advance(p) < 0) {
+        return -1;
+    }
+    if (p->tok.kind != T_STR) {
+        unexpected(p, "an HL7 path in quotes, as in hl7(\"MSH-9.1\")");
+        return -1;
+    }
+    take_string(p, o);
+    if (jn_hl7_path_parse(o->s, o->len, &o->path, &e) != 0) {
+        perr(p, p->tok.off, "hl7() at column %d: %s", col(p->tok.off), e.msg);
+        return -1;
+    }
+    o->kind = O_HL7;
+    if (advance(p) < 0) {
+        return -1;
+    }
+    if (p->tok.kind != T_RPAREN) {
+        char exp[64];
+        snprintf(exp, sizeof(exp), "')' to close hl7( at column %d", col(at));
+        unexpected(p, exp);
+        return -1;
+    }
+    return advance(p);
+}
+
 /* An identifier that is not one of ours: list the known names and the nearest one. */
 static void unknown_name(struct parser *p)
 {
@@ -574,10 +626,12 @@ static int parse_value(struct parser *p, struct operand *o, const char *expected
     if (ident_is(p, "header")) {
         return parse_header(p, o);
     }
-    if (ident_is(p, "hl7") || ident_is(p, "json")) {
-        int hl7 = ident_is(p, "hl7");
-        perr(p, at, "'%s' at column %d is not available yet: %s() arrives with the %s codec",
-             hl7 ? "hl7" : "json", col(at), hl7 ? "hl7" : "json", hl7 ? "HL7" : "JSON");
+    if (ident_is(p, "hl7")) {
+        return parse_hl7(p, o);
+    }
+    if (ident_is(p, "json")) {
+        perr(p, at, "'json' at column %d is not available yet: json() arrives with the JSON "
+             "codec", col(at));
         return -1;
     }
     if (ident_is(p, "channel")) {
@@ -1066,13 +1120,52 @@ struct jn_cond *jn_cond_compile(const char *expr, const struct jn_pos *pos, stru
     return p.c;
 }
 
+/* hl7(path): the value at path in the payload, escapes decoded, into hv; "" when the payload
+ * is not HL7 or has no such element (or when a long value finds no memory). */
+static void hl7_value(const struct operand *o, const struct jn_msg *m, const char **s,
+                      size_t *n, struct hl7val *hv)
+{
+    struct jn_hl7_delims d;
+    struct jn_hl7_span sp;
+    char *out = hv->inl;
+
+    *s = "";
+    *n = 0;
+    if (m->payload == NULL || jn_hl7_lookup(m->payload, m->len, &o->path, &sp) != 1 ||
+        jn_hl7_delims_read(m->payload, m->len, &d, NULL) != 0) {
+        return;
+    }
+    if (sp.len >= sizeof(hv->inl)) {
+        hv->heap = jn_malloc(sp.len + 1);
+        if (hv->heap == NULL) {
+            return;
+        }
+        out = hv->heap;
+    }
+    if (o->path.field <= 2 && (strcmp(o->path.seg, "MSH") == 0 ||
+                               strcmp(o->path.seg, "FHS") == 0 ||
+                               strcmp(o->path.seg, "BHS") == 0)) {
+        /* MSH-1 and MSH-2 are the delimiters: as written. */
+        memcpy(out, sp.p, sp.len);
+        out[sp.len] = '\0';
+        *n = sp.len;
+    } else {
+        *n = jn_hl7_unescape(&d, sp.p, sp.len, out, sp.len + 1);
+    }
+    *s = out;
+}
+
 /* The operand's bytes. Every source is NUL-terminated (literals in the pool, the payload by
- * jn_msg's guarantee), so s can also be handed to regexec as a C string. */
-static void value_of(const struct operand *o, const struct jn_msg *m, const char **s, size_t *n)
+ * jn_msg's guarantee, hl7() values in hv), so s can also be handed to regexec as a C string. */
+static void value_of(const struct operand *o, const struct jn_msg *m, const char **s, size_t *n,
+                     struct hl7val *hv)
 {
     const char *v = "";
 
     switch (o->kind) {
+    case O_HL7:
+        hl7_value(o, m, s, n, hv);
+        return;
     case O_LIT:
         *s = o->s;
         *n = o->len;
@@ -1101,12 +1194,37 @@ static void value_of(const struct operand *o, const struct jn_msg *m, const char
     *n = strlen(v);
 }
 
-static int eval_node(const struct jn_cond *c, int i, const struct jn_msg *m)
+/* A comparison or a bare value. Not inlined into eval_node, so the hl7() buffers sit on the
+ * stack once per leaf rather than once per level of nesting. */
+static __attribute__((noinline)) int eval_leaf(const struct node *n, const struct jn_msg *m)
 {
-    const struct node *n = &c->nodes[i];
+    struct hl7val ha, hb;
     const char *as, *bs;
     size_t al, bl;
     int r;
+
+    ha.heap = NULL;
+    hb.heap = NULL;
+    value_of(&n->a, m, &as, &al, &ha);
+    if (n->kind == N_VALUE) {
+        r = al > 0;
+    } else if (n->re) {
+        /* regexec reads a C string: matching a payload stops at its first NUL byte. */
+        r = regexec(n->re, as, 0, NULL, 0) == 0;
+        r = n->op == T_MATCH ? r : !r;
+    } else {
+        value_of(&n->b, m, &bs, &bl, &hb);
+        r = al == bl && memcmp(as, bs, al) == 0;
+        r = n->op == T_EQ ? r : !r;
+    }
+    jn_free(ha.heap);
+    jn_free(hb.heap);
+    return r;
+}
+
+static int eval_node(const struct jn_cond *c, int i, const struct jn_msg *m)
+{
+    const struct node *n = &c->nodes[i];
 
     switch (n->kind) {
     case N_OR:
@@ -1126,18 +1244,8 @@ static int eval_node(const struct jn_cond *c, int i, const struct jn_msg *m)
     case N_NOT:
         return !eval_node(c, n->first, m);
     case N_VALUE:
-        value_of(&n->a, m, &as, &al);
-        return al > 0;
     case N_CMP:
-        value_of(&n->a, m, &as, &al);
-        if (n->re) {
-            /* regexec reads a C string: matching a payload stops at its first NUL byte. */
-            r = regexec(n->re, as, 0, NULL, 0) == 0;
-            return n->op == T_MATCH ? r : !r;
-        }
-        value_of(&n->b, m, &bs, &bl);
-        r = al == bl && memcmp(as, bs, al) == 0;
-        return n->op == T_EQ ? r : !r;
+        return eval_leaf(n, m);
     }
     return 0;
 }

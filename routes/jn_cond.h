@@ -5,9 +5,11 @@
  *
  * Operands: string literals ("..." or '...', with \" \' \\ \n \t \r escapes), `channel` (the
  * source channel), `id`, `payload` (the bytes as text), `header("Name")` (case-insensitive; an
- * absent header is the empty string). Operators, loosest first: `||`, `&&`, `!` (prefix),
- * comparisons `==`, `!=`, `=~` and `!~` (POSIX extended regex; the right side must be a string
- * literal, compiled at load), parentheses. An operand on its own is true when it is not empty.
+ * absent header is the empty string), `hl7("PID-3[2].1")` (the HL7 v2 value at that path in the
+ * payload, escapes decoded; "" when absent or when the payload is not HL7). Operators, loosest
+ * first: `||`, `&&`, `!` (prefix), comparisons `==`, `!=`, `=~` and `!~` (POSIX extended
+ * regex; the right side must be a string literal, compiled at load), parentheses. An operand
+ * on its own is true when it is not empty.
  *
  * Errors name the column inside the expression, offset from the node's position.
  *
@@ -27,8 +29,13 @@
  *    value sits on one line of the config as written (not for quoted values with escapes or
  *    folded scalars); the message text also says "at column N" counted inside the expression.
  *  - jn_cond_compile: d may be NULL. On failure exactly one message is added (or d->oom set).
- *  - jn_cond_eval: c NULL (no condition) matches every message. Never allocates through
- *    jn_malloc; regexec may allocate internally (glibc).
+ *  - jn_cond_eval: c NULL (no condition) matches every message. Allocates through jn_malloc
+ *    only for an hl7() value of 512 bytes or more (one buffer, freed before it returns; without
+ *    memory the value reads as ""); regexec may allocate internally (glibc).
+ *  - hl7(): the path is checked at load (adapters/hl7.h: SEG[occ]-field[rep].comp.sub). The
+ *    payload is scanned per evaluation, without parsing all of it: MSH-9.1 costs a look at
+ *    the first segment. An explicit null reads as the two characters "". MSH-1 and MSH-2 are
+ *    returned as written.
  *  - jn_cond_free(NULL) is a no-op.
  */
 #ifndef JN_COND_H

@@ -11,4 +11,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libevent-dev libssl-dev liblmdb-dev libyaml-dev libmsgpack-dev libjansson-dev \
     librdkafka-dev kcat \
     libpaho-mqtt-dev mosquitto mosquitto-clients \
-    curl python3 python3-lmdb clang libclang-rt-14-dev valgrind >/dev/null
+    curl python3 python3-lmdb python3-hl7 clang libclang-rt-14-dev valgrind >/dev/null

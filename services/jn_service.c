@@ -14,6 +14,9 @@
 const struct jn_service_def *const jn_service_defs[] = {
     &jn_service_set_header,
     &jn_service_json_map,
+    &jn_service_hl7_to_json,
+    &jn_service_json_to_hl7,
+    &jn_service_hl7_split,
     NULL,
 };
 

@@ -9,6 +9,8 @@
 #include "jn_service.h"
 
 extern const struct jn_service_def jn_service_set_header, jn_service_json_map;
+extern const struct jn_service_def jn_service_hl7_to_json, jn_service_json_to_hl7,
+    jn_service_hl7_split;
 
 /*
  * For .check passes: where to report a problem with one entry of a map or list option. For a

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jn_buf.h"
 #include "jn_cond.h"
 #include "jn_diag.h"
 #include "jn_mem.h"
@@ -322,9 +323,16 @@ static void test_name_errors(void)
     CHECK_STR(err("lower(channel) == \"a\""),
               "junction.yaml:12:11: unknown function 'lower()' at column 1, expected channel, id, "
               "payload or header(\"...\")");
-    CHECK_STR(err("hl7(\"MSH-9\") == \"ADT^A01\""),
-              "junction.yaml:12:11: 'hl7' at column 1 is not available yet: hl7() arrives with "
-              "the HL7 codec");
+    /* hl7() is available: a bad path is the error now, at the path's column. */
+    CHECK_STR(err("hl7(\"MSH9\") == \"ADT^A01\""),
+              "junction.yaml:12:15: hl7() at column 5: 'MSH9' is not a valid HL7 path at "
+              "character 4; expected a path such as MSH-9.1, PID-3[2].1 or OBX[3]-5");
+    CHECK_STR(err("hl7(MSH-9) == \"ADT\""),
+              "junction.yaml:12:15: unexpected 'MSH' at column 5, expected an HL7 path in "
+              "quotes, as in hl7(\"MSH-9.1\")");
+    CHECK_STR(err("hl7(\"MSH-9\" == \"ADT\""),
+              "junction.yaml:12:23: unexpected '==' at column 13, expected ')' to close hl7( at "
+              "column 1");
     CHECK_STR(err("channel == \"a\" && json(\"$.type\") == \"order\""),
               "junction.yaml:12:29: 'json' at column 19 is not available yet: json() arrives "
               "with the JSON codec");
@@ -601,6 +609,94 @@ static void test_threads(void)
     jn_diag_free(&d);
 }
 
+/* hl7(): paths, decoding, absent values, non-HL7 payloads, long values, threads. */
+struct hl7_job {
+    struct jn_cond *c;
+    const struct jn_msg *m;
+    int ok;
+};
+
+static void *hl7_thread(void *arg)
+{
+    struct hl7_job *j = arg;
+
+    j->ok = 1;
+    for (int i = 0; i < 2000; i++) {
+        j->ok &= jn_cond_eval(j->c, j->m) == 1;
+    }
+    return NULL;
+}
+
+static void test_hl7(void)
+{
+    static const char adt[] =
+        "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101120000||ADT^A01^ADT_A01|MSG0001|P|2.5\r"
+        "PID|1||123^^^MRN~456^^^SSN||Smith\\T\\Jones^Ann||\"\"|\r"
+        "OBX|1|ST|a\r"
+        "OBX|2|ST|b\r"
+        "OBX|3|ST|c^x&y\r";
+    struct jn_msg *m = jn_msg_new("adt-in", adt, sizeof(adt) - 1);
+    struct jn_msg *big;
+    struct jn_buf b = JN_BUF_INIT;
+    struct jn_diag d;
+    struct jn_cond *c;
+    pthread_t t[4];
+    struct hl7_job jobs[4];
+
+    CHECK(m != NULL);
+    if (m == NULL) {
+        return;
+    }
+    CHECK_INT(ev("hl7(\"MSH-9.1\") == \"ADT\"", m), 1);
+    CHECK_INT(ev("hl7(\"MSH-9.1\") == \"ADT\" && hl7(\"MSH-9.2\") =~ \"A0[1-8]\"", m), 1);
+    CHECK_INT(ev("hl7(\"MSH-9\") == \"ADT^A01^ADT_A01\"", m), 1);
+    CHECK_INT(ev("hl7(\"MSH-10\") == 'MSG0001'", m), 1);
+    CHECK_INT(ev("hl7(\"MSH-1\") == '|' && hl7(\"MSH-2\") == '^~\\\\&'", m), 1);
+    CHECK_INT(ev("hl7(\"PID-3[2].1\") == \"456\" && hl7(\"PID-3.4\") == \"MRN\"", m), 1);
+    CHECK_INT(ev("hl7(\"PID-5.1\") == \"Smith&Jones\"", m), 1); /* \T\ decoded */
+    CHECK_INT(ev("hl7(\"PID-7\") == '\"\"'", m), 1);             /* explicit null */
+    CHECK_INT(ev("hl7(\"PID-8\") == \"\" && !hl7(\"PID-8\")", m), 1);  /* empty */
+    CHECK_INT(ev("hl7(\"PID-99\") == \"\"", m), 1);                   /* absent */
+    CHECK_INT(ev("hl7(\"OBX[3]-3.2.2\") == \"y\" && hl7(\"OBX[2]-3\") == \"b\"", m), 1);
+    CHECK_INT(ev("hl7(\"OBX[4]-3\")", m), 0);
+    CHECK_INT(ev("hl7(\"ZZZ-1\") == \"\"", m), 1);
+    /* Not HL7: every hl7() value is empty. */
+    CHECK_INT(ev("hl7(\"MSH-9.1\") == \"\"", msg), 1);
+    CHECK_INT(ev("hl7(\"MSH-9.1\")", msg_bare), 0);
+
+    /* A value longer than the inline buffer is decoded on the heap. */
+    jn_buf_puts(&b, "MSH|^~\\&|||||||ORU^R01|X|P|2.5\rOBX|1|TX|");
+    for (int i = 0; i < 3000; i++) {
+        jn_buf_puts(&b, i % 100 == 0 ? "\\F\\" : "a");
+    }
+    jn_buf_puts(&b, "\r");
+    big = jn_msg_new("adt-in", b.p, b.len);
+    CHECK(big != NULL);
+    CHECK_INT(ev("hl7(\"OBX-3\") =~ \"^\\|a{99}\\|\" && hl7(\"OBX-3\") !~ \"F\"", big), 1);
+    jn_buf_reset(&b);
+    jn_msg_unref(&big);
+
+    jn_diag_init(&d);
+    c = jn_cond_compile("hl7(\"MSH-9.1\") == \"ADT\" && hl7(\"PID-3[2].4\") == \"SSN\"", &P,
+                        &d);
+    CHECK(c != NULL);
+    if (c != NULL) {
+        for (int i = 0; i < 4; i++) {
+            jobs[i].c = c;
+            jobs[i].m = m;
+            jobs[i].ok = 0;
+            CHECK_INT(pthread_create(&t[i], NULL, hl7_thread, &jobs[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            CHECK(jobs[i].ok);
+        }
+    }
+    jn_cond_free(c);
+    jn_diag_free(&d);
+    jn_msg_unref(&m);
+}
+
 int main(void)
 {
     msg = make_msg();
@@ -627,6 +723,7 @@ int main(void)
     test_free_and_null();
     test_out_of_memory();
     test_threads();
+    test_hl7();
 
     jn_msg_unref(&msg);
     jn_msg_unref(&msg_nul);

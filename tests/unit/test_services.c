@@ -163,7 +163,9 @@ static void test_registry(void)
     CHECK(jn_service_def_find("set-header") == &jn_service_set_header);
     CHECK(jn_service_def_find("nope") == NULL);
     CHECK(jn_service_def_find(NULL) == NULL);
-    CHECK(jn_service_defs[2] == NULL);
+    /* NULL-terminated after set-header, json-map and the three HL7 services (issue 4). */
+    CHECK(jn_service_def_find("hl7-to-json") != NULL && jn_service_def_find("hl7-split") != NULL);
+    CHECK(jn_service_defs[5] == NULL);
     for (size_t i = 0; jn_service_defs[i]; i++) {
         FILE *null = fopen("/dev/null", "w");
         if (null != NULL) {

@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR|S1|segment 2: 'pid' is not a segment id, expected three of A-Z, 0-9 followed by \F\ERR|||102^Data type error^HL70357|E||||segment 2: 'pid' is not a segment id, expected three of A-Z, 0-9 followed by \F\

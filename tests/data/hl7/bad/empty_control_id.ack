@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR||MSH-10 (message control id) is emptyERR|||101^Required field missing^HL70357|E||||MSH-10 (message control id) is empty

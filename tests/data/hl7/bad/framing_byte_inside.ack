@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR|S2|frame not finished: a new <VT> came before <FS><CR>ERR|||102^Data type error^HL70357|E||||frame not finished: a new <VT> came before <FS><CR>

@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK|{ACKID}|P|2.5MSA|AR|M1|MSH-9 (message type) is emptyERR|||101^Required field missing^HL70357|E||||MSH-9 (message type) is empty

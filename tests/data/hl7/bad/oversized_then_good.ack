@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR|O1|message of 1576 bytes is over max_message (1024 bytes)ERR|||102^Data type error^HL70357|E||||message of 1576 bytes is over max_message (1024 bytes)MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AA|G2

@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR|F1|frame end <FS> not followed by <CR> (strict)ERR|||102^Data type error^HL70357|E||||frame end <FS> not followed by <CR> (strict)

@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR|L1|LF at offset 67; strict mode takes CR only as the segment endERR|||102^Data type error^HL70357|E||||LF at offset 67; strict mode takes CR only as the segment end

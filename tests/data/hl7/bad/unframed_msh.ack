@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR|U1|message not framed: MLLP needs <VT> before it and <FS><CR> after itERR|||102^Data type error^HL70357|E||||message not framed: MLLP needs <VT> before it and <FS><CR> after it

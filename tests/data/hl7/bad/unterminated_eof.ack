@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^A01^ACK|{ACKID}|P|2.5MSA|AR|T2|frame not finished: no <FS><CR> before the connection ended or went idleERR|||102^Data type error^HL70357|E||||frame not finished: no <FS><CR> before the connection ended or went idle

@@ -1,0 +1,1 @@
+MSH|^~\&|EHR|WARD|LAB|HOSP|{TS}||ACK^R01|{ACKID}|P|2.3MSA|AR|V1|segment 3: '\E\x01' is not a segment id, expected three of A-Z, 0-9 followed by \F\ERR|^^^102&Data type error&HL70357
