@@ -101,6 +101,11 @@ struct jn_idgen *jn_broker_idgen(struct jn_broker *b)
     return &b->ids;
 }
 
+const char *jn_broker_data_dir(const struct jn_broker *b)
+{
+    return b->cfg->core.data_dir;
+}
+
 /* ---- journal helpers ---- */
 
 /* Submits a jtxn that may not be refused; a failure is logged by the journal (the inbox or

@@ -124,6 +124,7 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
 
 /* The broker's id generator and data dir, for channels that need them. */
 struct jn_idgen *jn_broker_idgen(struct jn_broker *b);
+const char *jn_broker_data_dir(const struct jn_broker *b);
 
 /* Registry (channels/registry.c). */
 const struct jn_channel_def *jn_channel_def_find(const char *name);

@@ -7,12 +7,14 @@ extern const struct jn_channel_def jn_channel_http;
 extern const struct jn_channel_def jn_channel_file;
 extern const struct jn_channel_def jn_channel_kafka;
 extern const struct jn_channel_def jn_channel_mllp;
+extern const struct jn_channel_def jn_channel_mqtt;
 
 const struct jn_channel_def *const jn_channel_defs[] = {
     &jn_channel_file,
     &jn_channel_http,
     &jn_channel_kafka,
     &jn_channel_mllp,
+    &jn_channel_mqtt,
     NULL,
 };
 
