@@ -1,0 +1,1569 @@
+/*
+ * jn-bench: junction's load generator (issue 6; method in docs/performance.md).
+ *
+ * Closed-loop load on libevent: --conns connections, each with exactly one request in flight;
+ * the next one leaves as soon as the answer is in. That is what MLLP demands (one message,
+ * then wait for its ACK), and using the same shape for HTTP keeps the two comparable: the
+ * offered load is set by the number of connections, not by a rate. The shape is wrk's (fixed
+ * connections, a warm-up that is not counted, a latency histogram), but the client is written
+ * on raw bufferevents rather than evhttp: the generator shares the machine's two cores with
+ * junction, so every microsecond it spends per request is taken from the broker it measures.
+ *
+ * Latency goes into a log-linear histogram (HdrHistogram's idea: 64 linear sub-buckets per
+ * power of two above 128 ns, so under 1% error), a fixed 30 KB however long the run.
+ *
+ * Modes:
+ *   http      POST --size bytes to --url, keep-alive
+ *   mllp      <VT>HL7<FS><CR> to --url mllp://host:port, wait for the ACK frame; a built-in
+ *             ADT^A01 (or --file) with a unique MSH-10 per message
+ *   wait      poll --url until one request is accepted (2xx / ACK AA); prints the time taken,
+ *             from --t0 (epoch ns) if given: the start-to-accepting measurement
+ *   freeport  print --conns free 127.0.0.1 ports (bound at once, so they differ)
+ * MQTT publish (QoS 1) is for when the MQTT channel lands.
+ *
+ * Output: one human line on stdout and, with --json, one JSON object on the next line.
+ * Exit status: 0 when at least one request succeeded in the measured window, 1 otherwise,
+ * 2 on bad usage.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#define BENCH_MAX_DIRS 8
+#define BENCH_HEAD_MAX (64 * 1024)   /* a response head larger than this is a protocol error */
+#define BENCH_FRAME_MAX (1 << 20)    /* an ACK frame larger than this is a protocol error */
+
+/* ---- histogram ---- */
+
+#define HIST_SUB_BITS 7
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_HALF (HIST_SUB / 2)
+/* Values below HIST_SUB are exact; above, each power of two is split into HIST_HALF buckets.
+ * The largest index (msb 63) is (63 - HIST_SUB_BITS + 1) * HIST_HALF + HIST_SUB - 1. */
+#define HIST_BUCKETS ((64 - HIST_SUB_BITS + 1) * HIST_HALF + HIST_HALF)
+
+struct hist {
+    uint64_t n, max, sum;
+    uint64_t b[HIST_BUCKETS];
+};
+
+static unsigned hist_index(uint64_t v)
+{
+    unsigned msb, shift;
+
+    if (v < HIST_SUB) {
+        return (unsigned)v;
+    }
+    msb = 63u - (unsigned)__builtin_clzll(v);
+    shift = msb - HIST_SUB_BITS + 1;
+    return shift * HIST_HALF + (unsigned)(v >> shift);
+}
+
+/* The middle of bucket idx: the value reported for every sample that fell into it. */
+static uint64_t hist_value(unsigned idx)
+{
+    unsigned shift, top;
+
+    if (idx < HIST_SUB) {
+        return idx;
+    }
+    shift = idx / HIST_HALF - 1;
+    top = idx - shift * HIST_HALF;
+    return ((uint64_t)top << shift) + ((1ull << shift) >> 1);
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    h->b[hist_index(v)]++;
+    h->n++;
+    h->sum += v;
+    if (v > h->max) {
+        h->max = v;
+    }
+}
+
+/* The smallest recorded value with at least p% of the samples at or below it. */
+static uint64_t hist_pct(const struct hist *h, double p)
+{
+    double r = p / 100.0 * (double)h->n;
+    uint64_t rank = (uint64_t)r, seen = 0;
+
+    if (h->n == 0) {
+        return 0;
+    }
+    if ((double)rank < r) {
+        rank++;
+    }
+    if (rank == 0) {
+        rank = 1;
+    }
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= rank) {
+            uint64_t v = hist_value(i);
+            return v < h->max ? v : h->max;
+        }
+    }
+    return h->max;
+}
+
+/* ---- state ---- */
+
+enum mode { MODE_HTTP, MODE_MLLP, MODE_WAIT, MODE_FREEPORT };
+
+enum ekind { E_NONE, E_CONNECT, E_TIMEOUT, E_CLOSED, E_PROTO };
+
+/* ACK kinds that count as errors, by index. */
+enum { ACK_AE, ACK_AR, ACK_CE, ACK_CR, ACK_OTHER, ACK_MISMATCH, ACK__COUNT };
+static const char *const ack_names[ACK__COUNT] = {"AE", "AR", "CE", "CR", "other", "id_mismatch"};
+
+struct errs {
+    uint64_t status[600]; /* non-2xx answers by HTTP status (0: not a number) */
+    uint64_t connect, timeout, closed, proto;
+    uint64_t ack[ACK__COUNT];
+};
+
+/* HTTP response parser states. */
+enum { ST_HEAD, ST_BODY, ST_CHUNK_SIZE, ST_CHUNK_DATA, ST_TRAILER, ST_UNTIL_CLOSE };
+
+struct bench;
+
+struct conn {
+    struct bench *b;
+    struct bufferevent *bev;
+    struct event *retry;  /* reconnect delay */
+    int connecting;
+    int inflight;
+    uint64_t sent_ns;
+    /* http */
+    int st;
+    size_t body_left;
+    int status;
+    int close_after;
+    /* mllp */
+    char ctl[32];         /* MSH-10 of the message in flight */
+};
+
+struct bench {
+    enum mode mode;
+    struct event_base *base;
+    struct sockaddr_storage addr;
+    int addrlen;
+    char url[1024];
+    char host[256];
+    int port;
+    char path[1024];
+    int nconns;
+    double duration, warmup, timeout;
+    size_t size;
+    uint64_t count;          /* stop after this many successes (0: no limit) */
+    const char *file;
+    const char *count_dirs[BENCH_MAX_DIRS];
+    int ndirs;
+    const char *count_url;
+    pid_t pid;
+    int json;
+    int64_t t0_epoch_ns;     /* wait mode: measure from here */
+
+    /* prepared requests */
+    char *req;               /* http: head + body; mllp: VT + text before MSH-10 */
+    size_t reqlen;
+    char *post;              /* mllp: text after MSH-10 + FS CR */
+    size_t postlen;
+    uint64_t ctl_seq;
+
+    struct conn *conns;
+    int measuring, stopping;
+    uint64_t t_begin_ns, t_start_ns, t_end_ns;
+    uint64_t ok, ok_total;
+    struct hist hist;
+    struct errs err;
+    uint64_t err_warmup;
+
+    long rss_idle, rss_peak, rss_end;
+    long anon_idle, anon_peak;
+    int target_gone;
+    long long cpu_target0, cpu_target1;
+    double cpu_self0, cpu_self1;
+    long long delivered0, delivered1;
+
+    struct event *ev_warm, *ev_end, *ev_rss, *ev_int, *ev_term;
+    struct timeval tv_timeout;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t epoch_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void die(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "jn-bench: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    exit(2);
+}
+
+/* ---- /proc sampling ---- */
+
+/* VmRSS in kB, or -1; *anon gets RssAnon. VmRSS also counts the pages of LMDB's map that the
+ * process has touched (file-backed, RssFile): page cache the kernel can drop, unlike the heap
+ * (RssAnon), so both are reported. */
+static long read_rss_kb(pid_t pid, long *anon)
+{
+    char path[64], line[256];
+    FILE *f;
+    long kb = -1;
+
+    *anon = -1;
+
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+        } else if (strncmp(line, "RssAnon:", 8) == 0) {
+            *anon = strtol(line + 8, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* utime + stime of pid in clock ticks, or -1. */
+static long long read_cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    FILE *f;
+    size_t n;
+    unsigned long long ut, st;
+
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name (field 2) may hold spaces and ')': fields are counted from the last ')'.
+     * After it come field 3 (state) ... field 14 (utime) and 15 (stime). */
+    p = strrchr(buf, ')');
+    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                            &ut, &st) != 2) {
+        return -1;
+    }
+    return (long long)(ut + st);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void sample_rss(struct bench *b)
+{
+    long kb, anon;
+
+    if (b->pid <= 0 || b->target_gone) {
+        return;
+    }
+    kb = read_rss_kb(b->pid, &anon);
+    if (kb < 0) {
+        b->target_gone = 1;
+        return;
+    }
+    b->rss_end = kb;
+    if (kb > b->rss_peak) {
+        b->rss_peak = kb;
+    }
+    if (anon > b->anon_peak) {
+        b->anon_peak = anon;
+    }
+}
+
+/* ---- blocking helpers (wait mode, --count-url): small, outside the measured window ---- */
+
+static int blocking_connect(const struct bench *b, int timeout_ms)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    int fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (const struct sockaddr *)&b->addr, (socklen_t)b->addrlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Sends req and reads the answer until the peer closes (HTTP with Connection: close) or, with
+ * stop != NULL, until stop is seen. Returns the bytes read (NUL-terminated), or -1. */
+static ssize_t blocking_exchange(const struct bench *b, const char *req, size_t reqlen,
+                                 const char *stop, char *resp, size_t cap, int timeout_ms)
+{
+    int fd = blocking_connect(b, timeout_ms);
+    size_t got = 0;
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (write_all(fd, req, reqlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    while (got + 1 < cap) {
+        ssize_t r = recv(fd, resp + got, cap - 1 - got, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+        resp[got] = '\0';
+        if (stop && memmem(resp, got, stop, strlen(stop))) {
+            break;
+        }
+    }
+    close(fd);
+    resp[got] = '\0';
+    return got ? (ssize_t)got : -1;
+}
+
+/* The first number in the body of GET url (jn-sink's /stats), or -1. */
+static long long count_from_url(const char *url)
+{
+    struct bench tmp;
+    char req[1200], resp[4096];
+    const char *p, *body;
+    const char *hp = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
+    const char *slash = strchr(hp, '/');
+    char hostport[300];
+    size_t hl = slash ? (size_t)(slash - hp) : strlen(hp);
+    int n;
+
+    memset(&tmp, 0, sizeof(tmp));
+    if (hl >= sizeof(hostport)) {
+        return -1;
+    }
+    memcpy(hostport, hp, hl);
+    hostport[hl] = '\0';
+    tmp.addrlen = (int)sizeof(tmp.addr);
+    if (evutil_parse_sockaddr_port(hostport, (struct sockaddr *)&tmp.addr, &tmp.addrlen) != 0) {
+        return -1;
+    }
+    n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                 slash ? slash : "/", hostport);
+    if (n < 0 || (size_t)n >= sizeof(req) ||
+        blocking_exchange(&tmp, req, (size_t)n, NULL, resp, sizeof(resp), 5000) < 0) {
+        return -1;
+    }
+    body = strstr(resp, "\r\n\r\n");
+    for (p = body ? body : resp; *p && (*p < '0' || *p > '9'); p++) {
+    }
+    return *p ? strtoll(p, NULL, 10) : -1;
+}
+
+/* Entries in the folders, not counting names that start with '.' (temp files). */
+static long long count_files(const struct bench *b)
+{
+    long long n = 0;
+
+    for (int i = 0; i < b->ndirs; i++) {
+        DIR *d = opendir(b->count_dirs[i]);
+        struct dirent *e;
+        if (d == NULL) {
+            continue;
+        }
+        while ((e = readdir(d)) != NULL) {
+            n += e->d_name[0] != '.';
+        }
+        closedir(d);
+    }
+    return n;
+}
+
+static long long delivered_now(const struct bench *b)
+{
+    if (b->count_url) {
+        return count_from_url(b->count_url);
+    }
+    if (b->ndirs) {
+        return count_files(b);
+    }
+    return -1;
+}
+
+/* ---- the messages ---- */
+
+static void make_http_request(struct bench *b)
+{
+    char head[2048];
+    char *body = malloc(b->size + 1);
+    int hl;
+    const char *open = "{\"bench\":\"", *close_ = "\"}";
+    size_t ol = strlen(open), cl = strlen(close_);
+    int json = b->size >= ol + cl + 1;
+
+    if (body == NULL) {
+        die("%s", "out of memory");
+    }
+    /* A JSON body of exactly --size bytes when it fits, so json routes could take it too. */
+    memset(body, 'x', b->size);
+    if (json) {
+        memcpy(body, open, ol);
+        memcpy(body + b->size - cl, close_, cl);
+    }
+    hl = snprintf(head, sizeof(head),
+                  "POST %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: jn-bench\r\n"
+                  "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                  b->path, b->host, b->port, json ? "application/json" : "application/octet-stream",
+                  b->size);
+    if (hl < 0 || (size_t)hl >= sizeof(head)) {
+        die("%s", "URL too long");
+    }
+    b->reqlen = (size_t)hl + b->size;
+    b->req = malloc(b->reqlen);
+    if (b->req == NULL) {
+        die("%s", "out of memory");
+    }
+    memcpy(b->req, head, (size_t)hl);
+    memcpy(b->req + hl, body, b->size);
+    free(body);
+}
+
+/* An ADT^A01 as a registration system sends it; MSH-10 is replaced for every message. */
+static const char builtin_adt[] =
+    "MSH|^~\\&|JNBENCH|BENCH_HOSP|JUNCTION|BENCH_HOSP|20240101120000||ADT^A01^ADT_A01|X|P|2.5\r"
+    "EVN|A01|20240101120000|||1234^SMITH^JANE\r"
+    "PID|1||123456^^^BENCH_HOSP^MR||DOE^JOHN^A||19700101|M|||1 MAIN ST^^ANYTOWN^CA^90210^USA"
+    "||(555)555-1234|||S||123456789\r"
+    "NK1|1|DOE^JANE|SPO|1 MAIN ST^^ANYTOWN^CA^90210^USA|(555)555-4321\r"
+    "PV1|1|I|WARD1^101^A^BENCH_HOSP||||1234^SMITH^JANE|||MED||||1|||1234^SMITH^JANE|IN|V0001"
+    "|||||||||||||||||||||||||20240101120000\r"
+    "AL1|1|DA|PEN^PENICILLIN|SV|RASH\r"
+    "DG1|1||I10^HYPERTENSION^I10|||A\r";
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *p = NULL;
+    size_t cap = 0, n = 0;
+
+    if (f == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        size_t r;
+        if (n + 4096 > cap) {
+            char *q = realloc(p, cap = cap ? cap * 2 : 8192);
+            if (q == NULL) {
+                free(p);
+                fclose(f);
+                return NULL;
+            }
+            p = q;
+        }
+        r = fread(p + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) {
+            break;
+        }
+    }
+    fclose(f);
+    p[n] = '\0';
+    *len = n;
+    return p;
+}
+
+/* Splits the HL7 text around MSH-10 so each send can put a unique control id there. Line ends
+ * become CR (segment separator) and a framed file is unframed first. */
+static void make_mllp_template(struct bench *b)
+{
+    size_t len = strlen(builtin_adt), w = 0, start = 0, end;
+    char *txt = b->file ? read_file(b->file, &len) : strdup(builtin_adt);
+    char fs;
+    int seps = 0;
+
+    if (txt == NULL) {
+        die("cannot read %s", b->file ? b->file : "the built-in message");
+    }
+    for (size_t r = 0; r < len; r++) {
+        char c = txt[r];
+        if (c == '\x0b' || c == '\x1c') {
+            continue;
+        }
+        if (c == '\n') {
+            if (w > 0 && txt[w - 1] == '\r') {
+                continue;
+            }
+            c = '\r';
+        }
+        txt[w++] = c;
+    }
+    while (w > 0 && (txt[w - 1] == '\r' || txt[w - 1] == ' ')) {
+        w--;
+    }
+    txt[w++] = '\r';
+    txt[w] = '\0';
+    if (w < 8 || strncmp(txt, "MSH", 3) != 0) {
+        die("%s: the message must start with an MSH segment", b->file ? b->file : "built-in");
+    }
+    fs = txt[3];
+    /* MSH-1 is the separator itself, so MSH-10 starts after the 9th separator. */
+    for (size_t i = 3; i < w && txt[i] != '\r'; i++) {
+        if (txt[i] == fs && ++seps == 9) {
+            start = i + 1;
+            break;
+        }
+    }
+    if (start == 0) {
+        die("%s: MSH has no field 10 (message control id)", b->file ? b->file : "built-in");
+    }
+    for (end = start; end < w && txt[end] != fs && txt[end] != '\r'; end++) {
+    }
+    b->reqlen = start + 1;
+    b->req = malloc(b->reqlen);
+    b->postlen = w - end + 2;
+    b->post = malloc(b->postlen);
+    if (b->req == NULL || b->post == NULL) {
+        die("%s", "out of memory");
+    }
+    b->req[0] = '\x0b';
+    memcpy(b->req + 1, txt, start);
+    memcpy(b->post, txt + end, w - end);
+    b->post[w - end] = '\x1c';
+    b->post[w - end + 1] = '\r';
+    free(txt);
+}
+
+/* ---- the load ---- */
+
+static void conn_start(struct conn *c);
+
+static void finish(struct bench *b)
+{
+    if (b->stopping) {
+        return;
+    }
+    if (b->measuring) {
+        b->t_end_ns = now_ns();
+        b->measuring = 0;
+        if (b->pid > 0) {
+            b->cpu_target1 = read_cpu_ticks(b->pid);
+        }
+        b->cpu_self1 = self_cpu_s();
+    }
+    b->stopping = 1;
+    event_base_loopbreak(b->base);
+}
+
+static void count_error(struct bench *b, enum ekind kind)
+{
+    if (!b->measuring) {
+        b->err_warmup += kind != E_NONE;
+        return;
+    }
+    switch (kind) {
+    case E_CONNECT:
+        b->err.connect++;
+        break;
+    case E_TIMEOUT:
+        b->err.timeout++;
+        break;
+    case E_CLOSED:
+        b->err.closed++;
+        break;
+    case E_PROTO:
+        b->err.proto++;
+        break;
+    case E_NONE:
+        break;
+    }
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_start(arg);
+}
+
+/* Drops the connection (counting why) and opens a new one: at once after an orderly close, after
+ * 100 ms after a failure so a refused port is not hammered. */
+static void conn_reset(struct conn *c, enum ekind kind)
+{
+    struct timeval tv = {0, kind == E_NONE || kind == E_CLOSED ? 0 : 100000};
+
+    count_error(c->b, kind);
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    c->inflight = 0;
+    c->connecting = 0;
+    if (!c->b->stopping) {
+        evtimer_add(c->retry, &tv);
+    }
+}
+
+static void send_next(struct conn *c)
+{
+    struct bench *b = c->b;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (b->stopping) {
+        return;
+    }
+    c->st = ST_HEAD;
+    c->close_after = 0;
+    c->status = 0;
+    if (b->mode == MODE_HTTP) {
+        evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
+    } else {
+        int n = snprintf(c->ctl, sizeof(c->ctl), "JB%lx.%" PRIu64, (long)getpid() & 0xffff,
+                         ++b->ctl_seq);
+        evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
+        evbuffer_add(out, c->ctl, (size_t)n);
+        evbuffer_add_reference(out, b->post, b->postlen, NULL, NULL);
+    }
+    c->inflight = 1;
+    c->sent_ns = now_ns();
+}
+
+/* One answer is in: ok (2xx, ACK AA/CA) or an error of the given kind. */
+static void on_answer(struct conn *c, int ok, int status, int ack)
+{
+    struct bench *b = c->b;
+    uint64_t t = now_ns();
+
+    c->inflight = 0;
+    if (ok) {
+        b->ok_total++;
+    }
+    if (b->measuring) {
+        if (ok) {
+            b->ok++;
+            hist_add(&b->hist, t - c->sent_ns);
+        } else if (b->mode == MODE_HTTP) {
+            b->err.status[status >= 0 && status < 600 ? status : 0]++;
+        } else {
+            b->err.ack[ack]++;
+        }
+    } else if (!ok) {
+        b->err_warmup++;
+    }
+    if (b->count && b->ok_total >= b->count) {
+        finish(b);
+        return;
+    }
+    if (c->close_after) {
+        conn_reset(c, E_NONE);
+        return;
+    }
+    send_next(c);
+}
+
+static int ci_prefix(const char *p, const char *end, const char *word)
+{
+    size_t n = strlen(word);
+
+    return (size_t)(end - p) >= n && strncasecmp(p, word, n) == 0;
+}
+
+/* Parses the status line and the headers we need; drains the head. -1 on a malformed one. */
+static int http_head(struct conn *c, struct evbuffer *in, size_t hl)
+{
+    const char *h = (const char *)evbuffer_pullup(in, (ev_ssize_t)hl);
+    const char *end = h + hl, *p;
+    int chunked = 0, has_cl = 0;
+    size_t cl = 0;
+
+    if (h == NULL || hl < 12 || strncmp(h, "HTTP/1.", 7) != 0 || h[8] != ' ') {
+        return -1;
+    }
+    c->status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
+    if (c->status < 100 || c->status > 599) {
+        return -1;
+    }
+    c->close_after = h[7] == '0'; /* HTTP/1.0 closes unless told otherwise */
+    for (p = memchr(h, '\n', hl); p && p + 1 < end; p = memchr(p, '\n', (size_t)(end - p))) {
+        const char *v, *eol;
+        p++;
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL) {
+            break;
+        }
+        v = memchr(p, ':', (size_t)(eol - p));
+        if (v == NULL) {
+            continue;
+        }
+        v++;
+        if (ci_prefix(p, eol, "content-length:")) {
+            cl = (size_t)strtoull(v, NULL, 10);
+            has_cl = 1;
+        } else if (ci_prefix(p, eol, "transfer-encoding:")) {
+            chunked = memmem(v, (size_t)(eol - v), "chunked", 7) != NULL;
+        } else if (ci_prefix(p, eol, "connection:")) {
+            if (memmem(v, (size_t)(eol - v), "close", 5)) {
+                c->close_after = 1;
+            } else if (memmem(v, (size_t)(eol - v), "eep-alive", 9)) {
+                c->close_after = 0;
+            }
+        }
+    }
+    evbuffer_drain(in, hl);
+    if (c->status < 200) {
+        c->st = ST_HEAD; /* interim answer: the real one follows */
+    } else if (chunked) {
+        c->st = ST_CHUNK_SIZE;
+    } else if (has_cl || c->status == 204 || c->status == 304) {
+        c->body_left = has_cl ? cl : 0;
+        c->st = ST_BODY;
+    } else {
+        c->st = ST_UNTIL_CLOSE;
+        c->close_after = 1;
+    }
+    return 0;
+}
+
+/* 1: an answer is complete; 0: need more bytes; -1: protocol error. */
+static int http_parse(struct conn *c, struct evbuffer *in)
+{
+    for (;;) {
+        size_t len = evbuffer_get_length(in), n;
+        char *line;
+
+        switch (c->st) {
+        case ST_HEAD: {
+            struct evbuffer_ptr p = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+            if (p.pos < 0) {
+                return len > BENCH_HEAD_MAX ? -1 : 0;
+            }
+            if (http_head(c, in, (size_t)p.pos + 4) != 0) {
+                return -1;
+            }
+            break;
+        }
+        case ST_BODY:
+        case ST_CHUNK_DATA:
+            n = len < c->body_left ? len : c->body_left;
+            evbuffer_drain(in, n);
+            c->body_left -= n;
+            if (c->body_left) {
+                return 0;
+            }
+            if (c->st == ST_BODY) {
+                c->st = ST_HEAD;
+                return 1;
+            }
+            c->st = ST_CHUNK_SIZE;
+            break;
+        case ST_CHUNK_SIZE:
+            line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+            if (line == NULL) {
+                return len > BENCH_HEAD_MAX ? -1 : 0;
+            }
+            c->body_left = (size_t)strtoull(line, NULL, 16);
+            free(line);
+            if (c->body_left == 0) {
+                c->st = ST_TRAILER;
+            } else {
+                c->body_left += 2; /* the CRLF after the data */
+                c->st = ST_CHUNK_DATA;
+            }
+            break;
+        case ST_TRAILER:
+            line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+            if (line == NULL) {
+                return len > BENCH_HEAD_MAX ? -1 : 0;
+            }
+            free(line);
+            if (n == 0) {
+                c->st = ST_HEAD;
+                return 1;
+            }
+            break;
+        case ST_UNTIL_CLOSE:
+            evbuffer_drain(in, len);
+            return 0;
+        }
+    }
+}
+
+/* 1 with *ack set (-1: AA/CA, else an ACK_* error), 0: need more, -1: protocol error. */
+static int mllp_parse(struct conn *c, struct evbuffer *in, int *ack)
+{
+    struct evbuffer_ptr p = evbuffer_search(in, "\x1c\r", 2, NULL);
+    const char *f, *end, *msa = NULL;
+    size_t fl;
+
+    if (p.pos < 0) {
+        return evbuffer_get_length(in) > BENCH_FRAME_MAX ? -1 : 0;
+    }
+    fl = (size_t)p.pos + 2;
+    f = (const char *)evbuffer_pullup(in, (ev_ssize_t)fl);
+    if (f == NULL || f[0] != '\x0b') {
+        return -1;
+    }
+    end = f + fl - 2;
+    for (const char *s = f + 1; s + 4 <= end; s++) {
+        if ((s == f + 1 || s[-1] == '\r' || s[-1] == '\n') && strncmp(s, "MSA", 3) == 0) {
+            msa = s;
+            break;
+        }
+    }
+    *ack = ACK_OTHER;
+    if (msa && msa + 6 <= end) {
+        char sep = msa[3];
+        const char *code = msa + 4, *id, *idend;
+        if (code[0] == 'A' && code[1] == 'A') {
+            *ack = -1;
+        } else if (code[0] == 'C' && code[1] == 'A') {
+            *ack = -1;
+        } else if (code[0] == 'A' && code[1] == 'E') {
+            *ack = ACK_AE;
+        } else if (code[0] == 'A' && code[1] == 'R') {
+            *ack = ACK_AR;
+        } else if (code[0] == 'C' && code[1] == 'E') {
+            *ack = ACK_CE;
+        } else if (code[0] == 'C' && code[1] == 'R') {
+            *ack = ACK_CR;
+        }
+        id = memchr(code, sep, (size_t)(end - code));
+        if (*ack == -1 && id != NULL) {
+            id++;
+            for (idend = id; idend < end && *idend != sep && *idend != '\r' && *idend != '\n' &&
+                             *idend != '^';
+                 idend++) {
+            }
+            if ((size_t)(idend - id) != strlen(c->ctl) || memcmp(id, c->ctl, strlen(c->ctl))) {
+                *ack = ACK_MISMATCH;
+            }
+        }
+    }
+    evbuffer_drain(in, fl);
+    return 1;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    while (c->bev == bev && evbuffer_get_length(in) > 0) {
+        int ack = -1;
+        int rc = c->b->mode == MODE_HTTP ? http_parse(c, in) : mllp_parse(c, in, &ack);
+        if (rc == 0) {
+            return;
+        }
+        if (rc < 0 || !c->inflight) {
+            /* Garbage, or an answer nobody asked for: the stream cannot be trusted. */
+            conn_reset(c, E_PROTO);
+            return;
+        }
+        if (c->b->mode == MODE_HTTP) {
+            on_answer(c, c->status >= 200 && c->status < 300, c->status, 0);
+        } else {
+            on_answer(c, ack < 0, 0, ack < 0 ? 0 : ack);
+        }
+        if (c->b->stopping) {
+            return;
+        }
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    enum ekind kind;
+
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        /* One small request at a time: Nagle would hold it for the peer's delayed ACK. */
+        setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->connecting = 0;
+        send_next(c);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        kind = c->connecting ? E_CONNECT : c->inflight ? E_TIMEOUT : E_NONE;
+    } else if (c->connecting) {
+        kind = E_CONNECT;
+    } else if (c->st == ST_UNTIL_CLOSE && c->inflight) {
+        /* An answer delimited by the close: it is complete now. */
+        c->close_after = 1;
+        on_answer(c, c->status >= 200 && c->status < 300, c->status, 0);
+        if (!c->b->stopping) {
+            conn_reset(c, E_NONE);
+        }
+        return;
+    } else {
+        kind = c->inflight ? E_CLOSED : E_NONE;
+    }
+    conn_reset(c, kind);
+}
+
+static void conn_start(struct conn *c)
+{
+    struct bench *b = c->b;
+
+    if (b->stopping) {
+        return;
+    }
+    c->bev = bufferevent_socket_new(b->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        conn_reset(c, E_CONNECT);
+        return;
+    }
+    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+    /* Reading is always on and a connection is never idle while the run lasts, so the read
+     * timeout is the per-request timeout; the write timeout also bounds the connect. */
+    bufferevent_set_timeouts(c->bev, &b->tv_timeout, &b->tv_timeout);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->connecting = 1;
+    c->inflight = 0;
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&b->addr, b->addrlen) != 0) {
+        conn_reset(c, E_CONNECT);
+    }
+}
+
+static void start_measuring(struct bench *b)
+{
+    memset(&b->hist, 0, sizeof(b->hist));
+    memset(&b->err, 0, sizeof(b->err));
+    b->ok = 0;
+    b->delivered0 = delivered_now(b);
+    if (b->pid > 0) {
+        b->cpu_target0 = read_cpu_ticks(b->pid);
+    }
+    b->cpu_self0 = self_cpu_s();
+    b->measuring = 1;
+    b->t_start_ns = now_ns();
+}
+
+static void warm_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    start_measuring(arg);
+}
+
+static void end_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    finish(arg);
+}
+
+static void rss_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sample_rss(arg);
+}
+
+static void sig_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    finish(arg);
+}
+
+/* ---- output ---- */
+
+static void fmt_ms(char *out, size_t cap, uint64_t ns)
+{
+    snprintf(out, cap, "%.3f ms", (double)ns / 1e6);
+}
+
+static uint64_t errors_total(const struct errs *e)
+{
+    uint64_t n = e->connect + e->timeout + e->closed + e->proto;
+
+    for (int i = 0; i < 600; i++) {
+        n += e->status[i];
+    }
+    for (int i = 0; i < ACK__COUNT; i++) {
+        n += e->ack[i];
+    }
+    return n;
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            fputc('\\', f);
+        }
+        if ((unsigned char)*s >= 0x20) {
+            fputc(*s, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static void report(struct bench *b)
+{
+    double secs = b->t_end_ns > b->t_start_ns ? (double)(b->t_end_ns - b->t_start_ns) / 1e9 : 0;
+    double rate = secs > 0 ? (double)b->ok / secs : 0;
+    uint64_t p50 = hist_pct(&b->hist, 50), p90 = hist_pct(&b->hist, 90);
+    uint64_t p99 = hist_pct(&b->hist, 99), mx = b->hist.max;
+    uint64_t nerr = errors_total(&b->err);
+    long tick = sysconf(_SC_CLK_TCK);
+    double cpu_t = -1, cpu_s = -1, dlv_rate = -1;
+    long long dlv = -1;
+    const char *mode = b->mode == MODE_HTTP ? "http" : "mllp";
+    char s50[32], s90[32], s99[32], smax[32];
+
+    if (b->pid > 0 && b->cpu_target0 >= 0 && b->cpu_target1 >= b->cpu_target0 && secs > 0) {
+        cpu_t = 100.0 * (double)(b->cpu_target1 - b->cpu_target0) / (double)tick / secs;
+    }
+    if (secs > 0) {
+        cpu_s = 100.0 * (b->cpu_self1 - b->cpu_self0) / secs;
+    }
+    if (b->delivered0 >= 0) {
+        b->delivered1 = delivered_now(b);
+        if (b->delivered1 >= 0 && secs > 0) {
+            dlv = b->delivered1 - b->delivered0;
+            dlv_rate = (double)dlv / secs;
+        }
+    }
+    sample_rss(b);
+    fmt_ms(s50, sizeof(s50), p50);
+    fmt_ms(s90, sizeof(s90), p90);
+    fmt_ms(s99, sizeof(s99), p99);
+    fmt_ms(smax, sizeof(smax), mx);
+
+    printf("%s %d conn%s, %.1f s: %.0f msg/s; latency p50 %s p90 %s p99 %s max %s; %" PRIu64
+           " ok; errors: ",
+           mode, b->nconns, b->nconns == 1 ? "" : "s", secs, rate, s50, s90, s99, smax, b->ok);
+    if (nerr == 0) {
+        printf("none");
+    }
+    {
+        const char *sep = "";
+        for (int i = 0; i < 600; i++) {
+            if (b->err.status[i]) {
+                printf("%s%d x%" PRIu64, sep, i, b->err.status[i]);
+                sep = ", ";
+            }
+        }
+        for (int i = 0; i < ACK__COUNT; i++) {
+            if (b->err.ack[i]) {
+                printf("%sACK %s x%" PRIu64, sep, ack_names[i], b->err.ack[i]);
+                sep = ", ";
+            }
+        }
+        if (b->err.connect) {
+            printf("%sconnect x%" PRIu64, sep, b->err.connect);
+            sep = ", ";
+        }
+        if (b->err.timeout) {
+            printf("%stimeout x%" PRIu64, sep, b->err.timeout);
+            sep = ", ";
+        }
+        if (b->err.closed) {
+            printf("%sclosed x%" PRIu64, sep, b->err.closed);
+            sep = ", ";
+        }
+        if (b->err.proto) {
+            printf("%sprotocol x%" PRIu64, sep, b->err.proto);
+        }
+    }
+    if (b->pid > 0) {
+        printf("; RSS idle %.1f MB peak %.1f MB (anon %.1f / %.1f)%s; CPU target %.0f%% "
+               "bench %.0f%%",
+               (double)b->rss_idle / 1024, (double)b->rss_peak / 1024,
+               (double)b->anon_idle / 1024, (double)b->anon_peak / 1024,
+               b->target_gone ? " (target exited)" : "", cpu_t, cpu_s);
+    }
+    if (dlv >= 0) {
+        printf("; delivered %.0f/s", dlv_rate);
+    }
+    printf("\n");
+
+    if (!b->json) {
+        return;
+    }
+    printf("{\"mode\":\"%s\",\"url\":", mode);
+    json_str(stdout, b->url);
+    printf(",\"conns\":%d,\"size\":%zu,\"warmup_s\":%.3f,\"duration_s\":%.3f,\"ok\":%" PRIu64
+           ",\"msg_per_s\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f"
+           ",\"mean_us\":%.1f,\"errors\":%" PRIu64 ",\"err_status\":{",
+           b->nconns, b->mode == MODE_HTTP ? b->size : b->reqlen + b->postlen + 10, b->warmup,
+           secs, b->ok, rate, (double)p50 / 1e3, (double)p90 / 1e3, (double)p99 / 1e3,
+           (double)mx / 1e3, b->hist.n ? (double)b->hist.sum / (double)b->hist.n / 1e3 : 0.0,
+           nerr);
+    {
+        const char *sep = "";
+        for (int i = 0; i < 600; i++) {
+            if (b->err.status[i]) {
+                printf("%s\"%d\":%" PRIu64, sep, i, b->err.status[i]);
+                sep = ",";
+            }
+        }
+        printf("},\"err_ack\":{");
+        sep = "";
+        for (int i = 0; i < ACK__COUNT; i++) {
+            if (b->err.ack[i]) {
+                printf("%s\"%s\":%" PRIu64, sep, ack_names[i], b->err.ack[i]);
+                sep = ",";
+            }
+        }
+    }
+    printf("},\"err_connect\":%" PRIu64 ",\"err_timeout\":%" PRIu64 ",\"err_closed\":%" PRIu64
+           ",\"err_proto\":%" PRIu64 ",\"err_warmup\":%" PRIu64,
+           b->err.connect, b->err.timeout, b->err.closed, b->err.proto, b->err_warmup);
+    if (b->pid > 0) {
+        printf(",\"rss_idle_kb\":%ld,\"rss_peak_kb\":%ld,\"rss_end_kb\":%ld,\"anon_idle_kb\":%ld"
+               ",\"anon_peak_kb\":%ld,\"target_exited\":%s,\"cpu_target_pct\":%.1f",
+               b->rss_idle, b->rss_peak, b->rss_end, b->anon_idle, b->anon_peak,
+               b->target_gone ? "true" : "false", cpu_t);
+    } else {
+        printf(",\"rss_idle_kb\":null,\"rss_peak_kb\":null,\"rss_end_kb\":null"
+               ",\"anon_idle_kb\":null,\"anon_peak_kb\":null,\"cpu_target_pct\":null");
+    }
+    printf(",\"cpu_self_pct\":%.1f", cpu_s);
+    if (dlv >= 0) {
+        printf(",\"delivered\":%lld,\"delivered_per_s\":%.1f", dlv, dlv_rate);
+    } else {
+        printf(",\"delivered\":null,\"delivered_per_s\":null");
+    }
+    printf("}\n");
+}
+
+/* ---- modes ---- */
+
+static int run_load(struct bench *b)
+{
+    struct timeval tv_rss = {0, 100000};
+    struct timeval tv_warm, tv_end;
+    double total = b->warmup + b->duration;
+
+    if (b->mode == MODE_HTTP) {
+        make_http_request(b);
+    } else {
+        make_mllp_template(b);
+    }
+    if (b->pid > 0) {
+        /* Idle: before the first connection. */
+        b->rss_idle = read_rss_kb(b->pid, &b->anon_idle);
+        if (b->rss_idle < 0) {
+            die("no process %s (see --pid)", "");
+        }
+        b->rss_peak = b->rss_end = b->rss_idle;
+        b->anon_peak = b->anon_idle;
+    }
+    b->base = event_base_new();
+    if (b->base == NULL) {
+        die("%s", "cannot create the event base");
+    }
+    b->tv_timeout.tv_sec = (time_t)b->timeout;
+    b->tv_timeout.tv_usec = (suseconds_t)((b->timeout - (double)(time_t)b->timeout) * 1e6);
+    tv_warm.tv_sec = (time_t)b->warmup;
+    tv_warm.tv_usec = (suseconds_t)((b->warmup - (double)(time_t)b->warmup) * 1e6);
+    tv_end.tv_sec = (time_t)total;
+    tv_end.tv_usec = (suseconds_t)((total - (double)(time_t)total) * 1e6);
+    b->ev_warm = evtimer_new(b->base, warm_cb, b);
+    b->ev_end = evtimer_new(b->base, end_cb, b);
+    b->ev_rss = event_new(b->base, -1, EV_PERSIST, rss_cb, b);
+    b->ev_int = evsignal_new(b->base, SIGINT, sig_cb, b);
+    b->ev_term = evsignal_new(b->base, SIGTERM, sig_cb, b);
+    b->conns = calloc((size_t)b->nconns, sizeof(*b->conns));
+    if (!b->ev_warm || !b->ev_end || !b->ev_rss || !b->ev_int || !b->ev_term || !b->conns) {
+        die("%s", "out of memory");
+    }
+    evsignal_add(b->ev_int, NULL);
+    evsignal_add(b->ev_term, NULL);
+    if (b->pid > 0) {
+        event_add(b->ev_rss, &tv_rss);
+    }
+    b->t_begin_ns = now_ns();
+    if (b->warmup > 0) {
+        evtimer_add(b->ev_warm, &tv_warm);
+    } else {
+        start_measuring(b);
+    }
+    evtimer_add(b->ev_end, &tv_end);
+    for (int i = 0; i < b->nconns; i++) {
+        struct conn *c = &b->conns[i];
+        c->b = b;
+        c->retry = evtimer_new(b->base, retry_cb, c);
+        if (c->retry == NULL) {
+            die("%s", "out of memory");
+        }
+        conn_start(c);
+    }
+    event_base_dispatch(b->base);
+    finish(b);
+    if (b->t_end_ns == 0) {
+        b->t_end_ns = b->t_start_ns; /* stopped during the warm-up: nothing measured */
+    }
+    report(b);
+    for (int i = 0; i < b->nconns; i++) {
+        if (b->conns[i].bev) {
+            bufferevent_free(b->conns[i].bev);
+        }
+        event_free(b->conns[i].retry);
+    }
+    free(b->conns);
+    event_free(b->ev_warm);
+    event_free(b->ev_end);
+    event_free(b->ev_rss);
+    event_free(b->ev_int);
+    event_free(b->ev_term);
+    event_base_free(b->base);
+    free(b->req);
+    free(b->post);
+    return b->ok > 0 ? 0 : 1;
+}
+
+/* Polls until one request is accepted: the time a broker takes from start to accepting. */
+static int run_wait(struct bench *b)
+{
+    int64_t t0 = b->t0_epoch_ns ? b->t0_epoch_ns : epoch_ns();
+    int64_t deadline = epoch_ns() + (int64_t)(b->duration * 1e9);
+    char resp[8192];
+    const char *stop = NULL;
+    char *req;
+    size_t reqlen;
+    unsigned long attempts = 0;
+
+    if (b->mode == MODE_HTTP) {
+        /* Connection: close, so the answer ends with the connection. */
+        static const char cl[] = "Connection: close\r\n";
+        const char *p;
+        size_t head;
+        make_http_request(b);
+        p = memmem(b->req, b->reqlen, "\r\n\r\n", 4);
+        reqlen = b->reqlen + sizeof(cl) - 1;
+        req = malloc(reqlen);
+        if (p == NULL || req == NULL) {
+            die("%s", "out of memory");
+        }
+        head = (size_t)(p - b->req) + 2; /* up to and with the last header's CRLF */
+        memcpy(req, b->req, head);
+        memcpy(req + head, cl, sizeof(cl) - 1);
+        memcpy(req + head + sizeof(cl) - 1, b->req + head, b->reqlen - head);
+    } else {
+        struct conn c;
+        make_mllp_template(b);
+        memset(&c, 0, sizeof(c));
+        snprintf(c.ctl, sizeof(c.ctl), "JBWAIT%lx", (long)getpid());
+        reqlen = b->reqlen + strlen(c.ctl) + b->postlen;
+        req = malloc(reqlen);
+        if (req == NULL) {
+            die("%s", "out of memory");
+        }
+        memcpy(req, b->req, b->reqlen);
+        memcpy(req + b->reqlen, c.ctl, strlen(c.ctl));
+        memcpy(req + b->reqlen + strlen(c.ctl), b->post, b->postlen);
+        stop = "\x1c\r";
+    }
+    for (;;) {
+        ssize_t n = blocking_exchange(b, req, reqlen, stop, resp, sizeof(resp), 5000);
+        int ok = 0;
+        attempts++;
+        if (n > 0 && b->mode == MODE_HTTP) {
+            ok = strncmp(resp, "HTTP/1.", 7) == 0 && resp[9] == '2';
+        } else if (n > 0) {
+            const char *msa = strstr(resp, "MSA");
+            ok = msa && (strncmp(msa + 4, "AA", 2) == 0 || strncmp(msa + 4, "CA", 2) == 0);
+        }
+        if (ok) {
+            double ms = (double)(epoch_ns() - t0) / 1e6;
+            printf("accepting after %.1f ms (%lu attempt%s)\n", ms, attempts,
+                   attempts == 1 ? "" : "s");
+            if (b->json) {
+                printf("{\"mode\":\"wait\",\"accepting_ms\":%.1f,\"attempts\":%lu}\n", ms,
+                       attempts);
+            }
+            free(req);
+            free(b->req);
+            free(b->post);
+            return 0;
+        }
+        if (epoch_ns() >= deadline) {
+            printf("not accepting after %.1f s (%lu attempts)\n", b->duration, attempts);
+            if (b->json) {
+                printf("{\"mode\":\"wait\",\"accepting_ms\":null,\"attempts\":%lu}\n", attempts);
+            }
+            free(req);
+            free(b->req);
+            free(b->post);
+            return 1;
+        }
+        usleep(5000);
+    }
+}
+
+/* Prints n ports that were free a moment ago, all bound at once so that they differ. */
+static int run_freeport(int n)
+{
+    int *fds = calloc((size_t)n, sizeof(int));
+
+    if (fds == NULL) {
+        return 2;
+    }
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_in sa;
+        socklen_t sl = sizeof(sa);
+        memset(&sa, 0, sizeof(sa));
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+            getsockname(fds[i], (struct sockaddr *)&sa, &sl) != 0) {
+            perror("jn-bench: freeport");
+            return 2;
+        }
+        printf("%s%u", i ? " " : "", (unsigned)ntohs(sa.sin_port));
+    }
+    printf("\n");
+    for (int i = 0; i < n; i++) {
+        close(fds[i]);
+    }
+    free(fds);
+    return 0;
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: jn-bench --mode http|mllp|wait|freeport [options]\n"
+            "\n"
+            "  --url URL          http://127.0.0.1:8080/ingest, or mllp://127.0.0.1:2575\n"
+            "  --conns N          connections, each with one request in flight (default 1);\n"
+            "                     freeport: how many ports to print\n"
+            "  --duration S       measured seconds after the warm-up (default 10);\n"
+            "                     wait: give up after S seconds\n"
+            "  --warmup S         seconds of load before measuring (default 2)\n"
+            "  --size B           http: body bytes (default 1024)\n"
+            "  --file F           mllp: the HL7 message (default: a built-in ADT^A01); MSH-10\n"
+            "                     is replaced by a unique control id for every message\n"
+            "  --count N          stop after N successes (e.g. to fill a queue)\n"
+            "  --timeout S        per request and per connect (default 10)\n"
+            "  --pid PID          sample the broker's VmRSS (idle, then every 100 ms) and CPU\n"
+            "  --count-dir DIR    count files in DIR (repeatable) before and after the window:\n"
+            "                     deliveries per second\n"
+            "  --count-url URL    same, from the first number in GET URL (jn-sink's /stats)\n"
+            "  --t0 NS            wait: measure from this CLOCK_REALTIME ns (date +%%s%%N)\n"
+            "  --json             also print one JSON object\n");
+}
+
+static double num_arg(const char *s, const char *name, double lo, double hi)
+{
+    char *end;
+    double v = strtod(s, &end);
+
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+        die("bad value for %s", name);
+    }
+    return v;
+}
+
+static void parse_url(struct bench *b)
+{
+    const char *hp, *slash;
+    size_t hl;
+    char *colon;
+
+    if (strncmp(b->url, "http://", 7) == 0) {
+        hp = b->url + 7;
+    } else if (strncmp(b->url, "mllp://", 7) == 0 || strncmp(b->url, "tcp://", 6) == 0) {
+        hp = strchr(b->url, '/') + 2;
+    } else {
+        die("--url %s: expected http://host:port/path or mllp://host:port", b->url);
+        return;
+    }
+    slash = strchr(hp, '/');
+    hl = slash ? (size_t)(slash - hp) : strlen(hp);
+    if (hl == 0 || hl >= sizeof(b->host)) {
+        die("--url %s: bad host", b->url);
+    }
+    memcpy(b->host, hp, hl);
+    b->host[hl] = '\0';
+    snprintf(b->path, sizeof(b->path), "%s", slash ? slash : "/");
+    b->addrlen = (int)sizeof(b->addr);
+    if (evutil_parse_sockaddr_port(b->host, (struct sockaddr *)&b->addr, &b->addrlen) != 0) {
+        die("--url: '%s' is not a numeric address:port (no DNS here)", b->host);
+    }
+    colon = strrchr(b->host, ':');
+    b->port = colon ? atoi(colon + 1) : 0;
+    if (colon) {
+        *colon = '\0';
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"mode", required_argument, NULL, 'm'},      {"url", required_argument, NULL, 'u'},
+        {"conns", required_argument, NULL, 'c'},     {"duration", required_argument, NULL, 'd'},
+        {"warmup", required_argument, NULL, 'w'},    {"size", required_argument, NULL, 's'},
+        {"file", required_argument, NULL, 'f'},      {"count", required_argument, NULL, 'n'},
+        {"timeout", required_argument, NULL, 't'},   {"pid", required_argument, NULL, 'p'},
+        {"count-dir", required_argument, NULL, 'D'}, {"count-url", required_argument, NULL, 'U'},
+        {"t0", required_argument, NULL, 'T'},        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+    };
+    static struct bench bench; /* large (histogram): not on the stack */
+    struct bench *b = &bench;
+    const char *mode = NULL;
+    int opt;
+
+    b->nconns = 1;
+    b->duration = 10;
+    b->warmup = 2;
+    b->timeout = 10;
+    b->size = 1024;
+    b->cpu_target0 = b->cpu_target1 = -1;
+    b->delivered0 = b->delivered1 = -1;
+    while ((opt = getopt_long(argc, argv, "m:u:c:d:w:s:f:n:t:p:D:U:T:jh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            mode = optarg;
+            break;
+        case 'u':
+            snprintf(b->url, sizeof(b->url), "%s", optarg);
+            break;
+        case 'c':
+            b->nconns = (int)num_arg(optarg, "--conns", 1, 100000);
+            break;
+        case 'd':
+            b->duration = num_arg(optarg, "--duration", 0.001, 86400);
+            break;
+        case 'w':
+            b->warmup = num_arg(optarg, "--warmup", 0, 86400);
+            break;
+        case 's':
+            b->size = (size_t)num_arg(optarg, "--size", 0, 1 << 30);
+            break;
+        case 'f':
+            b->file = optarg;
+            break;
+        case 'n':
+            b->count = (uint64_t)num_arg(optarg, "--count", 1, 1e15);
+            break;
+        case 't':
+            b->timeout = num_arg(optarg, "--timeout", 0.001, 3600);
+            break;
+        case 'p':
+            b->pid = (pid_t)num_arg(optarg, "--pid", 1, 1 << 30);
+            break;
+        case 'D':
+            if (b->ndirs == BENCH_MAX_DIRS) {
+                die("%s", "too many --count-dir");
+            }
+            b->count_dirs[b->ndirs++] = optarg;
+            break;
+        case 'U':
+            b->count_url = optarg;
+            break;
+        case 'T':
+            b->t0_epoch_ns = (int64_t)strtoll(optarg, NULL, 10);
+            break;
+        case 'j':
+            b->json = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (mode == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (strcmp(mode, "freeport") == 0) {
+        return run_freeport(b->nconns);
+    }
+    if (b->url[0] == '\0') {
+        die("%s", "--url is required");
+    }
+    parse_url(b);
+    if (strcmp(mode, "http") == 0) {
+        b->mode = MODE_HTTP;
+        return run_load(b);
+    }
+    if (strcmp(mode, "mllp") == 0) {
+        b->mode = MODE_MLLP;
+        return run_load(b);
+    }
+    if (strcmp(mode, "wait") == 0) {
+        b->mode = strncmp(b->url, "http://", 7) == 0 ? MODE_HTTP : MODE_MLLP;
+        return run_wait(b);
+    }
+    die("unknown --mode %s (http, mllp, wait, freeport; mqtt comes with the MQTT channel)",
+        mode);
+    return 2;
+}

@@ -1,0 +1,391 @@
+#!/bin/sh
+# junction's benchmark (issue 6): builds a release build, runs each scenario against a fresh
+# junction on free 127.0.0.1 ports, repeats it, and prints one markdown table of medians with
+# the machine and the date. Method, scenarios, targets and the latest table: docs/performance.md.
+#
+#   sh tools/bench/run.sh
+#
+# Knobs (environment):
+#   JN_BENCH_REPEAT=3         runs per scenario and connection count (the table shows medians)
+#   JN_BENCH_DURATION=10      measured seconds per run ...
+#   JN_BENCH_WARMUP=2         ... after this many seconds of load that are not counted
+#   JN_BENCH_BACKLOG=100000   messages queued behind the down destination (issue 6 says 1M;
+#                             docs/performance.md says why the default is less)
+#   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-http fanout mllp backlog
+#   JN_BENCH_PERF=1           perf record -g junction during the first run of each scenario at
+#                             its highest connection count (perf costs CPU: off by default)
+#
+# Every run stops by itself: jn-bench ends after warm-up + duration, and each step is also under
+# `timeout`. Only the processes this script started are stopped, by their pid.
+set -eu
+
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+REPEAT=${JN_BENCH_REPEAT:-3}
+DURATION=${JN_BENCH_DURATION:-10}
+WARMUP=${JN_BENCH_WARMUP:-2}
+BACKLOG=${JN_BENCH_BACKLOG:-100000}
+ONLY=${JN_BENCH_ONLY:-http-file http-http fanout mllp backlog}
+PERF=${JN_BENCH_PERF:-0}
+BUILD=$ROOT/build-bench
+CONFIGS=$ROOT/tools/bench/configs
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BUILD/bench-results/$STAMP
+# jn-bench's own limit is warm-up + duration; this only catches a hang.
+RUN_LIMIT=$((DURATION + WARMUP + 60))
+
+log() {
+    printf '%s\n' "$*" >&2
+}
+
+# ---- build ----
+
+log "building a release build in build-bench ..."
+if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$BUILD.cmake.log" 2>&1; then
+    cat "$BUILD.cmake.log" >&2
+    exit 1
+fi
+rm -f "$BUILD.cmake.log"
+if ! cmake --build "$BUILD" -j"$(nproc)" --target junction jn-bench jn-sink \
+    >/dev/null 2>"$BUILD/.build-err"; then
+    cat "$BUILD/.build-err" >&2
+    exit 1
+fi
+BIN=$BUILD/junction
+BENCH=$BUILD/jn-bench
+SINK=$BUILD/jn-sink
+mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/jn-bench-XXXXXX")
+RESULTS=$OUT/runs.tsv
+NOTES=$OUT/notes.txt
+: >"$RESULTS"
+: >"$NOTES"
+JPID=""
+SPID=""
+PERFPID=""
+
+# ---- processes ----
+
+stop_pid() {
+    # $1: a pid this script started. SIGTERM, up to 30 s, then SIGKILL.
+    sp_pid=$1
+    kill -TERM "$sp_pid" 2>/dev/null || return 0
+    sp_i=0
+    while kill -0 "$sp_pid" 2>/dev/null && [ "$sp_i" -lt 300 ]; do
+        sleep 0.1
+        sp_i=$((sp_i + 1))
+    done
+    kill -KILL "$sp_pid" 2>/dev/null || true
+    wait "$sp_pid" 2>/dev/null || true
+}
+
+stop_junction() {
+    if [ -n "$JPID" ]; then
+        stop_pid "$JPID"
+        JPID=""
+    fi
+}
+
+stop_sink() {
+    if [ -n "$SPID" ]; then
+        stop_pid "$SPID"
+        SPID=""
+    fi
+}
+
+cleanup() {
+    if [ -n "$PERFPID" ]; then
+        kill -INT "$PERFPID" 2>/dev/null || true
+    fi
+    stop_junction
+    stop_sink
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A fresh data_dir and out dirs, and free ports: sets JN_BENCH_DIR, JN_BENCH_PORT, $P2 and $P3.
+fresh() {
+    JN_BENCH_DIR=$WORK/run
+    rm -rf "$JN_BENCH_DIR"
+    mkdir -p "$JN_BENCH_DIR"
+    # shellcheck disable=SC2046
+    set -- $("$BENCH" --mode freeport --conns 4)
+    JN_BENCH_PORT=$1
+    P2=$2
+    P3=$3 # (the fourth is spare)
+    export JN_BENCH_DIR JN_BENCH_PORT
+}
+
+# Starts junction on config $1 and waits until it accepts on URL $2; START_MS is the time from
+# launch to the first accepted message (2xx or ACK AA).
+# (sh has no locals: each function's variables carry its prefix.)
+start_junction() {
+    sj_log=$OUT/junction-${1%.yaml}.log
+    sj_t0=$(date +%s%N)
+    "$BIN" run -c "$CONFIGS/$1" >>"$sj_log" 2>&1 &
+    JPID=$!
+    if ! sj_w=$(timeout 120 "$BENCH" --mode wait --url "$2" --duration 100 --t0 "$sj_t0" \
+        --json); then
+        log "junction did not start on $1; the end of its log:"
+        tail -20 "$sj_log" >&2
+        exit 1
+    fi
+    START_MS=$(printf '%s\n' "$sj_w" | sed -n 's/.*"accepting_ms":\([0-9.]*\).*/\1/p')
+}
+
+perf_start() {
+    # $1: label. Profiles junction for the measured window of the current run.
+    if [ "$PERF" = 1 ] && command -v perf >/dev/null 2>&1; then
+        ( sleep "$WARMUP"; exec perf record -g -q -o "$OUT/perf-$1.data" -p "$JPID" \
+            -- sleep "$DURATION" ) >/dev/null 2>&1 &
+        PERFPID=$!
+    fi
+}
+
+perf_stop() {
+    if [ -n "$PERFPID" ]; then
+        wait "$PERFPID" 2>/dev/null || true
+        PERFPID=""
+        perf report -i "$OUT/perf-$1.data" --no-children --percent-limit 1 --stdio \
+            2>/dev/null | grep -v '^$' | head -80 >"$OUT/perf-$1.txt" || true
+        log "  profile: $OUT/perf-$1.txt"
+    fi
+}
+
+# Runs one measured load and records it: load LABEL CONNS MODE URL [jn-bench options...]
+load() {
+    ld_label=$1
+    ld_conns=$2
+    ld_mode=$3
+    ld_url=$4
+    shift 4
+    ld_out=$(timeout "$RUN_LIMIT" "$BENCH" --mode "$ld_mode" --url "$ld_url" --conns "$ld_conns" \
+        --duration "$DURATION" --warmup "$WARMUP" --pid "$JPID" --json "$@") || true
+    ld_human=$(printf '%s\n' "$ld_out" | head -n 1)
+    ld_json=$(printf '%s\n' "$ld_out" | grep '^{' | tail -n 1)
+    log "  $ld_label, $ld_conns conns: $ld_human"
+    if [ -z "$ld_json" ]; then
+        ld_json='{"errors":-1}'
+    fi
+    printf '%s\t%s\t%s\t%s\n' "$ld_label" "$ld_conns" "${START_MS:-}" "$ld_json" >>"$RESULTS"
+}
+
+want() {
+    case " $ONLY " in
+    *" $1 "*) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# ---- scenarios ----
+
+# One fresh broker per run: idle RSS is the real idle, and journals do not grow across runs.
+scenario_simple() {
+    # $1 scenario, $2 config, $3 label, $4 connection counts.
+    ss_name=$1
+    ss_cfg=$2
+    ss_label=$3
+    ss_counts=$4
+    ss_top=${ss_counts##* }
+    for ss_c in $ss_counts; do
+        ss_rep=1
+        while [ "$ss_rep" -le "$REPEAT" ]; do
+            fresh
+            ss_extra=""
+            case $ss_name in
+            http-file) ss_extra="--count-dir $JN_BENCH_DIR/out" ;;
+            fanout)
+                ss_extra="--count-dir $JN_BENCH_DIR/out-a --count-dir $JN_BENCH_DIR/out-b"
+                ss_extra="$ss_extra --count-dir $JN_BENCH_DIR/out-c"
+                ;;
+            mllp) ss_extra="--count-dir $JN_BENCH_DIR/out" ;;
+            http-http)
+                JN_BENCH_SINK=$P2
+                export JN_BENCH_SINK
+                "$SINK" --listen "127.0.0.1:$JN_BENCH_SINK" >/dev/null &
+                SPID=$!
+                ss_extra="--count-url http://127.0.0.1:$JN_BENCH_SINK/stats"
+                ;;
+            esac
+            if [ "$ss_name" = mllp ]; then
+                ss_url=mllp://127.0.0.1:$JN_BENCH_PORT
+                ss_mode=mllp
+            else
+                ss_url=http://127.0.0.1:$JN_BENCH_PORT/ingest
+                ss_mode=http
+            fi
+            start_junction "$ss_cfg" "$ss_url"
+            if [ "$ss_rep" = 1 ] && [ "$ss_c" = "$ss_top" ]; then
+                perf_start "$ss_name"
+            fi
+            # shellcheck disable=SC2086
+            load "$ss_label" "$ss_c" "$ss_mode" "$ss_url" $ss_extra
+            perf_stop "$ss_name"
+            stop_junction
+            stop_sink
+            ss_rep=$((ss_rep + 1))
+        done
+    done
+}
+
+scenario_mllp() {
+    if ! "$BIN" describe | grep -q '^  mllp '; then
+        log "mllp: skipped, this build has no mllp channel type"
+        echo "MLLP ADT -> ACK: skipped: \`junction describe\` lists no mllp channel type" \
+            "in this build." >>"$NOTES"
+        return 0
+    fi
+    fresh
+    if ! mm_err=$("$BIN" check -c "$CONFIGS/mllp.yaml" 2>&1); then
+        log "mllp: skipped, tools/bench/configs/mllp.yaml does not load: $mm_err"
+        echo "MLLP ADT -> ACK: skipped: tools/bench/configs/mllp.yaml does not load:" \
+            "$(printf '%s' "$mm_err" | head -n 1)" >>"$NOTES"
+        return 0
+    fi
+    scenario_simple mllp mllp.yaml "MLLP ADT^A01 -> ACK (commit) -> file" "1 16 64"
+}
+
+scenario_backlog() {
+    fresh
+    JN_BENCH_FILL=$P2
+    JN_BENCH_DOWN=$P3 # free a moment ago, and nothing is started on it: the destination is down
+    export JN_BENCH_FILL JN_BENCH_DOWN
+    in_url=http://127.0.0.1:$JN_BENCH_PORT/ingest
+    kq=$((BACKLOG / 1000))k
+    bl_rep=1
+    while [ "$bl_rep" -le "$REPEAT" ]; do
+        start_junction backlog.yaml "$in_url"
+        load "backlog: HTTP -> file, queue empty" 64 http "$in_url" --count-dir "$JN_BENCH_DIR/out"
+        stop_junction
+        bl_rep=$((bl_rep + 1))
+    done
+
+    start_junction backlog.yaml "$in_url"
+    log "  queueing $BACKLOG messages behind the down destination ..."
+    t0=$(date +%s%N)
+    fill=$(timeout 3600 "$BENCH" --mode http --url "http://127.0.0.1:$JN_BENCH_FILL/ingest" \
+        --conns 64 --count "$BACKLOG" --warmup 0 --duration 3500 --pid "$JPID" --json) || true
+    t1=$(date +%s%N)
+    log "  fill: $(printf '%s\n' "$fill" | head -n 1)"
+    peak=$(printf '%s\n' "$fill" | sed -n 's/.*"rss_peak_kb":\([0-9]*\).*/\1/p')
+    anon=$(printf '%s\n' "$fill" | sed -n 's/.*"anon_peak_kb":\([0-9]*\).*/\1/p')
+    stop_junction
+    queued=$(sed -n 's/.* \([0-9][0-9]*\) queued message(s) stay in the journal.*/\1/p' \
+        "$OUT/junction-backlog.log" | tail -n 1)
+    # The count stops jn-bench after BACKLOG successes; the requests still in flight then are
+    # accepted too, so junction's own count is a little higher.
+    echo "Backlog: $BACKLOG messages queued in $(( (t1 - t0) / 1000000 )) ms at 64 connections" \
+        "(junction RSS peak while filling ${peak:-?} kB, of which anon ${anon:-?} kB);" \
+        "junction reported ${queued:-?} queued at its stop." >>"$NOTES"
+
+    bl_rep=1
+    while [ "$bl_rep" -le "$REPEAT" ]; do
+        start_junction backlog.yaml "$in_url"
+        if [ "$bl_rep" = 1 ]; then
+            perf_start backlog
+        fi
+        load "backlog: HTTP -> file, $kq queued" 64 http "$in_url" --count-dir "$JN_BENCH_DIR/out"
+        perf_stop backlog
+        stop_junction
+        bl_rep=$((bl_rep + 1))
+    done
+}
+
+# ---- the run ----
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "results in $OUT"
+want http-file && scenario_simple http-file http-file.yaml "HTTP 1 KB -> file" "1 16 64"
+want http-http &&
+    scenario_simple http-http http-http.yaml "HTTP 1 KB -> HTTP sink (concurrency 16)" "64"
+want fanout && scenario_simple fanout fanout.yaml "HTTP 1 KB -> 3 files (fan-out)" "64"
+want mllp && scenario_mllp
+want backlog && scenario_backlog
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+MEM=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+
+{
+    echo "$("$BIN" version 2>/dev/null | head -n 1), release build;" \
+        "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: $(nproc) CPUs ($CPU), $MEM RAM, Linux $(uname -r);" \
+        "load average $LOAD_BEFORE before, $LOAD_AFTER after"
+    echo "each row: median of $REPEAT runs of ${DURATION} s after ${WARMUP} s warm-up;" \
+        "latency is per request (send -> answer)"
+    echo
+    awk -F '\t' '
+    function jget(s, k,    re) {
+        re = "\"" k "\":-?[0-9.]+"
+        if (match(s, re)) {
+            return substr(s, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
+        }
+        return ""
+    }
+    function median(m, key,    n, i, j, t, a) {
+        n = 0
+        for (i = 1; i <= cnt[key]; i++) {
+            if (val[m, key, i] != "") {
+                a[++n] = val[m, key, i] + 0
+            }
+        }
+        if (n == 0) {
+            return ""
+        }
+        for (i = 2; i <= n; i++) {
+            t = a[i]
+            for (j = i - 1; j >= 1 && a[j] > t; j--) {
+                a[j + 1] = a[j]
+            }
+            a[j + 1] = t
+        }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function f(x, fmt) {
+        return x == "" ? "-" : sprintf(fmt, x)
+    }
+    {
+        key = $1 SUBSEP $2
+        if (!(key in cnt)) {
+            order[++nk] = key
+            lab[key] = $1
+            con[key] = $2
+        }
+        i = ++cnt[key]
+        val["start", key, i] = $3
+        val["rate", key, i] = jget($4, "msg_per_s")
+        val["p50", key, i] = jget($4, "p50_us")
+        val["p99", key, i] = jget($4, "p99_us")
+        val["dlv", key, i] = jget($4, "delivered_per_s")
+        val["idle", key, i] = jget($4, "rss_idle_kb")
+        val["peak", key, i] = jget($4, "rss_peak_kb")
+        val["apeak", key, i] = jget($4, "anon_peak_kb")
+        val["cpu", key, i] = jget($4, "cpu_target_pct")
+        e = jget($4, "errors")
+        err[key] += e == "" ? 0 : e
+    }
+    END {
+        print "| scenario | conns | msg/s | p50 ms | p99 ms | delivered/s | RSS idle MB " \
+            "| RSS peak MB (anon) | junction CPU % | start -> accepting ms | errors | runs |"
+        print "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        for (k = 1; k <= nk; k++) {
+            key = order[k]
+            r = median("rate", key); p50 = median("p50", key); p99 = median("p99", key)
+            d = median("dlv", key); idle = median("idle", key); peak = median("peak", key)
+            ap = median("apeak", key); cpu = median("cpu", key); st = median("start", key)
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %d | %d |\n", \
+                lab[key], con[key], f(r, "%.0f"), f(p50 == "" ? "" : p50 / 1000, "%.2f"), \
+                f(p99 == "" ? "" : p99 / 1000, "%.2f"), f(d, "%.0f"), \
+                f(idle == "" ? "" : idle / 1024, "%.1f"), \
+                f(peak == "" ? "" : peak / 1024, "%.1f"), f(ap == "" ? "" : ap / 1024, "%.1f"), \
+                f(cpu, "%.0f"), f(st, "%.0f"), err[key], cnt[key]
+        }
+    }' "$RESULTS"
+    if [ -s "$NOTES" ]; then
+        echo
+        sed 's/^/- /' "$NOTES"
+    fi
+} >"$OUT/table.md"
+cat "$OUT/table.md"
+log "saved: $OUT/table.md, runs.tsv (each run's JSON), junction logs"
