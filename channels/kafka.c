@@ -38,6 +38,7 @@
 #include "jn_buf.h"
 #include "jn_channel.h"
 #include "jn_mem.h"
+#include "kafka_int.h"
 
 /* The safety-net poll: bounds the cost of a wake-up librdkafka did not signal. */
 #define KAFKA_TICK_MS 100
@@ -444,9 +445,9 @@ struct kin_state {
     uint64_t n_refused_logged;
 };
 
-/* ---- headers ---- */
+/* ---- headers (kafka_int.h: no librdkafka types, fuzzed alone) ---- */
 
-static int kin_b64(struct jn_buf *b, const unsigned char *p, size_t n)
+int jn_kafka__b64(struct jn_buf *b, const unsigned char *p, size_t n)
 {
     static const char tab[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -487,7 +488,7 @@ static int kin_hdr_bytes(struct jn_msg *m, const char *name, const void *v, size
         rc = jn_buf_printf(&b, "%s-base64", name);
         if (rc == 0) {
             char *hname = jn_buf_steal(&b);
-            rc = hname != NULL ? kin_b64(&b, v, n) : JN_ENOMEM;
+            rc = hname != NULL ? jn_kafka__b64(&b, v, n) : JN_ENOMEM;
             if (rc == 0) {
                 rc = jn_msg_header_add(m, hname, b.p != NULL ? b.p : "");
             }
@@ -511,57 +512,103 @@ static int kin_hdr_num(struct jn_msg *m, const char *name, long long v)
     return jn_msg_header_add(m, name, s);
 }
 
+int jn_kafka__map_headers(struct jn_msg *m, const char *prefix, const struct jn_kafka_rec *rec,
+                          const struct jn_kafka_hdr *hdrs, size_t n)
+{
+    struct jn_buf hn = JN_BUF_INIT;
+    int rc;
+
+    if (prefix == NULL) {
+        prefix = "";
+    }
+    rc = jn_msg_header_add(m, "kafka-topic", rec->topic != NULL ? rec->topic : "");
+    if (rc == 0) {
+        rc = kin_hdr_num(m, "kafka-partition", rec->partition);
+    }
+    if (rc == 0) {
+        rc = kin_hdr_num(m, "kafka-offset", (long long)rec->offset);
+    }
+    if (rc == 0 && rec->key != NULL) {
+        rc = kin_hdr_bytes(m, "kafka-key", rec->key, rec->keylen);
+    }
+    if (rc == 0 && rec->ts >= 0) {
+        rc = kin_hdr_num(m, "kafka-timestamp", (long long)rec->ts);
+        if (rc == 0) {
+            rc = jn_msg_header_add(m, "kafka-timestamp-type",
+                                   rec->ts_log_append ? "log-append" : "create");
+        }
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *name = hdrs[i].name != NULL ? hdrs[i].name : "";
+        /* Without a prefix a record could pose as our own kafka-* headers; and a header
+         * with no name at all could not be named by a template. */
+        if (prefix[0] == '\0' && (name[0] == '\0' || strncasecmp(name, "kafka-", 6) == 0)) {
+            continue;
+        }
+        hn.len = 0;
+        rc = jn_buf_printf(&hn, "%s%s", prefix, name);
+        if (rc == 0) {
+            rc = kin_hdr_bytes(m, hn.p, hdrs[i].value, hdrs[i].len);
+        }
+    }
+    jn_buf_reset(&hn);
+    return rc;
+}
+
+/* The record's headers as librdkafka holds them: a borrowed view, or NULL with *n = 0 when
+ * there are none. NULL with *n > 0 when out of memory. */
+static struct jn_kafka_hdr *kin_hdrs(const rd_kafka_message_t *rkm, size_t *n)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    struct jn_kafka_hdr *v;
+    size_t cnt;
+
+    *n = 0;
+    /* The headers stay owned by the message: rd_kafka_message_headers() lends them. */
+    if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        (cnt = rd_kafka_header_cnt(hdrs)) == 0) {
+        return NULL;
+    }
+    *n = cnt;
+    v = jn_calloc(cnt, sizeof(*v));
+    if (v == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < cnt; i++) {
+        if (rd_kafka_header_get_all(hdrs, i, &v[i].name, &v[i].value, &v[i].len) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            *n = i;
+            break;
+        }
+    }
+    return v;
+}
+
 /* The junction message for a Kafka record; NULL when out of memory. */
 static struct jn_msg *kin_msg(struct kin_state *st, const rd_kafka_message_t *rkm)
 {
-    const char *prefix = st->conf->header_prefix != NULL ? st->conf->header_prefix : "";
     struct jn_msg *m = jn_msg_new(st->ch->name, rkm->payload != NULL ? rkm->payload : "",
                                   rkm->payload != NULL ? rkm->len : 0);
     rd_kafka_timestamp_type_t tstype;
-    int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
-    rd_kafka_headers_t *hdrs = NULL;
+    struct jn_kafka_rec rec;
+    struct jn_kafka_hdr *hdrs;
+    size_t n;
     int rc;
 
     if (m == NULL) {
         return NULL;
     }
-    rc = jn_msg_header_add(m, "kafka-topic", rd_kafka_topic_name(rkm->rkt));
-    if (rc == 0) {
-        rc = kin_hdr_num(m, "kafka-partition", rkm->partition);
-    }
-    if (rc == 0) {
-        rc = kin_hdr_num(m, "kafka-offset", (long long)rkm->offset);
-    }
-    if (rc == 0 && rkm->key != NULL) {
-        rc = kin_hdr_bytes(m, "kafka-key", rkm->key, rkm->key_len);
-    }
-    if (rc == 0 && ts >= 0) {
-        rc = kin_hdr_num(m, "kafka-timestamp", (long long)ts);
-        if (rc == 0) {
-            rc = jn_msg_header_add(m, "kafka-timestamp-type",
-                                   tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? "log-append"
-                                                                               : "create");
-        }
-    }
-    if (rc == 0 && rd_kafka_message_headers(rkm, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        const char *name;
-        const void *val;
-        size_t size;
-        struct jn_buf hn = JN_BUF_INIT;
-        for (size_t i = 0; rc == 0 && rd_kafka_header_get_all(hdrs, i, &name, &val, &size) ==
-                                          RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
-            /* Without a prefix a record could pose as our own kafka-* headers. */
-            if (prefix[0] == '\0' && strncasecmp(name, "kafka-", 6) == 0) {
-                continue;
-            }
-            hn.len = 0;
-            rc = jn_buf_printf(&hn, "%s%s", prefix, name);
-            if (rc == 0) {
-                rc = kin_hdr_bytes(m, hn.p, val, size);
-            }
-        }
-        jn_buf_reset(&hn);
-    }
+    rec.topic = rd_kafka_topic_name(rkm->rkt);
+    rec.partition = rkm->partition;
+    rec.offset = rkm->offset;
+    rec.key = rkm->key;
+    rec.keylen = rkm->key_len;
+    rec.ts = rd_kafka_message_timestamp(rkm, &tstype);
+    rec.ts_log_append = tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME;
+    hdrs = kin_hdrs(rkm, &n);
+    rc = hdrs == NULL && n > 0 ? JN_ENOMEM
+                               : jn_kafka__map_headers(m, st->conf->header_prefix, &rec, hdrs, n);
+    jn_free(hdrs);
     if (rc != 0) {
         jn_msg_unref(&m);
     }
@@ -1313,12 +1360,55 @@ static enum jn_send_result kout_render(const char *tmpl, const struct jn_msg *m,
     return JN_SEND_OK;
 }
 
+enum jn_send_result jn_kafka__out_render(const char *topic_tmpl, const char *key_tmpl,
+                                         const struct jn_strmap *headers, const char *id_header,
+                                         const struct jn_msg *m, struct jn_buf *topic,
+                                         struct jn_buf *key, jn_kafka_hdr_fn add, void *arg,
+                                         char *reason, size_t n)
+{
+    struct jn_buf val = JN_BUF_INIT;
+    enum jn_send_result res;
+
+    jn_buf_reset(key);
+    res = kout_render(topic_tmpl, m, topic, "topic", reason, n);
+    if (res == JN_SEND_OK && (topic->p == NULL || topic->p[0] == '\0')) {
+        snprintf(reason, n, "topic: '%s' renders empty", topic_tmpl);
+        res = JN_SEND_REJECT;
+    }
+    if (res == JN_SEND_OK && key_tmpl != NULL) {
+        res = kout_render(key_tmpl, m, key, "key", reason, n);
+    }
+    for (size_t i = 0; res == JN_SEND_OK && headers != NULL && i < headers->n; i++) {
+        res = kout_render(headers->v[i] ? headers->v[i] : "", m, &val, headers->k[i], reason,
+                          n);
+        if (res == JN_SEND_OK && add(arg, headers->k[i], val.p ? val.p : "", val.len) != 0) {
+            snprintf(reason, n, "out of memory");
+            res = JN_SEND_RETRY;
+        }
+    }
+    if (res == JN_SEND_OK && id_header != NULL && id_header[0] != '\0' &&
+        add(arg, id_header, m->id, strlen(m->id)) != 0) {
+        snprintf(reason, n, "out of memory");
+        res = JN_SEND_RETRY;
+    }
+    jn_buf_reset(&val);
+    return res;
+}
+
+/* jn_kafka_hdr_fn onto librdkafka's header list (which copies name and value). */
+static int kout_hdr_add(void *arg, const char *name, const void *value, size_t len)
+{
+    /* Fails only for a NULL name, which the conf cannot give: as before, not checked. */
+    (void)rd_kafka_header_add(arg, name, -1, value, (ssize_t)len);
+    return 0;
+}
+
 static void kout_send(struct jn_channel *ch, struct jn_delivery *d)
 {
     struct kout_state *st = ch->state;
     const struct kafka_conf *c = st->conf;
     struct jn_msg *m = jn_delivery_msg(d);
-    struct jn_buf topic = JN_BUF_INIT, key = JN_BUF_INIT, val = JN_BUF_INIT;
+    struct jn_buf topic = JN_BUF_INIT, key = JN_BUF_INIT;
     rd_kafka_headers_t *hdrs = NULL;
     struct kout_rec *r = NULL;
     char reason[KAFKA_ERRSTR];
@@ -1331,31 +1421,14 @@ static void kout_send(struct jn_channel *ch, struct jn_delivery *d)
         jn_delivery_done(d, JN_SEND_RETRY, "stopping");
         return;
     }
-    res = kout_render(c->topic, m, &topic, "topic", reason, sizeof(reason));
-    if (res == JN_SEND_OK && (topic.p == NULL || topic.p[0] == '\0')) {
-        snprintf(reason, sizeof(reason), "topic: '%s' renders empty", c->topic);
-        res = JN_SEND_REJECT;
-    }
-    if (res == JN_SEND_OK && c->key != NULL) {
-        res = kout_render(c->key, m, &key, "key", reason, sizeof(reason));
+    hdrs = rd_kafka_headers_new(c->headers.n + 1);
+    if (hdrs == NULL) {
+        snprintf(reason, sizeof(reason), "out of memory");
+        res = JN_SEND_RETRY;
     }
     if (res == JN_SEND_OK) {
-        hdrs = rd_kafka_headers_new(c->headers.n + 1);
-        if (hdrs == NULL) {
-            snprintf(reason, sizeof(reason), "out of memory");
-            res = JN_SEND_RETRY;
-        }
-    }
-    for (size_t i = 0; res == JN_SEND_OK && i < c->headers.n; i++) {
-        res = kout_render(c->headers.v[i] ? c->headers.v[i] : "", m, &val, c->headers.k[i],
-                          reason, sizeof(reason));
-        if (res == JN_SEND_OK) {
-            rd_kafka_header_add(hdrs, c->headers.k[i], -1, val.p ? val.p : "",
-                                (ssize_t)val.len);
-        }
-    }
-    if (res == JN_SEND_OK && c->id_header != NULL && c->id_header[0] != '\0') {
-        rd_kafka_header_add(hdrs, c->id_header, -1, m->id, (ssize_t)strlen(m->id));
+        res = jn_kafka__out_render(c->topic, c->key, &c->headers, c->id_header, m, &topic, &key,
+                                   kout_hdr_add, hdrs, reason, sizeof(reason));
     }
     if (res == JN_SEND_OK && (r = jn_calloc(1, sizeof(*r))) == NULL) {
         snprintf(reason, sizeof(reason), "out of memory");
@@ -1367,7 +1440,6 @@ static void kout_send(struct jn_channel *ch, struct jn_delivery *d)
         }
         jn_buf_reset(&topic);
         jn_buf_reset(&key);
-        jn_buf_reset(&val);
         jn_ch_warn(ch, "msg=%s %s (%s)", m->id, reason,
                    res == JN_SEND_REJECT ? "rejected" : "retry");
         jn_delivery_done(d, res, reason);
@@ -1397,7 +1469,6 @@ static void kout_send(struct jn_channel *ch, struct jn_delivery *d)
     }
     jn_buf_reset(&topic);
     jn_buf_reset(&key);
-    jn_buf_reset(&val);
 }
 
 static void kout_tick_cb(evutil_socket_t fd, short what, void *arg)

@@ -52,14 +52,16 @@
 
 #include <MQTTAsync.h>
 #include <event2/event.h>
+#include <openssl/evp.h>
 
 #include "jn_buf.h"
 #include "jn_channel.h"
 #include "jn_mem.h"
+#include "mqtt_int.h"
 
 /* MQTT's largest packet is 256 MiB - 1 (remaining length); topic and header share it. */
 #define MQTT_MAX_PACKET 268435455ULL
-#define MQTT_MAX_TOPIC 65535
+#define MQTT_MAX_TOPIC JN_MQTT_MAX_TOPIC
 /* The topic whose UNSUBACK wakes paho's receive thread (see the top of the file). */
 #define MQTT_NUDGE_PREFIX "junction/nudge/"
 /* A refused ingest (full journal, stopping) is tried again after this, doubling up to MAX. */
@@ -186,6 +188,7 @@ struct in_msg {
     struct mqtt_state *st;
     const void *key;      /* paho's MQTTAsync_message: the same each time paho offers it */
     char *topic;          /* owned copies, until committed */
+    size_t topic_len;     /* may hold a NUL byte (then topic is cut there for logs) */
     unsigned char *payload;
     size_t len;
     int qos;
@@ -295,8 +298,9 @@ static int url_tls(const char *url)
     return -1;
 }
 
-/* Why a topic filter is not valid (MQTT 3.1.1 4.7), or NULL. */
-static const char *filter_error(const char *f)
+/* ---- outside input (mqtt_int.h: no paho types, fuzzed alone) ---- */
+
+const char *jn_mqtt__filter_error(const char *f)
 {
     size_t n = strlen(f);
 
@@ -323,8 +327,7 @@ static const char *filter_error(const char *f)
     return NULL;
 }
 
-/* Why a rendered topic name cannot be published to, or NULL. */
-static const char *topic_error(const char *t, size_t n)
+const char *jn_mqtt__topic_error(const char *t, size_t n)
 {
     if (n == 0) {
         return "the rendered topic is empty";
@@ -332,10 +335,47 @@ static const char *topic_error(const char *t, size_t n)
     if (n > MQTT_MAX_TOPIC) {
         return "the rendered topic is longer than 65535 bytes";
     }
-    if (strpbrk(t, "+#") != NULL) {
+    /* Headers are C strings, so a rendered topic has no NUL; paho would cut it there. */
+    if (memchr(t, '\0', n) != NULL) {
+        return "the rendered topic has a NUL byte";
+    }
+    if (memchr(t, '+', n) != NULL || memchr(t, '#', n) != NULL) {
         return "the rendered topic has a wildcard (+ or #)";
     }
     return NULL;
+}
+
+int jn_mqtt__map_headers(struct jn_msg *m, const char *topic, size_t topic_len, int qos,
+                         int retained)
+{
+    size_t tl = topic_len > 0 ? topic_len : strlen(topic);
+    char num[16];
+    int rc;
+
+    if (memchr(topic, '\0', tl) != NULL) {
+        /* OpenSSL's base64 (padded, no line breaks); an MQTT string is at most 64 KiB. */
+        char *b = tl <= MQTT_MAX_PACKET ? jn_malloc(4 * ((tl + 2) / 3) + 1) : NULL;
+        if (b != NULL) {
+            EVP_EncodeBlock((unsigned char *)b, (const unsigned char *)topic, (int)tl);
+        }
+        rc = b != NULL ? jn_msg_header_set(m, "mqtt-topic-base64", b) : JN_ENOMEM;
+        jn_free(b);
+    } else {
+        /* paho's topic is NUL-terminated at topic_len too, but do not rely on it. */
+        char *t = jn_strndup(topic, tl);
+        rc = t != NULL ? jn_msg_header_set(m, "mqtt-topic", t) : JN_ENOMEM;
+        jn_free(t);
+    }
+    /* Decimal, not '0' + qos: a QoS paho did not check (3 is a protocol error) must not turn
+     * into some other character. */
+    snprintf(num, sizeof(num), "%d", qos);
+    if (rc == 0) {
+        rc = jn_msg_header_set(m, "mqtt-qos", num);
+    }
+    if (rc == 0) {
+        rc = jn_msg_header_set(m, "mqtt-retain", retained ? "true" : "false");
+    }
+    return rc;
 }
 
 static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node,
@@ -387,7 +427,7 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
             errors++;
         }
         for (size_t i = 0; i < c->topics.n; i++) {
-            const char *why = filter_error(c->topics.v[i]);
+            const char *why = jn_mqtt__filter_error(c->topics.v[i]);
             const struct jn_pos *pos = &node->pos;
             if (tn != NULL && tn->kind == JN_NODE_SEQ && i < tn->n) {
                 pos = &tn->vals[i]->pos;
@@ -498,6 +538,7 @@ static struct in_msg *in_msg_new(struct mqtt_state *st, const char *topic, int t
     im->st = st;
     im->key = msg;
     im->topic = jn_strndup(topic, tl);
+    im->topic_len = tl;
     im->payload = jn_malloc(pl + 1);
     if (im->topic == NULL || im->payload == NULL) {
         in_msg_free(im);
@@ -880,11 +921,9 @@ static void in_ingest(struct mqtt_state *st, struct in_msg *im)
 {
     struct jn_channel *ch = st->ch;
     struct jn_msg *m = jn_msg_new(ch->name, im->payload, im->len);
-    char qos[2] = {(char)('0' + im->qos), '\0'};
 
-    if (m == NULL || jn_msg_header_set(m, "mqtt-topic", im->topic) != 0 ||
-        jn_msg_header_set(m, "mqtt-qos", qos) != 0 ||
-        jn_msg_header_set(m, "mqtt-retain", im->retained ? "true" : "false") != 0) {
+    if (m == NULL ||
+        jn_mqtt__map_headers(m, im->topic, im->topic_len, im->qos, im->retained) != 0) {
         jn_msg_unref(&m);
         jn_ch_warn(ch, "out of memory taking a message on %s; trying again", im->topic);
         hold(st, im);
@@ -997,7 +1036,7 @@ static void mqtt_send(struct jn_channel *ch, struct jn_delivery *d)
         jn_delivery_done(d, rc == JN_ENOMEM ? JN_SEND_RETRY : JN_SEND_REJECT, reason);
         return;
     }
-    why = topic_error(topic.p != NULL ? topic.p : "", topic.len);
+    why = jn_mqtt__topic_error(topic.p != NULL ? topic.p : "", topic.len);
     if (why == NULL && (unsigned long long)m->len + topic.len + 4 > MQTT_MAX_PACKET) {
         why = "the message is larger than an MQTT packet can carry (256 MiB)";
     }
@@ -1326,17 +1365,37 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
-/* 1 when a paho queue entry ("q-N.msg", MQTT 3.1.1 layout of MQTTPersistence_persistQueueEntry:
- * int payloadlen, payload, int qos, int retained, int dup, int msgid, topic NUL, int topiclen)
- * is whole. paho writes it in place with no length of its own, so a kill during the write
- * leaves a short file that paho would read past. */
+int jn_mqtt__queue_entry_ok(const unsigned char *buf, size_t size)
+{
+    int plen;
+    size_t rest, tl;
+
+    if (size < 6 * sizeof(int) + 1 || size > MQTT_MAX_PACKET + 64) {
+        return 0;
+    }
+    memcpy(&plen, buf, sizeof(int));
+    if (plen < 0 || (size_t)plen > size - 6 * sizeof(int) - 1) {
+        return 0;
+    }
+    rest = size - sizeof(int) - (size_t)plen - 4 * sizeof(int);
+    /* topic, its NUL, then an int: the NUL must sit right before the last int */
+    if (rest < sizeof(int) + 1) {
+        return 0;
+    }
+    tl = rest - sizeof(int) - 1;
+    return buf[sizeof(int) + (size_t)plen + 4 * sizeof(int) + tl] == '\0' &&
+           memchr(buf + sizeof(int) + (size_t)plen + 4 * sizeof(int), '\0', tl) == NULL;
+}
+
+/* 1 when the paho queue entry at path is whole (jn_mqtt__queue_entry_ok). paho writes it in
+ * place with no length of its own, so a kill during the write leaves a short file that paho
+ * would read past. */
 static int queue_entry_ok(const char *path)
 {
     FILE *f = fopen(path, "rb");
     unsigned char *buf = NULL;
     long size;
-    int plen, ok = 0;
-    size_t rest, tl;
+    int ok = 0;
 
     if (f == NULL) {
         return 1; /* gone or unreadable: paho will say so itself */
@@ -1353,18 +1412,7 @@ static int queue_entry_ok(const char *path)
     if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
         goto out;
     }
-    memcpy(&plen, buf, sizeof(int));
-    if (plen < 0 || (size_t)plen > (size_t)size - 6 * sizeof(int) - 1) {
-        goto out;
-    }
-    rest = (size_t)size - sizeof(int) - (size_t)plen - 4 * sizeof(int);
-    /* topic, its NUL, then an int: the NUL must sit right before the last int */
-    if (rest < sizeof(int) + 1) {
-        goto out;
-    }
-    tl = rest - sizeof(int) - 1;
-    ok = buf[sizeof(int) + (size_t)plen + 4 * sizeof(int) + tl] == '\0' &&
-         memchr(buf + sizeof(int) + (size_t)plen + 4 * sizeof(int), '\0', tl) == NULL;
+    ok = jn_mqtt__queue_entry_ok(buf, (size_t)size);
 out:
     jn_free(buf);
     fclose(f);

@@ -1,0 +1,73 @@
+/*
+ * kafka_int.h: the parts of channels/kafka.c that turn outside input into junction headers and
+ * Kafka fields, with no librdkafka type in sight, so tests/fuzz/fuzz_kafka_headers.c can drive
+ * them alone (house style: module__verb, shared inside one module and its tests only).
+ *
+ * IN: a consumed record's topic, partition, offset, key, timestamp and record headers become
+ * junction headers (docs/kafka.md "Headers given to the message"). OUT: the topic, key and
+ * record headers rendered from the channel's templates over a message's headers.
+ *
+ * Everything here runs on the loop thread (or anywhere: no shared state) and allocates only
+ * through jn_malloc, so jn_mem_fail_after() reaches every failure path.
+ */
+#ifndef JN_KAFKA_INT_H
+#define JN_KAFKA_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jn_buf.h"
+#include "jn_channel.h"
+#include "jn_msg.h"
+
+/* One record header as the consumer sees it. Borrowed from the caller for the call. */
+struct jn_kafka_hdr {
+    const char *name;  /* NUL-terminated (librdkafka cuts a wire name at its first NUL) */
+    const void *value; /* NULL: a null value (becomes an empty header) */
+    size_t len;        /* bytes at value; may hold NUL bytes */
+};
+
+/* A consumed record's metadata. Borrowed from the caller for the call. */
+struct jn_kafka_rec {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const void *key;     /* NULL: the record has no key (no kafka-key header) */
+    size_t keylen;       /* may hold NUL bytes: then kafka-key-base64 */
+    int64_t ts;          /* ms since the epoch; < 0: none (no kafka-timestamp headers) */
+    int ts_log_append;   /* nonzero: kafka-timestamp-type log-append, else create */
+};
+
+/*
+ * Adds the headers for one record to m: kafka-topic, kafka-partition, kafka-offset, kafka-key,
+ * kafka-timestamp(-type), then each of the n record headers as prefix + name, in order. A key
+ * or value with a NUL byte goes base64-encoded (RFC 4648, padded) under the name + "-base64";
+ * a null value becomes "". With prefix "" a record header whose name is empty or starts with
+ * "kafka-" (any case) is dropped, so a producer cannot pose as the channel's own headers.
+ * prefix NULL is "". Returns 0 or JN_ENOMEM (m may then hold some of the headers: drop it).
+ */
+int jn_kafka__map_headers(struct jn_msg *m, const char *prefix, const struct jn_kafka_rec *rec,
+                          const struct jn_kafka_hdr *hdrs, size_t n);
+
+/* Appends the padded base64 of n bytes to b; 0 or JN_ENOMEM. */
+int jn_kafka__b64(struct jn_buf *b, const unsigned char *p, size_t n);
+
+/* Receives one rendered OUT record header (name borrowed from the conf, value from the
+ * caller's buffer, both valid for the call only); 0, or an error that stops the rendering. */
+typedef int (*jn_kafka_hdr_fn)(void *arg, const char *name, const void *value, size_t len);
+
+/*
+ * Renders an OUT record from m: topic (reset, then rendered: a NUL-terminated name that is not
+ * empty), key (reset; rendered when key_tmpl is not NULL; empty = no key), then each header of
+ * `headers` (name -> template, in order) and id_header = m->id (unless NULL or "") handed to
+ * add(). Returns JN_SEND_OK, or JN_SEND_REJECT (a template fails, the topic renders empty) or
+ * JN_SEND_RETRY (out of memory, add() failed) with the reason in reason[n]. topic and key are
+ * the caller's to reset in every case.
+ */
+enum jn_send_result jn_kafka__out_render(const char *topic_tmpl, const char *key_tmpl,
+                                         const struct jn_strmap *headers, const char *id_header,
+                                         const struct jn_msg *m, struct jn_buf *topic,
+                                         struct jn_buf *key, jn_kafka_hdr_fn add, void *arg,
+                                         char *reason, size_t n);
+
+#endif
