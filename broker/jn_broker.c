@@ -43,6 +43,22 @@ struct jn_ticket {
     void *arg;
     uint64_t seq;  /* inbox key */
     int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
+    /*
+     * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
+     * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
+     * (1 from the ingest until route_msg is done) and each delivery. The ticket is freed when
+     * pending is 0 and outcome has run or was forgotten.
+     */
+    int tracked;
+    int accepted;                 /* its accept callback said rc 0 */
+    jn_outcome_fn outcome;        /* NULL once run or forgotten */
+    size_t pending;
+    enum jn_send_result result;   /* the worst so far: REJECT > RETRY > OK */
+    char *reason;                 /* owned: the first reason of that worst result */
+    void *reply;                  /* owned: the first reply of a delivery that ended in... */
+    size_t reply_len;
+    enum jn_send_result reply_r;  /* ...this result */
+    struct jn_ticket *oprev, *onext; /* b->outcomes while outcome is awaited */
 };
 
 struct jn_delivery {
@@ -54,6 +70,9 @@ struct jn_delivery {
     int attempt;           /* 1-based, of the send in progress or next */
     struct event *timer;   /* backoff */
     int sending;
+    struct jn_ticket *track; /* the outcome tracker of its ingest, or NULL (the usual case) */
+    void *reply;           /* owned, only with track: jn_delivery_reply of this attempt */
+    size_t reply_len;
 };
 
 /* One OUT channel's queue. A delivery waiting for its retry keeps its slot, so with
@@ -79,6 +98,7 @@ struct jn_broker {
     struct outq *queues;             /* one per channel; used for OUT ones */
     struct jn_journal *journal;
     struct jn_ticket *pend_head, *pend_tail; /* refused before the journal */
+    struct jn_ticket *outcomes;      /* tickets whose outcome is awaited (jn_ingest_outcome) */
     struct event *commit_ev;
     size_t ingests_in_flight;        /* submitted to the journal, callback not yet run */
     struct event *sig_term, *sig_int;
@@ -130,7 +150,7 @@ static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_m
 /* ---- callbacks (notify:) ---- */
 
 static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
-                    int attempt);
+                    int attempt, struct jn_ticket *track);
 
 static const struct jn_cfg_route *find_route(const struct jn_broker *b, const char *name)
 {
@@ -192,7 +212,7 @@ static void notify(struct jn_broker *b, struct jn_jtxn *t, const char *route,
         jn_msg_unref(&n);
         return;
     }
-    enqueue(q, n, "(notify)", qseq, 1);
+    enqueue(q, n, "(notify)", qseq, 1, NULL);
 }
 
 /* ---- dead letters ---- */
@@ -213,12 +233,117 @@ static void dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct jn_
     notify(b, t, route, m, dest, JN_NOTIFY_DEAD, attempts, reason);
 }
 
+/* ---- outcome tracking (jn_ingest_outcome) ---- */
+
+static void ticket_free(struct jn_ticket *t)
+{
+    jn_msg_unref(&t->msg);
+    jn_free(t->reason);
+    jn_free(t->reply);
+    jn_free(t);
+}
+
+/* Stops waiting for t's outcome: it will not be called. */
+static void track_detach(struct jn_ticket *t)
+{
+    if (t->outcome == NULL) {
+        return;
+    }
+    t->outcome = NULL;
+    if (t->oprev) {
+        t->oprev->onext = t->onext;
+    } else {
+        t->b->outcomes = t->onext;
+    }
+    if (t->onext) {
+        t->onext->oprev = t->oprev;
+    }
+    t->oprev = t->onext = NULL;
+}
+
+/* Folds one result into t's outcome: the worst wins, with the first reason given for it; a
+ * reply is kept when it is the first from a delivery that ended in the (new) worst result. */
+static void track_note(struct jn_ticket *t, enum jn_send_result r, const char *reason,
+                       const void *reply, size_t reply_len)
+{
+    if (r > t->result || (r == t->result && t->reason == NULL)) {
+        jn_free(t->reason);
+        t->reason = reason ? jn_strdup(reason) : NULL;
+        t->result = r;
+    }
+    if (reply != NULL && (t->reply == NULL || r > t->reply_r)) {
+        void *copy = jn_malloc(reply_len ? reply_len : 1);
+        if (copy != NULL) {
+            memcpy(copy, reply, reply_len);
+            jn_free(t->reply);
+            t->reply = copy;
+            t->reply_len = reply_len;
+            t->reply_r = r;
+        }
+    }
+}
+
+/* Calls t's outcome now with what it says (or with r/reason given, for a stop), then frees t
+ * if nothing points to it any more. */
+static void track_fire(struct jn_ticket *t, int stopping)
+{
+    jn_outcome_fn fn = t->outcome;
+
+    if (fn != NULL) {
+        enum jn_send_result r = stopping ? JN_SEND_RETRY : t->result;
+        const char *why = stopping ? "broker is stopping" : t->reason;
+        int with_reply = !stopping && t->reply != NULL && t->reply_r == r;
+        track_detach(t);
+        fn(t->arg, r, why, with_reply ? t->reply : NULL, with_reply ? t->reply_len : 0);
+    }
+    if (t->pending == 0) {
+        ticket_free(t);
+    }
+}
+
+/* One of t's pending parts (the routing, or a delivery) is final with r. */
+static void track_settle(struct jn_ticket *t, enum jn_send_result r, const char *reason,
+                         const void *reply, size_t reply_len)
+{
+    track_note(t, r, reason, reply, reply_len);
+    if (--t->pending == 0) {
+        track_fire(t, 0);
+    }
+}
+
+/* Broker stopping: every outcome still awaited for an accepted message is answered
+ * JN_SEND_RETRY (one not accepted yet gets its accept callback first, or is forgotten).
+ * Rescans from the head after each call, since an outcome callback may forget other tickets.
+ * Returns how many were answered. */
+static size_t track_stop_all(struct jn_broker *b)
+{
+    size_t n = 0;
+
+    for (;;) {
+        struct jn_ticket *t = b->outcomes;
+        while (t && !t->accepted) {
+            t = t->onext;
+        }
+        if (t == NULL) {
+            return n;
+        }
+        track_fire(t, 1);
+        n++;
+    }
+}
+
 /* ---- delivery ---- */
 
 static void pump_cb(evutil_socket_t fd, short what, void *arg);
 
 static void delivery_free(struct jn_delivery *d)
 {
+    if (d->track) {
+        /* Not final (stopping, or no retry could be scheduled): the journal keeps it. */
+        track_settle(d->track, JN_SEND_RETRY, "broker is stopping", NULL, 0);
+        d->track = NULL;
+    }
+    jn_free(d->reply);
     if (d->timer) {
         event_free(d->timer);
     }
@@ -250,9 +375,9 @@ static void busy_del(struct outq *q, struct jn_delivery *d)
 }
 
 /* Puts a delivery at the tail of q's in-memory queue. Takes m's reference, also on failure;
- * the queue record is the caller's to write. */
+ * the queue record is the caller's to write. track: the outcome tracker, or NULL. */
 static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
-                    int attempt)
+                    int attempt, struct jn_ticket *track)
 {
     struct jn_delivery *d = jn_calloc(1, sizeof(*d));
 
@@ -260,9 +385,17 @@ static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_
         /* The queue record is on disk: a restart delivers it. */
         jn_log_p(JN_LOG_ERROR, q->ch->log_prefix, "msg=%s out of memory queueing; it stays in "
                  "the journal for the next start", m->id);
+        if (track) {
+            track_note(track, JN_SEND_RETRY, "out of memory queueing; it is delivered after a "
+                       "restart", NULL, 0);
+        }
         jn_free(d);
         jn_msg_unref(&m);
         return;
+    }
+    if (track) {
+        d->track = track;
+        track->pending++;
     }
     d->q = q;
     d->msg = m;
@@ -383,6 +516,35 @@ int jn_delivery_attempt(const struct jn_delivery *d)
     return d->attempt;
 }
 
+void jn_delivery_reply(struct jn_delivery *d, const void *bytes, size_t len)
+{
+    void *copy;
+
+    if (d->track == NULL || d->track->outcome == NULL || bytes == NULL) {
+        return; /* nobody waits for it: no copy */
+    }
+    copy = jn_malloc(len ? len : 1);
+    if (copy == NULL) {
+        return; /* the outcome goes without the reply */
+    }
+    memcpy(copy, bytes, len);
+    jn_free(d->reply);
+    d->reply = copy;
+    d->reply_len = len;
+}
+
+/* A delivery is final: its tracker (if any) learns it; the reply goes with it. */
+static void delivery_settle(struct jn_delivery *d, enum jn_send_result r, const char *reason)
+{
+    struct jn_ticket *t = d->track;
+
+    if (t == NULL) {
+        return;
+    }
+    d->track = NULL;
+    track_settle(t, r, reason, d->reply, d->reply_len);
+}
+
 void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *reason)
 {
     struct outq *q = d->q;
@@ -412,6 +574,7 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
         }
         log_action(b, t, d->msg, "delivered", d->route, ch->name, d->attempt, NULL);
         notify(b, t, d->route, d->msg, ch->name, JN_NOTIFY_DELIVERED, d->attempt, NULL);
+        delivery_settle(d, JN_SEND_OK, NULL);
     } else if (r == JN_SEND_RETRY && d->attempt < ch->retry.attempts) {
         long long wait = backoff_ms(&ch->retry, d->attempt);
         struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
@@ -432,7 +595,13 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
         if (!keep) {
             jn_log_p(JN_LOG_ERROR, ch->log_prefix, "msg=%s cannot schedule a retry; it stays "
                      "queued for the next start", d->msg->id);
+            delivery_settle(d, JN_SEND_RETRY, "cannot schedule a retry; it is delivered after "
+                            "a restart");
         }
+        /* This attempt's answer is not the outcome: the next attempt brings its own. */
+        jn_free(d->reply);
+        d->reply = NULL;
+        d->reply_len = 0;
     } else {
         const char *why = r == JN_SEND_REJECT ? (reason ? reason : "rejected")
                                               : "retry attempts exhausted";
@@ -448,6 +617,7 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
             jn_store_queue_del(t, ch->name, d->qseq);
         }
         dead_letter(b, t, d->msg, d->route, ch->name, d->attempt, why);
+        delivery_settle(d, JN_SEND_REJECT, why);
     }
     submit(b, t);
     if (keep) {
@@ -507,10 +677,11 @@ static int run_chain(struct jn_broker *b, const struct jn_cfg_route *r, struct j
 
 /*
  * Routes an accepted message: one queue entry per output and destination, written in one
- * journal transaction that also removes the inbox entry (inbox_seq 0: none).
+ * journal transaction that also removes the inbox entry (inbox_seq 0: none). track: the
+ * outcome tracker (its deliveries point to it; what ends here is noted in it), or NULL.
  */
 static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                      uint64_t inbox_seq)
+                      uint64_t inbox_seq, struct jn_ticket *track)
 {
     const struct jn_config *cfg = b->cfg;
     struct jn_jtxn *t = jn_jtxn_new();
@@ -520,6 +691,10 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
     if (t == NULL) {
         jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
                "start", m->id);
+        if (track) {
+            track_note(track, JN_SEND_RETRY, "out of memory routing; it is routed after a "
+                       "restart", NULL, 0);
+        }
         return;
     }
     if (inbox_seq) {
@@ -541,6 +716,9 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
         jn_err_clear(&err);
         if (run_chain(b, r, m, &outs, &err) != 0) {
             dead_letter(b, t, m, r->name, NULL, 0, err.msg);
+            if (track) {
+                track_note(track, JN_SEND_REJECT, err.msg, NULL, 0);
+            }
             continue;
         }
         jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)",
@@ -554,9 +732,12 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
                 if (jn_store_queue_put(t, q->ch->name, qseq, outs.v[k], r->name, 1, NULL) != 0) {
                     jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id,
                            q->ch->name);
+                    if (track) {
+                        track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+                    }
                     continue;
                 }
-                enqueue(q, jn_msg_ref(outs.v[k]), r->name, qseq, 1);
+                enqueue(q, jn_msg_ref(outs.v[k]), r->name, qseq, 1, track);
             }
         }
         jn_msg_list_clear(&outs);
@@ -567,6 +748,10 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
             dead_letter(b, t, m, NULL, NULL, 0, src ? "unrouted: no route took the message"
                                                     : "unrouted: its source channel is no "
                                                       "longer in the config");
+            if (track) {
+                track_note(track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
+                           0);
+            }
             break;
         case JN_UNROUTED_DROP:
             b->n_unrouted_dropped++;
@@ -579,7 +764,9 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
             uint64_t qseq = jn_journal_seq(b->journal);
             log_action(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
             if (jn_store_queue_put(t, q->ch->name, qseq, m, "(unrouted)", 1, NULL) == 0) {
-                enqueue(q, jn_msg_ref(m), "(unrouted)", qseq, 1);
+                enqueue(q, jn_msg_ref(m), "(unrouted)", qseq, 1, track);
+            } else if (track) {
+                track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
             }
             break;
         }
@@ -594,10 +781,30 @@ static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
 {
     struct jn_err e;
 
+    if (t->tracked) {
+        track_detach(t); /* refused: no outcome */
+    }
     t->ch->n_refused++;
     jn_err_set(&e, rc, "%s", why);
     if (t->cb) {
         t->cb(t->arg, rc, t->msg, &e);
+    }
+}
+
+/* The ingest's own part is over: a plain ticket is freed; a tracked one lives on while its
+ * deliveries are pending (routed: its routing part is final and neutral; else, refused or cut
+ * by the stop, what is left is answered "stopping" unless forgotten or refused). */
+static void ticket_done(struct jn_ticket *t, int routed)
+{
+    jn_msg_unref(&t->msg);
+    if (!t->tracked) {
+        jn_free(t);
+        return;
+    }
+    if (routed) {
+        track_settle(t, JN_SEND_OK, NULL, NULL, 0);
+    } else {
+        track_settle(t, JN_SEND_RETRY, "broker is stopping", NULL, 0);
     }
 }
 
@@ -606,6 +813,7 @@ static void ingest_committed(void *arg, int rc)
 {
     struct jn_ticket *t = arg;
     struct jn_broker *b = t->b;
+    int routed = 0;
 
     b->ingests_in_flight--;
     if (rc != 0) {
@@ -615,16 +823,17 @@ static void ingest_committed(void *arg, int rc)
         t->ch->n_in++;
         jn_log_p(JN_LOG_DEBUG, t->ch->log_prefix, "msg=%s received (%zu bytes)", t->msg->id,
                  t->msg->len);
+        t->accepted = 1;
         if (t->cb) {
             t->cb(t->arg, 0, t->msg, NULL);
         }
         /* While the broker is being freed, leave it in the inbox: the next start routes it. */
         if (!b->freeing) {
-            route_msg(b, t->ch, t->msg, t->seq);
+            route_msg(b, t->ch, t->msg, t->seq, t->tracked ? t : NULL);
+            routed = 1;
         }
     }
-    jn_msg_unref(&t->msg);
-    jn_free(t);
+    ticket_done(t, routed);
 }
 
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
@@ -674,10 +883,35 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
     return t;
 }
 
+struct jn_ticket *jn_ingest_outcome(struct jn_channel *ch, struct jn_msg *msg,
+                                    jn_accept_fn accepted, jn_outcome_fn outcome, void *arg)
+{
+    struct jn_broker *b = ch->broker;
+    struct jn_ticket *t = jn_ingest(ch, msg, accepted, arg);
+
+    /* jn_ingest never calls back from inside itself, so the tracking can be set up after. */
+    if (t == NULL) {
+        return NULL;
+    }
+    t->tracked = 1;
+    t->pending = 1; /* the routing */
+    if (outcome != NULL) {
+        t->outcome = outcome;
+        t->onext = b->outcomes;
+        if (b->outcomes) {
+            b->outcomes->oprev = t;
+        }
+        b->outcomes = t;
+    }
+    return t;
+}
+
 void jn_ingest_forget(struct jn_ticket *t)
 {
     if (t) {
         t->cb = NULL;
+        /* A tracked ticket is never freed here: pending is at least 1 while it is awaited. */
+        track_detach(t);
     }
 }
 
@@ -692,8 +926,7 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
         struct jn_ticket *next = t->next;
         ticket_refuse(t, t->refusal, t->refusal == JN_ESTOPPED ? "broker is stopping"
                                                                : "out of memory");
-        jn_msg_unref(&t->msg);
-        jn_free(t);
+        ticket_done(t, 0);
         t = next;
     }
 }
@@ -744,7 +977,7 @@ static int recover_queue(void *arg, const void *k, size_t kl, const void *v, siz
         return 0;
     }
     enqueue(&c->b->queues[chan_index(c->b, ch)], r.msg, r.route, jn_get_be64(nul + 1),
-            r.attempt);
+            r.attempt, NULL);
     r.msg = NULL;
     jn_qrec_clear(&r);
     c->queued++;
@@ -803,7 +1036,7 @@ static int recover(struct jn_broker *b)
     while (ic.head) {
         struct inbox_item *it = ic.head;
         ic.head = it->next;
-        route_msg(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
+        route_msg(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq, NULL);
         jn_msg_unref(&it->m);
         jn_free(it);
         routed++;
@@ -931,12 +1164,23 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     int idle = b->ingests_in_flight == 0 && b->pend_head == NULL && sends_in_flight(b) == 0;
 
     if (idle || now_ms() >= b->stop_deadline_ms) {
+        size_t told;
         if (!idle) {
             jn_log(JN_LOG_WARN, "stop: shutdown_timeout reached with %zu send(s) in flight; "
                    "they stay queued and are sent again at the next start",
                    sends_in_flight(b));
         }
-        event_base_loopexit(b->base, NULL);
+        /* Outcomes still awaited will not come in this run: say so, and give the channels a
+         * few loop turns (100 ms) to write those answers before the loop ends. */
+        told = track_stop_all(b);
+        if (told) {
+            struct timeval grace = {0, 100000};
+            jn_log(JN_LOG_INFO, "stop: %zu message(s) still being delivered answered 'not "
+                   "delivered yet'; they stay queued", told);
+            event_base_loopexit(b->base, &grace);
+        } else {
+            event_base_loopexit(b->base, NULL);
+        }
         return;
     }
     evtimer_add(b->drain_timer, &tv);
@@ -1112,6 +1356,8 @@ void jn_broker_free(struct jn_broker *b)
     }
     b->stopping = 1;
     b->freeing = 1;
+    /* While every channel still exists (the loop may never have run, or was cut short). */
+    track_stop_all(b);
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
         if (ch->def && ch->def->stop) {
@@ -1160,8 +1406,8 @@ void jn_broker_free(struct jn_broker *b)
     while (b->pend_head) {
         struct jn_ticket *t = b->pend_head;
         b->pend_head = t->next;
-        jn_msg_unref(&t->msg);
-        jn_free(t);
+        track_detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
+        ticket_done(t, 0);
     }
     for (size_t i = 0; i < b->nsvcs; i++) {
         if (b->svcs[i].def && b->svcs[i].def->destroy) {

@@ -116,9 +116,48 @@ struct jn_ticket;
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg);
 void jn_ingest_forget(struct jn_ticket *t);
 
+/*
+ * IN, opt-in: jn_ingest() plus the message's outcome, for channels that answer their peer only
+ * once the message has gone where it was routed (MLLP `ack: delivered`).
+ *
+ * accepted is called exactly as jn_ingest() says. When it got rc < 0, outcome never comes.
+ * After an accept (rc 0), outcome(arg, r, reason, reply, reply_len) runs exactly once, on the
+ * loop, when the route's result is known:
+ *   - every delivery the message fanned out to (each output of each matched route, to each
+ *     destination, and the unrouted: channel) is final: JN_SEND_OK when all were delivered,
+ *     JN_SEND_REJECT when one was dead-lettered (reason: the first dead letter's);
+ *   - at routing, when nothing was queued: JN_SEND_REJECT for a dead letter there (unrouted:
+ *     dead-letter, a service failed; reason says why), JN_SEND_OK for `unrouted: drop` (the
+ *     configuration says such messages are done with) and for routes whose services filtered
+ *     every output away; a route that failed and another that queued give REJECT;
+ *   - JN_SEND_RETRY "broker is stopping" when the broker stops (or is freed) first, and
+ *     JN_SEND_RETRY when a delivery cannot be tracked here (out of memory queueing, a retry
+ *     that cannot be scheduled): the message is in the journal and a restart delivers it.
+ * A delivery waiting for its retry is not final: there is no broker-side timeout, the channel
+ * applies its own. reason may be NULL for OK; reply is the answer of a delivery whose final
+ * state is r, handed over with jn_delivery_reply() (the first such one), else NULL; both are
+ * borrowed for the call. outcome may run right after accepted, within the same loop turn, and
+ * from inside another channel's jn_delivery_done(): it must not block or re-enter the broker
+ * other than through jn_ingest*() on other messages.
+ *
+ * The ticket stays valid until outcome has run (not only until accepted, as with jn_ingest);
+ * jn_ingest_forget() before that cancels both callbacks, and the deliveries go on untracked.
+ * The tracking lives in memory: deliveries recovered from the journal after a restart have
+ * none. An ingest without outcome costs nothing extra on the delivery path.
+ */
+typedef void (*jn_outcome_fn)(void *arg, enum jn_send_result r, const char *reason,
+                              const void *reply, size_t reply_len);
+struct jn_ticket *jn_ingest_outcome(struct jn_channel *ch, struct jn_msg *msg,
+                                    jn_accept_fn accepted, jn_outcome_fn outcome, void *arg);
+
 /* OUT: the message to send (borrowed until jn_delivery_done), the attempt (1-based). */
 struct jn_msg *jn_delivery_msg(const struct jn_delivery *d);
 int jn_delivery_attempt(const struct jn_delivery *d);
+/* OUT: the peer's answer to this attempt (an MLLP ACK frame's message), for an IN channel that
+ * asked for the outcome (jn_ingest_outcome). Call before jn_delivery_done; bytes are copied
+ * (only when someone waits for the outcome, else ignored), a later call replaces an earlier
+ * one, and jn_delivery_done forgets it unless the delivery is final. */
+void jn_delivery_reply(struct jn_delivery *d, const void *bytes, size_t len);
 /* OUT: finish a delivery; reason is copied (may be NULL for OK). d is invalid afterwards. */
 void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *reason);
 

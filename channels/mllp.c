@@ -7,11 +7,13 @@
  *
  * IN, per connection: bytes -> framer -> one *slot* per frame, queued in arrival order. A slot
  * is ready when its ACK is known: at once for a refused frame, from the jn_ingest callback for
- * an accepted one (`ack: commit`), from the first copy's outcome for a duplicate. Ready slots
+ * an accepted one (`ack: commit`), from the route's outcome or delivered_timeout (`ack:
+ * delivered`, through jn_ingest_outcome), from the first copy's answer for a duplicate. Ready slots
  * leave the head of the queue in order, each ACK in one bufferevent_write (one write() on an
  * idle socket; python3-hl7's mllp_send reads each ACK with one recv). A slot whose ingest is
  * still out when its connection goes away is kept (orphaned) until the callback comes, so the
- * duplicate window learns the outcome either way.
+ * duplicate window learns the outcome either way; so is one answered AE at delivered_timeout
+ * whose outcome is still to come (duplicates of it wait for that outcome).
  *
  * Duplicates: MSH-10 with MSH-3 and MSH-4 is remembered for `duplicate_window` (in memory; see
  * docs/hl7.md for what a restart forgets). A duplicate is answered with the very ACK the first
@@ -19,7 +21,8 @@
  * waits for its outcome.
  *
  * OUT: ch->concurrency connection slots, each carrying one message at a time: <VT>msg<FS><CR>,
- * then the ACK within ack_timeout, whose MSA-2 must be the MSH-10 we sent. After a timeout or
+ * then the ACK within ack_timeout, whose MSA-2 must be the MSH-10 we sent; that ACK is handed
+ * to the broker (jn_delivery_reply) for an IN channel passing it back. After a timeout or
  * a mismatch the connection is closed, because a late ACK on it would answer the wrong message.
  *
  * Threads: everything runs on the broker's loop.
@@ -65,6 +68,7 @@ struct mllp_conf {
     unsigned long long max_message;
     long long idle_timeout;
     int ack;
+    long long delivered_timeout;
     bool strict;
     long long dup_window;
     long long dup_max;
@@ -88,7 +92,13 @@ static const struct jn_opt mllp_opts[] = {
                     "long is answered AR first."),
     JN_OPT_ENUM("ack", "commit", mllp_ack_names, JN_OPT_IN, struct mllp_conf, ack,
                 "commit: ACK once the message is durable. delivered: ACK with the route's "
-                "outcome (needs a broker hook this build lacks; refused at load)."),
+                "outcome: AA once delivered everywhere (or the downstream MLLP ACK passed "
+                "back), AR when dead-lettered, AE after delivered_timeout (docs/hl7.md)."),
+    JN_OPT_DURATION("delivered_timeout", "30s", 1, 86400000LL, JN_OPT_IN, struct mllp_conf,
+                    delivered_timeout,
+                    "ack: delivered: when the outcome has not come this long after the message "
+                    "is durable, answer AE \"not delivered yet\"; it stays queued and is "
+                    "delivered later."),
     JN_OPT_BOOL("strict", "false", JN_OPT_IN, struct mllp_conf, strict,
                 "Refuse (AR) segments ending in LF or CRLF and <FS> without <CR>; "
                 "default: accept them."),
@@ -132,6 +142,8 @@ struct slot {
     int waiter;
     char *msh;                  /* the message's first segment, to build the ACK */
     size_t msh_len;
+    char id[JN_ID_LEN + 1];     /* the message's id, once accepted (for log lines) */
+    struct event *timer;        /* ack: delivered: delivered_timeout; NULL otherwise */
     int ready;
     struct jn_buf ack;          /* framed; empty: nothing to send */
 };
@@ -311,13 +323,6 @@ static int mllp_check(const void *vconf, unsigned dir, const struct jn_node *nod
                         "expected e.g. 127.0.0.1:2575", c->listen ? c->listen : "");
             errs++;
         }
-        if (c->ack == ACK_DELIVERED) {
-            n = jn_node_get(node, "ack");
-            jn_diag_add(d, n ? &n->pos : &node->pos, "mllp: ack: 'delivered' is not available "
-                        "in this build: answering with the route's outcome needs a broker hook "
-                        "(see docs/hl7.md); use ack: commit");
-            errs++;
-        }
         return errs;
     }
     if (c->connect == NULL) {
@@ -482,6 +487,9 @@ static void slot_free(struct slot *s)
     if (!s->waiter && s->dup && s->dup->owner == s) {
         s->dup->owner = NULL;
     }
+    if (s->timer) {
+        event_free(s->timer);
+    }
     jn_buf_reset(&s->ack);
     jn_free(s->msh);
     jn_free(s);
@@ -519,21 +527,29 @@ static struct slot *slot_new(struct conn *c, const char *data, size_t len)
     return s;
 }
 
-/* Fills s->ack with an ACK for its message. */
-static void slot_answer(struct slot *s, char code, int err_code, const char *reason)
+/* Puts in out (emptied first) our ACK for s's message; nothing when MSH-15 says no accept ACK
+ * for this outcome. 0 or JN_ENOMEM. */
+static int build_ack(const struct slot *s, char code, int err_code, const char *reason,
+                     struct jn_buf *out)
 {
     struct jn_mllp_msh m;
     char id[JN_ID_LEN + 1], ts[32];
 
     jn_mllp_msh_read(s->msh, s->msh_len, &m);
-    s->ready = 1;
-    s->ack.len = 0;
+    out->len = 0;
     if (!jn_mllp_ack_wanted(&m, code)) {
-        return; /* MSH-15 says no accept ACK for this outcome */
+        return 0;
     }
     ack_id(s->in->ch, id);
     now_ts(ts);
-    if (jn_mllp_ack_build(&m, code, err_code, reason, id, ts, &s->ack) != 0) {
+    return jn_mllp_ack_build(&m, code, err_code, reason, id, ts, out);
+}
+
+/* Fills s->ack with an ACK for its message. */
+static void slot_answer(struct slot *s, char code, int err_code, const char *reason)
+{
+    s->ready = 1;
+    if (build_ack(s, code, err_code, reason, &s->ack) != 0) {
         jn_ch_error(s->in->ch, "out of memory building an ACK; closing the connection");
         s->ack.len = 0;
         if (s->c) {
@@ -575,15 +591,73 @@ static void refuse_frame(struct conn *c, const char *data, size_t len, int err_c
     }
 }
 
+/* The first copy's (s's) answer is known: the duplicates waiting for it get the same bytes;
+ * the entry remembers them (remember), or is forgotten so that a resend is a first try. */
+static void dup_settle(struct slot *s, const struct jn_buf *ack, int remember)
+{
+    struct dup *e = s->dup;
+    struct mllp_in *in = s->in;
+    struct slot *w;
+
+    if (e == NULL || s->waiter) {
+        return;
+    }
+    w = e->waiters;
+    while (w) {
+        struct slot *next = w->wnext;
+        w->dup = NULL;
+        w->wprev = w->wnext = NULL;
+        w->ready = 1;
+        w->ack.len = 0;
+        if (w->timer) {
+            evtimer_del(w->timer);
+        }
+        if (ack->len && jn_buf_append(&w->ack, ack->p, ack->len) != 0) {
+            w->ack.len = 0;
+        }
+        if (w->c) {
+            event_active(w->c->kick, EV_WRITE, 0);
+        }
+        w = next;
+    }
+    e->waiters = NULL;
+    e->owner = NULL;
+    s->dup = NULL;
+    if (remember) {
+        e->done = 1;
+        e->t_ms = mono_ms();
+        e->ack.len = 0;
+        if (jn_buf_append(&e->ack, ack->p ? ack->p : "", ack->len) != 0) {
+            /* Cannot remember the ACK: forget the entry rather than answer wrongly. */
+            dup_unlink(in, e);
+            dup_free(e);
+        }
+    } else {
+        dup_unlink(in, e);
+        dup_free(e);
+    }
+}
+
 /* The broker's answer for an ingest: ACK now (commit mode), record the outcome for
- * duplicates, answer those waiting on it. */
+ * duplicates, answer those waiting on it. With ack: delivered an accepted message waits for
+ * its outcome (delivered()) or delivered_timeout instead. */
 static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err)
 {
     struct slot *s = arg;
-    struct dup *e = s->dup;
     struct mllp_in *in = s->in;
     char why[JN_ERR_MSG_MAX + 32];
 
+    if (msg) {
+        memcpy(s->id, msg->id, sizeof(s->id));
+    }
+    if (rc == 0 && in->conf->ack == ACK_DELIVERED) {
+        /* The ticket stays: it now awaits the outcome. */
+        if (s->timer) {
+            struct timeval tv = tv_ms(in->conf->delivered_timeout);
+            evtimer_add(s->timer, &tv);
+        }
+        return;
+    }
     s->ticket = NULL;
     flight_unlink(s);
     if (rc == 0) {
@@ -594,46 +668,149 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
         jn_ch_warn(in->ch, "msg=%s refused by the broker (AE): %s", msg ? msg->id : "-", why);
         slot_answer(s, 'E', JN_HL7_ERR_INTERNAL, why);
     }
-    if (e) {
-        struct slot *w = e->waiters;
-        while (w) {
-            struct slot *next = w->wnext;
-            w->dup = NULL;
-            w->wprev = w->wnext = NULL;
-            w->ready = 1;
-            w->ack.len = 0;
-            if (s->ack.len && jn_buf_append(&w->ack, s->ack.p, s->ack.len) != 0) {
-                w->ack.len = 0;
-            }
-            if (w->c) {
-                event_active(w->c->kick, EV_WRITE, 0);
-            }
-            w = next;
-        }
-        e->waiters = NULL;
-        e->owner = NULL;
-        s->dup = NULL;
-        if (rc == 0) {
-            e->done = 1;
-            e->t_ms = mono_ms();
-            e->ack.len = 0;
-            if (jn_buf_append(&e->ack, s->ack.p ? s->ack.p : "", s->ack.len) != 0) {
-                /* Cannot remember the ACK: forget the entry rather than answer wrongly. */
-                dup_unlink(in, e);
-                dup_free(e);
-            }
-        } else {
-            /* Not accepted: a resend is a first try, not a duplicate. */
-            dup_unlink(in, e);
-            dup_free(e);
-        }
-    }
+    /* Remembered when accepted; when not, a resend is a first try, not a duplicate. */
+    dup_settle(s, &s->ack, rc == 0);
     if (s->c == NULL) {
         slot_free(s); /* orphaned: its connection is gone */
         return;
     }
     /* Not flushed from here: flushing may free connections and slots this loop still walks
      * (an original and its duplicate can share a connection). */
+    event_active(s->c->kick, EV_WRITE, 0);
+}
+
+/*
+ * The downstream system's ACK (reply, as its MLLP OUT received it, unframed) as the answer to
+ * s's message, when it can be: it reads as an ACK whose MSA-1 says what the outcome says
+ * (code: 'A' for AA/CA, 'R' for AR/CR), its MSH-1 and MSH-2 equal the message's (so the
+ * control id can be put in without re-escaping), it has an MSA-2, and framed it fits in
+ * JN_MLLP_ACK_MAX. Its bytes are passed as they came (the downstream's MSH, its MSH-10, ERR and
+ * any other segments, its segment ends), except MSA-2, which is set to the message's MSH-10 as
+ * the sender wrote it (a service on the route may have changed the control id). Then out holds
+ * the framed ACK (or nothing when MSH-15 asks for no ACK) and 0 is returned; else -1, and
+ * junction builds its own ACK.
+ */
+static int passthrough_ack(const struct slot *s, char code, const char *reply, size_t len,
+                           struct jn_buf *out)
+{
+    struct jn_mllp_msh m;
+    struct jn_mllp_ack a;
+    struct jn_err err;
+    const char *p;
+    size_t hdr, start = 0;
+    char fs;
+
+    out->len = 0;
+    if (!jn_mllp_msh_read(s->msh, s->msh_len, &m) || s->msh_len < 5 ||
+        jn_mllp_ack_read(reply, len, &a, &err) != 0 || a.code[1] != code) {
+        return -1;
+    }
+    fs = s->msh[3];
+    p = memchr(s->msh + 4, fs, s->msh_len - 4);
+    hdr = p ? (size_t)(p - s->msh) + 1 : 0; /* "MSH|^~\&|" */
+    if (hdr == 0 || len < hdr || memcmp(reply, s->msh, hdr) != 0) {
+        return -1;
+    }
+    while (start < len) {
+        size_t end = start, f2, f2end;
+        while (end < len && reply[end] != '\r' && reply[end] != '\n') {
+            end++;
+        }
+        if (end - start > 4 && memcmp(reply + start, "MSA", 3) == 0 && reply[start + 3] == fs) {
+            p = memchr(reply + start + 4, fs, end - start - 4);
+            if (p == NULL) {
+                return -1;
+            }
+            f2 = (size_t)(p - reply) + 1;
+            p = memchr(reply + f2, fs, end - f2);
+            f2end = p ? (size_t)(p - reply) : end;
+            if (!jn_mllp_ack_wanted(&m, code)) {
+                return 0; /* MSH-15 says no ACK for this outcome, as for our own */
+            }
+            if (jn_buf_append(out, "\x0b", 1) != 0 || jn_buf_append(out, reply, f2) != 0 ||
+                jn_buf_append(out, m.ctlid.p, m.ctlid.len) != 0 ||
+                jn_buf_append(out, reply + f2end, len - f2end) != 0 ||
+                jn_buf_append(out, "\x1c\r", 2) != 0 || out->len > JN_MLLP_ACK_MAX) {
+                out->len = 0;
+                return -1;
+            }
+            return 0;
+        }
+        start = end + 1;
+    }
+    return -1;
+}
+
+/* ack: delivered: the route's outcome for s's message (jn_ingest_outcome). */
+static void delivered(void *arg, enum jn_send_result r, const char *reason, const void *reply,
+                      size_t reply_len)
+{
+    struct slot *s = arg;
+    struct mllp_in *in = s->in;
+    struct jn_buf ack = JN_BUF_INIT;
+    char code = r == JN_SEND_OK ? 'A' : r == JN_SEND_REJECT ? 'R' : 'E';
+    char why[JN_ERR_MSG_MAX + 96];
+    int rc = 0;
+
+    s->ticket = NULL;
+    flight_unlink(s);
+    if (s->timer) {
+        evtimer_del(s->timer);
+    }
+    if (reply && passthrough_ack(s, code, reply, reply_len, &ack) == 0) {
+        jn_ch_debug(in->ch, "msg=%s outcome %c: passing back the downstream ACK", s->id, code);
+    } else {
+        if (code == 'R') {
+            snprintf(why, sizeof(why), "not delivered: %s", reason ? reason : "rejected");
+        } else if (code == 'E') {
+            snprintf(why, sizeof(why), "not delivered yet: %s; the message stays queued and "
+                     "is delivered later", reason ? reason : "retrying");
+        }
+        if (code != 'A') {
+            jn_ch_warn(in->ch, "msg=%s answered A%c: %s", s->id, code, why);
+        }
+        rc = build_ack(s, code, JN_HL7_ERR_INTERNAL, code == 'A' ? NULL : why, &ack);
+    }
+    if (rc != 0) {
+        jn_ch_error(in->ch, "msg=%s out of memory building an ACK", s->id);
+        ack.len = 0;
+    }
+    if (!s->ready) {
+        s->ready = 1;
+        s->ack.len = 0;
+        if (ack.len && jn_buf_append(&s->ack, ack.p, ack.len) != 0) {
+            s->ack.len = 0;
+        }
+        if ((rc != 0 || (ack.len && s->ack.len == 0)) && s->c) {
+            s->c->closing = 1; /* no ACK for it: the sender must not wait for one */
+        }
+    }
+    /* An AE is no final answer: a resend then is a first try. */
+    dup_settle(s, &ack, code != 'E' && rc == 0);
+    jn_buf_reset(&ack);
+    if (s->c == NULL) {
+        slot_free(s); /* its connection is gone, or its AE went out at delivered_timeout */
+        return;
+    }
+    event_active(s->c->kick, EV_WRITE, 0);
+}
+
+/* ack: delivered: no outcome within delivered_timeout (for a first copy, counted from its
+ * acceptance; for a duplicate waiting for it, from its arrival). */
+static void slot_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct slot *s = arg;
+    char why[200];
+
+    if (s->ready || s->c == NULL) {
+        return;
+    }
+    waiter_unlink(s); /* a duplicate stops waiting for its first copy */
+    snprintf(why, sizeof(why), "not delivered yet within delivered_timeout (%lld ms); the "
+             "message stays queued and is delivered later", s->in->conf->delivered_timeout);
+    jn_ch_info(s->in->ch, "msg=%s peer %s: answered AE: %s", s->id[0] ? s->id : "-",
+               s->c->peer, why);
+    slot_answer(s, 'E', JN_HL7_ERR_INTERNAL, why);
     event_active(s->c->kick, EV_WRITE, 0);
 }
 
@@ -725,6 +902,13 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
         c->closing = 1;
         return;
     }
+    if (conf->ack == ACK_DELIVERED) {
+        s->timer = evtimer_new(in->ch->base, slot_timeout_cb, s);
+        if (s->timer == NULL) {
+            slot_answer(s, 'E', JN_HL7_ERR_INTERNAL, "out of memory; send again later");
+            return;
+        }
+    }
     if (in->buckets) {
         static const char us = 0x1f;
         if (jn_buf_append(&key, m.ctlid.p, m.ctlid.len) == 0 && jn_buf_append(&key, &us, 1) == 0 &&
@@ -751,6 +935,10 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
                         e->waiters->wprev = s;
                     }
                     e->waiters = s;
+                    if (s->timer) {
+                        struct timeval tv = tv_ms(conf->delivered_timeout);
+                        evtimer_add(s->timer, &tv);
+                    }
                 }
                 jn_buf_reset(&key);
                 return;
@@ -779,7 +967,11 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
         in->flight->fprev = s;
     }
     in->flight = s;
-    s->ticket = jn_ingest(in->ch, msg, accepted, s);
+    if (conf->ack == ACK_DELIVERED) {
+        s->ticket = jn_ingest_outcome(in->ch, msg, accepted, delivered, s);
+    } else {
+        s->ticket = jn_ingest(in->ch, msg, accepted, s);
+    }
     if (s->ticket == NULL) {
         flight_unlink(s);
         if (e) {
@@ -867,7 +1059,14 @@ static int conn_flush(struct conn *c)
                 c->closing = 1;
             }
         }
-        slot_free(s);
+        if (s->ticket) {
+            /* Answered AE at delivered_timeout, outcome still to come: kept (orphaned) for
+             * the duplicate window until it does. */
+            s->next = NULL;
+            s->c = NULL;
+        } else {
+            slot_free(s);
+        }
     }
     if (c->paused && c->nslots < MLLP_MAX_PIPELINE / 2 && !c->closing) {
         c->paused = 0;
@@ -1141,8 +1340,14 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
                    sizeof(one)) != 0) {
         jn_ch_warn(ch, "cannot set TCP_NODELAY on %s", in->conf->listen);
     }
-    jn_ch_info(ch, "listening on mllp://%s (ack: commit, duplicate_window: %lld ms)",
-               in->conf->listen, in->conf->dup_window);
+    if (in->conf->ack == ACK_DELIVERED) {
+        jn_ch_info(ch, "listening on mllp://%s (ack: delivered, delivered_timeout: %lld ms, "
+                   "duplicate_window: %lld ms)", in->conf->listen, in->conf->delivered_timeout,
+                   in->conf->dup_window);
+    } else {
+        jn_ch_info(ch, "listening on mllp://%s (ack: commit, duplicate_window: %lld ms)",
+                   in->conf->listen, in->conf->dup_window);
+    }
     return 0;
 }
 
@@ -1256,6 +1461,8 @@ static void out_ack(struct oslot *s, const char *data, size_t len)
         out_finish(s, JN_SEND_RETRY, why);
         return;
     }
+    /* The ACK answers our message: an IN channel with ack: delivered may pass it back. */
+    jn_delivery_reply(s->d, data, len);
     if (strcmp(a.code, "AA") == 0 || strcmp(a.code, "CA") == 0) {
         out_finish(s, JN_SEND_OK, NULL);
         return;
