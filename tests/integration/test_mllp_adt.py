@@ -107,7 +107,7 @@ try:
             "with the receivers down, delivery is being retried")
     j.proc.send_signal(signal.SIGKILL)
     j.proc.wait()
-    t.check(True, "junction killed with SIGKILL after the ACK")
+    t.eq(j.proc.returncode, -signal.SIGKILL, "junction died by SIGKILL after the ACK")
 
     peer = MllpListener(["AA"], port=mllp_port).start()
     cleanups.append(peer.stop)
