@@ -1328,7 +1328,7 @@ static int write_full(int fd, const unsigned char *p, size_t len)
  * then makes the whole group durable with ONE syncfs() of the folder's filesystem, renames
  * each into place in queue order, and syncs the folder once. Two syncs per group instead of
  * two per file; a reader still never sees half a file. The results go back to the loop, which
- * finishes the deliveries. The broker sends up to `concurrency` files at once (64 by default
+ * finishes the deliveries. The broker sends up to `concurrency` files at once (256 by default
  * for this channel), which is what a group can hold.
  */
 
@@ -1704,10 +1704,10 @@ static void file_destroy(struct jn_channel *ch)
 const struct jn_channel_def jn_channel_file = {
     .name = "file",
     .desc = "Drop folder (in: one message per file or per line) and one file per message (out; "
-            "concurrency defaults to 64 here: files are written and synced in groups, renamed in "
+            "concurrency defaults to 256 here: files are written and synced in groups, renamed in "
             "queue order)",
     .dirs = JN_DIR_IN | JN_DIR_OUT,
-    .default_concurrency = 64, /* files are synced in groups of up to this many */
+    .default_concurrency = 256, /* files are synced in groups of up to this many */
     .opts = file_opts,
     .conf_size = sizeof(struct file_conf),
     .check = file_check,   /* dir for both; folders (in); the name template (out) */
