@@ -177,4 +177,8 @@ int jn_template_render(const char *tmpl, const struct jn_msg *m, struct jn_buf *
 /* Checks a template's placeholders at load time; 0 or JN_EINVAL with err. */
 int jn_template_check(const char *tmpl, struct jn_err *err);
 
+/* "host:port" (a bracketed IPv6 literal loses its brackets) into host (hlen bytes) and port in
+ * min_port..65535 (0 allows an ephemeral listen port). 0 or JN_EINVAL. */
+int jn_split_hostport(const char *s, char *host, size_t hlen, int *port, int min_port);
+
 #endif

@@ -122,34 +122,6 @@ struct http_in {
 /* Loop thread only; the listener's error callback gets the evhttp, not us. */
 static struct http_in *http_ins;
 
-/* host:port -> parts; 0 or JN_EINVAL. */
-static int split_listen(const char *s, char *host, size_t hlen, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    char *end;
-    long p;
-    size_t n;
-
-    if (colon == NULL || colon == s) {
-        return JN_EINVAL;
-    }
-    n = (size_t)(colon - s);
-    if (s[0] == '[' && n >= 2 && s[n - 1] == ']') {
-        s++;
-        n -= 2;
-    }
-    if (n >= hlen) {
-        return JN_EINVAL;
-    }
-    memcpy(host, s, n);
-    host[n] = '\0';
-    p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || end == colon + 1 || p < 0 || p > 65535) {
-        return JN_EINVAL;
-    }
-    *port = (int)p;
-    return 0;
-}
 
 static int http_check(const void *vconf, unsigned dir, const struct jn_node *node,
                       struct jn_diag *d)
@@ -161,7 +133,7 @@ static int http_check(const void *vconf, unsigned dir, const struct jn_node *nod
         char host[256];
         int port;
         const struct jn_node *n = jn_node_get(node, "listen");
-        if (split_listen(c->listen, host, sizeof(host), &port) != 0) {
+        if (jn_split_hostport(c->listen, host, sizeof(host), &port, 0) != 0) {
             jn_diag_add(d, n ? &n->pos : &node->pos, "http: listen: '%s' is not host:port, "
                         "expected e.g. 127.0.0.1:8080", c->listen);
             errs++;
@@ -668,7 +640,7 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
     if (ch->dir == JN_DIR_OUT) {
         return jn_http__out_start(ch, err);
     }
-    if (split_listen(c->listen, host, sizeof(host), &port) != 0) {
+    if (jn_split_hostport(c->listen, host, sizeof(host), &port, 0) != 0) {
         return jn_err_set(err, JN_EINVAL, "listen: '%s' is not host:port", c->listen);
     }
     /* Resolved and bound the way evhttp_bind_socket does: the first address, SO_REUSEADDR. */

@@ -235,34 +235,6 @@ static struct timeval tv_ms(long long ms)
     return tv;
 }
 
-/* host:port; a bracketed IPv6 literal loses its brackets. 0 or JN_EINVAL. */
-static int split_hostport(const char *s, char *host, size_t hlen, int *port)
-{
-    const char *colon = s ? strrchr(s, ':') : NULL;
-    char *end;
-    long p;
-    size_t n;
-
-    if (colon == NULL || colon == s) {
-        return JN_EINVAL;
-    }
-    n = (size_t)(colon - s);
-    if (s[0] == '[' && n >= 2 && s[n - 1] == ']') {
-        s++;
-        n -= 2;
-    }
-    if (n == 0 || n >= hlen) {
-        return JN_EINVAL;
-    }
-    memcpy(host, s, n);
-    host[n] = '\0';
-    p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || end == colon + 1 || p < 1 || p > 65535) {
-        return JN_EINVAL;
-    }
-    *port = (int)p;
-    return 0;
-}
 
 /* Printable text of up to max bytes of peer data, for log lines. */
 static void shown(const char *p, size_t n, char *out, size_t cap)
@@ -318,7 +290,7 @@ static int mllp_check(const void *vconf, unsigned dir, const struct jn_node *nod
         n = jn_node_get(node, "listen");
         if (c->listen == NULL ||
             evutil_parse_sockaddr_port(c->listen, (struct sockaddr *)&ss, &sl) != 0 ||
-            split_hostport(c->listen, host, sizeof(host), &port) != 0) {
+            jn_split_hostport(c->listen, host, sizeof(host), &port, 1) != 0) {
             jn_diag_add(d, n ? &n->pos : &node->pos, "mllp: listen: '%s' is not ip:port, "
                         "expected e.g. 127.0.0.1:2575", c->listen ? c->listen : "");
             errs++;
@@ -330,7 +302,7 @@ static int mllp_check(const void *vconf, unsigned dir, const struct jn_node *nod
                     "(e.g. connect: 127.0.0.1:2576)");
         return 1;
     }
-    if (split_hostport(c->connect, host, sizeof(host), &port) != 0) {
+    if (jn_split_hostport(c->connect, host, sizeof(host), &port, 1) != 0) {
         n = jn_node_get(node, "connect");
         jn_diag_add(d, n ? &n->pos : &node->pos, "mllp: connect: '%s' is not host:port, "
                     "expected e.g. 127.0.0.1:2576", c->connect);
@@ -1682,7 +1654,7 @@ static int out_init(struct jn_channel *ch, struct jn_err *err)
     o->ch = ch;
     o->conf = ch->conf;
     ch->state = o;
-    if (split_hostport(o->conf->connect, o->host, sizeof(o->host), &o->port) != 0) {
+    if (jn_split_hostport(o->conf->connect, o->host, sizeof(o->host), &o->port, 1) != 0) {
         return jn_err_set(err, JN_EINVAL, "connect: '%s' is not host:port", o->conf->connect);
     }
     o->slots = jn_calloc(n, sizeof(*o->slots));
