@@ -43,6 +43,7 @@ struct jn_ticket {
     void *arg;
     uint64_t seq;  /* inbox key */
     int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
+    struct jn_buf env; /* msg encoded once for the inbox, reused by routing; freed after it */
     /*
      * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
      * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
@@ -675,16 +676,32 @@ static int run_chain(struct jn_broker *b, const struct jn_cfg_route *r, struct j
     return 0;
 }
 
+/* m's encoding: the caller's (menv) when it has one, else encoded once into own. NULL when out
+ * of memory. */
+static const struct jn_buf *envelope_of(const struct jn_msg *m, const struct jn_buf *menv,
+                                        struct jn_buf *own)
+{
+    if (menv != NULL && menv->p != NULL) {
+        return menv;
+    }
+    if (own->p == NULL && jn_msg_encode(m, own) != 0) {
+        jn_buf_reset(own);
+        return NULL;
+    }
+    return own;
+}
+
 /*
  * Routes an accepted message: one queue entry per output and destination, written in one
  * journal transaction that also removes the inbox entry (inbox_seq 0: none). track: the
  * outcome tracker (its deliveries point to it; what ends here is noted in it), or NULL.
  */
 static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                      uint64_t inbox_seq, struct jn_ticket *track)
+                      const struct jn_buf *menv, uint64_t inbox_seq, struct jn_ticket *track)
 {
     const struct jn_config *cfg = b->cfg;
     struct jn_jtxn *t = jn_jtxn_new();
+    struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
     size_t ci = src ? chan_index(b, src) : (size_t)-1;
     int matched = 0;
 
@@ -726,10 +743,18 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
         log_action(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
                    NULL);
         for (size_t k = 0; k < outs.n; k++) {
+            /* Each output is encoded once for all its destinations; an output that is the
+             * accepted message itself reuses the inbox's encoding. */
+            struct jn_buf oenv = JN_BUF_INIT;
+            const struct jn_buf *env = outs.v[k] == m ? envelope_of(m, menv, &own) : NULL;
+            if (env == NULL && jn_msg_encode(outs.v[k], &oenv) == 0) {
+                env = &oenv;
+            }
             for (size_t d = 0; d < r->rc.to.n; d++) {
                 struct outq *q = &b->queues[r->to[d]];
                 uint64_t qseq = jn_journal_seq(b->journal);
-                if (jn_store_queue_put(t, q->ch->name, qseq, outs.v[k], r->name, 1, NULL) != 0) {
+                if (env == NULL || jn_store_queue_put_env(t, q->ch->name, qseq, env->p, env->len,
+                                                          r->name, 1, NULL) != 0) {
                     jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id,
                            q->ch->name);
                     if (track) {
@@ -739,6 +764,7 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
                 }
                 enqueue(q, jn_msg_ref(outs.v[k]), r->name, qseq, 1, track);
             }
+            jn_buf_reset(&oenv);
         }
         jn_msg_list_clear(&outs);
     }
@@ -762,8 +788,10 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
         case JN_UNROUTED_CHANNEL: {
             struct outq *q = &b->queues[cfg->unrouted_channel];
             uint64_t qseq = jn_journal_seq(b->journal);
+            const struct jn_buf *env = envelope_of(m, menv, &own);
             log_action(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
-            if (jn_store_queue_put(t, q->ch->name, qseq, m, "(unrouted)", 1, NULL) == 0) {
+            if (env != NULL && jn_store_queue_put_env(t, q->ch->name, qseq, env->p, env->len,
+                                                      "(unrouted)", 1, NULL) == 0) {
                 enqueue(q, jn_msg_ref(m), "(unrouted)", qseq, 1, track);
             } else if (track) {
                 track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
@@ -772,6 +800,7 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
         }
         }
     }
+    jn_buf_reset(&own);
     submit(b, t);
 }
 
@@ -796,6 +825,7 @@ static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
  * by the stop, what is left is answered "stopping" unless forgotten or refused). */
 static void ticket_done(struct jn_ticket *t, int routed)
 {
+    jn_buf_reset(&t->env);
     jn_msg_unref(&t->msg);
     if (!t->tracked) {
         jn_free(t);
@@ -829,7 +859,7 @@ static void ingest_committed(void *arg, int rc)
         }
         /* While the broker is being freed, leave it in the inbox: the next start routes it. */
         if (!b->freeing) {
-            route_msg(b, t->ch, t->msg, t->seq, t->tracked ? t : NULL);
+            route_msg(b, t->ch, t->msg, &t->env, t->seq, t->tracked ? t : NULL);
             routed = 1;
         }
     }
@@ -860,7 +890,8 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
         }
         t->seq = jn_journal_seq(b->journal);
         jt = jn_jtxn_new();
-        if (jt == NULL || jn_store_inbox_put(jt, t->seq, msg) != 0 ||
+        if (jt == NULL || jn_msg_encode(msg, &t->env) != 0 ||
+            jn_store_inbox_put_env(jt, t->seq, t->env.p, t->env.len) != 0 ||
             jn_store_log(jt, jn_journal_seq(b->journal), msg->id, "received", NULL, ch->name, 0,
                          NULL) != 0) {
             jn_jtxn_free(jt);
@@ -1036,7 +1067,7 @@ static int recover(struct jn_broker *b)
     while (ic.head) {
         struct inbox_item *it = ic.head;
         ic.head = it->next;
-        route_msg(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq, NULL);
+        route_msg(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, NULL, it->seq, NULL);
         jn_msg_unref(&it->m);
         jn_free(it);
         routed++;

@@ -84,16 +84,21 @@ int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *ev
     return rc;
 }
 
+int jn_store_inbox_put_env(struct jn_jtxn *t, uint64_t seq, const void *env, size_t len)
+{
+    unsigned char key[8];
+
+    jn_be64(key, seq);
+    return jn_jtxn_put(t, JN_JDB_INBOX, key, 8, env, len);
+}
+
 int jn_store_inbox_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m)
 {
     struct jn_buf b = JN_BUF_INIT;
-    unsigned char key[8];
-    int rc;
+    int rc = jn_msg_encode(m, &b);
 
-    jn_be64(key, seq);
-    rc = jn_msg_encode(m, &b);
     if (rc == 0) {
-        rc = jn_jtxn_put(t, JN_JDB_INBOX, key, 8, b.p, b.len);
+        rc = jn_store_inbox_put_env(t, seq, b.p, b.len);
     }
     jn_buf_reset(&b);
     return rc;
@@ -120,14 +125,14 @@ size_t jn_store_queue_key(unsigned char *key, const char *dest, uint64_t seq)
     return n + 9;
 }
 
-int jn_store_queue_put(struct jn_jtxn *t, const char *dest, uint64_t seq, const struct jn_msg *m,
-                       const char *route, int attempt, const char *error)
+int jn_store_queue_put_env(struct jn_jtxn *t, const char *dest, uint64_t seq, const void *env,
+                           size_t len, const char *route, int attempt, const char *error)
 {
     struct pk p = {JN_BUF_INIT, 0};
     msgpack_packer k;
     unsigned char key[JN_STORE_DEST_MAX + 9];
     size_t kl = jn_store_queue_key(key, dest, seq);
-    int rc;
+    int rc = 0;
 
     if (kl == 0) {
         return JN_EINVAL;
@@ -138,14 +143,28 @@ int jn_store_queue_put(struct jn_jtxn *t, const char *dest, uint64_t seq, const 
     msgpack_pack_int(&k, attempt);
     pk_str(&k, route);
     pk_str(&k, error);
-    rc = pk_msg(&k, m);
-    if (rc == 0 && p.failed) {
+    msgpack_pack_bin(&k, len);
+    msgpack_pack_bin_body(&k, env, len);
+    if (p.failed) {
         rc = JN_ENOMEM;
     }
     if (rc == 0) {
         rc = jn_jtxn_put(t, JN_JDB_QUEUE, key, kl, p.b.p, p.b.len);
     }
     jn_buf_reset(&p.b);
+    return rc;
+}
+
+int jn_store_queue_put(struct jn_jtxn *t, const char *dest, uint64_t seq, const struct jn_msg *m,
+                       const char *route, int attempt, const char *error)
+{
+    struct jn_buf b = JN_BUF_INIT;
+    int rc = jn_msg_encode(m, &b);
+
+    if (rc == 0) {
+        rc = jn_store_queue_put_env(t, dest, seq, b.p, b.len, route, attempt, error);
+    }
+    jn_buf_reset(&b);
     return rc;
 }
 

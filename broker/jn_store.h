@@ -25,6 +25,9 @@ int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *ev
                  const char *route, const char *channel, int attempt, const char *error);
 
 int jn_store_inbox_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m);
+/* The same with the envelope already encoded (jn_msg_encode): the hot path encodes a message
+ * once and stores those bytes in the inbox and in every queue record. */
+int jn_store_inbox_put_env(struct jn_jtxn *t, uint64_t seq, const void *env, size_t len);
 int jn_store_inbox_del(struct jn_jtxn *t, uint64_t seq);
 
 /* Queue keys: dest \0 seq. Returns the key length written to key (>= 9), or 0 if dest is too
@@ -32,6 +35,8 @@ int jn_store_inbox_del(struct jn_jtxn *t, uint64_t seq);
 size_t jn_store_queue_key(unsigned char *key, const char *dest, uint64_t seq);
 int jn_store_queue_put(struct jn_jtxn *t, const char *dest, uint64_t seq, const struct jn_msg *m,
                        const char *route, int attempt, const char *error);
+int jn_store_queue_put_env(struct jn_jtxn *t, const char *dest, uint64_t seq, const void *env,
+                           size_t len, const char *route, int attempt, const char *error);
 int jn_store_queue_del(struct jn_jtxn *t, const char *dest, uint64_t seq);
 
 int jn_store_dlq_put(struct jn_jtxn *t, uint64_t seq, const char *dest, const char *route,
