@@ -76,8 +76,17 @@ struct jn_delivery {
     size_t reply_len;
 };
 
-/* One OUT channel's queue. A delivery waiting for its retry keeps its slot, so with
- * concurrency 1 the queue stays in order (head-of-line) and a down peer is not hammered. */
+/*
+ * One OUT channel's queue. A delivery waiting for its retry keeps its slot, so with
+ * concurrency 1 the queue stays in order (head-of-line) and a down peer is not hammered.
+ *
+ * Paging: the journal holds the whole queue; memory holds at most `window` deliveries of it
+ * (ready + busy) and about QUEUE_WINDOW_BYTES of payload, the oldest ones. Invariant: every unfinished queue record with seq <=
+ * loaded_upto is in memory, and none above it is. While the queue is longer than its window
+ * (spilled), new records stay on disk only, and the pump reads the next ones in seq order when
+ * memory falls to half the window. So a destination that is down for a million messages costs
+ * a window of memory, and a start reads a window per destination, not the queue.
+ */
 struct outq {
     struct jn_broker *b;
     struct jn_channel *ch;
@@ -86,7 +95,19 @@ struct outq {
     size_t busy;                     /* slots taken: sending or waiting for a retry */
     struct event *pump;
     struct jn_delivery **busy_list;  /* for shutdown: the deliveries holding slots */
+    size_t window;                   /* most deliveries held in memory */
+    size_t held_bytes;               /* their payloads' bytes */
+    int spilled;                     /* records above loaded_upto may be in the journal */
+    uint64_t loaded_upto;            /* highest seq held in memory so far */
+    uint64_t written_upto;           /* highest seq written for this queue in this run */
+    uint64_t bad_reported;           /* highest foreign seq reported (each is logged once) */
 };
+
+/* Deliveries per queue held in memory at most (or twice the concurrency, if more): enough to
+ * keep every slot busy across a refill, small enough that a long queue costs a few MB. And
+ * payload bytes at most (a single larger message is still held when it is the only one). */
+#define QUEUE_WINDOW 1024
+#define QUEUE_WINDOW_BYTES (8u << 20)
 
 struct jn_broker {
     const struct jn_config *cfg;
@@ -109,6 +130,7 @@ struct jn_broker {
     int freeing;    /* jn_broker_free: no more retries */
     long long stop_deadline_ms;
     int started;
+    size_t nspilled;  /* queues paged from the journal */
     uint64_t n_dead, n_unrouted_dropped;
 };
 
@@ -129,12 +151,29 @@ const char *jn_broker_data_dir(const struct jn_broker *b)
 
 /* ---- journal helpers ---- */
 
+static void pump_cb(evutil_socket_t fd, short what, void *arg);
+
+/* A commit while some queue is paged: records it wrote for such a queue are readable now, so
+ * its pump may load them (it does when its memory is low). */
+static void paged_committed(void *arg, int rc)
+{
+    struct jn_broker *b = arg;
+
+    (void)rc;
+    for (size_t i = 0; b->nspilled && i < b->nchans; i++) {
+        struct outq *q = &b->queues[i];
+        if (q->spilled && q->pump) {
+            event_active(q->pump, EV_WRITE, 0);
+        }
+    }
+}
+
 /* Submits a jtxn that may not be refused; a failure is logged by the journal (the inbox or
  * queue entry it would have replaced stays, so a restart redoes the step). */
 static void submit(struct jn_broker *b, struct jn_jtxn *t)
 {
     if (t != NULL) {
-        jn_journal_submit(b->journal, t, 0, NULL, NULL);
+        jn_journal_submit(b->journal, t, 0, b->nspilled ? paged_committed : NULL, b);
     }
 }
 
@@ -150,8 +189,8 @@ static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_m
 
 /* ---- callbacks (notify:) ---- */
 
-static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
-                    int attempt, struct jn_ticket *track);
+static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
+                      struct jn_ticket *track);
 
 static const struct jn_cfg_route *find_route(const struct jn_broker *b, const char *name)
 {
@@ -213,7 +252,7 @@ static void notify(struct jn_broker *b, struct jn_jtxn *t, const char *route,
         jn_msg_unref(&n);
         return;
     }
-    enqueue(q, n, "(notify)", qseq, 1, NULL);
+    queue_add(q, n, "(notify)", qseq, NULL);
 }
 
 /* ---- dead letters ---- */
@@ -335,8 +374,6 @@ static size_t track_stop_all(struct jn_broker *b)
 
 /* ---- delivery ---- */
 
-static void pump_cb(evutil_socket_t fd, short what, void *arg);
-
 static void delivery_free(struct jn_delivery *d)
 {
     if (d->track) {
@@ -347,6 +384,9 @@ static void delivery_free(struct jn_delivery *d)
     jn_free(d->reply);
     if (d->timer) {
         event_free(d->timer);
+    }
+    if (d->q && d->msg) {
+        d->q->held_bytes -= d->msg->len;
     }
     jn_msg_unref(&d->msg);
     jn_free(d->route);
@@ -400,6 +440,7 @@ static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_
     }
     d->q = q;
     d->msg = m;
+    q->held_bytes += m->len;
     d->qseq = qseq;
     d->attempt = attempt > 0 ? attempt : 1;
     if (q->tail) {
@@ -411,6 +452,125 @@ static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_
     q->ready++;
     if (q->pump) {
         event_active(q->pump, EV_WRITE, 0);
+    }
+}
+
+/* Memory holds as much of q as it may. */
+static int queue_full(const struct outq *q)
+{
+    size_t held = q->ready + q->busy;
+
+    return held >= q->window || (held > 0 && q->held_bytes >= QUEUE_WINDOW_BYTES);
+}
+
+/* Memory holds little enough of q to read more from the journal. */
+static int queue_low(const struct outq *q)
+{
+    return q->ready + q->busy <= q->window / 2 && q->held_bytes <= QUEUE_WINDOW_BYTES / 2;
+}
+
+/* A queue record for q is written (in the jtxn being built): the delivery is held in memory,
+ * or left to the journal while q is longer than its window. Takes m's reference. track: the
+ * outcome tracker, or NULL; a paged delivery is not tracked (its outcome says "later"). */
+static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
+                      struct jn_ticket *track)
+{
+    q->written_upto = qseq;
+    if (!q->spilled && !queue_full(q)) {
+        q->loaded_upto = qseq;
+        enqueue(q, m, route, qseq, 1, track);
+        return;
+    }
+    if (!q->spilled) {
+        q->spilled = 1;
+        q->b->nspilled++;
+        jn_log_p(JN_LOG_DEBUG, q->ch->log_prefix, "queue longer than its window (%zu): the "
+                 "rest waits in the journal", q->window);
+    }
+    if (track) {
+        track_note(track, JN_SEND_RETRY, "queued behind a backlog; it is delivered later",
+                   NULL, 0);
+    }
+    jn_msg_unref(&m);
+}
+
+struct refill_ctx {
+    struct outq *q;
+    unsigned char start[JN_STORE_DEST_MAX + 9];
+    size_t plen;        /* destination \0 */
+    size_t got;
+    int more;           /* stopped with the window full, not at the end of the records */
+    uint64_t last;      /* highest seq read */
+    uint64_t issued;    /* every seq the journal gave out is below this */
+};
+
+static int visit_refill(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct refill_ctx *c = arg;
+    struct outq *q = c->q;
+    const unsigned char *key = k;
+    struct jn_qrec r;
+    struct jn_err err;
+    uint64_t seq;
+
+    if (kl != c->plen + 8 || memcmp(key, c->start, c->plen) != 0) {
+        return 1; /* past this destination's records */
+    }
+    if (queue_full(q)) {
+        c->more = 1;
+        return 1;
+    }
+    seq = jn_get_be64(key + c->plen);
+    if (seq >= c->issued) {
+        /* Not a key junction wrote: taking it would put loaded_upto above every new record.
+         * Skipped (reported once), left in place. */
+        if (seq > q->bad_reported) {
+            q->bad_reported = seq;
+            jn_log(JN_LOG_ERROR, "journal: queue entry %s/%llu has a sequence number this "
+                   "journal never issued; left in place", q->ch->name, (unsigned long long)seq);
+        }
+        return 0;
+    }
+    c->last = seq;
+    if (jn_store_queue_decode(v, vl, &r, &err) != 0) {
+        jn_log(JN_LOG_ERROR, "journal: queue entry %s/%llu cannot be decoded (%s); left in "
+               "place", q->ch->name, (unsigned long long)seq, err.msg);
+        return 0;
+    }
+    enqueue(q, r.msg, r.route, seq, r.attempt, NULL);
+    r.msg = NULL;
+    jn_qrec_clear(&r);
+    c->got++;
+    return 0;
+}
+
+/* Reads q's next records from the journal into memory, up to its window. When the journal has
+ * no more of them and every record written in this run is read, q is in memory again. */
+static void refill(struct outq *q)
+{
+    struct refill_ctx c;
+    size_t klen;
+
+    memset(&c, 0, sizeof(c));
+    c.q = q;
+    c.last = q->loaded_upto;
+    c.issued = jn_journal_seq_next(q->b->journal);
+    klen = jn_store_queue_key(c.start, q->ch->name, q->loaded_upto + 1);
+    if (klen == 0 || queue_full(q)) {
+        return;
+    }
+    c.plen = klen - 8;
+    if (jn_journal_scan_from(q->b->journal, JN_JDB_QUEUE, c.start, klen, visit_refill, &c) !=
+        0) {
+        jn_log_p(JN_LOG_ERROR, q->ch->log_prefix, "cannot read the queue from the journal; "
+                 "trying again at the next delivery");
+        return;
+    }
+    q->loaded_upto = c.last;
+    if (!c.more && q->written_upto <= q->loaded_upto) {
+        q->spilled = 0;
+        q->b->nspilled--;
+        jn_log_p(JN_LOG_DEBUG, q->ch->log_prefix, "queue within its window again");
     }
 }
 
@@ -449,6 +609,9 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
     struct outq *q = arg;
     size_t limit = q->ch->ordered == JN_ORDERED_FIFO ? 1 : (size_t)q->ch->concurrency;
 
+    if (q->spilled && !q->b->stopping && queue_low(q)) {
+        refill(q);
+    }
     while (q->head && q->busy < limit && !q->b->stopping) {
         struct jn_delivery *d = q->head, *prev = NULL;
         if (q->ch->ordered == JN_ORDERED_KEY) {
@@ -762,7 +925,7 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
                     }
                     continue;
                 }
-                enqueue(q, jn_msg_ref(outs.v[k]), r->name, qseq, 1, track);
+                queue_add(q, jn_msg_ref(outs.v[k]), r->name, qseq, track);
             }
             jn_buf_reset(&oenv);
         }
@@ -792,7 +955,7 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
             log_action(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
             if (env != NULL && jn_store_queue_put_env(t, q->ch->name, qseq, env->p, env->len,
                                                       "(unrouted)", 1, NULL) == 0) {
-                enqueue(q, jn_msg_ref(m), "(unrouted)", qseq, 1, track);
+                queue_add(q, jn_msg_ref(m), "(unrouted)", qseq, track);
             } else if (track) {
                 track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
             }
@@ -964,11 +1127,6 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
 
 /* ---- recovery ---- */
 
-struct recover_ctx {
-    struct jn_broker *b;
-    size_t queued, orphaned, bad;
-};
-
 static struct jn_channel *find_chan(struct jn_broker *b, const char *name, unsigned dir)
 {
     for (size_t i = 0; i < b->nchans; i++) {
@@ -979,40 +1137,62 @@ static struct jn_channel *find_chan(struct jn_broker *b, const char *name, unsig
     return NULL;
 }
 
-static int recover_queue(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct recover_ctx *c = arg;
-    const unsigned char *key = k;
-    const unsigned char *nul = memchr(key, '\0', kl);
-    char dest[JN_STORE_DEST_MAX];
-    struct jn_channel *ch;
-    struct jn_qrec r;
-    struct jn_err err;
+/* The first queue key at or after a start key. */
+struct first_key {
+    unsigned char k[JN_STORE_DEST_MAX + 9];
+    size_t kl;
+};
 
-    if (nul == NULL || (size_t)(nul - key) + 9 != kl || (size_t)(nul - key) >= sizeof(dest)) {
-        c->bad++;
-        jn_log(JN_LOG_ERROR, "journal: queue key of %zu bytes is malformed; left in place", kl);
-        return 0;
+static int visit_first(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct first_key *f = arg;
+
+    (void)v;
+    (void)vl;
+    f->kl = kl < sizeof(f->k) ? kl : sizeof(f->k);
+    memcpy(f->k, k, f->kl);
+    return 1;
+}
+
+/* Names each destination in the queue that is no longer an OUT channel: one seek per
+ * destination, not a read of the queue. Returns how many there are, or -1. */
+static long warn_orphans(struct jn_broker *b)
+{
+    struct first_key f;
+    unsigned char start[JN_STORE_DEST_MAX + 10];
+    size_t slen = 0;
+    long n = 0;
+
+    for (;;) {
+        const unsigned char *nul;
+        char dest[JN_STORE_DEST_MAX];
+        f.kl = 0;
+        if (jn_journal_scan_from(b->journal, JN_JDB_QUEUE, start, slen, visit_first, &f) != 0) {
+            return -1;
+        }
+        if (f.kl == 0) {
+            return n;
+        }
+        nul = memchr(f.k, '\0', f.kl);
+        if (nul == NULL || (size_t)(nul - f.k) >= sizeof(dest)) {
+            /* Not a destination key: the next key after it. */
+            memcpy(start, f.k, f.kl);
+            start[f.kl] = '\0';
+            slen = f.kl + 1;
+            continue;
+        }
+        memcpy(dest, f.k, (size_t)(nul - f.k));
+        dest[nul - f.k] = '\0';
+        if (find_chan(b, dest, JN_DIR_OUT) == NULL) {
+            jn_log(JN_LOG_WARN, "journal: deliveries queued for '%s', which is no longer an OUT "
+                   "channel in the config, stay in the journal", dest);
+            n++;
+        }
+        /* Past every key of this destination: dest \0 ... < dest \1. */
+        slen = (size_t)(nul - f.k);
+        memcpy(start, f.k, slen);
+        start[slen++] = 1;
     }
-    memcpy(dest, key, (size_t)(nul - key));
-    dest[nul - key] = '\0';
-    ch = find_chan(c->b, dest, JN_DIR_OUT);
-    if (ch == NULL) {
-        c->orphaned++;
-        return 0;
-    }
-    if (jn_store_queue_decode(v, vl, &r, &err) != 0) {
-        c->bad++;
-        jn_log(JN_LOG_ERROR, "journal: queue entry %s/%llu cannot be decoded (%s); left in "
-               "place", dest, (unsigned long long)jn_get_be64(nul + 1), err.msg);
-        return 0;
-    }
-    enqueue(&c->b->queues[chan_index(c->b, ch)], r.msg, r.route, jn_get_be64(nul + 1),
-            r.attempt, NULL);
-    r.msg = NULL;
-    jn_qrec_clear(&r);
-    c->queued++;
-    return 0;
 }
 
 struct inbox_item {
@@ -1051,17 +1231,27 @@ static int recover_inbox(void *arg, const void *k, size_t kl, const void *v, siz
     return 0;
 }
 
-/* Loads what was queued before the last stop, then routes what was accepted but not routed. */
+/* Marks every queue as paged (its pump reads the first window of what was queued before the
+ * last stop), then routes what was accepted but not routed. */
 static int recover(struct jn_broker *b)
 {
-    struct recover_ctx c = {b, 0, 0, 0};
     struct inbox_ctx ic = {NULL, &ic.head, 0};
+    size_t queued = jn_journal_count(b->journal, JN_JDB_QUEUE);
     size_t routed = 0;
+    long orphaned = queued ? warn_orphans(b) : 0;
 
-    if (jn_journal_scan(b->journal, JN_JDB_QUEUE, NULL, 0, recover_queue, &c) != 0 ||
+    if (orphaned < 0 ||
         jn_journal_scan(b->journal, JN_JDB_INBOX, NULL, 0, recover_inbox, &ic) != 0) {
         jn_log(JN_LOG_ERROR, "journal: cannot read %s", b->cfg->core.data_dir);
         return -1;
+    }
+    for (size_t i = 0; queued && i < b->nchans; i++) {
+        struct outq *q = &b->queues[i];
+        if (q->pump && !q->spilled) {
+            q->spilled = 1;
+            b->nspilled++;
+            event_active(q->pump, EV_WRITE, 0);
+        }
     }
     /* Routing writes to the journal, so it happens after the read transaction is closed. */
     while (ic.head) {
@@ -1072,17 +1262,13 @@ static int recover(struct jn_broker *b)
         jn_free(it);
         routed++;
     }
-    if (c.queued || routed || c.orphaned || c.bad || ic.bad) {
+    if (queued || routed || ic.bad) {
         jn_log(JN_LOG_INFO, "journal: recovered %zu queued deliveries and %zu accepted "
-               "message(s) to route", c.queued, routed);
+               "message(s) to route", queued, routed);
     }
-    if (c.orphaned) {
-        jn_log(JN_LOG_WARN, "journal: %zu queued deliveries are for OUT channels no longer in "
-               "the config; they stay in the journal", c.orphaned);
-    }
-    if (c.bad || ic.bad) {
-        jn_log(JN_LOG_ERROR, "journal: %zu record(s) could not be decoded; they stay in the "
-               "journal untouched", c.bad + ic.bad);
+    if (ic.bad) {
+        jn_log(JN_LOG_ERROR, "journal: %zu inbox record(s) could not be decoded; they stay in "
+               "the journal untouched", ic.bad);
     }
     return 0;
 }
@@ -1162,16 +1348,6 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- life cycle ---- */
 
-static size_t queued_total(struct jn_broker *b)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < b->nchans; i++) {
-        n += b->queues[i].ready + b->queues[i].busy;
-    }
-    return n;
-}
-
 static size_t sends_in_flight(struct jn_broker *b)
 {
     size_t n = 0;
@@ -1225,8 +1401,10 @@ void jn_broker_stop(struct jn_broker *b)
         return;
     }
     b->stopping = 1;
+    /* Counted in the journal: a paged queue is mostly there, not in memory. */
     jn_log(JN_LOG_INFO, "stopping: intake closed; %zu send(s) in flight; %zu queued message(s) "
-           "stay in the journal", sends_in_flight(b), queued_total(b) - sends_in_flight(b));
+           "stay in the journal", sends_in_flight(b),
+           jn_journal_count(b->journal, JN_JDB_QUEUE));
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
         if (ch->dir == JN_DIR_IN && ch->def->stop) {
@@ -1324,6 +1502,8 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         if (ch->dir == JN_DIR_OUT) {
             q->pump = event_new(b->base, -1, 0, pump_cb, q);
             q->busy_list = jn_calloc((size_t)ch->concurrency, sizeof(*q->busy_list));
+            q->window = QUEUE_WINDOW > 2 * (size_t)ch->concurrency ? QUEUE_WINDOW
+                                                                  : 2 * (size_t)ch->concurrency;
             if (q->pump == NULL || q->busy_list == NULL) {
                 jn_err_set(err, JN_ENOMEM, "out of memory");
                 ch->def = NULL;

@@ -136,6 +136,11 @@ uint64_t jn_journal_seq(struct jn_journal *j)
     return atomic_fetch_add(&j->seq, 1);
 }
 
+uint64_t jn_journal_seq_next(struct jn_journal *j)
+{
+    return atomic_load(&j->seq);
+}
+
 /* ---- space accounting ---- */
 
 /* Pages of the map in use and in all, counting LMDB's free list as free once the map is past
@@ -217,6 +222,17 @@ static int disk_full(const char *dir, unsigned long long *avail)
     return *avail < (1ULL << 20);
 }
 
+/* Records the sequence in txn: the next open starts above every seq given out before this
+ * commit (also by a tool's jn_journal_write_now, whose keys a broker must not reuse). */
+static int put_seq(struct jn_journal *j, MDB_txn *txn)
+{
+    unsigned char seqv[8];
+    MDB_val k = {3, "seq"}, v = {8, seqv};
+
+    jn_be64(seqv, atomic_load(&j->seq));
+    return mdb_put(txn, j->dbi[JN_JDB_META], &k, &v, 0);
+}
+
 static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
 {
     for (size_t i = 0; i < t->n; i++) {
@@ -253,8 +269,6 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
     }
     for (int attempt = 0; attempt < 2; attempt++) {
         MDB_txn *txn = NULL;
-        unsigned char seqv[8];
-        MDB_val k = {3, "seq"}, v = {8, seqv};
         int rc;
 
         if (any_refusable && !refuse) {
@@ -295,8 +309,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
             rc = apply(j, txn, t);
         }
         if (rc == 0) {
-            jn_be64(seqv, atomic_load(&j->seq));
-            rc = mdb_put(txn, j->dbi[JN_JDB_META], &k, &v, 0);
+            rc = put_seq(j, txn);
         }
         if (rc == 0) {
             rc = mdb_txn_commit(txn);
@@ -597,6 +610,9 @@ int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
 
     if (rc == 0) {
         rc = apply(j, txn, t);
+        if (rc == 0) {
+            rc = put_seq(j, txn);
+        }
         if (rc == 0) {
             rc = mdb_txn_commit(txn);
         } else {

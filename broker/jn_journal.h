@@ -74,6 +74,8 @@ void jn_journal_submit(struct jn_journal *j, struct jn_jtxn *t, int refusable, j
 
 /* A sequence number for keys, unique and increasing for the life of the data_dir. */
 uint64_t jn_journal_seq(struct jn_journal *j);
+/* The seq the next jn_journal_seq returns: every key written so far is below it. */
+uint64_t jn_journal_seq_next(struct jn_journal *j);
 
 /* Reading (loop thread, or any thread of a process that only reads). visit returns 0 to go
  * on, non-zero to stop. Key and value are borrowed for the call only. prefix may be NULL. */

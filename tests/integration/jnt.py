@@ -183,6 +183,9 @@ class Receiver:
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The status line with headers and the body are two writes: without this, Nagle
+            # holds the body until the client's delayed ACK (40 ms per request).
+            disable_nagle_algorithm = True
 
             def do_any(self):
                 n = int(self.headers.get("Content-Length") or 0)

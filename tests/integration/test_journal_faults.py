@@ -48,7 +48,14 @@ try:
     t.eq(j.stop(), 0, "stop with 2 queued")
     env = lmdb.open(data, max_dbs=16, map_size=64 << 20)
     q = env.open_db(b"queue")
+    meta = env.open_db(b"meta")
     with env.begin(write=True) as txn:
+        # An undecodable record under a sequence number the journal gave out (the highest one
+        # no queue record uses), and one under a number it never gave out.
+        issued = int.from_bytes(txn.get(b"seq", db=meta), "big")
+        bad = next(s for s in range(issued - 1, 0, -1)
+                   if txn.get(b"out\x00" + s.to_bytes(8, "big"), db=q) is None)
+        txn.put(b"out\x00" + bad.to_bytes(8, "big"), b"\xc1garbage", db=q)
         txn.put(b"out\x00" + (2 ** 62).to_bytes(8, "big"), b"\xc1garbage", db=q)
     env.close()
     rec = Receiver(port=rport).start()
@@ -58,15 +65,15 @@ try:
     j2.start()
     t.check(wait_until(lambda: rec.count() >= 2, 10), "the 2 good messages are delivered")
     t.eq(sorted(rec.bodies()), [b"good-0", b"good-1"], "exact bodies")
-    t.check("queue entry out/4611686018427387904 cannot be decoded" in j2.log(),
-            "the bad record is reported with its key")
-    t.check("1 record(s) could not be decoded; they stay in the journal untouched" in j2.log(),
-            "and the start says it is left in place")
+    t.check("queue entry out/%d cannot be decoded" % bad in j2.log(),
+            "the undecodable record is reported with its key")
+    t.check("queue entry out/4611686018427387904 has a sequence number this journal never "
+            "issued; left in place" in j2.log(), "the foreign key is reported with its key")
     t.eq(j2.stop(), 0, "stop 2")
     env = lmdb.open(data, max_dbs=16, map_size=64 << 20, readonly=True)
     with env.begin(db=env.open_db(b"queue", create=False)) as txn:
-        t.eq(txn.stat(env.open_db(b"queue", txn=txn, create=False))["entries"], 1,
-             "the bad record is still there, the delivered ones are gone")
+        t.eq(txn.stat(env.open_db(b"queue", txn=txn, create=False))["entries"], 2,
+             "the bad records are still there, the delivered ones are gone")
     env.close()
     rec.stop()
 
