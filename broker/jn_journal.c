@@ -17,6 +17,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -62,6 +63,9 @@ struct jn_journal {
     struct event *done_ev;
     atomic_uint_least64_t seq;
     int64_t last_warn_ms; /* writer thread */
+    int64_t last_drop_ms; /* writer thread */
+    void *map;            /* LMDB's map (found at open; NULL if not), for drop_map_pages */
+    size_t map_len;
 };
 
 static int64_t mono_ms(void)
@@ -344,6 +348,58 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
     }
 }
 
+/*
+ * A commit reads the right edge of each tree through LMDB's map, and the kernel maps up to 16
+ * cached neighbours per page fault, so the map's pages pile up in junction's RSS (2 GB after a
+ * million queued messages) though they are page cache the kernel may drop, not junction's
+ * memory. Once a second the writer unmaps them: MADV_DONTNEED on a shared file mapping drops
+ * the mapping, never the data (a dirty page keeps its dirty state in the page cache); a later
+ * read maps the page again.
+ */
+static void drop_map_pages(struct jn_journal *j)
+{
+    int64_t now = mono_ms();
+
+    if (j->map == NULL || now - j->last_drop_ms < 1000) {
+        return;
+    }
+    j->last_drop_ms = now;
+    madvise(j->map, j->map_len, MADV_DONTNEED);
+}
+
+/* LMDB does not tell where its map is (mdb_env_info gives an address only with MDB_FIXEDMAP):
+ * a value read outside a write transaction points into it, and /proc/self/maps has the
+ * mapping around that pointer. */
+static void find_map(struct jn_journal *j)
+{
+    MDB_txn *txn;
+    MDB_val k = {6, "format"}, v;
+    uintptr_t p = 0;
+    unsigned long lo, hi;
+    char line[512];
+    FILE *f;
+
+    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
+        return;
+    }
+    if (mdb_get(txn, j->dbi[JN_JDB_META], &k, &v) == 0) {
+        p = (uintptr_t)v.mv_data;
+    }
+    mdb_txn_abort(txn);
+    f = p ? fopen("/proc/self/maps", "r") : NULL;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && p >= lo && p < hi) {
+            j->map = (void *)lo;
+            j->map_len = hi - lo;
+            jn_log(JN_LOG_DEBUG, "journal: map of %zu bytes found", j->map_len);
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+}
+
 static void *writer_main(void *arg)
 {
     struct jn_journal *j = arg;
@@ -364,6 +420,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&j->lock);
 
         write_batch(j, list);
+        drop_map_pages(j);
 
         pthread_mutex_lock(&j->lock);
         if (j->done_tail) {
@@ -555,6 +612,7 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
         goto fail;
     }
     if (base != NULL) {
+        find_map(j);
         j->done_ev = event_new(base, -1, 0, done_cb, j);
         if (j->done_ev == NULL || pthread_create(&j->thread, NULL, writer_main, j) != 0) {
             rc = jn_err_set(err, JN_ENOMEM, "cannot start the journal writer");
