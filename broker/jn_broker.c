@@ -5,11 +5,12 @@
  * Bit's engine (inputs and outputs as plugins over one engine). Everything here runs on the
  * loop thread; the journal's writer thread does the disk work (jn_journal.h).
  *
- * Durability: jn_ingest() writes the message to the journal's inbox and acknowledges only in
- * the commit callback. Routing then replaces the inbox entry with one queue entry per
- * destination in one journal transaction; a delivery's end deletes (or rewrites, or moves to
- * the dead-letter queue) its entry. Every step also writes the action log. On start, the queue
- * is loaded and the inbox routed again, so a crash at any point loses nothing that was
+ * Durability: jn_ingest() routes the message into one journal transaction (one queue entry
+ * per destination, the action log) and acknowledges only in its commit callback; only then do
+ * its deliveries enter their queues in memory (every queue record's delivery waits for its
+ * commit: adds_commit). A delivery's end deletes (or rewrites, or moves to the dead-letter
+ * queue) its entry. On start, the queues are paged in from the journal and inbox entries (from
+ * older journals, or dlq replay) are routed, so a crash at any point loses nothing that was
  * acknowledged; it may deliver twice (at-least-once).
  *
  * Ownership: a ticket owns its message reference until its commit callback; the router takes
@@ -41,9 +42,9 @@ struct jn_ticket {
     struct jn_msg *msg;
     jn_accept_fn cb;
     void *arg;
-    uint64_t seq;  /* inbox key */
     int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
-    struct jn_buf env; /* msg encoded once for the inbox, reused by routing; freed after it */
+    struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
+    struct jn_delivery *adds; /* deliveries of its queue records, until the commit */
     /*
      * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
      * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
@@ -71,6 +72,7 @@ struct jn_delivery {
     int attempt;           /* 1-based, of the send in progress or next */
     struct event *timer;   /* backoff */
     int sending;
+    int held;              /* linked into its queue (counted in held_bytes) */
     struct jn_ticket *track; /* the outcome tracker of its ingest, or NULL (the usual case) */
     void *reply;           /* owned, only with track: jn_delivery_reply of this attempt */
     size_t reply_len;
@@ -131,6 +133,7 @@ struct jn_broker {
     long long stop_deadline_ms;
     int started;
     size_t nspilled;  /* queues paged from the journal */
+    struct jn_delivery *adds, *adds_tail; /* queue_add since the last submit */
     uint64_t n_dead, n_unrouted_dropped;
 };
 
@@ -168,13 +171,55 @@ static void paged_committed(void *arg, int rc)
     }
 }
 
-/* Submits a jtxn that may not be refused; a failure is logged by the journal (the inbox or
- * queue entry it would have replaced stays, so a restart redoes the step). */
+static struct jn_delivery *take_adds(struct jn_broker *b)
+{
+    struct jn_delivery *l = b->adds;
+
+    b->adds = b->adds_tail = NULL;
+    return l;
+}
+
+static void adds_commit(struct jn_delivery *list, int rc, struct jn_ticket *track);
+
+struct commit {
+    struct jn_broker *b;
+    struct jn_delivery *adds;
+};
+
+static void committed(void *arg, int rc)
+{
+    struct commit *c = arg;
+    struct jn_broker *b = c->b;
+
+    adds_commit(c->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, NULL);
+    jn_free(c);
+    paged_committed(b, rc);
+}
+
+/* Submits a jtxn that may not be refused, with the deliveries queue_add gave it since the last
+ * submit. A failure is logged by the journal (the inbox or queue entry it would have replaced
+ * stays, so a restart redoes the step). */
 static void submit(struct jn_broker *b, struct jn_jtxn *t)
 {
-    if (t != NULL) {
-        jn_journal_submit(b->journal, t, 0, b->nspilled ? paged_committed : NULL, b);
+    struct jn_delivery *adds = take_adds(b);
+    struct commit *c = adds ? jn_malloc(sizeof(*c)) : NULL;
+
+    if (t == NULL || (adds && c == NULL)) {
+        if (t != NULL) {
+            jn_log(JN_LOG_ERROR, "msg=%s out of memory: what was queued with it is sent after "
+                   "a restart", adds->msg->id);
+            jn_journal_submit(b->journal, t, 0, NULL, NULL);
+        }
+        adds_commit(adds, JN_ENOMEM, NULL);
+        return;
     }
+    if (c == NULL) {
+        jn_journal_submit(b->journal, t, 0, b->nspilled ? paged_committed : NULL, b);
+        return;
+    }
+    c->b = b;
+    c->adds = adds;
+    jn_journal_submit(b->journal, t, 0, committed, c);
 }
 
 static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
@@ -189,8 +234,7 @@ static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_m
 
 /* ---- callbacks (notify:) ---- */
 
-static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
-                      struct jn_ticket *track);
+static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq);
 
 static const struct jn_cfg_route *find_route(const struct jn_broker *b, const char *name)
 {
@@ -252,7 +296,7 @@ static void notify(struct jn_broker *b, struct jn_jtxn *t, const char *route,
         jn_msg_unref(&n);
         return;
     }
-    queue_add(q, n, "(notify)", qseq, NULL);
+    queue_add(q, n, "(notify)", qseq);
 }
 
 /* ---- dead letters ---- */
@@ -385,7 +429,7 @@ static void delivery_free(struct jn_delivery *d)
     if (d->timer) {
         event_free(d->timer);
     }
-    if (d->q && d->msg) {
+    if (d->held && d->msg) {
         d->q->held_bytes -= d->msg->len;
     }
     jn_msg_unref(&d->msg);
@@ -415,34 +459,34 @@ static void busy_del(struct outq *q, struct jn_delivery *d)
     }
 }
 
-/* Puts a delivery at the tail of q's in-memory queue. Takes m's reference, also on failure;
- * the queue record is the caller's to write. track: the outcome tracker, or NULL. */
-static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
-                    int attempt, struct jn_ticket *track)
+/* A delivery of q's queue record qseq, not in the queue yet. Takes m's reference, also on
+ * failure (NULL: out of memory; the record is on disk, so a restart delivers it). */
+static struct jn_delivery *delivery_new(struct outq *q, struct jn_msg *m, const char *route,
+                                        uint64_t qseq, int attempt)
 {
     struct jn_delivery *d = jn_calloc(1, sizeof(*d));
 
     if (d == NULL || (d->route = jn_strdup(route ? route : "")) == NULL) {
-        /* The queue record is on disk: a restart delivers it. */
         jn_log_p(JN_LOG_ERROR, q->ch->log_prefix, "msg=%s out of memory queueing; it stays in "
                  "the journal for the next start", m->id);
-        if (track) {
-            track_note(track, JN_SEND_RETRY, "out of memory queueing; it is delivered after a "
-                       "restart", NULL, 0);
-        }
         jn_free(d);
         jn_msg_unref(&m);
-        return;
-    }
-    if (track) {
-        d->track = track;
-        track->pending++;
+        return NULL;
     }
     d->q = q;
     d->msg = m;
-    q->held_bytes += m->len;
     d->qseq = qseq;
     d->attempt = attempt > 0 ? attempt : 1;
+    return d;
+}
+
+/* Puts d at the tail of its queue in memory. */
+static void queue_link(struct jn_delivery *d)
+{
+    struct outq *q = d->q;
+
+    q->held_bytes += d->msg->len;
+    d->held = 1;
     if (q->tail) {
         q->tail->next = d;
     } else {
@@ -452,6 +496,16 @@ static void enqueue(struct outq *q, struct jn_msg *m, const char *route, uint64_
     q->ready++;
     if (q->pump) {
         event_active(q->pump, EV_WRITE, 0);
+    }
+}
+
+static void spill(struct outq *q)
+{
+    if (!q->spilled) {
+        q->spilled = 1;
+        q->b->nspilled++;
+        jn_log_p(JN_LOG_DEBUG, q->ch->log_prefix, "queue longer than its window (%zu): the "
+                 "rest waits in the journal", q->window);
     }
 }
 
@@ -469,29 +523,60 @@ static int queue_low(const struct outq *q)
     return q->ready + q->busy <= q->window / 2 && q->held_bytes <= QUEUE_WINDOW_BYTES / 2;
 }
 
-/* A queue record for q is written (in the jtxn being built): the delivery is held in memory,
- * or left to the journal while q is longer than its window. Takes m's reference. track: the
- * outcome tracker, or NULL; a paged delivery is not tracked (its outcome says "later"). */
-static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq,
-                      struct jn_ticket *track)
+/* A queue record for q is written in the jtxn being built: its delivery waits in b->adds
+ * for the commit (adds_commit). Takes m's reference. */
+static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq)
 {
+    struct jn_broker *b = q->b;
+    struct jn_delivery *d = delivery_new(q, m, route, qseq, 1);
+
     q->written_upto = qseq;
-    if (!q->spilled && !queue_full(q)) {
-        q->loaded_upto = qseq;
-        enqueue(q, m, route, qseq, 1, track);
+    if (d == NULL) {
         return;
     }
-    if (!q->spilled) {
-        q->spilled = 1;
-        q->b->nspilled++;
-        jn_log_p(JN_LOG_DEBUG, q->ch->log_prefix, "queue longer than its window (%zu): the "
-                 "rest waits in the journal", q->window);
+    if (b->adds_tail) {
+        b->adds_tail->next = d;
+    } else {
+        b->adds = d;
     }
-    if (track) {
-        track_note(track, JN_SEND_RETRY, "queued behind a backlog; it is delivered later",
-                   NULL, 0);
+    b->adds_tail = d;
+}
+
+/*
+ * The jtxn that wrote these deliveries' queue records is committed (rc 0) or failed: each
+ * enters its queue in memory, or stays in the journal while its queue is longer than its
+ * window. Commit callbacks run in submission order, which is seq order, so every queue gets
+ * its records in order. A record at or below loaded_upto was read by a refill between the
+ * commit and this callback: it is in memory already. track: the outcome tracker its
+ * deliveries report to, or NULL.
+ */
+static void adds_commit(struct jn_delivery *list, int rc, struct jn_ticket *track)
+{
+    while (list) {
+        struct jn_delivery *d = list;
+        struct outq *q = d->q;
+        list = d->next;
+        d->next = NULL;
+        if (rc != 0 || d->qseq <= q->loaded_upto) {
+            delivery_free(d);
+            continue;
+        }
+        if (q->spilled || queue_full(q)) {
+            spill(q);
+            if (track) {
+                track_note(track, JN_SEND_RETRY, "queued behind a backlog; it is delivered "
+                           "later", NULL, 0);
+            }
+            delivery_free(d);
+            continue;
+        }
+        q->loaded_upto = d->qseq;
+        if (track) {
+            d->track = track;
+            track->pending++;
+        }
+        queue_link(d);
     }
-    jn_msg_unref(&m);
 }
 
 struct refill_ctx {
@@ -509,6 +594,7 @@ static int visit_refill(void *arg, const void *k, size_t kl, const void *v, size
     struct refill_ctx *c = arg;
     struct outq *q = c->q;
     const unsigned char *key = k;
+    struct jn_delivery *d;
     struct jn_qrec r;
     struct jn_err err;
     uint64_t seq;
@@ -537,9 +623,12 @@ static int visit_refill(void *arg, const void *k, size_t kl, const void *v, size
                "place", q->ch->name, (unsigned long long)seq, err.msg);
         return 0;
     }
-    enqueue(q, r.msg, r.route, seq, r.attempt, NULL);
+    d = delivery_new(q, r.msg, r.route, seq, r.attempt);
     r.msg = NULL;
     jn_qrec_clear(&r);
+    if (d != NULL) {
+        queue_link(d);
+    }
     c->got++;
     return 0;
 }
@@ -855,31 +944,18 @@ static const struct jn_buf *envelope_of(const struct jn_msg *m, const struct jn_
 }
 
 /*
- * Routes an accepted message: one queue entry per output and destination, written in one
- * journal transaction that also removes the inbox entry (inbox_seq 0: none). track: the
- * outcome tracker (its deliveries point to it; what ends here is noted in it), or NULL.
+ * Routes a message into t: one queue entry per output and destination (their deliveries wait
+ * in b->adds for t's commit), dead letters, the action log. menv: m's encoding, or NULL.
+ * track: where what ends here is noted (the ingest's ticket), or NULL.
  */
-static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                      const struct jn_buf *menv, uint64_t inbox_seq, struct jn_ticket *track)
+static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *src,
+                        struct jn_msg *m, const struct jn_buf *menv, struct jn_ticket *track)
 {
     const struct jn_config *cfg = b->cfg;
-    struct jn_jtxn *t = jn_jtxn_new();
     struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
     size_t ci = src ? chan_index(b, src) : (size_t)-1;
     int matched = 0;
 
-    if (t == NULL) {
-        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
-               "start", m->id);
-        if (track) {
-            track_note(track, JN_SEND_RETRY, "out of memory routing; it is routed after a "
-                       "restart", NULL, 0);
-        }
-        return;
-    }
-    if (inbox_seq) {
-        jn_store_inbox_del(t, inbox_seq);
-    }
     for (size_t i = 0; src && i < cfg->nroutes; i++) {
         const struct jn_cfg_route *r = &cfg->routes[i];
         struct jn_msg_list outs = {0};
@@ -907,7 +983,7 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
                    NULL);
         for (size_t k = 0; k < outs.n; k++) {
             /* Each output is encoded once for all its destinations; an output that is the
-             * accepted message itself reuses the inbox's encoding. */
+             * accepted message itself reuses the ingest's encoding. */
             struct jn_buf oenv = JN_BUF_INIT;
             const struct jn_buf *env = outs.v[k] == m ? envelope_of(m, menv, &own) : NULL;
             if (env == NULL && jn_msg_encode(outs.v[k], &oenv) == 0) {
@@ -925,7 +1001,7 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
                     }
                     continue;
                 }
-                queue_add(q, jn_msg_ref(outs.v[k]), r->name, qseq, track);
+                queue_add(q, jn_msg_ref(outs.v[k]), r->name, qseq);
             }
             jn_buf_reset(&oenv);
         }
@@ -955,7 +1031,7 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
             log_action(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
             if (env != NULL && jn_store_queue_put_env(t, q->ch->name, qseq, env->p, env->len,
                                                       "(unrouted)", 1, NULL) == 0) {
-                queue_add(q, jn_msg_ref(m), "(unrouted)", qseq, track);
+                queue_add(q, jn_msg_ref(m), "(unrouted)", qseq);
             } else if (track) {
                 track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
             }
@@ -964,6 +1040,21 @@ static void route_msg(struct jn_broker *b, struct jn_channel *src, struct jn_msg
         }
     }
     jn_buf_reset(&own);
+}
+
+/* Routes a message recovered from the inbox, in a transaction that removes its inbox entry. */
+static void route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                        uint64_t inbox_seq)
+{
+    struct jn_jtxn *t = jn_jtxn_new();
+
+    if (t == NULL || jn_store_inbox_del(t, inbox_seq) != 0) {
+        jn_jtxn_free(t);
+        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
+               "start", m->id);
+        return;
+    }
+    route_build(b, t, src, m, NULL, NULL);
     submit(b, t);
 }
 
@@ -991,6 +1082,7 @@ static void ticket_done(struct jn_ticket *t, int routed)
     jn_buf_reset(&t->env);
     jn_msg_unref(&t->msg);
     if (!t->tracked) {
+        jn_free(t->reason); /* routing notes it whether tracked or not */
         jn_free(t);
         return;
     }
@@ -1020,12 +1112,13 @@ static void ingest_committed(void *arg, int rc)
         if (t->cb) {
             t->cb(t->arg, 0, t->msg, NULL);
         }
-        /* While the broker is being freed, leave it in the inbox: the next start routes it. */
-        if (!b->freeing) {
-            route_msg(b, t->ch, t->msg, &t->env, t->seq, t->tracked ? t : NULL);
-            routed = 1;
-        }
+        routed = !b->freeing;
     }
+    /* Its deliveries enter their queues now (while the broker is being freed, they stay in
+     * the journal for the next start). */
+    adds_commit(t->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, t->tracked ? t : NULL);
+    t->adds = NULL;
+    paged_committed(b, rc);
     ticket_done(t, routed);
 }
 
@@ -1051,14 +1144,18 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
         if (msg->id[0] == '\0') {
             jn_idgen_next(&b->ids, msg->id);
         }
-        t->seq = jn_journal_seq(b->journal);
         jt = jn_jtxn_new();
         if (jt == NULL || jn_msg_encode(msg, &t->env) != 0 ||
-            jn_store_inbox_put_env(jt, t->seq, t->env.p, t->env.len) != 0 ||
             jn_store_log(jt, jn_journal_seq(b->journal), msg->id, "received", NULL, ch->name, 0,
                          NULL) != 0) {
             jn_jtxn_free(jt);
             t->refusal = JN_ENOMEM;
+        } else {
+            /* Routed in the same transaction: the commit that makes the message durable
+             * also queues it, and the acknowledgement waits for nothing more. */
+            route_build(b, jt, ch, msg, &t->env, t);
+            t->adds = take_adds(b);
+            jn_buf_reset(&t->env);
         }
     }
     if (t->refusal) {
@@ -1257,7 +1354,7 @@ static int recover(struct jn_broker *b)
     while (ic.head) {
         struct inbox_item *it = ic.head;
         ic.head = it->next;
-        route_msg(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, NULL, it->seq, NULL);
+        route_inbox(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
         jn_msg_unref(&it->m);
         jn_free(it);
         routed++;
