@@ -71,6 +71,10 @@ def rss_anon_kb(pid):
     return -1
 
 
+# Under AddressSanitizer (scripts/sanitize.sh) the heap is its quarantine and shadow memory:
+# the bounds below say nothing there, so only the plain build checks them.
+SANITIZED = "ASAN_OPTIONS" in os.environ
+
 procs, rcv = [], None
 try:
     j = Junction(CONFIG, wait_ports=[port])
@@ -86,8 +90,9 @@ try:
             "the other destination of the route gets all %d (not held up by the backlog)" % N1)
     anon = rss_anon_kb(j.proc.pid)
     print("heap (RssAnon) with %d x %d B queued: %d kB" % (N1, BODY, anon))
-    t.check(0 < anon < 20 * 1024, "the heap stays bounded with 24 MB queued: %d kB < 20 MB "
-            "(the window holds 8 MiB of payload)" % anon)
+    if not SANITIZED:
+        t.check(0 < anon < 20 * 1024, "the heap stays bounded with 24 MB queued: %d kB < 20 MB "
+                "(the window holds 8 MiB of payload)" % anon)
 
     # ---- 2. a restart reads a window, not the queue ----
     t.eq(j.stop(), 0, "SIGTERM with the backlog: exit 0")
@@ -97,8 +102,9 @@ try:
     wait_until(lambda: "cannot connect" in j.log().split("recovered")[-1], 5)
     anon = rss_anon_kb(j.proc.pid)
     print("heap (RssAnon) after the start with %d queued: %d kB" % (N1, anon))
-    t.check(0 < anon < 16 * 1024, "after the start the heap holds a window: %d kB < 16 MB"
-            % anon)
+    if not SANITIZED:
+        t.check(0 < anon < 16 * 1024, "after the start the heap holds a window: %d kB < 16 MB"
+                % anon)
 
     # ---- 3. the destination returns; more arrive while the backlog drains ----
     rcv = Receiver(port=rport, delay=0.001).start()
