@@ -1024,11 +1024,11 @@ static int mqtt_packet(struct evbuffer *in, unsigned *type, size_t *rl, unsigned
     *rl = 0;
     *v = 0;
     for (i = 1;; i++) {
+        if (i > 4) {
+            return -1; /* a fifth length byte */
+        }
         if (i >= len) {
             return 0;
-        }
-        if (i > 4) {
-            return -1;
         }
         *rl |= (size_t)(p[i] & 127) << (7 * (i - 1));
         if (!(p[i] & 128)) {
