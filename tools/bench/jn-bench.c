@@ -16,10 +16,18 @@
  *   http      POST --size bytes to --url, keep-alive
  *   mllp      <VT>HL7<FS><CR> to --url mllp://host:port, wait for the ACK frame; a built-in
  *             ADT^A01 (or --file) with a unique MSH-10 per message
- *   wait      poll --url until one request is accepted (2xx / ACK AA); prints the time taken,
- *             from --t0 (epoch ns) if given: the start-to-accepting measurement
+ *   mqtt      MQTT 3.1.1 to --url mqtt://host:port/topic: CONNECT (clean session), then PUBLISH
+ *             QoS 1 with --size bytes and wait for the PUBACK of that packet id. The answer
+ *             comes from the MQTT broker, not from junction: what junction made of it is the
+ *             files in --count-dir (delivered/s)
+ *   wait      poll --url until one request is accepted (2xx / ACK AA; mqtt: a probe published
+ *             every 50 ms until a file shows up in --count-dir, or without it the broker's
+ *             CONNACK); prints the time taken, from --t0 (epoch ns) if given: the
+ *             start-to-accepting measurement
+ *   drain     no load: wait until --count files are in the --count-dir folders (a backlog that
+ *             junction consumes by itself, e.g. from Kafka) and report the time from --t0 to
+ *             the first and to the last, and the rate in between
  *   freeport  print --conns free 127.0.0.1 ports (bound at once, so they differ)
- * MQTT publish (QoS 1) is for when the MQTT channel lands.
  *
  * Output: one human line on stdout and, with --json, one JSON object on the next line.
  * Exit status: 0 when at least one request succeeded in the measured window, 1 otherwise,
@@ -52,6 +60,8 @@
 #define BENCH_MAX_DIRS 8
 #define BENCH_HEAD_MAX (64 * 1024)   /* a response head larger than this is a protocol error */
 #define BENCH_FRAME_MAX (1 << 20)    /* an ACK frame larger than this is a protocol error */
+#define BENCH_MQTT_KEEPALIVE 60      /* s; a connection is never idle that long during a run */
+#define BENCH_MQTT_TOPIC "jn/bench"  /* when the mqtt:// URL has no path */
 
 /* ---- histogram ---- */
 
@@ -129,9 +139,11 @@ static uint64_t hist_pct(const struct hist *h, double p)
 
 /* ---- state ---- */
 
-enum mode { MODE_HTTP, MODE_MLLP, MODE_WAIT, MODE_FREEPORT };
+/* The protocol of a load (wait polls with the protocol of its --url). */
+enum mode { MODE_HTTP, MODE_MLLP, MODE_MQTT };
 
-enum ekind { E_NONE, E_CONNECT, E_TIMEOUT, E_CLOSED, E_PROTO };
+/* E_REFUSED: an MQTT CONNACK with a non-zero return code. */
+enum ekind { E_NONE, E_CONNECT, E_TIMEOUT, E_CLOSED, E_PROTO, E_REFUSED };
 
 /* ACK kinds that count as errors, by index. */
 enum { ACK_AE, ACK_AR, ACK_CE, ACK_CR, ACK_OTHER, ACK_MISMATCH, ACK__COUNT };
@@ -141,6 +153,8 @@ struct errs {
     uint64_t status[600]; /* non-2xx answers by HTTP status (0: not a number) */
     uint64_t connect, timeout, closed, proto;
     uint64_t ack[ACK__COUNT];
+    uint64_t connack;    /* mqtt: CONNACK refused */
+    uint64_t puback_id;  /* mqtt: a PUBACK for another packet id than the one in flight */
 };
 
 /* HTTP response parser states. */
@@ -152,7 +166,7 @@ struct conn {
     struct bench *b;
     struct bufferevent *bev;
     struct event *retry;  /* reconnect delay */
-    int connecting;
+    int connecting;       /* TCP connect, and for mqtt until the CONNACK */
     int inflight;
     uint64_t sent_ns;
     /* http */
@@ -162,6 +176,8 @@ struct conn {
     int close_after;
     /* mllp */
     char ctl[32];         /* MSH-10 of the message in flight */
+    /* mqtt */
+    uint16_t pkt_id;      /* packet id of the PUBLISH in flight */
 };
 
 struct bench {
@@ -186,9 +202,10 @@ struct bench {
     int64_t t0_epoch_ns;     /* wait mode: measure from here */
 
     /* prepared requests */
-    char *req;               /* http: head + body; mllp: VT + text before MSH-10 */
+    char *req;               /* http: head + body; mllp: VT + text before MSH-10;
+                              * mqtt: PUBLISH fixed header and topic */
     size_t reqlen;
-    char *post;              /* mllp: text after MSH-10 + FS CR */
+    char *post;              /* mllp: text after MSH-10 + FS CR; mqtt: the payload */
     size_t postlen;
     uint64_t ctl_seq;
 
@@ -597,6 +614,80 @@ static void make_mllp_template(struct bench *b)
     free(txt);
 }
 
+/* MQTT's Remaining Length: 7 bits a byte, low first, the top bit saying more follow. Returns
+ * the bytes written to out (up to 4). */
+static size_t mqtt_varint(unsigned char *out, size_t v)
+{
+    size_t n = 0;
+
+    do {
+        out[n] = (unsigned char)(v & 127);
+        v >>= 7;
+        if (v) {
+            out[n] |= 128;
+        }
+        n++;
+    } while (v && n < 4);
+    return n;
+}
+
+/* A PUBLISH at QoS 1 is: fixed header, topic, packet id, payload. The packet id changes with
+ * every message, so req holds what comes before it and post the payload (--size bytes). */
+static void make_mqtt_publish(struct bench *b)
+{
+    const char *topic = b->path[1] ? b->path + 1 : BENCH_MQTT_TOPIC;
+    size_t tl = strlen(topic), n = 0;
+    const char *open = "{\"bench\":\"", *close_ = "\"}";
+    size_t ol = strlen(open), cl = strlen(close_);
+
+    if (tl > 65535 || 2 + tl + 2 + b->size > 268435455u) {
+        die("%s", "mqtt: the topic or --size is too large for one MQTT packet");
+    }
+    b->req = malloc(1 + 4 + 2 + tl);
+    b->post = malloc(b->size + 1);
+    if (b->req == NULL || b->post == NULL) {
+        die("%s", "out of memory");
+    }
+    b->req[n++] = 0x32; /* PUBLISH, QoS 1, no DUP, no RETAIN */
+    n += mqtt_varint((unsigned char *)b->req + n, 2 + tl + 2 + b->size);
+    b->req[n++] = (char)(tl >> 8);
+    b->req[n++] = (char)(tl & 0xff);
+    memcpy(b->req + n, topic, tl);
+    b->reqlen = n + tl;
+    /* The same body as http: JSON of exactly --size bytes when it fits. */
+    memset(b->post, 'x', b->size);
+    if (b->size >= ol + cl + 1) {
+        memcpy(b->post, open, ol);
+        memcpy(b->post + b->size - cl, close_, cl);
+    }
+    b->postlen = b->size;
+}
+
+/* CONNECT with a clean session and a client id unique to this process and connection index
+ * (at most 23 bytes, the limit MQTT 3.1.1 requires brokers to accept). Returns its length. */
+static size_t mqtt_connect_packet(unsigned char *pkt, size_t cap, int idx)
+{
+    char id[24];
+    int il = snprintf(id, sizeof(id), "jnb%lx-%d", (unsigned long)getpid() & 0xffffff, idx);
+    size_t n = 0;
+
+    if (il < 0 || (size_t)il >= sizeof(id) || cap < 14 + (size_t)il) {
+        die("%s", "mqtt: client id too long");
+    }
+    pkt[n++] = 0x10;
+    pkt[n++] = (unsigned char)(10 + 2 + il); /* always under 128: one length byte */
+    memcpy(pkt + n, "\0\4MQTT", 6);          /* protocol name */
+    n += 6;
+    pkt[n++] = 4;                            /* level: 3.1.1 */
+    pkt[n++] = 0x02;                         /* clean session, no will, no credentials */
+    pkt[n++] = (unsigned char)(BENCH_MQTT_KEEPALIVE >> 8);
+    pkt[n++] = (unsigned char)(BENCH_MQTT_KEEPALIVE & 0xff);
+    pkt[n++] = 0;
+    pkt[n++] = (unsigned char)il;
+    memcpy(pkt + n, id, (size_t)il);
+    return n + (size_t)il;
+}
+
 /* ---- the load ---- */
 
 static void conn_start(struct conn *c);
@@ -636,6 +727,9 @@ static void count_error(struct bench *b, enum ekind kind)
         break;
     case E_PROTO:
         b->err.proto++;
+        break;
+    case E_REFUSED:
+        b->err.connack++;
         break;
     case E_NONE:
         break;
@@ -680,6 +774,16 @@ static void send_next(struct conn *c)
     c->status = 0;
     if (b->mode == MODE_HTTP) {
         evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
+    } else if (b->mode == MODE_MQTT) {
+        unsigned char id[2];
+        c->pkt_id = c->pkt_id == 0xffff ? 1 : c->pkt_id + 1; /* 0 is not a packet id */
+        id[0] = (unsigned char)(c->pkt_id >> 8);
+        id[1] = (unsigned char)(c->pkt_id & 0xff);
+        evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
+        evbuffer_add(out, id, 2);
+        if (b->postlen) {
+            evbuffer_add_reference(out, b->post, b->postlen, NULL, NULL);
+        }
     } else {
         int n = snprintf(c->ctl, sizeof(c->ctl), "JB%lx.%" PRIu64, (long)getpid() & 0xffff,
                          ++b->ctl_seq);
@@ -691,7 +795,8 @@ static void send_next(struct conn *c)
     c->sent_ns = now_ns();
 }
 
-/* One answer is in: ok (2xx, ACK AA/CA) or an error of the given kind. */
+/* One answer is in: ok (2xx, ACK AA/CA, PUBACK of our packet id) or an error of the given kind
+ * (status for http, ack for mllp; mqtt's only answer error is a PUBACK id mismatch). */
 static void on_answer(struct conn *c, int ok, int status, int ack)
 {
     struct bench *b = c->b;
@@ -707,6 +812,8 @@ static void on_answer(struct conn *c, int ok, int status, int ack)
             hist_add(&b->hist, t - c->sent_ns);
         } else if (b->mode == MODE_HTTP) {
             b->err.status[status >= 0 && status < 600 ? status : 0]++;
+        } else if (b->mode == MODE_MQTT) {
+            b->err.puback_id++;
         } else {
             b->err.ack[ack]++;
         }
@@ -906,11 +1013,86 @@ static int mllp_parse(struct conn *c, struct evbuffer *in, int *ack)
     return 1;
 }
 
+/* One MQTT packet from in: 1 with its first byte in *type and, when it has them, the first two
+ * bytes after the fixed header in *v (CONNACK's flags and code, PUBACK's packet id); 0: need
+ * more; -1: malformed or too large. The packet is drained. */
+static int mqtt_packet(struct evbuffer *in, unsigned *type, size_t *rl, unsigned *v)
+{
+    size_t len = evbuffer_get_length(in), i;
+    const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)(len < 5 ? len : 5));
+
+    *rl = 0;
+    *v = 0;
+    for (i = 1;; i++) {
+        if (i > 4) {
+            return -1; /* a fifth length byte */
+        }
+        if (i >= len) {
+            return 0;
+        }
+        *rl |= (size_t)(p[i] & 127) << (7 * (i - 1));
+        if (!(p[i] & 128)) {
+            break;
+        }
+    }
+    if (*rl > BENCH_FRAME_MAX) {
+        return -1;
+    }
+    if (len < i + 1 + *rl) {
+        return 0;
+    }
+    *type = p[0];
+    if (*rl >= 2) {
+        p = evbuffer_pullup(in, (ev_ssize_t)(i + 3));
+        *v = (unsigned)p[i + 1] << 8 | p[i + 2];
+    }
+    evbuffer_drain(in, i + 1 + *rl);
+    return 1;
+}
+
+/* mqtt: the CONNACK, then one PUBACK per PUBLISH. PINGRESP is let through; anything else
+ * (we subscribe to nothing, so no PUBLISH can come) breaks the stream. */
+static void mqtt_read(struct conn *c, struct bufferevent *bev, struct evbuffer *in)
+{
+    while (c->bev == bev && evbuffer_get_length(in) > 0) {
+        unsigned type, v;
+        size_t rl;
+        int rc = mqtt_packet(in, &type, &rl, &v);
+        if (rc == 0) {
+            return;
+        }
+        if (rc < 0) {
+            conn_reset(c, E_PROTO);
+            return;
+        }
+        if (type == 0x20 && rl == 2 && c->connecting) {
+            if ((v & 0xff) != 0) {
+                conn_reset(c, E_REFUSED); /* 1..5: version, id, unavailable, auth */
+                return;
+            }
+            c->connecting = 0;
+            send_next(c);
+        } else if (type == 0x40 && rl == 2 && c->inflight) {
+            on_answer(c, v == c->pkt_id, 0, 0);
+        } else if (type != 0xd0 || rl != 0) {
+            conn_reset(c, E_PROTO);
+            return;
+        }
+        if (c->b->stopping) {
+            return;
+        }
+    }
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
+    if (c->b->mode == MODE_MQTT) {
+        mqtt_read(c, bev, in);
+        return;
+    }
     while (c->bev == bev && evbuffer_get_length(in) > 0) {
         int ack = -1;
         int rc = c->b->mode == MODE_HTTP ? http_parse(c, in) : mllp_parse(c, in, &ack);
@@ -943,6 +1125,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         /* One small request at a time: Nagle would hold it for the peer's delayed ACK. */
         setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (c->b->mode == MODE_MQTT) {
+            /* Still connecting until the CONNACK: a failure before it is a connect error. */
+            unsigned char pkt[64];
+            size_t n = mqtt_connect_packet(pkt, sizeof(pkt), (int)(c - c->b->conns));
+            evbuffer_add(bufferevent_get_output(c->bev), pkt, n);
+            return;
+        }
         c->connecting = 0;
         send_next(c);
         return;
@@ -1040,7 +1229,7 @@ static void fmt_ms(char *out, size_t cap, uint64_t ns)
 
 static uint64_t errors_total(const struct errs *e)
 {
-    uint64_t n = e->connect + e->timeout + e->closed + e->proto;
+    uint64_t n = e->connect + e->timeout + e->closed + e->proto + e->connack + e->puback_id;
 
     for (int i = 0; i < 600; i++) {
         n += e->status[i];
@@ -1075,7 +1264,7 @@ static void report(struct bench *b)
     long tick = sysconf(_SC_CLK_TCK);
     double cpu_t = -1, cpu_s = -1, dlv_rate = -1;
     long long dlv = -1;
-    const char *mode = b->mode == MODE_HTTP ? "http" : "mllp";
+    const char *mode = b->mode == MODE_HTTP ? "http" : b->mode == MODE_MQTT ? "mqtt" : "mllp";
     char s50[32], s90[32], s99[32], smax[32];
 
     if (b->pid > 0 && b->cpu_target0 >= 0 && b->cpu_target1 >= b->cpu_target0 && secs > 0) {
@@ -1131,6 +1320,14 @@ static void report(struct bench *b)
         }
         if (b->err.proto) {
             printf("%sprotocol x%" PRIu64, sep, b->err.proto);
+            sep = ", ";
+        }
+        if (b->err.connack) {
+            printf("%sCONNACK refused x%" PRIu64, sep, b->err.connack);
+            sep = ", ";
+        }
+        if (b->err.puback_id) {
+            printf("%sPUBACK id mismatch x%" PRIu64, sep, b->err.puback_id);
         }
     }
     if (b->pid > 0) {
@@ -1153,7 +1350,7 @@ static void report(struct bench *b)
     printf(",\"conns\":%d,\"size\":%zu,\"warmup_s\":%.3f,\"duration_s\":%.3f,\"ok\":%" PRIu64
            ",\"msg_per_s\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f"
            ",\"mean_us\":%.1f,\"errors\":%" PRIu64 ",\"err_status\":{",
-           b->nconns, b->mode == MODE_HTTP ? b->size : b->reqlen + b->postlen + 10, b->warmup,
+           b->nconns, b->mode == MODE_MLLP ? b->reqlen + b->postlen + 10 : b->size, b->warmup,
            secs, b->ok, rate, (double)p50 / 1e3, (double)p90 / 1e3, (double)p99 / 1e3,
            (double)mx / 1e3, b->hist.n ? (double)b->hist.sum / (double)b->hist.n / 1e3 : 0.0,
            nerr);
@@ -1175,8 +1372,10 @@ static void report(struct bench *b)
         }
     }
     printf("},\"err_connect\":%" PRIu64 ",\"err_timeout\":%" PRIu64 ",\"err_closed\":%" PRIu64
-           ",\"err_proto\":%" PRIu64 ",\"err_warmup\":%" PRIu64,
-           b->err.connect, b->err.timeout, b->err.closed, b->err.proto, b->err_warmup);
+           ",\"err_proto\":%" PRIu64 ",\"err_connack\":%" PRIu64 ",\"err_puback_id\":%" PRIu64
+           ",\"err_warmup\":%" PRIu64,
+           b->err.connect, b->err.timeout, b->err.closed, b->err.proto, b->err.connack,
+           b->err.puback_id, b->err_warmup);
     if (b->pid > 0) {
         printf(",\"rss_idle_kb\":%ld,\"rss_peak_kb\":%ld,\"rss_end_kb\":%ld,\"anon_idle_kb\":%ld"
                ",\"anon_peak_kb\":%ld,\"target_exited\":%s,\"cpu_target_pct\":%.1f",
@@ -1205,6 +1404,8 @@ static int run_load(struct bench *b)
 
     if (b->mode == MODE_HTTP) {
         make_http_request(b);
+    } else if (b->mode == MODE_MQTT) {
+        make_mqtt_publish(b);
     } else {
         make_mllp_template(b);
     }
@@ -1281,6 +1482,135 @@ static int run_load(struct bench *b)
     return b->ok > 0 ? 0 : 1;
 }
 
+/* Prints wait's outcome and frees the prepared request; returns the exit status. */
+static int wait_report(struct bench *b, int ok, int64_t t0, unsigned long attempts)
+{
+    if (ok) {
+        double ms = (double)(epoch_ns() - t0) / 1e6;
+        printf("accepting after %.1f ms (%lu attempt%s)\n", ms, attempts,
+               attempts == 1 ? "" : "s");
+        if (b->json) {
+            printf("{\"mode\":\"wait\",\"accepting_ms\":%.1f,\"attempts\":%lu}\n", ms,
+                   attempts);
+        }
+    } else {
+        printf("not accepting after %.1f s (%lu attempts)\n", b->duration, attempts);
+        if (b->json) {
+            printf("{\"mode\":\"wait\",\"accepting_ms\":null,\"attempts\":%lu}\n", attempts);
+        }
+    }
+    free(b->req);
+    free(b->post);
+    return ok ? 0 : 1;
+}
+
+/* Reads exactly n bytes from a blocking socket (with SO_RCVTIMEO). 0, or -1. */
+static int read_all(int fd, unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* A connection to the MQTT broker that has had its CONNACK (code 0), or -1. */
+static int mqtt_blocking_connect(const struct bench *b)
+{
+    unsigned char pkt[64], ack[4];
+    size_t n = mqtt_connect_packet(pkt, sizeof(pkt), 0);
+    int fd = blocking_connect(b, 1000);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (write_all(fd, (const char *)pkt, n) != 0 || read_all(fd, ack, 4) != 0 ||
+        ack[0] != 0x20 || ack[1] != 2 || ack[3] != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * mqtt: the broker answers PUBACK whether junction listens or not, so junction is accepting
+ * when a message published to the broker comes out as a file in --count-dir (without one,
+ * this waits for the broker's CONNACK instead: the broker is up). A QoS 1 probe
+ * goes out every 50 ms (the broker drops those that arrive before junction has subscribed)
+ * and the folders are looked at every 5 ms. The probes that got through are delivered before
+ * the measured window of the load that follows.
+ */
+static int run_wait_mqtt(struct bench *b, int64_t t0, int64_t deadline)
+{
+    unsigned char *pkt;
+    size_t len;
+    long long n0;
+    int64_t next_probe = 0;
+    unsigned long attempts = 0;
+    uint16_t id = 0;
+    int fd = -1, ok = 0;
+
+    if (b->ndirs == 0) {
+        /* No folder to watch: wait for the MQTT broker itself (its CONNACK). */
+        while (!ok && epoch_ns() < deadline) {
+            attempts++;
+            fd = mqtt_blocking_connect(b);
+            ok = fd >= 0;
+            if (ok) {
+                close(fd);
+            } else {
+                usleep(5000);
+            }
+        }
+        return wait_report(b, ok, t0, attempts);
+    }
+    make_mqtt_publish(b);
+    len = b->reqlen + 2 + b->postlen;
+    pkt = malloc(len);
+    if (pkt == NULL) {
+        die("%s", "out of memory");
+    }
+    memcpy(pkt, b->req, b->reqlen);
+    memcpy(pkt + b->reqlen + 2, b->post, b->postlen);
+    n0 = count_files(b);
+    while (!ok && epoch_ns() < deadline) {
+        if (epoch_ns() >= next_probe) {
+            unsigned char ack[4];
+            next_probe = epoch_ns() + 50000000;
+            if (fd < 0) {
+                fd = mqtt_blocking_connect(b);
+            }
+            if (fd >= 0) {
+                id = id == 0xffff ? 1 : id + 1;
+                pkt[b->reqlen] = (unsigned char)(id >> 8);
+                pkt[b->reqlen + 1] = (unsigned char)(id & 0xff);
+                attempts++;
+                if (write_all(fd, (const char *)pkt, len) != 0 || read_all(fd, ack, 4) != 0 ||
+                    ack[0] != 0x40 || ack[1] != 2) {
+                    close(fd);
+                    fd = -1;
+                }
+            }
+        }
+        ok = count_files(b) > n0;
+        if (!ok) {
+            usleep(5000);
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(pkt);
+    return wait_report(b, ok, t0, attempts);
+}
+
 /* Polls until one request is accepted: the time a broker takes from start to accepting. */
 static int run_wait(struct bench *b)
 {
@@ -1292,6 +1622,9 @@ static int run_wait(struct bench *b)
     size_t reqlen;
     unsigned long attempts = 0;
 
+    if (b->mode == MODE_MQTT) {
+        return run_wait_mqtt(b, t0, deadline);
+    }
     if (b->mode == MODE_HTTP) {
         /* Connection: close, so the answer ends with the connection. */
         static const char cl[] = "Connection: close\r\n";
@@ -1333,31 +1666,109 @@ static int run_wait(struct bench *b)
             const char *msa = strstr(resp, "MSA");
             ok = msa && (strncmp(msa + 4, "AA", 2) == 0 || strncmp(msa + 4, "CA", 2) == 0);
         }
-        if (ok) {
-            double ms = (double)(epoch_ns() - t0) / 1e6;
-            printf("accepting after %.1f ms (%lu attempt%s)\n", ms, attempts,
-                   attempts == 1 ? "" : "s");
-            if (b->json) {
-                printf("{\"mode\":\"wait\",\"accepting_ms\":%.1f,\"attempts\":%lu}\n", ms,
-                       attempts);
-            }
+        if (ok || epoch_ns() >= deadline) {
             free(req);
-            free(b->req);
-            free(b->post);
-            return 0;
-        }
-        if (epoch_ns() >= deadline) {
-            printf("not accepting after %.1f s (%lu attempts)\n", b->duration, attempts);
-            if (b->json) {
-                printf("{\"mode\":\"wait\",\"accepting_ms\":null,\"attempts\":%lu}\n", attempts);
-            }
-            free(req);
-            free(b->req);
-            free(b->post);
-            return 1;
+            return wait_report(b, ok, t0, attempts);
         }
         usleep(5000);
     }
+}
+
+/*
+ * Waits for --count new files in the --count-dir folders without sending anything: junction
+ * consumes a backlog by itself (Kafka IN). Reports the time from --t0 (junction's launch) to the
+ * first file and to the last, the rate in between, and junction's memory and CPU. A folder
+ * with 100k files costs milliseconds to count, so it is looked at every 10 ms until the first
+ * file (that time is the start-to-accepting figure), then every 200 ms (so the last time is
+ * up to 200 ms late: 1% of a 20 s drain).
+ */
+static int run_drain(struct bench *b)
+{
+    int64_t t0 = b->t0_epoch_ns ? b->t0_epoch_ns : epoch_ns();
+    int64_t deadline = epoch_ns() + (int64_t)(b->duration * 1e9);
+    int64_t now, t_first = 0;
+    long long n0, n, n_first = 0;
+    long tick = sysconf(_SC_CLK_TCK);
+    double secs, rate = 0, cpu_t = -1;
+    int done = 0;
+
+    if (b->ndirs == 0 || b->count == 0) {
+        die("%s", "--mode drain needs --count-dir and --count");
+    }
+    if (b->pid > 0) {
+        b->rss_idle = read_rss_kb(b->pid, &b->anon_idle);
+        if (b->rss_idle < 0) {
+            die("no process %s (see --pid)", "");
+        }
+        b->rss_peak = b->rss_end = b->rss_idle;
+        b->anon_peak = b->anon_idle;
+    }
+    n0 = count_files(b);
+    for (;;) {
+        now = epoch_ns();
+        n = count_files(b) - n0;
+        if (t_first == 0 && n == 0 && b->pid > 0 && !b->target_gone) {
+            /* Idle: the last sample with nothing delivered yet, junction up and waiting. */
+            long anon, kb = read_rss_kb(b->pid, &anon);
+            if (kb >= 0) {
+                b->rss_idle = kb;
+                b->anon_idle = anon;
+            }
+        }
+        sample_rss(b);
+        if (t_first == 0 && n > 0) {
+            t_first = now;
+            n_first = n;
+            if (b->pid > 0) {
+                b->cpu_target0 = read_cpu_ticks(b->pid);
+            }
+        }
+        if (n >= (long long)b->count) {
+            done = 1;
+            break;
+        }
+        if (now >= deadline || b->target_gone) {
+            break;
+        }
+        usleep(t_first ? 200000 : 10000);
+    }
+    if (t_first && b->pid > 0 && !b->target_gone) {
+        b->cpu_target1 = read_cpu_ticks(b->pid);
+    }
+    secs = t_first ? (double)(now - t_first) / 1e9 : 0;
+    if (secs > 0) {
+        rate = (double)(n - n_first) / secs;
+        if (b->cpu_target0 >= 0 && b->cpu_target1 >= b->cpu_target0) {
+            cpu_t = 100.0 * (double)(b->cpu_target1 - b->cpu_target0) / (double)tick / secs;
+        }
+    }
+    printf("drain: %lld of %" PRIu64 " files %s %.1f s (the first after %.1f s, then %.0f/s)", n,
+           b->count, done ? "after" : "and gave up after", (double)(now - t0) / 1e9,
+           t_first ? (double)(t_first - t0) / 1e9 : 0.0, rate);
+    if (b->pid > 0) {
+        printf("; RSS idle %.1f MB peak %.1f MB (anon %.1f / %.1f)%s; CPU target %.0f%%",
+               (double)b->rss_idle / 1024, (double)b->rss_peak / 1024,
+               (double)b->anon_idle / 1024, (double)b->anon_peak / 1024,
+               b->target_gone ? " (target exited)" : "", cpu_t);
+    }
+    printf("\n");
+    if (b->json) {
+        printf("{\"mode\":\"drain\",\"count\":%" PRIu64 ",\"delivered\":%lld,\"timed_out\":%s"
+               ",\"errors\":%d,\"first_ms\":%.1f,\"all_ms\":%.1f,\"msg_per_s\":%.1f"
+               ",\"delivered_per_s\":%.1f",
+               b->count, n, done ? "false" : "true", !done,
+               t_first ? (double)(t_first - t0) / 1e6 : -1.0, (double)(now - t0) / 1e6, rate,
+               rate);
+        if (b->pid > 0) {
+            printf(",\"rss_idle_kb\":%ld,\"rss_peak_kb\":%ld,\"rss_end_kb\":%ld"
+                   ",\"anon_idle_kb\":%ld,\"anon_peak_kb\":%ld,\"target_exited\":%s"
+                   ",\"cpu_target_pct\":%.1f",
+                   b->rss_idle, b->rss_peak, b->rss_end, b->anon_idle, b->anon_peak,
+                   b->target_gone ? "true" : "false", cpu_t);
+        }
+        printf("}\n");
+    }
+    return done ? 0 : 1;
 }
 
 /* Prints n ports that were free a moment ago, all bound at once so that they differ. */
@@ -1395,24 +1806,28 @@ static int run_freeport(int n)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: jn-bench --mode http|mllp|wait|freeport [options]\n"
+            "usage: jn-bench --mode http|mllp|mqtt|wait|drain|freeport [options]\n"
             "\n"
-            "  --url URL          http://127.0.0.1:8080/ingest, or mllp://127.0.0.1:2575\n"
+            "  --url URL          http://127.0.0.1:8080/ingest, mllp://127.0.0.1:2575, or\n"
+            "                     mqtt://127.0.0.1:1883/TOPIC (the MQTT broker, QoS 1)\n"
             "  --conns N          connections, each with one request in flight (default 1);\n"
             "                     freeport: how many ports to print\n"
             "  --duration S       measured seconds after the warm-up (default 10);\n"
-            "                     wait: give up after S seconds\n"
+            "                     wait, drain: give up after S seconds\n"
             "  --warmup S         seconds of load before measuring (default 2)\n"
-            "  --size B           http: body bytes (default 1024)\n"
+            "  --size B           http: body bytes, mqtt: payload bytes (default 1024)\n"
             "  --file F           mllp: the HL7 message (default: a built-in ADT^A01); MSH-10\n"
             "                     is replaced by a unique control id for every message\n"
-            "  --count N          stop after N successes (e.g. to fill a queue)\n"
+            "  --count N          stop after N successes (e.g. to fill a queue);\n"
+            "                     drain: wait for N new files in the --count-dir folders\n"
             "  --timeout S        per request and per connect (default 10)\n"
             "  --pid PID          sample the broker's VmRSS (idle, then every 100 ms) and CPU\n"
             "  --count-dir DIR    count files in DIR (repeatable) before and after the window:\n"
-            "                     deliveries per second\n"
+            "                     deliveries per second (mqtt's figure for junction itself);\n"
+            "                     wait with mqtt: the folder the probe must reach (none:\n"
+            "                     wait for the broker's CONNACK)\n"
             "  --count-url URL    same, from the first number in GET URL (jn-sink's /stats)\n"
-            "  --t0 NS            wait: measure from this CLOCK_REALTIME ns (date +%%s%%N)\n"
+            "  --t0 NS            wait, drain: measure from this CLOCK_REALTIME ns (date +%%s%%N)\n"
             "  --json             also print one JSON object\n");
 }
 
@@ -1435,10 +1850,12 @@ static void parse_url(struct bench *b)
 
     if (strncmp(b->url, "http://", 7) == 0) {
         hp = b->url + 7;
-    } else if (strncmp(b->url, "mllp://", 7) == 0 || strncmp(b->url, "tcp://", 6) == 0) {
+    } else if (strncmp(b->url, "mllp://", 7) == 0 || strncmp(b->url, "tcp://", 6) == 0 ||
+               strncmp(b->url, "mqtt://", 7) == 0) {
         hp = strchr(b->url, '/') + 2;
     } else {
-        die("--url %s: expected http://host:port/path or mllp://host:port", b->url);
+        die("--url %s: expected http://host:port/path, mllp://host:port or "
+            "mqtt://host:port/topic", b->url);
         return;
     }
     slash = strchr(hp, '/');
@@ -1547,6 +1964,9 @@ int main(int argc, char **argv)
     if (strcmp(mode, "freeport") == 0) {
         return run_freeport(b->nconns);
     }
+    if (strcmp(mode, "drain") == 0) {
+        return run_drain(b);
+    }
     if (b->url[0] == '\0') {
         die("%s", "--url is required");
     }
@@ -1559,11 +1979,16 @@ int main(int argc, char **argv)
         b->mode = MODE_MLLP;
         return run_load(b);
     }
+    if (strcmp(mode, "mqtt") == 0) {
+        b->mode = MODE_MQTT;
+        return run_load(b);
+    }
     if (strcmp(mode, "wait") == 0) {
-        b->mode = strncmp(b->url, "http://", 7) == 0 ? MODE_HTTP : MODE_MLLP;
+        b->mode = strncmp(b->url, "http://", 7) == 0   ? MODE_HTTP
+                  : strncmp(b->url, "mqtt://", 7) == 0 ? MODE_MQTT
+                                                       : MODE_MLLP;
         return run_wait(b);
     }
-    die("unknown --mode %s (http, mllp, wait, freeport; mqtt comes with the MQTT channel)",
-        mode);
+    die("unknown --mode %s (http, mllp, mqtt, wait, drain, freeport)", mode);
     return 2;
 }

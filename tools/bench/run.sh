@@ -11,7 +11,10 @@
 #   JN_BENCH_WARMUP=2         ... after this many seconds of load that are not counted
 #   JN_BENCH_BACKLOG=100000   messages queued behind the down destination (issue 6 says 1M;
 #                             docs/performance.md says why the default is less)
+#   JN_BENCH_KAFKA_RECORDS=100000  records of 1 KiB pre-loaded for the kafka scenario
+#   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-http fanout mllp backlog
+#                                    mqtt kafka
 #   JN_BENCH_PERF=1           perf record -g junction during the first run of each scenario at
 #                             its highest connection count (perf costs CPU: off by default)
 #
@@ -25,8 +28,10 @@ REPEAT=${JN_BENCH_REPEAT:-3}
 DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-100000}
-ONLY=${JN_BENCH_ONLY:-http-file http-http fanout mllp backlog}
+ONLY=${JN_BENCH_ONLY:-http-file http-http fanout mllp backlog mqtt kafka}
 PERF=${JN_BENCH_PERF:-0}
+KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
+KAFKA_TIMEOUT=${JN_BENCH_KAFKA_TIMEOUT:-300}
 BUILD=$ROOT/build-bench
 CONFIGS=$ROOT/tools/bench/configs
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -46,7 +51,8 @@ if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$BUILD.cmake.log" 2>&1;
     exit 1
 fi
 rm -f "$BUILD.cmake.log"
-if ! cmake --build "$BUILD" -j"$(nproc)" --target junction jn-bench jn-sink \
+# kafka_mock (tests/tools/kafka_mock.c) is the Kafka scenario's cluster and producer.
+if ! cmake --build "$BUILD" -j"$(nproc)" --target junction jn-bench jn-sink kafka_mock \
     >/dev/null 2>"$BUILD/.build-err"; then
     cat "$BUILD/.build-err" >&2
     exit 1
@@ -54,6 +60,7 @@ fi
 BIN=$BUILD/junction
 BENCH=$BUILD/jn-bench
 SINK=$BUILD/jn-sink
+MOCK=$BUILD/kafka_mock
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jn-bench-XXXXXX")
 RESULTS=$OUT/runs.tsv
@@ -63,6 +70,8 @@ NOTES=$OUT/notes.txt
 JPID=""
 SPID=""
 PERFPID=""
+MPID="" # mosquitto
+KPID="" # kafka_mock
 
 # ---- processes ----
 
@@ -93,12 +102,29 @@ stop_sink() {
     fi
 }
 
+stop_mosquitto() {
+    if [ -n "$MPID" ]; then
+        stop_pid "$MPID"
+        MPID=""
+    fi
+}
+
+stop_kafka_mock() {
+    if [ -n "$KPID" ]; then
+        exec 3>&- # its stdin: kafka_mock ends when that closes, or on the SIGTERM
+        stop_pid "$KPID"
+        KPID=""
+    fi
+}
+
 cleanup() {
     if [ -n "$PERFPID" ]; then
         kill -INT "$PERFPID" 2>/dev/null || true
     fi
     stop_junction
     stop_sink
+    stop_mosquitto
+    stop_kafka_mock
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -118,16 +144,20 @@ fresh() {
 }
 
 # Starts junction on config $1 and waits until it accepts on URL $2; START_MS is the time from
-# launch to the first accepted message (2xx or ACK AA).
+# launch to the first accepted message (2xx or ACK AA; for mqtt:// the first probe that became
+# a file in the --count-dir given after the URL).
 # (sh has no locals: each function's variables carry its prefix.)
 start_junction() {
     sj_log=$OUT/junction-${1%.yaml}.log
+    sj_cfg=$1
+    sj_url=$2
+    shift 2
     sj_t0=$(date +%s%N)
-    "$BIN" run -c "$CONFIGS/$1" >>"$sj_log" 2>&1 &
+    "$BIN" run -c "$CONFIGS/$sj_cfg" >>"$sj_log" 2>&1 &
     JPID=$!
-    if ! sj_w=$(timeout 120 "$BENCH" --mode wait --url "$2" --duration 100 --t0 "$sj_t0" \
-        --json); then
-        log "junction did not start on $1; the end of its log:"
+    if ! sj_w=$(timeout 120 "$BENCH" --mode wait --url "$sj_url" --duration 100 --t0 "$sj_t0" \
+        --json "$@"); then
+        log "junction did not start on $sj_cfg; the end of its log:"
         tail -20 "$sj_log" >&2
         exit 1
     fi
@@ -292,6 +322,160 @@ scenario_backlog() {
     done
 }
 
+# MQTT: jn-bench publishes QoS 1 to a mosquitto of our own (the PUBACKs it times are
+# mosquitto's), junction's MQTT IN takes the messages from there to files. A fresh mosquitto
+# per run as well as a fresh junction: junction keeps a session under a stable client id, and a
+# mosquitto that lived on would hand the next run what the last one left queued.
+start_mosquitto() {
+    # $1: port. No persistence, so mosquitto writes no file (it drops root for user mosquitto).
+    printf '%s\n' "per_listener_settings false" "listener $1 127.0.0.1" \
+        "allow_anonymous true" "persistence false" "log_dest stdout" >"$WORK/mosquitto.conf"
+    sm_log=$OUT/mosquitto-$1.log
+    mosquitto -c "$WORK/mosquitto.conf" >>"$sm_log" 2>&1 &
+    MPID=$!
+    # Listening before junction starts, or junction's first connect fails and its reconnect
+    # backoff would be counted in start -> accepting. (Its log is block-buffered: ask it.)
+    if ! timeout 30 "$BENCH" --mode wait --url "mqtt://127.0.0.1:$1" --duration 10 \
+        >/dev/null || ! kill -0 "$MPID" 2>/dev/null; then
+        log "mosquitto did not start on port $1; the end of its log:"
+        stop_mosquitto
+        tail -5 "$sm_log" >&2
+        exit 1
+    fi
+}
+
+scenario_mqtt() {
+    if ! command -v mosquitto >/dev/null 2>&1; then
+        log "mqtt: skipped, no mosquitto on PATH"
+        echo "MQTT: skipped: no mosquitto on PATH (scripts/install-deps.sh installs it)." \
+            >>"$NOTES"
+        return 0
+    fi
+    mq_label="MQTT QoS 1 publish (PUBACK by mosquitto) -> MQTT IN (durable) -> file"
+    mq_runs=0
+    mq_drops=0
+    for mq_c in 1 16; do
+        mq_rep=1
+        while [ "$mq_rep" -le "$REPEAT" ]; do
+            fresh
+            JN_BENCH_MQTT=$P2
+            export JN_BENCH_MQTT
+            mq_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
+            start_mosquitto "$JN_BENCH_MQTT"
+            start_junction mqtt-file.yaml "$mq_url" --count-dir "$JN_BENCH_DIR/out"
+            if [ "$mq_rep" = 1 ] && [ "$mq_c" = 16 ]; then
+                perf_start mqtt
+            fi
+            load "$mq_label" "$mq_c" mqtt "$mq_url" --count-dir "$JN_BENCH_DIR/out"
+            perf_stop mqtt
+            stop_junction
+            if [ "$mq_rep" = 1 ]; then
+                # What paho had taken (PUBACKed to mosquitto) and junction had not yet
+                # committed: one file per message in paho's persistence (handoff: durable).
+                mq_held=$(find "$JN_BENCH_DIR/data/mqtt" -type f 2>/dev/null | wc -l)
+                echo "MQTT, $mq_c connection(s), first run: $mq_held message(s) were waiting" \
+                    "in paho's persistence (MQTT IN's state_dir) when junction stopped." \
+                    >>"$NOTES"
+            fi
+            stop_mosquitto
+            # Its log is complete once it has exited.
+            mq_runs=$((mq_runs + 1))
+            if grep -q "messages are being dropped for client jn-bench-in" "$sm_log"; then
+                mq_drops=$((mq_drops + 1))
+            fi
+            mq_rep=$((mq_rep + 1))
+        done
+    done
+    echo "MQTT rows: msg/s, p50 and p99 are the publisher's PUBACKs, which come from mosquitto," \
+        "not from junction. Junction's throughput is delivered/s (files written)." >>"$NOTES"
+    if [ "$mq_drops" -gt 0 ]; then
+        echo "MQTT: in $mq_drops of $mq_runs runs mosquitto dropped messages for junction's" \
+            "session (\"Outgoing messages are being dropped\": its queue for the client," \
+            "max_queued_messages 1000, was full), so junction was offered less than was" \
+            "published." >>"$NOTES"
+    fi
+}
+
+# Kafka: no load generator. kafka_mock (a librdkafka mock cluster) is pre-loaded with N records
+# of 1 KiB; then each run starts a fresh junction in a new consumer group and jn-bench --mode
+# drain times until all N are files. A mock partition keeps only its last 5 MB, so the topic
+# gets enough partitions to hold N (kafka_mock checks that it holds them all).
+wait_line() {
+    # $1 file, $2 line number, $3 tenths of a second to wait: prints that line once it is there.
+    wl_i=0
+    while [ "$(wc -l <"$1")" -lt "$2" ] && [ "$wl_i" -lt "$3" ]; do
+        if ! kill -0 "$KPID" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+        wl_i=$((wl_i + 1))
+    done
+    sed -n "$2p" "$1"
+}
+
+scenario_kafka() {
+    kf_parts=$((KAFKA_RECORDS * (1024 + 128) / 4194304 + 1))
+    kf_k=$((KAFKA_RECORDS / 1000))k
+    kf_label="Kafka $kf_k x 1 KiB pre-loaded (mock, $kf_parts partitions) -> Kafka IN -> file"
+    rm -f "$WORK/kafka.in" "$WORK/kafka.out"
+    mkfifo "$WORK/kafka.in"
+    : >"$WORK/kafka.out"
+    "$MOCK" "jn-bench:$kf_parts" <"$WORK/kafka.in" >"$WORK/kafka.out" 2>>"$OUT/kafka_mock.log" &
+    KPID=$!
+    exec 3>"$WORK/kafka.in"
+    kf_bs=$(wait_line "$WORK/kafka.out" 1 100)
+    if [ -z "$kf_bs" ]; then
+        log "kafka: kafka_mock did not start"
+        stop_kafka_mock
+        echo "Kafka: skipped: kafka_mock did not start (see kafka_mock.log)." >>"$NOTES"
+        return 0
+    fi
+    log "  pre-loading $KAFKA_RECORDS records of 1 KiB into $kf_parts partitions ..."
+    echo "produce jn-bench $KAFKA_RECORDS 1024" >&3
+    kf_ok=$(wait_line "$WORK/kafka.out" 2 3000)
+    log "  kafka_mock: ${kf_ok:-no answer}"
+    case $kf_ok in
+    ok*) ;;
+    *)
+        stop_kafka_mock
+        echo "Kafka: skipped: the pre-load failed: ${kf_ok:-no answer in 300 s}" >>"$NOTES"
+        return 0
+        ;;
+    esac
+    echo "Kafka: kafka_mock pre-loaded $KAFKA_RECORDS records of 1 KiB in $kf_parts partitions" \
+        "(${kf_ok#ok }). Each run is a new consumer group reading them from the start. msg/s" \
+        "and delivered/s: records per second from the first file to the last; start ->" \
+        "accepting: launch to the first file, mostly the group join (about 3 s on the mock)." \
+        >>"$NOTES"
+    kf_rep=1
+    while [ "$kf_rep" -le "$REPEAT" ]; do
+        fresh
+        JN_BENCH_KAFKA=$kf_bs
+        JN_BENCH_GROUP=jn-bench-$STAMP-$kf_rep
+        export JN_BENCH_KAFKA JN_BENCH_GROUP
+        kf_t0=$(date +%s%N)
+        "$BIN" run -c "$CONFIGS/kafka-file.yaml" >>"$OUT/junction-kafka-file.log" 2>&1 &
+        JPID=$!
+        if [ "$kf_rep" = 1 ]; then
+            perf_start kafka
+        fi
+        kf_out=$(timeout $((KAFKA_TIMEOUT + 30)) "$BENCH" --mode drain --count "$KAFKA_RECORDS" \
+            --count-dir "$JN_BENCH_DIR/out" --duration "$KAFKA_TIMEOUT" --pid "$JPID" \
+            --t0 "$kf_t0" --json) || true
+        perf_stop kafka
+        kf_json=$(printf '%s\n' "$kf_out" | grep '^{' | tail -n 1)
+        log "  $(printf '%s\n' "$kf_out" | head -n 1)"
+        START_MS=$(printf '%s\n' "$kf_json" | sed -n 's/.*"first_ms":\([0-9.]*\).*/\1/p')
+        if [ -z "$kf_json" ]; then
+            kf_json='{"errors":-1}'
+        fi
+        printf '%s\t%s\t%s\t%s\n' "$kf_label" "-" "$START_MS" "$kf_json" >>"$RESULTS"
+        stop_junction
+        kf_rep=$((kf_rep + 1))
+    done
+    stop_kafka_mock
+}
+
 # ---- the run ----
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -302,6 +486,8 @@ want http-http &&
 want fanout && scenario_simple fanout fanout.yaml "HTTP 1 KB -> 3 files (fan-out)" "64"
 want mllp && scenario_mllp
 want backlog && scenario_backlog
+want mqtt && scenario_mqtt
+want kafka && scenario_kafka
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
