@@ -9,8 +9,8 @@
 #   JN_BENCH_REPEAT=3         runs per scenario and connection count (the table shows medians)
 #   JN_BENCH_DURATION=10      measured seconds per run ...
 #   JN_BENCH_WARMUP=2         ... after this many seconds of load that are not counted
-#   JN_BENCH_BACKLOG=100000   messages queued behind the down destination (issue 6 says 1M;
-#                             docs/performance.md says why the default is less)
+#   JN_BENCH_BACKLOG=1000000  messages queued behind the down destination (issue 6's 1M; about
+#                             2.5 GB of journal in the temp dir, filled in 1.5-2 minutes)
 #   JN_BENCH_KAFKA_RECORDS=100000  records of 1 KiB pre-loaded for the kafka scenario
 #   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-http fanout mllp backlog
@@ -27,7 +27,7 @@ ROOT=$(pwd)
 REPEAT=${JN_BENCH_REPEAT:-3}
 DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
-BACKLOG=${JN_BENCH_BACKLOG:-100000}
+BACKLOG=${JN_BENCH_BACKLOG:-1000000}
 ONLY=${JN_BENCH_ONLY:-http-file http-http fanout mllp backlog mqtt kafka}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
