@@ -171,6 +171,16 @@ if __name__ == "__main__":
         t.eq(mock.cmd("up"), "ok", "up answers ok")
         t.eq(mock.cmd("topic more 3"), "ok", "topic creation answers ok")
         t.check(mock.cmd("bogus").startswith("error"), "an unknown command is an error")
+        # produce (the bench's pre-load): 50 records of 100 bytes over the 3 partitions of
+        # "more", every one readable back with its size.
+        ans = mock.cmd("produce more 50 100")
+        t.check(ans.startswith("ok 50 records") and ans.endswith("the topic holds 50"),
+                "produce answers with the count the topic holds: %s" % ans)
+        recs = consume(mock.bootstraps, "more")
+        t.eq((len(recs), sorted({r["partition"] for r in recs}),
+              {len(r["value"]) for r in recs}), (50, [0, 1, 2], {100}),
+             "50 records of 100 bytes, round robin over partitions 0-2")
+        t.check(mock.cmd("produce more 0 100").startswith("error"), "produce of 0 is an error")
         mock.stop()
         t.eq(mock.proc.returncode, 0, "the mock exits 0 when stdin closes")
     finally:
