@@ -74,19 +74,19 @@ void jn_idgen_next(struct jn_idgen *g, char out[JN_ID_LEN + 1])
     memcpy(b + 6, g->rnd, 10);
     pthread_mutex_unlock(&g->lock);
 
-    /* 128 bits as 26 base32 digits: the first digit carries the top 3 bits (2 of them zero). */
-    for (int i = 0; i < JN_ID_LEN; i++) {
-        int bit = (int)(128 - 5 * (JN_ID_LEN - i)); /* may be negative for the first digit */
-        unsigned v = 0;
-        for (int k = 0; k < 5; k++) {
-            int pos = bit + k;
-            if (pos >= 0) {
-                v = (v << 1) | ((b[pos / 8] >> (7 - pos % 8)) & 1u);
-            } else {
-                v <<= 1;
-            }
+    /* 128 bits as 26 base32 digits: the first digit carries the top 3 bits (2 of them zero).
+     * The digits are taken from the low end, shifting the 128 bits (hi, lo) right by 5. */
+    {
+        uint64_t hi = 0, lo = 0;
+        for (int i = 0; i < 8; i++) {
+            hi = (hi << 8) | b[i];
+            lo = (lo << 8) | b[8 + i];
         }
-        out[i] = crockford[v];
+        for (int i = JN_ID_LEN - 1; i >= 0; i--) {
+            out[i] = crockford[lo & 31u];
+            lo = (lo >> 5) | (hi << 59);
+            hi >>= 5;
+        }
     }
     out[JN_ID_LEN] = '\0';
 }
