@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "jn_buf.h"
 #include "jn_log.h"
 #include "jn_mem.h"
 
@@ -33,18 +35,26 @@ static const char *const db_names[JN_JDB__COUNT] = {"meta", "inbox", "queue", "d
 struct jop {
     unsigned char db;
     unsigned char del;
+    size_t off;     /* of the key in the jtxn's data; the value follows it */
     size_t kl, vl;
-    unsigned char *data; /* key then value */
 };
+
+/* The ops of the usual jtxn (an ingest: 3, a routing to one destination: 4) fit in the jtxn
+ * itself, and every key and value is appended to one buffer: building a jtxn costs a few
+ * allocations, not one per op. */
+#define JTXN_INLINE_OPS 6
 
 struct jn_jtxn {
     struct jn_jtxn *next;
-    struct jop *ops;
+    struct jop *ops;      /* inline, or allocated past JTXN_INLINE_OPS */
     size_t n, cap;
+    struct jn_buf data;   /* keys and values, back to back */
+    int open;             /* a put_begin waits for its put_end */
     int refusable;
     int rc;
     jn_journal_cb cb;
     void *arg;
+    struct jop inline_ops[JTXN_INLINE_OPS];
 };
 
 struct jn_journal {
@@ -74,7 +84,16 @@ static int64_t mono_ms(void)
 
 struct jn_jtxn *jn_jtxn_new(void)
 {
-    return jn_calloc(1, sizeof(struct jn_jtxn));
+    struct jn_jtxn *t = jn_malloc(sizeof(*t));
+
+    if (t == NULL) {
+        return NULL;
+    }
+    /* Only the header is cleared; the inline ops are written before they are read. */
+    memset(t, 0, offsetof(struct jn_jtxn, inline_ops));
+    t->ops = t->inline_ops;
+    t->cap = JTXN_INLINE_OPS;
+    return t;
 }
 
 void jn_jtxn_free(struct jn_jtxn *t)
@@ -82,38 +101,66 @@ void jn_jtxn_free(struct jn_jtxn *t)
     if (t == NULL) {
         return;
     }
-    for (size_t i = 0; i < t->n; i++) {
-        jn_free(t->ops[i].data);
+    if (t->ops != t->inline_ops) {
+        jn_free(t->ops);
     }
-    jn_free(t->ops);
+    jn_buf_reset(&t->data);
     jn_free(t);
+}
+
+/* Room for one more op; 0 or JN_ENOMEM. */
+static int op_slot(struct jn_jtxn *t)
+{
+    struct jop *ops;
+    size_t cap;
+
+    if (t->n < t->cap) {
+        return 0;
+    }
+    cap = t->cap * 2;
+    if (t->ops == t->inline_ops) {
+        ops = jn_malloc(cap * sizeof(*ops));
+        if (ops != NULL) {
+            memcpy(ops, t->inline_ops, t->n * sizeof(*ops));
+        }
+    } else {
+        ops = jn_realloc(t->ops, cap * sizeof(*ops));
+    }
+    if (ops == NULL) {
+        return JN_ENOMEM;
+    }
+    t->ops = ops;
+    t->cap = cap;
+    return 0;
+}
+
+/* Appends to the data; the first time with room for a typical jtxn (an envelope of about a
+ * KiB and the action log), so it seldom grows. */
+static int data_add(struct jn_jtxn *t, const void *p, size_t n)
+{
+    if (t->data.cap == 0 && jn_buf_reserve(&t->data, n > 2000 ? n : 2000) != 0) {
+        return JN_ENOMEM;
+    }
+    return jn_buf_append(&t->data, p, n);
 }
 
 static int add_op(struct jn_jtxn *t, enum jn_jdb db, int del, const void *k, size_t kl,
                   const void *v, size_t vl)
 {
+    size_t off = t->data.len;
     struct jop *op;
 
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 4;
-        struct jop *ops = jn_realloc(t->ops, cap * sizeof(*ops));
-        if (ops == NULL) {
-            return JN_ENOMEM;
-        }
-        t->ops = ops;
-        t->cap = cap;
-    }
-    op = &t->ops[t->n];
-    op->data = jn_malloc(kl + vl + 1);
-    if (op->data == NULL) {
+    if (t->open || op_slot(t) != 0) {
         return JN_ENOMEM;
     }
-    memcpy(op->data, k, kl);
-    if (vl) {
-        memcpy(op->data + kl, v, vl);
+    if (data_add(t, k, kl) != 0 || (vl && data_add(t, v, vl) != 0)) {
+        t->data.len = off; /* as before */
+        return JN_ENOMEM;
     }
+    op = &t->ops[t->n];
     op->db = (unsigned char)db;
     op->del = (unsigned char)del;
+    op->off = off;
     op->kl = kl;
     op->vl = vl;
     t->n++;
@@ -129,6 +176,37 @@ int jn_jtxn_put(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, con
 int jn_jtxn_del(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl)
 {
     return add_op(t, db, 1, k, kl, NULL, 0);
+}
+
+struct jn_buf *jn_jtxn_put_begin(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl)
+{
+    if (add_op(t, db, 0, k, kl, NULL, 0) != 0) {
+        return NULL;
+    }
+    t->open = 1;
+    return &t->data;
+}
+
+int jn_jtxn_put_end(struct jn_jtxn *t, int rc)
+{
+    struct jop *op;
+
+    if (!t->open) {
+        return JN_EINVAL;
+    }
+    t->open = 0;
+    op = &t->ops[t->n - 1];
+    if (rc != 0) {
+        /* Dropped whole: the jtxn is as it was before put_begin. */
+        t->n--;
+        t->data.len = op->off;
+        if (t->data.p) {
+            t->data.p[t->data.len] = '\0';
+        }
+        return rc;
+    }
+    op->vl = t->data.len - op->off - op->kl;
+    return 0;
 }
 
 uint64_t jn_journal_seq(struct jn_journal *j)
@@ -221,7 +299,8 @@ static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
 {
     for (size_t i = 0; i < t->n; i++) {
         struct jop *op = &t->ops[i];
-        MDB_val k = {op->kl, op->data};
+        unsigned char *data = (unsigned char *)t->data.p + op->off;
+        MDB_val k = {op->kl, data};
         int rc;
         if (op->del) {
             rc = mdb_del(txn, j->dbi[op->db], &k, NULL);
@@ -229,7 +308,7 @@ static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
                 rc = 0;
             }
         } else {
-            MDB_val v = {op->vl, op->data + op->kl};
+            MDB_val v = {op->vl, data + op->kl};
             rc = mdb_put(txn, j->dbi[op->db], &k, &v, 0);
         }
         if (rc != 0) {

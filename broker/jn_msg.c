@@ -309,50 +309,139 @@ int jn_msg_header_del(struct jn_msg *m, const char *name)
 
 /* ---- msgpack encoding ---- */
 
-struct pack_ctx {
-    struct jn_buf *out;
-    int failed;
-};
-
-static int pack_write(void *data, const char *buf, size_t len)
+/* Writes the header byte and n in k big-endian bytes. b has room (reserved by the caller). */
+static void mp_head(struct jn_buf *b, unsigned char tag, uint64_t n, int k)
 {
-    struct pack_ctx *c = data;
+    unsigned char *p = (unsigned char *)b->p + b->len;
 
-    if (jn_buf_append(c->out, buf, len) != 0) {
-        c->failed = 1;
-        return -1;
+    p[0] = tag;
+    for (int i = k; i >= 1; i--) {
+        p[i] = (unsigned char)n;
+        n >>= 8;
     }
+    b->len += (size_t)k + 1;
+}
+
+/* A container or string/binary header: the fix form below fixmax (fix | n) when fix is set,
+ * else the 8-bit form (when t8 is set), the 16-bit or the 32-bit one. */
+static int mp_len(struct jn_buf *b, size_t n, unsigned char fix, size_t fixmax, unsigned char t8,
+                  unsigned char t16, unsigned char t32)
+{
+    if ((uint64_t)n > 0xffffffffu || jn_buf_reserve(b, 5) != 0) {
+        return JN_ENOMEM;
+    }
+    if (fix && n < fixmax) {
+        mp_head(b, (unsigned char)(fix | n), 0, 0);
+    } else if (t8 && n < 256) {
+        mp_head(b, t8, n, 1);
+    } else if (n < 65536) {
+        mp_head(b, t16, n, 2);
+    } else {
+        mp_head(b, t32, n, 4);
+    }
+    b->p[b->len] = '\0';
     return 0;
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
+int jn_mp_array(struct jn_buf *b, size_t n)
 {
-    size_t n = strlen(s);
+    return mp_len(b, n, 0x90, 16, 0, 0xdc, 0xdd);
+}
 
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
+int jn_mp_int(struct jn_buf *b, int64_t v)
+{
+    if (jn_buf_reserve(b, 9) != 0) {
+        return JN_ENOMEM;
+    }
+    if (v >= 0) {
+        uint64_t u = (uint64_t)v;
+        if (u < 128) {
+            mp_head(b, (unsigned char)u, 0, 0);
+        } else if (u < 256) {
+            mp_head(b, 0xcc, u, 1);
+        } else if (u < 65536) {
+            mp_head(b, 0xcd, u, 2);
+        } else if (u < (1ULL << 32)) {
+            mp_head(b, 0xce, u, 4);
+        } else {
+            mp_head(b, 0xcf, u, 8);
+        }
+    } else if (v >= -32) {
+        mp_head(b, (unsigned char)(0xe0 | (v & 0x1f)), 0, 0);
+    } else if (v >= -128) {
+        mp_head(b, 0xd0, (uint64_t)v, 1);
+    } else if (v >= -32768) {
+        mp_head(b, 0xd1, (uint64_t)v, 2);
+    } else if (v >= -2147483648LL) {
+        mp_head(b, 0xd2, (uint64_t)v, 4);
+    } else {
+        mp_head(b, 0xd3, (uint64_t)v, 8);
+    }
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static int mp_body(struct jn_buf *b, const void *p, size_t n)
+{
+    if (jn_buf_reserve(b, n) != 0) {
+        return JN_ENOMEM;
+    }
+    if (n) {
+        memcpy(b->p + b->len, p, n);
+    }
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int jn_mp_str(struct jn_buf *b, const char *s, size_t n)
+{
+    if (mp_len(b, n, 0xa0, 32, 0xd9, 0xda, 0xdb) != 0) {
+        return JN_ENOMEM;
+    }
+    return mp_body(b, s, n);
+}
+
+int jn_mp_cstr(struct jn_buf *b, const char *s)
+{
+    return s ? jn_mp_str(b, s, strlen(s)) : jn_mp_str(b, "", 0);
+}
+
+int jn_mp_bin(struct jn_buf *b, const void *p, size_t n)
+{
+    if (mp_len(b, n, 0, 0, 0xc4, 0xc5, 0xc6) != 0) {
+        return JN_ENOMEM;
+    }
+    return mp_body(b, p, n);
 }
 
 int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
 {
-    struct pack_ctx c = {out, 0};
-    msgpack_packer pk;
+    size_t idl = strnlen(m->id, JN_ID_LEN), chl = strlen(m->channel);
+    /* An upper bound of the encoding (5 bytes for any container, string or binary header, 9 for
+     * an integer), reserved at once so the buffer does not grow while it is written. */
+    size_t need = 5 + 9 + 5 + idl + 5 + chl + 9 + 5 + 5 + m->len;
+    int rc;
 
-    msgpack_packer_init(&pk, &c, pack_write);
-    msgpack_pack_array(&pk, 6);
-    msgpack_pack_int(&pk, JN_MSG_FORMAT_VERSION);
-    pack_str(&pk, m->id);
-    pack_str(&pk, m->channel);
-    msgpack_pack_int64(&pk, m->recv_us);
-    msgpack_pack_array(&pk, m->nhdrs);
     for (size_t i = 0; i < m->nhdrs; i++) {
-        msgpack_pack_array(&pk, 2);
-        pack_str(&pk, m->hdrs[i].name);
-        pack_str(&pk, m->hdrs[i].value);
+        need += 5 + 5 + strlen(m->hdrs[i].name) + 5 + strlen(m->hdrs[i].value);
     }
-    msgpack_pack_bin(&pk, m->len);
-    msgpack_pack_bin_body(&pk, m->payload, m->len);
-    return c.failed ? JN_ENOMEM : 0;
+    if (jn_buf_reserve(out, need) != 0) {
+        return JN_ENOMEM;
+    }
+    rc = jn_mp_array(out, 6);
+    rc |= jn_mp_int(out, JN_MSG_FORMAT_VERSION);
+    rc |= jn_mp_str(out, m->id, idl);
+    rc |= jn_mp_str(out, m->channel, chl);
+    rc |= jn_mp_int(out, m->recv_us);
+    rc |= jn_mp_array(out, m->nhdrs);
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        rc |= jn_mp_array(out, 2);
+        rc |= jn_mp_cstr(out, m->hdrs[i].name);
+        rc |= jn_mp_cstr(out, m->hdrs[i].value);
+    }
+    rc |= jn_mp_bin(out, m->payload, m->len);
+    return rc ? JN_ENOMEM : 0;
 }
 
 /* A msgpack string as a NUL-terminated copy; embedded NULs are refused. */

@@ -93,6 +93,18 @@ int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out); /* 0 | JN_ENOMEM 
  * reason in err. Never trusts the input: any byte string is safe to pass. */
 int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_err *err);
 
+/*
+ * msgpack writing for the storage records, straight into a jn_buf: each value in its smallest
+ * encoding, the same bytes msgpack-c's packer writes (unsigned types for values >= 0, str8
+ * for strings of 32..255 bytes). No callback per piece and no NUL after each; the buffer is
+ * NUL-terminated when each call returns. 0 or JN_ENOMEM.
+ */
+int jn_mp_array(struct jn_buf *b, size_t n);
+int jn_mp_int(struct jn_buf *b, int64_t v);
+int jn_mp_str(struct jn_buf *b, const char *s, size_t n);
+int jn_mp_cstr(struct jn_buf *b, const char *s); /* NULL is "" */
+int jn_mp_bin(struct jn_buf *b, const void *p, size_t n);
+
 /* 0 when data holds msgpack objects whose containers announce no more elements than bytes
  * remain (run before msgpack-c, which allocates what a header announces); else JN_EPROTO.
  * Trailing bytes after the first object are allowed. */

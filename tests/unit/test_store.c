@@ -262,7 +262,9 @@ static void test_alloc_failures(void)
             first_ok = n;
         }
     }
-    CHECK(first_ok > 8); /* the walk went through every allocation before succeeding */
+    /* The walk went through every allocation before succeeding: the jtxn, its one buffer of
+     * keys and values, and the envelope of each of the three records that hold one. */
+    CHECK(first_ok >= 5);
     jn_msg_unref(&m);
 }
 
