@@ -64,7 +64,11 @@ void jn_journal_close(struct jn_journal *j);
 
 /* A new, empty group of operations; NULL when out of memory. */
 struct jn_jtxn *jn_jtxn_new(void);
+/* Frees t; NULL is a no-op. The calling thread keeps a few freed jtxns for its next
+ * jn_jtxn_new (a bounded cache, see jn_journal.c); jn_jtxn_cache_clear frees that thread's.
+ * jn_journal_close clears the cache of the thread that calls it. */
 void jn_jtxn_free(struct jn_jtxn *t);
+void jn_jtxn_cache_clear(void);
 /* Copies key and value. 0 or JN_ENOMEM; on failure the op is not added and the jtxn is as
  * it was (the caller may still submit what it holds, or free it). */
 int jn_jtxn_put(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, const void *v,
