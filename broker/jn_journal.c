@@ -57,6 +57,15 @@ struct jn_jtxn {
     struct jop inline_ops[JTXN_INLINE_OPS];
 };
 
+/* The largest key the writer has put into a database, to tell when a put may append (see
+ * apply). Longer keys (none today: queue keys are at most 265 bytes) are not remembered. */
+#define JLAST_KEY_MAX 272
+
+struct jlast {
+    size_t len;  /* 0: none known */
+    unsigned char key[JLAST_KEY_MAX];
+};
+
 struct jn_journal {
     MDB_env *env;
     int lock_fd;  /* data_dir/junction.lock, flock'd by the one process that writes */
@@ -72,6 +81,7 @@ struct jn_journal {
     struct event *done_ev;
     atomic_uint_least64_t seq;
     int64_t last_warn_ms; /* writer thread */
+    struct jlast last[JN_JDB__COUNT]; /* writer thread */
 };
 
 static int64_t mono_ms(void)
@@ -338,7 +348,32 @@ static int disk_full(const char *dir, unsigned long long *avail)
     return *avail < (1ULL << 20);
 }
 
-static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
+/* In LMDB's default order (memcmp, then the shorter first), is k after l's key? */
+static int after_last(const struct jlast *l, const MDB_val *k)
+{
+    size_t n = l->len < k->mv_size ? l->len : k->mv_size;
+    int c;
+
+    if (l->len == 0) {
+        return 0;
+    }
+    c = memcmp(k->mv_data, l->key, n);
+    return c > 0 || (c == 0 && k->mv_size > l->len);
+}
+
+/*
+ * Applies t's ops. last: the writer's largest keys, or NULL (jn_journal_write_now).
+ *
+ * Most keys grow: inbox keys are sequence numbers, log keys times then sequence numbers, queue
+ * keys sequence numbers within one destination, log_id keys start with a time-ordered id. A put
+ * whose key is after the largest key the writer has put into that database is tried with
+ * MDB_APPEND, which skips the search down the tree and splits a full leaf without moving half
+ * of it. LMDB itself compares the key with the database's last key and answers MDB_KEYEXIST,
+ * changing nothing, when it is not after it (a larger key from before a restart, another
+ * destination's queue, the clock stepping back); the put is then made the ordinary way. So the
+ * outcome is the same with or without the hint; only the cost differs.
+ */
+static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t, struct jlast *last)
 {
     for (size_t i = 0; i < t->n; i++) {
         struct jop *op = &t->ops[i];
@@ -352,7 +387,19 @@ static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
             }
         } else {
             MDB_val v = {op->vl, data + op->kl};
-            rc = mdb_put(txn, j->dbi[op->db], &k, &v, 0);
+            struct jlast *l = last ? &last[op->db] : NULL;
+            int after = l != NULL && after_last(l, &k);
+            rc = MDB_KEYEXIST;
+            if (after) {
+                rc = mdb_put(txn, j->dbi[op->db], &k, &v, MDB_APPEND);
+            }
+            if (rc == MDB_KEYEXIST) {
+                rc = mdb_put(txn, j->dbi[op->db], &k, &v, 0);
+            }
+            if (rc == 0 && l != NULL && (after || l->len == 0) && k.mv_size <= JLAST_KEY_MAX) {
+                memcpy(l->key, k.mv_data, k.mv_size);
+                l->len = k.mv_size;
+            }
         }
         if (rc != 0) {
             return rc;
@@ -414,7 +461,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
                 t->rc = JN_EFULL;
                 continue;
             }
-            rc = apply(j, txn, t);
+            rc = apply(j, txn, t, j->last);
         }
         if (rc == 0) {
             jn_be64(seqv, atomic_load(&j->seq));
@@ -719,7 +766,7 @@ int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
     int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
 
     if (rc == 0) {
-        rc = apply(j, txn, t);
+        rc = apply(j, txn, t, NULL);
         if (rc == 0) {
             rc = mdb_txn_commit(txn);
         } else {
