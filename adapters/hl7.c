@@ -465,7 +465,8 @@ static int next_seg(const char *b, size_t len, size_t *pos, unsigned flags, stru
     return 1;
 }
 
-/* Validates one segment and adds its element counts to c. idx is 0-based. */
+/* Validates one segment and, when c is not NULL, adds its element counts to c. idx is
+ * 0-based. */
 static int check_seg(const char *b, const struct segpos *sp, size_t idx, unsigned flags,
                      const struct jn_hl7_delims *d, struct counts *c, struct jn_err *err)
 {
@@ -507,6 +508,11 @@ static int check_seg(const char *b, const struct segpos *sp, size_t idx, unsigne
             return jn_err_set(err, JN_EPROTO, "segment %zu (%.3s): its delimiters differ from "
                               "the first header's", idx + 1, s);
         }
+    }
+    if (c == NULL) {
+        return 0; /* jn_hl7_check: valid, nothing to count */
+    }
+    if (header) {
         /* id, MSH-1, MSH-2: one value each. */
         c->fields += 3;
         c->reps += 3;
@@ -652,6 +658,47 @@ static void fill_seg(struct fill *f, const struct jn_hl7_delims *d, struct jn_hl
     }
 }
 
+/* The first pass of jn_hl7_parse: the delimiters, then every segment validated and, when c
+ * is not NULL, its elements counted. */
+static int scan_msg(const void *buf, size_t len, unsigned flags, struct jn_hl7_delims *d,
+                    struct counts *c, struct jn_err *err)
+{
+    struct segpos sp;
+    size_t pos = 0, nsegs = 0;
+    int rc;
+
+    rc = jn_hl7_delims_read(buf, len, d, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (flags & JN_HL7_STRICT) {
+        const char *lf = memchr(buf, '\n', len);
+        if (lf != NULL) {
+            size_t at = (size_t)(lf - (const char *)buf);
+            return jn_err_set(err, JN_EPROTO, "LF at offset %zu%s; strict mode takes CR only as "
+                              "the segment end", at, at > 0 && lf[-1] == '\r' ? " (a CRLF)" : "");
+        }
+    }
+    while (next_seg(buf, len, &pos, flags, &sp)) {
+        if (nsegs == JN_HL7_MAX_SEGMENTS) {
+            return jn_err_set(err, JN_EPROTO, "more than %d segments", JN_HL7_MAX_SEGMENTS);
+        }
+        rc = check_seg(buf, &sp, nsegs, flags, d, c, err);
+        if (rc != 0) {
+            return rc;
+        }
+        nsegs++;
+    }
+    return 0;
+}
+
+int jn_hl7_check(const void *buf, size_t len, unsigned flags, struct jn_err *err)
+{
+    struct jn_hl7_delims d;
+
+    return scan_msg(buf, len, flags, &d, NULL, err);
+}
+
 int jn_hl7_parse(const void *buf, size_t len, unsigned flags, struct jn_hl7_msg **out,
                  struct jn_err *err)
 {
@@ -665,26 +712,9 @@ int jn_hl7_parse(const void *buf, size_t len, unsigned flags, struct jn_hl7_msg 
     int rc;
 
     *out = NULL;
-    rc = jn_hl7_delims_read(buf, len, &d, err);
+    rc = scan_msg(buf, len, flags, &d, &c, err);
     if (rc != 0) {
         return rc;
-    }
-    if (flags & JN_HL7_STRICT) {
-        const char *lf = memchr(buf, '\n', len);
-        if (lf != NULL) {
-            size_t at = (size_t)(lf - (const char *)buf);
-            return jn_err_set(err, JN_EPROTO, "LF at offset %zu%s; strict mode takes CR only as "
-                              "the segment end", at, at > 0 && lf[-1] == '\r' ? " (a CRLF)" : "");
-        }
-    }
-    while (next_seg(buf, len, &pos, flags, &sp)) {
-        if (c.segs == JN_HL7_MAX_SEGMENTS) {
-            return jn_err_set(err, JN_EPROTO, "more than %d segments", JN_HL7_MAX_SEGMENTS);
-        }
-        rc = check_seg(buf, &sp, c.segs, flags, &d, &c, err);
-        if (rc != 0) {
-            return rc;
-        }
     }
     /* Each count is at most len + 3 per segment, so these sums cannot overflow a size_t for
      * any buffer that fits in memory; check anyway, cheaply. */
