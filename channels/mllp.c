@@ -256,13 +256,20 @@ static void shown(const char *p, size_t n, char *out, size_t cap)
     out[o] = '\0';
 }
 
+/* MSH-7 of our ACKs: this second in UTC, formatted once a second (loop thread only). */
 static void now_ts(char out[32])
 {
+    static char ts[32];
+    static time_t ts_sec = -1;
     time_t t = time(NULL);
     struct tm tm;
 
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y%m%d%H%M%S+0000", &tm);
+    if (t != ts_sec) {
+        gmtime_r(&t, &tm);
+        strftime(ts, sizeof(ts), "%Y%m%d%H%M%S+0000", &tm);
+        ts_sec = t;
+    }
+    memcpy(out, ts, sizeof(ts));
 }
 
 /* An ACK's own MSH-10: the first 20 characters of a fresh message id (48 bits of time, 50

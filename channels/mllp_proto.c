@@ -315,22 +315,29 @@ int jn_mllp_ack_wanted(const struct jn_mllp_msh *m, char code)
 }
 
 /* Echoes a raw value from the peer's MSH, without control bytes (an ACK must never carry a
- * frame marker or a segment end) and at most cap bytes. */
+ * frame marker or a segment end) and at most cap bytes. Runs between control bytes are
+ * appended whole. */
 static int echo(struct jn_buf *b, const struct jn_hl7_span *s, size_t cap)
 {
-    for (size_t i = 0; i < s->len && i < cap; i++) {
-        if ((unsigned char)s->p[i] >= 0x20 && jn_buf_putc(b, s->p[i]) != 0) {
-            return JN_ENOMEM;
+    size_t n = s->len < cap ? s->len : cap, run = 0;
+
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || (unsigned char)s->p[i] < 0x20) {
+            if (i > run && jn_buf_append(b, s->p + run, i - run) != 0) {
+                return JN_ENOMEM;
+            }
+            run = i + 1;
         }
     }
     return 0;
 }
 
 /* Our own text in a value: delimiters escaped (\F\ ...), control bytes as blanks, cut at max
- * bytes of input (so at most 3 * max out) without splitting a UTF-8 sequence. */
+ * bytes of input (so at most 3 * max out) without splitting a UTF-8 sequence. Runs of plain
+ * bytes are appended whole. */
 static int text(struct jn_buf *b, const struct jn_hl7_delims *d, const char *s, size_t max)
 {
-    size_t n = strlen(s);
+    size_t n = strlen(s), run = 0;
     struct jn_hl7_delims e = *d;
 
     if (n > max) {
@@ -339,14 +346,28 @@ static int text(struct jn_buf *b, const struct jn_hl7_delims *d, const char *s, 
             n--;
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        char c = (unsigned char)s[i] < 0x20 ? ' ' : s[i];
-        int rc;
-        if (c == e.field || c == e.comp || c == e.rep || c == e.esc || c == e.sub ||
-            (e.trunc && c == e.trunc)) {
-            rc = jn_hl7_escape(&e, &c, 1, b);
+    for (size_t i = 0; i <= n; i++) {
+        char c;
+        int rc = 0;
+        if (i < n) {
+            c = s[i];
+            if ((unsigned char)c >= 0x20 && c != e.field && c != e.comp && c != e.rep &&
+                c != e.esc && c != e.sub && !(e.trunc && c == e.trunc)) {
+                continue; /* plain: part of the run */
+            }
+        }
+        if (i > run && jn_buf_append(b, s + run, i - run) != 0) {
+            return JN_ENOMEM;
+        }
+        run = i + 1;
+        if (i == n) {
+            break;
+        }
+        c = s[i];
+        if ((unsigned char)c < 0x20) {
+            rc = jn_buf_putc(b, ' ');
         } else {
-            rc = jn_buf_putc(b, c);
+            rc = jn_hl7_escape(&e, &c, 1, b);
         }
         if (rc != 0) {
             return JN_ENOMEM;
@@ -387,6 +408,9 @@ int jn_mllp_ack_build(const struct jn_mllp_msh *m, char code, int err_code, cons
     char enc[6] = {d->comp, d->rep, d->esc, d->sub, d->trunc, 0};
     int rc = 0;
 
+    /* Room for a usual ACK at once: the echoed fields and 256 bytes of the rest. */
+    rc |= jn_buf_reserve(&b, 256 + m->recv_app.len + m->recv_fac.len + m->send_app.len +
+                                 m->send_fac.len + m->proc.len + m->version.len + m->ctlid.len);
     rc |= jn_buf_puts(&b, "MSH");
     rc |= jn_buf_putc(&b, F);
     rc |= jn_buf_puts(&b, enc);
