@@ -212,7 +212,6 @@ void jn_msg_unref(struct jn_msg **mp)
     }
     for (size_t i = 0; i < m->nhdrs; i++) {
         jn_free(m->hdrs[i].name);
-        jn_free(m->hdrs[i].value);
     }
     jn_free(m->hdrs);
     jn_free(m->channel);
@@ -247,10 +246,29 @@ const char *jn_msg_header_get(const struct jn_msg *m, const char *name)
     return NULL;
 }
 
-int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value)
+/* name and value (nl and vl bytes) in one new allocation, set into h. 0 | JN_ENOMEM */
+static int header_make(struct jn_header *h, const char *name, size_t nl, const char *value,
+                       size_t vl)
 {
-    char *n, *v;
+    char *p = jn_malloc(nl + vl + 2);
 
+    if (p == NULL) {
+        return JN_ENOMEM;
+    }
+    memcpy(p, name, nl);
+    p[nl] = '\0';
+    if (vl) {
+        memcpy(p + nl + 1, value, vl);
+    }
+    p[nl + 1 + vl] = '\0';
+    h->name = p;
+    h->value = p + nl + 1;
+    return 0;
+}
+
+static int header_push(struct jn_msg *m, const char *name, size_t nl, const char *value,
+                       size_t vl)
+{
     if (m->nhdrs == m->caphdrs) {
         size_t cap = m->caphdrs ? m->caphdrs * 2 : 8;
         struct jn_header *h = jn_realloc(m->hdrs, cap * sizeof(*h));
@@ -260,30 +278,47 @@ int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value)
         m->hdrs = h;
         m->caphdrs = cap;
     }
-    n = jn_strdup(name);
-    v = jn_strdup(value);
-    if (n == NULL || v == NULL) {
-        jn_free(n);
-        jn_free(v);
+    if (header_make(&m->hdrs[m->nhdrs], name, nl, value, vl) != 0) {
         return JN_ENOMEM;
     }
-    m->hdrs[m->nhdrs].name = n;
-    m->hdrs[m->nhdrs].value = v;
     m->nhdrs++;
     return 0;
+}
+
+int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value)
+{
+    return header_push(m, name, strlen(name), value, strlen(value));
+}
+
+int jn_msg_header_addn(struct jn_msg *m, const char *name, const char *value, size_t vlen)
+{
+    return header_push(m, name, strlen(name), value, vlen);
+}
+
+int jn_header_set_value(struct jn_header *h, const char *value)
+{
+    struct jn_header n;
+
+    if (header_make(&n, h->name, strlen(h->name), value, strlen(value)) != 0) {
+        return JN_ENOMEM;
+    }
+    jn_free(h->name);
+    *h = n;
+    return 0;
+}
+
+void jn_header_clear(struct jn_header *h)
+{
+    jn_free(h->name);
+    h->name = NULL;
+    h->value = NULL;
 }
 
 int jn_msg_header_set(struct jn_msg *m, const char *name, const char *value)
 {
     for (size_t i = 0; i < m->nhdrs; i++) {
         if (strcasecmp(m->hdrs[i].name, name) == 0) {
-            char *v = jn_strdup(value);
-            if (v == NULL) {
-                return JN_ENOMEM;
-            }
-            jn_free(m->hdrs[i].value);
-            m->hdrs[i].value = v;
-            return 0;
+            return jn_header_set_value(&m->hdrs[i], value);
         }
     }
     return jn_msg_header_add(m, name, value);
@@ -296,8 +331,7 @@ int jn_msg_header_del(struct jn_msg *m, const char *name)
 
     for (size_t i = 0; i < m->nhdrs; i++) {
         if (strcasecmp(m->hdrs[i].name, name) == 0) {
-            jn_free(m->hdrs[i].name);
-            jn_free(m->hdrs[i].value);
+            jn_header_clear(&m->hdrs[i]);
             n++;
         } else {
             m->hdrs[w++] = m->hdrs[i];
@@ -444,10 +478,16 @@ int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
     return rc ? JN_ENOMEM : 0;
 }
 
+/* A msgpack string without NUL bytes. */
+static int obj_plain_str(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_STR && memchr(o->via.str.ptr, '\0', o->via.str.size) == NULL;
+}
+
 /* A msgpack string as a NUL-terminated copy; embedded NULs are refused. */
 static char *obj_strdup(const msgpack_object *o)
 {
-    if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, '\0', o->via.str.size)) {
+    if (!obj_plain_str(o)) {
         return NULL;
     }
     return jn_strndup(o->via.str.ptr, o->via.str.size);
@@ -495,23 +535,20 @@ static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err
     hs = &f[4];
     for (uint32_t i = 0; i < hs->via.array.size; i++) {
         const msgpack_object *h = &hs->via.array.ptr[i];
-        char *n, *v;
+        const msgpack_object *hn, *hv;
         int rc;
         if (h->type != MSGPACK_OBJECT_ARRAY || h->via.array.size != 2) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_EPROTO, "header %u is not a [name, value] pair", i);
         }
-        n = obj_strdup(&h->via.array.ptr[0]);
-        v = obj_strdup(&h->via.array.ptr[1]);
-        if (n == NULL || v == NULL) {
-            jn_free(n);
-            jn_free(v);
+        hn = &h->via.array.ptr[0];
+        hv = &h->via.array.ptr[1];
+        if (!obj_plain_str(hn) || !obj_plain_str(hv)) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_EPROTO, "header %u is not two strings without NUL", i);
         }
-        rc = jn_msg_header_add(m, n, v);
-        jn_free(n);
-        jn_free(v);
+        rc = header_push(m, hn->via.str.ptr, hn->via.str.size, hv->via.str.ptr,
+                         hv->via.str.size);
         if (rc != 0) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_ENOMEM, "out of memory decoding a record");

@@ -28,9 +28,11 @@
 
 #define JN_ID_LEN 26
 
+/* A header's name and value are one allocation, held through name; value points into it.
+ * Change one in place only with jn_header_set_value and jn_header_clear. */
 struct jn_header {
-    char *name;  /* owned; compared without regard to case */
-    char *value; /* owned */
+    char *name;  /* owned (with the value); compared without regard to case */
+    char *value; /* inside name's allocation */
 };
 
 struct jn_msg {
@@ -81,6 +83,13 @@ const char *jn_msg_header_get(const struct jn_msg *m, const char *name);
 int jn_msg_header_set(struct jn_msg *m, const char *name, const char *value); /* 0 | JN_ENOMEM */
 int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value); /* 0 | JN_ENOMEM */
 int jn_msg_header_del(struct jn_msg *m, const char *name); /* number removed */
+/* add, with a value of vlen bytes (no NUL needed; it must hold none). 0 | JN_ENOMEM */
+int jn_msg_header_addn(struct jn_msg *m, const char *name, const char *value, size_t vlen);
+
+/* For a service editing the header array of its own copy: replaces h's value (the name is
+ * kept; on JN_ENOMEM h is unchanged), or frees h (its pointers are NULL after). */
+int jn_header_set_value(struct jn_header *h, const char *value);
+void jn_header_clear(struct jn_header *h);
 
 /*
  * Storage encoding (msgpack), format version 1:
