@@ -491,11 +491,14 @@ static int check_seg(const char *b, const struct segpos *sp, size_t idx, unsigne
         return jn_err_set(err, JN_EPROTO, "segment %zu: '%s' is not a segment id, expected "
                           "three of A-Z, 0-9 followed by %c", idx + 1, shown, d->field);
     }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == HL7_VT || s[i] == HL7_FS) {
+    {
+        /* The first frame marker, if any (memchr scans a word at a time). */
+        const char *vt = memchr(s, HL7_VT, n), *fs = memchr(s, HL7_FS, n);
+        const char *at = vt == NULL || (fs != NULL && fs < vt) ? fs : vt;
+        if (at != NULL) {
             return jn_err_set(err, JN_EPROTO, "segment %zu (%.3s): byte %s at offset %zu is an "
-                              "MLLP frame marker, not data", idx + 1, s, show_byte(s[i], sb),
-                              sp->start + i);
+                              "MLLP frame marker, not data", idx + 1, s, show_byte(*at, sb),
+                              sp->start + (size_t)(at - s));
         }
     }
     header = is_header_id(s);

@@ -324,6 +324,11 @@ static void test_parse_errors(void)
                                                "three of A-Z, 0-9 followed by |");
     CHECK_STR(parse_err("MSH|^~\\&|\rPID|\x1c\r", 0), "segment 2 (PID): byte 0x1c at offset "
                                                       "14 is an MLLP frame marker, not data");
+    /* The first marker of the two kinds is the one named. */
+    CHECK_STR(parse_err("MSH|^~\\&|\rPID|a\x0b" "b\x1c\r", 0), "segment 2 (PID): byte 0x0b at "
+              "offset 15 is an MLLP frame marker, not data");
+    CHECK_STR(parse_err("MSH|^~\\&|\rPID|a\x1c" "b\x0b\r", 0), "segment 2 (PID): byte 0x1c at "
+              "offset 15 is an MLLP frame marker, not data");
     CHECK_STR(parse_err("MSH|^~\\&|\r\rPID|1\r", JN_HL7_STRICT), "segment 2 is empty (a CR on "
                                                                  "its own)");
     CHECK_STR(parse_err("MSH|^~\\&|\r\nPID|1\r", JN_HL7_STRICT),
