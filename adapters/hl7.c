@@ -433,23 +433,33 @@ struct counts {
     size_t segs, fields, reps, comps, subs;
 };
 
-/* Where segment i starts and ends: the text up to the first CR or LF, then its end. */
+/* Where segment i starts and ends: the text up to the first CR or LF, then its end. cr: the
+ * next CR at or after the segment (len: none left; SEG_CR_UNKNOWN before the first call). */
 struct segpos {
     size_t start, end, eol_end;
+    size_t cr;
 };
 
-/* Returns the next segment from *pos, or 0 at the end. Strict: the end is one CR. */
+#define SEG_CR_UNKNOWN SIZE_MAX
+
+/* Returns the next segment from *pos, or 0 at the end. Strict: the end is one CR.
+ * The end is found with memchr: the next CR (remembered in sp->cr until it is passed, so a
+ * message without CRs is not searched again for every segment), then an LF before it. */
 static int next_seg(const char *b, size_t len, size_t *pos, unsigned flags, struct segpos *sp)
 {
     size_t i = *pos;
+    const char *lf;
 
     if (i >= len) {
         return 0;
     }
     sp->start = i;
-    while (i < len && b[i] != '\r' && b[i] != '\n') {
-        i++;
+    if (sp->cr == SEG_CR_UNKNOWN || sp->cr < i) {
+        const char *cr = memchr(b + i, '\r', len - i);
+        sp->cr = cr ? (size_t)(cr - b) : len;
     }
+    lf = memchr(b + i, '\n', sp->cr - i);
+    i = lf ? (size_t)(lf - b) : sp->cr;
     sp->end = i;
     if (flags & JN_HL7_STRICT) {
         if (i < len && b[i] == '\r') {
@@ -666,7 +676,7 @@ static void fill_seg(struct fill *f, const struct jn_hl7_delims *d, struct jn_hl
 static int scan_msg(const void *buf, size_t len, unsigned flags, struct jn_hl7_delims *d,
                     struct counts *c, struct jn_err *err)
 {
-    struct segpos sp;
+    struct segpos sp = {.cr = SEG_CR_UNKNOWN};
     size_t pos = 0, nsegs = 0;
     int rc;
 
@@ -748,6 +758,7 @@ int jn_hl7_parse(const void *buf, size_t len, unsigned flags, struct jn_hl7_msg 
     memcpy(m->buf, buf, len);
     m->buf[len] = '\0';
     pos = 0;
+    sp.cr = SEG_CR_UNKNOWN;
     while (next_seg(m->buf, len, &pos, flags, &sp)) {
         fill_seg(&f, &d, &m->segs[si++], m->buf, &sp);
     }
