@@ -433,23 +433,33 @@ struct counts {
     size_t segs, fields, reps, comps, subs;
 };
 
-/* Where segment i starts and ends: the text up to the first CR or LF, then its end. */
+/* Where segment i starts and ends: the text up to the first CR or LF, then its end. cr: the
+ * next CR at or after the segment (len: none left; SEG_CR_UNKNOWN before the first call). */
 struct segpos {
     size_t start, end, eol_end;
+    size_t cr;
 };
 
-/* Returns the next segment from *pos, or 0 at the end. Strict: the end is one CR. */
+#define SEG_CR_UNKNOWN SIZE_MAX
+
+/* Returns the next segment from *pos, or 0 at the end. Strict: the end is one CR.
+ * The end is found with memchr: the next CR (remembered in sp->cr until it is passed, so a
+ * message without CRs is not searched again for every segment), then an LF before it. */
 static int next_seg(const char *b, size_t len, size_t *pos, unsigned flags, struct segpos *sp)
 {
     size_t i = *pos;
+    const char *lf;
 
     if (i >= len) {
         return 0;
     }
     sp->start = i;
-    while (i < len && b[i] != '\r' && b[i] != '\n') {
-        i++;
+    if (sp->cr == SEG_CR_UNKNOWN || sp->cr < i) {
+        const char *cr = memchr(b + i, '\r', len - i);
+        sp->cr = cr ? (size_t)(cr - b) : len;
     }
+    lf = memchr(b + i, '\n', sp->cr - i);
+    i = lf ? (size_t)(lf - b) : sp->cr;
     sp->end = i;
     if (flags & JN_HL7_STRICT) {
         if (i < len && b[i] == '\r') {
@@ -465,7 +475,8 @@ static int next_seg(const char *b, size_t len, size_t *pos, unsigned flags, stru
     return 1;
 }
 
-/* Validates one segment and adds its element counts to c. idx is 0-based. */
+/* Validates one segment and, when c is not NULL, adds its element counts to c. idx is
+ * 0-based. */
 static int check_seg(const char *b, const struct segpos *sp, size_t idx, unsigned flags,
                      const struct jn_hl7_delims *d, struct counts *c, struct jn_err *err)
 {
@@ -490,11 +501,14 @@ static int check_seg(const char *b, const struct segpos *sp, size_t idx, unsigne
         return jn_err_set(err, JN_EPROTO, "segment %zu: '%s' is not a segment id, expected "
                           "three of A-Z, 0-9 followed by %c", idx + 1, shown, d->field);
     }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == HL7_VT || s[i] == HL7_FS) {
+    {
+        /* The first frame marker, if any (memchr scans a word at a time). */
+        const char *vt = memchr(s, HL7_VT, n), *fs = memchr(s, HL7_FS, n);
+        const char *at = vt == NULL || (fs != NULL && fs < vt) ? fs : vt;
+        if (at != NULL) {
             return jn_err_set(err, JN_EPROTO, "segment %zu (%.3s): byte %s at offset %zu is an "
-                              "MLLP frame marker, not data", idx + 1, s, show_byte(s[i], sb),
-                              sp->start + i);
+                              "MLLP frame marker, not data", idx + 1, s, show_byte(*at, sb),
+                              sp->start + (size_t)(at - s));
         }
     }
     header = is_header_id(s);
@@ -507,6 +521,11 @@ static int check_seg(const char *b, const struct segpos *sp, size_t idx, unsigne
             return jn_err_set(err, JN_EPROTO, "segment %zu (%.3s): its delimiters differ from "
                               "the first header's", idx + 1, s);
         }
+    }
+    if (c == NULL) {
+        return 0; /* jn_hl7_check: valid, nothing to count */
+    }
+    if (header) {
         /* id, MSH-1, MSH-2: one value each. */
         c->fields += 3;
         c->reps += 3;
@@ -652,6 +671,47 @@ static void fill_seg(struct fill *f, const struct jn_hl7_delims *d, struct jn_hl
     }
 }
 
+/* The first pass of jn_hl7_parse: the delimiters, then every segment validated and, when c
+ * is not NULL, its elements counted. */
+static int scan_msg(const void *buf, size_t len, unsigned flags, struct jn_hl7_delims *d,
+                    struct counts *c, struct jn_err *err)
+{
+    struct segpos sp = {.cr = SEG_CR_UNKNOWN};
+    size_t pos = 0, nsegs = 0;
+    int rc;
+
+    rc = jn_hl7_delims_read(buf, len, d, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (flags & JN_HL7_STRICT) {
+        const char *lf = memchr(buf, '\n', len);
+        if (lf != NULL) {
+            size_t at = (size_t)(lf - (const char *)buf);
+            return jn_err_set(err, JN_EPROTO, "LF at offset %zu%s; strict mode takes CR only as "
+                              "the segment end", at, at > 0 && lf[-1] == '\r' ? " (a CRLF)" : "");
+        }
+    }
+    while (next_seg(buf, len, &pos, flags, &sp)) {
+        if (nsegs == JN_HL7_MAX_SEGMENTS) {
+            return jn_err_set(err, JN_EPROTO, "more than %d segments", JN_HL7_MAX_SEGMENTS);
+        }
+        rc = check_seg(buf, &sp, nsegs, flags, d, c, err);
+        if (rc != 0) {
+            return rc;
+        }
+        nsegs++;
+    }
+    return 0;
+}
+
+int jn_hl7_check(const void *buf, size_t len, unsigned flags, struct jn_err *err)
+{
+    struct jn_hl7_delims d;
+
+    return scan_msg(buf, len, flags, &d, NULL, err);
+}
+
 int jn_hl7_parse(const void *buf, size_t len, unsigned flags, struct jn_hl7_msg **out,
                  struct jn_err *err)
 {
@@ -665,26 +725,9 @@ int jn_hl7_parse(const void *buf, size_t len, unsigned flags, struct jn_hl7_msg 
     int rc;
 
     *out = NULL;
-    rc = jn_hl7_delims_read(buf, len, &d, err);
+    rc = scan_msg(buf, len, flags, &d, &c, err);
     if (rc != 0) {
         return rc;
-    }
-    if (flags & JN_HL7_STRICT) {
-        const char *lf = memchr(buf, '\n', len);
-        if (lf != NULL) {
-            size_t at = (size_t)(lf - (const char *)buf);
-            return jn_err_set(err, JN_EPROTO, "LF at offset %zu%s; strict mode takes CR only as "
-                              "the segment end", at, at > 0 && lf[-1] == '\r' ? " (a CRLF)" : "");
-        }
-    }
-    while (next_seg(buf, len, &pos, flags, &sp)) {
-        if (c.segs == JN_HL7_MAX_SEGMENTS) {
-            return jn_err_set(err, JN_EPROTO, "more than %d segments", JN_HL7_MAX_SEGMENTS);
-        }
-        rc = check_seg(buf, &sp, c.segs, flags, &d, &c, err);
-        if (rc != 0) {
-            return rc;
-        }
     }
     /* Each count is at most len + 3 per segment, so these sums cannot overflow a size_t for
      * any buffer that fits in memory; check anyway, cheaply. */
@@ -715,6 +758,7 @@ int jn_hl7_parse(const void *buf, size_t len, unsigned flags, struct jn_hl7_msg 
     memcpy(m->buf, buf, len);
     m->buf[len] = '\0';
     pos = 0;
+    sp.cr = SEG_CR_UNKNOWN;
     while (next_seg(m->buf, len, &pos, flags, &sp)) {
         fill_seg(&f, &d, &m->segs[si++], m->buf, &sp);
     }

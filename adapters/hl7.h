@@ -162,6 +162,10 @@ int jn_hl7_parse(const void *buf, size_t len, unsigned flags, struct jn_hl7_msg 
                  struct jn_err *err);
 void jn_hl7_free(struct jn_hl7_msg *m); /* NULL is a no-op */
 
+/* The checks of jn_hl7_parse alone, without building the message: 0, or JN_EPROTO with the
+ * same reason jn_hl7_parse gives. Allocates nothing. */
+int jn_hl7_check(const void *buf, size_t len, unsigned flags, struct jn_err *err);
+
 /* Serializes m into out (appending). For a message as parsed this is the input, byte for
  * byte. 0 or JN_ENOMEM. */
 int jn_hl7_write(const struct jn_hl7_msg *m, struct jn_buf *out);

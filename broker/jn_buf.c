@@ -8,7 +8,7 @@
 #include "jn_err.h"
 #include "jn_mem.h"
 
-int jn_buf_reserve(struct jn_buf *b, size_t extra)
+int jn_buf__grow(struct jn_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     size_t cap;

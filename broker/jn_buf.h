@@ -15,7 +15,13 @@ struct jn_buf {
 
 #define JN_BUF_INIT {NULL, 0, 0}
 
-int jn_buf_reserve(struct jn_buf *b, size_t extra);       /* 0 or JN_ENOMEM */
+/* Room for extra more bytes and the NUL. 0 or JN_ENOMEM. Inline when there is room already
+ * (the usual case on the hot path); jn_buf__grow does the rest. */
+int jn_buf__grow(struct jn_buf *b, size_t extra);
+static inline int jn_buf_reserve(struct jn_buf *b, size_t extra)
+{
+    return b->cap > b->len && extra < b->cap - b->len ? 0 : jn_buf__grow(b, extra);
+}
 int jn_buf_append(struct jn_buf *b, const void *p, size_t n);
 int jn_buf_puts(struct jn_buf *b, const char *s);
 int jn_buf_putc(struct jn_buf *b, char c);

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "jn_buf.h"
 #include "jn_log.h"
 #include "jn_mem.h"
 
@@ -34,18 +36,35 @@ static const char *const db_names[JN_JDB__COUNT] = {"meta", "inbox", "queue", "d
 struct jop {
     unsigned char db;
     unsigned char del;
+    size_t off;     /* of the key in the jtxn's data; the value follows it */
     size_t kl, vl;
-    unsigned char *data; /* key then value */
 };
+
+/* The ops of the usual jtxn (an ingest: 3, a routing to one destination: 4) fit in the jtxn
+ * itself, and every key and value is appended to one buffer: building a jtxn costs a few
+ * allocations, not one per op. */
+#define JTXN_INLINE_OPS 6
 
 struct jn_jtxn {
     struct jn_jtxn *next;
-    struct jop *ops;
+    struct jop *ops;      /* inline, or allocated past JTXN_INLINE_OPS */
     size_t n, cap;
+    struct jn_buf data;   /* keys and values, back to back */
+    int open;             /* a put_begin waits for its put_end */
     int refusable;
     int rc;
     jn_journal_cb cb;
     void *arg;
+    struct jop inline_ops[JTXN_INLINE_OPS];
+};
+
+/* The largest key the writer has put into a database, to tell when a put may append (see
+ * apply). Longer keys (none today: queue keys are at most 265 bytes) are not remembered. */
+#define JLAST_KEY_MAX 272
+
+struct jlast {
+    size_t len;  /* 0: none known */
+    unsigned char key[JLAST_KEY_MAX];
 };
 
 struct jn_journal {
@@ -66,6 +85,7 @@ struct jn_journal {
     int64_t last_drop_ms; /* writer thread */
     void *map;            /* LMDB's map (found at open; NULL if not), for drop_map_pages */
     size_t map_len;
+    struct jlast last[JN_JDB__COUNT]; /* writer thread */
 };
 
 static int64_t mono_ms(void)
@@ -76,9 +96,43 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * Freed jtxns are kept for reuse, with their data buffer, by the thread that frees them: the
+ * loop thread, which also makes them (three per message). Otherwise every jtxn and its ~2 KiB
+ * buffer would go through malloc's slow path: a batch of them outruns malloc's per-thread
+ * cache, and requests of 1 KiB and more make it consolidate its free chunks first. Bounded:
+ * JTXN_CACHE_MAX jtxns whose buffers are at most JTXN_CACHE_BUF bytes (about 530 KiB at
+ * worst, 150 KiB with 1 KiB messages). A thread's cache lasts as long as the thread;
+ * jn_jtxn_cache_clear empties it.
+ */
+#define JTXN_CACHE_MAX 64
+#define JTXN_CACHE_BUF 8192
+
+static _Thread_local struct jn_jtxn *jtxn_cache;
+static _Thread_local unsigned jtxn_ncache;
+
 struct jn_jtxn *jn_jtxn_new(void)
 {
-    return jn_calloc(1, sizeof(struct jn_jtxn));
+    struct jn_jtxn *t = jtxn_cache;
+    struct jn_buf data = JN_BUF_INIT;
+
+    if (t != NULL) {
+        jtxn_cache = t->next;
+        jtxn_ncache--;
+        data = t->data;
+        data.len = 0;
+    } else {
+        t = jn_malloc(sizeof(*t));
+        if (t == NULL) {
+            return NULL;
+        }
+    }
+    /* Only the header is cleared; the inline ops are written before they are read. */
+    memset(t, 0, offsetof(struct jn_jtxn, inline_ops));
+    t->ops = t->inline_ops;
+    t->cap = JTXN_INLINE_OPS;
+    t->data = data;
+    return t;
 }
 
 void jn_jtxn_free(struct jn_jtxn *t)
@@ -86,38 +140,84 @@ void jn_jtxn_free(struct jn_jtxn *t)
     if (t == NULL) {
         return;
     }
-    for (size_t i = 0; i < t->n; i++) {
-        jn_free(t->ops[i].data);
+    if (t->ops != t->inline_ops) {
+        jn_free(t->ops);
+        t->ops = t->inline_ops;
     }
-    jn_free(t->ops);
+    if (jtxn_ncache < JTXN_CACHE_MAX && t->data.cap <= JTXN_CACHE_BUF) {
+        t->next = jtxn_cache;
+        jtxn_cache = t;
+        jtxn_ncache++;
+        return;
+    }
+    jn_buf_reset(&t->data);
     jn_free(t);
+}
+
+void jn_jtxn_cache_clear(void)
+{
+    while (jtxn_cache != NULL) {
+        struct jn_jtxn *t = jtxn_cache;
+        jtxn_cache = t->next;
+        jn_buf_reset(&t->data);
+        jn_free(t);
+    }
+    jtxn_ncache = 0;
+}
+
+/* Room for one more op; 0 or JN_ENOMEM. */
+static int op_slot(struct jn_jtxn *t)
+{
+    struct jop *ops;
+    size_t cap;
+
+    if (t->n < t->cap) {
+        return 0;
+    }
+    cap = t->cap * 2;
+    if (t->ops == t->inline_ops) {
+        ops = jn_malloc(cap * sizeof(*ops));
+        if (ops != NULL) {
+            memcpy(ops, t->inline_ops, t->n * sizeof(*ops));
+        }
+    } else {
+        ops = jn_realloc(t->ops, cap * sizeof(*ops));
+    }
+    if (ops == NULL) {
+        return JN_ENOMEM;
+    }
+    t->ops = ops;
+    t->cap = cap;
+    return 0;
+}
+
+/* Appends to the data; the first time with room for a typical jtxn (an envelope of about a
+ * KiB and the action log), so it seldom grows. */
+static int data_add(struct jn_jtxn *t, const void *p, size_t n)
+{
+    if (t->data.cap == 0 && jn_buf_reserve(&t->data, n > 2000 ? n : 2000) != 0) {
+        return JN_ENOMEM;
+    }
+    return jn_buf_append(&t->data, p, n);
 }
 
 static int add_op(struct jn_jtxn *t, enum jn_jdb db, int del, const void *k, size_t kl,
                   const void *v, size_t vl)
 {
+    size_t off = t->data.len;
     struct jop *op;
 
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 4;
-        struct jop *ops = jn_realloc(t->ops, cap * sizeof(*ops));
-        if (ops == NULL) {
-            return JN_ENOMEM;
-        }
-        t->ops = ops;
-        t->cap = cap;
-    }
-    op = &t->ops[t->n];
-    op->data = jn_malloc(kl + vl + 1);
-    if (op->data == NULL) {
+    if (t->open || op_slot(t) != 0) {
         return JN_ENOMEM;
     }
-    memcpy(op->data, k, kl);
-    if (vl) {
-        memcpy(op->data + kl, v, vl);
+    if (data_add(t, k, kl) != 0 || (vl && data_add(t, v, vl) != 0)) {
+        t->data.len = off; /* as before */
+        return JN_ENOMEM;
     }
+    op = &t->ops[t->n];
     op->db = (unsigned char)db;
     op->del = (unsigned char)del;
+    op->off = off;
     op->kl = kl;
     op->vl = vl;
     t->n++;
@@ -133,6 +233,37 @@ int jn_jtxn_put(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, con
 int jn_jtxn_del(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl)
 {
     return add_op(t, db, 1, k, kl, NULL, 0);
+}
+
+struct jn_buf *jn_jtxn_put_begin(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl)
+{
+    if (add_op(t, db, 0, k, kl, NULL, 0) != 0) {
+        return NULL;
+    }
+    t->open = 1;
+    return &t->data;
+}
+
+int jn_jtxn_put_end(struct jn_jtxn *t, int rc)
+{
+    struct jop *op;
+
+    if (!t->open) {
+        return JN_EINVAL;
+    }
+    t->open = 0;
+    op = &t->ops[t->n - 1];
+    if (rc != 0) {
+        /* Dropped whole: the jtxn is as it was before put_begin. */
+        t->n--;
+        t->data.len = op->off;
+        if (t->data.p) {
+            t->data.p[t->data.len] = '\0';
+        }
+        return rc;
+    }
+    op->vl = t->data.len - op->off - op->kl;
+    return 0;
 }
 
 uint64_t jn_journal_seq(struct jn_journal *j)
@@ -237,11 +368,37 @@ static int put_seq(struct jn_journal *j, MDB_txn *txn)
     return mdb_put(txn, j->dbi[JN_JDB_META], &k, &v, 0);
 }
 
-static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
+/* In LMDB's default order (memcmp, then the shorter first), is k after l's key? */
+static int after_last(const struct jlast *l, const MDB_val *k)
+{
+    size_t n = l->len < k->mv_size ? l->len : k->mv_size;
+    int c;
+
+    if (l->len == 0) {
+        return 0;
+    }
+    c = memcmp(k->mv_data, l->key, n);
+    return c > 0 || (c == 0 && k->mv_size > l->len);
+}
+
+/*
+ * Applies t's ops. last: the writer's largest keys, or NULL (jn_journal_write_now).
+ *
+ * Most keys grow: inbox keys are sequence numbers, log keys times then sequence numbers, queue
+ * keys sequence numbers within one destination, log_id keys start with a time-ordered id. A put
+ * whose key is after the largest key the writer has put into that database is tried with
+ * MDB_APPEND, which skips the search down the tree and splits a full leaf without moving half
+ * of it. LMDB itself compares the key with the database's last key and answers MDB_KEYEXIST,
+ * changing nothing, when it is not after it (a larger key from before a restart, another
+ * destination's queue, the clock stepping back); the put is then made the ordinary way. So the
+ * outcome is the same with or without the hint; only the cost differs.
+ */
+static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t, struct jlast *last)
 {
     for (size_t i = 0; i < t->n; i++) {
         struct jop *op = &t->ops[i];
-        MDB_val k = {op->kl, op->data};
+        unsigned char *data = (unsigned char *)t->data.p + op->off;
+        MDB_val k = {op->kl, data};
         int rc;
         if (op->del) {
             rc = mdb_del(txn, j->dbi[op->db], &k, NULL);
@@ -249,8 +406,20 @@ static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t)
                 rc = 0;
             }
         } else {
-            MDB_val v = {op->vl, op->data + op->kl};
-            rc = mdb_put(txn, j->dbi[op->db], &k, &v, 0);
+            MDB_val v = {op->vl, data + op->kl};
+            struct jlast *l = last ? &last[op->db] : NULL;
+            int after = l != NULL && after_last(l, &k);
+            rc = MDB_KEYEXIST;
+            if (after) {
+                rc = mdb_put(txn, j->dbi[op->db], &k, &v, MDB_APPEND);
+            }
+            if (rc == MDB_KEYEXIST) {
+                rc = mdb_put(txn, j->dbi[op->db], &k, &v, 0);
+            }
+            if (rc == 0 && l != NULL && (after || l->len == 0) && k.mv_size <= JLAST_KEY_MAX) {
+                memcpy(l->key, k.mv_data, k.mv_size);
+                l->len = k.mv_size;
+            }
         }
         if (rc != 0) {
             return rc;
@@ -310,7 +479,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
                 t->rc = JN_EFULL;
                 continue;
             }
-            rc = apply(j, txn, t);
+            rc = apply(j, txn, t, j->last);
         }
         if (rc == 0) {
             rc = put_seq(j, txn);
@@ -659,6 +828,7 @@ void jn_journal_close(struct jn_journal *j)
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->cond);
     jn_free(j);
+    jn_jtxn_cache_clear(); /* the loop's jtxns end with the journal */
 }
 
 int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
@@ -667,7 +837,7 @@ int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
     int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
 
     if (rc == 0) {
-        rc = apply(j, txn, t);
+        rc = apply(j, txn, t, NULL);
         if (rc == 0) {
             rc = put_seq(j, txn);
         }

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jn_buf.h"
 #include "jn_err.h"
 
 struct event_base;
@@ -63,11 +64,23 @@ void jn_journal_close(struct jn_journal *j);
 
 /* A new, empty group of operations; NULL when out of memory. */
 struct jn_jtxn *jn_jtxn_new(void);
+/* Frees t; NULL is a no-op. The calling thread keeps a few freed jtxns for its next
+ * jn_jtxn_new (a bounded cache, see jn_journal.c); jn_jtxn_cache_clear frees that thread's.
+ * jn_journal_close clears the cache of the thread that calls it. */
 void jn_jtxn_free(struct jn_jtxn *t);
-/* Copies key and value. 0 or JN_ENOMEM (the jtxn is then unusable: free it). */
+void jn_jtxn_cache_clear(void);
+/* Copies key and value. 0 or JN_ENOMEM; on failure the op is not added and the jtxn is as
+ * it was (the caller may still submit what it holds, or free it). */
 int jn_jtxn_put(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, const void *v,
                 size_t vl);
 int jn_jtxn_del(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl);
+/* A put whose value the caller writes in place (an encoder's output, without a buffer and a
+ * copy of its own). put_begin copies the key and returns the buffer to append the value to
+ * (NULL when out of memory); append to it only, and add no other op, until put_end. put_end
+ * takes the encoder's result: 0 adds the op; non-zero drops it (the jtxn is as it was before
+ * put_begin) and is returned. JN_EINVAL without a put_begin. */
+struct jn_buf *jn_jtxn_put_begin(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl);
+int jn_jtxn_put_end(struct jn_jtxn *t, int rc);
 /* Takes ownership of t. cb may be NULL. Never calls cb from inside submit. */
 void jn_journal_submit(struct jn_journal *j, struct jn_jtxn *t, int refusable, jn_journal_cb cb,
                        void *arg);

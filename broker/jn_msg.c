@@ -74,19 +74,19 @@ void jn_idgen_next(struct jn_idgen *g, char out[JN_ID_LEN + 1])
     memcpy(b + 6, g->rnd, 10);
     pthread_mutex_unlock(&g->lock);
 
-    /* 128 bits as 26 base32 digits: the first digit carries the top 3 bits (2 of them zero). */
-    for (int i = 0; i < JN_ID_LEN; i++) {
-        int bit = (int)(128 - 5 * (JN_ID_LEN - i)); /* may be negative for the first digit */
-        unsigned v = 0;
-        for (int k = 0; k < 5; k++) {
-            int pos = bit + k;
-            if (pos >= 0) {
-                v = (v << 1) | ((b[pos / 8] >> (7 - pos % 8)) & 1u);
-            } else {
-                v <<= 1;
-            }
+    /* 128 bits as 26 base32 digits: the first digit carries the top 3 bits (2 of them zero).
+     * The digits are taken from the low end, shifting the 128 bits (hi, lo) right by 5. */
+    {
+        uint64_t hi = 0, lo = 0;
+        for (int i = 0; i < 8; i++) {
+            hi = (hi << 8) | b[i];
+            lo = (lo << 8) | b[8 + i];
         }
-        out[i] = crockford[v];
+        for (int i = JN_ID_LEN - 1; i >= 0; i--) {
+            out[i] = crockford[lo & 31u];
+            lo = (lo >> 5) | (hi << 59);
+            hi >>= 5;
+        }
     }
     out[JN_ID_LEN] = '\0';
 }
@@ -212,7 +212,6 @@ void jn_msg_unref(struct jn_msg **mp)
     }
     for (size_t i = 0; i < m->nhdrs; i++) {
         jn_free(m->hdrs[i].name);
-        jn_free(m->hdrs[i].value);
     }
     jn_free(m->hdrs);
     jn_free(m->channel);
@@ -247,10 +246,29 @@ const char *jn_msg_header_get(const struct jn_msg *m, const char *name)
     return NULL;
 }
 
-int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value)
+/* name and value (nl and vl bytes) in one new allocation, set into h. 0 | JN_ENOMEM */
+static int header_make(struct jn_header *h, const char *name, size_t nl, const char *value,
+                       size_t vl)
 {
-    char *n, *v;
+    char *p = jn_malloc(nl + vl + 2);
 
+    if (p == NULL) {
+        return JN_ENOMEM;
+    }
+    memcpy(p, name, nl);
+    p[nl] = '\0';
+    if (vl) {
+        memcpy(p + nl + 1, value, vl);
+    }
+    p[nl + 1 + vl] = '\0';
+    h->name = p;
+    h->value = p + nl + 1;
+    return 0;
+}
+
+static int header_push(struct jn_msg *m, const char *name, size_t nl, const char *value,
+                       size_t vl)
+{
     if (m->nhdrs == m->caphdrs) {
         size_t cap = m->caphdrs ? m->caphdrs * 2 : 8;
         struct jn_header *h = jn_realloc(m->hdrs, cap * sizeof(*h));
@@ -260,30 +278,47 @@ int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value)
         m->hdrs = h;
         m->caphdrs = cap;
     }
-    n = jn_strdup(name);
-    v = jn_strdup(value);
-    if (n == NULL || v == NULL) {
-        jn_free(n);
-        jn_free(v);
+    if (header_make(&m->hdrs[m->nhdrs], name, nl, value, vl) != 0) {
         return JN_ENOMEM;
     }
-    m->hdrs[m->nhdrs].name = n;
-    m->hdrs[m->nhdrs].value = v;
     m->nhdrs++;
     return 0;
+}
+
+int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value)
+{
+    return header_push(m, name, strlen(name), value, strlen(value));
+}
+
+int jn_msg_header_addn(struct jn_msg *m, const char *name, const char *value, size_t vlen)
+{
+    return header_push(m, name, strlen(name), value, vlen);
+}
+
+int jn_header_set_value(struct jn_header *h, const char *value)
+{
+    struct jn_header n;
+
+    if (header_make(&n, h->name, strlen(h->name), value, strlen(value)) != 0) {
+        return JN_ENOMEM;
+    }
+    jn_free(h->name);
+    *h = n;
+    return 0;
+}
+
+void jn_header_clear(struct jn_header *h)
+{
+    jn_free(h->name);
+    h->name = NULL;
+    h->value = NULL;
 }
 
 int jn_msg_header_set(struct jn_msg *m, const char *name, const char *value)
 {
     for (size_t i = 0; i < m->nhdrs; i++) {
         if (strcasecmp(m->hdrs[i].name, name) == 0) {
-            char *v = jn_strdup(value);
-            if (v == NULL) {
-                return JN_ENOMEM;
-            }
-            jn_free(m->hdrs[i].value);
-            m->hdrs[i].value = v;
-            return 0;
+            return jn_header_set_value(&m->hdrs[i], value);
         }
     }
     return jn_msg_header_add(m, name, value);
@@ -296,8 +331,7 @@ int jn_msg_header_del(struct jn_msg *m, const char *name)
 
     for (size_t i = 0; i < m->nhdrs; i++) {
         if (strcasecmp(m->hdrs[i].name, name) == 0) {
-            jn_free(m->hdrs[i].name);
-            jn_free(m->hdrs[i].value);
+            jn_header_clear(&m->hdrs[i]);
             n++;
         } else {
             m->hdrs[w++] = m->hdrs[i];
@@ -309,56 +343,151 @@ int jn_msg_header_del(struct jn_msg *m, const char *name)
 
 /* ---- msgpack encoding ---- */
 
-struct pack_ctx {
-    struct jn_buf *out;
-    int failed;
-};
-
-static int pack_write(void *data, const char *buf, size_t len)
+/* Writes the header byte and n in k big-endian bytes. b has room (reserved by the caller). */
+static void mp_head(struct jn_buf *b, unsigned char tag, uint64_t n, int k)
 {
-    struct pack_ctx *c = data;
+    unsigned char *p = (unsigned char *)b->p + b->len;
 
-    if (jn_buf_append(c->out, buf, len) != 0) {
-        c->failed = 1;
-        return -1;
+    p[0] = tag;
+    for (int i = k; i >= 1; i--) {
+        p[i] = (unsigned char)n;
+        n >>= 8;
     }
+    b->len += (size_t)k + 1;
+}
+
+/* A container or string/binary header: the fix form below fixmax (fix | n) when fix is set,
+ * else the 8-bit form (when t8 is set), the 16-bit or the 32-bit one. */
+static int mp_len(struct jn_buf *b, size_t n, unsigned char fix, size_t fixmax, unsigned char t8,
+                  unsigned char t16, unsigned char t32)
+{
+    if ((uint64_t)n > 0xffffffffu || jn_buf_reserve(b, 5) != 0) {
+        return JN_ENOMEM;
+    }
+    if (fix && n < fixmax) {
+        mp_head(b, (unsigned char)(fix | n), 0, 0);
+    } else if (t8 && n < 256) {
+        mp_head(b, t8, n, 1);
+    } else if (n < 65536) {
+        mp_head(b, t16, n, 2);
+    } else {
+        mp_head(b, t32, n, 4);
+    }
+    b->p[b->len] = '\0';
     return 0;
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
+int jn_mp_array(struct jn_buf *b, size_t n)
 {
-    size_t n = strlen(s);
+    return mp_len(b, n, 0x90, 16, 0, 0xdc, 0xdd);
+}
 
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
+int jn_mp_int(struct jn_buf *b, int64_t v)
+{
+    if (jn_buf_reserve(b, 9) != 0) {
+        return JN_ENOMEM;
+    }
+    if (v >= 0) {
+        uint64_t u = (uint64_t)v;
+        if (u < 128) {
+            mp_head(b, (unsigned char)u, 0, 0);
+        } else if (u < 256) {
+            mp_head(b, 0xcc, u, 1);
+        } else if (u < 65536) {
+            mp_head(b, 0xcd, u, 2);
+        } else if (u < (1ULL << 32)) {
+            mp_head(b, 0xce, u, 4);
+        } else {
+            mp_head(b, 0xcf, u, 8);
+        }
+    } else if (v >= -32) {
+        mp_head(b, (unsigned char)(0xe0 | (v & 0x1f)), 0, 0);
+    } else if (v >= -128) {
+        mp_head(b, 0xd0, (uint64_t)v, 1);
+    } else if (v >= -32768) {
+        mp_head(b, 0xd1, (uint64_t)v, 2);
+    } else if (v >= -2147483648LL) {
+        mp_head(b, 0xd2, (uint64_t)v, 4);
+    } else {
+        mp_head(b, 0xd3, (uint64_t)v, 8);
+    }
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static int mp_body(struct jn_buf *b, const void *p, size_t n)
+{
+    if (jn_buf_reserve(b, n) != 0) {
+        return JN_ENOMEM;
+    }
+    if (n) {
+        memcpy(b->p + b->len, p, n);
+    }
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int jn_mp_str(struct jn_buf *b, const char *s, size_t n)
+{
+    if (mp_len(b, n, 0xa0, 32, 0xd9, 0xda, 0xdb) != 0) {
+        return JN_ENOMEM;
+    }
+    return mp_body(b, s, n);
+}
+
+int jn_mp_cstr(struct jn_buf *b, const char *s)
+{
+    return s ? jn_mp_str(b, s, strlen(s)) : jn_mp_str(b, "", 0);
+}
+
+int jn_mp_bin(struct jn_buf *b, const void *p, size_t n)
+{
+    if (mp_len(b, n, 0, 0, 0xc4, 0xc5, 0xc6) != 0) {
+        return JN_ENOMEM;
+    }
+    return mp_body(b, p, n);
 }
 
 int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
 {
-    struct pack_ctx c = {out, 0};
-    msgpack_packer pk;
+    size_t idl = strnlen(m->id, JN_ID_LEN), chl = strlen(m->channel);
+    /* An upper bound of the encoding (5 bytes for any container, string or binary header, 9 for
+     * an integer), reserved at once so the buffer does not grow while it is written. */
+    size_t need = 5 + 9 + 5 + idl + 5 + chl + 9 + 5 + 5 + m->len;
+    int rc;
 
-    msgpack_packer_init(&pk, &c, pack_write);
-    msgpack_pack_array(&pk, 6);
-    msgpack_pack_int(&pk, JN_MSG_FORMAT_VERSION);
-    pack_str(&pk, m->id);
-    pack_str(&pk, m->channel);
-    msgpack_pack_int64(&pk, m->recv_us);
-    msgpack_pack_array(&pk, m->nhdrs);
     for (size_t i = 0; i < m->nhdrs; i++) {
-        msgpack_pack_array(&pk, 2);
-        pack_str(&pk, m->hdrs[i].name);
-        pack_str(&pk, m->hdrs[i].value);
+        need += 5 + 5 + strlen(m->hdrs[i].name) + 5 + strlen(m->hdrs[i].value);
     }
-    msgpack_pack_bin(&pk, m->len);
-    msgpack_pack_bin_body(&pk, m->payload, m->len);
-    return c.failed ? JN_ENOMEM : 0;
+    if (jn_buf_reserve(out, need) != 0) {
+        return JN_ENOMEM;
+    }
+    rc = jn_mp_array(out, 6);
+    rc |= jn_mp_int(out, JN_MSG_FORMAT_VERSION);
+    rc |= jn_mp_str(out, m->id, idl);
+    rc |= jn_mp_str(out, m->channel, chl);
+    rc |= jn_mp_int(out, m->recv_us);
+    rc |= jn_mp_array(out, m->nhdrs);
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        rc |= jn_mp_array(out, 2);
+        rc |= jn_mp_cstr(out, m->hdrs[i].name);
+        rc |= jn_mp_cstr(out, m->hdrs[i].value);
+    }
+    rc |= jn_mp_bin(out, m->payload, m->len);
+    return rc ? JN_ENOMEM : 0;
+}
+
+/* A msgpack string without NUL bytes. */
+static int obj_plain_str(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_STR && memchr(o->via.str.ptr, '\0', o->via.str.size) == NULL;
 }
 
 /* A msgpack string as a NUL-terminated copy; embedded NULs are refused. */
 static char *obj_strdup(const msgpack_object *o)
 {
-    if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, '\0', o->via.str.size)) {
+    if (!obj_plain_str(o)) {
         return NULL;
     }
     return jn_strndup(o->via.str.ptr, o->via.str.size);
@@ -406,23 +535,20 @@ static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err
     hs = &f[4];
     for (uint32_t i = 0; i < hs->via.array.size; i++) {
         const msgpack_object *h = &hs->via.array.ptr[i];
-        char *n, *v;
+        const msgpack_object *hn, *hv;
         int rc;
         if (h->type != MSGPACK_OBJECT_ARRAY || h->via.array.size != 2) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_EPROTO, "header %u is not a [name, value] pair", i);
         }
-        n = obj_strdup(&h->via.array.ptr[0]);
-        v = obj_strdup(&h->via.array.ptr[1]);
-        if (n == NULL || v == NULL) {
-            jn_free(n);
-            jn_free(v);
+        hn = &h->via.array.ptr[0];
+        hv = &h->via.array.ptr[1];
+        if (!obj_plain_str(hn) || !obj_plain_str(hv)) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_EPROTO, "header %u is not two strings without NUL", i);
         }
-        rc = jn_msg_header_add(m, n, v);
-        jn_free(n);
-        jn_free(v);
+        rc = header_push(m, hn->via.str.ptr, hn->via.str.size, hv->via.str.ptr,
+                         hv->via.str.size);
         if (rc != 0) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_ENOMEM, "out of memory decoding a record");

@@ -28,9 +28,11 @@
 
 #define JN_ID_LEN 26
 
+/* A header's name and value are one allocation, held through name; value points into it.
+ * Change one in place only with jn_header_set_value and jn_header_clear. */
 struct jn_header {
-    char *name;  /* owned; compared without regard to case */
-    char *value; /* owned */
+    char *name;  /* owned (with the value); compared without regard to case */
+    char *value; /* inside name's allocation */
 };
 
 struct jn_msg {
@@ -81,6 +83,13 @@ const char *jn_msg_header_get(const struct jn_msg *m, const char *name);
 int jn_msg_header_set(struct jn_msg *m, const char *name, const char *value); /* 0 | JN_ENOMEM */
 int jn_msg_header_add(struct jn_msg *m, const char *name, const char *value); /* 0 | JN_ENOMEM */
 int jn_msg_header_del(struct jn_msg *m, const char *name); /* number removed */
+/* add, with a value of vlen bytes (no NUL needed; it must hold none). 0 | JN_ENOMEM */
+int jn_msg_header_addn(struct jn_msg *m, const char *name, const char *value, size_t vlen);
+
+/* For a service editing the header array of its own copy: replaces h's value (the name is
+ * kept; on JN_ENOMEM h is unchanged), or frees h (its pointers are NULL after). */
+int jn_header_set_value(struct jn_header *h, const char *value);
+void jn_header_clear(struct jn_header *h);
 
 /*
  * Storage encoding (msgpack), format version 1:
@@ -92,6 +101,18 @@ int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out); /* 0 | JN_ENOMEM 
 /* Decodes one record. Returns 0 and a new message in *out, or JN_EPROTO / JN_ENOMEM with the
  * reason in err. Never trusts the input: any byte string is safe to pass. */
 int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_err *err);
+
+/*
+ * msgpack writing for the storage records, straight into a jn_buf: each value in its smallest
+ * encoding, the same bytes msgpack-c's packer writes (unsigned types for values >= 0, str8
+ * for strings of 32..255 bytes). No callback per piece and no NUL after each; the buffer is
+ * NUL-terminated when each call returns. 0 or JN_ENOMEM.
+ */
+int jn_mp_array(struct jn_buf *b, size_t n);
+int jn_mp_int(struct jn_buf *b, int64_t v);
+int jn_mp_str(struct jn_buf *b, const char *s, size_t n);
+int jn_mp_cstr(struct jn_buf *b, const char *s); /* NULL is "" */
+int jn_mp_bin(struct jn_buf *b, const void *p, size_t n);
 
 /* 0 when data holds msgpack objects whose containers announce no more elements than bytes
  * remain (run before msgpack-c, which allocates what a header announces); else JN_EPROTO.

@@ -8,80 +8,38 @@
 #include "jn_buf.h"
 #include "jn_mem.h"
 
-struct pk {
-    struct jn_buf b;
-    int failed;
-};
-
-static int pk_write(void *data, const char *buf, size_t len)
-{
-    struct pk *p = data;
-
-    if (jn_buf_append(&p->b, buf, len) != 0) {
-        p->failed = 1;
-        return -1;
-    }
-    return 0;
-}
-
-static void pk_str(msgpack_packer *k, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-
-    msgpack_pack_str(k, n);
-    msgpack_pack_str_body(k, s ? s : "", n);
-}
-
-/* Packs the envelope as a bin field (the record nests the envelope's own versioned format). */
-static int pk_msg(msgpack_packer *k, const struct jn_msg *m)
-{
-    struct jn_buf env = JN_BUF_INIT;
-
-    if (jn_msg_encode(m, &env) != 0) {
-        jn_buf_reset(&env);
-        return JN_ENOMEM;
-    }
-    msgpack_pack_bin(k, env.len);
-    msgpack_pack_bin_body(k, env.p, env.len);
-    jn_buf_reset(&env);
-    return 0;
-}
-
 int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
                  const char *route, const char *channel, int attempt, const char *error)
 {
-    struct pk p = {JN_BUF_INIT, 0};
-    msgpack_packer k;
     unsigned char key[8 + 8], idkey[JN_ID_LEN + 16];
     int64_t now = jn_now_us();
-    size_t idl = strlen(id) < JN_ID_LEN ? strlen(id) : JN_ID_LEN;
+    size_t idl = strnlen(id, JN_ID_LEN);
+    struct jn_buf *b;
     int rc;
 
-    msgpack_packer_init(&k, &p, pk_write);
-    msgpack_pack_array(&k, 8);
-    msgpack_pack_int(&k, 1);
-    msgpack_pack_int64(&k, now);
-    pk_str(&k, id);
-    pk_str(&k, event);
-    pk_str(&k, route);
-    pk_str(&k, channel);
-    msgpack_pack_int(&k, attempt);
-    pk_str(&k, error);
-    if (p.failed) {
-        jn_buf_reset(&p.b);
-        return JN_ENOMEM;
-    }
     jn_be64(key, (uint64_t)now);
     jn_be64(key + 8, seq);
+    /* Encoded in place, in the jtxn's own buffer. */
+    b = jn_jtxn_put_begin(t, JN_JDB_LOG, key, sizeof(key));
+    if (b == NULL) {
+        return JN_ENOMEM;
+    }
+    rc = jn_mp_array(b, 8);
+    rc |= jn_mp_int(b, 1);
+    rc |= jn_mp_int(b, now);
+    rc |= jn_mp_cstr(b, id);
+    rc |= jn_mp_cstr(b, event);
+    rc |= jn_mp_cstr(b, route);
+    rc |= jn_mp_cstr(b, channel);
+    rc |= jn_mp_int(b, attempt);
+    rc |= jn_mp_cstr(b, error);
+    if (jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0) != 0) {
+        return JN_ENOMEM;
+    }
     memset(idkey, '0', JN_ID_LEN);
     memcpy(idkey, id, idl);
     memcpy(idkey + JN_ID_LEN, key, 16);
-    rc = jn_jtxn_put(t, JN_JDB_LOG, key, sizeof(key), p.b.p, p.b.len);
-    if (rc == 0) {
-        rc = jn_jtxn_put(t, JN_JDB_LOGID, idkey, sizeof(idkey), "", 0);
-    }
-    jn_buf_reset(&p.b);
-    return rc;
+    return jn_jtxn_put(t, JN_JDB_LOGID, idkey, sizeof(idkey), "", 0);
 }
 
 int jn_store_inbox_put_env(struct jn_jtxn *t, uint64_t seq, const void *env, size_t len)
@@ -128,31 +86,26 @@ size_t jn_store_queue_key(unsigned char *key, const char *dest, uint64_t seq)
 int jn_store_queue_put_env(struct jn_jtxn *t, const char *dest, uint64_t seq, const void *env,
                            size_t len, const char *route, int attempt, const char *error)
 {
-    struct pk p = {JN_BUF_INIT, 0};
-    msgpack_packer k;
     unsigned char key[JN_STORE_DEST_MAX + 9];
     size_t kl = jn_store_queue_key(key, dest, seq);
-    int rc = 0;
+    struct jn_buf *b;
+    int rc;
 
     if (kl == 0) {
         return JN_EINVAL;
     }
-    msgpack_packer_init(&k, &p, pk_write);
-    msgpack_pack_array(&k, 5);
-    msgpack_pack_int(&k, 1);
-    msgpack_pack_int(&k, attempt);
-    pk_str(&k, route);
-    pk_str(&k, error);
-    msgpack_pack_bin(&k, len);
-    msgpack_pack_bin_body(&k, env, len);
-    if (p.failed) {
-        rc = JN_ENOMEM;
+    b = jn_jtxn_put_begin(t, JN_JDB_QUEUE, key, kl);
+    if (b == NULL) {
+        return JN_ENOMEM;
     }
-    if (rc == 0) {
-        rc = jn_jtxn_put(t, JN_JDB_QUEUE, key, kl, p.b.p, p.b.len);
-    }
-    jn_buf_reset(&p.b);
-    return rc;
+    rc = jn_mp_array(b, 5);
+    rc |= jn_mp_int(b, 1);
+    rc |= jn_mp_int(b, attempt);
+    rc |= jn_mp_cstr(b, route);
+    rc |= jn_mp_cstr(b, error);
+    /* The record nests the envelope's own versioned format as a bin field. */
+    rc |= jn_mp_bin(b, env, len);
+    return jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0);
 }
 
 int jn_store_queue_put(struct jn_jtxn *t, const char *dest, uint64_t seq, const struct jn_msg *m,
@@ -179,29 +132,31 @@ int jn_store_queue_del(struct jn_jtxn *t, const char *dest, uint64_t seq)
 int jn_store_dlq_put(struct jn_jtxn *t, uint64_t seq, const char *dest, const char *route,
                      int attempts, const char *error, const struct jn_msg *m)
 {
-    struct pk p = {JN_BUF_INIT, 0};
-    msgpack_packer k;
+    struct jn_buf env = JN_BUF_INIT;
     unsigned char key[8];
+    struct jn_buf *b;
     int rc;
 
+    if (jn_msg_encode(m, &env) != 0) {
+        jn_buf_reset(&env);
+        return JN_ENOMEM;
+    }
     jn_be64(key, seq);
-    msgpack_packer_init(&k, &p, pk_write);
-    msgpack_pack_array(&k, 7);
-    msgpack_pack_int(&k, 1);
-    pk_str(&k, dest);
-    pk_str(&k, route);
-    msgpack_pack_int(&k, attempts);
-    pk_str(&k, error);
-    msgpack_pack_int64(&k, jn_now_us());
-    rc = pk_msg(&k, m);
-    if (rc == 0 && p.failed) {
-        rc = JN_ENOMEM;
+    b = jn_jtxn_put_begin(t, JN_JDB_DLQ, key, 8);
+    if (b == NULL) {
+        jn_buf_reset(&env);
+        return JN_ENOMEM;
     }
-    if (rc == 0) {
-        rc = jn_jtxn_put(t, JN_JDB_DLQ, key, 8, p.b.p, p.b.len);
-    }
-    jn_buf_reset(&p.b);
-    return rc;
+    rc = jn_mp_array(b, 7);
+    rc |= jn_mp_int(b, 1);
+    rc |= jn_mp_cstr(b, dest);
+    rc |= jn_mp_cstr(b, route);
+    rc |= jn_mp_int(b, attempts);
+    rc |= jn_mp_cstr(b, error);
+    rc |= jn_mp_int(b, jn_now_us());
+    rc |= jn_mp_bin(b, env.p, env.len);
+    jn_buf_reset(&env);
+    return jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0);
 }
 
 /* ---- decoding ---- */

@@ -1332,15 +1332,19 @@ static int write_full(int fd, const unsigned char *p, size_t len)
  * for this channel), which is what a group can hold.
  */
 
+/* One allocation per file: the job, then its three path strings. It is small on purpose (the
+ * loop makes one per delivery); the reason is allocated only when something fails. */
 struct out_job {
     struct out_job *next;
     struct jn_delivery *d;
     struct jn_msg *msg;        /* a reference of our own: the payload is read on the writer */
-    char *name;
-    char tmp[PATH_MAX];
+    char *name;                /* the file's name, in buf */
+    char *tmp;                 /* "<dir>/.<name>.tmp", in buf */
+    char *dst;                 /* "<dir>/<name>", in buf */
     int stage;                 /* 0 new, 1 written, 2 renamed (done) */
     enum jn_send_result result;
-    char reason[2 * PATH_MAX + 128];
+    char *reason;              /* owned, or NULL: set with a failing result */
+    char buf[];
 };
 
 struct out_writer {
@@ -1357,22 +1361,22 @@ struct out_writer {
 static void job_fail(struct out_job *j, enum jn_send_result r, const char *what, const char *path)
 {
     int e = errno;
+    const char *es = strerror(e);
+    int n = snprintf(NULL, 0, "%s %s: %s", what, path, es);
 
-    snprintf(j->reason, sizeof(j->reason), "%s %s: %s", what, path, strerror(e));
+    jn_free(j->reason);
+    j->reason = n >= 0 ? jn_malloc((size_t)n + 1) : NULL;
+    if (j->reason != NULL) {
+        snprintf(j->reason, (size_t)n + 1, "%s %s: %s", what, path, es);
+    }
     j->result = e == ENAMETOOLONG ? JN_SEND_REJECT : r;
 }
 
 /* Phase 1: the temp file, written and closed (not yet synced). */
 static void job_write(const struct file_conf *c, struct out_job *j)
 {
-    int fd, n = snprintf(j->tmp, sizeof(j->tmp), "%s/.%s.tmp", c->dir, j->name);
+    int fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
-    if (n < 0 || (size_t)n >= sizeof(j->tmp)) {
-        errno = ENAMETOOLONG;
-        job_fail(j, JN_SEND_REJECT, "path", c->dir);
-        return;
-    }
-    fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 && errno == ENOENT && c->do_mkdir && mkdir_p(c->dir) == 0) {
         fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* dir was removed */
     }
@@ -1416,7 +1420,6 @@ static void write_group(const struct file_conf *c, struct out_job *list)
         }
     }
     for (struct out_job *j = list; j; j = j->next) {
-        char dst[PATH_MAX];
         if (j->stage != 1) {
             continue;
         }
@@ -1425,12 +1428,7 @@ static void write_group(const struct file_conf *c, struct out_job *list)
             unlink(j->tmp);
             continue;
         }
-        if (path_join(dst, sizeof(dst), c->dir, j->name) != 0) {
-            job_fail(j, JN_SEND_REJECT, "path", c->dir);
-            unlink(j->tmp);
-            continue;
-        }
-        if (rename(j->tmp, dst) != 0) {
+        if (rename(j->tmp, j->dst) != 0) {
             job_fail(j, JN_SEND_RETRY, "rename", j->tmp);
             unlink(j->tmp);
             continue;
@@ -1492,7 +1490,7 @@ static void *writer_main(void *arg)
 static void job_free(struct out_job *j)
 {
     jn_msg_unref(&j->msg);
-    jn_free(j->name);
+    jn_free(j->reason);
     jn_free(j);
 }
 
@@ -1516,8 +1514,10 @@ static void writer_done(evutil_socket_t fd, short what, void *arg)
                         w->c->dir, list->name, list->msg->len);
             jn_delivery_done(list->d, JN_SEND_OK, NULL);
         } else {
-            jn_ch_debug(ch, "msg=%s %s", list->msg->id, list->reason);
-            jn_delivery_done(list->d, list->result, list->reason);
+            const char *why = list->reason ? list->reason : "writing the file failed (out of "
+                                                            "memory for the reason)";
+            jn_ch_debug(ch, "msg=%s %s", list->msg->id, why);
+            jn_delivery_done(list->d, list->result, why);
         }
         job_free(list);
         list = next;
@@ -1594,6 +1594,7 @@ static void out_send(struct jn_channel *ch, struct jn_delivery *d)
     struct jn_err err;
     struct out_job *j;
     const char *name;
+    size_t nl, dl;
 
     jn_err_clear(&err);
     if (jn_template_render(c->name, m, &nb, &err) != 0) {
@@ -1618,16 +1619,41 @@ static void out_send(struct jn_channel *ch, struct jn_delivery *d)
         jn_delivery_done(d, JN_SEND_REJECT, reason);
         return;
     }
-    j = jn_calloc(1, sizeof(*j));
+    nl = strlen(name);
+    dl = strlen(c->dir);
+    if (dl + nl + 7 > PATH_MAX) {
+        /* "<dir>/.<name>.tmp" and its NUL must fit in PATH_MAX, every time for this message. */
+        snprintf(reason, sizeof(reason), "path %s: %s", c->dir, strerror(ENAMETOOLONG));
+        jn_buf_reset(&nb);
+        jn_delivery_done(d, JN_SEND_REJECT, reason);
+        return;
+    }
+    /* name, tmp and dst follow the struct: nl + 1, dl + nl + 7 and dl + nl + 2 bytes. */
+    j = jn_malloc(sizeof(*j) + 2 * dl + 3 * nl + 10);
     if (j == NULL || st == NULL || st->w == NULL) {
         jn_free(j);
         jn_buf_reset(&nb);
         jn_delivery_done(d, JN_SEND_RETRY, j ? "the writer is not running" : "out of memory");
         return;
     }
+    j->next = NULL;
     j->d = d;
     j->msg = jn_msg_ref(m);
-    j->name = jn_buf_steal(&nb);
+    j->stage = 0;
+    j->result = JN_SEND_RETRY;
+    j->reason = NULL;
+    j->name = j->buf;
+    memcpy(j->name, name, nl + 1);
+    j->tmp = j->name + nl + 1;
+    memcpy(j->tmp, c->dir, dl);
+    memcpy(j->tmp + dl, "/.", 2);
+    memcpy(j->tmp + dl + 2, name, nl);
+    memcpy(j->tmp + dl + 2 + nl, ".tmp", 5);
+    j->dst = j->tmp + dl + nl + 7;
+    memcpy(j->dst, c->dir, dl);
+    j->dst[dl] = '/';
+    memcpy(j->dst + dl + 1, name, nl + 1);
+    jn_buf_reset(&nb);
     pthread_mutex_lock(&st->w->lock);
     *st->w->pending_tail = j;
     st->w->pending_tail = &j->next;

@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "http_int.h"
 #include "jn_buf.h"
@@ -160,20 +161,60 @@ static int http_check(const void *vconf, unsigned dir, const struct jn_node *nod
     return errs + jn_http__out_check(c, node, d);
 }
 
+/* The Date header of this second (RFC 7231 IMF-fixdate). evhttp would format one for every
+ * answer (gmtime and a printf each time); one per second is enough. Loop thread only. */
+static const char *http_date(void)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    static char date[80]; /* 29 bytes, room for any int the compiler imagines */
+    static time_t date_sec = -1;
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (now != date_sec && gmtime_r(&now, &tm) != NULL) {
+        snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        date_sec = now;
+    }
+    return date;
+}
+
+/* Decimal digits of v into buf (at least 21 bytes), NUL-terminated; returns buf. */
+static const char *u64_str(char *buf, uint64_t v)
+{
+    char tmp[21];
+    size_t n = 0, i = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) {
+        buf[i++] = tmp[--n];
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+/* The body goes straight into the request's output buffer, and the Date and Content-Length
+ * headers are ours: evhttp would add both with a printf each. */
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *json)
 {
-    struct evbuffer *body = evbuffer_new();
+    struct evbuffer *body = evhttp_request_get_output_buffer(req);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char len[21];
 
     evhttp_add_header(h, "Content-Type", "application/json");
-    if (body) {
-        evbuffer_add(body, json, strlen(json));
-        evbuffer_add(body, "\n", 1);
+    evhttp_add_header(h, "Date", http_date());
+    if (evbuffer_add(body, json, strlen(json)) == 0 && evbuffer_add(body, "\n", 1) == 0 &&
+        evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+        /* A HEAD answer states no length of ours; evhttp leaves it out for HEAD too. */
+        evhttp_add_header(h, "Content-Length", u64_str(len, evbuffer_get_length(body)));
     }
-    evhttp_send_reply(req, code, reason, body);
-    if (body) {
-        evbuffer_free(body);
-    }
+    evhttp_send_reply(req, code, reason, NULL);
 }
 
 /* JSON string escaping for error texts in bodies. */
@@ -215,8 +256,11 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
 
     pending_unlink(p);
     if (rc == 0) {
-        char body[64];
-        snprintf(body, sizeof(body), "{\"id\":\"%s\"}", msg->id);
+        char body[JN_ID_LEN + 10];
+        size_t il = strnlen(msg->id, JN_ID_LEN);
+        memcpy(body, "{\"id\":\"", 7);
+        memcpy(body + 7, msg->id, il);
+        memcpy(body + 7 + il, "\"}", 3);
         reply(p->req, 202, "Accepted", body);
     } else {
         evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", "1");

@@ -256,13 +256,20 @@ static void shown(const char *p, size_t n, char *out, size_t cap)
     out[o] = '\0';
 }
 
+/* MSH-7 of our ACKs: this second in UTC, formatted once a second (loop thread only). */
 static void now_ts(char out[32])
 {
+    static char ts[32];
+    static time_t ts_sec = -1;
     time_t t = time(NULL);
     struct tm tm;
 
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y%m%d%H%M%S+0000", &tm);
+    if (t != ts_sec) {
+        gmtime_r(&t, &tm);
+        strftime(ts, sizeof(ts), "%Y%m%d%H%M%S+0000", &tm);
+        ts_sec = t;
+    }
+    memcpy(out, ts, sizeof(ts));
 }
 
 /* An ACK's own MSH-10: the first 20 characters of a fresh message id (48 bits of time, 50
@@ -786,22 +793,12 @@ static void slot_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_active(s->c->kick, EV_WRITE, 0);
 }
 
-static int add_headers(struct jn_msg *msg, const struct jn_mllp_msh *m, const char *peer,
-                       const char *data, size_t len)
+static int add_headers(struct jn_msg *msg, const struct jn_mllp_msh *m, const char *peer)
 {
-    struct jn_hl7_path p;
-    struct jn_hl7_span type;
+    const struct jn_hl7_span type = m->msgtype; /* MSH-9, empty when missing */
     char *v;
     int rc;
 
-    memset(&p, 0, sizeof(p));
-    memcpy(p.seg, "MSH", 4);
-    p.occ = p.rep = 1;
-    p.field = 9;
-    if (jn_hl7_lookup(data, len, &p, &type) != 1) {
-        type.p = "";
-        type.len = 0;
-    }
     if (jn_msg_header_set(msg, "Content-Type", MLLP_CONTENT_TYPE) != 0 ||
         jn_msg_header_set(msg, "mllp-peer", peer) != 0) {
         return JN_ENOMEM;
@@ -822,7 +819,6 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
 {
     struct mllp_in *in = c->in;
     const struct mllp_conf *conf = in->conf;
-    struct jn_hl7_msg *h = NULL;
     struct jn_mllp_msh m;
     struct jn_err err;
     struct jn_msg *msg;
@@ -847,18 +843,11 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
         return;
     }
     jn_err_clear(&err);
-    if (jn_hl7_parse(data, len, conf->strict ? JN_HL7_STRICT : 0, &h, &err) != 0) {
-        if (err.code == JN_ENOMEM) {
-            s = slot_new(c, data, len);
-            if (s) {
-                slot_answer(s, 'E', JN_HL7_ERR_INTERNAL, "out of memory; send again later");
-            }
-            return;
-        }
+    /* The checks of a parse, without building the parsed message (nothing here reads it). */
+    if (jn_hl7_check(data, len, conf->strict ? JN_HL7_STRICT : 0, &err) != 0) {
         refuse_frame(c, data, len, JN_HL7_ERR_DATA, err.msg, 0);
         return;
     }
-    jn_hl7_free(h);
     if (m.type.len == 0) {
         refuse_frame(c, data, len, JN_HL7_ERR_REQUIRED, "MSH-9 (message type) is empty", 0);
         return;
@@ -921,7 +910,7 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
         jn_buf_reset(&key);
     }
     msg = jn_msg_new(in->ch->name, data, len);
-    if (msg == NULL || add_headers(msg, &m, c->peer, data, len) != 0) {
+    if (msg == NULL || add_headers(msg, &m, c->peer) != 0) {
         jn_msg_unref(&msg);
         if (e) {
             dup_unlink(in, e);

@@ -184,22 +184,80 @@ int jn_mllp_frame(const void *data, size_t len, struct jn_buf *out)
 
 /* ---- MSH ---- */
 
-static int look(const void *data, size_t len, int field, int comp, struct jn_hl7_span *out)
-{
-    struct jn_hl7_path p;
+/* MSH-1 .. MSH-16 of the first segment: field k is piece k of the segment split on the field
+ * separator (piece 1 is "MSH", piece 2 the encoding characters). */
+#define MSH_FIELDS 16
 
-    memset(&p, 0, sizeof(p));
-    memcpy(p.seg, "MSH", 4);
-    p.occ = 1;
-    p.field = field;
-    p.rep = 1;
-    p.comp = comp;
-    return jn_hl7_lookup(data, len, &p, out) == 1;
+struct msh_fields {
+    const char *base;                     /* the message: where missing values point */
+    const struct jn_hl7_delims *d;
+    struct jn_hl7_span f[MSH_FIELDS + 1]; /* f[k] is piece k; f[0] unused */
+    int n;                                /* pieces found, at most MSH_FIELDS */
+};
+
+/* Splits the first segment (up to the first CR or LF) once. */
+static void msh_split(const char *b, size_t len, const struct jn_hl7_delims *d,
+                      struct msh_fields *mf)
+{
+    size_t start = 0;
+
+    mf->base = b;
+    mf->d = d;
+    mf->n = 0;
+    for (size_t i = 0; mf->n < MSH_FIELDS; i++) {
+        if (i == len || b[i] == '\r' || b[i] == '\n' || b[i] == d->field) {
+            mf->n++;
+            mf->f[mf->n].p = b + start;
+            mf->f[mf->n].len = i - start;
+            if (i == len || b[i] != d->field) {
+                break;
+            }
+            start = i + 1;
+        }
+    }
+}
+
+/* MSH-field, first repetition, then component comp (0: all of it): what jn_hl7_lookup gives
+ * for that path, without reading the segment again. 1, or 0 with *out empty. */
+static int look(const struct msh_fields *mf, int field, int comp, struct jn_hl7_span *out)
+{
+    struct jn_hl7_span v;
+    size_t i, start = 0;
+    int k = 1;
+
+    out->p = mf->base;
+    out->len = 0;
+    if (field > mf->n) {
+        return 0;
+    }
+    v = mf->f[field];
+    for (i = 0; i < v.len && v.p[i] != mf->d->rep; i++) {
+    }
+    v.len = i;
+    if (comp > 0) {
+        for (i = 0; i <= v.len; i++) {
+            if (i == v.len || v.p[i] == mf->d->comp) {
+                if (k == comp) {
+                    break;
+                }
+                k++;
+                start = i + 1;
+            }
+        }
+        if (k != comp || i > v.len) {
+            return 0;
+        }
+        v.p += start;
+        v.len = i - start;
+    }
+    *out = v;
+    return 1;
 }
 
 int jn_mllp_msh_read(const void *data, size_t len, struct jn_mllp_msh *m)
 {
     struct jn_hl7_span v, app;
+    struct msh_fields mf;
 
     memset(m, 0, sizeof(*m));
     m->d.field = '|';
@@ -211,29 +269,31 @@ int jn_mllp_msh_read(const void *data, size_t len, struct jn_mllp_msh *m)
         return 0;
     }
     m->has_delims = 1;
-    look(data, len, 3, 0, &m->send_app);
-    look(data, len, 4, 0, &m->send_fac);
-    look(data, len, 5, 0, &m->recv_app);
-    look(data, len, 6, 0, &m->recv_fac);
-    look(data, len, 9, 1, &m->type);
-    look(data, len, 9, 2, &m->trigger);
-    look(data, len, 11, 0, &m->proc);
-    look(data, len, 12, 0, &m->version);
-    if (look(data, len, 12, 1, &v) && v.len >= 3 && v.p[0] == '2' && v.p[1] == '.') {
+    msh_split(data, len, &m->d, &mf);
+    look(&mf, 3, 0, &m->send_app);
+    look(&mf, 4, 0, &m->send_fac);
+    look(&mf, 5, 0, &m->recv_app);
+    look(&mf, 6, 0, &m->recv_fac);
+    look(&mf, 9, 0, &m->msgtype);
+    look(&mf, 9, 1, &m->type);
+    look(&mf, 9, 2, &m->trigger);
+    look(&mf, 11, 0, &m->proc);
+    look(&mf, 12, 0, &m->version);
+    if (look(&mf, 12, 1, &v) && v.len >= 3 && v.p[0] == '2' && v.p[1] == '.') {
         for (size_t i = 2; i < v.len && v.p[i] >= '0' && v.p[i] <= '9' && i < 6; i++) {
             m->version_minor = m->version_minor * 10 + (v.p[i] - '0');
         }
     }
-    if (look(data, len, 15, 0, &app) && app.len > 0) {
+    if (look(&mf, 15, 0, &app) && app.len > 0) {
         m->enhanced = 1;
         if (app.len == 2) {
             memcpy(m->accept_ack, app.p, 2);
         }
     }
-    if (look(data, len, 16, 0, &app) && app.len > 0) {
+    if (look(&mf, 16, 0, &app) && app.len > 0) {
         m->enhanced = 1;
     }
-    m->has_ctlid = look(data, len, 10, 0, &m->ctlid);
+    m->has_ctlid = look(&mf, 10, 0, &m->ctlid);
     return m->has_ctlid;
 }
 
@@ -255,22 +315,29 @@ int jn_mllp_ack_wanted(const struct jn_mllp_msh *m, char code)
 }
 
 /* Echoes a raw value from the peer's MSH, without control bytes (an ACK must never carry a
- * frame marker or a segment end) and at most cap bytes. */
+ * frame marker or a segment end) and at most cap bytes. Runs between control bytes are
+ * appended whole. */
 static int echo(struct jn_buf *b, const struct jn_hl7_span *s, size_t cap)
 {
-    for (size_t i = 0; i < s->len && i < cap; i++) {
-        if ((unsigned char)s->p[i] >= 0x20 && jn_buf_putc(b, s->p[i]) != 0) {
-            return JN_ENOMEM;
+    size_t n = s->len < cap ? s->len : cap, run = 0;
+
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || (unsigned char)s->p[i] < 0x20) {
+            if (i > run && jn_buf_append(b, s->p + run, i - run) != 0) {
+                return JN_ENOMEM;
+            }
+            run = i + 1;
         }
     }
     return 0;
 }
 
 /* Our own text in a value: delimiters escaped (\F\ ...), control bytes as blanks, cut at max
- * bytes of input (so at most 3 * max out) without splitting a UTF-8 sequence. */
+ * bytes of input (so at most 3 * max out) without splitting a UTF-8 sequence. Runs of plain
+ * bytes are appended whole. */
 static int text(struct jn_buf *b, const struct jn_hl7_delims *d, const char *s, size_t max)
 {
-    size_t n = strlen(s);
+    size_t n = strlen(s), run = 0;
     struct jn_hl7_delims e = *d;
 
     if (n > max) {
@@ -279,14 +346,28 @@ static int text(struct jn_buf *b, const struct jn_hl7_delims *d, const char *s, 
             n--;
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        char c = (unsigned char)s[i] < 0x20 ? ' ' : s[i];
-        int rc;
-        if (c == e.field || c == e.comp || c == e.rep || c == e.esc || c == e.sub ||
-            (e.trunc && c == e.trunc)) {
-            rc = jn_hl7_escape(&e, &c, 1, b);
+    for (size_t i = 0; i <= n; i++) {
+        char c;
+        int rc = 0;
+        if (i < n) {
+            c = s[i];
+            if ((unsigned char)c >= 0x20 && c != e.field && c != e.comp && c != e.rep &&
+                c != e.esc && c != e.sub && !(e.trunc && c == e.trunc)) {
+                continue; /* plain: part of the run */
+            }
+        }
+        if (i > run && jn_buf_append(b, s + run, i - run) != 0) {
+            return JN_ENOMEM;
+        }
+        run = i + 1;
+        if (i == n) {
+            break;
+        }
+        c = s[i];
+        if ((unsigned char)c < 0x20) {
+            rc = jn_buf_putc(b, ' ');
         } else {
-            rc = jn_buf_putc(b, c);
+            rc = jn_hl7_escape(&e, &c, 1, b);
         }
         if (rc != 0) {
             return JN_ENOMEM;
@@ -327,6 +408,9 @@ int jn_mllp_ack_build(const struct jn_mllp_msh *m, char code, int err_code, cons
     char enc[6] = {d->comp, d->rep, d->esc, d->sub, d->trunc, 0};
     int rc = 0;
 
+    /* Room for a usual ACK at once: the echoed fields and 256 bytes of the rest. */
+    rc |= jn_buf_reserve(&b, 256 + m->recv_app.len + m->recv_fac.len + m->send_app.len +
+                                 m->send_fac.len + m->proc.len + m->version.len + m->ctlid.len);
     rc |= jn_buf_puts(&b, "MSH");
     rc |= jn_buf_putc(&b, F);
     rc |= jn_buf_puts(&b, enc);

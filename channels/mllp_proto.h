@@ -91,6 +91,7 @@ struct jn_mllp_msh {
     /* Raw (escaped) values, borrowed from the bytes given to jn_mllp_msh_read. */
     struct jn_hl7_span send_app, send_fac, recv_app, recv_fac, trigger, ctlid, proc, version;
     struct jn_hl7_span type;       /* MSH-9.1 */
+    struct jn_hl7_span msgtype;    /* MSH-9 (its first repetition), e.g. ADT^A01 */
 };
 
 /* Reads what it can of the MSH at the start of data (the rest may be broken). Returns 1 when

@@ -113,28 +113,25 @@ static int set_header_check(const void *conf, const struct jn_node *node, struct
  * appends it. The copy is ours, so editing its header array directly is allowed. */
 static int header_replace(struct jn_msg *m, const char *name, const char *value)
 {
-    char *v = NULL;
+    int found = 0;
     size_t w = 0;
 
     for (size_t i = 0; i < m->nhdrs; i++) {
         if (strcasecmp(m->hdrs[i].name, name) != 0) {
             m->hdrs[w++] = m->hdrs[i];
-        } else if (v == NULL) {
-            v = jn_strdup(value);
-            if (v == NULL) {
+        } else if (!found) {
+            if (jn_header_set_value(&m->hdrs[i], value) != 0) {
                 /* Nothing was dropped before the first match (w == i): m is unchanged. */
                 return JN_ENOMEM;
             }
-            jn_free(m->hdrs[i].value);
-            m->hdrs[i].value = v;
+            found = 1;
             m->hdrs[w++] = m->hdrs[i];
         } else {
-            jn_free(m->hdrs[i].name);
-            jn_free(m->hdrs[i].value);
+            jn_header_clear(&m->hdrs[i]);
         }
     }
     m->nhdrs = w;
-    return v ? 0 : jn_msg_header_add(m, name, value);
+    return found ? 0 : jn_msg_header_add(m, name, value);
 }
 
 /* Renders tmpl against in into b (reset first); the value is b->p or "". */

@@ -281,13 +281,21 @@ static void test_path_parse(void)
                                    "a path such as MSH-9.1, PID-3[2].1 or OBX[3]-5");
 }
 
+/* The parse's error, or "(ok)"; jn_hl7_check must give the same answer. */
 static const char *parse_err(const char *s, unsigned flags)
 {
     static struct jn_err err;
+    struct jn_err cerr;
     struct jn_hl7_msg *m = NULL;
+    int rc, crc;
 
     jn_err_clear(&err);
-    if (jn_hl7_parse(s, strlen(s), flags, &m, &err) == 0) {
+    jn_err_clear(&cerr);
+    rc = jn_hl7_parse(s, strlen(s), flags, &m, &err);
+    crc = jn_hl7_check(s, strlen(s), flags, &cerr);
+    CHECK_INT(crc, rc);
+    CHECK_STR(cerr.msg, err.msg);
+    if (rc == 0) {
         jn_hl7_free(m);
         return "(ok)";
     }
@@ -316,6 +324,11 @@ static void test_parse_errors(void)
                                                "three of A-Z, 0-9 followed by |");
     CHECK_STR(parse_err("MSH|^~\\&|\rPID|\x1c\r", 0), "segment 2 (PID): byte 0x1c at offset "
                                                       "14 is an MLLP frame marker, not data");
+    /* The first marker of the two kinds is the one named. */
+    CHECK_STR(parse_err("MSH|^~\\&|\rPID|a\x0b" "b\x1c\r", 0), "segment 2 (PID): byte 0x0b at "
+              "offset 15 is an MLLP frame marker, not data");
+    CHECK_STR(parse_err("MSH|^~\\&|\rPID|a\x1c" "b\x0b\r", 0), "segment 2 (PID): byte 0x1c at "
+              "offset 15 is an MLLP frame marker, not data");
     CHECK_STR(parse_err("MSH|^~\\&|\r\rPID|1\r", JN_HL7_STRICT), "segment 2 is empty (a CR on "
                                                                  "its own)");
     CHECK_STR(parse_err("MSH|^~\\&|\r\nPID|1\r", JN_HL7_STRICT),

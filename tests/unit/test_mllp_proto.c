@@ -171,6 +171,18 @@ static void test_ack_build(void)
     CHECK_INT(jn_mllp_msh_read(S("PID|1\r"), &m), 0);
     CHECK_INT(jn_mllp_msh_read(S("MSH|^~\\&|||||||ADT^A01|\r"), &m), 1);
     CHECK_INT((int)m.ctlid.len, 0);
+    CHECK_INT((int)m.msgtype.len, 7); /* MSH-9 whole: ADT^A01 */
+    CHECK(memcmp(m.msgtype.p, "ADT^A01", 7) == 0);
+    /* Only the first repetition, and fields on the first segment only. */
+    CHECK_INT(jn_mllp_msh_read(S("MSH|^~\\&|A||||||ORU^R01~ADT^A01|C9\rPID|1|2|3|4|5|6|7|8\r"),
+                               &m), 1);
+    CHECK_INT((int)m.msgtype.len, 7);
+    CHECK(memcmp(m.msgtype.p, "ORU^R01", 7) == 0);
+    CHECK(m.trigger.len == 3 && memcmp(m.trigger.p, "R01", 3) == 0);
+    CHECK(m.ctlid.len == 2 && memcmp(m.ctlid.p, "C9", 2) == 0);
+    CHECK_INT(jn_mllp_msh_read(S("MSH|^~\\&|A||||||ORU^R01\rPID|1|2|3|4|5|6|7|8|9|10\r"), &m),
+              0);
+    CHECK_INT((int)m.proc.len, 0);
     /* Control bytes from the peer never reach the ACK. */
     CHECK_STR(ack("MSH|^~\\&|A\x0b|B|C|D|2024||ADT^A01|I\x1c" "D|P|2.5\r", 'A', 0, NULL),
               "MSH|^~\\&|C|D|A|B|20240301120000+0000||ACK^A01^ACK|ACK1|P|2.5\\rMSA|AA|ID\\r");

@@ -1,4 +1,6 @@
 /* Unit tests of the message envelope: ids, headers, msgpack encoding (jn_msg). */
+#include <msgpack.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +149,53 @@ static void test_msgpack_check(void)
     CHECK_INT(jn_msgpack_check("\xd6\x01\x00\x00\x00\x00", 6), 0); /* fixext4 */
 }
 
+static int mp_ref_write(void *data, const char *buf, size_t len)
+{
+    return jn_buf_append(data, buf, len) == 0 ? 0 : -1;
+}
+
+static void test_mp_writer(void)
+{
+    /* Our msgpack writer gives the bytes msgpack-c's packer gives, at every size boundary. */
+    static const int64_t ints[] = {
+        0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295LL, 4294967296LL, INT64_MAX, -1, -32,
+        -33, -128, -129, -32768, -32769, -2147483648LL, -2147483649LL, INT64_MIN,
+    };
+    static const size_t lens[] = {0, 1, 15, 16, 31, 32, 255, 256, 65535, 65536, 70000};
+    char *big = calloc(1, 70000);
+    struct jn_buf ours = JN_BUF_INIT, ref = JN_BUF_INIT;
+    msgpack_packer pk;
+
+    CHECK(big != NULL);
+    if (big == NULL) {
+        return;
+    }
+    memset(big, 'x', 70000);
+    msgpack_packer_init(&pk, &ref, mp_ref_write);
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        CHECK_INT(jn_mp_int(&ours, ints[i]), 0);
+        msgpack_pack_int64(&pk, ints[i]);
+    }
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        CHECK_INT(jn_mp_str(&ours, big, lens[i]), 0);
+        msgpack_pack_str(&pk, lens[i]);
+        msgpack_pack_str_body(&pk, big, lens[i]);
+        CHECK_INT(jn_mp_bin(&ours, big, lens[i]), 0);
+        msgpack_pack_bin(&pk, lens[i]);
+        msgpack_pack_bin_body(&pk, big, lens[i]);
+        CHECK_INT(jn_mp_array(&ours, lens[i]), 0);
+        msgpack_pack_array(&pk, lens[i]);
+    }
+    CHECK_INT(jn_mp_cstr(&ours, NULL), 0);
+    msgpack_pack_str(&pk, 0);
+    CHECK_INT(ours.len, ref.len);
+    CHECK(ours.len == ref.len && memcmp(ours.p, ref.p, ref.len) == 0);
+    CHECK(ours.p != NULL && ours.p[ours.len] == '\0');
+    jn_buf_reset(&ours);
+    jn_buf_reset(&ref);
+    free(big);
+}
+
 static void test_decode_golden(void)
 {
     /* A v1 record written by this format's first version, kept byte for byte: readers of old
@@ -168,6 +217,21 @@ static void test_decode_golden(void)
         CHECK_STR(jn_msg_header_get(d, "k"), "v");
         CHECK_INT(d->len, 2);
         CHECK_STR((char *)d->payload, "hi");
+    }
+    jn_msg_unref(&d);
+
+    /* And the writer of today writes the same bytes for the same message. */
+    d = jn_msg_new("in", "hi", 2);
+    CHECK(d != NULL);
+    if (d) {
+        struct jn_buf b = JN_BUF_INIT;
+        memcpy(d->id, "01M82PAY3YE94KJ51TD9G02G5M", JN_ID_LEN + 1);
+        d->recv_us = 0x0006423c1e2f2a40LL;
+        CHECK_INT(jn_msg_header_add(d, "k", "v"), 0);
+        CHECK_INT(jn_msg_encode(d, &b), 0);
+        CHECK_INT(b.len, sizeof(v1));
+        CHECK(b.len == sizeof(v1) && memcmp(b.p, v1, sizeof(v1)) == 0);
+        jn_buf_reset(&b);
     }
     jn_msg_unref(&d);
 }
@@ -204,6 +268,7 @@ int main(void)
     test_headers();
     test_encode_roundtrip();
     test_decode_golden();
+    test_mp_writer();
     test_msgpack_check();
     test_alloc_failures();
     TEST_MAIN_END();
