@@ -115,6 +115,8 @@ struct http_in {
     struct timeval deadline;  /* request_timeout */
     struct event *resume_ev;  /* re-enables the listener after an accept error */
     long long full_warned_us; /* last "max_connections reached" warning */
+    time_t date_sec;          /* the second date is of (0: none yet) */
+    char date[40];            /* the Date header of that second */
     int paused;               /* listener disabled by us */
     int stopped;
     int freeing;
@@ -162,24 +164,22 @@ static int http_check(const void *vconf, unsigned dir, const struct jn_node *nod
 }
 
 /* The Date header of this second (RFC 7231 IMF-fixdate). evhttp would format one for every
- * answer (gmtime and a printf each time); one per second is enough. Loop thread only. */
-static const char *http_date(void)
+ * answer (gmtime and a printf each time); one per second per channel is enough. */
+static const char *http_date(struct http_in *in)
 {
     static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    static char date[80]; /* 29 bytes, room for any int the compiler imagines */
-    static time_t date_sec = -1;
     time_t now = time(NULL);
     struct tm tm;
 
-    if (now != date_sec && gmtime_r(&now, &tm) != NULL) {
-        snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
-                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec);
-        date_sec = now;
+    if (now != in->date_sec && gmtime_r(&now, &tm) != NULL) {
+        snprintf(in->date, sizeof(in->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec);
+        in->date_sec = now;
     }
-    return date;
+    return in->date;
 }
 
 /* Decimal digits of v into buf (at least 21 bytes), NUL-terminated; returns buf. */
@@ -201,14 +201,15 @@ static const char *u64_str(char *buf, uint64_t v)
 
 /* The body goes straight into the request's output buffer, and the Date and Content-Length
  * headers are ours: evhttp would add both with a printf each. */
-static void reply(struct evhttp_request *req, int code, const char *reason, const char *json)
+static void reply(struct http_in *in, struct evhttp_request *req, int code, const char *reason,
+                  const char *json)
 {
     struct evbuffer *body = evhttp_request_get_output_buffer(req);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char len[21];
 
     evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "Date", http_date());
+    evhttp_add_header(h, "Date", http_date(in));
     if (evbuffer_add(body, json, strlen(json)) == 0 && evbuffer_add(body, "\n", 1) == 0 &&
         evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
         /* A HEAD answer states no length of ours; evhttp leaves it out for HEAD too. */
@@ -218,7 +219,8 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
 }
 
 /* JSON string escaping for error texts in bodies. */
-static void reply_error(struct evhttp_request *req, int code, const char *reason, const char *msg)
+static void reply_error(struct http_in *in, struct evhttp_request *req, int code,
+                        const char *reason, const char *msg)
 {
     struct jn_buf b = JN_BUF_INIT;
 
@@ -234,7 +236,7 @@ static void reply_error(struct evhttp_request *req, int code, const char *reason
         }
     }
     jn_buf_puts(&b, "\"}");
-    reply(req, code, reason, b.p ? b.p : "{}");
+    reply(in, req, code, reason, b.p ? b.p : "{}");
     jn_buf_reset(&b);
 }
 
@@ -261,10 +263,10 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
         memcpy(body, "{\"id\":\"", 7);
         memcpy(body + 7, msg->id, il);
         memcpy(body + 7 + il, "\"}", 3);
-        reply(p->req, 202, "Accepted", body);
+        reply(p->in, p->req, 202, "Accepted", body);
     } else {
         evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", "1");
-        reply_error(p->req, 503, "Service Unavailable",
+        reply_error(p->in, p->req, 503, "Service Unavailable",
                     err && err->msg[0] ? err->msg : jn_strerror(rc));
     }
     jn_free(p);
@@ -506,10 +508,10 @@ nomem:
     return JN_ENOMEM;
 }
 
-static void reply_busy(struct evhttp_request *req, const char *why)
+static void reply_busy(struct http_in *in, struct evhttp_request *req, const char *why)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-    reply_error(req, 503, "Service Unavailable", why);
+    reply_error(in, req, 503, "Service Unavailable", why);
 }
 
 static void handle(struct evhttp_request *req, void *arg)
@@ -531,7 +533,7 @@ static void handle(struct evhttp_request *req, void *arg)
         /* Not one of our connections (conn_new could not take it): no close callback would
          * guard a pending request, so refuse and close. */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        reply_busy(req, "too many connections");
+        reply_busy(in, req, "too many connections");
         return;
     }
     /* The request is complete: no deadline while we answer; answered() sets the next one. */
@@ -540,17 +542,17 @@ static void handle(struct evhttp_request *req, void *arg)
     if (path == NULL || strcmp(path, c->path) != 0) {
         snprintf(why, sizeof(why), "no such path: %.300s, expected POST %s", path ? path : "",
                  c->path);
-        reply_error(req, 404, "Not Found", why);
+        reply_error(in, req, 404, "Not Found", why);
         return;
     }
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
         snprintf(why, sizeof(why), "method not allowed on %s, expected POST", c->path);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        reply_error(req, 405, "Method Not Allowed", why);
+        reply_error(in, req, 405, "Method Not Allowed", why);
         return;
     }
     if (in->stopped) {
-        reply_busy(req, "broker is stopping");
+        reply_busy(in, req, "broker is stopping");
         return;
     }
     evhttp_connection_get_peer(evcon, &peer, &port);
@@ -560,7 +562,7 @@ static void handle(struct evhttp_request *req, void *arg)
                                         evhttp_request_get_input_headers(req), path,
                                         evhttp_uri_get_query(uri), peerbuf, &m) != 0) {
         jn_free(p);
-        reply_busy(req, "out of memory");
+        reply_busy(in, req, "out of memory");
         return;
     }
     p->in = in;
@@ -575,7 +577,7 @@ static void handle(struct evhttp_request *req, void *arg)
     if (p->ticket == NULL) {
         pending_unlink(p);
         jn_free(p);
-        reply_busy(req, "out of memory");
+        reply_busy(in, req, "out of memory");
     }
 }
 

@@ -179,6 +179,8 @@ struct dup {
 struct mllp_in {
     struct jn_channel *ch;
     const struct mllp_conf *conf;
+    time_t ts_sec;        /* the second ts is of (0: none yet) */
+    char ts[32];          /* MSH-7 of our ACKs in that second */
     struct evconnlistener *lev;
     struct conn *conns;
     size_t nconns;
@@ -256,20 +258,18 @@ static void shown(const char *p, size_t n, char *out, size_t cap)
     out[o] = '\0';
 }
 
-/* MSH-7 of our ACKs: this second in UTC, formatted once a second (loop thread only). */
-static void now_ts(char out[32])
+/* MSH-7 of our ACKs: this second in UTC, formatted once a second per channel. */
+static void now_ts(struct mllp_in *in, char out[32])
 {
-    static char ts[32];
-    static time_t ts_sec = -1;
     time_t t = time(NULL);
     struct tm tm;
 
-    if (t != ts_sec) {
+    if (t != in->ts_sec) {
         gmtime_r(&t, &tm);
-        strftime(ts, sizeof(ts), "%Y%m%d%H%M%S+0000", &tm);
-        ts_sec = t;
+        strftime(in->ts, sizeof(in->ts), "%Y%m%d%H%M%S+0000", &tm);
+        in->ts_sec = t;
     }
-    memcpy(out, ts, sizeof(ts));
+    memcpy(out, in->ts, sizeof(in->ts));
 }
 
 /* An ACK's own MSH-10: the first 20 characters of a fresh message id (48 bits of time, 50
@@ -520,7 +520,7 @@ static int build_ack(const struct slot *s, char code, int err_code, const char *
         return 0;
     }
     ack_id(s->in->ch, id);
-    now_ts(ts);
+    now_ts(s->in, ts);
     return jn_mllp_ack_build(&m, code, err_code, reason, id, ts, out);
 }
 
