@@ -204,6 +204,11 @@ static rd_kafka_conf_t *kafka_conf_build(const struct kafka_conf *c, unsigned di
         /* A new group starts at the beginning: a broker trusted with data does not skip what
          * was written before it first joined. */
         rc = kafka_set(kc, "auto.offset.reset", "earliest", err);
+        /* librdkafka prefetches up to 64 MiB by default; the journal is the buffer here, so
+         * 16 MiB is plenty and keeps the heap small (properties: may raise it again). */
+        if (rc == 0) {
+            rc = kafka_set(kc, "queued.max.messages.kbytes", "16384", err);
+        }
     }
     for (size_t i = 0; rc == 0 && i < c->properties.n; i++) {
         rc = kafka_set(kc, c->properties.k[i], c->properties.v[i] ? c->properties.v[i] : "",
