@@ -48,7 +48,7 @@ struct jn_ticket {
     /*
      * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
      * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
-     * (1 from the ingest until route_msg is done) and each delivery. The ticket is freed when
+     * (1 from the ingest until its commit callback is done) and each delivery. The ticket is freed when
      * pending is 0 and outcome has run or was forgotten.
      */
     int tracked;
