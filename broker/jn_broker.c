@@ -48,8 +48,8 @@ struct jn_ticket {
     /*
      * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
      * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
-     * (1 from the ingest until its commit callback is done) and each delivery. The ticket is freed when
-     * pending is 0 and outcome has run or was forgotten.
+     * (1 from the ingest until its commit callback is done) and each delivery. The ticket is
+     * freed when pending is 0 and outcome has run or was forgotten.
      */
     int tracked;
     int accepted;                 /* its accept callback said rc 0 */
@@ -83,8 +83,8 @@ struct jn_delivery {
  * concurrency 1 the queue stays in order (head-of-line) and a down peer is not hammered.
  *
  * Paging: the journal holds the whole queue; memory holds at most `window` deliveries of it
- * (ready + busy) and about QUEUE_WINDOW_BYTES of payload, the oldest ones. Invariant: every unfinished queue record with seq <=
- * loaded_upto is in memory, and none above it is. While the queue is longer than its window
+ * (ready + busy) and about QUEUE_WINDOW_BYTES of payload, the oldest ones. Invariant: every
+ * unfinished queue record with seq <= loaded_upto is in memory, and none above it is. While the queue is longer than its window
  * (spilled), new records stay on disk only, and the pump reads the next ones in seq order when
  * memory falls to half the window. So a destination that is down for a million messages costs
  * a window of memory, and a start reads a window per destination, not the queue.
