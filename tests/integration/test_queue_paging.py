@@ -7,6 +7,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 
@@ -76,6 +77,11 @@ def rss_anon_kb(pid):
 SANITIZED = "ASAN_OPTIONS" in os.environ
 
 procs, rcv = [], None
+# The destination is down until part 3, yet its port stays ours: bound without listen(), so
+# junction's connects are refused and no other process's socket can take the port meanwhile.
+hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+hold.bind(("127.0.0.1", rport))
 try:
     j = Junction(CONFIG, wait_ports=[port])
     procs.append(j)
@@ -97,8 +103,11 @@ try:
     # ---- 2. a restart reads a window, not the queue ----
     t.eq(j.stop(), 0, "SIGTERM with the backlog: exit 0")
     j.start()
-    t.check(wait_until(lambda: "recovered %d queued deliveries" % N1 in j.log(), 10),
-            "the start counts the backlog without reading it")
+    # The 1,500 for the down destination, and any copy whose file was written but whose
+    # delivery was not yet recorded at the stop (it is written again: at-least-once).
+    rec = wait_until(lambda: re.search(r"recovered (\d+) queued deliveries", j.log()), 10)
+    t.check(rec and N1 <= int(rec.group(1)) <= 2 * N1,
+            "the start counts the backlog without reading it: %s" % (rec and rec.group(0)))
     wait_until(lambda: "cannot connect" in j.log().split("recovered")[-1], 5)
     anon = rss_anon_kb(j.proc.pid)
     print("heap (RssAnon) after the start with %d queued: %d kB" % (N1, anon))
@@ -107,6 +116,7 @@ try:
                 % anon)
 
     # ---- 3. the destination returns; more arrive while the backlog drains ----
+    hold.close()
     rcv = Receiver(port=rport, delay=0.001).start()
     st2 = []
     poster = threading.Thread(target=post_range, args=(N1, N1 + N2, st2))
@@ -127,6 +137,7 @@ try:
     t.check(re.search(r"0 send\(s\) in flight; 0 queued message", j.log().split("recovered")[-1]),
             "nothing stays queued")
 finally:
+    hold.close()
     for p in procs:
         p.cleanup()
     if rcv:
