@@ -583,7 +583,6 @@ struct refill_ctx {
     struct outq *q;
     unsigned char start[JN_STORE_DEST_MAX + 9];
     size_t plen;        /* destination \0 */
-    size_t got;
     int more;           /* stopped with the window full, not at the end of the records */
     uint64_t last;      /* highest seq read */
     uint64_t issued;    /* every seq the journal gave out is below this */
@@ -629,7 +628,6 @@ static int visit_refill(void *arg, const void *k, size_t kl, const void *v, size
     if (d != NULL) {
         queue_link(d);
     }
-    c->got++;
     return 0;
 }
 

@@ -1306,28 +1306,22 @@ static void report(struct bench *b)
                 sep = ", ";
             }
         }
-        if (b->err.connect) {
-            printf("%sconnect x%" PRIu64, sep, b->err.connect);
-            sep = ", ";
-        }
-        if (b->err.timeout) {
-            printf("%stimeout x%" PRIu64, sep, b->err.timeout);
-            sep = ", ";
-        }
-        if (b->err.closed) {
-            printf("%sclosed x%" PRIu64, sep, b->err.closed);
-            sep = ", ";
-        }
-        if (b->err.proto) {
-            printf("%sprotocol x%" PRIu64, sep, b->err.proto);
-            sep = ", ";
-        }
-        if (b->err.connack) {
-            printf("%sCONNACK refused x%" PRIu64, sep, b->err.connack);
-            sep = ", ";
-        }
-        if (b->err.puback_id) {
-            printf("%sPUBACK id mismatch x%" PRIu64, sep, b->err.puback_id);
+        const struct {
+            const char *what;
+            uint64_t n;
+        } other[] = {
+            {"connect", b->err.connect},
+            {"timeout", b->err.timeout},
+            {"closed", b->err.closed},
+            {"protocol", b->err.proto},
+            {"CONNACK refused", b->err.connack},
+            {"PUBACK id mismatch", b->err.puback_id},
+        };
+        for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+            if (other[i].n) {
+                printf("%s%s x%" PRIu64, sep, other[i].what, other[i].n);
+                sep = ", ";
+            }
         }
     }
     if (b->pid > 0) {
