@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "jn_buf.h"
 #include "jn_journal.h"
 #include "jn_mem.h"
 #include "jn_opt.h"
@@ -202,8 +203,18 @@ struct dlq_ctx {
     const char *id;   /* replay: NULL = all */
     struct jn_jtxn *t;
     struct jn_journal *j;
-    size_t n, bad;
+    struct jn_buf done; /* replay: the "replayed" lines, printed once the write committed */
+    size_t n, bad, failed;
 };
+
+/* One dead letter that cannot be read is named and left where it is; it never stops the
+ * others from being listed or replayed. */
+static void dlq_bad(struct dlq_ctx *c, const void *k, size_t kl, const char *why)
+{
+    fprintf(stderr, "junction: dead letter %llu cannot be decoded (%s); left in the "
+            "dead-letter queue\n", kl == 8 ? (unsigned long long)jn_get_be64(k) : 0ULL, why);
+    c->bad++;
+}
 
 static int visit_dlq_list(void *arg, const void *k, size_t kl, const void *v, size_t vl)
 {
@@ -213,9 +224,7 @@ static int visit_dlq_list(void *arg, const void *k, size_t kl, const void *v, si
     char t[40];
 
     if (jn_store_dlq_decode(v, vl, &r, &err) != 0) {
-        fprintf(c->out, "(dead letter %llu cannot be decoded: %s)\n",
-                kl == 8 ? (unsigned long long)jn_get_be64(k) : 0ULL, err.msg);
-        c->bad++;
+        dlq_bad(c, k, kl, err.msg);
         return 0;
     }
     fmt_time(r.time_us, t, sizeof(t));
@@ -229,7 +238,7 @@ static int visit_dlq_list(void *arg, const void *k, size_t kl, const void *v, si
 
 int jn_inspect_dlq_list(const struct jn_config *cfg, FILE *out)
 {
-    struct dlq_ctx c = {out, NULL, NULL, NULL, 0, 0};
+    struct dlq_ctx c = {.out = out};
     struct jn_journal *j = open_journal(cfg, 0);
 
     if (j == NULL) {
@@ -237,8 +246,12 @@ int jn_inspect_dlq_list(const struct jn_config *cfg, FILE *out)
     }
     jn_journal_scan(j, JN_JDB_DLQ, NULL, 0, visit_dlq_list, &c);
     jn_journal_close(j);
+    if (c.bad) {
+        fprintf(stderr, "%zu dead letter(s), %zu that cannot be decoded\n", c.n, c.bad);
+        return 1;
+    }
     fprintf(stderr, "%zu dead letter(s)\n", c.n);
-    return c.bad ? 1 : 0;
+    return 0;
 }
 
 static int visit_dlq_replay(void *arg, const void *k, size_t kl, const void *v, size_t vl)
@@ -248,8 +261,12 @@ static int visit_dlq_replay(void *arg, const void *k, size_t kl, const void *v, 
     struct jn_err err;
     int ok;
 
-    if (kl != 8 || jn_store_dlq_decode(v, vl, &r, &err) != 0) {
-        c->bad++;
+    if (kl != 8) {
+        dlq_bad(c, k, kl, "bad key");
+        return 0;
+    }
+    if (jn_store_dlq_decode(v, vl, &r, &err) != 0) {
+        dlq_bad(c, k, kl, err.msg);
         return 0;
     }
     if (c->id && strcmp(c->id, r.msg->id) != 0) {
@@ -266,12 +283,13 @@ static int visit_dlq_replay(void *arg, const void *k, size_t kl, const void *v, 
     }
     ok = ok && jn_jtxn_del(c->t, JN_JDB_DLQ, k, kl) == 0 &&
          jn_store_log(c->t, jn_journal_seq(c->j), r.msg->id, "replayed", r.route, r.dest, 0,
-                      NULL) == 0;
+                      NULL) == 0 &&
+         jn_buf_printf(&c->done, "replayed %s to %s\n", r.msg->id,
+                       r.dest[0] ? r.dest : "(routing)") == 0;
     if (ok) {
-        fprintf(c->out, "replayed %s to %s\n", r.msg->id, r.dest[0] ? r.dest : "(routing)");
         c->n++;
     } else {
-        c->bad++;
+        c->failed++;
     }
     jn_qrec_clear(&r);
     return 0;
@@ -279,8 +297,8 @@ static int visit_dlq_replay(void *arg, const void *k, size_t kl, const void *v, 
 
 int jn_inspect_dlq_replay(const struct jn_config *cfg, const char *id, FILE *out)
 {
-    struct dlq_ctx c = {out, id, jn_jtxn_new(), NULL, 0, 0};
-    int rc;
+    struct dlq_ctx c = {.out = out, .id = id, .t = jn_jtxn_new()};
+    int rc = 0;
 
     if (c.t == NULL) {
         fprintf(stderr, "junction: out of memory\n");
@@ -294,24 +312,34 @@ int jn_inspect_dlq_replay(const struct jn_config *cfg, const char *id, FILE *out
         return 1;
     }
     jn_journal_scan(c.j, JN_JDB_DLQ, NULL, 0, visit_dlq_replay, &c);
-    if (c.bad) {
-        fprintf(stderr, "junction: %zu dead letter(s) could not be replayed; nothing written\n",
-                c.bad);
+    if (c.failed) {
+        /* Out of memory building the write: all or nothing, so nothing. */
+        fprintf(stderr, "junction: out of memory preparing the replay; nothing written\n");
         jn_jtxn_free(c.t);
-        jn_journal_close(c.j);
-        return 1;
+        rc = JN_ENOMEM;
+    } else if (c.n > 0) {
+        rc = jn_journal_write_now(c.j, c.t); /* all or nothing, one transaction */
+    } else {
+        jn_jtxn_free(c.t);
     }
-    rc = jn_journal_write_now(c.j, c.t); /* all or nothing, one transaction */
     jn_journal_close(c.j);
     if (rc != 0) {
-        fprintf(stderr, "junction: replay failed: %s\n", jn_strerror(rc));
+        if (!c.failed) {
+            fprintf(stderr, "junction: replay failed: %s\n", jn_strerror(rc));
+        }
+        jn_buf_reset(&c.done);
         return 1;
     }
+    if (c.done.len) {
+        fputs(c.done.p, out);
+    }
+    jn_buf_reset(&c.done);
     if (c.n == 0) {
         fprintf(stderr, "junction: %s\n", id ? "no dead letter with that id" : "no dead letters");
-        return id ? 1 : 0;
+        return id || c.bad ? 1 : 0;
     }
     fprintf(stderr, "%zu dead letter(s) replayed; they are delivered when the broker starts\n",
             c.n);
-    return 0;
+    /* --all leaves the undecodable ones behind: say so with the exit code too. */
+    return id == NULL && c.bad ? 1 : 0;
 }

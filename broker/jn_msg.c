@@ -478,19 +478,33 @@ int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
     return rc ? JN_ENOMEM : 0;
 }
 
-/* A msgpack string without NUL bytes. */
-static int obj_plain_str(const msgpack_object *o)
+int jn_mp_get_str(const msgpack_object *o, const char **s, size_t *n)
 {
-    return o->type == MSGPACK_OBJECT_STR && memchr(o->via.str.ptr, '\0', o->via.str.size) == NULL;
+    if (o->type != MSGPACK_OBJECT_STR) {
+        return JN_EPROTO;
+    }
+    if (o->via.str.size == 0) {
+        *s = "";
+        *n = 0;
+        return 0;
+    }
+    if (o->via.str.ptr == NULL || memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL) {
+        return JN_EPROTO;
+    }
+    *s = o->via.str.ptr;
+    *n = o->via.str.size;
+    return 0;
 }
 
-/* A msgpack string as a NUL-terminated copy; embedded NULs are refused. */
-static char *obj_strdup(const msgpack_object *o)
+char *jn_mp_strdup(const msgpack_object *o)
 {
-    if (!obj_plain_str(o)) {
+    const char *s;
+    size_t n;
+
+    if (jn_mp_get_str(o, &s, &n) != 0) {
         return NULL;
     }
-    return jn_strndup(o->via.str.ptr, o->via.str.size);
+    return jn_strndup(s, n);
 }
 
 static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err *err)
@@ -520,7 +534,7 @@ static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err
     if (f[5].type != MSGPACK_OBJECT_BIN) {
         return jn_err_set(err, JN_EPROTO, "field 5 (payload) is not binary");
     }
-    s = obj_strdup(&f[2]);
+    s = jn_mp_strdup(&f[2]);
     if (s == NULL) {
         return jn_err_set(err, JN_EPROTO, "field 2 (channel) holds a NUL byte");
     }
@@ -535,20 +549,19 @@ static int decode_v1(const msgpack_object *a, struct jn_msg **out, struct jn_err
     hs = &f[4];
     for (uint32_t i = 0; i < hs->via.array.size; i++) {
         const msgpack_object *h = &hs->via.array.ptr[i];
-        const msgpack_object *hn, *hv;
+        const char *hn, *hv;
+        size_t hnl, hvl;
         int rc;
         if (h->type != MSGPACK_OBJECT_ARRAY || h->via.array.size != 2) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_EPROTO, "header %u is not a [name, value] pair", i);
         }
-        hn = &h->via.array.ptr[0];
-        hv = &h->via.array.ptr[1];
-        if (!obj_plain_str(hn) || !obj_plain_str(hv)) {
+        if (jn_mp_get_str(&h->via.array.ptr[0], &hn, &hnl) != 0 ||
+            jn_mp_get_str(&h->via.array.ptr[1], &hv, &hvl) != 0) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_EPROTO, "header %u is not two strings without NUL", i);
         }
-        rc = header_push(m, hn->via.str.ptr, hn->via.str.size, hv->via.str.ptr,
-                         hv->via.str.size);
+        rc = header_push(m, hn, hnl, hv, hvl);
         if (rc != 0) {
             jn_msg_unref(&m);
             return jn_err_set(err, JN_ENOMEM, "out of memory decoding a record");

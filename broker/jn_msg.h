@@ -114,6 +114,17 @@ int jn_mp_str(struct jn_buf *b, const char *s, size_t n);
 int jn_mp_cstr(struct jn_buf *b, const char *s); /* NULL is "" */
 int jn_mp_bin(struct jn_buf *b, const void *p, size_t n);
 
+/*
+ * msgpack reading for the storage records. msgpack-c 4.0 unpacks an empty str or bin with a
+ * NULL pointer; every reader goes through these so an empty value reads as "" and never as a
+ * bad field. jn_mp_get_str: 0 and *s / *n (never NULL, *s not NUL-terminated) when o is a str
+ * without NUL bytes, else JN_EPROTO. jn_mp_strdup: a NUL-terminated copy (caller frees), or
+ * NULL when o is not such a string or on no memory.
+ */
+struct msgpack_object;
+int jn_mp_get_str(const struct msgpack_object *o, const char **s, size_t *n);
+char *jn_mp_strdup(const struct msgpack_object *o);
+
 /* 0 when data holds msgpack objects whose containers announce no more elements than bytes
  * remain (run before msgpack-c, which allocates what a header announces); else JN_EPROTO.
  * Trailing bytes after the first object are allowed. */

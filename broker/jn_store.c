@@ -166,21 +166,15 @@ static int is_int(const msgpack_object *o)
     return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
 }
 
-static char *dup_str(const msgpack_object *o)
-{
-    if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, '\0', o->via.str.size)) {
-        return NULL;
-    }
-    return jn_strndup(o->via.str.ptr, o->via.str.size);
-}
-
+/* A string field into a fixed buffer, cut at n - 1 bytes; anything else reads as "". */
 static void copy_str(char *dst, size_t n, const msgpack_object *o)
 {
+    const char *s;
     size_t l = 0;
 
-    if (o->type == MSGPACK_OBJECT_STR) {
-        l = o->via.str.size < n - 1 ? o->via.str.size : n - 1;
-        memcpy(dst, o->via.str.ptr, l);
+    if (jn_mp_get_str(o, &s, &l) == 0) {
+        l = l < n - 1 ? l : n - 1;
+        memcpy(dst, s, l);
     }
     dst[l] = '\0';
 }
@@ -253,8 +247,8 @@ int jn_store_queue_decode(const void *v, size_t vl, struct jn_qrec *r, struct jn
         return rc;
     }
     f = u.data.via.array.ptr;
-    if (!is_int(&f[1]) || (r->route = dup_str(&f[2])) == NULL ||
-        (r->error = dup_str(&f[3])) == NULL) {
+    if (!is_int(&f[1]) || (r->route = jn_mp_strdup(&f[2])) == NULL ||
+        (r->error = jn_mp_strdup(&f[3])) == NULL) {
         rc = jn_err_set(err, JN_EPROTO, "queue record: bad attempt, route or error field");
     } else {
         r->attempt = (int)f[1].via.i64;
@@ -279,8 +273,8 @@ int jn_store_dlq_decode(const void *v, size_t vl, struct jn_qrec *r, struct jn_e
         return rc;
     }
     f = u.data.via.array.ptr;
-    if ((r->dest = dup_str(&f[1])) == NULL || (r->route = dup_str(&f[2])) == NULL ||
-        !is_int(&f[3]) || (r->error = dup_str(&f[4])) == NULL || !is_int(&f[5])) {
+    if ((r->dest = jn_mp_strdup(&f[1])) == NULL || (r->route = jn_mp_strdup(&f[2])) == NULL ||
+        !is_int(&f[3]) || (r->error = jn_mp_strdup(&f[4])) == NULL || !is_int(&f[5])) {
         rc = jn_err_set(err, JN_EPROTO, "dead-letter record: bad field");
     } else {
         r->attempt = (int)f[3].via.i64;

@@ -345,6 +345,80 @@ static void test_log_record(void)
     CHECK_INT(r.time_us, 1763850000000000LL);
 }
 
+/* Records whose strings are empty: msgpack-c 4.0 gives an empty string a NULL pointer when no
+ * other string came before it in the buffer, so an unrouted dead letter (destination "") and a
+ * queue record with no route or error must still decode (issue 12, item 1). */
+static void test_empty_strings(void)
+{
+    static const unsigned char env[] = {
+        0x96, 0x01, 0xba, '0', '1', 'M', '8', '2', 'P', 'A', 'Y', '3', 'Y', 'E', '9', '4',
+        'K', 'J', '5', '1', 'T', 'D', '9', 'G', '0', '2', 'G', '5', 'M', 0xa0,
+        0xcf, 0x00, 0x06, 0x44, 0x36, 0x54, 0xaf, 0xe4, 0x00, 0x91, 0x92, 0xa1, 'k', 0xa0,
+        0xc4, 0x01, 'p',
+    };
+    unsigned char rec[128];
+    struct jn_qrec r;
+    struct jn_logrec l;
+    struct jn_err err;
+    size_t n = 0;
+
+    /* dlq: [1, "", "", 0, "", time_us 5, bin(envelope)] */
+    rec[n++] = 0x97;
+    rec[n++] = 0x01;
+    rec[n++] = 0xa0;
+    rec[n++] = 0xa0;
+    rec[n++] = 0x00;
+    rec[n++] = 0xa0;
+    rec[n++] = 0x05;
+    rec[n++] = 0xc4;
+    rec[n++] = (unsigned char)sizeof(env);
+    memcpy(rec + n, env, sizeof(env));
+    n += sizeof(env);
+    memset(&r, 0, sizeof(r));
+    CHECK_INT(jn_store_dlq_decode(rec, n, &r, &err), 0);
+    CHECK(r.dest != NULL && strcmp(r.dest, "") == 0);
+    CHECK(r.route != NULL && strcmp(r.route, "") == 0);
+    CHECK(r.error != NULL && strcmp(r.error, "") == 0);
+    CHECK_INT(r.time_us, 5);
+    CHECK(r.msg != NULL && strcmp(r.msg->channel, "") == 0 && r.msg->len == 1);
+    if (r.msg != NULL) {
+        const char *v = jn_msg_header_get(r.msg, "k");
+        CHECK(v != NULL && strcmp(v, "") == 0);
+    }
+    jn_qrec_clear(&r);
+
+    /* queue: [1, 1, "", "", bin(envelope)] */
+    n = 0;
+    rec[n++] = 0x95;
+    rec[n++] = 0x01;
+    rec[n++] = 0x01;
+    rec[n++] = 0xa0;
+    rec[n++] = 0xa0;
+    rec[n++] = 0xc4;
+    rec[n++] = (unsigned char)sizeof(env);
+    memcpy(rec + n, env, sizeof(env));
+    n += sizeof(env);
+    memset(&r, 0, sizeof(r));
+    CHECK_INT(jn_store_queue_decode(rec, n, &r, &err), 0);
+    CHECK(r.route != NULL && strcmp(r.route, "") == 0);
+    CHECK(r.error != NULL && strcmp(r.error, "") == 0);
+    jn_qrec_clear(&r);
+
+    /* log: [1, time_us 5, "", "", "", "", 0, ""] */
+    n = 0;
+    rec[n++] = 0x98;
+    rec[n++] = 0x01;
+    rec[n++] = 0x05;
+    for (int i = 0; i < 4; i++) {
+        rec[n++] = 0xa0;
+    }
+    rec[n++] = 0x00;
+    rec[n++] = 0xa0;
+    CHECK_INT(jn_store_log_decode(rec, n, &l, &err), 0);
+    CHECK_STR(l.event, "");
+    CHECK_STR(l.error, "");
+}
+
 static void test_alloc_failures(void)
 {
     struct jn_msg *m = sample();
@@ -391,6 +465,7 @@ int main(void)
     test_journal();
     test_journal_order();
     test_log_record();
+    test_empty_strings();
     test_alloc_failures();
     rm_dir();
     TEST_MAIN_END();
