@@ -125,7 +125,7 @@ struct jn_broker {
     struct jn_ticket *outcomes;      /* tickets whose outcome is awaited (jn_ingest_outcome) */
     struct event *commit_ev;
     size_t ingests_in_flight;        /* submitted to the journal, callback not yet run */
-    struct event *sig_term, *sig_int;
+    struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer;
     struct event *prune_timer;
     int stopping;   /* intake closed, queues draining */
@@ -301,13 +301,15 @@ static void notify(struct jn_broker *b, struct jn_jtxn *t, const char *route,
 
 /* ---- dead letters ---- */
 
-/* Writes the dead letter (with its last error and attempt count) and the action into t. */
+/* Writes the dead letter (with its last error and attempt count) and the action into t, and
+ * logs it at level with prefix (a channel's, or NULL). */
 static void dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
-                        const char *route, const char *dest, int attempts, const char *reason)
+                        const char *route, const char *dest, int attempts, const char *reason,
+                        int level, const char *prefix)
 {
     b->n_dead++;
-    jn_log(JN_LOG_WARN, "msg=%s dead-lettered route=%s destination=%s attempts=%d: %s", m->id,
-           route ? route : "-", dest ? dest : "-", attempts, reason);
+    jn_log_p(level, prefix, "msg=%s dead-lettered route=%s destination=%s attempts=%d: %s",
+             m->id, route ? route : "-", dest ? dest : "-", attempts, reason);
     if (t == NULL || jn_store_dlq_put(t, jn_journal_seq(b->journal), dest ? dest : "",
                                       route ? route : "", attempts, reason, m) != 0) {
         jn_log(JN_LOG_ERROR, "msg=%s could not be written to the dead-letter queue", m->id);
@@ -807,6 +809,8 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
     d->sending = 0;
     if (b->freeing && r == JN_SEND_RETRY) {
         /* Cut short by the stop: not an attempt. The queue record stays as it was. */
+        jn_log_p(JN_LOG_DEBUG, ch->log_prefix, "msg=%s send cut short by the stop (%s); it "
+                 "stays queued", d->msg->id, reason ? reason : "");
         jn_jtxn_free(t);
         busy_del(q, d);
         delivery_free(d);
@@ -818,8 +822,10 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
     }
     if (r == JN_SEND_OK) {
         ch->n_sent++;
-        jn_log_p(JN_LOG_DEBUG, ch->log_prefix, "msg=%s delivered (attempt %d)", d->msg->id,
-                 d->attempt);
+        /* After failed attempts (each logged), the success is news too. */
+        jn_log_p(d->attempt > 1 ? JN_LOG_INFO : JN_LOG_DEBUG, ch->log_prefix,
+                 "msg=%s delivered%s (attempt %d)", d->msg->id,
+                 d->attempt > 1 ? " after retries" : "", d->attempt);
         if (t) {
             jn_store_queue_del(t, ch->name, d->qseq);
         }
@@ -830,7 +836,8 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
         long long wait = backoff_ms(&ch->retry, d->attempt);
         struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
         ch->n_retried++;
-        jn_log_p(JN_LOG_INFO, ch->log_prefix, "msg=%s attempt %d failed, retry in %lld ms: %s",
+        /* The one line per failed attempt: channels leave the logging of outcomes here. */
+        jn_log_p(JN_LOG_WARN, ch->log_prefix, "msg=%s attempt %d failed, retry in %lld ms: %s",
                  d->msg->id, d->attempt, wait, reason ? reason : "");
         log_action(b, t, d->msg, "retry-scheduled", d->route, ch->name, d->attempt, reason);
         notify(b, t, d->route, d->msg, ch->name, JN_NOTIFY_FAILED, d->attempt, reason);
@@ -858,7 +865,7 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
                                               : "retry attempts exhausted";
         char full[JN_ERR_MSG_MAX];
         ch->n_failed++;
-        if (r != JN_SEND_REJECT) { /* a rejection was logged by the channel */
+        if (r != JN_SEND_REJECT) {
             snprintf(full, sizeof(full), "retry attempts exhausted (%d), last error: %s",
                      d->attempt, reason ? reason : "");
             why = full;
@@ -867,7 +874,8 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
         if (t) {
             jn_store_queue_del(t, ch->name, d->qseq);
         }
-        dead_letter(b, t, d->msg, d->route, ch->name, d->attempt, why);
+        dead_letter(b, t, d->msg, d->route, ch->name, d->attempt, why, JN_LOG_WARN,
+                    ch->log_prefix);
         delivery_settle(d, JN_SEND_REJECT, why);
     }
     submit(b, t);
@@ -941,6 +949,44 @@ static const struct jn_buf *envelope_of(const struct jn_msg *m, const struct jn_
     return own;
 }
 
+/* How often, at most, a channel's unrouted messages are logged (each is in the action log). */
+#define UNROUTED_NOTE_US (60 * 1000000LL)
+
+/*
+ * Counts a message from src (index ci) that no route took and, the first time and then at most
+ * once a minute per channel, says so with the reason: which routes read from src and the
+ * conditions that did not hold.
+ */
+static void unrouted_note(struct jn_broker *b, struct jn_channel *src, size_t ci,
+                          const struct jn_msg *m, int level, const char *outcome)
+{
+    const struct jn_config *cfg = b->cfg;
+    struct jn_buf why = JN_BUF_INIT;
+    int64_t now = jn_now_us();
+    size_t n = 0;
+
+    src->n_unrouted++;
+    if (src->unrouted_noted_us != 0 && now - src->unrouted_noted_us < UNROUTED_NOTE_US) {
+        return;
+    }
+    src->unrouted_noted_us = now;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct jn_cfg_route *r = &cfg->routes[i];
+        for (size_t k = 0; k < r->rc.from.n; k++) {
+            if (r->from[k] == ci) {
+                jn_buf_printf(&why, "%sroute '%s' when: %s", n++ ? "; " : "", r->name,
+                              r->rc.when ? r->rc.when : "(none)");
+                break;
+            }
+        }
+    }
+    jn_log(level, "channel '%s': msg=%s matched no route (%s%s), %s; %llu unrouted from '%s' "
+           "so far (said at most once a minute)", src->name, m->id,
+           n ? "no condition held: " : "no route reads from it", why.p ? why.p : "", outcome,
+           (unsigned long long)src->n_unrouted, src->name);
+    jn_buf_reset(&why);
+}
+
 /*
  * Routes a message into t: one queue entry per output and destination (their deliveries wait
  * in b->adds for t's commit), dead letters, the action log. menv: m's encoding, or NULL.
@@ -969,7 +1015,7 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
         matched = 1;
         jn_err_clear(&err);
         if (run_chain(b, r, m, &outs, &err) != 0) {
-            dead_letter(b, t, m, r->name, NULL, 0, err.msg);
+            dead_letter(b, t, m, r->name, NULL, 0, err.msg, JN_LOG_WARN, NULL);
             if (track) {
                 track_note(track, JN_SEND_REJECT, err.msg, NULL, 0);
             }
@@ -1008,9 +1054,14 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
     if (!matched) {
         switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {
         case JN_UNROUTED_DEAD_LETTER:
-            dead_letter(b, t, m, NULL, NULL, 0, src ? "unrouted: no route took the message"
-                                                    : "unrouted: its source channel is no "
-                                                      "longer in the config");
+            /* Per message at debug: the channel's note below says it once a minute. */
+            dead_letter(b, t, m, NULL, NULL, 0,
+                        src ? "unrouted: no route took the message"
+                            : "unrouted: its source channel is no longer in the config",
+                        src ? JN_LOG_DEBUG : JN_LOG_WARN, NULL);
+            if (src) {
+                unrouted_note(b, src, ci, m, JN_LOG_WARN, "dead-lettered (see junction dlq list)");
+            }
             if (track) {
                 track_note(track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
                            0);
@@ -1018,8 +1069,9 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
             break;
         case JN_UNROUTED_DROP:
             b->n_unrouted_dropped++;
-            jn_log(JN_LOG_INFO, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
+            jn_log(JN_LOG_DEBUG, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
                    src->name);
+            unrouted_note(b, src, ci, m, JN_LOG_INFO, "dropped (unrouted: drop)");
             log_action(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
             break;
         case JN_UNROUTED_CHANNEL: {
@@ -1510,6 +1562,16 @@ void jn_broker_stop(struct jn_broker *b)
     evtimer_add(b->drain_timer, &tv);
 }
 
+/* SIGHUP asks daemons to reload; until junction can, it must at least do no harm. */
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    jn_log(JN_LOG_WARN, "SIGHUP received: reloading the config is not supported yet; keeping "
+           "the running config (restart junction to apply changes)");
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct jn_broker *b = arg;
@@ -1548,7 +1610,9 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     b->prune_timer = evtimer_new(b->base, prune_cb, b);
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
-    if (!b->commit_ev || !b->drain_timer || !b->prune_timer || !b->sig_term || !b->sig_int) {
+    b->sig_hup = evsignal_new(b->base, SIGHUP, sighup_cb, b);
+    if (!b->commit_ev || !b->drain_timer || !b->prune_timer || !b->sig_term || !b->sig_int ||
+        !b->sig_hup) {
         jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1562,6 +1626,8 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         if (jn_journal_open(&b->journal, &jc, b->base, err) != 0) {
             goto fail;
         }
+        jn_log(JN_LOG_INFO, "journal in %s (max_size %llu MiB)", cfg->core.data_dir,
+               (unsigned long long)(cfg->core.max_size >> 20));
     }
     for (size_t i = 0; i < cfg->nservices; i++) {
         const struct jn_cfg_service *cs = &cfg->services[i];
@@ -1648,10 +1714,18 @@ int jn_broker_run(struct jn_broker *b)
     }
     evsignal_add(b->sig_term, NULL);
     evsignal_add(b->sig_int, NULL);
+    evsignal_add(b->sig_hup, NULL);
     jn_log(JN_LOG_INFO, "junction started: %zu channel(s), %zu service(s), %zu route(s)",
            b->nchans, b->nsvcs, b->cfg->nroutes);
     event_base_dispatch(b->base);
-    jn_log(JN_LOG_INFO, "junction stopped: %llu dead-lettered", (unsigned long long)b->n_dead);
+    {
+        uint64_t unrouted = 0;
+        for (size_t i = 0; i < b->nchans; i++) {
+            unrouted += b->chans[i].n_unrouted;
+        }
+        jn_log(JN_LOG_INFO, "junction stopped: %llu dead-lettered, %llu unrouted",
+               (unsigned long long)b->n_dead, (unsigned long long)unrouted);
+    }
     return 0;
 }
 
@@ -1731,6 +1805,9 @@ void jn_broker_free(struct jn_broker *b)
     }
     if (b->sig_term) {
         event_free(b->sig_term);
+    }
+    if (b->sig_hup) {
+        event_free(b->sig_hup);
     }
     if (b->sig_int) {
         event_free(b->sig_int);

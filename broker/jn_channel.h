@@ -97,6 +97,8 @@ struct jn_channel {
     const char *ordered_key; /* the header whose value orders, with JN_ORDERED_KEY */
     /* counters (loop thread) */
     uint64_t n_in, n_refused, n_sent, n_retried, n_failed;
+    uint64_t n_unrouted;          /* IN: taken by no route */
+    int64_t unrouted_noted_us;    /* IN: when that was last logged */
 };
 
 /*

@@ -64,7 +64,6 @@ struct out_conn {
     struct out_state *st;
     struct evhttp_connection *evcon; /* NULL until first used, or after being retired */
     struct jn_delivery *d;           /* in flight; NULL when idle */
-    char id[JN_ID_LEN + 1];          /* d's message id, for the log */
     int err;                         /* 1 + enum evhttp_request_error, 0 if none came */
     int err_errno;
     int closed;                      /* TLS: closed or failed; the next one gets a fresh SSL */
@@ -536,14 +535,10 @@ static enum jn_send_result out_map(struct out_conn *c, struct evhttp_request *re
     return JN_SEND_REJECT;
 }
 
-/* Logs a non-OK result, then finishes d. Nothing may touch d (or, as done() may re-enter the
+/* Finishes d (the broker logs the outcome). Nothing may touch d (or, as done() may re-enter the
  * channel, anything else) after this. */
-static void out_finish(struct jn_channel *ch, struct jn_delivery *d, const char *id,
-                       enum jn_send_result r, const char *reason)
+static void out_finish(struct jn_delivery *d, enum jn_send_result r, const char *reason)
 {
-    if (r != JN_SEND_OK) {
-        jn_ch_warn(ch, "msg=%s %s", id, reason);
-    }
     jn_delivery_done(d, r, r == JN_SEND_OK ? NULL : reason);
 }
 
@@ -580,7 +575,6 @@ static void out_request_cb(struct evhttp_request *req, void *arg)
     struct jn_delivery *d = c->d;
     int saved_errno = errno;
     char reason[OUT_REASON_MAX];
-    char id[JN_ID_LEN + 1];
     enum jn_send_result r;
 
     if (d == NULL) {
@@ -592,7 +586,6 @@ static void out_request_cb(struct evhttp_request *req, void *arg)
         st->url.https) {
         c->closed = 1;
     }
-    memcpy(id, c->id, sizeof(id));
     c->d = NULL;
     if (st->stopping) {
         /* Nothing new comes after stop: close instead of keeping the connection warm, so it
@@ -600,7 +593,7 @@ static void out_request_cb(struct evhttp_request *req, void *arg)
         out_retire(c);
     }
     st->idle[st->nidle++] = c;
-    out_finish(st->ch, d, id, r, reason);
+    out_finish(d, r, reason);
 }
 
 static void out_msg_cleanup(const void *data, size_t len, void *arg)
@@ -735,13 +728,13 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
     unsigned gen;
 
     if (st->stopping) {
-        out_finish(ch, d, m->id, JN_SEND_RETRY, "stopping");
+        out_finish(d, JN_SEND_RETRY, "stopping");
         return;
     }
     if (st->nidle == 0) {
         /* The core keeps at most ch->concurrency in flight; this is a safety net. */
         snprintf(reason, sizeof(reason), "all %zu connections are busy", st->nconns);
-        out_finish(ch, d, m->id, JN_SEND_RETRY, reason);
+        out_finish(d, JN_SEND_RETRY, reason);
         return;
     }
     c = st->idle[st->nidle - 1];
@@ -755,13 +748,13 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
         jn_err_clear(&err);
         c->evcon = out_conn_new(c, &err);
         if (c->evcon == NULL) {
-            out_finish(ch, d, m->id, JN_SEND_RETRY, err.msg);
+            out_finish(d, JN_SEND_RETRY, err.msg);
             return;
         }
     }
     req = evhttp_request_new(out_request_cb, c);
     if (req == NULL) {
-        out_finish(ch, d, m->id, JN_SEND_RETRY, "cannot build the request: out of memory");
+        out_finish(d, JN_SEND_RETRY, "cannot build the request: out of memory");
         return;
     }
     evhttp_request_set_error_cb(req, out_error_cb);
@@ -769,7 +762,7 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
     r = out_headers(st, req, m, reason, sizeof(reason));
     if (r != JN_SEND_OK) {
         evhttp_request_free(req);
-        out_finish(ch, d, m->id, r, reason);
+        out_finish(d, r, reason);
         return;
     }
     /* Zero-copy: the message is immutable once accepted, and libevent holds our reference
@@ -780,13 +773,12 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
         if (evbuffer_add_reference(out, m->payload, m->len, out_msg_cleanup, ref) != 0) {
             jn_msg_unref(&ref);
             evhttp_request_free(req);
-            out_finish(ch, d, m->id, JN_SEND_RETRY, "cannot build the request: out of memory");
+            out_finish(d, JN_SEND_RETRY, "cannot build the request: out of memory");
             return;
         }
     }
     st->nidle--;
     c->d = d;
-    memcpy(c->id, m->id, sizeof(c->id));
     c->err = 0;
     c->err_errno = 0;
     c->body_len = 0;
@@ -797,14 +789,12 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
     if (evhttp_make_request(c->evcon, req, st->method, st->url.target) != 0) {
         /* req is gone (freed by libevent), and its callback has not run. */
         if (c->d != NULL && c->gen == gen) {
-            char id[JN_ID_LEN + 1];
-            memcpy(id, c->id, sizeof(id));
             c->d = NULL;
             if (st->url.https) {
                 c->closed = 1;
             }
             st->idle[st->nidle++] = c;
-            out_finish(ch, d, id, JN_SEND_RETRY, "cannot start the request");
+            out_finish(d, JN_SEND_RETRY, "cannot start the request");
         }
         return;
     }
@@ -920,6 +910,8 @@ int jn_http__out_start(struct jn_channel *ch, struct jn_err *err)
                               st->url.host);
         }
     }
+    jn_ch_info(ch, "sending %s %s (concurrency %lld, attempts %lld)", st->conf->method,
+               st->conf->url, ch->concurrency, ch->retry.attempts);
     return 0;
 }
 
@@ -955,10 +947,8 @@ void jn_http__out_destroy(struct jn_channel *ch)
         struct out_conn *c = &st->conns[i];
         struct jn_delivery *d = c->d;
         if (d != NULL) {
-            char id[JN_ID_LEN + 1];
-            memcpy(id, c->id, sizeof(id));
             c->d = NULL;
-            out_finish(ch, d, id, JN_SEND_RETRY, "stopping");
+            out_finish(d, JN_SEND_RETRY, "stopping");
         }
     }
     ch->state = NULL;

@@ -1271,8 +1271,8 @@ static enum jn_send_result kout_map(rd_kafka_resp_err_t err)
     }
 }
 
-static void kout_finish(struct kout_state *st, struct jn_delivery *d, const char *id,
-                        rd_kafka_resp_err_t kerr, const char *what)
+/* Finishes d with librdkafka's answer (the broker logs a failed attempt). */
+static void kout_finish(struct jn_delivery *d, rd_kafka_resp_err_t kerr, const char *what)
 {
     enum jn_send_result r = kout_map(kerr);
     char reason[KAFKA_ERRSTR];
@@ -1283,7 +1283,6 @@ static void kout_finish(struct kout_state *st, struct jn_delivery *d, const char
     }
     snprintf(reason, sizeof(reason), "%s%s%s: %s", what ? what : "", what ? ": " : "",
              rd_kafka_err2name(kerr), rd_kafka_err2str(kerr));
-    jn_ch_warn(st->ch, "msg=%s %s (%s)", id, reason, r == JN_SEND_REJECT ? "rejected" : "retry");
     jn_delivery_done(d, r, reason);
 }
 
@@ -1324,7 +1323,7 @@ static void kout_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaq
     jn_free(r);
     /* Last: done() may send the next message from in here. */
     if (d != NULL) {
-        kout_finish(st, d, id, rkm->err, NULL);
+        kout_finish(d, rkm->err, NULL);
     }
 }
 
@@ -1445,8 +1444,6 @@ static void kout_send(struct jn_channel *ch, struct jn_delivery *d)
         }
         jn_buf_reset(&topic);
         jn_buf_reset(&key);
-        jn_ch_warn(ch, "msg=%s %s (%s)", m->id, reason,
-                   res == JN_SEND_REJECT ? "rejected" : "retry");
         jn_delivery_done(d, res, reason);
         return;
     }
@@ -1470,7 +1467,7 @@ static void kout_send(struct jn_channel *ch, struct jn_delivery *d)
         kout_unlink(st, r);
         jn_msg_unref(&r->msg);
         jn_free(r);
-        kout_finish(st, d, m->id, kerr, "produce");
+        kout_finish(d, kerr, "produce");
     }
     jn_buf_reset(&topic);
     jn_buf_reset(&key);
@@ -1527,6 +1524,8 @@ static int kout_start(struct jn_channel *ch, struct jn_err *err)
     }
     rd_kafka_queue_cb_event_enable(st->q, kafka_qev_cb, st->wake);
     evtimer_add(st->tick, &tick);
+    jn_ch_info(ch, "producing to topic %s via %s%s", st->conf->topic, st->conf->brokers.v[0],
+               st->conf->brokers.n > 1 ? " and the other brokers listed" : "");
     return 0;
 }
 

@@ -1382,11 +1382,7 @@ static void out_finish(struct oslot *s, enum jn_send_result r, const char *reaso
     }
     jn_free(s->ctlid);
     s->ctlid = NULL;
-    if (r != JN_SEND_OK) {
-        jn_ch_warn(s->o->ch, "msg=%s %s: %s", s->id,
-                   r == JN_SEND_RETRY ? "not delivered, will retry" : "rejected", reason);
-    }
-    jn_delivery_done(d, r, reason);
+    jn_delivery_done(d, r, reason); /* the broker logs a failed attempt */
 }
 
 static enum jn_send_result outcome(int v)

@@ -950,10 +950,8 @@ static void out_finish(struct mqtt_state *st, struct out_slot *s, enum jn_send_r
     st->free_slots[st->nfree++] = (size_t)(s - st->slots);
     if (r == JN_SEND_OK) {
         jn_ch_debug(st->ch, "msg=%s published", id);
-    } else {
-        jn_ch_warn(st->ch, "msg=%s %s", id, reason);
     }
-    jn_delivery_done(d, r, reason);
+    jn_delivery_done(d, r, reason); /* the broker logs a failed attempt */
 }
 
 static void out_fail_all(struct mqtt_state *st, const char *reason)
@@ -1529,6 +1527,7 @@ static int mqtt_start(struct jn_channel *ch, struct jn_err *err)
         if (st->sweep == NULL || event_add(st->sweep, &tv) != 0) {
             return jn_err_set(err, JN_ENOMEM, "out of memory");
         }
+        jn_ch_info(ch, "publishing to %s as topic %s at qos %lld", c->url, c->topic, c->qos);
     }
     connect_now(st);
     return 0;
