@@ -1,0 +1,61 @@
+"""The command line (issue 12): `junction log --since` takes the forms its help shows
+("10m ago", "10m", a UTC time) and refuses others with a clear error."""
+import json
+import re
+import time
+
+from jnt import Checks, Junction, curl, free_port, run_junction
+
+t = Checks("cli")
+
+# ---- log --since: the forms the help shows ----
+port = free_port()
+j = Junction("""
+junction:
+  data_dir: @DIR@/data
+channels:
+  in:
+    type: http
+    direction: in
+    listen: 127.0.0.1:%d
+  out:
+    type: file
+    direction: out
+    dir: @DIR@/out
+routes:
+  r:
+    from: [in]
+    to: [out]
+""" % port, wait_ports=[port])
+t.on_fail.append(lambda: print("---- junction log ----\n" + j.log()))
+try:
+    j.start()
+    st, body, _ = curl(["--data-binary", "hello", "http://127.0.0.1:%d/ingest" % port])
+    t.eq(st, 202, "the message is accepted")
+    mid = json.loads(body)["id"] if st == 202 else "?"
+    t.eq(j.stop(), 0, "the broker stops")
+
+    utc10 = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 600))
+    for since in ("10m ago", "10m", "1h", "2h ago", "90s ago", "1d  ago", utc10, utc10 + "Z"):
+        code, out, err = run_junction(["log", "--since", since, "-c", j.cfg])
+        t.eq(code, 0, "log --since %r exits 0 (stderr: %r)" % (since, err))
+        t.check(re.search(r"^\S+  %s  received" % mid, out, re.M),
+                "log --since %r shows the recent action: %r" % (since, out))
+    code, out, err = run_junction(["log", "--until", "10m ago", "-c", j.cfg])
+    t.check(code == 0 and mid not in out and "0 action(s)" in err,
+            "log --until '10m ago' leaves out the newer action: %r %r" % (out, err))
+    code, out, err = run_junction(["log", "--since", "1h", "--until", "0s ago", "-c", j.cfg])
+    t.check(code == 0 and mid in out, "log from 1h to 0s ago: %r %r" % (out, err))
+
+    for bad in ("10 minutes", "10", "ago", "10m ago ago", "m ago", "2026-13-01T00:00:00",
+                "yesterday", ""):
+        code, out, err = run_junction(["log", "--since", bad, "-c", j.cfg])
+        t.eq(code, 2, "log --since %r exits 2" % bad)
+        t.eq(err.splitlines(), ["junction: --since '%s': expected a duration ago (10m ago, 10m, "
+                                "2h, 7d) or a UTC time YYYY-MM-DDTHH:MM:SS[Z]" % bad],
+             "log --since %r: a clear error" % bad)
+        t.eq(out, "", "log --since %r prints no actions" % bad)
+finally:
+    j.cleanup()
+
+t.finish()
