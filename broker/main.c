@@ -143,7 +143,8 @@ static int cmd_describe(const char *type, int markdown)
     }
     if (jn_channel_def_find(type)) {
         const struct jn_channel_def *def = jn_channel_def_find(type);
-        printf("channel type %s: %s\n", def->name, def->desc);
+        printf("channel type %s (%s): %s\n", def->name, jn_config_dirs_text(def->dirs),
+               def->desc);
         jn_opt_describe_text(jn_chan_common_opts, NULL, stdout);
         jn_opt_describe_text(def->opts, NULL, stdout);
         return 0;

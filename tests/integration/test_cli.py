@@ -1,5 +1,6 @@
-"""The command line (issue 12): `junction log --since` takes the forms its help shows
-("10m ago", "10m", a UTC time) and refuses others with a clear error."""
+"""The command line (issue 12): `describe TYPE` in text shows the same (in)/(out) marks as
+--markdown and refers to nothing it does not print; `junction log --since` takes the forms its
+help shows ("10m ago", "10m", a UTC time) and refuses others with a clear error."""
 import json
 import re
 import time
@@ -7,6 +8,54 @@ import time
 from jnt import Checks, Junction, curl, free_port, run_junction
 
 t = Checks("cli")
+
+# ---- describe TYPE: the marks of --markdown, nothing "below" ----
+code, md, _ = run_junction(["describe", "--markdown"])
+t.eq(code, 0, "describe --markdown")
+
+
+def md_rows(section):
+    """{option: description} of the first table after the heading line section."""
+    rows, on = {}, False
+    for line in md.splitlines():
+        if line == section:
+            on = True
+        elif on and line.startswith("| `"):
+            cells = [c.strip() for c in line.split(" | ")]
+            rows[cells[0].strip("|` ")] = cells[-1].rstrip(" |")
+        elif on and rows and not line.startswith("|"):
+            break
+    return rows
+
+
+common = md_rows("## `channels:` (every channel)")
+t.check("retry" in common and common["retry"].startswith("(out) "),
+        "the markdown marks retry (out): %r" % common.get("retry"))
+code, listing, _ = run_junction(["describe"])
+types = re.findall(r"^  (\S+)", listing.split("service types:")[0], re.M)
+t.check("mllp" in types and "file" in types, "describe lists the channel types: %r" % types)
+for ty in types:
+    rows = dict(common, **md_rows("### channel type `%s`" % ty))
+    code, text, err = run_junction(["describe", ty])
+    t.eq(code, 0, "describe %s exits 0 (%r)" % (ty, err))
+    seen = 0
+    for line in text.splitlines()[1:]:
+        name = line.split()[0]
+        if name not in rows:
+            continue
+        seen += 1
+        marks = re.match(r"((?:\((?:in|out)\) )*)", rows[name]).group(1)
+        doc = rows[name][len(marks):].replace("\\|", "|")[:20]
+        at = line.find(doc)
+        t.check(at > 0 and (line[:at].endswith(" " + marks) if marks
+                            else not re.search(r"\((in|out)\) $", line[:at])),
+                "describe %s: %s has the marks %r of --markdown: %r" % (ty, name, marks, line))
+    t.eq(seen, len(rows), "describe %s: every option of the markdown is in the text" % ty)
+    # "below"/"above" as an adverb ("the types below."), not "above concurrency".
+    refs = [x for x in text.splitlines() if re.search(r"\b(below|above)\b(?! \w)", x)]
+    t.eq(refs, [], "describe %s refers to nothing above or below" % ty)
+    t.check(re.match(r"channel type %s \((in|out|in, out)\): " % ty, text),
+            "describe %s names its directions: %r" % (ty, text.splitlines()[0]))
 
 # ---- log --since: the forms the help shows ----
 port = free_port()
