@@ -1,6 +1,8 @@
-"""The command line (issue 12): `describe TYPE` in text shows the same (in)/(out) marks as
---markdown and refers to nothing it does not print; `junction log --since` takes the forms its
-help shows ("10m ago", "10m", a UTC time) and refuses others with a clear error."""
+"""The command line (issue 12): an unknown command is one error line with a suggestion and a
+pointer to --help, exit 2; `junction help CMD` prints that command's help; `describe TYPE` in
+text shows the same (in)/(out) marks as --markdown and refers to nothing it does not print;
+`junction log --since` takes the forms its help shows ("10m ago", "10m", a UTC time) and
+refuses others with a clear error."""
 import json
 import re
 import time
@@ -8,6 +10,61 @@ import time
 from jnt import Checks, Junction, curl, free_port, run_junction
 
 t = Checks("cli")
+
+# ---- unknown commands and help ----
+HINT = "Run 'junction --help' for the list of commands."
+
+code, out, err = run_junction(["rnu"])
+t.eq(code, 2, "an unknown command exits 2")
+t.eq(err.splitlines(), ["junction: unknown command 'rnu' (did you mean 'run'?)", HINT],
+     "a near miss: one error line with the suggestion and one pointing to --help")
+t.eq(out, "", "nothing on stdout for an unknown command")
+code, out, err = run_junction(["frobnicate", "-c", "x.yaml"])
+t.eq(code, 2, "a far miss exits 2")
+t.eq(err.splitlines(), ["junction: unknown command 'frobnicate'", HINT],
+     "a far miss: no suggestion")
+
+code, out, err = run_junction(["help", "run"])
+t.eq(code, 0, "help run exits 0 (stderr: %r)" % err)
+t.check(out.startswith("usage: junction run [-c FILE]\n"), "help run starts with run's usage: %r"
+        % out[:200])
+t.check("describe" not in out and "dlq" not in out, "help run shows only run: %r" % out)
+code2, out2, _ = run_junction(["run", "--help"])
+t.eq((code2, out2), (0, out), "run --help prints the same as help run")
+
+code, out, err = run_junction(["help", "log"])
+t.check(code == 0 and out.startswith("usage: junction log [--since T] [--until T] [-c FILE]\n")
+        and "10m ago" in out, "help log: its usage and the time forms: %r" % out)
+code, out, err = run_junction(["help", "dlq"])
+t.check(code == 0 and "dlq list" in out and "dlq replay" in out,
+        "help dlq shows both forms: %r" % out)
+
+code, out, err = run_junction(["help"])
+code2, out2, _ = run_junction(["--help"])
+t.eq(code, 0, "help exits 0")
+t.eq(out, out2, "help prints the general help, as --help does")
+for cmd in ("run", "check", "describe", "trace", "log", "dlq", "help", "version"):
+    t.check(re.search(r"^  %s\b" % cmd, out, re.M), "the general help lists %s" % cmd)
+
+code, out, err = run_junction(["help", "nosuch"])
+t.eq(code, 2, "help of an unknown command exits 2")
+t.eq(err.splitlines(), ["junction: unknown command 'nosuch'", HINT], "help nosuch: the error")
+code, out, err = run_junction(["help", "lgo"])
+t.eq(err.splitlines()[:1], ["junction: unknown command 'lgo' (did you mean 'log'?)"],
+     "help lgo suggests log")
+
+code, out, err = run_junction(["check", "--bogus"])
+t.eq(code, 2, "an unexpected argument exits 2")
+t.eq(err.splitlines(), ["junction: unexpected argument '--bogus'",
+                        "usage: junction check [-c FILE]",
+                        "Run 'junction help check' for more."],
+     "an unexpected argument: the error and the command's usage, not the whole help")
+
+code, out, err = run_junction(["dlq"])
+t.eq((code, err.splitlines()), (2, ["usage: junction dlq list [-c FILE]",
+                                    "   or: junction dlq replay ID|--all [-c FILE]",
+                                    "Run 'junction help dlq' for more."]),
+     "dlq without a subcommand: both usage lines")
 
 # ---- describe TYPE: the marks of --markdown, nothing "below" ----
 code, md, _ = run_junction(["describe", "--markdown"])
