@@ -1,6 +1,7 @@
 /* jn_inspect: trace, log and dlq commands over a data_dir's journal (see jn_inspect.h). */
 #include "jn_inspect.h"
 
+#include <ctype.h>
 #include <string.h>
 #include <time.h>
 
@@ -128,22 +129,47 @@ int jn_inspect_trace(const struct jn_config *cfg, const char *id, FILE *out)
 
 /* ---- log ---- */
 
-/* "10m" = that long ago; "YYYY-MM-DDTHH:MM:SS" = UTC. Returns µs or -1. */
-static int64_t parse_when(const char *s)
+int jn_inspect_parse_time(const char *s, int64_t now_us, int64_t *out_us)
 {
+    char dur[32];
+    size_t n = strlen(s);
     long long ms;
     struct tm tm;
     const char *end;
 
-    if (jn_parse_duration_ms(s, &ms) == 0) {
-        return jn_now_us() - ms * 1000;
+    /* "10m ago" (the help's form) and "10m" are the same; the unit is required, since a bare
+     * number would be milliseconds, which nobody means here. */
+    if (n >= 4 && strcmp(s + n - 4, " ago") == 0) {
+        n -= 4;
+        while (n > 0 && s[n - 1] == ' ') {
+            n--;
+        }
+    }
+    if (n > 0 && n < sizeof(dur) && isalpha((unsigned char)s[n - 1])) {
+        memcpy(dur, s, n);
+        dur[n] = '\0';
+        if (jn_parse_duration_ms(dur, &ms) == 0) {
+            *out_us = ms > now_us / 1000 ? 0 : now_us - ms * 1000; /* before 1970: from 0 */
+            return 0;
+        }
     }
     memset(&tm, 0, sizeof(tm));
     end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
     if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0)) {
-        return -1;
+        return JN_EINVAL;
     }
-    return (int64_t)timegm(&tm) * 1000000;
+    *out_us = (int64_t)timegm(&tm) * 1000000;
+    if (*out_us < 0) {
+        *out_us = 0;
+    }
+    return 0;
+}
+
+static int64_t parse_when(const char *s)
+{
+    int64_t us;
+
+    return jn_inspect_parse_time(s, jn_now_us(), &us) == 0 ? us : -1;
 }
 
 struct log_ctx {
@@ -176,13 +202,13 @@ int jn_inspect_log(const struct jn_config *cfg, const char *since, const char *u
     struct jn_journal *j;
 
     if (since && (from = parse_when(since)) < 0) {
-        fprintf(stderr, "junction: --since '%s': expected a duration ago (10m, 2h) or a UTC "
-                "time YYYY-MM-DDTHH:MM:SS\n", since);
+        fprintf(stderr, "junction: --since '%s': expected a duration ago (10m ago, 10m, 2h, 7d) "
+                "or a UTC time YYYY-MM-DDTHH:MM:SS[Z]\n", since);
         return 2;
     }
     if (until && (c.until = parse_when(until)) < 0) {
-        fprintf(stderr, "junction: --until '%s': expected a duration ago (10m, 2h) or a UTC "
-                "time YYYY-MM-DDTHH:MM:SS\n", until);
+        fprintf(stderr, "junction: --until '%s': expected a duration ago (10m ago, 10m, 2h, 7d) "
+                "or a UTC time YYYY-MM-DDTHH:MM:SS[Z]\n", until);
         return 2;
     }
     j = open_journal(cfg, 0);

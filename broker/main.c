@@ -4,7 +4,12 @@
  *   junction run   [-c FILE]          start the broker
  *   junction check [-c FILE]          validate a config: exit 0, or file:line:col errors and 1
  *   junction describe [TYPE] [--markdown]   the options of channel/service types
+ *   junction trace | log | dlq ...    read the data_dir's journal (jn_inspect.h)
+ *   junction help [COMMAND]           the general help, or one command's
  *   junction version
+ *
+ * The commands table below is the one list of them: help, usage errors and suggestions for
+ * unknown commands come from it.
  *
  * Without -c, ./config/junction.yaml is used when it exists, else the copy of it compiled into
  * the binary, so `junction run` works from anywhere with no file at all.
@@ -16,6 +21,7 @@
 
 #include "jn_broker.h"
 #include "jn_config.h"
+#include "jn_diag.h"
 #include "jn_inspect.h"
 #include "jn_log.h"
 #include "jn_mem.h"
@@ -29,32 +35,156 @@
 extern const char jn_default_config[];
 extern const size_t jn_default_config_len;
 
+/* The commands. This one table makes the general help, `junction help NAME` (and NAME --help),
+ * the usage lines of a usage error and the "did you mean" of an unknown command. A name may
+ * have several forms (dlq list, dlq replay): one row each, in the order they are shown. */
+struct command {
+    const char *name;
+    const char *args;    /* what follows the name in its usage line */
+    const char *summary; /* the general help's text; '\n' continues on the next line */
+    const char *help;    /* the paragraph of `junction help NAME`, '\n' between lines */
+};
+
+static const struct command commands[] = {
+    {"run", "[-c FILE]", "start the broker",
+     "Starts the broker and runs until SIGTERM or SIGINT. Then intake stops (new requests get\n"
+     "503), sends in flight get up to shutdown_timeout, and queued messages stay in the\n"
+     "journal for the next start. Exit 1 when the config does not load."},
+    {"check", "[-c FILE]", "validate a config; exit 0, or print file:line:col errors\nand exit 1",
+     "Loads the config as run would, without starting anything: exit 0 with a summary, or\n"
+     "every error at file:line:col and exit 1."},
+    {"describe", "[TYPE] [--markdown]",
+     "list channel and service types, or one type's options;\n"
+     "--markdown prints docs/config-reference.md",
+     "Without TYPE: the channel and service types. With TYPE: its options with their type,\n"
+     "default, allowed values and description; (in) and (out) mark the options of one\n"
+     "direction. --markdown prints the whole config reference (docs/config-reference.md)."},
+    {"trace", "ID [-c FILE]", "a message's history from the action log",
+     "Every action on the message ID (received, routed, retries, delivered, dead-lettered,\n"
+     "replayed) from the action log of the config's data_dir; works while a broker runs."},
+    {"log", "[--since T] [--until T] [-c FILE]",
+     "the action log in a time range (T: 10m ago, 2h, or UTC\nYYYY-MM-DDTHH:MM:SS)",
+     "The actions of all messages from --since to --until, oldest first. T is a duration ago\n"
+     "with its unit (10m ago, 10m, 90s, 2h, 7d; units ms s m h d) or a UTC time\n"
+     "YYYY-MM-DDTHH:MM:SS (a trailing Z allowed). Without --since: from the oldest action\n"
+     "kept; without --until: up to now. Works while a broker runs."},
+    {"dlq", "list [-c FILE]", "dead letters with their last error",
+     "dlq list: the dead letters with their destination, route, attempts and last error."},
+    {"dlq", "replay ID|--all [-c FILE]", "put dead letters back in their queue (broker stopped)",
+     "dlq replay: puts the dead letter ID (or with --all every one) back in the queue of its\n"
+     "destination. It takes the data_dir's lock: stop the broker first; the next start\n"
+     "delivers what was put back."},
+    {"help", "[COMMAND]", "this text, or the help of one command",
+     "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
+    {"version", "", "print the version", "Prints junction's version."},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+#define HELP_COL 23 /* where the general help's summaries start */
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].name, name) == 0) {
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
+
+/* Prints s, '\n' separated, each line after the first indented by indent spaces. */
+static void print_lines(FILE *out, const char *s, int indent)
+{
+    for (const char *nl; (nl = strchr(s, '\n')) != NULL; s = nl + 1) {
+        fprintf(out, "%.*s\n%*s", (int)(nl - s), s, indent, "");
+    }
+    fprintf(out, "%s\n", s);
+}
+
+static void print_option_help(FILE *out, int config)
+{
+    fprintf(out, "\noptions:\n");
+    if (config) {
+        fprintf(out, "  -c, --config FILE    config file (default: %s if it exists, else the\n"
+                "                       embedded default config)\n", DEFAULT_CONFIG);
+    }
+    fprintf(out, "  -h, --help           this text\n");
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: junction <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  run      [-c FILE]   start the broker\n"
-            "  check    [-c FILE]   validate a config; exit 0, or print file:line:col errors\n"
-            "                       and exit 1\n"
-            "  describe [TYPE] [--markdown]\n"
-            "                       list channel and service types, or one type's options;\n"
-            "                       --markdown prints docs/config-reference.md\n"
-            "  trace    ID [-c FILE]  a message's history from the action log\n"
-            "  log      [--since T] [--until T] [-c FILE]\n"
-            "                       the action log in a time range (T: 10m ago, or UTC\n"
-            "                       YYYY-MM-DDTHH:MM:SS)\n"
-            "  dlq list [-c FILE]   dead letters with their last error\n"
-            "  dlq replay ID|--all [-c FILE]\n"
-            "                       put dead letters back in their queue (broker stopped)\n"
-            "  version              print the version\n"
-            "\n"
-            "options:\n"
-            "  -c, --config FILE    config file (default: %s if it exists, else the\n"
-            "                       embedded default config)\n"
-            "  -h, --help           this text\n",
-            DEFAULT_CONFIG);
+    fprintf(out, "usage: junction <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const struct command *c = &commands[i];
+        int n = fprintf(out, "  %-8s %s", c->name, c->args);
+
+        if (n > HELP_COL - 2) { /* a long "name args": the summary below, at the same column */
+            fputc('\n', out);
+            n = 0;
+        }
+        fprintf(out, "%*s", HELP_COL - n, "");
+        print_lines(out, c->summary, HELP_COL);
+    }
+    print_option_help(out, 1);
+}
+
+/* "usage: junction NAME ARGS", one line per form of the command. */
+static void usage_of(const struct command *c, FILE *out)
+{
+    const char *lead = "usage:";
+
+    for (const struct command *f = c; f < commands + NCOMMANDS; f++) {
+        if (strcmp(f->name, c->name) == 0) {
+            fprintf(out, "%s junction %s%s%s\n", lead, f->name, f->args[0] ? " " : "", f->args);
+            lead = "   or:";
+        }
+    }
+}
+
+static int cmd_help(const struct command *c)
+{
+    int config = 0;
+
+    usage_of(c, stdout);
+    for (const struct command *f = c; f < commands + NCOMMANDS; f++) {
+        if (strcmp(f->name, c->name) == 0) {
+            fputc('\n', stdout);
+            print_lines(stdout, f->help, 0);
+            config |= strstr(f->args, "-c FILE") != NULL;
+        }
+    }
+    print_option_help(stdout, config);
+    return 0;
+}
+
+/* "junction: unknown command 'rnu' (did you mean 'run'?)" and where the list is; returns 2. */
+static int unknown_command(const char *name)
+{
+    const char *names[NCOMMANDS];
+    const char *near;
+    size_t n = 0;
+
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (n == 0 || strcmp(names[n - 1], commands[i].name) != 0) {
+            names[n++] = commands[i].name;
+        }
+    }
+    near = jn_nearest(name, names, n);
+    fprintf(stderr, "junction: unknown command '%s'%s%s%s\n", name, near ? " (did you mean '" : "",
+            near ? near : "", near ? "'?)" : "");
+    fprintf(stderr, "Run 'junction --help' for the list of commands.\n");
+    return 2;
+}
+
+/* A command line the command cannot take: the reason, its usage lines, where its help is. */
+static int usage_error(const struct command *c, const char *why, const char *arg)
+{
+    if (why) {
+        fprintf(stderr, "junction: %s '%s'\n", why, arg);
+    }
+    usage_of(c, stderr);
+    fprintf(stderr, "Run 'junction help %s' for more.\n", c->name);
+    return 2;
 }
 
 /* Loads the config (see the file comment for which); on errors prints them all, each at
@@ -143,7 +273,8 @@ static int cmd_describe(const char *type, int markdown)
     }
     if (jn_channel_def_find(type)) {
         const struct jn_channel_def *def = jn_channel_def_find(type);
-        printf("channel type %s: %s\n", def->name, def->desc);
+        printf("channel type %s (%s): %s\n", def->name, jn_config_dirs_text(def->dirs),
+               def->desc);
         jn_opt_describe_text(jn_chan_common_opts, NULL, stdout);
         jn_opt_describe_text(def->opts, NULL, stdout);
         return 0;
@@ -158,36 +289,28 @@ static int cmd_describe(const char *type, int markdown)
     return 1;
 }
 
-static int cmd_tool(const char *cmd, const char *config, int nargs, char **args,
+static int cmd_tool(const struct command *cmd, const char *config, int nargs, char **args,
                     const char *since, const char *until, int all)
 {
     struct jn_config *c;
     const char *used;
     int rc = 2;
 
-    if (strcmp(cmd, "trace") == 0 && nargs != 1) {
-        fprintf(stderr, "usage: junction trace ID [-c FILE]\n");
-        return 2;
-    }
-    if (strcmp(cmd, "dlq") == 0 &&
-        !(nargs == 1 && strcmp(args[0], "list") == 0) &&
-        !(nargs == 2 && strcmp(args[0], "replay") == 0 && !all) &&
-        !(nargs == 1 && strcmp(args[0], "replay") == 0 && all)) {
-        fprintf(stderr, "usage: junction dlq list | junction dlq replay ID|--all [-c FILE]\n");
-        return 2;
-    }
-    if (strcmp(cmd, "log") == 0 && nargs != 0) {
-        fprintf(stderr, "usage: junction log [--since T] [--until T] [-c FILE]\n");
-        return 2;
+    if ((strcmp(cmd->name, "trace") == 0 && nargs != 1) ||
+        (strcmp(cmd->name, "log") == 0 && nargs != 0) ||
+        (strcmp(cmd->name, "dlq") == 0 && !(nargs == 1 && strcmp(args[0], "list") == 0) &&
+         !(nargs == 2 && strcmp(args[0], "replay") == 0 && !all) &&
+         !(nargs == 1 && strcmp(args[0], "replay") == 0 && all))) {
+        return usage_error(cmd, NULL, NULL);
     }
     c = load(config, &used, "");
     if (c == NULL) {
         return 1;
     }
     jn_log_level = JN_LOG_WARN;
-    if (strcmp(cmd, "trace") == 0) {
+    if (strcmp(cmd->name, "trace") == 0) {
         rc = jn_inspect_trace(c, args[0], stdout);
-    } else if (strcmp(cmd, "log") == 0) {
+    } else if (strcmp(cmd->name, "log") == 0) {
         rc = jn_inspect_log(c, since, until, stdout);
     } else if (strcmp(args[0], "list") == 0) {
         rc = jn_inspect_dlq_list(c, stdout);
@@ -198,9 +321,29 @@ static int cmd_tool(const char *cmd, const char *config, int nargs, char **args,
     return rc;
 }
 
+/* junction help [COMMAND] */
+static int cmd_help_of(const struct command *help, int argc, char **argv)
+{
+    const struct command *c;
+
+    if (argc == 2) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc > 3) {
+        return usage_error(help, "unexpected argument", argv[3]);
+    }
+    if (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0) {
+        return cmd_help(help);
+    }
+    c = find_command(argv[2]);
+    return c ? cmd_help(c) : unknown_command(argv[2]);
+}
+
 int main(int argc, char **argv)
 {
-    const char *cmd, *config = NULL, *type = NULL, *since = NULL, *until = NULL;
+    const char *config = NULL, *type = NULL, *since = NULL, *until = NULL;
+    const struct command *cmd;
     char *args[4];
     int nargs = 0, all = 0, tool;
     int markdown = 0;
@@ -209,21 +352,27 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    cmd = argv[1];
-    tool = strcmp(cmd, "trace") == 0 || strcmp(cmd, "log") == 0 || strcmp(cmd, "dlq") == 0;
-    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(stdout);
         return 0;
     }
+    cmd = find_command(strcmp(argv[1], "--version") == 0 ? "version" : argv[1]);
+    if (cmd == NULL) {
+        return unknown_command(argv[1]);
+    }
+    if (strcmp(cmd->name, "help") == 0) {
+        return cmd_help_of(cmd, argc, argv);
+    }
+    tool = strcmp(cmd->name, "trace") == 0 || strcmp(cmd->name, "log") == 0 ||
+           strcmp(cmd->name, "dlq") == 0;
     for (int i = 2; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
             config = argv[++i];
-        } else if (strcmp(argv[i], "--markdown") == 0) {
-            markdown = 1;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(cmd, "describe") == 0 && argv[i][0] != '-' && type == NULL) {
+            return cmd_help(cmd);
+        } else if (strcmp(cmd->name, "describe") == 0 && strcmp(argv[i], "--markdown") == 0) {
+            markdown = 1;
+        } else if (strcmp(cmd->name, "describe") == 0 && argv[i][0] != '-' && type == NULL) {
             type = argv[i];
         } else if (tool && strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
             since = argv[++i];
@@ -234,28 +383,21 @@ int main(int argc, char **argv)
         } else if (tool && argv[i][0] != '-' && nargs < 4) {
             args[nargs++] = argv[i];
         } else {
-            fprintf(stderr, "junction: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
+            return usage_error(cmd, "unexpected argument", argv[i]);
         }
     }
-    if (strcmp(cmd, "run") == 0) {
+    if (strcmp(cmd->name, "run") == 0) {
         return cmd_run(config);
     }
-    if (strcmp(cmd, "check") == 0) {
+    if (strcmp(cmd->name, "check") == 0) {
         return cmd_check(config);
     }
-    if (strcmp(cmd, "describe") == 0) {
+    if (strcmp(cmd->name, "describe") == 0) {
         return cmd_describe(type, markdown);
     }
     if (tool) {
         return cmd_tool(cmd, config, nargs, args, since, until, all);
     }
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("junction %s\n", JN_VERSION);
-        return 0;
-    }
-    fprintf(stderr, "junction: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    printf("junction %s\n", JN_VERSION); /* version: the table has no other command */
+    return 0;
 }

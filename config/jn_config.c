@@ -30,7 +30,7 @@ static const struct jn_opt retry_opts[] = {
 
 const struct jn_opt jn_chan_common_opts[] = {
     JN_OPT_STR("type", NULL, JN_OPT_REQUIRED, struct jn_chan_common, type,
-               "The protocol: see the channel types below."),
+               "The protocol: one of the channel types that `junction describe` lists."),
     JN_OPT_ENUM("direction", NULL, directions, JN_OPT_REQUIRED, struct jn_chan_common, direction,
                 "in: messages arrive here; out: messages leave here."),
     JN_OPT_SUB("retry", retry_opts, struct jn_retry_conf, JN_OPT_OUT, struct jn_chan_common,
@@ -769,6 +769,20 @@ void jn_config_free(struct jn_config *c)
     jn_free(c);
 }
 
+const char *jn_config_dirs_text(unsigned dirs)
+{
+    switch (dirs & (JN_DIR_IN | JN_DIR_OUT)) {
+    case JN_DIR_IN:
+        return "in";
+    case JN_DIR_OUT:
+        return "out";
+    case JN_DIR_IN | JN_DIR_OUT:
+        return "in, out";
+    default:
+        return "none";
+    }
+}
+
 void jn_config_reference_md(FILE *out)
 {
     fprintf(out, "# Config reference\n\n"
@@ -782,10 +796,8 @@ void jn_config_reference_md(FILE *out)
     jn_opt_describe_md(jn_chan_common_opts, NULL, out);
     for (size_t i = 0; jn_channel_defs[i]; i++) {
         const struct jn_channel_def *def = jn_channel_defs[i];
-        fprintf(out, "\n### channel type `%s`\n\n%s. Directions: %s%s%s.\n\n", def->name,
-                def->desc, (def->dirs & JN_DIR_IN) ? "in" : "",
-                (def->dirs & JN_DIR_IN) && (def->dirs & JN_DIR_OUT) ? ", " : "",
-                (def->dirs & JN_DIR_OUT) ? "out" : "");
+        fprintf(out, "\n### channel type `%s`\n\n%s. Directions: %s.\n\n", def->name,
+                def->desc, jn_config_dirs_text(def->dirs));
         jn_opt_describe_md(def->opts, NULL, out);
     }
     fprintf(out, "\n## `services:`\n\nA map of name -> service; every service has `type`.\n");

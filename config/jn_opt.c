@@ -540,6 +540,21 @@ static void md_cell(FILE *out, const char *s)
     fputs(" |", out);
 }
 
+/* "(in) " / "(out) ": the direction an option applies to, in front of its doc in both forms. */
+static const char *dir_marks(const struct jn_opt *o)
+{
+    switch (o->flags & (JN_OPT_IN | JN_OPT_OUT)) {
+    case JN_OPT_IN:
+        return "(in) ";
+    case JN_OPT_OUT:
+        return "(out) ";
+    case JN_OPT_IN | JN_OPT_OUT:
+        return "(in) (out) ";
+    default:
+        return "";
+    }
+}
+
 static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, int md)
 {
     char name[160], range[96], cell[2048];
@@ -557,14 +572,14 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
                      : (o->def ? (o->def[0] ? o->def : "\"\"") : "—"));
         snprintf(cell, sizeof(cell), "%s%s", range, b.p ? b.p : "");
         md_cell(out, cell);
-        snprintf(cell, sizeof(cell), "%s%s%s%s", o->flags & JN_OPT_IN ? "(in) " : "",
-                 o->flags & JN_OPT_OUT ? "(out) " : "", o->doc,
+        snprintf(cell, sizeof(cell), "%s%s%s", dir_marks(o), o->doc,
                  o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
         md_cell(out, cell);
         fputc('\n', out);
     } else {
-        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s\n", name, type_name(o),
-                o->flags & JN_OPT_REQUIRED ? "(required)" : (o->def ? o->def : "-"), o->doc,
+        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s%s\n", name, type_name(o),
+                o->flags & JN_OPT_REQUIRED ? "(required)" : (o->def ? o->def : "-"),
+                dir_marks(o), o->doc,
                 range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "");
     }
     jn_buf_reset(&b);
