@@ -265,7 +265,9 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
     if (ch->def->default_concurrency > 0 && jn_node_get(v, "concurrency") == NULL) {
         ch->common.concurrency = ch->def->default_concurrency;
     }
-    ch->dir = ch->common.direction == 0 ? JN_DIR_IN : JN_DIR_OUT;
+    /* Left 0 (unknown) when the direction is missing or wrong, like a channel whose type is
+     * unknown: its own error says so, and routes do not check their ends against it. */
+    ch->dir = mask == JN_OPT_IN ? JN_DIR_IN : mask == JN_OPT_OUT ? JN_DIR_OUT : 0;
     if (errs == 0 && (ch->common.ordered == JN_ORDERED_KEY) != (ch->common.ordered_key != NULL)) {
         const struct jn_node *on = jn_node_get(v, "ordered");
         jn_diag_add(d, on ? &on->pos : &v->pos, "%s: %s", what,
@@ -422,10 +424,15 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
         jn_diag_add(d, &k->pos, "out of memory");
         return errs + 1;
     }
+    /* A channel whose type or direction failed has dir 0: it was reported where it is
+     * defined, and saying here that it is of the wrong direction would be a false second
+     * error. The load fails on the first one anyway. */
     for (size_t i = 0; i < r->rc.from.n; i++) {
         long idx = find_channel(c, r->rc.from.v[i]);
         if (idx < 0) {
             unknown_name(d, elem_pos(v, "from", i), what, "from", r->rc.from.v[i], c, 0);
+            errs++;
+        } else if (c->channels[idx].dir == 0) {
             errs++;
         } else if (c->channels[idx].dir != JN_DIR_IN) {
             jn_diag_add(d, elem_pos(v, "from", i), "%s: from: '%s' is an OUT channel, expected "
@@ -459,6 +466,8 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
         if (idx < 0) {
             unknown_name(d, elem_pos(v, "to", i), what, "to", r->rc.to.v[i], c, 0);
             errs++;
+        } else if (c->channels[idx].dir == 0) {
+            errs++;
         } else if (c->channels[idx].dir != JN_DIR_OUT) {
             jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is an IN channel and cannot be a "
                         "destination, expected an OUT channel (direction: out)", what,
@@ -466,7 +475,8 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
             errs++;
         } else {
             for (size_t j = 0; j < i; j++) {
-                if (r->to[j] == (size_t)idx) {
+                /* By name: r->to[j] is unset (0) when destination j was refused above. */
+                if (strcmp(r->rc.to.v[j], r->rc.to.v[i]) == 0) {
                     jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is listed twice, "
                                 "expected each destination once", what, r->rc.to.v[i]);
                     errs++;
@@ -641,6 +651,9 @@ static int load_unrouted(struct jn_config *c, const struct jn_node *root, struct
         return 0;
     }
     idx = find_channel(c, u->str);
+    if (idx >= 0 && c->channels[idx].dir == 0) {
+        return 1; /* its type or direction failed, and was reported (see load_route) */
+    }
     if (idx < 0 || c->channels[idx].dir != JN_DIR_OUT) {
         jn_diag_add(d, &u->pos, "unrouted: '%s' is %s, expected dead-letter, drop or the name of "
                     "an OUT channel", u->str, idx < 0 ? "not a channel" : "an IN channel");

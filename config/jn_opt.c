@@ -516,7 +516,9 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
     }
     for (const struct jn_opt *o = tab; o->name; o++) {
         if ((o->flags & JN_OPT_REQUIRED) && !jn_node_get(map, o->name)) {
-            if (dirmask && (o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask)) {
+            /* Required only in one direction: not when the direction is the other one, nor
+             * when it is unknown (dirmask 0: a missing or wrong direction was reported). */
+            if ((o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask)) {
                 continue;
             }
             PERR(&c, "%s: missing required option '%s' (%s: %s)", what, o->name, type_name(o),

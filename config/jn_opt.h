@@ -107,7 +107,7 @@ struct jn_opt {
  * and missing required options are reported in d at their file:line:col, prefixed with what
  * (e.g. "channel 'lab_in' (mllp)"). Keys listed in skip are left for the caller. dirmask
  * (JN_OPT_IN / JN_OPT_OUT, or 0 for no direction filter) refuses options of the other
- * direction. map may be NULL (all defaults; `at` gives the position of required-errors).
+ * direction; with 0, options required in one direction only are not required. map may be NULL (all defaults; `at` gives the position of required-errors).
  * Returns the number of errors added. conf must be zeroed; free with jn_opt_free even on error.
  */
 int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf, const char *what,

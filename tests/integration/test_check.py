@@ -70,6 +70,40 @@ CASES = [
      ["{f}:12:"]),
 ]
 
+# (name, config text, the whole of stderr expected, {f} standing for the file's path)
+TYPES = "file, http, kafka, mllp, mqtt"
+EXACT = [
+    # test_issue_12_6: a channel whose type is unknown is not used for the route's checks (it
+    # used to be taken for an OUT channel: "from: 'in' is an OUT channel").
+    ("issue_12_6_unknown_type", GOOD.replace("type: http", "type: htp"),
+     ["{f}:5:11: channel 'in': unknown channel type 'htp' (did you mean 'http'?), expected one "
+      "of: " + TYPES,
+      "{f}: 1 error(s)"]),
+    # ... nor one whose direction is missing or wrong (it used to be taken for an IN channel).
+    ("issue_12_6_no_direction", GOOD.replace("    direction: out\n", ""),
+     ["{f}:9:5: channel 'out' (file): missing required option 'direction' (enum: in: messages "
+      "arrive here; out: messages leave here.)",
+      "{f}: 1 error(s)"]),
+    ("issue_12_6_bad_direction", GOOD.replace("direction: in", "direction: inn"),
+     ["{f}:6:16: channel 'in' (http): direction: 'inn' is not allowed, expected one of: in | out "
+      "(did you mean 'in'?)",
+      "{f}: 1 error(s)"]),
+    # Errors come in line order, whichever section the loader checks first.
+    ("issue_12_6_line_order",
+     "routes:\n  r:\n    from: [in]\n    to: [ot]\n" +
+     GOOD[GOOD.index("channels:"):GOOD.index("routes:")].replace("    listen:",
+                                                                 "    lisen: x\n    listen:") +
+     "junction:\n  log_level: loud\n",
+     ["{f}:4:10: route 'r': to: unknown channel 'ot' (did you mean 'out'?), expected the name of "
+      "one defined under 'channels:'",
+      "{f}:9:5: channel 'in' (http): unknown option 'lisen', did you mean 'listen'? (expected one "
+      "of: type, direction, retry, concurrency, ordered, ordered_key, listen, path, max_message, "
+      "read_timeout, request_timeout, max_connections)",
+      "{f}:16:14: junction: log_level: 'loud' is not allowed, expected one of: error | warn | "
+      "info | debug | trace",
+      "{f}: 3 error(s)"]),
+]
+
 path = os.path.join(tmp, "good.yaml")
 with open(path, "w") as f:
     f.write(GOOD)
@@ -96,6 +130,15 @@ for name, text, expected in CASES:
         code2, _, err2 = run_junction(["run", "-c", path], env=env)
         t.eq(code2, 1, "%s: run refuses a bad config" % name)
         t.check(expected[0].replace("{f}", path) in err2, "%s: run prints the same error" % name)
+
+for name, text, expected in EXACT:
+    path = os.path.join(tmp, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    code, out, err = run_junction(["check", "-c", path], env=env)
+    t.eq(code, 1, "%s: check exits 1" % name)
+    t.eq(err.splitlines(), [line.replace("{f}", path) for line in expected],
+         "%s: the whole of stderr" % name)
 
 code, out, err = run_junction(["check", "-c", os.path.join(tmp, "missing.yaml")])
 t.eq(code, 1, "a missing file is an error")

@@ -259,6 +259,55 @@ static void test_config(void)
                  "found a list");
 }
 
+/* test_issue_12_6: one root error gives one message, and messages print in line order. */
+static void test_issue_12_6_no_false_second_error(void)
+{
+    static const char two[] =
+        "routes:\n"
+        "  r:\n"
+        "    from: [in]\n"
+        "    to: [nope, out]\n"
+        "channels:\n"
+        "  out:\n"
+        "    type: http\n"
+        "    direction: out\n"
+        "    url: http://127.0.0.1:2/x\n"
+        "  in:\n"
+        "    type: htp\n"
+        "    direction: in\n"
+        "junction:\n"
+        "  log_level: loud\n";
+    struct jn_diag d;
+    struct jn_config *c;
+    char out[2048];
+    size_t n;
+    FILE *f;
+
+    jn_diag_init(&d);
+    c = jn_config_load_buf("j.yaml", two, strlen(two), &d);
+    CHECK(c == NULL);
+    /* Not "'in' is an OUT channel", nor "'out' is listed twice" (the unknown 'nope' left its
+     * slot at index 0, which is 'out''s). */
+    CHECK_INT(d.n, 3);
+    f = tmpfile();
+    CHECK(f != NULL);
+    if (f != NULL) {
+        jn_diag_print(&d, f);
+        rewind(f);
+        n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        fclose(f);
+        CHECK_STR(out, "j.yaml:4:10: route 'r': to: unknown channel 'nope', expected the name of "
+                       "one defined under 'channels:'\n"
+                       "j.yaml:11:11: channel 'in': unknown channel type 'htp' (did you mean "
+                       "'http'?), expected one of: file, http, kafka, mllp, mqtt\n"
+                       "j.yaml:14:14: junction: log_level: 'loud' is not allowed, expected one "
+                       "of: error | warn | info | debug | trace\n");
+    }
+    jn_config_free(c);
+    jn_diag_free(&d);
+}
+
 static void test_config_alloc_failures(void)
 {
     /* Every allocation failure while loading is a clean error (no crash; ASan/valgrind check
@@ -289,6 +338,7 @@ int main(void)
     test_opts();
     test_yaml();
     test_config();
+    test_issue_12_6_no_false_second_error();
     test_config_alloc_failures();
     TEST_MAIN_END();
 }
