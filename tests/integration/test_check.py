@@ -30,7 +30,8 @@ routes:
 # (name, config text, the exact error lines expected on stderr)
 CASES = [
     ("yaml_syntax", "channels:\n  in: [1, 2\n  out: 3\n",
-     ["{f}:3:6: YAML syntax error: did not find expected ',' or ']' while parsing a flow sequence"]),
+     ["{f}:3:6: YAML syntax error: did not find expected ',' or ']' (while parsing a flow sequence "
+      "started at 2:7)"]),
     ("unknown_key", GOOD.replace("    listen:", "    lisen: x\n    listen:"),
      ["{f}:7:5: channel 'in' (http): unknown option 'lisen', did you mean 'listen'? (expected one "
       "of: type, direction, "]),
@@ -102,6 +103,27 @@ EXACT = [
       "{f}:16:14: junction: log_level: 'loud' is not allowed, expected one of: error | warn | "
       "info | debug | trace",
       "{f}: 3 error(s)"]),
+    # test_issue_12_8: an unquoted ${ENV} in a flow mapping gets a hint to quote it.
+    ("issue_12_8_env_in_flow_map",
+     "channels:\n  in: { type: http, direction: in, listen: ${LISTEN} }\n",
+     ["{f}:2:44: YAML syntax error: did not find expected ',' or '}' (while parsing a flow "
+      "mapping started at 2:7); quote a ${...} inside { } or [ ]: listen: \"${LISTEN}\"",
+      "{f}: 1 error(s)"]),
+    ("issue_12_8_env_in_flow_seq",
+     "routes:\n  r: {from: [${SRC}], to: [out]}\n",
+     ["{f}:2:14: YAML syntax error: did not find expected ',' or ']' (while parsing a flow "
+      "sequence started at 2:13); quote a ${...} inside { } or [ ]: \"${SRC}\"",
+      "{f}: 1 error(s)"]),
+    # test_issue_12_9: an unterminated quote is reported where it starts, not at the end.
+    ("issue_12_9_unterminated_quote",
+     GOOD.replace("dir: ./out", "dir: \"./out").replace(GOOD.splitlines()[14] + "\n", ""),
+     ["{f}:11:10: YAML syntax error while scanning a quoted scalar started here: found "
+      "unexpected end of stream at 16:1",
+      "{f}: 1 error(s)"]),
+    ("issue_12_9_simple_key", GOOD.replace("    listen:", "    listen\n    path: /x\n    listen:"),
+     ["{f}:7:5: YAML syntax error while scanning a simple key started here: could not find "
+      "expected ':' at 8:5",
+      "{f}: 1 error(s)"]),
 ]
 
 path = os.path.join(tmp, "good.yaml")
