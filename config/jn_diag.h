@@ -21,7 +21,7 @@ struct jn_diag {
     struct jn_pos *at; /* at[i] is where msgs[i] points (file owned by the diag, or NULL) */
     size_t n;
     size_t cap;
-    char **files;  /* pool of file names */
+    char **files;  /* pool of file names (and of their folders, jn_node.dir) */
     size_t nfiles;
     int oom;       /* set when a message could not be stored */
 };

@@ -2,9 +2,11 @@
 #include "jn_yaml.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "jn_buf.h"
@@ -15,6 +17,7 @@
 struct builder {
     struct jn_diag *d;
     const char *file;
+    const char *dir;  /* node->dir of every node; NULL for a buffer */
     const char *buf; /* the text being parsed, for hints about a syntax error */
     size_t len;
     struct jn_node *stack[MAX_DEPTH];
@@ -31,6 +34,7 @@ static struct jn_node *node_new(struct builder *b, enum jn_node_kind kind, const
         return NULL;
     }
     n->kind = kind;
+    n->dir = b->dir;
     n->pos.file = b->file;
     n->pos.line = (int)m->line + 1;
     n->pos.col = (int)m->column + 1;
@@ -375,12 +379,14 @@ static struct jn_node *load(struct builder *b, yaml_parser_t *p)
             return NULL;
         }
         b->root->kind = JN_NODE_MAP;
+        b->root->dir = b->dir;
         b->root->pos = (struct jn_pos){b->file, 1, 1};
     }
     return b->root;
 }
 
-struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, struct jn_diag *d)
+static struct jn_node *load_buf(const char *name, const char *dir, const char *buf, size_t len,
+                                struct jn_diag *d)
 {
     struct builder b;
     yaml_parser_t p;
@@ -389,6 +395,7 @@ struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, 
     memset(&b, 0, sizeof(b));
     b.d = d;
     b.file = jn_diag_file(d, name);
+    b.dir = dir;
     b.buf = buf;
     b.len = len;
     if (!yaml_parser_initialize(&p)) {
@@ -401,10 +408,50 @@ struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, 
     return root;
 }
 
+struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, struct jn_diag *d)
+{
+    return load_buf(name, NULL, buf, len, d);
+}
+
+/*
+ * The absolute folder of a file, interned in d: "/etc/x/junction.yaml" -> "/etc/x",
+ * "conf/j.yaml" -> "<cwd>/conf", "j.yaml" -> "<cwd>". Symbolic links are kept as written (the
+ * folder the user named). Without a current directory (it was deleted), the relative folder:
+ * right for as long as the process does not change directory, which junction never does.
+ * NULL when out of memory.
+ */
+static const char *folder_of(const char *path, struct jn_diag *d)
+{
+    struct jn_buf b = JN_BUF_INIT;
+    const char *slash = strrchr(path, '/');
+    const char *dir;
+    char cwd[PATH_MAX];
+    int oom = d->oom, rc = 0;
+
+    if (path[0] != '/') {
+        rc |= jn_buf_puts(&b, getcwd(cwd, sizeof(cwd)) != NULL ? cwd : ".");
+    }
+    if (slash != NULL) {
+        if (b.len > 0 && b.p[b.len - 1] != '/') {
+            rc |= jn_buf_putc(&b, '/');
+        }
+        /* "/j.yaml" -> "/" */
+        rc |= jn_buf_append(&b, path, slash == path ? 1 : (size_t)(slash - path));
+    }
+    if (rc != 0 || b.p == NULL) {
+        jn_buf_reset(&b);
+        return NULL;
+    }
+    dir = jn_diag_file(d, b.p);
+    jn_buf_reset(&b);
+    return d->oom && !oom ? NULL : dir;
+}
+
 struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d)
 {
     struct jn_buf buf = JN_BUF_INIT;
     struct jn_node *root;
+    const char *dir;
     char chunk[8192];
     size_t n;
     FILE *f = fopen(path, "rb");
@@ -430,7 +477,13 @@ struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d)
         return NULL;
     }
     fclose(f);
-    root = jn_yaml_load_buf(path, buf.p ? buf.p : "", buf.len, d);
+    dir = folder_of(path, d);
+    if (dir == NULL) {
+        jn_buf_reset(&buf);
+        jn_diag_add(d, NULL, "%s: out of memory reading the file", path);
+        return NULL;
+    }
+    root = load_buf(path, dir, buf.p ? buf.p : "", buf.len, d);
     jn_buf_reset(&buf);
     return root;
 }
