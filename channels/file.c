@@ -70,8 +70,9 @@ struct file_conf {
 };
 
 static const struct jn_opt file_opts[] = {
-    JN_OPT_STR("dir", NULL, JN_OPT_REQUIRED, struct file_conf, dir,
-               "Folder to watch (in) or to write to (out); created at start if missing"),
+    JN_OPT_PATH("dir", NULL, JN_OPT_REQUIRED, struct file_conf, dir,
+                "Folder to watch (in) or to write to (out), relative to the config file's "
+                "folder; created at start if missing"),
     JN_OPT_STR("pattern", "*", JN_OPT_IN, struct file_conf, pattern,
                "fnmatch glob on file names. Names starting with '.' or ending in .tmp or .part "
                "are never read: write under such a name, then rename"),
@@ -84,11 +85,11 @@ static const struct jn_opt file_opts[] = {
                 "A bigger file (split: none) or line (split: lines) is moved to error_dir"),
     JN_OPT_SIZE("max_file", "256MiB", 1, 4LL << 30, JN_OPT_IN, struct file_conf, max_file,
                 "A bigger file is moved to error_dir; a file is read whole into memory"),
-    JN_OPT_STR("done_dir", "", JN_OPT_IN, struct file_conf, done_dir,
-               "Where accepted files go (empty: dir/done); same filesystem as dir"),
-    JN_OPT_STR("error_dir", "", JN_OPT_IN, struct file_conf, error_dir,
-               "Where refused files go, each with NAME.reason saying why (empty: dir/error); "
-               "same filesystem as dir"),
+    JN_OPT_PATH("done_dir", "", JN_OPT_IN, struct file_conf, done_dir,
+                "Where accepted files go (empty: dir/done); same filesystem as dir"),
+    JN_OPT_PATH("error_dir", "", JN_OPT_IN, struct file_conf, error_dir,
+                "Where refused files go, each with NAME.reason saying why (empty: dir/error); "
+                "same filesystem as dir"),
     JN_OPT_DURATION("settle", "0", 0, 86400000, JN_OPT_IN, struct file_conf, settle,
                     "When > 0, a file is read only once its size and mtime have not changed "
                     "for this long (for writers that cannot rename)"),

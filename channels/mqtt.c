@@ -114,13 +114,13 @@ static const struct jn_opt mqtt_opts[] = {
     JN_OPT_STR("username", NULL, 0, struct mqtt_conf, username, "User name, if the broker asks."),
     JN_OPT_STR("password", NULL, JN_OPT_SECRET, struct mqtt_conf, password,
                "Password; never logged."),
-    JN_OPT_STR("ca_file", NULL, 0, struct mqtt_conf, ca_file,
-               "TLS: PEM file of the CAs that sign the broker's certificate (default: the "
-               "system's)."),
-    JN_OPT_STR("cert_file", NULL, 0, struct mqtt_conf, cert_file,
-               "TLS: PEM client certificate (chain), for brokers that ask for one."),
-    JN_OPT_STR("key_file", NULL, 0, struct mqtt_conf, key_file,
-               "TLS: PEM private key of cert_file (default: in cert_file)."),
+    JN_OPT_PATH("ca_file", NULL, 0, struct mqtt_conf, ca_file,
+                "TLS: PEM file of the CAs that sign the broker's certificate (default: the "
+                "system's)."),
+    JN_OPT_PATH("cert_file", NULL, 0, struct mqtt_conf, cert_file,
+                "TLS: PEM client certificate (chain), for brokers that ask for one."),
+    JN_OPT_PATH("key_file", NULL, 0, struct mqtt_conf, key_file,
+                "TLS: PEM private key of cert_file (default: in cert_file)."),
     JN_OPT_STR("key_password", NULL, JN_OPT_SECRET, struct mqtt_conf, key_password,
                "TLS: password of key_file; never logged."),
     JN_OPT_BOOL("verify", "true", 0, struct mqtt_conf, verify,
@@ -149,9 +149,9 @@ static const struct jn_opt mqtt_opts[] = {
                 "durable: paho keeps each message (in memory and in state_dir) until it is "
                 "committed in the journal, one at a time; immediate: faster, but a crash "
                 "loses what paho acknowledged and junction had not committed (docs/mqtt.md)."),
-    JN_OPT_STR("state_dir", "", JN_OPT_IN, struct mqtt_conf, state_dir,
-               "Folder for paho's persistence (one subfolder per client id and broker); "
-               "empty: <data_dir>/mqtt."),
+    JN_OPT_PATH("state_dir", "", JN_OPT_IN, struct mqtt_conf, state_dir,
+                "Folder for paho's persistence (one subfolder per client id and broker); "
+                "empty: <data_dir>/mqtt."),
     JN_OPT_STR("topic", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct mqtt_conf, topic,
                "Topic template: {id} {channel} {date} {time} {ts} {header.NAME}; a rendered "
                "topic that is empty or has + or # is rejected (dead-lettered)."),

@@ -57,8 +57,9 @@ static const struct jn_opt actlog_opts[] = {
 };
 
 const struct jn_opt jn_core_opts[] = {
-    JN_OPT_STR("data_dir", "./data", 0, struct jn_core_conf, data_dir,
-               "Directory of the broker's state (the LMDB journal, queues and action log)."),
+    JN_OPT_PATH("data_dir", "./data", 0, struct jn_core_conf, data_dir,
+                "Directory of the broker's state (the LMDB journal, queues and action log); "
+                "relative to the config file's folder."),
     JN_OPT_ENUM("log_level", "info", log_levels, 0, struct jn_core_conf, log_level,
                 "Least important level logged."),
     JN_OPT_DURATION("shutdown_timeout", "10s", 0, 3600000LL, 0, struct jn_core_conf,
@@ -260,12 +261,14 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
         return 1;
     }
     /* Common keys first; keys it does not know are the type's, checked in the second pass. */
-    errs += jn_opt_parse(jn_chan_common_opts, v, &ch->common, what, mask | JN_OPT_LENIENT, NULL,
-                         &v->pos, d);
+    errs += jn_opt_parse(jn_chan_common_opts, v, &ch->common, what, mask | JN_OPT_LENIENT, NULL, v,
+                         d);
     if (ch->def->default_concurrency > 0 && jn_node_get(v, "concurrency") == NULL) {
         ch->common.concurrency = ch->def->default_concurrency;
     }
-    ch->dir = ch->common.direction == 0 ? JN_DIR_IN : JN_DIR_OUT;
+    /* Left 0 (unknown) when the direction is missing or wrong, like a channel whose type is
+     * unknown: its own error says so, and routes do not check their ends against it. */
+    ch->dir = mask == JN_OPT_IN ? JN_DIR_IN : mask == JN_OPT_OUT ? JN_DIR_OUT : 0;
     if (errs == 0 && (ch->common.ordered == JN_ORDERED_KEY) != (ch->common.ordered_key != NULL)) {
         const struct jn_node *on = jn_node_get(v, "ordered");
         jn_diag_add(d, on ? &on->pos : &v->pos, "%s: %s", what,
@@ -284,7 +287,7 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
         jn_diag_add(d, &k->pos, "out of memory");
         errs++;
     } else {
-        errs += jn_opt_parse(ch->def->opts, v, ch->conf, what, mask, common_names, &v->pos, d);
+        errs += jn_opt_parse(ch->def->opts, v, ch->conf, what, mask, common_names, v, d);
         if (errs == 0 && ch->def->check) {
             size_t first = d->n;
             errs += ch->def->check(ch->conf, ch->dir, v, d);
@@ -329,7 +332,7 @@ static int load_service(struct jn_config *c, const struct jn_node *k, const stru
         jn_diag_add(d, &k->pos, "out of memory");
         return 1;
     }
-    errs += jn_opt_parse(s->def->opts, v, s->conf, what, 0, skip, &v->pos, d);
+    errs += jn_opt_parse(s->def->opts, v, s->conf, what, 0, skip, v, d);
     if (errs == 0 && s->def->check) {
         size_t first = d->n;
         errs += s->def->check(s->conf, v, d);
@@ -411,7 +414,7 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
     }
     c->nroutes++;
     snprintf(what, sizeof(what), "route '%s'", k->str);
-    errs = jn_opt_parse(jn_route_opts, v, &r->rc, what, 0, NULL, &v->pos, d);
+    errs = jn_opt_parse(jn_route_opts, v, &r->rc, what, 0, NULL, v, d);
     if (v->kind != JN_NODE_MAP) {
         return errs ? errs : 1;
     }
@@ -422,10 +425,15 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
         jn_diag_add(d, &k->pos, "out of memory");
         return errs + 1;
     }
+    /* A channel whose type or direction failed has dir 0: it was reported where it is
+     * defined, and saying here that it is of the wrong direction would be a false second
+     * error. The load fails on the first one anyway. */
     for (size_t i = 0; i < r->rc.from.n; i++) {
         long idx = find_channel(c, r->rc.from.v[i]);
         if (idx < 0) {
             unknown_name(d, elem_pos(v, "from", i), what, "from", r->rc.from.v[i], c, 0);
+            errs++;
+        } else if (c->channels[idx].dir == 0) {
             errs++;
         } else if (c->channels[idx].dir != JN_DIR_IN) {
             jn_diag_add(d, elem_pos(v, "from", i), "%s: from: '%s' is an OUT channel, expected "
@@ -459,6 +467,8 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
         if (idx < 0) {
             unknown_name(d, elem_pos(v, "to", i), what, "to", r->rc.to.v[i], c, 0);
             errs++;
+        } else if (c->channels[idx].dir == 0) {
+            errs++;
         } else if (c->channels[idx].dir != JN_DIR_OUT) {
             jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is an IN channel and cannot be a "
                         "destination, expected an OUT channel (direction: out)", what,
@@ -466,7 +476,8 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
             errs++;
         } else {
             for (size_t j = 0; j < i; j++) {
-                if (r->to[j] == (size_t)idx) {
+                /* By name: r->to[j] is unset (0) when destination j was refused above. */
+                if (strcmp(r->rc.to.v[j], r->rc.to.v[i]) == 0) {
                     jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is listed twice, "
                                 "expected each destination once", what, r->rc.to.v[i]);
                     errs++;
@@ -641,6 +652,9 @@ static int load_unrouted(struct jn_config *c, const struct jn_node *root, struct
         return 0;
     }
     idx = find_channel(c, u->str);
+    if (idx >= 0 && c->channels[idx].dir == 0) {
+        return 1; /* its type or direction failed, and was reported (see load_route) */
+    }
     if (idx < 0 || c->channels[idx].dir != JN_DIR_OUT) {
         jn_diag_add(d, &u->pos, "unrouted: '%s' is %s, expected dead-letter, drop or the name of "
                     "an OUT channel", u->str, idx < 0 ? "not a channel" : "an IN channel");
@@ -687,8 +701,10 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
         }
         {
             const struct jn_node *j = jn_node_get(root, "junction");
+            /* Without a junction: map, the defaults (data_dir) still resolve against the
+             * config file's folder, through root. */
             errs += jn_opt_parse(jn_core_opts, jn_node_is_null(j) ? NULL : j, &c->core,
-                                 "junction", 0, NULL, &root->pos, d);
+                                 "junction", 0, NULL, j ? j : root, d);
         }
         errs += load_section(c, root, "channels", (void **)&c->channels,
                              sizeof(struct jn_cfg_channel), load_channel, d);
@@ -788,7 +804,16 @@ void jn_config_reference_md(FILE *out)
     fprintf(out, "# Config reference\n\n"
             "Generated by `junction describe --markdown` from the option tables in the code; "
             "a test fails when this file is stale. Sizes take B, KiB, MiB, GiB (or KB, MB, GB); "
-            "durations take ms, s, m, h, d. Any value may use `${ENV}` or `${ENV:-default}`.\n\n");
+            "durations take ms, s, m, h, d. Any value may use `${ENV}` or `${ENV:-default}`; "
+            "inside `{ }` or `[ ]` quote it: `{ listen: \"${LISTEN}\" }`.\n\n"
+            "An option of type `path` that is relative (`./data`, `out/archive`), its default "
+            "included, is relative to the folder of the config file it is written in, not to "
+            "the folder junction is started from, so "
+            "`junction run` and `junction trace -c /etc/junction/junction.yaml` find the same "
+            "`data_dir` wherever they are started. The embedded default config (used when there "
+            "is no config file, see `junction --help`) has no folder: its relative paths are "
+            "relative to the current directory. Paths inside a kafka channel's `properties` "
+            "(`ssl.ca.location`...) are passed to librdkafka as written: make them absolute.\n\n");
     fprintf(out, "## `junction:`\n\n");
     jn_opt_describe_md(jn_core_opts, NULL, out);
     fprintf(out, "\n## `channels:` (every channel)\n\nA map of name -> channel. These keys apply "

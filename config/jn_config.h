@@ -48,7 +48,7 @@ struct jn_chan_common {
 struct jn_cfg_channel {
     char *name;
     const struct jn_channel_def *def;
-    unsigned dir;   /* JN_DIR_IN or JN_DIR_OUT */
+    unsigned dir;   /* JN_DIR_IN or JN_DIR_OUT; 0 while loading when its type or direction failed */
     void *conf;     /* def->conf_size, filled by def->opts */
     struct jn_chan_common common;
     struct jn_pos pos;

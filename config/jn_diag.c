@@ -2,6 +2,7 @@
 #include "jn_diag.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "jn_buf.h"
@@ -18,6 +19,7 @@ void jn_diag_free(struct jn_diag *d)
         jn_free(d->msgs[i]);
     }
     jn_free(d->msgs);
+    jn_free(d->at);
     for (size_t i = 0; i < d->nfiles; i++) {
         jn_free(d->files[i]);
     }
@@ -76,12 +78,20 @@ void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, .
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 8;
         char **m = jn_realloc(d->msgs, cap * sizeof(*m));
+        struct jn_pos *at;
         if (m == NULL) {
             d->oom = 1;
             jn_buf_reset(&b);
             return;
         }
         d->msgs = m;
+        at = jn_realloc(d->at, cap * sizeof(*at));
+        if (at == NULL) {
+            d->oom = 1;
+            jn_buf_reset(&b);
+            return;
+        }
+        d->at = at;
         d->cap = cap;
     }
     s = jn_buf_steal(&b);
@@ -89,14 +99,51 @@ void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, .
         d->oom = 1;
         return;
     }
+    /* Our own copy of the file name: the caller's may be freed before the diag is printed. */
+    d->at[d->n] = (struct jn_pos){pos && pos->file ? jn_diag_file(d, pos->file) : NULL,
+                                  pos ? pos->line : 0, pos ? pos->col : 0};
     d->msgs[d->n++] = s;
+}
+
+struct order {
+    const struct jn_pos *at;
+    size_t i;
+};
+
+/* Message order for printing: file name, line, column, then the order of adding (qsort is not
+ * stable by itself). */
+static int cmp_order(const void *pa, const void *pb)
+{
+    const struct order *a = pa, *b = pb;
+    int c = strcmp(a->at->file ? a->at->file : "", b->at->file ? b->at->file : "");
+
+    if (c != 0) {
+        return c;
+    }
+    if (a->at->line != b->at->line) {
+        return a->at->line < b->at->line ? -1 : 1;
+    }
+    if (a->at->col != b->at->col) {
+        return a->at->col < b->at->col ? -1 : 1;
+    }
+    return a->i < b->i ? -1 : a->i > b->i;
 }
 
 void jn_diag_print(const struct jn_diag *d, FILE *out)
 {
-    for (size_t i = 0; i < d->n; i++) {
-        fprintf(out, "%s\n", d->msgs[i]);
+    struct order *order = d->n ? jn_malloc(d->n * sizeof(*order)) : NULL;
+
+    /* Without memory for the order, the messages are printed in the order they were added. */
+    if (order != NULL) {
+        for (size_t i = 0; i < d->n; i++) {
+            order[i] = (struct order){&d->at[i], i};
+        }
+        qsort(order, d->n, sizeof(*order), cmp_order);
     }
+    for (size_t i = 0; i < d->n; i++) {
+        fprintf(out, "%s\n", d->msgs[order ? order[i].i : i]);
+    }
+    jn_free(order);
     if (d->oom) {
         fprintf(out, "(out of memory: some errors were not recorded)\n");
     }

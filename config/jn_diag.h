@@ -17,10 +17,11 @@ struct jn_pos {
 };
 
 struct jn_diag {
-    char **msgs;   /* "file:line:col: text" */
+    char **msgs;   /* "file:line:col: text", in the order they were added */
+    struct jn_pos *at; /* at[i] is where msgs[i] points (file owned by the diag, or NULL) */
     size_t n;
     size_t cap;
-    char **files;  /* pool of file names */
+    char **files;  /* pool of file names (and of their folders, jn_node.dir) */
     size_t nfiles;
     int oom;       /* set when a message could not be stored */
 };
@@ -33,6 +34,8 @@ void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, .
     __attribute__((format(printf, 3, 4)));
 /* Interns a file name; returns a pointer owned by the diag, or a static "?" on no memory. */
 const char *jn_diag_file(struct jn_diag *d, const char *name);
+/* Prints the messages sorted by file name, line and column (messages without a position first;
+ * equal positions keep the order they were added in), whatever order the checks ran in. */
 void jn_diag_print(const struct jn_diag *d, FILE *out);
 
 /* Edit distance with a cutoff, used for "did you mean" suggestions. */

@@ -15,6 +15,7 @@ static const char *type_name(const struct jn_opt *o)
 {
     switch (o->type) {
     case JN_OPT_T_STR: return "string";
+    case JN_OPT_T_PATH: return "path";
     case JN_OPT_T_INT: return "integer";
     case JN_OPT_T_SIZE: return "size";
     case JN_OPT_T_DURATION: return "duration";
@@ -143,6 +144,7 @@ void jn_opt_free(const struct jn_opt *tab, void *conf)
         void *f = (char *)conf + o->off;
         switch (o->type) {
         case JN_OPT_T_STR:
+        case JN_OPT_T_PATH:
             jn_free(*(char **)f);
             *(char **)f = NULL;
             break;
@@ -242,6 +244,7 @@ static int add_str(char ***v, size_t *n, const char *s)
 struct pctx {
     const char *what;
     const struct jn_pos *pos;
+    const char *dir; /* folder relative paths resolve against; NULL: leave them relative */
     struct jn_diag *d;
     int errors;
 };
@@ -252,6 +255,35 @@ struct pctx {
         (c)->errors++;                                                                            \
     } while (0)
 
+/* s made absolute against dir (see JN_OPT_PATH): "./out" in /etc/x -> "/etc/x/out". Leading
+ * "./" are dropped so messages and logs show a tidy path; ".." is kept as written. */
+static char *resolve_path(const char *dir, const char *s)
+{
+    struct jn_buf b = JN_BUF_INIT;
+    size_t dl;
+
+    if (dir == NULL || s[0] == '\0' || s[0] == '/') {
+        return jn_strdup(s);
+    }
+    while (s[0] == '.' && s[1] == '/') {
+        s += 2;
+        while (s[0] == '/') {
+            s++;
+        }
+    }
+    if (strcmp(s, ".") == 0) {
+        s = "";
+    }
+    dl = strlen(dir);
+    if (jn_buf_append(&b, dir, dl) != 0 ||
+        (s[0] != '\0' && dl > 0 && dir[dl - 1] != '/' && jn_buf_putc(&b, '/') != 0) ||
+        jn_buf_puts(&b, s) != 0) {
+        jn_buf_reset(&b);
+        return NULL;
+    }
+    return jn_buf_steal(&b);
+}
+
 /* Parse one scalar string into the field; used for defaults (pos NULL) and user values. */
 static void set_scalar(const struct jn_opt *o, const char *s, void *f, struct pctx *c)
 {
@@ -259,8 +291,9 @@ static void set_scalar(const struct jn_opt *o, const char *s, void *f, struct pc
 
     range_text(o, range, sizeof(range));
     switch (o->type) {
-    case JN_OPT_T_STR: {
-        char *v = jn_strdup(s);
+    case JN_OPT_T_STR:
+    case JN_OPT_T_PATH: {
+        char *v = o->type == JN_OPT_T_PATH ? resolve_path(c->dir, s) : jn_strdup(s);
         if (v == NULL) {
             PERR(c, "%s: out of memory", c->what);
             return;
@@ -363,6 +396,7 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
     struct pctx sub = *c;
 
     sub.pos = &v->pos;
+    sub.dir = v->dir;
     if (o->type == JN_OPT_T_SUB) {
         if (v->kind != JN_NODE_MAP) {
             PERR(&sub, "%s: %s: expected a map, found a %s", c->what, o->name,
@@ -370,8 +404,8 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
         } else {
             char what[256];
             snprintf(what, sizeof(what), "%s: %s", c->what, o->name);
-            sub.errors += jn_opt_parse(o->sub, v, f, what, dirmask & ~JN_OPT_LENIENT, NULL,
-                                       &v->pos, c->d);
+            sub.errors += jn_opt_parse(o->sub, v, f, what, dirmask & ~JN_OPT_LENIENT, NULL, v,
+                                       c->d);
         }
     } else if (o->type == JN_OPT_T_STRLIST && v->kind == JN_NODE_SEQ) {
         struct jn_strlist *l = f;
@@ -434,10 +468,10 @@ static int in_list(const char *s, const char *const *list)
 }
 
 int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf, const char *what,
-                 unsigned dirmask, const char *const *skip, const struct jn_pos *at,
+                 unsigned dirmask, const char *const *skip, const struct jn_node *at,
                  struct jn_diag *d)
 {
-    struct pctx c = {what, at, d, 0};
+    struct pctx c = {what, at ? &at->pos : NULL, at ? at->dir : NULL, d, 0};
     const char *names[128];
     size_t nnames = 0;
 
@@ -449,7 +483,7 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
             names[nnames++] = o->name;
         }
         if (o->def != NULL) {
-            struct pctx dc = {what, NULL, d, 0};
+            struct pctx dc = {what, NULL, c.dir, d, 0};
             set_scalar(o, o->def, (char *)conf + o->off, &dc);
             c.errors += dc.errors;
         } else if (o->type == JN_OPT_T_SUB) {
@@ -506,7 +540,8 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
             c.errors = kc.errors;
             continue;
         }
-        if (jn_node_is_null(map->vals[i]) && o->type != JN_OPT_T_STR) {
+        if (jn_node_is_null(map->vals[i]) && o->type != JN_OPT_T_STR &&
+            o->type != JN_OPT_T_PATH) {
             PERR(&kc, "%s: %s: no value given, expected a %s", what, key, type_name(o));
             c.errors = kc.errors;
             continue;
@@ -516,7 +551,9 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
     }
     for (const struct jn_opt *o = tab; o->name; o++) {
         if ((o->flags & JN_OPT_REQUIRED) && !jn_node_get(map, o->name)) {
-            if (dirmask && (o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask)) {
+            /* Required only in one direction: not when the direction is the other one, nor
+             * when it is unknown (dirmask 0: a missing or wrong direction was reported). */
+            if ((o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask)) {
                 continue;
             }
             PERR(&c, "%s: missing required option '%s' (%s: %s)", what, o->name, type_name(o),

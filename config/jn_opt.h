@@ -8,6 +8,11 @@
  *
  * Field types:
  *   STR      char *              (owned by the conf; freed by jn_opt_free)
+ *   PATH     char *              a file or folder: a relative one (also the default) is made
+ *                                absolute against the folder of the config file it is in
+ *                                (node->dir), so every command started from anywhere with
+ *                                the same -c finds the same files; read from a buffer, it
+ *                                stays relative to the current directory. "" stays "".
  *   INT      long long           min..max
  *   SIZE     unsigned long long  bytes; "512", "64KiB", "1MiB", "2GiB", "1MB" (= 1000^2)
  *   DURATION long long          milliseconds; "250ms", "5s", "5m", "2h", "7d"; a bare number = ms
@@ -29,6 +34,7 @@
 
 enum jn_opt_type {
     JN_OPT_T_STR,
+    JN_OPT_T_PATH,
     JN_OPT_T_INT,
     JN_OPT_T_SIZE,
     JN_OPT_T_DURATION,
@@ -78,6 +84,8 @@ struct jn_opt {
 
 #define JN_OPT_STR(name, def, flags, T, field, doc)                                               \
     {name, JN_OPT_T_STR, def, 0, 0, flags, JN_OPT__CHECK(T, field, char *), NULL, NULL, doc}
+#define JN_OPT_PATH(name, def, flags, T, field, doc)                                              \
+    {name, JN_OPT_T_PATH, def, 0, 0, flags, JN_OPT__CHECK(T, field, char *), NULL, NULL, doc}
 #define JN_OPT_INT(name, def, min, max, flags, T, field, doc)                                     \
     {name, JN_OPT_T_INT, def, min, max, flags, JN_OPT__CHECK(T, field, long long), NULL, NULL,    \
      doc}
@@ -107,11 +115,14 @@ struct jn_opt {
  * and missing required options are reported in d at their file:line:col, prefixed with what
  * (e.g. "channel 'lab_in' (mllp)"). Keys listed in skip are left for the caller. dirmask
  * (JN_OPT_IN / JN_OPT_OUT, or 0 for no direction filter) refuses options of the other
- * direction. map may be NULL (all defaults; `at` gives the position of required-errors).
- * Returns the number of errors added. conf must be zeroed; free with jn_opt_free even on error.
+ * direction; with 0, options required in one direction only are not required. at is the node
+ * the options belong to (map itself, or its parent when map is NULL: all defaults): missing
+ * required options are reported at its position, and relative PATH defaults resolve against
+ * its folder. Returns the number of errors added. conf must be zeroed; free with jn_opt_free
+ * even on error.
  */
 int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf, const char *what,
-                 unsigned dirmask, const char *const *skip, const struct jn_pos *at,
+                 unsigned dirmask, const char *const *skip, const struct jn_node *at,
                  struct jn_diag *d);
 void jn_opt_free(const struct jn_opt *tab, void *conf);
 

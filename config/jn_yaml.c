@@ -2,9 +2,11 @@
 #include "jn_yaml.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "jn_buf.h"
@@ -15,6 +17,9 @@
 struct builder {
     struct jn_diag *d;
     const char *file;
+    const char *dir;  /* node->dir of every node; NULL for a buffer */
+    const char *buf; /* the text being parsed, for hints about a syntax error */
+    size_t len;
     struct jn_node *stack[MAX_DEPTH];
     int depth;
     struct jn_node *root;
@@ -29,6 +34,7 @@ static struct jn_node *node_new(struct builder *b, enum jn_node_kind kind, const
         return NULL;
     }
     n->kind = kind;
+    n->dir = b->dir;
     n->pos.file = b->file;
     n->pos.line = (int)m->line + 1;
     n->pos.col = (int)m->column + 1;
@@ -255,6 +261,90 @@ anchor:
     return -1;
 }
 
+/*
+ * `{ listen: ${LISTEN} }`: in a flow collection the '{' of an unquoted ${...} opens a map, and
+ * libyaml stops at it. If the problem is at such a '{', moves pos to the '$' and writes the
+ * quoted form (with its key when there is one) into hint; else leaves both alone.
+ */
+static void env_in_flow_hint(const struct builder *b, const yaml_mark_t *m, struct jn_pos *pos,
+                             struct jn_buf *hint)
+{
+    const char *s = b->buf;
+    size_t at = m->index, end, k, kend;
+
+    if (at == 0 || at >= b->len || s[at] != '{' || s[at - 1] != '$' || m->column == 0) {
+        return;
+    }
+    for (end = at; end < b->len && end - at < 128 && s[end] != '}' && s[end] != '\n'; end++) {
+    }
+    if (end >= b->len || s[end] != '}') {
+        return;
+    }
+    /* The key before it: `key: ${...}` (skipping blanks around the ':'). */
+    k = at - 1;
+    while (k > 0 && s[k - 1] == ' ') {
+        k--;
+    }
+    kend = k;
+    if (k > 0 && s[k - 1] == ':') {
+        k--;
+        while (k > 0 && s[k - 1] == ' ') {
+            k--;
+        }
+        kend = k;
+        while (k > 0 && strchr(" \t\n{[,", s[k - 1]) == NULL) {
+            k--;
+        }
+    }
+    jn_buf_puts(hint, "; quote a ${...} inside { } or [ ]: ");
+    if (k < kend) {
+        jn_buf_append(hint, s + k, kend - k);
+        jn_buf_puts(hint, ": ");
+    }
+    jn_buf_putc(hint, '"');
+    jn_buf_append(hint, s + at - 1, end - at + 2);
+    jn_buf_putc(hint, '"');
+    pos->col--;
+}
+
+/*
+ * A syntax error, at the position that helps most. A scanner error with an earlier context
+ * mark is a token that never ended (an unclosed quote, a key without ':'): it is reported
+ * where the token starts, since libyaml notices only much later (at the end of the file for
+ * an unclosed quote). Other errors are reported where libyaml noticed them, with the start of
+ * the collection being parsed.
+ */
+static void syntax_error(struct builder *b, const yaml_parser_t *p)
+{
+    const char *problem = p->problem ? p->problem : "unknown problem";
+    struct jn_pos at = {b->file, (int)p->problem_mark.line + 1, (int)p->problem_mark.column + 1};
+    struct jn_pos start = {b->file, (int)p->context_mark.line + 1,
+                           (int)p->context_mark.column + 1};
+    struct jn_buf hint = JN_BUF_INIT;
+
+    if (p->error == YAML_MEMORY_ERROR) {
+        jn_diag_add(b->d, &at, "out of memory reading YAML");
+        return;
+    }
+    if (p->context == NULL) {
+        jn_diag_add(b->d, &at, "YAML syntax error: %s", problem);
+        return;
+    }
+    if (p->context_mark.index >= p->problem_mark.index) {
+        jn_diag_add(b->d, &at, "YAML syntax error: %s (%s)", problem, p->context);
+        return;
+    }
+    if (p->error == YAML_SCANNER_ERROR) {
+        jn_diag_add(b->d, &start, "YAML syntax error %s started here: %s at %d:%d", p->context,
+                    problem, at.line, at.col);
+        return;
+    }
+    env_in_flow_hint(b, &p->problem_mark, &at, &hint);
+    jn_diag_add(b->d, &at, "YAML syntax error: %s (%s started at %d:%d)%s", problem, p->context,
+                start.line, start.col, hint.p ? hint.p : "");
+    jn_buf_reset(&hint);
+}
+
 static struct jn_node *load(struct builder *b, yaml_parser_t *p)
 {
     yaml_event_t ev;
@@ -262,15 +352,7 @@ static struct jn_node *load(struct builder *b, yaml_parser_t *p)
 
     while (!done) {
         if (!yaml_parser_parse(p, &ev)) {
-            struct jn_pos pos = {b->file, (int)p->problem_mark.line + 1,
-                                 (int)p->problem_mark.column + 1};
-            if (p->error == YAML_MEMORY_ERROR) {
-                jn_diag_add(b->d, &pos, "out of memory reading YAML");
-            } else {
-                jn_diag_add(b->d, &pos, "YAML syntax error: %s%s%s",
-                            p->problem ? p->problem : "unknown problem",
-                            p->context ? " " : "", p->context ? p->context : "");
-            }
+            syntax_error(b, p);
             b->failed = 1;
             break;
         }
@@ -297,12 +379,14 @@ static struct jn_node *load(struct builder *b, yaml_parser_t *p)
             return NULL;
         }
         b->root->kind = JN_NODE_MAP;
+        b->root->dir = b->dir;
         b->root->pos = (struct jn_pos){b->file, 1, 1};
     }
     return b->root;
 }
 
-struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, struct jn_diag *d)
+static struct jn_node *load_buf(const char *name, const char *dir, const char *buf, size_t len,
+                                struct jn_diag *d)
 {
     struct builder b;
     yaml_parser_t p;
@@ -311,6 +395,9 @@ struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, 
     memset(&b, 0, sizeof(b));
     b.d = d;
     b.file = jn_diag_file(d, name);
+    b.dir = dir;
+    b.buf = buf;
+    b.len = len;
     if (!yaml_parser_initialize(&p)) {
         jn_diag_add(d, NULL, "%s: out of memory starting the YAML parser", name);
         return NULL;
@@ -321,10 +408,50 @@ struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, 
     return root;
 }
 
+struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, struct jn_diag *d)
+{
+    return load_buf(name, NULL, buf, len, d);
+}
+
+/*
+ * The absolute folder of a file, interned in d: "/etc/x/junction.yaml" -> "/etc/x",
+ * "conf/j.yaml" -> "<cwd>/conf", "j.yaml" -> "<cwd>". Symbolic links are kept as written (the
+ * folder the user named). Without a current directory (it was deleted), the relative folder:
+ * right for as long as the process does not change directory, which junction never does.
+ * NULL when out of memory.
+ */
+static const char *folder_of(const char *path, struct jn_diag *d)
+{
+    struct jn_buf b = JN_BUF_INIT;
+    const char *slash = strrchr(path, '/');
+    const char *dir;
+    char cwd[PATH_MAX];
+    int oom = d->oom, rc = 0;
+
+    if (path[0] != '/') {
+        rc |= jn_buf_puts(&b, getcwd(cwd, sizeof(cwd)) != NULL ? cwd : ".");
+    }
+    if (slash != NULL) {
+        if (b.len > 0 && b.p[b.len - 1] != '/') {
+            rc |= jn_buf_putc(&b, '/');
+        }
+        /* "/j.yaml" -> "/" */
+        rc |= jn_buf_append(&b, path, slash == path ? 1 : (size_t)(slash - path));
+    }
+    if (rc != 0 || b.p == NULL) {
+        jn_buf_reset(&b);
+        return NULL;
+    }
+    dir = jn_diag_file(d, b.p);
+    jn_buf_reset(&b);
+    return d->oom && !oom ? NULL : dir;
+}
+
 struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d)
 {
     struct jn_buf buf = JN_BUF_INIT;
     struct jn_node *root;
+    const char *dir;
     char chunk[8192];
     size_t n;
     FILE *f = fopen(path, "rb");
@@ -350,7 +477,13 @@ struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d)
         return NULL;
     }
     fclose(f);
-    root = jn_yaml_load_buf(path, buf.p ? buf.p : "", buf.len, d);
+    dir = folder_of(path, d);
+    if (dir == NULL) {
+        jn_buf_reset(&buf);
+        jn_diag_add(d, NULL, "%s: out of memory reading the file", path);
+        return NULL;
+    }
+    root = load_buf(path, dir, buf.p ? buf.p : "", buf.len, d);
     jn_buf_reset(&buf);
     return root;
 }

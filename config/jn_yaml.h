@@ -23,6 +23,10 @@ enum jn_node_kind {
 struct jn_node {
     enum jn_node_kind kind;
     struct jn_pos pos;
+    /* Folder of the file the node was read from, absolute, owned by the diag: relative paths
+     * in it are relative to there (JN_OPT_PATH). NULL when read from a buffer: relative paths
+     * are then left relative to the current directory. */
+    const char *dir;
     /* scalar */
     char *str;     /* after ${ENV} substitution; NUL-terminated */
     int plain;     /* 1 if unquoted: only a plain scalar can be null, a number or a bool */
@@ -33,7 +37,8 @@ struct jn_node {
 };
 
 /* Parses a whole file / buffer into a tree; NULL and errors in d on failure. The file name is
- * kept (copied into d's string pool) for positions. An empty document gives an empty map. */
+ * kept (copied into d's string pool) for positions, and for a file also its folder (node->dir).
+ * An empty document gives an empty map. */
 struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d);
 struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, struct jn_diag *d);
 void jn_node_free(struct jn_node *n);

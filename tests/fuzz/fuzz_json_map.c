@@ -57,7 +57,7 @@ static void build(struct jn_service *svc, const char *yaml)
     svc->name = name;
     svc->conf = jn_calloc(1, def->conf_size);
     if (root == NULL || svc->conf == NULL ||
-        jn_opt_parse(def->opts, root, svc->conf, "fuzz", 0, skip, &root->pos, &d) != 0 ||
+        jn_opt_parse(def->opts, root, svc->conf, "fuzz", 0, skip, root, &d) != 0 ||
         def->check(svc->conf, root, &d) != 0 || def->init(svc, &err) != 0) {
         jn_diag_print(&d, stderr);
         abort();

@@ -30,7 +30,8 @@ routes:
 # (name, config text, the exact error lines expected on stderr)
 CASES = [
     ("yaml_syntax", "channels:\n  in: [1, 2\n  out: 3\n",
-     ["{f}:3:6: YAML syntax error: did not find expected ',' or ']' while parsing a flow sequence"]),
+     ["{f}:3:6: YAML syntax error: did not find expected ',' or ']' (while parsing a flow sequence "
+      "started at 2:7)"]),
     ("unknown_key", GOOD.replace("    listen:", "    lisen: x\n    listen:"),
      ["{f}:7:5: channel 'in' (http): unknown option 'lisen', did you mean 'listen'? (expected one "
       "of: type, direction, "]),
@@ -70,6 +71,61 @@ CASES = [
      ["{f}:12:"]),
 ]
 
+# (name, config text, the whole of stderr expected, {f} standing for the file's path)
+TYPES = "file, http, kafka, mllp, mqtt"
+EXACT = [
+    # test_issue_12_6: a channel whose type is unknown is not used for the route's checks (it
+    # used to be taken for an OUT channel: "from: 'in' is an OUT channel").
+    ("issue_12_6_unknown_type", GOOD.replace("type: http", "type: htp"),
+     ["{f}:5:11: channel 'in': unknown channel type 'htp' (did you mean 'http'?), expected one "
+      "of: " + TYPES,
+      "{f}: 1 error(s)"]),
+    # ... nor one whose direction is missing or wrong (it used to be taken for an IN channel).
+    ("issue_12_6_no_direction", GOOD.replace("    direction: out\n", ""),
+     ["{f}:9:5: channel 'out' (file): missing required option 'direction' (enum: in: messages "
+      "arrive here; out: messages leave here.)",
+      "{f}: 1 error(s)"]),
+    ("issue_12_6_bad_direction", GOOD.replace("direction: in", "direction: inn"),
+     ["{f}:6:16: channel 'in' (http): direction: 'inn' is not allowed, expected one of: in | out "
+      "(did you mean 'in'?)",
+      "{f}: 1 error(s)"]),
+    # Errors come in line order, whichever section the loader checks first.
+    ("issue_12_6_line_order",
+     "routes:\n  r:\n    from: [in]\n    to: [ot]\n" +
+     GOOD[GOOD.index("channels:"):GOOD.index("routes:")].replace("    listen:",
+                                                                 "    lisen: x\n    listen:") +
+     "junction:\n  log_level: loud\n",
+     ["{f}:4:10: route 'r': to: unknown channel 'ot' (did you mean 'out'?), expected the name of "
+      "one defined under 'channels:'",
+      "{f}:9:5: channel 'in' (http): unknown option 'lisen', did you mean 'listen'? (expected one "
+      "of: type, direction, retry, concurrency, ordered, ordered_key, listen, path, max_message, "
+      "read_timeout, request_timeout, max_connections)",
+      "{f}:16:14: junction: log_level: 'loud' is not allowed, expected one of: error | warn | "
+      "info | debug | trace",
+      "{f}: 3 error(s)"]),
+    # test_issue_12_8: an unquoted ${ENV} in a flow mapping gets a hint to quote it.
+    ("issue_12_8_env_in_flow_map",
+     "channels:\n  in: { type: http, direction: in, listen: ${LISTEN} }\n",
+     ["{f}:2:44: YAML syntax error: did not find expected ',' or '}' (while parsing a flow "
+      "mapping started at 2:7); quote a ${...} inside { } or [ ]: listen: \"${LISTEN}\"",
+      "{f}: 1 error(s)"]),
+    ("issue_12_8_env_in_flow_seq",
+     "routes:\n  r: {from: [${SRC}], to: [out]}\n",
+     ["{f}:2:14: YAML syntax error: did not find expected ',' or ']' (while parsing a flow "
+      "sequence started at 2:13); quote a ${...} inside { } or [ ]: \"${SRC}\"",
+      "{f}: 1 error(s)"]),
+    # test_issue_12_9: an unterminated quote is reported where it starts, not at the end.
+    ("issue_12_9_unterminated_quote",
+     GOOD.replace("dir: ./out", "dir: \"./out").replace(GOOD.splitlines()[14] + "\n", ""),
+     ["{f}:11:10: YAML syntax error while scanning a quoted scalar started here: found "
+      "unexpected end of stream at 16:1",
+      "{f}: 1 error(s)"]),
+    ("issue_12_9_simple_key", GOOD.replace("    listen:", "    listen\n    path: /x\n    listen:"),
+     ["{f}:7:5: YAML syntax error while scanning a simple key started here: could not find "
+      "expected ':' at 8:5",
+      "{f}: 1 error(s)"]),
+]
+
 path = os.path.join(tmp, "good.yaml")
 with open(path, "w") as f:
     f.write(GOOD)
@@ -96,6 +152,15 @@ for name, text, expected in CASES:
         code2, _, err2 = run_junction(["run", "-c", path], env=env)
         t.eq(code2, 1, "%s: run refuses a bad config" % name)
         t.check(expected[0].replace("{f}", path) in err2, "%s: run prints the same error" % name)
+
+for name, text, expected in EXACT:
+    path = os.path.join(tmp, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    code, out, err = run_junction(["check", "-c", path], env=env)
+    t.eq(code, 1, "%s: check exits 1" % name)
+    t.eq(err.splitlines(), [line.replace("{f}", path) for line in expected],
+         "%s: the whole of stderr" % name)
 
 code, out, err = run_junction(["check", "-c", os.path.join(tmp, "missing.yaml")])
 t.eq(code, 1, "a missing file is an error")

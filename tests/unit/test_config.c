@@ -1,6 +1,7 @@
 /* Unit tests of YAML loading, ${ENV} substitution, option tables and the config loader. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jn_config.h"
 #include "jn_mem.h"
@@ -43,7 +44,7 @@ static int parse(const char *text, struct tconf *c, char *first, size_t n)
     memset(c, 0, sizeof(*c));
     jn_diag_init(&d);
     root = jn_yaml_load_buf("t.yaml", text, strlen(text), &d);
-    errs = root ? jn_opt_parse(topts, root, c, "thing", 0, NULL, &root->pos, &d) : (int)d.n;
+    errs = root ? jn_opt_parse(topts, root, c, "thing", 0, NULL, root, &d) : (int)d.n;
     first[0] = '\0';
     if (d.n) {
         snprintf(first, n, "%s", d.msgs[0]);
@@ -259,6 +260,157 @@ static void test_config(void)
                  "found a list");
 }
 
+/* test_issue_12_6: one root error gives one message, and messages print in line order. */
+static void test_issue_12_6_no_false_second_error(void)
+{
+    static const char two[] =
+        "routes:\n"
+        "  r:\n"
+        "    from: [in]\n"
+        "    to: [nope, out]\n"
+        "channels:\n"
+        "  out:\n"
+        "    type: http\n"
+        "    direction: out\n"
+        "    url: http://127.0.0.1:2/x\n"
+        "  in:\n"
+        "    type: htp\n"
+        "    direction: in\n"
+        "junction:\n"
+        "  log_level: loud\n";
+    struct jn_diag d;
+    struct jn_config *c;
+    char out[2048];
+    size_t n;
+    FILE *f;
+
+    jn_diag_init(&d);
+    c = jn_config_load_buf("j.yaml", two, strlen(two), &d);
+    CHECK(c == NULL);
+    /* Not "'in' is an OUT channel", nor "'out' is listed twice" (the unknown 'nope' left its
+     * slot at index 0, which is 'out''s). */
+    CHECK_INT(d.n, 3);
+    f = tmpfile();
+    CHECK(f != NULL);
+    if (f != NULL) {
+        jn_diag_print(&d, f);
+        rewind(f);
+        n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        fclose(f);
+        CHECK_STR(out, "j.yaml:4:10: route 'r': to: unknown channel 'nope', expected the name of "
+                       "one defined under 'channels:'\n"
+                       "j.yaml:11:11: channel 'in': unknown channel type 'htp' (did you mean "
+                       "'http'?), expected one of: file, http, kafka, mllp, mqtt\n"
+                       "j.yaml:14:14: junction: log_level: 'loud' is not allowed, expected one "
+                       "of: error | warn | info | debug | trace\n");
+    }
+    jn_config_free(c);
+    jn_diag_free(&d);
+}
+
+struct pconf {
+    char *a, *b, *c, *e, *dflt;
+};
+
+static const struct jn_opt popts[] = {
+    JN_OPT_PATH("a", NULL, 0, struct pconf, a, "relative"),
+    JN_OPT_PATH("b", NULL, 0, struct pconf, b, "absolute"),
+    JN_OPT_PATH("c", NULL, 0, struct pconf, c, "the folder itself"),
+    JN_OPT_PATH("e", "", 0, struct pconf, e, "empty: not set"),
+    JN_OPT_PATH("dflt", "./state/", 0, struct pconf, dflt, "a relative default"),
+    JN_OPT_END,
+};
+
+/* Writes text to <dir>/name; 0 on success. */
+static int write_file(const char *dir, const char *name, const char *text)
+{
+    char path[4096];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    if (f == NULL) {
+        return -1;
+    }
+    fputs(text, f);
+    return fclose(f);
+}
+
+/* test_issue_12_7: relative paths are relative to the config file's folder, not the cwd. */
+static void test_issue_12_7_paths(void)
+{
+    static const char text[] = "a: ./out/x\nb: /var/lib/j\nc: .\ne:\n";
+    char tmpl[] = "/tmp/jn-ut-config-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    char want[4096], path[4096];
+    struct pconf pc;
+    struct jn_diag d;
+    struct jn_node *root;
+    struct jn_config *c;
+
+    CHECK(dir != NULL);
+    if (dir == NULL) {
+        return;
+    }
+    CHECK_INT(write_file(dir, "p.yaml", text), 0);
+    snprintf(path, sizeof(path), "%s/p.yaml", dir);
+    memset(&pc, 0, sizeof(pc));
+    jn_diag_init(&d);
+    root = jn_yaml_load_file(path, &d);
+    CHECK(root != NULL);
+    CHECK_STR(root ? root->dir : NULL, dir);
+    CHECK_INT(root ? jn_opt_parse(popts, root, &pc, "p", 0, NULL, root, &d) : -1, 0);
+    snprintf(want, sizeof(want), "%s/out/x", dir);
+    CHECK_STR(pc.a, want);
+    CHECK_STR(pc.b, "/var/lib/j");
+    CHECK_STR(pc.c, dir);
+    CHECK_STR(pc.e, "");
+    snprintf(want, sizeof(want), "%s/state/", dir);
+    CHECK_STR(pc.dflt, want);
+    jn_opt_free(popts, &pc);
+    jn_node_free(root);
+    jn_diag_free(&d);
+
+    /* From a buffer (the embedded default config): left relative to the current directory. */
+    memset(&pc, 0, sizeof(pc));
+    jn_diag_init(&d);
+    root = jn_yaml_load_buf("p.yaml", text, strlen(text), &d);
+    CHECK_INT(root ? jn_opt_parse(popts, root, &pc, "p", 0, NULL, root, &d) : -1, 0);
+    CHECK_STR(pc.a, "./out/x");
+    CHECK_STR(pc.c, ".");
+    CHECK_STR(pc.dflt, "./state/");
+    jn_opt_free(popts, &pc);
+    jn_node_free(root);
+    jn_diag_free(&d);
+
+    /* The whole config: data_dir given, and data_dir defaulted with no junction: section. */
+    CHECK_INT(write_file(dir, "j.yaml", good), 0);
+    CHECK_INT(write_file(dir, "empty.yaml", "channels: {}\n"), 0);
+    snprintf(path, sizeof(path), "%s/j.yaml", dir);
+    jn_diag_init(&d);
+    c = jn_config_load_file(path, &d);
+    CHECK(c != NULL);
+    snprintf(want, sizeof(want), "%s/d", dir);
+    CHECK_STR(c ? c->core.data_dir : NULL, want);
+    jn_config_free(c);
+    snprintf(path, sizeof(path), "%s/empty.yaml", dir);
+    c = jn_config_load_file(path, &d);
+    CHECK(c != NULL);
+    snprintf(want, sizeof(want), "%s/data", dir);
+    CHECK_STR(c ? c->core.data_dir : NULL, want);
+    jn_config_free(c);
+    jn_diag_free(&d);
+
+    snprintf(path, sizeof(path), "%s/p.yaml", dir);
+    remove(path);
+    snprintf(path, sizeof(path), "%s/j.yaml", dir);
+    remove(path);
+    snprintf(path, sizeof(path), "%s/empty.yaml", dir);
+    remove(path);
+    rmdir(dir);
+}
+
 static void test_config_alloc_failures(void)
 {
     /* Every allocation failure while loading is a clean error (no crash; ASan/valgrind check
@@ -289,6 +441,8 @@ int main(void)
     test_opts();
     test_yaml();
     test_config();
+    test_issue_12_6_no_false_second_error();
+    test_issue_12_7_paths();
     test_config_alloc_failures();
     TEST_MAIN_END();
 }

@@ -46,7 +46,7 @@ static void fx_load(struct fx *f, const char *type, const char *yaml)
     }
     f->svc.conf = jn_calloc(1, def->conf_size);
     snprintf(what, sizeof(what), "service 'x' (%s)", type);
-    f->errs = jn_opt_parse(def->opts, f->root, f->svc.conf, what, 0, skip, &f->root->pos,
+    f->errs = jn_opt_parse(def->opts, f->root, f->svc.conf, what, 0, skip, f->root,
                            &f->diag);
     if (f->errs == 0 && def->check) {
         f->errs += def->check(f->svc.conf, f->root, &f->diag);
