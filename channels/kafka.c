@@ -148,9 +148,9 @@ static const struct kafka_owned *kafka_owned_find(const char *key, unsigned dir)
     return NULL;
 }
 
-/* "a,b,c" from the brokers list; NULL when out of memory. */
-static char *kafka_join(const struct jn_strlist *l)
+char *jn_kafka__bootstrap(const void *vconf)
 {
+    const struct jn_strlist *l = &((const struct kafka_conf *)vconf)->brokers;
     struct jn_buf b = JN_BUF_INIT;
 
     for (size_t i = 0; i < l->n; i++) {
@@ -187,7 +187,7 @@ static rd_kafka_conf_t *kafka_conf_build(const struct kafka_conf *c, unsigned di
                                          struct jn_err *err)
 {
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    char *servers = kafka_join(&c->brokers);
+    char *servers = jn_kafka__bootstrap(c);
     char num[32];
     int rc = 0;
 
