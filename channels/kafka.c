@@ -66,8 +66,9 @@ struct kafka_conf {
 };
 
 static const struct jn_opt kafka_opts[] = {
-    JN_OPT_STRLIST("brokers", NULL, JN_OPT_REQUIRED, struct kafka_conf, brokers,
-                   "Bootstrap servers, host:port (a value or a list): bootstrap.servers"),
+    JN_OPT_STRLIST("brokers", NULL, JN_OPT_REQUIRED | JN_OPT_COMMAS, struct kafka_conf,
+                   brokers, "Bootstrap servers, host:port: a list, or one string with commas "
+                   "as librdkafka's bootstrap.servers takes it (a:9092,b:9092)"),
     JN_OPT_STRMAP("properties", 0, struct kafka_conf, properties,
                   "librdkafka properties passed to rd_kafka_conf_set as they are (SASL, SSL, "
                   "tuning), checked at load; values of keys containing password, secret or key "
@@ -308,7 +309,8 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
         if (c->brokers.v[i] == NULL || c->brokers.v[i][0] == '\0' ||
             strpbrk(c->brokers.v[i], ", \t") != NULL) {
             jn_diag_add(d, kafka_pos(node, "brokers"),
-                        "kafka: brokers: '%s' is not host:port (give a list for several)",
+                        "kafka: brokers: '%s' is not host:port (separate several with commas "
+                        "or give a list)",
                         c->brokers.v[i] ? c->brokers.v[i] : "");
             errs++;
         }
