@@ -66,8 +66,9 @@ struct kafka_conf {
 };
 
 static const struct jn_opt kafka_opts[] = {
-    JN_OPT_STRLIST("brokers", NULL, JN_OPT_REQUIRED, struct kafka_conf, brokers,
-                   "Bootstrap servers, host:port (a value or a list): bootstrap.servers"),
+    JN_OPT_STRLIST("brokers", NULL, JN_OPT_REQUIRED | JN_OPT_COMMAS, struct kafka_conf,
+                   brokers, "Bootstrap servers, host:port: a list, or one string with commas "
+                   "as librdkafka's bootstrap.servers takes it (a:9092,b:9092)"),
     JN_OPT_STRMAP("properties", 0, struct kafka_conf, properties,
                   "librdkafka properties passed to rd_kafka_conf_set as they are (SASL, SSL, "
                   "tuning), checked at load; values of keys containing password, secret or key "
@@ -148,9 +149,9 @@ static const struct kafka_owned *kafka_owned_find(const char *key, unsigned dir)
     return NULL;
 }
 
-/* "a,b,c" from the brokers list; NULL when out of memory. */
-static char *kafka_join(const struct jn_strlist *l)
+char *jn_kafka__bootstrap(const void *vconf)
 {
+    const struct jn_strlist *l = &((const struct kafka_conf *)vconf)->brokers;
     struct jn_buf b = JN_BUF_INIT;
 
     for (size_t i = 0; i < l->n; i++) {
@@ -187,7 +188,7 @@ static rd_kafka_conf_t *kafka_conf_build(const struct kafka_conf *c, unsigned di
                                          struct jn_err *err)
 {
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    char *servers = kafka_join(&c->brokers);
+    char *servers = jn_kafka__bootstrap(c);
     char num[32];
     int rc = 0;
 
@@ -308,7 +309,8 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
         if (c->brokers.v[i] == NULL || c->brokers.v[i][0] == '\0' ||
             strpbrk(c->brokers.v[i], ", \t") != NULL) {
             jn_diag_add(d, kafka_pos(node, "brokers"),
-                        "kafka: brokers: '%s' is not host:port (give a list for several)",
+                        "kafka: brokers: '%s' is not host:port (separate several with commas "
+                        "or give a list)",
                         c->brokers.v[i] ? c->brokers.v[i] : "");
             errs++;
         }

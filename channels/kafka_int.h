@@ -1,11 +1,13 @@
 /*
  * kafka_int.h: the parts of channels/kafka.c that turn outside input into junction headers and
- * Kafka fields, with no librdkafka type in sight, so tests/fuzz/fuzz_kafka_headers.c can drive
- * them alone (house style: module__verb, shared inside one module and its tests only).
+ * Kafka fields, with no librdkafka type in sight, so tests/fuzz/fuzz_kafka_headers.c and
+ * tests/unit/test_kafka.c can drive them alone (house style: module__verb, shared inside one
+ * module and its tests only).
  *
  * IN: a consumed record's topic, partition, offset, key, timestamp and record headers become
  * junction headers (docs/kafka.md "Headers given to the message"). OUT: the topic, key and
- * record headers rendered from the channel's templates over a message's headers.
+ * record headers rendered from the channel's templates over a message's headers. Both: the
+ * bootstrap.servers value made from the `brokers` option.
  *
  * Everything here runs on the loop thread (or anywhere: no shared state) and allocates only
  * through jn_malloc, so jn_mem_fail_after() reaches every failure path.
@@ -69,5 +71,12 @@ enum jn_send_result jn_kafka__out_render(const char *topic_tmpl, const char *key
                                          const struct jn_msg *m, struct jn_buf *topic,
                                          struct jn_buf *key, jn_kafka_hdr_fn add, void *arg,
                                          char *reason, size_t n);
+
+/*
+ * The bootstrap.servers value handed to librdkafka: the `brokers` of conf (a kafka channel's
+ * conf, as jn_cfg_channel.conf holds it) joined with ','. Returns a jn_malloc'd string the
+ * caller frees, or NULL when out of memory.
+ */
+char *jn_kafka__bootstrap(const void *conf);
 
 #endif

@@ -21,7 +21,8 @@ static const char *type_name(const struct jn_opt *o)
     case JN_OPT_T_DURATION: return "duration";
     case JN_OPT_T_BOOL: return "bool";
     case JN_OPT_T_ENUM: return "enum";
-    case JN_OPT_T_STRLIST: return "list of strings";
+    case JN_OPT_T_STRLIST:
+        return o->flags & JN_OPT_COMMAS ? "list or comma-separated string" : "list of strings";
     case JN_OPT_T_STRMAP: return "map of strings";
     case JN_OPT_T_SUB: return "map";
     }
@@ -224,7 +225,8 @@ static void enum_list(const struct jn_opt *o, struct jn_buf *b)
     }
 }
 
-static int add_str(char ***v, size_t *n, const char *s)
+/* Appends a copy of s[0..len) to the array v of *n strings. */
+static int add_strn(char ***v, size_t *n, const char *s, size_t len)
 {
     char **nv = jn_realloc(*v, (*n + 1) * sizeof(**v));
     char *c;
@@ -233,12 +235,17 @@ static int add_str(char ***v, size_t *n, const char *s)
         return JN_ENOMEM;
     }
     *v = nv;
-    c = jn_strdup(s);
+    c = jn_strndup(s, len);
     if (c == NULL) {
         return JN_ENOMEM;
     }
     (*v)[(*n)++] = c;
     return 0;
+}
+
+static int add_str(char ***v, size_t *n, const char *s)
+{
+    return add_strn(v, n, s, strlen(s));
 }
 
 struct pctx {
@@ -282,6 +289,47 @@ static char *resolve_path(const char *dir, const char *s)
         return NULL;
     }
     return jn_buf_steal(&b);
+}
+
+/*
+ * Appends the value s to the list l: as it is, or with JN_OPT_COMMAS as the items between its
+ * commas, blanks around each trimmed. An empty item is an error at c->pos (the value's).
+ */
+static void list_add(const struct jn_opt *o, struct jn_strlist *l, const char *s, struct pctx *c)
+{
+    static const char blanks[] = " \t\r\n";
+    const char *p = s;
+
+    if (!(o->flags & JN_OPT_COMMAS)) {
+        if (add_str(&l->v, &l->n, s) != 0) {
+            PERR(c, "%s: out of memory", c->what);
+        }
+        return;
+    }
+    for (size_t item = 1;; item++) {
+        size_t len = strcspn(p, ",");
+        const char *next = p + len;
+        while (len > 0 && strchr(blanks, *p) != NULL) {
+            p++;
+            len--;
+        }
+        while (len > 0 && strchr(blanks, p[len - 1]) != NULL) {
+            len--;
+        }
+        if (len == 0) {
+            PERR(c, "%s: %s: item %zu of '%s' is empty, expected values separated by commas",
+                 c->what, o->name, item, s);
+            return;
+        }
+        if (add_strn(&l->v, &l->n, p, len) != 0) {
+            PERR(c, "%s: out of memory", c->what);
+            return;
+        }
+        if (*next == '\0') {
+            return;
+        }
+        p = next + 1;
+    }
 }
 
 /* Parse one scalar string into the field; used for defaults (pos NULL) and user values. */
@@ -379,9 +427,7 @@ static void set_scalar(const struct jn_opt *o, const char *s, void *f, struct pc
     case JN_OPT_T_STRLIST: {
         struct jn_strlist *l = f;
         free_strlist(l);
-        if (add_str(&l->v, &l->n, s) != 0) {
-            PERR(c, "%s: out of memory", c->what);
-        }
+        list_add(o, l, s, c);
         return;
     }
     default:
@@ -416,8 +462,8 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
             if (v->vals[i]->kind != JN_NODE_SCALAR) {
                 PERR(&ic, "%s: %s: list items must be values, found a %s", c->what, o->name,
                      jn_node_kind_name(v->vals[i]));
-            } else if (add_str(&l->v, &l->n, v->vals[i]->str) != 0) {
-                PERR(&ic, "%s: out of memory", c->what);
+            } else {
+                list_add(o, l, v->vals[i]->str, &ic);
             }
             sub.errors += ic.errors;
         }

@@ -18,7 +18,8 @@
  *   DURATION long long          milliseconds; "250ms", "5s", "5m", "2h", "7d"; a bare number = ms
  *   BOOL     bool                true/false/yes/no/on/off
  *   ENUM     int                 index into a NULL-terminated list of names
- *   STRLIST  struct jn_strlist   a value or a list of values
+ *   STRLIST  struct jn_strlist   a value or a list of values; with JN_OPT_COMMAS each value
+ *                                may also hold several, separated by commas
  *   STRMAP   struct jn_strmap    a map of name: value (order kept)
  *   SUB      any struct          a nested map parsed with its own table
  */
@@ -50,6 +51,10 @@ enum {
     JN_OPT_SECRET = 1 << 1,   /* never logged, shown as *** */
     JN_OPT_IN = 1 << 2,       /* only for direction: in  (channels) */
     JN_OPT_OUT = 1 << 3,      /* only for direction: out (channels) */
+    /* STRLIST: "a, b" is the list a, b (blanks around each item trimmed, an empty item is an
+     * error). Only for lists whose items can never hold a comma (host:port, not topic regexes,
+     * JSON paths or MQTT topic filters). */
+    JN_OPT_COMMAS = 1 << 4,
 };
 
 /* For jn_opt_parse's dirmask: leave keys the table does not know to another pass. */

@@ -18,6 +18,13 @@
  * `tags[2]`. A path starts with a name, so the payload must be a JSON object. '\' takes the
  * next character literally, for names holding '.', '[', ']' or '\'.
  *
+ * prune_empty (default on): an object a rename or remove emptied is removed at the end of the
+ * message, and each object above it on the path that held only it, so moving the only member
+ * out of `customer` does not leave `"customer":{}`. Only objects that lost a member are noted
+ * (a reference of ours, compared by identity at the end), so `{}` from the input, from set_json
+ * or copy, or one that replaced the emptied object stays. The walk stops at arrays: removing an
+ * element would renumber the ones after it.
+ *
  * JSON is parsed with jansson (objects keep insertion order; its parser stops at 2048 levels).
  * The result is written by our own compact serializer instead of json_dumps(): jansson prints
  * reals with 17 significant digits, so 19.99 would leave as 19.989999999999998. We print the
@@ -50,6 +57,7 @@ struct json_map_conf {
     struct jn_strmap set_json;
     struct jn_strlist remove;
     bool strict;
+    bool prune_empty;
 };
 
 static const struct jn_opt json_map_opts[] = {
@@ -71,6 +79,10 @@ static const struct jn_opt json_map_opts[] = {
     JN_OPT_BOOL("strict", "false", 0, struct json_map_conf, strict,
                 "When true, a copy, rename or remove whose source path is missing fails the "
                 "message; when false it is skipped"),
+    JN_OPT_BOOL("prune_empty", "true", 0, struct json_map_conf, prune_empty,
+                "When true, an object left empty because rename or remove took its last member "
+                "is removed too, and so on up the path; objects empty in the input, written "
+                "empty (set_json, copy) or held in an array stay. When false, {} stays"),
     JN_OPT_END
 };
 
@@ -108,7 +120,22 @@ struct jm_op {
 struct jm_state {
     struct jm_op *ops;
     size_t n;
+    size_t ndel; /* rename and remove ops: each deletes at most one value per message */
     bool strict;
+    bool prune_empty;
+};
+
+/* An object a rename or remove took a member from (a reference of ours), and the path of that
+ * member; pruned at the end of the message if it is still there and still empty. */
+struct jm_emptied {
+    json_t *obj;
+    const struct jm_path *p;
+};
+
+/* The objects one message's deletions emptied, in the order of the deletions. */
+struct jm_prune {
+    struct jm_emptied *v; /* room for the state's ndel, or NULL when not pruning */
+    size_t n;
 };
 
 /* ---- paths ---- */
@@ -478,6 +505,8 @@ static int json_map_init(struct jn_service *svc, struct jn_err *err)
         return jn_err_set(err, JN_ENOMEM, "json-map: out of memory");
     }
     st->strict = c->strict;
+    st->prune_empty = c->prune_empty;
+    st->ndel = c->rename.n + c->remove.n;
     st->ops = jn_calloc(total ? total : 1, sizeof(*st->ops));
     if (st->ops == NULL) {
         state_free(st);
@@ -585,8 +614,9 @@ static json_t *path_get(json_t *root, const struct jm_path *p, char *why, size_t
     return v;
 }
 
-/* Deletes the value at p. 0, or JN_ENOENT with why when there is none. */
-static int path_del(json_t *root, const struct jm_path *p, char *why, size_t wn)
+/* Deletes the value at p. 0, or JN_ENOENT with why when there is none. The object or array
+ * that held it goes to *holder (borrowed). */
+static int path_del(json_t *root, const struct jm_path *p, json_t **holder, char *why, size_t wn)
 {
     const struct jm_seg *last = &p->seg[p->n - 1];
     json_t *parent = root;
@@ -603,7 +633,56 @@ static int path_del(json_t *root, const struct jm_path *p, char *why, size_t wn)
     } else {
         json_array_remove(parent, last->idx);
     }
+    *holder = parent;
     return 0;
+}
+
+/* After path_del(p) took a member from holder: remembers holder when it is an object that is
+ * not the payload itself and is empty now (arrays stay: see prune_emptied). */
+static void prune_note(struct jm_prune *pr, const struct jm_path *p, json_t *holder)
+{
+    if (pr->v != NULL && p->n >= 2 && json_is_object(holder) && json_object_size(holder) == 0) {
+        pr->v[pr->n].obj = json_incref(holder);
+        pr->v[pr->n].p = p;
+        pr->n++;
+    }
+}
+
+/*
+ * Removes e->obj if it is still where e->p says and still empty, and with it each object above
+ * it on the path whose only member that was. Objects empty in the input never lost a member,
+ * so they are never noted; the walk stops at an array (removing an element would shift the
+ * later ones) and at the payload. One pass down the path: the removal starts at the topmost
+ * object of the run of prunable ones that ends at e->obj.
+ */
+static void prune_emptied(json_t *root, const struct jm_emptied *e)
+{
+    const struct jm_path *p = e->p;
+    json_t *v = root, *cut_holder = NULL;
+    const char *cut_key = NULL;
+    char why[1]; /* path_step's reason is not needed */
+
+    for (size_t k = 0; k + 1 < p->n; k++) {
+        const struct jm_seg *s = &p->seg[k];
+        json_t *next = path_step(v, p, k, why, sizeof(why));
+        int deepest = k + 2 == p->n;
+        if (next == NULL || (deepest && next != e->obj)) {
+            return;
+        }
+        if (s->key != NULL && json_is_object(next) &&
+            json_object_size(next) == (deepest ? 0 : 1)) {
+            if (cut_holder == NULL) {
+                cut_holder = v;
+                cut_key = s->key;
+            }
+        } else {
+            cut_holder = NULL;
+        }
+        v = next;
+    }
+    if (cut_holder != NULL) {
+        json_object_del(cut_holder, cut_key);
+    }
 }
 
 /*
@@ -718,10 +797,11 @@ static int render_string(const struct jm_op *op, const struct jn_msg *in, struct
 }
 
 static int apply(const struct jm_state *st, const struct jm_op *op, json_t *root,
-                 const struct jn_msg *in, struct jn_buf *tmp, struct jn_err *err)
+                 const struct jn_msg *in, struct jn_buf *tmp, struct jm_prune *pr,
+                 struct jn_err *err)
 {
     char why[JN_ERR_MSG_MAX], what[400];
-    json_t *v = NULL;
+    json_t *v = NULL, *holder = NULL;
     int rc = 0;
 
     switch (op->kind) {
@@ -747,7 +827,8 @@ static int apply(const struct jm_state *st, const struct jm_op *op, json_t *root
         } else {
             /* Detach first, so a destination inside the source cannot make a cycle. */
             json_incref(v);
-            path_del(root, &op->src, why, sizeof(why));
+            path_del(root, &op->src, &holder, why, sizeof(why));
+            prune_note(pr, &op->src, holder);
         }
         break;
     case JM_SET:
@@ -761,7 +842,7 @@ static int apply(const struct jm_state *st, const struct jm_op *op, json_t *root
         }
         break;
     case JM_REMOVE:
-        rc = path_del(root, &op->dst, why, sizeof(why));
+        rc = path_del(root, &op->dst, &holder, why, sizeof(why));
         if (rc == JN_ENOENT) {
             if (!st->strict) {
                 return 0;
@@ -769,6 +850,7 @@ static int apply(const struct jm_state *st, const struct jm_op *op, json_t *root
             return jn_err_set(err, JN_EINVAL, "json-map: %s: not found: %s",
                               op_text(op, what, sizeof(what)), why);
         }
+        prune_note(pr, &op->dst, holder);
         return 0;
     }
     if (rc == 0) {
@@ -931,6 +1013,8 @@ static int json_map_transform(const struct jn_service *svc, struct jn_msg *in,
 {
     const struct jm_state *st = svc->state;
     struct jn_buf tmp = JN_BUF_INIT, b = JN_BUF_INIT;
+    struct jm_emptied local[8];
+    struct jm_prune pr = {NULL, 0};
     struct jn_msg *m;
     json_error_t je;
     json_t *root;
@@ -951,8 +1035,25 @@ static int json_map_transform(const struct jn_service *svc, struct jn_msg *in,
         rc = jn_err_set(err, JN_EINVAL, "json-map: payload is %s, expected a JSON object",
                         type_text(root));
     }
+    if (rc == 0 && st->prune_empty && st->ndel > 0) {
+        pr.v = st->ndel <= sizeof(local) / sizeof(local[0]) ? local
+                                                            : jn_malloc(st->ndel * sizeof(*pr.v));
+        if (pr.v == NULL) {
+            rc = jn_err_set(err, JN_ENOMEM, "json-map: out of memory");
+        }
+    }
     for (size_t i = 0; rc == 0 && i < st->n; i++) {
-        rc = apply(st, &st->ops[i], root, in, &tmp, err);
+        rc = apply(st, &st->ops[i], root, in, &tmp, &pr, err);
+    }
+    /* Pruned only now, so an object a later op fills again keeps its place. */
+    for (size_t i = 0; i < pr.n; i++) {
+        if (rc == 0) {
+            prune_emptied(root, &pr.v[i]);
+        }
+        json_decref(pr.v[i].obj);
+    }
+    if (pr.v != local) {
+        jn_free(pr.v);
     }
     jn_buf_reset(&tmp);
     if (rc == 0) {
@@ -995,8 +1096,9 @@ const struct jn_service_def jn_service_json_map = {
     .desc = "Reshape a JSON object payload: copy, rename, set, set_json, then remove, by path. "
             "A path is dot-separated member names with [N] array indexes (customer.name, "
             "items[0].sku); '\\' escapes . [ ] \\ inside a name. Setting a path creates missing "
-            "objects; [N] may be the array's length (appends) but not beyond. The result is "
-            "compact JSON with the key order kept, and Content-Type: application/json",
+            "objects; [N] may be the array's length (appends) but not beyond. Objects that "
+            "rename or remove left empty are removed (prune_empty). The result is compact JSON "
+            "with the key order kept, and Content-Type: application/json",
     .opts = json_map_opts,
     .conf_size = sizeof(struct json_map_conf),
     .check = json_map_check,

@@ -2,7 +2,8 @@
  * libFuzzer target: the fuzz input is the payload of a message run through json-map.
  *
  * One fixed config uses every operation (copy, rename, set, set_json, remove) with member
- * paths, indexes, escapes and a destination inside its source, once lenient and once strict.
+ * paths, indexes, escapes and a destination inside its source, once lenient (pruning the objects
+ * it empties) and once strict (keeping them).
  * Every successful output then goes through an identity json-map: parsing our own output and
  * writing it again must give the same bytes, which checks the serializer (escapes, numbers, key
  * order) against jansson's parser. Finally the same input runs with an allocation failing at a
@@ -30,6 +31,7 @@ static const char *const cfg_lenient =
 static const char *const cfg_strict =
     "type: json-map\n"
     "strict: true\n"
+    "prune_empty: false\n"
     "copy: {id: order_id}\n"
     "rename: {'customer.name': customer_name}\n"
     "remove: ['items[0]']\n";

@@ -17,6 +17,7 @@ struct tconf {
     bool b;
     int e;
     struct jn_strlist l;
+    struct jn_strlist cl;
     struct jn_strmap m;
 };
 
@@ -30,6 +31,7 @@ static const struct jn_opt topts[] = {
     JN_OPT_BOOL("b", "true", 0, struct tconf, b, "a bool"),
     JN_OPT_ENUM("e", "green", colours, 0, struct tconf, e, "an enum"),
     JN_OPT_STRLIST("l", NULL, 0, struct tconf, l, "a list"),
+    JN_OPT_STRLIST("cl", NULL, JN_OPT_COMMAS, struct tconf, cl, "a list, commas allowed"),
     JN_OPT_STRMAP("m", 0, struct tconf, m, "a map"),
     JN_OPT_END,
 };
@@ -113,6 +115,27 @@ static void test_opts(void)
     CHECK_STR(c.l.v[0], "only");
     jn_opt_free(topts, &c);
 
+    /* JN_OPT_COMMAS: one string may hold several values; other lists keep their commas. */
+    CHECK_INT(parse("cl: ' x , y,z'\nl: 'x, y'\n", &c, e, sizeof(e)), 0);
+    CHECK_INT(c.cl.n, 3);
+    CHECK_STR(c.cl.v[0], "x");
+    CHECK_STR(c.cl.v[1], "y");
+    CHECK_STR(c.cl.v[2], "z");
+    CHECK_INT(c.l.n, 1);
+    CHECK_STR(c.l.v[0], "x, y");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("cl: [a, 'b,c']\n", &c, e, sizeof(e)), 0);
+    CHECK_INT(c.cl.n, 3);
+    CHECK_STR(c.cl.v[2], "c");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("cl: [a, 'b,,c']\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:9: thing: cl: item 2 of 'b,,c' is empty, expected values separated by "
+                 "commas");
+    jn_opt_free(topts, &c);
+    CHECK_INT(parse("cl: {a: 1}\n", &c, e, sizeof(e)), 1);
+    CHECK_STR(e, "t.yaml:1:5: thing: cl: expected a list or comma-separated string, found a map");
+    jn_opt_free(topts, &c);
+
     CHECK_INT(parse("i: 11\n", &c, e, sizeof(e)), 1);
     CHECK_STR(e, "t.yaml:1:4: thing: i: 11 is out of range 1..10");
     jn_opt_free(topts, &c);
@@ -121,7 +144,7 @@ static void test_opts(void)
     jn_opt_free(topts, &c);
     CHECK_INT(parse("\nsiz: 1\n", &c, e, sizeof(e)), 1);
     CHECK_STR(e, "t.yaml:2:1: thing: unknown option 'siz', did you mean 'size'? (expected one of: s, "
-                 "i, size, dur, b, e, l, m)");
+                 "i, size, dur, b, e, l, cl, m)");
     jn_opt_free(topts, &c);
     CHECK_INT(parse("e: bleu\n", &c, e, sizeof(e)), 1);
     CHECK_STR(e, "t.yaml:1:4: thing: e: 'bleu' is not allowed, expected one of: red | green | "

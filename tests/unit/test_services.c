@@ -214,10 +214,10 @@ static const char *const order_yaml =
 
 static void test_json_map_example(void)
 {
-    /* copy appends order_id; rename empties customer and appends customer_name; set and
-     * set_json append; remove takes debug out from the middle. */
+    /* copy appends order_id; rename appends customer_name and the customer it emptied goes;
+     * set and set_json append; remove takes debug out from the middle. */
     CHECK_STR(map1(order_yaml, "{\"id\":7,\"customer\":{\"name\":\"Ann\"},\"debug\":1}"),
-              "{\"id\":7,\"customer\":{},\"order_id\":7,\"customer_name\":\"Ann\","
+              "{\"id\":7,\"order_id\":7,\"customer_name\":\"Ann\","
               "\"source\":\"orders-in\",\"meta\":{\"v\":2}}");
     /* Whitespace goes, order stays; missing sources are skipped when not strict. */
     CHECK_STR(map1(order_yaml, " { \"z\" : 1 ,\n \"a\" : [ 1 , 2 ] } "),
@@ -327,7 +327,68 @@ static void test_json_map_errors(void)
     CHECK_STR(map1("type: json-map\nremove: [a.b.c, 'a[0]', zz]\n", "{\"a\":{\"b\":\"s\"}}"),
               "{\"a\":{\"b\":\"s\"}}");
     CHECK_STR(map1("type: json-map\nstrict: yes\nremove: [a.b]\n", "{\"a\":{\"b\":1}}"),
-              "{\"a\":{}}");
+              "{}");
+}
+
+/* test_issue_12_json_map_prune_empty: renaming an object's only member left "customer":{}. */
+static void test_issue_12_json_map_prune_empty(void)
+{
+    const char *ren = "type: json-map\nrename: {customer.name: customer_name}\n";
+    const char *rm = "type: json-map\nremove: [a.b.c.d]\n";
+
+    /* By default the object the rename emptied goes; prune_empty: false keeps it. */
+    CHECK_STR(map1(ren, "{\"customer\":{\"name\":\"x\"}}"), "{\"customer_name\":\"x\"}");
+    CHECK_STR(map1("type: json-map\nprune_empty: false\nrename: {customer.name: customer_name}\n",
+                   "{\"customer\":{\"name\":\"x\"}}"),
+              "{\"customer\":{},\"customer_name\":\"x\"}");
+    /* An object that was empty in the input stays, and so does one with members left. */
+    CHECK_STR(map1(ren, "{\"e\":{},\"customer\":{\"name\":\"x\",\"id\":1}}"),
+              "{\"e\":{},\"customer\":{\"id\":1},\"customer_name\":\"x\"}");
+    CHECK_STR(map1(ren, "{\"customer\":{}}"), "{\"customer\":{}}");
+    CHECK_STR(map1("type: json-map\nremove: [a.x]\n", "{\"a\":{\"x\":1,\"e\":{}}}"),
+              "{\"a\":{\"e\":{}}}");
+    /* Up the path, as far as objects became empty. */
+    CHECK_STR(map1(rm, "{\"a\":{\"b\":{\"c\":{\"d\":1}}},\"z\":0}"), "{\"z\":0}");
+    CHECK_STR(map1(rm, "{\"a\":{\"k\":2,\"b\":{\"c\":{\"d\":1}}}}"), "{\"a\":{\"k\":2}}");
+    CHECK_STR(map1(rm, "{\"a\":{\"b\":{\"c\":{\"d\":1,\"k\":2}}}}"),
+              "{\"a\":{\"b\":{\"c\":{\"k\":2}}}}");
+    /* The value removed may itself be an empty object: only its holders are pruned. */
+    CHECK_STR(map1(rm, "{\"a\":{\"b\":{\"c\":{\"d\":{}}}},\"z\":0}"), "{\"z\":0}");
+    /* A rename into the object it empties keeps the object in its place. */
+    CHECK_STR(map1("type: json-map\nrename: {a.x: a.y}\n", "{\"a\":{\"x\":1},\"b\":2}"),
+              "{\"a\":{\"y\":1},\"b\":2}");
+    CHECK_STR(map1("type: json-map\nrename: {a.b.x: a.c}\n", "{\"a\":{\"b\":{\"x\":1}},\"z\":0}"),
+              "{\"a\":{\"c\":1},\"z\":0}");
+    CHECK_STR(map1("type: json-map\nrename: {a.b.c: a.b}\n", "{\"a\":{\"b\":{\"c\":{}}},\"z\":0}"),
+              "{\"a\":{\"b\":{}},\"z\":0}");
+    /* Pruning is done last: an object a later op fills again keeps its place; one a later op
+     * replaces is the new value's; one a later remove empties further still goes. */
+    CHECK_STR(map1("type: json-map\nrename: {a.x: y}\nset: {a.n: v}\n",
+                   "{\"a\":{\"x\":1},\"b\":2}"),
+              "{\"a\":{\"n\":\"v\"},\"b\":2,\"y\":1}");
+    CHECK_STR(map1("type: json-map\nrename: {a.b.x: y}\nset_json: {a.b: '{}'}\n",
+                   "{\"a\":{\"b\":{\"x\":1}}}"),
+              "{\"a\":{\"b\":{}},\"y\":1}");
+    CHECK_STR(map1("type: json-map\nrename: {a.b.x: y}\nremove: [a.b]\n",
+                   "{\"a\":{\"b\":{\"x\":1}},\"z\":0}"),
+              "{\"z\":0,\"y\":1}");
+    CHECK_STR(map1("type: json-map\nremove: [a.b.x, a.c.y]\n",
+                   "{\"a\":{\"b\":{\"x\":1},\"c\":{\"y\":2}},\"z\":0}"),
+              "{\"z\":0}");
+    /* Arrays and their elements stay: removing an element would shift the later ones. */
+    CHECK_STR(map1("type: json-map\nremove: ['items[0].sku']\n",
+                   "{\"items\":[{\"sku\":1},{\"sku\":2}]}"),
+              "{\"items\":[{},{\"sku\":2}]}");
+    CHECK_STR(map1("type: json-map\nremove: ['o.items[0]']\n", "{\"o\":{\"items\":[1]}}"),
+              "{\"o\":{\"items\":[]}}");
+    CHECK_STR(map1("type: json-map\nremove: ['l[0].o.x']\n", "{\"l\":[{\"o\":{\"x\":1}}]}"),
+              "{\"l\":[{}]}");
+    /* Empty objects json-map writes (set_json, copy) are the config's to keep. */
+    CHECK_STR(map1("type: json-map\nset_json: {m: '{}'}\ncopy: {e: f}\n", "{\"e\":{}}"),
+              "{\"e\":{},\"f\":{},\"m\":{}}");
+    /* A source that is not there removes nothing, so prunes nothing. */
+    CHECK_STR(map1("type: json-map\nremove: [a.b.c]\n", "{\"a\":{\"b\":{}}}"),
+              "{\"a\":{\"b\":{}}}");
 }
 
 static void test_json_map_header_bytes(void)
@@ -549,9 +610,14 @@ static void test_alloc_failures(void)
               "remove: [debug]\n",
               "{\"id\":7,\"customer\":{\"name\":\"Ann\"},\"debug\":\"long string \\n value\","
               "\"items\":[1.5]}",
-              "{\"id\":7,\"customer\":{},\"items\":[1.5],\"order_id\":7,\"first\":1.5,"
+              "{\"id\":7,\"items\":[1.5],\"order_id\":7,\"first\":1.5,"
               "\"customer_name\":\"Ann\",\"source\":\"orders-in-v\",\"o\":{\"p\":[\"x\"]},"
               "\"meta\":{\"v\":[1,{\"a\":\"b\"}]}}",
+              "Content-Type", "application/json");
+    /* More deletions than json-map keeps room for on the stack. */
+    fail_walk("json-map", "type: json-map\nremove: [a.b0, a.b1, a.b2, a.b3, a.b4, a.b5, a.b6, "
+              "a.b7, a.b8]\n", "{\"a\":{\"b0\":0,\"b1\":1,\"b2\":2,\"b3\":3,\"b4\":4,"
+              "\"b5\":5,\"b6\":6,\"b7\":7,\"b8\":8},\"z\":0}", "{\"z\":0}",
               "Content-Type", "application/json");
     fail_walk("set-header",
               "type: set-header\nremove: [x-in]\n"
@@ -638,6 +704,7 @@ int main(void)
     test_json_map_values();
     test_json_map_paths();
     test_json_map_errors();
+    test_issue_12_json_map_prune_empty();
     test_json_map_header_bytes();
     test_json_map_load_errors();
     test_json_map_depth();
