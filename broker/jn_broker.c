@@ -1195,9 +1195,11 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
             jn_idgen_next(&b->ids, msg->id);
         }
         jt = jn_jtxn_new();
+        /* The message's dedup entry (jn_msg_set_dedup) is durable in the same commit. */
         if (jt == NULL || jn_msg_encode(msg, &t->env) != 0 ||
             jn_store_log(jt, jn_journal_seq(b->journal), msg->id, "received", NULL, ch->name, 0,
-                         NULL) != 0) {
+                         NULL) != 0 ||
+            jn_store_dedup_put_msg(jt, ch->name, msg) != 0) {
             jn_jtxn_free(jt);
             t->refusal = JN_ENOMEM;
         } else {
@@ -1207,6 +1209,7 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
             t->adds = take_adds(b);
             jn_buf_reset(&t->env);
         }
+        jn_msg_clear_dedup(msg);
     }
     if (t->refusal) {
         /* Refused before the journal: answer on the next loop turn, never from in here. */
@@ -1254,6 +1257,29 @@ void jn_ingest_forget(struct jn_ticket *t)
         /* A tracked ticket is never freed here: pending is at least 1 while it is awaited. */
         track_detach(t);
     }
+}
+
+/* ---- duplicate windows in the journal (jn_channel.h; records in jn_store.h) ---- */
+
+int jn_dedup_load(struct jn_channel *ch, size_t max, jn_dedup_visit_fn visit, void *arg)
+{
+    return jn_store_dedup_load(ch->broker->journal, ch->name, jn_now_us(), max, visit, arg);
+}
+
+int jn_dedup_answer(struct jn_channel *ch, const void *key, size_t klen, const char *id,
+                    const void *answer, size_t alen)
+{
+    struct jn_broker *b = ch->broker;
+    struct jn_jtxn *t = b->journal ? jn_jtxn_new() : NULL;
+    int rc = t ? jn_store_dedup_answer(b->journal, t, ch->name, key, klen, id, answer, alen)
+               : b->journal ? JN_ENOMEM : JN_ESTOPPED;
+
+    if (rc == 0) {
+        jn_journal_submit(b->journal, t, 0, NULL, NULL);
+    } else {
+        jn_jtxn_free(t);
+    }
+    return rc;
 }
 
 /* Answers the ingests refused before they reached the journal. */
@@ -1470,6 +1496,7 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg)
     unsigned long long cap = ac->max_size < b->cfg->core.max_size / 4 ? ac->max_size
                                                                       : b->cfg->core.max_size / 4;
     struct timeval tv = {10, 0};
+    size_t dedup;
 
     if (c.t == NULL) {
         evtimer_add(b->prune_timer, &tv);
@@ -1483,11 +1510,19 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg)
     jn_journal_scan(b->journal, JN_JDB_LOG, NULL, 0, visit_prune, &c);
     if (c.n) {
         jn_log(JN_LOG_DEBUG, "action log: deleting %zu old action(s)", c.n);
+    }
+    /* The channels' duplicate windows expire on the same timer. */
+    dedup = jn_store_dedup_prune(b->journal, c.t, jn_now_us(), PRUNE_BATCH);
+    if (dedup) {
+        jn_log(JN_LOG_DEBUG, "duplicate window: deleting %zu expired entr%s", dedup,
+               dedup == 1 ? "y" : "ies");
+    }
+    if (c.n || dedup) {
         jn_journal_submit(b->journal, c.t, 0, NULL, NULL);
     } else {
         jn_jtxn_free(c.t);
     }
-    if (c.n >= PRUNE_BATCH) {
+    if (c.n >= PRUNE_BATCH || dedup >= PRUNE_BATCH) {
         tv.tv_sec = 1; /* more to do: come back soon */
     }
     evtimer_add(b->prune_timer, &tv);

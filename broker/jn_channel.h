@@ -152,6 +152,33 @@ typedef void (*jn_outcome_fn)(void *arg, enum jn_send_result r, const char *reas
 struct jn_ticket *jn_ingest_outcome(struct jn_channel *ch, struct jn_msg *msg,
                                     jn_accept_fn accepted, jn_outcome_fn outcome, void *arg);
 
+/*
+ * IN, opt-in: a duplicate window that survives a restart (MLLP's MSH-10 window; HTTP
+ * idempotency keys could use it too). The channel keeps its live window in memory as it likes;
+ * the journal keeps what the next start needs:
+ *   - jn_msg_set_dedup(msg, key, ttl, answer) before jn_ingest*(): the ingest's journal
+ *     transaction writes the entry (this channel and key -> the message's id, its receive time,
+ *     its expiry, the answer) with the message, so both are durable in one commit or neither
+ *     is (a refused ingest leaves no entry). A later ingest of the same key replaces it.
+ *   - jn_dedup_answer() when the answer is known only later (an `ack: delivered` outcome).
+ *   - jn_dedup_load() at start: the entries not yet expired, for the channel to remember.
+ * The broker deletes expired entries (with the action log's retention, every 10 s).
+ *
+ * jn_dedup_load calls visit(arg, e) for this channel's entries that have not expired, the max
+ * newest of them (by receive time), oldest first; e is borrowed for the call; visit returns
+ * non-zero to stop. Call it from start (it reads the journal on the loop thread: at start, not
+ * on the message path). 0, JN_EINVAL (a channel name of JN_STORE_DEST_MAX (256) bytes or more:
+ * then keep the window in memory only and set no dedup on messages), JN_ENOMEM or JN_EIO.
+ *
+ * jn_dedup_answer sets the answer of the entry for key written with message id (answered from
+ * then on), in a journal write of its own: a crash before that commit leaves the entry without
+ * its answer. 0 (submitted), JN_ENOENT (none: expired and pruned, or replaced by a later ingest
+ * of the key), JN_ESTOPPED, JN_ENOMEM or JN_EIO. Both: loop thread.
+ */
+int jn_dedup_load(struct jn_channel *ch, size_t max, jn_dedup_visit_fn visit, void *arg);
+int jn_dedup_answer(struct jn_channel *ch, const void *key, size_t klen, const char *id,
+                    const void *answer, size_t alen);
+
 /* OUT: the message to send (borrowed until jn_delivery_done), the attempt (1-based). */
 struct jn_msg *jn_delivery_msg(const struct jn_delivery *d);
 int jn_delivery_attempt(const struct jn_delivery *d);

@@ -31,7 +31,10 @@
 #define JN_JOURNAL_FORMAT 1
 
 static const char *const db_names[JN_JDB__COUNT] = {"meta", "inbox", "queue", "dlq", "log",
-                                                   "log_id"};
+                                                   "log_id", "dedup", "dedup_exp"};
+
+/* jop.del: a put, a delete, or a delete if the key still holds the op's value. */
+enum { JOP_PUT = 0, JOP_DEL = 1, JOP_DEL_IF = 2 };
 
 struct jop {
     unsigned char db;
@@ -40,10 +43,10 @@ struct jop {
     size_t kl, vl;
 };
 
-/* The ops of the usual jtxn (an ingest: 3, a routing to one destination: 4) fit in the jtxn
- * itself, and every key and value is appended to one buffer: building a jtxn costs a few
- * allocations, not one per op. */
-#define JTXN_INLINE_OPS 6
+/* The ops of the usual jtxn (an ingest routed to one destination: 5; with a dedup entry, as
+ * an MLLP IN's: 7) fit in the jtxn itself, and every key and value is appended to one buffer:
+ * building a jtxn costs a few allocations, not one per op. */
+#define JTXN_INLINE_OPS 8
 
 struct jn_jtxn {
     struct jn_jtxn *next;
@@ -71,6 +74,7 @@ struct jn_journal {
     MDB_env *env;
     int lock_fd;  /* data_dir/junction.lock, flock'd by the one process that writes */
     MDB_dbi dbi[JN_JDB__COUNT];
+    unsigned char absent[JN_JDB__COUNT]; /* read-only open of an older journal: reads as empty */
     struct jn_journal_conf conf;
     pthread_t thread;
     int thread_started;
@@ -233,6 +237,12 @@ int jn_jtxn_put(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, con
 int jn_jtxn_del(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl)
 {
     return add_op(t, db, 1, k, kl, NULL, 0);
+}
+
+int jn_jtxn_del_if(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, const void *v,
+                   size_t vl)
+{
+    return add_op(t, db, JOP_DEL_IF, k, kl, v, vl);
 }
 
 struct jn_buf *jn_jtxn_put_begin(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl)
@@ -400,7 +410,17 @@ static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t, struct j
         unsigned char *data = (unsigned char *)t->data.p + op->off;
         MDB_val k = {op->kl, data};
         int rc;
-        if (op->del) {
+        if (op->del == JOP_DEL_IF) {
+            MDB_val cur;
+            rc = mdb_get(txn, j->dbi[op->db], &k, &cur);
+            if (rc == 0 && cur.mv_size == op->vl &&
+                memcmp(cur.mv_data, data + op->kl, op->vl) == 0) {
+                rc = mdb_del(txn, j->dbi[op->db], &k, NULL);
+            }
+            if (rc == 0 || rc == MDB_NOTFOUND) {
+                rc = 0; /* deleted, gone already, or put again since: kept */
+            }
+        } else if (op->del) {
             rc = mdb_del(txn, j->dbi[op->db], &k, NULL);
             if (rc == MDB_NOTFOUND) {
                 rc = 0;
@@ -744,6 +764,11 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
     rc = mdb_txn_begin(j->env, NULL, c->readonly ? MDB_RDONLY : 0, &txn);
     for (int i = 0; rc == 0 && i < JN_JDB__COUNT; i++) {
         rc = mdb_dbi_open(txn, db_names[i], c->readonly ? 0 : MDB_CREATE, &j->dbi[i]);
+        if (rc == MDB_NOTFOUND && c->readonly && i >= JN_JDB_FIRST_OPTIONAL) {
+            /* Written by a build from before this database (a writer creates it). */
+            j->absent[i] = 1;
+            rc = 0;
+        }
     }
     if (rc == 0) {
         rc = mdb_get(txn, j->dbi[JN_JDB_META], &k, &v);
@@ -864,8 +889,12 @@ static int scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, size_t
     MDB_cursor *cur;
     MDB_val k = {plen, (void *)prefix}, v;
     MDB_cursor_op op = plen ? MDB_SET_RANGE : MDB_FIRST;
-    int rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
+    int rc;
 
+    if (j->absent[db]) {
+        return 0;
+    }
+    rc = mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
         return JN_EIO;
     }
@@ -901,12 +930,40 @@ int jn_journal_scan_from(struct jn_journal *j, enum jn_jdb db, const void *start
     return scan(j, db, start, slen, 0, visit, arg);
 }
 
+int jn_journal_get(struct jn_journal *j, enum jn_jdb db, const void *k, size_t kl,
+                   struct jn_buf *out)
+{
+    MDB_txn *txn;
+    MDB_val key = {kl, (void *)k}, v;
+    int rc;
+
+    out->len = 0;
+    if (j->absent[db]) {
+        return JN_ENOENT;
+    }
+    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
+        return JN_EIO;
+    }
+    rc = mdb_get(txn, j->dbi[db], &key, &v);
+    if (rc == 0) {
+        /* Copied before the read transaction ends: LMDB's pointer is valid only until then. */
+        rc = jn_buf_append(out, v.mv_data, v.mv_size) == 0 ? 0 : JN_ENOMEM;
+    } else {
+        rc = rc == MDB_NOTFOUND ? JN_ENOENT : JN_EIO;
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db)
 {
     MDB_txn *txn;
     MDB_stat st;
     size_t n = 0;
 
+    if (j->absent[db]) {
+        return 0;
+    }
     if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
         return 0;
     }
@@ -923,6 +980,9 @@ unsigned long long jn_journal_bytes(struct jn_journal *j, enum jn_jdb db)
     MDB_stat st;
     unsigned long long n = 0;
 
+    if (j->absent[db]) {
+        return 0;
+    }
     if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &txn) != 0) {
         return 0;
     }

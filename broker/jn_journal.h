@@ -38,8 +38,15 @@ enum jn_jdb {
     JN_JDB_DLQ,    /* seq -> dead-letter record */
     JN_JDB_LOG,    /* time_us seq -> action record */
     JN_JDB_LOGID,  /* id time_us seq -> (empty): the action log by message id */
+    JN_JDB_DEDUP,  /* channel \0 key -> dedup record: a channel's duplicate window */
+    JN_JDB_DEDUP_EXP, /* expires_us channel \0 key -> (empty): the window by expiry, to prune */
     JN_JDB__COUNT,
 };
+
+/* The first database a journal written by an older build may lack (added since format 1 without
+ * a new format: older builds ignore it). A writer creates it; a read-only open finds it absent
+ * and reads it as empty. */
+#define JN_JDB_FIRST_OPTIONAL JN_JDB_DEDUP
 
 struct jn_journal_conf {
     const char *dir;          /* created if missing */
@@ -74,6 +81,10 @@ void jn_jtxn_cache_clear(void);
 int jn_jtxn_put(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, const void *v,
                 size_t vl);
 int jn_jtxn_del(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl);
+/* A delete decided on what was read, that a put made since must win over: when t is applied,
+ * k is deleted only if it still holds exactly the vl bytes of v. 0 or JN_ENOMEM. */
+int jn_jtxn_del_if(struct jn_jtxn *t, enum jn_jdb db, const void *k, size_t kl, const void *v,
+                   size_t vl);
 /* A put whose value the caller writes in place (an encoder's output, without a buffer and a
  * copy of its own). put_begin copies the key and returns the buffer to append the value to
  * (NULL when out of memory); append to it only, and add no other op, until put_end. put_end
@@ -98,6 +109,10 @@ int jn_journal_scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, si
 /* Same, from the first key >= start to the end (no prefix match). */
 int jn_journal_scan_from(struct jn_journal *j, enum jn_jdb db, const void *start, size_t slen,
                          jn_journal_visit_fn visit, void *arg);
+/* The value of one key, copied into out (emptied first). 0, JN_ENOENT (no such key), JN_ENOMEM
+ * or JN_EIO. */
+int jn_journal_get(struct jn_journal *j, enum jn_jdb db, const void *k, size_t kl,
+                   struct jn_buf *out);
 /* Number of entries in a database, and the bytes of its pages. */
 size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db);
 unsigned long long jn_journal_bytes(struct jn_journal *j, enum jn_jdb db);

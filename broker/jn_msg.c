@@ -216,7 +216,42 @@ void jn_msg_unref(struct jn_msg **mp)
     jn_free(m->hdrs);
     jn_free(m->channel);
     jn_free(m->payload);
+    jn_free(m->dedup);
     jn_free(m);
+}
+
+int jn_msg_set_dedup(struct jn_msg *m, const void *key, size_t klen, long long ttl_ms,
+                     const void *answer, size_t alen)
+{
+    struct jn_dedup *d;
+
+    jn_msg_clear_dedup(m);
+    if (klen == 0 || klen > JN_DEDUP_KEY_MAX || ttl_ms <= 0) {
+        return JN_EINVAL;
+    }
+    if (answer == NULL) {
+        alen = 0;
+    }
+    d = jn_malloc(sizeof(*d) + klen + alen);
+    if (d == NULL) {
+        return JN_ENOMEM;
+    }
+    d->ttl_ms = ttl_ms;
+    d->answered = answer != NULL;
+    d->klen = klen;
+    d->alen = alen;
+    memcpy(d->data, key, klen);
+    if (alen) {
+        memcpy(d->data + klen, answer, alen);
+    }
+    m->dedup = d;
+    return 0;
+}
+
+void jn_msg_clear_dedup(struct jn_msg *m)
+{
+    jn_free(m->dedup);
+    m->dedup = NULL;
 }
 
 void jn_msg_set_payload(struct jn_msg *m, void *p, size_t len)

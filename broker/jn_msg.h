@@ -35,6 +35,33 @@ struct jn_header {
     char *value; /* inside name's allocation */
 };
 
+/* Longest dedup key (jn_msg_set_dedup): with a channel name of up to 255 bytes and the expiry
+ * index's 8 bytes it stays within LMDB's 511-byte key. */
+#define JN_DEDUP_KEY_MAX 240
+
+/* What a message's ingest remembers for its channel's duplicate window (jn_channel.h,
+ * jn_dedup_load): one allocation, the key then the answer. */
+struct jn_dedup {
+    long long ttl_ms;  /* remembered this long after the ingest */
+    int answered;      /* 0: the answer is still to come (jn_dedup_answer) */
+    size_t klen, alen;
+    unsigned char data[]; /* key, then answer */
+};
+
+/* One entry of a channel's duplicate window as read back from the journal (jn_dedup_load);
+ * every pointer is borrowed for the visit only. */
+struct jn_dedup_entry {
+    const void *key;
+    size_t klen;
+    const char *id;      /* the message it was written with */
+    int64_t time_us;     /* that message's receive time */
+    int64_t expires_us;  /* forgotten after this */
+    int answered;        /* 0: its answer was still to come */
+    const void *answer;
+    size_t alen;
+};
+typedef int (*jn_dedup_visit_fn)(void *arg, const struct jn_dedup_entry *e);
+
 struct jn_msg {
     atomic_int refs;
     char id[JN_ID_LEN + 1];
@@ -45,6 +72,8 @@ struct jn_msg {
     size_t caphdrs;
     unsigned char *payload; /* owned; NUL-terminated for convenience (not counted in len) */
     size_t len;
+    struct jn_dedup *dedup; /* owned, usually NULL: for the ingest only (never copied, never
+                             * encoded); the ingest writes it to the journal and drops it */
 };
 
 /* The id generator; one per broker, safe to share between threads. */
@@ -76,6 +105,16 @@ void jn_msg_unref(struct jn_msg **mp);
 
 /* Replaces the payload; takes ownership of p (len + 1 bytes allocated), also on failure. */
 void jn_msg_set_payload(struct jn_msg *m, void *p, size_t len);
+
+/* An IN channel, before jn_ingest*(): the ingest writes a dedup entry for the message in the
+ * same journal transaction as the message (see jn_dedup_load in jn_channel.h). key is the
+ * channel's own bytes (1..JN_DEDUP_KEY_MAX), kept ttl_ms (> 0) after the ingest, with answer:
+ * the channel's bytes for a duplicate (alen may be 0), or NULL when the answer is still to come
+ * (jn_dedup_answer). Copies both; replaces an earlier entry. 0, JN_EINVAL (key length, ttl) or
+ * JN_ENOMEM (then m has none). jn_msg_clear_dedup drops it. */
+int jn_msg_set_dedup(struct jn_msg *m, const void *key, size_t klen, long long ttl_ms,
+                     const void *answer, size_t alen);
+void jn_msg_clear_dedup(struct jn_msg *m);
 
 /* Headers. Names compare case-insensitively; get returns the first match (borrowed, valid until
  * the header is changed). set replaces the first match or adds; add always appends. */

@@ -3,9 +3,11 @@
 
 #include <msgpack.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "jn_buf.h"
+#include "jn_log.h"
 #include "jn_mem.h"
 
 int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
@@ -313,4 +315,299 @@ int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *r, struct jn
     copy_str(r->error, sizeof(r->error), &f[7]);
     msgpack_unpacked_destroy(&u);
     return 0;
+}
+
+/* ---- duplicate windows ---- */
+
+#define DEDUP_KEY_BUF (JN_STORE_DEST_MAX + 1 + JN_DEDUP_KEY_MAX)
+
+size_t jn_store_dedup_key(unsigned char *out, const char *channel, const void *key, size_t klen)
+{
+    size_t n = strlen(channel);
+
+    if (n >= JN_STORE_DEST_MAX || klen == 0 || klen > JN_DEDUP_KEY_MAX) {
+        return 0;
+    }
+    memcpy(out, channel, n);
+    out[n] = '\0';
+    memcpy(out + n + 1, key, klen);
+    return n + 1 + klen;
+}
+
+int jn_store_dedup_put(struct jn_jtxn *t, const char *channel, const void *key, size_t klen,
+                       const struct jn_dedup_rec *r, const void *answer, size_t alen)
+{
+    unsigned char k[8 + DEDUP_KEY_BUF];
+    size_t kl = jn_store_dedup_key(k + 8, channel, key, klen);
+    struct jn_buf *b;
+    int rc;
+
+    if (kl == 0) {
+        return JN_EINVAL;
+    }
+    b = jn_jtxn_put_begin(t, JN_JDB_DEDUP, k + 8, kl);
+    if (b == NULL) {
+        return JN_ENOMEM;
+    }
+    rc = jn_mp_array(b, 6);
+    rc |= jn_mp_int(b, 1);
+    rc |= jn_mp_cstr(b, r->id);
+    rc |= jn_mp_int(b, r->time_us);
+    rc |= jn_mp_int(b, r->expires_us);
+    rc |= jn_mp_int(b, r->answered ? 1 : 0);
+    rc |= jn_mp_bin(b, answer, alen);
+    if (jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0) != 0) {
+        return JN_ENOMEM;
+    }
+    /* The index entry of an entry put again (same key, later expiry) is written anew; the
+     * prune tells the old one by the entry's own expiry. */
+    jn_be64(k, (uint64_t)r->expires_us);
+    return jn_jtxn_put(t, JN_JDB_DEDUP_EXP, k, 8 + kl, "", 0);
+}
+
+int jn_store_dedup_put_msg(struct jn_jtxn *t, const char *channel, const struct jn_msg *m)
+{
+    const struct jn_dedup *d = m->dedup;
+    struct jn_dedup_rec r;
+
+    if (d == NULL) {
+        return 0;
+    }
+    memcpy(r.id, m->id, sizeof(r.id));
+    r.time_us = m->recv_us;
+    r.expires_us = jn_now_us() + d->ttl_ms * 1000;
+    r.answered = d->answered;
+    return jn_store_dedup_put(t, channel, d->data, d->klen, &r, d->data + d->klen, d->alen);
+}
+
+int jn_store_dedup_decode(const void *v, size_t vl, struct jn_dedup_rec *r, struct jn_buf *answer,
+                          struct jn_err *err)
+{
+    msgpack_unpacked u;
+    const msgpack_object *f;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    answer->len = 0;
+    rc = unpack(&u, v, vl, 6, "dedup", err);
+    if (rc != 0) {
+        return rc;
+    }
+    f = u.data.via.array.ptr;
+    if (f[1].type != MSGPACK_OBJECT_STR || f[1].via.str.size != JN_ID_LEN || !is_int(&f[2]) ||
+        !is_int(&f[3]) || !is_int(&f[4]) || f[5].type != MSGPACK_OBJECT_BIN) {
+        rc = jn_err_set(err, JN_EPROTO, "dedup record: bad field");
+    } else {
+        copy_str(r->id, sizeof(r->id), &f[1]);
+        r->time_us = f[2].via.i64;
+        r->expires_us = f[3].via.i64;
+        r->answered = f[4].via.i64 != 0;
+        if (jn_buf_append(answer, f[5].via.bin.ptr, f[5].via.bin.size) != 0) {
+            rc = JN_ENOMEM;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+/* One entry read for jn_store_dedup_load: the record, then key and answer in data. */
+struct dedup_item {
+    struct jn_dedup_rec r;
+    size_t klen, alen;
+    unsigned char *data;
+};
+
+struct dedup_load {
+    size_t plen;        /* of the channel \0 prefix */
+    int64_t now_us;
+    struct dedup_item *v;
+    size_t n, cap;
+    size_t bad;
+    struct jn_buf answer;
+    int rc;
+};
+
+static int visit_dedup_load(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct dedup_load *c = arg;
+    struct dedup_item *it;
+    struct jn_err err;
+    int rc;
+
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        struct dedup_item *nv = jn_realloc(c->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            c->rc = JN_ENOMEM;
+            return 1;
+        }
+        c->v = nv;
+        c->cap = cap;
+    }
+    it = &c->v[c->n];
+    rc = jn_store_dedup_decode(v, vl, &it->r, &c->answer, &err);
+    if (rc == JN_ENOMEM) {
+        c->rc = rc;
+        return 1;
+    }
+    if (rc != 0 || kl <= c->plen) {
+        if (c->bad++ == 0) {
+            jn_log(JN_LOG_ERROR, "journal: a dedup record cannot be decoded (%s); left in place",
+                   rc != 0 ? err.msg : "bad key");
+        }
+        return 0;
+    }
+    if (it->r.expires_us <= c->now_us) {
+        return 0; /* expired: the prune deletes it */
+    }
+    it->klen = kl - c->plen;
+    it->alen = c->answer.len;
+    it->data = jn_malloc(it->klen + it->alen + 1);
+    if (it->data == NULL) {
+        c->rc = JN_ENOMEM;
+        return 1;
+    }
+    memcpy(it->data, (const unsigned char *)k + c->plen, it->klen);
+    if (it->alen) {
+        memcpy(it->data + it->klen, c->answer.p, it->alen);
+    }
+    c->n++;
+    return 0;
+}
+
+static int dedup_item_cmp(const void *a, const void *b)
+{
+    const struct dedup_item *x = a, *y = b;
+
+    if (x->r.time_us != y->r.time_us) {
+        return x->r.time_us < y->r.time_us ? -1 : 1;
+    }
+    return strcmp(x->r.id, y->r.id); /* ids are time-ordered too */
+}
+
+int jn_store_dedup_load(struct jn_journal *j, const char *channel, int64_t now_us, size_t max,
+                        jn_dedup_visit_fn visit, void *arg)
+{
+    unsigned char prefix[JN_STORE_DEST_MAX + 1];
+    struct dedup_load c = {0};
+    size_t n = strlen(channel);
+    int rc;
+
+    if (n >= JN_STORE_DEST_MAX) {
+        return JN_EINVAL;
+    }
+    memcpy(prefix, channel, n);
+    prefix[n] = '\0';
+    c.plen = n + 1;
+    c.now_us = now_us;
+    rc = jn_journal_scan(j, JN_JDB_DEDUP, prefix, c.plen, visit_dedup_load, &c);
+    if (rc == 0) {
+        rc = c.rc;
+    }
+    if (c.bad) {
+        jn_log(JN_LOG_ERROR, "journal: %zu dedup record(s) of channel '%s' could not be "
+               "decoded; they stay in the journal untouched", c.bad, channel);
+    }
+    if (rc == 0) {
+        qsort(c.v, c.n, sizeof(*c.v), dedup_item_cmp);
+        for (size_t i = c.n > max ? c.n - max : 0; i < c.n; i++) {
+            const struct dedup_item *it = &c.v[i];
+            struct jn_dedup_entry e = {it->data, it->klen, it->r.id, it->r.time_us,
+                                       it->r.expires_us, it->r.answered, it->data + it->klen,
+                                       it->alen};
+            if (visit(arg, &e) != 0) {
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < c.n; i++) {
+        jn_free(c.v[i].data);
+    }
+    jn_free(c.v);
+    jn_buf_reset(&c.answer);
+    return rc;
+}
+
+int jn_store_dedup_answer(struct jn_journal *j, struct jn_jtxn *t, const char *channel,
+                          const void *key, size_t klen, const char *id, const void *answer,
+                          size_t alen)
+{
+    unsigned char k[DEDUP_KEY_BUF];
+    size_t kl = jn_store_dedup_key(k, channel, key, klen);
+    struct jn_buf v = JN_BUF_INIT, old = JN_BUF_INIT;
+    struct jn_dedup_rec r;
+    struct jn_err err;
+    int rc;
+
+    if (kl == 0) {
+        return JN_EINVAL;
+    }
+    rc = jn_journal_get(j, JN_JDB_DEDUP, k, kl, &v);
+    if (rc == 0) {
+        rc = jn_store_dedup_decode(v.p, v.len, &r, &old, &err);
+        if (rc == JN_EPROTO) {
+            jn_log(JN_LOG_ERROR, "journal: a dedup record of channel '%s' cannot be decoded "
+                   "(%s); left in place", channel, err.msg);
+            rc = JN_ENOENT;
+        }
+    }
+    if (rc == 0 && strcmp(r.id, id) != 0) {
+        rc = JN_ENOENT;
+    }
+    if (rc == 0) {
+        r.answered = 1;
+        rc = jn_store_dedup_put(t, channel, key, klen, &r, answer, alen);
+    }
+    jn_buf_reset(&v);
+    jn_buf_reset(&old);
+    return rc;
+}
+
+struct dedup_prune {
+    struct jn_journal *j;
+    struct jn_jtxn *t;
+    int64_t now_us;
+    size_t max, n;
+    struct jn_buf v, answer;
+};
+
+static int visit_dedup_prune(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct dedup_prune *c = arg;
+    const unsigned char *kb = k;
+    struct jn_dedup_rec r;
+    struct jn_err err;
+    int64_t exp;
+
+    (void)v;
+    (void)vl;
+    if (c->n >= c->max || kl <= 8) {
+        return 1;
+    }
+    exp = (int64_t)jn_get_be64(kb);
+    if (exp > c->now_us) {
+        return 1; /* the index is in expiry order: the rest is still valid */
+    }
+    if (jn_jtxn_del(c->t, JN_JDB_DEDUP_EXP, k, kl) != 0) {
+        return 1;
+    }
+    c->n++;
+    /* The entry goes with it unless the key was put again (its expiry is later): since this
+     * read, too, by an ingest not yet committed, so the delete is of these bytes only. */
+    if (jn_journal_get(c->j, JN_JDB_DEDUP, kb + 8, kl - 8, &c->v) == 0 &&
+        jn_store_dedup_decode(c->v.p, c->v.len, &r, &c->answer, &err) == 0 &&
+        r.expires_us <= c->now_us) {
+        jn_jtxn_del_if(c->t, JN_JDB_DEDUP, kb + 8, kl - 8, c->v.p, c->v.len);
+    }
+    return 0;
+}
+
+size_t jn_store_dedup_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t now_us, size_t max)
+{
+    struct dedup_prune c = {j, t, now_us, max, 0, JN_BUF_INIT, JN_BUF_INIT};
+
+    jn_journal_scan(j, JN_JDB_DEDUP_EXP, NULL, 0, visit_dedup_prune, &c);
+    jn_buf_reset(&c.v);
+    jn_buf_reset(&c.answer);
+    return c.n;
 }

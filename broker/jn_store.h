@@ -6,9 +6,16 @@
  *   dlq     seq                      -> [1, destination, route, attempts, error, time_us, envelope:bin]
  *   log     time_us seq              -> [1, time_us, id, event, route, channel, attempt, error]
  *   log_id  id time_us seq           -> ""  (the action log by message id)
+ *   dedup   channel \0 key           -> [1, id, time_us, expires_us, answered, answer:bin]
+ *   dedup_exp  expires_us channel \0 key -> ""  (the dedup entries by expiry, for the prune)
  *
  * Every record starts with its format version; a reader of each older version stays. Strings
  * that are absent are stored as "". Keys use big-endian numbers so they sort by value.
+ *
+ * Compatibility: dedup and dedup_exp came after journal format 1 without a new format number. A
+ * journal from before them opens as it is (a writer creates them, a reader finds them empty);
+ * a build from before them ignores them, so its run neither loads nor prunes the entries (a
+ * later build prunes what expired meanwhile).
  */
 #ifndef JN_STORE_H
 #define JN_STORE_H
@@ -62,5 +69,44 @@ struct jn_logrec {
     char error[512];
 };
 int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *out, struct jn_err *err);
+
+/*
+ * Duplicate windows (jn_msg_set_dedup, jn_dedup_load in jn_channel.h). Each entry is two
+ * records: the entry under channel \0 key (one per key: a later ingest of the key replaces
+ * it), and its expiry index entry under expires_us channel \0 key.
+ */
+struct jn_dedup_rec {
+    char id[JN_ID_LEN + 1];
+    int64_t time_us;
+    int64_t expires_us;
+    int answered;
+};
+/* channel \0 key into out (JN_STORE_DEST_MAX + 1 + JN_DEDUP_KEY_MAX bytes); its length, or 0
+ * when the channel name (JN_STORE_DEST_MAX) or the key (1..JN_DEDUP_KEY_MAX) is too long. */
+size_t jn_store_dedup_key(unsigned char *out, const char *channel, const void *key, size_t klen);
+/* Both records of one entry into t. 0, JN_EINVAL (the lengths above) or JN_ENOMEM. */
+int jn_store_dedup_put(struct jn_jtxn *t, const char *channel, const void *key, size_t klen,
+                       const struct jn_dedup_rec *r, const void *answer, size_t alen);
+/* The ingest's part: m's dedup entry (m->dedup; none: nothing) with m's id and receive time,
+ * expiring m->dedup->ttl_ms from now. 0, JN_EINVAL or JN_ENOMEM. */
+int jn_store_dedup_put_msg(struct jn_jtxn *t, const char *channel, const struct jn_msg *m);
+/* Decodes an entry; its answer into answer (emptied first). 0, JN_EPROTO or JN_ENOMEM. */
+int jn_store_dedup_decode(const void *v, size_t vl, struct jn_dedup_rec *r, struct jn_buf *answer,
+                          struct jn_err *err);
+/* Calls visit for channel's entries that expire after now_us: the max newest by time_us, oldest
+ * first (visit returns non-zero to stop). Entries that cannot be decoded are logged and left in
+ * place. 0, JN_EINVAL (the channel name is too long for a key), JN_ENOMEM or JN_EIO. */
+int jn_store_dedup_load(struct jn_journal *j, const char *channel, int64_t now_us, size_t max,
+                        jn_dedup_visit_fn visit, void *arg);
+/* Puts into t the new answer of channel's entry for key, if the journal holds one written with
+ * message id (not pruned, not replaced by a later ingest of the key). 0, JN_ENOENT (no such
+ * entry), JN_EINVAL, JN_ENOMEM or JN_EIO. */
+int jn_store_dedup_answer(struct jn_journal *j, struct jn_jtxn *t, const char *channel,
+                          const void *key, size_t klen, const char *id, const void *answer,
+                          size_t alen);
+/* Deletes into t what expired by now_us, oldest first, at most max index entries: each index
+ * entry, and its entry unless a later ingest of the key put it again (its own expiry is later).
+ * Returns the number of index entries deleted. */
+size_t jn_store_dedup_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t now_us, size_t max);
 
 #endif

@@ -15,10 +15,14 @@
  * duplicate window learns the outcome either way; so is one answered AE at delivered_timeout
  * whose outcome is still to come (duplicates of it wait for that outcome).
  *
- * Duplicates: MSH-10 with MSH-3 and MSH-4 is remembered for `duplicate_window` (in memory; see
- * docs/hl7.md for what a restart forgets). A duplicate is answered with the very ACK the first
- * copy got and is not ingested; one that arrives while the first copy is being committed
- * waits for its outcome.
+ * Duplicates: MSH-10 with MSH-3 and MSH-4 is remembered for `duplicate_window`. A duplicate is
+ * answered with the very ACK the first copy got and is not ingested; one that arrives while the
+ * first copy is being committed waits for its outcome. The live window is in memory; the
+ * journal keeps a copy for the next start (jn_msg_set_dedup, jn_dedup_load in jn_channel.h):
+ * each entry is written in the ingest's own commit, with the ACK built before the ingest
+ * (`ack: commit`: the AA the sender then gets), or without an answer, set by jn_dedup_answer
+ * once the outcome has come (`ack: delivered`). The journal entry's answer is the framed ACK
+ * bytes as sent (empty when MSH-15 asked for none).
  *
  * OUT: ch->concurrency connection slots, each carrying one message at a time: <VT>msg<FS><CR>,
  * then the ACK within ack_timeout, whose MSA-2 must be the MSH-10 we sent; that ACK is handed
@@ -105,7 +109,8 @@ static const struct jn_opt mllp_opts[] = {
     JN_OPT_DURATION("duplicate_window", "10m", 0, 7 * 86400000LL, JN_OPT_IN, struct mllp_conf,
                     dup_window,
                     "A message whose MSH-10 (with MSH-3, MSH-4) was accepted this recently is "
-                    "ACKed again and not routed twice; 0 turns it off. Kept in memory."),
+                    "ACKed again and not routed twice; 0 turns it off. Kept in the journal, "
+                    "so it holds across restarts."),
     JN_OPT_INT("duplicate_max", "100000", 1, 10000000, JN_OPT_IN, struct mllp_conf, dup_max,
                "Most control ids remembered for duplicate_window; the oldest go first."),
     JN_OPT_INT("max_connections", "256", 1, 65536, JN_OPT_IN, struct mllp_conf,
@@ -145,6 +150,7 @@ struct slot {
     char id[JN_ID_LEN + 1];     /* the message's id, once accepted (for log lines) */
     struct event *timer;        /* ack: delivered: delivered_timeout; NULL otherwise */
     int ready;
+    int prebuilt;               /* ack holds the AA built before the ingest (journaled) */
     struct jn_buf ack;          /* framed; empty: nothing to send */
 };
 
@@ -174,6 +180,9 @@ struct dup {
     struct jn_buf ack;
     struct slot *owner;
     struct slot *waiters;
+    char id[JN_ID_LEN + 1];  /* the first copy's message id, once accepted ("" before) */
+    int journal_pending;     /* in the journal without its answer: jn_dedup_answer it */
+    int restored;            /* loaded at start without an answer: outcome unknown here */
 };
 
 struct mllp_in {
@@ -187,6 +196,8 @@ struct mllp_in {
     struct slot *flight;
     int stopped;
     /* duplicates */
+    int journal;          /* the window is kept in the journal too */
+    int load_failed;      /* out of memory loading it at start */
     struct dup **buckets;
     size_t nbuckets;
     size_t ndup;
@@ -602,6 +613,16 @@ static void dup_settle(struct slot *s, const struct jn_buf *ack, int remember)
     e->waiters = NULL;
     e->owner = NULL;
     s->dup = NULL;
+    if (remember && e->journal_pending) {
+        /* The outcome came after the commit: the journal's entry gets the same answer. */
+        int rc = jn_dedup_answer(in->ch, e->key, e->klen, s->id, ack->p ? ack->p : "",
+                                 ack->len);
+        if (rc != 0) {
+            jn_ch_debug(in->ch, "msg=%s duplicate window: answer not kept in the journal: %s",
+                        s->id, jn_strerror(rc));
+        }
+        e->journal_pending = 0;
+    }
     if (remember) {
         e->done = 1;
         e->t_ms = mono_ms();
@@ -628,6 +649,9 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
 
     if (msg) {
         memcpy(s->id, msg->id, sizeof(s->id));
+        if (rc == 0 && s->dup && !s->waiter) {
+            memcpy(s->dup->id, msg->id, sizeof(s->dup->id));
+        }
     }
     if (rc == 0 && in->conf->ack == ACK_DELIVERED) {
         /* The ticket stays: it now awaits the outcome. */
@@ -639,7 +663,9 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
     }
     s->ticket = NULL;
     flight_unlink(s);
-    if (rc == 0) {
+    if (rc == 0 && s->prebuilt) {
+        s->ready = 1; /* the AA the journal's dedup entry holds */
+    } else if (rc == 0) {
         slot_answer(s, 'A', 0, NULL);
     } else {
         snprintf(why, sizeof(why), "not accepted, send again later: %s",
@@ -815,6 +841,38 @@ static int add_headers(struct jn_msg *msg, const struct jn_mllp_msh *m, const ch
     return rc;
 }
 
+/* The duplicate window's entry for s's message (e), written to the journal with the message.
+ * ack: commit: the AA is built now, so the journal holds the very ACK the sender is going to
+ * get; ack: delivered: the answer follows with the outcome (dup_settle). Out of memory, or a key
+ * over JN_DEDUP_KEY_MAX: the entry stays in memory only. */
+static void journal_dup(struct slot *s, struct dup *e, struct jn_msg *msg)
+{
+    const struct mllp_conf *conf = s->in->conf;
+    int rc;
+
+    if (e->klen > JN_DEDUP_KEY_MAX) {
+        jn_ch_debug(s->in->ch, "duplicate window: a key of %zu bytes is kept in memory only "
+                    "(the journal takes %d)", e->klen, JN_DEDUP_KEY_MAX);
+        return;
+    }
+    if (conf->ack == ACK_DELIVERED) {
+        if (jn_msg_set_dedup(msg, e->key, e->klen, conf->dup_window, NULL, 0) == 0) {
+            e->journal_pending = 1;
+        }
+        return;
+    }
+    rc = build_ack(s, 'A', 0, NULL, &s->ack);
+    if (rc == 0) {
+        s->prebuilt = 1;
+        rc = jn_msg_set_dedup(msg, e->key, e->klen, conf->dup_window, s->ack.p ? s->ack.p : "",
+                              s->ack.len);
+    }
+    if (rc != 0) {
+        jn_ch_debug(s->in->ch, "duplicate window: out of memory; this entry is kept in memory "
+                    "only");
+    }
+}
+
 static void handle_frame(struct conn *c, const char *data, size_t len)
 {
     struct mllp_in *in = c->in;
@@ -879,11 +937,24 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
             hash = fnv(key.p, key.len);
             e = dup_find(in, key.p, key.len, hash);
             if (e) {
-                char ctl[64];
+                char ctl[64], idp[JN_ID_LEN + 6] = "";
                 shown(m.ctlid.p, m.ctlid.len < 40 ? m.ctlid.len : 40, ctl, sizeof(ctl));
-                jn_ch_info(in->ch, "peer %s: duplicate of message %s within duplicate_window: "
-                           "ACKed again, not routed", c->peer, ctl);
-                if (e->done) {
+                if (e->id[0]) {
+                    snprintf(idp, sizeof(idp), "msg=%s ", e->id);
+                }
+                jn_ch_info(in->ch, "%speer %s: duplicate of message %s within duplicate_window: "
+                           "ACKed again, not routed", idp, c->peer, ctl);
+                if (e->restored) {
+                    /* Accepted before the restart, its answer not kept (its outcome had not
+                     * come): answered from what is known, and not routed again. */
+                    if (conf->ack == ACK_DELIVERED) {
+                        slot_answer(s, 'E', JN_HL7_ERR_INTERNAL, "not delivered yet: accepted "
+                                    "before a restart, its outcome is not known here; the "
+                                    "message stays queued and is delivered later");
+                    } else {
+                        slot_answer(s, 'A', 0, NULL);
+                    }
+                } else if (e->done) {
                     s->ready = 1;
                     if (jn_buf_append(&s->ack, e->ack.p ? e->ack.p : "", e->ack.len) != 0) {
                         s->ack.len = 0;
@@ -922,6 +993,9 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
     if (e) {
         e->owner = s;
         s->dup = e;
+        if (in->journal) {
+            journal_dup(s, e, msg);
+        }
     }
     s->fnext = in->flight;
     if (in->flight) {
@@ -1278,11 +1352,71 @@ static int in_init(struct jn_channel *ch, struct jn_err *err)
     return 0;
 }
 
+/* One entry of the window kept in the journal, at start (jn_dedup_load: oldest first). */
+static int dup_restore(void *arg, const struct jn_dedup_entry *je)
+{
+    struct mllp_in *in = arg;
+    struct dup *e = dup_add(in, je->key, je->klen, fnv(je->key, je->klen));
+    long long age_ms = (jn_now_us() - je->time_us) / 1000;
+
+    if (e == NULL) {
+        in->load_failed = 1;
+        return 1;
+    }
+    e->done = 1;
+    e->t_ms = mono_ms() - (age_ms > 0 ? age_ms : 0);
+    memcpy(e->id, je->id, sizeof(e->id) - 1);
+    e->id[sizeof(e->id) - 1] = '\0';
+    if (!je->answered) {
+        e->restored = 1;
+    } else if (jn_buf_append(&e->ack, je->answer, je->alen) != 0) {
+        dup_unlink(in, e);
+        dup_free(e);
+        in->load_failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Loads what the journal keeps of the window: the entries of the last duplicate_window, at
+ * most duplicate_max, the newest. */
+static int dup_load(struct mllp_in *in, struct jn_err *err)
+{
+    int rc;
+
+    if (in->buckets == NULL) {
+        return 0;
+    }
+    rc = jn_dedup_load(in->ch, (size_t)in->conf->dup_max, dup_restore, in);
+    if (rc == JN_EINVAL) {
+        jn_ch_warn(in->ch, "the channel's name is too long for the journal's keys: the "
+                   "duplicate window is kept in memory only (a restart forgets it)");
+        return 0;
+    }
+    if (rc == 0 && in->load_failed) {
+        rc = JN_ENOMEM;
+    }
+    if (rc != 0) {
+        return jn_err_set(err, rc, "cannot read the duplicate window from the journal: %s",
+                          jn_strerror(rc));
+    }
+    in->journal = 1;
+    if (in->ndup) {
+        jn_ch_info(in->ch, "duplicate window: %zu control id(s) from before the start",
+                   in->ndup);
+    }
+    return 0;
+}
+
 static int in_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct mllp_in *in = ch->state;
     struct sockaddr_storage ss;
     int sl = sizeof(ss), one = 1;
+
+    if (dup_load(in, err) != 0) {
+        return err->code;
+    }
 
     if (evutil_parse_sockaddr_port(in->conf->listen, (struct sockaddr *)&ss, &sl) != 0) {
         return jn_err_set(err, JN_EINVAL, "listen: '%s' is not ip:port", in->conf->listen);

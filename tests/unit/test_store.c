@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "jn_journal.h"
@@ -457,6 +458,280 @@ static void test_alloc_failures(void)
     jn_msg_unref(&m);
 }
 
+/* ---- duplicate windows (dedup, dedup_exp) ---- */
+
+static const char GOLDEN_ID[] = "01M82PAY3YE94KJ51TD9G02G5M";
+
+/* A golden v1 dedup record: [1, id, time_us, expires_us, answered 1, bin("ACK")]. */
+static const unsigned char dedup_v1[] = {
+    0x96, 0x01, 0xba, '0', '1', 'M', '8', '2', 'P', 'A', 'Y', '3', 'Y', 'E', '9', '4', 'K', 'J',
+    '5', '1', 'T', 'D', '9', 'G', '0', '2', 'G', '5', 'M', 0xcf, 0x00, 0x06, 0x44, 0x36, 0x54,
+    0xaf, 0xe4, 0x00, 0xcf, 0x00, 0x06, 0x44, 0x36, 0x78, 0x73, 0x2a, 0x00, 0x01, 0xc4, 0x03,
+    'A', 'C', 'K',
+};
+
+static void test_dedup_record(void)
+{
+    struct jn_dedup_rec r;
+    struct jn_buf answer = JN_BUF_INIT;
+    struct jn_err err;
+    unsigned char k[JN_STORE_DEST_MAX + 1 + JN_DEDUP_KEY_MAX], rec[sizeof(dedup_v1)];
+    char longkey[JN_DEDUP_KEY_MAX + 1];
+
+    CHECK_INT(jn_store_dedup_decode(dedup_v1, sizeof(dedup_v1), &r, &answer, &err), 0);
+    CHECK_STR(r.id, GOLDEN_ID);
+    CHECK_INT(r.time_us, 1763850000000000LL);
+    CHECK_INT(r.expires_us, 1763850600000000LL);
+    CHECK_INT(r.answered, 1);
+    CHECK(answer.len == 3 && memcmp(answer.p, "ACK", 3) == 0);
+    for (size_t cut = 0; cut < sizeof(dedup_v1); cut++) {
+        CHECK(jn_store_dedup_decode(dedup_v1, cut, &r, &answer, &err) != 0);
+    }
+    memcpy(rec, dedup_v1, sizeof(rec));
+    rec[1] = 2;
+    CHECK_INT(jn_store_dedup_decode(rec, sizeof(rec), &r, &answer, &err), JN_EPROTO);
+    CHECK_STR(err.msg, "dedup record version 2 is newer than this build");
+    jn_buf_reset(&answer);
+
+    /* Keys: channel \0 key; too long a name or key is refused. */
+    CHECK_INT(jn_store_dedup_key(k, "in", "MSG1", 4), 7);
+    CHECK(memcmp(k, "in\0MSG1", 7) == 0);
+    CHECK_INT(jn_store_dedup_key(k, "in", "", 0), 0);
+    memset(longkey, 'k', sizeof(longkey));
+    CHECK_INT(jn_store_dedup_key(k, "in", longkey, JN_DEDUP_KEY_MAX), 3 + JN_DEDUP_KEY_MAX);
+    CHECK_INT(jn_store_dedup_key(k, "in", longkey, JN_DEDUP_KEY_MAX + 1), 0);
+}
+
+struct seen {
+    int n;
+    char keys[8][16];
+    char answers[8][16];
+    int answered[8];
+};
+
+static int seen_visit(void *arg, const struct jn_dedup_entry *e)
+{
+    struct seen *s = arg;
+
+    if (s->n < 8) {
+        snprintf(s->keys[s->n], sizeof(s->keys[0]), "%.*s", (int)e->klen, (const char *)e->key);
+        snprintf(s->answers[s->n], sizeof(s->answers[0]), "%.*s", (int)e->alen,
+                 (const char *)e->answer);
+        s->answered[s->n] = e->answered;
+    }
+    s->n++;
+    return 0;
+}
+
+static void dedup_put(struct jn_journal *j, const char *ch, const char *key, const char *id,
+                      int64_t time_us, int64_t expires_us, const char *answer)
+{
+    struct jn_jtxn *t = jn_jtxn_new();
+    struct jn_dedup_rec r;
+
+    snprintf(r.id, sizeof(r.id), "%s", id);
+    r.time_us = time_us;
+    r.expires_us = expires_us;
+    r.answered = answer != NULL;
+    CHECK_INT(jn_store_dedup_put(t, ch, key, strlen(key), &r, answer, answer ? strlen(answer)
+                                                                             : 0), 0);
+    CHECK_INT(jn_journal_write_now(j, t), 0);
+}
+
+/* Put, load (the newest max, oldest first, only the channel's, not expired), answer, and the
+ * prune (expired only; an entry put again since keeps, even against a prune read before). */
+static void test_dedup_journal(void)
+{
+    struct jn_journal *j = NULL;
+    struct jn_journal_conf jc = {.dir = dir, .map_size = 4 << 20, .high_water_pct = 90,
+                                 .warn_pct = 80};
+    struct jn_err err;
+    struct jn_buf v = JN_BUF_INIT;
+    struct seen s;
+    const int64_t now = 1763860000000000LL; /* after the golden record expired */
+    const char *id1 = "01M82PAY3YE94KJ51TD9G02G51", *id2 = "01M82PAY3YE94KJ51TD9G02G52";
+
+    rm_dir();
+    CHECK_INT(jn_journal_open(&j, &jc, NULL, &err), 0);
+    if (j == NULL) {
+        return;
+    }
+    /* The golden record is what put writes. */
+    dedup_put(j, "in", "G", GOLDEN_ID, 1763850000000000LL, 1763850600000000LL, "ACK");
+    CHECK_INT(jn_journal_get(j, JN_JDB_DEDUP, "in\0G", 4, &v), 0);
+    CHECK(v.len == sizeof(dedup_v1) && memcmp(v.p, dedup_v1, v.len) == 0);
+    CHECK_INT(jn_journal_get(j, JN_JDB_DEDUP, "in\0H", 4, &v), JN_ENOENT);
+
+    dedup_put(j, "in", "c", id1, now - 3000, now + 3000, "ack-c");
+    dedup_put(j, "in", "a", id1, now - 5000, now + 1000, "ack-a");
+    dedup_put(j, "in", "b", id1, now - 4000, now + 2000, NULL);
+    dedup_put(j, "in", "x", id1, now - 9000, now - 1, "expired");
+    dedup_put(j, "in2", "a", id1, now - 1000, now + 9000, "other channel");
+    memset(&s, 0, sizeof(s));
+    CHECK_INT(jn_store_dedup_load(j, "in", now, 10, seen_visit, &s), 0);
+    CHECK_INT(s.n, 3);
+    CHECK_STR(s.keys[0], "a");
+    CHECK_STR(s.keys[1], "b");
+    CHECK_STR(s.keys[2], "c");
+    CHECK_STR(s.answers[0], "ack-a");
+    CHECK_INT(s.answered[1], 0);
+    memset(&s, 0, sizeof(s));
+    CHECK_INT(jn_store_dedup_load(j, "in", now, 2, seen_visit, &s), 0);
+    CHECK_INT(s.n, 2);
+    CHECK_STR(s.keys[0], "b");
+    CHECK_STR(s.keys[1], "c");
+
+    /* The answer of b comes: only for the message it was written with. */
+    {
+        struct jn_jtxn *t = jn_jtxn_new();
+        CHECK_INT(jn_store_dedup_answer(j, t, "in", "b", 1, id2, "no", 2), JN_ENOENT);
+        CHECK_INT(jn_store_dedup_answer(j, t, "in", "z", 1, id1, "no", 2), JN_ENOENT);
+        CHECK_INT(jn_store_dedup_answer(j, t, "in", "b", 1, id1, "ack-b", 5), 0);
+        CHECK_INT(jn_journal_write_now(j, t), 0);
+    }
+    memset(&s, 0, sizeof(s));
+    CHECK_INT(jn_store_dedup_load(j, "in", now, 10, seen_visit, &s), 0);
+    CHECK_INT(s.answered[1], 1);
+    CHECK_STR(s.answers[1], "ack-b");
+
+    /* The prune at now + 1500: "G" (long expired), "x" and "a" go, with their index entries. */
+    {
+        struct jn_jtxn *t = jn_jtxn_new();
+        CHECK_INT(jn_store_dedup_prune(j, t, now + 1500, 100), 3);
+        CHECK_INT(jn_journal_write_now(j, t), 0);
+        CHECK_INT(jn_journal_count(j, JN_JDB_DEDUP), 3);
+        CHECK_INT(jn_journal_count(j, JN_JDB_DEDUP_EXP), 3);
+        t = jn_jtxn_new();
+        CHECK_INT(jn_store_dedup_prune(j, t, now + 1500, 100), 0);
+        jn_jtxn_free(t);
+    }
+    /* "b" put again (a new ingest after its window) between the prune's read and its commit:
+     * the prune deletes the old index entry, never the new entry. */
+    {
+        struct jn_jtxn *t = jn_jtxn_new();
+        CHECK_INT(jn_store_dedup_prune(j, t, now + 2500, 100), 1);
+        dedup_put(j, "in", "b", id2, now + 2400, now + 9000, "ack-b2");
+        CHECK_INT(jn_journal_write_now(j, t), 0);
+        CHECK_INT(jn_journal_get(j, JN_JDB_DEDUP, "in\0b", 4, &v), 0);
+        memset(&s, 0, sizeof(s));
+        CHECK_INT(jn_store_dedup_load(j, "in", now + 2500, 10, seen_visit, &s), 0);
+        CHECK_INT(s.n, 2);
+        CHECK_STR(s.keys[0], "c");
+        CHECK_STR(s.keys[1], "b");
+        CHECK_STR(s.answers[1], "ack-b2");
+        /* Its stale index entry is gone, the new one stays until now + 9000. */
+        CHECK_INT(jn_journal_count(j, JN_JDB_DEDUP_EXP), 3);
+        t = jn_jtxn_new();
+        CHECK_INT(jn_store_dedup_prune(j, t, now + 9000, 100), 3);
+        CHECK_INT(jn_journal_write_now(j, t), 0);
+        CHECK_INT(jn_journal_count(j, JN_JDB_DEDUP), 0);
+        CHECK_INT(jn_journal_count(j, JN_JDB_DEDUP_EXP), 0);
+    }
+    /* A channel name too long for a key. */
+    {
+        char name[JN_STORE_DEST_MAX + 1];
+        memset(name, 'n', sizeof(name) - 1);
+        name[sizeof(name) - 1] = '\0';
+        CHECK_INT(jn_store_dedup_load(j, name, now, 10, seen_visit, &s), JN_EINVAL);
+    }
+    jn_buf_reset(&v);
+    jn_journal_close(j);
+}
+
+/* del_if: deletes only what still holds the bytes it was read with. */
+static void test_del_if(void)
+{
+    struct jn_journal *j = NULL;
+    struct jn_journal_conf jc = {.dir = dir, .map_size = 4 << 20, .high_water_pct = 90,
+                                 .warn_pct = 80};
+    struct jn_err err;
+    struct jn_buf v = JN_BUF_INIT;
+    struct jn_jtxn *t;
+
+    rm_dir();
+    CHECK_INT(jn_journal_open(&j, &jc, NULL, &err), 0);
+    if (j == NULL) {
+        return;
+    }
+    t = jn_jtxn_new();
+    jn_jtxn_put(t, JN_JDB_INBOX, "k", 1, "new", 3);
+    CHECK_INT(jn_journal_write_now(j, t), 0);
+    t = jn_jtxn_new();
+    CHECK_INT(jn_jtxn_del_if(t, JN_JDB_INBOX, "k", 1, "old", 3), 0);
+    CHECK_INT(jn_jtxn_del_if(t, JN_JDB_INBOX, "k", 1, "ne", 2), 0);
+    CHECK_INT(jn_jtxn_del_if(t, JN_JDB_INBOX, "none", 4, "x", 1), 0);
+    CHECK_INT(jn_journal_write_now(j, t), 0);
+    CHECK_INT(jn_journal_get(j, JN_JDB_INBOX, "k", 1, &v), 0);
+    CHECK(v.len == 3 && memcmp(v.p, "new", 3) == 0);
+    t = jn_jtxn_new();
+    CHECK_INT(jn_jtxn_del_if(t, JN_JDB_INBOX, "k", 1, "new", 3), 0);
+    CHECK_INT(jn_journal_write_now(j, t), 0);
+    CHECK_INT(jn_journal_get(j, JN_JDB_INBOX, "k", 1, &v), JN_ENOENT);
+    jn_buf_reset(&v);
+    jn_journal_close(j);
+}
+
+/* A journal written before the dedup databases (format 1 with the first six only) opens: read
+ * only, they read as empty; to write, they are created and the old records stay. */
+static void test_journal_without_dedup(void)
+{
+    static const char *const old_dbs[] = {"meta", "inbox", "queue", "dlq", "log", "log_id"};
+    struct jn_journal *j = NULL;
+    struct jn_journal_conf jc = {.dir = dir, .map_size = 4 << 20, .high_water_pct = 90,
+                                 .warn_pct = 80};
+    struct jn_err err;
+    struct jn_buf v = JN_BUF_INIT;
+    struct seen s;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi[6];
+    int rc;
+
+    rm_dir();
+    CHECK_INT(mkdir(dir, 0755), 0);
+    rc = mdb_env_create(&env);
+    rc = rc ? rc : mdb_env_set_maxdbs(env, 8);
+    rc = rc ? rc : mdb_env_open(env, dir, 0, 0644);
+    rc = rc ? rc : mdb_txn_begin(env, NULL, 0, &txn);
+    for (int i = 0; rc == 0 && i < 6; i++) {
+        rc = mdb_dbi_open(txn, old_dbs[i], MDB_CREATE, &dbi[i]);
+    }
+    if (rc == 0) {
+        unsigned char ver[8];
+        MDB_val k = {6, "format"}, val = {8, ver}, ik = {8, "\0\0\0\0\0\0\0\1"},
+                iv = {3, "old"};
+        jn_be64(ver, 1);
+        rc = mdb_put(txn, dbi[0], &k, &val, 0);
+        rc = rc ? rc : mdb_put(txn, dbi[1], &ik, &iv, 0);
+        rc = rc ? rc : mdb_txn_commit(txn);
+    }
+    CHECK_INT(rc, 0);
+    mdb_env_close(env);
+
+    jc.readonly = 1;
+    CHECK_INT(jn_journal_open(&j, &jc, NULL, &err), 0);
+    if (j != NULL) {
+        memset(&s, 0, sizeof(s));
+        CHECK_INT(jn_journal_count(j, JN_JDB_DEDUP), 0);
+        CHECK_INT(jn_journal_bytes(j, JN_JDB_DEDUP_EXP), 0);
+        CHECK_INT(jn_store_dedup_load(j, "in", 0, 10, seen_visit, &s), 0);
+        CHECK_INT(s.n, 0);
+        CHECK_INT(jn_journal_get(j, JN_JDB_DEDUP, "in\0a", 4, &v), JN_ENOENT);
+        CHECK_INT(jn_journal_count(j, JN_JDB_INBOX), 1);
+        jn_journal_close(j);
+        j = NULL;
+    }
+    jc.readonly = 0;
+    CHECK_INT(jn_journal_open(&j, &jc, NULL, &err), 0);
+    if (j != NULL) {
+        dedup_put(j, "in", "a", GOLDEN_ID, 1, 2, "ack");
+        CHECK_INT(jn_journal_count(j, JN_JDB_DEDUP), 1);
+        CHECK_INT(jn_journal_count(j, JN_JDB_INBOX), 1);
+        jn_journal_close(j);
+    }
+    jn_buf_reset(&v);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/jn-ut-store-%ld", (long)getpid());
@@ -467,6 +742,10 @@ int main(void)
     test_log_record();
     test_empty_strings();
     test_alloc_failures();
+    test_dedup_record();
+    test_dedup_journal();
+    test_del_if();
+    test_journal_without_dedup();
     rm_dir();
     TEST_MAIN_END();
 }
