@@ -508,7 +508,7 @@ int jn_store_dedup_load(struct jn_journal *j, const char *channel, int64_t now_u
         jn_log(JN_LOG_ERROR, "journal: %zu dedup record(s) of channel '%s' could not be "
                "decoded; they stay in the journal untouched", c.bad, channel);
     }
-    if (rc == 0) {
+    if (rc == 0 && c.n > 0) {
         qsort(c.v, c.n, sizeof(*c.v), dedup_item_cmp);
         for (size_t i = c.n > max ? c.n - max : 0; i < c.n; i++) {
             const struct dedup_item *it = &c.v[i];
