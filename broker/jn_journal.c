@@ -25,8 +25,10 @@
 #include <time.h>
 
 #include "jn_buf.h"
+#include "jn_fs.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_time.h"
 
 #define JN_JOURNAL_FORMAT 1
 
@@ -91,14 +93,6 @@ struct jn_journal {
     size_t map_len;
     struct jlast last[JN_JDB__COUNT]; /* writer thread */
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /*
  * Freed jtxns are kept for reuse, with their data buffer, by the thread that frees them: the
@@ -468,7 +462,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
             /* New input may fill the map up to high_water, counted jtxn by jtxn, so one large
              * group cannot jump from below the mark to a full map (where even deletes fail). */
             size_t used, total, psize, budget;
-            int64_t now = mono_ms();
+            int64_t now = jn_mono_ms();
             space(j, &used, &total, &psize);
             budget = total * (size_t)j->conf.high_water_pct / 100;
             budget = budget > used ? budget - used : 0;
@@ -547,7 +541,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
  */
 static void drop_map_pages(struct jn_journal *j)
 {
-    int64_t now = mono_ms();
+    int64_t now = jn_mono_ms();
 
     if (j->map == NULL || now - j->last_drop_ms < 1000) {
         return;
@@ -667,28 +661,6 @@ void jn_journal_submit(struct jn_journal *j, struct jn_jtxn *t, int refusable, j
 
 /* ---- open / close ---- */
 
-static int mkdir_p(const char *dir)
-{
-    char path[4096];
-    size_t n = strlen(dir);
-
-    if (n == 0 || n >= sizeof(path)) {
-        return -1;
-    }
-    memcpy(path, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (path[i] == '/' || path[i] == '\0') {
-            char c = path[i];
-            path[i] = '\0';
-            if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-                return -1;
-            }
-            path[i] = c;
-        }
-    }
-    return 0;
-}
-
 int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
                     struct event_base *base, struct jn_err *err)
 {
@@ -714,7 +686,7 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
             rc = jn_err_set(err, JN_ENOENT, "no journal in %s (%s)", c->dir, strerror(errno));
             goto fail;
         }
-    } else if (mkdir_p(c->dir) != 0) {
+    } else if (jn_fs_mkdir_p(c->dir, 0755) != 0) {
         rc = jn_err_set(err, JN_EIO, "cannot create data_dir %s: %s", c->dir, strerror(errno));
         goto fail;
     }

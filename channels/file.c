@@ -38,7 +38,9 @@
 
 #include "jn_buf.h"
 #include "jn_channel.h"
+#include "jn_fs.h"
 #include "jn_mem.h"
+#include "jn_time.h"
 
 /* Files being ingested at once, per channel: bounds memory and the callbacks outstanding. */
 #define FILE_MAX_IN_FLIGHT 64
@@ -169,14 +171,6 @@ struct file_state {
 
 /* ---- helpers ---- */
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "a" + "/" + "b" into out; -1 with errno ENAMETOOLONG when it does not fit. */
 static int path_join(char *out, size_t cap, const char *a, const char *b)
 {
@@ -194,41 +188,6 @@ static bool is_dir(const char *path)
     struct stat sb;
 
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-/* mkdir -p; 0 or -1 with errno. An existing directory (or a symlink to one) is fine. */
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-
-    if (n == 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (n >= sizeof(buf)) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') {
-            continue;
-        }
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST && !is_dir(buf)) {
-            return -1;
-        }
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-        return -1;
-    }
-    if (!is_dir(buf)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
 }
 
 /* "" -> "<dir>/<sub>", else a copy; NULL when out of memory. */
@@ -1090,7 +1049,7 @@ static int in_poll(struct jn_channel *ch)
     size_t n = 0, cap = 0, nready = 0;
     unsigned long long used = 0;
     bool complete = true;
-    int64_t now = mono_ms();
+    int64_t now = jn_mono_ms();
     int more = 0, dfd;
     DIR *dp;
 
@@ -1243,7 +1202,7 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
     struct stat sb[3];
 
     for (int i = 0; i < 3; i++) {
-        if (mkdir_p(dirs[i]) != 0 || stat(dirs[i], &sb[i]) != 0) {
+        if (jn_fs_mkdir_p(dirs[i], 0755) != 0 || stat(dirs[i], &sb[i]) != 0) {
             return jn_err_set(err, JN_EIO, "cannot create folder %s: %s", dirs[i],
                               strerror(errno));
         }
@@ -1282,7 +1241,7 @@ static int out_start(struct jn_channel *ch, struct jn_err *err)
     const struct file_conf *c = ch->conf;
 
     if (c->do_mkdir) {
-        if (mkdir_p(c->dir) != 0) {
+        if (jn_fs_mkdir_p(c->dir, 0755) != 0) {
             return jn_err_set(err, JN_EIO, "cannot create folder %s: %s", c->dir,
                               strerror(errno));
         }
@@ -1378,7 +1337,7 @@ static void job_write(const struct file_conf *c, struct out_job *j)
 {
     int fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
-    if (fd < 0 && errno == ENOENT && c->do_mkdir && mkdir_p(c->dir) == 0) {
+    if (fd < 0 && errno == ENOENT && c->do_mkdir && jn_fs_mkdir_p(c->dir, 0755) == 0) {
         fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* dir was removed */
     }
     if (fd < 0) {

@@ -46,6 +46,7 @@
 #include "http_int.h"
 #include "jn_buf.h"
 #include "jn_mem.h"
+#include "jn_time.h"
 
 /* Same prefix as the rest of the http check in http.c. */
 #define OUT_WHAT "http"
@@ -388,14 +389,6 @@ static struct evhttp_connection *out_conn_new(struct out_conn *c, struct jn_err 
 
 /* ---- results ---- */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const char *evreq_error_name(int e)
 {
     switch (e) {
@@ -481,7 +474,7 @@ static enum jn_send_result out_map(struct out_conn *c, struct evhttp_request *re
         /* No response: refused, reset, timed out, TLS failed. All worth another try. */
         struct bufferevent *bev = c->evcon ? evhttp_connection_get_bufferevent(c->evcon) : NULL;
         int dns_err = bev != NULL ? bufferevent_socket_get_dns_error(bev) : 0;
-        long long took = now_ms() - c->start_ms;
+        long long took = jn_mono_ms() - c->start_ms;
         long long limit = st->has_timeout ? st->conf->timeout : OUT_CONNECT_TIMEOUT_MS;
 
         if (dns_err != 0) {
@@ -782,7 +775,7 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
     c->err = 0;
     c->err_errno = 0;
     c->body_len = 0;
-    c->start_ms = now_ms();
+    c->start_ms = jn_mono_ms();
     gen = ++c->gen;
     /* evhttp may call out_request_cb before this returns (a connect that fails at once); it
      * then finishes d itself and empties the slot, and d must not be looked at again. */

@@ -52,6 +52,7 @@
 #include "jn_buf.h"
 #include "jn_channel.h"
 #include "jn_mem.h"
+#include "jn_time.h"
 #include "mllp_proto.h"
 
 /* Frames of one connection whose ACK is not sent yet; past this we stop reading from it. */
@@ -234,14 +235,6 @@ struct mllp_out {
 
 /* ---- helpers ---- */
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct timeval tv_ms(long long ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
@@ -375,7 +368,7 @@ static void dup_free(struct dup *e)
 /* Forgets entries past the window or the count. One being committed stays (it is young). */
 static void dup_expire(struct mllp_in *in)
 {
-    long long now = mono_ms();
+    long long now = jn_mono_ms();
 
     while (in->oldest && in->oldest->done &&
            (now - in->oldest->t_ms > in->conf->dup_window ||
@@ -396,7 +389,7 @@ static struct dup *dup_find(struct mllp_in *in, const char *key, size_t klen, ui
     dup_expire(in);
     for (e = in->buckets[h & (in->nbuckets - 1)]; e; e = e->hnext) {
         if (e->h == h && e->klen == klen && memcmp(e->key, key, klen) == 0) {
-            if (e->done && mono_ms() - e->t_ms > in->conf->dup_window) {
+            if (e->done && jn_mono_ms() - e->t_ms > in->conf->dup_window) {
                 return NULL;
             }
             return e;
@@ -421,7 +414,7 @@ static struct dup *dup_add(struct mllp_in *in, const char *key, size_t klen, uin
     memcpy(e->key, key, klen);
     e->klen = klen;
     e->h = h;
-    e->t_ms = mono_ms();
+    e->t_ms = jn_mono_ms();
     b = h & (in->nbuckets - 1);
     e->hnext = in->buckets[b];
     in->buckets[b] = e;
@@ -625,7 +618,7 @@ static void dup_settle(struct slot *s, const struct jn_buf *ack, int remember)
     }
     if (remember) {
         e->done = 1;
-        e->t_ms = mono_ms();
+        e->t_ms = jn_mono_ms();
         e->ack.len = 0;
         if (jn_buf_append(&e->ack, ack->p ? ack->p : "", ack->len) != 0) {
             /* Cannot remember the ACK: forget the entry rather than answer wrongly. */
@@ -1364,7 +1357,7 @@ static int dup_restore(void *arg, const struct jn_dedup_entry *je)
         return 1;
     }
     e->done = 1;
-    e->t_ms = mono_ms() - (age_ms > 0 ? age_ms : 0);
+    e->t_ms = jn_mono_ms() - (age_ms > 0 ? age_ms : 0);
     memcpy(e->id, je->id, sizeof(e->id) - 1);
     e->id[sizeof(e->id) - 1] = '\0';
     if (!je->answered) {

@@ -56,7 +56,9 @@
 
 #include "jn_buf.h"
 #include "jn_channel.h"
+#include "jn_fs.h"
 #include "jn_mem.h"
+#include "jn_time.h"
 #include "mqtt_int.h"
 
 /* MQTT's largest packet is 256 MiB - 1 (remaining length); topic and header share it. */
@@ -265,14 +267,6 @@ struct mqtt_state {
 };
 
 static pthread_once_t paho_once = PTHREAD_ONCE_INIT;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- checks ---- */
 
@@ -733,20 +727,15 @@ static void connect_now(struct mqtt_state *st);
 static void schedule_reconnect(struct mqtt_state *st, const char *why)
 {
     const struct mqtt_conf *c = st->conf;
-    long long wait = c->reconnect_min;
+    long long wait;
     struct timeval tv;
 
     if (st->stopping) {
         return;
     }
-    for (int i = 1; i < st->failures && wait < c->reconnect_max; i++) {
-        wait *= 2;
-    }
-    if (wait > c->reconnect_max) {
-        wait = c->reconnect_max;
-    }
-    /* Equal jitter: never sooner than half, so a down broker is not hammered. */
-    wait = wait / 2 + (long long)(random() % (wait / 2 + 1));
+    /* The broker's retry wait (full jitter): channels that lost one broker together spread
+     * their reconnects over the whole window instead of its upper half. */
+    wait = jn_backoff_ms(c->reconnect_min, c->reconnect_max, st->failures);
     if (st->failures == 1) {
         jn_ch_warn(st->ch, "cannot reach %s: %s; retrying in %lld ms (then with backoff)",
                    c->url, why, wait);
@@ -990,7 +979,7 @@ static struct out_slot *out_slot_of(struct mqtt_state *st, struct pub_ctx *pc)
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct mqtt_state *st = arg;
-    int64_t now = mono_ms();
+    int64_t now = jn_mono_ms();
     char reason[96];
 
     (void)fd;
@@ -1067,7 +1056,7 @@ static void mqtt_send(struct jn_channel *ch, struct jn_delivery *d)
     idx = st->free_slots[--st->nfree];
     s = &st->slots[idx];
     s->d = d;
-    s->start_ms = mono_ms();
+    s->start_ms = jn_mono_ms();
     memcpy(s->id, m->id, sizeof(s->id));
     pc->st = st;
     pc->slot = idx;
@@ -1337,32 +1326,6 @@ nomem:
     return jn_err_set(err, JN_ENOMEM, "out of memory");
 }
 
-/* mkdir -p; 0 or -1 with errno. */
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof(buf)) {
-        errno = n == 0 ? EINVAL : ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
-                return -1;
-            }
-            *p = '/';
-        }
-    }
-    if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
-        return -1;
-    }
-    return 0;
-}
-
 int jn_mqtt__queue_entry_ok(const unsigned char *buf, size_t size)
 {
     int plen;
@@ -1493,7 +1456,7 @@ static int mqtt_start(struct jn_channel *ch, struct jn_err *err)
     co.MQTTVersion = MQTTVERSION_3_1_1;
     if (ch->dir == JN_DIR_IN) {
         /* paho reads back what it kept (messages we had not taken, QoS 2 halfway) here. */
-        if (mkdir_p(st->persist_dir) != 0) {
+        if (jn_fs_mkdir_p(st->persist_dir, 0700) != 0) {
             return jn_err_set(err, JN_EIO, "state_dir: cannot create %s: %s", st->persist_dir,
                               strerror(errno));
         }
