@@ -224,13 +224,6 @@ static bool same_path(const char *a, const char *b)
 
 /* ---- check, init ---- */
 
-static const struct jn_pos *opt_pos(const struct jn_node *node, const char *key)
-{
-    const struct jn_node *v = jn_node_get(node, key);
-
-    return v != NULL ? &v->pos : &node->pos;
-}
-
 /*
  * The check hook is not given the instance's name; the position (file:line:col of the option)
  * says which channel it is, and the prefix says which type, as http's check does.
@@ -242,7 +235,7 @@ static int file_check(const void *conf, unsigned dir, const struct jn_node *node
     int errors = 0;
 
     if (c->dir == NULL || c->dir[0] == '\0') {
-        jn_diag_add(d, opt_pos(node, "dir"), "file: dir: must name a folder");
+        jn_diag_add(d, jn_node_pos(node, "dir"), "file: dir: must name a folder");
         /* The other checks compare against dir. */
         return 1;
     }
@@ -250,7 +243,7 @@ static int file_check(const void *conf, unsigned dir, const struct jn_node *node
         char done[PATH_MAX], error[PATH_MAX];
 
         if (c->pattern == NULL || c->pattern[0] == '\0') {
-            jn_diag_add(d, opt_pos(node, "pattern"),
+            jn_diag_add(d, jn_node_pos(node, "pattern"),
                         "file: pattern: must not be empty (\"*\" matches every name)");
             errors++;
         }
@@ -264,17 +257,17 @@ static int file_check(const void *conf, unsigned dir, const struct jn_node *node
             snprintf(error, sizeof(error), "%s", c->error_dir);
         }
         if (same_path(done, c->dir)) {
-            jn_diag_add(d, opt_pos(node, "done_dir"),
+            jn_diag_add(d, jn_node_pos(node, "done_dir"),
                         "file: done_dir: must differ from dir, or files would be read again");
             errors++;
         }
         if (same_path(error, c->dir)) {
-            jn_diag_add(d, opt_pos(node, "error_dir"),
+            jn_diag_add(d, jn_node_pos(node, "error_dir"),
                         "file: error_dir: must differ from dir, or files would be read again");
             errors++;
         }
         if (same_path(done, error)) {
-            jn_diag_add(d, opt_pos(node, "error_dir"),
+            jn_diag_add(d, jn_node_pos(node, "error_dir"),
                         "file: error_dir: must differ from done_dir");
             errors++;
         }
@@ -284,14 +277,14 @@ static int file_check(const void *conf, unsigned dir, const struct jn_node *node
 
         jn_err_clear(&err);
         if (c->name == NULL || c->name[0] == '\0') {
-            jn_diag_add(d, opt_pos(node, "name"),
+            jn_diag_add(d, jn_node_pos(node, "name"),
                         "file: name: must not be empty (default \"{id}.msg\")");
             errors++;
         } else if (jn_template_check(c->name, &err) != 0) {
-            jn_diag_add(d, opt_pos(node, "name"), "file: name: %s", err.msg);
+            jn_diag_add(d, jn_node_pos(node, "name"), "file: name: %s", err.msg);
             errors++;
         } else if (strchr(c->name, '/') != NULL) {
-            jn_diag_add(d, opt_pos(node, "name"),
+            jn_diag_add(d, jn_node_pos(node, "name"),
                         "file: name: '%s' contains '/'; files are written into dir itself",
                         c->name);
             errors++;

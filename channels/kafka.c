@@ -275,13 +275,6 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
 
 /* ---- check ---- */
 
-static const struct jn_pos *kafka_pos(const struct jn_node *node, const char *key)
-{
-    const struct jn_node *v = jn_node_get(node, key);
-
-    return v != NULL ? &v->pos : &node->pos;
-}
-
 static bool kafka_header_name_ok(const char *s)
 {
     if (s == NULL || *s == '\0') {
@@ -308,7 +301,7 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
     for (size_t i = 0; i < c->brokers.n; i++) {
         if (c->brokers.v[i] == NULL || c->brokers.v[i][0] == '\0' ||
             strpbrk(c->brokers.v[i], ", \t") != NULL) {
-            jn_diag_add(d, kafka_pos(node, "brokers"),
+            jn_diag_add(d, jn_node_pos(node, "brokers"),
                         "kafka: brokers: '%s' is not host:port (separate several with commas "
                         "or give a list)",
                         c->brokers.v[i] ? c->brokers.v[i] : "");
@@ -316,7 +309,7 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
         }
     }
     if (c->brokers.n == 0) {
-        jn_diag_add(d, kafka_pos(node, "brokers"), "kafka: brokers: at least one host:port");
+        jn_diag_add(d, jn_node_pos(node, "brokers"), "kafka: brokers: at least one host:port");
         errs++;
     }
     /* Each property on a scratch conf, so a typo is reported at its own line, not at start. */
@@ -324,8 +317,8 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
     for (size_t i = 0; kc != NULL && i < c->properties.n; i++) {
         const char *k = c->properties.k[i];
         const struct kafka_owned *o = kafka_owned_find(k, dir);
-        const struct jn_pos *pos = pmap != NULL ? kafka_pos(pmap, k)
-                                                : kafka_pos(node, "properties");
+        const struct jn_pos *pos = pmap != NULL ? jn_node_pos(pmap, k)
+                                                : jn_node_pos(node, "properties");
         if (o != NULL) {
             jn_diag_add(d, pos, "kafka: properties: %s is set by junction: %s", k, o->why);
             errs++;
@@ -342,22 +335,22 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
     }
     if (dir == JN_DIR_IN) {
         if (c->topics.n == 0) {
-            jn_diag_add(d, kafka_pos(node, "topics"), "kafka: topics: at least one topic");
+            jn_diag_add(d, jn_node_pos(node, "topics"), "kafka: topics: at least one topic");
             errs++;
         }
         for (size_t i = 0; i < c->topics.n; i++) {
             if (c->topics.v[i] == NULL || c->topics.v[i][0] == '\0') {
-                jn_diag_add(d, kafka_pos(node, "topics"), "kafka: topics: an empty topic name");
+                jn_diag_add(d, jn_node_pos(node, "topics"), "kafka: topics: an empty topic name");
                 errs++;
             }
         }
         if (c->group == NULL || c->group[0] == '\0') {
-            jn_diag_add(d, kafka_pos(node, "group"), "kafka: group: must not be empty");
+            jn_diag_add(d, jn_node_pos(node, "group"), "kafka: group: must not be empty");
             errs++;
         }
         if (c->header_prefix != NULL && c->header_prefix[0] != '\0' &&
             !kafka_header_name_ok(c->header_prefix)) {
-            jn_diag_add(d, kafka_pos(node, "header_prefix"),
+            jn_diag_add(d, jn_node_pos(node, "header_prefix"),
                         "kafka: header_prefix: '%s' can't start a header name",
                         c->header_prefix);
             errs++;
@@ -366,20 +359,20 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
     }
     jn_err_clear(&err);
     if (c->topic == NULL || c->topic[0] == '\0') {
-        jn_diag_add(d, kafka_pos(node, "topic"), "kafka: topic: must not be empty");
+        jn_diag_add(d, jn_node_pos(node, "topic"), "kafka: topic: must not be empty");
         errs++;
     } else if (jn_template_check(c->topic, &err) != 0) {
-        jn_diag_add(d, kafka_pos(node, "topic"), "kafka: topic: %s", err.msg);
+        jn_diag_add(d, jn_node_pos(node, "topic"), "kafka: topic: %s", err.msg);
         errs++;
     }
     jn_err_clear(&err);
     if (c->key != NULL && jn_template_check(c->key, &err) != 0) {
-        jn_diag_add(d, kafka_pos(node, "key"), "kafka: key: %s", err.msg);
+        jn_diag_add(d, jn_node_pos(node, "key"), "kafka: key: %s", err.msg);
         errs++;
     }
     for (size_t i = 0; i < c->headers.n; i++) {
-        const struct jn_pos *pos = hmap != NULL ? kafka_pos(hmap, c->headers.k[i])
-                                                : kafka_pos(node, "headers");
+        const struct jn_pos *pos = hmap != NULL ? jn_node_pos(hmap, c->headers.k[i])
+                                                : jn_node_pos(node, "headers");
         jn_err_clear(&err);
         if (!kafka_header_name_ok(c->headers.k[i])) {
             jn_diag_add(d, pos, "kafka: headers: '%s' is not a valid header name",
@@ -392,7 +385,7 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
     }
     if (c->id_header != NULL && c->id_header[0] != '\0' &&
         !kafka_header_name_ok(c->id_header)) {
-        jn_diag_add(d, kafka_pos(node, "id_header"), "kafka: id_header: '%s' is not a valid "
+        jn_diag_add(d, jn_node_pos(node, "id_header"), "kafka: id_header: '%s' is not a valid "
                     "header name", c->id_header);
         errs++;
     }

@@ -270,13 +270,6 @@ static pthread_once_t paho_once = PTHREAD_ONCE_INIT;
 
 /* ---- checks ---- */
 
-static const struct jn_pos *opt_pos(const struct jn_node *node, const char *key)
-{
-    const struct jn_node *v = jn_node_get(node, key);
-
-    return v != NULL ? &v->pos : &node->pos;
-}
-
 /* 1 for ssl:// or mqtts://, 0 for tcp:// or mqtt://, -1 for anything else. */
 static int url_tls(const char *url)
 {
@@ -380,12 +373,12 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
     int tls = url_tls(c->url);
 
     if (tls < 0) {
-        jn_diag_add(d, opt_pos(node, "url"),
+        jn_diag_add(d, jn_node_pos(node, "url"),
                     "mqtt: url: '%s' must start with tcp://, mqtt://, ssl:// or mqtts://",
                     c->url != NULL ? c->url : "");
         errors++;
     } else if (strchr(strstr(c->url, "://") + 3, '/') != NULL) {
-        jn_diag_add(d, opt_pos(node, "url"),
+        jn_diag_add(d, jn_node_pos(node, "url"),
                     "mqtt: url: '%s' has a path; MQTT has none (the topic is a separate option)",
                     c->url);
         errors++;
@@ -395,22 +388,22 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
                                                "key_password", NULL};
         for (size_t i = 0; tls_keys[i] != NULL; i++) {
             if (jn_node_get(node, tls_keys[i]) != NULL) {
-                jn_diag_add(d, opt_pos(node, tls_keys[i]),
+                jn_diag_add(d, jn_node_pos(node, tls_keys[i]),
                             "mqtt: %s: TLS options need an ssl:// or mqtts:// url", tls_keys[i]);
                 errors++;
             }
         }
     }
     if (c->key_file != NULL && c->cert_file == NULL) {
-        jn_diag_add(d, opt_pos(node, "key_file"), "mqtt: key_file: needs cert_file");
+        jn_diag_add(d, jn_node_pos(node, "key_file"), "mqtt: key_file: needs cert_file");
         errors++;
     }
     if (c->password != NULL && c->username == NULL) {
-        jn_diag_add(d, opt_pos(node, "password"), "mqtt: password: needs username");
+        jn_diag_add(d, jn_node_pos(node, "password"), "mqtt: password: needs username");
         errors++;
     }
     if (c->reconnect_max < c->reconnect_min) {
-        jn_diag_add(d, opt_pos(node, "reconnect_max_backoff"),
+        jn_diag_add(d, jn_node_pos(node, "reconnect_max_backoff"),
                     "mqtt: reconnect_max_backoff: must be at least reconnect_backoff");
         errors++;
     }
@@ -443,10 +436,10 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
         struct jn_err err;
         jn_err_clear(&err);
         if (c->topic == NULL || c->topic[0] == '\0') {
-            jn_diag_add(d, opt_pos(node, "topic"), "mqtt: topic: must not be empty");
+            jn_diag_add(d, jn_node_pos(node, "topic"), "mqtt: topic: must not be empty");
             errors++;
         } else if (jn_template_check(c->topic, &err) != 0) {
-            jn_diag_add(d, opt_pos(node, "topic"), "mqtt: topic: %s", err.msg);
+            jn_diag_add(d, jn_node_pos(node, "topic"), "mqtt: topic: %s", err.msg);
             errors++;
         }
     }

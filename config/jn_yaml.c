@@ -514,6 +514,36 @@ const struct jn_node *jn_node_key(const struct jn_node *map, const char *key)
     return NULL;
 }
 
+const struct jn_pos *jn_node_pos(const struct jn_node *map, const char *key)
+{
+    const struct jn_node *v = jn_node_get(map, key);
+
+    if (map == NULL) {
+        return NULL;
+    }
+    return v != NULL ? &v->pos : &map->pos;
+}
+
+const struct jn_pos *jn_node_entry_pos(const struct jn_node *map, const char *opt,
+                                       const char *key, int want_value)
+{
+    const struct jn_node *o = jn_node_get(map, opt);
+
+    if (o == NULL) {
+        return jn_node_pos(map, opt);
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        if (o->kind == JN_NODE_MAP && o->keys[i]->str && strcmp(o->keys[i]->str, key) == 0) {
+            return want_value ? &o->vals[i]->pos : &o->keys[i]->pos;
+        }
+        if (o->kind == JN_NODE_SEQ && o->vals[i]->kind == JN_NODE_SCALAR &&
+            strcmp(o->vals[i]->str, key) == 0) {
+            return &o->vals[i]->pos;
+        }
+    }
+    return &o->pos;
+}
+
 int jn_node_is_null(const struct jn_node *n)
 {
     if (n == NULL) {

@@ -47,6 +47,19 @@ void jn_node_free(struct jn_node *n);
 const struct jn_node *jn_node_get(const struct jn_node *map, const char *key);
 /* The key node itself (for positions), or NULL. */
 const struct jn_node *jn_node_key(const struct jn_node *map, const char *key);
+/*
+ * Where to point a check's message about option `key` of a config block: the value node's
+ * position, or the block's own when the key is absent (its default is at fault). Borrowed from
+ * the tree. map NULL gives NULL.
+ */
+const struct jn_pos *jn_node_pos(const struct jn_node *map, const char *key);
+/*
+ * The same for one entry of a map or list option `opt` of map: for a map option, the key node
+ * of entry `key` (want_value 0) or its value node (1); for a list option, the scalar item equal
+ * to `key`. Falls back to jn_node_pos(map, opt). Borrowed; map NULL gives NULL.
+ */
+const struct jn_pos *jn_node_entry_pos(const struct jn_node *map, const char *opt,
+                                       const char *key, int want_value);
 /* 1 for a plain `~`, `null`, `Null`, `NULL` or empty plain scalar. */
 int jn_node_is_null(const struct jn_node *n);
 const char *jn_node_kind_name(const struct jn_node *n);

@@ -66,27 +66,3 @@ void jn_msg_list_clear(struct jn_msg_list *l)
     l->n = 0;
     l->cap = 0;
 }
-
-const struct jn_pos *jn_service__opt_pos(const struct jn_node *svc, const char *opt,
-                                         const char *key, int want_value)
-{
-    const struct jn_node *o;
-
-    if (svc == NULL) {
-        return NULL;
-    }
-    o = jn_node_get(svc, opt);
-    if (o == NULL) {
-        return &svc->pos;
-    }
-    for (size_t i = 0; i < o->n; i++) {
-        if (o->kind == JN_NODE_MAP && o->keys[i]->str && strcmp(o->keys[i]->str, key) == 0) {
-            return want_value ? &o->vals[i]->pos : &o->keys[i]->pos;
-        }
-        if (o->kind == JN_NODE_SEQ && o->vals[i]->kind == JN_NODE_SCALAR &&
-            strcmp(o->vals[i]->str, key) == 0) {
-            return &o->vals[i]->pos;
-        }
-    }
-    return &o->pos;
-}

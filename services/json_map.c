@@ -372,7 +372,7 @@ static int check_path(const struct jn_node *node, const char *opt, const char *k
     char why[200];
 
     if (path_parse(text, NULL, why, sizeof(why)) != 0) {
-        jn_diag_add(d, jn_service__opt_pos(node, opt, key, want_value),
+        jn_diag_add(d, jn_node_entry_pos(node, opt, key, want_value),
                     "json-map: %s: bad path '%s': %s", opt, text, why);
         return 1;
     }
@@ -401,7 +401,7 @@ static int json_map_check(const void *conf, const struct jn_node *node, struct j
         struct jn_err e;
         errs += check_path(node, "set", c->set.k[i], c->set.k[i], 0, d);
         if (jn_template_check(c->set.v[i], &e) != 0) {
-            jn_diag_add(d, jn_service__opt_pos(node, "set", c->set.k[i], 1),
+            jn_diag_add(d, jn_node_entry_pos(node, "set", c->set.k[i], 1),
                         "json-map: set.%s: %s", c->set.k[i], e.msg);
             errs++;
         }
@@ -413,7 +413,7 @@ static int json_map_check(const void *conf, const struct jn_node *node, struct j
         errs += check_path(node, "set_json", c->set_json.k[i], c->set_json.k[i], 0, d);
         v = literal_parse(c->set_json.v[i], &oom, why, sizeof(why));
         if (v == NULL) {
-            jn_diag_add(d, jn_service__opt_pos(node, "set_json", c->set_json.k[i], 1),
+            jn_diag_add(d, jn_node_entry_pos(node, "set_json", c->set_json.k[i], 1),
                         "json-map: set_json.%s: %s", c->set_json.k[i], why);
             errs++;
         }

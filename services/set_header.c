@@ -67,17 +67,17 @@ static int check_map(const struct jn_strmap *m, const char *opt, const struct jn
     for (size_t i = 0; i < m->n; i++) {
         struct jn_err e;
         if (!is_token(m->k[i])) {
-            jn_diag_add(d, jn_service__opt_pos(node, opt, m->k[i], 0),
+            jn_diag_add(d, jn_node_entry_pos(node, opt, m->k[i], 0),
                         "set-header: %s: '%s' is not a valid header name, expected letters, "
                         "digits and !#$%%&'*+-.^_`|~", opt, m->k[i]);
             errs++;
         }
         if (jn_template_check(m->v[i], &e) != 0) {
-            jn_diag_add(d, jn_service__opt_pos(node, opt, m->k[i], 1), "set-header: %s.%s: %s",
+            jn_diag_add(d, jn_node_entry_pos(node, opt, m->k[i], 1), "set-header: %s.%s: %s",
                         opt, m->k[i], e.msg);
             errs++;
         } else if (strpbrk(m->v[i], "\r\n") != NULL) {
-            jn_diag_add(d, jn_service__opt_pos(node, opt, m->k[i], 1),
+            jn_diag_add(d, jn_node_entry_pos(node, opt, m->k[i], 1),
                         "set-header: %s.%s: a header value cannot contain a line break", opt,
                         m->k[i]);
             errs++;
@@ -98,7 +98,7 @@ static int set_header_check(const void *conf, const struct jn_node *node, struct
     }
     for (size_t i = 0; i < c->remove.n; i++) {
         if (!is_token(c->remove.v[i])) {
-            jn_diag_add(d, jn_service__opt_pos(node, "remove", c->remove.v[i], 0),
+            jn_diag_add(d, jn_node_entry_pos(node, "remove", c->remove.v[i], 0),
                         "set-header: remove: '%s' is not a valid header name, expected letters, "
                         "digits and !#$%%&'*+-.^_`|~", c->remove.v[i]);
             errs++;
