@@ -1,18 +1,16 @@
 /*
  * jn_journal: LMDB environment and the group-commit writer thread (see jn_journal.h).
  *
- * The writer sleeps on a condition variable; the loop thread appends jtxns to `pending` and
- * signals. The writer swaps the whole pending list out, applies it in one write transaction,
- * commits (LMDB's default full sync), appends the list to `done` and wakes the loop with
- * event_active(); the loop runs the callbacks. The only shared state is the two lists and a
- * flag, under one mutex.
+ * The writer is a jn_worker (jn_worker.h): the loop thread posts jtxns; the writer thread
+ * takes every pending one as a batch, applies the batch in one write transaction and commits
+ * (LMDB's default full sync); the loop then runs each jtxn's callback, in submit order. The
+ * jtxns are the only state the two threads share, and the worker hands them over.
  */
 #include "jn_journal.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <event2/event.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
@@ -29,6 +27,7 @@
 #include "jn_log.h"
 #include "jn_mem.h"
 #include "jn_time.h"
+#include "jn_worker.h"
 
 #define JN_JOURNAL_FORMAT 1
 
@@ -51,7 +50,8 @@ struct jop {
 #define JTXN_INLINE_OPS 8
 
 struct jn_jtxn {
-    struct jn_jtxn *next;
+    struct jn_job job;    /* in the writer's batch (jn_worker) */
+    struct jn_jtxn *next; /* in the loop thread's cache of free jtxns */
     struct jop *ops;      /* inline, or allocated past JTXN_INLINE_OPS */
     size_t n, cap;
     struct jn_buf data;   /* keys and values, back to back */
@@ -78,14 +78,7 @@ struct jn_journal {
     MDB_dbi dbi[JN_JDB__COUNT];
     unsigned char absent[JN_JDB__COUNT]; /* read-only open of an older journal: reads as empty */
     struct jn_journal_conf conf;
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct jn_jtxn *pending, *pending_tail; /* under lock */
-    struct jn_jtxn *done, *done_tail;       /* under lock */
-    int stopping;                           /* under lock */
-    struct event *done_ev;
+    struct jn_worker *writer; /* NULL without a loop (read-only tools) */
     atomic_uint_least64_t seq;
     int64_t last_warn_ms; /* writer thread */
     int64_t last_drop_ms; /* writer thread */
@@ -442,6 +435,12 @@ static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t, struct j
     return 0;
 }
 
+/* The next jtxn of a writer batch, or NULL. */
+static struct jn_jtxn *jtxn_next(struct jn_jtxn *t)
+{
+    return t->job.next != NULL ? JN_JOB_OF(t->job.next, struct jn_jtxn, job) : NULL;
+}
+
 /* Applies a batch in one transaction. Space trouble: refuse the refusable jtxns and retry the
  * rest once; anything else fails the batch with JN_EIO (logged). */
 static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
@@ -450,7 +449,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
     int any_refusable = 0;
     unsigned long long avail = 0;
 
-    for (struct jn_jtxn *t = list; t; t = t->next) {
+    for (struct jn_jtxn *t = list; t; t = jtxn_next(t)) {
         any_refusable |= t->refusable;
         t->rc = 0;
     }
@@ -466,7 +465,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
             space(j, &used, &total, &psize);
             budget = total * (size_t)j->conf.high_water_pct / 100;
             budget = budget > used ? budget - used : 0;
-            for (struct jn_jtxn *t = list; t; t = t->next) {
+            for (struct jn_jtxn *t = list; t; t = jtxn_next(t)) {
                 size_t need;
                 if (!t->refusable) {
                     continue;
@@ -488,7 +487,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
             }
         }
         rc = mdb_txn_begin(j->env, NULL, 0, &txn);
-        for (struct jn_jtxn *t = list; rc == 0 && t; t = t->next) {
+        for (struct jn_jtxn *t = list; rc == 0 && t; t = jtxn_next(t)) {
             if (t->refusable && (refuse || t->rc == JN_EFULL)) {
                 t->rc = JN_EFULL;
                 continue;
@@ -516,7 +515,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
             jn_log(JN_LOG_WARN, "journal full (%s): refusing new input until space returns",
                    mdb_strerror(rc));
             refuse = 1;
-            for (struct jn_jtxn *t = list; t; t = t->next) {
+            for (struct jn_jtxn *t = list; t; t = jtxn_next(t)) {
                 t->rc = 0;
             }
             continue;
@@ -524,7 +523,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
         jn_log(JN_LOG_ERROR, "journal commit failed: %s; %s", mdb_strerror(rc),
                is_space_error(rc) ? "the store is full even without new input"
                                   : "the batch is not durable");
-        for (struct jn_jtxn *t = list; t; t = t->next) {
+        for (struct jn_jtxn *t = list; t; t = jtxn_next(t)) {
             t->rc = t->refusable && refuse ? JN_EFULL : JN_EIO;
         }
         return;
@@ -583,62 +582,32 @@ static void find_map(struct jn_journal *j)
     }
 }
 
-static void *writer_main(void *arg)
+/* The writer thread: one batch, one transaction. */
+static void writer_run(void *arg, struct jn_job *batch)
 {
     struct jn_journal *j = arg;
 
-    for (;;) {
-        struct jn_jtxn *list, *tail;
-        pthread_mutex_lock(&j->lock);
-        while (j->pending == NULL && !j->stopping) {
-            pthread_cond_wait(&j->cond, &j->lock);
-        }
-        list = j->pending;
-        tail = j->pending_tail;
-        j->pending = j->pending_tail = NULL;
-        if (list == NULL && j->stopping) {
-            pthread_mutex_unlock(&j->lock);
-            break;
-        }
-        pthread_mutex_unlock(&j->lock);
-
-        write_batch(j, list);
-        drop_map_pages(j);
-
-        pthread_mutex_lock(&j->lock);
-        if (j->done_tail) {
-            j->done_tail->next = list;
-        } else {
-            j->done = list;
-        }
-        j->done_tail = tail;
-        pthread_mutex_unlock(&j->lock);
-        event_active(j->done_ev, EV_READ, 0);
-    }
-    return NULL;
+    write_batch(j, JN_JOB_OF(batch, struct jn_jtxn, job));
+    drop_map_pages(j);
 }
 
-static void run_done(struct jn_journal *j)
+/* The loop: a jtxn is committed (or not): its callback, then it is free. */
+static void writer_done(void *arg, struct jn_job *job)
 {
-    struct jn_jtxn *list;
+    struct jn_jtxn *t = JN_JOB_OF(job, struct jn_jtxn, job);
 
-    pthread_mutex_lock(&j->lock);
-    list = j->done;
-    j->done = j->done_tail = NULL;
-    pthread_mutex_unlock(&j->lock);
-    while (list) {
-        struct jn_jtxn *next = list->next;
-        if (list->cb) {
-            list->cb(list->arg, list->rc);
-        }
-        jn_jtxn_free(list);
-        list = next;
+    (void)arg;
+    if (t->cb) {
+        t->cb(t->arg, t->rc);
     }
+    jn_jtxn_free(t);
 }
 
-static void done_cb(evutil_socket_t fd, short what, void *arg)
+/* Submitted during close, or to a journal opened without a loop: never written. */
+static void drop_unwritten(struct jn_jtxn *t)
 {
-    run_done(arg);
+    jn_log(JN_LOG_WARN, "journal: a write submitted during close was dropped");
+    jn_jtxn_free(t);
 }
 
 void jn_journal_submit(struct jn_journal *j, struct jn_jtxn *t, int refusable, jn_journal_cb cb,
@@ -647,16 +616,9 @@ void jn_journal_submit(struct jn_journal *j, struct jn_jtxn *t, int refusable, j
     t->refusable = refusable;
     t->cb = cb;
     t->arg = arg;
-    t->next = NULL;
-    pthread_mutex_lock(&j->lock);
-    if (j->pending_tail) {
-        j->pending_tail->next = t;
-    } else {
-        j->pending = t;
+    if (j->writer == NULL || jn_worker_post(j->writer, &t->job) != 0) {
+        drop_unwritten(t);
     }
-    j->pending_tail = t;
-    pthread_cond_signal(&j->cond);
-    pthread_mutex_unlock(&j->lock);
 }
 
 /* ---- open / close ---- */
@@ -674,8 +636,6 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
         return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
     j->conf = *c;
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->cond, NULL);
     j->last_warn_ms = -100000;
     j->lock_fd = -1;
     if (c->readonly) {
@@ -779,12 +739,11 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
     }
     if (base != NULL) {
         find_map(j);
-        j->done_ev = event_new(base, -1, 0, done_cb, j);
-        if (j->done_ev == NULL || pthread_create(&j->thread, NULL, writer_main, j) != 0) {
+        j->writer = jn_worker_new(base, "jn-journal", writer_run, writer_done, j);
+        if (j->writer == NULL) {
             rc = jn_err_set(err, JN_ENOMEM, "cannot start the journal writer");
             goto fail;
         }
-        j->thread_started = 1;
     }
     *out = j;
     return 0;
@@ -798,23 +757,16 @@ void jn_journal_close(struct jn_journal *j)
     if (j == NULL) {
         return;
     }
-    if (j->thread_started) {
-        pthread_mutex_lock(&j->lock);
-        j->stopping = 1;
-        pthread_cond_signal(&j->cond);
-        pthread_mutex_unlock(&j->lock);
-        pthread_join(j->thread, NULL);
-        run_done(j);
-        /* Callbacks that submitted more after the writer stopped: not written. */
-        while (j->pending) {
-            struct jn_jtxn *t = j->pending;
-            j->pending = t->next;
-            jn_log(JN_LOG_WARN, "journal: a write submitted during close was dropped");
-            jn_jtxn_free(t);
+    if (j->writer != NULL) {
+        /* What was submitted is written and its callbacks run; what those callbacks submit
+         * comes back here, not written. */
+        struct jn_job *rest = jn_worker_stop(j->writer, JN_WORKER_DRAIN);
+        while (rest != NULL) {
+            struct jn_job *next = rest->next;
+            drop_unwritten(JN_JOB_OF(rest, struct jn_jtxn, job));
+            rest = next;
         }
-    }
-    if (j->done_ev) {
-        event_free(j->done_ev);
+        jn_worker_free(j->writer);
     }
     if (j->env) {
         mdb_env_close(j->env);
@@ -822,8 +774,6 @@ void jn_journal_close(struct jn_journal *j)
     if (j->lock_fd >= 0) {
         close(j->lock_fd);
     }
-    pthread_mutex_destroy(&j->lock);
-    pthread_cond_destroy(&j->cond);
     jn_free(j);
     jn_jtxn_cache_clear(); /* the loop's jtxns end with the journal */
 }

@@ -31,7 +31,6 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -41,6 +40,7 @@
 #include "jn_fs.h"
 #include "jn_mem.h"
 #include "jn_time.h"
+#include "jn_worker.h"
 
 /* Files being ingested at once, per channel: bounds memory and the callbacks outstanding. */
 #define FILE_MAX_IN_FLIGHT 64
@@ -166,7 +166,7 @@ struct file_state {
     struct file_note *notes;
     unsigned gen;               /* counts polls, to prune parked and notes */
     /* OUT: the writer thread (see "OUT: the writer") */
-    struct out_writer *w;
+    struct jn_worker *w;
 };
 
 /* ---- helpers ---- */
@@ -1281,14 +1281,14 @@ static int write_full(int fd, const unsigned char *p, size_t len)
  * then makes the whole group durable with ONE syncfs() of the folder's filesystem, renames
  * each into place in queue order, and syncs the folder once. Two syncs per group instead of
  * two per file; a reader still never sees half a file. The results go back to the loop, which
- * finishes the deliveries. The broker sends up to `concurrency` files at once (256 by default
+ * finishes the deliveries. The thread, its lists and the way back are a jn_worker. The broker sends up to `concurrency` files at once (256 by default
  * for this channel), which is what a group can hold.
  */
 
 /* One allocation per file: the job, then its three path strings. It is small on purpose (the
  * loop makes one per delivery); the reason is allocated only when something fails. */
 struct out_job {
-    struct out_job *next;
+    struct jn_job job;         /* in the writer's batch */
     struct jn_delivery *d;
     struct jn_msg *msg;        /* a reference of our own: the payload is read on the writer */
     char *name;                /* the file's name, in buf */
@@ -1300,16 +1300,11 @@ struct out_job {
     char buf[];
 };
 
-struct out_writer {
-    const struct file_conf *c;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct out_job *pending, **pending_tail; /* under lock */
-    struct out_job *done, **done_tail;       /* under lock */
-    bool stopping;                           /* under lock */
-    struct event *done_ev;
-};
+/* The next job of a writer batch, or NULL. */
+static struct out_job *job_next(struct out_job *j)
+{
+    return j->job.next != NULL ? JN_JOB_OF(j->job.next, struct out_job, job) : NULL;
+}
 
 static void job_fail(struct out_job *j, enum jn_send_result r, const char *what, const char *path)
 {
@@ -1361,7 +1356,7 @@ static void write_group(const struct file_conf *c, struct out_job *list)
     int dirfd = -1;
     bool synced = true;
 
-    for (struct out_job *j = list; j; j = j->next) {
+    for (struct out_job *j = list; j; j = job_next(j)) {
         j->result = JN_SEND_RETRY;
         job_write(c, j);
     }
@@ -1372,7 +1367,7 @@ static void write_group(const struct file_conf *c, struct out_job *list)
             synced = false;
         }
     }
-    for (struct out_job *j = list; j; j = j->next) {
+    for (struct out_job *j = list; j; j = job_next(j)) {
         if (j->stage != 1) {
             continue;
         }
@@ -1391,7 +1386,7 @@ static void write_group(const struct file_conf *c, struct out_job *list)
     if (c->do_fsync && dirfd >= 0 && fsync(dirfd) != 0) {
         /* The files are in place but their names may not survive a crash: retry, which
          * rewrites the same names. */
-        for (struct out_job *j = list; j; j = j->next) {
+        for (struct out_job *j = list; j; j = job_next(j)) {
             if (j->stage == 2) {
                 job_fail(j, JN_SEND_RETRY, "fsync folder", c->dir);
                 j->stage = 1;
@@ -1401,43 +1396,19 @@ static void write_group(const struct file_conf *c, struct out_job *list)
     if (dirfd >= 0) {
         close(dirfd);
     }
-    for (struct out_job *j = list; j; j = j->next) {
+    for (struct out_job *j = list; j; j = job_next(j)) {
         if (j->stage == 2) {
             j->result = JN_SEND_OK;
         }
     }
 }
 
-static void *writer_main(void *arg)
+/* The writer thread: one group. ch->conf does not change while the channel lives. */
+static void writer_run(void *arg, struct jn_job *batch)
 {
-    struct out_writer *w = arg;
+    const struct jn_channel *ch = arg;
 
-    for (;;) {
-        struct out_job *list, *last;
-        pthread_mutex_lock(&w->lock);
-        while (w->pending == NULL && !w->stopping) {
-            pthread_cond_wait(&w->cond, &w->lock);
-        }
-        if (w->pending == NULL) {
-            pthread_mutex_unlock(&w->lock);
-            break;
-        }
-        list = w->pending;
-        w->pending = NULL;
-        w->pending_tail = &w->pending;
-        pthread_mutex_unlock(&w->lock);
-
-        write_group(w->c, list);
-
-        for (last = list; last->next; last = last->next) {
-        }
-        pthread_mutex_lock(&w->lock);
-        *w->done_tail = list;
-        w->done_tail = &last->next;
-        pthread_mutex_unlock(&w->lock);
-        event_active(w->done_ev, EV_READ, 0);
-    }
-    return NULL;
+    write_group(ch->conf, JN_JOB_OF(batch, struct out_job, job));
 }
 
 static void job_free(struct out_job *j)
@@ -1447,60 +1418,34 @@ static void job_free(struct out_job *j)
     jn_free(j);
 }
 
-/* On the loop: finish the deliveries of written groups. */
-static void writer_done(evutil_socket_t fd, short what, void *arg)
+/* On the loop: finish the delivery of a written file. */
+static void writer_done(void *arg, struct jn_job *job)
 {
     struct jn_channel *ch = arg;
-    struct file_state *st = ch->state;
-    struct out_writer *w = st->w;
-    struct out_job *list;
+    const struct file_conf *c = ch->conf;
+    struct out_job *j = JN_JOB_OF(job, struct out_job, job);
 
-    pthread_mutex_lock(&w->lock);
-    list = w->done;
-    w->done = NULL;
-    w->done_tail = &w->done;
-    pthread_mutex_unlock(&w->lock);
-    while (list) {
-        struct out_job *next = list->next;
-        if (list->result == JN_SEND_OK) {
-            jn_ch_debug(ch, "msg=%s written to %s/%s (%zu bytes)", list->msg->id,
-                        w->c->dir, list->name, list->msg->len);
-            jn_delivery_done(list->d, JN_SEND_OK, NULL);
-        } else {
-            const char *why = list->reason ? list->reason : "writing the file failed (out of "
-                                                            "memory for the reason)";
-            jn_ch_debug(ch, "msg=%s %s", list->msg->id, why);
-            jn_delivery_done(list->d, list->result, why);
-        }
-        job_free(list);
-        list = next;
+    if (j->result == JN_SEND_OK) {
+        jn_ch_debug(ch, "msg=%s written to %s/%s (%zu bytes)", j->msg->id, c->dir, j->name,
+                    j->msg->len);
+        jn_delivery_done(j->d, JN_SEND_OK, NULL);
+    } else {
+        const char *why = j->reason ? j->reason : "writing the file failed (out of memory for "
+                                                  "the reason)";
+        jn_ch_debug(ch, "msg=%s %s", j->msg->id, why);
+        jn_delivery_done(j->d, j->result, why);
     }
+    job_free(j);
 }
 
 static int writer_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct file_state *st = ch->state;
-    struct out_writer *w = jn_calloc(1, sizeof(*w));
 
-    if (w == NULL) {
-        return jn_err_set(err, JN_ENOMEM, "out of memory");
-    }
-    w->c = ch->conf;
-    w->pending_tail = &w->pending;
-    w->done_tail = &w->done;
-    pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
-    w->done_ev = event_new(ch->base, -1, 0, writer_done, ch);
-    if (w->done_ev == NULL || pthread_create(&w->thread, NULL, writer_main, w) != 0) {
-        if (w->done_ev) {
-            event_free(w->done_ev);
-        }
-        pthread_mutex_destroy(&w->lock);
-        pthread_cond_destroy(&w->cond);
-        jn_free(w);
+    st->w = jn_worker_new(ch->base, "jn-file-out", writer_run, writer_done, ch);
+    if (st->w == NULL) {
         return jn_err_set(err, JN_ENOMEM, "cannot start the writer thread");
     }
-    st->w = w;
     return 0;
 }
 
@@ -1509,31 +1454,19 @@ static int writer_start(struct jn_channel *ch, struct jn_err *err)
 static void writer_stop(struct jn_channel *ch)
 {
     struct file_state *st = ch->state;
-    struct out_writer *w = st ? st->w : NULL;
-    struct out_job *rest;
+    struct jn_job *rest;
 
-    if (w == NULL) {
+    if (st == NULL || st->w == NULL) {
         return;
     }
-    pthread_mutex_lock(&w->lock);
-    w->stopping = true;
-    rest = w->pending; /* not started: taken back */
-    w->pending = NULL;
-    w->pending_tail = &w->pending;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-    pthread_join(w->thread, NULL);
-    writer_done(-1, 0, ch);
-    while (rest) {
-        struct out_job *next = rest->next;
-        jn_delivery_done(rest->d, JN_SEND_RETRY, "stopping");
-        job_free(rest);
-        rest = next;
+    rest = jn_worker_stop(st->w, 0); /* not started: taken back */
+    while (rest != NULL) {
+        struct out_job *j = JN_JOB_OF(rest, struct out_job, job);
+        rest = rest->next;
+        jn_delivery_done(j->d, JN_SEND_RETRY, "stopping");
+        job_free(j);
     }
-    event_free(w->done_ev);
-    pthread_mutex_destroy(&w->lock);
-    pthread_cond_destroy(&w->cond);
-    jn_free(w);
+    jn_worker_free(st->w);
     st->w = NULL;
 }
 
@@ -1589,7 +1522,6 @@ static void out_send(struct jn_channel *ch, struct jn_delivery *d)
         jn_delivery_done(d, JN_SEND_RETRY, j ? "the writer is not running" : "out of memory");
         return;
     }
-    j->next = NULL;
     j->d = d;
     j->msg = jn_msg_ref(m);
     j->stage = 0;
@@ -1607,11 +1539,10 @@ static void out_send(struct jn_channel *ch, struct jn_delivery *d)
     j->dst[dl] = '/';
     memcpy(j->dst + dl + 1, name, nl + 1);
     jn_buf_reset(&nb);
-    pthread_mutex_lock(&st->w->lock);
-    *st->w->pending_tail = j;
-    st->w->pending_tail = &j->next;
-    pthread_cond_signal(&st->w->cond);
-    pthread_mutex_unlock(&st->w->lock);
+    if (jn_worker_post(st->w, &j->job) != 0) {
+        job_free(j);
+        jn_delivery_done(d, JN_SEND_RETRY, "the writer is not running");
+    }
 }
 
 /* ---- life cycle ---- */
