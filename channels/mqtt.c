@@ -4,8 +4,8 @@
  *
  * Threads. paho runs its own send and receive threads (shared by every client in the process)
  * and calls us only on them. Nothing here touches the loop from a paho thread: each callback
- * puts an event on a mutex-protected list and wakes the loop with event_active() (the broker
- * called evthread_use_pthreads()). The loop does the rest: jn_ingest, jn_delivery_done,
+ * posts an event to a jn_worker hand-off (jn_worker.h: a locked list and event_active(); the
+ * broker called evthread_use_pthreads()). The loop does the rest: jn_ingest, jn_delivery_done,
  * reconnecting, subscribing. The one decision taken on paho's thread is messageArrived's return
  * value, from state shared under the same mutex. Lock order: paho's own mutex (held while it
  * calls us) before st->mu; the loop never holds st->mu while calling into paho.
@@ -59,6 +59,7 @@
 #include "jn_fs.h"
 #include "jn_mem.h"
 #include "jn_time.h"
+#include "jn_worker.h"
 #include "mqtt_int.h"
 
 /* MQTT's largest packet is 256 MiB - 1 (remaining length); topic and header share it. */
@@ -202,7 +203,7 @@ struct in_msg {
 struct pub_ctx;
 
 struct ev {
-    struct ev *next;
+    struct jn_job job;    /* in st->wake */
     enum ev_kind kind;
     int code;
     int flag;             /* CONNECTED: session present */
@@ -240,13 +241,12 @@ struct mqtt_state {
     char *nudge_topic;
     char *persist_dir;
 
-    pthread_mutex_t mu; /* evq, ims, stopping */
-    struct ev *evq_head, *evq_tail;
+    pthread_mutex_t mu; /* ims, stopping */
     struct in_msg *ims;
     int stopping;
+    struct jn_worker *wake; /* the hand-off of struct ev to the loop; set before paho runs */
 
     /* loop only */
-    struct event *wake;
     struct event *reconnect;
     struct event *hold_timer;
     struct event *sweep;
@@ -448,19 +448,27 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
 
 /* ---- hand-off to the loop ---- */
 
+static void in_msg_free(struct in_msg *im)
+{
+    if (im == NULL) {
+        return;
+    }
+    jn_free(im->topic);
+    jn_free(im->payload);
+    jn_free(im);
+}
+
 /* Any thread. Takes ownership of e. */
 static void ev_push(struct mqtt_state *st, struct ev *e)
 {
-    pthread_mutex_lock(&st->mu);
-    e->next = NULL;
-    if (st->evq_tail != NULL) {
-        st->evq_tail->next = e;
-    } else {
-        st->evq_head = e;
+    if (jn_worker_post(st->wake, &e->job) == 0) {
+        return;
     }
-    st->evq_tail = e;
-    pthread_mutex_unlock(&st->mu);
-    event_active(st->wake, EV_READ, 0);
+    /* Stopped (not while paho runs: state_free destroys the client first). */
+    if (e->kind == EV_MESSAGE && e->im != NULL && e->im->key == NULL) {
+        in_msg_free(e->im);
+    }
+    jn_free(e);
 }
 
 /* Any thread. Out of memory drops the event: each kind has a backstop (the reconnect loop,
@@ -482,16 +490,6 @@ static void ev_post(struct mqtt_state *st, enum ev_kind kind, int code, int flag
         snprintf(e->text, sizeof(e->text), "%s", text);
     }
     ev_push(st, e);
-}
-
-static void in_msg_free(struct in_msg *im)
-{
-    if (im == NULL) {
-        return;
-    }
-    jn_free(im->topic);
-    jn_free(im->payload);
-    jn_free(im);
 }
 
 /* ---- paho callbacks (paho's threads) ---- */
@@ -1152,30 +1150,20 @@ static void handle(struct mqtt_state *st, struct ev *e)
     }
 }
 
-static void wake_cb(evutil_socket_t fd, short what, void *arg)
+/* Loop: one paho event, in the order paho's threads posted them. */
+static void wake_done(void *arg, struct jn_job *job)
 {
-    struct mqtt_state *st = arg;
-    struct ev *e;
+    struct ev *e = JN_JOB_OF(job, struct ev, job);
 
-    (void)fd;
-    (void)what;
-    pthread_mutex_lock(&st->mu);
-    e = st->evq_head;
-    st->evq_head = st->evq_tail = NULL;
-    pthread_mutex_unlock(&st->mu);
-    while (e != NULL) {
-        struct ev *next = e->next;
-        handle(st, e);
-        jn_free(e);
-        e = next;
-    }
+    handle(arg, e);
+    jn_free(e);
 }
 
 /* ---- life cycle ---- */
 
 static void state_free(struct mqtt_state *st)
 {
-    struct ev *e;
+    struct jn_job *rest = NULL;
 
     if (st == NULL) {
         return;
@@ -1186,15 +1174,18 @@ static void state_free(struct mqtt_state *st)
     }
     /* Events not handled: their messages were never given to the journal. In durable mode
      * paho keeps them (persistence); in immediate mode they were acknowledged and are lost. */
-    for (e = st->evq_head; e != NULL;) {
-        struct ev *next = e->next;
+    if (st->wake != NULL) {
+        rest = jn_worker_stop(st->wake, 0);
+    }
+    while (rest != NULL) {
+        struct ev *e = JN_JOB_OF(rest, struct ev, job);
+        rest = rest->next;
         if (e->kind == EV_MESSAGE && e->im != NULL && e->im->key == NULL) {
             jn_ch_error(st->ch, "stopping: a message on %s acknowledged to the broker and not "
                         "yet committed is lost (handoff: immediate)", e->im->topic);
             in_msg_free(e->im);
         }
         jn_free(e);
-        e = next;
     }
     /* Answers that never came, or came as events freed above. */
     while (st->pubs != NULL) {
@@ -1219,9 +1210,7 @@ static void state_free(struct mqtt_state *st)
         }
         in_msg_free(im);
     }
-    if (st->wake != NULL) {
-        event_free(st->wake);
-    }
+    jn_worker_free(st->wake);
     if (st->reconnect != NULL) {
         event_free(st->reconnect);
     }
@@ -1440,7 +1429,7 @@ static int mqtt_start(struct jn_channel *ch, struct jn_err *err)
     int rc;
 
     pthread_once(&paho_once, paho_init);
-    st->wake = event_new(ch->base, -1, 0, wake_cb, st);
+    st->wake = jn_worker_new(ch->base, NULL, NULL, wake_done, st);
     st->reconnect = evtimer_new(ch->base, reconnect_cb, st);
     st->hold_timer = evtimer_new(ch->base, hold_cb, st);
     if (st->wake == NULL || st->reconnect == NULL || st->hold_timer == NULL) {
