@@ -259,6 +259,7 @@ static void test_stop_drains(struct event_base *base)
 struct poster {
     struct jn_worker *w;
     int from, to;
+    int refused; /* counted here, checked by the loop thread (CHECK is not thread-safe) */
 };
 
 static void *post_range(void *arg)
@@ -268,7 +269,10 @@ static void *post_range(void *arg)
     for (int i = p->from; i <= p->to; i++) {
         struct tjob *j = tjob_new(i);
         j->result = i * 3;
-        CHECK_INT(jn_worker_post(p->w, &j->job), 0);
+        if (jn_worker_post(p->w, &j->job) != 0) {
+            p->refused++;
+            free(j);
+        }
     }
     return NULL;
 }
@@ -288,9 +292,11 @@ static void test_handoff(struct event_base *base)
     p.w = w;
     p.from = 1;
     p.to = 1000;
+    p.refused = 0;
     CHECK_INT(pthread_create(&t, NULL, post_range, &p), 0);
     loop_until(base, &s.dones, 1000);
     pthread_join(t, NULL);
+    CHECK_INT(p.refused, 0);
     CHECK_INT(s.dones, 1000);
     CHECK_INT(s.runs, 0);
     CHECK_INT(s.done_order_bad, 0);
