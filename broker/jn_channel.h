@@ -18,7 +18,9 @@
 #include "jn_err.h"
 #include "jn_log.h"
 #include "jn_msg.h"
+#include "jn_net.h"
 #include "jn_opt.h"
+#include "jn_template.h"
 
 struct event_base;
 struct jn_broker;
@@ -197,17 +199,5 @@ const char *jn_broker_data_dir(const struct jn_broker *b);
 /* Registry (channels/registry.c). */
 const struct jn_channel_def *jn_channel_def_find(const char *name);
 extern const struct jn_channel_def *const jn_channel_defs[];
-
-/* Templates shared by channels: "{id}", "{channel}", "{date}" (YYYY-MM-DD, UTC), "{time}"
- * (HHMMSS), "{ts}" (receive time, ms), "{header.NAME}" (empty when absent), "{{" and "}}"
- * for braces. Appends to out; JN_EINVAL with err for an unknown placeholder. */
-int jn_template_render(const char *tmpl, const struct jn_msg *m, struct jn_buf *out,
-                       struct jn_err *err);
-/* Checks a template's placeholders at load time; 0 or JN_EINVAL with err. */
-int jn_template_check(const char *tmpl, struct jn_err *err);
-
-/* "host:port" (a bracketed IPv6 literal loses its brackets) into host (hlen bytes) and port in
- * min_port..65535 (0 allows an ephemeral listen port). 0 or JN_EINVAL. */
-int jn_split_hostport(const char *s, char *host, size_t hlen, int *port, int min_port);
 
 #endif

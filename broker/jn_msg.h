@@ -171,4 +171,16 @@ int jn_msgpack_check(const void *data, size_t len);
 
 int64_t jn_now_us(void);
 
+/* A growable list of message references: what a service emits, what the router collects. */
+struct jn_msg_list {
+    struct jn_msg **v;
+    size_t n;
+    size_t cap;
+};
+
+/* Takes ownership of m's reference, also on failure (then m is released). 0 | JN_ENOMEM. */
+int jn_msg_list_push(struct jn_msg_list *l, struct jn_msg *m);
+/* Releases every message and the array. */
+void jn_msg_list_clear(struct jn_msg_list *l);
+
 #endif

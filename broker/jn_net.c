@@ -1,8 +1,10 @@
-/* jn_net: small network helpers shared by channels (see jn_channel.h). */
+/* jn_net: small network helpers shared by listeners and clients (see jn_net.h). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "jn_channel.h"
+#include "jn_net.h"
+
+#include "jn_err.h"
 
 int jn_split_hostport(const char *s, char *host, size_t hlen, int *port, int min_port)
 {

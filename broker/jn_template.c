@@ -1,10 +1,9 @@
 /* jn_template: "{id}", "{header.X}" ... placeholders for file names, topics, headers
- * (see jn_template_render in jn_channel.h). */
+ * (see jn_template.h). */
 #include <string.h>
 #include <time.h>
 
-#include "jn_buf.h"
-#include "jn_channel.h"
+#include "jn_template.h"
 
 static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, struct jn_err *err)
 {

@@ -33,36 +33,3 @@ const struct jn_service_def *jn_service_def_find(const char *name)
     return NULL;
 }
 
-int jn_msg_list_push(struct jn_msg_list *l, struct jn_msg *m)
-{
-    if (l->n == l->cap) {
-        /* Most services emit one message; start small and double for splitters. */
-        size_t cap = l->cap ? l->cap * 2 : 4;
-        struct jn_msg **v;
-
-        if (cap < l->cap || cap > SIZE_MAX / sizeof(*v)) {
-            jn_msg_unref(&m);
-            return JN_ENOMEM;
-        }
-        v = jn_realloc(l->v, cap * sizeof(*v));
-        if (v == NULL) {
-            jn_msg_unref(&m);
-            return JN_ENOMEM;
-        }
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = m;
-    return 0;
-}
-
-void jn_msg_list_clear(struct jn_msg_list *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        jn_msg_unref(&l->v[i]);
-    }
-    jn_free(l->v);
-    l->v = NULL;
-    l->n = 0;
-    l->cap = 0;
-}

@@ -23,17 +23,6 @@
 
 struct jn_service;
 
-struct jn_msg_list {
-    struct jn_msg **v;
-    size_t n;
-    size_t cap;
-};
-
-/* Takes ownership of m's reference, also on failure (then m is released). 0 | JN_ENOMEM. */
-int jn_msg_list_push(struct jn_msg_list *l, struct jn_msg *m);
-/* Releases every message and the array. */
-void jn_msg_list_clear(struct jn_msg_list *l);
-
 struct jn_service_def {
     const char *name;
     const char *desc;

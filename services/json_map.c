@@ -40,9 +40,9 @@
 #include <string.h>
 
 #include "jn_buf.h"
-#include "jn_channel.h"
 #include "jn_mem.h"
 #include "jn_services.h"
+#include "jn_template.h"
 
 /* An index has at most 9 digits, so parsing it cannot overflow. */
 #define JM_MAX_INDEX_DIGITS 9

@@ -17,9 +17,9 @@
 #include <strings.h>
 
 #include "jn_buf.h"
-#include "jn_channel.h"
 #include "jn_mem.h"
 #include "jn_services.h"
+#include "jn_template.h"
 
 struct set_header_conf {
     struct jn_strlist remove;
