@@ -12,6 +12,7 @@
 #include "jn_mem.h"
 #include "jn_service.h"
 #include "jn_services.h"
+#include "jn_time.h"
 #include "jn_test.h"
 #include "jn_yaml.h"
 
@@ -163,9 +164,10 @@ static void test_registry(void)
     CHECK(jn_service_def_find("set-header") == &jn_service_set_header);
     CHECK(jn_service_def_find("nope") == NULL);
     CHECK(jn_service_def_find(NULL) == NULL);
-    /* NULL-terminated after set-header, json-map and the three HL7 services (issue 4). */
+    /* NULL-terminated after set-header, json-map, the three HL7 services (issue 4) and delay. */
     CHECK(jn_service_def_find("hl7-to-json") != NULL && jn_service_def_find("hl7-split") != NULL);
-    CHECK(jn_service_defs[5] == NULL);
+    CHECK(jn_service_def_find("delay") == &jn_service_delay);
+    CHECK(jn_service_defs[6] == NULL);
     for (size_t i = 0; jn_service_defs[i]; i++) {
         FILE *null = fopen("/dev/null", "w");
         if (null != NULL) {
@@ -696,6 +698,33 @@ static void test_set_header(void)
               "type, remove, set, add");
 }
 
+static void test_delay(void)
+{
+    struct fx f;
+    struct jn_msg *out;
+    struct jn_err err;
+    int64_t t0, t1;
+
+    fx_load(&f, "delay", "type: delay\nduration: 30ms\n");
+    CHECK_INT(f.errs, 0);
+    CHECK_INT(fx_init(&f), 0);
+    t0 = jn_mono_ms();
+    CHECK_INT(fx_run(&f, "held", &out, &err), 0);
+    t1 = jn_mono_ms();
+    /* The same message, unchanged, after at least the duration. */
+    CHECK(out != NULL && out->len == 4 && memcmp(out->payload, "held", 4) == 0);
+    CHECK_STR(out ? out->id : "", "01J9Z0000000000000000000AB");
+    CHECK(t1 - t0 >= 30);
+    jn_msg_unref(&out);
+    fx_free(&f);
+
+    CHECK_STR(load_err("delay", "type: delay\n"),
+              "t.yaml:1:1: service 'x' (delay): missing required option 'duration' (duration: How "
+              "long each message is held before it is passed on)");
+    CHECK_STR(load_err("delay", "type: delay\nduration: 2h\n"),
+              "t.yaml:2:11: service 'x' (delay): duration: 2h is out of range 0ms..1h");
+}
+
 int main(void)
 {
     test_registry();
@@ -710,5 +739,6 @@ int main(void)
     test_json_map_depth();
     test_alloc_failures();
     test_set_header();
+    test_delay();
     TEST_MAIN_END();
 }
