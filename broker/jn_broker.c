@@ -669,7 +669,7 @@ static void send_one(struct jn_delivery *d)
 
     d->sending = 1;
     jn_log_p(JN_LOG_DEBUG, ch->log_prefix, "msg=%s send attempt %d", d->msg->id, d->attempt);
-    ch->def->send(ch, d);
+    jn_channel_send(ch, d);
 }
 
 static const char *order_key(const struct jn_delivery *d)
@@ -1589,8 +1589,8 @@ void jn_broker_stop(struct jn_broker *b)
            jn_journal_count(b->journal, JN_JDB_QUEUE));
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
-        if (ch->dir == JN_DIR_IN && ch->def->stop) {
-            ch->def->stop(ch);
+        if (ch->dir == JN_DIR_IN) {
+            jn_channel_stop(ch);
         }
     }
     b->stop_deadline_ms = now_ms() + b->cfg->core.shutdown_timeout;
@@ -1706,7 +1706,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
                 goto fail;
             }
         }
-        if (ch->def->init && ch->def->init(ch, err) != 0) {
+        if (jn_channel_init(ch, err) != 0) {
             char why[JN_ERR_MSG_MAX];
             snprintf(why, sizeof(why), "%s", err->msg);
             jn_err_set(err, err->code, "channel '%s' (%s): %s", ch->name, ch->def->name, why);
@@ -1735,7 +1735,7 @@ int jn_broker_run(struct jn_broker *b)
                 continue;
             }
             jn_err_clear(&err);
-            if (ch->def->start && ch->def->start(ch, &err) != 0) {
+            if (jn_channel_start(ch, &err) != 0) {
                 jn_log_p(JN_LOG_ERROR, ch->log_prefix, "cannot start: %s",
                          err.msg[0] ? err.msg : jn_strerror(err.code));
                 return 1;
@@ -1775,8 +1775,8 @@ void jn_broker_free(struct jn_broker *b)
     track_stop_all(b);
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
-        if (ch->def && ch->def->stop) {
-            ch->def->stop(ch);
+        if (ch->def) {
+            jn_channel_stop(ch);
         }
     }
     for (size_t i = 0; i < b->nchans; i++) {
@@ -1792,8 +1792,8 @@ void jn_broker_free(struct jn_broker *b)
                 delivery_free(d);
             }
         }
-        if (ch->def && ch->def->destroy) {
-            ch->def->destroy(ch); /* finishes sends still in flight with JN_SEND_RETRY */
+        if (ch->def) {
+            jn_channel_destroy(ch); /* finishes sends still in flight with JN_SEND_RETRY */
         }
     }
     /* Flush the journal while channels' memory still exists: the last callbacks run here

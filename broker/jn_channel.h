@@ -1,8 +1,9 @@
 /*
  * jn_channel: the interface every protocol implements, and what the core offers channels.
  *
- * A channel *def* is the kind ("http", "file"): a const struct of callbacks with a name and an
- * option table, listed in channels/registry.c. A channel *instance* (struct jn_channel) is one
+ * A channel *def* is the kind ("http", "file"): a const struct with a name, one option table
+ * and a def per direction (struct jn_in_def, struct jn_out_def: the callbacks of that side),
+ * listed in channels/registry.c. A channel *instance* (struct jn_channel) is one
  * block under `channels:` in the config. Modelled on Fluent Bit's input/output plugins.
  *
  * Threads: every callback runs on the broker's event loop thread, and must never block on disk
@@ -39,10 +40,48 @@ enum jn_send_result {
     JN_SEND_REJECT = 2, /* the peer refused it (4xx, AR): dead-letter at once */
 };
 
+/*
+ * The IN side of a channel type: takes messages from a peer and hands them to jn_ingest*().
+ * Every callback is optional.
+ */
+struct jn_in_def {
+    /* Allocate instance state (ch->state) from ch->conf; no sockets yet. 0 or JN_E* with err. */
+    int (*init)(struct jn_channel *ch, struct jn_err *err);
+    /* Bind / connect / schedule on ch->base. Never blocks. 0 or JN_E* with err. */
+    int (*start)(struct jn_channel *ch, struct jn_err *err);
+    /* Stop intake and start nothing new. In-flight work may still finish. */
+    void (*stop)(struct jn_channel *ch);
+    /* Free everything; after stop. */
+    void (*destroy)(struct jn_channel *ch);
+};
+
+/* The OUT side of a channel type: sends what the broker's queue hands it. send is required. */
+struct jn_out_def {
+    /* Allocate instance state (ch->state) from ch->conf; no sockets yet. 0 or JN_E* with err.
+     * Optional. */
+    int (*init)(struct jn_channel *ch, struct jn_err *err);
+    /* Connect / schedule on ch->base. Never blocks. 0 or JN_E* with err. Optional. */
+    int (*start)(struct jn_channel *ch, struct jn_err *err);
+    /*
+     * Send one message. Asynchronous: the channel finishes every delivery it accepted with
+     * exactly one jn_delivery_done(d, JN_SEND_*, reason), possibly before returning. The message
+     * is d's (jn_delivery_msg); keep your own jn_msg_ref() if you need it after done.
+     */
+    void (*send)(struct jn_channel *ch, struct jn_delivery *d);
+    /* Start nothing new. In-flight work may still finish. Optional. */
+    void (*stop)(struct jn_channel *ch);
+    /* Free everything; after stop. In-flight deliveries have finished or been finished with
+     * JN_SEND_RETRY by the channel. Optional. */
+    void (*destroy)(struct jn_channel *ch);
+};
+
+/*
+ * A channel type: its name, its one option table (shared by both directions; each option says
+ * which direction it belongs to) and the def of each direction it has (NULL when it lacks one).
+ */
 struct jn_channel_def {
     const char *name; /* the `type:` value */
     const char *desc;
-    unsigned dirs;    /* JN_DIR_IN | JN_DIR_OUT */
     long long default_concurrency; /* OUT: when the config does not say; 0 = the common 1 */
     const struct jn_opt *opts;
     size_t conf_size;
@@ -50,21 +89,8 @@ struct jn_channel_def {
      * position (node is the channel's map), each message starting "<type>: " (the loader
      * replaces that with "channel 'x' (type): "). Returns the number of errors. Optional. */
     int (*check)(const void *conf, unsigned dir, const struct jn_node *node, struct jn_diag *d);
-    /* Allocate instance state (ch->state) from ch->conf; no sockets yet. 0 or JN_E* with err. */
-    int (*init)(struct jn_channel *ch, struct jn_err *err);
-    /* Bind / connect / schedule on ch->base. Never blocks. 0 or JN_E* with err. */
-    int (*start)(struct jn_channel *ch, struct jn_err *err);
-    /*
-     * OUT: send one message. Asynchronous: the channel finishes every delivery it accepted with
-     * exactly one jn_delivery_done(d, JN_SEND_*, reason), possibly before returning. The message
-     * is d's (jn_delivery_msg); keep your own jn_msg_ref() if you need it after done.
-     */
-    void (*send)(struct jn_channel *ch, struct jn_delivery *d);
-    /* Stop intake (IN) and start nothing new. In-flight work may still finish. Optional. */
-    void (*stop)(struct jn_channel *ch);
-    /* Free everything; after stop. In-flight deliveries have finished or been finished with
-     * JN_SEND_RETRY by the channel. Optional. */
-    void (*destroy)(struct jn_channel *ch);
+    const struct jn_in_def *in;   /* NULL: no IN side */
+    const struct jn_out_def *out; /* NULL: no OUT side */
 };
 
 /* OUT ordering: none (concurrency sends at once, any order), fifo (one at a time, queue
@@ -102,6 +128,55 @@ struct jn_channel {
     uint64_t n_unrouted;          /* IN: taken by no route */
     int64_t unrouted_noted_us;    /* IN: when that was last logged */
 };
+
+/* JN_DIR_IN | JN_DIR_OUT: the directions a type has. */
+static inline unsigned jn_channel_def_dirs(const struct jn_channel_def *def)
+{
+    return (def->in ? (unsigned)JN_DIR_IN : 0u) | (def->out ? (unsigned)JN_DIR_OUT : 0u);
+}
+
+/*
+ * The broker's calls into an instance, through the def of its direction (ch->dir; the config
+ * loader admits only directions the type has). A callback the def leaves NULL is a no-op
+ * returning 0.
+ */
+static inline int jn_channel_init(struct jn_channel *ch, struct jn_err *err)
+{
+    int (*fn)(struct jn_channel *, struct jn_err *) =
+        ch->dir == JN_DIR_OUT ? ch->def->out->init : ch->def->in->init;
+    return fn ? fn(ch, err) : 0;
+}
+
+static inline int jn_channel_start(struct jn_channel *ch, struct jn_err *err)
+{
+    int (*fn)(struct jn_channel *, struct jn_err *) =
+        ch->dir == JN_DIR_OUT ? ch->def->out->start : ch->def->in->start;
+    return fn ? fn(ch, err) : 0;
+}
+
+/* OUT only. */
+static inline void jn_channel_send(struct jn_channel *ch, struct jn_delivery *d)
+{
+    ch->def->out->send(ch, d);
+}
+
+static inline void jn_channel_stop(struct jn_channel *ch)
+{
+    void (*fn)(struct jn_channel *) =
+        ch->dir == JN_DIR_OUT ? ch->def->out->stop : ch->def->in->stop;
+    if (fn) {
+        fn(ch);
+    }
+}
+
+static inline void jn_channel_destroy(struct jn_channel *ch)
+{
+    void (*fn)(struct jn_channel *) =
+        ch->dir == JN_DIR_OUT ? ch->def->out->destroy : ch->def->in->destroy;
+    if (fn) {
+        fn(ch);
+    }
+}
 
 /*
  * IN: hand a message to the broker.

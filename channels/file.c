@@ -1547,16 +1547,6 @@ static void out_send(struct jn_channel *ch, struct jn_delivery *d)
 
 /* ---- life cycle ---- */
 
-static int file_start(struct jn_channel *ch, struct jn_err *err)
-{
-    return ch->dir == JN_DIR_IN ? in_start(ch, err) : out_start(ch, err);
-}
-
-static void file_send(struct jn_channel *ch, struct jn_delivery *d)
-{
-    out_send(ch, d);
-}
-
 /*
  * IN: no new polls. Answers that still come move their files to done/ as usual (the state
  * lives until destroy), so a file whose messages are durable is not read again at the next
@@ -1611,19 +1601,30 @@ static void file_destroy(struct jn_channel *ch)
     ch->state = NULL;
 }
 
+static const struct jn_in_def file_in = {
+    .init = file_init,   /* state and resolved done/error folders only */
+    .start = in_start,   /* creates folders; arms the poll timer */
+    .stop = file_stop,
+    .destroy = file_destroy,
+};
+
+static const struct jn_out_def file_out = {
+    .init = file_init,
+    .start = out_start, /* creates the folder; starts the writer thread */
+    .send = out_send,   /* to the writer thread: temp files, one sync, renames */
+    .stop = file_stop,
+    .destroy = file_destroy,
+};
+
 const struct jn_channel_def jn_channel_file = {
     .name = "file",
     .desc = "Drop folder (in: one message per file or per line) and one file per message (out; "
             "concurrency defaults to 256 here: files are written and synced in groups, renamed in "
             "queue order)",
-    .dirs = JN_DIR_IN | JN_DIR_OUT,
     .default_concurrency = 256, /* files are synced in groups of up to this many */
     .opts = file_opts,
     .conf_size = sizeof(struct file_conf),
-    .check = file_check,   /* dir for both; folders (in); the name template (out) */
-    .init = file_init,     /* state and resolved done/error folders only */
-    .start = file_start,   /* creates folders; IN arms the poll timer */
-    .send = file_send,     /* OUT: to the writer thread: temp files, one sync, renames */
-    .stop = file_stop,
-    .destroy = file_destroy,
+    .check = file_check, /* dir for both; folders (in); the name template (out) */
+    .in = &file_in,
+    .out = &file_out,
 };

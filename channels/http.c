@@ -587,9 +587,6 @@ static int http_init(struct jn_channel *ch, struct jn_err *err)
 {
     struct http_in *in;
 
-    if (ch->dir == JN_DIR_OUT) {
-        return jn_http__out_init(ch, err);
-    }
     in = jn_calloc(1, sizeof(*in));
     if (in == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory");
@@ -683,9 +680,6 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
     char host[256], portstr[16];
     int port, one = 1, rc;
 
-    if (ch->dir == JN_DIR_OUT) {
-        return jn_http__out_start(ch, err);
-    }
     if (jn_split_hostport(c->listen, host, sizeof(host), &port, 0) != 0) {
         return jn_err_set(err, JN_EINVAL, "listen: '%s' is not host:port", c->listen);
     }
@@ -728,19 +722,10 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
     return 0;
 }
 
-static void http_send(struct jn_channel *ch, struct jn_delivery *d)
-{
-    jn_http__out_send(ch, d);
-}
-
 static void http_stop(struct jn_channel *ch)
 {
     struct http_in *in = ch->state;
 
-    if (ch->dir == JN_DIR_OUT) {
-        jn_http__out_stop(ch);
-        return;
-    }
     /* Keep the listener so requests in flight are answered; new POSTs get 503. */
     in->stopped = 1;
 }
@@ -750,10 +735,6 @@ static void http_destroy(struct jn_channel *ch)
     struct http_in *in = ch->state;
     struct http_in **pp;
 
-    if (ch->dir == JN_DIR_OUT) {
-        jn_http__out_destroy(ch);
-        return;
-    }
     if (in == NULL) {
         return;
     }
@@ -799,16 +780,27 @@ static void http_destroy(struct jn_channel *ch)
     ch->state = NULL;
 }
 
+static const struct jn_in_def http_in_def = {
+    .init = http_init,
+    .start = http_start,
+    .stop = http_stop,
+    .destroy = http_destroy,
+};
+
+static const struct jn_out_def http_out_def = {
+    .init = jn_http__out_init,
+    .start = jn_http__out_start,
+    .send = jn_http__out_send,
+    .stop = jn_http__out_stop,
+    .destroy = jn_http__out_destroy,
+};
+
 const struct jn_channel_def jn_channel_http = {
     .name = "http",
     .desc = "HTTP: IN is a server taking POST bodies, OUT posts to a URL",
-    .dirs = JN_DIR_IN | JN_DIR_OUT,
     .opts = http_opts,
     .conf_size = sizeof(struct http_conf),
     .check = http_check,
-    .init = http_init,
-    .start = http_start,
-    .send = http_send,
-    .stop = http_stop,
-    .destroy = http_destroy,
+    .in = &http_in_def,
+    .out = &http_out_def,
 };

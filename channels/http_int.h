@@ -51,7 +51,8 @@ int jn_http__in_start_on(struct jn_channel *ch, struct evconnlistener *lev, stru
 /* Connections the IN side holds open (accepted, not yet closed). Loop thread. */
 size_t jn_http__in_open(const struct jn_channel *ch);
 
-/* OUT side, in http_out.c. Same contracts as the jn_channel_def callbacks. */
+/* OUT side, in http_out.c (the jn_out_def of jn_channel_http). Same contracts as its
+ * callbacks. */
 int jn_http__out_check(const struct http_conf *c, const struct jn_node *node, struct jn_diag *d);
 int jn_http__out_init(struct jn_channel *ch, struct jn_err *err);
 int jn_http__out_start(struct jn_channel *ch, struct jn_err *err);

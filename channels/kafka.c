@@ -1586,44 +1586,27 @@ static void kout_destroy(struct jn_channel *ch)
 
 /* ================================ the def ================================ */
 
-static int kafka_init(struct jn_channel *ch, struct jn_err *err)
-{
-    return ch->dir == JN_DIR_IN ? kin_init(ch, err) : kout_init(ch, err);
-}
+static const struct jn_in_def kafka_in = {
+    .init = kin_init,       /* builds the librdkafka conf; no handle, no sockets */
+    .start = kin_start,     /* creates the consumer, subscribes, arms the poll */
+    .stop = kin_stop,
+    .destroy = kin_destroy, /* commit, leave the group */
+};
 
-static int kafka_start(struct jn_channel *ch, struct jn_err *err)
-{
-    return ch->dir == JN_DIR_IN ? kin_start(ch, err) : kout_start(ch, err);
-}
-
-static void kafka_stop(struct jn_channel *ch)
-{
-    if (ch->dir == JN_DIR_IN) {
-        kin_stop(ch);
-    } else {
-        kout_stop(ch);
-    }
-}
-
-static void kafka_destroy(struct jn_channel *ch)
-{
-    if (ch->dir == JN_DIR_IN) {
-        kin_destroy(ch);
-    } else {
-        kout_destroy(ch);
-    }
-}
+static const struct jn_out_def kafka_out = {
+    .init = kout_init,       /* builds the librdkafka conf; no handle, no sockets */
+    .start = kout_start,     /* creates the producer, arms the poll */
+    .send = kout_send,       /* producev; the delivery report finishes it */
+    .stop = kout_stop,
+    .destroy = kout_destroy, /* in-flight -> RETRY */
+};
 
 const struct jn_channel_def jn_channel_kafka = {
     .name = "kafka",
     .desc = "Kafka: a consumer group member (in) and an idempotent producer (out), librdkafka",
-    .dirs = JN_DIR_IN | JN_DIR_OUT,
     .opts = kafka_opts,
     .conf_size = sizeof(struct kafka_conf),
-    .check = kafka_check,     /* properties on a scratch conf; owned keys; templates */
-    .init = kafka_init,       /* builds the librdkafka conf; no handle, no sockets */
-    .start = kafka_start,     /* creates the handle, subscribes (in), arms the polls */
-    .send = kout_send,        /* OUT: producev; the delivery report finishes it */
-    .stop = kafka_stop,
-    .destroy = kafka_destroy, /* in: commit, leave the group; out: in-flight -> RETRY */
+    .check = kafka_check, /* properties on a scratch conf; owned keys; templates */
+    .in = &kafka_in,
+    .out = &kafka_out,
 };

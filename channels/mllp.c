@@ -1832,48 +1832,27 @@ static void out_destroy(struct jn_channel *ch)
 
 /* ---- the def ---- */
 
-static int mllp_init(struct jn_channel *ch, struct jn_err *err)
-{
-    return ch->dir == JN_DIR_OUT ? out_init(ch, err) : in_init(ch, err);
-}
+static const struct jn_in_def mllp_in = {
+    .init = in_init,
+    .start = in_start,
+    .stop = in_stop,
+    .destroy = in_destroy,
+};
 
-static int mllp_start(struct jn_channel *ch, struct jn_err *err)
-{
-    return ch->dir == JN_DIR_OUT ? out_start(ch, err) : in_start(ch, err);
-}
-
-static void mllp_send(struct jn_channel *ch, struct jn_delivery *d)
-{
-    out_send(ch, d);
-}
-
-static void mllp_stop(struct jn_channel *ch)
-{
-    if (ch->dir == JN_DIR_IN) {
-        in_stop(ch);
-    }
-}
-
-static void mllp_destroy(struct jn_channel *ch)
-{
-    if (ch->dir == JN_DIR_OUT) {
-        out_destroy(ch);
-    } else {
-        in_destroy(ch);
-    }
-}
+static const struct jn_out_def mllp_out = {
+    .init = out_init,
+    .start = out_start,
+    .send = out_send,
+    .destroy = out_destroy,
+};
 
 const struct jn_channel_def jn_channel_mllp = {
     .name = "mllp",
     .desc = "HL7 v2 over MLLP/TCP: IN listens and ACKs once durable, OUT sends and waits for "
             "the ACK",
-    .dirs = JN_DIR_IN | JN_DIR_OUT,
     .opts = mllp_opts,
     .conf_size = sizeof(struct mllp_conf),
     .check = mllp_check,
-    .init = mllp_init,
-    .start = mllp_start,
-    .send = mllp_send,
-    .stop = mllp_stop,
-    .destroy = mllp_destroy,
+    .in = &mllp_in,
+    .out = &mllp_out,
 };

@@ -1517,16 +1517,27 @@ static void mqtt_destroy(struct jn_channel *ch)
     state_free(st);
 }
 
+static const struct jn_in_def mqtt_in = {
+    .init = mqtt_init,   /* client id, filters; no paho yet */
+    .start = mqtt_start, /* paho client (restores its persistence), first connect */
+    .stop = mqtt_stop,
+    .destroy = mqtt_destroy,
+};
+
+static const struct jn_out_def mqtt_out = {
+    .init = mqtt_init,   /* client id, OUT slots; no paho yet */
+    .start = mqtt_start, /* paho client, first connect */
+    .send = mqtt_send,   /* async; done on PUBACK/PUBCOMP, a failure or the timeout */
+    .stop = mqtt_stop,
+    .destroy = mqtt_destroy,
+};
+
 const struct jn_channel_def jn_channel_mqtt = {
     .name = "mqtt",
     .desc = "MQTT 3.1.1 client (paho): subscribe to topic filters (in), publish (out)",
-    .dirs = JN_DIR_IN | JN_DIR_OUT,
     .opts = mqtt_opts,
     .conf_size = sizeof(struct mqtt_conf),
-    .check = mqtt_check,     /* url scheme, TLS options, topic filters (in), template (out) */
-    .init = mqtt_init,       /* client id, filters, OUT slots; no paho yet */
-    .start = mqtt_start,     /* paho client (IN restores its persistence), first connect */
-    .send = mqtt_send,       /* OUT: async; done on PUBACK/PUBCOMP, a failure or the timeout */
-    .stop = mqtt_stop,
-    .destroy = mqtt_destroy,
+    .check = mqtt_check, /* url scheme, TLS options, topic filters (in), template (out) */
+    .in = &mqtt_in,
+    .out = &mqtt_out,
 };

@@ -273,7 +273,7 @@ static int cmd_describe(const char *type, int markdown)
     }
     if (jn_channel_def_find(type)) {
         const struct jn_channel_def *def = jn_channel_def_find(type);
-        printf("channel type %s (%s): %s\n", def->name, jn_config_dirs_text(def->dirs),
+        printf("channel type %s (%s): %s\n", def->name, jn_config_dirs_text(jn_channel_def_dirs(def)),
                def->desc);
         jn_opt_describe_text(jn_chan_common_opts, NULL, stdout);
         jn_opt_describe_text(def->opts, NULL, stdout);

@@ -276,10 +276,10 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
                                            : "ordered: key needs ordered_key: <header name>");
         errs++;
     }
-    if (mask && !(ch->def->dirs & ch->dir)) {
+    if (mask && !(jn_channel_def_dirs(ch->def) & ch->dir)) {
         const struct jn_node *dn = jn_node_get(v, "direction");
         jn_diag_add(d, &dn->pos, "%s: direction: '%s' is not supported, expected %s", what,
-                    dn->str, (ch->def->dirs & JN_DIR_IN) ? "in" : "out");
+                    dn->str, ch->def->in ? "in" : "out");
         errs++;
     }
     ch->conf = jn_calloc(1, ch->def->conf_size);
@@ -822,7 +822,7 @@ void jn_config_reference_md(FILE *out)
     for (size_t i = 0; jn_channel_defs[i]; i++) {
         const struct jn_channel_def *def = jn_channel_defs[i];
         fprintf(out, "\n### channel type `%s`\n\n%s. Directions: %s.\n\n", def->name,
-                def->desc, jn_config_dirs_text(def->dirs));
+                def->desc, jn_config_dirs_text(jn_channel_def_dirs(def)));
         jn_opt_describe_md(def->opts, NULL, out);
     }
     fprintf(out, "\n## `services:`\n\nA map of name -> service; every service has `type`.\n");

@@ -119,7 +119,7 @@ extern const struct jn_opt jn_core_opts[];
 extern const struct jn_opt jn_chan_common_opts[];
 extern const struct jn_opt jn_route_opts[];
 
-/* A channel type's directions (jn_channel_def.dirs) for people: "in", "out" or "in, out". */
+/* A channel type's directions (jn_channel_def_dirs()) for people: "in", "out" or "in, out". */
 const char *jn_config_dirs_text(unsigned dirs);
 /* Writes docs/config-reference.md's content. */
 void jn_config_reference_md(FILE *out);

@@ -133,7 +133,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                                   (struct sockaddr *)&addr, sizeof(addr));
     if (base == NULL || lev == NULL ||
         getsockname(evconnlistener_get_fd(lev), (struct sockaddr *)&addr, &len) != 0 ||
-        jn_channel_http.init(&ch, &err) != 0 || jn_http__in_start_on(&ch, lev, &err) != 0) {
+        jn_channel_http.in->init(&ch, &err) != 0 || jn_http__in_start_on(&ch, lev, &err) != 0) {
         fprintf(stderr, "fuzz_http_in: setup failed\n");
         abort();
     }
