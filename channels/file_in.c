@@ -1,19 +1,14 @@
 /*
- * file: a drop folder (IN) and one file per message (OUT).
+ * file IN: a drop folder.
  *
- * IN polls a folder and turns each finished file (or each non-empty line of it) into a message.
+ * Polls a folder and turns each finished file (or each non-empty line of it) into a message.
  * A file is moved to done/ only once the broker has made every one of its messages durable, and
  * to error/ with a `<name>.reason` beside it when its content is refused. Modelled on Apache
  * Camel's file component (done and error folders, the ".tmp"-then-rename convention for
  * writers, `readLock=changed` as our `settle`) and Fluent Bit's in_tail (a poll timer on the
  * engine's loop, a record per file in flight).
  *
- * OUT writes each message to "<dir>/.<name>.tmp", syncs it, renames it to "<dir>/<name>" and
- * syncs the folder, like Camel's tempFileName plus what a broker that promises durability owes:
- * a delivered file survives a power loss, and a reader never sees half a file. The writes run on
- * a writer thread per channel that syncs a whole group of files at once (see "OUT: the writer").
- *
- * Threads: IN runs on the broker's loop thread, including its disk reads. That breaks the "never
+ * Threads: runs on the broker's loop thread, including its disk reads. That breaks the "never
  * block the loop" rule on purpose for now: local files are fast, and each poll is bounded
  * (FILE_MAX_IN_FLIGHT files, FILE_POLL_BUDGET bytes).
  */
@@ -35,75 +30,15 @@
 
 #include <event2/event.h>
 
-#include "jn_buf.h"
-#include "jn_channel.h"
+#include "file_int.h"
 #include "jn_fs.h"
 #include "jn_mem.h"
 #include "jn_time.h"
-#include "jn_worker.h"
 
 /* Files being ingested at once, per channel: bounds memory and the callbacks outstanding. */
 #define FILE_MAX_IN_FLIGHT 64
 /* Bytes read per poll before the loop gets a turn (the rest is read on an immediate re-poll). */
 #define FILE_POLL_BUDGET (64ULL << 20)
-
-enum {
-    FILE_SPLIT_NONE = 0,
-    FILE_SPLIT_LINES = 1,
-};
-
-static const char *const file_split_names[] = {"none", "lines", NULL};
-
-struct file_conf {
-    char *dir;
-    /* IN */
-    char *pattern;
-    long long poll_interval;          /* ms */
-    int split;                        /* FILE_SPLIT_* */
-    unsigned long long max_message;   /* bytes, per message */
-    unsigned long long max_file;      /* bytes, per file read */
-    char *done_dir;                   /* "" = <dir>/done */
-    char *error_dir;                  /* "" = <dir>/error */
-    long long settle;                 /* ms; 0 = off */
-    /* OUT */
-    char *name;                       /* template */
-    bool do_mkdir;
-    bool do_fsync;
-};
-
-static const struct jn_opt file_opts[] = {
-    JN_OPT_PATH("dir", NULL, JN_OPT_REQUIRED, struct file_conf, dir,
-                "Folder to watch (in) or to write to (out), relative to the config file's "
-                "folder; created at start if missing"),
-    JN_OPT_STR("pattern", "*", JN_OPT_IN, struct file_conf, pattern,
-               "fnmatch glob on file names. Names starting with '.' or ending in .tmp or .part "
-               "are never read: write under such a name, then rename"),
-    JN_OPT_DURATION("poll_interval", "500ms", 10, 3600000, JN_OPT_IN, struct file_conf,
-                    poll_interval, "How often the folder is listed"),
-    JN_OPT_ENUM("split", "none", file_split_names, JN_OPT_IN, struct file_conf, split,
-                "none: one message per file; lines: one per non-empty line (LF or CRLF "
-                "stripped, header file-line gives the 1-based line number)"),
-    JN_OPT_SIZE("max_message", "16MiB", 1, 1LL << 30, JN_OPT_IN, struct file_conf, max_message,
-                "A bigger file (split: none) or line (split: lines) is moved to error_dir"),
-    JN_OPT_SIZE("max_file", "256MiB", 1, 4LL << 30, JN_OPT_IN, struct file_conf, max_file,
-                "A bigger file is moved to error_dir; a file is read whole into memory"),
-    JN_OPT_PATH("done_dir", "", JN_OPT_IN, struct file_conf, done_dir,
-                "Where accepted files go (empty: dir/done); same filesystem as dir"),
-    JN_OPT_PATH("error_dir", "", JN_OPT_IN, struct file_conf, error_dir,
-                "Where refused files go, each with NAME.reason saying why (empty: dir/error); "
-                "same filesystem as dir"),
-    JN_OPT_DURATION("settle", "0", 0, 86400000, JN_OPT_IN, struct file_conf, settle,
-                    "When > 0, a file is read only once its size and mtime have not changed "
-                    "for this long (for writers that cannot rename)"),
-    JN_OPT_STR("name", "{id}.msg", JN_OPT_OUT, struct file_conf, name,
-               "File name template: {id} {channel} {date} {time} {ts} {header.NAME}; an "
-               "existing file of that name is replaced"),
-    JN_OPT_BOOL("mkdir", "true", JN_OPT_OUT, struct file_conf, do_mkdir,
-                "Create dir (and its parents) when missing"),
-    JN_OPT_BOOL("fsync", "true", JN_OPT_OUT, struct file_conf, do_fsync,
-                "fsync each file and then the folder, so a delivered file survives power loss"),
-    JN_OPT_END
-};
 
 /* One message of a file in flight; its address is the jn_ingest() callback argument. */
 struct file_part {
@@ -149,10 +84,8 @@ struct file_note {
     char *name;
     unsigned gen;
 };
-
 struct file_state {
     struct jn_channel *ch;
-    /* IN */
     char *done_dir;
     char *error_dir;
     struct event *timer;
@@ -165,8 +98,6 @@ struct file_state {
     struct file_parked *parked;
     struct file_note *notes;
     unsigned gen;               /* counts polls, to prune parked and notes */
-    /* OUT: the writer thread (see "OUT: the writer") */
-    struct jn_worker *w;
 };
 
 /* ---- helpers ---- */
@@ -181,13 +112,6 @@ static int path_join(char *out, size_t cap, const char *a, const char *b)
         return -1;
     }
     return 0;
-}
-
-static bool is_dir(const char *path)
-{
-    struct stat sb;
-
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
 /* "" -> "<dir>/<sub>", else a copy; NULL when out of memory. */
@@ -207,93 +131,9 @@ static char *resolve_dir(const char *dir, const char *opt, const char *sub)
     return s;
 }
 
-/* Compares paths as written, ignoring trailing slashes (a cheap check; start() compares
- * inodes). */
-static bool same_path(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
+/* ---- init ---- */
 
-    while (na > 1 && a[na - 1] == '/') {
-        na--;
-    }
-    while (nb > 1 && b[nb - 1] == '/') {
-        nb--;
-    }
-    return na == nb && memcmp(a, b, na) == 0;
-}
-
-/* ---- check, init ---- */
-
-/*
- * The check hook is not given the instance's name; the position (file:line:col of the option)
- * says which channel it is, and the prefix says which type, as http's check does.
- */
-static int file_check(const void *conf, unsigned dir, const struct jn_node *node,
-                      struct jn_diag *d)
-{
-    const struct file_conf *c = conf;
-    int errors = 0;
-
-    if (c->dir == NULL || c->dir[0] == '\0') {
-        jn_diag_add(d, jn_node_pos(node, "dir"), "file: dir: must name a folder");
-        /* The other checks compare against dir. */
-        return 1;
-    }
-    if (dir & JN_DIR_IN) {
-        char done[PATH_MAX], error[PATH_MAX];
-
-        if (c->pattern == NULL || c->pattern[0] == '\0') {
-            jn_diag_add(d, jn_node_pos(node, "pattern"),
-                        "file: pattern: must not be empty (\"*\" matches every name)");
-            errors++;
-        }
-        snprintf(done, sizeof(done), "%s/done", c->dir);
-        snprintf(error, sizeof(error), "%s/error", c->dir);
-        /* A `done_dir:` with no value is "" like the default, but do not rely on it. */
-        if (c->done_dir != NULL && c->done_dir[0] != '\0') {
-            snprintf(done, sizeof(done), "%s", c->done_dir);
-        }
-        if (c->error_dir != NULL && c->error_dir[0] != '\0') {
-            snprintf(error, sizeof(error), "%s", c->error_dir);
-        }
-        if (same_path(done, c->dir)) {
-            jn_diag_add(d, jn_node_pos(node, "done_dir"),
-                        "file: done_dir: must differ from dir, or files would be read again");
-            errors++;
-        }
-        if (same_path(error, c->dir)) {
-            jn_diag_add(d, jn_node_pos(node, "error_dir"),
-                        "file: error_dir: must differ from dir, or files would be read again");
-            errors++;
-        }
-        if (same_path(done, error)) {
-            jn_diag_add(d, jn_node_pos(node, "error_dir"),
-                        "file: error_dir: must differ from done_dir");
-            errors++;
-        }
-    }
-    if (dir & JN_DIR_OUT) {
-        struct jn_err err;
-
-        jn_err_clear(&err);
-        if (c->name == NULL || c->name[0] == '\0') {
-            jn_diag_add(d, jn_node_pos(node, "name"),
-                        "file: name: must not be empty (default \"{id}.msg\")");
-            errors++;
-        } else if (jn_template_check(c->name, &err) != 0) {
-            jn_diag_add(d, jn_node_pos(node, "name"), "file: name: %s", err.msg);
-            errors++;
-        } else if (strchr(c->name, '/') != NULL) {
-            jn_diag_add(d, jn_node_pos(node, "name"),
-                        "file: name: '%s' contains '/'; files are written into dir itself",
-                        c->name);
-            errors++;
-        }
-    }
-    return errors;
-}
-
-static int file_init(struct jn_channel *ch, struct jn_err *err)
+static int in_init(struct jn_channel *ch, struct jn_err *err)
 {
     const struct file_conf *c = ch->conf;
     struct file_state *st = jn_calloc(1, sizeof(*st));
@@ -302,21 +142,19 @@ static int file_init(struct jn_channel *ch, struct jn_err *err)
         return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
     st->ch = ch;
-    if (ch->dir == JN_DIR_IN) {
-        st->done_dir = resolve_dir(c->dir, c->done_dir, "done");
-        st->error_dir = resolve_dir(c->dir, c->error_dir, "error");
-        if (st->done_dir == NULL || st->error_dir == NULL) {
-            jn_free(st->done_dir);
-            jn_free(st->error_dir);
-            jn_free(st);
-            return jn_err_set(err, JN_ENOMEM, "out of memory");
-        }
+    st->done_dir = resolve_dir(c->dir, c->done_dir, "done");
+    st->error_dir = resolve_dir(c->dir, c->error_dir, "error");
+    if (st->done_dir == NULL || st->error_dir == NULL) {
+        jn_free(st->done_dir);
+        jn_free(st->error_dir);
+        jn_free(st);
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
     ch->state = st;
     return 0;
 }
 
-/* ---- IN: bookkeeping ---- */
+/* ---- bookkeeping ---- */
 
 static struct file_inflight *inflight_find(struct file_state *st, const char *name)
 {
@@ -513,7 +351,7 @@ static int move_noreplace(const char *from, const char *name, dev_t dev, ino_t i
     return rename(src, dst);
 }
 
-/* ---- IN: refusing a file ---- */
+/* ---- refusing a file ---- */
 
 static void write_reason(struct jn_channel *ch, const char *dir, const char *final,
                          const char *reason)
@@ -592,7 +430,7 @@ static void in_refuse(struct jn_channel *ch, const char *name, dev_t dev, ino_t 
     jn_ch_warn(ch, "%s: refused, moved to %s/%s: %s", name, st->error_dir, final, reason);
 }
 
-/* ---- IN: accepting a file ---- */
+/* ---- accepting a file ---- */
 
 /* All messages of f have been answered. */
 static void in_finish(struct file_inflight *f)
@@ -974,7 +812,7 @@ static size_t in_take(struct jn_channel *ch, int dfd, const struct file_seen *ca
     return len;
 }
 
-/* ---- IN: the poll ---- */
+/* ---- the poll ---- */
 
 static bool in_name_ok(const struct file_conf *c, const char *name)
 {
@@ -1225,334 +1063,14 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
     return 0;
 }
 
-/* ---- OUT ---- */
-
-static int writer_start(struct jn_channel *ch, struct jn_err *err);
-
-static int out_start(struct jn_channel *ch, struct jn_err *err)
-{
-    const struct file_conf *c = ch->conf;
-
-    if (c->do_mkdir) {
-        if (jn_fs_mkdir_p(c->dir, 0755) != 0) {
-            return jn_err_set(err, JN_EIO, "cannot create folder %s: %s", c->dir,
-                              strerror(errno));
-        }
-    } else if (!is_dir(c->dir)) {
-        /* Not fatal: it may be a mount that comes later; deliveries retry until then. */
-        jn_ch_warn(ch, "%s is not a folder (mkdir: false); deliveries will be retried", c->dir);
-    }
-    if (writer_start(ch, err) != 0) {
-        return JN_ENOMEM;
-    }
-    jn_ch_info(ch, "writing to %s as %s%s", c->dir, c->name, c->do_fsync ? ", fsync" : "");
-    return 0;
-}
-
-/* Writes len bytes of p to fd; 0 or -1 with errno. */
-static int write_full(int fd, const unsigned char *p, size_t len)
-{
-    size_t off = 0;
-
-    while (off < len) {
-        size_t chunk = len - off < (size_t)SSIZE_MAX ? len - off : (size_t)SSIZE_MAX;
-        ssize_t w = write(fd, p + off, chunk);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -1;
-        }
-        if (w == 0) {
-            errno = EIO; /* a regular file never takes 0 bytes without an error */
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    return 0;
-}
-
-/*
- * OUT: the writer.
- *
- * Disk writes and fsyncs must not stop the loop, and one fsync per file caps a folder at a few
- * hundred files a second. So each OUT channel has a writer thread that takes every pending
- * file at once (a group, like the journal's group commit): it writes each to "<dir>/.<name>.tmp",
- * then makes the whole group durable with ONE syncfs() of the folder's filesystem, renames
- * each into place in queue order, and syncs the folder once. Two syncs per group instead of
- * two per file; a reader still never sees half a file. The results go back to the loop, which
- * finishes the deliveries. The thread, its lists and the way back are a jn_worker. The broker sends up to `concurrency` files at once (256 by default
- * for this channel), which is what a group can hold.
- */
-
-/* One allocation per file: the job, then its three path strings. It is small on purpose (the
- * loop makes one per delivery); the reason is allocated only when something fails. */
-struct out_job {
-    struct jn_job job;         /* in the writer's batch */
-    struct jn_delivery *d;
-    struct jn_msg *msg;        /* a reference of our own: the payload is read on the writer */
-    char *name;                /* the file's name, in buf */
-    char *tmp;                 /* "<dir>/.<name>.tmp", in buf */
-    char *dst;                 /* "<dir>/<name>", in buf */
-    int stage;                 /* 0 new, 1 written, 2 renamed (done) */
-    enum jn_send_result result;
-    char *reason;              /* owned, or NULL: set with a failing result */
-    char buf[];
-};
-
-/* The next job of a writer batch, or NULL. */
-static struct out_job *job_next(struct out_job *j)
-{
-    return j->job.next != NULL ? JN_JOB_OF(j->job.next, struct out_job, job) : NULL;
-}
-
-static void job_fail(struct out_job *j, enum jn_send_result r, const char *what, const char *path)
-{
-    int e = errno;
-    const char *es = strerror(e);
-    int n = snprintf(NULL, 0, "%s %s: %s", what, path, es);
-
-    jn_free(j->reason);
-    j->reason = n >= 0 ? jn_malloc((size_t)n + 1) : NULL;
-    if (j->reason != NULL) {
-        snprintf(j->reason, (size_t)n + 1, "%s %s: %s", what, path, es);
-    }
-    j->result = e == ENAMETOOLONG ? JN_SEND_REJECT : r;
-}
-
-/* Phase 1: the temp file, written and closed (not yet synced). */
-static void job_write(const struct file_conf *c, struct out_job *j)
-{
-    int fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-
-    if (fd < 0 && errno == ENOENT && c->do_mkdir && jn_fs_mkdir_p(c->dir, 0755) == 0) {
-        fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* dir was removed */
-    }
-    if (fd < 0) {
-        job_fail(j, JN_SEND_RETRY, "cannot create", j->tmp);
-        return;
-    }
-    if (write_full(fd, j->msg->payload, j->msg->len) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(j->tmp);
-        errno = e;
-        job_fail(j, JN_SEND_RETRY, "write", j->tmp);
-        return;
-    }
-    /* close() can report a deferred write error (NFS). */
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(j->tmp);
-        errno = e;
-        job_fail(j, JN_SEND_RETRY, "close", j->tmp);
-        return;
-    }
-    j->stage = 1;
-}
-
-static void write_group(const struct file_conf *c, struct out_job *list)
-{
-    int dirfd = -1;
-    bool synced = true;
-
-    for (struct out_job *j = list; j; j = job_next(j)) {
-        j->result = JN_SEND_RETRY;
-        job_write(c, j);
-    }
-    if (c->do_fsync) {
-        /* One sync makes every temp file of the group durable before any is renamed. */
-        dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dirfd < 0 || syncfs(dirfd) != 0) {
-            synced = false;
-        }
-    }
-    for (struct out_job *j = list; j; j = job_next(j)) {
-        if (j->stage != 1) {
-            continue;
-        }
-        if (!synced) {
-            job_fail(j, JN_SEND_RETRY, "sync of the filesystem holding", c->dir);
-            unlink(j->tmp);
-            continue;
-        }
-        if (rename(j->tmp, j->dst) != 0) {
-            job_fail(j, JN_SEND_RETRY, "rename", j->tmp);
-            unlink(j->tmp);
-            continue;
-        }
-        j->stage = 2;
-    }
-    if (c->do_fsync && dirfd >= 0 && fsync(dirfd) != 0) {
-        /* The files are in place but their names may not survive a crash: retry, which
-         * rewrites the same names. */
-        for (struct out_job *j = list; j; j = job_next(j)) {
-            if (j->stage == 2) {
-                job_fail(j, JN_SEND_RETRY, "fsync folder", c->dir);
-                j->stage = 1;
-            }
-        }
-    }
-    if (dirfd >= 0) {
-        close(dirfd);
-    }
-    for (struct out_job *j = list; j; j = job_next(j)) {
-        if (j->stage == 2) {
-            j->result = JN_SEND_OK;
-        }
-    }
-}
-
-/* The writer thread: one group. ch->conf does not change while the channel lives. */
-static void writer_run(void *arg, struct jn_job *batch)
-{
-    const struct jn_channel *ch = arg;
-
-    write_group(ch->conf, JN_JOB_OF(batch, struct out_job, job));
-}
-
-static void job_free(struct out_job *j)
-{
-    jn_msg_unref(&j->msg);
-    jn_free(j->reason);
-    jn_free(j);
-}
-
-/* On the loop: finish the delivery of a written file. */
-static void writer_done(void *arg, struct jn_job *job)
-{
-    struct jn_channel *ch = arg;
-    const struct file_conf *c = ch->conf;
-    struct out_job *j = JN_JOB_OF(job, struct out_job, job);
-
-    if (j->result == JN_SEND_OK) {
-        jn_ch_debug(ch, "msg=%s written to %s/%s (%zu bytes)", j->msg->id, c->dir, j->name,
-                    j->msg->len);
-        jn_delivery_done(j->d, JN_SEND_OK, NULL);
-    } else {
-        const char *why = j->reason ? j->reason : "writing the file failed (out of memory for "
-                                                  "the reason)";
-        jn_ch_debug(ch, "msg=%s %s", j->msg->id, why);
-        jn_delivery_done(j->d, j->result, why);
-    }
-    job_free(j);
-}
-
-static int writer_start(struct jn_channel *ch, struct jn_err *err)
-{
-    struct file_state *st = ch->state;
-
-    st->w = jn_worker_new(ch->base, "jn-file-out", writer_run, writer_done, ch);
-    if (st->w == NULL) {
-        return jn_err_set(err, JN_ENOMEM, "cannot start the writer thread");
-    }
-    return 0;
-}
-
-/* Stops the writer after the group it is writing, and finishes every delivery: written ones
- * with their result, the rest with RETRY (the broker keeps them queued). */
-static void writer_stop(struct jn_channel *ch)
-{
-    struct file_state *st = ch->state;
-    struct jn_job *rest;
-
-    if (st == NULL || st->w == NULL) {
-        return;
-    }
-    rest = jn_worker_stop(st->w, 0); /* not started: taken back */
-    while (rest != NULL) {
-        struct out_job *j = JN_JOB_OF(rest, struct out_job, job);
-        rest = rest->next;
-        jn_delivery_done(j->d, JN_SEND_RETRY, "stopping");
-        job_free(j);
-    }
-    jn_worker_free(st->w);
-    st->w = NULL;
-}
-
-static void out_send(struct jn_channel *ch, struct jn_delivery *d)
-{
-    const struct file_conf *c = ch->conf;
-    struct file_state *st = ch->state;
-    struct jn_msg *m = jn_delivery_msg(d);
-    struct jn_buf nb = JN_BUF_INIT;
-    char reason[2 * PATH_MAX + 128];
-    struct jn_err err;
-    struct out_job *j;
-    const char *name;
-    size_t nl, dl;
-
-    jn_err_clear(&err);
-    if (jn_template_render(c->name, m, &nb, &err) != 0) {
-        jn_buf_reset(&nb);
-        jn_delivery_done(d, err.code == JN_ENOMEM ? JN_SEND_RETRY : JN_SEND_REJECT, err.msg);
-        return;
-    }
-    name = nb.p ? nb.p : "";
-    if (name[0] == '\0' || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
-        strcmp(name, "..") == 0) {
-        snprintf(reason, sizeof(reason), "name template '%s' gave '%s', which is not a file name "
-                 "(empty, '.', '..' or containing '/')", c->name, name);
-        jn_buf_reset(&nb);
-        jn_delivery_done(d, JN_SEND_REJECT, reason);
-        return;
-    }
-    if (strlen(name) + 5 > NAME_MAX) {
-        /* ".<name>.tmp" must fit too. The same message would fail the same way every time. */
-        snprintf(reason, sizeof(reason), "file name '%.64s...' is %zu bytes, over %d", name,
-                 strlen(name), NAME_MAX - 5);
-        jn_buf_reset(&nb);
-        jn_delivery_done(d, JN_SEND_REJECT, reason);
-        return;
-    }
-    nl = strlen(name);
-    dl = strlen(c->dir);
-    if (dl + nl + 7 > PATH_MAX) {
-        /* "<dir>/.<name>.tmp" and its NUL must fit in PATH_MAX, every time for this message. */
-        snprintf(reason, sizeof(reason), "path %s: %s", c->dir, strerror(ENAMETOOLONG));
-        jn_buf_reset(&nb);
-        jn_delivery_done(d, JN_SEND_REJECT, reason);
-        return;
-    }
-    /* name, tmp and dst follow the struct: nl + 1, dl + nl + 7 and dl + nl + 2 bytes. */
-    j = jn_malloc(sizeof(*j) + 2 * dl + 3 * nl + 10);
-    if (j == NULL || st == NULL || st->w == NULL) {
-        jn_free(j);
-        jn_buf_reset(&nb);
-        jn_delivery_done(d, JN_SEND_RETRY, j ? "the writer is not running" : "out of memory");
-        return;
-    }
-    j->d = d;
-    j->msg = jn_msg_ref(m);
-    j->stage = 0;
-    j->result = JN_SEND_RETRY;
-    j->reason = NULL;
-    j->name = j->buf;
-    memcpy(j->name, name, nl + 1);
-    j->tmp = j->name + nl + 1;
-    memcpy(j->tmp, c->dir, dl);
-    memcpy(j->tmp + dl, "/.", 2);
-    memcpy(j->tmp + dl + 2, name, nl);
-    memcpy(j->tmp + dl + 2 + nl, ".tmp", 5);
-    j->dst = j->tmp + dl + nl + 7;
-    memcpy(j->dst, c->dir, dl);
-    j->dst[dl] = '/';
-    memcpy(j->dst + dl + 1, name, nl + 1);
-    jn_buf_reset(&nb);
-    if (jn_worker_post(st->w, &j->job) != 0) {
-        job_free(j);
-        jn_delivery_done(d, JN_SEND_RETRY, "the writer is not running");
-    }
-}
-
 /* ---- life cycle ---- */
 
 /*
- * IN: no new polls. Answers that still come move their files to done/ as usual (the state
+ * No new polls. Answers that still come move their files to done/ as usual (the state
  * lives until destroy), so a file whose messages are durable is not read again at the next
  * start. Files still unanswered at destroy stay where they are and are read again then.
  */
-static void file_stop(struct jn_channel *ch)
+static void in_stop(struct jn_channel *ch)
 {
     struct file_state *st = ch->state;
 
@@ -1565,14 +1083,13 @@ static void file_stop(struct jn_channel *ch)
     }
 }
 
-static void file_destroy(struct jn_channel *ch)
+static void in_destroy(struct jn_channel *ch)
 {
     struct file_state *st = ch->state;
 
     if (st == NULL) {
         return;
     }
-    writer_stop(ch);
     while (st->inflight != NULL) {
         struct file_inflight *f = st->inflight;
         st->inflight = f->next;
@@ -1601,30 +1118,9 @@ static void file_destroy(struct jn_channel *ch)
     ch->state = NULL;
 }
 
-static const struct jn_in_def file_in = {
-    .init = file_init,   /* state and resolved done/error folders only */
-    .start = in_start,   /* creates folders; arms the poll timer */
-    .stop = file_stop,
-    .destroy = file_destroy,
-};
-
-static const struct jn_out_def file_out = {
-    .init = file_init,
-    .start = out_start, /* creates the folder; starts the writer thread */
-    .send = out_send,   /* to the writer thread: temp files, one sync, renames */
-    .stop = file_stop,
-    .destroy = file_destroy,
-};
-
-const struct jn_channel_def jn_channel_file = {
-    .name = "file",
-    .desc = "Drop folder (in: one message per file or per line) and one file per message (out; "
-            "concurrency defaults to 256 here: files are written and synced in groups, renamed in "
-            "queue order)",
-    .default_concurrency = 256, /* files are synced in groups of up to this many */
-    .opts = file_opts,
-    .conf_size = sizeof(struct file_conf),
-    .check = file_check, /* dir for both; folders (in); the name template (out) */
-    .in = &file_in,
-    .out = &file_out,
+const struct jn_in_def jn_file__in = {
+    .init = in_init,   /* state and resolved done/error folders only */
+    .start = in_start, /* creates folders; arms the poll timer */
+    .stop = in_stop,
+    .destroy = in_destroy,
 };

@@ -1,0 +1,146 @@
+/*
+ * file: the channel type (drop folder IN, one file per message OUT): its option table, the
+ * cross-field check and the def. The sides are channels/file_in.c and channels/file_out.c.
+ * Modelled on Apache Camel's file component (see file_in.c and file_out.c).
+ */
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "file_int.h"
+
+static const char *const file_split_names[] = {"none", "lines", NULL};
+
+static const struct jn_opt file_opts[] = {
+    JN_OPT_PATH("dir", NULL, JN_OPT_REQUIRED, struct file_conf, dir,
+                "Folder to watch (in) or to write to (out), relative to the config file's "
+                "folder; created at start if missing"),
+    JN_OPT_STR("pattern", "*", JN_OPT_IN, struct file_conf, pattern,
+               "fnmatch glob on file names. Names starting with '.' or ending in .tmp or .part "
+               "are never read: write under such a name, then rename"),
+    JN_OPT_DURATION("poll_interval", "500ms", 10, 3600000, JN_OPT_IN, struct file_conf,
+                    poll_interval, "How often the folder is listed"),
+    JN_OPT_ENUM("split", "none", file_split_names, JN_OPT_IN, struct file_conf, split,
+                "none: one message per file; lines: one per non-empty line (LF or CRLF "
+                "stripped, header file-line gives the 1-based line number)"),
+    JN_OPT_SIZE("max_message", "16MiB", 1, 1LL << 30, JN_OPT_IN, struct file_conf, max_message,
+                "A bigger file (split: none) or line (split: lines) is moved to error_dir"),
+    JN_OPT_SIZE("max_file", "256MiB", 1, 4LL << 30, JN_OPT_IN, struct file_conf, max_file,
+                "A bigger file is moved to error_dir; a file is read whole into memory"),
+    JN_OPT_PATH("done_dir", "", JN_OPT_IN, struct file_conf, done_dir,
+                "Where accepted files go (empty: dir/done); same filesystem as dir"),
+    JN_OPT_PATH("error_dir", "", JN_OPT_IN, struct file_conf, error_dir,
+                "Where refused files go, each with NAME.reason saying why (empty: dir/error); "
+                "same filesystem as dir"),
+    JN_OPT_DURATION("settle", "0", 0, 86400000, JN_OPT_IN, struct file_conf, settle,
+                    "When > 0, a file is read only once its size and mtime have not changed "
+                    "for this long (for writers that cannot rename)"),
+    JN_OPT_STR("name", "{id}.msg", JN_OPT_OUT, struct file_conf, name,
+               "File name template: {id} {channel} {date} {time} {ts} {header.NAME}; an "
+               "existing file of that name is replaced"),
+    JN_OPT_BOOL("mkdir", "true", JN_OPT_OUT, struct file_conf, do_mkdir,
+                "Create dir (and its parents) when missing"),
+    JN_OPT_BOOL("fsync", "true", JN_OPT_OUT, struct file_conf, do_fsync,
+                "fsync each file and then the folder, so a delivered file survives power loss"),
+    JN_OPT_END
+};
+
+/* Compares paths as written, ignoring trailing slashes (a cheap check; start() compares
+ * inodes). */
+static bool same_path(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+
+    while (na > 1 && a[na - 1] == '/') {
+        na--;
+    }
+    while (nb > 1 && b[nb - 1] == '/') {
+        nb--;
+    }
+    return na == nb && memcmp(a, b, na) == 0;
+}
+
+/* ---- check ---- */
+
+/*
+ * The check hook is not given the instance's name; the position (file:line:col of the option)
+ * says which channel it is, and the prefix says which type, as http's check does.
+ */
+static int file_check(const void *conf, unsigned dir, const struct jn_node *node,
+                      struct jn_diag *d)
+{
+    const struct file_conf *c = conf;
+    int errors = 0;
+
+    if (c->dir == NULL || c->dir[0] == '\0') {
+        jn_diag_add(d, jn_node_pos(node, "dir"), "file: dir: must name a folder");
+        /* The other checks compare against dir. */
+        return 1;
+    }
+    if (dir & JN_DIR_IN) {
+        char done[PATH_MAX], error[PATH_MAX];
+
+        if (c->pattern == NULL || c->pattern[0] == '\0') {
+            jn_diag_add(d, jn_node_pos(node, "pattern"),
+                        "file: pattern: must not be empty (\"*\" matches every name)");
+            errors++;
+        }
+        snprintf(done, sizeof(done), "%s/done", c->dir);
+        snprintf(error, sizeof(error), "%s/error", c->dir);
+        /* A `done_dir:` with no value is "" like the default, but do not rely on it. */
+        if (c->done_dir != NULL && c->done_dir[0] != '\0') {
+            snprintf(done, sizeof(done), "%s", c->done_dir);
+        }
+        if (c->error_dir != NULL && c->error_dir[0] != '\0') {
+            snprintf(error, sizeof(error), "%s", c->error_dir);
+        }
+        if (same_path(done, c->dir)) {
+            jn_diag_add(d, jn_node_pos(node, "done_dir"),
+                        "file: done_dir: must differ from dir, or files would be read again");
+            errors++;
+        }
+        if (same_path(error, c->dir)) {
+            jn_diag_add(d, jn_node_pos(node, "error_dir"),
+                        "file: error_dir: must differ from dir, or files would be read again");
+            errors++;
+        }
+        if (same_path(done, error)) {
+            jn_diag_add(d, jn_node_pos(node, "error_dir"),
+                        "file: error_dir: must differ from done_dir");
+            errors++;
+        }
+    }
+    if (dir & JN_DIR_OUT) {
+        struct jn_err err;
+
+        jn_err_clear(&err);
+        if (c->name == NULL || c->name[0] == '\0') {
+            jn_diag_add(d, jn_node_pos(node, "name"),
+                        "file: name: must not be empty (default \"{id}.msg\")");
+            errors++;
+        } else if (jn_template_check(c->name, &err) != 0) {
+            jn_diag_add(d, jn_node_pos(node, "name"), "file: name: %s", err.msg);
+            errors++;
+        } else if (strchr(c->name, '/') != NULL) {
+            jn_diag_add(d, jn_node_pos(node, "name"),
+                        "file: name: '%s' contains '/'; files are written into dir itself",
+                        c->name);
+            errors++;
+        }
+    }
+    return errors;
+}
+
+const struct jn_channel_def jn_channel_file = {
+    .name = "file",
+    .desc = "Drop folder (in: one message per file or per line) and one file per message (out; "
+            "concurrency defaults to 256 here: files are written and synced in groups, renamed in "
+            "queue order)",
+    .default_concurrency = 256, /* files are synced in groups of up to this many */
+    .opts = file_opts,
+    .conf_size = sizeof(struct file_conf),
+    .check = file_check, /* dir for both; folders (in); the name template (out) */
+    .in = &jn_file__in,
+    .out = &jn_file__out,
+};
