@@ -1,6 +1,8 @@
 /*
- * kafka_int.h: the parts of channels/kafka.c that turn outside input into junction headers and
- * Kafka fields, with no librdkafka type in sight, so tests/fuzz/fuzz_kafka_headers.c and
+ * kafka_int.h: what channels/kafka_conf.c (options, check, the librdkafka conf, the def),
+ * kafka_in.c (the consumer) and kafka_out.c (the producer) share, and the parts that turn
+ * outside input into junction headers and Kafka fields, with no librdkafka type in sight (its
+ * handles are named by their struct tags only), so tests/fuzz/fuzz_kafka_headers.c and
  * tests/unit/test_kafka.c can drive them alone (house style: module__verb, shared inside one
  * module and its tests only).
  *
@@ -9,8 +11,8 @@
  * record headers rendered from the channel's templates over a message's headers. Both: the
  * bootstrap.servers value made from the `brokers` option.
  *
- * Everything here runs on the loop thread (or anywhere: no shared state) and allocates only
- * through jn_malloc, so jn_mem_fail_after() reaches every failure path.
+ * The header and record functions run on the loop thread (or anywhere: no shared state) and
+ * allocate only through jn_malloc, so jn_mem_fail_after() reaches every failure path.
  */
 #ifndef JN_KAFKA_INT_H
 #define JN_KAFKA_INT_H
@@ -21,6 +23,51 @@
 #include "jn_buf.h"
 #include "jn_channel.h"
 #include "jn_msg.h"
+
+struct rd_kafka_s;      /* rd_kafka_t */
+struct rd_kafka_conf_s; /* rd_kafka_conf_t */
+
+/* The safety-net poll: bounds the cost of a wake-up librdkafka did not signal. */
+#define KAFKA_TICK_MS 100
+/* Messages or reports handled per loop turn before the loop gets a turn of its own. */
+#define KAFKA_POLL_BUDGET 500
+/* librdkafka's error strings are short; this also bounds a reason we log. */
+#define KAFKA_ERRSTR 512
+
+struct kafka_conf {
+    struct jn_strlist brokers;
+    struct jn_strmap properties;
+    /* IN */
+    struct jn_strlist topics;
+    char *group;
+    char *header_prefix;
+    long long max_in_flight;
+    long long pause_retry;       /* ms */
+    long long commit_interval;   /* ms */
+    /* OUT */
+    char *topic;                 /* template */
+    char *key;                   /* template; NULL or renders empty: no key */
+    struct jn_strmap headers;    /* name -> template */
+    char *id_header;             /* "" = none */
+    long long timeout;           /* ms: message.timeout.ms */
+};
+
+/* The two sides (jn_channel_kafka's in and out): kafka_in.c, kafka_out.c. */
+extern const struct jn_in_def jn_kafka__in;
+extern const struct jn_out_def jn_kafka__out;
+
+/*
+ * The librdkafka conf for one side (dir JN_DIR_IN or JN_DIR_OUT) of c: the properties, then
+ * what junction owns. NULL with err on failure. The caller sets the opaque and callbacks.
+ */
+struct rd_kafka_conf_s *jn_kafka__conf_build(const struct kafka_conf *c, unsigned dir,
+                                             struct jn_err *err);
+/* librdkafka callbacks both sides install; the conf's opaque is the channel. log: on
+ * librdkafka's threads (one jn_log_print). error: on the loop (from a poll). qev: on
+ * librdkafka's threads, arg the struct event to activate. */
+void jn_kafka__log_cb(const struct rd_kafka_s *rk, int level, const char *fac, const char *buf);
+void jn_kafka__error_cb(struct rd_kafka_s *rk, int err, const char *reason, void *opaque);
+void jn_kafka__qev_cb(struct rd_kafka_s *rk, void *arg);
 
 /* One record header as the consumer sees it. Borrowed from the caller for the call. */
 struct jn_kafka_hdr {
