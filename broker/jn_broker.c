@@ -1,5 +1,8 @@
 /*
- * jn_broker: the loop, the commit stage, the router and the delivery workers.
+ * jn_broker: the loop, ingest and the commit stage, the router (until routes/ takes it) and
+ * the life cycle. The per-destination queues are jn_queue's; outcome tracking is jn_track.c,
+ * callbacks and dead letters jn_notify.c, recovery at start jn_recover.c (all sharing
+ * jn_broker_int.h).
  *
  * Shape taken from Redis's single loop with work batched before sleeping, and from Fluent
  * Bit's engine (inputs and outputs as plugins over one engine). Everything here runs on the
@@ -8,7 +11,7 @@
  * Durability: jn_ingest() routes the message into one journal transaction (one queue entry
  * per destination, the action log) and acknowledges only in its commit callback; only then do
  * its deliveries enter their queues in memory (every queue record's delivery waits for its
- * commit: adds_commit). A delivery's end deletes (or rewrites, or moves to the dead-letter
+ * commit: jn_queue_commit). A delivery's end deletes (or rewrites, or moves to the dead-letter
  * queue) its entry. On start, the queues are paged in from the journal and inbox entries (from
  * older journals, or dlq replay) are routed, so a crash at any point loses nothing that was
  * acknowledged; it may deliver twice (at-least-once).
@@ -17,7 +20,7 @@
  * a reference per destination (fan-out is N refs of one message in memory; N records on
  * disk); a delivery owns its reference until it is finished.
  */
-#include "jn_broker.h"
+#include "jn_broker_int.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -36,60 +39,6 @@
 #include "jn_store.h"
 #include "jn_time.h"
 
-struct jn_ticket {
-    struct jn_ticket *next;
-    struct jn_broker *b;
-    struct jn_channel *ch;
-    struct jn_msg *msg;
-    jn_accept_fn cb;
-    void *arg;
-    int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
-    struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
-    struct jn_delivery *adds; /* deliveries of its queue records, until the commit */
-    /*
-     * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
-     * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
-     * (1 from the ingest until its commit callback is done) and each delivery. The ticket is
-     * freed when pending is 0 and outcome has run or was forgotten.
-     */
-    int tracked;
-    int accepted;                 /* its accept callback said rc 0 */
-    jn_outcome_fn outcome;        /* NULL once run or forgotten */
-    size_t pending;
-    enum jn_send_result result;   /* the worst so far: REJECT > RETRY > OK */
-    char *reason;                 /* owned: the first reason of that worst result */
-    void *reply;                  /* owned: the first reply of a delivery that ended in... */
-    size_t reply_len;
-    enum jn_send_result reply_r;  /* ...this result */
-    struct jn_ticket *oprev, *onext; /* b->outcomes while outcome is awaited */
-};
-
-struct jn_broker {
-    const struct jn_config *cfg;
-    struct event_base *base;
-    struct jn_idgen ids;
-    struct jn_channel *chans;
-    size_t nchans;
-    struct jn_service *svcs;
-    size_t nsvcs;
-    struct jn_queue **queues;        /* one per channel; NULL for IN ones */
-    struct jn_queue_env qenv;        /* what the queues reach the broker through */
-    struct jn_journal *journal;
-    struct jn_ticket *pend_head, *pend_tail; /* refused before the journal */
-    struct jn_ticket *outcomes;      /* tickets whose outcome is awaited (jn_ingest_outcome) */
-    struct event *commit_ev;
-    size_t ingests_in_flight;        /* submitted to the journal, callback not yet run */
-    struct event *sig_term, *sig_int, *sig_hup;
-    struct event *drain_timer;
-    struct event *prune_timer;
-    int stopping;   /* intake closed, queues draining */
-    int freeing;    /* jn_broker_free: no more retries */
-    long long stop_deadline_ms;
-    int started;
-    size_t nspilled;  /* queues paged from the journal */
-    struct jn_queue_batch adds;      /* jn_queue_add since the last submit */
-    uint64_t n_dead, n_unrouted_dropped;
-};
 
 struct jn_idgen *jn_broker_idgen(struct jn_broker *b)
 {
@@ -166,9 +115,9 @@ static void submit(struct jn_broker *b, struct jn_jtxn *t)
     jn_journal_submit(b->journal, t, 0, committed, c);
 }
 
-static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
-                       const char *event, const char *route, const char *channel, int attempt,
-                       const char *error)
+void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
+                    const char *event, const char *route, const char *channel, int attempt,
+                    const char *error)
 {
     if (t == NULL || jn_store_log(t, jn_journal_seq(b->journal), m->id, event, route, channel,
                                   attempt, error) != 0) {
@@ -176,246 +125,11 @@ static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_m
     }
 }
 
-/* ---- callbacks (notify:) ---- */
-
-static const struct jn_cfg_route *find_route(const struct jn_broker *b, const char *name)
-{
-    for (size_t i = 0; name && i < b->cfg->nroutes; i++) {
-        if (strcmp(b->cfg->routes[i].name, name) == 0) {
-            return &b->cfg->routes[i];
-        }
-    }
-    return NULL;
-}
-
-/*
- * Queues a callback for the route's notify: URL, in the same journal transaction as the
- * event it reports, so the callback is as durable as the outcome. Callbacks are deliveries of
- * the route's "notify:<route>" channel (route "(notify)", which has no callbacks itself).
- */
-static void notify(struct jn_broker *b, struct jn_jtxn *t, const char *route,
-                   const struct jn_msg *m, const char *dest, unsigned event, int attempts,
-                   const char *error)
-{
-    const struct jn_cfg_route *r = find_route(b, route);
-    const char *status = event == JN_NOTIFY_DELIVERED ? "delivered"
-                         : event == JN_NOTIFY_FAILED  ? "failed"
-                                                      : "dead-lettered";
-    struct jn_channel *qch;
-    struct jn_msg *n;
-    json_t *o;
-    char *body, when[40];
-    int64_t now = jn_now_us();
-    time_t secs = (time_t)(now / 1000000);
-    struct tm tm;
-    uint64_t qseq;
-
-    if (t == NULL || r == NULL || r->notify_chan < 0 || !(r->notify_mask & event)) {
-        return;
-    }
-    gmtime_r(&secs, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%03dZ",
-             (int)(now / 1000 % 1000));
-    o = json_pack("{s:s, s:s, s:s?, s:s, s:i, s:s?, s:s}", "id", m->id, "route", r->name,
-                  "destination", dest, "status", status, "attempts", attempts, "error", error,
-                  "time", when);
-    body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o);
-    qch = &b->chans[r->notify_chan];
-    n = body ? jn_msg_new(qch->name, body, strlen(body)) : NULL;
-    free(body); /* jansson allocates with malloc */
-    if (n == NULL || jn_msg_header_set(n, "Content-Type", "application/json") != 0 ||
-        jn_msg_header_set(n, "X-Junction-Event", status) != 0) {
-        jn_log(JN_LOG_ERROR, "msg=%s callback '%s' lost: out of memory", m->id, status);
-        jn_msg_unref(&n);
-        return;
-    }
-    jn_idgen_next(&b->ids, n->id);
-    qseq = jn_journal_seq(b->journal);
-    if (jn_store_queue_put(t, qch->name, qseq, n, "(notify)", 1, NULL) != 0) {
-        jn_log(JN_LOG_ERROR, "msg=%s callback '%s' lost: out of memory", m->id, status);
-        jn_msg_unref(&n);
-        return;
-    }
-    jn_queue_add(b->queues[r->notify_chan], &b->adds, n, "(notify)", qseq);
-}
-
-/* ---- dead letters ---- */
-
-/* Writes the dead letter (with its last error and attempt count) and the action into t, and
- * logs it at level with prefix (a channel's, or NULL). */
-static void dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
-                        const char *route, const char *dest, int attempts, const char *reason,
-                        int level, const char *prefix)
-{
-    b->n_dead++;
-    jn_log_p(level, prefix, "msg=%s dead-lettered route=%s destination=%s attempts=%d: %s",
-             m->id, route ? route : "-", dest ? dest : "-", attempts, reason);
-    if (t == NULL || jn_store_dlq_put(t, jn_journal_seq(b->journal), dest ? dest : "",
-                                      route ? route : "", attempts, reason, m) != 0) {
-        jn_log(JN_LOG_ERROR, "msg=%s could not be written to the dead-letter queue", m->id);
-        return;
-    }
-    log_action(b, t, m, "dead-lettered", route, dest, attempts, reason);
-    notify(b, t, route, m, dest, JN_NOTIFY_DEAD, attempts, reason);
-}
-
-/* ---- outcome tracking (jn_ingest_outcome) ---- */
-
-static void ticket_free(struct jn_ticket *t)
-{
-    jn_msg_unref(&t->msg);
-    jn_free(t->reason);
-    jn_free(t->reply);
-    jn_free(t);
-}
-
-/* Stops waiting for t's outcome: it will not be called. */
-static void track_detach(struct jn_ticket *t)
-{
-    if (t->outcome == NULL) {
-        return;
-    }
-    t->outcome = NULL;
-    if (t->oprev) {
-        t->oprev->onext = t->onext;
-    } else {
-        t->b->outcomes = t->onext;
-    }
-    if (t->onext) {
-        t->onext->oprev = t->oprev;
-    }
-    t->oprev = t->onext = NULL;
-}
-
-/* Folds one result into t's outcome: the worst wins, with the first reason given for it; a
- * reply is kept when it is the first from a delivery that ended in the (new) worst result. */
-static void track_note(struct jn_ticket *t, enum jn_send_result r, const char *reason,
-                       const void *reply, size_t reply_len)
-{
-    if (r > t->result || (r == t->result && t->reason == NULL)) {
-        jn_free(t->reason);
-        t->reason = reason ? jn_strdup(reason) : NULL;
-        t->result = r;
-    }
-    if (reply != NULL && (t->reply == NULL || r > t->reply_r)) {
-        void *copy = jn_malloc(reply_len ? reply_len : 1);
-        if (copy != NULL) {
-            memcpy(copy, reply, reply_len);
-            jn_free(t->reply);
-            t->reply = copy;
-            t->reply_len = reply_len;
-            t->reply_r = r;
-        }
-    }
-}
-
-/* Calls t's outcome now with what it says (or with r/reason given, for a stop), then frees t
- * if nothing points to it any more. */
-static void track_fire(struct jn_ticket *t, int stopping)
-{
-    jn_outcome_fn fn = t->outcome;
-
-    if (fn != NULL) {
-        enum jn_send_result r = stopping ? JN_SEND_RETRY : t->result;
-        const char *why = stopping ? "broker is stopping" : t->reason;
-        int with_reply = !stopping && t->reply != NULL && t->reply_r == r;
-        track_detach(t);
-        fn(t->arg, r, why, with_reply ? t->reply : NULL, with_reply ? t->reply_len : 0);
-    }
-    if (t->pending == 0) {
-        ticket_free(t);
-    }
-}
-
-/* One of t's pending parts (the routing, or a delivery) is final with r. */
-static void track_settle(struct jn_ticket *t, enum jn_send_result r, const char *reason,
-                         const void *reply, size_t reply_len)
-{
-    track_note(t, r, reason, reply, reply_len);
-    if (--t->pending == 0) {
-        track_fire(t, 0);
-    }
-}
-
-/* Broker stopping: every outcome still awaited for an accepted message is answered
- * JN_SEND_RETRY (one not accepted yet gets its accept callback first, or is forgotten).
- * Rescans from the head after each call, since an outcome callback may forget other tickets.
- * Returns how many were answered. */
-static size_t track_stop_all(struct jn_broker *b)
-{
-    size_t n = 0;
-
-    for (;;) {
-        struct jn_ticket *t = b->outcomes;
-        while (t && !t->accepted) {
-            t = t->onext;
-        }
-        if (t == NULL) {
-            return n;
-        }
-        track_fire(t, 1);
-        n++;
-    }
-}
-
 /* ---- what the queues reach the broker through (jn_queue_env) ---- */
-
-static void broker__ended(void *arg, struct jn_jtxn *t, const struct jn_queue_event *ev)
-{
-    struct jn_broker *b = arg;
-
-    switch (ev->end) {
-    case JN_QUEUE_DELIVERED:
-        log_action(b, t, ev->msg, "delivered", ev->route, ev->dest, ev->attempt, NULL);
-        notify(b, t, ev->route, ev->msg, ev->dest, JN_NOTIFY_DELIVERED, ev->attempt, NULL);
-        break;
-    case JN_QUEUE_RETRY_SCHEDULED:
-        log_action(b, t, ev->msg, "retry-scheduled", ev->route, ev->dest, ev->attempt,
-                   ev->reason);
-        notify(b, t, ev->route, ev->msg, ev->dest, JN_NOTIFY_FAILED, ev->attempt, ev->reason);
-        break;
-    case JN_QUEUE_FAILED:
-        log_action(b, t, ev->msg, "failed", ev->route, ev->dest, ev->attempt, ev->reason);
-        dead_letter(b, t, ev->msg, ev->route, ev->dest, ev->attempt, ev->why, JN_LOG_WARN,
-                    ev->log_prefix);
-        break;
-    }
-}
 
 static void broker__submit(void *arg, struct jn_jtxn *t)
 {
     submit(arg, t);
-}
-
-static void broker__tag_hold(void *arg, void *tag)
-{
-    struct jn_ticket *t = tag;
-
-    (void)arg;
-    t->pending++;
-}
-
-static void broker__tag_note(void *arg, void *tag, enum jn_send_result r, const char *reason)
-{
-    (void)arg;
-    track_note(tag, r, reason, NULL, 0);
-}
-
-static void broker__tag_settle(void *arg, void *tag, enum jn_send_result r, const char *reason,
-                               const void *reply, size_t reply_len)
-{
-    (void)arg;
-    track_settle(tag, r, reason, reply, reply_len);
-}
-
-static int broker__tag_wants_reply(void *arg, void *tag)
-{
-    const struct jn_ticket *t = tag;
-
-    (void)arg;
-    return t->outcome != NULL;
 }
 
 static int64_t broker__now_ms(void *arg)
@@ -556,16 +270,16 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
         matched = 1;
         jn_err_clear(&err);
         if (run_chain(b, r, m, &outs, &err) != 0) {
-            dead_letter(b, t, m, r->name, NULL, 0, err.msg, JN_LOG_WARN, NULL);
+            jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err.msg, JN_LOG_WARN, NULL);
             if (track) {
-                track_note(track, JN_SEND_REJECT, err.msg, NULL, 0);
+                jn_track__note(track, JN_SEND_REJECT, err.msg, NULL, 0);
             }
             continue;
         }
         jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)",
                m->id, r->name, outs.n, r->rc.to.n);
-        log_action(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
-                   NULL);
+        jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
+                       NULL);
         for (size_t k = 0; k < outs.n; k++) {
             /* Each output is encoded once for all its destinations; an output that is the
              * accepted message itself reuses the ingest's encoding. */
@@ -582,7 +296,7 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
                                                           r->name, 1, NULL) != 0) {
                     jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id, dest);
                     if (track) {
-                        track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+                        jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
                     }
                     continue;
                 }
@@ -596,16 +310,16 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
         switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {
         case JN_UNROUTED_DEAD_LETTER:
             /* Per message at debug: the channel's note below says it once a minute. */
-            dead_letter(b, t, m, NULL, NULL, 0,
-                        src ? "unrouted: no route took the message"
-                            : "unrouted: its source channel is no longer in the config",
-                        src ? JN_LOG_DEBUG : JN_LOG_WARN, NULL);
+            jn_notify__dead_letter(b, t, m, NULL, NULL, 0,
+                                   src ? "unrouted: no route took the message"
+                                       : "unrouted: its source channel is no longer in the config",
+                                   src ? JN_LOG_DEBUG : JN_LOG_WARN, NULL);
             if (src) {
                 unrouted_note(b, src, ci, m, JN_LOG_WARN, "dead-lettered (see junction dlq list)");
             }
             if (track) {
-                track_note(track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
-                           0);
+                jn_track__note(track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
+                               0);
             }
             break;
         case JN_UNROUTED_DROP:
@@ -613,18 +327,18 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
             jn_log(JN_LOG_DEBUG, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
                    src->name);
             unrouted_note(b, src, ci, m, JN_LOG_INFO, "dropped (unrouted: drop)");
-            log_action(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
+            jn_broker__log(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
             break;
         case JN_UNROUTED_CHANNEL: {
             struct jn_queue *q = b->queues[cfg->unrouted_channel];
             uint64_t qseq = jn_journal_seq(b->journal);
             const struct jn_buf *env = envelope_of(m, menv, &own);
-            log_action(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
+            jn_broker__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
             if (env != NULL && jn_store_queue_put_env(t, jn_queue_channel(q)->name, qseq, env->p,
                                                       env->len, "(unrouted)", 1, NULL) == 0) {
                 jn_queue_add(q, &b->adds, jn_msg_ref(m), "(unrouted)", qseq);
             } else if (track) {
-                track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+                jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
             }
             break;
         }
@@ -634,8 +348,8 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
 }
 
 /* Routes a message recovered from the inbox, in a transaction that removes its inbox entry. */
-static void route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                        uint64_t inbox_seq)
+void jn_broker__route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                            uint64_t inbox_seq)
 {
     struct jn_jtxn *t = jn_jtxn_new();
 
@@ -656,7 +370,7 @@ static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
     struct jn_err e;
 
     if (t->tracked) {
-        track_detach(t); /* refused: no outcome */
+        jn_track__detach(t); /* refused: no outcome */
     }
     t->ch->n_refused++;
     jn_err_set(&e, rc, "%s", why);
@@ -678,9 +392,9 @@ static void ticket_done(struct jn_ticket *t, int routed)
         return;
     }
     if (routed) {
-        track_settle(t, JN_SEND_OK, NULL, NULL, 0);
+        jn_track__settle(t, JN_SEND_OK, NULL, NULL, 0);
     } else {
-        track_settle(t, JN_SEND_RETRY, "broker is stopping", NULL, 0);
+        jn_track__settle(t, JN_SEND_RETRY, "broker is stopping", NULL, 0);
     }
 }
 
@@ -796,7 +510,7 @@ void jn_ingest_forget(struct jn_ticket *t)
     if (t) {
         t->cb = NULL;
         /* A tracked ticket is never freed here: pending is at least 1 while it is awaited. */
-        track_detach(t);
+        jn_track__detach(t);
     }
 }
 
@@ -837,151 +551,6 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
         ticket_done(t, 0);
         t = next;
     }
-}
-
-/* ---- recovery ---- */
-
-static struct jn_channel *find_chan(struct jn_broker *b, const char *name, unsigned dir)
-{
-    for (size_t i = 0; i < b->nchans; i++) {
-        if (b->chans[i].dir == dir && strcmp(b->chans[i].name, name) == 0) {
-            return &b->chans[i];
-        }
-    }
-    return NULL;
-}
-
-/* The first queue key at or after a start key. */
-struct first_key {
-    unsigned char k[JN_STORE_DEST_MAX + 9];
-    size_t kl;
-};
-
-static int visit_first(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct first_key *f = arg;
-
-    (void)v;
-    (void)vl;
-    f->kl = kl < sizeof(f->k) ? kl : sizeof(f->k);
-    memcpy(f->k, k, f->kl);
-    return 1;
-}
-
-/* Names each destination in the queue that is no longer an OUT channel: one seek per
- * destination, not a read of the queue. Returns how many there are, or -1. */
-static long warn_orphans(struct jn_broker *b)
-{
-    struct first_key f;
-    unsigned char start[JN_STORE_DEST_MAX + 10];
-    size_t slen = 0;
-    long n = 0;
-
-    for (;;) {
-        const unsigned char *nul;
-        char dest[JN_STORE_DEST_MAX];
-        f.kl = 0;
-        if (jn_journal_scan_from(b->journal, JN_JDB_QUEUE, start, slen, visit_first, &f) != 0) {
-            return -1;
-        }
-        if (f.kl == 0) {
-            return n;
-        }
-        nul = memchr(f.k, '\0', f.kl);
-        if (nul == NULL || (size_t)(nul - f.k) >= sizeof(dest)) {
-            /* Not a destination key: the next key after it. */
-            memcpy(start, f.k, f.kl);
-            start[f.kl] = '\0';
-            slen = f.kl + 1;
-            continue;
-        }
-        memcpy(dest, f.k, (size_t)(nul - f.k));
-        dest[nul - f.k] = '\0';
-        if (find_chan(b, dest, JN_DIR_OUT) == NULL) {
-            jn_log(JN_LOG_WARN, "journal: deliveries queued for '%s', which is no longer an OUT "
-                   "channel in the config, stay in the journal", dest);
-            n++;
-        }
-        /* Past every key of this destination: dest \0 ... < dest \1. */
-        slen = (size_t)(nul - f.k);
-        memcpy(start, f.k, slen);
-        start[slen++] = 1;
-    }
-}
-
-struct inbox_item {
-    struct inbox_item *next;
-    struct jn_msg *m;
-    uint64_t seq;
-};
-
-struct inbox_ctx {
-    struct inbox_item *head, **tail;
-    size_t bad;
-};
-
-static int recover_inbox(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct inbox_ctx *c = arg;
-    struct inbox_item *it;
-    struct jn_err err;
-    struct jn_msg *m;
-
-    if (kl != 8 || jn_msg_decode(v, vl, &m, &err) != 0) {
-        c->bad++;
-        jn_log(JN_LOG_ERROR, "journal: inbox entry cannot be decoded (%s); left in place",
-               kl != 8 ? "bad key" : err.msg);
-        return 0;
-    }
-    it = jn_calloc(1, sizeof(*it));
-    if (it == NULL) {
-        jn_msg_unref(&m);
-        return 1;
-    }
-    it->m = m;
-    it->seq = jn_get_be64(k);
-    *c->tail = it;
-    c->tail = &it->next;
-    return 0;
-}
-
-/* Marks every queue as paged (its pump reads the first window of what was queued before the
- * last stop), then routes what was accepted but not routed. */
-static int recover(struct jn_broker *b)
-{
-    struct inbox_ctx ic = {NULL, &ic.head, 0};
-    size_t queued = jn_journal_count(b->journal, JN_JDB_QUEUE);
-    size_t routed = 0;
-    long orphaned = queued ? warn_orphans(b) : 0;
-
-    if (orphaned < 0 ||
-        jn_journal_scan(b->journal, JN_JDB_INBOX, NULL, 0, recover_inbox, &ic) != 0) {
-        jn_log(JN_LOG_ERROR, "journal: cannot read %s", b->cfg->core.data_dir);
-        return -1;
-    }
-    for (size_t i = 0; queued && i < b->nchans; i++) {
-        if (b->queues[i]) {
-            jn_queue_page_in(b->queues[i]);
-        }
-    }
-    /* Routing writes to the journal, so it happens after the read transaction is closed. */
-    while (ic.head) {
-        struct inbox_item *it = ic.head;
-        ic.head = it->next;
-        route_inbox(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
-        jn_msg_unref(&it->m);
-        jn_free(it);
-        routed++;
-    }
-    if (queued || routed || ic.bad) {
-        jn_log(JN_LOG_INFO, "journal: recovered %zu queued deliveries and %zu accepted "
-               "message(s) to route", queued, routed);
-    }
-    if (ic.bad) {
-        jn_log(JN_LOG_ERROR, "journal: %zu inbox record(s) could not be decoded; they stay in "
-               "the journal untouched", ic.bad);
-    }
-    return 0;
 }
 
 /* ---- action log retention ---- */
@@ -1096,7 +665,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
         }
         /* Outcomes still awaited will not come in this run: say so, and give the channels a
          * few loop turns (100 ms) to write those answers before the loop ends. */
-        told = track_stop_all(b);
+        told = jn_track__stop_all(b);
         if (told) {
             struct timeval grace = {0, 100000};
             jn_log(JN_LOG_INFO, "stop: %zu message(s) still being delivered answered 'not "
@@ -1172,12 +741,12 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     jn_idgen_init(&b->ids);
     b->qenv = (struct jn_queue_env){
         .arg = b,
-        .ended = broker__ended,
+        .ended = jn_notify__ended,
         .submit = broker__submit,
-        .tag_hold = broker__tag_hold,
-        .tag_note = broker__tag_note,
-        .tag_settle = broker__tag_settle,
-        .tag_wants_reply = broker__tag_wants_reply,
+        .tag_hold = jn_track__q_hold,
+        .tag_note = jn_track__q_note,
+        .tag_settle = jn_track__q_settle,
+        .tag_wants_reply = jn_track__q_wants_reply,
         .now_ms = broker__now_ms,
         .backoff_ms = broker__backoff_ms,
         .nspilled = &b->nspilled,
@@ -1272,7 +841,7 @@ int jn_broker_run(struct jn_broker *b)
 {
     struct jn_err err;
 
-    if (recover(b) != 0) {
+    if (jn_recover__run(b) != 0) {
         return 1;
     }
     /* OUT channels first, so IN ones never accept what cannot be queued. */
@@ -1325,7 +894,7 @@ void jn_broker_free(struct jn_broker *b)
         }
     }
     /* While every channel still exists (the loop may never have run, or was cut short). */
-    track_stop_all(b);
+    jn_track__stop_all(b);
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
         if (ch->def && ch->def->stop) {
@@ -1353,7 +922,7 @@ void jn_broker_free(struct jn_broker *b)
     while (b->pend_head) {
         struct jn_ticket *t = b->pend_head;
         b->pend_head = t->next;
-        track_detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
+        jn_track__detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
         ticket_done(t, 0);
     }
     for (size_t i = 0; i < b->nsvcs; i++) {
