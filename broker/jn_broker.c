@@ -1,5 +1,8 @@
 /*
- * jn_broker: the loop, the commit stage, the router and the delivery workers.
+ * jn_broker: the loop, ingest and the commit stage, the router (until routes/ takes it) and
+ * the life cycle. The per-destination queues are jn_queue's; outcome tracking is jn_track.c,
+ * callbacks and dead letters jn_notify.c, recovery at start jn_recover.c (all sharing
+ * jn_broker_int.h).
  *
  * Shape taken from Redis's single loop with work batched before sleeping, and from Fluent
  * Bit's engine (inputs and outputs as plugins over one engine). Everything here runs on the
@@ -8,7 +11,7 @@
  * Durability: jn_ingest() routes the message into one journal transaction (one queue entry
  * per destination, the action log) and acknowledges only in its commit callback; only then do
  * its deliveries enter their queues in memory (every queue record's delivery waits for its
- * commit: adds_commit). A delivery's end deletes (or rewrites, or moves to the dead-letter
+ * commit: jn_queue_commit). A delivery's end deletes (or rewrites, or moves to the dead-letter
  * queue) its entry. On start, the queues are paged in from the journal and inbox entries (from
  * older journals, or dlq replay) are routed, so a crash at any point loses nothing that was
  * acknowledged; it may deliver twice (at-least-once).
@@ -17,7 +20,7 @@
  * a reference per destination (fan-out is N refs of one message in memory; N records on
  * disk); a delivery owns its reference until it is finished.
  */
-#include "jn_broker.h"
+#include "jn_broker_int.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -25,7 +28,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "jn_buf.h"
@@ -33,114 +35,10 @@
 #include "jn_journal.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_queue.h"
 #include "jn_store.h"
+#include "jn_time.h"
 
-struct jn_ticket {
-    struct jn_ticket *next;
-    struct jn_broker *b;
-    struct jn_channel *ch;
-    struct jn_msg *msg;
-    jn_accept_fn cb;
-    void *arg;
-    int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
-    struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
-    struct jn_delivery *adds; /* deliveries of its queue records, until the commit */
-    /*
-     * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
-     * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
-     * (1 from the ingest until its commit callback is done) and each delivery. The ticket is
-     * freed when pending is 0 and outcome has run or was forgotten.
-     */
-    int tracked;
-    int accepted;                 /* its accept callback said rc 0 */
-    jn_outcome_fn outcome;        /* NULL once run or forgotten */
-    size_t pending;
-    enum jn_send_result result;   /* the worst so far: REJECT > RETRY > OK */
-    char *reason;                 /* owned: the first reason of that worst result */
-    void *reply;                  /* owned: the first reply of a delivery that ended in... */
-    size_t reply_len;
-    enum jn_send_result reply_r;  /* ...this result */
-    struct jn_ticket *oprev, *onext; /* b->outcomes while outcome is awaited */
-};
-
-struct jn_delivery {
-    struct jn_delivery *next;
-    struct outq *q;
-    struct jn_msg *msg;
-    char *route;           /* owned */
-    uint64_t qseq;         /* queue key: destination \0 qseq */
-    int attempt;           /* 1-based, of the send in progress or next */
-    struct event *timer;   /* backoff */
-    int sending;
-    int held;              /* linked into its queue (counted in held_bytes) */
-    struct jn_ticket *track; /* the outcome tracker of its ingest, or NULL (the usual case) */
-    void *reply;           /* owned, only with track: jn_delivery_reply of this attempt */
-    size_t reply_len;
-};
-
-/*
- * One OUT channel's queue. A delivery waiting for its retry keeps its slot, so with
- * concurrency 1 the queue stays in order (head-of-line) and a down peer is not hammered.
- *
- * Paging: the journal holds the whole queue; memory holds at most `window` deliveries of it
- * (ready + busy) and about QUEUE_WINDOW_BYTES of payload, the oldest ones. Invariant: every
- * unfinished queue record with seq <= loaded_upto is in memory, and none above it is. While the queue is longer than its window
- * (spilled), new records stay on disk only, and the pump reads the next ones in seq order when
- * memory falls to half the window. So a destination that is down for a million messages costs
- * a window of memory, and a start reads a window per destination, not the queue.
- */
-struct outq {
-    struct jn_broker *b;
-    struct jn_channel *ch;
-    struct jn_delivery *head, *tail; /* ready, not yet sent */
-    size_t ready;
-    size_t busy;                     /* slots taken: sending or waiting for a retry */
-    struct event *pump;
-    struct jn_delivery **busy_list;  /* for shutdown: the deliveries holding slots */
-    size_t window;                   /* most deliveries held in memory */
-    size_t held_bytes;               /* their payloads' bytes */
-    int spilled;                     /* records above loaded_upto may be in the journal */
-    uint64_t loaded_upto;            /* highest seq held in memory so far */
-    uint64_t written_upto;           /* highest seq written for this queue in this run */
-    uint64_t bad_reported;           /* highest foreign seq reported (each is logged once) */
-};
-
-/* Deliveries per queue held in memory at most (or twice the concurrency, if more): enough to
- * keep every slot busy across a refill, small enough that a long queue costs a few MB. And
- * payload bytes at most (a single larger message is still held when it is the only one). */
-#define QUEUE_WINDOW 1024
-#define QUEUE_WINDOW_BYTES (8u << 20)
-
-struct jn_broker {
-    const struct jn_config *cfg;
-    struct event_base *base;
-    struct jn_idgen ids;
-    struct jn_channel *chans;
-    size_t nchans;
-    struct jn_service *svcs;
-    size_t nsvcs;
-    struct outq *queues;             /* one per channel; used for OUT ones */
-    struct jn_journal *journal;
-    struct jn_ticket *pend_head, *pend_tail; /* refused before the journal */
-    struct jn_ticket *outcomes;      /* tickets whose outcome is awaited (jn_ingest_outcome) */
-    struct event *commit_ev;
-    size_t ingests_in_flight;        /* submitted to the journal, callback not yet run */
-    struct event *sig_term, *sig_int, *sig_hup;
-    struct event *drain_timer;
-    struct event *prune_timer;
-    int stopping;   /* intake closed, queues draining */
-    int freeing;    /* jn_broker_free: no more retries */
-    long long stop_deadline_ms;
-    int started;
-    size_t nspilled;  /* queues paged from the journal */
-    struct jn_delivery *adds, *adds_tail; /* queue_add since the last submit */
-    uint64_t n_dead, n_unrouted_dropped;
-};
-
-static long long now_ms(void)
-{
-    return jn_now_us() / 1000;
-}
 
 struct jn_idgen *jn_broker_idgen(struct jn_broker *b)
 {
@@ -154,8 +52,6 @@ const char *jn_broker_data_dir(const struct jn_broker *b)
 
 /* ---- journal helpers ---- */
 
-static void pump_cb(evutil_socket_t fd, short what, void *arg);
-
 /* A commit while some queue is paged: records it wrote for such a queue are readable now, so
  * its pump may load them (it does when its memory is low). */
 static void paged_committed(void *arg, int rc)
@@ -164,22 +60,19 @@ static void paged_committed(void *arg, int rc)
 
     (void)rc;
     for (size_t i = 0; b->nspilled && i < b->nchans; i++) {
-        struct outq *q = &b->queues[i];
-        if (q->spilled && q->pump) {
-            event_active(q->pump, EV_WRITE, 0);
+        if (b->queues[i] && jn_queue_spilled(b->queues[i])) {
+            jn_queue_kick(b->queues[i]);
         }
     }
 }
 
 static struct jn_delivery *take_adds(struct jn_broker *b)
 {
-    struct jn_delivery *l = b->adds;
+    struct jn_delivery *l = b->adds.head;
 
-    b->adds = b->adds_tail = NULL;
+    b->adds.head = b->adds.tail = NULL;
     return l;
 }
-
-static void adds_commit(struct jn_delivery *list, int rc, struct jn_ticket *track);
 
 struct commit {
     struct jn_broker *b;
@@ -191,7 +84,7 @@ static void committed(void *arg, int rc)
     struct commit *c = arg;
     struct jn_broker *b = c->b;
 
-    adds_commit(c->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, NULL);
+    jn_queue_commit(c->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, NULL);
     jn_free(c);
     paged_committed(b, rc);
 }
@@ -207,10 +100,10 @@ static void submit(struct jn_broker *b, struct jn_jtxn *t)
     if (t == NULL || (adds && c == NULL)) {
         if (t != NULL) {
             jn_log(JN_LOG_ERROR, "msg=%s out of memory: what was queued with it is sent after "
-                   "a restart", adds->msg->id);
+                   "a restart", jn_delivery_msg(adds)->id);
             jn_journal_submit(b->journal, t, 0, NULL, NULL);
         }
-        adds_commit(adds, JN_ENOMEM, NULL);
+        jn_queue_commit(adds, JN_ENOMEM, NULL);
         return;
     }
     if (c == NULL) {
@@ -222,9 +115,9 @@ static void submit(struct jn_broker *b, struct jn_jtxn *t)
     jn_journal_submit(b->journal, t, 0, committed, c);
 }
 
-static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
-                       const char *event, const char *route, const char *channel, int attempt,
-                       const char *error)
+void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
+                    const char *event, const char *route, const char *channel, int attempt,
+                    const char *error)
 {
     if (t == NULL || jn_store_log(t, jn_journal_seq(b->journal), m->id, event, route, channel,
                                   attempt, error) != 0) {
@@ -232,661 +125,23 @@ static void log_action(struct jn_broker *b, struct jn_jtxn *t, const struct jn_m
     }
 }
 
-/* ---- callbacks (notify:) ---- */
+/* ---- what the queues reach the broker through (jn_queue_env) ---- */
 
-static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq);
-
-static const struct jn_cfg_route *find_route(const struct jn_broker *b, const char *name)
+static void broker__submit(void *arg, struct jn_jtxn *t)
 {
-    for (size_t i = 0; name && i < b->cfg->nroutes; i++) {
-        if (strcmp(b->cfg->routes[i].name, name) == 0) {
-            return &b->cfg->routes[i];
-        }
-    }
-    return NULL;
+    submit(arg, t);
 }
 
-/*
- * Queues a callback for the route's notify: URL, in the same journal transaction as the
- * event it reports, so the callback is as durable as the outcome. Callbacks are deliveries of
- * the route's "notify:<route>" channel (route "(notify)", which has no callbacks itself).
- */
-static void notify(struct jn_broker *b, struct jn_jtxn *t, const char *route,
-                   const struct jn_msg *m, const char *dest, unsigned event, int attempts,
-                   const char *error)
+static int64_t broker__now_ms(void *arg)
 {
-    const struct jn_cfg_route *r = find_route(b, route);
-    const char *status = event == JN_NOTIFY_DELIVERED ? "delivered"
-                         : event == JN_NOTIFY_FAILED  ? "failed"
-                                                      : "dead-lettered";
-    struct outq *q;
-    struct jn_msg *n;
-    json_t *o;
-    char *body, when[40];
-    int64_t now = jn_now_us();
-    time_t secs = (time_t)(now / 1000000);
-    struct tm tm;
-    uint64_t qseq;
-
-    if (t == NULL || r == NULL || r->notify_chan < 0 || !(r->notify_mask & event)) {
-        return;
-    }
-    gmtime_r(&secs, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%03dZ",
-             (int)(now / 1000 % 1000));
-    o = json_pack("{s:s, s:s, s:s?, s:s, s:i, s:s?, s:s}", "id", m->id, "route", r->name,
-                  "destination", dest, "status", status, "attempts", attempts, "error", error,
-                  "time", when);
-    body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o);
-    q = &b->queues[r->notify_chan];
-    n = body ? jn_msg_new(q->ch->name, body, strlen(body)) : NULL;
-    free(body); /* jansson allocates with malloc */
-    if (n == NULL || jn_msg_header_set(n, "Content-Type", "application/json") != 0 ||
-        jn_msg_header_set(n, "X-Junction-Event", status) != 0) {
-        jn_log(JN_LOG_ERROR, "msg=%s callback '%s' lost: out of memory", m->id, status);
-        jn_msg_unref(&n);
-        return;
-    }
-    jn_idgen_next(&b->ids, n->id);
-    qseq = jn_journal_seq(b->journal);
-    if (jn_store_queue_put(t, q->ch->name, qseq, n, "(notify)", 1, NULL) != 0) {
-        jn_log(JN_LOG_ERROR, "msg=%s callback '%s' lost: out of memory", m->id, status);
-        jn_msg_unref(&n);
-        return;
-    }
-    queue_add(q, n, "(notify)", qseq);
+    (void)arg;
+    return jn_mono_ms();
 }
 
-/* ---- dead letters ---- */
-
-/* Writes the dead letter (with its last error and attempt count) and the action into t, and
- * logs it at level with prefix (a channel's, or NULL). */
-static void dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
-                        const char *route, const char *dest, int attempts, const char *reason,
-                        int level, const char *prefix)
+static long long broker__backoff_ms(void *arg, long long base, long long cap, int attempt)
 {
-    b->n_dead++;
-    jn_log_p(level, prefix, "msg=%s dead-lettered route=%s destination=%s attempts=%d: %s",
-             m->id, route ? route : "-", dest ? dest : "-", attempts, reason);
-    if (t == NULL || jn_store_dlq_put(t, jn_journal_seq(b->journal), dest ? dest : "",
-                                      route ? route : "", attempts, reason, m) != 0) {
-        jn_log(JN_LOG_ERROR, "msg=%s could not be written to the dead-letter queue", m->id);
-        return;
-    }
-    log_action(b, t, m, "dead-lettered", route, dest, attempts, reason);
-    notify(b, t, route, m, dest, JN_NOTIFY_DEAD, attempts, reason);
-}
-
-/* ---- outcome tracking (jn_ingest_outcome) ---- */
-
-static void ticket_free(struct jn_ticket *t)
-{
-    jn_msg_unref(&t->msg);
-    jn_free(t->reason);
-    jn_free(t->reply);
-    jn_free(t);
-}
-
-/* Stops waiting for t's outcome: it will not be called. */
-static void track_detach(struct jn_ticket *t)
-{
-    if (t->outcome == NULL) {
-        return;
-    }
-    t->outcome = NULL;
-    if (t->oprev) {
-        t->oprev->onext = t->onext;
-    } else {
-        t->b->outcomes = t->onext;
-    }
-    if (t->onext) {
-        t->onext->oprev = t->oprev;
-    }
-    t->oprev = t->onext = NULL;
-}
-
-/* Folds one result into t's outcome: the worst wins, with the first reason given for it; a
- * reply is kept when it is the first from a delivery that ended in the (new) worst result. */
-static void track_note(struct jn_ticket *t, enum jn_send_result r, const char *reason,
-                       const void *reply, size_t reply_len)
-{
-    if (r > t->result || (r == t->result && t->reason == NULL)) {
-        jn_free(t->reason);
-        t->reason = reason ? jn_strdup(reason) : NULL;
-        t->result = r;
-    }
-    if (reply != NULL && (t->reply == NULL || r > t->reply_r)) {
-        void *copy = jn_malloc(reply_len ? reply_len : 1);
-        if (copy != NULL) {
-            memcpy(copy, reply, reply_len);
-            jn_free(t->reply);
-            t->reply = copy;
-            t->reply_len = reply_len;
-            t->reply_r = r;
-        }
-    }
-}
-
-/* Calls t's outcome now with what it says (or with r/reason given, for a stop), then frees t
- * if nothing points to it any more. */
-static void track_fire(struct jn_ticket *t, int stopping)
-{
-    jn_outcome_fn fn = t->outcome;
-
-    if (fn != NULL) {
-        enum jn_send_result r = stopping ? JN_SEND_RETRY : t->result;
-        const char *why = stopping ? "broker is stopping" : t->reason;
-        int with_reply = !stopping && t->reply != NULL && t->reply_r == r;
-        track_detach(t);
-        fn(t->arg, r, why, with_reply ? t->reply : NULL, with_reply ? t->reply_len : 0);
-    }
-    if (t->pending == 0) {
-        ticket_free(t);
-    }
-}
-
-/* One of t's pending parts (the routing, or a delivery) is final with r. */
-static void track_settle(struct jn_ticket *t, enum jn_send_result r, const char *reason,
-                         const void *reply, size_t reply_len)
-{
-    track_note(t, r, reason, reply, reply_len);
-    if (--t->pending == 0) {
-        track_fire(t, 0);
-    }
-}
-
-/* Broker stopping: every outcome still awaited for an accepted message is answered
- * JN_SEND_RETRY (one not accepted yet gets its accept callback first, or is forgotten).
- * Rescans from the head after each call, since an outcome callback may forget other tickets.
- * Returns how many were answered. */
-static size_t track_stop_all(struct jn_broker *b)
-{
-    size_t n = 0;
-
-    for (;;) {
-        struct jn_ticket *t = b->outcomes;
-        while (t && !t->accepted) {
-            t = t->onext;
-        }
-        if (t == NULL) {
-            return n;
-        }
-        track_fire(t, 1);
-        n++;
-    }
-}
-
-/* ---- delivery ---- */
-
-static void delivery_free(struct jn_delivery *d)
-{
-    if (d->track) {
-        /* Not final (stopping, or no retry could be scheduled): the journal keeps it. */
-        track_settle(d->track, JN_SEND_RETRY, "broker is stopping", NULL, 0);
-        d->track = NULL;
-    }
-    jn_free(d->reply);
-    if (d->timer) {
-        event_free(d->timer);
-    }
-    if (d->held && d->msg) {
-        d->q->held_bytes -= d->msg->len;
-    }
-    jn_msg_unref(&d->msg);
-    jn_free(d->route);
-    jn_free(d);
-}
-
-static void busy_add(struct outq *q, struct jn_delivery *d)
-{
-    for (size_t i = 0; i < (size_t)q->ch->concurrency; i++) {
-        if (q->busy_list[i] == NULL) {
-            q->busy_list[i] = d;
-            q->busy++;
-            return;
-        }
-    }
-}
-
-static void busy_del(struct outq *q, struct jn_delivery *d)
-{
-    for (size_t i = 0; i < (size_t)q->ch->concurrency; i++) {
-        if (q->busy_list[i] == d) {
-            q->busy_list[i] = NULL;
-            q->busy--;
-            return;
-        }
-    }
-}
-
-/* A delivery of q's queue record qseq, not in the queue yet. Takes m's reference, also on
- * failure (NULL: out of memory; the record is on disk, so a restart delivers it). */
-static struct jn_delivery *delivery_new(struct outq *q, struct jn_msg *m, const char *route,
-                                        uint64_t qseq, int attempt)
-{
-    struct jn_delivery *d = jn_calloc(1, sizeof(*d));
-
-    if (d == NULL || (d->route = jn_strdup(route ? route : "")) == NULL) {
-        jn_log_p(JN_LOG_ERROR, q->ch->log_prefix, "msg=%s out of memory queueing; it stays in "
-                 "the journal for the next start", m->id);
-        jn_free(d);
-        jn_msg_unref(&m);
-        return NULL;
-    }
-    d->q = q;
-    d->msg = m;
-    d->qseq = qseq;
-    d->attempt = attempt > 0 ? attempt : 1;
-    return d;
-}
-
-/* Puts d at the tail of its queue in memory. */
-static void queue_link(struct jn_delivery *d)
-{
-    struct outq *q = d->q;
-
-    q->held_bytes += d->msg->len;
-    d->held = 1;
-    if (q->tail) {
-        q->tail->next = d;
-    } else {
-        q->head = d;
-    }
-    q->tail = d;
-    q->ready++;
-    if (q->pump) {
-        event_active(q->pump, EV_WRITE, 0);
-    }
-}
-
-static void spill(struct outq *q)
-{
-    if (!q->spilled) {
-        q->spilled = 1;
-        q->b->nspilled++;
-        jn_log_p(JN_LOG_DEBUG, q->ch->log_prefix, "queue longer than its window (%zu): the "
-                 "rest waits in the journal", q->window);
-    }
-}
-
-/* Memory holds as much of q as it may. */
-static int queue_full(const struct outq *q)
-{
-    size_t held = q->ready + q->busy;
-
-    return held >= q->window || (held > 0 && q->held_bytes >= QUEUE_WINDOW_BYTES);
-}
-
-/* Memory holds little enough of q to read more from the journal. */
-static int queue_low(const struct outq *q)
-{
-    return q->ready + q->busy <= q->window / 2 && q->held_bytes <= QUEUE_WINDOW_BYTES / 2;
-}
-
-/* A queue record for q is written in the jtxn being built: its delivery waits in b->adds
- * for the commit (adds_commit). Takes m's reference. */
-static void queue_add(struct outq *q, struct jn_msg *m, const char *route, uint64_t qseq)
-{
-    struct jn_broker *b = q->b;
-    struct jn_delivery *d = delivery_new(q, m, route, qseq, 1);
-
-    q->written_upto = qseq;
-    if (d == NULL) {
-        return;
-    }
-    if (b->adds_tail) {
-        b->adds_tail->next = d;
-    } else {
-        b->adds = d;
-    }
-    b->adds_tail = d;
-}
-
-/*
- * The jtxn that wrote these deliveries' queue records is committed (rc 0) or failed: each
- * enters its queue in memory, or stays in the journal while its queue is longer than its
- * window. Commit callbacks run in submission order, which is seq order, so every queue gets
- * its records in order. A record at or below loaded_upto was read by a refill between the
- * commit and this callback: it is in memory already. track: the outcome tracker its
- * deliveries report to, or NULL.
- */
-static void adds_commit(struct jn_delivery *list, int rc, struct jn_ticket *track)
-{
-    while (list) {
-        struct jn_delivery *d = list;
-        struct outq *q = d->q;
-        list = d->next;
-        d->next = NULL;
-        if (rc != 0 || d->qseq <= q->loaded_upto) {
-            delivery_free(d);
-            continue;
-        }
-        if (q->spilled || queue_full(q)) {
-            spill(q);
-            if (track) {
-                track_note(track, JN_SEND_RETRY, "queued behind a backlog; it is delivered "
-                           "later", NULL, 0);
-            }
-            delivery_free(d);
-            continue;
-        }
-        q->loaded_upto = d->qseq;
-        if (track) {
-            d->track = track;
-            track->pending++;
-        }
-        queue_link(d);
-    }
-}
-
-struct refill_ctx {
-    struct outq *q;
-    unsigned char start[JN_STORE_DEST_MAX + 9];
-    size_t plen;        /* destination \0 */
-    int more;           /* stopped with the window full, not at the end of the records */
-    uint64_t last;      /* highest seq read */
-    uint64_t issued;    /* every seq the journal gave out is below this */
-};
-
-static int visit_refill(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct refill_ctx *c = arg;
-    struct outq *q = c->q;
-    const unsigned char *key = k;
-    struct jn_delivery *d;
-    struct jn_qrec r;
-    struct jn_err err;
-    uint64_t seq;
-
-    if (kl != c->plen + 8 || memcmp(key, c->start, c->plen) != 0) {
-        return 1; /* past this destination's records */
-    }
-    if (queue_full(q)) {
-        c->more = 1;
-        return 1;
-    }
-    seq = jn_get_be64(key + c->plen);
-    if (seq >= c->issued) {
-        /* Not a key junction wrote: taking it would put loaded_upto above every new record.
-         * Skipped (reported once), left in place. */
-        if (seq > q->bad_reported) {
-            q->bad_reported = seq;
-            jn_log(JN_LOG_ERROR, "journal: queue entry %s/%llu has a sequence number this "
-                   "journal never issued; left in place", q->ch->name, (unsigned long long)seq);
-        }
-        return 0;
-    }
-    c->last = seq;
-    if (jn_store_queue_decode(v, vl, &r, &err) != 0) {
-        jn_log(JN_LOG_ERROR, "journal: queue entry %s/%llu cannot be decoded (%s); left in "
-               "place", q->ch->name, (unsigned long long)seq, err.msg);
-        return 0;
-    }
-    d = delivery_new(q, r.msg, r.route, seq, r.attempt);
-    r.msg = NULL;
-    jn_qrec_clear(&r);
-    if (d != NULL) {
-        queue_link(d);
-    }
-    return 0;
-}
-
-/* Reads q's next records from the journal into memory, up to its window. When the journal has
- * no more of them and every record written in this run is read, q is in memory again. */
-static void refill(struct outq *q)
-{
-    struct refill_ctx c;
-    size_t klen;
-
-    memset(&c, 0, sizeof(c));
-    c.q = q;
-    c.last = q->loaded_upto;
-    c.issued = jn_journal_seq_next(q->b->journal);
-    klen = jn_store_queue_key(c.start, q->ch->name, q->loaded_upto + 1);
-    if (klen == 0 || queue_full(q)) {
-        return;
-    }
-    c.plen = klen - 8;
-    if (jn_journal_scan_from(q->b->journal, JN_JDB_QUEUE, c.start, klen, visit_refill, &c) !=
-        0) {
-        jn_log_p(JN_LOG_ERROR, q->ch->log_prefix, "cannot read the queue from the journal; "
-                 "trying again at the next delivery");
-        return;
-    }
-    q->loaded_upto = c.last;
-    if (!c.more && q->written_upto <= q->loaded_upto) {
-        q->spilled = 0;
-        q->b->nspilled--;
-        jn_log_p(JN_LOG_DEBUG, q->ch->log_prefix, "queue within its window again");
-    }
-}
-
-static void send_one(struct jn_delivery *d)
-{
-    struct jn_channel *ch = d->q->ch;
-
-    d->sending = 1;
-    jn_log_p(JN_LOG_DEBUG, ch->log_prefix, "msg=%s send attempt %d", d->msg->id, d->attempt);
-    jn_channel_send(ch, d);
-}
-
-static const char *order_key(const struct jn_delivery *d)
-{
-    const char *v = jn_msg_header_get(d->msg, d->q->ch->ordered_key);
-
-    return v ? v : "";
-}
-
-/* With ordered: key, a delivery may go only when no earlier one of its key holds a slot. */
-static int key_busy(const struct outq *q, const char *key)
-{
-    for (size_t i = 0; i < (size_t)q->ch->concurrency; i++) {
-        if (q->busy_list[i] && strcmp(order_key(q->busy_list[i]), key) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* How far down the ready list to look for a free key: bounds the work per turn. */
-#define KEY_SCAN_MAX 1024
-
-static void pump_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct outq *q = arg;
-    size_t limit = q->ch->ordered == JN_ORDERED_FIFO ? 1 : (size_t)q->ch->concurrency;
-
-    if (q->spilled && !q->b->stopping && queue_low(q)) {
-        refill(q);
-    }
-    while (q->head && q->busy < limit && !q->b->stopping) {
-        struct jn_delivery *d = q->head, *prev = NULL;
-        if (q->ch->ordered == JN_ORDERED_KEY) {
-            /* The first ready delivery whose key is not in flight. Every delivery skipped has
-             * a key in flight, so none of them shares d's key: order per key holds. */
-            size_t scanned = 0;
-            while (d && key_busy(q, order_key(d))) {
-                if (++scanned >= KEY_SCAN_MAX) {
-                    d = NULL;
-                    break;
-                }
-                prev = d;
-                d = d->next;
-            }
-            if (d == NULL) {
-                break;
-            }
-        }
-        if (prev) {
-            prev->next = d->next;
-        } else {
-            q->head = d->next;
-        }
-        if (q->tail == d) {
-            q->tail = prev;
-        }
-        d->next = NULL;
-        q->ready--;
-        busy_add(q, d);
-        send_one(d);
-    }
-}
-
-static void retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct jn_delivery *d = arg;
-
-    send_one(d);
-}
-
-/* Full jitter: a random wait in 0..min(cap, base * 2^(attempt-1)) (AWS architecture blog). */
-static long long backoff_ms(const struct jn_retry_conf *r, int attempt)
-{
-    long long ceiling = r->backoff;
-    unsigned long long rnd;
-
-    for (int i = 1; i < attempt && ceiling < r->max_backoff; i++) {
-        ceiling *= 2;
-    }
-    if (ceiling > r->max_backoff) {
-        ceiling = r->max_backoff;
-    }
-    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-        rnd = (unsigned long long)jn_now_us();
-    }
-    return ceiling > 0 ? (long long)(rnd % (unsigned long long)(ceiling + 1)) : 0;
-}
-
-struct jn_msg *jn_delivery_msg(const struct jn_delivery *d)
-{
-    return d->msg;
-}
-
-int jn_delivery_attempt(const struct jn_delivery *d)
-{
-    return d->attempt;
-}
-
-void jn_delivery_reply(struct jn_delivery *d, const void *bytes, size_t len)
-{
-    void *copy;
-
-    if (d->track == NULL || d->track->outcome == NULL || bytes == NULL) {
-        return; /* nobody waits for it: no copy */
-    }
-    copy = jn_malloc(len ? len : 1);
-    if (copy == NULL) {
-        return; /* the outcome goes without the reply */
-    }
-    memcpy(copy, bytes, len);
-    jn_free(d->reply);
-    d->reply = copy;
-    d->reply_len = len;
-}
-
-/* A delivery is final: its tracker (if any) learns it; the reply goes with it. */
-static void delivery_settle(struct jn_delivery *d, enum jn_send_result r, const char *reason)
-{
-    struct jn_ticket *t = d->track;
-
-    if (t == NULL) {
-        return;
-    }
-    d->track = NULL;
-    track_settle(t, r, reason, d->reply, d->reply_len);
-}
-
-void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *reason)
-{
-    struct outq *q = d->q;
-    struct jn_channel *ch = q->ch;
-    struct jn_broker *b = q->b;
-    struct jn_jtxn *t = jn_jtxn_new();
-    int keep = 0;
-
-    d->sending = 0;
-    if (b->freeing && r == JN_SEND_RETRY) {
-        /* Cut short by the stop: not an attempt. The queue record stays as it was. */
-        jn_log_p(JN_LOG_DEBUG, ch->log_prefix, "msg=%s send cut short by the stop (%s); it "
-                 "stays queued", d->msg->id, reason ? reason : "");
-        jn_jtxn_free(t);
-        busy_del(q, d);
-        delivery_free(d);
-        return;
-    }
-    if (t == NULL) {
-        jn_log_p(JN_LOG_ERROR, ch->log_prefix, "msg=%s out of memory recording the outcome; the "
-                 "queue entry stays and a restart sends it again", d->msg->id);
-    }
-    if (r == JN_SEND_OK) {
-        ch->n_sent++;
-        /* After failed attempts (each logged), the success is news too. */
-        jn_log_p(d->attempt > 1 ? JN_LOG_INFO : JN_LOG_DEBUG, ch->log_prefix,
-                 "msg=%s delivered%s (attempt %d)", d->msg->id,
-                 d->attempt > 1 ? " after retries" : "", d->attempt);
-        if (t) {
-            jn_store_queue_del(t, ch->name, d->qseq);
-        }
-        log_action(b, t, d->msg, "delivered", d->route, ch->name, d->attempt, NULL);
-        notify(b, t, d->route, d->msg, ch->name, JN_NOTIFY_DELIVERED, d->attempt, NULL);
-        delivery_settle(d, JN_SEND_OK, NULL);
-    } else if (r == JN_SEND_RETRY && d->attempt < ch->retry.attempts) {
-        long long wait = backoff_ms(&ch->retry, d->attempt);
-        struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
-        ch->n_retried++;
-        /* The one line per failed attempt: channels leave the logging of outcomes here. */
-        jn_log_p(JN_LOG_WARN, ch->log_prefix, "msg=%s attempt %d failed, retry in %lld ms: %s",
-                 d->msg->id, d->attempt, wait, reason ? reason : "");
-        log_action(b, t, d->msg, "retry-scheduled", d->route, ch->name, d->attempt, reason);
-        notify(b, t, d->route, d->msg, ch->name, JN_NOTIFY_FAILED, d->attempt, reason);
-        d->attempt++;
-        /* The queue record keeps the attempt count and the last error across restarts. */
-        if (t) {
-            jn_store_queue_put(t, ch->name, d->qseq, d->msg, d->route, d->attempt, reason);
-        }
-        if (d->timer == NULL) {
-            d->timer = evtimer_new(b->base, retry_cb, d);
-        }
-        keep = d->timer != NULL && evtimer_add(d->timer, &tv) == 0;
-        if (!keep) {
-            jn_log_p(JN_LOG_ERROR, ch->log_prefix, "msg=%s cannot schedule a retry; it stays "
-                     "queued for the next start", d->msg->id);
-            delivery_settle(d, JN_SEND_RETRY, "cannot schedule a retry; it is delivered after "
-                            "a restart");
-        }
-        /* This attempt's answer is not the outcome: the next attempt brings its own. */
-        jn_free(d->reply);
-        d->reply = NULL;
-        d->reply_len = 0;
-    } else {
-        const char *why = r == JN_SEND_REJECT ? (reason ? reason : "rejected")
-                                              : "retry attempts exhausted";
-        char full[JN_ERR_MSG_MAX];
-        ch->n_failed++;
-        if (r != JN_SEND_REJECT) {
-            snprintf(full, sizeof(full), "retry attempts exhausted (%d), last error: %s",
-                     d->attempt, reason ? reason : "");
-            why = full;
-        }
-        log_action(b, t, d->msg, "failed", d->route, ch->name, d->attempt, reason);
-        if (t) {
-            jn_store_queue_del(t, ch->name, d->qseq);
-        }
-        dead_letter(b, t, d->msg, d->route, ch->name, d->attempt, why, JN_LOG_WARN,
-                    ch->log_prefix);
-        delivery_settle(d, JN_SEND_REJECT, why);
-    }
-    submit(b, t);
-    if (keep) {
-        return; /* keeps its slot until the retry */
-    }
-    busy_del(q, d);
-    delivery_free(d);
-    if (q->pump) {
-        event_active(q->pump, EV_WRITE, 0);
-    }
+    (void)arg;
+    return jn_backoff_ms(base, cap, attempt);
 }
 
 /* ---- routing ---- */
@@ -1015,16 +270,16 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
         matched = 1;
         jn_err_clear(&err);
         if (run_chain(b, r, m, &outs, &err) != 0) {
-            dead_letter(b, t, m, r->name, NULL, 0, err.msg, JN_LOG_WARN, NULL);
+            jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err.msg, JN_LOG_WARN, NULL);
             if (track) {
-                track_note(track, JN_SEND_REJECT, err.msg, NULL, 0);
+                jn_track__note(track, JN_SEND_REJECT, err.msg, NULL, 0);
             }
             continue;
         }
         jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)",
                m->id, r->name, outs.n, r->rc.to.n);
-        log_action(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
-                   NULL);
+        jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
+                       NULL);
         for (size_t k = 0; k < outs.n; k++) {
             /* Each output is encoded once for all its destinations; an output that is the
              * accepted message itself reuses the ingest's encoding. */
@@ -1034,18 +289,18 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
                 env = &oenv;
             }
             for (size_t d = 0; d < r->rc.to.n; d++) {
-                struct outq *q = &b->queues[r->to[d]];
+                struct jn_queue *q = b->queues[r->to[d]];
+                const char *dest = jn_queue_channel(q)->name;
                 uint64_t qseq = jn_journal_seq(b->journal);
-                if (env == NULL || jn_store_queue_put_env(t, q->ch->name, qseq, env->p, env->len,
+                if (env == NULL || jn_store_queue_put_env(t, dest, qseq, env->p, env->len,
                                                           r->name, 1, NULL) != 0) {
-                    jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id,
-                           q->ch->name);
+                    jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id, dest);
                     if (track) {
-                        track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+                        jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
                     }
                     continue;
                 }
-                queue_add(q, jn_msg_ref(outs.v[k]), r->name, qseq);
+                jn_queue_add(q, &b->adds, jn_msg_ref(outs.v[k]), r->name, qseq);
             }
             jn_buf_reset(&oenv);
         }
@@ -1055,16 +310,16 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
         switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {
         case JN_UNROUTED_DEAD_LETTER:
             /* Per message at debug: the channel's note below says it once a minute. */
-            dead_letter(b, t, m, NULL, NULL, 0,
-                        src ? "unrouted: no route took the message"
-                            : "unrouted: its source channel is no longer in the config",
-                        src ? JN_LOG_DEBUG : JN_LOG_WARN, NULL);
+            jn_notify__dead_letter(b, t, m, NULL, NULL, 0,
+                                   src ? "unrouted: no route took the message"
+                                       : "unrouted: its source channel is no longer in the config",
+                                   src ? JN_LOG_DEBUG : JN_LOG_WARN, NULL);
             if (src) {
                 unrouted_note(b, src, ci, m, JN_LOG_WARN, "dead-lettered (see junction dlq list)");
             }
             if (track) {
-                track_note(track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
-                           0);
+                jn_track__note(track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
+                               0);
             }
             break;
         case JN_UNROUTED_DROP:
@@ -1072,18 +327,18 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
             jn_log(JN_LOG_DEBUG, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
                    src->name);
             unrouted_note(b, src, ci, m, JN_LOG_INFO, "dropped (unrouted: drop)");
-            log_action(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
+            jn_broker__log(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
             break;
         case JN_UNROUTED_CHANNEL: {
-            struct outq *q = &b->queues[cfg->unrouted_channel];
+            struct jn_queue *q = b->queues[cfg->unrouted_channel];
             uint64_t qseq = jn_journal_seq(b->journal);
             const struct jn_buf *env = envelope_of(m, menv, &own);
-            log_action(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
-            if (env != NULL && jn_store_queue_put_env(t, q->ch->name, qseq, env->p, env->len,
-                                                      "(unrouted)", 1, NULL) == 0) {
-                queue_add(q, jn_msg_ref(m), "(unrouted)", qseq);
+            jn_broker__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
+            if (env != NULL && jn_store_queue_put_env(t, jn_queue_channel(q)->name, qseq, env->p,
+                                                      env->len, "(unrouted)", 1, NULL) == 0) {
+                jn_queue_add(q, &b->adds, jn_msg_ref(m), "(unrouted)", qseq);
             } else if (track) {
-                track_note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+                jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
             }
             break;
         }
@@ -1093,8 +348,8 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
 }
 
 /* Routes a message recovered from the inbox, in a transaction that removes its inbox entry. */
-static void route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                        uint64_t inbox_seq)
+void jn_broker__route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                            uint64_t inbox_seq)
 {
     struct jn_jtxn *t = jn_jtxn_new();
 
@@ -1115,7 +370,7 @@ static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
     struct jn_err e;
 
     if (t->tracked) {
-        track_detach(t); /* refused: no outcome */
+        jn_track__detach(t); /* refused: no outcome */
     }
     t->ch->n_refused++;
     jn_err_set(&e, rc, "%s", why);
@@ -1137,9 +392,9 @@ static void ticket_done(struct jn_ticket *t, int routed)
         return;
     }
     if (routed) {
-        track_settle(t, JN_SEND_OK, NULL, NULL, 0);
+        jn_track__settle(t, JN_SEND_OK, NULL, NULL, 0);
     } else {
-        track_settle(t, JN_SEND_RETRY, "broker is stopping", NULL, 0);
+        jn_track__settle(t, JN_SEND_RETRY, "broker is stopping", NULL, 0);
     }
 }
 
@@ -1166,7 +421,7 @@ static void ingest_committed(void *arg, int rc)
     }
     /* Its deliveries enter their queues now (while the broker is being freed, they stay in
      * the journal for the next start). */
-    adds_commit(t->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, t->tracked ? t : NULL);
+    jn_queue_commit(t->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, t->tracked ? t : NULL);
     t->adds = NULL;
     paged_committed(b, rc);
     ticket_done(t, routed);
@@ -1255,7 +510,7 @@ void jn_ingest_forget(struct jn_ticket *t)
     if (t) {
         t->cb = NULL;
         /* A tracked ticket is never freed here: pending is at least 1 while it is awaited. */
-        track_detach(t);
+        jn_track__detach(t);
     }
 }
 
@@ -1296,154 +551,6 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
         ticket_done(t, 0);
         t = next;
     }
-}
-
-/* ---- recovery ---- */
-
-static struct jn_channel *find_chan(struct jn_broker *b, const char *name, unsigned dir)
-{
-    for (size_t i = 0; i < b->nchans; i++) {
-        if (b->chans[i].dir == dir && strcmp(b->chans[i].name, name) == 0) {
-            return &b->chans[i];
-        }
-    }
-    return NULL;
-}
-
-/* The first queue key at or after a start key. */
-struct first_key {
-    unsigned char k[JN_STORE_DEST_MAX + 9];
-    size_t kl;
-};
-
-static int visit_first(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct first_key *f = arg;
-
-    (void)v;
-    (void)vl;
-    f->kl = kl < sizeof(f->k) ? kl : sizeof(f->k);
-    memcpy(f->k, k, f->kl);
-    return 1;
-}
-
-/* Names each destination in the queue that is no longer an OUT channel: one seek per
- * destination, not a read of the queue. Returns how many there are, or -1. */
-static long warn_orphans(struct jn_broker *b)
-{
-    struct first_key f;
-    unsigned char start[JN_STORE_DEST_MAX + 10];
-    size_t slen = 0;
-    long n = 0;
-
-    for (;;) {
-        const unsigned char *nul;
-        char dest[JN_STORE_DEST_MAX];
-        f.kl = 0;
-        if (jn_journal_scan_from(b->journal, JN_JDB_QUEUE, start, slen, visit_first, &f) != 0) {
-            return -1;
-        }
-        if (f.kl == 0) {
-            return n;
-        }
-        nul = memchr(f.k, '\0', f.kl);
-        if (nul == NULL || (size_t)(nul - f.k) >= sizeof(dest)) {
-            /* Not a destination key: the next key after it. */
-            memcpy(start, f.k, f.kl);
-            start[f.kl] = '\0';
-            slen = f.kl + 1;
-            continue;
-        }
-        memcpy(dest, f.k, (size_t)(nul - f.k));
-        dest[nul - f.k] = '\0';
-        if (find_chan(b, dest, JN_DIR_OUT) == NULL) {
-            jn_log(JN_LOG_WARN, "journal: deliveries queued for '%s', which is no longer an OUT "
-                   "channel in the config, stay in the journal", dest);
-            n++;
-        }
-        /* Past every key of this destination: dest \0 ... < dest \1. */
-        slen = (size_t)(nul - f.k);
-        memcpy(start, f.k, slen);
-        start[slen++] = 1;
-    }
-}
-
-struct inbox_item {
-    struct inbox_item *next;
-    struct jn_msg *m;
-    uint64_t seq;
-};
-
-struct inbox_ctx {
-    struct inbox_item *head, **tail;
-    size_t bad;
-};
-
-static int recover_inbox(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct inbox_ctx *c = arg;
-    struct inbox_item *it;
-    struct jn_err err;
-    struct jn_msg *m;
-
-    if (kl != 8 || jn_msg_decode(v, vl, &m, &err) != 0) {
-        c->bad++;
-        jn_log(JN_LOG_ERROR, "journal: inbox entry cannot be decoded (%s); left in place",
-               kl != 8 ? "bad key" : err.msg);
-        return 0;
-    }
-    it = jn_calloc(1, sizeof(*it));
-    if (it == NULL) {
-        jn_msg_unref(&m);
-        return 1;
-    }
-    it->m = m;
-    it->seq = jn_get_be64(k);
-    *c->tail = it;
-    c->tail = &it->next;
-    return 0;
-}
-
-/* Marks every queue as paged (its pump reads the first window of what was queued before the
- * last stop), then routes what was accepted but not routed. */
-static int recover(struct jn_broker *b)
-{
-    struct inbox_ctx ic = {NULL, &ic.head, 0};
-    size_t queued = jn_journal_count(b->journal, JN_JDB_QUEUE);
-    size_t routed = 0;
-    long orphaned = queued ? warn_orphans(b) : 0;
-
-    if (orphaned < 0 ||
-        jn_journal_scan(b->journal, JN_JDB_INBOX, NULL, 0, recover_inbox, &ic) != 0) {
-        jn_log(JN_LOG_ERROR, "journal: cannot read %s", b->cfg->core.data_dir);
-        return -1;
-    }
-    for (size_t i = 0; queued && i < b->nchans; i++) {
-        struct outq *q = &b->queues[i];
-        if (q->pump && !q->spilled) {
-            q->spilled = 1;
-            b->nspilled++;
-            event_active(q->pump, EV_WRITE, 0);
-        }
-    }
-    /* Routing writes to the journal, so it happens after the read transaction is closed. */
-    while (ic.head) {
-        struct inbox_item *it = ic.head;
-        ic.head = it->next;
-        route_inbox(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
-        jn_msg_unref(&it->m);
-        jn_free(it);
-        routed++;
-    }
-    if (queued || routed || ic.bad) {
-        jn_log(JN_LOG_INFO, "journal: recovered %zu queued deliveries and %zu accepted "
-               "message(s) to route", queued, routed);
-    }
-    if (ic.bad) {
-        jn_log(JN_LOG_ERROR, "journal: %zu inbox record(s) could not be decoded; they stay in "
-               "the journal untouched", ic.bad);
-    }
-    return 0;
 }
 
 /* ---- action log retention ---- */
@@ -1535,10 +642,7 @@ static size_t sends_in_flight(struct jn_broker *b)
     size_t n = 0;
 
     for (size_t i = 0; i < b->nchans; i++) {
-        struct outq *q = &b->queues[i];
-        for (size_t k = 0; q->busy_list && k < (size_t)b->chans[i].concurrency; k++) {
-            n += q->busy_list[k] != NULL && q->busy_list[k]->sending;
-        }
+        n += b->queues[i] ? jn_queue_in_flight(b->queues[i]) : 0;
     }
     return n;
 }
@@ -1552,7 +656,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     struct timeval tv = {0, 10000};
     int idle = b->ingests_in_flight == 0 && b->pend_head == NULL && sends_in_flight(b) == 0;
 
-    if (idle || now_ms() >= b->stop_deadline_ms) {
+    if (idle || jn_mono_ms() >= b->stop_deadline_ms) {
         size_t told;
         if (!idle) {
             jn_log(JN_LOG_WARN, "stop: shutdown_timeout reached with %zu send(s) in flight; "
@@ -1561,7 +665,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
         }
         /* Outcomes still awaited will not come in this run: say so, and give the channels a
          * few loop turns (100 ms) to write those answers before the loop ends. */
-        told = track_stop_all(b);
+        told = jn_track__stop_all(b);
         if (told) {
             struct timeval grace = {0, 100000};
             jn_log(JN_LOG_INFO, "stop: %zu message(s) still being delivered answered 'not "
@@ -1583,6 +687,11 @@ void jn_broker_stop(struct jn_broker *b)
         return;
     }
     b->stopping = 1;
+    for (size_t i = 0; i < b->nchans; i++) {
+        if (b->queues[i]) {
+            jn_queue_stop(b->queues[i], 0);
+        }
+    }
     /* Counted in the journal: a paged queue is mostly there, not in memory. */
     jn_log(JN_LOG_INFO, "stopping: intake closed; %zu send(s) in flight; %zu queued message(s) "
            "stay in the journal", sends_in_flight(b),
@@ -1593,7 +702,7 @@ void jn_broker_stop(struct jn_broker *b)
             jn_channel_stop(ch);
         }
     }
-    b->stop_deadline_ms = now_ms() + b->cfg->core.shutdown_timeout;
+    b->stop_deadline_ms = jn_mono_ms() + b->cfg->core.shutdown_timeout;
     evtimer_add(b->drain_timer, &tv);
 }
 
@@ -1630,9 +739,22 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     }
     b->cfg = cfg;
     jn_idgen_init(&b->ids);
+    b->qenv = (struct jn_queue_env){
+        .arg = b,
+        .ended = jn_notify__ended,
+        .submit = broker__submit,
+        .tag_hold = jn_track__q_hold,
+        .tag_note = jn_track__q_note,
+        .tag_settle = jn_track__q_settle,
+        .tag_wants_reply = jn_track__q_wants_reply,
+        .now_ms = broker__now_ms,
+        .backoff_ms = broker__backoff_ms,
+        .nspilled = &b->nspilled,
+    };
     /* Threads of later channels (paho, librdkafka) wake the loop with event_active. */
     evthread_use_pthreads();
     b->base = event_base_new();
+    b->qenv.base = b->base;
     b->chans = jn_calloc(cfg->nchannels + 1, sizeof(*b->chans));
     b->queues = jn_calloc(cfg->nchannels + 1, sizeof(*b->queues));
     b->svcs = jn_calloc(cfg->nservices + 1, sizeof(*b->svcs));
@@ -1661,6 +783,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         if (jn_journal_open(&b->journal, &jc, b->base, err) != 0) {
             goto fail;
         }
+        b->qenv.journal = b->journal;
         jn_log(JN_LOG_INFO, "journal in %s (max_size %llu MiB)", cfg->core.data_dir,
                (unsigned long long)(cfg->core.max_size >> 20));
     }
@@ -1680,7 +803,6 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     for (size_t i = 0; i < cfg->nchannels; i++) {
         const struct jn_cfg_channel *cc = &cfg->channels[i];
         struct jn_channel *ch = &b->chans[i];
-        struct outq *q = &b->queues[i];
         ch->def = cc->def;
         ch->name = cc->name;
         snprintf(ch->log_prefix, sizeof(ch->log_prefix), "%s.%s", cc->def->name, cc->name);
@@ -1692,15 +814,10 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         ch->concurrency = cc->common.concurrency > 0 ? cc->common.concurrency : 1;
         ch->ordered = cc->common.ordered;
         ch->ordered_key = cc->common.ordered_key;
-        q->b = b;
-        q->ch = ch;
         b->nchans = i + 1;
         if (ch->dir == JN_DIR_OUT) {
-            q->pump = event_new(b->base, -1, 0, pump_cb, q);
-            q->busy_list = jn_calloc((size_t)ch->concurrency, sizeof(*q->busy_list));
-            q->window = QUEUE_WINDOW > 2 * (size_t)ch->concurrency ? QUEUE_WINDOW
-                                                                  : 2 * (size_t)ch->concurrency;
-            if (q->pump == NULL || q->busy_list == NULL) {
+            b->queues[i] = jn_queue_new(ch, &b->qenv);
+            if (b->queues[i] == NULL) {
                 jn_err_set(err, JN_ENOMEM, "out of memory");
                 ch->def = NULL;
                 goto fail;
@@ -1724,7 +841,7 @@ int jn_broker_run(struct jn_broker *b)
 {
     struct jn_err err;
 
-    if (recover(b) != 0) {
+    if (jn_recover__run(b) != 0) {
         return 1;
     }
     /* OUT channels first, so IN ones never accept what cannot be queued. */
@@ -1771,8 +888,13 @@ void jn_broker_free(struct jn_broker *b)
     }
     b->stopping = 1;
     b->freeing = 1;
+    for (size_t i = 0; i < b->nchans; i++) {
+        if (b->queues[i]) {
+            jn_queue_stop(b->queues[i], 1);
+        }
+    }
     /* While every channel still exists (the loop may never have run, or was cut short). */
-    track_stop_all(b);
+    jn_track__stop_all(b);
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
         if (ch->def) {
@@ -1781,16 +903,10 @@ void jn_broker_free(struct jn_broker *b)
     }
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
-        struct outq *q = &b->queues[i];
         /* Deliveries waiting for a retry are not with the channel: release them here. Their
          * queue records stay in the journal. */
-        for (size_t k = 0; q->busy_list && k < (size_t)ch->concurrency; k++) {
-            struct jn_delivery *d = q->busy_list[k];
-            if (d && !d->sending) {
-                q->busy_list[k] = NULL;
-                q->busy--;
-                delivery_free(d);
-            }
+        if (b->queues[i]) {
+            jn_queue_release(b->queues[i]);
         }
         if (ch->def) {
             jn_channel_destroy(ch); /* finishes sends still in flight with JN_SEND_RETRY */
@@ -1801,27 +917,12 @@ void jn_broker_free(struct jn_broker *b)
     jn_journal_close(b->journal);
     b->journal = NULL;
     for (size_t i = 0; i < b->nchans; i++) {
-        struct jn_channel *ch = &b->chans[i];
-        struct outq *q = &b->queues[i];
-        while (q->head) {
-            struct jn_delivery *d = q->head;
-            q->head = d->next;
-            delivery_free(d);
-        }
-        for (size_t k = 0; q->busy_list && k < (size_t)ch->concurrency; k++) {
-            if (q->busy_list[k]) {
-                delivery_free(q->busy_list[k]);
-            }
-        }
-        jn_free(q->busy_list);
-        if (q->pump) {
-            event_free(q->pump);
-        }
+        jn_queue_free(b->queues[i]);
     }
     while (b->pend_head) {
         struct jn_ticket *t = b->pend_head;
         b->pend_head = t->next;
-        track_detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
+        jn_track__detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
         ticket_done(t, 0);
     }
     for (size_t i = 0; i < b->nsvcs; i++) {

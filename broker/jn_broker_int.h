@@ -1,0 +1,120 @@
+/*
+ * jn_broker_int: what the files of the engine share (jn_broker.c, jn_track.c, jn_notify.c,
+ * jn_recover.c): struct jn_broker, the ingest ticket, and the module-internal functions
+ * (module__verb, as Mosquitto's db__/log__). Internal: channels, services and routes/ never
+ * include it; they see jn_channel.h.
+ *
+ * Everything here runs on the loop thread.
+ */
+#ifndef JN_BROKER_INT_H
+#define JN_BROKER_INT_H
+
+#include "jn_broker.h"
+
+#include <event2/event.h>
+
+#include "jn_buf.h"
+#include "jn_channel.h"
+#include "jn_journal.h"
+#include "jn_queue.h"
+
+struct jn_ticket {
+    struct jn_ticket *next;
+    struct jn_broker *b;
+    struct jn_channel *ch;
+    struct jn_msg *msg;
+    jn_accept_fn cb;
+    void *arg;
+    int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
+    struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
+    struct jn_delivery *adds; /* deliveries of its queue records, until the commit */
+    /*
+     * jn_ingest_outcome only: the ticket outlives its commit and is the message's outcome
+     * tracker, pointed to by its deliveries. pending counts what is not final yet: the routing
+     * (1 from the ingest until its commit callback is done) and each delivery. The ticket is
+     * freed when pending is 0 and outcome has run or was forgotten.
+     */
+    int tracked;
+    int accepted;                 /* its accept callback said rc 0 */
+    jn_outcome_fn outcome;        /* NULL once run or forgotten */
+    size_t pending;
+    enum jn_send_result result;   /* the worst so far: REJECT > RETRY > OK */
+    char *reason;                 /* owned: the first reason of that worst result */
+    void *reply;                  /* owned: the first reply of a delivery that ended in... */
+    size_t reply_len;
+    enum jn_send_result reply_r;  /* ...this result */
+    struct jn_ticket *oprev, *onext; /* b->outcomes while outcome is awaited */
+};
+
+struct jn_broker {
+    const struct jn_config *cfg;
+    struct event_base *base;
+    struct jn_idgen ids;
+    struct jn_channel *chans;
+    size_t nchans;
+    struct jn_service *svcs;
+    size_t nsvcs;
+    struct jn_queue **queues;        /* one per channel; NULL for IN ones */
+    struct jn_queue_env qenv;        /* what the queues reach the broker through */
+    struct jn_journal *journal;
+    struct jn_ticket *pend_head, *pend_tail; /* refused before the journal */
+    struct jn_ticket *outcomes;      /* tickets whose outcome is awaited (jn_ingest_outcome) */
+    struct event *commit_ev;
+    size_t ingests_in_flight;        /* submitted to the journal, callback not yet run */
+    struct event *sig_term, *sig_int, *sig_hup;
+    struct event *drain_timer;
+    struct event *prune_timer;
+    int stopping;   /* intake closed, queues draining */
+    int freeing;    /* jn_broker_free: no more retries */
+    long long stop_deadline_ms;
+    int started;
+    size_t nspilled;  /* queues paged from the journal */
+    struct jn_queue_batch adds;      /* jn_queue_add since the last submit */
+    uint64_t n_dead, n_unrouted_dropped;
+};
+
+/* jn_broker.c */
+/* Adds an action log entry to t (NULL: out of memory, logged). */
+void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
+                           const char *event, const char *route, const char *channel,
+                           int attempt, const char *error);
+/* Routes an inbox record (seq) of src (NULL: its channel is gone) and deletes it. */
+void jn_broker__route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                            uint64_t seq);
+
+/* jn_notify.c: callbacks (notify:) and dead letters */
+/* Writes the dead letter (with its last error and attempt count), its action and callback
+ * into t, and logs it at level with prefix (a channel's, or NULL). */
+void jn_notify__dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
+                            const char *route, const char *dest, int attempts,
+                            const char *reason, int level, const char *prefix);
+/* jn_queue_env.ended: the action log entry, callback and dead letter of an attempt's end. */
+void jn_notify__ended(void *arg, struct jn_jtxn *t, const struct jn_queue_event *ev);
+
+/* jn_track.c: outcome tracking (jn_ingest_outcome) */
+void jn_track__free(struct jn_ticket *t);
+/* Stops waiting for t's outcome: it will not be called. */
+void jn_track__detach(struct jn_ticket *t);
+/* Folds one result into t's outcome (the worst wins, with the first reason given for it). */
+void jn_track__note(struct jn_ticket *t, enum jn_send_result r, const char *reason,
+                    const void *reply, size_t reply_len);
+/* One of t's pending parts (the routing, or a delivery) is final with r. */
+void jn_track__settle(struct jn_ticket *t, enum jn_send_result r, const char *reason,
+                      const void *reply, size_t reply_len);
+/* Broker stopping: answers every outcome still awaited for an accepted message with
+ * JN_SEND_RETRY. Returns how many were answered. */
+size_t jn_track__stop_all(struct jn_broker *b);
+/* The jn_queue_env tag callbacks (the tag is a struct jn_ticket). */
+void jn_track__q_hold(void *arg, void *tag);
+void jn_track__q_note(void *arg, void *tag, enum jn_send_result r, const char *reason);
+void jn_track__q_settle(void *arg, void *tag, enum jn_send_result r, const char *reason,
+                        const void *reply, size_t reply_len);
+int jn_track__q_wants_reply(void *arg, void *tag);
+
+/* jn_recover.c */
+/* At start: marks every queue as paged (its pump reads the first window of what was queued
+ * before the last stop), names orphaned destinations, then routes what was accepted but not
+ * routed. 0, or -1 (logged) when the journal cannot be read. */
+int jn_recover__run(struct jn_broker *b);
+
+#endif
