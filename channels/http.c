@@ -8,11 +8,14 @@
  * connection's close callback forgets the ticket, so we never touch a freed request.
  *
  * Hostile peers (modelled on nginx's worker_connections and client_header/body_timeout):
- * - max_connections: libevent 2.1 has no evhttp_set_max_connections, so we own the listener
- *   (evhttp_bind_listener) and count connections ourselves. evhttp_set_bevcb tells us of every
- *   accept; at the limit the listener is disabled and further peers wait in the kernel's listen
- *   backlog until a connection closes. A slot of a pool made at start holds each connection, so
- *   accepting one never allocates on our side and cannot fail half-way.
+ * - max_connections: the engine's listener (jn_listener) binds the socket and evhttp accepts
+ *   on it (evhttp_bind_listener: libevent 2.1 has no public call that hands evhttp an accepted
+ *   socket). evhttp_set_bevcb tells us of every accept and we report it to the listener, which
+ *   pauses accepting at the limit (JN_LISTENER_WAIT): further peers wait in the kernel's listen
+ *   backlog until a connection closes. The listener also rests on EMFILE. A slot of a pool made
+ *   at start holds each connection, so accepting one never allocates on our side and cannot
+ *   fail half-way. net.max_connections_per_ip is checked at the hook below, where the
+ *   connection's socket is known; a peer over it is disconnected before its first request.
  * - request_timeout: evhttp's timeout only closes connections that are *idle*; a slowloris that
  *   sends a byte a second never is. Each connection has a deadline timer, armed when it opens
  *   and again after each answer, cleared when a whole request has arrived: a peer that has not
@@ -62,7 +65,10 @@ static const struct jn_opt http_opts[] = {
                     "disconnected. Raise it with max_message for large bodies on slow links."),
     JN_OPT_INT("max_connections", "1024", 1, 65536, JN_OPT_IN, struct http_conf,
                max_connections,
-               "Open connections at most; more wait in the listen backlog until one closes."),
+               "Open connections at most; more wait in the listen backlog until one closes. "
+               "net.max_connections, when set, is the same setting."),
+    JN_OPT_SUB("net", jn_net_opts, struct jn_net_conf, JN_OPT_IN, struct http_conf, net,
+               "Listener options shared with the other listening channels (docs/channels.md)."),
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct http_conf, url,
                "Where to send, http://host[:port]/path[?query] or https://..."),
     JN_OPT_STR("method", "POST", JN_OPT_OUT, struct http_conf, method, "POST or PUT."),
@@ -98,32 +104,28 @@ struct conn {
     struct bufferevent *bev;         /* made by our bevcb */
     struct evhttp_connection *evcon; /* once open */
     struct event *ev;                /* the hook (once, active), then the request deadline */
+    struct jn_listener_ip *ip;       /* the listener's per-IP ticket, once open */
     enum conn_state state;
 };
 
 struct http_in {
     struct jn_channel *ch;
-    struct http_in *next_in;  /* every IN instance, for the listener's error callback */
     struct evhttp *http;
-    struct evconnlistener *lev; /* owned by http once bound */
+    struct jn_listener *lst;  /* its evconnlistener is owned by http once bound */
+    int bound;                /* evhttp_bind_listener done */
     struct pending *pend;     /* doubly linked */
     struct conn *conns;       /* the pool: max_connections slots */
     struct conn *free;
     struct conn **hash;       /* open connections by evcon */
     size_t hmask;             /* hash size - 1 (a power of two) */
     size_t nopen;             /* slots in use */
+    size_t nslots;            /* the pool's size: the listener's max_connections */
     struct timeval deadline;  /* request_timeout */
-    struct event *resume_ev;  /* re-enables the listener after an accept error */
-    long long full_warned_us; /* last "max_connections reached" warning */
     time_t date_sec;          /* the second date is of (0: none yet) */
     char date[40];            /* the Date header of that second */
-    int paused;               /* listener disabled by us */
     int stopped;
     int freeing;
 };
-
-/* Loop thread only; the listener's error callback gets the evhttp, not us. */
-static struct http_in *http_ins;
 
 
 static int http_check(const void *vconf, unsigned dir, const struct jn_node *node,
@@ -293,24 +295,6 @@ static struct conn *conn_find(const struct http_in *in, const struct evhttp_conn
     return NULL;
 }
 
-static void listener_pause(struct http_in *in)
-{
-    if (!in->paused && in->lev) {
-        evconnlistener_disable(in->lev);
-        in->paused = 1;
-    }
-}
-
-static void listener_resume(struct http_in *in)
-{
-    if (in->paused && in->lev && !in->freeing &&
-        in->nopen < (size_t)((const struct http_conf *)in->ch->conf)->max_connections &&
-        !evtimer_pending(in->resume_ev, NULL)) {
-        evconnlistener_enable(in->lev);
-        in->paused = 0;
-    }
-}
-
 /* Gives the slot back; the connection itself is evhttp's (or already gone). */
 static void conn_release(struct conn *c)
 {
@@ -330,7 +314,10 @@ static void conn_release(struct conn *c)
     c->next = in->free;
     in->free = c;
     in->nopen--;
-    listener_resume(in);
+    if (in->lst) {
+        jn_listener_closed(in->lst, c->ip);
+    }
+    c->ip = NULL;
 }
 
 /* The client closed, or evhttp or we dropped the connection: forget its requests still waiting
@@ -404,6 +391,16 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
     in->hash[conn_hash(in, c->evcon)] = c;
     evhttp_connection_set_closecb(c->evcon, conn_closed, c);
     bufferevent_decref(bev);
+    if (((const struct http_conf *)in->ch->conf)->net.max_connections_per_ip > 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getpeername(bufferevent_getfd(bev), (struct sockaddr *)&ss, &sl) == 0 &&
+            jn_listener_opened_ip(in->lst, (struct sockaddr *)&ss, &c->ip) != 0) {
+            /* Over max_connections_per_ip (logged by the listener): calls conn_closed. */
+            evhttp_connection_free(c->evcon);
+            return;
+        }
+    }
     event_add(c->ev, &in->deadline);
 }
 
@@ -411,13 +408,15 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *conn_new(struct event_base *base, void *arg)
 {
     struct http_in *in = arg;
-    const struct http_conf *cf = in->ch->conf;
+    /* Issue 16 (TLS) hooks in here: an SSL bufferevent in accepting state instead. */
     struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     struct conn *c = in->free;
+    struct jn_listener_ip *ip;
 
-    if (bev == NULL || c == NULL) {
+    if (bev == NULL || c == NULL || jn_listener_opened(in->lst, NULL, &ip) != 0) {
         /* Out of libevent memory (evhttp then drops the connection), or a slot missing, which
-         * the pause below rules out; such a connection is answered 503 by handle(). */
+         * the listener's pause at max_connections rules out; such a connection is answered
+         * 503 by handle(). */
         return bev;
     }
     in->free = c->next;
@@ -429,44 +428,7 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
     /* Keep bev alive until the hook has looked at it, even if evhttp frees it first. */
     bufferevent_incref(bev);
     event_active(c->ev, EV_TIMEOUT, 1);
-    if (in->nopen >= (size_t)cf->max_connections) {
-        long long now = jn_now_us();
-        listener_pause(in);
-        if (now - in->full_warned_us >= 10 * 1000000LL) {
-            in->full_warned_us = now;
-            jn_ch_warn(in->ch, "max_connections (%lld) reached; new connections wait until one "
-                       "closes", cf->max_connections);
-        }
-    }
     return bev;
-}
-
-static void resume_cb(evutil_socket_t fd, short what, void *arg)
-{
-    listener_resume(arg);
-}
-
-/* accept() failed for a reason other than a transient one, most likely EMFILE: the pending
- * connection stays in the backlog and a level-triggered listener would spin on it, so rest
- * for a moment. evconnlistener passes the evhttp (its callback argument), not us. */
-static void accept_error(struct evconnlistener *lev, void *arg)
-{
-    struct http_in *in;
-    struct timeval tv = {0, 250 * 1000};
-    long long now = jn_now_us();
-
-    for (in = http_ins; in != NULL && in->lev != lev; in = in->next_in) {
-    }
-    if (in == NULL) {
-        return;
-    }
-    if (now - in->full_warned_us >= 10 * 1000000LL) {
-        in->full_warned_us = now;
-        jn_ch_warn(in->ch, "cannot accept a connection: %s; pausing",
-                   evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    }
-    listener_pause(in);
-    evtimer_add(in->resume_ev, &tv);
 }
 
 /* ---- requests ---- */
@@ -599,19 +561,18 @@ static int http_init(struct jn_channel *ch, struct jn_err *err)
 /* The connection pool and its events; on failure destroy() frees what was made. */
 static int pool_new(struct http_in *in, struct jn_err *err)
 {
-    const struct http_conf *c = in->ch->conf;
-    size_t n = (size_t)c->max_connections, nb = 16;
+    size_t n = (size_t)jn_listener_max(in->lst), nb = 16;
 
     while (nb < n) {
         nb <<= 1;
     }
     in->conns = jn_calloc(n, sizeof(*in->conns));
     in->hash = jn_calloc(nb, sizeof(*in->hash));
-    in->resume_ev = evtimer_new(in->ch->base, resume_cb, in);
-    if (in->conns == NULL || in->hash == NULL || in->resume_ev == NULL) {
+    if (in->conns == NULL || in->hash == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory for %zu connections", n);
     }
     in->hmask = nb - 1;
+    in->nslots = n;
     for (size_t i = n; i-- > 0;) {
         struct conn *cn = &in->conns[i];
         cn->in = in;
@@ -625,24 +586,21 @@ static int pool_new(struct http_in *in, struct jn_err *err)
     return 0;
 }
 
-int jn_http__in_start_on(struct jn_channel *ch, struct evconnlistener *lev, struct jn_err *err)
+int jn_http__in_start_on(struct jn_channel *ch, struct jn_listener *lst, struct jn_err *err)
 {
     struct http_in *in = ch->state;
     const struct http_conf *c = ch->conf;
     int rc;
 
-    in->next_in = http_ins;
-    http_ins = in;
+    in->lst = lst;
     in->deadline.tv_sec = (time_t)(c->request_timeout / 1000);
     in->deadline.tv_usec = (suseconds_t)(c->request_timeout % 1000 * 1000);
     in->http = evhttp_new(ch->base);
     if (in->http == NULL) {
-        evconnlistener_free(lev);
         return jn_err_set(err, JN_ENOMEM, "cannot create the HTTP server");
     }
     rc = pool_new(in, err);
     if (rc != 0) {
-        evconnlistener_free(lev);
         return rc;
     }
     evhttp_set_max_body_size(in->http, (ev_ssize_t)c->max_message);
@@ -655,12 +613,10 @@ int jn_http__in_start_on(struct jn_channel *ch, struct evconnlistener *lev, stru
                                              EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(in->http, handle, in);
     evhttp_set_bevcb(in->http, conn_new, in);
-    if (evhttp_bind_listener(in->http, lev) == NULL) {
-        evconnlistener_free(lev);
+    if (evhttp_bind_listener(in->http, jn_listener_lev(lst)) == NULL) {
         return jn_err_set(err, JN_ENOMEM, "cannot attach the listener");
     }
-    in->lev = lev;
-    evconnlistener_set_error_cb(lev, accept_error);
+    in->bound = 1;
     return 0;
 }
 
@@ -674,49 +630,25 @@ size_t jn_http__in_open(const struct jn_channel *ch)
 static int http_start(struct jn_channel *ch, struct jn_err *err)
 {
     const struct http_conf *c = ch->conf;
-    struct evutil_addrinfo hints, *ai = NULL;
-    struct evconnlistener *lev;
+    struct jn_listener_conf lc = {c->listen, ch->log_prefix, &c->net, c->max_connections,
+                                  JN_LISTENER_WAIT, NULL, NULL};
+    struct jn_listener *lst;
     struct rlimit rl;
-    char host[256], portstr[16];
-    int port, one = 1, rc;
+    int rc;
 
-    if (jn_split_hostport(c->listen, host, sizeof(host), &port, 0) != 0) {
-        return jn_err_set(err, JN_EINVAL, "listen: '%s' is not host:port", c->listen);
+    lst = jn_listener_new(ch->base, &lc, err);
+    if (lst == NULL) {
+        return err->code;
     }
-    /* Resolved and bound the way evhttp_bind_socket does: the first address, SO_REUSEADDR. */
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = EVUTIL_AI_PASSIVE;
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
-    if (rc != 0) {
-        return jn_err_set(err, JN_EIO, "cannot listen on %s: %s", c->listen,
-                          evutil_gai_strerror(rc));
-    }
-    lev = evconnlistener_new_bind(ch->base, NULL, NULL,
-                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-                                      LEV_OPT_REUSEABLE,
-                                  -1, ai->ai_addr, (int)ai->ai_addrlen);
-    evutil_freeaddrinfo(ai);
-    if (lev == NULL) {
-        return jn_err_set(err, JN_EIO, "cannot listen on %s: %s", c->listen,
-                          evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    }
-    /* Accepted sockets inherit TCP_NODELAY on Linux: no Nagle/delayed-ACK stalls (stack.md §6). */
-    if (setsockopt(evconnlistener_get_fd(lev), IPPROTO_TCP, TCP_NODELAY, &one,
-                   sizeof(one)) != 0) {
-        jn_ch_warn(ch, "cannot set TCP_NODELAY on %s", c->listen);
-    }
-    rc = jn_http__in_start_on(ch, lev, err);
+    rc = jn_http__in_start_on(ch, lst, err);
     if (rc != 0) {
         return rc;
     }
     /* Past the open-file limit accept() fails before max_connections is reached. */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (unsigned long long)c->max_connections + 64 > (unsigned long long)rl.rlim_cur) {
+        (unsigned long long)jn_listener_max(lst) + 64 > (unsigned long long)rl.rlim_cur) {
         jn_ch_warn(ch, "max_connections %lld is close to the open-file limit %llu (ulimit -n)",
-                   c->max_connections, (unsigned long long)rl.rlim_cur);
+                   jn_listener_max(lst), (unsigned long long)rl.rlim_cur);
     }
     jn_ch_info(ch, "listening on http://%s%s", c->listen, c->path);
     return 0;
@@ -733,18 +665,17 @@ static void http_stop(struct jn_channel *ch)
 static void http_destroy(struct jn_channel *ch)
 {
     struct http_in *in = ch->state;
-    struct http_in **pp;
 
     if (in == NULL) {
         return;
     }
-    for (pp = &http_ins; *pp != NULL; pp = &(*pp)->next_in) {
-        if (*pp == in) {
-            *pp = in->next_in;
-            break;
-        }
-    }
     in->freeing = 1;
+    /* The counts end with us: the listener goes first, so the closes below report nothing. */
+    if (in->lst && !in->bound) {
+        evconnlistener_free(jn_listener_lev(in->lst));
+    }
+    jn_listener_free(in->lst);
+    in->lst = NULL;
     while (in->pend) {
         struct pending *p = in->pend;
         jn_ingest_forget(p->ticket);
@@ -753,12 +684,10 @@ static void http_destroy(struct jn_channel *ch)
     }
     if (in->http) {
         /* Frees the listener, then every connection: conn_closed frees the open slots. */
-        in->lev = NULL;
         evhttp_free(in->http);
     }
     if (in->conns) {
-        for (size_t i = 0; i < (size_t)((const struct http_conf *)ch->conf)->max_connections;
-             i++) {
+        for (size_t i = 0; i < in->nslots; i++) {
             struct conn *c = &in->conns[i];
             if (c->state == CONN_NEW) {
                 /* Accepted this very loop turn: evhttp has freed its side; drop ours. */
@@ -770,9 +699,6 @@ static void http_destroy(struct jn_channel *ch)
                 event_free(c->ev);
             }
         }
-    }
-    if (in->resume_ev) {
-        event_free(in->resume_ev);
     }
     jn_free(in->conns);
     jn_free(in->hash);

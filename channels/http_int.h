@@ -6,6 +6,7 @@
 #define JN_HTTP_INT_H
 
 #include "jn_channel.h"
+#include "jn_listener.h"
 
 struct evbuffer;
 struct evconnlistener;
@@ -18,7 +19,8 @@ struct http_conf {
     unsigned long long max_message;  /* bytes */
     long long read_timeout;          /* ms */
     long long request_timeout;       /* ms: a whole request must arrive within this */
-    long long max_connections;       /* open connections at most */
+    long long max_connections;       /* open connections at most (or net.max_connections) */
+    struct jn_net_conf net;          /* net: the listener options (jn_listener.h) */
     /* OUT */
     char *url;                       /* http://host:port/path */
     char *method;                    /* POST | PUT (checked in http.c) */
@@ -43,11 +45,12 @@ int jn_http__build_msg(const char *channel, struct evbuffer *body, const struct 
 
 /*
  * IN side, for tests and fuzz targets: what start() does after it has bound the listening
- * socket, on a listener the caller made (e.g. on 127.0.0.1:0). The channel must be an initialised
- * IN instance on ch->base; takes ownership of lev, also on failure (destroy() frees it with the
- * rest). 0 or JN_E* with err. Loop thread.
+ * socket, on a listener the caller made (e.g. on 127.0.0.1:0) with jn_listener_new, accept
+ * NULL and JN_LISTENER_WAIT. The channel must be an initialised IN instance on ch->base; takes
+ * ownership of lst, also on failure (destroy() frees it with the rest). 0 or JN_E* with err.
+ * Loop thread.
  */
-int jn_http__in_start_on(struct jn_channel *ch, struct evconnlistener *lev, struct jn_err *err);
+int jn_http__in_start_on(struct jn_channel *ch, struct jn_listener *lst, struct jn_err *err);
 /* Connections the IN side holds open (accepted, not yet closed). Loop thread. */
 size_t jn_http__in_open(const struct jn_channel *ch);
 

@@ -5,7 +5,7 @@
  *
  * evhttp 2.1 can only serve sockets it accepts itself, and exits the process on a peer address
  * getnameinfo cannot print (AF_UNIX), so the "socketpair" is a loopback TCP connection to a
- * listener of our own on 127.0.0.1:0, handed to the channel with jn_http__in_start_on(). The
+ * jn_listener on 127.0.0.1:0, handed to the channel with jn_http__in_start_on(). The
  * client writes the input, shuts down its sending side and reads until the server closes; the
  * server must close (answer or not) in bounded time and hold no connection slot afterwards.
  * The broker is not linked: jn_ingest below answers on the next loop turn, refusing some
@@ -108,9 +108,9 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static char listen[] = "127.0.0.1:0", path[] = "/ingest", name[] = "in";
-    struct evconnlistener *lev;
+    struct jn_listener_conf lc = {listen, "http.in", &conf.net, 4, JN_LISTENER_WAIT, NULL, NULL};
+    struct jn_listener *lst = NULL;
     struct jn_err err;
-    socklen_t len = sizeof(addr);
 
     jn_log_level = JN_LOG_ERROR;
     base = event_base_new();
@@ -120,6 +120,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     conf.read_timeout = 1000;
     conf.request_timeout = 2000;
     conf.max_connections = 4;
+    conf.net.backlog = 16;
+    conf.net.accept_pause = 250;
     ch.def = &jn_channel_http;
     ch.name = name;
     snprintf(ch.log_prefix, sizeof(ch.log_prefix), "http.in");
@@ -129,11 +131,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    lev = evconnlistener_new_bind(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1,
-                                  (struct sockaddr *)&addr, sizeof(addr));
-    if (base == NULL || lev == NULL ||
-        getsockname(evconnlistener_get_fd(lev), (struct sockaddr *)&addr, &len) != 0 ||
-        jn_channel_http.in->init(&ch, &err) != 0 || jn_http__in_start_on(&ch, lev, &err) != 0) {
+    if (base != NULL) {
+        lst = jn_listener_new(base, &lc, &err);
+    }
+    if (lst != NULL) {
+        addr.sin_port = htons((unsigned short)jn_listener_port(lst));
+    }
+    if (base == NULL || lst == NULL || jn_channel_http.in->init(&ch, &err) != 0 ||
+        jn_http__in_start_on(&ch, lst, &err) != 0) {
         fprintf(stderr, "fuzz_http_in: setup failed\n");
         abort();
     }

@@ -1,0 +1,486 @@
+/*
+ * jn_listener: bind, accept and connection limits for listening IN channels (contract in
+ * jn_listener.h). Modelled on Fluent Bit's flb_downstream.c (one listener layer, shared net.*
+ * options) and nginx's limit_conn (per-address counts in a small hash).
+ *
+ * Per-IP counts live in a hash of entries, one per address with connections open; an entry is
+ * freed when its count drops to 0, so the table holds at most max_connections entries.
+ *
+ * EMFILE/ENFILE: the pending connection stays in the kernel backlog and a level-triggered
+ * listener would wake at once again, so the listener is disabled for net.accept_pause and one
+ * warning is logged per 10 s. libevent 2.1 passes the listener's error callback the callback
+ * argument, which evhttp owns once the listener is bound to it; so for library-accepted
+ * listeners we find ourselves by the evconnlistener in a loop-thread list kept here (the one
+ * place that knows about every such listener).
+ */
+#include "jn_listener.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "jn_channel.h"
+#include "jn_log.h"
+#include "jn_mem.h"
+
+const struct jn_opt jn_net_opts[] = {
+    JN_OPT_INT("max_connections", NULL, 0, 65536, JN_OPT_IN, struct jn_net_conf,
+               max_connections,
+               "Open connections at most; unset or 0: the channel's max_connections option "
+               "(the same setting under its older name)."),
+    JN_OPT_INT("max_connections_per_ip", "0", 0, 65536, JN_OPT_IN, struct jn_net_conf,
+               max_connections_per_ip,
+               "Open connections from one peer address at most; more are closed at once. 0: "
+               "no per-address limit."),
+    JN_OPT_INT("backlog", "128", 1, 65535, JN_OPT_IN, struct jn_net_conf, backlog,
+               "Length of the kernel's queue of connections not yet accepted (listen(2); "
+               "capped by net.core.somaxconn)."),
+    JN_OPT_DURATION("accept_pause", "250ms", 10, 60000, JN_OPT_IN, struct jn_net_conf,
+                    accept_pause,
+                    "When accept fails for lack of file descriptors (EMFILE/ENFILE), stop "
+                    "accepting for this long, then try again."),
+    JN_OPT_END,
+};
+
+#define LISTENER_WARN_US (10 * 1000000LL)
+
+struct jn_listener_ip {
+    struct jn_listener_ip *next;
+    int family;
+    unsigned char addr[16];
+    size_t n;
+};
+
+struct jn_listener {
+    struct jn_listener *next_lib;  /* library-accepted listeners, for the error callback */
+    struct event_base *base;
+    struct evconnlistener *lev;
+    struct event *resume_ev;
+    char *prefix;
+    const struct jn_net_conf *net;
+    long long max;
+    unsigned flags;
+    jn_listener_accept_fn accept;
+    void *arg;
+    struct jn_listener_ip **ips;
+    size_t ipmask;
+    size_t open;
+    unsigned long long accepted, refused_max, refused_per_ip, accept_errors;
+    long long warned_err_us, warned_max_us, warned_ip_us;
+    int port;
+    int paused_full;  /* disabled at max_connections (JN_LISTENER_WAIT) */
+    int paused_err;   /* disabled after an accept error, resume_ev pending */
+    int stopped;
+};
+
+/* Loop thread only; see the opening comment. */
+static struct jn_listener *listener__lib;
+
+static void listener__update(struct jn_listener *l)
+{
+    int want = !l->stopped && !l->paused_full && !l->paused_err;
+
+    if (l->lev == NULL) {
+        return;
+    }
+    if (want) {
+        evconnlistener_enable(l->lev);
+    } else {
+        evconnlistener_disable(l->lev);
+    }
+}
+
+static int listener__key(const struct sockaddr *sa, int *family, unsigned char addr[16])
+{
+    memset(addr, 0, 16);
+    if (sa == NULL) {
+        return -1;
+    }
+    if (sa->sa_family == AF_INET) {
+        memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else {
+        return -1;
+    }
+    *family = sa->sa_family;
+    return 0;
+}
+
+static size_t listener__hash(const struct jn_listener *l, const unsigned char addr[16])
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (int i = 0; i < 16; i++) {
+        h = (h ^ addr[i]) * 1099511628211ULL;
+    }
+    return (size_t)h & l->ipmask;
+}
+
+static void listener__peer(const struct sockaddr *sa, char *out, size_t n)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        evutil_inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        port = ntohs(s4->sin_port);
+        snprintf(out, n, "%s:%d", host, port);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        evutil_inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        port = ntohs(s6->sin6_port);
+        snprintf(out, n, "[%s]:%d", host, port);
+    } else {
+        snprintf(out, n, "?");
+    }
+}
+
+static int listener__warn_due(long long *last)
+{
+    long long now = jn_now_us();
+
+    if (*last == 0 || now - *last >= LISTENER_WARN_US) {
+        *last = now;
+        return 1;
+    }
+    return 0;
+}
+
+/* The total check; counts the connection when it passes. */
+static int listener__open_total(struct jn_listener *l, const struct sockaddr *sa)
+{
+    if (l->open >= (size_t)l->max) {
+        char peer[64];
+        l->refused_max++;
+        if (listener__warn_due(&l->warned_max_us)) {
+            listener__peer(sa, peer, sizeof(peer));
+            jn_log_p(JN_LOG_WARN, l->prefix, "peer %s: max_connections (%lld) reached: "
+                     "connection closed at once (%llu so far)", peer, l->max, l->refused_max);
+        }
+        return JN_EFULL;
+    }
+    l->open++;
+    l->accepted++;
+    if ((l->flags & JN_LISTENER_WAIT) && l->open >= (size_t)l->max) {
+        if (listener__warn_due(&l->warned_max_us)) {
+            jn_log_p(JN_LOG_WARN, l->prefix, "max_connections (%lld) reached; new connections "
+                     "wait until one closes", l->max);
+        }
+        l->paused_full = 1;
+        listener__update(l);
+    }
+    return 0;
+}
+
+int jn_listener_opened_ip(struct jn_listener *l, const struct sockaddr *sa,
+                          struct jn_listener_ip **conn)
+{
+    struct jn_listener_ip *e;
+    unsigned char addr[16];
+    int family = 0;
+    size_t h;
+
+    *conn = NULL;
+    if (l->net->max_connections_per_ip <= 0 || listener__key(sa, &family, addr) != 0) {
+        return 0;
+    }
+    h = listener__hash(l, addr);
+    for (e = l->ips[h]; e != NULL; e = e->next) {
+        if (e->family == family && memcmp(e->addr, addr, 16) == 0) {
+            break;
+        }
+    }
+    if (e && e->n >= (size_t)l->net->max_connections_per_ip) {
+        char peer[64];
+        l->refused_per_ip++;
+        if (listener__warn_due(&l->warned_ip_us)) {
+            listener__peer(sa, peer, sizeof(peer));
+            jn_log_p(JN_LOG_WARN, l->prefix, "peer %s: max_connections_per_ip (%lld) reached: "
+                     "connection closed at once (%llu so far)", peer,
+                     l->net->max_connections_per_ip, l->refused_per_ip);
+        }
+        return JN_EFULL;
+    }
+    if (e == NULL) {
+        e = jn_calloc(1, sizeof(*e));
+        if (e == NULL) {
+            return JN_ENOMEM;
+        }
+        e->family = family;
+        memcpy(e->addr, addr, 16);
+        e->next = l->ips[h];
+        l->ips[h] = e;
+    }
+    e->n++;
+    *conn = e;
+    return 0;
+}
+
+int jn_listener_opened(struct jn_listener *l, const struct sockaddr *sa,
+                       struct jn_listener_ip **conn)
+{
+    int rc;
+
+    *conn = NULL;
+    rc = listener__open_total(l, sa);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = jn_listener_opened_ip(l, sa, conn);
+    if (rc != 0) {
+        jn_listener_closed(l, NULL);
+    }
+    return rc;
+}
+
+void jn_listener_closed(struct jn_listener *l, struct jn_listener_ip *conn)
+{
+    if (conn != NULL && --conn->n == 0) {
+        struct jn_listener_ip **pp = &l->ips[listener__hash(l, conn->addr)];
+        while (*pp != conn) {
+            pp = &(*pp)->next;
+        }
+        *pp = conn->next;
+        jn_free(conn);
+    }
+    if (l->open > 0) {
+        l->open--;
+    }
+    if (l->paused_full && l->open < (size_t)l->max) {
+        l->paused_full = 0;
+        listener__update(l);
+    }
+}
+
+static void listener__accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+                                struct sockaddr *sa, int salen, void *arg)
+{
+    struct jn_listener *l = arg;
+    struct jn_listener_ip *conn;
+    char peer[64];
+
+    (void)lev;
+    (void)salen;
+    if (l->stopped || jn_listener_opened(l, sa, &conn) != 0) {
+        evutil_closesocket(fd);
+        return;
+    }
+    listener__peer(sa, peer, sizeof(peer));
+    /* Issue 16 (TLS) hooks in here: start the server handshake on fd and call accept when it
+     * has finished (or jn_listener_closed when it fails). */
+    l->accept(l->arg, fd, sa, peer, conn);
+}
+
+static void listener__resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct jn_listener *l = arg;
+
+    (void)fd;
+    (void)what;
+    l->paused_err = 0;
+    listener__update(l);
+}
+
+static void listener__error(struct jn_listener *l)
+{
+    int e = EVUTIL_SOCKET_ERROR();
+    struct timeval tv;
+
+    l->accept_errors++;
+    if (listener__warn_due(&l->warned_err_us)) {
+        jn_log_p(JN_LOG_WARN, l->prefix, "cannot accept a connection: %s; not accepting for "
+                 "%lld ms (%llu accept errors so far)", evutil_socket_error_to_string(e),
+                 l->net->accept_pause, l->accept_errors);
+    }
+    tv.tv_sec = (time_t)(l->net->accept_pause / 1000);
+    tv.tv_usec = (suseconds_t)(l->net->accept_pause % 1000 * 1000);
+    l->paused_err = 1;
+    listener__update(l);
+    evtimer_add(l->resume_ev, &tv);
+}
+
+static void listener__error_cb(struct evconnlistener *lev, void *arg)
+{
+    (void)lev;
+    listener__error(arg);
+}
+
+/* Library-accepted: arg is the library's (evhttp's), so find ourselves by lev. */
+static void listener__lib_error_cb(struct evconnlistener *lev, void *arg)
+{
+    struct jn_listener *l;
+
+    (void)arg;
+    for (l = listener__lib; l != NULL && l->lev != lev; l = l->next_lib) {
+    }
+    if (l != NULL) {
+        listener__error(l);
+    }
+}
+
+struct jn_listener *jn_listener_new(struct event_base *base, const struct jn_listener_conf *conf,
+                                    struct jn_err *err)
+{
+    struct evutil_addrinfo hints, *ai = NULL;
+    struct jn_listener *l;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[256], portstr[16];
+    size_t nb = 16;
+    int port, one = 1, rc;
+
+    if (jn_split_hostport(conf->listen, host, sizeof(host), &port, 0) != 0) {
+        jn_err_set(err, JN_EINVAL, "listen: '%s' is not host:port", conf->listen);
+        return NULL;
+    }
+    l = jn_calloc(1, sizeof(*l));
+    if (l == NULL) {
+        jn_err_set(err, JN_ENOMEM, "out of memory");
+        return NULL;
+    }
+    l->base = base;
+    l->net = conf->net;
+    l->max = conf->net->max_connections > 0 ? conf->net->max_connections
+                                            : conf->max_connections;
+    if (l->max <= 0) {
+        l->max = 1;
+    }
+    l->flags = conf->flags;
+    l->accept = conf->accept;
+    l->arg = conf->arg;
+    while (nb < (size_t)l->max) {
+        nb <<= 1;
+    }
+    l->ips = jn_calloc(nb, sizeof(*l->ips));
+    l->ipmask = nb - 1;
+    l->prefix = jn_strdup(conf->log_prefix ? conf->log_prefix : "listener");
+    l->resume_ev = evtimer_new(base, listener__resume_cb, l);
+    if (l->ips == NULL || l->prefix == NULL || l->resume_ev == NULL) {
+        jn_err_set(err, JN_ENOMEM, "out of memory");
+        jn_listener_free(l);
+        return NULL;
+    }
+    /* The first address, the way evhttp_bind_socket resolves. */
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = EVUTIL_AI_PASSIVE;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) {
+        jn_err_set(err, JN_EIO, "cannot listen on %s: %s", conf->listen,
+                   evutil_gai_strerror(rc));
+        jn_listener_free(l);
+        return NULL;
+    }
+    l->lev = evconnlistener_new_bind(base, conf->accept ? listener__accept_cb : NULL,
+                                     conf->accept ? l : NULL,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                         LEV_OPT_REUSEABLE,
+                                     (int)conf->net->backlog, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    if (l->lev == NULL) {
+        jn_err_set(err, JN_EIO, "cannot listen on %s: %s", conf->listen,
+                   evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        jn_listener_free(l);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(l->lev,
+                                l->accept ? listener__error_cb : listener__lib_error_cb);
+    /* Accepted sockets inherit TCP_NODELAY on Linux: no Nagle/delayed-ACK stalls (stack.md
+     * §6). */
+    if (setsockopt(evconnlistener_get_fd(l->lev), IPPROTO_TCP, TCP_NODELAY, &one,
+                   sizeof(one)) != 0) {
+        jn_log_p(JN_LOG_WARN, l->prefix, "cannot set TCP_NODELAY on %s", conf->listen);
+    }
+    if (getsockname(evconnlistener_get_fd(l->lev), (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            l->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            l->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    if (l->accept == NULL) {
+        l->next_lib = listener__lib;
+        listener__lib = l;
+    }
+    return l;
+}
+
+struct evconnlistener *jn_listener_lev(const struct jn_listener *l)
+{
+    return l->lev;
+}
+
+int jn_listener_port(const struct jn_listener *l)
+{
+    return l->port;
+}
+
+long long jn_listener_max(const struct jn_listener *l)
+{
+    return l->max;
+}
+
+void jn_listener_stop(struct jn_listener *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    l->stopped = 1;
+    if (l->resume_ev) {
+        event_del(l->resume_ev);
+    }
+    listener__update(l);
+}
+
+void jn_listener_free(struct jn_listener *l)
+{
+    struct jn_listener **pp;
+
+    if (l == NULL) {
+        return;
+    }
+    for (pp = &listener__lib; *pp != NULL; pp = &(*pp)->next_lib) {
+        if (*pp == l) {
+            *pp = l->next_lib;
+            break;
+        }
+    }
+    if (l->lev && l->accept) {
+        evconnlistener_free(l->lev);
+    }
+    if (l->resume_ev) {
+        event_free(l->resume_ev);
+    }
+    if (l->ips) {
+        for (size_t i = 0; i <= l->ipmask; i++) {
+            while (l->ips[i]) {
+                struct jn_listener_ip *e = l->ips[i];
+                l->ips[i] = e->next;
+                jn_free(e);
+            }
+        }
+        jn_free(l->ips);
+    }
+    jn_free(l->prefix);
+    jn_free(l);
+}
+
+void jn_listener_stats(const struct jn_listener *l, struct jn_listener_stats *out)
+{
+    out->open = l->open;
+    out->accepted = l->accepted;
+    out->refused_max = l->refused_max;
+    out->refused_per_ip = l->refused_per_ip;
+    out->accept_errors = l->accept_errors;
+    out->paused = l->stopped || l->paused_full || l->paused_err;
+}
