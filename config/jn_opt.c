@@ -465,7 +465,7 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
             } else {
                 list_add(o, l, v->vals[i]->str, &ic);
             }
-            sub.errors += ic.errors;
+            sub.errors = ic.errors; /* ic started from sub.errors */
         }
     } else if (o->type == JN_OPT_T_STRMAP) {
         struct jn_strmap *m = f;
@@ -491,7 +491,7 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
                         break;
                     }
                 }
-                sub.errors += ic.errors;
+                sub.errors = ic.errors; /* ic started from sub.errors */
             }
         }
     } else if (v->kind != JN_NODE_SCALAR) {
