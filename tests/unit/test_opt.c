@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jn_config.h"
 #include "jn_diag.h"
 #include "jn_mem.h"
 #include "jn_opt.h"
@@ -215,11 +216,53 @@ static void test_describe(void)
     free(text);
 }
 
+/* A whole config with mllp's old name ack_timeout loads, with one warning at that key; the new
+ * name timeout sets the same field. */
+static void test_mllp_ack_timeout_alias(void)
+{
+    static const char old[] = "channels:\n"
+                              "  lab_out:\n"
+                              "    type: mllp\n"
+                              "    direction: out\n"
+                              "    connect: 127.0.0.1:2575\n"
+                              "    ack_timeout: 2s\n";
+    static const char both[] = "channels:\n"
+                               "  lab_out:\n"
+                               "    type: mllp\n"
+                               "    direction: out\n"
+                               "    connect: 127.0.0.1:2575\n"
+                               "    timeout: 2s\n"
+                               "    ack_timeout: 2s\n";
+    struct jn_diag d;
+    struct jn_config *c;
+
+    jn_diag_init(&d);
+    c = jn_config_load_buf("j.yaml", old, strlen(old), &d);
+    CHECK(c != NULL);
+    CHECK_INT(d.nerr, 0);
+    CHECK_INT(d.n, 1);
+    CHECK_STR(d.n ? d.msgs[0] : "", "j.yaml:6:5: warning: channel 'lab_out' (mllp): "
+                                    "`ack_timeout` is deprecated, use `timeout`");
+    jn_config_free(c);
+    jn_diag_free(&d);
+
+    jn_diag_init(&d);
+    c = jn_config_load_buf("j.yaml", both, strlen(both), &d);
+    CHECK(c == NULL);
+    CHECK_INT(d.nerr, 1);
+    CHECK_STR(d.n ? d.msgs[0] : "", "j.yaml:7:5: channel 'lab_out' (mllp): 'ack_timeout' and "
+                                    "'timeout' are the same option ('ack_timeout' is its "
+                                    "deprecated name), give only 'timeout'");
+    jn_config_free(c);
+    jn_diag_free(&d);
+}
+
 int main(void)
 {
     test_diag_warn();
     test_alias();
     test_validate();
     test_describe();
+    test_mllp_ack_timeout_alias();
     TEST_MAIN_END();
 }
