@@ -118,10 +118,10 @@ static const struct jn_opt mllp_opts[] = {
                max_connections, "Connections at once; more are closed at accept with a log line."),
     JN_OPT_STR("connect", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct mllp_conf, connect,
                "The peer to send to, host:port."),
-    JN_OPT_DURATION("ack_timeout", "30s", 1, 3600000LL, JN_OPT_OUT, struct mllp_conf,
+    JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT, struct mllp_conf,
                     ack_timeout,
                     "How long to wait for the ACK; then the connection is closed and the "
-                    "message retried."),
+                    "message retried.", .alias = "ack_timeout"),
     JN_OPT_DURATION("connect_timeout", "10s", 1, 3600000LL, JN_OPT_OUT, struct mllp_conf,
                     connect_timeout, "How long a connection attempt may take (then: retry)."),
     JN_OPT_ENUM("on_error", "retry", mllp_outcome_names, JN_OPT_OUT, struct mllp_conf, on_error,

@@ -187,9 +187,12 @@ static int usage_error(const struct command *c, const char *why, const char *arg
     return 2;
 }
 
-/* Loads the config (see the file comment for which); on errors prints them all, each at
- * file:line:col, then "<file>: N error(s)<suffix>", and returns NULL. */
-static struct jn_config *load(const char *path, const char **used, const char *suffix)
+/* Loads the config (see the file comment for which); on errors prints them all (warnings
+ * too), each at file:line:col, then "<file>: N error(s)<suffix>", and returns NULL. A config
+ * with warnings only loads: its warnings go to stderr, or into *warns (then the caller's to
+ * free) when warns is not NULL. */
+static struct jn_config *load(const char *path, const char **used, const char *suffix,
+                              struct jn_diag *warns)
 {
     struct jn_diag d;
     struct jn_config *c;
@@ -208,7 +211,12 @@ static struct jn_config *load(const char *path, const char **used, const char *s
     }
     if (c == NULL) {
         jn_diag_print(&d, stderr);
-        fprintf(stderr, "%s: %zu error(s)%s\n", *used, d.n, suffix);
+        fprintf(stderr, "%s: %zu error(s)%s\n", *used, d.nerr, suffix);
+    } else if (warns != NULL) {
+        *warns = d;
+        return c;
+    } else {
+        jn_diag_print(&d, stderr);
     }
     jn_diag_free(&d);
     return c;
@@ -217,7 +225,7 @@ static struct jn_config *load(const char *path, const char **used, const char *s
 static int cmd_check(const char *path)
 {
     const char *used;
-    struct jn_config *c = load(path, &used, "");
+    struct jn_config *c = load(path, &used, "", NULL);
 
     if (c == NULL) {
         return 1;
@@ -233,7 +241,8 @@ static int cmd_run(const char *path)
     struct jn_err err;
     struct jn_broker *b;
     const char *used;
-    struct jn_config *c = load(path, &used, "; not starting");
+    struct jn_diag warns;
+    struct jn_config *c = load(path, &used, "; not starting", &warns);
     int rc;
 
     if (c == NULL) {
@@ -241,6 +250,10 @@ static int cmd_run(const char *path)
     }
     jn_log_level = c->core.log_level;
     jn_log(JN_LOG_INFO, "junction %s starting with %s", JN_VERSION, used);
+    for (size_t i = 0; i < warns.n; i++) {
+        jn_log(JN_LOG_WARN, "config: %s", warns.msgs[i]);
+    }
+    jn_diag_free(&warns);
     jn_err_clear(&err);
     b = jn_broker_new(c, &err);
     if (b == NULL) {
@@ -303,7 +316,7 @@ static int cmd_tool(const struct command *cmd, const char *config, int nargs, ch
          !(nargs == 1 && strcmp(args[0], "replay") == 0 && all))) {
         return usage_error(cmd, NULL, NULL);
     }
-    c = load(config, &used, "");
+    c = load(config, &used, "", NULL);
     if (c == NULL) {
         return 1;
     }

@@ -613,7 +613,7 @@ static int add_notify_channels(struct jn_config *c, const struct jn_node *root, 
             continue;
         }
         c->channels = grown;
-        if (load_channel(c, doc->keys[0], doc->vals[0], &nd) != 0 || nd.n) {
+        if (load_channel(c, doc->keys[0], doc->vals[0], &nd) != 0 || nd.nerr) {
             /* Report the channel's complaint (without the synthetic position) at notify:. */
             for (size_t k = 0; k < nd.n; k++) {
                 const char *msg = strstr(nd.msgs[k], "(http): ");
@@ -728,7 +728,7 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
         c->routes[i].pos.file = jn_diag_file(&c->names, c->routes[i].pos.file);
     }
     jn_node_free(root);
-    if (errs || d->n) {
+    if (errs || d->nerr) {
         jn_config_free(c);
         return NULL;
     }
@@ -813,7 +813,19 @@ void jn_config_reference_md(FILE *out)
             "`data_dir` wherever they are started. The embedded default config (used when there "
             "is no config file, see `junction --help`) has no folder: its relative paths are "
             "relative to the current directory. Paths inside a kafka channel's `properties` "
-            "(`ssl.ca.location`...) are passed to librdkafka as written: make them absolute.\n\n");
+            "(`ssl.ca.location`...) are passed to librdkafka as written: make them absolute.\n\n"
+            "**Reloadable options.** `reloadable: yes` marks an option that can change on a "
+            "running channel, service or route without restarting it: the code that uses it "
+            "reads it anew for each message or delivery attempt and keeps nothing (a socket, a "
+            "thread, a compiled pattern, a client library handle) made from an earlier value. "
+            "Hot reload (not there yet) will apply a change of such options in place and "
+            "restart the channel or service for a change of any other option. An unmarked "
+            "option may still be safe to change; it is marked only once the code using it has "
+            "been checked.\n\n"
+            "**Deprecated names.** A row marked **Deprecated** is an option's old name: it is "
+            "still accepted, with a warning (`file:line:col: warning: ... is deprecated, use "
+            "...`) that `junction check` prints (and still exits 0) and `junction run` logs at "
+            "startup. Giving both the old and the new name is an error.\n\n");
     fprintf(out, "## `junction:`\n\n");
     jn_opt_describe_md(jn_core_opts, NULL, out);
     fprintf(out, "\n## `channels:` (every channel)\n\nA map of name -> channel. These keys apply "

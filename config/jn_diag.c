@@ -20,6 +20,7 @@ void jn_diag_free(struct jn_diag *d)
     }
     jn_free(d->msgs);
     jn_free(d->at);
+    jn_free(d->warn);
     for (size_t i = 0; i < d->nfiles; i++) {
         jn_free(d->files[i]);
     }
@@ -52,25 +53,30 @@ const char *jn_diag_file(struct jn_diag *d, const char *name)
     return s;
 }
 
-void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
+static void diag__addv(struct jn_diag *d, const struct jn_pos *pos, int warn, const char *fmt,
+                       va_list ap)
 {
     struct jn_buf b = JN_BUF_INIT;
-    va_list ap;
+    va_list ap2;
     char *s;
     int n;
 
+    if (!warn) {
+        d->nerr++; /* counted even when the message cannot be stored */
+    }
     if (pos && pos->file && pos->line > 0) {
         jn_buf_printf(&b, "%s:%d:%d: ", pos->file, pos->line, pos->col);
     } else if (pos && pos->file) {
         jn_buf_printf(&b, "%s: ", pos->file);
     }
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
+    if (warn) {
+        jn_buf_puts(&b, "warning: ");
+    }
+    va_copy(ap2, ap);
+    n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
     if (n >= 0 && jn_buf_reserve(&b, (size_t)n) == 0) {
-        va_start(ap, fmt);
         vsnprintf(b.p + b.len, (size_t)n + 1, fmt, ap);
-        va_end(ap);
         b.len += (size_t)n;
     } else {
         d->oom = 1;
@@ -79,6 +85,7 @@ void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, .
         size_t cap = d->cap ? d->cap * 2 : 8;
         char **m = jn_realloc(d->msgs, cap * sizeof(*m));
         struct jn_pos *at;
+        unsigned char *w;
         if (m == NULL) {
             d->oom = 1;
             jn_buf_reset(&b);
@@ -92,6 +99,13 @@ void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, .
             return;
         }
         d->at = at;
+        w = jn_realloc(d->warn, cap);
+        if (w == NULL) {
+            d->oom = 1;
+            jn_buf_reset(&b);
+            return;
+        }
+        d->warn = w;
         d->cap = cap;
     }
     s = jn_buf_steal(&b);
@@ -102,7 +116,26 @@ void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, .
     /* Our own copy of the file name: the caller's may be freed before the diag is printed. */
     d->at[d->n] = (struct jn_pos){pos && pos->file ? jn_diag_file(d, pos->file) : NULL,
                                   pos ? pos->line : 0, pos ? pos->col : 0};
+    d->warn[d->n] = (unsigned char)(warn != 0);
     d->msgs[d->n++] = s;
+}
+
+void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    diag__addv(d, pos, 0, fmt, ap);
+    va_end(ap);
+}
+
+void jn_diag_warn(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    diag__addv(d, pos, 1, fmt, ap);
+    va_end(ap);
 }
 
 struct order {

@@ -1,5 +1,9 @@
 /*
- * jn_diag: the list of errors a config load collects, each at file:line:col.
+ * jn_diag: the list of errors and warnings a config load collects, each at file:line:col.
+ *
+ * An error makes the load fail; a warning (printed "file:line:col: warning: text", e.g. a
+ * deprecated option name) does not: `junction check` prints it and exits 0, `junction run`
+ * logs it at startup. nerr counts the errors only; n counts every message.
  *
  * Loading does not stop at the first error: users fix configs faster when they see them all.
  * A diag also owns the file names positions point at, so nodes can be freed independently.
@@ -18,6 +22,8 @@ struct jn_pos {
 
 struct jn_diag {
     char **msgs;   /* "file:line:col: text", in the order they were added */
+    unsigned char *warn; /* warn[i]: msgs[i] is a warning, not an error */
+    size_t nerr;   /* errors among the n messages */
     struct jn_pos *at; /* at[i] is where msgs[i] points (file owned by the diag, or NULL) */
     size_t n;
     size_t cap;
@@ -31,6 +37,9 @@ void jn_diag_free(struct jn_diag *d);
 /* Adds "file:line:col: text" (or "file: text" when pos has no line). Never fails loudly: on
  * out-of-memory the diag's oom flag is set instead. pos may be NULL. */
 void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Adds the warning "file:line:col: warning: text"; it does not count in nerr. */
+void jn_diag_warn(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Interns a file name; returns a pointer owned by the diag, or a static "?" on no memory. */
 const char *jn_diag_file(struct jn_diag *d, const char *name);

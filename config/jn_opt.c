@@ -465,7 +465,7 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
             } else {
                 list_add(o, l, v->vals[i]->str, &ic);
             }
-            sub.errors += ic.errors;
+            sub.errors = ic.errors; /* ic started from sub.errors */
         }
     } else if (o->type == JN_OPT_T_STRMAP) {
         struct jn_strmap *m = f;
@@ -491,7 +491,7 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
                         break;
                     }
                 }
-                sub.errors += ic.errors;
+                sub.errors = ic.errors; /* ic started from sub.errors */
             }
         }
     } else if (v->kind != JN_NODE_SCALAR) {
@@ -499,6 +499,11 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
              jn_node_kind_name(v));
     } else {
         set_scalar(o, v->str, f, &sub);
+    }
+    if (o->validate != NULL && sub.errors == c->errors) {
+        char what[256];
+        snprintf(what, sizeof(what), "%s: %s", c->what, o->name);
+        sub.errors += o->validate(f, v, what, c->d);
     }
     c->errors = sub.errors;
 }
@@ -552,10 +557,19 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
             continue;
         }
         for (const struct jn_opt *p = tab; p->name; p++) {
-            if (strcmp(p->name, key) == 0) {
+            if (strcmp(p->name, key) == 0 || (p->alias && strcmp(p->alias, key) == 0)) {
                 o = p;
                 break;
             }
+        }
+        if (o != NULL && strcmp(o->name, key) != 0) {
+            if (jn_node_get(map, o->name) != NULL) {
+                PERR(&kc, "%s: '%s' and '%s' are the same option ('%s' is its deprecated "
+                     "name), give only '%s'", what, key, o->name, key, o->name);
+                c.errors = kc.errors;
+                continue;
+            }
+            jn_diag_warn(d, kc.pos, "%s: `%s` is deprecated, use `%s`", what, key, o->name);
         }
         if (o == NULL && (dirmask & JN_OPT_LENIENT)) {
             continue;
@@ -596,7 +610,8 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
         c.errors = kc.errors;
     }
     for (const struct jn_opt *o = tab; o->name; o++) {
-        if ((o->flags & JN_OPT_REQUIRED) && !jn_node_get(map, o->name)) {
+        if ((o->flags & JN_OPT_REQUIRED) && !jn_node_get(map, o->name) &&
+            !(o->alias && jn_node_get(map, o->alias))) {
             /* Required only in one direction: not when the direction is the other one, nor
              * when it is unknown (dirmask 0: a missing or wrong direction was reported). */
             if ((o->flags & (JN_OPT_IN | JN_OPT_OUT)) && !(o->flags & dirmask)) {
@@ -655,15 +670,25 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
                      : (o->def ? (o->def[0] ? o->def : "\"\"") : "—"));
         snprintf(cell, sizeof(cell), "%s%s", range, b.p ? b.p : "");
         md_cell(out, cell);
+        md_cell(out, o->flags & JN_OPT_RELOADABLE ? "yes" : "");
         snprintf(cell, sizeof(cell), "%s%s%s", dir_marks(o), o->doc,
                  o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
         md_cell(out, cell);
         fputc('\n', out);
+        if (o->alias) {
+            fprintf(out, "| `%s%s` | | | | | deprecated: the old name of `%s`. |\n",
+                    prefix ? prefix : "", o->alias, o->name);
+        }
     } else {
-        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s%s\n", name, type_name(o),
+        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s%s%s\n", name, type_name(o),
                 o->flags & JN_OPT_REQUIRED ? "(required)" : (o->def ? o->def : "-"),
                 dir_marks(o), o->doc,
-                range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "");
+                range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "",
+                o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "");
+        if (o->alias) {
+            fprintf(out, "  %s%-*s deprecated: the old name of %s\n", prefix ? prefix : "",
+                    24 - (int)strlen(prefix ? prefix : ""), o->alias, o->name);
+        }
     }
     jn_buf_reset(&b);
     if (o->type == JN_OPT_T_SUB) {
@@ -676,8 +701,8 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
 
 void jn_opt_describe_md(const struct jn_opt *tab, const char *prefix, FILE *out)
 {
-    fprintf(out, "| option | type | default | allowed | description |\n");
-    fprintf(out, "|---|---|---|---|---|\n");
+    fprintf(out, "| option | type | default | allowed | reloadable | description |\n");
+    fprintf(out, "|---|---|---|---|---|---|\n");
     for (const struct jn_opt *o = tab; o->name; o++) {
         describe_one(o, prefix, out, 1);
     }

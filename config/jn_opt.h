@@ -55,6 +55,12 @@ enum {
      * error). Only for lists whose items can never hold a comma (host:port, not topic regexes,
      * JSON paths or MQTT topic filters). */
     JN_OPT_COMMAS = 1 << 4,
+    /* The option can change on a running channel, service or route without restarting it:
+     * the code that uses it reads it anew for each message or attempt and holds nothing
+     * (a socket, a thread, a compiled form) made from an earlier value. Hot reload applies a
+     * change of only such options in place and restarts the owner for any other change.
+     * See docs/config-reference.md, "Reloadable options". */
+    JN_OPT_RELOADABLE = 1 << 5,
 };
 
 /* For jn_opt_parse's dirmask: leave keys the table does not know to another pass. */
@@ -71,6 +77,17 @@ struct jn_strmap {
     size_t n;
 };
 
+struct jn_opt;
+
+/*
+ * A per-option check, run on a value the user gave after its type and bounds were checked
+ * (not on defaults). value points at the field as parsed (a char **, long long *, ...), node
+ * is the value's YAML node, what names the option ("channel 'x' (http): url"). Reports each
+ * problem in d at node's position and returns how many it reported (0 = valid).
+ */
+typedef int (*jn_opt_validate_fn)(const void *value, const struct jn_node *node, const char *what,
+                                  struct jn_diag *d);
+
 struct jn_opt {
     const char *name;
     enum jn_opt_type type;
@@ -81,38 +98,53 @@ struct jn_opt {
     const char *const *enums;   /* ENUM */
     const struct jn_opt *sub;   /* SUB */
     const char *doc;
+    /* Optional, given after doc in the JN_OPT_* macros as designated initializers, e.g.
+     * JN_OPT_DURATION("timeout", ..., "doc", .alias = "ack_timeout", .validate = fn). */
+    const char *alias;  /* an old name still accepted, with a deprecation warning */
+    jn_opt_validate_fn validate;
 };
 
 #define JN_OPT__CHECK(T, field, CT)                                                               \
     (offsetof(T, field) +                                                                         \
      0 * sizeof(char[_Generic(((T *)0)->field, CT: 1, default: -1)]))
 
-#define JN_OPT_STR(name, def, flags, T, field, doc)                                               \
-    {name, JN_OPT_T_STR, def, 0, 0, flags, JN_OPT__CHECK(T, field, char *), NULL, NULL, doc}
-#define JN_OPT_PATH(name, def, flags, T, field, doc)                                              \
-    {name, JN_OPT_T_PATH, def, 0, 0, flags, JN_OPT__CHECK(T, field, char *), NULL, NULL, doc}
-#define JN_OPT_INT(name, def, min, max, flags, T, field, doc)                                     \
-    {name, JN_OPT_T_INT, def, min, max, flags, JN_OPT__CHECK(T, field, long long), NULL, NULL,    \
-     doc}
-#define JN_OPT_SIZE(name, def, min, max, flags, T, field, doc)                                    \
-    {name, JN_OPT_T_SIZE, def, min, max, flags, JN_OPT__CHECK(T, field, unsigned long long),      \
-     NULL, NULL, doc}
-#define JN_OPT_DURATION(name, def, min, max, flags, T, field, doc)                                \
-    {name, JN_OPT_T_DURATION, def, min, max, flags, JN_OPT__CHECK(T, field, long long), NULL,     \
-     NULL, doc}
-#define JN_OPT_BOOL(name, def, flags, T, field, doc)                                              \
-    {name, JN_OPT_T_BOOL, def, 0, 1, flags, JN_OPT__CHECK(T, field, bool), NULL, NULL, doc}
-#define JN_OPT_ENUM(name, def, enums, flags, T, field, doc)                                       \
-    {name, JN_OPT_T_ENUM, def, 0, 0, flags, JN_OPT__CHECK(T, field, int), enums, NULL, doc}
-#define JN_OPT_STRLIST(name, def, flags, T, field, doc)                                           \
-    {name, JN_OPT_T_STRLIST, def, 0, 0, flags, JN_OPT__CHECK(T, field, struct jn_strlist), NULL,  \
-     NULL, doc}
-#define JN_OPT_STRMAP(name, flags, T, field, doc)                                                 \
-    {name, JN_OPT_T_STRMAP, NULL, 0, 0, flags, JN_OPT__CHECK(T, field, struct jn_strmap), NULL,   \
-     NULL, doc}
-#define JN_OPT_SUB(name, subtab, ST, flags, T, field, doc)                                        \
-    {name, JN_OPT_T_SUB, NULL, 0, 0, flags, JN_OPT__CHECK(T, field, ST), NULL, subtab, doc}
-#define JN_OPT_END {NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL, NULL}
+/* The last argument, "...", is the doc string, optionally followed by .alias = "old_name"
+ * and/or .validate = fn. */
+#define JN_OPT__ROW(n, t, d, lo, hi, fl, o, en, sb, ...)                                          \
+    {.name = (n), .type = (t), .def = (d), .min = (lo), .max = (hi), .flags = (fl), .off = (o),  \
+     .enums = (en), .sub = (sb), .doc = __VA_ARGS__}
+
+#define JN_OPT_STR(name, def, flags, T, field, ...)                                               \
+    JN_OPT__ROW(name, JN_OPT_T_STR, def, 0, 0, flags, JN_OPT__CHECK(T, field, char *), NULL,     \
+                NULL, __VA_ARGS__)
+#define JN_OPT_PATH(name, def, flags, T, field, ...)                                              \
+    JN_OPT__ROW(name, JN_OPT_T_PATH, def, 0, 0, flags, JN_OPT__CHECK(T, field, char *), NULL,    \
+                NULL, __VA_ARGS__)
+#define JN_OPT_INT(name, def, min, max, flags, T, field, ...)                                     \
+    JN_OPT__ROW(name, JN_OPT_T_INT, def, min, max, flags, JN_OPT__CHECK(T, field, long long),    \
+                NULL, NULL, __VA_ARGS__)
+#define JN_OPT_SIZE(name, def, min, max, flags, T, field, ...)                                    \
+    JN_OPT__ROW(name, JN_OPT_T_SIZE, def, min, max, flags,                                       \
+                JN_OPT__CHECK(T, field, unsigned long long), NULL, NULL, __VA_ARGS__)
+#define JN_OPT_DURATION(name, def, min, max, flags, T, field, ...)                                \
+    JN_OPT__ROW(name, JN_OPT_T_DURATION, def, min, max, flags,                                   \
+                JN_OPT__CHECK(T, field, long long), NULL, NULL, __VA_ARGS__)
+#define JN_OPT_BOOL(name, def, flags, T, field, ...)                                              \
+    JN_OPT__ROW(name, JN_OPT_T_BOOL, def, 0, 1, flags, JN_OPT__CHECK(T, field, bool), NULL,      \
+                NULL, __VA_ARGS__)
+#define JN_OPT_ENUM(name, def, enums, flags, T, field, ...)                                       \
+    JN_OPT__ROW(name, JN_OPT_T_ENUM, def, 0, 0, flags, JN_OPT__CHECK(T, field, int), enums,      \
+                NULL, __VA_ARGS__)
+#define JN_OPT_STRLIST(name, def, flags, T, field, ...)                                           \
+    JN_OPT__ROW(name, JN_OPT_T_STRLIST, def, 0, 0, flags,                                        \
+                JN_OPT__CHECK(T, field, struct jn_strlist), NULL, NULL, __VA_ARGS__)
+#define JN_OPT_STRMAP(name, flags, T, field, ...)                                                 \
+    JN_OPT__ROW(name, JN_OPT_T_STRMAP, NULL, 0, 0, flags,                                        \
+                JN_OPT__CHECK(T, field, struct jn_strmap), NULL, NULL, __VA_ARGS__)
+#define JN_OPT_SUB(name, subtab, ST, flags, T, field, ...)                                        \
+    JN_OPT__ROW(name, JN_OPT_T_SUB, NULL, 0, 0, flags, JN_OPT__CHECK(T, field, ST), NULL, subtab, \
+                __VA_ARGS__)
+#define JN_OPT_END {.name = NULL}
 
 /*
  * Fills conf from a YAML map: every option gets its default, then the map's keys are applied.
@@ -125,6 +157,8 @@ struct jn_opt {
  * required options are reported at its position, and relative PATH defaults resolve against
  * its folder. Returns the number of errors added. conf must be zeroed; free with jn_opt_free
  * even on error.
+ * An option's alias (old name) is accepted with a warning in d; giving both names is an
+ * error. After the type and bounds check of a given value, the option's validate hook runs.
  */
 int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf, const char *what,
                  unsigned dirmask, const char *const *skip, const struct jn_node *at,

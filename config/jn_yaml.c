@@ -365,7 +365,7 @@ static struct jn_node *load(struct builder *b, yaml_parser_t *p)
         yaml_event_delete(&ev);
     }
     if (b->failed) {
-        if (b->d->n == 0) {
+        if (b->d->nerr == 0) {
             jn_diag_add(b->d, &(struct jn_pos){b->file, 0, 0}, "out of memory reading YAML");
         }
         jn_node_free(b->root);

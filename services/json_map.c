@@ -60,31 +60,6 @@ struct json_map_conf {
     bool prune_empty;
 };
 
-static const struct jn_opt json_map_opts[] = {
-    JN_OPT_STRMAP("copy", 0, struct json_map_conf, copy,
-                  "Source path -> destination path: copies the value. Applied first, then "
-                  "rename, set, set_json and remove, each in the order written"),
-    JN_OPT_STRMAP("rename", 0, struct json_map_conf, rename,
-                  "Source path -> destination path: moves the value, which goes last in its "
-                  "new object. Applied second"),
-    JN_OPT_STRMAP("set", 0, struct json_map_conf, set,
-                  "Path -> template ({id}, {channel}, {date}, {time}, {ts}, {header.NAME}): "
-                  "sets a JSON string. Applied third"),
-    JN_OPT_STRMAP("set_json", 0, struct json_map_conf, set_json,
-                  "Path -> JSON text, checked at load: 42, true, null, '\"text\"' (a JSON string "
-                  "keeps its quotes), '{\"a\": 1}'. Sets that value. Applied fourth"),
-    JN_OPT_STRLIST("remove", NULL, 0, struct json_map_conf, remove,
-                   "Paths to delete; removing an array element shifts the later ones down. "
-                   "Applied last"),
-    JN_OPT_BOOL("strict", "false", 0, struct json_map_conf, strict,
-                "When true, a copy, rename or remove whose source path is missing fails the "
-                "message; when false it is skipped"),
-    JN_OPT_BOOL("prune_empty", "true", 0, struct json_map_conf, prune_empty,
-                "When true, an object left empty because rename or remove took its last member "
-                "is removed too, and so on up the path; objects empty in the input, written "
-                "empty (set_json, copy) or held in an array stay. When false, {} stays"),
-    JN_OPT_END
-};
 
 /* One step of a path: an object member (key != NULL) or an array element (idx). */
 struct jm_seg {
@@ -366,63 +341,130 @@ static json_t *literal_parse(const char *text, int *oom, char *why, size_t wn)
 
 /* ---- check (load time) ---- */
 
-static int check_path(const struct jn_node *node, const char *opt, const char *key,
-                      const char *text, int want_value, struct jn_diag *d)
+/* Hooks of the options (jn_opt validate), run at load once an option parsed: each error at the
+ * entry's own key or value. what is "service 'x' (json-map): copy". Called only when every
+ * entry parsed, so map entry i is node's pair i. */
+static int json_map__path(const char *text, const struct jn_node *at, const char *what,
+                          struct jn_diag *d)
 {
     char why[200];
 
     if (path_parse(text, NULL, why, sizeof(why)) != 0) {
-        jn_diag_add(d, jn_node_entry_pos(node, opt, key, want_value),
-                    "json-map: %s: bad path '%s': %s", opt, text, why);
+        jn_diag_add(d, &at->pos, "%s: bad path '%s': %s", what, text, why);
         return 1;
     }
     return 0;
 }
 
+/* copy, rename: path -> path. */
+static int json_map__check_moves(const void *value, const struct jn_node *node, const char *what,
+                                 struct jn_diag *d)
+{
+    const struct jn_strmap *m = value;
+    int errs = 0;
+
+    for (size_t i = 0; i < m->n && i < node->n; i++) {
+        errs += json_map__path(m->k[i], node->keys[i], what, d);
+        errs += json_map__path(m->v[i], node->vals[i], what, d);
+    }
+    return errs;
+}
+
+/* set: path -> template. */
+static int json_map__check_set(const void *value, const struct jn_node *node, const char *what,
+                               struct jn_diag *d)
+{
+    const struct jn_strmap *m = value;
+    int errs = 0;
+
+    for (size_t i = 0; i < m->n && i < node->n; i++) {
+        struct jn_err e;
+        errs += json_map__path(m->k[i], node->keys[i], what, d);
+        if (jn_template_check(m->v[i], &e) != 0) {
+            jn_diag_add(d, &node->vals[i]->pos, "%s.%s: %s", what, m->k[i], e.msg);
+            errs++;
+        }
+    }
+    return errs;
+}
+
+/* set_json: path -> JSON text. */
+static int json_map__check_set_json(const void *value, const struct jn_node *node,
+                                    const char *what, struct jn_diag *d)
+{
+    const struct jn_strmap *m = value;
+    int errs = 0;
+
+    for (size_t i = 0; i < m->n && i < node->n; i++) {
+        char why[400];
+        int oom;
+        json_t *v;
+        errs += json_map__path(m->k[i], node->keys[i], what, d);
+        v = literal_parse(m->v[i], &oom, why, sizeof(why));
+        if (v == NULL) {
+            jn_diag_add(d, &node->vals[i]->pos, "%s.%s: %s", what, m->k[i], why);
+            errs++;
+        }
+        json_decref(v);
+    }
+    return errs;
+}
+
+/* remove: a path or a list of them. */
+static int json_map__check_remove(const void *value, const struct jn_node *node, const char *what,
+                                  struct jn_diag *d)
+{
+    const struct jn_strlist *l = value;
+    int errs = 0;
+
+    for (size_t i = 0; i < l->n; i++) {
+        errs += json_map__path(l->v[i], node->kind == JN_NODE_SEQ && i < node->n ? node->vals[i]
+                                                                              : node, what, d);
+    }
+    return errs;
+}
+
+static const struct jn_opt json_map_opts[] = {
+    JN_OPT_STRMAP("copy", 0, struct json_map_conf, copy,
+                  "Source path -> destination path: copies the value. Applied first, then "
+                  "rename, set, set_json and remove, each in the order written",
+                  .validate = json_map__check_moves),
+    JN_OPT_STRMAP("rename", 0, struct json_map_conf, rename,
+                  "Source path -> destination path: moves the value, which goes last in its "
+                  "new object. Applied second",
+                  .validate = json_map__check_moves),
+    JN_OPT_STRMAP("set", 0, struct json_map_conf, set,
+                  "Path -> template ({id}, {channel}, {date}, {time}, {ts}, {header.NAME}): "
+                  "sets a JSON string. Applied third",
+                  .validate = json_map__check_set),
+    JN_OPT_STRMAP("set_json", 0, struct json_map_conf, set_json,
+                  "Path -> JSON text, checked at load: 42, true, null, '\"text\"' (a JSON string "
+                  "keeps its quotes), '{\"a\": 1}'. Sets that value. Applied fourth",
+                  .validate = json_map__check_set_json),
+    JN_OPT_STRLIST("remove", NULL, 0, struct json_map_conf, remove,
+                   "Paths to delete; removing an array element shifts the later ones down. "
+                   "Applied last",
+                  .validate = json_map__check_remove),
+    JN_OPT_BOOL("strict", "false", 0, struct json_map_conf, strict,
+                "When true, a copy, rename or remove whose source path is missing fails the "
+                "message; when false it is skipped"),
+    JN_OPT_BOOL("prune_empty", "true", 0, struct json_map_conf, prune_empty,
+                "When true, an object left empty because rename or remove took its last member "
+                "is removed too, and so on up the path; objects empty in the input, written "
+                "empty (set_json, copy) or held in an array stay. When false, {} stays"),
+    JN_OPT_END
+};
+
 static int json_map_check(const void *conf, const struct jn_node *node, struct jn_diag *d)
 {
     const struct json_map_conf *c = conf;
-    const struct jn_strmap *moves[2] = {&c->copy, &c->rename};
-    const char *move_names[2] = {"copy", "rename"};
-    int errs = 0;
 
     if (c->copy.n + c->rename.n + c->set.n + c->set_json.n + c->remove.n == 0) {
         jn_diag_add(d, node ? &node->pos : NULL, "json-map: nothing to do, expected at least "
                     "one of: copy, rename, set, set_json, remove");
         return 1;
     }
-    for (size_t m = 0; m < 2; m++) {
-        for (size_t i = 0; i < moves[m]->n; i++) {
-            errs += check_path(node, move_names[m], moves[m]->k[i], moves[m]->k[i], 0, d);
-            errs += check_path(node, move_names[m], moves[m]->k[i], moves[m]->v[i], 1, d);
-        }
-    }
-    for (size_t i = 0; i < c->set.n; i++) {
-        struct jn_err e;
-        errs += check_path(node, "set", c->set.k[i], c->set.k[i], 0, d);
-        if (jn_template_check(c->set.v[i], &e) != 0) {
-            jn_diag_add(d, jn_node_entry_pos(node, "set", c->set.k[i], 1),
-                        "json-map: set.%s: %s", c->set.k[i], e.msg);
-            errs++;
-        }
-    }
-    for (size_t i = 0; i < c->set_json.n; i++) {
-        char why[400];
-        int oom;
-        json_t *v;
-        errs += check_path(node, "set_json", c->set_json.k[i], c->set_json.k[i], 0, d);
-        v = literal_parse(c->set_json.v[i], &oom, why, sizeof(why));
-        if (v == NULL) {
-            jn_diag_add(d, jn_node_entry_pos(node, "set_json", c->set_json.k[i], 1),
-                        "json-map: set_json.%s: %s", c->set_json.k[i], why);
-            errs++;
-        }
-        json_decref(v);
-    }
-    for (size_t i = 0; i < c->remove.n; i++) {
-        errs += check_path(node, "remove", c->remove.v[i], c->remove.v[i], 0, d);
-    }
-    return errs;
+    return 0;
 }
 
 /* ---- init / destroy ---- */

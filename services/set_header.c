@@ -27,20 +27,6 @@ struct set_header_conf {
     struct jn_strmap add;
 };
 
-static const struct jn_opt set_header_opts[] = {
-    JN_OPT_STRLIST("remove", NULL, 0, struct set_header_conf, remove,
-                   "Header names to delete, every occurrence, compared without regard to case. "
-                   "Applied first"),
-    JN_OPT_STRMAP("set", 0, struct set_header_conf, set,
-                  "Header name -> template ({id}, {channel}, {date}, {time}, {ts}, "
-                  "{header.NAME}); replaces the header of that name (any case; later duplicates "
-                  "are dropped) or adds it. Applied after remove; templates see the message as "
-                  "it arrived"),
-    JN_OPT_STRMAP("add", 0, struct set_header_conf, add,
-                  "Header name -> template; always appended, keeping existing headers of that "
-                  "name. Applied last"),
-    JN_OPT_END
-};
 
 /* An HTTP token (RFC 9110 5.6.2): the strictest of the header rules our channels speak, so a
  * name that passes here is valid on every channel. */
@@ -59,54 +45,83 @@ static int is_token(const char *s)
     return 1;
 }
 
-static int check_map(const struct jn_strmap *m, const char *opt, const struct jn_node *node,
-                     struct jn_diag *d)
+/* Hooks of the options (jn_opt validate): each error at the entry's own key or value. what is
+ * "service 'x' (set-header): set". */
+static int set_header__bad_name(struct jn_diag *d, const struct jn_pos *pos, const char *what,
+                                const char *name)
 {
+    jn_diag_add(d, pos, "%s: '%s' is not a valid header name, expected letters, digits and "
+                "!#$%%&'*+-.^_`|~", what, name);
+    return 1;
+}
+
+static int set_header__check_map(const void *value, const struct jn_node *node, const char *what,
+                                 struct jn_diag *d)
+{
+    const struct jn_strmap *m = value;
     int errs = 0;
 
-    for (size_t i = 0; i < m->n; i++) {
+    /* Called only when every entry parsed, so entry i is node's pair i. */
+    for (size_t i = 0; i < m->n && i < node->n; i++) {
         struct jn_err e;
         if (!is_token(m->k[i])) {
-            jn_diag_add(d, jn_node_entry_pos(node, opt, m->k[i], 0),
-                        "set-header: %s: '%s' is not a valid header name, expected letters, "
-                        "digits and !#$%%&'*+-.^_`|~", opt, m->k[i]);
-            errs++;
+            errs += set_header__bad_name(d, &node->keys[i]->pos, what, m->k[i]);
         }
         if (jn_template_check(m->v[i], &e) != 0) {
-            jn_diag_add(d, jn_node_entry_pos(node, opt, m->k[i], 1), "set-header: %s.%s: %s",
-                        opt, m->k[i], e.msg);
+            jn_diag_add(d, &node->vals[i]->pos, "%s.%s: %s", what, m->k[i], e.msg);
             errs++;
         } else if (strpbrk(m->v[i], "\r\n") != NULL) {
-            jn_diag_add(d, jn_node_entry_pos(node, opt, m->k[i], 1),
-                        "set-header: %s.%s: a header value cannot contain a line break", opt,
-                        m->k[i]);
+            jn_diag_add(d, &node->vals[i]->pos, "%s.%s: a header value cannot contain a line "
+                        "break", what, m->k[i]);
             errs++;
         }
     }
     return errs;
 }
 
+static int set_header__check_remove(const void *value, const struct jn_node *node,
+                                    const char *what, struct jn_diag *d)
+{
+    const struct jn_strlist *l = value;
+    int errs = 0;
+
+    for (size_t i = 0; i < l->n; i++) {
+        const struct jn_node *at = node->kind == JN_NODE_SEQ && i < node->n ? node->vals[i] : node;
+        if (!is_token(l->v[i])) {
+            errs += set_header__bad_name(d, &at->pos, what, l->v[i]);
+        }
+    }
+    return errs;
+}
+
+static const struct jn_opt set_header_opts[] = {
+    JN_OPT_STRLIST("remove", NULL, 0, struct set_header_conf, remove,
+                   "Header names to delete, every occurrence, compared without regard to case. "
+                   "Applied first",
+                   .validate = set_header__check_remove),
+    JN_OPT_STRMAP("set", 0, struct set_header_conf, set,
+                  "Header name -> template ({id}, {channel}, {date}, {time}, {ts}, "
+                  "{header.NAME}); replaces the header of that name (any case; later duplicates "
+                  "are dropped) or adds it. Applied after remove; templates see the message as "
+                  "it arrived",
+                  .validate = set_header__check_map),
+    JN_OPT_STRMAP("add", 0, struct set_header_conf, add,
+                  "Header name -> template; always appended, keeping existing headers of that "
+                  "name. Applied last",
+                  .validate = set_header__check_map),
+    JN_OPT_END
+};
+
 static int set_header_check(const void *conf, const struct jn_node *node, struct jn_diag *d)
 {
     const struct set_header_conf *c = conf;
-    int errs = 0;
 
     if (c->remove.n == 0 && c->set.n == 0 && c->add.n == 0) {
         jn_diag_add(d, node ? &node->pos : NULL,
                     "set-header: nothing to do, expected at least one of: remove, set, add");
         return 1;
     }
-    for (size_t i = 0; i < c->remove.n; i++) {
-        if (!is_token(c->remove.v[i])) {
-            jn_diag_add(d, jn_node_entry_pos(node, "remove", c->remove.v[i], 0),
-                        "set-header: remove: '%s' is not a valid header name, expected letters, "
-                        "digits and !#$%%&'*+-.^_`|~", c->remove.v[i]);
-            errs++;
-        }
-    }
-    errs += check_map(&c->set, "set", node, d);
-    errs += check_map(&c->add, "add", node, d);
-    return errs;
+    return 0;
 }
 
 /* Replaces the value of the first header called name (any case) and drops the later ones, or

@@ -447,34 +447,34 @@ static void test_json_map_load_errors(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         /* As a copy destination: reported at the value, line 3 column 6. */
         snprintf(yaml, sizeof(yaml), "type: json-map\ncopy:\n  ok: '%s'\n", bad[i].path);
-        snprintf(want, sizeof(want), "t.yaml:3:7: json-map: copy: bad path '%s': %s",
+        snprintf(want, sizeof(want), "t.yaml:3:7: service 'x' (json-map): copy: bad path '%s': %s",
                  bad[i].path, bad[i].why);
         CHECK_STR(load_err("json-map", yaml), want);
     }
     /* Keys are reported at the key. */
     CHECK_STR(load_err("json-map", "type: json-map\nremove: [ok]\nset_json:\n  b.c: '1'\n"
                                    "  'a..b': '1'\n"),
-              "t.yaml:5:3: json-map: set_json: bad path 'a..b': empty member name at character "
+              "t.yaml:5:3: service 'x' (json-map): set_json: bad path 'a..b': empty member name at character "
               "3");
     CHECK_STR(load_err("json-map", "type: json-map\nremove:\n  - ok\n  - 'x[y]'\n"),
-              "t.yaml:4:5: json-map: remove: bad path 'x[y]': index 'y' at character 2 is not a "
+              "t.yaml:4:5: service 'x' (json-map): remove: bad path 'x[y]': index 'y' at character 2 is not a "
               "number, expected digits");
     CHECK_STR(load_err("json-map", "type: json-map\nremove: ''\n"),
-              "t.yaml:2:9: json-map: remove: bad path '': the path is empty");
+              "t.yaml:2:9: service 'x' (json-map): remove: bad path '': the path is empty");
     /* set_json literals are parsed at load. */
     CHECK_STR(load_err("json-map", "type: json-map\nset_json:\n  name: \"Ann\"\n"),
-              "t.yaml:3:9: json-map: set_json.name: 'Ann' is not valid JSON: invalid token near "
+              "t.yaml:3:9: service 'x' (json-map): set_json.name: 'Ann' is not valid JSON: invalid token near "
               "'Ann' at line 1 column 3 (a JSON string keeps its quotes inside the YAML value: "
               "'\"text\"')");
     CHECK_STR(load_err("json-map", "type: json-map\nset_json: {a: '{\"a\":'}\n"),
-              "t.yaml:2:15: json-map: set_json.a: '{\"a\":' is not valid JSON: unexpected token "
+              "t.yaml:2:15: service 'x' (json-map): set_json.a: '{\"a\":' is not valid JSON: unexpected token "
               "near end of file at line 1 column 5");
     CHECK_STR(load_err("json-map", "type: json-map\nset_json: {a: '[1] 2'}\n"),
-              "t.yaml:2:15: json-map: set_json.a: '[1] 2' is not valid JSON: end of file "
+              "t.yaml:2:15: service 'x' (json-map): set_json.a: '[1] 2' is not valid JSON: end of file "
               "expected near '2' at line 1 column 5");
     /* Templates are checked at load. */
     CHECK_STR(load_err("json-map", "type: json-map\nset:\n  src: \"{chanel}\"\n"),
-              "t.yaml:3:8: json-map: set.src: template '{chanel}': unknown placeholder "
+              "t.yaml:3:8: service 'x' (json-map): set.src: template '{chanel}': unknown placeholder "
               "'{chanel}', expected {id}, {channel}, {date}, {time}, {ts} or {header.NAME}");
     CHECK_STR(load_err("json-map", "type: json-map\nstrict: true\n"),
               "t.yaml:1:1: json-map: nothing to do, expected at least one of: copy, rename, set, "
@@ -683,16 +683,16 @@ static void test_set_header(void)
     CHECK_STR(load_err("set-header", "type: set-header\n"),
               "t.yaml:1:1: set-header: nothing to do, expected at least one of: remove, set, add");
     CHECK_STR(load_err("set-header", "type: set-header\nset:\n  X-A: ok\n  X-B: '{nope}'\n"),
-              "t.yaml:4:8: set-header: set.X-B: template '{nope}': unknown placeholder '{nope}', "
+              "t.yaml:4:8: service 'x' (set-header): set.X-B: template '{nope}': unknown placeholder '{nope}', "
               "expected {id}, {channel}, {date}, {time}, {ts} or {header.NAME}");
     CHECK_STR(load_err("set-header", "type: set-header\nadd:\n  'X Bad': v\n"),
-              "t.yaml:3:3: set-header: add: 'X Bad' is not a valid header name, expected "
+              "t.yaml:3:3: service 'x' (set-header): add: 'X Bad' is not a valid header name, expected "
               "letters, digits and !#$%&'*+-.^_`|~");
     CHECK_STR(load_err("set-header", "type: set-header\nremove: [ok, 'a:b']\n"),
-              "t.yaml:2:14: set-header: remove: 'a:b' is not a valid header name, expected "
+              "t.yaml:2:14: service 'x' (set-header): remove: 'a:b' is not a valid header name, expected "
               "letters, digits and !#$%&'*+-.^_`|~");
     CHECK_STR(load_err("set-header", "type: set-header\nset: {X-A: \"a\\nb\"}\n"),
-              "t.yaml:2:12: set-header: set.X-A: a header value cannot contain a line break");
+              "t.yaml:2:12: service 'x' (set-header): set.X-A: a header value cannot contain a line break");
     CHECK_STR(load_err("set-header", "type: set-header\nset: {X-A: 1}\nbogus: 2\n"),
               "t.yaml:3:1: service 'x' (set-header): unknown option 'bogus', expected one of: "
               "type, remove, set, add");
