@@ -51,6 +51,7 @@
 #include "hl7.h"
 #include "jn_buf.h"
 #include "jn_channel.h"
+#include "jn_listener.h"
 #include "jn_mem.h"
 #include "jn_time.h"
 #include "mllp_proto.h"
@@ -78,6 +79,7 @@ struct mllp_conf {
     long long dup_window;
     long long dup_max;
     long long max_connections;
+    struct jn_net_conf net; /* net: the listener options (jn_listener.h) */
     /* OUT */
     char *connect;
     long long ack_timeout;
@@ -115,7 +117,10 @@ static const struct jn_opt mllp_opts[] = {
     JN_OPT_INT("duplicate_max", "100000", 1, 10000000, JN_OPT_IN, struct mllp_conf, dup_max,
                "Most control ids remembered for duplicate_window; the oldest go first."),
     JN_OPT_INT("max_connections", "256", 1, 65536, JN_OPT_IN, struct mllp_conf,
-               max_connections, "Connections at once; more are closed at accept with a log line."),
+               max_connections, "Connections at once; more are closed at accept with a log line. "
+               "net.max_connections, when set, is the same setting."),
+    JN_OPT_SUB("net", jn_net_opts, struct jn_net_conf, JN_OPT_IN, struct mllp_conf, net,
+               "Listener options shared with the other listening channels (docs/channels.md)."),
     JN_OPT_STR("connect", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct mllp_conf, connect,
                "The peer to send to, host:port."),
     JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT, struct mllp_conf,
@@ -162,6 +167,7 @@ struct conn {
     struct event *kick;     /* runs conn_flush on the next loop turn */
     struct jn_mllp_framer fr;
     char peer[80];
+    struct jn_listener_ip *ip; /* the listener's per-IP ticket */
     struct slot *head, *tail;
     size_t nslots;
     int closing;  /* send what is queued, then close */
@@ -191,7 +197,7 @@ struct mllp_in {
     const struct mllp_conf *conf;
     time_t ts_sec;        /* the second ts is of (0: none yet) */
     char ts[32];          /* MSH-7 of our ACKs in that second */
-    struct evconnlistener *lev;
+    struct jn_listener *lst; /* accepts and counts for us; told of every close */
     struct conn *conns;
     size_t nconns;
     struct slot *flight;
@@ -1145,6 +1151,10 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     }
     in->nconns--;
+    if (in->lst) {
+        jn_listener_closed(in->lst, c->ip);
+    }
+    c->ip = NULL;
     jn_mllp_framer_free(&c->fr);
     event_free(c->kick);
     bufferevent_free(c->bev);
@@ -1248,39 +1258,25 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+/* The listener checked max_connections and the per-IP limit; the socket is ours. */
+static void accept_cb(void *arg, evutil_socket_t fd, const struct sockaddr *sa, const char *peer,
+                      struct jn_listener_ip *ip)
 {
     struct mllp_in *in = arg;
     struct conn *c;
-    char host[64] = "?";
-    int port = 0;
     struct timeval tv = tv_ms(in->conf->idle_timeout);
 
-    if (sa->sa_family == AF_INET) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
-        evutil_inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
-        port = ntohs(s4->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
-        evutil_inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
-        port = ntohs(s6->sin6_port);
-    }
-    if (in->stopped || in->nconns >= (size_t)in->conf->max_connections) {
-        jn_ch_warn(in->ch, "peer %s:%d: %s: connection closed at once", host, port,
-                   in->stopped ? "the broker is stopping"
-                               : "max_connections reached");
-        evutil_closesocket(fd);
-        return;
-    }
+    (void)sa;
     c = jn_calloc(1, sizeof(*c));
     if (c == NULL) {
-        jn_ch_error(in->ch, "peer %s:%d: out of memory: connection closed", host, port);
+        jn_ch_error(in->ch, "peer %s: out of memory: connection closed", peer);
         evutil_closesocket(fd);
+        jn_listener_closed(in->lst, ip);
         return;
     }
     c->in = in;
-    snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+    c->ip = ip;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
     jn_mllp_framer_init(&c->fr, (size_t)in->conf->max_message,
                         in->conf->strict ? JN_MLLP_STRICT : 0);
     evutil_make_socket_nonblocking(fd);
@@ -1297,6 +1293,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
             event_free(c->kick);
         }
         jn_free(c);
+        jn_listener_closed(in->lst, ip);
         return;
     }
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
@@ -1309,15 +1306,6 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     in->conns = c;
     in->nconns++;
     jn_ch_debug(in->ch, "peer %s: connected", c->peer);
-}
-
-static void accept_error_cb(struct evconnlistener *lev, void *arg)
-{
-    struct mllp_in *in = arg;
-    int e = EVUTIL_SOCKET_ERROR();
-
-    /* EMFILE and friends: keep listening; the next accept may succeed. */
-    jn_ch_warn(in->ch, "accept failed: %s", evutil_socket_error_to_string(e));
 }
 
 static int in_init(struct jn_channel *ch, struct jn_err *err)
@@ -1404,29 +1392,16 @@ static int dup_load(struct mllp_in *in, struct jn_err *err)
 static int in_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct mllp_in *in = ch->state;
-    struct sockaddr_storage ss;
-    int sl = sizeof(ss), one = 1;
+    /* Bind, TCP_NODELAY (an ACK leaves at once), limits and the EMFILE pause: jn_listener. */
+    struct jn_listener_conf lc = {in->conf->listen, ch->log_prefix, &in->conf->net,
+                                  in->conf->max_connections, 0, accept_cb, in};
 
     if (dup_load(in, err) != 0) {
         return err->code;
     }
-
-    if (evutil_parse_sockaddr_port(in->conf->listen, (struct sockaddr *)&ss, &sl) != 0) {
-        return jn_err_set(err, JN_EINVAL, "listen: '%s' is not ip:port", in->conf->listen);
-    }
-    in->lev = evconnlistener_new_bind(ch->base, accept_cb, in,
-                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                          LEV_OPT_CLOSE_ON_EXEC,
-                                      -1, (struct sockaddr *)&ss, sl);
-    if (in->lev == NULL) {
-        return jn_err_set(err, JN_EIO, "cannot listen on %s: %s", in->conf->listen,
-                          evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    }
-    evconnlistener_set_error_cb(in->lev, accept_error_cb);
-    /* Accepted sockets inherit TCP_NODELAY on Linux: an ACK leaves at once. */
-    if (setsockopt(evconnlistener_get_fd(in->lev), IPPROTO_TCP, TCP_NODELAY, &one,
-                   sizeof(one)) != 0) {
-        jn_ch_warn(ch, "cannot set TCP_NODELAY on %s", in->conf->listen);
+    in->lst = jn_listener_new(ch->base, &lc, err);
+    if (in->lst == NULL) {
+        return err->code;
     }
     if (in->conf->ack == ACK_DELIVERED) {
         jn_ch_info(ch, "listening on mllp://%s (ack: delivered, delivered_timeout: %lld ms, "
@@ -1446,9 +1421,7 @@ static void in_stop(struct jn_channel *ch)
     /* Open connections are still answered (new messages with AE: the broker is stopping);
      * no new ones are taken. */
     in->stopped = 1;
-    if (in->lev) {
-        evconnlistener_disable(in->lev);
-    }
+    jn_listener_stop(in->lst);
 }
 
 static void in_destroy(struct jn_channel *ch)
@@ -1458,9 +1431,9 @@ static void in_destroy(struct jn_channel *ch)
     if (in == NULL) {
         return;
     }
-    if (in->lev) {
-        evconnlistener_free(in->lev);
-    }
+    /* The counts end with us: the listener goes first, so the closes below report nothing. */
+    jn_listener_free(in->lst);
+    in->lst = NULL;
     while (in->conns) {
         in->conns->in_cb = 0;
         conn_free(in->conns);
