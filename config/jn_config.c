@@ -18,12 +18,14 @@ static const char *const orders[] = {"none", "fifo", "key", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
 
 static const struct jn_opt retry_opts[] = {
-    JN_OPT_INT("attempts", "10", 1, 1000000, 0, struct jn_retry_conf, attempts,
+    JN_OPT_INT("attempts", "10", 1, 1000000, JN_OPT_RELOADABLE, struct jn_retry_conf, attempts,
                "Tries in all (the first send included) before the message is dead-lettered."),
-    JN_OPT_DURATION("backoff", "500ms", 1, 86400000LL, 0, struct jn_retry_conf, backoff,
+    JN_OPT_DURATION("backoff", "500ms", 1, 86400000LL, JN_OPT_RELOADABLE, struct jn_retry_conf,
+                    backoff,
                     "Base delay: retry n waits a random time in 0..min(max_backoff, "
                     "backoff * 2^(n-1)) (full jitter)."),
-    JN_OPT_DURATION("max_backoff", "5m", 1, 7 * 86400000LL, 0, struct jn_retry_conf, max_backoff,
+    JN_OPT_DURATION("max_backoff", "5m", 1, 7 * 86400000LL, JN_OPT_RELOADABLE,
+                    struct jn_retry_conf, max_backoff,
                     "Cap of the exponential growth."),
     JN_OPT_END,
 };
@@ -822,7 +824,7 @@ void jn_config_reference_md(FILE *out)
             "restart the channel or service for a change of any other option. An unmarked "
             "option may still be safe to change; it is marked only once the code using it has "
             "been checked.\n\n"
-            "**Deprecated names.** A row marked **Deprecated** is an option's old name: it is "
+            "**Deprecated names.** A row marked Deprecated is an option's old name: it is "
             "still accepted, with a warning (`file:line:col: warning: ... is deprecated, use "
             "...`) that `junction check` prints (and still exits 0) and `junction run` logs at "
             "startup. Giving both the old and the new name is an error.\n\n");

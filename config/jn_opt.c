@@ -676,7 +676,7 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
         md_cell(out, cell);
         fputc('\n', out);
         if (o->alias) {
-            fprintf(out, "| `%s%s` | | | | | deprecated: the old name of `%s`. |\n",
+            fprintf(out, "| `%s%s` | | | | | Deprecated: the old name of `%s`. |\n",
                     prefix ? prefix : "", o->alias, o->name);
         }
     } else {
@@ -686,7 +686,7 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
                 range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "",
                 o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "");
         if (o->alias) {
-            fprintf(out, "  %s%-*s deprecated: the old name of %s\n", prefix ? prefix : "",
+            fprintf(out, "  %s%-*s Deprecated: the old name of `%s`.\n", prefix ? prefix : "",
                     24 - (int)strlen(prefix ? prefix : ""), o->alias, o->name);
         }
     }

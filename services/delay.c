@@ -21,8 +21,8 @@ struct delay_conf {
 };
 
 static const struct jn_opt delay_opts[] = {
-    JN_OPT_DURATION("duration", NULL, 0, 3600 * 1000LL, JN_OPT_REQUIRED, struct delay_conf,
-                    duration,
+    JN_OPT_DURATION("duration", NULL, 0, 3600 * 1000LL, JN_OPT_REQUIRED | JN_OPT_RELOADABLE,
+                    struct delay_conf, duration,
                     "How long each message is held before it is passed on"),
     JN_OPT_END
 };

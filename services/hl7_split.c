@@ -26,7 +26,7 @@ struct hl7_split_conf {
 };
 
 static const struct jn_opt hl7_split_opts[] = {
-    JN_OPT_BOOL("strict", "false", 0, struct hl7_split_conf, strict,
+    JN_OPT_BOOL("strict", "false", JN_OPT_RELOADABLE, struct hl7_split_conf, strict,
                 "Segments must end with CR only; LF and CRLF are errors"),
     JN_OPT_END
 };

@@ -27,7 +27,7 @@ struct hl7_to_json_conf {
 };
 
 static const struct jn_opt hl7_to_json_opts[] = {
-    JN_OPT_BOOL("strict", "false", 0, struct hl7_to_json_conf, strict,
+    JN_OPT_BOOL("strict", "false", JN_OPT_RELOADABLE, struct hl7_to_json_conf, strict,
                 "Segments must end with CR only; LF and CRLF are errors"),
     JN_OPT_END
 };

@@ -95,17 +95,17 @@ static int set_header__check_remove(const void *value, const struct jn_node *nod
 }
 
 static const struct jn_opt set_header_opts[] = {
-    JN_OPT_STRLIST("remove", NULL, 0, struct set_header_conf, remove,
+    JN_OPT_STRLIST("remove", NULL, JN_OPT_RELOADABLE, struct set_header_conf, remove,
                    "Header names to delete, every occurrence, compared without regard to case. "
                    "Applied first",
                    .validate = set_header__check_remove),
-    JN_OPT_STRMAP("set", 0, struct set_header_conf, set,
+    JN_OPT_STRMAP("set", JN_OPT_RELOADABLE, struct set_header_conf, set,
                   "Header name -> template ({id}, {channel}, {date}, {time}, {ts}, "
                   "{header.NAME}); replaces the header of that name (any case; later duplicates "
                   "are dropped) or adds it. Applied after remove; templates see the message as "
                   "it arrived",
                   .validate = set_header__check_map),
-    JN_OPT_STRMAP("add", 0, struct set_header_conf, add,
+    JN_OPT_STRMAP("add", JN_OPT_RELOADABLE, struct set_header_conf, add,
                   "Header name -> template; always appended, keeping existing headers of that "
                   "name. Applied last",
                   .validate = set_header__check_map),

@@ -201,7 +201,7 @@ static void test_describe(void)
           strstr(line, "| yes |") < strchr(line, '\n'));
     line = strstr(md, "| `x.plain` |");
     CHECK(line != NULL && strstr(line, "|  | not reloadable |") == strstr(line, "|  |"));
-    CHECK(strstr(md, "| `x.ack_timeout` | | | | | deprecated: the old name of `timeout`. |") !=
+    CHECK(strstr(md, "| `x.ack_timeout` | | | | | Deprecated: the old name of `timeout`. |") !=
           NULL);
 
     line = strstr(text, "x.timeout");
@@ -211,7 +211,7 @@ static void test_describe(void)
     CHECK(line != NULL && (strstr(line, "Reloadable.") == NULL ||
                            strstr(line, "Reloadable.") > strchr(line, '\n')));
     CHECK(strstr(text, "x.ack_timeout") != NULL &&
-          strstr(text, "deprecated: the old name of timeout") != NULL);
+          strstr(text, "Deprecated: the old name of `timeout`.") != NULL);
     free(md);
     free(text);
 }
