@@ -36,6 +36,7 @@
 #include "jn_log.h"
 #include "jn_mem.h"
 #include "jn_queue.h"
+#include "jn_router.h"
 #include "jn_store.h"
 #include "jn_time.h"
 
@@ -151,44 +152,6 @@ static size_t chan_index(struct jn_broker *b, const struct jn_channel *ch)
     return (size_t)(ch - b->chans);
 }
 
-/* Runs a route's services; outputs in out. 0, or JN_E* with the reason in err. */
-static int run_chain(struct jn_broker *b, const struct jn_cfg_route *r, struct jn_msg *m,
-                     struct jn_msg_list *out, struct jn_err *err)
-{
-    struct jn_msg_list cur = {0};
-
-    if (jn_msg_list_push(&cur, jn_msg_ref(m)) != 0) {
-        return jn_err_set(err, JN_ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < r->rc.via.n; i++) {
-        const struct jn_service *s = &b->svcs[r->via[i]];
-        struct jn_msg_list next = {0};
-        for (size_t k = 0; k < cur.n; k++) {
-            struct jn_err e;
-            int rc;
-            jn_err_clear(&e);
-            rc = s->def->transform(s, cur.v[k], &next, &e);
-            if (rc != 0) {
-                jn_err_set(err, rc, "service '%s' (%s): %s", s->name, s->def->name,
-                           e.msg[0] ? e.msg : jn_strerror(rc));
-                jn_msg_list_clear(&next);
-                jn_msg_list_clear(&cur);
-                return rc;
-            }
-        }
-        jn_msg_list_clear(&cur);
-        cur = next;
-    }
-    /* A service may create messages of its own; they get ids of their own. */
-    for (size_t k = 0; k < cur.n; k++) {
-        if (cur.v[k]->id[0] == '\0') {
-            jn_idgen_next(&b->ids, cur.v[k]->id);
-        }
-    }
-    *out = cur;
-    return 0;
-}
-
 /* m's encoding: the caller's (menv) when it has one, else encoded once into own. NULL when out
  * of memory. */
 static const struct jn_buf *envelope_of(const struct jn_msg *m, const struct jn_buf *menv,
@@ -225,21 +188,69 @@ static void unrouted_note(struct jn_broker *b, struct jn_channel *src, size_t ci
         return;
     }
     src->unrouted_noted_us = now;
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        const struct jn_cfg_route *r = &cfg->routes[i];
-        for (size_t k = 0; k < r->rc.from.n; k++) {
-            if (r->from[k] == ci) {
-                jn_buf_printf(&why, "%sroute '%s' when: %s", n++ ? "; " : "", r->name,
-                              r->rc.when ? r->rc.when : "(none)");
-                break;
-            }
-        }
-    }
+    n = jn_router_explain(cfg->routes, cfg->nroutes, ci, &why);
     jn_log(level, "channel '%s': msg=%s matched no route (%s%s), %s; %llu unrouted from '%s' "
            "so far (said at most once a minute)", src->name, m->id,
            n ? "no condition held: " : "no route reads from it", why.p ? why.p : "", outcome,
            (unsigned long long)src->n_unrouted, src->name);
     jn_buf_reset(&why);
+}
+
+struct route_ctx {
+    struct jn_broker *b;
+    struct jn_jtxn *t;
+    struct jn_msg *m;
+    const struct jn_buf *menv;
+    struct jn_buf *own;
+    struct jn_ticket *track;
+};
+
+/* A route took c->m (jn_router_route): one queue record per output and destination, or a dead
+ * letter when its services failed. */
+static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
+                        const struct jn_err *err)
+{
+    struct route_ctx *c = arg;
+    struct jn_broker *b = c->b;
+    struct jn_jtxn *t = c->t;
+    struct jn_msg *m = c->m;
+    struct jn_ticket *track = c->track;
+
+    if (outs == NULL) {
+        jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err->msg, JN_LOG_WARN, NULL);
+        if (track) {
+            jn_track__note(track, JN_SEND_REJECT, err->msg, NULL, 0);
+        }
+        return;
+    }
+    jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
+           r->name, outs->n, r->rc.to.n);
+    jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
+                   NULL);
+    for (size_t k = 0; k < outs->n; k++) {
+        /* Each output is encoded once for all its destinations; an output that is the
+         * accepted message itself reuses the ingest's encoding. */
+        struct jn_buf oenv = JN_BUF_INIT;
+        const struct jn_buf *env = outs->v[k] == m ? envelope_of(m, c->menv, c->own) : NULL;
+        if (env == NULL && jn_msg_encode(outs->v[k], &oenv) == 0) {
+            env = &oenv;
+        }
+        for (size_t d = 0; d < r->rc.to.n; d++) {
+            struct jn_queue *q = b->queues[r->to[d]];
+            const char *dest = jn_queue_channel(q)->name;
+            uint64_t qseq = jn_journal_seq(b->journal);
+            if (env == NULL || jn_store_queue_put_env(t, dest, qseq, env->p, env->len, r->name,
+                                                      1, NULL) != 0) {
+                jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id, dest);
+                if (track) {
+                    jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+                }
+                continue;
+            }
+            jn_queue_add(q, &b->adds, jn_msg_ref(outs->v[k]), r->name, qseq);
+        }
+        jn_buf_reset(&oenv);
+    }
 }
 
 /*
@@ -255,56 +266,10 @@ static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channe
     size_t ci = src ? chan_index(b, src) : (size_t)-1;
     int matched = 0;
 
-    for (size_t i = 0; src && i < cfg->nroutes; i++) {
-        const struct jn_cfg_route *r = &cfg->routes[i];
-        struct jn_msg_list outs = {0};
-        struct jn_err err;
-        int from = 0;
-
-        for (size_t k = 0; k < r->rc.from.n; k++) {
-            from |= r->from[k] == ci;
-        }
-        if (!from || (r->cond && !jn_cond_eval(r->cond, m))) {
-            continue;
-        }
-        matched = 1;
-        jn_err_clear(&err);
-        if (run_chain(b, r, m, &outs, &err) != 0) {
-            jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err.msg, JN_LOG_WARN, NULL);
-            if (track) {
-                jn_track__note(track, JN_SEND_REJECT, err.msg, NULL, 0);
-            }
-            continue;
-        }
-        jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)",
-               m->id, r->name, outs.n, r->rc.to.n);
-        jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
-                       NULL);
-        for (size_t k = 0; k < outs.n; k++) {
-            /* Each output is encoded once for all its destinations; an output that is the
-             * accepted message itself reuses the ingest's encoding. */
-            struct jn_buf oenv = JN_BUF_INIT;
-            const struct jn_buf *env = outs.v[k] == m ? envelope_of(m, menv, &own) : NULL;
-            if (env == NULL && jn_msg_encode(outs.v[k], &oenv) == 0) {
-                env = &oenv;
-            }
-            for (size_t d = 0; d < r->rc.to.n; d++) {
-                struct jn_queue *q = b->queues[r->to[d]];
-                const char *dest = jn_queue_channel(q)->name;
-                uint64_t qseq = jn_journal_seq(b->journal);
-                if (env == NULL || jn_store_queue_put_env(t, dest, qseq, env->p, env->len,
-                                                          r->name, 1, NULL) != 0) {
-                    jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id, dest);
-                    if (track) {
-                        jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
-                    }
-                    continue;
-                }
-                jn_queue_add(q, &b->adds, jn_msg_ref(outs.v[k]), r->name, qseq);
-            }
-            jn_buf_reset(&oenv);
-        }
-        jn_msg_list_clear(&outs);
+    if (src != NULL) {
+        struct route_ctx rc = {b, t, m, menv, &own, track};
+        matched = jn_router_route(cfg->routes, cfg->nroutes, ci, m, b->svcs, &b->ids,
+                                  route_taken, &rc) > 0;
     }
     if (!matched) {
         switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {

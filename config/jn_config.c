@@ -11,6 +11,7 @@
 
 #include "jn_buf.h"
 #include "jn_mem.h"
+#include "jn_router.h"
 
 static const char *const directions[] = {"in", "out", NULL};
 static const char *const orders[] = {"none", "fifo", "key", NULL};
@@ -343,20 +344,6 @@ static int load_service(struct jn_config *c, const struct jn_node *k, const stru
     return errs;
 }
 
-/* Position of element i of a list option (or of the scalar when it was one value). */
-static const struct jn_pos *elem_pos(const struct jn_node *v, const char *key, size_t i)
-{
-    const struct jn_node *n = jn_node_get(v, key);
-
-    if (n == NULL) {
-        return &v->pos;
-    }
-    if (n->kind == JN_NODE_SEQ && i < n->n) {
-        return &n->vals[i]->pos;
-    }
-    return &n->pos;
-}
-
 static long find_channel(const struct jn_config *c, const char *name)
 {
     for (size_t i = 0; i < c->nchannels; i++) {
@@ -365,39 +352,6 @@ static long find_channel(const struct jn_config *c, const char *name)
         }
     }
     return -1;
-}
-
-static long find_service(const struct jn_config *c, const char *name)
-{
-    for (size_t i = 0; i < c->nservices; i++) {
-        if (strcmp(c->services[i].name, name) == 0) {
-            return (long)i;
-        }
-    }
-    return -1;
-}
-
-static void unknown_name(struct jn_diag *d, const struct jn_pos *pos, const char *what,
-                         const char *key, const char *name, const struct jn_config *c, int svc)
-{
-    const char *names[256] = {NULL};
-    size_t n = 0;
-    const char *near;
-
-    if (svc) {
-        for (size_t i = 0; i < c->nservices && n < 256; i++) {
-            names[n++] = c->services[i].name;
-        }
-    } else {
-        for (size_t i = 0; i < c->nchannels && n < 256; i++) {
-            names[n++] = c->channels[i].name;
-        }
-    }
-    near = jn_nearest(name, names, n);
-    jn_diag_add(d, pos, "%s: %s: unknown %s '%s'%s%s%s, expected the name of one defined under "
-                "'%s:'", what, key, svc ? "service" : "channel", name,
-                near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "",
-                svc ? "services" : "channels");
 }
 
 static int load_route(struct jn_config *c, const struct jn_node *k, const struct jn_node *v,
@@ -420,110 +374,7 @@ static int load_route(struct jn_config *c, const struct jn_node *k, const struct
     if (v->kind != JN_NODE_MAP) {
         return errs ? errs : 1;
     }
-    r->from = jn_calloc(r->rc.from.n + 1, sizeof(size_t));
-    r->via = jn_calloc(r->rc.via.n + 1, sizeof(size_t));
-    r->to = jn_calloc(r->rc.to.n + 1, sizeof(size_t));
-    if (!r->from || !r->via || !r->to) {
-        jn_diag_add(d, &k->pos, "out of memory");
-        return errs + 1;
-    }
-    /* A channel whose type or direction failed has dir 0: it was reported where it is
-     * defined, and saying here that it is of the wrong direction would be a false second
-     * error. The load fails on the first one anyway. */
-    for (size_t i = 0; i < r->rc.from.n; i++) {
-        long idx = find_channel(c, r->rc.from.v[i]);
-        if (idx < 0) {
-            unknown_name(d, elem_pos(v, "from", i), what, "from", r->rc.from.v[i], c, 0);
-            errs++;
-        } else if (c->channels[idx].dir == 0) {
-            errs++;
-        } else if (c->channels[idx].dir != JN_DIR_IN) {
-            jn_diag_add(d, elem_pos(v, "from", i), "%s: from: '%s' is an OUT channel, expected "
-                        "an IN channel (direction: in)", what, r->rc.from.v[i]);
-            errs++;
-        } else {
-            r->from[i] = (size_t)idx;
-        }
-    }
-    for (size_t i = 0; i < r->rc.via.n; i++) {
-        long idx = find_service(c, r->rc.via.v[i]);
-        if (idx < 0) {
-            unknown_name(d, elem_pos(v, "via", i), what, "via", r->rc.via.v[i], c, 1);
-            errs++;
-        } else {
-            r->via[i] = (size_t)idx;
-        }
-    }
-    if (jn_node_get(v, "to") != NULL && r->rc.to.n == 0) {
-        jn_diag_add(d, elem_pos(v, "to", 0), "%s: to: the list is empty, expected at least one "
-                    "OUT channel", what);
-        errs++;
-    }
-    if (jn_node_get(v, "from") != NULL && r->rc.from.n == 0) {
-        jn_diag_add(d, elem_pos(v, "from", 0), "%s: from: the list is empty, expected at least "
-                    "one IN channel", what);
-        errs++;
-    }
-    for (size_t i = 0; i < r->rc.to.n; i++) {
-        long idx = find_channel(c, r->rc.to.v[i]);
-        if (idx < 0) {
-            unknown_name(d, elem_pos(v, "to", i), what, "to", r->rc.to.v[i], c, 0);
-            errs++;
-        } else if (c->channels[idx].dir == 0) {
-            errs++;
-        } else if (c->channels[idx].dir != JN_DIR_OUT) {
-            jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is an IN channel and cannot be a "
-                        "destination, expected an OUT channel (direction: out)", what,
-                        r->rc.to.v[i]);
-            errs++;
-        } else {
-            for (size_t j = 0; j < i; j++) {
-                /* By name: r->to[j] is unset (0) when destination j was refused above. */
-                if (strcmp(r->rc.to.v[j], r->rc.to.v[i]) == 0) {
-                    jn_diag_add(d, elem_pos(v, "to", i), "%s: to: '%s' is listed twice, "
-                                "expected each destination once", what, r->rc.to.v[i]);
-                    errs++;
-                }
-            }
-            r->to[i] = (size_t)idx;
-        }
-    }
-    r->notify_chan = -1;
-    r->notify_mask = JN_NOTIFY_DELIVERED | JN_NOTIFY_FAILED | JN_NOTIFY_DEAD;
-    if (r->rc.notify_on.n) {
-        r->notify_mask = 0;
-        for (size_t i = 0; i < r->rc.notify_on.n; i++) {
-            const char *e = r->rc.notify_on.v[i];
-            if (strcmp(e, "delivered") == 0) {
-                r->notify_mask |= JN_NOTIFY_DELIVERED;
-            } else if (strcmp(e, "failed") == 0) {
-                r->notify_mask |= JN_NOTIFY_FAILED;
-            } else if (strcmp(e, "dead-lettered") == 0) {
-                r->notify_mask |= JN_NOTIFY_DEAD;
-            } else {
-                jn_diag_add(d, elem_pos(v, "notify_on", i), "%s: notify_on: '%s' is not an "
-                            "event, expected delivered, failed or dead-lettered", what, e);
-                errs++;
-            }
-        }
-    }
-    if ((r->rc.notify_secret || r->rc.notify_on.n) && r->rc.notify == NULL) {
-        jn_diag_add(d, &k->pos, "%s: notify_secret and notify_on need notify: <callback URL>",
-                    what);
-        errs++;
-    }
-    if (r->rc.when != NULL) {
-        const struct jn_node *w = jn_node_get(v, "when");
-        struct jn_pos p = w->pos;
-        if (!w->plain) {
-            p.col++; /* the opening quote */
-        }
-        r->cond = jn_cond_compile(r->rc.when, &p, d);
-        if (r->cond == NULL) {
-            errs++;
-        }
-    }
-    return errs;
+    return errs + jn_router_compile(r, c, k, v, what, d);
 }
 
 typedef int (*block_fn)(struct jn_config *c, const struct jn_node *k, const struct jn_node *v,
