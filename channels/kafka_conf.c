@@ -140,8 +140,9 @@ static int kafka_set(rd_kafka_conf_t *kc, const char *k, const char *v, struct j
  * override a default but not an owned key: check refused those), then what junction owns.
  * NULL with err on failure.
  */
-rd_kafka_conf_t *jn_kafka__conf_build(const struct kafka_conf *c, unsigned dir, struct jn_err *err)
+rd_kafka_conf_t *jn_kafka__conf_build(struct jn_channel *ch, unsigned dir, struct jn_err *err)
 {
+    const struct kafka_conf *c = ch->conf;
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     char *servers = jn_kafka__bootstrap(c);
     char num[32];
@@ -201,6 +202,9 @@ rd_kafka_conf_t *jn_kafka__conf_build(const struct kafka_conf *c, unsigned dir, 
         rd_kafka_conf_destroy(kc);
         return NULL;
     }
+    rd_kafka_conf_set_opaque(kc, ch);
+    rd_kafka_conf_set_log_cb(kc, jn_kafka__log_cb);
+    rd_kafka_conf_set_error_cb(kc, jn_kafka__error_cb);
     return kc;
 }
 

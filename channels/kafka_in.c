@@ -690,14 +690,11 @@ static int kin_init(struct jn_channel *ch, struct jn_err *err)
     st->ch = ch;
     st->conf = ch->conf;
     st->window = (size_t)st->conf->max_in_flight;
-    st->kconf = jn_kafka__conf_build(st->conf, JN_DIR_IN, err);
+    st->kconf = jn_kafka__conf_build(ch, JN_DIR_IN, err);
     if (st->kconf == NULL) {
         jn_free(st);
         return err->code != 0 ? err->code : JN_EINVAL;
     }
-    rd_kafka_conf_set_opaque(st->kconf, ch);
-    rd_kafka_conf_set_log_cb(st->kconf, jn_kafka__log_cb);
-    rd_kafka_conf_set_error_cb(st->kconf, jn_kafka__error_cb);
     rd_kafka_conf_set_rebalance_cb(st->kconf, kin_rebalance_cb);
     ch->state = st;
     return 0;

@@ -57,10 +57,11 @@ extern const struct jn_in_def jn_kafka__in;
 extern const struct jn_out_def jn_kafka__out;
 
 /*
- * The librdkafka conf for one side (dir JN_DIR_IN or JN_DIR_OUT) of c: the properties, then
- * what junction owns. NULL with err on failure. The caller sets the opaque and callbacks.
+ * The librdkafka conf for one side (dir JN_DIR_IN or JN_DIR_OUT) of ch's conf: the properties,
+ * then what junction owns, with ch as the opaque and the log and error callbacks both sides
+ * install. NULL with err on failure. The caller adds its side's own callbacks.
  */
-struct rd_kafka_conf_s *jn_kafka__conf_build(const struct kafka_conf *c, unsigned dir,
+struct rd_kafka_conf_s *jn_kafka__conf_build(struct jn_channel *ch, unsigned dir,
                                              struct jn_err *err);
 /* librdkafka callbacks both sides install; the conf's opaque is the channel. log: on
  * librdkafka's threads (one jn_log_print). error: on the loop (from a poll). qev: on

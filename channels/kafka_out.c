@@ -301,14 +301,11 @@ static int kout_init(struct jn_channel *ch, struct jn_err *err)
     }
     st->ch = ch;
     st->conf = ch->conf;
-    st->kconf = jn_kafka__conf_build(st->conf, JN_DIR_OUT, err);
+    st->kconf = jn_kafka__conf_build(ch, JN_DIR_OUT, err);
     if (st->kconf == NULL) {
         jn_free(st);
         return err->code != 0 ? err->code : JN_EINVAL;
     }
-    rd_kafka_conf_set_opaque(st->kconf, ch);
-    rd_kafka_conf_set_log_cb(st->kconf, jn_kafka__log_cb);
-    rd_kafka_conf_set_error_cb(st->kconf, jn_kafka__error_cb);
     rd_kafka_conf_set_dr_msg_cb(st->kconf, kout_dr_cb);
     ch->state = st;
     return 0;
