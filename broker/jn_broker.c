@@ -36,7 +36,6 @@
 #include "jn_log.h"
 #include "jn_mem.h"
 #include "jn_queue.h"
-#include "jn_router.h"
 #include "jn_store.h"
 #include "jn_time.h"
 
@@ -78,6 +77,8 @@ static struct jn_delivery *take_adds(struct jn_broker *b)
 struct commit {
     struct jn_broker *b;
     struct jn_delivery *adds;
+    int routing;               /* one of b->routing_in_flight */
+    struct jn_ticket *track;   /* its routing part ends here, or NULL */
 };
 
 static void committed(void *arg, int rc)
@@ -85,7 +86,13 @@ static void committed(void *arg, int rc)
     struct commit *c = arg;
     struct jn_broker *b = c->b;
 
-    jn_queue_commit(c->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, NULL);
+    jn_queue_commit(c->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, c->track);
+    if (c->routing) {
+        b->routing_in_flight--;
+    }
+    if (c->track) {
+        jn_broker__ticket_done(c->track, rc == 0 && !b->freeing);
+    }
     jn_free(c);
     paged_committed(b, rc);
 }
@@ -93,18 +100,26 @@ static void committed(void *arg, int rc)
 /* Submits a jtxn that may not be refused, with the deliveries queue_add gave it since the last
  * submit. A failure is logged by the journal (the inbox or queue entry it would have replaced
  * stays, so a restart redoes the step). */
-static void submit(struct jn_broker *b, struct jn_jtxn *t)
+static void submit(struct jn_broker *b, struct jn_jtxn *t, int routing, struct jn_ticket *track)
 {
     struct jn_delivery *adds = take_adds(b);
-    struct commit *c = adds ? jn_malloc(sizeof(*c)) : NULL;
+    int need = adds != NULL || routing || track != NULL;
+    struct commit *c = need ? jn_malloc(sizeof(*c)) : NULL;
 
-    if (t == NULL || (adds && c == NULL)) {
+    if (t == NULL || (need && c == NULL)) {
         if (t != NULL) {
             jn_log(JN_LOG_ERROR, "msg=%s out of memory: what was queued with it is sent after "
-                   "a restart", jn_delivery_msg(adds)->id);
+                   "a restart", adds ? jn_delivery_msg(adds)->id : "-");
             jn_journal_submit(b->journal, t, 0, NULL, NULL);
         }
-        jn_queue_commit(adds, JN_ENOMEM, NULL);
+        jn_queue_commit(adds, JN_ENOMEM, track);
+        jn_free(c);
+        if (routing) {
+            b->routing_in_flight--;
+        }
+        if (track) {
+            jn_broker__ticket_done(track, 0);
+        }
         return;
     }
     if (c == NULL) {
@@ -113,7 +128,19 @@ static void submit(struct jn_broker *b, struct jn_jtxn *t)
     }
     c->b = b;
     c->adds = adds;
+    c->routing = routing;
+    c->track = track;
     jn_journal_submit(b->journal, t, 0, committed, c);
+}
+
+void jn_broker__submit(struct jn_broker *b, struct jn_jtxn *t)
+{
+    submit(b, t, 0, NULL);
+}
+
+void jn_broker__submit_routing(struct jn_broker *b, struct jn_jtxn *t, struct jn_ticket *track)
+{
+    submit(b, t, 1, track);
 }
 
 void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
@@ -130,7 +157,7 @@ void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg 
 
 static void broker__submit(void *arg, struct jn_jtxn *t)
 {
-    submit(arg, t);
+    submit(arg, t, 0, NULL);
 }
 
 static int64_t broker__now_ms(void *arg)
@@ -143,189 +170,6 @@ static long long broker__backoff_ms(void *arg, long long base, long long cap, in
 {
     (void)arg;
     return jn_backoff_ms(base, cap, attempt);
-}
-
-/* ---- routing ---- */
-
-static size_t chan_index(struct jn_broker *b, const struct jn_channel *ch)
-{
-    return (size_t)(ch - b->chans);
-}
-
-/* m's encoding: the caller's (menv) when it has one, else encoded once into own. NULL when out
- * of memory. */
-static const struct jn_buf *envelope_of(const struct jn_msg *m, const struct jn_buf *menv,
-                                        struct jn_buf *own)
-{
-    if (menv != NULL && menv->p != NULL) {
-        return menv;
-    }
-    if (own->p == NULL && jn_msg_encode(m, own) != 0) {
-        jn_buf_reset(own);
-        return NULL;
-    }
-    return own;
-}
-
-/* How often, at most, a channel's unrouted messages are logged (each is in the action log). */
-#define UNROUTED_NOTE_US (60 * 1000000LL)
-
-/*
- * Counts a message from src (index ci) that no route took and, the first time and then at most
- * once a minute per channel, says so with the reason: which routes read from src and the
- * conditions that did not hold.
- */
-static void unrouted_note(struct jn_broker *b, struct jn_channel *src, size_t ci,
-                          const struct jn_msg *m, int level, const char *outcome)
-{
-    const struct jn_config *cfg = b->cfg;
-    struct jn_buf why = JN_BUF_INIT;
-    int64_t now = jn_now_us();
-    size_t n = 0;
-
-    src->n_unrouted++;
-    if (src->unrouted_noted_us != 0 && now - src->unrouted_noted_us < UNROUTED_NOTE_US) {
-        return;
-    }
-    src->unrouted_noted_us = now;
-    n = jn_router_explain(cfg->routes, cfg->nroutes, ci, &why);
-    jn_log(level, "channel '%s': msg=%s matched no route (%s%s), %s; %llu unrouted from '%s' "
-           "so far (said at most once a minute)", src->name, m->id,
-           n ? "no condition held: " : "no route reads from it", why.p ? why.p : "", outcome,
-           (unsigned long long)src->n_unrouted, src->name);
-    jn_buf_reset(&why);
-}
-
-struct route_ctx {
-    struct jn_broker *b;
-    struct jn_jtxn *t;
-    struct jn_msg *m;
-    const struct jn_buf *menv;
-    struct jn_buf *own;
-    struct jn_ticket *track;
-};
-
-/* A route took c->m (jn_router_route): one queue record per output and destination, or a dead
- * letter when its services failed. */
-static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
-                        const struct jn_err *err)
-{
-    struct route_ctx *c = arg;
-    struct jn_broker *b = c->b;
-    struct jn_jtxn *t = c->t;
-    struct jn_msg *m = c->m;
-    struct jn_ticket *track = c->track;
-
-    if (outs == NULL) {
-        jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err->msg, JN_LOG_WARN, NULL);
-        if (track) {
-            jn_track__note(track, JN_SEND_REJECT, err->msg, NULL, 0);
-        }
-        return;
-    }
-    jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
-           r->name, outs->n, r->rc.to.n);
-    jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
-                   NULL);
-    for (size_t k = 0; k < outs->n; k++) {
-        /* Each output is encoded once for all its destinations; an output that is the
-         * accepted message itself reuses the ingest's encoding. */
-        struct jn_buf oenv = JN_BUF_INIT;
-        const struct jn_buf *env = outs->v[k] == m ? envelope_of(m, c->menv, c->own) : NULL;
-        if (env == NULL && jn_msg_encode(outs->v[k], &oenv) == 0) {
-            env = &oenv;
-        }
-        for (size_t d = 0; d < r->rc.to.n; d++) {
-            struct jn_queue *q = b->queues[r->to[d]];
-            const char *dest = jn_queue_channel(q)->name;
-            uint64_t qseq = jn_journal_seq(b->journal);
-            if (env == NULL || jn_store_queue_put_env(t, dest, qseq, env->p, env->len, r->name,
-                                                      1, NULL) != 0) {
-                jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id, dest);
-                if (track) {
-                    jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
-                }
-                continue;
-            }
-            jn_queue_add(q, &b->adds, jn_msg_ref(outs->v[k]), r->name, qseq);
-        }
-        jn_buf_reset(&oenv);
-    }
-}
-
-/*
- * Routes a message into t: one queue entry per output and destination (their deliveries wait
- * in b->adds for t's commit), dead letters, the action log. menv: m's encoding, or NULL.
- * track: where what ends here is noted (the ingest's ticket), or NULL.
- */
-static void route_build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *src,
-                        struct jn_msg *m, const struct jn_buf *menv, struct jn_ticket *track)
-{
-    const struct jn_config *cfg = b->cfg;
-    struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
-    size_t ci = src ? chan_index(b, src) : (size_t)-1;
-    int matched = 0;
-
-    if (src != NULL) {
-        struct route_ctx rc = {b, t, m, menv, &own, track};
-        matched = jn_router_route(cfg->routes, cfg->nroutes, ci, m, b->svcs, &b->ids,
-                                  route_taken, &rc) > 0;
-    }
-    if (!matched) {
-        switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {
-        case JN_UNROUTED_DEAD_LETTER:
-            /* Per message at debug: the channel's note below says it once a minute. */
-            jn_notify__dead_letter(b, t, m, NULL, NULL, 0,
-                                   src ? "unrouted: no route took the message"
-                                       : "unrouted: its source channel is no longer in the config",
-                                   src ? JN_LOG_DEBUG : JN_LOG_WARN, NULL);
-            if (src) {
-                unrouted_note(b, src, ci, m, JN_LOG_WARN, "dead-lettered (see junction dlq list)");
-            }
-            if (track) {
-                jn_track__note(track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
-                               0);
-            }
-            break;
-        case JN_UNROUTED_DROP:
-            b->n_unrouted_dropped++;
-            jn_log(JN_LOG_DEBUG, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
-                   src->name);
-            unrouted_note(b, src, ci, m, JN_LOG_INFO, "dropped (unrouted: drop)");
-            jn_broker__log(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
-            break;
-        case JN_UNROUTED_CHANNEL: {
-            struct jn_queue *q = b->queues[cfg->unrouted_channel];
-            uint64_t qseq = jn_journal_seq(b->journal);
-            const struct jn_buf *env = envelope_of(m, menv, &own);
-            jn_broker__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
-            if (env != NULL && jn_store_queue_put_env(t, jn_queue_channel(q)->name, qseq, env->p,
-                                                      env->len, "(unrouted)", 1, NULL) == 0) {
-                jn_queue_add(q, &b->adds, jn_msg_ref(m), "(unrouted)", qseq);
-            } else if (track) {
-                jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
-            }
-            break;
-        }
-        }
-    }
-    jn_buf_reset(&own);
-}
-
-/* Routes a message recovered from the inbox, in a transaction that removes its inbox entry. */
-void jn_broker__route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                            uint64_t inbox_seq)
-{
-    struct jn_jtxn *t = jn_jtxn_new();
-
-    if (t == NULL || jn_store_inbox_del(t, inbox_seq) != 0) {
-        jn_jtxn_free(t);
-        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
-               "start", m->id);
-        return;
-    }
-    route_build(b, t, src, m, NULL, NULL);
-    submit(b, t);
 }
 
 /* ---- ingest and the commit stage ---- */
@@ -347,7 +191,7 @@ static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
 /* The ingest's own part is over: a plain ticket is freed; a tracked one lives on while its
  * deliveries are pending (routed: its routing part is final and neutral; else, refused or cut
  * by the stop, what is left is answered "stopping" unless forgotten or refused). */
-static void ticket_done(struct jn_ticket *t, int routed)
+void jn_broker__ticket_done(struct jn_ticket *t, int routed)
 {
     jn_buf_reset(&t->env);
     jn_msg_unref(&t->msg);
@@ -383,13 +227,25 @@ static void ingest_committed(void *arg, int rc)
             t->cb(t->arg, 0, t->msg, NULL);
         }
         routed = !b->freeing;
+        if (routed && t->deferred) {
+            /* Routed after the acknowledgement: the router takes the message over (the loop
+             * leaves it alone until the router is done with it). */
+            struct jn_msg *m = t->msg;
+            t->msg = NULL;
+            jn_route__later(b, t->ch, m, t->inbox_seq, t->tracked ? t : NULL);
+            paged_committed(b, rc);
+            if (!t->tracked) {
+                jn_broker__ticket_done(t, 1);
+            }
+            return;
+        }
     }
     /* Its deliveries enter their queues now (while the broker is being freed, they stay in
      * the journal for the next start). */
     jn_queue_commit(t->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, t->tracked ? t : NULL);
     t->adds = NULL;
     paged_committed(b, rc);
-    ticket_done(t, routed);
+    jn_broker__ticket_done(t, routed);
 }
 
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
@@ -422,10 +278,20 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
             jn_store_dedup_put_msg(jt, ch->name, msg) != 0) {
             jn_jtxn_free(jt);
             t->refusal = JN_ENOMEM;
+        } else if (jn_route__deferred(b, ch)) {
+            /* Its routes have services: the commit holds it in the inbox, the sender is
+             * answered, and the routing follows (jn_route.c). */
+            t->deferred = 1;
+            t->inbox_seq = jn_journal_seq(b->journal);
+            if (jn_store_inbox_put_env(jt, t->inbox_seq, t->env.p, t->env.len) != 0) {
+                jn_jtxn_free(jt);
+                t->refusal = JN_ENOMEM;
+            }
+            jn_buf_reset(&t->env);
         } else {
             /* Routed in the same transaction: the commit that makes the message durable
              * also queues it, and the acknowledgement waits for nothing more. */
-            route_build(b, jt, ch, msg, &t->env, t);
+            jn_route__build(b, jt, ch, msg, &t->env, t);
             t->adds = take_adds(b);
             jn_buf_reset(&t->env);
         }
@@ -513,7 +379,7 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
         struct jn_ticket *next = t->next;
         ticket_refuse(t, t->refusal, t->refusal == JN_ESTOPPED ? "broker is stopping"
                                                                : "out of memory");
-        ticket_done(t, 0);
+        jn_broker__ticket_done(t, 0);
         t = next;
     }
 }
@@ -613,13 +479,15 @@ static size_t sends_in_flight(struct jn_broker *b)
 }
 
 /* Stopping waits for what is in the air: ingests being committed (so their senders get an
- * answer) and sends in flight (so their outcome is recorded). Queued messages need no wait:
+ * answer), the routing under way (the router finishes the message it has begun and skips the
+ * rest: they stay in the inbox) and sends in flight (so their outcome is recorded). Queued messages need no wait:
  * they are in the journal and the next start delivers them. */
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct jn_broker *b = arg;
     struct timeval tv = {0, 10000};
-    int idle = b->ingests_in_flight == 0 && b->pend_head == NULL && sends_in_flight(b) == 0;
+    int idle = b->ingests_in_flight == 0 && b->pend_head == NULL && b->routing_in_flight == 0 &&
+               sends_in_flight(b) == 0;
 
     if (idle || jn_mono_ms() >= b->stop_deadline_ms) {
         size_t told;
@@ -652,6 +520,7 @@ void jn_broker_stop(struct jn_broker *b)
         return;
     }
     b->stopping = 1;
+    jn_route__stop(b);
     for (size_t i = 0; i < b->nchans; i++) {
         if (b->queues[i]) {
             jn_queue_stop(b->queues[i], 0);
@@ -796,6 +665,9 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
             goto fail;
         }
     }
+    if (jn_route__init(b, err) != 0) {
+        goto fail;
+    }
     return b;
 fail:
     jn_broker_free(b);
@@ -860,6 +732,7 @@ void jn_broker_free(struct jn_broker *b)
     }
     /* While every channel still exists (the loop may never have run, or was cut short). */
     jn_track__stop_all(b);
+    jn_route__free(b);
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
         if (ch->def) {
@@ -888,7 +761,7 @@ void jn_broker_free(struct jn_broker *b)
         struct jn_ticket *t = b->pend_head;
         b->pend_head = t->next;
         jn_track__detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
-        ticket_done(t, 0);
+        jn_broker__ticket_done(t, 0);
     }
     for (size_t i = 0; i < b->nsvcs; i++) {
         if (b->svcs[i].def && b->svcs[i].def->destroy) {

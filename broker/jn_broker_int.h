@@ -1,6 +1,6 @@
 /*
- * jn_broker_int: what the files of the engine share (jn_broker.c, jn_track.c, jn_notify.c,
- * jn_recover.c): struct jn_broker, the ingest ticket, and the module-internal functions
+ * jn_broker_int: what the files of the engine share (jn_broker.c, jn_route.c, jn_track.c,
+ * jn_notify.c, jn_recover.c): struct jn_broker, the ingest ticket, and the module-internal functions
  * (module__verb, as Mosquitto's db__/log__). Internal: channels, services and routes/ never
  * include it; they see jn_channel.h.
  *
@@ -12,6 +12,7 @@
 #include "jn_broker.h"
 
 #include <event2/event.h>
+#include <stdatomic.h>
 
 #include "jn_buf.h"
 #include "jn_channel.h"
@@ -26,6 +27,8 @@ struct jn_ticket {
     jn_accept_fn cb;
     void *arg;
     int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
+    int deferred;  /* routed after the acknowledgement (jn_route.c): inbox_seq holds it */
+    uint64_t inbox_seq;
     struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
     struct jn_delivery *adds; /* deliveries of its queue records, until the commit */
     /*
@@ -70,6 +73,10 @@ struct jn_broker {
     int started;
     size_t nspilled;  /* queues paged from the journal */
     struct jn_queue_batch adds;      /* jn_queue_add since the last submit */
+    unsigned char *deferred;         /* per channel: routed after the acknowledgement */
+    struct jn_worker *router;        /* runs conditions and services for those (or NULL) */
+    atomic_int route_abort;          /* stopping: the router skips what it has not begun */
+    size_t routing_in_flight;        /* posted to the router, routing not yet committed */
     uint64_t n_dead, n_unrouted_dropped;
 };
 
@@ -78,9 +85,38 @@ struct jn_broker {
 void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
                            const char *event, const char *route, const char *channel,
                            int attempt, const char *error);
-/* Routes an inbox record (seq) of src (NULL: its channel is gone) and deletes it. */
-void jn_broker__route_inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                            uint64_t seq);
+/* Submits t, which may not be refused, with the deliveries jn_queue_add gave it since the
+ * last submit (they enter their queues at its commit). */
+void jn_broker__submit(struct jn_broker *b, struct jn_jtxn *t);
+/* The same for a routing transaction of jn_route.c: its commit also ends one of
+ * routing_in_flight and, when track is not NULL, the routing part of that ticket. */
+void jn_broker__submit_routing(struct jn_broker *b, struct jn_jtxn *t, struct jn_ticket *track);
+/* The ingest's own part of t is over (routed: its routing is final; else it ended undelivered,
+ * e.g. by the stop). A plain ticket is freed; a tracked one lives while deliveries pend. */
+void jn_broker__ticket_done(struct jn_ticket *t, int routed);
+
+/* jn_route.c: routing (see its opening comment for the two paths) */
+/* Which channels are routed after the acknowledgement, and their worker. 0 or JN_E*. */
+int jn_route__init(struct jn_broker *b, struct jn_err *err);
+/* src's messages are routed after the acknowledgement (a route from it has services). */
+int jn_route__deferred(const struct jn_broker *b, const struct jn_channel *src);
+/* Routes m (from src, NULL: its channel is gone) into t now: queue records in b->adds,
+ * dead letters, the action log. menv: m's encoding, or NULL. track: the ticket what ends here
+ * is noted in, or NULL. */
+void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *src,
+                     struct jn_msg *m, const struct jn_buf *menv, struct jn_ticket *track);
+/* Routes m (a reference it takes), whose inbox record is inbox_seq, on the router; the routing
+ * transaction deletes the record. track: as above; its routing part ends with that commit. */
+void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                     uint64_t inbox_seq, struct jn_ticket *track);
+/* Routes an inbox record (seq) of src (NULL: its channel is gone) and deletes it, by the path
+ * of src (m is borrowed). */
+void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                     uint64_t seq);
+/* Stopping: the router skips what it has not begun (those stay in the inbox). */
+void jn_route__stop(struct jn_broker *b);
+/* Freeing: stops the router; nothing more is routed. */
+void jn_route__free(struct jn_broker *b);
 
 /* jn_notify.c: callbacks (notify:) and dead letters */
 /* Writes the dead letter (with its last error and attempt count), its action and callback

@@ -143,7 +143,7 @@ int jn_recover__run(struct jn_broker *b)
     while (ic.head) {
         struct inbox_item *it = ic.head;
         ic.head = it->next;
-        jn_broker__route_inbox(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
+        jn_route__inbox(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
         jn_msg_unref(&it->m);
         jn_free(it);
         routed++;

@@ -44,7 +44,7 @@ int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *ev
     return jn_jtxn_put(t, JN_JDB_LOGID, idkey, sizeof(idkey), "", 0);
 }
 
-static int inbox_put_env(struct jn_jtxn *t, uint64_t seq, const void *env, size_t len)
+int jn_store_inbox_put_env(struct jn_jtxn *t, uint64_t seq, const void *env, size_t len)
 {
     unsigned char key[8];
 
@@ -58,7 +58,7 @@ int jn_store_inbox_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m)
     int rc = jn_msg_encode(m, &b);
 
     if (rc == 0) {
-        rc = inbox_put_env(t, seq, b.p, b.len);
+        rc = jn_store_inbox_put_env(t, seq, b.p, b.len);
     }
     jn_buf_reset(&b);
     return rc;

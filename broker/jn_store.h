@@ -32,6 +32,8 @@ int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *ev
                  const char *route, const char *channel, int attempt, const char *error);
 
 int jn_store_inbox_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m);
+/* The same with m already encoded (jn_msg_encode). */
+int jn_store_inbox_put_env(struct jn_jtxn *t, uint64_t seq, const void *env, size_t len);
 int jn_store_inbox_del(struct jn_jtxn *t, uint64_t seq);
 
 /* Queue keys: dest \0 seq. Returns the key length written to key (>= 9), or 0 if dest is too

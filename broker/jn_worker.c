@@ -36,6 +36,7 @@ struct jn_worker {
     struct jn_job *finished, *finished_tail; /* under lock */
     int state;                               /* W_*, under lock */
     int drain;                               /* under lock: JN_WORKER_DRAIN was asked */
+    size_t batch_max;                        /* jobs per batch, 0: all pending; under lock */
 };
 
 /* Appends the list first..last to the list at head, tail. */
@@ -68,7 +69,18 @@ static void *worker_main(void *arg)
         }
         batch = w->pending;
         last = w->pending_tail;
-        w->pending = w->pending_tail = NULL;
+        if (w->batch_max != 0) {
+            struct jn_job *j = batch;
+            for (size_t n = 1; n < w->batch_max && j->next != NULL; n++) {
+                j = j->next;
+            }
+            last = j;
+        }
+        w->pending = last->next;
+        if (w->pending == NULL) {
+            w->pending_tail = NULL;
+        }
+        last->next = NULL;
         pthread_mutex_unlock(&w->lock);
 
         w->run(w->arg, batch);
@@ -140,6 +152,13 @@ struct jn_worker *jn_worker_new(struct event_base *base, const char *name, jn_wo
         }
     }
     return w;
+}
+
+void jn_worker_set_batch_max(struct jn_worker *w, size_t n)
+{
+    pthread_mutex_lock(&w->lock);
+    w->batch_max = n;
+    pthread_mutex_unlock(&w->lock);
 }
 
 int jn_worker_post(struct jn_worker *w, struct jn_job *job)

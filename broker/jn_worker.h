@@ -20,7 +20,8 @@
  *
  * Batches are what the users want: the journal applies a batch in one LMDB transaction and
  * the file channel syncs a batch of files with one syncfs(). run sees every job posted since
- * the previous batch began, in post order; done sees each job once, in the same order.
+ * the previous batch began (or the first jn_worker_set_batch_max() of them), in post order;
+ * done sees each job once, in the same order.
  *
  * A worker made without run is a hand-off only: no thread, jn_worker_post() from any thread
  * queues the job straight for done on the loop (paho's callbacks use it that way).
@@ -79,6 +80,13 @@ struct jn_worker;
  */
 struct jn_worker *jn_worker_new(struct event_base *base, const char *name, jn_worker_run_fn run,
                                 jn_worker_done_fn done, void *arg);
+
+/*
+ * Loop thread. At most n jobs per batch (0, the default: every pending job). For work whose
+ * jobs take long each (the routing thread's services): done then sees each job soon after it
+ * ran instead of after the whole batch, at the cost of one wake-up of the loop per batch.
+ */
+void jn_worker_set_batch_max(struct jn_worker *w, size_t n);
 
 /*
  * Any thread. Queues job (its next is overwritten) at the end of the pending list and wakes

@@ -27,7 +27,7 @@ struct tjob {
 struct tstate {
     pthread_t loop;
     /* run side (worker thread) */
-    int runs, batches, run_order_bad, last_run;
+    int runs, batches, run_order_bad, last_run, biggest;
     /* done side (loop) */
     int dones, done_order_bad, last_done, done_off_loop, done_unrun, result_bad;
     /* a gate that holds run in the job numbered gate_n until opened */
@@ -53,7 +53,13 @@ static void t_run(void *arg, struct jn_job *batch)
 {
     struct tstate *s = arg;
 
+    int size = 0;
+
     s->batches++;
+    for (struct jn_job *p = batch; p != NULL; p = p->next) {
+        size++;
+    }
+    s->biggest = size > s->biggest ? size : s->biggest;
     for (struct jn_job *p = batch; p != NULL; p = p->next) {
         struct tjob *j = JN_JOB_OF(p, struct tjob, job);
         pthread_mutex_lock(&s->mu);
@@ -150,6 +156,43 @@ static void test_order_and_threads(struct event_base *base)
 }
 
 /* Opens the gate after 200 ms: by then the loop thread is inside jn_worker_stop(). */
+/* At most 3 jobs per batch: with 10 pending behind a gate in job 1, the batches are
+ * [1] [2 3 4] [5 6 7] [8 9 10], in order, each done after its batch. */
+static void test_batch_max(struct event_base *base)
+{
+    struct tstate s;
+    struct jn_worker *w;
+
+    tstate_init(&s);
+    s.expect_run = 1;
+    s.gate_n = 1;
+    w = jn_worker_new(base, "jn-ut-batch", t_run, t_done, &s);
+    CHECK(w != NULL);
+    jn_worker_set_batch_max(w, 3);
+    for (int i = 1; i <= 10; i++) {
+        struct tjob *j = tjob_new(i);
+        CHECK_INT(jn_worker_post(w, &j->job), 0);
+    }
+    pthread_mutex_lock(&s.mu);
+    while (!s.gate_reached) {
+        pthread_cond_wait(&s.cv, &s.mu);
+    }
+    s.gate_open = 1;
+    pthread_cond_broadcast(&s.cv);
+    pthread_mutex_unlock(&s.mu);
+    loop_until(base, &s.dones, 10);
+    CHECK_INT(s.runs, 10);
+    CHECK_INT(s.dones, 10);
+    CHECK_INT(s.batches, 4);
+    CHECK_INT(s.biggest, 3);
+    CHECK_INT(s.run_order_bad, 0);
+    CHECK_INT(s.done_order_bad, 0);
+    CHECK_INT(s.result_bad, 0);
+    CHECK(jn_worker_stop(w, 0) == NULL);
+    jn_worker_free(w);
+    tstate_destroy(&s);
+}
+
 static void *open_gate_later(void *arg)
 {
     struct tstate *s = arg;
@@ -364,6 +407,7 @@ int main(void)
     CHECK(base != NULL);
     jn_worker_free(NULL);
     test_order_and_threads(base);
+    test_batch_max(base);
     test_stop_gives_back(base);
     test_stop_drains(base);
     test_handoff(base);

@@ -1,0 +1,441 @@
+/*
+ * jn_route: what becomes of a message the journal has: its routes are matched and their
+ * services run (routes/jn_router), and the outputs become queue records, dead letters and
+ * action log entries in a journal transaction.
+ *
+ * Two paths, chosen per IN channel when the broker is made:
+ *   - A channel none of whose routes has services is routed inside its ingest transaction
+ *     (jn_route__build from jn_ingest): one commit makes the message durable and queues it,
+ *     and the acknowledgement waits for nothing more.
+ *   - A channel with a route through services is routed after the acknowledgement: the
+ *     ingest commit holds an inbox record, the sender is answered, and the message is posted
+ *     to the routing worker (jn_worker), whose thread runs the conditions and services, off
+ *     the loop, one message after another in the order they were accepted. Back on the loop,
+ *     the outputs are written with the deletion of the inbox record in one later transaction,
+ *     so a crash between the two commits routes the message again from the inbox at the next
+ *     start (jn_recover.c, through jn_route__inbox: the same path). A slow service delays its
+ *     own messages, never another sender's acknowledgement.
+ *
+ * Threads: everything here runs on the loop except route_run, on the worker's thread, which
+ * reads the config and the services (both fixed while the broker runs) and the job it was
+ * given. The loop does not touch a job's message while the worker has it. Services run on that
+ * thread only (never on the loop): a service needs no lock of its own.
+ *
+ * Model: Fluent Bit's filters before the storage and NiFi's "commit, then process" session;
+ * Mosquitto's db__ for the module__verb names.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "jn_broker_int.h"
+#include "jn_log.h"
+#include "jn_mem.h"
+#include "jn_router.h"
+#include "jn_store.h"
+#include "jn_time.h"
+#include "jn_worker.h"
+
+static size_t chan_index(struct jn_broker *b, const struct jn_channel *ch)
+{
+    return (size_t)(ch - b->chans);
+}
+
+/* m's encoding: the caller's (menv) when it has one, else encoded once into own. NULL when out
+ * of memory. */
+static const struct jn_buf *envelope_of(const struct jn_msg *m, const struct jn_buf *menv,
+                                        struct jn_buf *own)
+{
+    if (menv != NULL && menv->p != NULL) {
+        return menv;
+    }
+    if (own->p == NULL && jn_msg_encode(m, own) != 0) {
+        jn_buf_reset(own);
+        return NULL;
+    }
+    return own;
+}
+
+/* How often, at most, a channel's unrouted messages are logged (each is in the action log). */
+#define UNROUTED_NOTE_US (60 * 1000000LL)
+
+/*
+ * Counts a message from src (index ci) that no route took and, the first time and then at most
+ * once a minute per channel, says so with the reason: which routes read from src and the
+ * conditions that did not hold.
+ */
+static void unrouted_note(struct jn_broker *b, struct jn_channel *src, size_t ci,
+                          const struct jn_msg *m, int level, const char *outcome)
+{
+    const struct jn_config *cfg = b->cfg;
+    struct jn_buf why = JN_BUF_INIT;
+    int64_t now = jn_now_us();
+    size_t n = 0;
+
+    src->n_unrouted++;
+    if (src->unrouted_noted_us != 0 && now - src->unrouted_noted_us < UNROUTED_NOTE_US) {
+        return;
+    }
+    src->unrouted_noted_us = now;
+    n = jn_router_explain(cfg->routes, cfg->nroutes, ci, &why);
+    jn_log(level, "channel '%s': msg=%s matched no route (%s%s), %s; %llu unrouted from '%s' "
+           "so far (said at most once a minute)", src->name, m->id,
+           n ? "no condition held: " : "no route reads from it", why.p ? why.p : "", outcome,
+           (unsigned long long)src->n_unrouted, src->name);
+    jn_buf_reset(&why);
+}
+
+struct route_ctx {
+    struct jn_broker *b;
+    struct jn_jtxn *t;
+    struct jn_msg *m;
+    const struct jn_buf *menv;
+    struct jn_buf *own;
+    struct jn_ticket *track;
+};
+
+/* A route took c->m (jn_router_route): one queue record per output and destination, or a dead
+ * letter when its services failed. */
+static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
+                        const struct jn_err *err)
+{
+    struct route_ctx *c = arg;
+    struct jn_broker *b = c->b;
+    struct jn_jtxn *t = c->t;
+    struct jn_msg *m = c->m;
+    struct jn_ticket *track = c->track;
+
+    if (outs == NULL) {
+        jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err->msg, JN_LOG_WARN, NULL);
+        if (track) {
+            jn_track__note(track, JN_SEND_REJECT, err->msg, NULL, 0);
+        }
+        return;
+    }
+    jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
+           r->name, outs->n, r->rc.to.n);
+    jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
+                   NULL);
+    for (size_t k = 0; k < outs->n; k++) {
+        /* Each output is encoded once for all its destinations; an output that is the
+         * accepted message itself reuses the ingest's encoding. */
+        struct jn_buf oenv = JN_BUF_INIT;
+        const struct jn_buf *env = outs->v[k] == m ? envelope_of(m, c->menv, c->own) : NULL;
+        if (env == NULL && jn_msg_encode(outs->v[k], &oenv) == 0) {
+            env = &oenv;
+        }
+        for (size_t d = 0; d < r->rc.to.n; d++) {
+            struct jn_queue *q = b->queues[r->to[d]];
+            const char *dest = jn_queue_channel(q)->name;
+            uint64_t qseq = jn_journal_seq(b->journal);
+            if (env == NULL || jn_store_queue_put_env(t, dest, qseq, env->p, env->len, r->name,
+                                                      1, NULL) != 0) {
+                jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id, dest);
+                if (track) {
+                    jn_track__note(track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+                }
+                continue;
+            }
+            jn_queue_add(q, &b->adds, jn_msg_ref(outs->v[k]), r->name, qseq);
+        }
+        jn_buf_reset(&oenv);
+    }
+}
+
+/* No route took m (src NULL: its channel is gone): what `unrouted:` says is done with it. */
+static void route_unmatched(struct route_ctx *c, struct jn_channel *src)
+{
+    struct jn_broker *b = c->b;
+    const struct jn_config *cfg = b->cfg;
+    struct jn_jtxn *t = c->t;
+    struct jn_msg *m = c->m;
+    size_t ci = src ? chan_index(b, src) : (size_t)-1;
+
+    switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {
+    case JN_UNROUTED_DEAD_LETTER:
+        /* Per message at debug: the channel's note below says it once a minute. */
+        jn_notify__dead_letter(b, t, m, NULL, NULL, 0,
+                               src ? "unrouted: no route took the message"
+                                   : "unrouted: its source channel is no longer in the config",
+                               src ? JN_LOG_DEBUG : JN_LOG_WARN, NULL);
+        if (src) {
+            unrouted_note(b, src, ci, m, JN_LOG_WARN, "dead-lettered (see junction dlq list)");
+        }
+        if (c->track) {
+            jn_track__note(c->track, JN_SEND_REJECT, "unrouted: no route took the message", NULL,
+                           0);
+        }
+        break;
+    case JN_UNROUTED_DROP:
+        b->n_unrouted_dropped++;
+        jn_log(JN_LOG_DEBUG, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
+               src->name);
+        unrouted_note(b, src, ci, m, JN_LOG_INFO, "dropped (unrouted: drop)");
+        jn_broker__log(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
+        break;
+    case JN_UNROUTED_CHANNEL: {
+        struct jn_queue *q = b->queues[cfg->unrouted_channel];
+        uint64_t qseq = jn_journal_seq(b->journal);
+        const struct jn_buf *env = envelope_of(m, c->menv, c->own);
+        jn_broker__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
+        if (env != NULL && jn_store_queue_put_env(t, jn_queue_channel(q)->name, qseq, env->p,
+                                                  env->len, "(unrouted)", 1, NULL) == 0) {
+            jn_queue_add(q, &b->adds, jn_msg_ref(m), "(unrouted)", qseq);
+        } else if (c->track) {
+            jn_track__note(c->track, JN_SEND_RETRY, "out of memory queueing", NULL, 0);
+        }
+        break;
+    }
+    }
+}
+
+void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *src,
+                     struct jn_msg *m, const struct jn_buf *menv, struct jn_ticket *track)
+{
+    const struct jn_config *cfg = b->cfg;
+    struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
+    struct route_ctx rc = {b, t, m, menv, &own, track};
+
+    if (src == NULL || jn_router_route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
+                                       &b->ids, route_taken, &rc) == 0) {
+        route_unmatched(&rc, src);
+    }
+    jn_buf_reset(&own);
+}
+
+/* ---- routing after the acknowledgement (the routing worker) ---- */
+
+/* One route that took a job's message, as the worker saw it. */
+struct taken {
+    struct taken *next;
+    const struct jn_cfg_route *r;
+    struct jn_msg_list outs; /* references; empty when its services failed */
+    int failed;
+    struct jn_err err;       /* why, when failed */
+};
+
+struct route_job {
+    struct jn_job job;
+    struct jn_broker *b;
+    struct jn_channel *src;
+    struct jn_msg *m;          /* owned reference */
+    uint64_t inbox_seq;
+    struct jn_ticket *track;   /* tracked ticket whose routing part this is, or NULL */
+    struct taken *head, **tail;
+    size_t matched;
+    int ran;                   /* the worker routed it (0: skipped, the broker is stopping) */
+    int oom;                   /* a result could not be kept */
+};
+
+/* Worker thread: keeps what jn_router_route gives, with references of its own. */
+static void route_collect(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
+                          const struct jn_err *err)
+{
+    struct route_job *j = arg;
+    struct taken *tk = jn_calloc(1, sizeof(*tk));
+
+    if (tk == NULL) {
+        j->oom = 1;
+        return;
+    }
+    tk->r = r;
+    if (outs == NULL) {
+        tk->failed = 1;
+        tk->err = *err;
+    } else {
+        for (size_t k = 0; k < outs->n; k++) {
+            if (jn_msg_list_push(&tk->outs, jn_msg_ref(outs->v[k])) != 0) {
+                j->oom = 1;
+            }
+        }
+    }
+    *j->tail = tk;
+    j->tail = &tk->next;
+}
+
+/* Worker thread: routes each job of the batch, unless the broker stops (then they are given
+ * back unrouted: their inbox records stay for the next start). */
+static void route_run(void *arg, struct jn_job *batch)
+{
+    struct jn_broker *b = arg;
+    const struct jn_config *cfg = b->cfg;
+
+    for (struct jn_job *jb = batch; jb != NULL; jb = jb->next) {
+        struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
+        if (atomic_load(&b->route_abort)) {
+            continue;
+        }
+        j->matched = jn_router_route(cfg->routes, cfg->nroutes, chan_index(b, j->src), j->m,
+                                     b->svcs, &b->ids, route_collect, j);
+        j->ran = 1;
+    }
+}
+
+/* Jobs per batch of the routing thread (jn_worker_set_batch_max). */
+#define ROUTE_BATCH_MAX 1
+
+static void job_free(struct route_job *j)
+{
+    while (j->head) {
+        struct taken *tk = j->head;
+        j->head = tk->next;
+        jn_msg_list_clear(&tk->outs);
+        jn_free(tk);
+    }
+    jn_msg_unref(&j->m);
+    jn_free(j);
+}
+
+/* A job that is not routed in this run: its inbox record stays, and its ticket's routing part
+ * ends undelivered. */
+static void job_release(struct jn_broker *b, struct route_job *j)
+{
+    b->routing_in_flight--;
+    if (j->track) {
+        jn_broker__ticket_done(j->track, 0);
+    }
+    job_free(j);
+}
+
+/* Loop thread: the worker's results become the routing transaction, which also deletes the
+ * message's inbox record. */
+static void route_done(void *arg, struct jn_job *jb)
+{
+    struct jn_broker *b = arg;
+    struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
+    struct jn_buf own = JN_BUF_INIT;
+    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track};
+
+    if (!j->ran || b->freeing) {
+        job_release(b, j);
+        return;
+    }
+    rc.t = j->oom ? NULL : jn_jtxn_new();
+    if (rc.t == NULL || jn_store_inbox_del(rc.t, j->inbox_seq) != 0) {
+        jn_jtxn_free(rc.t);
+        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
+               "start", j->m->id);
+        job_release(b, j);
+        return;
+    }
+    for (struct taken *tk = j->head; tk != NULL; tk = tk->next) {
+        route_taken(&rc, tk->r, tk->failed ? NULL : &tk->outs, tk->failed ? &tk->err : NULL);
+    }
+    if (j->matched == 0) {
+        route_unmatched(&rc, j->src);
+    }
+    jn_buf_reset(&own);
+    /* The commit ends routing_in_flight and the ticket's routing part. */
+    jn_broker__submit_routing(b, rc.t, j->track);
+    j->track = NULL;
+    job_free(j);
+}
+
+int jn_route__init(struct jn_broker *b, struct jn_err *err)
+{
+    const struct jn_config *cfg = b->cfg;
+    int any = 0;
+
+    b->deferred = jn_calloc(b->nchans + 1, 1);
+    if (b->deferred == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct jn_cfg_route *r = &cfg->routes[i];
+        for (size_t k = 0; r->rc.via.n > 0 && k < r->rc.from.n; k++) {
+            b->deferred[r->from[k]] = 1;
+            any = 1;
+        }
+    }
+    if (!any) {
+        return 0;
+    }
+    atomic_init(&b->route_abort, 0);
+    b->router = jn_worker_new(b->base, "jn-route", route_run, route_done, b);
+    if (b->router == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "cannot start the routing thread: %s",
+                          strerror(errno));
+    }
+    /* Each message's routing is committed as soon as its services are done, not after a
+     * whole batch of slow ones (a batch is what was posted while the previous one ran). */
+    jn_worker_set_batch_max(b->router, ROUTE_BATCH_MAX);
+    return 0;
+}
+
+int jn_route__deferred(const struct jn_broker *b, const struct jn_channel *src)
+{
+    return src != NULL && b->deferred != NULL && b->deferred[src - b->chans];
+}
+
+void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                     uint64_t inbox_seq, struct jn_ticket *track)
+{
+    struct route_job *j = jn_calloc(1, sizeof(*j));
+
+    b->routing_in_flight++;
+    if (j == NULL) {
+        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
+               "start", m->id);
+        jn_msg_unref(&m);
+        b->routing_in_flight--;
+        if (track) {
+            jn_broker__ticket_done(track, 0);
+        }
+        return;
+    }
+    j->b = b;
+    j->src = src;
+    j->m = m;
+    j->inbox_seq = inbox_seq;
+    j->track = track;
+    j->tail = &j->head;
+    if (jn_worker_post(b->router, &j->job) != 0) {
+        job_release(b, j);
+    }
+}
+
+void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
+                     uint64_t inbox_seq)
+{
+    struct jn_jtxn *t;
+
+    if (jn_route__deferred(b, src)) {
+        jn_route__later(b, src, jn_msg_ref(m), inbox_seq, NULL);
+        return;
+    }
+    t = jn_jtxn_new();
+    if (t == NULL || jn_store_inbox_del(t, inbox_seq) != 0) {
+        jn_jtxn_free(t);
+        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
+               "start", m->id);
+        return;
+    }
+    jn_route__build(b, t, src, m, NULL, NULL);
+    jn_broker__submit(b, t);
+}
+
+void jn_route__stop(struct jn_broker *b)
+{
+    if (b->router != NULL) {
+        atomic_store(&b->route_abort, 1);
+    }
+}
+
+void jn_route__free(struct jn_broker *b)
+{
+    if (b->router != NULL) {
+        struct jn_job *left;
+        atomic_store(&b->route_abort, 1);
+        /* Jobs it ran come back through route_done (released: the broker is freeing). */
+        left = jn_worker_stop(b->router, 0);
+        while (left) {
+            struct route_job *j = JN_JOB_OF(left, struct route_job, job);
+            left = left->next;
+            job_release(b, j);
+        }
+        jn_worker_free(b->router);
+        b->router = NULL;
+    }
+    jn_free(b->deferred);
+    b->deferred = NULL;
+}
