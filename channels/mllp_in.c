@@ -7,14 +7,12 @@
  * Modelled on what Mirth Connect's LLP listener does, on libevent bufferevents.
  *
  * Per connection: bytes -> framer -> one *slot* per frame, queued in arrival order. A slot
- * is ready when its ACK is known: at once for a refused frame, from the jn_ingest callback for
- * an accepted one (`ack: commit`), from the route's outcome or delivered_timeout (`ack:
- * delivered`, through jn_ingest_outcome), from the first copy's answer for a duplicate. Ready slots
- * leave the head of the queue in order, each ACK in one bufferevent_write (one write() on an
- * idle socket; python3-hl7's mllp_send reads each ACK with one recv). A slot whose ingest is
- * still out when its connection goes away is kept (orphaned) until the callback comes, so the
- * duplicate window learns the outcome either way; so is one answered AE at delivered_timeout
- * whose outcome is still to come (duplicates of it wait for that outcome).
+ * is ready when its ACK is known (mllp_in_msg.c says when). Ready slots leave the head of the
+ * queue in order, each ACK in one bufferevent_write (one write() on an idle socket;
+ * python3-hl7's mllp_send reads each ACK with one recv). A slot whose ingest is still out when
+ * its connection goes away is kept (orphaned) until the callback comes, so the duplicate
+ * window learns the outcome either way; so is one answered AE at delivered_timeout whose
+ * outcome is still to come (duplicates of it wait for that outcome).
  *
  * Threads: everything runs on the broker's loop.
  */

@@ -6,8 +6,8 @@
  * A slot is ready when its ACK is known: at once for a refused frame, from the jn_ingest
  * callback for an accepted one (`ack: commit`), from the route's outcome or delivered_timeout
  * (`ack: delivered`, through jn_ingest_outcome), from the first copy's answer for a duplicate.
- * A slot whose ingest is still out when its connection goes away is kept (orphaned) until the
- * callback comes, so the duplicate window learns the outcome either way.
+ * A slot orphaned by its connection's close (mllp_in.c) gets its callbacks all the same, and
+ * is freed by them.
  *
  * Duplicates: MSH-10 with MSH-3 and MSH-4 is remembered for `duplicate_window`. A duplicate is
  * answered with the very ACK the first copy got and is not ingested; one that arrives while the

@@ -10,6 +10,7 @@
 #ifndef JN_MLLP_INT_H
 #define JN_MLLP_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/time.h>
