@@ -1,0 +1,386 @@
+/*
+ * mllp IN: a listener that acknowledges each message once the broker has it durable. This
+ * file holds the connections (accept, read, idle and write timeouts, close) and sends the ACKs;
+ * what each frame becomes (the checks, the duplicate window, the ingest, the ACK) is
+ * channels/mllp_in_msg.c.
+ *
+ * Modelled on what Mirth Connect's LLP listener does, on libevent bufferevents.
+ *
+ * Per connection: bytes -> framer -> one *slot* per frame, queued in arrival order. A slot
+ * is ready when its ACK is known (mllp_in_msg.c says when). Ready slots leave the head of the
+ * queue in order, each ACK in one bufferevent_write (one write() on an idle socket;
+ * python3-hl7's mllp_send reads each ACK with one recv). A slot whose ingest is still out when
+ * its connection goes away is kept (orphaned) until the callback comes, so the duplicate
+ * window learns the outcome either way; so is one answered AE at delivered_timeout whose
+ * outcome is still to come (duplicates of it wait for that outcome).
+ *
+ * Threads: everything runs on the broker's loop.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <sys/socket.h>
+
+#include "jn_channel.h"
+#include "jn_listener.h"
+#include "jn_mem.h"
+#include "mllp_int.h"
+#include "mllp_proto.h"
+
+/* Frames of one connection whose ACK is not sent yet; past this we stop reading from it. */
+#define MLLP_MAX_PIPELINE 64
+
+static int conn_flush(struct conn *c);
+static void conn_free(struct conn *c);
+
+/* ---- connections ---- */
+
+static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)conn_flush(arg);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->closing && c->head == NULL) {
+        conn_free(c);
+    }
+}
+
+/* Sends the ready ACKs at the head of the queue, in order; closes when asked and done.
+ * Returns 1 when c was freed. */
+static int conn_flush(struct conn *c)
+{
+    while (c->head && c->head->ready) {
+        struct slot *s = c->head;
+        c->head = s->next;
+        if (c->head == NULL) {
+            c->tail = NULL;
+        }
+        c->nslots--;
+        if (s->ack.len && !c->dead) {
+            /* One call, so one write() on an idle socket: an ACK never leaves in pieces. */
+            if (bufferevent_write(c->bev, s->ack.p, s->ack.len) != 0) {
+                c->closing = 1;
+            }
+        }
+        if (s->ticket) {
+            /* Answered AE at delivered_timeout, outcome still to come: kept (orphaned) for
+             * the duplicate window until it does. */
+            s->next = NULL;
+            s->c = NULL;
+        } else {
+            jn_mllp__slot_free(s);
+        }
+    }
+    if (c->paused && c->nslots < MLLP_MAX_PIPELINE / 2 && !c->closing) {
+        c->paused = 0;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    if (c->closing && c->head == NULL) {
+        bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+            if (c->in_cb) {
+                c->dead = 1;
+            } else {
+                conn_free(c);
+                return 1;
+            }
+        }
+        /* else conn_write_cb frees it once the output has drained */
+    }
+    return 0;
+}
+
+static void conn_free(struct conn *c)
+{
+    struct mllp_in *in = c->in;
+    struct slot *s = c->head;
+
+    if (c->in_cb) {
+        c->dead = 1;
+        return;
+    }
+    while (s) {
+        struct slot *next = s->next;
+        s->next = NULL;
+        if (s->ticket) {
+            /* The ingest is out: keep the slot until its callback, which updates the
+             * duplicate window; it will not write anywhere. */
+            s->c = NULL;
+        } else {
+            jn_mllp__slot_free(s);
+        }
+        s = next;
+    }
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        in->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    in->nconns--;
+    if (in->lst) {
+        jn_listener_closed(in->lst, c->ip);
+    }
+    c->ip = NULL;
+    jn_mllp_framer_free(&c->fr);
+    event_free(c->kick);
+    bufferevent_free(c->bev);
+    jn_ch_debug(in->ch, "peer %s: connection closed", c->peer);
+    jn_free(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    char tmp[16384];
+
+    c->in_cb = 1;
+    while (!c->closing && !c->paused && evbuffer_get_length(input) > 0) {
+        ev_ssize_t n = evbuffer_copyout(input, tmp, sizeof(tmp));
+        size_t off = 0;
+        if (n <= 0) {
+            break;
+        }
+        while (off < (size_t)n && !c->closing) {
+            struct jn_mllp_event ev;
+            size_t used = 0;
+            if (jn_mllp_feed(&c->fr, tmp + off, (size_t)n - off, &used, &ev) != 0) {
+                jn_ch_error(c->in->ch, "peer %s: out of memory reading a frame; closing",
+                            c->peer);
+                c->closing = 1;
+                break;
+            }
+            off += used;
+            if (ev.kind != JN_MLLP_EV_NONE) {
+                jn_mllp__handle_event(c, &ev, 0);
+                if (c->nslots >= MLLP_MAX_PIPELINE) {
+                    /* The peer sends faster than we answer: stop reading until we catch up. */
+                    c->paused = 1;
+                    bufferevent_disable(bev, EV_READ);
+                    break;
+                }
+            }
+        }
+        evbuffer_drain(input, off);
+    }
+    c->in_cb = 0;
+    if (conn_flush(c)) {
+        return;
+    }
+    if (c->dead) {
+        c->dead = 0;
+        conn_free(c);
+    }
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct mllp_in *in = c->in;
+    struct jn_mllp_event ev;
+
+    c->in_cb = 1;
+    if (what & BEV_EVENT_ERROR) {
+        int e = EVUTIL_SOCKET_ERROR();
+        if (jn_mllp_framer_busy(&c->fr)) {
+            jn_ch_warn(in->ch, "peer %s: connection error in the middle of a frame: %s",
+                       c->peer, evutil_socket_error_to_string(e));
+        } else {
+            jn_ch_debug(in->ch, "peer %s: connection error: %s", c->peer,
+                        evutil_socket_error_to_string(e));
+        }
+        c->dead = 1;
+    } else if (what & BEV_EVENT_EOF) {
+        jn_mllp_framer_end(&c->fr, &ev);
+        if (ev.kind != JN_MLLP_EV_NONE) {
+            /* The peer may have only shut its sending side and still read: answer if we can. */
+            jn_mllp__handle_event(c, &ev, 1);
+        }
+        c->closing = 1;
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        if (what & BEV_EVENT_WRITING) {
+            jn_ch_warn(in->ch, "peer %s: does not read its ACKs (write timeout): closing",
+                       c->peer);
+            c->dead = 1;
+        } else if (jn_mllp_framer_busy(&c->fr)) {
+            jn_mllp_framer_end(&c->fr, &ev);
+            jn_mllp__handle_event(c, &ev, 1);
+            c->closing = 1;
+        } else if (c->head) {
+            bufferevent_enable(bev, EV_READ); /* waiting for our own ACKs: not idle */
+        } else {
+            jn_ch_debug(in->ch, "peer %s: idle for %lld ms: closing", c->peer,
+                        in->conf->idle_timeout);
+            c->dead = 1;
+        }
+    }
+    c->in_cb = 0;
+    if (!c->dead && conn_flush(c)) {
+        return;
+    }
+    if (c->dead) {
+        c->dead = 0;
+        conn_free(c);
+    }
+}
+
+/* The listener checked max_connections and the per-IP limit; the socket is ours. */
+static void accept_cb(void *arg, evutil_socket_t fd, const struct sockaddr *sa, const char *peer,
+                      struct jn_listener_ip *ip)
+{
+    struct mllp_in *in = arg;
+    struct conn *c;
+    struct timeval tv = jn_mllp__tv_ms(in->conf->idle_timeout);
+
+    (void)sa;
+    c = jn_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        jn_ch_error(in->ch, "peer %s: out of memory: connection closed", peer);
+        evutil_closesocket(fd);
+        jn_listener_closed(in->lst, ip);
+        return;
+    }
+    c->in = in;
+    c->ip = ip;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    jn_mllp_framer_init(&c->fr, (size_t)in->conf->max_message,
+                        in->conf->strict ? JN_MLLP_STRICT : 0);
+    evutil_make_socket_nonblocking(fd);
+    c->bev = bufferevent_socket_new(in->ch->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->kick = event_new(in->ch->base, -1, 0, conn_kick_cb, c);
+    if (c->bev == NULL || c->kick == NULL) {
+        jn_ch_error(in->ch, "peer %s: cannot set up the connection: closed", c->peer);
+        if (c->bev) {
+            bufferevent_free(c->bev);
+        } else {
+            evutil_closesocket(fd);
+        }
+        if (c->kick) {
+            event_free(c->kick);
+        }
+        jn_free(c);
+        jn_listener_closed(in->lst, ip);
+        return;
+    }
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = in->conns;
+    if (in->conns) {
+        in->conns->prev = c;
+    }
+    in->conns = c;
+    in->nconns++;
+    jn_ch_debug(in->ch, "peer %s: connected", c->peer);
+}
+
+/* ---- life cycle ---- */
+
+static int in_init(struct jn_channel *ch, struct jn_err *err)
+{
+    struct mllp_in *in = jn_calloc(1, sizeof(*in));
+
+    if (in == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    in->ch = ch;
+    in->conf = ch->conf;
+    if (in->conf->dup_window > 0) {
+        size_t nb = 64;
+        while (nb < (size_t)in->conf->dup_max / 4 && nb < ((size_t)1 << 20)) {
+            nb *= 2;
+        }
+        in->buckets = jn_calloc(nb, sizeof(*in->buckets));
+        if (in->buckets == NULL) {
+            jn_free(in);
+            return jn_err_set(err, JN_ENOMEM, "out of memory");
+        }
+        in->nbuckets = nb;
+    }
+    ch->state = in;
+    return 0;
+}
+
+static int in_start(struct jn_channel *ch, struct jn_err *err)
+{
+    struct mllp_in *in = ch->state;
+    /* Bind, TCP_NODELAY (an ACK leaves at once), limits and the EMFILE pause: jn_listener. */
+    struct jn_listener_conf lc = {in->conf->listen, ch->log_prefix, &in->conf->net,
+                                  in->conf->max_connections, 0, accept_cb, in};
+
+    if (jn_mllp__dup_load(in, err) != 0) {
+        return err->code;
+    }
+    in->lst = jn_listener_new(ch->base, &lc, err);
+    if (in->lst == NULL) {
+        return err->code;
+    }
+    if (in->conf->ack == ACK_DELIVERED) {
+        jn_ch_info(ch, "listening on mllp://%s (ack: delivered, delivered_timeout: %lld ms, "
+                   "duplicate_window: %lld ms)", in->conf->listen, in->conf->delivered_timeout,
+                   in->conf->dup_window);
+    } else {
+        jn_ch_info(ch, "listening on mllp://%s (ack: commit, duplicate_window: %lld ms)",
+                   in->conf->listen, in->conf->dup_window);
+    }
+    return 0;
+}
+
+static void in_stop(struct jn_channel *ch)
+{
+    struct mllp_in *in = ch->state;
+
+    /* Open connections are still answered (new messages with AE: the broker is stopping);
+     * no new ones are taken. */
+    in->stopped = 1;
+    jn_listener_stop(in->lst);
+}
+
+static void in_destroy(struct jn_channel *ch)
+{
+    struct mllp_in *in = ch->state;
+
+    if (in == NULL) {
+        return;
+    }
+    /* The counts end with us: the listener goes first, so the closes below report nothing. */
+    jn_listener_free(in->lst);
+    in->lst = NULL;
+    while (in->conns) {
+        in->conns->in_cb = 0;
+        conn_free(in->conns);
+    }
+    while (in->flight) {
+        struct slot *s = in->flight;
+        jn_mllp__flight_unlink(s);
+        jn_ingest_forget(s->ticket);
+        s->ticket = NULL;
+        jn_mllp__slot_free(s);
+    }
+    while (in->oldest) {
+        struct dup *e = in->oldest;
+        jn_mllp__dup_unlink(in, e);
+        jn_mllp__dup_free(e);
+    }
+    jn_free(in->buckets);
+    jn_free(in);
+    ch->state = NULL;
+}
+
+const struct jn_in_def jn_mllp__in = {
+    .init = in_init,
+    .start = in_start,
+    .stop = in_stop,
+    .destroy = in_destroy,
+};
