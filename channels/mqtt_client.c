@@ -30,13 +30,15 @@
 #include "jn_worker.h"
 #include "mqtt_int.h"
 
-/* The state and what of it names a paho type (one allocation, as before the split). */
+/* The state, with the part that names a paho type beside it in one allocation, so mqtt_int.h
+ * names none. */
 struct mqtt_client {
     struct mqtt_state st;
     MQTTAsync_SSLOptions ssl;
 };
 
-#define CLIENT_OF(s) ((struct mqtt_client *)(void *)((char *)(s) - offsetof(struct mqtt_client, st)))
+#define CLIENT_OF(s) \
+    ((struct mqtt_client *)(void *)((char *)(s) - offsetof(struct mqtt_client, st)))
 
 static pthread_once_t paho_once = PTHREAD_ONCE_INIT;
 
@@ -44,7 +46,7 @@ static pthread_once_t paho_once = PTHREAD_ONCE_INIT;
 
 int jn_mqtt__post(struct mqtt_state *st, struct ev *e)
 {
-    /* Fails only stopped (not while paho runs: state_free destroys the client first). */
+    /* Fails only once stopped (never while paho runs: state_free destroys the client first). */
     return jn_worker_post(st->wake, &e->job) == 0 ? 0 : -1;
 }
 
@@ -101,9 +103,9 @@ static void on_lost(void *ctx, char *cause)
 
 static void on_connect_ok(void *ctx, MQTTAsync_successData *r)
 {
-    jn_mqtt__ev_post(ctx, EV_CONNECTED, 0, r != NULL ? r->alt.connect.sessionPresent : 0, NULL, NULL);
+    jn_mqtt__ev_post(ctx, EV_CONNECTED, 0, r != NULL ? r->alt.connect.sessionPresent : 0, NULL,
+                     NULL);
 }
-
 
 static const char *connack_name(int code)
 {
@@ -182,7 +184,6 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     jn_mqtt__connect(arg);
 }
-
 
 void jn_mqtt__connect(struct mqtt_state *st)
 {

@@ -91,7 +91,6 @@ int jn_mqtt__url_tls(const char *url)
     return -1;
 }
 
-
 /* ---- outside input (mqtt_int.h: no paho types, fuzzed alone) ---- */
 
 const char *jn_mqtt__filter_error(const char *f)

@@ -25,7 +25,6 @@
  * `handoff: immediate` copies the message, answers 1 at once and commits it a moment later:
  * faster, but a crash loses what was acknowledged and not yet committed.
  *
- *
  * The IN side runs paho with its file persistence (state_dir) and the session the config asks
  * for (clean_session), and subscribes on connecting (mqtt_int.h's struct mqtt_side).
  */
@@ -252,7 +251,7 @@ static void on_sub_ok(void *ctx, MQTTAsync_successData *r)
         }
     }
     jn_mqtt__ev_post(st, refused ? EV_SUB_FAILED : EV_SUB_OK, 0, 0, NULL,
-            refused ? "some topic filters were refused" : NULL);
+                     refused ? "some topic filters were refused" : NULL);
 }
 
 static void on_sub_fail(void *ctx, MQTTAsync_failureData *r)

@@ -133,7 +133,7 @@ struct mqtt_side {
     /* paho's receive thread: messageArrived (msg is paho's MQTTAsync_message). NULL: the
      * message is freed and paho told 1. */
     int (*arrived)(struct mqtt_state *st, char *topic, int topic_len, void *msg);
-    /* Loop: connected (after the shared bookkeeping); flag is CONNACK's session present. */
+    /* Loop: connected (after the shared bookkeeping); session_present is CONNACK's flag. */
     void (*connected)(struct mqtt_state *st, int session_present);
     /* Loop: the connection was lost (cause: paho's words), before reconnecting. */
     void (*lost)(struct mqtt_state *st, const char *cause);

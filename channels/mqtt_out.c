@@ -25,7 +25,6 @@
 /* How often OUT looks for publishes that got no answer within `timeout`. */
 #define MQTT_SWEEP_MS 1000
 
-
 /* The context paho hands back with a publish's answer. paho's token is its packet id, reused
  * once a publish completes, so it cannot tell a late answer (after our timeout) from a current
  * one; this can. Written before MQTTAsync_sendMessage and only read on paho's side; freed by
