@@ -1,21 +1,29 @@
 /*
- * mqtt_int.h: the parts of channels/mqtt.c that read outside input, with no paho type in
- * sight, so tests/fuzz/fuzz_mqtt_headers.c can drive them alone (house style: module__verb,
- * shared inside one module and its tests only).
+ * mqtt_int.h: what channels/mqtt_conf.c (options, check, the def), mqtt_client.c (the paho
+ * client and the connection both sides share), mqtt_in.c (subscribe) and mqtt_out.c (publish)
+ * share (house style: module__verb, shared inside one module and its tests only).
  *
- * IN: what a PUBLISH brings (topic, QoS, retain) becomes junction headers; a paho queue entry
- * left on disk by a crash is checked before paho reads it. OUT: a topic rendered from the
- * channel's template over a message's headers is checked before it is published. Topic
- * filters from the config are checked at load.
+ * The first part has no paho type in sight, so tests/fuzz/fuzz_mqtt_headers.c can drive it
+ * alone: the parts that read outside input. IN: what a PUBLISH brings (topic, QoS, retain)
+ * becomes junction headers; a paho queue entry left on disk by a crash is checked before paho
+ * reads it. OUT: a topic rendered from the channel's template over a message's headers is
+ * checked before it is published. Topic filters from the config are checked at load. No shared
+ * state; allocations only through jn_malloc (jn_mem_fail_after() reaches them).
  *
- * No shared state; allocations only through jn_malloc (jn_mem_fail_after() reaches them).
+ * The second part is the channel's state and the client both sides run on (still no paho
+ * type: paho's MQTTAsync handle is a void *, its messages reach a side as void *).
  */
 #ifndef JN_MQTT_INT_H
 #define JN_MQTT_INT_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "jn_channel.h"
 #include "jn_msg.h"
+#include "jn_worker.h"
 
 /* MQTT 3.1.1 1.5.3: a UTF-8 string (a topic, a filter) is at most 65535 bytes. */
 #define JN_MQTT_MAX_TOPIC 65535
@@ -43,5 +51,166 @@ const char *jn_mqtt__topic_error(const char *t, size_t n);
  * int payloadlen, payload, int qos, int retained, int dup, int msgid, topic NUL, int topiclen),
  * 0 when one was cut short (or is not one). */
 int jn_mqtt__queue_entry_ok(const unsigned char *buf, size_t size);
+
+/* ---- the channel (mqtt_conf.c, mqtt_client.c, mqtt_in.c, mqtt_out.c) ---- */
+
+/* MQTT's largest packet is 256 MiB - 1 (remaining length); topic and header share it. */
+#define MQTT_MAX_PACKET 268435455ULL
+#define MQTT_MAX_TOPIC JN_MQTT_MAX_TOPIC
+/* The topic whose UNSUBACK wakes paho's receive thread (mqtt_in.c's opening comment). */
+#define MQTT_NUDGE_PREFIX "junction/nudge/"
+
+enum {
+    HANDOFF_DURABLE = 0,
+    HANDOFF_IMMEDIATE = 1,
+};
+
+struct mqtt_conf {
+    char *url;
+    char *client_id;
+    char *username;
+    char *password;
+    char *ca_file;
+    char *cert_file;
+    char *key_file;
+    char *key_password;
+    bool verify;
+    long long keepalive;        /* ms */
+    long long connect_timeout;  /* ms */
+    long long reconnect_min;    /* ms */
+    long long reconnect_max;    /* ms */
+    long long qos;
+    /* IN */
+    struct jn_strlist topics;
+    bool clean_session;
+    int handoff;                /* HANDOFF_* */
+    char *state_dir;
+    /* OUT */
+    char *topic;                /* template */
+    bool retain;
+    long long timeout;          /* ms */
+    long long max_inflight;
+};
+
+/* The two sides (jn_channel_mqtt's in and out): mqtt_in.c, mqtt_out.c. */
+extern const struct jn_in_def jn_mqtt__in;
+extern const struct jn_out_def jn_mqtt__out;
+
+/* 1 for ssl:// or mqtts://, 0 for tcp:// or mqtt://, -1 for anything else (mqtt_conf.c). */
+int jn_mqtt__url_tls(const char *url);
+
+/* ---- state (mqtt_client.c) ---- */
+
+enum ev_kind {
+    EV_CONNECTED,
+    EV_CONNECT_FAILED,
+    EV_LOST,
+    EV_MESSAGE,
+    EV_PUB_OK,
+    EV_PUB_FAILED,
+    EV_SUB_OK,
+    EV_SUB_FAILED,
+};
+
+struct mqtt_state;
+struct in_msg;  /* mqtt_in.c: one received message */
+struct pub_ctx; /* mqtt_out.c: the context paho hands back with a publish's answer */
+struct out_slot; /* mqtt_out.c: an OUT publish in flight */
+
+/* One paho event for the loop, posted from paho's threads through st->wake. */
+struct ev {
+    struct jn_job job;    /* in st->wake */
+    enum ev_kind kind;
+    int code;
+    int flag;             /* CONNECTED: session present */
+    struct pub_ctx *pub;  /* PUB_* */
+    struct in_msg *im;    /* MESSAGE */
+    char text[200];
+};
+
+/* What one side adds to the shared client. NULL members: nothing to do. */
+struct mqtt_side {
+    /* paho's receive thread: messageArrived (msg is paho's MQTTAsync_message). NULL: the
+     * message is freed and paho told 1. */
+    int (*arrived)(struct mqtt_state *st, char *topic, int topic_len, void *msg);
+    /* Loop: connected (after the shared bookkeeping); session_present is CONNACK's flag. */
+    void (*connected)(struct mqtt_state *st, int session_present);
+    /* Loop: the connection was lost (cause: paho's words), before reconnecting. */
+    void (*lost)(struct mqtt_state *st, const char *cause);
+    /* Loop: the side's own events (EV_MESSAGE, EV_SUB_*, EV_PUB_*). */
+    void (*event)(struct mqtt_state *st, struct ev *e);
+    /* At state_free: an event never handled, just before it is freed. */
+    void (*drop)(struct mqtt_state *st, struct ev *e);
+    /* At state_free: the side's own state (paho destroyed, events dropped). */
+    void (*release)(struct mqtt_state *st);
+};
+
+struct mqtt_state {
+    struct jn_channel *ch;
+    const struct mqtt_conf *conf;
+    const struct mqtt_side *side;
+    void *cli;             /* paho's MQTTAsync */
+    int tls;
+    int clean_session;     /* the CONNECT's cleansession (OUT: always) */
+    int max_inflight;      /* the CONNECT's maxInflight */
+    char *client_id;
+    char *nudge_topic;
+    char *persist_dir;     /* IN */
+
+    pthread_mutex_t mu; /* ims, stopping */
+    struct in_msg *ims;    /* IN durable */
+    int stopping;
+    struct jn_worker *wake; /* the hand-off of struct ev to the loop; set before paho runs */
+
+    /* loop only */
+    struct event *reconnect;
+    struct event *hold_timer; /* IN */
+    struct event *sweep;   /* OUT */
+    struct event *tick;    /* IN durable: the backstop nudge */
+    int connected;
+    int connecting;
+    int ever_connected;    /* subscribe on the first connect of a run, whatever the session */
+    int failures;          /* connect attempts failed in a row */
+    /* IN */
+    struct in_msg *held, *held_tail;
+    long long hold_ms;
+    char **filters;        /* the topics as paho wants them */
+    int *qoss;
+    /* OUT */
+    struct out_slot *slots;
+    size_t nslots;
+    size_t *free_slots;
+    size_t nfree;
+    struct pub_ctx *pubs;  /* sent, answer not handled yet */
+};
+
+/* init: the state both sides start from (client id, nudge topic, TLS options); no paho yet.
+ * The side fills in its own fields; NULL (err: JN_ENOMEM) when out of memory. */
+struct mqtt_state *jn_mqtt__state_new(struct jn_channel *ch, const struct mqtt_side *side,
+                                      struct jn_err *err);
+/* Destroys paho's client (no callback runs after), drops the events not handled, releases
+ * the side's state, frees st. NULL is a no-op. */
+void jn_mqtt__state_free(struct mqtt_state *st);
+/* start, first part: paho's global init, the hand-off and the reconnect timer. */
+int jn_mqtt__start(struct jn_channel *ch, struct jn_err *err);
+/* start: paho's client, with its file persistence in persist_dir (NULL: none), and its
+ * callbacks. */
+int jn_mqtt__create(struct mqtt_state *st, char *persist_dir, struct jn_err *err);
+/* The def's stop (both sides): no new work, no reconnect. */
+void jn_mqtt__stop(struct jn_channel *ch);
+/* destroy, first part: stopping set, paho's client destroyed (no callback runs after). */
+void jn_mqtt__halt(struct mqtt_state *st);
+
+/* Loop: connect unless connected, connecting or stopping. */
+void jn_mqtt__connect(struct mqtt_state *st);
+/* Loop: arm the reconnect timer with the backoff of st->failures. */
+void jn_mqtt__schedule_reconnect(struct mqtt_state *st, const char *why);
+/* Any thread: hands e to the loop. 0, or the caller still owns e (stopped). */
+int jn_mqtt__post(struct mqtt_state *st, struct ev *e);
+/* Any thread: a new event for the loop; out of memory drops it (logged). */
+void jn_mqtt__ev_post(struct mqtt_state *st, enum ev_kind kind, int code, int flag,
+                      struct pub_ctx *pub, const char *text);
+/* Frees what paho handed to messageArrived (msg: its MQTTAsync_message). */
+void jn_mqtt__paho_free(char *topic, void *msg);
 
 #endif
