@@ -109,8 +109,9 @@ static int write_full(int fd, const unsigned char *p, size_t len)
  * then makes the whole group durable with ONE syncfs() of the folder's filesystem, renames
  * each into place in queue order, and syncs the folder once. Two syncs per group instead of
  * two per file; a reader still never sees half a file. The results go back to the loop, which
- * finishes the deliveries. The thread, its lists and the way back are a jn_worker. The broker sends up to `concurrency` files at once (256 by default
- * for this channel), which is what a group can hold.
+ * finishes the deliveries. The thread, its lists and the way back are a jn_worker. The broker
+ * sends up to `concurrency` files at once (256 by default for this channel), which is what a
+ * group can hold.
  */
 
 /* One allocation per file: the job, then its three path strings. It is small on purpose (the

@@ -72,7 +72,7 @@ static const struct jn_opt http_opts[] = {
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct http_conf, url,
                "Where to send, http://host[:port]/path[?query] or https://..."),
     JN_OPT_STR("method", "POST", JN_OPT_OUT, struct http_conf, method, "POST or PUT."),
-    JN_OPT_STRMAP("headers", JN_OPT_OUT, struct http_conf, headers,
+    JN_OPT_STRMAP("headers", JN_OPT_OUT | JN_OPT_RELOADABLE, struct http_conf, headers,
                   "Extra request headers, name: template ({id}, {channel}, {header.NAME}...)."),
     JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT, struct http_conf, timeout,
                     "Per request; a timeout counts as a failed attempt (retried)."),

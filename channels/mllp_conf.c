@@ -30,16 +30,16 @@ static const struct jn_opt mllp_opts[] = {
                "Address and port to listen on, ip:port ([::1]:2575 for IPv6)."),
     JN_OPT_SIZE("max_message", "1MiB", 64, 1LL << 30, JN_OPT_IN, struct mllp_conf, max_message,
                 "Largest message accepted; a larger frame is read to its end and answered AR."),
-    JN_OPT_DURATION("idle_timeout", "5m", 100, 86400000LL, JN_OPT_IN, struct mllp_conf,
-                    idle_timeout,
+    JN_OPT_DURATION("idle_timeout", "5m", 100, 86400000LL, JN_OPT_IN | JN_OPT_RELOADABLE,
+                    struct mllp_conf, idle_timeout,
                     "A connection silent this long is closed; a frame left unfinished this "
                     "long is answered AR first."),
     JN_OPT_ENUM("ack", "commit", mllp_ack_names, JN_OPT_IN, struct mllp_conf, ack,
                 "commit: ACK once the message is durable. delivered: ACK with the route's "
                 "outcome: AA once delivered everywhere (or the downstream MLLP ACK passed "
                 "back), AR when dead-lettered, AE after delivered_timeout (docs/hl7.md)."),
-    JN_OPT_DURATION("delivered_timeout", "30s", 1, 86400000LL, JN_OPT_IN, struct mllp_conf,
-                    delivered_timeout,
+    JN_OPT_DURATION("delivered_timeout", "30s", 1, 86400000LL, JN_OPT_IN | JN_OPT_RELOADABLE,
+                    struct mllp_conf, delivered_timeout,
                     "ack: delivered: when the outcome has not come this long after the message "
                     "is durable, answer AE \"not delivered yet\"; it stays queued and is "
                     "delivered later."),
@@ -60,16 +60,18 @@ static const struct jn_opt mllp_opts[] = {
                "Listener options shared with the other listening channels (docs/channels.md)."),
     JN_OPT_STR("connect", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct mllp_conf, connect,
                "The peer to send to, host:port."),
-    JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT, struct mllp_conf,
-                    ack_timeout,
+    JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT | JN_OPT_RELOADABLE,
+                    struct mllp_conf, ack_timeout,
                     "How long to wait for the ACK; then the connection is closed and the "
                     "message retried.", .alias = "ack_timeout"),
-    JN_OPT_DURATION("connect_timeout", "10s", 1, 3600000LL, JN_OPT_OUT, struct mllp_conf,
+    JN_OPT_DURATION("connect_timeout", "10s", 1, 3600000LL, JN_OPT_OUT | JN_OPT_RELOADABLE,
+                    struct mllp_conf,
                     connect_timeout, "How long a connection attempt may take (then: retry)."),
-    JN_OPT_ENUM("on_error", "retry", mllp_outcome_names, JN_OPT_OUT, struct mllp_conf, on_error,
+    JN_OPT_ENUM("on_error", "retry", mllp_outcome_names, JN_OPT_OUT | JN_OPT_RELOADABLE,
+                struct mllp_conf, on_error,
                 "What an AE or CE answer means: delivered, retry or reject (dead-letter)."),
-    JN_OPT_ENUM("on_reject", "reject", mllp_outcome_names, JN_OPT_OUT, struct mllp_conf,
-                on_reject,
+    JN_OPT_ENUM("on_reject", "reject", mllp_outcome_names, JN_OPT_OUT | JN_OPT_RELOADABLE,
+                struct mllp_conf, on_reject,
                 "What an AR or CR answer means: delivered, retry or reject (dead-letter)."),
     JN_OPT_END,
 };
