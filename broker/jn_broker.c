@@ -534,6 +534,7 @@ void jn_broker_stop(struct jn_broker *b)
         struct jn_channel *ch = &b->chans[i];
         if (ch->dir == JN_DIR_IN) {
             jn_channel_stop(ch);
+            ch->up = 0;
         }
     }
     b->stop_deadline_ms = jn_mono_ms() + b->cfg->core.shutdown_timeout;
@@ -694,9 +695,11 @@ int jn_broker_run(struct jn_broker *b)
                          err.msg[0] ? err.msg : jn_strerror(err.code));
                 return 1;
             }
+            ch->up = 1;
         }
     }
     b->started = 1;
+    b->started_us = jn_now_us();
     {
         struct timeval first = {1, 0};
         evtimer_add(b->prune_timer, &first);

@@ -1,6 +1,7 @@
 /*
  * jn_broker_int: what the files of the engine share (jn_broker.c, jn_route.c, jn_track.c,
- * jn_notify.c, jn_recover.c): struct jn_broker, the ingest ticket, and the module-internal functions
+ * jn_notify.c, jn_recover.c, jn_stats.c): struct jn_broker, the ingest ticket, and the
+ * module-internal functions
  * (module__verb, as Mosquitto's db__/log__). Internal: channels, services and routes/ never
  * include it; they see jn_channel.h.
  *
@@ -77,6 +78,8 @@ struct jn_broker {
     struct jn_worker *router;        /* runs conditions and services for those (or NULL) */
     atomic_int route_abort;          /* stopping: the router skips what it has not begun */
     size_t routing_in_flight;        /* posted to the router, routing not yet committed */
+    uint64_t *n_routed;              /* per route: messages it took (jn_stats.h) */
+    int64_t started_us;              /* wall clock when the channels had started */
     uint64_t n_dead, n_unrouted_dropped;
 };
 

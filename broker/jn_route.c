@@ -114,6 +114,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     }
     jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
            r->name, outs->n, r->rc.to.n);
+    b->n_routed[r - b->cfg->routes]++;
     jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
                    NULL);
     for (size_t k = 0; k < outs->n; k++) {
@@ -337,7 +338,8 @@ int jn_route__init(struct jn_broker *b, struct jn_err *err)
     int any = 0;
 
     b->deferred = jn_calloc(b->nchans + 1, 1);
-    if (b->deferred == NULL) {
+    b->n_routed = jn_calloc(cfg->nroutes + 1, sizeof(*b->n_routed));
+    if (b->deferred == NULL || b->n_routed == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -438,4 +440,6 @@ void jn_route__free(struct jn_broker *b)
     }
     jn_free(b->deferred);
     b->deferred = NULL;
+    jn_free(b->n_routed);
+    b->n_routed = NULL;
 }

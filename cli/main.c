@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "jn_admin.h"
 #include "jn_broker.h"
 #include "jn_config.h"
 #include "jn_diag.h"
@@ -240,6 +241,7 @@ static int cmd_run(const char *path)
 {
     struct jn_err err;
     struct jn_broker *b;
+    struct jn_admin *admin = NULL;
     const char *used;
     struct jn_diag warns;
     struct jn_config *c = load(path, &used, "; not starting", &warns);
@@ -261,7 +263,17 @@ static int cmd_run(const char *path)
         jn_config_free(c);
         return 1;
     }
+    {
+        struct jn_admin_conf ac = {c->core.admin, c->core.admin_token, JN_VERSION};
+        if (jn_admin_start(b, &ac, &admin, &err) != 0) {
+            jn_log(JN_LOG_ERROR, "cannot start: %s", err.msg[0] ? err.msg : jn_strerror(err.code));
+            jn_broker_free(b);
+            jn_config_free(c);
+            return 1;
+        }
+    }
     rc = jn_broker_run(b);
+    jn_admin_free(admin);
     jn_broker_free(b);
     jn_config_free(c);
     return rc;

@@ -78,6 +78,14 @@ const struct jn_opt jn_core_opts[] = {
                "before."),
     JN_OPT_SUB("action_log", actlog_opts, struct jn_actlog_conf, 0, struct jn_core_conf,
                action_log, "Retention of the action log (junction trace, junction log)."),
+    JN_OPT_STR("admin", NULL, 0, struct jn_core_conf, admin,
+               "The admin listener (docs/admin-api.md: /health, /ready, /metrics, /api/v1/): "
+               "host:port, or off. Unset: 127.0.0.1:8081, and when that port is taken junction "
+               "warns and runs without it; a host:port that is set must bind. Beyond loopback "
+               "it needs admin_token."),
+    JN_OPT_STR("admin_token", NULL, JN_OPT_SECRET, struct jn_core_conf, admin_token,
+               "Bearer token every admin request must carry (Authorization: Bearer ...); "
+               "required when admin listens beyond loopback. Give it as \"${ENV_VAR}\"."),
     JN_OPT_END,
 };
 

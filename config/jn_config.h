@@ -34,6 +34,8 @@ struct jn_core_conf {
     unsigned long long max_size; /* bytes: the LMDB map */
     long long high_water;        /* percent of max_size above which new input is refused */
     struct jn_actlog_conf action_log;
+    char *admin;       /* host:port, "off", or NULL: the default 127.0.0.1:8081 (optional) */
+    char *admin_token; /* secret, or NULL */
 };
 
 struct jn_chan_common {

@@ -5,10 +5,13 @@ set -eu
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
+# prometheus: only for promtool (tests/integration/test_admin.py checks /metrics with it); the
+# package's server is not started here.
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config ca-certificates \
     libevent-dev libssl-dev liblmdb-dev libyaml-dev libmsgpack-dev libjansson-dev \
     librdkafka-dev kcat \
     libpaho-mqtt-dev mosquitto mosquitto-clients \
-    curl python3 python3-lmdb python3-hl7 clang libclang-rt-14-dev valgrind >/dev/null
+    curl python3 python3-lmdb python3-hl7 clang libclang-rt-14-dev valgrind \
+    prometheus >/dev/null

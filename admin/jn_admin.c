@@ -1,0 +1,561 @@
+/*
+ * jn_admin: the admin listener (see jn_admin.h): evhttp on the broker's loop, bound by
+ * jn_listener; each request is answered at once from a jn_stats snapshot.
+ */
+#include "jn_admin.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "jn_buf.h"
+#include "jn_listener.h"
+#include "jn_log.h"
+#include "jn_mem.h"
+#include "jn_msg.h"
+#include "jn_net.h"
+#include "jn_prom.h"
+#include "jn_stats.h"
+
+#define ADMIN_DEFAULT "127.0.0.1:8081"
+#define ADMIN_PREFIX "admin"
+
+struct jn_admin {
+    struct jn_broker *b;
+    struct jn_listener *lst;
+    struct evhttp *http;
+    char *token;                /* owned; NULL: no token */
+    size_t token_len;
+    char version[32];
+    struct jn_net_conf net;     /* the listener's: defaults */
+    int bound;                  /* evhttp owns the listener's evconnlistener */
+};
+
+/* ---- answers ---- */
+
+static void reply_body(struct evhttp_request *req, int code, const char *reason,
+                       const char *ctype, const char *body, size_t len)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *out = evbuffer_new();
+
+    evhttp_add_header(h, "Content-Type", ctype);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    if (out == NULL || evbuffer_add(out, body, len) != 0) {
+        if (out != NULL) {
+            evbuffer_free(out);
+        }
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    evhttp_send_reply(req, code, reason, out);
+    evbuffer_free(out);
+}
+
+/* Answers j (taken: decref'd here) as JSON with code. */
+static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    if (s == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    reply_body(req, code, reason, "application/json", s, strlen(s));
+    free(s); /* jansson's allocator is libc's */
+}
+
+static void reply_error(struct evhttp_request *req, int code, const char *reason,
+                        const char *fmt, const char *arg)
+{
+    char msg[512];
+
+    snprintf(msg, sizeof(msg), fmt, arg);
+    reply_json(req, code, reason, json_pack("{s:s}", "error", msg));
+}
+
+/* ---- /health, /ready ---- */
+
+static void get_health(struct jn_admin *a, struct evhttp_request *req)
+{
+    (void)a;
+    reply_json(req, 200, "OK", json_pack("{s:s}", "status", "up"));
+}
+
+static void get_ready(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_broker_stats s;
+    struct jn_channel_stats cs;
+    json_t *why = json_array();
+    int ready;
+
+    jn_broker_stats(a->b, &s);
+    if (!s.journal_open) {
+        json_array_append_new(why, json_string("the journal is not open"));
+    }
+    if (s.stopping) {
+        json_array_append_new(why, json_string("shutting down"));
+    } else if (!s.started) {
+        json_array_append_new(why, json_string("the channels have not all started yet"));
+    } else {
+        for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+            if (!cs.up) {
+                char m[256];
+                snprintf(m, sizeof(m), "channel '%s' is not started", cs.name);
+                json_array_append_new(why, json_string(m));
+            }
+        }
+    }
+    ready = json_array_size(why) == 0;
+    if (ready) {
+        json_decref(why);
+        reply_json(req, 200, "OK", json_pack("{s:b}", "ready", 1));
+    } else {
+        reply_json(req, 503, "Service Unavailable",
+                   json_pack("{s:b,s:o}", "ready", 0, "not_ready", why));
+    }
+}
+
+/* ---- /metrics ---- */
+
+/* What the process uses, from /proc and getrusage (Prometheus's process_* names). */
+static int process_metrics(struct jn_buf *b)
+{
+    struct rusage ru;
+    struct rlimit rl;
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long pages_total = 0, pages_rss = 0;
+    size_t fds = 0;
+    int rc = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    DIR *d;
+
+    if (f != NULL) {
+        if (fscanf(f, "%llu %llu", &pages_total, &pages_rss) != 2) {
+            pages_total = pages_rss = 0;
+        }
+        fclose(f);
+    }
+    d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            fds += e->d_name[0] != '.';
+        }
+        closedir(d);
+        fds -= fds > 0; /* the directory stream's own */
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    rc |= jn_prom_family(b, "process_cpu_seconds_total", "counter",
+                         "User and system CPU time spent, in seconds.");
+    rc |= jn_prom_sample(b, "process_cpu_seconds_total", NULL, NULL, 0,
+                         (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                             (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    rc |= jn_prom_family(b, "process_resident_memory_bytes", "gauge",
+                         "Resident memory size in bytes.");
+    rc |= jn_prom_sample_u(b, "process_resident_memory_bytes", NULL, NULL, 0,
+                           pages_rss * (unsigned long long)(page > 0 ? page : 4096));
+    rc |= jn_prom_family(b, "process_virtual_memory_bytes", "gauge",
+                         "Virtual memory size in bytes.");
+    rc |= jn_prom_sample_u(b, "process_virtual_memory_bytes", NULL, NULL, 0,
+                           pages_total * (unsigned long long)(page > 0 ? page : 4096));
+    rc |= jn_prom_family(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+    rc |= jn_prom_sample_u(b, "process_open_fds", NULL, NULL, 0, fds);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        rc |= jn_prom_family(b, "process_max_fds", "gauge",
+                             "Maximum number of open file descriptors.");
+        rc |= jn_prom_sample_u(b, "process_max_fds", NULL, NULL, 0, rl.rlim_cur);
+    }
+    return rc;
+}
+
+/* A family with one sample per channel of one direction (out: 1 OUT, 0 IN), the value taken
+ * by field. */
+enum chan_field { F_RECEIVED, F_REFUSED, F_UNROUTED, F_DELIVERED, F_FAILED, F_IN_MEMORY,
+                  F_IN_FLIGHT, F_UP };
+
+static uint64_t chan_value(const struct jn_channel_stats *cs, enum chan_field f)
+{
+    switch (f) {
+    case F_RECEIVED: return cs->received;
+    case F_REFUSED: return cs->refused;
+    case F_UNROUTED: return cs->unrouted;
+    case F_DELIVERED: return cs->delivered;
+    case F_FAILED: return cs->failed;
+    case F_IN_MEMORY: return cs->in_memory;
+    case F_IN_FLIGHT: return cs->in_flight;
+    case F_UP: return (uint64_t)cs->up;
+    }
+    return 0;
+}
+
+static int chan_family(struct jn_admin *a, struct jn_buf *b, const char *name, const char *type,
+                       const char *help, int dir, enum chan_field f)
+{
+    struct jn_channel_stats cs;
+    int rc = jn_prom_family(b, name, type, help);
+
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        const char *lab[] = {"channel", cs.name};
+        if (dir < 0 || cs.out == dir) {
+            rc |= jn_prom_sample_u(b, name, NULL, lab, 1, chan_value(&cs, f));
+        }
+    }
+    return rc;
+}
+
+static int render_metrics(struct jn_admin *a, struct jn_buf *b)
+{
+    struct jn_broker_stats s;
+    struct jn_channel_stats cs;
+    struct jn_route_stats rs;
+    const char *info[] = {"version", a->version};
+    int rc = 0;
+
+    jn_broker_stats(a->b, &s);
+    rc |= jn_prom_family(b, "junction_build_info", "gauge",
+                         "Always 1; the labels say which junction this is.");
+    rc |= jn_prom_sample_u(b, "junction_build_info", NULL, info, 1, 1);
+    rc |= jn_prom_family(b, "junction_start_time_seconds", "gauge",
+                         "When the channels had started, in seconds since the epoch.");
+    rc |= jn_prom_sample(b, "junction_start_time_seconds", NULL, NULL, 0,
+                         (double)s.started_us / 1e6);
+    rc |= jn_prom_family(b, "junction_ready", "gauge",
+                         "1 when the journal is open, every channel has started and no "
+                         "shutdown is under way (GET /ready).");
+    rc |= jn_prom_sample_u(b, "junction_ready", NULL, NULL, 0,
+                           s.journal_open && s.started && !s.stopping);
+    rc |= chan_family(a, b, "junction_channel_up", "gauge",
+                      "1 while the channel is started (listening, subscribed or ready to send).",
+                      -1, F_UP);
+    rc |= chan_family(a, b, "junction_messages_received_total", "counter",
+                      "Messages an IN channel accepted (durable in the journal).", 0,
+                      F_RECEIVED);
+    rc |= chan_family(a, b, "junction_messages_refused_total", "counter",
+                      "Messages an IN channel refused (journal full, stopping, out of memory).",
+                      0, F_REFUSED);
+    rc |= chan_family(a, b, "junction_messages_unrouted_total", "counter",
+                      "Messages from an IN channel that no route took.", 0, F_UNROUTED);
+    rc |= jn_prom_family(b, "junction_messages_routed_total", "counter",
+                         "Messages a route took and queued (its services' outputs).");
+    for (size_t i = 0; jn_broker_route_stats(a->b, i, &rs) == 0; i++) {
+        const char *lab[] = {"route", rs.name};
+        rc |= jn_prom_sample_u(b, "junction_messages_routed_total", NULL, lab, 1, rs.routed);
+    }
+    rc |= chan_family(a, b, "junction_messages_delivered_total", "counter",
+                      "Messages an OUT channel delivered.", 1, F_DELIVERED);
+    rc |= jn_prom_family(b, "junction_delivery_failures_total", "counter",
+                         "Failed delivery attempts: kind=retry (scheduled again) or "
+                         "kind=reject (rejected or out of attempts: dead-lettered).");
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        const char *retry[] = {"channel", cs.name, "kind", "retry"};
+        const char *reject[] = {"channel", cs.name, "kind", "reject"};
+        if (cs.out) {
+            rc |= jn_prom_sample_u(b, "junction_delivery_failures_total", NULL, retry, 2,
+                                   cs.retried);
+            rc |= jn_prom_sample_u(b, "junction_delivery_failures_total", NULL, reject, 2,
+                                   cs.failed);
+        }
+    }
+    rc |= chan_family(a, b, "junction_dead_letters_total", "counter",
+                      "Messages an OUT channel dead-lettered.", 1, F_FAILED);
+    rc |= chan_family(a, b, "junction_queue_in_memory", "gauge",
+                      "Deliveries of an OUT channel's queue held in memory (its window; the "
+                      "journal holds the rest, junction_journal_queued).", 1, F_IN_MEMORY);
+    rc |= chan_family(a, b, "junction_queue_in_flight", "gauge",
+                      "Sends of an OUT channel under way.", 1, F_IN_FLIGHT);
+    rc |= jn_prom_family(b, "junction_journal_queued", "gauge",
+                         "Queue records in the journal: routed, not delivered yet.");
+    rc |= jn_prom_sample_u(b, "junction_journal_queued", NULL, NULL, 0, s.queued);
+    rc |= jn_prom_family(b, "junction_journal_inbox", "gauge",
+                         "Messages accepted and not routed yet (waiting for their services).");
+    rc |= jn_prom_sample_u(b, "junction_journal_inbox", NULL, NULL, 0, s.inbox);
+    rc |= jn_prom_family(b, "junction_journal_dead_letters", "gauge",
+                         "Dead letters kept in the journal (junction dlq list).");
+    rc |= jn_prom_sample_u(b, "junction_journal_dead_letters", NULL, NULL, 0, s.dead_stored);
+    rc |= jn_prom_family(b, "junction_journal_bytes", "gauge",
+                         "Bytes of the journal's pages in use.");
+    rc |= jn_prom_sample_u(b, "junction_journal_bytes", NULL, NULL, 0, s.journal_bytes);
+    rc |= jn_prom_family(b, "junction_journal_map_bytes", "gauge",
+                         "The journal's size limit (max_size).");
+    rc |= jn_prom_sample_u(b, "junction_journal_map_bytes", NULL, NULL, 0, s.journal_map_bytes);
+    rc |= jn_prom_family(b, "junction_routing_in_flight", "gauge",
+                         "Messages with the routing thread or their routing commit.");
+    rc |= jn_prom_sample_u(b, "junction_routing_in_flight", NULL, NULL, 0, s.routing_in_flight);
+    rc |= process_metrics(b);
+    return rc;
+}
+
+static void get_metrics(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_buf b = JN_BUF_INIT;
+
+    if (render_metrics(a, &b) != 0) {
+        jn_buf_reset(&b);
+        reply_error(req, 500, "Internal Server Error", "%s", "out of memory");
+        return;
+    }
+    reply_body(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "",
+               b.len);
+    jn_buf_reset(&b);
+}
+
+/* ---- /api/v1 ---- */
+
+static void get_status(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_broker_stats s;
+    int64_t now = jn_now_us();
+
+    jn_broker_stats(a->b, &s);
+    reply_json(req, 200, "OK",
+               json_pack("{s:s,s:I,s:b,s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:i,s:I,s:I,s:I}}",
+                         "version", a->version,
+                         "uptime_seconds", (json_int_t)(s.started_us ? (now - s.started_us) /
+                                                                          1000000 : 0),
+                         "ready", s.journal_open && s.started && !s.stopping,
+                         "stopping", s.stopping,
+                         "channels", (json_int_t)s.nchannels,
+                         "routes", (json_int_t)s.nroutes,
+                         "dead_letters_total", (json_int_t)s.dead_letters,
+                         "routing_in_flight", (json_int_t)s.routing_in_flight,
+                         "journal",
+                         "bytes", (json_int_t)s.journal_bytes,
+                         "map_bytes", (json_int_t)s.journal_map_bytes,
+                         "used_pct", s.journal_used_pct,
+                         "queued", (json_int_t)s.queued,
+                         "inbox", (json_int_t)s.inbox,
+                         "dead_letters", (json_int_t)s.dead_stored));
+}
+
+static void get_channels(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_channel_stats cs;
+    json_t *arr = json_array();
+
+    for (size_t i = 0; arr && jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        json_t *o = cs.out ? json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "name",
+                                       cs.name, "type", cs.type, "direction", "out", "state",
+                                       cs.up ? "up" : "down", "delivered",
+                                       (json_int_t)cs.delivered, "retried",
+                                       (json_int_t)cs.retried, "failed", (json_int_t)cs.failed,
+                                       "in_memory", (json_int_t)cs.in_memory, "in_flight",
+                                       (json_int_t)cs.in_flight)
+                           : json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I}", "name", cs.name,
+                                       "type", cs.type, "direction", "in", "state",
+                                       cs.up ? "up" : "down", "received",
+                                       (json_int_t)cs.received, "refused",
+                                       (json_int_t)cs.refused, "unrouted",
+                                       (json_int_t)cs.unrouted);
+        json_array_append_new(arr, o);
+    }
+    reply_json(req, 200, "OK", json_pack("{s:o}", "channels", arr));
+}
+
+static void get_routes(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_route_stats rs;
+    json_t *arr = json_array();
+
+    for (size_t i = 0; arr && jn_broker_route_stats(a->b, i, &rs) == 0; i++) {
+        json_array_append_new(arr, json_pack("{s:s,s:I}", "name", rs.name, "routed",
+                                             (json_int_t)rs.routed));
+    }
+    reply_json(req, 200, "OK", json_pack("{s:o}", "routes", arr));
+}
+
+/* ---- dispatch ---- */
+
+static const struct endpoint {
+    const char *path;
+    void (*get)(struct jn_admin *a, struct evhttp_request *req);
+} endpoints[] = {
+    {"/health", get_health},
+    {"/ready", get_ready},
+    {"/metrics", get_metrics},
+    {"/api/v1/status", get_status},
+    {"/api/v1/channels", get_channels},
+    {"/api/v1/routes", get_routes},
+};
+
+/* Constant time in the length of the longer of the two. */
+static int token_ok(const struct jn_admin *a, const char *hdr)
+{
+    const char *got;
+    size_t glen, n;
+    unsigned diff;
+
+    if (hdr == NULL || strncmp(hdr, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    got = hdr + 7;
+    glen = strlen(got);
+    n = glen > a->token_len ? glen : a->token_len;
+    diff = (unsigned)(glen != a->token_len);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < glen ? (unsigned char)got[i] : 0;
+        unsigned char y = i < a->token_len ? (unsigned char)a->token[i] : 0;
+        diff |= (unsigned)(x ^ y);
+    }
+    return diff == 0;
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    struct jn_admin *a = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+
+    if (a->token != NULL &&
+        !token_ok(a, evhttp_find_header(evhttp_request_get_input_headers(req),
+                                        "Authorization"))) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          "Bearer realm=\"junction admin\"");
+        reply_error(req, 401, "Unauthorized", "%s",
+                    "this admin listener needs 'Authorization: Bearer <admin_token>'");
+        return;
+    }
+    if (path == NULL || path[0] == '\0') {
+        path = "/";
+    }
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+        if (strcmp(path, endpoints[i].path) != 0) {
+            continue;
+        }
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+            reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
+            return;
+        }
+        endpoints[i].get(a, req);
+        return;
+    }
+    reply_error(req, 404, "Not Found",
+                "no such endpoint: %s (see docs/admin-api.md: /health, /ready, /metrics, "
+                "/api/v1/status, /api/v1/channels, /api/v1/routes)", path);
+}
+
+/* ---- life cycle ---- */
+
+static int is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (strcmp(host, "localhost") == 0) {
+        return 1;
+    }
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    }
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct jn_admin **out,
+                   struct jn_err *err)
+{
+    const char *listen = conf->listen ? conf->listen : ADMIN_DEFAULT;
+    int optional = conf->listen == NULL;
+    struct jn_admin *a;
+    struct jn_listener_conf lc;
+    char host[256];
+    int port;
+
+    *out = NULL;
+    if (strcmp(listen, "off") == 0) {
+        jn_log(JN_LOG_INFO, "admin: off");
+        return 0;
+    }
+    if (jn_split_hostport(listen, host, sizeof(host), &port, 0) != 0) {
+        return jn_err_set(err, JN_EINVAL, "junction.admin: '%s' is not host:port (or off)",
+                          listen);
+    }
+    if (!is_loopback(host) && (conf->token == NULL || conf->token[0] == '\0')) {
+        return jn_err_set(err, JN_EINVAL, "junction.admin: %s is not a loopback address and "
+                          "no admin_token is set; set junction.admin_token (e.g. "
+                          "\"${JUNCTION_ADMIN_TOKEN}\") or listen on 127.0.0.1", listen);
+    }
+    a = jn_calloc(1, sizeof(*a));
+    if (a == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    a->b = b;
+    snprintf(a->version, sizeof(a->version), "%s", conf->version ? conf->version : "");
+    if (conf->token != NULL && conf->token[0] != '\0') {
+        a->token = jn_strdup(conf->token);
+        if (a->token == NULL) {
+            jn_admin_free(a);
+            return jn_err_set(err, JN_ENOMEM, "out of memory");
+        }
+        a->token_len = strlen(a->token);
+    }
+    a->net = (struct jn_net_conf){0, 0, 128, 1000};
+    lc = (struct jn_listener_conf){listen, "[" ADMIN_PREFIX "]", &a->net, 64, JN_LISTENER_WAIT,
+                                   NULL, NULL};
+    a->lst = jn_listener_new(jn_broker_base(b), &lc, err);
+    if (a->lst == NULL) {
+        jn_admin_free(a);
+        if (optional) {
+            jn_log(JN_LOG_WARN, "admin: not started on the default %s (%s); set "
+                   "junction.admin to another host:port, or off", listen, err->msg);
+            jn_err_clear(err);
+            return 0;
+        }
+        return err->code;
+    }
+    a->http = evhttp_new(jn_broker_base(b));
+    if (a->http == NULL) {
+        jn_admin_free(a);
+        return jn_err_set(err, JN_ENOMEM, "cannot create the admin HTTP server");
+    }
+    evhttp_set_max_headers_size(a->http, 16 * 1024);
+    evhttp_set_max_body_size(a->http, 64 * 1024);
+    evhttp_set_timeout(a->http, 30);
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+    evhttp_set_gencb(a->http, handle, a);
+    if (evhttp_bind_listener(a->http, jn_listener_lev(a->lst)) == NULL) {
+        jn_admin_free(a);
+        return jn_err_set(err, JN_ENOMEM, "cannot attach the admin listener");
+    }
+    a->bound = 1;
+    jn_log(JN_LOG_INFO, "admin: listening on http://%s:%d (/health /ready /metrics /api/v1/)%s",
+           host, jn_listener_port(a->lst), a->token ? ", bearer token required" : "");
+    *out = a;
+    return 0;
+}
+
+int jn_admin_port(const struct jn_admin *a)
+{
+    return a ? jn_listener_port(a->lst) : 0;
+}
+
+void jn_admin_free(struct jn_admin *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    /* As HTTP IN: the listener goes first; evhttp then frees the evconnlistener it was given
+     * and its connections. */
+    if (a->lst != NULL && !a->bound) {
+        evconnlistener_free(jn_listener_lev(a->lst));
+    }
+    jn_listener_free(a->lst);
+    if (a->http != NULL) {
+        evhttp_free(a->http);
+    }
+    jn_free(a->token);
+    jn_free(a);
+}

@@ -1,0 +1,73 @@
+/*
+ * jn_stats: the operator's read-only view of the broker (see jn_stats.h).
+ */
+#include "jn_stats.h"
+
+#include <string.h>
+
+#include "jn_broker_int.h"
+
+struct event_base *jn_broker_base(struct jn_broker *b)
+{
+    return b->base;
+}
+
+void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->journal_open = b->journal != NULL;
+    out->started = b->started;
+    out->stopping = b->stopping;
+    out->started_us = b->started_us;
+    out->nchannels = b->nchans;
+    out->nroutes = b->cfg->nroutes;
+    out->dead_letters = b->n_dead;
+    out->unrouted_dropped = b->n_unrouted_dropped;
+    out->routing_in_flight = b->routing_in_flight;
+    out->journal_map_bytes = b->cfg->core.max_size;
+    if (b->journal != NULL) {
+        out->queued = jn_journal_count(b->journal, JN_JDB_QUEUE);
+        out->inbox = jn_journal_count(b->journal, JN_JDB_INBOX);
+        out->dead_stored = jn_journal_count(b->journal, JN_JDB_DLQ);
+        for (int db = 0; db < JN_JDB__COUNT; db++) {
+            out->journal_bytes += jn_journal_bytes(b->journal, (enum jn_jdb)db);
+        }
+        out->journal_used_pct = jn_journal_used_pct(b->journal);
+    }
+}
+
+int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_channel_stats *out)
+{
+    const struct jn_channel *ch;
+
+    if (i >= b->nchans) {
+        return -1;
+    }
+    ch = &b->chans[i];
+    memset(out, 0, sizeof(*out));
+    out->name = ch->name;
+    out->type = ch->def ? ch->def->name : "";
+    out->out = ch->dir == JN_DIR_OUT;
+    out->up = ch->up;
+    out->received = ch->n_in;
+    out->refused = ch->n_refused;
+    out->unrouted = ch->n_unrouted;
+    out->delivered = ch->n_sent;
+    out->retried = ch->n_retried;
+    out->failed = ch->n_failed;
+    if (b->queues[i] != NULL) {
+        out->in_memory = jn_queue_held(b->queues[i]);
+        out->in_flight = jn_queue_in_flight(b->queues[i]);
+    }
+    return 0;
+}
+
+int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_stats *out)
+{
+    if (i >= b->cfg->nroutes) {
+        return -1;
+    }
+    out->name = b->cfg->routes[i].name;
+    out->routed = b->n_routed ? b->n_routed[i] : 0;
+    return 0;
+}

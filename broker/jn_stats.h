@@ -1,0 +1,66 @@
+/*
+ * jn_stats: what a running broker tells its operator: readiness, counts per channel and route,
+ * the journal's use. A read-only view for the admin listener (admin/), which renders it as JSON
+ * and Prometheus text; the broker keeps no second set of counters for it.
+ *
+ * Threads: the counters are written on the loop thread only (each by its one writer, no lock on
+ * the hot path), so these are called on the loop thread too: the admin listener runs there.
+ * Model: Redis's INFO (one snapshot call per section, no registry) and the counters Mosquitto
+ * keeps in its db struct for $SYS.
+ */
+#ifndef JN_STATS_H
+#define JN_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct jn_broker;
+struct event_base;
+
+struct jn_broker_stats {
+    int journal_open;       /* the journal is open */
+    int started;            /* every channel has started */
+    int stopping;           /* a stop is under way */
+    int64_t started_us;     /* wall clock, when jn_broker_run started the channels (0: not yet) */
+    size_t nchannels, nroutes;
+    uint64_t dead_letters;  /* written since the start (unrouted ones included) */
+    uint64_t unrouted_dropped;
+    size_t queued;          /* queue records in the journal: routed, not delivered yet */
+    size_t inbox;           /* accepted, not routed yet (waiting for their services) */
+    size_t dead_stored;     /* dead letters in the journal */
+    unsigned long long journal_bytes;     /* bytes of the journal's pages in use */
+    unsigned long long journal_map_bytes; /* the map (max_size) */
+    int journal_used_pct;
+    size_t routing_in_flight;
+};
+
+struct jn_channel_stats {
+    const char *name;       /* borrowed from the broker */
+    const char *type;
+    int out;                /* 1: an OUT channel */
+    int up;                 /* started and not stopped */
+    uint64_t received;      /* IN: accepted (durable) */
+    uint64_t refused;       /* IN: refused (journal full, stopping, out of memory) */
+    uint64_t unrouted;      /* IN: taken by no route */
+    uint64_t delivered;     /* OUT */
+    uint64_t retried;       /* OUT: attempts that failed and were scheduled again */
+    uint64_t failed;        /* OUT: rejected or out of attempts: dead-lettered */
+    size_t in_memory;       /* OUT: deliveries held in memory (the queue's window) */
+    size_t in_flight;       /* OUT: sends under way */
+};
+
+struct jn_route_stats {
+    const char *name;
+    uint64_t routed;        /* messages this route took */
+};
+
+/* Loop thread. The base the broker runs on (the admin listener's too). */
+struct event_base *jn_broker_base(struct jn_broker *b);
+/* Loop thread. The broker's figures now (the journal ones read with one read transaction
+ * each). */
+void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out);
+/* Loop thread. Channel i (0..nchannels) or route i (0..nroutes): 0, or -1 past the end. */
+int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_channel_stats *out);
+int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_stats *out);
+
+#endif
