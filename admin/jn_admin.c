@@ -12,6 +12,7 @@
 #include <event2/listener.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -182,7 +183,7 @@ static int process_metrics(struct jn_buf *b)
 /* A family with one sample per channel of one direction (out: 1 OUT, 0 IN), the value taken
  * by field. */
 enum chan_field { F_RECEIVED, F_REFUSED, F_UNROUTED, F_DELIVERED, F_FAILED, F_IN_MEMORY,
-                  F_IN_FLIGHT, F_UP };
+                  F_IN_FLIGHT, F_UP, F_PAUSED };
 
 static uint64_t chan_value(const struct jn_channel_stats *cs, enum chan_field f)
 {
@@ -195,6 +196,7 @@ static uint64_t chan_value(const struct jn_channel_stats *cs, enum chan_field f)
     case F_IN_MEMORY: return cs->in_memory;
     case F_IN_FLIGHT: return cs->in_flight;
     case F_UP: return (uint64_t)cs->up;
+    case F_PAUSED: return (uint64_t)cs->paused;
     }
     return 0;
 }
@@ -238,6 +240,8 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
     rc |= chan_family(a, b, "junction_channel_up", "gauge",
                       "1 while the channel is started (listening, subscribed or ready to send).",
                       -1, F_UP);
+    rc |= chan_family(a, b, "junction_channel_paused", "gauge",
+                      "1 while the operator holds the channel (POST .../pause).", -1, F_PAUSED);
     rc |= chan_family(a, b, "junction_messages_received_total", "counter",
                       "Messages an IN channel accepted (durable in the journal).", 0,
                       F_RECEIVED);
@@ -338,6 +342,50 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
                          "dead_letters", (json_int_t)s.dead_stored));
 }
 
+static const char *chan_state(const struct jn_channel_stats *cs)
+{
+    return !cs->up ? "down" : cs->paused ? "paused" : "up";
+}
+
+/* POST /api/v1/channels/{name}/pause and /resume. */
+static void post_pause(struct jn_admin *a, struct evhttp_request *req, const char *name,
+                       int on)
+{
+    struct jn_err err;
+    int rc;
+
+    jn_err_clear(&err);
+    rc = jn_broker_pause(a->b, name, on, &err);
+    if (rc == JN_ENOENT) {
+        reply_error(req, 404, "Not Found", "%s", err.msg);
+    } else if (rc != 0) {
+        reply_error(req, 409, "Conflict", "%s", err.msg);
+    } else {
+        reply_json(req, 200, "OK", json_pack("{s:s,s:s}", "channel", name, "state",
+                                             on ? "paused" : "up"));
+    }
+}
+
+/* /api/v1/channels/{name}/{action}: 1 when path is one (name and action filled). */
+static int channel_action(const char *path, char *name, size_t nlen, const char **action)
+{
+    static const char pre[] = "/api/v1/channels/";
+    const char *p, *slash;
+
+    if (strncmp(path, pre, sizeof(pre) - 1) != 0) {
+        return 0;
+    }
+    p = path + sizeof(pre) - 1;
+    slash = strchr(p, '/');
+    if (slash == NULL || slash == p || (size_t)(slash - p) >= nlen || strchr(slash + 1, '/')) {
+        return 0;
+    }
+    memcpy(name, p, (size_t)(slash - p));
+    name[slash - p] = '\0';
+    *action = slash + 1;
+    return 1;
+}
+
 static void get_channels(struct jn_admin *a, struct evhttp_request *req)
 {
     struct jn_channel_stats cs;
@@ -346,14 +394,14 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
     for (size_t i = 0; arr && jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
         json_t *o = cs.out ? json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "name",
                                        cs.name, "type", cs.type, "direction", "out", "state",
-                                       cs.up ? "up" : "down", "delivered",
+                                       chan_state(&cs), "delivered",
                                        (json_int_t)cs.delivered, "retried",
                                        (json_int_t)cs.retried, "failed", (json_int_t)cs.failed,
                                        "in_memory", (json_int_t)cs.in_memory, "in_flight",
                                        (json_int_t)cs.in_flight)
                            : json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I}", "name", cs.name,
                                        "type", cs.type, "direction", "in", "state",
-                                       cs.up ? "up" : "down", "received",
+                                       chan_state(&cs), "received",
                                        (json_int_t)cs.received, "refused",
                                        (json_int_t)cs.refused, "unrouted",
                                        (json_int_t)cs.unrouted);
@@ -428,6 +476,22 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     if (path == NULL || path[0] == '\0') {
         path = "/";
+    }
+    {
+        char name[256];
+        const char *action;
+        if (channel_action(path, name, sizeof(name), &action) &&
+            (strcmp(action, "pause") == 0 || strcmp(action, "resume") == 0)) {
+            char *dec = evhttp_uridecode(name, 0, NULL);
+            if (cmd != EVHTTP_REQ_POST) {
+                evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+                reply_error(req, 405, "Method Not Allowed", "%s only answers POST", path);
+            } else {
+                post_pause(a, req, dec ? dec : name, action[0] == 'p');
+            }
+            free(dec);
+            return;
+        }
     }
     for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
         if (strcmp(path, endpoints[i].path) != 0) {

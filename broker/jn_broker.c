@@ -266,6 +266,8 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
     t->arg = arg;
     if (b->stopping) {
         t->refusal = JN_ESTOPPED;
+    } else if (ch->paused) {
+        t->refusal = JN_EAGAIN;
     } else {
         if (msg->id[0] == '\0') {
             jn_idgen_next(&b->ids, msg->id);
@@ -377,8 +379,11 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
     b->pend_head = b->pend_tail = NULL;
     while (t) {
         struct jn_ticket *next = t->next;
-        ticket_refuse(t, t->refusal, t->refusal == JN_ESTOPPED ? "broker is stopping"
-                                                               : "out of memory");
+        ticket_refuse(t, t->refusal,
+                      t->refusal == JN_ESTOPPED ? "broker is stopping"
+                      : t->refusal == JN_EAGAIN ? "the channel is paused by the operator; try "
+                                                  "again later"
+                                                : "out of memory");
         jn_broker__ticket_done(t, 0);
         t = next;
     }

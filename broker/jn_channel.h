@@ -127,6 +127,7 @@ struct jn_channel {
     uint64_t n_in, n_refused, n_sent, n_retried, n_failed;
     uint64_t n_unrouted;          /* IN: taken by no route */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
+    int paused;                   /* held by the operator (jn_broker_pause) */
     int64_t unrouted_noted_us;    /* IN: when that was last logged */
 };
 

@@ -51,6 +51,7 @@ struct jn_queue {
     size_t held_bytes;               /* their payloads' bytes */
     int spilled;                     /* records above loaded_upto may be in the journal */
     int stopping;                    /* no new sends */
+    int paused;                      /* held by the operator: no sends, retries wait */
     int freeing;                     /* a RETRY is a send cut short */
     uint64_t loaded_upto;            /* highest seq held in memory so far */
     uint64_t written_upto;           /* highest seq written for this queue in this run */
@@ -394,10 +395,10 @@ void jn_queue_pump(struct jn_queue *q)
     if (q->spilled && !q->stopping && queue_low(q)) {
         refill(q);
     }
-    if (q->busy) {
+    if (q->busy && !q->paused) {
         queue__due_retries(q);
     }
-    while (q->head && q->busy < limit && !q->stopping) {
+    while (q->head && q->busy < limit && !q->stopping && !q->paused) {
         struct jn_delivery *d = q->head, *prev = NULL;
         if (q->ch->ordered == JN_ORDERED_KEY) {
             /* The first ready delivery whose key is not in flight. Every delivery skipped has
@@ -455,13 +456,26 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     struct jn_delivery *d = arg;
     int64_t now = d->q->env->now_ms(d->q->env->arg);
 
-    if (!d->waiting) {
-        return;
+    if (!d->waiting || d->q->paused) {
+        return; /* paused: jn_queue_pause(q, 0) sends it when due */
     }
     if (now < d->due_ms && retry_arm(d, d->due_ms - now) == 0) {
         return; /* the clock is behind the timer's: wait the rest */
     }
     send_one(d);
+}
+
+void jn_queue_pause(struct jn_queue *q, int on)
+{
+    q->paused = on != 0;
+    if (!q->paused) {
+        jn_queue_kick(q);
+    }
+}
+
+int jn_queue_paused(const struct jn_queue *q)
+{
+    return q->paused;
 }
 
 void jn_queue_page_in(struct jn_queue *q)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "jn_broker_int.h"
+#include "jn_log.h"
 
 struct event_base *jn_broker_base(struct jn_broker *b)
 {
@@ -49,6 +50,7 @@ int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_chann
     out->type = ch->def ? ch->def->name : "";
     out->out = ch->dir == JN_DIR_OUT;
     out->up = ch->up;
+    out->paused = ch->paused;
     out->received = ch->n_in;
     out->refused = ch->n_refused;
     out->unrouted = ch->n_unrouted;
@@ -70,4 +72,25 @@ int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_s
     out->name = b->cfg->routes[i].name;
     out->routed = b->n_routed ? b->n_routed[i] : 0;
     return 0;
+}
+
+int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err *err)
+{
+    for (size_t i = 0; i < b->nchans; i++) {
+        struct jn_channel *ch = &b->chans[i];
+        if (strcmp(ch->name, name) != 0) {
+            continue;
+        }
+        if (ch->paused == (on != 0)) {
+            return jn_err_set(err, JN_EINVAL, "channel '%s' is %s", name,
+                              on ? "paused already" : "not paused");
+        }
+        ch->paused = on != 0;
+        if (b->queues[i] != NULL) {
+            jn_queue_pause(b->queues[i], on);
+        }
+        jn_log_p(JN_LOG_INFO, ch->log_prefix, "%s by the operator", on ? "paused" : "resumed");
+        return 0;
+    }
+    return jn_err_set(err, JN_ENOENT, "no channel '%s'", name);
 }

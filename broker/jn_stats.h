@@ -1,7 +1,8 @@
 /*
  * jn_stats: what a running broker tells its operator: readiness, counts per channel and route,
- * the journal's use. A read-only view for the admin listener (admin/), which renders it as JSON
- * and Prometheus text; the broker keeps no second set of counters for it.
+ * the journal's use; and the one thing the operator may change, pausing a channel. A view for
+ * the admin listener (admin/), which renders it as JSON and Prometheus text; the broker keeps
+ * no second set of counters for it.
  *
  * Threads: the counters are written on the loop thread only (each by its one writer, no lock on
  * the hot path), so these are called on the loop thread too: the admin listener runs there.
@@ -16,6 +17,7 @@
 
 struct jn_broker;
 struct event_base;
+struct jn_err;
 
 struct jn_broker_stats {
     int journal_open;       /* the journal is open */
@@ -39,6 +41,7 @@ struct jn_channel_stats {
     const char *type;
     int out;                /* 1: an OUT channel */
     int up;                 /* started and not stopped */
+    int paused;             /* held by the operator (jn_broker_pause) */
     uint64_t received;      /* IN: accepted (durable) */
     uint64_t refused;       /* IN: refused (journal full, stopping, out of memory) */
     uint64_t unrouted;      /* IN: taken by no route */
@@ -62,5 +65,15 @@ void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out);
 /* Loop thread. Channel i (0..nchannels) or route i (0..nroutes): 0, or -1 past the end. */
 int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_channel_stats *out);
 int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_stats *out);
+
+/*
+ * Loop thread. Pauses (on) or resumes channel name. A paused IN channel refuses what it is
+ * sent with JN_EAGAIN, "the channel is paused", which each channel answers on its protocol
+ * (HTTP 503 with Retry-After, MLLP a negative ACK, a file left in its folder, Kafka partitions
+ * paused); a paused OUT channel holds its queue (sends in flight finish, retries that come due
+ * wait, new messages are queued). Returns 0; JN_ENOENT: no such channel; JN_EINVAL: it is
+ * already in that state (why in err).
+ */
+int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err *err);
 
 #endif

@@ -146,6 +146,57 @@ try:
     t.check(code == 405 and re.search(r"(?im)^allow: GET, HEAD", hdrs) and
             b"only answers GET" in body, "POST /health: 405 with Allow: %r" % body)
 
+    # ---- pause and resume: an IN refuses with 503, an OUT holds its queue ----
+    def ctl(name, action, method="POST"):
+        code, body, hdrs = curl(["-X", method, "http://127.0.0.1:%d/api/v1/channels/%s/%s" %
+                                 (admin, name, action)])
+        try:
+            return code, json.loads(body), hdrs
+        except ValueError:
+            return code, {"unparsed": body}, hdrs
+    code, body, _ = ctl("in", "pause")
+    t.eq((code, body), (200, {"channel": "in", "state": "paused"}), "pause in: 200 paused")
+    code, body, _ = ctl("in", "pause")
+    t.check(code == 409 and "paused already" in body.get("error", ""),
+            "pause again: 409: %r" % body)
+    code, body, _ = ctl("nosuch", "resume")
+    t.check(code == 404 and "no channel 'nosuch'" in body.get("error", ""),
+            "unknown channel: 404: %r" % body)
+    code, body, hdrs = ctl("in", "pause", "GET")
+    t.check(code == 405 and re.search(r"(?im)^allow: POST", hdrs), "GET on pause: 405")
+    code, body, hdrs = curl(["-X", "POST", "--data-binary", "while-paused",
+                             "http://127.0.0.1:%d/ingest" % http_in])
+    t.check(code == 503 and b"paused" in body and re.search(r"(?im)^retry-after:", hdrs),
+            "a POST to the paused IN: 503 with Retry-After, naming the pause: %r" % body)
+    code, ch = get_json(admin, "/api/v1/channels")
+    t.eq([c["state"] for c in ch["channels"] if c["name"] == "in"], ["paused"],
+         "channels: in is paused")
+    _, m, _ = get(admin, "/metrics")
+    t.eq(metric(m.decode(), "junction_channel_paused", '{channel="in"}'), 1.0,
+         "junction_channel_paused{in} 1")
+    code, body, _ = ctl("in", "resume")
+    t.eq((code, body), (200, {"channel": "in", "state": "up"}), "resume in: 200 up")
+    t.eq(post(http_in, "after-resume"), 202, "after resume: 202 again")
+    t.check(wait_until(lambda: rcv.count() >= n + 1, 10), "and it is delivered")
+
+    code, body, _ = ctl("out", "pause")
+    t.eq(code, 200, "pause out: 200")
+    held_from = rcv.count()
+    t.eq([post(http_in, "held-%d" % i) for i in range(5)], [202] * 5,
+         "five POSTs while out is paused: 202 (intake goes on)")
+    t.check(wait_until(lambda: metric(get(admin, "/metrics")[1].decode(),
+                                      "junction_journal_queued") == 5.0, 5),
+            "the five wait in the queue (junction_journal_queued 5)")
+    time.sleep(0.5)
+    t.eq(rcv.count(), held_from, "nothing is sent while out is paused")
+    code, body, _ = ctl("out", "resume")
+    t.eq(code, 200, "resume out: 200")
+    t.check(wait_until(lambda: rcv.count() == held_from + 5, 10),
+            "after resume the queue drains: all five delivered")
+    t.check(wait_until(lambda: metric(get(admin, "/metrics")[1].decode(),
+                                      "junction_journal_queued") == 0.0, 5),
+            "and the queue is empty")
+
     # ---- /ready 503 while a stop waits for a send in flight ----
     rcv.delay = 3.0
     t.eq(post(http_in, "slow"), 202, "one more POST, its receiver answers in 3 s")
