@@ -15,12 +15,14 @@
  * the binary, so `junction run` works from anywhere with no file at all.
  */
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "jn_admin.h"
 #include "jn_broker.h"
+#include "jn_ctl.h"
 #include "jn_config.h"
 #include "jn_diag.h"
 #include "jn_inspect.h"
@@ -75,6 +77,15 @@ static const struct command commands[] = {
      "dlq replay: puts the dead letter ID (or with --all every one) back in the queue of its\n"
      "destination. It takes the data_dir's lock: stop the broker first; the next start\n"
      "delivers what was put back."},
+    {"ctl", "status|channels|routes [--json]", "ask the running broker (the admin API)",
+     "A client of the running broker's admin listener (docs/admin-api.md): status, channels\n"
+     "and routes as tables, or the API's JSON with --json. The address is --admin HOST:PORT,\n"
+     "else the config's junction.admin (-c FILE), else 127.0.0.1:8081; the token is read from\n"
+     "--token-file F, else $JUNCTION_ADMIN_TOKEN, else the config's admin_token. Exit 1 when\n"
+     "the broker cannot be reached or answers an error."},
+    {"ctl", "pause|resume CHANNEL", "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
+     "ctl pause CHANNEL: an IN channel refuses what it is sent (HTTP 503, MLLP negative ACK),\n"
+     "an OUT channel holds its queue; ctl resume CHANNEL lets it go again."},
     {"help", "[COMMAND]", "this text, or the help of one command",
      "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
     {"version", "", "print the version", "Prints junction's version."},
@@ -346,6 +357,92 @@ static int cmd_tool(const struct command *cmd, const char *config, int nargs, ch
     return rc;
 }
 
+/* Reads the first line of path into out (a token file). 0, or -1 (said on stderr). */
+static int read_token(const char *path, char *out, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    size_t len;
+
+    if (f == NULL || fgets(out, (int)n, f) == NULL) {
+        fprintf(stderr, "junction ctl: --token-file %s: %s\n", path,
+                f ? "empty" : strerror(errno));
+        if (f) {
+            fclose(f);
+        }
+        return -1;
+    }
+    fclose(f);
+    len = strcspn(out, "\r\n");
+    out[len] = '\0';
+    return 0;
+}
+
+/* junction ctl ...: its options, the admin address and token, then jn_ctl_main. */
+static int cmd_ctl(const struct command *cmd, int argc, char **argv)
+{
+    const char *config = NULL, *admin = NULL, *token_file = NULL, *env;
+    struct jn_ctl_opts o = {NULL, NULL, 0};
+    struct jn_config *c = NULL;
+    char *args[4];
+    char token[1024], addr[300];
+    int nargs = 0, rc;
+
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc) {
+            admin = argv[++i];
+        } else if (strcmp(argv[i], "--token-file") == 0 && i + 1 < argc) {
+            token_file = argv[++i];
+        } else if (strcmp(argv[i], "--json") == 0) {
+            o.json = 1;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return cmd_help(cmd);
+        } else if (argv[i][0] != '-' && nargs < 4) {
+            args[nargs++] = argv[i];
+        } else {
+            return usage_error(cmd, "unexpected argument", argv[i]);
+        }
+    }
+    if (nargs == 0) {
+        return usage_error(cmd, "missing", "what to ask");
+    }
+    if (admin == NULL || (token_file == NULL && getenv("JUNCTION_ADMIN_TOKEN") == NULL)) {
+        const char *used;
+        jn_log_level = JN_LOG_ERROR;
+        c = load(config, &used, "; give --admin HOST:PORT", NULL);
+        if (c == NULL && admin == NULL) {
+            return 1;
+        }
+    }
+    if (admin == NULL) {
+        admin = c && c->core.admin ? c->core.admin : "127.0.0.1:8081";
+        if (strcmp(admin, "off") == 0) {
+            fprintf(stderr, "junction ctl: the config says admin: off; give --admin HOST:PORT\n");
+            jn_config_free(c);
+            return 1;
+        }
+    }
+    snprintf(addr, sizeof(addr), "%s", admin);
+    o.admin = addr;
+    env = getenv("JUNCTION_ADMIN_TOKEN");
+    if (token_file != NULL) {
+        if (read_token(token_file, token, sizeof(token)) != 0) {
+            jn_config_free(c);
+            return 1;
+        }
+        o.token = token;
+    } else if (env != NULL && env[0] != '\0') {
+        o.token = env;
+    } else if (c && c->core.admin_token && c->core.admin_token[0]) {
+        snprintf(token, sizeof(token), "%s", c->core.admin_token);
+        o.token = token;
+    }
+    rc = jn_ctl_main(&o, nargs, args);
+    jn_config_free(c);
+    return rc;
+}
+
 /* junction help [COMMAND] */
 static int cmd_help_of(const struct command *help, int argc, char **argv)
 {
@@ -387,6 +484,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd->name, "help") == 0) {
         return cmd_help_of(cmd, argc, argv);
+    }
+    if (strcmp(cmd->name, "ctl") == 0) {
+        return cmd_ctl(cmd, argc, argv);
     }
     tool = strcmp(cmd->name, "trace") == 0 || strcmp(cmd->name, "log") == 0 ||
            strcmp(cmd->name, "dlq") == 0;

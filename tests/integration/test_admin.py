@@ -138,6 +138,24 @@ try:
     code, rt = get_json(admin, "/api/v1/routes")
     t.eq((code, rt), (200, {"routes": [{"name": "r", "routed": n}]}), "/api/v1/routes")
 
+    # ---- junction ctl, the API's command-line client ----
+    code, out, err = run_junction(["ctl", "status", "-c", j.cfg])
+    t.check(code == 0 and "ready" in out and "channels 2, routes 1" in out,
+            "ctl status (address from the config): %r %r" % (out, err))
+    code, out, err = run_junction(["ctl", "channels", "--admin", "127.0.0.1:%d" % admin])
+    rows = {l.split()[0]: l.split() for l in out.splitlines()[1:] if l.strip()}
+    t.check(code == 0 and rows.get("in", [])[4:5] == [str(n)] and
+            rows.get("out", [])[5:6] == [str(n)], "ctl channels: a table with the counts: %r" %
+            out)
+    code, out, err = run_junction(["ctl", "routes", "--json", "--admin", "127.0.0.1:%d" % admin])
+    t.check(code == 0 and json.loads(out) == {"routes": [{"name": "r", "routed": n}]},
+            "ctl routes --json: the API's JSON: %r" % out)
+    code, out, err = run_junction(["ctl", "status", "--admin", "127.0.0.1:%d" % free_port()])
+    t.check(code == 1 and "cannot reach the admin listener" in err,
+            "ctl against nothing: exit 1, said: %r" % err)
+    code, out, err = run_junction(["ctl", "frobnicate", "-c", j.cfg])
+    t.eq(code, 2, "ctl with an unknown verb: exit 2 (usage)")
+
     # ---- errors are JSON ----
     code, body = get_json(admin, "/api/v1/nope")
     t.check(code == 404 and "no such endpoint: /api/v1/nope" in body.get("error", ""),
@@ -228,6 +246,20 @@ try:
     t.eq(code, 401, "a longer token: 401")
     code, _, _ = get(admin2, "/metrics", ["Authorization: Bearer s3cret-token"])
     t.eq(code, 200, "the right token: 200")
+    tokf = j2.path("token")
+    with open(tokf, "w") as f:
+        f.write("s3cret-token\n")
+    code, out, err = run_junction(["ctl", "pause", "out", "--admin", "127.0.0.1:%d" % admin2,
+                                   "--token-file", tokf])
+    t.check(code == 0 and "out: paused" in out, "ctl pause with --token-file: %r %r" %
+            (out, err))
+    code, out, err = run_junction(["ctl", "resume", "out", "--admin", "127.0.0.1:%d" % admin2],
+                                  env=dict(os.environ, JUNCTION_ADMIN_TOKEN="s3cret-token"))
+    t.check(code == 0 and "out: up" in out, "ctl resume with $JUNCTION_ADMIN_TOKEN: %r %r" %
+            (out, err))
+    code, out, err = run_junction(["ctl", "status", "--admin", "127.0.0.1:%d" % admin2],
+                                  env=dict(os.environ, JUNCTION_ADMIN_TOKEN="wrong"))
+    t.check(code == 1 and "401" in err, "ctl with a wrong token: exit 1 with the 401: %r" % err)
     t.check("s3cret-token" not in j2.log(), "the token is never logged")
     t.eq(j2.stop(), 0, "token junction exits 0")
 

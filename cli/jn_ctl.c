@@ -1,0 +1,214 @@
+/*
+ * jn_ctl: `junction ctl` (see jn_ctl.h).
+ */
+#include "jn_ctl.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "jn_buf.h"
+#include "jn_net.h"
+
+/* One request; 0 with the status and body (owned by the caller), or -1 with why on stderr. */
+static int request(const struct jn_ctl_opts *o, const char *method, const char *path,
+                   int *status, struct jn_buf *body)
+{
+    const char *addr = o->admin;
+    char host[256], portstr[16];
+    struct addrinfo hints, *ai = NULL;
+    struct timeval tv = {10, 0};
+    struct jn_buf req = JN_BUF_INIT, resp = JN_BUF_INIT;
+    int port, fd = -1, rc = -1, gai;
+    char *sep;
+
+    if (strncmp(addr, "http://", 7) == 0) {
+        addr += 7;
+    }
+    if (jn_split_hostport(addr, host, sizeof(host), &port, 1) != 0) {
+        fprintf(stderr, "junction ctl: --admin %s: expected host:port\n", o->admin);
+        return -1;
+    }
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    gai = getaddrinfo(host, portstr, &hints, &ai);
+    if (gai != 0) {
+        fprintf(stderr, "junction ctl: %s: %s\n", host, gai_strerror(gai));
+        return -1;
+    }
+    fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0 ||
+        connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        fprintf(stderr, "junction ctl: cannot reach the admin listener at %s: %s (is junction "
+                "running, with admin on?)\n", o->admin, strerror(errno));
+        goto out;
+    }
+    jn_buf_printf(&req, "%s %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: junction-ctl\r\n", method,
+                  path, host);
+    if (o->token != NULL) {
+        jn_buf_printf(&req, "Authorization: Bearer %s\r\n", o->token);
+    }
+    jn_buf_puts(&req, strcmp(method, "POST") == 0 ? "Content-Length: 0\r\n\r\n" : "\r\n");
+    for (size_t off = 0; req.p != NULL && off < req.len;) {
+        ssize_t n = send(fd, req.p + off, req.len - off, MSG_NOSIGNAL);
+        if (n <= 0) {
+            fprintf(stderr, "junction ctl: sending to %s: %s\n", o->admin, strerror(errno));
+            goto out;
+        }
+        off += (size_t)n;
+    }
+    for (;;) {
+        char buf[8192];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0) {
+            break;
+        }
+        if (n < 0) {
+            fprintf(stderr, "junction ctl: reading from %s: %s\n", o->admin, strerror(errno));
+            goto out;
+        }
+        jn_buf_append(&resp, buf, (size_t)n);
+    }
+    jn_buf_putc(&resp, '\0');
+    if (resp.p == NULL || sscanf(resp.p, "HTTP/%*d.%*d %d", status) != 1 ||
+        (sep = strstr(resp.p, "\r\n\r\n")) == NULL) {
+        fprintf(stderr, "junction ctl: %s did not answer HTTP\n", o->admin);
+        goto out;
+    }
+    jn_buf_puts(body, sep + 4);
+    rc = 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    jn_buf_reset(&req);
+    jn_buf_reset(&resp);
+    return rc;
+}
+
+static long long num(const json_t *o, const char *k)
+{
+    return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static const char *str(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
+static void print_status(const json_t *j)
+{
+    const json_t *jr = json_object_get(j, "journal");
+
+    printf("junction %s, up %llds, %s\n", str(j, "version"), num(j, "uptime_seconds"),
+           json_is_true(json_object_get(j, "ready")) ? "ready"
+           : json_is_true(json_object_get(j, "stopping")) ? "stopping" : "not ready");
+    printf("channels %lld, routes %lld, dead letters since start %lld\n", num(j, "channels"),
+           num(j, "routes"), num(j, "dead_letters_total"));
+    printf("journal: %lld%% of %lld MiB used; %lld queued, %lld waiting for services, %lld dead "
+           "letters\n", num(jr, "used_pct"), num(jr, "map_bytes") >> 20, num(jr, "queued"),
+           num(jr, "inbox"), num(jr, "dead_letters"));
+}
+
+static void print_channels(const json_t *j)
+{
+    const json_t *arr = json_object_get(j, "channels");
+    size_t i;
+    json_t *c;
+
+    printf("%-20s %-6s %-4s %-7s %10s %10s %10s %10s\n", "CHANNEL", "TYPE", "DIR", "STATE",
+           "IN", "DELIVERED", "RETRIED", "FAILED");
+    json_array_foreach(arr, i, c) {
+        int out = strcmp(str(c, "direction"), "out") == 0;
+        printf("%-20s %-6s %-4s %-7s %10lld %10lld %10lld %10lld\n", str(c, "name"),
+               str(c, "type"), str(c, "direction"), str(c, "state"),
+               out ? 0 : num(c, "received"), out ? num(c, "delivered") : 0,
+               out ? num(c, "retried") : 0, out ? num(c, "failed") : 0);
+    }
+}
+
+static void print_routes(const json_t *j)
+{
+    const json_t *arr = json_object_get(j, "routes");
+    size_t i;
+    json_t *r;
+
+    printf("%-30s %10s\n", "ROUTE", "ROUTED");
+    json_array_foreach(arr, i, r) {
+        printf("%-30s %10lld\n", str(r, "name"), num(r, "routed"));
+    }
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: junction ctl status|channels|routes [--json] [--admin HOST:PORT] "
+            "[--token-file F] [-c FILE]\n"
+            "       junction ctl pause|resume CHANNEL [--admin HOST:PORT] [--token-file F] "
+            "[-c FILE]\n");
+    return 2;
+}
+
+int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
+{
+    const char *verb = argc > 0 ? argv[0] : NULL;
+    char path[512];
+    const char *method = "GET";
+    void (*print)(const json_t *) = NULL;
+    struct jn_buf body = JN_BUF_INIT;
+    json_t *j;
+    int status = 0, rc;
+
+    if (verb == NULL) {
+        return usage();
+    }
+    if ((strcmp(verb, "pause") == 0 || strcmp(verb, "resume") == 0)) {
+        if (argc != 2 || strchr(argv[1], '/') != NULL || strlen(argv[1]) > 200) {
+            return usage();
+        }
+        snprintf(path, sizeof(path), "/api/v1/channels/%s/%s", argv[1], verb);
+        method = "POST";
+    } else if (argc == 1 && strcmp(verb, "status") == 0) {
+        snprintf(path, sizeof(path), "/api/v1/status");
+        print = print_status;
+    } else if (argc == 1 && strcmp(verb, "channels") == 0) {
+        snprintf(path, sizeof(path), "/api/v1/channels");
+        print = print_channels;
+    } else if (argc == 1 && strcmp(verb, "routes") == 0) {
+        snprintf(path, sizeof(path), "/api/v1/routes");
+        print = print_routes;
+    } else {
+        return usage();
+    }
+    if (request(o, method, path, &status, &body) != 0) {
+        jn_buf_reset(&body);
+        return 1;
+    }
+    j = json_loads(body.p ? body.p : "", 0, NULL);
+    if (status < 200 || status >= 300) {
+        fprintf(stderr, "junction ctl: %d: %s\n", status,
+                j && json_object_get(j, "error") ? str(j, "error") : (body.p ? body.p : ""));
+        rc = 1;
+    } else if (o->json || j == NULL) {
+        printf("%s\n", body.p ? body.p : "");
+        rc = j == NULL;
+    } else if (print != NULL) {
+        print(j);
+        rc = 0;
+    } else {
+        printf("%s: %s\n", argv[1], str(j, "state"));
+        rc = 0;
+    }
+    json_decref(j);
+    jn_buf_reset(&body);
+    return rc;
+}

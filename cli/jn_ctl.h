@@ -1,0 +1,22 @@
+/*
+ * jn_ctl: `junction ctl`, a client of the admin API (docs/admin-api.md) for people and scripts:
+ * human tables by default, --json for the API's own answer. Exit 0, 1 (the API could not be
+ * reached, or answered an error, printed), 2 (usage).
+ *
+ * A plain blocking HTTP/1.0 client over one TCP connection to the admin listener (loopback by
+ * default): the command line has no loop to share and one request to make. Model: redis-cli and
+ * mosquitto_ctrl (a thin client; the broker does the work).
+ */
+#ifndef JN_CTL_H
+#define JN_CTL_H
+
+struct jn_ctl_opts {
+    const char *admin;      /* host:port or http://host:port (the config's admin, or default) */
+    const char *token;      /* NULL: none */
+    int json;               /* print the API's JSON as it came */
+};
+
+/* argv: what follows `ctl` (the verb and its argument; options already taken out). */
+int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv);
+
+#endif
