@@ -216,6 +216,13 @@ static int chan_family(struct jn_admin *a, struct jn_buf *b, const char *name, c
     return rc;
 }
 
+static double oldest_seconds(const struct jn_channel_stats *cs)
+{
+    int64_t now = jn_now_us();
+
+    return cs->oldest_us > 0 && now > cs->oldest_us ? (double)(now - cs->oldest_us) / 1e6 : 0;
+}
+
 static int render_metrics(struct jn_admin *a, struct jn_buf *b)
 {
     struct jn_broker_stats s;
@@ -278,6 +285,15 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
                       "journal holds the rest, junction_journal_queued).", 1, F_IN_MEMORY);
     rc |= chan_family(a, b, "junction_queue_in_flight", "gauge",
                       "Sends of an OUT channel under way.", 1, F_IN_FLIGHT);
+    rc |= jn_prom_family(b, "junction_queue_oldest_seconds", "gauge",
+                         "Age of the oldest message in an OUT channel's queue (0: empty).");
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        const char *lab[] = {"channel", cs.name};
+        if (cs.out) {
+            rc |= jn_prom_sample(b, "junction_queue_oldest_seconds", NULL, lab, 1,
+                                 oldest_seconds(&cs));
+        }
+    }
     rc |= jn_prom_family(b, "junction_journal_queued", "gauge",
                          "Queue records in the journal: routed, not delivered yet.");
     rc |= jn_prom_sample_u(b, "junction_journal_queued", NULL, NULL, 0, s.queued);
@@ -410,6 +426,26 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
     reply_json(req, 200, "OK", json_pack("{s:o}", "channels", arr));
 }
 
+static void get_queues(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_channel_stats cs;
+    json_t *arr = json_array();
+
+    for (size_t i = 0; arr && jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        if (!cs.out) {
+            continue;
+        }
+        json_array_append_new(arr, json_pack("{s:s,s:b,s:I,s:b,s:I,s:I,s:f}", "channel", cs.name,
+                                             "paused", cs.paused, "in_memory",
+                                             (json_int_t)cs.in_memory, "complete",
+                                             cs.depth_exact, "in_flight",
+                                             (json_int_t)cs.in_flight, "waiting_retry",
+                                             (json_int_t)cs.waiting, "oldest_seconds",
+                                             oldest_seconds(&cs)));
+    }
+    reply_json(req, 200, "OK", json_pack("{s:o}", "queues", arr));
+}
+
 static void get_routes(struct jn_admin *a, struct evhttp_request *req)
 {
     struct jn_route_stats rs;
@@ -434,6 +470,7 @@ static const struct endpoint {
     {"/api/v1/status", get_status},
     {"/api/v1/channels", get_channels},
     {"/api/v1/routes", get_routes},
+    {"/api/v1/queues", get_queues},
 };
 
 /* Constant time in the length of the longer of the two. */
@@ -507,7 +544,7 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     reply_error(req, 404, "Not Found",
                 "no such endpoint: %s (see docs/admin-api.md: /health, /ready, /metrics, "
-                "/api/v1/status, /api/v1/channels, /api/v1/routes)", path);
+                "/api/v1/status, /api/v1/channels, /api/v1/queues, /api/v1/routes)", path);
 }
 
 /* ---- life cycle ---- */

@@ -465,6 +465,28 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     send_one(d);
 }
 
+void jn_queue_look(const struct jn_queue *q, struct jn_queue_look *out)
+{
+    int64_t oldest = 0;
+
+    if (q->head != NULL) {
+        oldest = q->head->msg->recv_us;
+    }
+    for (size_t i = 0; i < (size_t)q->ch->concurrency; i++) {
+        const struct jn_delivery *d = q->busy_list[i];
+        if (d != NULL && (oldest == 0 || d->msg->recv_us < oldest)) {
+            oldest = d->msg->recv_us;
+        }
+    }
+    out->held = q->ready + q->busy;
+    out->exact = !q->spilled;
+    out->oldest_us = oldest;
+    out->waiting = 0;
+    for (size_t i = 0; i < (size_t)q->ch->concurrency; i++) {
+        out->waiting += q->busy_list[i] != NULL && q->busy_list[i]->waiting;
+    }
+}
+
 void jn_queue_pause(struct jn_queue *q, int on)
 {
     q->paused = on != 0;

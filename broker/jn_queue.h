@@ -114,6 +114,16 @@ void jn_queue_kick(struct jn_queue *q);
 /* At start: the journal may hold records of q from before; read them as q's memory allows. */
 void jn_queue_page_in(struct jn_queue *q);
 int jn_queue_spilled(const struct jn_queue *q);
+/* What the operator sees of a queue (jn_stats.h). */
+struct jn_queue_look {
+    size_t held;       /* deliveries in memory: ready, sending, waiting for a retry */
+    size_t waiting;    /* of those, waiting for a retry */
+    int exact;         /* 1: held is the whole queue; 0: the journal holds more (paged) */
+    int64_t oldest_us; /* receive time of the oldest message held (the oldest queued: memory
+                        * holds the oldest ones), 0 when empty */
+};
+void jn_queue_look(const struct jn_queue *q, struct jn_queue_look *out);
+
 /* Holds the queue (on: no new sends; retries that come due wait; sends in flight finish) or
  * lets it go again (off: what is ready and due goes at once). The operator's pause. */
 void jn_queue_pause(struct jn_queue *q, int on);

@@ -58,7 +58,12 @@ int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_chann
     out->retried = ch->n_retried;
     out->failed = ch->n_failed;
     if (b->queues[i] != NULL) {
-        out->in_memory = jn_queue_held(b->queues[i]);
+        struct jn_queue_look lk;
+        jn_queue_look(b->queues[i], &lk);
+        out->in_memory = lk.held;
+        out->waiting = lk.waiting;
+        out->depth_exact = lk.exact;
+        out->oldest_us = lk.oldest_us;
         out->in_flight = jn_queue_in_flight(b->queues[i]);
     }
     return 0;

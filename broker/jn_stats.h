@@ -50,6 +50,9 @@ struct jn_channel_stats {
     uint64_t failed;        /* OUT: rejected or out of attempts: dead-lettered */
     size_t in_memory;       /* OUT: deliveries held in memory (the queue's window) */
     size_t in_flight;       /* OUT: sends under way */
+    size_t waiting;         /* OUT: deliveries waiting for their retry */
+    int depth_exact;        /* OUT: in_memory is the whole queue (else the journal holds more) */
+    int64_t oldest_us;      /* OUT: receive time of the oldest queued message, 0: empty */
 };
 
 struct jn_route_stats {

@@ -207,6 +207,15 @@ try:
             "the five wait in the queue (junction_journal_queued 5)")
     time.sleep(0.5)
     t.eq(rcv.count(), held_from, "nothing is sent while out is paused")
+    code, qs = get_json(admin, "/api/v1/queues")
+    q = (qs.get("queues") or [{}])[0]
+    t.check(code == 200 and q.get("channel") == "out" and q.get("paused") is True and
+            q.get("in_memory") == 5 and q.get("complete") is True and
+            q.get("oldest_seconds", 0) >= 0.4, "/api/v1/queues: out paused, 5 held, the oldest "
+            "waiting since the POSTs: %r" % qs)
+    age = metric(get(admin, "/metrics")[1].decode(), "junction_queue_oldest_seconds",
+                 '{channel="out"}')
+    t.check(age is not None and age >= 0.4, "junction_queue_oldest_seconds{out} %r" % age)
     code, body, _ = ctl("out", "resume")
     t.eq(code, 200, "resume out: 200")
     t.check(wait_until(lambda: rcv.count() == held_from + 5, 10),
