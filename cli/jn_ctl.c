@@ -137,6 +137,22 @@ static void print_channels(const json_t *j)
     }
 }
 
+static void print_queues(const json_t *j)
+{
+    const json_t *arr = json_object_get(j, "queues");
+    size_t i;
+    json_t *q;
+
+    printf("%-20s %-6s %10s %9s %10s %8s\n", "QUEUE", "PAUSED", "IN-MEMORY", "IN-FLIGHT",
+           "RETRYING", "OLDEST");
+    json_array_foreach(arr, i, q) {
+        printf("%-20s %-6s %9lld%s %9lld %10lld %7.1fs\n", str(q, "channel"),
+               json_is_true(json_object_get(q, "paused")) ? "yes" : "no", num(q, "in_memory"),
+               json_is_true(json_object_get(q, "complete")) ? " " : "+", num(q, "in_flight"),
+               num(q, "waiting_retry"), json_real_value(json_object_get(q, "oldest_seconds")));
+    }
+}
+
 static void print_routes(const json_t *j)
 {
     const json_t *arr = json_object_get(j, "routes");
@@ -151,7 +167,7 @@ static void print_routes(const json_t *j)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: junction ctl status|channels|routes [--json] [--admin HOST:PORT] "
+    fprintf(stderr, "usage: junction ctl status|channels|queues|routes [--json] [--admin HOST:PORT] "
             "[--token-file F] [-c FILE]\n"
             "       junction ctl pause|resume CHANNEL [--admin HOST:PORT] [--token-file F] "
             "[-c FILE]\n");
@@ -183,6 +199,9 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
     } else if (argc == 1 && strcmp(verb, "channels") == 0) {
         snprintf(path, sizeof(path), "/api/v1/channels");
         print = print_channels;
+    } else if (argc == 1 && strcmp(verb, "queues") == 0) {
+        snprintf(path, sizeof(path), "/api/v1/queues");
+        print = print_queues;
     } else if (argc == 1 && strcmp(verb, "routes") == 0) {
         snprintf(path, sizeof(path), "/api/v1/routes");
         print = print_routes;

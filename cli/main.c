@@ -77,13 +77,15 @@ static const struct command commands[] = {
      "dlq replay: puts the dead letter ID (or with --all every one) back in the queue of its\n"
      "destination. It takes the data_dir's lock: stop the broker first; the next start\n"
      "delivers what was put back."},
-    {"ctl", "status|channels|routes [--json]", "ask the running broker (the admin API)",
-     "A client of the running broker's admin listener (docs/admin-api.md): status, channels\n"
-     "and routes as tables, or the API's JSON with --json. The address is --admin HOST:PORT,\n"
-     "else the config's junction.admin (-c FILE), else 127.0.0.1:8081; the token is read from\n"
-     "--token-file F, else $JUNCTION_ADMIN_TOKEN, else the config's admin_token. Exit 1 when\n"
-     "the broker cannot be reached or answers an error."},
-    {"ctl", "pause|resume CHANNEL", "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
+    {"ctl", "status|channels|queues|routes [--json]", "ask the running broker (the admin API)",
+     "A client of the running broker's admin listener (docs/admin-api.md): status, channels,\n"
+     "queues (+: the journal holds more than memory) and routes as tables, or the API's JSON\n"
+     "with --json. The address is --admin HOST:PORT, else the config's junction.admin\n"
+     "(-c FILE), else 127.0.0.1:8081; the token is read from --token-file F, else\n"
+     "$JUNCTION_ADMIN_TOKEN, else the config's admin_token. Exit 1 when the broker cannot\n"
+     "be reached or answers an error."},
+    {"ctl", "pause|resume CHANNEL",
+     "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
      "ctl pause CHANNEL: an IN channel refuses what it is sent (HTTP 503, MLLP negative ACK),\n"
      "an OUT channel holds its queue; ctl resume CHANNEL lets it go again."},
     {"help", "[COMMAND]", "this text, or the help of one command",

@@ -207,6 +207,9 @@ try:
             "the five wait in the queue (junction_journal_queued 5)")
     time.sleep(0.5)
     t.eq(rcv.count(), held_from, "nothing is sent while out is paused")
+    code, out, err = run_junction(["ctl", "queues", "--admin", "127.0.0.1:%d" % admin])
+    t.check(code == 0 and re.search(r"^out\s+yes\s+5 ", out, re.M),
+            "ctl queues: out paused with 5: %r %r" % (out, err))
     code, qs = get_json(admin, "/api/v1/queues")
     q = (qs.get("queues") or [{}])[0]
     t.check(code == 200 and q.get("channel") == "out" and q.get("paused") is True and
