@@ -2,7 +2,7 @@
  * jn_admin: the admin listener (see jn_admin.h): evhttp on the broker's loop, bound by
  * jn_listener; each request is answered at once from a jn_stats snapshot.
  */
-#include "jn_admin.h"
+#include "jn_admin_int.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -30,20 +30,10 @@
 #define ADMIN_DEFAULT "127.0.0.1:8081"
 #define ADMIN_PREFIX "admin"
 
-struct jn_admin {
-    struct jn_broker *b;
-    struct jn_listener *lst;
-    struct evhttp *http;
-    char *token;                /* owned; NULL: no token */
-    size_t token_len;
-    char version[32];
-    struct jn_net_conf net;     /* the listener's: defaults */
-    int bound;                  /* evhttp owns the listener's evconnlistener */
-};
 
 /* ---- answers ---- */
 
-static void reply_body(struct evhttp_request *req, int code, const char *reason,
+void jn_admin__reply_body(struct evhttp_request *req, int code, const char *reason,
                        const char *ctype, const char *body, size_t len)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -62,8 +52,7 @@ static void reply_body(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(out);
 }
 
-/* Answers j (taken: decref'd here) as JSON with code. */
-static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *j)
+void jn_admin__reply_json(struct evhttp_request *req, int code, const char *reason, json_t *j)
 {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
@@ -72,17 +61,17 @@ static void reply_json(struct evhttp_request *req, int code, const char *reason,
         evhttp_send_error(req, 500, "out of memory");
         return;
     }
-    reply_body(req, code, reason, "application/json", s, strlen(s));
+    jn_admin__reply_body(req, code, reason, "application/json", s, strlen(s));
     free(s); /* jansson's allocator is libc's */
 }
 
-static void reply_error(struct evhttp_request *req, int code, const char *reason,
+void jn_admin__reply_error(struct evhttp_request *req, int code, const char *reason,
                         const char *fmt, const char *arg)
 {
     char msg[512];
 
     snprintf(msg, sizeof(msg), fmt, arg);
-    reply_json(req, code, reason, json_pack("{s:s}", "error", msg));
+    jn_admin__reply_json(req, code, reason, json_pack("{s:s}", "error", msg));
 }
 
 /* ---- /health, /ready ---- */
@@ -90,7 +79,7 @@ static void reply_error(struct evhttp_request *req, int code, const char *reason
 static void get_health(struct jn_admin *a, struct evhttp_request *req)
 {
     (void)a;
-    reply_json(req, 200, "OK", json_pack("{s:s}", "status", "up"));
+    jn_admin__reply_json(req, 200, "OK", json_pack("{s:s}", "status", "up"));
 }
 
 static void get_ready(struct jn_admin *a, struct evhttp_request *req)
@@ -120,9 +109,9 @@ static void get_ready(struct jn_admin *a, struct evhttp_request *req)
     ready = json_array_size(why) == 0;
     if (ready) {
         json_decref(why);
-        reply_json(req, 200, "OK", json_pack("{s:b}", "ready", 1));
+        jn_admin__reply_json(req, 200, "OK", json_pack("{s:b}", "ready", 1));
     } else {
-        reply_json(req, 503, "Service Unavailable",
+        jn_admin__reply_json(req, 503, "Service Unavailable",
                    json_pack("{s:b,s:o}", "ready", 0, "not_ready", why));
     }
 }
@@ -322,10 +311,10 @@ static void get_metrics(struct jn_admin *a, struct evhttp_request *req)
 
     if (render_metrics(a, &b) != 0) {
         jn_buf_reset(&b);
-        reply_error(req, 500, "Internal Server Error", "%s", "out of memory");
+        jn_admin__reply_error(req, 500, "Internal Server Error", "%s", "out of memory");
         return;
     }
-    reply_body(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "",
+    jn_admin__reply_body(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "",
                b.len);
     jn_buf_reset(&b);
 }
@@ -338,7 +327,7 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
     int64_t now = jn_now_us();
 
     jn_broker_stats(a->b, &s);
-    reply_json(req, 200, "OK",
+    jn_admin__reply_json(req, 200, "OK",
                json_pack("{s:s,s:I,s:b,s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:i,s:I,s:I,s:I}}",
                          "version", a->version,
                          "uptime_seconds", (json_int_t)(s.started_us ? (now - s.started_us) /
@@ -373,11 +362,11 @@ static void post_pause(struct jn_admin *a, struct evhttp_request *req, const cha
     jn_err_clear(&err);
     rc = jn_broker_pause(a->b, name, on, &err);
     if (rc == JN_ENOENT) {
-        reply_error(req, 404, "Not Found", "%s", err.msg);
+        jn_admin__reply_error(req, 404, "Not Found", "%s", err.msg);
     } else if (rc != 0) {
-        reply_error(req, 409, "Conflict", "%s", err.msg);
+        jn_admin__reply_error(req, 409, "Conflict", "%s", err.msg);
     } else {
-        reply_json(req, 200, "OK", json_pack("{s:s,s:s}", "channel", name, "state",
+        jn_admin__reply_json(req, 200, "OK", json_pack("{s:s,s:s}", "channel", name, "state",
                                              on ? "paused" : "up"));
     }
 }
@@ -423,7 +412,7 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
                                        (json_int_t)cs.unrouted);
         json_array_append_new(arr, o);
     }
-    reply_json(req, 200, "OK", json_pack("{s:o}", "channels", arr));
+    jn_admin__reply_json(req, 200, "OK", json_pack("{s:o}", "channels", arr));
 }
 
 static void get_queues(struct jn_admin *a, struct evhttp_request *req)
@@ -443,7 +432,7 @@ static void get_queues(struct jn_admin *a, struct evhttp_request *req)
                                              (json_int_t)cs.waiting, "oldest_seconds",
                                              oldest_seconds(&cs)));
     }
-    reply_json(req, 200, "OK", json_pack("{s:o}", "queues", arr));
+    jn_admin__reply_json(req, 200, "OK", json_pack("{s:o}", "queues", arr));
 }
 
 static void get_routes(struct jn_admin *a, struct evhttp_request *req)
@@ -455,7 +444,7 @@ static void get_routes(struct jn_admin *a, struct evhttp_request *req)
         json_array_append_new(arr, json_pack("{s:s,s:I}", "name", rs.name, "routed",
                                              (json_int_t)rs.routed));
     }
-    reply_json(req, 200, "OK", json_pack("{s:o}", "routes", arr));
+    jn_admin__reply_json(req, 200, "OK", json_pack("{s:o}", "routes", arr));
 }
 
 /* ---- dispatch ---- */
@@ -507,7 +496,7 @@ static void handle(struct evhttp_request *req, void *arg)
                                         "Authorization"))) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                           "Bearer realm=\"junction admin\"");
-        reply_error(req, 401, "Unauthorized", "%s",
+        jn_admin__reply_error(req, 401, "Unauthorized", "%s",
                     "this admin listener needs 'Authorization: Bearer <admin_token>'");
         return;
     }
@@ -522,7 +511,7 @@ static void handle(struct evhttp_request *req, void *arg)
             char *dec = evhttp_uridecode(name, 0, NULL);
             if (cmd != EVHTTP_REQ_POST) {
                 evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-                reply_error(req, 405, "Method Not Allowed", "%s only answers POST", path);
+                jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers POST", path);
             } else {
                 post_pause(a, req, dec ? dec : name, action[0] == 'p');
             }
@@ -530,21 +519,33 @@ static void handle(struct evhttp_request *req, void *arg)
             return;
         }
     }
+    if (strncmp(path, "/api/v1/messages", 16) == 0 && (path[16] == '\0' || path[16] == '/')) {
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
+        } else if (path[16] == '\0') {
+            jn_admin__get_messages(a, req);
+        } else {
+            jn_admin__get_message(a, req, path + 17);
+        }
+        return;
+    }
     for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
         if (strcmp(path, endpoints[i].path) != 0) {
             continue;
         }
         if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-            reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
+            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
             return;
         }
         endpoints[i].get(a, req);
         return;
     }
-    reply_error(req, 404, "Not Found",
+    jn_admin__reply_error(req, 404, "Not Found",
                 "no such endpoint: %s (see docs/admin-api.md: /health, /ready, /metrics, "
-                "/api/v1/status, /api/v1/channels, /api/v1/queues, /api/v1/routes)", path);
+                "/api/v1/status, /api/v1/channels, /api/v1/queues, /api/v1/routes, "
+                "/api/v1/messages)", path);
 }
 
 /* ---- life cycle ---- */

@@ -8,6 +8,11 @@
 #include "jn_broker_int.h"
 #include "jn_log.h"
 
+struct jn_journal *jn_broker_journal(struct jn_broker *b)
+{
+    return b->journal;
+}
+
 struct event_base *jn_broker_base(struct jn_broker *b)
 {
     return b->base;

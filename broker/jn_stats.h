@@ -18,6 +18,7 @@
 struct jn_broker;
 struct event_base;
 struct jn_err;
+struct jn_journal;
 
 struct jn_broker_stats {
     int journal_open;       /* the journal is open */
@@ -60,6 +61,9 @@ struct jn_route_stats {
     uint64_t routed;        /* messages this route took */
 };
 
+/* Loop thread. The journal, for read-only scans (the admin's message browser reads the action
+ * log through jn_store.h); NULL once closed. */
+struct jn_journal *jn_broker_journal(struct jn_broker *b);
 /* Loop thread. The base the broker runs on (the admin listener's too). */
 struct event_base *jn_broker_base(struct jn_broker *b);
 /* Loop thread. The broker's figures now (the journal ones read with one read transaction

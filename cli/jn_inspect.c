@@ -129,47 +129,11 @@ int jn_inspect_trace(const struct jn_config *cfg, const char *id, FILE *out)
 
 /* ---- log ---- */
 
-int jn_inspect_parse_time(const char *s, int64_t now_us, int64_t *out_us)
-{
-    char dur[32];
-    size_t n = strlen(s);
-    long long ms;
-    struct tm tm;
-    const char *end;
-
-    /* "10m ago" (the help's form) and "10m" are the same; the unit is required, since a bare
-     * number would be milliseconds, which nobody means here. */
-    if (n >= 4 && strcmp(s + n - 4, " ago") == 0) {
-        n -= 4;
-        while (n > 0 && s[n - 1] == ' ') {
-            n--;
-        }
-    }
-    if (n > 0 && n < sizeof(dur) && isalpha((unsigned char)s[n - 1])) {
-        memcpy(dur, s, n);
-        dur[n] = '\0';
-        if (jn_parse_duration_ms(dur, &ms) == 0) {
-            *out_us = ms > now_us / 1000 ? 0 : now_us - ms * 1000; /* before 1970: from 0 */
-            return 0;
-        }
-    }
-    memset(&tm, 0, sizeof(tm));
-    end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0)) {
-        return JN_EINVAL;
-    }
-    *out_us = (int64_t)timegm(&tm) * 1000000;
-    if (*out_us < 0) {
-        *out_us = 0;
-    }
-    return 0;
-}
-
 static int64_t parse_when(const char *s)
 {
     int64_t us;
 
-    return jn_inspect_parse_time(s, jn_now_us(), &us) == 0 ? us : -1;
+    return jn_parse_when(s, jn_now_us(), &us) == 0 ? us : -1;
 }
 
 struct log_ctx {

@@ -19,13 +19,8 @@
 #include "jn_config.h"
 
 int jn_inspect_trace(const struct jn_config *cfg, const char *id, FILE *out);
-/* since/until: as jn_inspect_parse_time() takes them, or NULL. Exit code 2 when either is bad. */
+/* since/until: as jn_parse_when() (jn_opt.h) takes them, or NULL. Exit code 2 when either is bad. */
 int jn_inspect_log(const struct jn_config *cfg, const char *since, const char *until, FILE *out);
-/* A point in time on the command line: a duration ago with its unit ("10m ago", "10m", "2h",
- * "7d", "90s ago"; ms, s, m, h, d) or a UTC time "2026-11-22T10:00:00" (a trailing Z allowed).
- * now_us: the current time (µs since the epoch). Sets *out_us (µs, times before 1970 become 0)
- * and returns 0, or returns JN_EINVAL. */
-int jn_inspect_parse_time(const char *s, int64_t now_us, int64_t *out_us);
 int jn_inspect_dlq_list(const struct jn_config *cfg, FILE *out);
 /* id NULL: all. */
 int jn_inspect_dlq_replay(const struct jn_config *cfg, const char *id, FILE *out);

@@ -1,11 +1,14 @@
 /* jn_opt: table-driven option parsing, validation and description (see jn_opt.h). */
 #include "jn_opt.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "jn_buf.h"
 #include "jn_err.h"
@@ -713,4 +716,40 @@ void jn_opt_describe_text(const struct jn_opt *tab, const char *prefix, FILE *ou
     for (const struct jn_opt *o = tab; o->name; o++) {
         describe_one(o, prefix, out, 0);
     }
+}
+
+int jn_parse_when(const char *s, int64_t now_us, int64_t *out_us)
+{
+    char dur[32];
+    size_t n = strlen(s);
+    long long ms;
+    struct tm tm;
+    const char *end;
+
+    /* "10m ago" (the help's form) and "10m" are the same; the unit is required, since a bare
+     * number would be milliseconds, which nobody means here. */
+    if (n >= 4 && strcmp(s + n - 4, " ago") == 0) {
+        n -= 4;
+        while (n > 0 && s[n - 1] == ' ') {
+            n--;
+        }
+    }
+    if (n > 0 && n < sizeof(dur) && isalpha((unsigned char)s[n - 1])) {
+        memcpy(dur, s, n);
+        dur[n] = '\0';
+        if (jn_parse_duration_ms(dur, &ms) == 0) {
+            *out_us = ms > now_us / 1000 ? 0 : now_us - ms * 1000; /* before 1970: from 0 */
+            return 0;
+        }
+    }
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0)) {
+        return JN_EINVAL;
+    }
+    *out_us = (int64_t)timegm(&tm) * 1000000;
+    if (*out_us < 0) {
+        *out_us = 0;
+    }
+    return 0;
 }

@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "jn_diag.h"
@@ -168,6 +169,11 @@ void jn_opt_free(const struct jn_opt *tab, void *conf);
 /* Parsers of user syntax, shared with anything else that reads such values. 0 or JN_EINVAL. */
 int jn_parse_size(const char *s, unsigned long long *out);
 int jn_parse_duration_ms(const char *s, long long *out);
+/* A point in time (the command line, the admin API's since/until): a duration ago with its
+ * unit ("10m ago", "10m", "2h", "7d", "90s ago"; ms, s, m, h, d) or a UTC time
+ * "2026-11-22T10:00:00" (a trailing Z allowed). now_us: the current time (µs since the epoch).
+ * Sets *out_us (µs, times before 1970 become 0) and returns 0, or returns JN_EINVAL. */
+int jn_parse_when(const char *s, int64_t now_us, int64_t *out_us);
 int jn_parse_bool(const char *s, bool *out);
 
 /* Markdown table of a table's options (name, type, default, range, description). */

@@ -138,6 +138,45 @@ try:
     code, rt = get_json(admin, "/api/v1/routes")
     t.eq((code, rt), (200, {"routes": [{"name": "r", "routed": n}]}), "/api/v1/routes")
 
+    # ---- the message browser ----
+    code, ms = get_json(admin, "/api/v1/messages?since=10m&channel=in&limit=1000")
+    listed = ms.get("messages", [])
+    t.check(code == 200 and len(listed) == n and ms.get("next_cursor") is None and
+            all(m["status"] == "delivered" and m["channel"] == "in" for m in listed),
+            "messages since 10m from in: all %d, delivered: %r" % (n, ms))
+    t.check([m["received"] for m in listed] == sorted([m["received"] for m in listed],
+                                                       reverse=True), "newest first")
+    pages, cursor = [], None
+    for _ in range(5):
+        code, pg = get_json(admin, "/api/v1/messages?limit=3" +
+                            ("&cursor=" + cursor if cursor else ""))
+        pages.append([m["id"] for m in pg.get("messages", [])])
+        cursor = pg.get("next_cursor")
+        if not cursor:
+            break
+    t.eq([len(p) for p in pages], [3, 3, 1], "cursor paging: pages of 3, 3, 1")
+    t.eq(sum(pages, []), [m["id"] for m in listed], "the pages are the list, in order, once")
+    code, ms = get_json(admin, "/api/v1/messages?status=dead")
+    t.eq((code, ms.get("messages")), (200, []), "status=dead: none")
+    code, ms = get_json(admin, "/api/v1/messages?until=2020-01-01T00:00:00")
+    t.eq((code, ms.get("messages")), (200, []), "until 2020: none")
+    mid = listed[0]["id"] if listed else "x"
+    code, one = get_json(admin, "/api/v1/messages/" + mid)
+    t.check(code == 200 and one.get("status") == "delivered" and
+            [e["event"] for e in one.get("trace", [])] ==
+            ["received", "routed+transformed", "delivered"],
+            "messages/ID: its trace: %r" % one)
+    code, one = get_json(admin, "/api/v1/messages/" + mid[:-1] + ("0" if mid[-1] != "0" else "1"))
+    t.check(code == 404 and "no message" in one.get("error", ""), "unknown id: 404: %r" % one)
+    for q, word in (("since=banana", "since"), ("limit=0", "limit"), ("status=lost", "status"),
+                    ("cursor=zz", "cursor")):
+        code, body = get_json(admin, "/api/v1/messages?" + q)
+        t.check(code == 400 and body.get("error", "").startswith(word + ":"),
+                "messages?%s: 400 naming %s: %r" % (q, word, body))
+    code, body = get_json(admin, "/api/v1/messages/not-an-id")
+    t.check(code == 400 and "is not a message id" in body.get("error", ""),
+            "messages/not-an-id: 400: %r" % body)
+
     # ---- junction ctl, the API's command-line client ----
     code, out, err = run_junction(["ctl", "status", "-c", j.cfg])
     t.check(code == 0 and "ready" in out and "channels 2, routes 1" in out,

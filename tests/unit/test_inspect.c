@@ -12,7 +12,7 @@ static int64_t when(const char *s)
 {
     int64_t us = 42;
 
-    return jn_inspect_parse_time(s, NOW, &us) == 0 ? us : -1;
+    return jn_parse_when(s, NOW, &us) == 0 ? us : -1;
 }
 
 static void test_ago(void)
@@ -50,7 +50,7 @@ static void test_bad(void)
     int64_t us = 42;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        int rc = jn_inspect_parse_time(bad[i], NOW, &us);
+        int rc = jn_parse_when(bad[i], NOW, &us);
         if (rc != JN_EINVAL) {
             fprintf(stderr, "accepted: '%s'\n", bad[i]);
         }

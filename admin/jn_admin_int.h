@@ -1,0 +1,42 @@
+/*
+ * jn_admin internals shared by admin/jn_admin.c (the listener, health, metrics, status,
+ * channels, queues) and admin/jn_admin_msg.c (the message browser).
+ */
+#ifndef JN_ADMIN_INT_H
+#define JN_ADMIN_INT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "jn_admin.h"
+#include "jn_listener.h"
+
+struct evhttp;
+struct evhttp_request;
+
+struct jn_admin {
+    struct jn_broker *b;
+    struct jn_listener *lst;
+    struct evhttp *http;
+    char *token;                /* owned; NULL: no token */
+    size_t token_len;
+    char version[32];
+    struct jn_net_conf net;     /* the listener's: defaults */
+    int bound;                  /* evhttp owns the listener's evconnlistener */
+};
+
+/* Answers body (len bytes) with code and a Content-Type. */
+void jn_admin__reply_body(struct evhttp_request *req, int code, const char *reason,
+                          const char *ctype, const char *body, size_t len);
+/* Answers j (taken: decref'd here; NULL: out of memory, 500) as JSON with code. */
+void jn_admin__reply_json(struct evhttp_request *req, int code, const char *reason, json_t *j);
+/* Answers {"error": fmt with arg} with code. */
+void jn_admin__reply_error(struct evhttp_request *req, int code, const char *reason,
+                           const char *fmt, const char *arg);
+
+/* jn_admin_msg.c: GET /api/v1/messages (the query in req's URI) and GET
+ * /api/v1/messages/{id}. */
+void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req);
+void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const char *id);
+
+#endif

@@ -1,0 +1,343 @@
+/*
+ * jn_admin_msg: the message browser of the admin API (docs/admin-api.md), read from the action
+ * log: GET /api/v1/messages (by time range, channel, status; newest first, cursor paging) and
+ * GET /api/v1/messages/{id} (the message's trace).
+ *
+ * The action log is keyed by time (time_us seq) with an index by id (id time_us seq), both in
+ * jn_store.h, so a time range is one range scan of the log and a trace one prefix scan of the
+ * index: no full scan. A page holds at most MSG_LIMIT_MAX messages, and a range at most
+ * MSG_RANGE_MAX received messages (past that the answer asks for a narrower range), so one
+ * request costs a bounded time on the loop. Model: NiFi's provenance query (time first, then
+ * attributes) and Mirth's message browser.
+ */
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include "jn_admin_int.h"
+#include "jn_buf.h"
+#include "jn_journal.h"
+#include "jn_mem.h"
+#include "jn_msg.h"
+#include "jn_opt.h"
+#include "jn_stats.h"
+#include "jn_store.h"
+
+#define MSG_LIMIT_DEFAULT 50
+#define MSG_LIMIT_MAX 1000
+#define MSG_RANGE_MAX 200000
+
+static void iso_time(int64_t us, char *buf, size_t n)
+{
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+
+    gmtime_r(&s, &tm);
+    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us / 1000 % 1000));
+}
+
+/* The state a message's latest action says it is in. */
+static const char *status_of(const char *event)
+{
+    if (strcmp(event, "delivered") == 0) {
+        return "delivered";
+    }
+    if (strcmp(event, "dead-lettered") == 0 || strcmp(event, "failed") == 0) {
+        return "dead";
+    }
+    if (strcmp(event, "retry-scheduled") == 0) {
+        return "retrying";
+    }
+    if (strcmp(event, "dropped") == 0) {
+        return "dropped";
+    }
+    if (strcmp(event, "received") == 0) {
+        return "received";
+    }
+    return "queued"; /* routed, routed+transformed, replayed */
+}
+
+/* ---- one message's trace ---- */
+
+struct trace_ctx {
+    struct jn_journal *j;
+    json_t *events;      /* or NULL: only the latest is wanted */
+    struct jn_logrec last;
+    char recv_channel[128];
+    int64_t recv_us;
+    size_t n;
+};
+
+static int visit_record(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct trace_ctx *c = arg;
+    struct jn_logrec r;
+    struct jn_err err;
+
+    (void)k;
+    (void)kl;
+    if (jn_store_log_decode(v, vl, &r, &err) != 0) {
+        return 1;
+    }
+    c->n++;
+    c->last = r;
+    if (strcmp(r.event, "received") == 0 && c->recv_us == 0) {
+        c->recv_us = r.time_us;
+        snprintf(c->recv_channel, sizeof(c->recv_channel), "%s", r.channel);
+    }
+    if (c->events != NULL) {
+        char t[80];
+        iso_time(r.time_us, t, sizeof(t));
+        json_array_append_new(c->events,
+                              json_pack("{s:s,s:I,s:s,s:s,s:s,s:i,s:s}", "time", t, "time_us",
+                                        (json_int_t)r.time_us, "event", r.event, "route",
+                                        r.route, "channel", r.channel, "attempt", r.attempt,
+                                        "error", r.error));
+    }
+    return 1; /* one record per key */
+}
+
+static int visit_index(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct trace_ctx *c = arg;
+
+    (void)v;
+    (void)vl;
+    if (kl != JN_ID_LEN + 16) {
+        return 0;
+    }
+    /* The index key ends with the log key: the record is found by it. */
+    return jn_journal_scan(c->j, JN_JDB_LOG, (const unsigned char *)k + JN_ID_LEN, 16,
+                           visit_record, c) < 0;
+}
+
+static int trace(struct jn_journal *j, const char *id, struct trace_ctx *c, json_t *events)
+{
+    memset(c, 0, sizeof(*c));
+    c->j = j;
+    c->events = events;
+    return jn_journal_scan(j, JN_JDB_LOGID, id, JN_ID_LEN, visit_index, c);
+}
+
+void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const char *id)
+{
+    struct jn_journal *j = jn_broker_journal(a->b);
+    struct trace_ctx c;
+    json_t *events;
+    char t[80];
+
+    if (strlen(id) != JN_ID_LEN || jn_id_time_ms(id) < 0) {
+        jn_admin__reply_error(req, 400, "Bad Request", "'%s' is not a message id (26 "
+                              "characters, as X-Junction-Id gives it)", id);
+        return;
+    }
+    if (j == NULL) {
+        jn_admin__reply_error(req, 503, "Service Unavailable", "%s", "the journal is closed");
+        return;
+    }
+    events = json_array();
+    trace(j, id, &c, events);
+    if (c.n == 0) {
+        json_decref(events);
+        jn_admin__reply_error(req, 404, "Not Found", "no message '%s' in the action log (never "
+                              "received, or its actions are past the retention)", id);
+        return;
+    }
+    iso_time(c.recv_us, t, sizeof(t));
+    jn_admin__reply_json(req, 200, "OK",
+                         json_pack("{s:s,s:s,s:s?,s:s,s:o}", "id", id, "channel",
+                                   c.recv_channel, "received", c.recv_us ? t : NULL, "status",
+                                   status_of(c.last.event), "trace", events));
+}
+
+/* ---- the list ---- */
+
+struct hit {
+    unsigned char key[16]; /* its "received" log key: time_us seq */
+    char id[JN_ID_LEN + 1];
+};
+
+struct list_ctx {
+    int64_t until_us;
+    const char *channel;
+    struct hit *v;
+    size_t n, cap;
+    int too_many, oom;
+};
+
+static int visit_range(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct list_ctx *c = arg;
+    struct jn_logrec r;
+    struct jn_err err;
+
+    if (kl != 16) {
+        return 0;
+    }
+    if ((int64_t)jn_get_be64(k) > c->until_us) {
+        return 1;
+    }
+    if (jn_store_log_decode(v, vl, &r, &err) != 0 || strcmp(r.event, "received") != 0 ||
+        (c->channel != NULL && strcmp(r.channel, c->channel) != 0)) {
+        return 0;
+    }
+    if (c->n == MSG_RANGE_MAX) {
+        c->too_many = 1;
+        return 1;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        struct hit *nv = jn_realloc(c->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            c->oom = 1;
+            return 1;
+        }
+        c->v = nv;
+        c->cap = cap;
+    }
+    memcpy(c->v[c->n].key, k, 16);
+    snprintf(c->v[c->n].id, sizeof(c->v[c->n].id), "%s", r.id);
+    c->n++;
+    return 0;
+}
+
+static int hex_key(const char *s, unsigned char out[16])
+{
+    if (strlen(s) != 32) {
+        return -1;
+    }
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1) {
+            return -1;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+static const char *const statuses[] = {"received", "queued", "retrying", "delivered", "dead",
+                                       "dropped", NULL};
+
+void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_journal *j = jn_broker_journal(a->b);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+    struct evkeyvalq q;
+    const char *since, *until, *status, *limit_s, *cursor_s;
+    struct list_ctx c;
+    unsigned char from[8], cursor[16];
+    int64_t now = jn_now_us(), since_us = 0;
+    long limit = MSG_LIMIT_DEFAULT;
+    int have_cursor = 0;
+    json_t *arr;
+    size_t i, taken = 0;
+    char next[33] = "";
+
+    memset(&c, 0, sizeof(c));
+    c.until_us = INT64_MAX;
+    TAILQ_INIT(&q);
+    if (query != NULL && evhttp_parse_query_str(query, &q) != 0) {
+        jn_admin__reply_error(req, 400, "Bad Request", "%s", "the query string cannot be parsed");
+        return;
+    }
+    since = evhttp_find_header(&q, "since");
+    until = evhttp_find_header(&q, "until");
+    status = evhttp_find_header(&q, "status");
+    limit_s = evhttp_find_header(&q, "limit");
+    cursor_s = evhttp_find_header(&q, "cursor");
+    c.channel = evhttp_find_header(&q, "channel");
+    if (since != NULL && jn_parse_when(since, now, &since_us) != 0) {
+        jn_admin__reply_error(req, 400, "Bad Request", "since: '%s' is not a time (10m, 2h, "
+                              "7d, or YYYY-MM-DDTHH:MM:SS in UTC)", since);
+        goto out;
+    }
+    if (until != NULL && jn_parse_when(until, now, &c.until_us) != 0) {
+        jn_admin__reply_error(req, 400, "Bad Request", "until: '%s' is not a time (10m, 2h, "
+                              "7d, or YYYY-MM-DDTHH:MM:SS in UTC)", until);
+        goto out;
+    }
+    if (limit_s != NULL) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (*limit_s == '\0' || *end != '\0' || limit < 1 || limit > MSG_LIMIT_MAX) {
+            jn_admin__reply_error(req, 400, "Bad Request", "limit: '%s' is not a number from 1 "
+                                  "to 1000", limit_s);
+            goto out;
+        }
+    }
+    if (status != NULL) {
+        size_t k = 0;
+        while (statuses[k] != NULL && strcmp(statuses[k], status) != 0) {
+            k++;
+        }
+        if (statuses[k] == NULL) {
+            jn_admin__reply_error(req, 400, "Bad Request", "status: '%s' is not one of "
+                                  "received, queued, retrying, delivered, dead, dropped", status);
+            goto out;
+        }
+    }
+    if (cursor_s != NULL) {
+        if (hex_key(cursor_s, cursor) != 0) {
+            jn_admin__reply_error(req, 400, "Bad Request", "cursor: '%s' is not a cursor this "
+                                  "API gave (next_cursor)", cursor_s);
+            goto out;
+        }
+        have_cursor = 1;
+    }
+    if (j == NULL) {
+        jn_admin__reply_error(req, 503, "Service Unavailable", "%s", "the journal is closed");
+        goto out;
+    }
+    jn_be64(from, (uint64_t)since_us);
+    jn_journal_scan_from(j, JN_JDB_LOG, from, sizeof(from), visit_range, &c);
+    if (c.oom) {
+        jn_admin__reply_error(req, 500, "Internal Server Error", "%s", "out of memory");
+        goto out;
+    }
+    if (c.too_many) {
+        jn_admin__reply_error(req, 400, "Bad Request", "%s", "the range holds more than 200000 "
+                              "messages: narrow it with since and until");
+        goto out;
+    }
+    arr = json_array();
+    /* Newest first: from the end of the range, below the cursor. */
+    for (i = c.n; i-- > 0;) {
+        struct trace_ctx tc;
+        const char *st;
+        char t[80];
+        if (have_cursor && memcmp(c.v[i].key, cursor, 16) >= 0) {
+            continue;
+        }
+        if (taken == (size_t)limit) {
+            /* One more matches (maybe): the page ends at the last one taken. */
+            break;
+        }
+        trace(j, c.v[i].id, &tc, NULL);
+        st = tc.n ? status_of(tc.last.event) : "received";
+        if (status != NULL && strcmp(st, status) != 0) {
+            continue;
+        }
+        iso_time((int64_t)jn_get_be64(c.v[i].key), t, sizeof(t));
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", c.v[i].id,
+                                             "channel", tc.recv_channel, "received", t,
+                                             "status", st, "last_event", tc.n ? tc.last.event
+                                                                               : "received"));
+        taken++;
+        for (int b = 0; b < 16; b++) {
+            snprintf(next + 2 * b, 3, "%02x", c.v[i].key[b]);
+        }
+    }
+    jn_admin__reply_json(req, 200, "OK",
+                         json_pack("{s:o,s:s?}", "messages", arr, "next_cursor",
+                                   (taken == (size_t)limit && i != (size_t)-1) ? next : NULL));
+out:
+    jn_free(c.v);
+    evhttp_clear_headers(&q);
+}
