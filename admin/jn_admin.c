@@ -519,6 +519,24 @@ static void handle(struct evhttp_request *req, void *arg)
             return;
         }
     }
+    if (strcmp(path, "/api/v1/replay") == 0) {
+        if (cmd != EVHTTP_REQ_POST) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers POST", path);
+        } else {
+            jn_admin__post_replay(a, req);
+        }
+        return;
+    }
+    if (strncmp(path, "/api/v1/replay/", 15) == 0) {
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
+        } else {
+            jn_admin__get_replay(a, req, path + 15);
+        }
+        return;
+    }
     if (strncmp(path, "/api/v1/messages", 16) == 0 && (path[16] == '\0' || path[16] == '/')) {
         if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");

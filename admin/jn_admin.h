@@ -13,7 +13,8 @@
  *
  * Endpoints (docs/admin-api.md): GET /health, GET /ready, GET /metrics, GET /api/v1/status,
  * GET /api/v1/channels, POST /api/v1/channels/{name}/pause and /resume, GET /api/v1/queues,
- * GET /api/v1/routes, GET /api/v1/messages and /api/v1/messages/{id} (jn_admin_msg.c). Errors are JSON {"error": "..."} with 401, 404, 405, 409.
+ * GET /api/v1/routes, GET /api/v1/messages and /api/v1/messages/{id} (jn_admin_msg.c).
+ * Errors are JSON {"error": "..."} with 400, 401, 404, 405, 409.
  *
  * Model: Prometheus's own exposition rules, Kubernetes' liveness/readiness split, and
  * Redis's INFO (a snapshot, not a registry). Loop thread only.

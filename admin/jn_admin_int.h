@@ -38,5 +38,8 @@ void jn_admin__reply_error(struct evhttp_request *req, int code, const char *rea
  * /api/v1/messages/{id}. */
 void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const char *id);
+/* POST /api/v1/replay (a JSON body) and GET /api/v1/replay/{job}. */
+void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req);
+void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const char *job);
 
 #endif

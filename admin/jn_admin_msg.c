@@ -10,6 +10,7 @@
  * request costs a bounded time on the loop. Model: NiFi's provenance query (time first, then
  * attributes) and Mirth's message browser.
  */
+#include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
@@ -340,4 +341,111 @@ void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
 out:
     jn_free(c.v);
     evhttp_clear_headers(&q);
+}
+
+/* ---- replay ---- */
+
+static json_t *job_json(const struct jn_replay_job *jb)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:b}", "job", (json_int_t)jb->id, "count",
+                     (json_int_t)jb->matched, "replayed", (json_int_t)jb->written, "failed",
+                     (json_int_t)jb->failed, "done", !jb->running);
+}
+
+void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    struct jn_replay_req rq;
+    struct jn_replay_result res;
+    struct jn_err err;
+    const char **ids = NULL;
+    json_error_t jerr;
+    json_t *body, *jids, *jdest, *jdry, *sample;
+    int rc;
+
+    memset(&rq, 0, sizeof(rq));
+    body = len ? json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)len), len, 0, &jerr)
+               : json_object();
+    if (body == NULL || !json_is_object(body)) {
+        json_decref(body);
+        jn_admin__reply_error(req, 400, "Bad Request", "the body is not a JSON object: %s",
+                              len ? jerr.text : "");
+        return;
+    }
+    jids = json_object_get(body, "ids");
+    jdest = json_object_get(body, "destination");
+    jdry = json_object_get(body, "dry_run");
+    if ((jids && !json_is_array(jids)) || (jdest && !json_is_string(jdest)) ||
+        (jdry && !json_is_boolean(jdry))) {
+        json_decref(body);
+        jn_admin__reply_error(req, 400, "Bad Request", "%s", "ids must be a list of message "
+                              "ids, destination a channel name, dry_run true or false");
+        return;
+    }
+    if (jids != NULL && json_array_size(jids) > 0) {
+        size_t i;
+        json_t *v;
+        ids = jn_calloc(json_array_size(jids), sizeof(*ids));
+        if (ids == NULL) {
+            json_decref(body);
+            jn_admin__reply_error(req, 500, "Internal Server Error", "%s", "out of memory");
+            return;
+        }
+        json_array_foreach(jids, i, v) {
+            if (!json_is_string(v)) {
+                jn_free(ids);
+                json_decref(body);
+                jn_admin__reply_error(req, 400, "Bad Request", "%s", "ids must be strings");
+                return;
+            }
+            ids[i] = json_string_value(v);
+        }
+        rq.ids = ids;
+        rq.nids = json_array_size(jids);
+    }
+    rq.dest = jdest ? json_string_value(jdest) : NULL;
+    rq.dry_run = jdry && json_is_true(jdry);
+    jn_err_clear(&err);
+    rc = jn_broker_replay(a->b, &rq, &res, &err);
+    jn_free(ids);
+    json_decref(body);
+    if (rc == JN_EAGAIN) {
+        jn_admin__reply_error(req, 409, "Conflict", "%s", err.msg);
+        return;
+    }
+    if (rc != 0) {
+        jn_admin__reply_error(req, rc == JN_ESTOPPED ? 503 : 500,
+                              rc == JN_ESTOPPED ? "Service Unavailable" : "Internal Server Error",
+                              "%s", err.msg);
+        return;
+    }
+    sample = json_array();
+    for (size_t i = 0; i < res.nsample; i++) {
+        json_array_append_new(sample, json_string(res.sample[i]));
+    }
+    if (rq.dry_run || res.job == 0) {
+        jn_admin__reply_json(req, 200, "OK",
+                             json_pack("{s:b,s:I,s:o}", "dry_run", rq.dry_run, "count",
+                                       (json_int_t)res.count, "ids", sample));
+        return;
+    }
+    jn_admin__reply_json(req, 202, "Accepted",
+                         json_pack("{s:b,s:I,s:I,s:o}", "dry_run", 0, "job",
+                                   (json_int_t)res.job, "count", (json_int_t)res.count, "ids",
+                                   sample));
+}
+
+void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const char *job)
+{
+    struct jn_replay_job jb;
+    char *end;
+    unsigned long long id = strtoull(job, &end, 10);
+
+    if (*job == '\0' || *end != '\0' || jn_broker_replay_job(a->b, id, &jb) != 0) {
+        jn_admin__reply_error(req, 404, "Not Found", "no replay job '%s' (only the last one is "
+                              "kept)", job);
+        return;
+    }
+    jn_admin__reply_json(req, 200, "OK", job_json(&jb));
 }

@@ -79,6 +79,8 @@ struct commit {
     struct jn_delivery *adds;
     int routing;               /* one of b->routing_in_flight */
     struct jn_ticket *track;   /* its routing part ends here, or NULL */
+    void (*cb)(void *, int);   /* then this, or NULL */
+    void *cb_arg;
 };
 
 static void committed(void *arg, int rc)
@@ -93,6 +95,9 @@ static void committed(void *arg, int rc)
     if (c->track) {
         jn_broker__ticket_done(c->track, rc == 0 && !b->freeing);
     }
+    if (c->cb) {
+        c->cb(c->cb_arg, rc);
+    }
     jn_free(c);
     paged_committed(b, rc);
 }
@@ -100,10 +105,11 @@ static void committed(void *arg, int rc)
 /* Submits a jtxn that may not be refused, with the deliveries queue_add gave it since the last
  * submit. A failure is logged by the journal (the inbox or queue entry it would have replaced
  * stays, so a restart redoes the step). */
-static void submit(struct jn_broker *b, struct jn_jtxn *t, int routing, struct jn_ticket *track)
+static void submit(struct jn_broker *b, struct jn_jtxn *t, int routing, struct jn_ticket *track,
+                   void (*cb)(void *, int), void *cb_arg)
 {
     struct jn_delivery *adds = take_adds(b);
-    int need = adds != NULL || routing || track != NULL;
+    int need = adds != NULL || routing || track != NULL || cb != NULL;
     struct commit *c = need ? jn_malloc(sizeof(*c)) : NULL;
 
     if (t == NULL || (need && c == NULL)) {
@@ -120,6 +126,9 @@ static void submit(struct jn_broker *b, struct jn_jtxn *t, int routing, struct j
         if (track) {
             jn_broker__ticket_done(track, 0);
         }
+        if (cb) {
+            cb(cb_arg, JN_ENOMEM);
+        }
         return;
     }
     if (c == NULL) {
@@ -130,17 +139,25 @@ static void submit(struct jn_broker *b, struct jn_jtxn *t, int routing, struct j
     c->adds = adds;
     c->routing = routing;
     c->track = track;
+    c->cb = cb;
+    c->cb_arg = cb_arg;
     jn_journal_submit(b->journal, t, 0, committed, c);
 }
 
 void jn_broker__submit(struct jn_broker *b, struct jn_jtxn *t)
 {
-    submit(b, t, 0, NULL);
+    submit(b, t, 0, NULL, NULL, NULL);
+}
+
+void jn_broker__submit_cb(struct jn_broker *b, struct jn_jtxn *t, void (*cb)(void *, int),
+                          void *arg)
+{
+    submit(b, t, 0, NULL, cb, arg);
 }
 
 void jn_broker__submit_routing(struct jn_broker *b, struct jn_jtxn *t, struct jn_ticket *track)
 {
-    submit(b, t, 1, track);
+    submit(b, t, 1, track, NULL, NULL);
 }
 
 void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
@@ -157,7 +174,7 @@ void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg 
 
 static void broker__submit(void *arg, struct jn_jtxn *t)
 {
-    submit(arg, t, 0, NULL);
+    submit(arg, t, 0, NULL, NULL, NULL);
 }
 
 static int64_t broker__now_ms(void *arg)
@@ -762,6 +779,7 @@ void jn_broker_free(struct jn_broker *b)
      * (tickets were forgotten by the channels' destroy; nothing is routed while freeing). */
     jn_journal_close(b->journal);
     b->journal = NULL;
+    jn_replay__free(b);
     for (size_t i = 0; i < b->nchans; i++) {
         jn_queue_free(b->queues[i]);
     }

@@ -80,6 +80,7 @@ struct jn_broker {
     size_t routing_in_flight;        /* posted to the router, routing not yet committed */
     uint64_t *n_routed;              /* per route: messages it took (jn_stats.h) */
     int64_t started_us;              /* wall clock when the channels had started */
+    struct jn_replay *replay;        /* the replay job under way or last done (jn_replay.c) */
     uint64_t n_dead, n_unrouted_dropped;
 };
 
@@ -94,6 +95,11 @@ void jn_broker__submit(struct jn_broker *b, struct jn_jtxn *t);
 /* The same for a routing transaction of jn_route.c: its commit also ends one of
  * routing_in_flight and, when track is not NULL, the routing part of that ticket. */
 void jn_broker__submit_routing(struct jn_broker *b, struct jn_jtxn *t, struct jn_ticket *track);
+/* The same as jn_broker__submit, and cb(arg, rc) once t is committed (rc 0) or failed, after
+ * its deliveries entered their queues. cb is called exactly once (also when out of memory:
+ * rc JN_ENOMEM, t not written). */
+void jn_broker__submit_cb(struct jn_broker *b, struct jn_jtxn *t, void (*cb)(void *, int),
+                          void *arg);
 /* The ingest's own part of t is over (routed: its routing is final; else it ended undelivered,
  * e.g. by the stop). A plain ticket is freed; a tracked one lives while deliveries pend. */
 void jn_broker__ticket_done(struct jn_ticket *t, int routed);
@@ -150,7 +156,12 @@ void jn_track__q_settle(void *arg, void *tag, enum jn_send_result r, const char 
                         const void *reply, size_t reply_len);
 int jn_track__q_wants_reply(void *arg, void *tag);
 
+/* jn_replay.c: frees the last replay job (after the journal is closed). */
+void jn_replay__free(struct jn_broker *b);
+
 /* jn_recover.c */
+/* The channel of direction dir named name, or NULL. */
+struct jn_channel *jn_broker__find_chan(struct jn_broker *b, const char *name, unsigned dir);
 /* At start: marks every queue as paged (its pump reads the first window of what was queued
  * before the last stop), names orphaned destinations, then routes what was accepted but not
  * routed. 0, or -1 (logged) when the journal cannot be read. */

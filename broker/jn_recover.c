@@ -16,7 +16,7 @@
 
 /* ---- recovery ---- */
 
-static struct jn_channel *find_chan(struct jn_broker *b, const char *name, unsigned dir)
+struct jn_channel *jn_broker__find_chan(struct jn_broker *b, const char *name, unsigned dir)
 {
     for (size_t i = 0; i < b->nchans; i++) {
         if (b->chans[i].dir == dir && strcmp(b->chans[i].name, name) == 0) {
@@ -72,7 +72,7 @@ static long warn_orphans(struct jn_broker *b)
         }
         memcpy(dest, f.k, (size_t)(nul - f.k));
         dest[nul - f.k] = '\0';
-        if (find_chan(b, dest, JN_DIR_OUT) == NULL) {
+        if (jn_broker__find_chan(b, dest, JN_DIR_OUT) == NULL) {
             jn_log(JN_LOG_WARN, "journal: deliveries queued for '%s', which is no longer an OUT "
                    "channel in the config, stay in the journal", dest);
             n++;
@@ -143,7 +143,7 @@ int jn_recover__run(struct jn_broker *b)
     while (ic.head) {
         struct inbox_item *it = ic.head;
         ic.head = it->next;
-        jn_route__inbox(b, find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
+        jn_route__inbox(b, jn_broker__find_chan(b, it->m->channel, JN_DIR_IN), it->m, it->seq);
         jn_msg_unref(&it->m);
         jn_free(it);
         routed++;

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jn_msg.h"
+
 struct jn_broker;
 struct event_base;
 struct jn_err;
@@ -82,5 +84,38 @@ int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_s
  * already in that state (why in err).
  */
 int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err *err);
+
+/* Replaying dead letters while the broker runs (jn_replay.c). */
+#define JN_REPLAY_SAMPLE 20
+struct jn_replay_req {
+    const char *const *ids; /* these messages' dead letters; nids 0: every dead letter */
+    size_t nids;
+    const char *dest;       /* only those of this destination, or NULL */
+    int dry_run;            /* count, write nothing */
+};
+struct jn_replay_result {
+    size_t count;           /* dead letters that match */
+    size_t undecodable;     /* records that cannot be read (left alone) */
+    char sample[JN_REPLAY_SAMPLE][JN_ID_LEN + 1]; /* the first ids */
+    size_t nsample;
+    uint64_t job;           /* the job (not a dry run, count > 0), else 0 */
+};
+struct jn_replay_job {
+    uint64_t id;
+    size_t matched, written, failed;
+    int running;
+    int64_t started_us, ended_us;
+};
+/*
+ * Loop thread. Puts the matching dead letters back: each into its destination's queue (or,
+ * dead-lettered before it had one, routed again by the current routes), in journal
+ * transactions of a few hundred that also delete the dead letter and log "replayed". Returns 0
+ * with out filled (the job runs on: jn_broker_replay_job), or JN_EAGAIN (a job is running),
+ * JN_ESTOPPED, JN_ENOMEM, JN_EIO with err.
+ */
+int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
+                     struct jn_replay_result *out, struct jn_err *err);
+/* Loop thread. The job id (the last one only is kept): 0, or JN_ENOENT. */
+int jn_broker_replay_job(const struct jn_broker *b, uint64_t id, struct jn_replay_job *out);
 
 #endif

@@ -1,0 +1,287 @@
+/*
+ * jn_replay: dead letters put back while the broker runs (jn_stats.h, jn_broker_replay).
+ *
+ * The dead-letter queue is read once (one read transaction) for the records that match; they
+ * are then written back in chunks of REPLAY_CHUNK, each one journal transaction that deletes
+ * the dead letter, writes its queue record (or, for a message dead-lettered before it had a
+ * destination, an inbox record, routed again after the commit by the current routes) and the
+ * "replayed" action. A crash between chunks leaves each message either still a dead letter or
+ * already queued, never lost nor both; the job can be asked again for what is left. One job at
+ * a time: a second one would read records the first has not deleted yet.
+ *
+ * Model: `junction dlq replay` (cli/jn_inspect.c, the broker stopped), done here through the
+ * broker's own queues so nothing waits for a restart; Svix's "recover failed since T".
+ * Loop thread only.
+ */
+#include <string.h>
+
+#include "jn_broker_int.h"
+#include "jn_log.h"
+#include "jn_mem.h"
+#include "jn_stats.h"
+#include "jn_store.h"
+
+#define REPLAY_CHUNK 500
+
+struct replay_item {
+    unsigned char key[8];      /* the dead letter's */
+    struct jn_qrec r;          /* owned */
+};
+
+struct jn_replay {
+    uint64_t id;
+    size_t matched, written, failed;
+    int chunks_pending;
+    int running;
+    int64_t started_us, ended_us;
+};
+
+/* The inbox records of one chunk, routed once it is committed. */
+struct chunk {
+    struct jn_broker *b;
+    size_t n;                  /* records in the chunk */
+    size_t ninbox;
+    struct jn_msg **msgs;      /* owned refs of the inbox ones */
+    uint64_t *seqs;
+};
+
+struct scan_ctx {
+    struct jn_broker *b;
+    const struct jn_replay_req *req;
+    struct jn_replay_result *out;
+    struct replay_item *v;
+    size_t n, cap;
+    int collect, oom;
+};
+
+static int wanted(const struct jn_replay_req *req, const struct jn_qrec *r)
+{
+    if (req->dest != NULL && strcmp(req->dest, r->dest) != 0) {
+        return 0;
+    }
+    if (req->nids == 0) {
+        return 1;
+    }
+    for (size_t i = 0; i < req->nids; i++) {
+        if (strcmp(req->ids[i], r->msg->id) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int visit_dlq(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct scan_ctx *c = arg;
+    struct jn_qrec r;
+    struct jn_err err;
+
+    if (kl != 8 || jn_store_dlq_decode(v, vl, &r, &err) != 0) {
+        c->out->undecodable++;
+        return 0;
+    }
+    if (!wanted(c->req, &r)) {
+        jn_qrec_clear(&r);
+        return 0;
+    }
+    if (c->out->nsample < JN_REPLAY_SAMPLE) {
+        snprintf(c->out->sample[c->out->nsample++], JN_ID_LEN + 1, "%s", r.msg->id);
+    }
+    c->out->count++;
+    if (!c->collect) {
+        jn_qrec_clear(&r);
+        return 0;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        struct replay_item *nv = jn_realloc(c->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            jn_qrec_clear(&r);
+            c->oom = 1;
+            return 1;
+        }
+        c->v = nv;
+        c->cap = cap;
+    }
+    memcpy(c->v[c->n].key, k, 8);
+    c->v[c->n].r = r;
+    c->n++;
+    return 0;
+}
+
+static void chunk_free(struct chunk *ch)
+{
+    for (size_t i = 0; i < ch->ninbox; i++) {
+        jn_msg_unref(&ch->msgs[i]);
+    }
+    jn_free(ch->msgs);
+    jn_free(ch->seqs);
+    jn_free(ch);
+}
+
+static void chunk_committed(void *arg, int rc)
+{
+    struct chunk *ch = arg;
+    struct jn_broker *b = ch->b;
+    struct jn_replay *job = b->replay;
+
+    if (rc == 0) {
+        job->written += ch->n;
+        /* Routed again by the current routes, from the inbox record just committed (a crash
+         * before this routes it at the next start). */
+        for (size_t i = 0; i < ch->ninbox && !b->freeing; i++) {
+            jn_route__inbox(b, jn_broker__find_chan(b, ch->msgs[i]->channel, JN_DIR_IN),
+                            ch->msgs[i], ch->seqs[i]);
+        }
+    } else {
+        job->failed += ch->n;
+    }
+    if (--job->chunks_pending == 0) {
+        job->running = 0;
+        job->ended_us = jn_now_us();
+        jn_log(JN_LOG_INFO, "replay %llu: %zu of %zu dead letter(s) put back%s",
+               (unsigned long long)job->id, job->written, job->matched,
+               job->failed ? " (the rest stay dead letters: the journal refused the write)" : "");
+    }
+    chunk_free(ch);
+}
+
+/* Writes items [from, to) as one chunk. */
+static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from, size_t to)
+{
+    struct jn_jtxn *t = jn_jtxn_new();
+    struct chunk *ch = jn_calloc(1, sizeof(*ch));
+    size_t n = to - from;
+    int ok = t != NULL && ch != NULL;
+
+    if (ok) {
+        ch->b = b;
+        ch->n = n;
+        ch->msgs = jn_calloc(n, sizeof(*ch->msgs));
+        ch->seqs = jn_calloc(n, sizeof(*ch->seqs));
+        ok = ch->msgs != NULL && ch->seqs != NULL;
+    }
+    for (size_t i = from; ok && i < to; i++) {
+        struct jn_qrec *r = &v[i].r;
+        uint64_t seq = jn_journal_seq(b->journal);
+        if (r->dest[0] == '\0') {
+            ok = jn_store_inbox_put(t, seq, r->msg) == 0;
+            if (ok) {
+                ch->msgs[ch->ninbox] = jn_msg_ref(r->msg);
+                ch->seqs[ch->ninbox++] = seq;
+            }
+        } else {
+            struct jn_channel *dest = jn_broker__find_chan(b, r->dest, JN_DIR_OUT);
+            if (dest == NULL) {
+                /* Its destination is no longer configured: it stays a dead letter. */
+                b->replay->failed++;
+                ch->n--;
+                continue;
+            }
+            ok = jn_store_queue_put(t, r->dest, seq, r->msg, r->route, 1, NULL) == 0;
+            if (ok) {
+                jn_queue_add(b->queues[dest - b->chans], &b->adds, jn_msg_ref(r->msg),
+                             r->route, seq);
+            }
+        }
+        ok = ok && jn_jtxn_del(t, JN_JDB_DLQ, v[i].key, 8) == 0 &&
+             jn_store_log(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
+                          r->dest, 0, NULL) == 0;
+    }
+    if (!ok) {
+        /* Out of memory: nothing of this chunk is written; what was queued in memory for it
+         * is dropped with the transaction (jn_broker__submit_cb answers JN_ENOMEM). */
+        jn_jtxn_free(t);
+        t = NULL;
+    }
+    b->replay->chunks_pending++;
+    if (ch == NULL) {
+        b->replay->failed += n;
+        b->replay->chunks_pending--;
+        jn_broker__submit(b, NULL);
+        return;
+    }
+    jn_broker__submit_cb(b, t, chunk_committed, ch);
+}
+
+int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
+                     struct jn_replay_result *out, struct jn_err *err)
+{
+    struct scan_ctx c = {b, req, out, NULL, 0, 0, !req->dry_run, 0};
+
+    memset(out, 0, sizeof(*out));
+    if (b->journal == NULL || b->stopping) {
+        return jn_err_set(err, JN_ESTOPPED, "the broker is stopping");
+    }
+    if (!req->dry_run && b->replay != NULL && b->replay->running) {
+        return jn_err_set(err, JN_EAGAIN, "replay %llu is still running: one at a time",
+                          (unsigned long long)b->replay->id);
+    }
+    if (jn_journal_scan(b->journal, JN_JDB_DLQ, NULL, 0, visit_dlq, &c) != 0 || c.oom) {
+        for (size_t i = 0; i < c.n; i++) {
+            jn_qrec_clear(&c.v[i].r);
+        }
+        jn_free(c.v);
+        return jn_err_set(err, c.oom ? JN_ENOMEM : JN_EIO, "cannot read the dead letters");
+    }
+    if (!req->dry_run && c.n > 0) {
+        if (b->replay == NULL) {
+            b->replay = jn_calloc(1, sizeof(*b->replay));
+        }
+        if (b->replay == NULL) {
+            for (size_t i = 0; i < c.n; i++) {
+                jn_qrec_clear(&c.v[i].r);
+            }
+            jn_free(c.v);
+            return jn_err_set(err, JN_ENOMEM, "out of memory");
+        }
+        {
+            uint64_t id = b->replay->id + 1;
+            memset(b->replay, 0, sizeof(*b->replay));
+            b->replay->id = id;
+        }
+        b->replay->matched = c.n;
+        b->replay->running = 1;
+        b->replay->started_us = jn_now_us();
+        b->replay->chunks_pending = 1; /* this call's own, so no chunk ends the job early */
+        for (size_t from = 0; from < c.n; from += REPLAY_CHUNK) {
+            size_t to = from + REPLAY_CHUNK < c.n ? from + REPLAY_CHUNK : c.n;
+            write_chunk(b, c.v, from, to);
+        }
+        out->job = b->replay->id;
+        if (--b->replay->chunks_pending == 0) {
+            b->replay->running = 0;
+            b->replay->ended_us = jn_now_us();
+        }
+        jn_log(JN_LOG_INFO, "replay %llu: putting back %zu dead letter(s)",
+               (unsigned long long)out->job, c.n);
+    }
+    for (size_t i = 0; i < c.n; i++) {
+        jn_qrec_clear(&c.v[i].r);
+    }
+    jn_free(c.v);
+    return 0;
+}
+
+int jn_broker_replay_job(const struct jn_broker *b, uint64_t id, struct jn_replay_job *out)
+{
+    const struct jn_replay *j = b->replay;
+
+    if (j == NULL || j->id != id) {
+        return JN_ENOENT;
+    }
+    out->id = j->id;
+    out->matched = j->matched;
+    out->written = j->written;
+    out->failed = j->failed;
+    out->running = j->running;
+    out->started_us = j->started_us;
+    out->ended_us = j->ended_us;
+    return 0;
+}
+
+void jn_replay__free(struct jn_broker *b)
+{
+    jn_free(b->replay);
+    b->replay = NULL;
+}
