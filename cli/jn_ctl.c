@@ -16,9 +16,10 @@
 #include "jn_buf.h"
 #include "jn_net.h"
 
-/* One request; 0 with the status and body (owned by the caller), or -1 with why on stderr. */
+/* One request (body: what to send, or NULL); 0 with the status and the answer's body (owned by
+ * the caller), or -1 with why on stderr. */
 static int request(const struct jn_ctl_opts *o, const char *method, const char *path,
-                   int *status, struct jn_buf *body)
+                   const char *send_body, int *status, struct jn_buf *body)
 {
     const char *addr = o->admin;
     char host[256], portstr[16];
@@ -56,7 +57,12 @@ static int request(const struct jn_ctl_opts *o, const char *method, const char *
     if (o->token != NULL) {
         jn_buf_printf(&req, "Authorization: Bearer %s\r\n", o->token);
     }
-    jn_buf_puts(&req, strcmp(method, "POST") == 0 ? "Content-Length: 0\r\n\r\n" : "\r\n");
+    if (strcmp(method, "POST") == 0) {
+        jn_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                      send_body ? strlen(send_body) : 0, send_body ? send_body : "");
+    } else {
+        jn_buf_puts(&req, "\r\n");
+    }
     for (size_t off = 0; req.p != NULL && off < req.len;) {
         ssize_t n = send(fd, req.p + off, req.len - off, MSG_NOSIGNAL);
         if (n <= 0) {
@@ -165,12 +171,161 @@ static void print_routes(const json_t *j)
     }
 }
 
+static void print_messages(const json_t *j)
+{
+    const json_t *arr = json_object_get(j, "messages");
+    size_t i;
+    json_t *m;
+
+    printf("%-24s  %-26s  %-16s  %s\n", "RECEIVED", "ID", "CHANNEL", "STATUS");
+    json_array_foreach(arr, i, m) {
+        printf("%-24s  %-26s  %-16s  %s\n", str(m, "received"), str(m, "id"),
+               str(m, "channel"), str(m, "status"));
+    }
+    if (json_is_string(json_object_get(j, "next_cursor"))) {
+        printf("(more: narrow --since/--until, or raise --limit)\n");
+    }
+}
+
+static void print_show(const json_t *j)
+{
+    const json_t *arr = json_object_get(j, "trace");
+    size_t i;
+    json_t *e;
+
+    printf("%s  from %s  received %s  %s\n", str(j, "id"), str(j, "channel"),
+           str(j, "received"), str(j, "status"));
+    json_array_foreach(arr, i, e) {
+        printf("  %-24s  %-20s", str(e, "time"), str(e, "event"));
+        if (str(e, "route")[0]) {
+            printf("  route=%s", str(e, "route"));
+        }
+        if (str(e, "channel")[0]) {
+            printf("  channel=%s", str(e, "channel"));
+        }
+        if (num(e, "attempt") > 0) {
+            printf("  attempt=%lld", num(e, "attempt"));
+        }
+        if (str(e, "error")[0]) {
+            printf("  error=%s", str(e, "error"));
+        }
+        printf("\n");
+    }
+}
+
+/* Appends &key=value (value percent-encoded) to path when value is set. */
+static void query_add(struct jn_buf *path, const char *key, const char *value)
+{
+    if (value == NULL) {
+        return;
+    }
+    jn_buf_printf(path, "%c%s=", strchr(path->p ? path->p : "", '?') ? '&' : '?', key);
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~", *p)) {
+            jn_buf_putc(path, (char)*p);
+        } else {
+            jn_buf_printf(path, "%%%02X", *p);
+        }
+    }
+}
+
+/* GET or POST path; prints the error and returns 1, or 0 with *out the parsed JSON. */
+static int call(const struct jn_ctl_opts *o, const char *method, const char *path,
+                const char *send, json_t **out, struct jn_buf *raw)
+{
+    int status = 0;
+    json_t *j;
+
+    if (request(o, method, path, send, &status, raw) != 0) {
+        return 1;
+    }
+    j = json_loads(raw->p ? raw->p : "", 0, NULL);
+    if (status < 200 || status >= 300 || j == NULL) {
+        fprintf(stderr, "junction ctl: %d: %s\n", status,
+                j && json_object_get(j, "error") ? str(j, "error") : (raw->p ? raw->p : ""));
+        json_decref(j);
+        return 1;
+    }
+    *out = j;
+    return 0;
+}
+
+static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
+{
+    json_t *req = json_object(), *ids = json_array(), *ans = NULL;
+    struct jn_buf raw = JN_BUF_INIT;
+    char *body;
+    char path[64];
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        json_array_append_new(ids, json_string(argv[i]));
+    }
+    json_object_set_new(req, "ids", ids);
+    if (o->destination) {
+        json_object_set_new(req, "destination", json_string(o->destination));
+    }
+    json_object_set_new(req, "dry_run", json_boolean(o->dry_run));
+    body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    rc = body ? call(o, "POST", "/api/v1/replay", body, &ans, &raw) : 1;
+    free(body);
+    if (rc != 0) {
+        jn_buf_reset(&raw);
+        return 1;
+    }
+    if (o->json) {
+        printf("%s\n", raw.p);
+    } else if (o->dry_run || json_integer_value(json_object_get(ans, "job")) == 0) {
+        printf("%lld dead letter(s) would be replayed%s\n", num(ans, "count"),
+               o->dry_run ? "" : " (none now)");
+    }
+    if (!o->dry_run && json_integer_value(json_object_get(ans, "job")) > 0) {
+        long long job = num(ans, "job"), count = num(ans, "count");
+        snprintf(path, sizeof(path), "/api/v1/replay/%lld", job);
+        for (int tries = 0; tries < 600; tries++) {
+            json_t *p = NULL;
+            struct jn_buf pr = JN_BUF_INIT;
+            if (call(o, "GET", path, NULL, &p, &pr) != 0) {
+                jn_buf_reset(&pr);
+                rc = 1;
+                break;
+            }
+            jn_buf_reset(&pr);
+            if (!o->json && isatty(STDOUT_FILENO)) {
+                printf("\rreplay %lld: %lld of %lld", job, num(p, "replayed"), count);
+                fflush(stdout);
+            }
+            if (json_is_true(json_object_get(p, "done"))) {
+                if (!o->json) {
+                    printf("%sreplay %lld: %lld of %lld put back, %lld failed\n",
+                           isatty(STDOUT_FILENO) ? "\r" : "", job, num(p, "replayed"), count,
+                           num(p, "failed"));
+                }
+                rc = num(p, "failed") > 0;
+                json_decref(p);
+                break;
+            }
+            json_decref(p);
+            usleep(100 * 1000);
+        }
+    }
+    json_decref(ans);
+    jn_buf_reset(&raw);
+    return rc;
+}
+
 static int usage(void)
 {
-    fprintf(stderr, "usage: junction ctl status|channels|queues|routes [--json] [--admin HOST:PORT] "
-            "[--token-file F] [-c FILE]\n"
+    fprintf(stderr, "usage: junction ctl status|channels|queues|routes [--json] "
+            "[--admin HOST:PORT] [--token-file F] [-c FILE]\n"
             "       junction ctl pause|resume CHANNEL [--admin HOST:PORT] [--token-file F] "
-            "[-c FILE]\n");
+            "[-c FILE]\n"
+            "       junction ctl messages [--since T] [--until T] [--channel C] [--status S] "
+            "[--limit N] [--json]\n"
+            "       junction ctl show ID [--json]\n"
+            "       junction ctl replay [ID...] [--destination CH] [--dry-run] [--json]\n");
     return 2;
 }
 
@@ -187,7 +342,29 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
     if (verb == NULL) {
         return usage();
     }
-    if ((strcmp(verb, "pause") == 0 || strcmp(verb, "resume") == 0)) {
+    if (strcmp(verb, "replay") == 0) {
+        return ctl_replay(o, argc, argv);
+    }
+    if (strcmp(verb, "messages") == 0 && argc == 1) {
+        struct jn_buf p = JN_BUF_INIT;
+        jn_buf_puts(&p, "/api/v1/messages");
+        query_add(&p, "since", o->since);
+        query_add(&p, "until", o->until);
+        query_add(&p, "channel", o->channel);
+        query_add(&p, "status", o->status);
+        query_add(&p, "limit", o->limit);
+        if (p.p == NULL || p.len >= sizeof(path)) {
+            jn_buf_reset(&p);
+            return usage();
+        }
+        snprintf(path, sizeof(path), "%s", p.p);
+        jn_buf_reset(&p);
+        print = print_messages;
+    } else if (strcmp(verb, "show") == 0 && argc == 2 && strlen(argv[1]) < 64 &&
+               strchr(argv[1], '/') == NULL && strchr(argv[1], '?') == NULL) {
+        snprintf(path, sizeof(path), "/api/v1/messages/%s", argv[1]);
+        print = print_show;
+    } else if ((strcmp(verb, "pause") == 0 || strcmp(verb, "resume") == 0)) {
         if (argc != 2 || strchr(argv[1], '/') != NULL || strlen(argv[1]) > 200) {
             return usage();
         }
@@ -208,7 +385,7 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
     } else {
         return usage();
     }
-    if (request(o, method, path, &status, &body) != 0) {
+    if (request(o, method, path, NULL, &status, &body) != 0) {
         jn_buf_reset(&body);
         return 1;
     }

@@ -14,9 +14,12 @@ struct jn_ctl_opts {
     const char *admin;      /* host:port or http://host:port (the config's admin, or default) */
     const char *token;      /* NULL: none */
     int json;               /* print the API's JSON as it came */
+    /* ctl messages filters and ctl replay's options (NULL / 0: not given) */
+    const char *since, *until, *channel, *status, *limit, *destination;
+    int dry_run;
 };
 
-/* argv: what follows `ctl` (the verb and its argument; options already taken out). */
+/* argv: what follows `ctl` (the verb and its arguments; options already taken out). */
 int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv);
 
 #endif

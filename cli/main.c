@@ -88,6 +88,16 @@ static const struct command commands[] = {
      "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
      "ctl pause CHANNEL: an IN channel refuses what it is sent (HTTP 503, MLLP negative ACK),\n"
      "an OUT channel holds its queue; ctl resume CHANNEL lets it go again."},
+    {"ctl", "messages [--since T --until T --channel C --status S --limit N]",
+     "messages received, newest first, from the action log",
+     "ctl messages: the messages received in a time range (T as in log), newest first, with\n"
+     "their channel and status (received, queued, retrying, delivered, dead, dropped)."},
+    {"ctl", "show ID", "one message's trace", "ctl show ID: the message's actions, in order."},
+    {"ctl", "replay [ID...] [--destination CH] [--dry-run]",
+     "put dead letters back while the broker runs",
+     "ctl replay: puts the dead letters of the IDs (default: all, or those of --destination)\n"
+     "back in their queues while the broker runs, and waits for the job to end. --dry-run\n"
+     "counts them and names the first ones, writing nothing."},
     {"help", "[COMMAND]", "this text, or the help of one command",
      "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
     {"version", "", "print the version", "Prints junction's version."},
@@ -383,9 +393,9 @@ static int read_token(const char *path, char *out, size_t n)
 static int cmd_ctl(const struct command *cmd, int argc, char **argv)
 {
     const char *config = NULL, *admin = NULL, *token_file = NULL, *env;
-    struct jn_ctl_opts o = {NULL, NULL, 0};
+    struct jn_ctl_opts o = {0};
     struct jn_config *c = NULL;
-    char *args[4];
+    char *args[64];
     char token[1024], addr[300];
     int nargs = 0, rc;
 
@@ -398,9 +408,23 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
             token_file = argv[++i];
         } else if (strcmp(argv[i], "--json") == 0) {
             o.json = 1;
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            o.dry_run = 1;
+        } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            o.since = argv[++i];
+        } else if (strcmp(argv[i], "--until") == 0 && i + 1 < argc) {
+            o.until = argv[++i];
+        } else if (strcmp(argv[i], "--channel") == 0 && i + 1 < argc) {
+            o.channel = argv[++i];
+        } else if (strcmp(argv[i], "--status") == 0 && i + 1 < argc) {
+            o.status = argv[++i];
+        } else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+            o.limit = argv[++i];
+        } else if (strcmp(argv[i], "--destination") == 0 && i + 1 < argc) {
+            o.destination = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             return cmd_help(cmd);
-        } else if (argv[i][0] != '-' && nargs < 4) {
+        } else if (argv[i][0] != '-' && nargs < 64) {
             args[nargs++] = argv[i];
         } else {
             return usage_error(cmd, "unexpected argument", argv[i]);
