@@ -1,6 +1,7 @@
 /*
  * jn_admin internals shared by admin/jn_admin.c (the listener, health, metrics, status,
- * channels, queues) and admin/jn_admin_msg.c (the message browser).
+ * channels, queues), admin/jn_admin_msg.c (the message browser, replay) and
+ * admin/jn_admin_reply.c (how answers are written).
  */
 #ifndef JN_ADMIN_INT_H
 #define JN_ADMIN_INT_H
@@ -25,7 +26,7 @@ struct jn_admin {
     int bound;                  /* evhttp owns the listener's evconnlistener */
 };
 
-/* Answers body (len bytes) with code and a Content-Type. */
+/* jn_admin_reply.c. Answers body (len bytes) with code and a Content-Type. */
 void jn_admin__reply_body(struct evhttp_request *req, int code, const char *reason,
                           const char *ctype, const char *body, size_t len);
 /* Answers j (taken: decref'd here; NULL: out of memory, 500) as JSON with code. */

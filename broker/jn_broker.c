@@ -50,131 +50,11 @@ const char *jn_broker_data_dir(const struct jn_broker *b)
     return b->cfg->core.data_dir;
 }
 
-/* ---- journal helpers ---- */
-
-/* A commit while some queue is paged: records it wrote for such a queue are readable now, so
- * its pump may load them (it does when its memory is low). */
-static void paged_committed(void *arg, int rc)
-{
-    struct jn_broker *b = arg;
-
-    (void)rc;
-    for (size_t i = 0; b->nspilled && i < b->nchans; i++) {
-        if (b->queues[i] && jn_queue_spilled(b->queues[i])) {
-            jn_queue_kick(b->queues[i]);
-        }
-    }
-}
-
-static struct jn_delivery *take_adds(struct jn_broker *b)
-{
-    struct jn_delivery *l = b->adds.head;
-
-    b->adds.head = b->adds.tail = NULL;
-    return l;
-}
-
-struct commit {
-    struct jn_broker *b;
-    struct jn_delivery *adds;
-    int routing;               /* one of b->routing_in_flight */
-    struct jn_ticket *track;   /* its routing part ends here, or NULL */
-    void (*cb)(void *, int);   /* then this, or NULL */
-    void *cb_arg;
-};
-
-static void committed(void *arg, int rc)
-{
-    struct commit *c = arg;
-    struct jn_broker *b = c->b;
-
-    jn_queue_commit(c->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, c->track);
-    if (c->routing) {
-        b->routing_in_flight--;
-    }
-    if (c->track) {
-        jn_broker__ticket_done(c->track, rc == 0 && !b->freeing);
-    }
-    if (c->cb) {
-        c->cb(c->cb_arg, rc);
-    }
-    jn_free(c);
-    paged_committed(b, rc);
-}
-
-/* Submits a jtxn that may not be refused, with the deliveries queue_add gave it since the last
- * submit. A failure is logged by the journal (the inbox or queue entry it would have replaced
- * stays, so a restart redoes the step). */
-static void submit(struct jn_broker *b, struct jn_jtxn *t, int routing, struct jn_ticket *track,
-                   void (*cb)(void *, int), void *cb_arg)
-{
-    struct jn_delivery *adds = take_adds(b);
-    int need = adds != NULL || routing || track != NULL || cb != NULL;
-    struct commit *c = need ? jn_malloc(sizeof(*c)) : NULL;
-
-    if (t == NULL || (need && c == NULL)) {
-        if (t != NULL) {
-            jn_log(JN_LOG_ERROR, "msg=%s out of memory: what was queued with it is sent after "
-                   "a restart", adds ? jn_delivery_msg(adds)->id : "-");
-            jn_journal_submit(b->journal, t, 0, NULL, NULL);
-        }
-        jn_queue_commit(adds, JN_ENOMEM, track);
-        jn_free(c);
-        if (routing) {
-            b->routing_in_flight--;
-        }
-        if (track) {
-            jn_broker__ticket_done(track, 0);
-        }
-        if (cb) {
-            cb(cb_arg, JN_ENOMEM);
-        }
-        return;
-    }
-    if (c == NULL) {
-        jn_journal_submit(b->journal, t, 0, b->nspilled ? paged_committed : NULL, b);
-        return;
-    }
-    c->b = b;
-    c->adds = adds;
-    c->routing = routing;
-    c->track = track;
-    c->cb = cb;
-    c->cb_arg = cb_arg;
-    jn_journal_submit(b->journal, t, 0, committed, c);
-}
-
-void jn_broker__submit(struct jn_broker *b, struct jn_jtxn *t)
-{
-    submit(b, t, 0, NULL, NULL, NULL);
-}
-
-void jn_broker__submit_cb(struct jn_broker *b, struct jn_jtxn *t, void (*cb)(void *, int),
-                          void *arg)
-{
-    submit(b, t, 0, NULL, cb, arg);
-}
-
-void jn_broker__submit_routing(struct jn_broker *b, struct jn_jtxn *t, struct jn_ticket *track)
-{
-    submit(b, t, 1, track, NULL, NULL);
-}
-
-void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
-                    const char *event, const char *route, const char *channel, int attempt,
-                    const char *error)
-{
-    if (t == NULL || jn_store_log(t, jn_journal_seq(b->journal), m->id, event, route, channel,
-                                  attempt, error) != 0) {
-        jn_log(JN_LOG_WARN, "msg=%s action log entry '%s' lost: out of memory", m->id, event);
-    }
-}
-
 /* ---- what the queues reach the broker through (jn_queue_env) ---- */
 
 static void broker__submit(void *arg, struct jn_jtxn *t)
 {
-    submit(arg, t, 0, NULL, NULL, NULL);
+    jn_commit__submit(arg, t);
 }
 
 static int64_t broker__now_ms(void *arg)
@@ -205,25 +85,6 @@ static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
     }
 }
 
-/* The ingest's own part is over: a plain ticket is freed; a tracked one lives on while its
- * deliveries are pending (routed: its routing part is final and neutral; else, refused or cut
- * by the stop, what is left is answered "stopping" unless forgotten or refused). */
-void jn_broker__ticket_done(struct jn_ticket *t, int routed)
-{
-    jn_buf_reset(&t->env);
-    jn_msg_unref(&t->msg);
-    if (!t->tracked) {
-        jn_free(t->reason); /* routing notes it whether tracked or not */
-        jn_free(t);
-        return;
-    }
-    if (routed) {
-        jn_track__settle(t, JN_SEND_OK, NULL, NULL, 0);
-    } else {
-        jn_track__settle(t, JN_SEND_RETRY, "broker is stopping", NULL, 0);
-    }
-}
-
 /* The journal has the message (rc 0) or refused it: acknowledge, then route. */
 static void ingest_committed(void *arg, int rc)
 {
@@ -250,9 +111,9 @@ static void ingest_committed(void *arg, int rc)
             struct jn_msg *m = t->msg;
             t->msg = NULL;
             jn_route__later(b, t->ch, m, t->inbox_seq, t->tracked ? t : NULL);
-            paged_committed(b, rc);
+            jn_commit__paged(b, rc);
             if (!t->tracked) {
-                jn_broker__ticket_done(t, 1);
+                jn_commit__ticket_done(t, 1);
             }
             return;
         }
@@ -261,8 +122,8 @@ static void ingest_committed(void *arg, int rc)
      * the journal for the next start). */
     jn_queue_commit(t->adds, rc != 0 || b->freeing ? JN_ESTOPPED : 0, t->tracked ? t : NULL);
     t->adds = NULL;
-    paged_committed(b, rc);
-    jn_broker__ticket_done(t, routed);
+    jn_commit__paged(b, rc);
+    jn_commit__ticket_done(t, routed);
 }
 
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
@@ -311,7 +172,7 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
             /* Routed in the same transaction: the commit that makes the message durable
              * also queues it, and the acknowledgement waits for nothing more. */
             jn_route__build(b, jt, ch, msg, &t->env, t);
-            t->adds = take_adds(b);
+            t->adds = jn_commit__take_adds(b);
             jn_buf_reset(&t->env);
         }
         jn_msg_clear_dedup(msg);
@@ -401,91 +262,9 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
                       : t->refusal == JN_EAGAIN ? "the channel is paused by the operator; try "
                                                   "again later"
                                                 : "out of memory");
-        jn_broker__ticket_done(t, 0);
+        jn_commit__ticket_done(t, 0);
         t = next;
     }
-}
-
-/* ---- action log retention ---- */
-
-#define PRUNE_BATCH 20000
-
-struct prune_ctx {
-    struct jn_jtxn *t;
-    int64_t cutoff_us;   /* delete older than this */
-    size_t extra;        /* and this many more of the oldest (size limit) */
-    size_t n;
-};
-
-static int visit_prune(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct prune_ctx *c = arg;
-    struct jn_logrec r;
-    struct jn_err err;
-    unsigned char idkey[JN_ID_LEN + 16];
-
-    if (c->n >= PRUNE_BATCH || kl != 16) {
-        return 1;
-    }
-    if ((int64_t)jn_get_be64(k) >= c->cutoff_us) {
-        if (c->extra == 0) {
-            return 1;
-        }
-        c->extra--;
-    }
-    jn_jtxn_del(c->t, JN_JDB_LOG, k, kl);
-    if (jn_store_log_decode(v, vl, &r, &err) == 0 && strlen(r.id) == JN_ID_LEN) {
-        memcpy(idkey, r.id, JN_ID_LEN);
-        memcpy(idkey + JN_ID_LEN, k, 16);
-        jn_jtxn_del(c->t, JN_JDB_LOGID, idkey, sizeof(idkey));
-    }
-    c->n++;
-    return 0;
-}
-
-/* Deletes actions past retention or over the size limit, a batch at a time. */
-static void prune_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct jn_broker *b = arg;
-    const struct jn_actlog_conf *ac = &b->cfg->core.action_log;
-    struct prune_ctx c = {jn_jtxn_new(), jn_now_us() - ac->retention * 1000, 0, 0};
-    unsigned long long bytes = jn_journal_bytes(b->journal, JN_JDB_LOG) +
-                               jn_journal_bytes(b->journal, JN_JDB_LOGID);
-    /* The log may take a quarter of the journal at most, whatever max_size says: on a small
-     * journal, retry entries alone would otherwise keep it above high_water. */
-    unsigned long long cap = ac->max_size < b->cfg->core.max_size / 4 ? ac->max_size
-                                                                      : b->cfg->core.max_size / 4;
-    struct timeval tv = {10, 0};
-    size_t dedup;
-
-    if (c.t == NULL) {
-        evtimer_add(b->prune_timer, &tv);
-        return;
-    }
-    if (bytes > cap) {
-        size_t n = jn_journal_count(b->journal, JN_JDB_LOG);
-        /* Down to 90% of the limit, so the next action does not trigger it again. */
-        c.extra = (size_t)((double)n * (1.0 - 0.9 * (double)cap / (double)bytes)) + 1;
-    }
-    jn_journal_scan(b->journal, JN_JDB_LOG, NULL, 0, visit_prune, &c);
-    if (c.n) {
-        jn_log(JN_LOG_DEBUG, "action log: deleting %zu old action(s)", c.n);
-    }
-    /* The channels' duplicate windows expire on the same timer. */
-    dedup = jn_store_dedup_prune(b->journal, c.t, jn_now_us(), PRUNE_BATCH);
-    if (dedup) {
-        jn_log(JN_LOG_DEBUG, "duplicate window: deleting %zu expired entr%s", dedup,
-               dedup == 1 ? "y" : "ies");
-    }
-    if (c.n || dedup) {
-        jn_journal_submit(b->journal, c.t, 0, NULL, NULL);
-    } else {
-        jn_jtxn_free(c.t);
-    }
-    if (c.n >= PRUNE_BATCH || dedup >= PRUNE_BATCH) {
-        tv.tv_sec = 1; /* more to do: come back soon */
-    }
-    evtimer_add(b->prune_timer, &tv);
 }
 
 /* ---- life cycle ---- */
@@ -621,7 +400,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     }
     b->commit_ev = event_new(b->base, -1, 0, refuse_pending, b);
     b->drain_timer = evtimer_new(b->base, drain_cb, b);
-    b->prune_timer = evtimer_new(b->base, prune_cb, b);
+    b->prune_timer = evtimer_new(b->base, jn_retain__prune_cb, b);
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
     b->sig_hup = evsignal_new(b->base, SIGHUP, sighup_cb, b);
@@ -787,7 +566,7 @@ void jn_broker_free(struct jn_broker *b)
         struct jn_ticket *t = b->pend_head;
         b->pend_head = t->next;
         jn_track__detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
-        jn_broker__ticket_done(t, 0);
+        jn_commit__ticket_done(t, 0);
     }
     for (size_t i = 0; i < b->nsvcs; i++) {
         if (b->svcs[i].def && b->svcs[i].def->destroy) {

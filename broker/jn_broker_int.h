@@ -1,6 +1,6 @@
 /*
- * jn_broker_int: what the files of the engine share (jn_broker.c, jn_route.c, jn_track.c,
- * jn_notify.c, jn_recover.c, jn_stats.c): struct jn_broker, the ingest ticket, and the
+ * jn_broker_int: what the files of the engine share (jn_broker.c, jn_commit.c, jn_route.c,
+ * jn_track.c, jn_notify.c, jn_recover.c, jn_replay.c, jn_retain.c, jn_stats.c): struct jn_broker, the ingest ticket, and the
  * module-internal functions
  * (module__verb, as Mosquitto's db__/log__). Internal: channels, services and routes/ never
  * include it; they see jn_channel.h.
@@ -84,25 +84,29 @@ struct jn_broker {
     uint64_t n_dead, n_unrouted_dropped;
 };
 
-/* jn_broker.c */
+/* jn_commit.c: the commit stage (calls nothing back in the other files) */
 /* Adds an action log entry to t (NULL: out of memory, logged). */
-void jn_broker__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
-                           const char *event, const char *route, const char *channel,
-                           int attempt, const char *error);
+void jn_commit__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg *m,
+                    const char *event, const char *route, const char *channel, int attempt,
+                    const char *error);
+/* The deliveries jn_queue_add gave since the last submit (b->adds, emptied). */
+struct jn_delivery *jn_commit__take_adds(struct jn_broker *b);
+/* After any commit: queues paged from the journal may load what it wrote. */
+void jn_commit__paged(struct jn_broker *b, int rc);
 /* Submits t, which may not be refused, with the deliveries jn_queue_add gave it since the
  * last submit (they enter their queues at its commit). */
-void jn_broker__submit(struct jn_broker *b, struct jn_jtxn *t);
+void jn_commit__submit(struct jn_broker *b, struct jn_jtxn *t);
 /* The same for a routing transaction of jn_route.c: its commit also ends one of
  * routing_in_flight and, when track is not NULL, the routing part of that ticket. */
-void jn_broker__submit_routing(struct jn_broker *b, struct jn_jtxn *t, struct jn_ticket *track);
-/* The same as jn_broker__submit, and cb(arg, rc) once t is committed (rc 0) or failed, after
+void jn_commit__submit_routing(struct jn_broker *b, struct jn_jtxn *t, struct jn_ticket *track);
+/* The same as jn_commit__submit, and cb(arg, rc) once t is committed (rc 0) or failed, after
  * its deliveries entered their queues. cb is called exactly once (also when out of memory:
  * rc JN_ENOMEM, t not written). */
-void jn_broker__submit_cb(struct jn_broker *b, struct jn_jtxn *t, void (*cb)(void *, int),
+void jn_commit__submit_cb(struct jn_broker *b, struct jn_jtxn *t, void (*cb)(void *, int),
                           void *arg);
 /* The ingest's own part of t is over (routed: its routing is final; else it ended undelivered,
  * e.g. by the stop). A plain ticket is freed; a tracked one lives while deliveries pend. */
-void jn_broker__ticket_done(struct jn_ticket *t, int routed);
+void jn_commit__ticket_done(struct jn_ticket *t, int routed);
 
 /* jn_route.c: routing (see its opening comment for the two paths) */
 /* Which channels are routed after the acknowledgement, and their worker. 0 or JN_E*. */
@@ -155,6 +159,9 @@ void jn_track__q_note(void *arg, void *tag, enum jn_send_result r, const char *r
 void jn_track__q_settle(void *arg, void *tag, enum jn_send_result r, const char *reason,
                         const void *reply, size_t reply_len);
 int jn_track__q_wants_reply(void *arg, void *tag);
+
+/* jn_retain.c: the prune timer's callback (arg: the broker). */
+void jn_retain__prune_cb(evutil_socket_t fd, short what, void *arg);
 
 /* jn_replay.c: frees the last replay job (after the journal is closed). */
 void jn_replay__free(struct jn_broker *b);

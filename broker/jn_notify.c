@@ -98,7 +98,7 @@ void jn_notify__dead_letter(struct jn_broker *b, struct jn_jtxn *t, const struct
         jn_log(JN_LOG_ERROR, "msg=%s could not be written to the dead-letter queue", m->id);
         return;
     }
-    jn_broker__log(b, t, m, "dead-lettered", route, dest, attempts, reason);
+    jn_commit__log(b, t, m, "dead-lettered", route, dest, attempts, reason);
     notify_callback(b, t, route, m, dest, JN_NOTIFY_DEAD, attempts, reason);
 }
 
@@ -108,17 +108,17 @@ void jn_notify__ended(void *arg, struct jn_jtxn *t, const struct jn_queue_event 
 
     switch (ev->end) {
     case JN_QUEUE_DELIVERED:
-        jn_broker__log(b, t, ev->msg, "delivered", ev->route, ev->dest, ev->attempt, NULL);
+        jn_commit__log(b, t, ev->msg, "delivered", ev->route, ev->dest, ev->attempt, NULL);
         notify_callback(b, t, ev->route, ev->msg, ev->dest, JN_NOTIFY_DELIVERED, ev->attempt, NULL);
         break;
     case JN_QUEUE_RETRY_SCHEDULED:
-        jn_broker__log(b, t, ev->msg, "retry-scheduled", ev->route, ev->dest, ev->attempt,
+        jn_commit__log(b, t, ev->msg, "retry-scheduled", ev->route, ev->dest, ev->attempt,
                        ev->reason);
         notify_callback(b, t, ev->route, ev->msg, ev->dest, JN_NOTIFY_FAILED, ev->attempt,
                         ev->reason);
         break;
     case JN_QUEUE_FAILED:
-        jn_broker__log(b, t, ev->msg, "failed", ev->route, ev->dest, ev->attempt, ev->reason);
+        jn_commit__log(b, t, ev->msg, "failed", ev->route, ev->dest, ev->attempt, ev->reason);
         jn_notify__dead_letter(b, t, ev->msg, ev->route, ev->dest, ev->attempt, ev->why,
                                JN_LOG_WARN, ev->log_prefix);
         break;

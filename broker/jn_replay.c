@@ -190,7 +190,7 @@ static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from,
     }
     if (!ok) {
         /* Out of memory: nothing of this chunk is written; what was queued in memory for it
-         * is dropped with the transaction (jn_broker__submit_cb answers JN_ENOMEM). */
+         * is dropped with the transaction (jn_commit__submit_cb answers JN_ENOMEM). */
         jn_jtxn_free(t);
         t = NULL;
     }
@@ -198,10 +198,10 @@ static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from,
     if (ch == NULL) {
         b->replay->failed += n;
         b->replay->chunks_pending--;
-        jn_broker__submit(b, NULL);
+        jn_commit__submit(b, NULL);
         return;
     }
-    jn_broker__submit_cb(b, t, chunk_committed, ch);
+    jn_commit__submit_cb(b, t, chunk_committed, ch);
 }
 
 int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,

@@ -115,7 +115,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
            r->name, outs->n, r->rc.to.n);
     b->n_routed[r - b->cfg->routes]++;
-    jn_broker__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
+    jn_commit__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
                    NULL);
     for (size_t k = 0; k < outs->n; k++) {
         /* Each output is encoded once for all its destinations; an output that is the
@@ -172,13 +172,13 @@ static void route_unmatched(struct route_ctx *c, struct jn_channel *src)
         jn_log(JN_LOG_DEBUG, "msg=%s unrouted from %s: dropped (unrouted: drop)", m->id,
                src->name);
         unrouted_note(b, src, ci, m, JN_LOG_INFO, "dropped (unrouted: drop)");
-        jn_broker__log(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
+        jn_commit__log(b, t, m, "dropped", NULL, src->name, 0, "unrouted: drop");
         break;
     case JN_UNROUTED_CHANNEL: {
         struct jn_queue *q = b->queues[cfg->unrouted_channel];
         uint64_t qseq = jn_journal_seq(b->journal);
         const struct jn_buf *env = envelope_of(m, c->menv, c->own);
-        jn_broker__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
+        jn_commit__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
         if (env != NULL && jn_store_queue_put_env(t, jn_queue_channel(q)->name, qseq, env->p,
                                                   env->len, "(unrouted)", 1, NULL) == 0) {
             jn_queue_add(q, &b->adds, jn_msg_ref(m), "(unrouted)", qseq);
@@ -293,7 +293,7 @@ static void job_release(struct jn_broker *b, struct route_job *j)
 {
     b->routing_in_flight--;
     if (j->track) {
-        jn_broker__ticket_done(j->track, 0);
+        jn_commit__ticket_done(j->track, 0);
     }
     job_free(j);
 }
@@ -327,7 +327,7 @@ static void route_done(void *arg, struct jn_job *jb)
     }
     jn_buf_reset(&own);
     /* The commit ends routing_in_flight and the ticket's routing part. */
-    jn_broker__submit_routing(b, rc.t, j->track);
+    jn_commit__submit_routing(b, rc.t, j->track);
     j->track = NULL;
     job_free(j);
 }
@@ -381,7 +381,7 @@ void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
         jn_msg_unref(&m);
         b->routing_in_flight--;
         if (track) {
-            jn_broker__ticket_done(track, 0);
+            jn_commit__ticket_done(track, 0);
         }
         return;
     }
@@ -413,7 +413,7 @@ void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
         return;
     }
     jn_route__build(b, t, src, m, NULL, NULL);
-    jn_broker__submit(b, t);
+    jn_commit__submit(b, t);
 }
 
 void jn_route__stop(struct jn_broker *b)
