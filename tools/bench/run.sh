@@ -13,7 +13,8 @@
 #                             2.5 GB of journal in the temp dir, filled in 1.5-2 minutes)
 #   JN_BENCH_KAFKA_RECORDS=100000  records of 1 KiB pre-loaded for the kafka scenario
 #   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
-#   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-stamp http-delay http-http
+#   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-noadmin http-stamp
+#                                    http-delay http-http
 #                                    fanout mllp backlog mqtt kafka
 #   JN_BENCH_PERF=1           perf record -g junction during the first run of each scenario at
 #                             its highest connection count (perf costs CPU: off by default)
@@ -28,7 +29,7 @@ REPEAT=${JN_BENCH_REPEAT:-3}
 DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-1000000}
-ONLY=${JN_BENCH_ONLY:-http-file http-stamp http-delay http-http fanout mllp backlog mqtt kafka}
+ONLY=${JN_BENCH_ONLY:-http-file http-file-noadmin http-stamp http-delay http-http fanout mllp backlog mqtt kafka}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
 KAFKA_TIMEOUT=${JN_BENCH_KAFKA_TIMEOUT:-300}
@@ -224,7 +225,7 @@ scenario_simple() {
             fresh
             ss_extra=""
             case $ss_name in
-            http-file | http-delay | http-stamp) ss_extra="--count-dir $JN_BENCH_DIR/out" ;;
+            http-file | http-file-noadmin | http-delay | http-stamp) ss_extra="--count-dir $JN_BENCH_DIR/out" ;;
             fanout)
                 ss_extra="--count-dir $JN_BENCH_DIR/out-a --count-dir $JN_BENCH_DIR/out-b"
                 ss_extra="$ss_extra --count-dir $JN_BENCH_DIR/out-c"
@@ -481,6 +482,8 @@ scenario_kafka() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "results in $OUT"
 want http-file && scenario_simple http-file http-file.yaml "HTTP 1 KB -> file" "1 16 64"
+want http-file-noadmin &&
+    scenario_simple http-file-noadmin http-file-noadmin.yaml "HTTP 1 KB -> file, admin off" "64"
 want http-stamp &&
     scenario_simple http-stamp http-stamp.yaml "HTTP 1 KB -> set-header -> file" "1 16 64"
 want http-delay &&
