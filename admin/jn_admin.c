@@ -169,6 +169,12 @@ static double oldest_seconds(const struct jn_channel_stats *cs)
     return cs->oldest_us > 0 && now > cs->oldest_us ? (double)(now - cs->oldest_us) / 1e6 : 0;
 }
 
+/* A gauge family with one sample and no labels. */
+static int gauge1(struct jn_buf *b, const char *name, const char *help, uint64_t v)
+{
+    return jn_prom_family(b, name, "gauge", help) | jn_prom_sample_u(b, name, NULL, NULL, 0, v);
+}
+
 static int render_metrics(struct jn_admin *a, struct jn_buf *b)
 {
     struct jn_broker_stats s;
@@ -240,24 +246,24 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
                                  oldest_seconds(&cs));
         }
     }
-    rc |= jn_prom_family(b, "junction_journal_queued", "gauge",
-                         "Queue records in the journal: routed, not delivered yet.");
-    rc |= jn_prom_sample_u(b, "junction_journal_queued", NULL, NULL, 0, s.queued);
-    rc |= jn_prom_family(b, "junction_journal_inbox", "gauge",
-                         "Messages accepted and not routed yet (waiting for their services).");
-    rc |= jn_prom_sample_u(b, "junction_journal_inbox", NULL, NULL, 0, s.inbox);
-    rc |= jn_prom_family(b, "junction_journal_dead_letters", "gauge",
-                         "Dead letters kept in the journal (junction dlq list).");
-    rc |= jn_prom_sample_u(b, "junction_journal_dead_letters", NULL, NULL, 0, s.dead_stored);
-    rc |= jn_prom_family(b, "junction_journal_bytes", "gauge",
-                         "Bytes of the journal's pages in use.");
-    rc |= jn_prom_sample_u(b, "junction_journal_bytes", NULL, NULL, 0, s.journal_bytes);
-    rc |= jn_prom_family(b, "junction_journal_map_bytes", "gauge",
-                         "The journal's size limit (max_size).");
-    rc |= jn_prom_sample_u(b, "junction_journal_map_bytes", NULL, NULL, 0, s.journal_map_bytes);
-    rc |= jn_prom_family(b, "junction_routing_in_flight", "gauge",
-                         "Messages with the routing thread or their routing commit.");
-    rc |= jn_prom_sample_u(b, "junction_routing_in_flight", NULL, NULL, 0, s.routing_in_flight);
+    rc |= gauge1(b, "junction_journal_queued",
+                 "Queue records in the journal: routed, not delivered yet.",
+                 s.queued);
+    rc |= gauge1(b, "junction_journal_inbox",
+                 "Messages accepted and not routed yet (waiting for their services).",
+                 s.inbox);
+    rc |= gauge1(b, "junction_journal_dead_letters",
+                 "Dead letters kept in the journal (junction dlq list).",
+                 s.dead_stored);
+    rc |= gauge1(b, "junction_journal_bytes",
+                 "Bytes of the journal's pages in use.",
+                 s.journal_bytes);
+    rc |= gauge1(b, "junction_journal_map_bytes",
+                 "The journal's size limit (max_size).",
+                 s.journal_map_bytes);
+    rc |= gauge1(b, "junction_routing_in_flight",
+                 "Messages with the routing thread or their routing commit.",
+                 s.routing_in_flight);
     rc |= process_metrics(b);
     return rc;
 }
@@ -419,6 +425,20 @@ static const struct endpoint {
     {"/api/v1/queues", get_queues},
 };
 
+/* 1 when cmd is the method the endpoint takes (post: POST, else GET or HEAD); else answers
+ * 405 with Allow and returns 0. */
+static int method_ok(struct evhttp_request *req, enum evhttp_cmd_type cmd, int post,
+                     const char *path)
+{
+    if (post ? cmd == EVHTTP_REQ_POST : (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
+        return 1;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", post ? "POST" : "GET, HEAD");
+    jn_admin__reply_error(req, 405, "Method Not Allowed",
+                          post ? "%s only answers POST" : "%s only answers GET", path);
+    return 0;
+}
+
 /* Constant time in the length of the longer of the two. */
 static int token_ok(const struct jn_admin *a, const char *hdr)
 {
@@ -465,40 +485,31 @@ static void handle(struct evhttp_request *req, void *arg)
         const char *action;
         if (channel_action(path, name, sizeof(name), &action) &&
             (strcmp(action, "pause") == 0 || strcmp(action, "resume") == 0)) {
-            char *dec = evhttp_uridecode(name, 0, NULL);
-            if (cmd != EVHTTP_REQ_POST) {
-                evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-                jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers POST", path);
-            } else {
+            if (method_ok(req, cmd, 1, path)) {
+                char *dec = evhttp_uridecode(name, 0, NULL);
                 post_pause(a, req, dec ? dec : name, action[0] == 'p');
+                free(dec);
             }
-            free(dec);
             return;
         }
     }
     if (strcmp(path, "/api/v1/replay") == 0) {
-        if (cmd != EVHTTP_REQ_POST) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers POST", path);
-        } else {
+        if (method_ok(req, cmd, 1, path)) {
             jn_admin__post_replay(a, req);
         }
         return;
     }
     if (strncmp(path, "/api/v1/replay/", 15) == 0) {
-        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
-        } else {
+        if (method_ok(req, cmd, 0, path)) {
             jn_admin__get_replay(a, req, path + 15);
         }
         return;
     }
     if (strncmp(path, "/api/v1/messages", 16) == 0 && (path[16] == '\0' || path[16] == '/')) {
-        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
-        } else if (path[16] == '\0') {
+        if (!method_ok(req, cmd, 0, path)) {
+            return;
+        }
+        if (path[16] == '\0') {
             jn_admin__get_messages(a, req);
         } else {
             jn_admin__get_message(a, req, path + 17);
@@ -509,12 +520,9 @@ static void handle(struct evhttp_request *req, void *arg)
         if (strcmp(path, endpoints[i].path) != 0) {
             continue;
         }
-        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-            jn_admin__reply_error(req, 405, "Method Not Allowed", "%s only answers GET", path);
-            return;
+        if (method_ok(req, cmd, 0, path)) {
+            endpoints[i].get(a, req);
         }
-        endpoints[i].get(a, req);
         return;
     }
     jn_admin__reply_error(req, 404, "Not Found",

@@ -495,11 +495,6 @@ void jn_queue_pause(struct jn_queue *q, int on)
     }
 }
 
-int jn_queue_paused(const struct jn_queue *q)
-{
-    return q->paused;
-}
-
 void jn_queue_page_in(struct jn_queue *q)
 {
     if (!q->spilled) {

@@ -127,7 +127,6 @@ void jn_queue_look(const struct jn_queue *q, struct jn_queue_look *out);
 /* Holds the queue (on: no new sends; retries that come due wait; sends in flight finish) or
  * lets it go again (off: what is ready and due goes at once). The operator's pause. */
 void jn_queue_pause(struct jn_queue *q, int on);
-int jn_queue_paused(const struct jn_queue *q);
 /* Sends in flight (not waiting for a retry). */
 size_t jn_queue_in_flight(const struct jn_queue *q);
 /* Deliveries held in memory (ready + busy). */
