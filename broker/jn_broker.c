@@ -1,6 +1,6 @@
 /*
- * jn_broker: the loop, ingest and the commit stage, the router (until routes/ takes it) and
- * the life cycle. The per-destination queues are jn_queue's; outcome tracking is jn_track.c,
+ * jn_broker: the loop, ingest and the life cycle. The commit stage is jn_commit.c, routing
+ * jn_route.c (the matcher itself is the config's router ops, routes/jn_router.c). The per-destination queues are jn_queue's; outcome tracking is jn_track.c,
  * callbacks and dead letters jn_notify.c, recovery at start jn_recover.c (all sharing
  * jn_broker_int.h).
  *

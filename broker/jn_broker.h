@@ -11,7 +11,7 @@
 #ifndef JN_BROKER_H
 #define JN_BROKER_H
 
-#include "jn_config.h"
+#include "jn_spec.h"
 #include "jn_err.h"
 
 struct jn_broker;

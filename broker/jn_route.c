@@ -1,6 +1,6 @@
 /*
  * jn_route: what becomes of a message the journal has: its routes are matched and their
- * services run (routes/jn_router), and the outputs become queue records, dead letters and
+ * services run (by cfg->router, routes/jn_router.c, through jn_spec.h's ops table), and the outputs become queue records, dead letters and
  * action log entries in a journal transaction.
  *
  * Two paths, chosen per IN channel when the broker is made:
@@ -31,7 +31,6 @@
 #include "jn_broker_int.h"
 #include "jn_log.h"
 #include "jn_mem.h"
-#include "jn_router.h"
 #include "jn_store.h"
 #include "jn_time.h"
 #include "jn_worker.h"
@@ -77,7 +76,7 @@ static void unrouted_note(struct jn_broker *b, struct jn_channel *src, size_t ci
         return;
     }
     src->unrouted_noted_us = now;
-    n = jn_router_explain(cfg->routes, cfg->nroutes, ci, &why);
+    n = cfg->router->explain(cfg->routes, cfg->nroutes, ci, &why);
     jn_log(level, "channel '%s': msg=%s matched no route (%s%s), %s; %llu unrouted from '%s' "
            "so far (said at most once a minute)", src->name, m->id,
            n ? "no condition held: " : "no route reads from it", why.p ? why.p : "", outcome,
@@ -94,7 +93,7 @@ struct route_ctx {
     struct jn_ticket *track;
 };
 
-/* A route took c->m (jn_router_route): one queue record per output and destination, or a dead
+/* A route took c->m (the router's route): one queue record per output and destination, or a dead
  * letter when its services failed. */
 static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
                         const struct jn_err *err)
@@ -197,7 +196,7 @@ void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *
     struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
     struct route_ctx rc = {b, t, m, menv, &own, track};
 
-    if (src == NULL || jn_router_route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
+    if (src == NULL || cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
                                        &b->ids, route_taken, &rc) == 0) {
         route_unmatched(&rc, src);
     }
@@ -228,7 +227,7 @@ struct route_job {
     int oom;                   /* a result could not be kept */
 };
 
-/* Worker thread: keeps what jn_router_route gives, with references of its own. */
+/* Worker thread: keeps what the router's route gives, with references of its own. */
 static void route_collect(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
                           const struct jn_err *err)
 {
@@ -266,7 +265,7 @@ static void route_run(void *arg, struct jn_job *batch)
         if (atomic_load(&b->route_abort)) {
             continue;
         }
-        j->matched = jn_router_route(cfg->routes, cfg->nroutes, chan_index(b, j->src), j->m,
+        j->matched = cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, j->src), j->m,
                                      b->svcs, &b->ids, route_collect, j);
         j->ran = 1;
     }

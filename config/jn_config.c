@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "jn_buf.h"
+#include "jn_cond.h"
 #include "jn_mem.h"
 #include "jn_router.h"
 
@@ -540,6 +541,7 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
         jn_node_free(root);
         return NULL;
     }
+    c->router = &jn_router_ops;
     jn_diag_init(&c->names);
     if (root->kind != JN_NODE_MAP) {
         jn_diag_add(d, &root->pos, "expected a map with junction:, channels:, services:, "

@@ -279,3 +279,8 @@ size_t jn_router_explain(const struct jn_cfg_route *routes, size_t n, size_t src
     }
     return count;
 }
+
+const struct jn_router_ops jn_router_ops = {
+    .route = jn_router_route,
+    .explain = jn_router_explain,
+};

@@ -11,8 +11,9 @@
  *
  * Model: Fluent Bit's router (match at load into route bitmasks, evaluate per record) and
  * Redis's command table (look up once, never per message by name). Depends on jn_cond, the
- * services and jn_msg, plus the config's types of a compiled route (jn_config.h); nothing of
- * the broker. No state of its own; the caller's thread.
+ * services' interface and jn_msg, plus the types of a compiled route (broker/jn_spec.h); the
+ * broker calls it only through jn_router_ops, never by name. No state of its own; the
+ * caller's thread.
  */
 #ifndef JN_ROUTER_H
 #define JN_ROUTER_H
@@ -20,7 +21,7 @@
 #include <stddef.h>
 
 #include "jn_buf.h"
-#include "jn_config.h"
+#include "jn_spec.h"
 #include "jn_msg.h"
 #include "jn_service.h"
 
@@ -38,12 +39,8 @@ int jn_router_compile(struct jn_cfg_route *r, const struct jn_config *c, const s
 /* Route r reads from channel index src. */
 int jn_router_reads_from(const struct jn_cfg_route *r, size_t src);
 
-/*
- * One route that took the message: outs are its outputs (borrowed for the call; each a
- * reference the callee may jn_msg_ref), or NULL with err when one of its services failed.
- */
-typedef void (*jn_route_fn)(void *arg, const struct jn_cfg_route *r,
-                            const struct jn_msg_list *outs, const struct jn_err *err);
+/* The matcher, for struct jn_config's router: jn_router_route and jn_router_explain. */
+extern const struct jn_router_ops jn_router_ops;
 
 /*
  * Matches m (from channel index src) against routes[0..n) in order: for each route that reads
