@@ -1,8 +1,8 @@
 /*
  * jn_broker: the loop, ingest and the life cycle. The commit stage is jn_commit.c, routing
- * jn_route.c (the matcher itself is the config's router ops, routes/jn_router.c). The per-destination queues are jn_queue's; outcome tracking is jn_track.c,
- * callbacks and dead letters jn_notify.c, recovery at start jn_recover.c (all sharing
- * jn_broker_int.h).
+ * jn_route.c (the matcher itself is the config's router ops, routes/jn_router.c), the
+ * per-destination queues jn_queue's; outcome tracking is jn_track.c, callbacks and dead
+ * letters jn_notify.c, recovery at start jn_recover.c (all sharing jn_broker_int.h).
  *
  * Shape taken from Redis's single loop with work batched before sleeping, and from Fluent
  * Bit's engine (inputs and outputs as plugins over one engine). Everything here runs on the
