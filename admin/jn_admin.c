@@ -180,13 +180,14 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
     struct jn_broker_stats s;
     struct jn_channel_stats cs;
     struct jn_route_stats rs;
-    const char *info[] = {"version", a->version};
+    const char *info[] = {"version", a->version, "config_hash", NULL};
     int rc = 0;
 
     jn_broker_stats(a->b, &s);
+    info[3] = s.config_hash;
     rc |= jn_prom_family(b, "junction_build_info", "gauge",
                          "Always 1; the labels say which junction this is.");
-    rc |= jn_prom_sample_u(b, "junction_build_info", NULL, info, 1, 1);
+    rc |= jn_prom_sample_u(b, "junction_build_info", NULL, info, 2, 1);
     rc |= jn_prom_family(b, "junction_start_time_seconds", "gauge",
                          "When the channels had started, in seconds since the epoch.");
     rc |= jn_prom_sample(b, "junction_start_time_seconds", NULL, NULL, 0,
@@ -228,6 +229,18 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
                                    cs.retried);
             rc |= jn_prom_sample_u(b, "junction_delivery_failures_total", NULL, reject, 2,
                                    cs.failed);
+        }
+    }
+    rc |= jn_prom_family(b, "junction_commit_seconds", "histogram",
+                         "From receive to durable (the journal's commit), every IN channel.");
+    rc |= jn_prom_histogram(b, "junction_commit_seconds", NULL, 0, s.commit_lat);
+    rc |= jn_prom_family(b, "junction_delivery_seconds", "histogram",
+                         "From durable in the queue to delivered, per OUT channel (a "
+                         "message paged in from the journal counts from its receive).");
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        const char *lab[] = {"channel", cs.name};
+        if (cs.out) {
+            rc |= jn_prom_histogram(b, "junction_delivery_seconds", lab, 1, cs.delivery_lat);
         }
     }
     rc |= chan_family(a, b, "junction_dead_letters_total", "counter",
@@ -291,8 +304,9 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
 
     jn_broker_stats(a->b, &s);
     jn_admin__reply_json(req, 200, "OK",
-               json_pack("{s:s,s:I,s:b,s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:i,s:I,s:I,s:I}}",
+               json_pack("{s:s,s:s,s:I,s:b,s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:i,s:I,s:I,s:I}}",
                          "version", a->version,
+                         "config_hash", s.config_hash,
                          "uptime_seconds", (json_int_t)(s.started_us ? (now - s.started_us) /
                                                                           1000000 : 0),
                          "ready", s.journal_open && s.started && !s.stopping,

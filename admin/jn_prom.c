@@ -93,3 +93,31 @@ int jn_prom_sample_u(struct jn_buf *b, const char *name, const char *suffix,
 
     return rc ? JN_ENOMEM : 0;
 }
+
+int jn_prom_histogram(struct jn_buf *b, const char *name, const char *const *labels,
+                      size_t nlabels, const struct jn_hist *h)
+{
+    const char *lab[2 * (JN_PROM_HIST_LABELS + 1)];
+    char le[32];
+    uint64_t cum = 0;
+    int rc = 0;
+
+    if (nlabels > JN_PROM_HIST_LABELS) {
+        return JN_EINVAL;
+    }
+    for (size_t i = 0; i < 2 * nlabels; i++) {
+        lab[i] = labels[i];
+    }
+    lab[2 * nlabels] = "le";
+    lab[2 * nlabels + 1] = le;
+    for (size_t i = 0; i < JN_HIST_BUCKETS; i++) {
+        cum += h->n[i];
+        snprintf(le, sizeof(le), "%g", jn_hist_bounds[i]);
+        rc |= jn_prom_sample_u(b, name, "_bucket", lab, nlabels + 1, cum);
+    }
+    snprintf(le, sizeof(le), "+Inf");
+    rc |= jn_prom_sample_u(b, name, "_bucket", lab, nlabels + 1, h->count);
+    rc |= jn_prom_sample(b, name, "_sum", labels, nlabels, h->sum);
+    rc |= jn_prom_sample_u(b, name, "_count", labels, nlabels, h->count);
+    return rc ? JN_ENOMEM : 0;
+}

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "jn_buf.h"
+#include "jn_hist.h"
 
 /* Starts family name of type ("counter", "gauge", "histogram", "untyped") with help. */
 int jn_prom_family(struct jn_buf *b, const char *name, const char *type, const char *help);
@@ -31,6 +32,13 @@ int jn_prom_sample(struct jn_buf *b, const char *name, const char *suffix,
 /* The same with an unsigned integer value, printed exactly. */
 int jn_prom_sample_u(struct jn_buf *b, const char *name, const char *suffix,
                      const char *const *labels, size_t nlabels, uint64_t value);
+
+/* The samples of one histogram (its family started with type "histogram"): a cumulative
+ * name_bucket{labels...,le="..."} per bound and le="+Inf", then name_sum and name_count.
+ * At most JN_PROM_HIST_LABELS label pairs (JN_EINVAL past that). */
+#define JN_PROM_HIST_LABELS 3
+int jn_prom_histogram(struct jn_buf *b, const char *name, const char *const *labels,
+                      size_t nlabels, const struct jn_hist *h);
 
 /* Appends s to b escaped as a label value. */
 int jn_prom_escape_label(struct jn_buf *b, const char *s);

@@ -98,6 +98,7 @@ static void ingest_committed(void *arg, int rc)
                                             : "the journal could not store the message");
     } else {
         t->ch->n_in++;
+        jn_hist_add_us(&b->commit_lat, jn_now_us() - t->msg->recv_us);
         jn_log_p(JN_LOG_DEBUG, t->ch->log_prefix, "msg=%s received (%zu bytes)", t->msg->id,
                  t->msg->len);
         t->accepted = 1;

@@ -82,6 +82,7 @@ struct jn_broker {
     int64_t started_us;              /* wall clock when the channels had started */
     struct jn_replay *replay;        /* the replay job under way or last done (jn_replay.c) */
     uint64_t n_dead, n_unrouted_dropped;
+    struct jn_hist commit_lat;       /* received -> durable, every IN channel (jn_stats.h) */
 };
 
 /* jn_commit.c: the commit stage (calls nothing back in the other files) */

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "jn_err.h"
+#include "jn_hist.h"
 #include "jn_log.h"
 #include "jn_msg.h"
 #include "jn_net.h"
@@ -126,6 +127,7 @@ struct jn_channel {
     /* counters (loop thread) */
     uint64_t n_in, n_refused, n_sent, n_retried, n_failed;
     uint64_t n_unrouted;          /* IN: taken by no route */
+    struct jn_hist delivery_lat;  /* OUT: queued (durable) -> delivered */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */
     int64_t unrouted_noted_us;    /* IN: when that was last logged */

@@ -21,6 +21,7 @@
 #include "jn_log.h"
 #include "jn_mem.h"
 #include "jn_store.h"
+#include "jn_time.h"
 
 struct jn_delivery {
     struct jn_delivery *next;
@@ -29,6 +30,8 @@ struct jn_delivery {
     char *route;           /* owned */
     uint64_t qseq;         /* queue key: destination \0 qseq */
     int attempt;           /* 1-based, of the send in progress or next */
+    int64_t queued_us;     /* when it entered the queue durable (wall clock; paged in: the
+                            * receive time, the best the record tells) */
     struct event *timer;   /* backoff */
     int64_t due_ms;        /* waiting for a retry: when it may go (env->now_ms); else 0 */
     int waiting;           /* holds its slot until due_ms */
@@ -146,6 +149,7 @@ static struct jn_delivery *delivery_new(struct jn_queue *q, struct jn_msg *m, co
     d->msg = m;
     d->qseq = qseq;
     d->attempt = attempt > 0 ? attempt : 1;
+    d->queued_us = m->recv_us;
     return d;
 }
 
@@ -244,6 +248,7 @@ void jn_queue_commit(struct jn_delivery *list, int rc, void *tag)
             continue;
         }
         q->loaded_upto = d->qseq;
+        d->queued_us = jn_now_us();
         if (tag) {
             d->tag = tag;
             env->tag_hold(env->arg, tag);
@@ -636,6 +641,7 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
     }
     if (r == JN_SEND_OK) {
         ch->n_sent++;
+        jn_hist_add_us(&ch->delivery_lat, jn_now_us() - d->queued_us);
         /* After failed attempts (each logged), the success is news too. */
         jn_log_p(d->attempt > 1 ? JN_LOG_INFO : JN_LOG_DEBUG, ch->log_prefix,
                  "msg=%s delivered%s (attempt %d)", d->msg->id,

@@ -98,8 +98,11 @@ enum jn_unrouted {
     JN_UNROUTED_CHANNEL,
 };
 
+#define JN_CONFIG_HASH_LEN 16
+
 struct jn_config {
     struct jn_diag names; /* owns the file names positions point at */
+    char hash[JN_CONFIG_HASH_LEN + 1]; /* the text's SHA-256, its first 16 hex digits */
     struct jn_core_conf core;
     struct jn_cfg_channel *channels;
     size_t nchannels;

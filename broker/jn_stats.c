@@ -31,6 +31,8 @@ void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out)
     out->unrouted_dropped = b->n_unrouted_dropped;
     out->routing_in_flight = b->routing_in_flight;
     out->journal_map_bytes = b->cfg->core.max_size;
+    out->config_hash = b->cfg->hash;
+    out->commit_lat = &b->commit_lat;
     if (b->journal != NULL) {
         out->queued = jn_journal_count(b->journal, JN_JDB_QUEUE);
         out->inbox = jn_journal_count(b->journal, JN_JDB_INBOX);
@@ -62,6 +64,7 @@ int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_chann
     out->delivered = ch->n_sent;
     out->retried = ch->n_retried;
     out->failed = ch->n_failed;
+    out->delivery_lat = &ch->delivery_lat;
     if (b->queues[i] != NULL) {
         struct jn_queue_look lk;
         jn_queue_look(b->queues[i], &lk);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jn_hist.h"
 #include "jn_msg.h"
 
 struct jn_broker;
@@ -37,6 +38,8 @@ struct jn_broker_stats {
     unsigned long long journal_map_bytes; /* the map (max_size) */
     int journal_used_pct;
     size_t routing_in_flight;
+    const char *config_hash;          /* of the config text it runs (borrowed) */
+    const struct jn_hist *commit_lat; /* received -> durable (borrowed; loop thread) */
 };
 
 struct jn_channel_stats {
@@ -56,6 +59,7 @@ struct jn_channel_stats {
     size_t waiting;         /* OUT: deliveries waiting for their retry */
     int depth_exact;        /* OUT: in_memory is the whole queue (else the journal holds more) */
     int64_t oldest_us;      /* OUT: receive time of the oldest queued message, 0: empty */
+    const struct jn_hist *delivery_lat; /* OUT: queued (durable) -> delivered (borrowed) */
 };
 
 struct jn_route_stats {

@@ -447,7 +447,7 @@ static const char *folder_of(const char *path, struct jn_diag *d)
     return d->oom && !oom ? NULL : dir;
 }
 
-struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d)
+struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d, struct jn_buf *text)
 {
     struct jn_buf buf = JN_BUF_INIT;
     struct jn_node *root;
@@ -484,7 +484,11 @@ struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d)
         return NULL;
     }
     root = load_buf(path, dir, buf.p ? buf.p : "", buf.len, d);
-    jn_buf_reset(&buf);
+    if (text != NULL) {
+        *text = buf;
+    } else {
+        jn_buf_reset(&buf);
+    }
     return root;
 }
 

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "jn_buf.h"
 #include "jn_diag.h"
 
 enum jn_node_kind {
@@ -38,8 +39,9 @@ struct jn_node {
 
 /* Parses a whole file / buffer into a tree; NULL and errors in d on failure. The file name is
  * kept (copied into d's string pool) for positions, and for a file also its folder (node->dir).
- * An empty document gives an empty map. */
-struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d);
+ * An empty document gives an empty map. With text (may be NULL), a file's bytes as read are
+ * left in *text (the caller resets it), whether it parsed or not. */
+struct jn_node *jn_yaml_load_file(const char *path, struct jn_diag *d, struct jn_buf *text);
 struct jn_node *jn_yaml_load_buf(const char *name, const char *buf, size_t len, struct jn_diag *d);
 void jn_node_free(struct jn_node *n);
 

@@ -7,6 +7,7 @@
  */
 #include "jn_config.h"
 
+#include <openssl/evp.h>
 #include <string.h>
 
 #include "jn_buf.h"
@@ -598,15 +599,46 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
     return c;
 }
 
+/* The config's version: the first JN_CONFIG_HASH_LEN hex digits of its text's SHA-256. */
+static void config_hash(struct jn_config *c, const char *text, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    static const char hex[] = "0123456789abcdef";
+
+    if (EVP_Digest(text, len, md, &mdlen, EVP_sha256(), NULL) != 1 ||
+        mdlen * 2 < JN_CONFIG_HASH_LEN) {
+        snprintf(c->hash, sizeof(c->hash), "unknown");
+        return;
+    }
+    for (size_t i = 0; i < JN_CONFIG_HASH_LEN / 2; i++) {
+        c->hash[2 * i] = hex[md[i] >> 4];
+        c->hash[2 * i + 1] = hex[md[i] & 15];
+    }
+    c->hash[JN_CONFIG_HASH_LEN] = '\0';
+}
+
 struct jn_config *jn_config_load_file(const char *path, struct jn_diag *d)
 {
-    return load_root(jn_yaml_load_file(path, d), d);
+    struct jn_buf text = JN_BUF_INIT;
+    struct jn_config *c = load_root(jn_yaml_load_file(path, d, &text), d);
+
+    if (c != NULL) {
+        config_hash(c, text.p ? text.p : "", text.len);
+    }
+    jn_buf_reset(&text);
+    return c;
 }
 
 struct jn_config *jn_config_load_buf(const char *name, const char *buf, size_t len,
                                      struct jn_diag *d)
 {
-    return load_root(jn_yaml_load_buf(name, buf, len, d), d);
+    struct jn_config *c = load_root(jn_yaml_load_buf(name, buf, len, d), d);
+
+    if (c != NULL) {
+        config_hash(c, buf, len);
+    }
+    return c;
 }
 
 void jn_config_free(struct jn_config *c)

@@ -11,6 +11,7 @@ channels and routes, against the running binary with curl and a real HTTP receiv
   address that is set and taken stops the start; the default 127.0.0.1:8081 taken is only a
   warning.
 """
+import hashlib
 import json
 import os
 import re
@@ -114,6 +115,24 @@ try:
         b, a = metric(before, name, labels), metric(after, name, labels)
         t.check(b is not None and a is not None and a - b == n,
                 "%s%s moved by exactly %d (%r -> %r)" % (name, labels, n, b, a))
+    # Histograms: one commit sample per accepted message, one delivery sample per delivery.
+    for name, labels in (("junction_commit_seconds_count", ""),
+                         ("junction_delivery_seconds_count", '{channel="out"}'),
+                         ("junction_commit_seconds_bucket", '{le="+Inf"}'),
+                         ("junction_delivery_seconds_bucket", '{channel="out",le="+Inf"}')):
+        b, a = metric(before, name, labels), metric(after, name, labels)
+        t.check(b is not None and a is not None and a - b == n,
+                "%s%s moved by exactly %d (%r -> %r)" % (name, labels, n, b, a))
+    t.check(metric(after, "junction_commit_seconds_bucket", '{le="60"}') ==
+            metric(after, "junction_commit_seconds_count"),
+            "every commit sample is under 60 s (cumulative buckets)")
+    t.check(0 < (metric(after, "junction_delivery_seconds_sum", '{channel="out"}') or 0) < n * 10,
+            "junction_delivery_seconds_sum is a plausible total of seconds")
+    with open(j.cfg, "rb") as f:
+        want_hash = hashlib.sha256(f.read()).hexdigest()[:16]
+    t.check(re.search(r'^junction_build_info\{version="[^"]+",config_hash="%s"\} 1$' % want_hash,
+                      after, re.M) is not None,
+            "junction_build_info carries config_hash %s (the config file's SHA-256)" % want_hash)
     t.eq(metric(after, "junction_channel_up", '{channel="in"}'), 1.0, "channel_up{in} 1")
     t.eq(metric(after, "junction_ready"), 1.0, "junction_ready 1")
     t.check((metric(after, "process_resident_memory_bytes") or 0) > 1e6,
@@ -127,6 +146,7 @@ try:
              (p.stdout.decode(), p.stderr.decode()))
 
     code, st = get_json(admin, "/api/v1/status")
+    t.eq(st.get("config_hash"), want_hash, "status: config_hash is the config file's")
     t.check(code == 200 and st.get("ready") is True and st.get("channels") == 2 and
             st.get("version") and "journal" in st, "/api/v1/status: %r" % st)
     code, ch = get_json(admin, "/api/v1/channels")

@@ -380,7 +380,7 @@ static void test_issue_12_7_paths(void)
     snprintf(path, sizeof(path), "%s/p.yaml", dir);
     memset(&pc, 0, sizeof(pc));
     jn_diag_init(&d);
-    root = jn_yaml_load_file(path, &d);
+    root = jn_yaml_load_file(path, &d, NULL);
     CHECK(root != NULL);
     CHECK_STR(root ? root->dir : NULL, dir);
     CHECK_INT(root ? jn_opt_parse(popts, root, &pc, "p", 0, NULL, root, &d) : -1, 0);

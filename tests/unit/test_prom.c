@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "jn_buf.h"
+#include "jn_err.h"
 #include "jn_prom.h"
 #include "jn_test.h"
 
@@ -35,9 +36,35 @@ static void test_numbers(void)
     jn_buf_reset(&b);
 }
 
+/* jn_hist's buckets, rendered cumulative with +Inf, _sum and _count. */
+static void test_histogram(void)
+{
+    struct jn_buf b = JN_BUF_INIT;
+    struct jn_hist h;
+    const char *lab[] = {"channel", "out"};
+
+    memset(&h, 0, sizeof(h));
+    jn_hist_add_us(&h, 300);        /* 0.0003 s: le 0.0005 */
+    jn_hist_add_us(&h, 500);        /* exactly on a bound: le 0.0005 */
+    jn_hist_add_us(&h, 2000);       /* le 0.0025 */
+    jn_hist_add_us(&h, -5);         /* a clock step: 0 */
+    jn_hist_add_us(&h, 61000000);   /* past 60 s: +Inf only */
+    CHECK_INT(jn_prom_histogram(&b, "d_seconds", lab, 1, &h), 0);
+    CHECK(strstr(b.p, "d_seconds_bucket{channel=\"out\",le=\"0.0005\"} 3\n") != NULL);
+    CHECK(strstr(b.p, "d_seconds_bucket{channel=\"out\",le=\"0.001\"} 3\n") != NULL);
+    CHECK(strstr(b.p, "d_seconds_bucket{channel=\"out\",le=\"0.0025\"} 4\n") != NULL);
+    CHECK(strstr(b.p, "d_seconds_bucket{channel=\"out\",le=\"60\"} 4\n") != NULL);
+    CHECK(strstr(b.p, "d_seconds_bucket{channel=\"out\",le=\"+Inf\"} 5\n") != NULL);
+    CHECK(strstr(b.p, "d_seconds_sum{channel=\"out\"} 61.0028\n") != NULL);
+    CHECK(strstr(b.p, "d_seconds_count{channel=\"out\"} 5\n") != NULL);
+    CHECK_INT(jn_prom_histogram(&b, "d", lab, JN_PROM_HIST_LABELS + 1, &h), JN_EINVAL);
+    jn_buf_reset(&b);
+}
+
 int main(void)
 {
     test_family_and_labels();
     test_numbers();
+    test_histogram();
     TEST_MAIN_END();
 }
