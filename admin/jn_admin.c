@@ -513,6 +513,12 @@ static void handle(struct evhttp_request *req, void *arg)
         }
         return;
     }
+    if (strcmp(path, "/api/v1/dead-letters") == 0) {
+        if (method_ok(req, cmd, 0, path)) {
+            jn_admin__get_dead_letters(a, req);
+        }
+        return;
+    }
     if (strncmp(path, "/api/v1/replay/", 15) == 0) {
         if (method_ok(req, cmd, 0, path)) {
             jn_admin__get_replay(a, req, path + 15);
@@ -542,7 +548,7 @@ static void handle(struct evhttp_request *req, void *arg)
     jn_admin__reply_error(req, 404, "Not Found",
                 "no such endpoint: %s (see docs/admin-api.md: /health, /ready, /metrics, "
                 "/api/v1/status, /api/v1/channels, /api/v1/queues, /api/v1/routes, "
-                "/api/v1/messages)", path);
+                "/api/v1/messages, /api/v1/dead-letters, /api/v1/replay)", path);
 }
 
 /* ---- life cycle ---- */

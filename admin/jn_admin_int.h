@@ -41,6 +41,8 @@ void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const char *id);
 /* POST /api/v1/replay (a JSON body) and GET /api/v1/replay/{job}. */
 void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req);
+/* GET /api/v1/dead-letters (jn_admin_msg.c). */
+void jn_admin__get_dead_letters(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const char *job);
 
 #endif

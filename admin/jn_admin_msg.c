@@ -352,6 +352,123 @@ static json_t *job_json(const struct jn_replay_job *jb)
                      (json_int_t)jb->failed, "done", !jb->running);
 }
 
+/* A list of strings (or one string) from v into a new array *out of *n (the strings stay v's).
+ * 0, or -1 when v is neither (out of memory: *n is then SIZE_MAX). */
+static int str_list(json_t *v, const char ***out, size_t *n)
+{
+    size_t i;
+    json_t *e;
+
+    *out = NULL;
+    *n = 0;
+    if (json_is_string(v)) {
+        v = json_pack("[O]", v); /* one element; freed below */
+    } else if (json_is_array(v)) {
+        json_incref(v);
+    } else {
+        return -1;
+    }
+    if (json_array_size(v) > 0 && (*out = jn_calloc(json_array_size(v), sizeof(**out))) == NULL) {
+        json_decref(v);
+        *n = SIZE_MAX;
+        return -1;
+    }
+    json_array_foreach(v, i, e) {
+        if (!json_is_string(e)) {
+            jn_free(*out);
+            *out = NULL;
+            json_decref(v);
+            return -1;
+        }
+        (*out)[i] = json_string_value(e);
+    }
+    *n = json_array_size(v);
+    json_decref(v); /* the strings stay alive in the body, which holds them too */
+    return 0;
+}
+
+/* The request's fields into rq (strings borrowed from body; ids and to allocated). 0, or -1
+ * with the reply sent. */
+static int replay_fields(struct evhttp_request *req, json_t *body, struct jn_replay_req *rq,
+                         const char ***ids, const char ***to)
+{
+    const char *key;
+    json_t *v;
+    int64_t now = jn_now_us();
+
+    json_object_foreach(body, key, v) {
+        const char *sv = json_is_string(v) ? json_string_value(v) : NULL;
+        size_t n;
+        if (strcmp(key, "ids") == 0 || strcmp(key, "to") == 0) {
+            const char ***dst = key[0] == 'i' ? ids : to;
+            if ((key[0] == 'i' && !json_is_array(v)) || str_list(v, dst, &n) != 0) {
+                if (n == SIZE_MAX) {
+                    jn_admin__reply_error(req, 500, "Internal Server Error", "%s",
+                                          "out of memory");
+                } else {
+                    jn_admin__reply_error(req, 400, "Bad Request", "%s: must be a list of "
+                                          "strings", key);
+                }
+                return -1;
+            }
+            if (key[0] == 'i') {
+                rq->ids = *ids;
+                rq->nids = n;
+            } else {
+                rq->to = *to;
+                rq->nto = n;
+            }
+        } else if (strcmp(key, "dry_run") == 0) {
+            if (!json_is_boolean(v)) {
+                jn_admin__reply_error(req, 400, "Bad Request", "%s", "dry_run: true or false");
+                return -1;
+            }
+            rq->dry_run = json_is_true(v);
+        } else if (sv == NULL) {
+            jn_admin__reply_error(req, 400, "Bad Request", "%s: must be a string", key);
+            return -1;
+        } else if (strcmp(key, "since") == 0 || strcmp(key, "until") == 0) {
+            int64_t *t = key[0] == 's' ? &rq->since_us : &rq->until_us;
+            if (jn_parse_when(sv, now, t) != 0) {
+                char why[160];
+                snprintf(why, sizeof(why), "%s: '%.64s' is not a time (10m, 2h, 7d, or "
+                         "YYYY-MM-DDTHH:MM:SS in UTC)", key, sv);
+                jn_admin__reply_error(req, 400, "Bad Request", "%s", why);
+                return -1;
+            }
+        } else if (strcmp(key, "destination") == 0) {
+            rq->dest = sv;
+        } else if (strcmp(key, "channel") == 0) {
+            rq->channel = sv;
+        } else if (strcmp(key, "route") == 0) {
+            rq->route = sv;
+        } else if (strcmp(key, "q") == 0) {
+            rq->text = sv;
+        } else if (strncmp(key, "header.", 7) == 0 && key[7] != '\0') {
+            if (rq->header != NULL) {
+                jn_admin__reply_error(req, 400, "Bad Request", "%s: one header filter at a "
+                                      "time", key);
+                return -1;
+            }
+            rq->header = key + 7;
+            rq->header_value = sv;
+        } else if (strcmp(key, "status") == 0) {
+            if (strcmp(sv, "dead") != 0) {
+                jn_admin__reply_error(req, 400, "Bad Request", "%s", "status: only dead "
+                                      "letters (status dead) can be replayed: a delivered "
+                                      "message's payload is not kept after its delivery");
+                return -1;
+            }
+        } else {
+            jn_admin__reply_error(req, 400, "Bad Request", "'%s' is not a replay field (ids, "
+                                  "to, dry_run, since, until, destination, channel, route, "
+                                  "status, q, header.NAME)", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -359,9 +476,9 @@ void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req)
     struct jn_replay_req rq;
     struct jn_replay_result res;
     struct jn_err err;
-    const char **ids = NULL;
+    const char **ids = NULL, **to = NULL;
     json_error_t jerr;
-    json_t *body, *jids, *jdest, *jdry, *sample;
+    json_t *body, *sample;
     int rc;
 
     memset(&rq, 0, sizeof(rq));
@@ -373,45 +490,23 @@ void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req)
                               len ? jerr.text : "");
         return;
     }
-    jids = json_object_get(body, "ids");
-    jdest = json_object_get(body, "destination");
-    jdry = json_object_get(body, "dry_run");
-    if ((jids && !json_is_array(jids)) || (jdest && !json_is_string(jdest)) ||
-        (jdry && !json_is_boolean(jdry))) {
+    if (replay_fields(req, body, &rq, &ids, &to) != 0) {
+        jn_free(ids);
+        jn_free(to);
         json_decref(body);
-        jn_admin__reply_error(req, 400, "Bad Request", "%s", "ids must be a list of message "
-                              "ids, destination a channel name, dry_run true or false");
         return;
     }
-    if (jids != NULL && json_array_size(jids) > 0) {
-        size_t i;
-        json_t *v;
-        ids = jn_calloc(json_array_size(jids), sizeof(*ids));
-        if (ids == NULL) {
-            json_decref(body);
-            jn_admin__reply_error(req, 500, "Internal Server Error", "%s", "out of memory");
-            return;
-        }
-        json_array_foreach(jids, i, v) {
-            if (!json_is_string(v)) {
-                jn_free(ids);
-                json_decref(body);
-                jn_admin__reply_error(req, 400, "Bad Request", "%s", "ids must be strings");
-                return;
-            }
-            ids[i] = json_string_value(v);
-        }
-        rq.ids = ids;
-        rq.nids = json_array_size(jids);
-    }
-    rq.dest = jdest ? json_string_value(jdest) : NULL;
-    rq.dry_run = jdry && json_is_true(jdry);
     jn_err_clear(&err);
     rc = jn_broker_replay(a->b, &rq, &res, &err);
     jn_free(ids);
+    jn_free(to);
     json_decref(body);
     if (rc == JN_EAGAIN) {
         jn_admin__reply_error(req, 409, "Conflict", "%s", err.msg);
+        return;
+    }
+    if (rc == JN_ENOENT) {
+        jn_admin__reply_error(req, 404, "Not Found", "%s", err.msg);
         return;
     }
     if (rc != 0) {
@@ -434,6 +529,92 @@ void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req)
                          json_pack("{s:b,s:I,s:I,s:o}", "dry_run", 0, "job",
                                    (json_int_t)res.job, "count", (json_int_t)res.count, "ids",
                                    sample));
+}
+
+/* ---- the dead letters ---- */
+
+struct dl_ctx {
+    json_t *arr;
+    long limit;
+};
+
+static int dl_visit(void *arg, const struct jn_qrec *r)
+{
+    struct dl_ctx *c = arg;
+    char when[32], recv[32];
+
+    if ((long)json_array_size(c->arr) >= c->limit) {
+        return 1;
+    }
+    iso_time(r->time_us, when, sizeof(when));
+    iso_time(r->msg->recv_us, recv, sizeof(recv));
+    json_array_append_new(c->arr,
+                          json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:I}", "id", r->msg->id,
+                                    "channel", r->msg->channel ? r->msg->channel : "",
+                                    "destination", r->dest ? r->dest : "", "route",
+                                    r->route ? r->route : "", "attempts", r->attempt, "error",
+                                    r->error ? r->error : "", "time", when, "received", recv,
+                                    "bytes", (json_int_t)r->msg->len));
+    return 0;
+}
+
+/* GET /api/v1/dead-letters: the dead letters, oldest first, filtered by the replay fields
+ * (from the query string), at most limit of them; count is how many match in all. */
+void jn_admin__get_dead_letters(struct jn_admin *a, struct evhttp_request *req)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+    struct evkeyvalq q;
+    struct evkeyval *kv;
+    struct jn_replay_req rq;
+    struct dl_ctx c = {NULL, MSG_LIMIT_DEFAULT};
+    const char **ids = NULL, **to = NULL;
+    json_t *filters = json_object();
+    long n;
+
+    memset(&rq, 0, sizeof(rq));
+    TAILQ_INIT(&q);
+    if (filters == NULL || (query != NULL && evhttp_parse_query_str(query, &q) != 0)) {
+        json_decref(filters);
+        jn_admin__reply_error(req, 400, "Bad Request", "%s", "the query string cannot be parsed");
+        return;
+    }
+    TAILQ_FOREACH(kv, &q, next) {
+        if (strcmp(kv->key, "limit") == 0) {
+            char *end;
+            c.limit = strtol(kv->value, &end, 10);
+            if (*kv->value == '\0' || *end != '\0' || c.limit < 1 || c.limit > MSG_LIMIT_MAX) {
+                jn_admin__reply_error(req, 400, "Bad Request", "%s", "limit: a number from 1 "
+                                      "to 1000");
+                goto out;
+            }
+        } else if (strcmp(kv->key, "ids") == 0 || strcmp(kv->key, "to") == 0 ||
+                   strcmp(kv->key, "dry_run") == 0) {
+            jn_admin__reply_error(req, 400, "Bad Request", "'%s' is not a dead-letters filter",
+                                  kv->key);
+            goto out;
+        } else {
+            json_object_set_new(filters, kv->key, json_string(kv->value));
+        }
+    }
+    if (replay_fields(req, filters, &rq, &ids, &to) != 0) {
+        goto out;
+    }
+    c.arr = json_array();
+    n = c.arr ? jn_broker_dead_letters(a->b, &rq, dl_visit, &c) : -1;
+    if (n < 0) {
+        json_decref(c.arr);
+        jn_admin__reply_error(req, 503, "Service Unavailable", "%s", "the journal cannot be "
+                              "read now");
+        goto out;
+    }
+    jn_admin__reply_json(req, 200, "OK", json_pack("{s:I,s:o}", "count", (json_int_t)n,
+                                                   "dead_letters", c.arr));
+out:
+    jn_free(ids);
+    jn_free(to);
+    json_decref(filters);
+    evhttp_clear_headers(&q);
 }
 
 void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const char *job)

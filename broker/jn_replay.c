@@ -56,7 +56,25 @@ struct scan_ctx {
 
 static int wanted(const struct jn_replay_req *req, const struct jn_qrec *r)
 {
+    const struct jn_msg *m = r->msg;
+
     if (req->dest != NULL && strcmp(req->dest, r->dest) != 0) {
+        return 0;
+    }
+    if ((req->since_us != 0 && r->time_us < req->since_us) ||
+        (req->until_us != 0 && r->time_us > req->until_us) ||
+        (req->channel != NULL && strcmp(req->channel, m->channel ? m->channel : "") != 0) ||
+        (req->route != NULL && strcmp(req->route, r->route ? r->route : "") != 0)) {
+        return 0;
+    }
+    if (req->header != NULL) {
+        const char *v = jn_msg_header_get(m, req->header);
+        if (v == NULL || (req->header_value != NULL && strcmp(v, req->header_value) != 0)) {
+            return 0;
+        }
+    }
+    if (req->text != NULL && *req->text != '\0' &&
+        memmem(m->payload, m->len, req->text, strlen(req->text)) == NULL) {
         return 0;
     }
     if (req->nids == 0) {
@@ -109,6 +127,45 @@ static int visit_dlq(void *arg, const void *k, size_t kl, const void *v, size_t 
     return 0;
 }
 
+struct list_ctx {
+    const struct jn_replay_req *req;
+    int (*visit)(void *arg, const struct jn_qrec *r);
+    void *arg;
+    long n;
+    int stopped;
+};
+
+static int visit_list(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct list_ctx *c = arg;
+    struct jn_qrec r;
+    struct jn_err err;
+
+    if (kl != 8 || jn_store_dlq_decode(v, vl, &r, &err) != 0) {
+        return 0;
+    }
+    if (wanted(c->req, &r)) {
+        c->n++;
+        if (!c->stopped) {
+            c->stopped = c->visit(c->arg, &r) != 0;
+        }
+    }
+    jn_qrec_clear(&r);
+    return 0;
+}
+
+long jn_broker_dead_letters(struct jn_broker *b, const struct jn_replay_req *req,
+                            int (*visit)(void *arg, const struct jn_qrec *r), void *arg)
+{
+    struct list_ctx c = {req, visit, arg, 0, 0};
+
+    if (b->journal == NULL ||
+        jn_journal_scan(b->journal, JN_JDB_DLQ, NULL, 0, visit_list, &c) != 0) {
+        return -1;
+    }
+    return c.n;
+}
+
 static void chunk_free(struct chunk *ch)
 {
     for (size_t i = 0; i < ch->ninbox; i++) {
@@ -146,12 +203,28 @@ static void chunk_committed(void *arg, int rc)
     chunk_free(ch);
 }
 
-/* Writes items [from, to) as one chunk. */
-static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from, size_t to)
+/* Queues r's message for OUT channel dest in t, logging "replayed" there. */
+static int put_queued(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *dest,
+                      const struct jn_qrec *r)
+{
+    uint64_t seq = jn_journal_seq(b->journal);
+
+    if (jn_store_queue_put(t, dest->name, seq, r->msg, r->route, 1, NULL) != 0) {
+        return 0;
+    }
+    jn_queue_add(b->queues[dest - b->chans], &b->adds, jn_msg_ref(r->msg), r->route, seq);
+    return jn_store_log(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
+                        dest->name, 0, NULL) == 0;
+}
+
+/* Writes items [from, end) as one chunk: each to its own destination, or with nto > 0 to
+ * each of tos[]. */
+static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from, size_t end,
+                        struct jn_channel *const *tos, size_t nto)
 {
     struct jn_jtxn *t = jn_jtxn_new();
     struct chunk *ch = jn_calloc(1, sizeof(*ch));
-    size_t n = to - from;
+    size_t n = end - from;
     int ok = t != NULL && ch != NULL;
 
     if (ok) {
@@ -161,11 +234,17 @@ static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from,
         ch->seqs = jn_calloc(n, sizeof(*ch->seqs));
         ok = ch->msgs != NULL && ch->seqs != NULL;
     }
-    for (size_t i = from; ok && i < to; i++) {
+    for (size_t i = from; ok && i < end; i++) {
         struct jn_qrec *r = &v[i].r;
-        uint64_t seq = jn_journal_seq(b->journal);
-        if (r->dest[0] == '\0') {
-            ok = jn_store_inbox_put(t, seq, r->msg) == 0;
+        if (nto > 0) {
+            for (size_t k = 0; ok && k < nto; k++) {
+                ok = put_queued(b, t, tos[k], r);
+            }
+        } else if (r->dest[0] == '\0') {
+            uint64_t seq = jn_journal_seq(b->journal);
+            ok = jn_store_inbox_put(t, seq, r->msg) == 0 &&
+                 jn_store_log(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
+                              r->dest, 0, NULL) == 0;
             if (ok) {
                 ch->msgs[ch->ninbox] = jn_msg_ref(r->msg);
                 ch->seqs[ch->ninbox++] = seq;
@@ -178,15 +257,9 @@ static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from,
                 ch->n--;
                 continue;
             }
-            ok = jn_store_queue_put(t, r->dest, seq, r->msg, r->route, 1, NULL) == 0;
-            if (ok) {
-                jn_queue_add(b->queues[dest - b->chans], &b->adds, jn_msg_ref(r->msg),
-                             r->route, seq);
-            }
+            ok = put_queued(b, t, dest, r);
         }
-        ok = ok && jn_jtxn_del(t, JN_JDB_DLQ, v[i].key, 8) == 0 &&
-             jn_store_log(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
-                          r->dest, 0, NULL) == 0;
+        ok = ok && jn_jtxn_del(t, JN_JDB_DLQ, v[i].key, 8) == 0;
     }
     if (!ok) {
         /* Out of memory: nothing of this chunk is written; what was queued in memory for it
@@ -208,12 +281,24 @@ int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
                      struct jn_replay_result *out, struct jn_err *err)
 {
     struct scan_ctx c = {b, req, out, NULL, 0, 0, !req->dry_run, 0};
+    struct jn_channel **tos = NULL;
 
     memset(out, 0, sizeof(*out));
     if (b->journal == NULL || b->stopping) {
         return jn_err_set(err, JN_ESTOPPED, "the broker is stopping");
     }
+    if (req->nto > 0 && (tos = jn_calloc(req->nto, sizeof(*tos))) == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    for (size_t k = 0; k < req->nto; k++) {
+        tos[k] = jn_broker__find_chan(b, req->to[k], JN_DIR_OUT);
+        if (tos[k] == NULL) {
+            jn_free(tos);
+            return jn_err_set(err, JN_ENOENT, "to: '%s' is not an OUT channel", req->to[k]);
+        }
+    }
     if (!req->dry_run && b->replay != NULL && b->replay->running) {
+        jn_free(tos);
         return jn_err_set(err, JN_EAGAIN, "replay %llu is still running: one at a time",
                           (unsigned long long)b->replay->id);
     }
@@ -222,6 +307,7 @@ int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
             jn_qrec_clear(&c.v[i].r);
         }
         jn_free(c.v);
+        jn_free(tos);
         return jn_err_set(err, c.oom ? JN_ENOMEM : JN_EIO, "cannot read the dead letters");
     }
     if (!req->dry_run && c.n > 0) {
@@ -233,6 +319,7 @@ int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
                 jn_qrec_clear(&c.v[i].r);
             }
             jn_free(c.v);
+            jn_free(tos);
             return jn_err_set(err, JN_ENOMEM, "out of memory");
         }
         {
@@ -245,8 +332,8 @@ int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
         b->replay->started_us = jn_now_us();
         b->replay->chunks_pending = 1; /* this call's own, so no chunk ends the job early */
         for (size_t from = 0; from < c.n; from += REPLAY_CHUNK) {
-            size_t to = from + REPLAY_CHUNK < c.n ? from + REPLAY_CHUNK : c.n;
-            write_chunk(b, c.v, from, to);
+            size_t end = from + REPLAY_CHUNK < c.n ? from + REPLAY_CHUNK : c.n;
+            write_chunk(b, c.v, from, end, tos, req->nto);
         }
         out->job = b->replay->id;
         if (--b->replay->chunks_pending == 0) {
@@ -260,6 +347,7 @@ int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
         jn_qrec_clear(&c.v[i].r);
     }
     jn_free(c.v);
+    jn_free(tos);
     return 0;
 }
 

@@ -94,7 +94,18 @@ int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err
 struct jn_replay_req {
     const char *const *ids; /* these messages' dead letters; nids 0: every dead letter */
     size_t nids;
-    const char *dest;       /* only those of this destination, or NULL */
+    /* Filters, each NULL / 0 for none; a dead letter must pass every one given. */
+    const char *dest;       /* its destination */
+    int64_t since_us, until_us; /* dead-lettered at or after since, at or before until */
+    const char *channel;    /* received on this IN channel */
+    const char *route;      /* routed by this route */
+    const char *header;     /* has this header (any case) ... */
+    const char *header_value; /* ... with exactly this value */
+    const char *text;       /* its payload contains these bytes */
+    /* Where they go: nto 0: each back to its own destination (or routed again when it had
+     * none); else into each of these OUT channels instead. */
+    const char *const *to;
+    size_t nto;
     int dry_run;            /* count, write nothing */
 };
 struct jn_replay_result {
@@ -115,10 +126,20 @@ struct jn_replay_job {
  * dead-lettered before it had one, routed again by the current routes), in journal
  * transactions of a few hundred that also delete the dead letter and log "replayed". Returns 0
  * with out filled (the job runs on: jn_broker_replay_job), or JN_EAGAIN (a job is running),
- * JN_ESTOPPED, JN_ENOMEM, JN_EIO with err.
+ * JN_ENOENT (a `to` channel is no OUT channel), JN_ESTOPPED, JN_ENOMEM, JN_EIO with err.
  */
 int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
                      struct jn_replay_result *out, struct jn_err *err);
+/*
+ * Loop thread. Calls visit for each dead letter that passes req's filters (ids, dest, since,
+ * until, channel, route, header, text; to and dry_run unused), oldest first, until it returns
+ * non-zero. r is borrowed for the call. Returns how many matched (all of them, also past a
+ * stop by visit: the count goes on without calls), or -1 when the journal cannot be read.
+ */
+struct jn_qrec;
+long jn_broker_dead_letters(struct jn_broker *b, const struct jn_replay_req *req,
+                            int (*visit)(void *arg, const struct jn_qrec *r), void *arg);
+
 /* Loop thread. The job id (the last one only is kept): 0, or JN_ENOENT. */
 int jn_broker_replay_job(const struct jn_broker *b, uint64_t id, struct jn_replay_job *out);
 

@@ -251,6 +251,57 @@ static int call(const struct jn_ctl_opts *o, const char *method, const char *pat
     return 0;
 }
 
+/* The dead-letter filters of o as (key, value) pairs into obj (replay's body) or path (the
+ * dead-letters query). 0, or 2 (usage: --header without '='). */
+static int dl_filters(const struct jn_ctl_opts *o, json_t *obj, struct jn_buf *path)
+{
+    const char *kv[][2] = {{"since", o->since}, {"until", o->until},
+                           {"channel", o->channel}, {"route", o->route},
+                           {"destination", o->destination}, {"q", o->grep}};
+    char name[256];
+
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
+        if (kv[i][1] == NULL) {
+            continue;
+        }
+        if (obj) {
+            json_object_set_new(obj, kv[i][0], json_string(kv[i][1]));
+        } else {
+            query_add(path, kv[i][0], kv[i][1]);
+        }
+    }
+    if (o->header != NULL) {
+        const char *eq = strchr(o->header, '=');
+        if (eq == NULL || eq == o->header || (size_t)(eq - o->header) > sizeof(name) - 8) {
+            fprintf(stderr, "junction ctl: --header wants NAME=VALUE, not '%s'\n", o->header);
+            return 2;
+        }
+        snprintf(name, sizeof(name), "header.%.*s", (int)(eq - o->header), o->header);
+        if (obj) {
+            json_object_set_new(obj, name, json_string(eq + 1));
+        } else {
+            query_add(path, name, eq + 1);
+        }
+    }
+    return 0;
+}
+
+static void print_dead_letters(const json_t *j)
+{
+    const json_t *arr = json_object_get(j, "dead_letters");
+    size_t i;
+    json_t *d;
+
+    printf("%-26s %-24s %-16s %-16s %8s  %s\n", "ID", "DEAD-LETTERED", "FROM", "DESTINATION",
+           "ATTEMPTS", "ERROR");
+    json_array_foreach(arr, i, d) {
+        printf("%-26s %-24s %-16s %-16s %8lld  %s\n", str(d, "id"), str(d, "time"),
+               str(d, "channel"), str(d, "destination"), num(d, "attempts"), str(d, "error"));
+    }
+    printf("%lld dead letter(s)%s\n", num(j, "count"),
+           (long long)json_array_size(arr) < num(j, "count") ? " (more: raise --limit)" : "");
+}
+
 static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
 {
     json_t *req = json_object(), *ids = json_array(), *ans = NULL;
@@ -263,8 +314,16 @@ static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
         json_array_append_new(ids, json_string(argv[i]));
     }
     json_object_set_new(req, "ids", ids);
-    if (o->destination) {
-        json_object_set_new(req, "destination", json_string(o->destination));
+    if (dl_filters(o, req, NULL) != 0) {
+        json_decref(req);
+        return 2;
+    }
+    if (o->nto > 0) {
+        json_t *to = json_array();
+        for (int i = 0; i < o->nto; i++) {
+            json_array_append_new(to, json_string(o->to[i]));
+        }
+        json_object_set_new(req, "to", to);
     }
     json_object_set_new(req, "dry_run", json_boolean(o->dry_run));
     body = json_dumps(req, JSON_COMPACT);
@@ -325,7 +384,11 @@ static int usage(void)
             "       junction ctl messages [--since T] [--until T] [--channel C] [--status S] "
             "[--limit N] [--json]\n"
             "       junction ctl show ID [--json]\n"
-            "       junction ctl replay [ID...] [--destination CH] [--dry-run] [--json]\n");
+            "       junction ctl replay [ID...] [--since T] [--until T] [--channel C] "
+            "[--route R] [--destination CH] [--header K=V] [--grep TEXT] [--to CH]... "
+            "[--dry-run] [--json]\n"
+            "       junction ctl dlq list [the filters of replay] [--limit N] [--json]\n"
+            "       junction ctl dlq replay [as replay]\n");
     return 2;
 }
 
@@ -345,8 +408,32 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
     if (strcmp(verb, "replay") == 0) {
         return ctl_replay(o, argc, argv);
     }
-    if (strcmp(verb, "messages") == 0 && argc == 1) {
+    if (strcmp(verb, "dlq") == 0 && argc >= 2 && strcmp(argv[1], "replay") == 0) {
+        return ctl_replay(o, argc - 1, argv + 1);
+    }
+    if (strcmp(verb, "dlq") == 0 && argc == 2 && strcmp(argv[1], "list") == 0) {
         struct jn_buf p = JN_BUF_INIT;
+        jn_buf_puts(&p, "/api/v1/dead-letters");
+        if (dl_filters(o, NULL, &p) != 0) {
+            jn_buf_reset(&p);
+            return 2;
+        }
+        query_add(&p, "limit", o->limit);
+        if (p.p == NULL || p.len >= sizeof(path)) {
+            jn_buf_reset(&p);
+            return usage();
+        }
+        snprintf(path, sizeof(path), "%s", p.p);
+        jn_buf_reset(&p);
+        print = print_dead_letters;
+    } else if (strcmp(verb, "messages") == 0 && argc == 1) {
+        struct jn_buf p = JN_BUF_INIT;
+        if (o->header || o->grep || o->route || o->nto) {
+            fprintf(stderr, "junction ctl: messages takes --since, --until, --channel, --status "
+                    "and --limit; --header, --grep and --route filter what the journal still "
+                    "holds: ctl dlq list\n");
+            return 2;
+        }
         jn_buf_puts(&p, "/api/v1/messages");
         query_add(&p, "since", o->since);
         query_add(&p, "until", o->until);

@@ -10,12 +10,17 @@
 #ifndef JN_CTL_H
 #define JN_CTL_H
 
+#define JN_CTL_TO_MAX 16
+
 struct jn_ctl_opts {
     const char *admin;      /* host:port or http://host:port (the config's admin, or default) */
     const char *token;      /* NULL: none */
     int json;               /* print the API's JSON as it came */
     /* ctl messages filters and ctl replay's options (NULL / 0: not given) */
     const char *since, *until, *channel, *status, *limit, *destination;
+    const char *route, *header, *grep; /* header: NAME=VALUE */
+    const char *to[JN_CTL_TO_MAX];     /* ctl replay --to, each an OUT channel */
+    int nto;
     int dry_run;
 };
 

@@ -93,11 +93,18 @@ static const struct command commands[] = {
      "ctl messages: the messages received in a time range (T as in log), newest first, with\n"
      "their channel and status (received, queued, retrying, delivered, dead, dropped)."},
     {"ctl", "show ID", "one message's trace", "ctl show ID: the message's actions, in order."},
-    {"ctl", "replay [ID...] [--destination CH] [--dry-run]",
+    {"ctl", "replay [ID...] [filters] [--to CH]... [--dry-run]",
      "put dead letters back while the broker runs",
-     "ctl replay: puts the dead letters of the IDs (default: all, or those of --destination)\n"
-     "back in their queues while the broker runs, and waits for the job to end. --dry-run\n"
-     "counts them and names the first ones, writing nothing."},
+     "ctl replay: puts the dead letters of the IDs (default: all) that pass every filter given\n"
+     "(--since T, --until T: dead-lettered then; --channel C: received on C; --route R;\n"
+     "--destination CH; --header NAME=VALUE; --grep TEXT: in the payload) back in their\n"
+     "queues, or with --to CH (repeatable) into those OUT channels instead, while the broker\n"
+     "runs, and waits for the job to end. --dry-run counts them and names the first ones,\n"
+     "writing nothing."},
+    {"ctl", "dlq list|replay [filters]", "the dead letters of the running broker",
+     "ctl dlq list: the dead letters (oldest first, --limit N, default 50) that pass the\n"
+     "filters of ctl replay, with where they came from, their destination, attempts and last\n"
+     "error. ctl dlq replay: the same as ctl replay."},
     {"help", "[COMMAND]", "this text, or the help of one command",
      "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
     {"version", "", "print the version", "Prints junction's version."},
@@ -422,6 +429,17 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
             o.limit = argv[++i];
         } else if (strcmp(argv[i], "--destination") == 0 && i + 1 < argc) {
             o.destination = argv[++i];
+        } else if (strcmp(argv[i], "--route") == 0 && i + 1 < argc) {
+            o.route = argv[++i];
+        } else if (strcmp(argv[i], "--header") == 0 && i + 1 < argc) {
+            o.header = argv[++i];
+        } else if (strcmp(argv[i], "--grep") == 0 && i + 1 < argc) {
+            o.grep = argv[++i];
+        } else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
+            if (o.nto == JN_CTL_TO_MAX) {
+                return usage_error(cmd, "too many", "--to");
+            }
+            o.to[o.nto++] = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             return cmd_help(cmd);
         } else if (argv[i][0] != '-' && nargs < 64) {
