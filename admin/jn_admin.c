@@ -129,7 +129,7 @@ static int process_metrics(struct jn_buf *b)
 /* A family with one sample per channel of one direction (out: 1 OUT, 0 IN), the value taken
  * by field. */
 enum chan_field { F_RECEIVED, F_REFUSED, F_UNROUTED, F_DELIVERED, F_FAILED, F_IN_MEMORY,
-                  F_IN_FLIGHT, F_UP, F_PAUSED };
+                  F_IN_FLIGHT, F_UP, F_PAUSED, F_DEPTH, F_DEPTH_BYTES, F_FULL, F_BLOCKED };
 
 static uint64_t chan_value(const struct jn_channel_stats *cs, enum chan_field f)
 {
@@ -143,6 +143,10 @@ static uint64_t chan_value(const struct jn_channel_stats *cs, enum chan_field f)
     case F_IN_FLIGHT: return cs->in_flight;
     case F_UP: return (uint64_t)cs->up;
     case F_PAUSED: return (uint64_t)cs->paused;
+    case F_DEPTH: return cs->depth;
+    case F_DEPTH_BYTES: return cs->depth_bytes;
+    case F_FULL: return (uint64_t)cs->full;
+    case F_BLOCKED: return cs->blocked != NULL;
     }
     return 0;
 }
@@ -245,6 +249,18 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
     }
     rc |= chan_family(a, b, "junction_dead_letters_total", "counter",
                       "Messages an OUT channel dead-lettered.", 1, F_FAILED);
+    rc |= chan_family(a, b, "junction_queue_depth", "gauge",
+                      "Messages queued for an OUT channel: its records in the journal, "
+                      "committed (counted by the journal, exact).", 1, F_DEPTH);
+    rc |= chan_family(a, b, "junction_queue_bytes", "gauge",
+                      "Bytes of an OUT channel's queue records in the journal.", 1,
+                      F_DEPTH_BYTES);
+    rc |= chan_family(a, b, "junction_queue_full", "gauge",
+                      "1 while an OUT channel's queue is past max_queued (until below 90 %).",
+                      1, F_FULL);
+    rc |= chan_family(a, b, "junction_channel_blocked", "gauge",
+                      "1 while flow control refuses an IN channel's intake (a queue it feeds "
+                      "is full, or the disk is short of min_free_disk).", 0, F_BLOCKED);
     rc |= chan_family(a, b, "junction_queue_in_memory", "gauge",
                       "Deliveries of an OUT channel's queue held in memory (its window; the "
                       "journal holds the rest, junction_journal_queued).", 1, F_IN_MEMORY);
@@ -301,10 +317,10 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
 {
     struct jn_broker_stats s;
     int64_t now = jn_now_us();
+    json_t *j;
 
     jn_broker_stats(a->b, &s);
-    jn_admin__reply_json(req, 200, "OK",
-               json_pack("{s:s,s:s,s:I,s:b,s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:i,s:I,s:I,s:I}}",
+    j = json_pack("{s:s,s:s,s:I,s:b,s:b,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:i,s:I,s:I,s:I}}",
                          "version", a->version,
                          "config_hash", s.config_hash,
                          "uptime_seconds", (json_int_t)(s.started_us ? (now - s.started_us) /
@@ -321,7 +337,12 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
                          "used_pct", s.journal_used_pct,
                          "queued", (json_int_t)s.queued,
                          "inbox", (json_int_t)s.inbox,
-                         "dead_letters", (json_int_t)s.dead_stored));
+                         "dead_letters", (json_int_t)s.dead_stored);
+    if (j != NULL) {
+        json_object_set_new(j, "flow", json_pack("{s:b,s:I}", "disk_low", s.disk_low,
+                                                 "blocked_total", (json_int_t)s.blocked));
+    }
+    jn_admin__reply_json(req, 200, "OK", j);
 }
 
 static const char *chan_state(const struct jn_channel_stats *cs)
@@ -387,6 +408,13 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
                                        (json_int_t)cs.received, "refused",
                                        (json_int_t)cs.refused, "unrouted",
                                        (json_int_t)cs.unrouted);
+        if (o != NULL && cs.out) {
+            json_object_set_new(o, "queued", json_integer((json_int_t)cs.depth));
+            json_object_set_new(o, "full", json_boolean(cs.full));
+        } else if (o != NULL) {
+            json_object_set_new(o, "blocked", cs.blocked ? json_string(cs.blocked)
+                                                         : json_null());
+        }
         json_array_append_new(arr, o);
     }
     jn_admin__reply_json(req, 200, "OK", json_pack("{s:o}", "channels", arr));
@@ -401,10 +429,12 @@ static void get_queues(struct jn_admin *a, struct evhttp_request *req)
         if (!cs.out) {
             continue;
         }
-        json_array_append_new(arr, json_pack("{s:s,s:b,s:I,s:b,s:I,s:I,s:f}", "channel", cs.name,
-                                             "paused", cs.paused, "in_memory",
-                                             (json_int_t)cs.in_memory, "complete",
-                                             cs.depth_exact, "in_flight",
+        json_array_append_new(arr, json_pack("{s:s,s:b,s:I,s:I,s:b,s:I,s:b,s:I,s:I,s:f}",
+                                             "channel", cs.name, "paused", cs.paused,
+                                             "queued", (json_int_t)cs.depth, "queued_bytes",
+                                             (json_int_t)cs.depth_bytes, "full", cs.full,
+                                             "in_memory", (json_int_t)cs.in_memory,
+                                             "complete", cs.depth_exact, "in_flight",
                                              (json_int_t)cs.in_flight, "waiting_retry",
                                              (json_int_t)cs.waiting, "oldest_seconds",
                                              oldest_seconds(&cs)));

@@ -147,6 +147,9 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
         t->refusal = JN_ESTOPPED;
     } else if (ch->paused) {
         t->refusal = JN_EAGAIN;
+    } else if ((t->why = jn_flow__blocked(b, ch)) != NULL) {
+        t->refusal = JN_EFULL;
+        b->n_blocked++;
     } else {
         if (msg->id[0] == '\0') {
             jn_idgen_next(&b->ids, msg->id);
@@ -262,7 +265,8 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
                       t->refusal == JN_ESTOPPED ? "broker is stopping"
                       : t->refusal == JN_EAGAIN ? "the channel is paused by the operator; try "
                                                   "again later"
-                                                : "out of memory");
+                      : t->refusal == JN_EFULL && t->why ? t->why
+                                                         : "out of memory");
         jn_commit__ticket_done(t, 0);
         t = next;
     }
@@ -451,6 +455,8 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         ch->concurrency = cc->common.concurrency > 0 ? cc->common.concurrency : 1;
         ch->ordered = cc->common.ordered;
         ch->ordered_key = cc->common.ordered_key;
+        ch->max_queued = cc->common.max_queued;
+        ch->when_full = cc->common.when_full;
         b->nchans = i + 1;
         if (ch->dir == JN_DIR_OUT) {
             b->queues[i] = jn_queue_new(ch, &b->qenv);
@@ -468,7 +474,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
             goto fail;
         }
     }
-    if (jn_route__init(b, err) != 0) {
+    if (jn_route__init(b, err) != 0 || jn_flow__init(b, err) != 0) {
         goto fail;
     }
     return b;
@@ -506,6 +512,7 @@ int jn_broker_run(struct jn_broker *b)
         struct timeval first = {1, 0};
         evtimer_add(b->prune_timer, &first);
     }
+    jn_flow__start(b);
     evsignal_add(b->sig_term, NULL);
     evsignal_add(b->sig_int, NULL);
     evsignal_add(b->sig_hup, NULL);
@@ -538,6 +545,7 @@ void jn_broker_free(struct jn_broker *b)
     /* While every channel still exists (the loop may never have run, or was cut short). */
     jn_track__stop_all(b);
     jn_route__free(b);
+    jn_flow__free(b);
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
         if (ch->def) {

@@ -28,6 +28,7 @@ struct jn_ticket {
     jn_accept_fn cb;
     void *arg;
     int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
+    const char *why; /* with refusal JN_EFULL: flow control's reason (borrowed) */
     int deferred;  /* routed after the acknowledgement (jn_route.c): inbox_seq holds it */
     uint64_t inbox_seq;
     struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
@@ -83,6 +84,12 @@ struct jn_broker {
     struct jn_replay *replay;        /* the replay job under way or last done (jn_replay.c) */
     uint64_t n_dead, n_unrouted_dropped;
     struct jn_hist commit_lat;       /* received -> durable, every IN channel (jn_stats.h) */
+    size_t **feeds;                  /* per IN channel: the OUT channel indexes its routes feed,
+                                      * ending with (size_t)-1 (jn_flow.c) */
+    struct event *disk_timer;        /* min_free_disk's check */
+    int disk_low;                    /* the disk had less than min_free_disk free */
+    char disk_why[160];
+    uint64_t n_blocked;              /* ingests refused by flow control */
 };
 
 /* jn_commit.c: the commit stage (calls nothing back in the other files) */
@@ -108,6 +115,20 @@ void jn_commit__submit_cb(struct jn_broker *b, struct jn_jtxn *t, void (*cb)(voi
 /* The ingest's own part of t is over (routed: its routing is final; else it ended undelivered,
  * e.g. by the stop). A plain ticket is freed; a tracked one lives while deliveries pend. */
 void jn_commit__ticket_done(struct jn_ticket *t, int routed);
+
+/* jn_flow.c: flow control (max_queued, when_full, min_free_disk; docs/flow-control.md) */
+/* Which queues each IN channel's routes feed, and the disk check. 0 or JN_E*. */
+int jn_flow__init(struct jn_broker *b, struct jn_err *err);
+void jn_flow__start(struct jn_broker *b);
+void jn_flow__free(struct jn_broker *b);
+/* Why intake on src is refused now (a queue its routes feed is full with when_full: block,
+ * or the disk is short of min_free_disk), or NULL. */
+const char *jn_flow__blocked(struct jn_broker *b, const struct jn_channel *src);
+/* Before m is queued for q by route: with q full, reject dead-letters m for q in t (returns 1:
+ * do not queue it); drop-oldest dead-letters q's oldest (or, with none to drop, m: 1). 0:
+ * queue it. */
+int jn_flow__full_policy(struct jn_broker *b, struct jn_queue *q, struct jn_jtxn *t,
+                         const struct jn_msg *m, const char *route);
 
 /* jn_route.c: routing (see its opening comment for the two paths) */
 /* Which channels are routed after the acknowledgement, and their worker. 0 or JN_E*. */

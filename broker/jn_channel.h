@@ -110,6 +110,18 @@ struct jn_retry_conf {
     long long max_backoff; /* ms; the cap of the exponential growth */
 };
 
+/* An OUT channel's queue budget (`max_queued`): past either figure (0: none) the queue is
+ * full until it is below 90 % of both again; when_full says what then. */
+enum jn_when_full {
+    JN_FULL_BLOCK,       /* intake of the routes that feed it is refused (the default) */
+    JN_FULL_REJECT,      /* taken; for this destination dead-lettered at once */
+    JN_FULL_DROP_OLDEST, /* taken and queued; the oldest queued one is dead-lettered */
+};
+struct jn_queue_limit_conf {
+    long long messages;
+    unsigned long long bytes; /* of its records in the journal (payload, headers, envelope) */
+};
+
 struct jn_channel {
     const struct jn_channel_def *def;
     char *name;            /* the config name, "orders-in" */
@@ -124,6 +136,8 @@ struct jn_channel {
     long long concurrency; /* deliveries in flight at once */
     int ordered;           /* JN_ORDERED_*: what order sends keep */
     const char *ordered_key; /* the header whose value orders, with JN_ORDERED_KEY */
+    struct jn_queue_limit_conf max_queued;
+    int when_full;         /* enum jn_when_full */
     /* counters (loop thread) */
     uint64_t n_in, n_refused, n_sent, n_retried, n_failed;
     uint64_t n_unrouted;          /* IN: taken by no route */

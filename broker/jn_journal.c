@@ -26,13 +26,14 @@
 #include "jn_fs.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_qcount.h"
 #include "jn_time.h"
 #include "jn_worker.h"
 
 #define JN_JOURNAL_FORMAT 1
 
 static const char *const db_names[JN_JDB__COUNT] = {"meta", "inbox", "queue", "dlq", "log",
-                                                   "log_id", "dedup", "dedup_exp"};
+                                                   "log_id", "dedup", "dedup_exp", "qcount"};
 
 /* jop.del: a put, a delete, or a delete if the key still holds the op's value. */
 enum { JOP_PUT = 0, JOP_DEL = 1, JOP_DEL_IF = 2 };
@@ -85,6 +86,7 @@ struct jn_journal {
     void *map;            /* LMDB's map (found at open; NULL if not), for drop_map_pages */
     size_t map_len;
     struct jlast last[JN_JDB__COUNT]; /* writer thread */
+    struct jn_qcounts qc; /* per destination: its queue records (the writer counts) */
 };
 
 /*
@@ -390,6 +392,63 @@ static int after_last(const struct jlast *l, const MDB_val *k)
  * destination's queue, the clock stepping back); the put is then made the ordinary way. So the
  * outcome is the same with or without the hint; only the cost differs.
  */
+/*
+ * An op on the queue database, counted per destination as it is applied (jn_qcount.h): so the
+ * counts follow what the database holds, whoever wrote it. A put of a new key is +1 and its
+ * size, a rewrite the change of size, a delete of a key that was there -1 and its size. A put
+ * after the largest key is tried with MDB_APPEND as in apply: when LMDB takes it, the key is
+ * new without a search.
+ */
+static int apply_queue(struct jn_journal *j, MDB_txn *txn, const struct jop *op, MDB_val *k,
+                       unsigned char *data, struct jlast *l)
+{
+    MDB_dbi dbi = j->dbi[JN_JDB_QUEUE];
+    MDB_val cur;
+    int rc;
+
+    if (!op->del && l != NULL && after_last(l, k)) {
+        MDB_val v = {op->vl, data + op->kl};
+        rc = mdb_put(txn, dbi, k, &v, MDB_APPEND);
+        if (rc == 0) {
+            if (k->mv_size <= JLAST_KEY_MAX) {
+                memcpy(l->key, k->mv_data, k->mv_size);
+                l->len = k->mv_size;
+            }
+            return jn_qcounts__note(&j->qc, k->mv_data, k->mv_size, 1, (int64_t)op->vl)
+                       ? ENOMEM : 0;
+        }
+        if (rc != MDB_KEYEXIST) {
+            return rc;
+        }
+    }
+    rc = mdb_get(txn, dbi, k, &cur);
+
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    if (op->del) {
+        if (rc == MDB_NOTFOUND || (op->del == JOP_DEL_IF && (cur.mv_size != op->vl ||
+                                   memcmp(cur.mv_data, data + op->kl, op->vl) != 0))) {
+            return 0; /* gone already, or put again since: kept */
+        }
+        rc = mdb_del(txn, dbi, k, NULL);
+        return rc ? rc : jn_qcounts__note(&j->qc, k->mv_data, k->mv_size, -1,
+                                          -(int64_t)cur.mv_size) ? ENOMEM : 0;
+    }
+    {
+        MDB_val v = {op->vl, data + op->kl};
+        int was = rc == 0;
+        int64_t dbytes = (int64_t)op->vl - (was ? (int64_t)cur.mv_size : 0);
+        rc = mdb_put(txn, dbi, k, &v, 0);
+        if (rc == 0 && l != NULL && l->len == 0 && k->mv_size <= JLAST_KEY_MAX) {
+            memcpy(l->key, k->mv_data, k->mv_size);
+            l->len = k->mv_size;
+        }
+        return rc ? rc : jn_qcounts__note(&j->qc, k->mv_data, k->mv_size, was ? 0 : 1, dbytes)
+                             ? ENOMEM : 0;
+    }
+}
+
 static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t, struct jlast *last)
 {
     for (size_t i = 0; i < t->n; i++) {
@@ -397,7 +456,9 @@ static int apply(struct jn_journal *j, MDB_txn *txn, struct jn_jtxn *t, struct j
         unsigned char *data = (unsigned char *)t->data.p + op->off;
         MDB_val k = {op->kl, data};
         int rc;
-        if (op->del == JOP_DEL_IF) {
+        if (op->db == JN_JDB_QUEUE) {
+            rc = apply_queue(j, txn, op, &k, data, last ? &last[op->db] : NULL);
+        } else if (op->del == JOP_DEL_IF) {
             MDB_val cur;
             rc = mdb_get(txn, j->dbi[op->db], &k, &cur);
             if (rc == 0 && cur.mv_size == op->vl &&
@@ -495,6 +556,9 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
             rc = apply(j, txn, t, j->last);
         }
         if (rc == 0) {
+            rc = jn_qcounts__write(&j->qc, txn, j->dbi[JN_JDB_QCOUNT]);
+        }
+        if (rc == 0) {
             rc = put_seq(j, txn);
         }
         if (rc == 0) {
@@ -503,6 +567,7 @@ static void write_batch(struct jn_journal *j, struct jn_jtxn *list)
             mdb_txn_abort(txn);
         }
         txn = NULL;
+        jn_qcounts__end(&j->qc, rc == 0);
         if (rc == 0) {
             return;
         }
@@ -635,6 +700,7 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
     if (j == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
+    jn_qcounts_init(&j->qc);
     j->conf = *c;
     j->last_warn_ms = -100000;
     j->lock_fd = -1;
@@ -721,6 +787,15 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
             }
         }
     }
+    if (rc == 0 && !j->absent[JN_JDB_QCOUNT]) {
+        int recounted = 0;
+        rc = jn_qcounts__load(&j->qc, txn, j->dbi[JN_JDB_QCOUNT], j->dbi[JN_JDB_QUEUE],
+                              !c->readonly, &recounted);
+        if (rc == 0 && recounted) {
+            jn_log(JN_LOG_INFO, "journal: counted the queue records per destination (once: "
+                   "the journal kept no counts, or they did not add up)");
+        }
+    }
     if (rc == 0) {
         MDB_val sk = {3, "seq"};
         if (mdb_get(txn, j->dbi[JN_JDB_META], &sk, &v) == 0 && v.mv_size == 8) {
@@ -774,6 +849,7 @@ void jn_journal_close(struct jn_journal *j)
     if (j->lock_fd >= 0) {
         close(j->lock_fd);
     }
+    jn_qcounts_destroy(&j->qc);
     jn_free(j);
     jn_jtxn_cache_clear(); /* the loop's jtxns end with the journal */
 }
@@ -786,6 +862,9 @@ int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
     if (rc == 0) {
         rc = apply(j, txn, t, NULL);
         if (rc == 0) {
+            rc = jn_qcounts__write(&j->qc, txn, j->dbi[JN_JDB_QCOUNT]);
+        }
+        if (rc == 0) {
             rc = put_seq(j, txn);
         }
         if (rc == 0) {
@@ -793,6 +872,7 @@ int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
         } else {
             mdb_txn_abort(txn);
         }
+        jn_qcounts__end(&j->qc, rc == 0);
     }
     jn_jtxn_free(t);
     if (rc == 0) {
@@ -803,6 +883,11 @@ int jn_journal_write_now(struct jn_journal *j, struct jn_jtxn *t)
 }
 
 /* ---- reading ---- */
+
+const struct jn_qcount *jn_journal_qcount(struct jn_journal *j, const char *dest)
+{
+    return jn_qcounts_get(&j->qc, dest, strlen(dest));
+}
 
 static int scan(struct jn_journal *j, enum jn_jdb db, const void *prefix, size_t plen,
                 int match_prefix, jn_journal_visit_fn visit, void *arg)

@@ -40,6 +40,7 @@ enum jn_jdb {
     JN_JDB_LOGID,  /* id time_us seq -> (empty): the action log by message id */
     JN_JDB_DEDUP,  /* channel \0 key -> dedup record: a channel's duplicate window */
     JN_JDB_DEDUP_EXP, /* expires_us channel \0 key -> (empty): the window by expiry, to prune */
+    JN_JDB_QCOUNT, /* destination -> messages, bytes of its queue records (jn_qcount.h) */
     JN_JDB__COUNT,
 };
 
@@ -113,6 +114,12 @@ int jn_journal_scan_from(struct jn_journal *j, enum jn_jdb db, const void *start
  * or JN_EIO. */
 int jn_journal_get(struct jn_journal *j, enum jn_jdb db, const void *k, size_t kl,
                    struct jn_buf *out);
+/* The committed count of destination dest's queue records and their bytes (jn_qcount.h),
+ * kept by the writer: read with jn_qcount_msgs / jn_qcount_bytes, any thread. The pointer lasts
+ * as long as the journal. NULL when out of memory. */
+struct jn_qcount;
+const struct jn_qcount *jn_journal_qcount(struct jn_journal *j, const char *dest);
+
 /* Number of entries in a database, and the bytes of its pages. */
 size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db);
 unsigned long long jn_journal_bytes(struct jn_journal *j, enum jn_jdb db);

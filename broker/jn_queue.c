@@ -20,6 +20,7 @@
 #include "jn_journal.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_qcount.h"
 #include "jn_store.h"
 #include "jn_time.h"
 
@@ -59,9 +60,13 @@ struct jn_queue {
     uint64_t loaded_upto;            /* highest seq held in memory so far */
     uint64_t written_upto;           /* highest seq written for this queue in this run */
     uint64_t bad_reported;           /* highest foreign seq reported (each is logged once) */
+    const struct jn_qcount *qc;      /* its records in the journal, counted by the journal */
+    int full;                        /* past max_queued, not yet below 90 % of it */
+    char full_why[200];              /* why, while full */
 };
 
 static void queue__pump_cb(evutil_socket_t fd, short what, void *arg);
+static void delivery_settle(struct jn_delivery *d, enum jn_send_result r, const char *reason);
 
 struct jn_queue *jn_queue_new(struct jn_channel *ch, const struct jn_queue_env *env)
 {
@@ -76,7 +81,8 @@ struct jn_queue *jn_queue_new(struct jn_channel *ch, const struct jn_queue_env *
     q->busy_list = jn_calloc((size_t)ch->concurrency, sizeof(*q->busy_list));
     q->window = JN_QUEUE_WINDOW > 2 * (size_t)ch->concurrency ? JN_QUEUE_WINDOW
                                                               : 2 * (size_t)ch->concurrency;
-    if (q->pump == NULL || q->busy_list == NULL) {
+    q->qc = env->journal ? jn_journal_qcount(env->journal, ch->name) : NULL;
+    if (q->pump == NULL || q->busy_list == NULL || (env->journal && q->qc == NULL)) {
         jn_queue_free(q);
         return NULL;
     }
@@ -485,11 +491,96 @@ void jn_queue_look(const struct jn_queue *q, struct jn_queue_look *out)
     }
     out->held = q->ready + q->busy;
     out->exact = !q->spilled;
+    out->depth = q->qc ? jn_qcount_msgs(q->qc) : 0;
+    out->depth_bytes = q->qc ? jn_qcount_bytes(q->qc) : 0;
+    out->full = q->full;
     out->oldest_us = oldest;
     out->waiting = 0;
     for (size_t i = 0; i < (size_t)q->ch->concurrency; i++) {
         out->waiting += q->busy_list[i] != NULL && q->busy_list[i]->waiting;
     }
+}
+
+/* ---- the budget (max_queued) ---- */
+
+/* Is q at or past pct percent of either figure of its budget? */
+static int over(const struct jn_queue *q, unsigned pct)
+{
+    const struct jn_queue_limit_conf *l = &q->ch->max_queued;
+
+    return (l->messages > 0 && jn_qcount_msgs(q->qc) * 100 >= (uint64_t)l->messages * pct) ||
+           (l->bytes > 0 && jn_qcount_bytes(q->qc) * 100 >= l->bytes * pct);
+}
+
+int jn_queue_full(struct jn_queue *q)
+{
+    const struct jn_queue_limit_conf *l = &q->ch->max_queued;
+
+    if (q->qc == NULL || (l->messages <= 0 && l->bytes == 0)) {
+        return 0;
+    }
+    if (q->full && !over(q, 90)) {
+        q->full = 0;
+        jn_log_p(JN_LOG_INFO, q->ch->log_prefix, "queue below 90 %% of max_queued again "
+                 "(%llu messages, %llu bytes)", (unsigned long long)jn_qcount_msgs(q->qc),
+                 (unsigned long long)jn_qcount_bytes(q->qc));
+    } else if (!q->full && over(q, 100)) {
+        static const char *const what[] = {"intake for the routes that feed it is refused",
+                                           "new messages for it are dead-lettered",
+                                           "its oldest messages are dead-lettered"};
+        int byte_limit = !(l->messages > 0 &&
+                           jn_qcount_msgs(q->qc) >= (uint64_t)l->messages);
+        q->full = 1;
+        if (byte_limit) {
+            snprintf(q->full_why, sizeof(q->full_why), "destination '%.64s' is full "
+                     "(max_queued bytes %llu); try again later", q->ch->name, l->bytes);
+        } else {
+            snprintf(q->full_why, sizeof(q->full_why), "destination '%.64s' is full "
+                     "(max_queued messages %lld); try again later", q->ch->name, l->messages);
+        }
+        jn_log_p(JN_LOG_WARN, q->ch->log_prefix, "queue full (%llu messages, %llu bytes): %s "
+                 "until it is below 90 %%", (unsigned long long)jn_qcount_msgs(q->qc),
+                 (unsigned long long)jn_qcount_bytes(q->qc),
+                 what[q->ch->when_full >= 0 && q->ch->when_full <= 2 ? q->ch->when_full : 0]);
+    }
+    return q->full;
+}
+
+const char *jn_queue_full_why(const struct jn_queue *q)
+{
+    return q->full ? q->full_why : "";
+}
+
+int jn_queue_drop_oldest(struct jn_queue *q, const char *why)
+{
+    const struct jn_queue_env *env = q->env;
+    struct jn_delivery *d = q->head;
+    struct jn_jtxn *t;
+    struct jn_queue_event ev;
+
+    if (d == NULL) {
+        return -1; /* nothing ready in memory: all in flight, or not read from the journal */
+    }
+    t = jn_jtxn_new();
+    if (t == NULL) {
+        return -1;
+    }
+    q->head = d->next;
+    if (q->tail == d) {
+        q->tail = NULL;
+    }
+    d->next = NULL;
+    q->ready--;
+    q->ch->n_failed++;
+    ev = (struct jn_queue_event){.end = JN_QUEUE_FAILED, .msg = d->msg, .route = d->route,
+                                 .dest = q->ch->name, .log_prefix = q->ch->log_prefix,
+                                 .attempt = d->attempt - 1, .reason = why, .why = why};
+    jn_store_queue_del(t, q->ch->name, d->qseq);
+    env->ended(env->arg, t, &ev);
+    delivery_settle(d, JN_SEND_REJECT, why);
+    env->submit(env->arg, t);
+    delivery_free(d);
+    return 0;
 }
 
 void jn_queue_pause(struct jn_queue *q, int on)

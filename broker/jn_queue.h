@@ -121,8 +121,23 @@ struct jn_queue_look {
     int exact;         /* 1: held is the whole queue; 0: the journal holds more (paged) */
     int64_t oldest_us; /* receive time of the oldest message held (the oldest queued: memory
                         * holds the oldest ones), 0 when empty */
+    uint64_t depth;       /* queue records in the journal, committed (jn_qcount.h): exact */
+    uint64_t depth_bytes; /* their bytes */
+    int full;             /* past max_queued (jn_queue_full), not yet below 90 % */
 };
 void jn_queue_look(const struct jn_queue *q, struct jn_queue_look *out);
+
+/*
+ * The budget (the channel's max_queued, of committed records): 1 while q is full, from when a
+ * figure reaches its limit until both are below 90 % of theirs (each call looks again and logs
+ * a change). 0 without a limit. jn_queue_full_why: the refusal's reason while full.
+ */
+int jn_queue_full(struct jn_queue *q);
+const char *jn_queue_full_why(const struct jn_queue *q);
+/* when_full: drop-oldest: the oldest ready delivery held in memory ends as failed with why (its
+ * record deleted, dead-lettered by the owner through env->ended). 0, or -1 when there is none
+ * (every held one is in flight or waiting for a retry). */
+int jn_queue_drop_oldest(struct jn_queue *q, const char *why);
 
 /* Holds the queue (on: no new sends; retries that come due wait; sends in flight finish) or
  * lets it go again (off: what is ready and due goes at once). The operator's pause. */

@@ -127,7 +127,11 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
         for (size_t d = 0; d < r->rc.to.n; d++) {
             struct jn_queue *q = b->queues[r->to[d]];
             const char *dest = jn_queue_channel(q)->name;
-            uint64_t qseq = jn_journal_seq(b->journal);
+            uint64_t qseq;
+            if (jn_flow__full_policy(b, q, t, outs->v[k], r->name) != 0) {
+                continue; /* dead-lettered for this destination: its queue is full (reject) */
+            }
+            qseq = jn_journal_seq(b->journal);
             if (env == NULL || jn_store_queue_put_env(t, dest, qseq, env->p, env->len, r->name,
                                                       1, NULL) != 0) {
                 jn_log(JN_LOG_ERROR, "msg=%s out of memory queueing for %s", m->id, dest);

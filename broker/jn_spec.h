@@ -34,6 +34,7 @@ struct jn_core_conf {
     long long shutdown_timeout; /* ms */
     unsigned long long max_size; /* bytes: the LMDB map */
     long long high_water;        /* percent of max_size above which new input is refused */
+    unsigned long long min_free_disk; /* bytes: below this free on data_dir's disk, refuse */
     struct jn_actlog_conf action_log;
     char *admin;       /* host:port, "off", or NULL: the default 127.0.0.1:8081 (optional) */
     char *admin_token; /* secret, or NULL */
@@ -46,6 +47,8 @@ struct jn_chan_common {
     long long concurrency;
     int ordered;       /* JN_ORDERED_* */
     char *ordered_key; /* header name, with JN_ORDERED_KEY */
+    struct jn_queue_limit_conf max_queued;
+    int when_full;     /* enum jn_when_full */
 };
 
 struct jn_cfg_channel {

@@ -24,6 +24,8 @@ void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out)
     out->journal_open = b->journal != NULL;
     out->started = b->started;
     out->stopping = b->stopping;
+    out->disk_low = b->disk_low;
+    out->blocked = b->n_blocked;
     out->started_us = b->started_us;
     out->nchannels = b->nchans;
     out->nroutes = b->cfg->nroutes;
@@ -44,7 +46,7 @@ void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out)
     }
 }
 
-int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_channel_stats *out)
+int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_stats *out)
 {
     const struct jn_channel *ch;
 
@@ -72,7 +74,13 @@ int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_chann
         out->waiting = lk.waiting;
         out->depth_exact = lk.exact;
         out->oldest_us = lk.oldest_us;
+        out->depth = lk.depth;
+        out->depth_bytes = lk.depth_bytes;
+        out->full = lk.full;
         out->in_flight = jn_queue_in_flight(b->queues[i]);
+    }
+    if (ch->dir == JN_DIR_IN && b->started && !b->stopping) {
+        out->blocked = jn_flow__blocked(b, ch);
     }
     return 0;
 }

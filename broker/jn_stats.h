@@ -27,6 +27,8 @@ struct jn_broker_stats {
     int journal_open;       /* the journal is open */
     int started;            /* every channel has started */
     int stopping;           /* a stop is under way */
+    int disk_low;           /* the disk has less than min_free_disk free: intake refused */
+    uint64_t blocked;       /* ingests refused by flow control since the start */
     int64_t started_us;     /* wall clock, when jn_broker_run started the channels (0: not yet) */
     size_t nchannels, nroutes;
     uint64_t dead_letters;  /* written since the start (unrouted ones included) */
@@ -60,6 +62,10 @@ struct jn_channel_stats {
     int depth_exact;        /* OUT: in_memory is the whole queue (else the journal holds more) */
     int64_t oldest_us;      /* OUT: receive time of the oldest queued message, 0: empty */
     const struct jn_hist *delivery_lat; /* OUT: queued (durable) -> delivered (borrowed) */
+    uint64_t depth;         /* OUT: its queue records in the journal (committed; exact) */
+    uint64_t depth_bytes;   /* OUT: their bytes */
+    int full;               /* OUT: past max_queued (not yet below 90 %) */
+    const char *blocked;    /* IN: why flow control refuses its intake now, or NULL */
 };
 
 struct jn_route_stats {
@@ -76,7 +82,7 @@ struct event_base *jn_broker_base(struct jn_broker *b);
  * each). */
 void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out);
 /* Loop thread. Channel i (0..nchannels) or route i (0..nroutes): 0, or -1 past the end. */
-int jn_broker_channel_stats(const struct jn_broker *b, size_t i, struct jn_channel_stats *out);
+int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_stats *out);
 int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_stats *out);
 
 /*

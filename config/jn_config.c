@@ -17,6 +17,17 @@
 
 static const char *const directions[] = {"in", "out", NULL};
 static const char *const orders[] = {"none", "fifo", "key", NULL};
+/* Same order as enum jn_when_full. */
+static const char *const when_full[] = {"block", "reject", "drop-oldest", NULL};
+
+static const struct jn_opt max_queued_opts[] = {
+    JN_OPT_INT("messages", "0", 0, 1LL << 40, JN_OPT_RELOADABLE, struct jn_queue_limit_conf,
+               messages, "Most messages queued for this channel (0: no limit)."),
+    JN_OPT_SIZE("bytes", "0", 0, 1LL << 50, JN_OPT_RELOADABLE, struct jn_queue_limit_conf, bytes,
+                "Most bytes of queue records for this channel in the journal: payload, headers "
+                "and envelope (0: no limit)."),
+    JN_OPT_END,
+};
 /* Same order as enum jn_log_level. */
 static const char *const log_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
 
@@ -49,6 +60,16 @@ const struct jn_opt jn_chan_common_opts[] = {
     JN_OPT_STR("ordered_key", NULL, JN_OPT_OUT, struct jn_chan_common, ordered_key,
                "With ordered: key, the header whose value orders (e.g. X-Patient-Id); a "
                "message without it has the empty key."),
+    JN_OPT_SUB("max_queued", max_queued_opts, struct jn_queue_limit_conf, JN_OPT_OUT,
+               struct jn_chan_common, max_queued,
+               "The queue's budget. Past either figure it is full until it is below 90 % of "
+               "both (docs/flow-control.md)."),
+    JN_OPT_ENUM("when_full", "block", when_full, JN_OPT_OUT | JN_OPT_RELOADABLE,
+                struct jn_chan_common, when_full,
+                "block: the IN channels whose routes feed this queue refuse new messages on "
+                "their protocol (HTTP 503, MLLP AE, ...) until it has room; reject: messages "
+                "are taken and, for this destination, dead-lettered at once; drop-oldest: "
+                "taken and queued, and the oldest queued message is dead-lettered."),
     JN_OPT_END,
 };
 
@@ -78,6 +99,10 @@ const struct jn_opt jn_core_opts[] = {
                "Percent of max_size above which new input is refused (HTTP 503, files left "
                "in place) so queued messages can still move; a warning is logged 10 points "
                "before."),
+    JN_OPT_SIZE("min_free_disk", "64MiB", 0, 1LL << 50, JN_OPT_RELOADABLE, struct jn_core_conf,
+                min_free_disk,
+                "New input is refused while the disk holding data_dir has less than this free "
+                "(checked every second; 0: never), so the journal's growth cannot fill it."),
     JN_OPT_SUB("action_log", actlog_opts, struct jn_actlog_conf, 0, struct jn_core_conf,
                action_log, "Retention of the action log (junction trace, junction log)."),
     JN_OPT_STR("admin", NULL, 0, struct jn_core_conf, admin,

@@ -9,6 +9,7 @@
 
 #include "jn_journal.h"
 #include "jn_mem.h"
+#include "jn_qcount.h"
 #include "jn_store.h"
 #include "jn_test.h"
 
@@ -732,6 +733,102 @@ static void test_journal_without_dedup(void)
     jn_buf_reset(&v);
 }
 
+/* The journal counts each destination's queue records and their bytes as it applies them,
+ * keeps the counts across a reopen, and counts again when they do not add up (an older
+ * journal). */
+static void test_qcount(void)
+{
+    struct event_base *base = event_base_new();
+    struct jn_journal *j = NULL;
+    struct jn_journal_conf jc = {.dir = dir, .map_size = 8 << 20, .high_water_pct = 90,
+                                 .warn_pct = 80};
+    struct jn_err err;
+    struct jn_msg *m = sample();
+    const struct jn_qcount *a, *b;
+    uint64_t a_bytes;
+    unsigned char key[JN_STORE_DEST_MAX + 9];
+    size_t kl;
+
+    rm_dir();
+    CHECK_INT(jn_journal_open(&j, &jc, base, &err), 0);
+    if (j == NULL) {
+        jn_msg_unref(&m);
+        event_base_free(base);
+        return;
+    }
+    a = jn_journal_qcount(j, "a");
+    b = jn_journal_qcount(j, "b");
+    CHECK(a != NULL && b != NULL && jn_qcount_msgs(a) == 0 && jn_qcount_bytes(a) == 0);
+    {
+        /* Three for a, one for b; then a rewrite of a/2 with an error text (bigger) and a
+         * delete of a/1 and of a key that is not there. */
+        struct jn_jtxn *t = jn_jtxn_new();
+        for (uint64_t s = 1; s <= 3; s++) {
+            CHECK_INT(jn_store_queue_put(t, "a", s, m, "r", 1, NULL), 0);
+        }
+        CHECK_INT(jn_store_queue_put(t, "b", 4, m, "r", 1, NULL), 0);
+        jn_journal_submit(j, t, 0, on_done, NULL);
+        done_calls = 0;
+        run_until(base, 1);
+        CHECK_INT(done_rc, 0);
+    }
+    CHECK(jn_qcount_msgs(a) == 3 && jn_qcount_msgs(b) == 1);
+    CHECK(jn_qcount_bytes(a) == 3 * jn_qcount_bytes(b) && jn_qcount_bytes(b) > m->len);
+    a_bytes = jn_qcount_bytes(a);
+    {
+        struct jn_jtxn *t = jn_jtxn_new();
+        CHECK_INT(jn_store_queue_put(t, "a", 2, m, "r", 2, "HTTP 503 Service Unavailable"), 0);
+        CHECK_INT(jn_store_queue_del(t, "a", 1), 0);
+        CHECK_INT(jn_store_queue_del(t, "a", 99), 0);
+        jn_journal_submit(j, t, 0, on_done, NULL);
+        done_calls = 0;
+        run_until(base, 1);
+        CHECK_INT(done_rc, 0);
+    }
+    CHECK(jn_qcount_msgs(a) == 2);
+    /* One record's bytes gone, the rewrite's error text added (28 bytes and its header). */
+    CHECK(jn_qcount_bytes(a) > a_bytes - jn_qcount_bytes(b) &&
+          jn_qcount_bytes(a) < a_bytes - jn_qcount_bytes(b) + 40);
+    a_bytes = jn_qcount_bytes(a);
+    jn_journal_close(j);
+
+    /* Kept across a reopen (no recount needed). */
+    CHECK_INT(jn_journal_open(&j, &jc, base, &err), 0);
+    if (j == NULL) {
+        jn_msg_unref(&m);
+        event_base_free(base);
+        return;
+    }
+    a = jn_journal_qcount(j, "a");
+    CHECK(jn_qcount_msgs(a) == 2 && jn_qcount_bytes(a) == a_bytes);
+    CHECK(jn_qcount_msgs(jn_journal_qcount(j, "b")) == 1);
+    {
+        /* As an older build leaves it: the counts gone (a put to qcount directly). */
+        struct jn_jtxn *t = jn_jtxn_new();
+        CHECK_INT(jn_jtxn_del(t, JN_JDB_QCOUNT, "a", 1), 0);
+        CHECK_INT(jn_journal_write_now(j, t), 0);
+    }
+    jn_journal_close(j);
+    CHECK_INT(jn_journal_open(&j, &jc, NULL, &err), 0);
+    if (j != NULL) {
+        CHECK(jn_qcount_msgs(jn_journal_qcount(j, "a")) == 2);
+        CHECK(jn_qcount_bytes(jn_journal_qcount(j, "a")) == a_bytes);
+        CHECK(jn_qcount_msgs(jn_journal_qcount(j, "b")) == 1);
+        /* Emptied: the count's record goes. */
+        struct jn_jtxn *t = jn_jtxn_new();
+        kl = jn_store_queue_key(key, "b", 4);
+        CHECK(kl > 0);
+        CHECK_INT(jn_jtxn_del(t, JN_JDB_QUEUE, key, kl), 0);
+        CHECK_INT(jn_journal_write_now(j, t), 0);
+        CHECK(jn_qcount_msgs(jn_journal_qcount(j, "b")) == 0);
+        CHECK(jn_qcount_bytes(jn_journal_qcount(j, "b")) == 0);
+        CHECK_INT(jn_journal_count(j, JN_JDB_QCOUNT), 1);
+        jn_journal_close(j);
+    }
+    jn_msg_unref(&m);
+    event_base_free(base);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/jn-ut-store-%ld", (long)getpid());
@@ -746,6 +843,7 @@ int main(void)
     test_dedup_journal();
     test_del_if();
     test_journal_without_dedup();
+    test_qcount();
     rm_dir();
     TEST_MAIN_END();
 }
