@@ -18,6 +18,9 @@ CONFIG = """
 junction:
   data_dir: %(data)s
   max_size: %(size)s
+  # The full-disk case below fills a 3 MiB tmpfs for real (ENOSPC): min_free_disk's earlier
+  # refusal (tests/integration/test_flow_control.py) is off here.
+  min_free_disk: 0
 channels:
   in: { type: http, direction: in, listen: 127.0.0.1:%(port)d }
   out:
