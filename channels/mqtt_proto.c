@@ -335,6 +335,12 @@ static int prop_value_check(const struct prop_def *d, uint32_t v, int code,
 
 /* ---- reading ---- */
 
+static size_t vbi_size(uint32_t v)
+{
+    return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
+}
+
+
 struct rd {
     const unsigned char *p;
     size_t len, off;
@@ -452,6 +458,22 @@ static int rd_str(struct rd *r, struct jn_mqtt_str *s, const char *what, struct 
     return utf8_check(*s, what, JN_EPROTO, e);
 }
 
+/* Rules across properties or on a string's content (both directions). */
+static int props_rules(const struct jn_mqtt_props *pr, int code, struct jn_mqtt_err *e)
+{
+    if (JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_DATA) && !JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_METHOD)) {
+        return fail(e, code, JN_MQTT_RC_PROTOCOL, "Authentication Data without an "
+                    "Authentication Method");
+    }
+    /* 3.3.2.3.5: a Response Topic is a topic name, never a filter. */
+    if (JN_MQTT_HAS(pr, JN_MQTT_P_RESPONSE_TOPIC) &&
+        !jn_mqtt_topic_name_valid(pr->response_topic.p, pr->response_topic.len)) {
+        return fail(e, code, JN_MQTT_RC_PROTOCOL, "the Response Topic is empty or has a "
+                    "wildcard");
+    }
+    return 0;
+}
+
 /* Properties (2.2.2): the length, then identifier + value pairs, all within the packet. */
 static int rd_props(struct rd *r, unsigned where, struct jn_mqtt_props *pr,
                     struct jn_mqtt_err *e)
@@ -548,10 +570,7 @@ static int rd_props(struct rd *r, unsigned where, struct jn_mqtt_props *pr,
             }
         }
     }
-    if (JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_DATA) && !JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_METHOD)) {
-        return PROTOCOL(e, "Authentication Data without an Authentication Method");
-    }
-    return 0;
+    return props_rules(pr, JN_EPROTO, e);
 }
 
 /* Walks a property span to the next property with identifier want; 1 with its value bytes
@@ -1004,6 +1023,10 @@ static int dec_disconnect(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt
             return JN_EPROTO;
         }
     }
+    /* 3.15.2.2.2: an AUTH that is not the bare success form names its method. */
+    if (p->type == JN_MQTT_AUTH && !JN_MQTT_HAS(&p->props, JN_MQTT_P_AUTH_METHOD)) {
+        return PROTOCOL(e, "AUTH without an Authentication Method");
+    }
     return rd_end(r, jn_mqtt_type_name(p->type), e);
 }
 
@@ -1063,7 +1086,12 @@ int jn_mqtt_decode(const void *data, size_t len, int version, struct jn_mqtt_pac
     r.off = 0;
     r.version = p->version;
     switch (type) {
-    case JN_MQTT_CONNECT: return dec_connect(&r, p, e);
+    case JN_MQTT_CONNECT:
+        rc = dec_connect(&r, p, e);
+        if (rc == 0 && p->version == JN_MQTT_V5 && used != vbi_size(rl)) {
+            return MALFORMED(e, "the remaining length is not in its shortest form");
+        }
+        return rc;
     case JN_MQTT_CONNACK: return dec_connack(&r, p, e);
     case JN_MQTT_PUBLISH: return dec_publish(&r, flags, p, e);
     case JN_MQTT_PUBACK:
@@ -1146,11 +1174,6 @@ static int w_str(struct wr *w, struct jn_mqtt_str s, const char *what, struct jn
         return JN_EINVAL;
     }
     return w_bin(w, s, what, e);
-}
-
-static size_t vbi_size(uint32_t v)
-{
-    return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
 }
 
 static int w_subids(struct wr *w, const struct jn_mqtt_props *pr, unsigned where,
@@ -1238,11 +1261,7 @@ static int w_props_body(struct wr *w, const struct jn_mqtt_props *pr, unsigned w
             return JN_EINVAL;
         }
     }
-    if (JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_DATA) && !JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_METHOD)) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_PROTOCOL, "Authentication Data without an "
-                    "Authentication Method");
-    }
-    return 0;
+    return props_rules(pr, JN_EINVAL, e);
 }
 
 static int w_props(struct wr *w, const struct jn_mqtt_props *pr, unsigned where,
@@ -1457,7 +1476,12 @@ static int enc_body(const struct jn_mqtt_packet *p, struct wr *w, struct jn_mqtt
         w_raw(w, p->codes, p->n_codes);
         return 0;
     case JN_MQTT_PINGREQ:
-    case JN_MQTT_PINGRESP: return 0;
+    case JN_MQTT_PINGRESP:
+        if (!props_empty(&p->props)) {
+            return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "%s has no properties",
+                        jn_mqtt_type_name(p->type));
+        }
+        return 0;
     case JN_MQTT_DISCONNECT:
     case JN_MQTT_AUTH:
         if (!v5) {
@@ -1475,6 +1499,10 @@ static int enc_body(const struct jn_mqtt_packet *p, struct wr *w, struct jn_mqtt
                 w_u8(w, p->reason_code);
                 return 0;
             }
+        }
+        if (p->type == JN_MQTT_AUTH && !JN_MQTT_HAS(&p->props, JN_MQTT_P_AUTH_METHOD)) {
+            return fail(e, JN_EINVAL, JN_MQTT_RC_PROTOCOL, "AUTH without an Authentication "
+                        "Method");
         }
         w_u8(w, p->reason_code);
         return w_props(w, &p->props, p->type == JN_MQTT_AUTH ? C_AUTH : C_DISCONNECT, e);

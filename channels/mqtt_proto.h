@@ -34,7 +34,8 @@
  *                            in the packet or unknown, trailing bytes, a reason code value the
  *                            packet does not define, a non-minimal variable byte integer (v5)
  *   0x82 Protocol Error    - parsed, but not allowed: packet identifier 0, a duplicated
- *                            property, a property value out of its range, an empty SUBSCRIBE
+ *                            property, a property value out of its range, an empty SUBSCRIBE,
+ *                            a Response Topic with a wildcard, AUTH without a method
  *   0x84 Unsupported Protocol Version (CONNECT: not "MQTT" level 4 or 5)
  *   0x85 Client Identifier not valid (v4: empty with clean session 0)
  *   0x8F Topic Filter invalid, 0x90 Topic Name invalid (wildcards), 0x94 Topic Alias invalid (0)
@@ -42,9 +43,10 @@
  * A v4 peer has no reason codes: a CONNECT refusal maps to a CONNACK return code with
  * jn_mqtt_v4_connack_rc(); anything else closes the connection (v4 4.8).
  *
- * Not checked here because it needs session state: topic alias above the negotiated maximum,
- * packet identifiers in use, Receive Maximum, a packet over the peer's Maximum Packet Size on
- * the sending side, AUTH without an authentication method in CONNECT.
+ * Not checked here because it needs session state or the direction: topic alias above the
+ * negotiated maximum, packet identifiers in use, Receive Maximum, a packet over the peer's
+ * Maximum Packet Size on the sending side, AUTH when CONNECT had no authentication method,
+ * properties only one side may send (a Subscription Identifier in a client's PUBLISH).
  *
  * Threads: all functions are reentrant; no global state.
  */
