@@ -11,7 +11,7 @@
  *   QoS 1: PUBACK after the message is printed;
  *   QoS 2: the message is printed on its first PUBLISH and its packet identifier kept until
  *          PUBREL (a resent PUBLISH with that identifier is answered PUBREC, not printed
- *          again); PUBREL is answered PUBCOMP and frees the identifier (method B of 4.3.3).
+ *          again); PUBREL is answered PUBCOMP and frees the identifier (3.1.1 4.3.3, method B).
  * After COUNT messages (default 1) and no QoS 2 exchange left open it sends DISCONNECT and
  * exits 0; after -w seconds (default 20) without that it exits 2; on a protocol error 1.
  *
@@ -156,6 +156,131 @@ static int next_packet(struct probe *pr, time_t deadline, int keep_alive,
     }
 }
 
+/* Everything after the TCP connect: the exit code. main closes and frees whatever happens. */
+static int session(struct probe *pr, const char *client_id, const char *filter, int qos,
+                   int count, long expiry, int keep_alive, time_t deadline)
+{
+    struct jn_mqtt_packet p;
+    struct jn_mqtt_sub sub;
+    size_t consumed = 0;
+    int got = 0, rc;
+
+    /* CONNECT: clean session 0; v5 also a Session Expiry so the session outlives us. */
+    jn_mqtt_packet_init(&p, JN_MQTT_CONNECT, pr->version);
+    p.connect.client_id = (struct jn_mqtt_str){client_id, strlen(client_id)};
+    p.connect.keep_alive = (uint16_t)keep_alive;
+    if (pr->version == JN_MQTT_V5) {
+        p.props.has |= (uint64_t)1 << JN_MQTT_P_SESSION_EXPIRY;
+        p.props.session_expiry = (uint32_t)expiry;
+    }
+    if (send_packet(pr, &p) != 0) {
+        return 1;
+    }
+    rc = next_packet(pr, deadline, keep_alive, &p, &consumed);
+    if (rc <= 0 || p.type != JN_MQTT_CONNACK) {
+        fprintf(stderr, "mqtt_probe: no CONNACK\n");
+        return 1;
+    }
+    printf("CONNACK session_present=%d rc=0x%02x\n", p.session_present, p.reason_code);
+    fflush(stdout);
+    if (p.reason_code != 0) {
+        return 1;
+    }
+
+    jn_mqtt_packet_init(&p, JN_MQTT_SUBSCRIBE, pr->version);
+    p.packet_id = 1;
+    sub.filter = (struct jn_mqtt_str){filter, strlen(filter)};
+    sub.options = (uint8_t)qos;
+    p.subs = &sub;
+    p.n_subs = 1;
+    if (send_packet(pr, &p) != 0) {
+        return 1;
+    }
+
+    for (;;) {
+        if (got >= count && pr->n_open == 0) {
+            jn_mqtt_packet_init(&p, JN_MQTT_DISCONNECT, pr->version);
+            send_packet(pr, &p);
+            pr->closing = 1;
+            shutdown(pr->fd, SHUT_WR);
+            /* Wait for the broker to close, so our last acknowledgements are processed. */
+            while (next_packet(pr, time(NULL) + 2, 0, &p, &consumed) > 0) {
+            }
+            return 0;
+        }
+        rc = next_packet(pr, deadline, keep_alive, &p, &consumed);
+        if (rc == 0) {
+            fprintf(stderr, "mqtt_probe: timed out with %d of %d messages, %zu QoS 2 open\n",
+                    got, count, pr->n_open);
+            return 2;
+        }
+        if (rc < 0) {
+            return 1;
+        }
+        switch (p.type) {
+        case JN_MQTT_SUBACK:
+            printf("SUBACK rc=0x%02x\n", p.n_codes ? p.codes[0] : 0xff);
+            fflush(stdout);
+            if (p.n_codes != 1 || p.codes[0] > 2) {
+                return 1;
+            }
+            break;
+        case JN_MQTT_PUBLISH: {
+            int seen = p.qos == 2 && (pr->open_qos2[p.packet_id / 8] >> (p.packet_id % 8)) & 1;
+            if (!seen) {
+                struct jn_mqtt_userprop u;
+                size_t it = 0;
+                printf("MSG topic=");
+                hex(p.topic.p, p.topic.len);
+                printf(" qos=%d dup=%d retain=%d payload=", p.qos, p.dup, p.retain);
+                hex(p.payload.p, p.payload.len);
+                printf(" user=");
+                for (int first = 1; jn_mqtt_user_next(&p.props, &it, &u); first = 0) {
+                    printf("%s", first ? "" : ",");
+                    hex(u.name.p, u.name.len);
+                    printf(":");
+                    hex(u.value.p, u.value.len);
+                }
+                printf("\n");
+                fflush(stdout);
+                got++;
+            }
+            if (p.qos == 1 && send_ack(pr, JN_MQTT_PUBACK, p.packet_id) != 0) {
+                return 1;
+            }
+            if (p.qos == 2) {
+                if (!seen) {
+                    pr->open_qos2[p.packet_id / 8] |= (unsigned char)(1u << (p.packet_id % 8));
+                    pr->n_open++;
+                }
+                if (send_ack(pr, JN_MQTT_PUBREC, p.packet_id) != 0) {
+                    return 1;
+                }
+            }
+            break;
+        }
+        case JN_MQTT_PUBREL:
+            if ((pr->open_qos2[p.packet_id / 8] >> (p.packet_id % 8)) & 1) {
+                pr->open_qos2[p.packet_id / 8] &= (unsigned char)~(1u << (p.packet_id % 8));
+                pr->n_open--;
+            }
+            /* A PUBREL for an identifier we do not hold (after a reconnect) is answered too. */
+            if (send_ack(pr, JN_MQTT_PUBCOMP, p.packet_id) != 0) {
+                return 1;
+            }
+            break;
+        case JN_MQTT_PINGRESP:
+            break;
+        case JN_MQTT_DISCONNECT:
+            fprintf(stderr, "mqtt_probe: the broker sent DISCONNECT 0x%02x\n", p.reason_code);
+            return 1;
+        default:
+            fprintf(stderr, "mqtt_probe: unexpected %s\n", jn_mqtt_type_name(p.type));
+            return 1;
+        }
+    }
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: mqtt_probe -p PORT [-h HOST] [-V 4|5] -i CLIENT_ID -t FILTER "
@@ -170,11 +295,8 @@ int main(int argc, char **argv)
     long expiry = 3600;
     struct probe pr;
     struct sockaddr_in sa;
-    struct jn_mqtt_packet p;
-    struct jn_mqtt_sub sub;
     time_t deadline;
-    size_t consumed = 0;
-    int got = 0, rc, one = 1;
+    int rc, one = 1;
 
     memset(&pr, 0, sizeof(pr));
     pr.version = JN_MQTT_V311;
@@ -210,124 +332,15 @@ int main(int argc, char **argv)
     pr.fd = socket(AF_INET, SOCK_STREAM, 0);
     if (pr.fd < 0 || connect(pr.fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         fprintf(stderr, "mqtt_probe: connect %s:%d: %s\n", host, port, strerror(errno));
+        if (pr.fd >= 0) {
+            close(pr.fd);
+        }
         return 1;
     }
     setsockopt(pr.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-    /* CONNECT: clean session 0; v5 also a Session Expiry so the session outlives us. */
-    jn_mqtt_packet_init(&p, JN_MQTT_CONNECT, pr.version);
-    p.connect.client_id = (struct jn_mqtt_str){client_id, strlen(client_id)};
-    p.connect.keep_alive = (uint16_t)keep_alive;
-    if (pr.version == JN_MQTT_V5) {
-        p.props.has |= (uint64_t)1 << JN_MQTT_P_SESSION_EXPIRY;
-        p.props.session_expiry = (uint32_t)expiry;
-    }
-    if (send_packet(&pr, &p) != 0) {
-        return 1;
-    }
-    rc = next_packet(&pr, deadline, keep_alive, &p, &consumed);
-    if (rc <= 0 || p.type != JN_MQTT_CONNACK) {
-        fprintf(stderr, "mqtt_probe: no CONNACK\n");
-        return 1;
-    }
-    printf("CONNACK session_present=%d rc=0x%02x\n", p.session_present, p.reason_code);
-    fflush(stdout);
-    if (p.reason_code != 0) {
-        return 1;
-    }
-
-    jn_mqtt_packet_init(&p, JN_MQTT_SUBSCRIBE, pr.version);
-    p.packet_id = 1;
-    sub.filter = (struct jn_mqtt_str){filter, strlen(filter)};
-    sub.options = (uint8_t)qos;
-    p.subs = &sub;
-    p.n_subs = 1;
-    if (send_packet(&pr, &p) != 0) {
-        return 1;
-    }
-
-    for (;;) {
-        if (got >= count && pr.n_open == 0) {
-            jn_mqtt_packet_init(&p, JN_MQTT_DISCONNECT, pr.version);
-            send_packet(&pr, &p);
-            pr.closing = 1;
-            shutdown(pr.fd, SHUT_WR);
-            /* Wait for the broker to close, so our last acknowledgements are processed. */
-            while (next_packet(&pr, time(NULL) + 2, 0, &p, &consumed) > 0) {
-            }
-            close(pr.fd);
-            jn_buf_reset(&pr.in);
-            return 0;
-        }
-        rc = next_packet(&pr, deadline, keep_alive, &p, &consumed);
-        if (rc == 0) {
-            fprintf(stderr, "mqtt_probe: timed out with %d of %d messages, %zu QoS 2 open\n",
-                    got, count, pr.n_open);
-            return 2;
-        }
-        if (rc < 0) {
-            return 1;
-        }
-        switch (p.type) {
-        case JN_MQTT_SUBACK:
-            printf("SUBACK rc=0x%02x\n", p.n_codes ? p.codes[0] : 0xff);
-            fflush(stdout);
-            if (p.n_codes != 1 || p.codes[0] > 2) {
-                return 1;
-            }
-            break;
-        case JN_MQTT_PUBLISH: {
-            int seen = p.qos == 2 && (pr.open_qos2[p.packet_id / 8] >> (p.packet_id % 8)) & 1;
-            if (!seen) {
-                struct jn_mqtt_userprop u;
-                size_t it = 0;
-                printf("MSG topic=");
-                hex(p.topic.p, p.topic.len);
-                printf(" qos=%d dup=%d retain=%d payload=", p.qos, p.dup, p.retain);
-                hex(p.payload.p, p.payload.len);
-                printf(" user=");
-                for (int first = 1; jn_mqtt_user_next(&p.props, &it, &u); first = 0) {
-                    printf("%s", first ? "" : ",");
-                    hex(u.name.p, u.name.len);
-                    printf(":");
-                    hex(u.value.p, u.value.len);
-                }
-                printf("\n");
-                fflush(stdout);
-                got++;
-            }
-            if (p.qos == 1 && send_ack(&pr, JN_MQTT_PUBACK, p.packet_id) != 0) {
-                return 1;
-            }
-            if (p.qos == 2) {
-                if (!seen) {
-                    pr.open_qos2[p.packet_id / 8] |= (unsigned char)(1u << (p.packet_id % 8));
-                    pr.n_open++;
-                }
-                if (send_ack(&pr, JN_MQTT_PUBREC, p.packet_id) != 0) {
-                    return 1;
-                }
-            }
-            break;
-        }
-        case JN_MQTT_PUBREL:
-            if ((pr.open_qos2[p.packet_id / 8] >> (p.packet_id % 8)) & 1) {
-                pr.open_qos2[p.packet_id / 8] &= (unsigned char)~(1u << (p.packet_id % 8));
-                pr.n_open--;
-            }
-            /* A PUBREL for an identifier we do not hold (after a reconnect) is answered too. */
-            if (send_ack(&pr, JN_MQTT_PUBCOMP, p.packet_id) != 0) {
-                return 1;
-            }
-            break;
-        case JN_MQTT_PINGRESP:
-            break;
-        case JN_MQTT_DISCONNECT:
-            fprintf(stderr, "mqtt_probe: the broker sent DISCONNECT 0x%02x\n", p.reason_code);
-            return 1;
-        default:
-            fprintf(stderr, "mqtt_probe: unexpected %s\n", jn_mqtt_type_name(p.type));
-            return 1;
-        }
-    }
+    rc = session(&pr, client_id, filter, qos, count, expiry, keep_alive, deadline);
+    close(pr.fd);
+    jn_buf_reset(&pr.in);
+    return rc;
 }
