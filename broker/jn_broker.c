@@ -34,6 +34,7 @@
 #include "jn_channel.h"
 #include "jn_journal.h"
 #include "jn_log.h"
+#include "jn_tls.h"
 #include "jn_mem.h"
 #include "jn_queue.h"
 #include "jn_store.h"
@@ -342,7 +343,9 @@ void jn_broker_stop(struct jn_broker *b)
     evtimer_add(b->drain_timer, &tv);
 }
 
-/* SIGHUP asks daemons to reload; until junction can, it must at least do no harm. */
+/* SIGHUP asks daemons to reload. The config cannot be reloaded yet, so it must at least do no
+ * harm; TLS certificate files are read again (new connections use them, open ones keep
+ * theirs, a bad file keeps the old one: jn_tls_reload_all). */
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
@@ -350,6 +353,7 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
     (void)arg;
     jn_log(JN_LOG_WARN, "SIGHUP received: reloading the config is not supported yet; keeping "
            "the running config (restart junction to apply changes)");
+    jn_tls_reload_all();
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)

@@ -90,7 +90,7 @@ struct out_state {
     enum evhttp_cmd_type method;
     struct timeval timeout;
     int has_timeout;
-    SSL_CTX *ssl_ctx;
+    struct jn_tls *tls; /* https: the client context (tls: options, jn_tls.h) */
     struct evdns_base *dns; /* only for a host name; an IP literal needs no resolver */
     struct out_conn *conns;
     size_t nconns;
@@ -335,17 +335,10 @@ static struct evhttp_connection *out_conn_new(struct out_conn *c, struct jn_err 
 
     if (st->url.https) {
         struct bufferevent *bev;
-        SSL *ssl = SSL_new(st->ssl_ctx);
-        int ok = ssl != NULL;
-        if (ok && st->url.host_is_ip) {
-            /* No SNI for an address (RFC 6066); the certificate must name the IP. */
-            ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), st->url.host) == 1;
-        } else if (ok) {
-            ok = SSL_set_tlsext_host_name(ssl, st->url.host) == 1 &&
-                 SSL_set1_host(ssl, st->url.host) == 1;
-        }
-        if (!ok) {
-            SSL_free(ssl);
+        /* SNI and the name checked: tls.server_name, else the url's host (an IP literal is
+         * checked as an IP and sends no SNI). */
+        SSL *ssl = jn_tls_client_ssl(st->tls, st->url.host);
+        if (ssl == NULL) {
             jn_err_set(err, JN_ENOMEM, "cannot set up TLS for %s", st->url.host);
             return NULL;
         }
@@ -416,7 +409,6 @@ static int tls_reason(struct out_conn *c, char *out, size_t n)
     struct bufferevent *bev;
     SSL *ssl;
     unsigned long e;
-    long vr;
 
     out[0] = '\0';
     if (!c->st->url.https || c->evcon == NULL) {
@@ -427,15 +419,8 @@ static int tls_reason(struct out_conn *c, char *out, size_t n)
     if (ssl == NULL) {
         return 0;
     }
-    vr = SSL_get_verify_result(ssl);
     e = bufferevent_get_openssl_error(bev);
-    if (vr != X509_V_OK) {
-        snprintf(out, n, "TLS: certificate verify failed: %s", X509_verify_cert_error_string(vr));
-    } else if (e != 0) {
-        char s[256];
-        ERR_error_string_n(e, s, sizeof(s));
-        snprintf(out, n, "TLS: %s", s);
-    }
+    jn_tls_reason(ssl, e, out, n);
     while (bufferevent_get_openssl_error(bev) != 0) {
         /* drain, so the next connection's failure is reported as its own */
     }
@@ -816,7 +801,7 @@ static void out_state_free(struct out_state *st)
         /* Connections are gone, and with them their lookups: nothing left to fail. */
         evdns_base_free(st->dns, 0);
     }
-    SSL_CTX_free(st->ssl_ctx);
+    jn_tls_free(st->tls);
     out_url_free(&st->url);
     jn_free(st->grave);
     jn_free(st->idle);
@@ -866,15 +851,11 @@ int jn_http__out_init(struct jn_channel *ch, struct jn_err *err)
         st->idle[st->nidle++] = &st->conns[st->nconns - 1 - i];
     }
     if (st->url.https) {
-        st->ssl_ctx = SSL_CTX_new(TLS_client_method());
-        if (st->ssl_ctx == NULL) {
-            rc = jn_err_set(err, JN_ENOMEM, "cannot create a TLS context");
-            goto fail;
-        }
-        SSL_CTX_set_min_proto_version(st->ssl_ctx, TLS1_2_VERSION);
-        SSL_CTX_set_verify(st->ssl_ctx, SSL_VERIFY_PEER, NULL);
-        if (SSL_CTX_set_default_verify_paths(st->ssl_ctx) != 1) {
-            rc = jn_err_set(err, JN_EIO, "cannot load the system's CA certificates");
+        char what[300];
+        snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
+        st->tls = jn_tls_new(&st->conf->tls, JN_TLS_CLIENT, what, err);
+        if (st->tls == NULL) {
+            rc = err->code;
             goto fail;
         }
     }

@@ -20,6 +20,7 @@
 #include "jn_diag.h"
 #include "jn_opt.h"
 #include "jn_service.h"
+#include "jn_tls.h"
 #include "jn_yaml.h"
 
 struct jn_actlog_conf {
@@ -36,6 +37,7 @@ struct jn_core_conf {
     struct jn_actlog_conf action_log;
     char *admin;       /* host:port, "off", or NULL: the default 127.0.0.1:8081 (optional) */
     char *admin_token; /* secret, or NULL */
+    struct jn_tls_conf admin_tls; /* admin_tls: https for the admin listener (jn_tls.h) */
 };
 
 struct jn_chan_common {
