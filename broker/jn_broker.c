@@ -408,6 +408,10 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
     b->sig_hup = evsignal_new(b->base, SIGHUP, sighup_cb, b);
+    /* A write to a peer that has gone must fail with EPIPE, not kill the process: libevent
+     * (writev) and OpenSSL's socket BIO (write) do not pass MSG_NOSIGNAL. Found with a TLS
+     * peer that refuses our certificate and closes while a request is being written. */
+    signal(SIGPIPE, SIG_IGN);
     if (!b->commit_ev || !b->drain_timer || !b->prune_timer || !b->sig_term || !b->sig_int ||
         !b->sig_hup) {
         jn_err_set(err, JN_ENOMEM, "out of memory");

@@ -614,6 +614,12 @@ void jn_tls_reason(SSL *ssl, unsigned long err, char *out, size_t n)
     long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
 
     out[0] = '\0';
+    if (err != 0 && ERR_GET_LIB(err) == 0) {
+        /* libevent's bufferevent_get_openssl_error also reports SSL_get_error codes and
+         * errno values (a reset, a close) this way: no OpenSSL reason, the caller's text is
+         * better. */
+        err = 0;
+    }
     if (err == 0) {
         err = ERR_peek_error();
     }

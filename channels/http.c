@@ -167,7 +167,7 @@ static int http_check(const void *vconf, unsigned dir, const struct jn_node *nod
     }
     if (c->url != NULL) {
         int https = strncasecmp(c->url, "https://", 8) == 0;
-        if (jn_tls_on(&c->tls) && !https) {
+        if ((jn_tls_on(&c->tls) || jn_node_get(node, "tls") != NULL) && !https) {
             jn_diag_add(d, jn_node_pos(node, "tls"), "http: tls: needs an https:// url (url is "
                         "'%s')", c->url);
             errs++;

@@ -68,6 +68,8 @@ struct out_conn {
     int err;                         /* 1 + enum evhttp_request_error, 0 if none came */
     int err_errno;
     int closed;                      /* TLS: closed or failed; the next one gets a fresh SSL */
+    int tls_up;                      /* TLS: this send's handshake finished (info callback) */
+    int tls_alert;                   /* TLS: the last alert the server sent (1 + its value) */
     long long start_ms;              /* when the request was started (monotonic) */
     unsigned gen;                    /* counts sends, to tell ours from a later one */
     size_t body_len;
@@ -327,6 +329,23 @@ static void out_close_cb(struct evhttp_connection *evcon, void *arg)
     c->closed = 1;
 }
 
+/* OpenSSL's info callback on our SSLs: evhttp resets an SSL before it tells us of a failure,
+ * so what the handshake got to is noted as it happens. */
+static void out_tls_info_cb(const SSL *ssl, int where, int ret)
+{
+    struct out_conn *c = SSL_get_app_data(ssl);
+
+    if (c == NULL) {
+        return;
+    }
+    if (where & SSL_CB_HANDSHAKE_DONE) {
+        c->tls_up = 1;
+    }
+    if ((where & SSL_CB_READ_ALERT) && (ret & 0xff) != SSL_AD_CLOSE_NOTIFY) {
+        c->tls_alert = 1 + (ret & 0xff);
+    }
+}
+
 static struct evhttp_connection *out_conn_new(struct out_conn *c, struct jn_err *err)
 {
     struct out_state *st = c->st;
@@ -342,6 +361,8 @@ static struct evhttp_connection *out_conn_new(struct out_conn *c, struct jn_err 
             jn_err_set(err, JN_ENOMEM, "cannot set up TLS for %s", st->url.host);
             return NULL;
         }
+        SSL_set_app_data(ssl, c);
+        SSL_set_info_callback(ssl, out_tls_info_cb);
         /* Deferred callbacks, as in libevent's own https-client sample: evhttp is then
          * called from the loop, not from inside the TLS bufferevent's read/write path. */
         bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
@@ -427,6 +448,12 @@ static int tls_reason(struct out_conn *c, char *out, size_t n)
     return out[0] != '\0';
 }
 
+/* Whether this send's TLS handshake finished before it failed. */
+static int tls_done(const struct out_conn *c)
+{
+    return c->st->url.https && c->tls_up;
+}
+
 /* Printable text for the start of a response body: one line, no control characters. */
 static void body_text(const struct out_conn *c, char *out, size_t n)
 {
@@ -467,6 +494,9 @@ static enum jn_send_result out_map(struct out_conn *c, struct evhttp_request *re
                      evutil_gai_strerror(dns_err));
         } else if (tls_reason(c, extra, sizeof(extra))) {
             snprintf(reason, n, "%s: %s", st->url.host_hdr, extra);
+        } else if (st->url.https && c->tls_alert) {
+            snprintf(reason, n, "%s: TLS: the server refused with alert \"%s\"",
+                     st->url.host_hdr, SSL_alert_desc_string_long(c->tls_alert - 1));
         } else if (c->err != 0) {
             int e = c->err - 1;
             if (e == EVREQ_HTTP_TIMEOUT) {
@@ -479,6 +509,12 @@ static enum jn_send_result out_map(struct out_conn *c, struct evhttp_request *re
             }
         } else if (took >= limit) {
             snprintf(reason, n, "%s: cannot connect within %lld ms", st->url.host_hdr, limit);
+        } else if (tls_done(c)) {
+            /* TLS 1.3: the client's side of the handshake ends before the server has checked
+             * our certificate, so its refusal comes as a close (or reset) after it. */
+            snprintf(reason, n, "%s: TLS: connection closed by the server after the handshake, "
+                     "before an answer (does it require a client certificate? see tls.cert)",
+                     st->url.host_hdr);
         } else if (saved_errno == ENOTCONN) {
             /* evhttp takes this path (no error kind) for ECONNREFUSED or a connect timeout,
              * and has shut down the never-connected socket on the way, leaving ENOTCONN. */
@@ -759,6 +795,8 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
     c->d = d;
     c->err = 0;
     c->err_errno = 0;
+    c->tls_up = 0;
+    c->tls_alert = 0;
     c->body_len = 0;
     c->start_ms = jn_mono_ms();
     gen = ++c->gen;

@@ -187,16 +187,198 @@ routes:
         t.eq(tls_mllp_send(mport, hl7(b"BAD"), ctx), None, "MLLP/TLS: %s gets no ACK" % what)
     rc, out = s_client(mport, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", ca)
     t.check(rc != 0 and "protocol version" in out, "MLLP/TLS: TLS 1.1 is refused\n" + out[-600:])
-    t.check(wait_until(lambda: j.log().count("TLS handshake refused") >= 10, 5),
-            "MLLP/TLS: the refusals are logged too")
+    mlog = [l for l in j.log().splitlines() if "[mllp.lab]" in l and "handshake refused" in l]
+    for reason in ("peer did not return a certificate", "unable to get local issuer certificate",
+                   "certificate has expired", "not in allowed_peers", "unsupported protocol"):
+        t.check(any(reason in l for l in mlog), "MLLP/TLS: refusal logged: %s" % reason)
     time.sleep(0.3)  # anything wrongly accepted would have been written by now
     t.eq(len(files(web_dir)), 1, "every HTTPS refusal left nothing in the journal")
     t.eq(len(files(lab_dir)), 1, "every MLLP/TLS refusal left nothing in the journal")
     t.eq(sink.count(), 2, "nothing else was delivered")
 
+    # ---- 3. reload on SIGHUP ----
+    # An open connection, then the MLLP listener's files swapped for server3's: new connections
+    # get it, the open one goes on; then a broken file, refused, the running one stays.
+    t.eq(peer_cert_fp(mport), fingerprint(srv2), "reload: the MLLP listener presents server2")
+    keep = good.wrap_socket(socket.create_connection(("127.0.0.1", mport), timeout=5),
+                            server_hostname="localhost")
+    keep.sendall(b"\x0b" + hl7(b"KEEP1") + b"\x1c\r")
+    t.check(b"MSA|AA|KEEP1" in keep.recv(65536), "reload: the open connection works")
+    shutil.copy(srv3, lab_pem)
+    shutil.copy(srv3_key, lab_key)
+    j.proc.send_signal(signal.SIGHUP)
+    t.check(wait_until(lambda: "channel 'lab': tls: certificates reloaded" in j.log(), 5),
+            "reload: SIGHUP reloads the MLLP listener's certificate")
+    t.eq(peer_cert_fp(mport), fingerprint(srv3), "reload: a new connection gets the new one")
+    keep.sendall(b"\x0b" + hl7(b"KEEP2") + b"\x1c\r")
+    t.check(b"MSA|AA|KEEP2" in keep.recv(65536), "reload: the open connection keeps going")
+    keep.close()
+    with open(lab_pem, "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    j.proc.send_signal(signal.SIGHUP)
+    t.check(wait_until(lambda: "keeping the certificates in use" in j.log(), 5),
+            "reload: a broken certificate is refused with an error line")
+    t.check(("[error] channel 'lab': tls: cert: %s: " % lab_pem) in j.log(),
+            "reload: the error line names the file")
+    t.eq(peer_cert_fp(mport), fingerprint(srv3), "reload: the running certificate stays")
+    ack = tls_mllp_send(mport, hl7(b"TLS2"), good)
+    t.check(ack is not None and b"MSA|AA|TLS2" in ack, "reload: new clients are still served")
+    t.check("channel 'web': tls: certificates reloaded" in j.log(),
+            "reload: the HTTPS listener reloaded too")
+    st, _, _ = https("--cert", cli, "--key", cli_key)
+    t.eq(st, 202, "reload: HTTPS IN still serves (its encrypted key reloaded with key_password)")
     t.eq(j.stop(), 0, "exit 0")
     if os.environ.get("JN_TEST_SHOWLOG"):
         print(j.log())
+
+    # ---- 4. HTTP OUT and MLLP OUT to TLS receivers started here ----
+    # The receivers require junction's client certificate (mutual TLS both ways).
+    https_ok = TlsReceiver(server_ctx(srv2, srv2_key, ca)).start()
+    https_ca2 = TlsReceiver(server_ctx(wrong_ca_srv, wrong_ca_key, ca)).start()
+    https_name = TlsReceiver(server_ctx(wrong_name_srv, wrong_name_key, ca)).start()
+    mllp_ok = TlsMllpListener(server_ctx(srv2, srv2_key, ca)).start()
+    mllp_ca2 = TlsMllpListener(server_ctx(wrong_ca_srv, wrong_ca_key, ca)).start()
+    for r in (https_ok, https_ca2, https_name, mllp_ok, mllp_ca2):
+        cleanups.append(r.stop)
+    iport = free_port()
+    out_tls = "tls: { ca: %s, cert: %s, key: %s }" % (ca, cli, cli_key)
+    j = start("""
+junction:
+  data_dir: @DIR@/data
+  shutdown_timeout: 1s
+  admin: "off"
+channels:
+  in: { type: http, direction: in, listen: "127.0.0.1:%(iport)d" }
+  h-ok:
+    type: http
+    direction: out
+    url: https://127.0.0.1:%(h_ok)d/x
+    %(tls)s
+  h-ca2:
+    type: http
+    direction: out
+    url: https://127.0.0.1:%(h_ca2)d/x
+    retry: { attempts: 2, backoff: 10ms }
+    %(tls)s
+  h-name:
+    type: http
+    direction: out
+    url: https://127.0.0.1:%(h_name)d/x
+    retry: { attempts: 2, backoff: 10ms }
+    tls: { ca: %(ca)s, cert: %(cli)s, key: %(cli_key)s, server_name: localhost }
+  h-nocert:
+    type: http
+    direction: out
+    url: https://127.0.0.1:%(h_ok)d/nocert
+    retry: { attempts: 2, backoff: 10ms }
+    tls: { ca: %(ca)s }
+  m-ok:
+    type: mllp
+    direction: out
+    connect: 127.0.0.1:%(m_ok)d
+    %(tls)s
+  m-ca2:
+    type: mllp
+    direction: out
+    connect: 127.0.0.1:%(m_ca2)d
+    retry: { attempts: 2, backoff: 10ms }
+    %(tls)s
+routes:
+  r: { from: [in], to: [h-ok, h-ca2, h-name, h-nocert, m-ok, m-ca2] }
+""" % {"iport": iport, "h_ok": https_ok.port, "h_ca2": https_ca2.port,
+       "h_name": https_name.port, "m_ok": mllp_ok.port, "m_ca2": mllp_ca2.port, "tls": out_tls,
+       "ca": ca, "cli": cli, "cli_key": cli_key}, [iport])
+    st, _, _ = curl(["--data-binary", hl7(b"OUT1").decode(), "http://127.0.0.1:%d/ingest" % iport])
+    t.eq(st, 202, "OUT: the message is accepted")
+    t.check(wait_until(lambda: https_ok.count() == 1, 10), "HTTP OUT: delivered over https")
+    t.eq(https_ok.bodies()[:1], [hl7(b"OUT1")], "HTTP OUT: the exact body arrived")
+    t.check(wait_until(lambda: mllp_ok.count() == 1, 10), "MLLP OUT: delivered over TLS")
+    t.eq(mllp_ok.frames[:1], [hl7(b"OUT1")], "MLLP OUT: the exact frame arrived")
+    t.check(wait_until(lambda: j.log().count("dead-lettered") >= 4, 15),
+            "OUT: the wrong CA, the wrong name and the missing client cert are dead-lettered")
+    t.eq(https_ca2.count() + https_name.count() + mllp_ca2.count(), 0,
+         "OUT: nothing was sent to a peer that failed verification")
+    t.eq(j.stop(), 0, "exit 0")
+    code, out, err = run_junction(["dlq", "list", "-c", j.cfg])
+    lines = {l.split("destination=")[1].split()[0]: l for l in out.splitlines()
+             if "destination=" in l}
+    t.check("certificate verify failed: unable to get local issuer certificate"
+            in lines.get("h-ca2", ""), "HTTP OUT, wrong CA: the dead letter says so\n" + out)
+    t.check("attempts=2" in lines.get("h-ca2", ""), "HTTP OUT, wrong CA: retried first")
+    t.check("certificate verify failed: hostname mismatch" in lines.get("h-name", ""),
+            "HTTP OUT, wrong name (server_name localhost): the dead letter says so\n" + out)
+    nocert = lines.get("h-nocert", "")
+    t.check("TLS: tlsv13 alert certificate required" in nocert or
+            "alert \"certificate required\"" in nocert or
+            "does it require a client certificate?" in nocert,
+            "HTTP OUT without the client cert the peer requires: a TLS reason\n" + out)
+    t.check("certificate verify failed: unable to get local issuer certificate"
+            in lines.get("m-ca2", ""), "MLLP OUT, wrong CA: the dead letter says so\n" + out)
+    t.check("attempts=2" in lines.get("m-ca2", ""), "MLLP OUT, wrong CA: retried first")
+    t.eq(sorted(lines), ["h-ca2", "h-name", "h-nocert", "m-ca2"], "OUT: those four, no other")
+
+    # ---- 5. the admin listener over https ----
+    aport = free_port()
+    j = start("""
+junction:
+  data_dir: @DIR@/data
+  shutdown_timeout: 1s
+  admin: 127.0.0.1:%d
+  admin_tls: { cert: %s, key: %s }
+""" % (aport, srv2, srv2_key), [aport])
+    st, body, _ = curl(["--cacert", ca, "https://127.0.0.1:%d/health" % aport])
+    t.eq(st, 200, "admin_tls: /health over https")
+    st, _, _ = curl(["http://127.0.0.1:%d/health" % aport])
+    t.eq(st, 0, "admin_tls: plain http gets no answer")
+    t.check("admin: listening on https://127.0.0.1:%d" % aport in j.log(), "admin_tls: logged")
+    t.eq(j.stop(), 0, "exit 0")
+
+    # ---- 6. configuration errors ----
+    def check(chan):
+        cfg = os.path.join(tmp, "check.yaml")
+        with open(cfg, "w") as f:
+            f.write("junction: { data_dir: %s/d }\nchannels:\n  c:\n%s" % (tmp, chan))
+        code, out, err = run_junction(["check", "-c", cfg])
+        return code, out + err
+
+    base_in = "    type: http\n    direction: in\n    listen: 127.0.0.1:1\n"
+    code, out = check(base_in + "    tls: { cert: %s, key: %s, min_version: \"1.1\" }\n"
+                      % (srv2, srv2_key))
+    t.check(code == 1 and "check.yaml:7:" in out and "TLS 1.1 is refused" in out,
+            "check: min_version 1.1 is an error at its line\n" + out)
+    code, out = check(base_in + "    tls: { ca: %s }\n" % ca)
+    t.check(code == 1 and "TLS is off" in out, "check: tls options with TLS off\n" + out)
+    code, out = check(base_in + "    tls: { cert: %s, key: %s, verify_peer: true }\n"
+                      % (srv2, srv2_key))
+    t.check(code == 1 and "needs ca" in out, "check: verify_peer without ca\n" + out)
+    code, out = check("    type: http\n    direction: out\n    url: http://127.0.0.1:1/\n"
+                      "    tls: { ca: %s }\n" % ca)
+    t.check(code == 1 and "needs an https:// url" in out, "check: tls with an http url\n" + out)
+    code, out = check(base_in + "    tls: { cert: %s, key: %s, allowed_peers: [\"sha256:12\"] }"
+                      "\n" % (srv2, srv2_key))
+    t.check(code == 1 and "not sha256:<64 hex digits>" in out,
+            "check: a bad fingerprint in allowed_peers\n" + out)
+    code, out = check(base_in + "    tls: { cert: %s, key: %s, ca: %s, allowed_peers: "
+                      "[\"sha256:%s\"] }\n" % (srv2, srv2_key, ca, cli_fp))
+    t.eq(code, 0, "check: a good TLS block passes\n" + out)
+    bport = free_port()
+    missing = os.path.join(tmp, "missing.pem")
+    jb = Junction("""
+junction: { data_dir: @DIR@/data, admin: "off" }
+channels:
+  c:
+    type: mllp
+    direction: in
+    listen: 127.0.0.1:%d
+    tls: { cert: %s, key: %s }
+""" % (bport, missing, srv2_key))
+    cleanups.append(jb.cleanup)
+    jb.start()
+    t.check(wait_until(lambda: not jb.alive(), 10), "start: a missing cert stops junction")
+    t.check(("channel 'c': tls: cert: cannot read %s: No such file or directory" % missing)
+            in jb.log(), "start: the error names the file and the reason\n" + jb.log())
+    code, out = check(base_in + "    tls: { cert: %s, key: %s }\n" % (srv, srv_key))
+    t.eq(code, 0, "check: an encrypted key is fine for check")
 
 finally:
     for c in reversed(cleanups):
