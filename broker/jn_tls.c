@@ -182,6 +182,20 @@ int jn_tls_check(const struct jn_tls_conf *c, enum jn_tls_role role, int tls_on,
         jn_diag_add(d, pos, "%s: %s: server_name is for clients (direction: out)", what, key);
         errs++;
     }
+    if (errs == 0) {
+        /* Load the files now, so a missing file, a wrong key_password or a key of another
+         * certificate is a check error at the tls block rather than a failed start. */
+        struct jn_err err = {0};
+        char prefix[128];
+        struct jn_tls *t;
+        snprintf(prefix, sizeof(prefix), "%s: %s", what, key);
+        t = jn_tls_new(c, role, prefix, &err);
+        if (t == NULL) {
+            jn_diag_add(d, pos, "%s", err.msg);
+            errs++;
+        }
+        jn_tls_free(t);
+    }
     return errs;
 }
 
@@ -285,9 +299,17 @@ static SSL_CTX *tls__build(const struct jn_tls *t, struct jn_err *err)
         rc = SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM);
         SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
         if (rc != 1) {
+            unsigned long e = ERR_peek_error();
+            int mismatch = ERR_GET_LIB(e) == ERR_LIB_X509 &&
+                           ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
             tls__ossl(why, sizeof(why));
-            jn_err_set(err, JN_EINVAL, "%s: key: %s: %s%s", t->what, key, why,
-                       t->key_password ? "" : " (an encrypted key needs key_password)");
+            if (mismatch) {
+                jn_err_set(err, JN_EINVAL, "%s: key: %s does not belong to cert %s: %s",
+                           t->what, key, t->cert, why);
+            } else {
+                jn_err_set(err, JN_EINVAL, "%s: key: %s: %s%s", t->what, key, why,
+                           t->key_password ? "" : " (an encrypted key needs key_password)");
+            }
             goto fail;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {

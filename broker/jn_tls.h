@@ -58,7 +58,8 @@ int jn_tls_on(const struct jn_tls_conf *c);
  * ("tls", "admin_tls"; nothing is checked when the key is absent), what the prefix ("http"). tls_on says whether the owner
  * will use TLS (jn_tls_on, or an https url). Reports in d and returns the number of errors:
  * options given while TLS is off, a server without cert, key without cert, verify_peer without
- * ca on a server, verify_peer: false with allowed_peers.
+ * ca on a server, verify_peer: false with allowed_peers; then the files are loaded as
+ * jn_tls_new would (a missing file, a wrong key_password, a key of another cert).
  */
 int jn_tls_check(const struct jn_tls_conf *c, enum jn_tls_role role, int tls_on,
                  const struct jn_node *node, const char *key, const char *what,

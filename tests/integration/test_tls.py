@@ -361,8 +361,26 @@ junction:
     code, out = check(base_in + "    tls: { cert: %s, key: %s, ca: %s, allowed_peers: "
                       "[\"sha256:%s\"] }\n" % (srv2, srv2_key, ca, cli_fp))
     t.eq(code, 0, "check: a good TLS block passes\n" + out)
-    bport = free_port()
     missing = os.path.join(tmp, "missing.pem")
+    code, out = check(base_in + "    tls: { cert: %s, key: %s }\n" % (missing, srv2_key))
+    t.check(code == 1 and "check.yaml:7:10:" in out and
+            ("tls: cert: cannot read %s: No such file or directory" % missing) in out,
+            "check: a missing cert file is named with the reason, at the tls block\n" + out)
+    code, out = check(base_in + "    tls: { cert: %s, key: %s }\n" % (srv2, cli_key))
+    t.check(code == 1 and "does not belong to cert" in out, "check: a key of another cert\n"
+            + out)
+    code, out = check(base_in + "    tls: { cert: %s, key: %s, key_password: wrong }\n"
+                      % (srv, srv_key))
+    t.check(code == 1 and ("tls: key: %s: " % srv_key) in out,
+            "check: a wrong key_password names the key file\n" + out)
+    code, out = check(base_in + "    tls: { cert: %s, key: %s }\n" % (srv, srv_key))
+    t.check(code == 1 and "needs key_password" in out,
+            "check: an encrypted key without key_password\n" + out)
+    code, out = check(base_in + "    tls: { cert: %s, key: %s, key_password: s3cret }\n"
+                      % (srv, srv_key))
+    t.eq(code, 0, "check: the encrypted key with its password passes\n" + out)
+    t.check("s3cret" not in out, "check: the password is not printed")
+    bport = free_port()
     jb = Junction("""
 junction: { data_dir: @DIR@/data, admin: "off" }
 channels:
@@ -374,11 +392,9 @@ channels:
 """ % (bport, missing, srv2_key))
     cleanups.append(jb.cleanup)
     jb.start()
-    t.check(wait_until(lambda: not jb.alive(), 10), "start: a missing cert stops junction")
-    t.check(("channel 'c': tls: cert: cannot read %s: No such file or directory" % missing)
-            in jb.log(), "start: the error names the file and the reason\n" + jb.log())
-    code, out = check(base_in + "    tls: { cert: %s, key: %s }\n" % (srv, srv_key))
-    t.eq(code, 0, "check: an encrypted key is fine for check")
+    t.check(wait_until(lambda: not jb.alive(), 10), "run: a missing cert stops junction")
+    t.check(("tls: cert: cannot read %s: No such file or directory" % missing) in jb.log(),
+            "run: the error names the file and the reason\n" + jb.log())
 
 finally:
     for c in reversed(cleanups):
