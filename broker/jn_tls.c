@@ -345,6 +345,8 @@ static SSL_CTX *tls__build(const struct jn_tls *t, struct jn_err *err)
         goto fail;
     }
     if (t->role == JN_TLS_SERVER) {
+        /* DHE suites of the default list use the RFC 7919 groups sized to the key. */
+        SSL_CTX_set_dh_auto(ctx, 1);
         /* Needed for session resumption once client certificates are asked for. */
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"junction", 8);
         SSL_CTX_set_verify(ctx, t->verify ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT

@@ -278,6 +278,11 @@ static void accept_cb(void *arg, struct bufferevent *bev, const char *peer, cons
     }
     in->conns = c;
     in->nconns++;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        /* Bytes that came with the end of the TLS handshake, before our callbacks were set:
+         * no new read event would bring them. */
+        conn_read_cb(c->bev, c);
+    }
     jn_ch_debug(in->ch, "peer %s: connected%s%s", c->peer, tls_peer ? " over TLS as " : "",
                 tls_peer ? tls_peer : "");
 }

@@ -22,10 +22,12 @@ client, a client the CA signed but allowed_peers does not name.
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 
@@ -91,7 +93,7 @@ try:
     cli_fp = fingerprint(cli)
 
     # ---- 1. HTTPS IN with mutual TLS ----
-    hport, mport = free_port(), free_port()
+    hport, mport, oport = free_port(), free_port(), free_port()
     sink = Receiver().start()
     cleanups.append(sink.stop)
     j = start("""
@@ -121,6 +123,11 @@ channels:
       key: %(lab_key)s
       ca: %(ca)s
       allowed_peers: ["urn:jn:client1"]
+  open:
+    type: http
+    direction: in
+    listen: 127.0.0.1:%(oport)d
+    tls: { cert: %(lab_pem)s, key: %(lab_key)s }
   web-files: { type: file, direction: out, dir: "@DIR@/web" }
   lab-files: { type: file, direction: out, dir: "@DIR@/lab" }
   peers:
@@ -129,9 +136,9 @@ channels:
     url: http://127.0.0.1:%(sink)d/peer
     headers: { X-Peer: "{header.tls-peer}", X-From: "{channel}" }
 routes:
-  w: { from: [web], to: [web-files, peers] }
+  w: { from: [web, open], to: [web-files, peers] }
   l: { from: [lab], to: [lab-files, peers] }
-""" % {"hport": hport, "mport": mport, "srv": srv, "srv_key": srv_key, "lab_pem": lab_pem,
+""" % {"hport": hport, "mport": mport, "oport": oport, "srv": srv, "srv_key": srv_key, "lab_pem": lab_pem,
        "lab_key": lab_key, "ca": ca, "sink": sink.port}, [hport, mport],
               env={"TLS_KEY_PASSWORD": "s3cret"})
     url = "https://127.0.0.1:%d/ingest" % hport
@@ -170,6 +177,22 @@ routes:
     t.check("Verify return code: 0 (ok)" in out and "TLSv1.2" in out,
             "HTTPS IN: TLS 1.2 with the good client passes (the check above can fail)\n"
             + out[-600:])
+
+    # sslscan against an HTTPS listener with the default protocol and cipher settings.
+    if shutil.which("sslscan"):
+        p = subprocess.run(["sslscan", "--no-colour", "127.0.0.1:%d" % oport],
+                           capture_output=True, timeout=120)
+        scan = p.stdout.decode("utf-8", "replace")
+        for proto in ("SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1"):
+            t.check(re.search(r"^%s\s+disabled" % re.escape(proto), scan, re.M) is not None,
+                    "sslscan: %s disabled\n%s" % (proto, scan))
+        ciphers = [l for l in scan.splitlines() if l.startswith(("Accepted", "Preferred"))]
+        t.check(any("TLSv1.2" in l for l in ciphers) and any("TLSv1.3" in l for l in ciphers),
+                "sslscan: TLS 1.2 and 1.3 ciphers are found (so the checks can fail)\n" + scan)
+        weak = [l for l in ciphers if re.search(r"NULL|EXP|RC4|DES|MD5|anon", l)]
+        t.eq(weak, [], "sslscan: no NULL, EXPORT, RC4, DES, MD5 or anonymous cipher")
+    else:
+        print("note: sslscan is not installed (scripts/install-deps.sh installs it); skipped")
 
     # ---- 2. MLLP over TLS ----
     good = client_ctx(ca, cli, cli_key)
