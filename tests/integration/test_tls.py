@@ -7,7 +7,9 @@ client, a client the CA signed but allowed_peers does not name.
   sha256:<fingerprint>" (a tls-peer header the client sends itself is dropped); no client
   certificate, the other CA, the expired one and the one not in allowed_peers are refused in
   the handshake, each logged with its reason; `openssl s_client -tls1_1` is refused while
-  -tls1_2 passes. Every refusal leaves the file OUT empty (nothing journaled).
+  -tls1_2 passes; sslscan finds no SSLv3, TLS 1.0 or 1.1 and no NULL/EXPORT/RC4/DES/MD5/anon
+  cipher (skipped with a note when sslscan is missing). Every refusal leaves the file OUT empty
+  (nothing journaled).
 - MLLP IN over TLS (python ssl client sending one frame): accepted with AA and tls-peer; refused
   likewise, nothing journaled; TLS 1.1 refused.
 - HTTP OUT to https:// and MLLP OUT with tls: deliver to TLS receivers started here (which
