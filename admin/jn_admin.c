@@ -597,6 +597,14 @@ static int is_loopback(const char *host)
     return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+/* evhttp's bevcb with admin_tls: each connection is a server-side TLS bufferevent. */
+static struct bufferevent *admin_bev(struct event_base *base, void *arg)
+{
+    struct jn_admin *a = arg;
+
+    return jn_listener_tls_bev(base, a->tls, -1);
+}
+
 int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct jn_admin **out,
                    struct jn_err *err)
 {
@@ -635,9 +643,16 @@ int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct
         }
         a->token_len = strlen(a->token);
     }
-    a->net = (struct jn_net_conf){0, 0, 128, 1000};
+    if (conf->tls != NULL && jn_tls_on(conf->tls)) {
+        a->tls = jn_tls_new(conf->tls, JN_TLS_SERVER, "junction: admin_tls", err);
+        if (a->tls == NULL) {
+            jn_admin_free(a);
+            return err->code;
+        }
+    }
+    a->net = (struct jn_net_conf){0, 0, 128, 1000, 10000};
     lc = (struct jn_listener_conf){listen, "[" ADMIN_PREFIX "]", &a->net, 64, JN_LISTENER_WAIT,
-                                   NULL, NULL};
+                                   NULL, NULL, NULL, a->tls};
     a->lst = jn_listener_new(jn_broker_base(b), &lc, err);
     if (a->lst == NULL) {
         jn_admin_free(a);
@@ -661,13 +676,17 @@ int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(a->http, handle, a);
+    if (a->tls != NULL) {
+        evhttp_set_bevcb(a->http, admin_bev, a);
+    }
     if (evhttp_bind_listener(a->http, jn_listener_lev(a->lst)) == NULL) {
         jn_admin_free(a);
         return jn_err_set(err, JN_ENOMEM, "cannot attach the admin listener");
     }
     a->bound = 1;
-    jn_log(JN_LOG_INFO, "admin: listening on http://%s:%d (/health /ready /metrics /api/v1/)%s",
-           host, jn_listener_port(a->lst), a->token ? ", bearer token required" : "");
+    jn_log(JN_LOG_INFO, "admin: listening on %s://%s:%d (/health /ready /metrics /api/v1/)%s",
+           a->tls ? "https" : "http", host, jn_listener_port(a->lst),
+           a->token ? ", bearer token required" : "");
     *out = a;
     return 0;
 }
@@ -692,5 +711,6 @@ void jn_admin_free(struct jn_admin *a)
         evhttp_free(a->http);
     }
     jn_free(a->token);
+    jn_tls_free(a->tls);
     jn_free(a);
 }

@@ -23,6 +23,7 @@
 #define JN_ADMIN_H
 
 #include "jn_err.h"
+#include "jn_tls.h"
 
 struct jn_broker;
 struct jn_admin;
@@ -32,6 +33,7 @@ struct jn_admin_conf {
                            * port is a warning, not an error); "off": no listener */
     const char *token;    /* NULL or "": none (refused off loopback) */
     const char *version;  /* for status and junction_build_info */
+    const struct jn_tls_conf *tls; /* NULL or TLS off: plain http; else https */
 };
 
 /*

@@ -24,6 +24,7 @@ struct jn_admin {
     char version[32];
     struct jn_net_conf net;     /* the listener's: defaults */
     int bound;                  /* evhttp owns the listener's evconnlistener */
+    struct jn_tls *tls;         /* https, or NULL */
 };
 
 /* jn_admin_reply.c. Answers body (len bytes) with code and a Content-Type. */

@@ -34,6 +34,7 @@
 #include "jn_channel.h"
 #include "jn_journal.h"
 #include "jn_log.h"
+#include "jn_tls.h"
 #include "jn_mem.h"
 #include "jn_queue.h"
 #include "jn_store.h"
@@ -347,7 +348,9 @@ void jn_broker_stop(struct jn_broker *b)
     evtimer_add(b->drain_timer, &tv);
 }
 
-/* SIGHUP asks daemons to reload; until junction can, it must at least do no harm. */
+/* SIGHUP asks daemons to reload. The config cannot be reloaded yet, so it must at least do no
+ * harm; TLS certificate files are read again (new connections use them, open ones keep
+ * theirs, a bad file keeps the old one: jn_tls_reload_all). */
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
@@ -355,6 +358,7 @@ static void sighup_cb(evutil_socket_t sig, short what, void *arg)
     (void)arg;
     jn_log(JN_LOG_WARN, "SIGHUP received: reloading the config is not supported yet; keeping "
            "the running config (restart junction to apply changes)");
+    jn_tls_reload_all();
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -409,6 +413,10 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
     b->sig_hup = evsignal_new(b->base, SIGHUP, sighup_cb, b);
+    /* A write to a peer that has gone must fail with EPIPE, not kill the process: libevent
+     * (writev) and OpenSSL's socket BIO (write) do not pass MSG_NOSIGNAL. Found with a TLS
+     * peer that refuses our certificate and closes while a request is being written. */
+    signal(SIGPIPE, SIG_IGN);
     if (!b->commit_ev || !b->drain_timer || !b->prune_timer || !b->sig_term || !b->sig_int ||
         !b->sig_hup) {
         jn_err_set(err, JN_ENOMEM, "out of memory");

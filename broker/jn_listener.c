@@ -16,8 +16,12 @@
 #include "jn_listener.h"
 
 #include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -45,6 +49,10 @@ const struct jn_opt jn_net_opts[] = {
                     accept_pause,
                     "When accept fails for lack of file descriptors (EMFILE/ENFILE), stop "
                     "accepting for this long, then try again."),
+    JN_OPT_DURATION("handshake_timeout", "10s", 100, 300000, JN_OPT_IN, struct jn_net_conf,
+                    handshake_timeout,
+                    "With tls: a client that has not finished the TLS handshake this long after "
+                    "connecting is disconnected."),
     JN_OPT_END,
 };
 
@@ -71,16 +79,34 @@ struct jn_listener {
     struct jn_listener_ip **ips;
     size_t ipmask;
     size_t open;
-    unsigned long long accepted, refused_max, refused_per_ip, accept_errors;
+    unsigned long long accepted, refused_max, refused_per_ip, accept_errors, tls_failed;
     long long warned_err_us, warned_max_us, warned_ip_us;
+    jn_listener_bev_fn accept_bev;
+    struct jn_tls *tls;
+    struct listener_hs *hs; /* TLS handshakes under way */
     int port;
     int paused_full;  /* disabled at max_connections (JN_LISTENER_WAIT) */
     int paused_err;   /* disabled after an accept error, resume_ev pending */
     int stopped;
 };
 
+/* One TLS handshake under way (accept-here listeners with tls). */
+struct listener_hs {
+    struct listener_hs *prev, *next;
+    struct jn_listener *l;
+    struct bufferevent *bev;
+    struct jn_listener_ip *conn;
+    char peer[64];
+};
+
 /* Loop thread only; see the opening comment. */
 static struct jn_listener *listener__lib;
+
+/* Accepts here (accept or accept_bev), rather than handed to a library. */
+static int listener__here(const struct jn_listener *l)
+{
+    return l->accept != NULL || l->accept_bev != NULL;
+}
 
 static void listener__update(struct jn_listener *l)
 {
@@ -260,6 +286,123 @@ void jn_listener_closed(struct jn_listener *l, struct jn_listener_ip *conn)
     }
 }
 
+struct bufferevent *jn_listener_tls_bev(struct event_base *base, struct jn_tls *tls,
+                                        evutil_socket_t fd)
+{
+    SSL *ssl = SSL_new(jn_tls_ctx(tls));
+    struct bufferevent *bev;
+
+    if (ssl == NULL) {
+        return NULL;
+    }
+    bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+    }
+    return bev;
+}
+
+static void listener__hs_free(struct listener_hs *h, int close)
+{
+    struct jn_listener *l = h->l;
+
+    if (h->prev) {
+        h->prev->next = h->next;
+    } else {
+        l->hs = h->next;
+    }
+    if (h->next) {
+        h->next->prev = h->prev;
+    }
+    if (close) {
+        bufferevent_free(h->bev);
+        jn_listener_closed(l, h->conn);
+    }
+    jn_free(h);
+}
+
+static void listener__hs_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct listener_hs *h = arg;
+    struct jn_listener *l = h->l;
+    char why[300], id[JN_TLS_PEER_ID_MAX];
+    struct jn_listener_ip *conn = h->conn;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        int has_id = jn_tls_peer_id(ssl, id, sizeof(id));
+        char peer[64];
+        memcpy(peer, h->peer, sizeof(peer));
+        bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+        bufferevent_set_timeouts(bev, NULL, NULL);
+        bufferevent_disable(bev, EV_READ | EV_WRITE);
+        listener__hs_free(h, 0);
+        l->accept_bev(l->arg, bev, peer, has_id ? id : NULL, conn);
+        return;
+    }
+    l->tls_failed++;
+    if (what & BEV_EVENT_TIMEOUT) {
+        snprintf(why, sizeof(why), "no TLS handshake within %lld ms", l->net->handshake_timeout);
+        jn_tls_refused(l->tls, l->prefix, h->peer, NULL, 0, why);
+    } else {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        while (bufferevent_get_openssl_error(bev) != 0) {
+        }
+        jn_tls_refused(l->tls, l->prefix, h->peer, bufferevent_openssl_get_ssl(bev), e,
+                       (what & BEV_EVENT_EOF) ? "TLS: connection closed by the peer during the "
+                                                "handshake"
+                                              : "TLS: connection error during the handshake");
+    }
+    listener__hs_free(h, 1);
+}
+
+/* Hands fd over as a bufferevent: at once when plain, after the handshake with tls. */
+static void listener__bev(struct jn_listener *l, evutil_socket_t fd, const char *peer,
+                          struct jn_listener_ip *conn)
+{
+    struct listener_hs *h;
+    struct bufferevent *bev;
+
+    evutil_make_socket_nonblocking(fd);
+    if (l->tls == NULL) {
+        bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (bev == NULL) {
+            jn_log_p(JN_LOG_ERROR, l->prefix, "peer %s: out of memory: connection closed", peer);
+            evutil_closesocket(fd);
+            jn_listener_closed(l, conn);
+            return;
+        }
+        l->accept_bev(l->arg, bev, peer, NULL, conn);
+        return;
+    }
+    h = jn_calloc(1, sizeof(*h));
+    bev = h ? jn_listener_tls_bev(l->base, l->tls, fd) : NULL;
+    if (bev == NULL) {
+        jn_log_p(JN_LOG_ERROR, l->prefix, "peer %s: out of memory: connection closed", peer);
+        jn_free(h);
+        evutil_closesocket(fd);
+        jn_listener_closed(l, conn);
+        return;
+    }
+    {
+        struct timeval tv = {(time_t)(l->net->handshake_timeout / 1000),
+                             (suseconds_t)(l->net->handshake_timeout % 1000 * 1000)};
+        h->l = l;
+        h->bev = bev;
+        h->conn = conn;
+        snprintf(h->peer, sizeof(h->peer), "%s", peer);
+        h->next = l->hs;
+        if (l->hs) {
+            l->hs->prev = h;
+        }
+        l->hs = h;
+        bufferevent_setcb(bev, NULL, NULL, listener__hs_event_cb, h);
+        bufferevent_set_timeouts(bev, &tv, &tv);
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+    }
+}
+
 static void listener__accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
                                 struct sockaddr *sa, int salen, void *arg)
 {
@@ -274,8 +417,10 @@ static void listener__accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
         return;
     }
     listener__peer(sa, peer, sizeof(peer));
-    /* Issue 16 (TLS) hooks in here: start the server handshake on fd and call accept when it
-     * has finished (or jn_listener_closed when it fails). */
+    if (l->accept_bev != NULL) {
+        listener__bev(l, fd, peer, conn);
+        return;
+    }
     l->accept(l->arg, fd, sa, peer, conn);
 }
 
@@ -356,6 +501,8 @@ struct jn_listener *jn_listener_new(struct event_base *base, const struct jn_lis
     l->flags = conf->flags;
     l->accept = conf->accept;
     l->arg = conf->arg;
+    l->accept_bev = conf->accept_bev;
+    l->tls = conf->tls;
     while (nb < (size_t)l->max) {
         nb <<= 1;
     }
@@ -381,8 +528,8 @@ struct jn_listener *jn_listener_new(struct event_base *base, const struct jn_lis
         jn_listener_free(l);
         return NULL;
     }
-    l->lev = evconnlistener_new_bind(base, conf->accept ? listener__accept_cb : NULL,
-                                     conf->accept ? l : NULL,
+    l->lev = evconnlistener_new_bind(base, listener__here(l) ? listener__accept_cb : NULL,
+                                     listener__here(l) ? l : NULL,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
                                          LEV_OPT_REUSEABLE,
                                      (int)conf->net->backlog, ai->ai_addr, (int)ai->ai_addrlen);
@@ -394,7 +541,7 @@ struct jn_listener *jn_listener_new(struct event_base *base, const struct jn_lis
         return NULL;
     }
     evconnlistener_set_error_cb(l->lev,
-                                l->accept ? listener__error_cb : listener__lib_error_cb);
+                                listener__here(l) ? listener__error_cb : listener__lib_error_cb);
     /* Accepted sockets inherit TCP_NODELAY on Linux: no Nagle/delayed-ACK stalls (stack.md
      * §6). */
     if (setsockopt(evconnlistener_get_fd(l->lev), IPPROTO_TCP, TCP_NODELAY, &one,
@@ -408,7 +555,7 @@ struct jn_listener *jn_listener_new(struct event_base *base, const struct jn_lis
             l->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
     }
-    if (l->accept == NULL) {
+    if (!listener__here(l)) {
         l->next_lib = listener__lib;
         listener__lib = l;
     }
@@ -455,7 +602,12 @@ void jn_listener_free(struct jn_listener *l)
             break;
         }
     }
-    if (l->lev && l->accept) {
+    while (l->hs) {
+        struct listener_hs *h = l->hs;
+        bufferevent_free(h->bev);
+        listener__hs_free(h, 0); /* the counts end with the listener */
+    }
+    if (l->lev && listener__here(l)) {
         evconnlistener_free(l->lev);
     }
     if (l->resume_ev) {
@@ -482,5 +634,6 @@ void jn_listener_stats(const struct jn_listener *l, struct jn_listener_stats *ou
     out->refused_max = l->refused_max;
     out->refused_per_ip = l->refused_per_ip;
     out->accept_errors = l->accept_errors;
+    out->tls_failed = l->tls_failed;
     out->paused = l->stopped || l->paused_full || l->paused_err;
 }

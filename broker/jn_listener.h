@@ -22,10 +22,14 @@
  * kernel's backlog until one closes; HTTP's behaviour) or keeps accepting and closes the extra
  * sockets at once (MLLP's behaviour). Over max_connections_per_ip a socket is always closed.
  *
- * TLS seam (issue 16): the handshake belongs between accept and the protocol. For accept-here
- * listeners that is listener__accept_cb in jn_listener.c (wrap fd in an SSL bufferevent and call
- * accept once the handshake is done); for evhttp it is the protocol's evhttp_set_bevcb callback.
- * No TLS option exists until then.
+ * TLS (issue 16): an accept-here listener given a server context (conf.tls, jn_tls.h) and an
+ * accept_bev callback runs the handshake itself: the accepted socket is wrapped in an OpenSSL
+ * bufferevent, and accept_bev is called only once the handshake (and the allowed_peers check
+ * inside it) has passed, with the peer's identity. A failed or slow (net.handshake_timeout)
+ * handshake is closed, counted (tls_failed) and logged with OpenSSL's reason; the protocol
+ * never sees it. Without tls, accept_bev gets a plain socket bufferevent. evhttp makes its
+ * bufferevents itself, so HTTP IN and the admin build theirs in their evhttp_set_bevcb with
+ * jn_listener_tls_bev and evhttp drives the handshake.
  *
  * Loop thread only. Ownership: the listener owns its evconnlistener unless it was handed to a
  * library (accept NULL: the library frees it, e.g. evhttp_free); jn_listener_free must then be
@@ -39,7 +43,9 @@
 
 #include "jn_err.h"
 #include "jn_opt.h"
+#include "jn_tls.h"
 
+struct bufferevent;
 struct event_base;
 struct evconnlistener;
 struct sockaddr;
@@ -52,6 +58,7 @@ struct jn_net_conf {
     long long max_connections_per_ip; /* 0: no per-IP limit */
     long long backlog;                /* listen(2) backlog */
     long long accept_pause;           /* ms to stop accepting after EMFILE/ENFILE */
+    long long handshake_timeout;      /* ms a TLS handshake may take */
 };
 extern const struct jn_opt jn_net_opts[];
 
@@ -68,6 +75,15 @@ enum {
 typedef void (*jn_listener_accept_fn)(void *arg, evutil_socket_t fd, const struct sockaddr *sa,
                                       const char *peer, struct jn_listener_ip *conn);
 
+/*
+ * An accepted connection as a bufferevent (accept_bev): plain, or TLS with the handshake done.
+ * The callee owns bev (BEV_OPT_CLOSE_ON_FREE; its callbacks are unset, reading and writing
+ * disabled); tls_peer is jn_tls_peer_id's string of the client certificate, or NULL (borrowed,
+ * valid during the call). Same rules as accept for peer and conn.
+ */
+typedef void (*jn_listener_bev_fn)(void *arg, struct bufferevent *bev, const char *peer,
+                                   const char *tls_peer, struct jn_listener_ip *conn);
+
 struct jn_listener_conf {
     const char *listen;            /* "host:port" */
     const char *log_prefix;        /* e.g. the channel's, "[mllp.lab_in]" */
@@ -76,6 +92,8 @@ struct jn_listener_conf {
     unsigned flags;                /* JN_LISTENER_* */
     jn_listener_accept_fn accept;  /* NULL: handed to a library, see above */
     void *arg;
+    jn_listener_bev_fn accept_bev; /* instead of accept: hand over a bufferevent */
+    struct jn_tls *tls;            /* borrowed server context, or NULL: plain TCP */
 };
 
 /* Binds and listens (enabled unless accept is NULL, when the library enables it). Returns the
@@ -105,6 +123,14 @@ int jn_listener_opened_ip(struct jn_listener *l, const struct sockaddr *sa,
 /* A counted connection closed (any listener kind); conn is its ticket (may be NULL). */
 void jn_listener_closed(struct jn_listener *l, struct jn_listener_ip *conn);
 
+/*
+ * A server-side TLS bufferevent in accepting state on fd (-1 for evhttp's bevcb, which sets the
+ * fd), made from the listener's current context (conf.tls); NULL when out of memory. For
+ * evhttp-driven listeners the handshake runs inside evhttp; failures surface as closes.
+ */
+struct bufferevent *jn_listener_tls_bev(struct event_base *base, struct jn_tls *tls,
+                                        evutil_socket_t fd);
+
 /* Stop accepting for good; existing connections are untouched and still report closes. */
 void jn_listener_stop(struct jn_listener *l);
 /* Frees the listener (and its evconnlistener unless handed to a library). NULL is a no-op.
@@ -117,6 +143,7 @@ struct jn_listener_stats {
     unsigned long long refused_max;    /* over max_connections (closed at accept) */
     unsigned long long refused_per_ip; /* over max_connections_per_ip */
     unsigned long long accept_errors;  /* EMFILE/ENFILE and other accept failures */
+    unsigned long long tls_failed;     /* handshakes that failed or timed out */
     int paused;                 /* not accepting right now */
 };
 void jn_listener_stats(const struct jn_listener *l, struct jn_listener_stats *out);

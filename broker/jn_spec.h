@@ -19,6 +19,7 @@
 #include "jn_msg.h"
 #include "jn_opt.h"
 #include "jn_service.h"
+#include "jn_tls.h"
 
 struct jn_cond; /* a compiled `when:` (routes/jn_cond.h) */
 struct jn_router_ops;
@@ -38,6 +39,7 @@ struct jn_core_conf {
     struct jn_actlog_conf action_log;
     char *admin;       /* host:port, "off", or NULL: the default 127.0.0.1:8081 (optional) */
     char *admin_token; /* secret, or NULL */
+    struct jn_tls_conf admin_tls; /* admin_tls: https for the admin listener (jn_tls.h) */
 };
 
 struct jn_chan_common {

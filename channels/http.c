@@ -26,19 +26,28 @@
  *   evhttp sets to its evhttp_connection (libevent 2.0 to 2.2; we check that it points back to
  *   the bufferevent). From then on the connection's one close callback both forgets its
  *   pending requests and frees its slot.
+ *
+ * TLS (tls.cert): the bevcb makes an OpenSSL bufferevent in accepting state from the channel's
+ * server context (jn_listener_tls_bev) and evhttp drives the handshake as it reads; allowed_peers
+ * is checked inside the handshake (jn_tls.c). A connection that closes before its handshake has
+ * finished is logged with OpenSSL's reason. A request over TLS with a client certificate gets a
+ * tls-peer header (jn_tls_peer_id); a tls-peer header the client sent itself is always dropped.
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -69,6 +78,10 @@ static const struct jn_opt http_opts[] = {
                "net.max_connections, when set, is the same setting."),
     JN_OPT_SUB("net", jn_net_opts, struct jn_net_conf, JN_OPT_IN, struct http_conf, net,
                "Listener options shared with the other listening channels (docs/channels.md)."),
+    JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct http_conf, tls,
+               "TLS (docs/security.md). IN: tls.cert and tls.key make the server https; "
+               "tls.verify_peer: true requires client certificates (mutual TLS). OUT: used for "
+               "https:// urls (ca, a client cert, server_name)."),
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct http_conf, url,
                "Where to send, http://host[:port]/path[?query] or https://..."),
     JN_OPT_STR("method", "POST", JN_OPT_OUT, struct http_conf, method, "POST or PUT."),
@@ -112,6 +125,7 @@ struct http_in {
     struct jn_channel *ch;
     struct evhttp *http;
     struct jn_listener *lst;  /* its evconnlistener is owned by http once bound */
+    struct jn_tls *tls;       /* server context with tls.cert, or NULL */
     int bound;                /* evhttp_bind_listener done */
     struct pending *pend;     /* doubly linked */
     struct conn *conns;       /* the pool: max_connections slots */
@@ -149,7 +163,17 @@ static int http_check(const void *vconf, unsigned dir, const struct jn_node *nod
                         c->path ? c->path : "");
             errs++;
         }
-        return errs;
+        return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls", "http", d);
+    }
+    if (c->url != NULL) {
+        int https = strncasecmp(c->url, "https://", 8) == 0;
+        if ((jn_tls_on(&c->tls) || jn_node_get(node, "tls") != NULL) && !https) {
+            jn_diag_add(d, jn_node_pos(node, "tls"), "http: tls: needs an https:// url (url is "
+                        "'%s')", c->url);
+            errs++;
+        } else {
+            errs += jn_tls_check(&c->tls, JN_TLS_CLIENT, https, node, "tls", "http", d);
+        }
     }
     if (c->method == NULL || (strcmp(c->method, "POST") != 0 && strcmp(c->method, "PUT") != 0)) {
         const struct jn_node *n = jn_node_get(node, "method");
@@ -328,6 +352,21 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     struct http_in *in = c->in;
     struct pending *p = in->pend;
 
+    if (in->tls != NULL && !in->freeing) {
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+        SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+        if (ssl != NULL && !SSL_is_init_finished(ssl)) {
+            unsigned long e = bufferevent_get_openssl_error(bev);
+            char peerbuf[300];
+            char *host = NULL;
+            ev_uint16_t port = 0;
+            while (bufferevent_get_openssl_error(bev) != 0) {
+            }
+            evhttp_connection_get_peer(evcon, &host, &port);
+            snprintf(peerbuf, sizeof(peerbuf), "%s:%u", host ? host : "?", (unsigned)port);
+            jn_tls_refused(in->tls, in->ch->log_prefix, peerbuf, ssl, e, NULL);
+        }
+    }
     while (p) {
         struct pending *next = p->next;
         if (p->evcon == evcon) {
@@ -408,8 +447,8 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *conn_new(struct event_base *base, void *arg)
 {
     struct http_in *in = arg;
-    /* Issue 16 (TLS) hooks in here: an SSL bufferevent in accepting state instead. */
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = in->tls ? jn_listener_tls_bev(base, in->tls, -1)
+                                      : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     struct conn *c = in->free;
     struct jn_listener_ip *ip;
 
@@ -527,6 +566,18 @@ static void handle(struct evhttp_request *req, void *arg)
         reply_busy(in, req, "out of memory");
         return;
     }
+    /* tls-peer is ours to say: never the client's own header. */
+    jn_msg_header_del(m, "tls-peer");
+    if (in->tls != NULL) {
+        char id[JN_TLS_PEER_ID_MAX];
+        SSL *ssl = bufferevent_openssl_get_ssl(evhttp_connection_get_bufferevent(evcon));
+        if (jn_tls_peer_id(ssl, id, sizeof(id)) && jn_msg_header_set(m, "tls-peer", id) != 0) {
+            jn_msg_unref(&m);
+            jn_free(p);
+            reply_busy(in, req, "out of memory");
+            return;
+        }
+    }
     p->in = in;
     p->req = req;
     p->evcon = evcon;
@@ -631,11 +682,21 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
 {
     const struct http_conf *c = ch->conf;
     struct jn_listener_conf lc = {c->listen, ch->log_prefix, &c->net, c->max_connections,
-                                  JN_LISTENER_WAIT, NULL, NULL};
+                                  JN_LISTENER_WAIT, NULL, NULL, NULL, NULL};
+    struct http_in *in = ch->state;
     struct jn_listener *lst;
     struct rlimit rl;
     int rc;
 
+    if (jn_tls_on(&c->tls)) {
+        char what[300];
+        snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
+        in->tls = jn_tls_new(&c->tls, JN_TLS_SERVER, what, err);
+        if (in->tls == NULL) {
+            return err->code;
+        }
+        lc.tls = in->tls;
+    }
     lst = jn_listener_new(ch->base, &lc, err);
     if (lst == NULL) {
         return err->code;
@@ -650,7 +711,9 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
         jn_ch_warn(ch, "max_connections %lld is close to the open-file limit %llu (ulimit -n)",
                    jn_listener_max(lst), (unsigned long long)rl.rlim_cur);
     }
-    jn_ch_info(ch, "listening on http://%s%s", c->listen, c->path);
+    jn_ch_info(ch, "listening on %s://%s%s%s", in->tls ? "https" : "http", c->listen, c->path,
+               in->tls && c->tls.verify_peer == JN_TLS_VERIFY_TRUE
+                   ? " (client certificates required)" : "");
     return 0;
 }
 
@@ -702,6 +765,7 @@ static void http_destroy(struct jn_channel *ch)
     }
     jn_free(in->conns);
     jn_free(in->hash);
+    jn_tls_free(in->tls);
     jn_free(in);
     ch->state = NULL;
 }

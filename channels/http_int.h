@@ -21,6 +21,8 @@ struct http_conf {
     long long request_timeout;       /* ms: a whole request must arrive within this */
     long long max_connections;       /* open connections at most (or net.max_connections) */
     struct jn_net_conf net;          /* net: the listener options (jn_listener.h) */
+    /* both */
+    struct jn_tls_conf tls;          /* tls: (jn_tls.h); OUT also speaks TLS to https:// */
     /* OUT */
     char *url;                       /* http://host:port/path */
     char *method;                    /* POST | PUT (checked in http.c) */

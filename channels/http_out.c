@@ -68,6 +68,8 @@ struct out_conn {
     int err;                         /* 1 + enum evhttp_request_error, 0 if none came */
     int err_errno;
     int closed;                      /* TLS: closed or failed; the next one gets a fresh SSL */
+    int tls_up;                      /* TLS: this send's handshake finished (info callback) */
+    int tls_alert;                   /* TLS: the last alert the server sent (1 + its value) */
     long long start_ms;              /* when the request was started (monotonic) */
     unsigned gen;                    /* counts sends, to tell ours from a later one */
     size_t body_len;
@@ -90,7 +92,7 @@ struct out_state {
     enum evhttp_cmd_type method;
     struct timeval timeout;
     int has_timeout;
-    SSL_CTX *ssl_ctx;
+    struct jn_tls *tls; /* https: the client context (tls: options, jn_tls.h) */
     struct evdns_base *dns; /* only for a host name; an IP literal needs no resolver */
     struct out_conn *conns;
     size_t nconns;
@@ -327,6 +329,23 @@ static void out_close_cb(struct evhttp_connection *evcon, void *arg)
     c->closed = 1;
 }
 
+/* OpenSSL's info callback on our SSLs: evhttp resets an SSL before it tells us of a failure,
+ * so what the handshake got to is noted as it happens. */
+static void out_tls_info_cb(const SSL *ssl, int where, int ret)
+{
+    struct out_conn *c = SSL_get_app_data(ssl);
+
+    if (c == NULL) {
+        return;
+    }
+    if (where & SSL_CB_HANDSHAKE_DONE) {
+        c->tls_up = 1;
+    }
+    if ((where & SSL_CB_READ_ALERT) && (ret & 0xff) != SSL_AD_CLOSE_NOTIFY) {
+        c->tls_alert = 1 + (ret & 0xff);
+    }
+}
+
 static struct evhttp_connection *out_conn_new(struct out_conn *c, struct jn_err *err)
 {
     struct out_state *st = c->st;
@@ -335,20 +354,15 @@ static struct evhttp_connection *out_conn_new(struct out_conn *c, struct jn_err 
 
     if (st->url.https) {
         struct bufferevent *bev;
-        SSL *ssl = SSL_new(st->ssl_ctx);
-        int ok = ssl != NULL;
-        if (ok && st->url.host_is_ip) {
-            /* No SNI for an address (RFC 6066); the certificate must name the IP. */
-            ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), st->url.host) == 1;
-        } else if (ok) {
-            ok = SSL_set_tlsext_host_name(ssl, st->url.host) == 1 &&
-                 SSL_set1_host(ssl, st->url.host) == 1;
-        }
-        if (!ok) {
-            SSL_free(ssl);
+        /* SNI and the name checked: tls.server_name, else the url's host (an IP literal is
+         * checked as an IP and sends no SNI). */
+        SSL *ssl = jn_tls_client_ssl(st->tls, st->url.host);
+        if (ssl == NULL) {
             jn_err_set(err, JN_ENOMEM, "cannot set up TLS for %s", st->url.host);
             return NULL;
         }
+        SSL_set_app_data(ssl, c);
+        SSL_set_info_callback(ssl, out_tls_info_cb);
         /* Deferred callbacks, as in libevent's own https-client sample: evhttp is then
          * called from the loop, not from inside the TLS bufferevent's read/write path. */
         bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
@@ -416,7 +430,6 @@ static int tls_reason(struct out_conn *c, char *out, size_t n)
     struct bufferevent *bev;
     SSL *ssl;
     unsigned long e;
-    long vr;
 
     out[0] = '\0';
     if (!c->st->url.https || c->evcon == NULL) {
@@ -427,19 +440,18 @@ static int tls_reason(struct out_conn *c, char *out, size_t n)
     if (ssl == NULL) {
         return 0;
     }
-    vr = SSL_get_verify_result(ssl);
     e = bufferevent_get_openssl_error(bev);
-    if (vr != X509_V_OK) {
-        snprintf(out, n, "TLS: certificate verify failed: %s", X509_verify_cert_error_string(vr));
-    } else if (e != 0) {
-        char s[256];
-        ERR_error_string_n(e, s, sizeof(s));
-        snprintf(out, n, "TLS: %s", s);
-    }
+    jn_tls_reason(ssl, e, out, n);
     while (bufferevent_get_openssl_error(bev) != 0) {
         /* drain, so the next connection's failure is reported as its own */
     }
     return out[0] != '\0';
+}
+
+/* Whether this send's TLS handshake finished before it failed. */
+static int tls_done(const struct out_conn *c)
+{
+    return c->st->url.https && c->tls_up;
 }
 
 /* Printable text for the start of a response body: one line, no control characters. */
@@ -482,6 +494,9 @@ static enum jn_send_result out_map(struct out_conn *c, struct evhttp_request *re
                      evutil_gai_strerror(dns_err));
         } else if (tls_reason(c, extra, sizeof(extra))) {
             snprintf(reason, n, "%s: %s", st->url.host_hdr, extra);
+        } else if (st->url.https && c->tls_alert) {
+            snprintf(reason, n, "%s: TLS: the server refused with alert \"%s\"",
+                     st->url.host_hdr, SSL_alert_desc_string_long(c->tls_alert - 1));
         } else if (c->err != 0) {
             int e = c->err - 1;
             if (e == EVREQ_HTTP_TIMEOUT) {
@@ -494,6 +509,12 @@ static enum jn_send_result out_map(struct out_conn *c, struct evhttp_request *re
             }
         } else if (took >= limit) {
             snprintf(reason, n, "%s: cannot connect within %lld ms", st->url.host_hdr, limit);
+        } else if (tls_done(c)) {
+            /* TLS 1.3: the client's side of the handshake ends before the server has checked
+             * our certificate, so its refusal comes as a close (or reset) after it. */
+            snprintf(reason, n, "%s: TLS: connection closed by the server after the handshake, "
+                     "before an answer (does it require a client certificate? see tls.cert)",
+                     st->url.host_hdr);
         } else if (saved_errno == ENOTCONN) {
             /* evhttp takes this path (no error kind) for ECONNREFUSED or a connect timeout,
              * and has shut down the never-connected socket on the way, leaving ENOTCONN. */
@@ -774,6 +795,8 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
     c->d = d;
     c->err = 0;
     c->err_errno = 0;
+    c->tls_up = 0;
+    c->tls_alert = 0;
     c->body_len = 0;
     c->start_ms = jn_mono_ms();
     gen = ++c->gen;
@@ -816,7 +839,7 @@ static void out_state_free(struct out_state *st)
         /* Connections are gone, and with them their lookups: nothing left to fail. */
         evdns_base_free(st->dns, 0);
     }
-    SSL_CTX_free(st->ssl_ctx);
+    jn_tls_free(st->tls);
     out_url_free(&st->url);
     jn_free(st->grave);
     jn_free(st->idle);
@@ -866,15 +889,11 @@ int jn_http__out_init(struct jn_channel *ch, struct jn_err *err)
         st->idle[st->nidle++] = &st->conns[st->nconns - 1 - i];
     }
     if (st->url.https) {
-        st->ssl_ctx = SSL_CTX_new(TLS_client_method());
-        if (st->ssl_ctx == NULL) {
-            rc = jn_err_set(err, JN_ENOMEM, "cannot create a TLS context");
-            goto fail;
-        }
-        SSL_CTX_set_min_proto_version(st->ssl_ctx, TLS1_2_VERSION);
-        SSL_CTX_set_verify(st->ssl_ctx, SSL_VERIFY_PEER, NULL);
-        if (SSL_CTX_set_default_verify_paths(st->ssl_ctx) != 1) {
-            rc = jn_err_set(err, JN_EIO, "cannot load the system's CA certificates");
+        char what[300];
+        snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
+        st->tls = jn_tls_new(&st->conf->tls, JN_TLS_CLIENT, what, err);
+        if (st->tls == NULL) {
+            rc = err->code;
             goto fail;
         }
     }

@@ -58,6 +58,10 @@ static const struct jn_opt mllp_opts[] = {
                "net.max_connections, when set, is the same setting."),
     JN_OPT_SUB("net", jn_net_opts, struct jn_net_conf, JN_OPT_IN, struct mllp_conf, net,
                "Listener options shared with the other listening channels (docs/channels.md)."),
+    JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct mllp_conf, tls,
+               "MLLP over TLS (docs/security.md). IN: tls.cert and tls.key make the listener "
+               "TLS; tls.verify_peer: true requires client certificates. OUT: tls.enabled (or "
+               "a tls.cert) connects with TLS and checks the peer's certificate."),
     JN_OPT_STR("connect", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct mllp_conf, connect,
                "The peer to send to, host:port."),
     JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT | JN_OPT_RELOADABLE,
@@ -126,7 +130,10 @@ static int mllp_check(const void *vconf, unsigned dir, const struct jn_node *nod
                         "expected e.g. 127.0.0.1:2575", c->listen ? c->listen : "");
             errs++;
         }
-        return errs;
+        return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls", "mllp", d);
+    }
+    if (jn_tls_check(&c->tls, JN_TLS_CLIENT, jn_tls_on(&c->tls), node, "tls", "mllp", d) != 0) {
+        return 1;
     }
     if (c->connect == NULL) {
         jn_diag_add(d, &node->pos, "mllp: missing required option 'connect' for direction: out "

@@ -135,6 +135,7 @@ static void conn_free(struct conn *c)
     jn_mllp_framer_free(&c->fr);
     event_free(c->kick);
     bufferevent_free(c->bev);
+    jn_free(c->tls_peer);
     jn_ch_debug(in->ch, "peer %s: connection closed", c->peer);
     jn_free(c);
 }
@@ -235,19 +236,31 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-/* The listener checked max_connections and the per-IP limit; the socket is ours. */
-static void accept_cb(void *arg, evutil_socket_t fd, const struct sockaddr *sa, const char *peer,
+/* The listener checked max_connections and the per-IP limit (and with tls ran the handshake);
+ * the bufferevent is ours. */
+static void accept_cb(void *arg, struct bufferevent *bev, const char *peer, const char *tls_peer,
                       struct jn_listener_ip *ip)
 {
     struct mllp_in *in = arg;
     struct conn *c;
     struct timeval tv = jn_mllp__tv_ms(in->conf->idle_timeout);
 
-    (void)sa;
     c = jn_calloc(1, sizeof(*c));
-    if (c == NULL) {
+    if (c != NULL) {
+        c->bev = bev;
+        c->kick = event_new(in->ch->base, -1, 0, conn_kick_cb, c);
+        c->tls_peer = tls_peer ? jn_strdup(tls_peer) : NULL;
+    }
+    if (c == NULL || c->kick == NULL || (tls_peer != NULL && c->tls_peer == NULL)) {
         jn_ch_error(in->ch, "peer %s: out of memory: connection closed", peer);
-        evutil_closesocket(fd);
+        bufferevent_free(bev);
+        if (c) {
+            if (c->kick) {
+                event_free(c->kick);
+            }
+            jn_free(c->tls_peer);
+            jn_free(c);
+        }
         jn_listener_closed(in->lst, ip);
         return;
     }
@@ -256,23 +269,6 @@ static void accept_cb(void *arg, evutil_socket_t fd, const struct sockaddr *sa, 
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     jn_mllp_framer_init(&c->fr, (size_t)in->conf->max_message,
                         in->conf->strict ? JN_MLLP_STRICT : 0);
-    evutil_make_socket_nonblocking(fd);
-    c->bev = bufferevent_socket_new(in->ch->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    c->kick = event_new(in->ch->base, -1, 0, conn_kick_cb, c);
-    if (c->bev == NULL || c->kick == NULL) {
-        jn_ch_error(in->ch, "peer %s: cannot set up the connection: closed", c->peer);
-        if (c->bev) {
-            bufferevent_free(c->bev);
-        } else {
-            evutil_closesocket(fd);
-        }
-        if (c->kick) {
-            event_free(c->kick);
-        }
-        jn_free(c);
-        jn_listener_closed(in->lst, ip);
-        return;
-    }
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -282,7 +278,13 @@ static void accept_cb(void *arg, evutil_socket_t fd, const struct sockaddr *sa, 
     }
     in->conns = c;
     in->nconns++;
-    jn_ch_debug(in->ch, "peer %s: connected", c->peer);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        /* Bytes that came with the end of the TLS handshake, before our callbacks were set:
+         * no new read event would bring them. */
+        conn_read_cb(c->bev, c);
+    }
+    jn_ch_debug(in->ch, "peer %s: connected%s%s", c->peer, tls_peer ? " over TLS as " : "",
+                tls_peer ? tls_peer : "");
 }
 
 /* ---- life cycle ---- */
@@ -317,22 +319,32 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
     struct mllp_in *in = ch->state;
     /* Bind, TCP_NODELAY (an ACK leaves at once), limits and the EMFILE pause: jn_listener. */
     struct jn_listener_conf lc = {in->conf->listen, ch->log_prefix, &in->conf->net,
-                                  in->conf->max_connections, 0, accept_cb, in};
+                                  in->conf->max_connections, 0, NULL, in, accept_cb, NULL};
+    char what[300];
 
     if (jn_mllp__dup_load(in, err) != 0) {
         return err->code;
+    }
+    if (jn_tls_on(&in->conf->tls)) {
+        snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
+        in->tls = jn_tls_new(&in->conf->tls, JN_TLS_SERVER, what, err);
+        if (in->tls == NULL) {
+            return err->code;
+        }
+        lc.tls = in->tls;
     }
     in->lst = jn_listener_new(ch->base, &lc, err);
     if (in->lst == NULL) {
         return err->code;
     }
     if (in->conf->ack == ACK_DELIVERED) {
-        jn_ch_info(ch, "listening on mllp://%s (ack: delivered, delivered_timeout: %lld ms, "
-                   "duplicate_window: %lld ms)", in->conf->listen, in->conf->delivered_timeout,
+        jn_ch_info(ch, "listening on mllp%s://%s (ack: delivered, delivered_timeout: %lld ms, "
+                   "duplicate_window: %lld ms)", in->tls ? "+tls" : "", in->conf->listen,
+                   in->conf->delivered_timeout,
                    in->conf->dup_window);
     } else {
-        jn_ch_info(ch, "listening on mllp://%s (ack: commit, duplicate_window: %lld ms)",
-                   in->conf->listen, in->conf->dup_window);
+        jn_ch_info(ch, "listening on mllp%s://%s (ack: commit, duplicate_window: %lld ms)",
+                   in->tls ? "+tls" : "", in->conf->listen, in->conf->dup_window);
     }
     return 0;
 }
@@ -374,6 +386,7 @@ static void in_destroy(struct jn_channel *ch)
         jn_mllp__dup_free(e);
     }
     jn_free(in->buckets);
+    jn_tls_free(in->tls);
     jn_free(in);
     ch->state = NULL;
 }

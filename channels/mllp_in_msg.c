@@ -550,14 +550,16 @@ static void slot_timeout_cb(evutil_socket_t fd, short what, void *arg)
     event_active(s->c->kick, EV_WRITE, 0);
 }
 
-static int add_headers(struct jn_msg *msg, const struct jn_mllp_msh *m, const char *peer)
+static int add_headers(struct jn_msg *msg, const struct jn_mllp_msh *m, const char *peer,
+                       const char *tls_peer)
 {
     const struct jn_hl7_span type = m->msgtype; /* MSH-9, empty when missing */
     char *v;
     int rc;
 
     if (jn_msg_header_set(msg, "Content-Type", MLLP_CONTENT_TYPE) != 0 ||
-        jn_msg_header_set(msg, "mllp-peer", peer) != 0) {
+        jn_msg_header_set(msg, "mllp-peer", peer) != 0 ||
+        (tls_peer && jn_msg_header_set(msg, "tls-peer", tls_peer) != 0)) {
         return JN_ENOMEM;
     }
     v = jn_strndup(m->ctlid.p, m->ctlid.len);
@@ -712,7 +714,7 @@ static void handle_frame(struct conn *c, const char *data, size_t len)
         jn_buf_reset(&key);
     }
     msg = jn_msg_new(in->ch->name, data, len);
-    if (msg == NULL || add_headers(msg, &m, c->peer) != 0) {
+    if (msg == NULL || add_headers(msg, &m, c->peer, c->tls_peer) != 0) {
         jn_msg_unref(&msg);
         if (e) {
             jn_mllp__dup_unlink(in, e);

@@ -35,6 +35,8 @@ struct mllp_conf {
     long long dup_max;
     long long max_connections;
     struct jn_net_conf net; /* net: the listener options (jn_listener.h) */
+    /* both */
+    struct jn_tls_conf tls; /* tls: (jn_tls.h) */
     /* OUT */
     char *connect;
     long long ack_timeout;
@@ -73,6 +75,7 @@ struct conn {
     struct event *kick;     /* runs conn_flush on the next loop turn */
     struct jn_mllp_framer fr;
     char peer[80];
+    char *tls_peer;            /* jn_tls_peer_id of the client certificate, or NULL */
     struct jn_listener_ip *ip; /* the listener's per-IP ticket */
     struct slot *head, *tail;
     size_t nslots;
@@ -104,6 +107,7 @@ struct mllp_in {
     time_t ts_sec;        /* the second ts is of (0: none yet) */
     char ts[32];          /* MSH-7 of our ACKs in that second */
     struct jn_listener *lst; /* accepts and counts for us; told of every close */
+    struct jn_tls *tls;      /* server context with tls, or NULL */
     struct conn *conns;
     size_t nconns;
     struct slot *flight;

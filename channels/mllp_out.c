@@ -6,6 +6,11 @@
  * to the broker (jn_delivery_reply) for an IN channel passing it back. After a timeout or
  * a mismatch the connection is closed, because a late ACK on it would answer the wrong message.
  *
+ * With tls (tls.enabled or tls.cert) each connection is an OpenSSL bufferevent made from the
+ * channel's client context (jn_tls.h): the frame waits in its output buffer until the handshake
+ * is done, and a handshake that fails (wrong CA, wrong name, refused client certificate) is a
+ * failed attempt whose reason is OpenSSL's (retried, then dead-lettered as any other).
+ *
  * Modelled on what Mirth Connect's LLP sender does, on libevent bufferevents. Threads:
  * everything runs on the broker's loop.
  */
@@ -14,10 +19,12 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -54,6 +61,7 @@ struct mllp_out {
     char host[256];
     int port;
     struct evdns_base *dns;
+    struct jn_tls *tls; /* client context with tls, or NULL */
     struct oslot *slots;
     size_t nslots;
 };
@@ -205,7 +213,16 @@ static void out_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         int e = EVUTIL_SOCKET_ERROR();
         int dnserr = bufferevent_socket_get_dns_error(bev);
-        if (!s->connected) {
+        char tls_why[300] = "";
+        if (s->o->tls != NULL && !dnserr) {
+            unsigned long te = bufferevent_get_openssl_error(bev);
+            jn_tls_reason(bufferevent_openssl_get_ssl(bev), te, tls_why, sizeof(tls_why));
+            while (bufferevent_get_openssl_error(bev) != 0) {
+            }
+        }
+        if (!s->connected && tls_why[0]) {
+            snprintf(why, sizeof(why), "cannot connect to %s: %s", s->o->conf->connect, tls_why);
+        } else if (!s->connected) {
             snprintf(why, sizeof(why), "cannot connect to %s: %s", s->o->conf->connect,
                      dnserr ? evutil_gai_strerror(dnserr)
                             : (what & BEV_EVENT_ERROR) ? evutil_socket_error_to_string(e)
@@ -241,7 +258,19 @@ static int out_connect(struct oslot *s)
     struct mllp_out *o = s->o;
     int rc;
 
-    s->bev = bufferevent_socket_new(o->ch->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (o->tls != NULL) {
+        SSL *ssl = jn_tls_client_ssl(o->tls, o->host);
+        s->bev = ssl ? bufferevent_openssl_socket_new(o->ch->base, -1, ssl,
+                                                      BUFFEREVENT_SSL_CONNECTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (s->bev == NULL) {
+            SSL_free(ssl);
+            return JN_ENOMEM;
+        }
+    } else {
+        s->bev = bufferevent_socket_new(o->ch->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (s->bev == NULL) {
         return JN_ENOMEM;
     }
@@ -362,6 +391,14 @@ static int out_start(struct jn_channel *ch, struct jn_err *err)
     struct mllp_out *o = ch->state;
     int sl = sizeof(o->sa);
 
+    if (jn_tls_on(&o->conf->tls)) {
+        char what[300];
+        snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
+        o->tls = jn_tls_new(&o->conf->tls, JN_TLS_CLIENT, what, err);
+        if (o->tls == NULL) {
+            return err->code;
+        }
+    }
     if (evutil_parse_sockaddr_port(o->conf->connect, (struct sockaddr *)&o->sa, &sl) == 0) {
         o->salen = sl;
     } else {
@@ -377,8 +414,8 @@ static int out_start(struct jn_channel *ch, struct jn_err *err)
             return jn_err_set(err, JN_ENOMEM, "out of memory");
         }
     }
-    jn_ch_info(ch, "sending to mllp://%s (%zu connection(s), ack_timeout %lld ms)",
-               o->conf->connect, o->nslots, o->conf->ack_timeout);
+    jn_ch_info(ch, "sending to mllp%s://%s (%zu connection(s), ack_timeout %lld ms)",
+               o->tls ? "+tls" : "", o->conf->connect, o->nslots, o->conf->ack_timeout);
     return 0;
 }
 
@@ -402,6 +439,7 @@ static void out_destroy(struct jn_channel *ch)
         evdns_base_free(o->dns, 0);
     }
     jn_free(o->slots);
+    jn_tls_free(o->tls);
     jn_free(o);
     ch->state = NULL;
 }

@@ -294,7 +294,8 @@ static int cmd_run(const char *path)
         return 1;
     }
     {
-        struct jn_admin_conf ac = {c->core.admin, c->core.admin_token, JN_VERSION};
+        struct jn_admin_conf ac = {c->core.admin, c->core.admin_token, JN_VERSION,
+                                  &c->core.admin_tls};
         if (jn_admin_start(b, &ac, &admin, &err) != 0) {
             jn_log(JN_LOG_ERROR, "cannot start: %s", err.msg[0] ? err.msg : jn_strerror(err.code));
             jn_broker_free(b);

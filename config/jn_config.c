@@ -113,6 +113,9 @@ const struct jn_opt jn_core_opts[] = {
     JN_OPT_STR("admin_token", NULL, JN_OPT_SECRET, struct jn_core_conf, admin_token,
                "Bearer token every admin request must carry (Authorization: Bearer ...); "
                "required when admin listens beyond loopback. Give it as \"${ENV_VAR}\"."),
+    JN_OPT_SUB("admin_tls", jn_tls_opts, struct jn_tls_conf, 0, struct jn_core_conf, admin_tls,
+               "The admin listener over https (docs/security.md): cert and key, and "
+               "verify_peer: true to require client certificates."),
     JN_OPT_END,
 };
 
@@ -594,6 +597,11 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
              * config file's folder, through root. */
             errs += jn_opt_parse(jn_core_opts, jn_node_is_null(j) ? NULL : j, &c->core,
                                  "junction", 0, NULL, j ? j : root, d);
+            if (j != NULL && !jn_node_is_null(j) && errs == 0) {
+                errs += jn_tls_check(&c->core.admin_tls, JN_TLS_SERVER,
+                                     jn_tls_on(&c->core.admin_tls), j, "admin_tls", "junction",
+                                     d);
+            }
         }
         errs += load_section(c, root, "channels", (void **)&c->channels,
                              sizeof(struct jn_cfg_channel), load_channel, d);

@@ -6,7 +6,8 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 # prometheus: only for promtool (tests/integration/test_admin.py checks /metrics with it); the
-# package's server is not started here.
+# package's server is not started here. sslscan: tests/integration/test_tls.py scans the HTTPS
+# listener with it.
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config ca-certificates \
@@ -14,4 +15,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     librdkafka-dev kcat \
     libpaho-mqtt-dev mosquitto mosquitto-clients \
     curl python3 python3-lmdb python3-hl7 clang libclang-rt-14-dev valgrind \
-    prometheus >/dev/null
+    prometheus sslscan >/dev/null

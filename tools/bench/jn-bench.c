@@ -29,6 +29,11 @@
  *             the first and to the last, and the rate in between
  *   freeport  print --conns free 127.0.0.1 ports (bound at once, so they differ)
  *
+ * TLS: --url https://... (mode http) and mllps://... (mode mllp) speak TLS 1.2+ through
+ * bufferevent_openssl, one full handshake per connection (kept alive after that). The
+ * server's certificate is not verified: this measures the cost of the encryption on loopback,
+ * not a trust decision.
+ *
  * Output: one human line on stdout and, with --json, one JSON object on the next line.
  * Exit status: 0 when at least one request succeeded in the measured window, 1 otherwise,
  * 2 on bad usage.
@@ -54,8 +59,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #define BENCH_MAX_DIRS 8
 #define BENCH_HEAD_MAX (64 * 1024)   /* a response head larger than this is a protocol error */
@@ -183,6 +190,7 @@ struct conn {
 struct bench {
     enum mode mode;
     struct event_base *base;
+    SSL_CTX *ssl_ctx;        /* https:// or mllps://; NULL: plain TCP */
     struct sockaddr_storage addr;
     int addrlen;
     char url[1024];
@@ -379,18 +387,28 @@ static ssize_t blocking_exchange(const struct bench *b, const char *req, size_t 
                                  const char *stop, char *resp, size_t cap, int timeout_ms)
 {
     int fd = blocking_connect(b, timeout_ms);
+    SSL *ssl = NULL;
     size_t got = 0;
 
     if (fd < 0) {
         return -1;
     }
-    if (write_all(fd, req, reqlen) != 0) {
+    if (b->ssl_ctx != NULL) {
+        ssl = SSL_new(b->ssl_ctx);
+        if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_connect(ssl) != 1 ||
+            SSL_write(ssl, req, (int)reqlen) != (int)reqlen) {
+            SSL_free(ssl);
+            close(fd);
+            return -1;
+        }
+    } else if (write_all(fd, req, reqlen) != 0) {
         close(fd);
         return -1;
     }
     while (got + 1 < cap) {
-        ssize_t r = recv(fd, resp + got, cap - 1 - got, 0);
-        if (r < 0 && errno == EINTR) {
+        ssize_t r = ssl ? SSL_read(ssl, resp + got, (int)(cap - 1 - got))
+                        : recv(fd, resp + got, cap - 1 - got, 0);
+        if (r < 0 && errno == EINTR && ssl == NULL) {
             continue;
         }
         if (r <= 0) {
@@ -402,6 +420,7 @@ static ssize_t blocking_exchange(const struct bench *b, const char *req, size_t 
             break;
         }
     }
+    SSL_free(ssl);
     close(fd);
     resp[got] = '\0';
     return got ? (ssize_t)got : -1;
@@ -1161,7 +1180,20 @@ static void conn_start(struct conn *c)
     if (b->stopping) {
         return;
     }
-    c->bev = bufferevent_socket_new(b->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (b->ssl_ctx != NULL) {
+        SSL *ssl = SSL_new(b->ssl_ctx);
+        c->bev = ssl ? bufferevent_openssl_socket_new(b->base, -1, ssl,
+                                                      BUFFEREVENT_SSL_CONNECTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (c->bev == NULL) {
+            SSL_free(ssl);
+        } else {
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        }
+    } else {
+        c->bev = bufferevent_socket_new(b->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (c->bev == NULL) {
         conn_reset(c, E_CONNECT);
         return;
@@ -1803,7 +1835,8 @@ static void usage(FILE *f)
             "usage: jn-bench --mode http|mllp|mqtt|wait|drain|freeport [options]\n"
             "\n"
             "  --url URL          http://127.0.0.1:8080/ingest, mllp://127.0.0.1:2575, or\n"
-            "                     mqtt://127.0.0.1:1883/TOPIC (the MQTT broker, QoS 1)\n"
+            "                     mqtt://127.0.0.1:1883/TOPIC (the MQTT broker, QoS 1);\n"
+            "                     https:// and mllps:// speak TLS (not verified)\n"
             "  --conns N          connections, each with one request in flight (default 1);\n"
             "                     freeport: how many ports to print\n"
             "  --duration S       measured seconds after the warm-up (default 10);\n"
@@ -1842,13 +1875,21 @@ static void parse_url(struct bench *b)
     size_t hl;
     char *colon;
 
-    if (strncmp(b->url, "http://", 7) == 0) {
+    if (strncmp(b->url, "https://", 8) == 0 || strncmp(b->url, "mllps://", 8) == 0) {
+        hp = b->url + 8;
+        b->ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (b->ssl_ctx == NULL) {
+            die("%s", "cannot create a TLS context");
+        }
+        SSL_CTX_set_min_proto_version(b->ssl_ctx, TLS1_2_VERSION);
+        SSL_CTX_set_verify(b->ssl_ctx, SSL_VERIFY_NONE, NULL);
+    } else if (strncmp(b->url, "http://", 7) == 0) {
         hp = b->url + 7;
     } else if (strncmp(b->url, "mllp://", 7) == 0 || strncmp(b->url, "tcp://", 6) == 0 ||
                strncmp(b->url, "mqtt://", 7) == 0) {
         hp = strchr(b->url, '/') + 2;
     } else {
-        die("--url %s: expected http://host:port/path, mllp://host:port or "
+        die("--url %s: expected http[s]://host:port/path, mllp[s]://host:port or "
             "mqtt://host:port/topic", b->url);
         return;
     }
@@ -1978,7 +2019,7 @@ int main(int argc, char **argv)
         return run_load(b);
     }
     if (strcmp(mode, "wait") == 0) {
-        b->mode = strncmp(b->url, "http://", 7) == 0   ? MODE_HTTP
+        b->mode = strncmp(b->url, "http", 4) == 0      ? MODE_HTTP
                   : strncmp(b->url, "mqtt://", 7) == 0 ? MODE_MQTT
                                                        : MODE_MLLP;
         return run_wait(b);

@@ -14,8 +14,8 @@
 #   JN_BENCH_KAFKA_RECORDS=100000  records of 1 KiB pre-loaded for the kafka scenario
 #   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-noadmin http-stamp
-#                                    http-delay http-http
-#                                    fanout mllp backlog mqtt kafka
+#                                    http-delay http-http https-file
+#                                    fanout mllp mllp-tls backlog mqtt kafka
 #   JN_BENCH_PERF=1           perf record -g junction during the first run of each scenario at
 #                             its highest connection count (perf costs CPU: off by default)
 #
@@ -29,7 +29,7 @@ REPEAT=${JN_BENCH_REPEAT:-3}
 DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-1000000}
-ONLY=${JN_BENCH_ONLY:-http-file http-file-noadmin http-stamp http-delay http-http fanout mllp backlog mqtt kafka}
+ONLY=${JN_BENCH_ONLY:-http-file http-file-noadmin http-stamp http-delay http-http https-file fanout mllp mllp-tls backlog mqtt kafka}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
 KAFKA_TIMEOUT=${JN_BENCH_KAFKA_TIMEOUT:-300}
@@ -131,6 +131,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The TLS scenarios' certificate: self-signed P-256, made once per run of this script.
+JN_BENCH_CERT=$WORK/bench-cert.pem
+JN_BENCH_KEY=$WORK/bench-key.pem
+export JN_BENCH_CERT JN_BENCH_KEY
+if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -keyout "$JN_BENCH_KEY" -out "$JN_BENCH_CERT" >/dev/null 2>&1; then
+    log "cannot make the TLS scenarios' certificate with openssl"
+    exit 1
+fi
+
 # A fresh data_dir and out dirs, and free ports: sets JN_BENCH_DIR, JN_BENCH_PORT, $P2 and $P3.
 fresh() {
     JN_BENCH_DIR=$WORK/run
@@ -225,12 +235,14 @@ scenario_simple() {
             fresh
             ss_extra=""
             case $ss_name in
-            http-file | http-file-noadmin | http-delay | http-stamp) ss_extra="--count-dir $JN_BENCH_DIR/out" ;;
+            http-file | http-file-noadmin | http-delay | http-stamp | https-file)
+                ss_extra="--count-dir $JN_BENCH_DIR/out"
+                ;;
             fanout)
                 ss_extra="--count-dir $JN_BENCH_DIR/out-a --count-dir $JN_BENCH_DIR/out-b"
                 ss_extra="$ss_extra --count-dir $JN_BENCH_DIR/out-c"
                 ;;
-            mllp) ss_extra="--count-dir $JN_BENCH_DIR/out" ;;
+            mllp | mllp-tls) ss_extra="--count-dir $JN_BENCH_DIR/out" ;;
             http-http)
                 JN_BENCH_SINK=$P2
                 export JN_BENCH_SINK
@@ -242,6 +254,12 @@ scenario_simple() {
             if [ "$ss_name" = mllp ]; then
                 ss_url=mllp://127.0.0.1:$JN_BENCH_PORT
                 ss_mode=mllp
+            elif [ "$ss_name" = mllp-tls ]; then
+                ss_url=mllps://127.0.0.1:$JN_BENCH_PORT
+                ss_mode=mllp
+            elif [ "$ss_name" = https-file ]; then
+                ss_url=https://127.0.0.1:$JN_BENCH_PORT/ingest
+                ss_mode=http
             else
                 ss_url=http://127.0.0.1:$JN_BENCH_PORT/ingest
                 ss_mode=http
@@ -490,8 +508,10 @@ want http-delay &&
     scenario_simple http-delay http-delay.yaml "HTTP 1 KB -> delay 50 ms -> file" "1 16"
 want http-http &&
     scenario_simple http-http http-http.yaml "HTTP 1 KB -> HTTP sink (concurrency 16)" "64"
+want https-file && scenario_simple https-file https-file.yaml "HTTPS 1 KB -> file" "64"
 want fanout && scenario_simple fanout fanout.yaml "HTTP 1 KB -> 3 files (fan-out)" "64"
 want mllp && scenario_mllp
+want mllp-tls && scenario_simple mllp-tls mllp-tls.yaml "MLLP/TLS ADT^A01 -> ACK -> file" "64"
 want backlog && scenario_backlog
 want mqtt && scenario_mqtt
 want kafka && scenario_kafka
