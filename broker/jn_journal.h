@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jn_be.h"
 #include "jn_buf.h"
 #include "jn_err.h"
 
@@ -125,24 +126,5 @@ size_t jn_journal_count(struct jn_journal *j, enum jn_jdb db);
 unsigned long long jn_journal_bytes(struct jn_journal *j, enum jn_jdb db);
 /* Used share of the map, in percent (an estimate counting free pages as free). */
 int jn_journal_used_pct(struct jn_journal *j);
-
-/* Big-endian 8-byte keys sort as numbers. */
-static inline void jn_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (unsigned char)v;
-        v >>= 8;
-    }
-}
-
-static inline uint64_t jn_get_be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 0; i < 8; i++) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
 
 #endif

@@ -4,8 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "jn_be.h"
 #include "jn_err.h"
-#include "jn_journal.h"
 #include "jn_mem.h"
 
 void jn_qcounts_init(struct jn_qcounts *q)
