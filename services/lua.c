@@ -675,7 +675,7 @@ static void enc_table(struct enc *e, int idx, int depth)
     /* Members sorted by name, so the same table always gives the same text. The names live
      * as keys of the table (or in the anchor table, for numbers), the array in a userdata. */
     keys = lua_newuserdatauv(L, (nkeys ? nkeys : 1) * sizeof(*keys), 0);
-    lua_createtable(L, 0, 0); /* anchor for number keys made strings */
+    lua_pushnil(L); /* the anchor for number keys made strings: a table once there is one */
     {
         int anchor = lua_gettop(L);
         size_t k = 0;
@@ -691,6 +691,10 @@ static void enc_table(struct enc *e, int idx, int depth)
             } else if (lua_isinteger(L, -1)) {
                 keys[k].i = lua_tointeger(L, -1);
                 keys[k].is_int = 1;
+                if (lua_isnil(L, anchor)) {
+                    lua_createtable(L, 4, 0);
+                    lua_replace(L, anchor);
+                }
                 lua_pushfstring(L, "%I", (LUAI_UACINT)keys[k].i);
                 keys[k].s = lua_tolstring(L, -1, &keys[k].n);
                 lua_rawseti(L, anchor, (lua_Integer)k + 1);
