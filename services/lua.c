@@ -56,6 +56,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <msgpack.h>
 
 #include "hl7.h"
 #include "jn_buf.h"
@@ -98,7 +99,7 @@ struct lua_state {
 /* Registry keys: addresses of these (the values are never used). */
 static const char key_hdr_mt = 'h', key_hl7_mt = 'l', key_seg_mt = 's', key_arr_mt = 'a',
                   key_holder_mt = 'j', key_buf_mt = 'b', key_user_err = 'e', key_loaded = 'r',
-                  key_junction = 'J';
+                  key_junction = 'J', key_sbuf_mt = 'm', key_unpacked_mt = 'u';
 /* junction.json.null is a light userdata pointing here. */
 static const char json_null_mark = 'n';
 
@@ -798,6 +799,263 @@ static int lj_array(lua_State *L)
     return 1;
 }
 
+/* ---- junction.msgpack ---- */
+
+#define LUA_MP_MAX_DEPTH 1000
+
+/* The encoder's output, in a userdata so __gc frees it if an error cuts in. */
+struct mpe_out {
+    msgpack_sbuffer sb;
+    int failed; /* a write ran out of memory */
+};
+
+static int sbuf_gc(lua_State *L)
+{
+    struct mpe_out *o = lua_touserdata(L, 1);
+    msgpack_sbuffer_destroy(&o->sb);
+    return 0;
+}
+
+static int mpe_write(void *data, const char *buf, size_t len)
+{
+    struct mpe_out *o = data;
+    if (msgpack_sbuffer_write(&o->sb, buf, len) != 0) {
+        o->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int unpacked_gc(lua_State *L)
+{
+    msgpack_unpacked_destroy(lua_touserdata(L, 1));
+    return 0;
+}
+
+struct mpe {
+    lua_State *L;
+    struct mpe_out *out;
+    msgpack_packer pk;
+    size_t cap;
+};
+
+static void mpe_room(struct mpe *e)
+{
+    if (e->out->failed) {
+        luaL_error(e->L, "msgpack.encode: out of memory");
+    }
+    if (e->out->sb.size > e->cap) {
+        luaL_error(e->L, "msgpack.encode: the bytes would be larger than max_memory allows");
+    }
+}
+
+/* Returns 1 when the table at idx encodes as an array (marked, or keys exactly 1..n). */
+static int is_array(lua_State *L, int idx, lua_Integer *len)
+{
+    size_t nkeys = 0;
+    int marked = 0;
+
+    *len = (lua_Integer)lua_rawlen(L, idx);
+    if (lua_getmetatable(L, idx)) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_arr_mt);
+        marked = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    if (marked) {
+        return 1;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        nkeys++;
+    }
+    return *len > 0 && (size_t)*len == nkeys;
+}
+
+static void mpe_value(struct mpe *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    size_t n;
+    const char *str;
+    lua_Integer len;
+
+    luaL_checkstack(L, 4, "msgpack.encode: nested too deeply");
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        msgpack_pack_nil(&e->pk);
+        break;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx)) {
+            msgpack_pack_true(&e->pk);
+        } else {
+            msgpack_pack_false(&e->pk);
+        }
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            msgpack_pack_int64(&e->pk, (int64_t)lua_tointeger(L, idx));
+        } else {
+            msgpack_pack_double(&e->pk, (double)lua_tonumber(L, idx));
+        }
+        break;
+    case LUA_TSTRING:
+        str = lua_tolstring(L, idx, &n);
+        msgpack_pack_str(&e->pk, n);
+        msgpack_pack_str_body(&e->pk, str, n);
+        break;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) != &json_null_mark) {
+            luaL_error(L, "msgpack.encode: a light userdata has no msgpack form");
+        }
+        msgpack_pack_nil(&e->pk);
+        break;
+    case LUA_TTABLE:
+        if (depth > LUA_MP_MAX_DEPTH) {
+            luaL_error(L, "msgpack.encode: nested more than %d levels (a table that holds "
+                       "itself?)", LUA_MP_MAX_DEPTH);
+        }
+        if (is_array(L, idx, &len)) {
+            msgpack_pack_array(&e->pk, (size_t)len);
+            for (lua_Integer i = 1; i <= len; i++) {
+                lua_rawgeti(L, idx, i);
+                mpe_value(e, lua_gettop(L), depth + 1);
+                lua_pop(L, 1);
+            }
+        } else {
+            size_t count = 0;
+            lua_pushnil(L);
+            while (lua_next(L, idx) != 0) {
+                lua_pop(L, 1);
+                count++;
+            }
+            msgpack_pack_map(&e->pk, count);
+            lua_pushnil(L);
+            while (lua_next(L, idx) != 0) {
+                int kt = lua_type(L, -2);
+                if (kt != LUA_TSTRING && !lua_isinteger(L, -2)) {
+                    luaL_error(L, "msgpack.encode: a map key is a %s, expected a string or "
+                               "an integer", luaL_typename(L, -2));
+                }
+                mpe_value(e, lua_gettop(L) - 1, depth + 1);
+                mpe_value(e, lua_gettop(L), depth + 1);
+                lua_pop(L, 1);
+            }
+        }
+        break;
+    default:
+        luaL_error(L, "msgpack.encode: a %s has no msgpack form", luaL_typename(L, idx));
+    }
+    mpe_room(e);
+}
+
+/* msgpack.encode(value) -> bytes (map entries in table order; junction.json.null is nil). */
+static int lm_encode(lua_State *L)
+{
+    struct lua_vm *vm = vm_of(L);
+    struct mpe e;
+
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    e.L = L;
+    e.out = lua_newuserdatauv(L, sizeof(*e.out), 0);
+    msgpack_sbuffer_init(&e.out->sb);
+    e.out->failed = 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_sbuf_mt);
+    lua_setmetatable(L, 2);
+    msgpack_packer_init(&e.pk, e.out, mpe_write);
+    e.cap = vm->limit > vm->used ? vm->limit - vm->used : 0;
+    mpe_value(&e, 1, 0);
+    lua_pushlstring(L, e.out->sb.data ? e.out->sb.data : "", e.out->sb.size);
+    return 1;
+}
+
+static void mpd_value(lua_State *L, const msgpack_object *o, int depth)
+{
+    luaL_checkstack(L, 4, "msgpack.decode: nested too deeply");
+    if (depth > LUA_MP_MAX_DEPTH) {
+        luaL_error(L, "msgpack.decode: nested more than %d levels", LUA_MP_MAX_DEPTH);
+    }
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        lua_pushlightuserdata(L, (void *)&json_null_mark);
+        break;
+    case MSGPACK_OBJECT_BOOLEAN:
+        lua_pushboolean(L, o->via.boolean);
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        if (o->via.u64 > (uint64_t)LUA_MAXINTEGER) {
+            lua_pushnumber(L, (lua_Number)o->via.u64);
+        } else {
+            lua_pushinteger(L, (lua_Integer)o->via.u64);
+        }
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        lua_pushinteger(L, (lua_Integer)o->via.i64);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        lua_pushnumber(L, (lua_Number)o->via.f64);
+        break;
+    case MSGPACK_OBJECT_STR:
+        lua_pushlstring(L, o->via.str.size ? o->via.str.ptr : "", o->via.str.size);
+        break;
+    case MSGPACK_OBJECT_BIN:
+        lua_pushlstring(L, o->via.bin.size ? o->via.bin.ptr : "", o->via.bin.size);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        lua_createtable(L, (int)o->via.array.size, 0);
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            mpd_value(L, &o->via.array.ptr[i], depth + 1);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_arr_mt);
+        lua_setmetatable(L, -2);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        lua_createtable(L, 0, (int)o->via.map.size);
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            if (k->type != MSGPACK_OBJECT_STR && k->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                k->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+                luaL_error(L, "msgpack.decode: a map key that is not a string or an integer");
+            }
+            mpd_value(L, k, depth + 1);
+            mpd_value(L, &o->via.map.ptr[i].val, depth + 1);
+            lua_rawset(L, -3);
+        }
+        break;
+    default:
+        luaL_error(L, "msgpack.decode: an extension type has no Lua form");
+    }
+}
+
+/* msgpack.decode(bytes) -> value, or nil and the reason. One object, nothing after it. */
+static int lm_decode(lua_State *L)
+{
+    size_t n, off = 0;
+    const char *s = luaL_checklstring(L, 1, &n);
+    msgpack_unpacked *u;
+
+    lua_settop(L, 1);
+    u = lua_newuserdatauv(L, sizeof(*u), 0);
+    msgpack_unpacked_init(u);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_unpacked_mt);
+    lua_setmetatable(L, 2);
+    if (n == 0 || jn_msgpack_check(s, n) != 0 ||
+        msgpack_unpack_next(u, s, n, &off) != MSGPACK_UNPACK_SUCCESS) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "msgpack.decode: not msgpack (%d bytes)", (int)n);
+        return 2;
+    }
+    if (off != n) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "msgpack.decode: %d bytes after the first object", (int)(n - off));
+        return 2;
+    }
+    mpd_value(L, &u->data, 0);
+    return 1;
+}
+
 /* ---- junction.hl7 ---- */
 
 struct lhl7 {
@@ -1128,6 +1386,9 @@ static void open_junction(lua_State *L)
     static const luaL_Reg json[] = {
         {"decode", lj_decode}, {"encode", lj_encode}, {"array", lj_array}, {NULL, NULL}};
     static const luaL_Reg hl7[] = {{"parse", lh_parse}, {NULL, NULL}};
+    static const luaL_Reg mp[] = {{"encode", lm_encode}, {"decode", lm_decode}, {NULL, NULL}};
+    static const luaL_Reg sbuf_fns[] = {{"__gc", sbuf_gc}, {NULL, NULL}};
+    static const luaL_Reg unpacked_fns[] = {{"__gc", unpacked_gc}, {NULL, NULL}};
     static const luaL_Reg log[] = {
         {"info", sb_log_info}, {"warn", sb_log_warn}, {"debug", sb_log_debug}, {NULL, NULL}};
     static const luaL_Reg tm[] = {{"now", sb_time_now}, {NULL, NULL}};
@@ -1148,6 +1409,8 @@ static void open_junction(lua_State *L)
     new_mt(L, &key_arr_mt, NULL, NULL);
     new_mt(L, &key_holder_mt, holder_fns, NULL);
     new_mt(L, &key_buf_mt, buf_fns, NULL);
+    new_mt(L, &key_sbuf_mt, sbuf_fns, NULL);
+    new_mt(L, &key_unpacked_mt, unpacked_fns, NULL);
     lua_createtable(L, 0, 0);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &key_loaded);
 
@@ -1158,6 +1421,8 @@ static void open_junction(lua_State *L)
     lua_setfield(L, -2, "json");
     luaL_newlib(L, hl7);
     lua_setfield(L, -2, "hl7");
+    luaL_newlib(L, mp);
+    lua_setfield(L, -2, "msgpack");
     luaL_newlib(L, log);
     lua_setfield(L, -2, "log");
     luaL_newlib(L, tm);

@@ -503,6 +503,32 @@ static void test_json(void)
     fx_free(&f);
 }
 
+static void test_msgpack(void)
+{
+    struct fx f;
+
+    fx_lua(&f, "",
+           "local mp, json = junction.msgpack, junction.json\n"
+           "function process(m)\n"
+           "  if m.payload == 'bad' then local v, why = mp.decode('\\xc1') error(why, 0) end\n"
+           "  if m.payload == 'trail' then local v, why = mp.decode('\\x01\\x02') error(why, 0) end\n"
+           "  if m.payload == 'fn' then mp.encode({print}) end\n"
+           "  if m.payload == 'bytes' then return {payload = mp.encode({1, -2, 'ab', true, json.null})} end\n"
+           "  local v = json.decode(m.payload)\n"
+           "  local back = mp.decode(mp.encode(v))\n"
+           "  return {payload = json.encode(back)}\n"
+           "end");
+    CHECK_INT(f.init_rc, 0);
+    CHECK_STR(run1(&f, "{\"a\":[1,2.5,\"x\",{\"b\":null}],\"c\":{},\"d\":[],\"e\":-7}"),
+              "{\"a\":[1,2.5,\"x\",{\"b\":null}],\"c\":{},\"d\":[],\"e\":-7}");
+    /* fixarray of 5: 1, -2 (negative fixint), fixstr "ab", true, nil. */
+    CHECK_STR(run1(&f, "bytes"), "\x95\x01\xfe\xa2" "ab\xc3\xc0");
+    CHECK(has(run1(&f, "bad"), "ERR: msgpack.decode: not msgpack (1 bytes)"));
+    CHECK(has(run1(&f, "trail"), "ERR: msgpack.decode: 1 bytes after the first object"));
+    CHECK(has(run1(&f, "fn"), "msgpack.encode: a function has no msgpack form"));
+    fx_free(&f);
+}
+
 #define ADT "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101120000||ADT^A01|MSG001|P|2.5\r" \
             "PID|1||12345^^^HOSP^MR||DOE^JANE^Q||19800101|F\r"                    \
             "OBX|1|NM|GLU||5.4|mmol/L\r"                                          \
@@ -873,6 +899,7 @@ int main(int argc, char **argv)
     test_sandbox();
     test_rebuild();
     test_json();
+    test_msgpack();
     test_hl7();
     test_misc_helpers();
     test_load_errors();
