@@ -54,7 +54,7 @@ static const char *status_of(const char *event)
     if (strcmp(event, "retry-scheduled") == 0) {
         return "retrying";
     }
-    if (strcmp(event, "dropped") == 0) {
+    if (strcmp(event, "dropped") == 0 || strcmp(event, "filtered") == 0) {
         return "dropped";
     }
     if (strcmp(event, "received") == 0) {

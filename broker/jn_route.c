@@ -114,8 +114,10 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
            r->name, outs->n, r->rc.to.n);
     b->n_routed[r - b->cfg->routes]++;
-    jn_commit__log(b, t, m, r->rc.via.n ? "routed+transformed" : "routed", r->name, NULL, 0,
-                   NULL);
+    /* Services that gave nothing back (a filter, a script's nil) dropped the message on
+     * purpose: `filtered`, so the trace does not show it queued forever. */
+    jn_commit__log(b, t, m, r->rc.via.n == 0 ? "routed"
+                   : outs->n ? "routed+transformed" : "filtered", r->name, NULL, 0, NULL);
     for (size_t k = 0; k < outs->n; k++) {
         /* Each output is encoded once for all its destinations; an output that is the
          * accepted message itself reuses the ingest's encoding. */

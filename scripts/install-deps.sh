@@ -12,6 +12,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config ca-certificates \
     libevent-dev libssl-dev liblmdb-dev libyaml-dev libmsgpack-dev libjansson-dev \
+    liblua5.4-dev \
     librdkafka-dev kcat \
     libpaho-mqtt-dev mosquitto mosquitto-clients \
     curl python3 python3-lmdb python3-hl7 clang libclang-rt-14-dev valgrind \

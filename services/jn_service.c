@@ -18,6 +18,7 @@ const struct jn_service_def *const jn_service_defs[] = {
     &jn_service_json_to_hl7,
     &jn_service_hl7_split,
     &jn_service_delay,
+    &jn_service_lua,
     NULL,
 };
 

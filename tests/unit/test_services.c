@@ -164,10 +164,12 @@ static void test_registry(void)
     CHECK(jn_service_def_find("set-header") == &jn_service_set_header);
     CHECK(jn_service_def_find("nope") == NULL);
     CHECK(jn_service_def_find(NULL) == NULL);
-    /* NULL-terminated after set-header, json-map, the three HL7 services (issue 4) and delay. */
+    /* NULL-terminated after set-header, json-map, the three HL7 services (issue 4), delay and
+     * lua. */
     CHECK(jn_service_def_find("hl7-to-json") != NULL && jn_service_def_find("hl7-split") != NULL);
     CHECK(jn_service_def_find("delay") == &jn_service_delay);
-    CHECK(jn_service_defs[6] == NULL);
+    CHECK(jn_service_def_find("lua") == &jn_service_lua);
+    CHECK(jn_service_defs[7] == NULL);
     for (size_t i = 0; jn_service_defs[i]; i++) {
         FILE *null = fopen("/dev/null", "w");
         if (null != NULL) {

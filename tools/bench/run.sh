@@ -14,7 +14,7 @@
 #   JN_BENCH_KAFKA_RECORDS=100000  records of 1 KiB pre-loaded for the kafka scenario
 #   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-noadmin http-stamp
-#                                    http-delay http-http https-file
+#                                    http-lua http-delay http-http https-file
 #                                    fanout mllp mllp-tls backlog mqtt kafka
 #   JN_BENCH_PERF=1           perf record -g junction during the first run of each scenario at
 #                             its highest connection count (perf costs CPU: off by default)
@@ -29,7 +29,7 @@ REPEAT=${JN_BENCH_REPEAT:-3}
 DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-1000000}
-ONLY=${JN_BENCH_ONLY:-http-file http-file-noadmin http-stamp http-delay http-http https-file fanout mllp mllp-tls backlog mqtt kafka}
+ONLY=${JN_BENCH_ONLY:-http-file http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt kafka}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
 KAFKA_TIMEOUT=${JN_BENCH_KAFKA_TIMEOUT:-300}
@@ -235,7 +235,7 @@ scenario_simple() {
             fresh
             ss_extra=""
             case $ss_name in
-            http-file | http-file-noadmin | http-delay | http-stamp | https-file)
+            http-file | http-file-noadmin | http-delay | http-stamp | http-lua | https-file)
                 ss_extra="--count-dir $JN_BENCH_DIR/out"
                 ;;
             fanout)
@@ -504,6 +504,8 @@ want http-file-noadmin &&
     scenario_simple http-file-noadmin http-file-noadmin.yaml "HTTP 1 KB -> file, admin off" "64"
 want http-stamp &&
     scenario_simple http-stamp http-stamp.yaml "HTTP 1 KB -> set-header -> file" "1 16 64"
+want http-lua &&
+    scenario_simple http-lua http-lua.yaml "HTTP 1 KB -> lua (set a header) -> file" "1 16 64"
 want http-delay &&
     scenario_simple http-delay http-delay.yaml "HTTP 1 KB -> delay 50 ms -> file" "1 16"
 want http-http &&
