@@ -398,7 +398,7 @@ static int replay_fields(struct evhttp_request *req, json_t *body, struct jn_rep
 
     json_object_foreach(body, key, v) {
         const char *sv = json_is_string(v) ? json_string_value(v) : NULL;
-        size_t n;
+        size_t n = 0;
         if (strcmp(key, "ids") == 0 || strcmp(key, "to") == 0) {
             const char ***dst = key[0] == 'i' ? ids : to;
             if ((key[0] == 'i' && !json_is_array(v)) || str_list(v, dst, &n) != 0) {
