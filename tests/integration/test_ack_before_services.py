@@ -126,7 +126,14 @@ try:
     t.eq(code, 202, "not JSON, behind json-map: still 202 (the services run after it)")
     t.check(wait_until(lambda: "payload is not JSON" in j.log(), 10),
             "json-map's failure is logged after the 202")
-    code, out, err = run_junction(["dlq", "list", "-c", j.cfg])
+    # The log line is written when the dead letter is built; its commit follows.
+    dl = {}
+
+    def listed():
+        dl["r"] = run_junction(["dlq", "list", "-c", j.cfg])
+        return dl["r"][0] == 0 and bad_id in dl["r"][1]
+    wait_until(listed, 10)
+    code, out, err = dl["r"]
     t.check(code == 0 and bad_id in out and "payload is not JSON" in out,
             "dlq list shows it with the service's reason: %r %r" % (out, err))
 
