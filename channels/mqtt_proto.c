@@ -10,6 +10,7 @@
  * The encoder applies the decoder's rules to what it is given, so what it writes decodes.
  */
 #include "mqtt_proto.h"
+#include "mqtt_proto_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,10 +18,7 @@
 
 /* ---- errors ---- */
 
-static int fail(struct jn_mqtt_err *e, int code, uint8_t rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(struct jn_mqtt_err *e, int code, uint8_t rc, const char *fmt, ...)
+int mqtt_proto__fail(struct jn_mqtt_err *e, int code, uint8_t rc, const char *fmt, ...)
 {
     char msg[JN_ERR_MSG_MAX];
     va_list ap;
@@ -35,8 +33,8 @@ static int fail(struct jn_mqtt_err *e, int code, uint8_t rc, const char *fmt, ..
     return jn_err_set(&e->err, code, "%s", msg);
 }
 
-#define MALFORMED(e, ...) fail(e, JN_EPROTO, JN_MQTT_RC_MALFORMED, __VA_ARGS__)
-#define PROTOCOL(e, ...) fail(e, JN_EPROTO, JN_MQTT_RC_PROTOCOL, __VA_ARGS__)
+#define MALFORMED(e, ...) mqtt_proto__fail(e, JN_EPROTO, JN_MQTT_RC_MALFORMED, __VA_ARGS__)
+#define PROTOCOL(e, ...) mqtt_proto__fail(e, JN_EPROTO, JN_MQTT_RC_PROTOCOL, __VA_ARGS__)
 
 /* ---- names and small checks ---- */
 
@@ -145,7 +143,7 @@ int jn_mqtt_topic_filter_valid(const char *s, size_t len)
     return 1;
 }
 
-static int is_shared(struct jn_mqtt_str f)
+int mqtt_proto__is_shared(struct jn_mqtt_str f)
 {
     return f.len >= 7 && memcmp(f.p, "$share/", 7) == 0;
 }
@@ -163,7 +161,7 @@ static int in_set(uint8_t v, const uint8_t *set, size_t n)
 #define SET(...) (const uint8_t[]){__VA_ARGS__}, sizeof((const uint8_t[]){__VA_ARGS__})
 
 /* The reason codes each packet defines (3.x.2.1 of each packet). 1 when v is one of them. */
-static int rc_known(int type, int version, uint8_t v)
+int mqtt_proto__rc_known(int type, int version, uint8_t v)
 {
     switch (type) {
     case JN_MQTT_CONNACK:
@@ -199,35 +197,12 @@ static int rc_known(int type, int version, uint8_t v)
 
 /* ---- the property table ---- */
 
-enum { T_BYTE, T_U16, T_U32, T_VBI, T_STR, T_BIN, T_PAIR };
-
-/* Where a property may appear: one bit per packet kind (the will counts as one). */
-enum {
-    C_CONNECT = 1 << 0,
-    C_CONNACK = 1 << 1,
-    C_PUBLISH = 1 << 2,
-    C_ACK = 1 << 3, /* PUBACK, PUBREC, PUBREL, PUBCOMP */
-    C_SUBSCRIBE = 1 << 4,
-    C_SUBACK = 1 << 5,
-    C_UNSUBSCRIBE = 1 << 6,
-    C_UNSUBACK = 1 << 7,
-    C_DISCONNECT = 1 << 8,
-    C_AUTH = 1 << 9,
-    C_WILL = 1 << 10,
-};
-
-struct prop_def {
-    uint8_t id, type;
-    uint16_t where;
-    size_t off; /* of the field in struct jn_mqtt_props (not used for USER, SUBSCRIPTION_ID) */
-    const char *name;
-};
-
+/* Its types (T_*, C_*, struct prop_def) are in mqtt_proto_int.h. */
 #define OFF(f) offsetof(struct jn_mqtt_props, f)
 #define ALL_REASON (C_CONNACK | C_ACK | C_SUBACK | C_UNSUBACK | C_DISCONNECT | C_AUTH)
 
 /* In identifier order: the encoder writes properties in this order. */
-static const struct prop_def props_tab[] = {
+const struct prop_def mqtt_proto__props[] = {
     {0x01, T_BYTE, C_PUBLISH | C_WILL, OFF(payload_format), "Payload Format Indicator"},
     {0x02, T_U32, C_PUBLISH | C_WILL, OFF(message_expiry), "Message Expiry Interval"},
     {0x03, T_STR, C_PUBLISH | C_WILL, OFF(content_type), "Content Type"},
@@ -257,19 +232,20 @@ static const struct prop_def props_tab[] = {
     {0x29, T_BYTE, C_CONNACK, OFF(subid_available), "Subscription Identifier Available"},
     {0x2A, T_BYTE, C_CONNACK, OFF(shared_sub), "Shared Subscription Available"},
 };
-#define N_PROPS (sizeof(props_tab) / sizeof(props_tab[0]))
+#define N_PROPS (sizeof(mqtt_proto__props) / sizeof(mqtt_proto__props[0]))
+const size_t mqtt_proto__n_props = N_PROPS;
 
-static const struct prop_def *prop_find(uint32_t id)
+const struct prop_def *mqtt_proto__prop_find(uint32_t id)
 {
     for (size_t i = 0; i < N_PROPS; i++) {
-        if (props_tab[i].id == id) {
-            return &props_tab[i];
+        if (mqtt_proto__props[i].id == id) {
+            return &mqtt_proto__props[i];
         }
     }
     return NULL;
 }
 
-static uint32_t prop_num(const struct jn_mqtt_props *pr, const struct prop_def *d)
+uint32_t mqtt_proto__prop_num(const struct jn_mqtt_props *pr, const struct prop_def *d)
 {
     const char *f = (const char *)pr + d->off;
     switch (d->type) {
@@ -289,14 +265,14 @@ static void prop_set_num(struct jn_mqtt_props *pr, const struct prop_def *d, uin
     }
 }
 
-static struct jn_mqtt_str *prop_str(struct jn_mqtt_props *pr, const struct prop_def *d)
+struct jn_mqtt_str *mqtt_proto__prop_str(struct jn_mqtt_props *pr, const struct prop_def *d)
 {
     return (struct jn_mqtt_str *)(void *)((char *)pr + d->off);
 }
 
 /* Value rules beyond the data type: 0/1 flags, and the values the spec calls a Protocol Error
  * (3.1.2.11, 3.2.2.3, 3.3.2.3). code: JN_EPROTO decoding, JN_EINVAL encoding. */
-static int prop_value_check(const struct prop_def *d, uint32_t v, int code,
+int mqtt_proto__prop_value_check(const struct prop_def *d, uint32_t v, int code,
                             struct jn_mqtt_err *e)
 {
     switch (d->id) {
@@ -309,22 +285,22 @@ static int prop_value_check(const struct prop_def *d, uint32_t v, int code,
     case JN_MQTT_P_SUBID_AVAILABLE:
     case JN_MQTT_P_SHARED_SUB:
         if (v > 1) {
-            return fail(e, code, JN_MQTT_RC_PROTOCOL, "%s is %u (0 or 1)", d->name, v);
+            return mqtt_proto__fail(e, code, JN_MQTT_RC_PROTOCOL, "%s is %u (0 or 1)", d->name, v);
         }
         break;
     case JN_MQTT_P_RECEIVE_MAX:
     case JN_MQTT_P_MAX_PACKET_SIZE:
     case JN_MQTT_P_SUBSCRIPTION_ID:
         if (v == 0) {
-            return fail(e, code, JN_MQTT_RC_PROTOCOL, "%s is 0", d->name);
+            return mqtt_proto__fail(e, code, JN_MQTT_RC_PROTOCOL, "%s is 0", d->name);
         }
         if (d->id == JN_MQTT_P_SUBSCRIPTION_ID && v > JN_MQTT_MAX_REMAINING) {
-            return fail(e, code, JN_MQTT_RC_PROTOCOL, "%s %u is too big", d->name, v);
+            return mqtt_proto__fail(e, code, JN_MQTT_RC_PROTOCOL, "%s %u is too big", d->name, v);
         }
         break;
     case JN_MQTT_P_TOPIC_ALIAS:
         if (v == 0) {
-            return fail(e, code, JN_MQTT_RC_TOPIC_ALIAS, "Topic Alias is 0");
+            return mqtt_proto__fail(e, code, JN_MQTT_RC_TOPIC_ALIAS, "Topic Alias is 0");
         }
         break;
     default:
@@ -335,7 +311,7 @@ static int prop_value_check(const struct prop_def *d, uint32_t v, int code,
 
 /* ---- reading ---- */
 
-static size_t vbi_size(uint32_t v)
+size_t mqtt_proto__vbi_size(uint32_t v)
 {
     return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
 }
@@ -441,11 +417,11 @@ static int rd_bin(struct rd *r, struct jn_mqtt_str *s, const char *what, struct 
     return 0;
 }
 
-static int utf8_check(struct jn_mqtt_str s, const char *what, int code, struct jn_mqtt_err *e)
+int mqtt_proto__utf8_check(struct jn_mqtt_str s, const char *what, int code, struct jn_mqtt_err *e)
 {
     if (!jn_mqtt_utf8_valid(s.p, s.len, 0)) {
-        return fail(e, code, JN_MQTT_RC_MALFORMED, "the %s is not well-formed UTF-8 or holds "
-                    "U+0000", what);
+        return mqtt_proto__fail(e, code, JN_MQTT_RC_MALFORMED,
+                                "the %s is not well-formed UTF-8 or holds U+0000", what);
     }
     return 0;
 }
@@ -455,21 +431,21 @@ static int rd_str(struct rd *r, struct jn_mqtt_str *s, const char *what, struct 
     if (rd_bin(r, s, what, e) != 0) {
         return JN_EPROTO;
     }
-    return utf8_check(*s, what, JN_EPROTO, e);
+    return mqtt_proto__utf8_check(*s, what, JN_EPROTO, e);
 }
 
 /* Rules across properties or on a string's content (both directions). */
-static int props_rules(const struct jn_mqtt_props *pr, int code, struct jn_mqtt_err *e)
+int mqtt_proto__props_rules(const struct jn_mqtt_props *pr, int code, struct jn_mqtt_err *e)
 {
     if (JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_DATA) && !JN_MQTT_HAS(pr, JN_MQTT_P_AUTH_METHOD)) {
-        return fail(e, code, JN_MQTT_RC_PROTOCOL, "Authentication Data without an "
+        return mqtt_proto__fail(e, code, JN_MQTT_RC_PROTOCOL, "Authentication Data without an "
                     "Authentication Method");
     }
     /* 3.3.2.3.5: a Response Topic is a topic name, never a filter. */
     if (JN_MQTT_HAS(pr, JN_MQTT_P_RESPONSE_TOPIC) &&
         !jn_mqtt_topic_name_valid(pr->response_topic.p, pr->response_topic.len)) {
-        return fail(e, code, JN_MQTT_RC_PROTOCOL, "the Response Topic is empty or has a "
-                    "wildcard");
+        return mqtt_proto__fail(e, code, JN_MQTT_RC_PROTOCOL,
+                                "the Response Topic is empty or has a wildcard");
     }
     return 0;
 }
@@ -500,7 +476,7 @@ static int rd_props(struct rd *r, unsigned where, struct jn_mqtt_props *pr,
         if (rd_vbi(&s, &id, "property identifier", e) != 0) {
             return JN_EPROTO;
         }
-        d = prop_find(id);
+        d = mqtt_proto__prop_find(id);
         if (d == NULL) {
             return MALFORMED(e, "unknown property 0x%02X", id);
         }
@@ -540,12 +516,12 @@ static int rd_props(struct rd *r, unsigned where, struct jn_mqtt_props *pr,
             }
             break;
         case T_STR:
-            if (rd_str(&s, prop_str(pr, d), d->name, e) != 0) {
+            if (rd_str(&s, mqtt_proto__prop_str(pr, d), d->name, e) != 0) {
                 return JN_EPROTO;
             }
             break;
         case T_BIN:
-            if (rd_bin(&s, prop_str(pr, d), d->name, e) != 0) {
+            if (rd_bin(&s, mqtt_proto__prop_str(pr, d), d->name, e) != 0) {
                 return JN_EPROTO;
             }
             break;
@@ -560,7 +536,7 @@ static int rd_props(struct rd *r, unsigned where, struct jn_mqtt_props *pr,
         }
         }
         if (d->type != T_STR && d->type != T_BIN && d->type != T_PAIR) {
-            if (prop_value_check(d, v, JN_EPROTO, e) != 0) {
+            if (mqtt_proto__prop_value_check(d, v, JN_EPROTO, e) != 0) {
                 return JN_EPROTO;
             }
             if (id == JN_MQTT_P_SUBSCRIPTION_ID) {
@@ -570,7 +546,7 @@ static int rd_props(struct rd *r, unsigned where, struct jn_mqtt_props *pr,
             }
         }
     }
-    return props_rules(pr, JN_EPROTO, e);
+    return mqtt_proto__props_rules(pr, JN_EPROTO, e);
 }
 
 /* Walks a property span to the next property with identifier want; 1 with its value bytes
@@ -586,7 +562,7 @@ static int raw_next(const struct jn_mqtt_str *raw, size_t *it, uint32_t want, st
         if (vbi_parse(p + *it, raw->len - *it, JN_MQTT_V311, &id, &used, "", NULL) != 0) {
             return 0;
         }
-        d = prop_find(id);
+        d = mqtt_proto__prop_find(id);
         if (d == NULL) {
             return 0;
         }
@@ -722,8 +698,8 @@ enum jn_mqtt_frame_res jn_mqtt_frame(const void *data, size_t len, size_t max_pa
     total = 1 + used + (size_t)rl;
     if (max_packet != 0 && total > max_packet) {
         *n = total;
-        fail(e, JN_EPROTO, JN_MQTT_RC_TOO_LARGE, "a packet of %zu bytes is over the maximum of "
-             "%zu", total, max_packet);
+        mqtt_proto__fail(e, JN_EPROTO, JN_MQTT_RC_TOO_LARGE,
+                         "a packet of %zu bytes is over the maximum of %zu", total, max_packet);
         return JN_MQTT_FRAME_BAD;
     }
     *n = total;
@@ -756,7 +732,7 @@ static int rd_reason(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_err 
     if (rd_u8(r, &p->reason_code, "reason code", e) != 0) {
         return JN_EPROTO;
     }
-    if (!rc_known(p->type, p->version, p->reason_code)) {
+    if (!mqtt_proto__rc_known(p->type, p->version, p->reason_code)) {
         return MALFORMED(e, "%s reason code 0x%02X is not defined for it",
                          jn_mqtt_type_name(p->type), p->reason_code);
     }
@@ -764,29 +740,30 @@ static int rd_reason(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_err 
 }
 
 /* A topic name (4.7, 3.3.2.1); code: JN_EPROTO or JN_EINVAL. */
-static int topic_check(struct jn_mqtt_str t, int alias_ok, const char *what, int code,
+int mqtt_proto__topic_check(struct jn_mqtt_str t, int alias_ok, const char *what, int code,
                        struct jn_mqtt_err *e)
 {
     if (t.len == 0) {
         if (alias_ok) {
             return 0;
         }
-        return fail(e, code, JN_MQTT_RC_PROTOCOL, "the %s is empty", what);
+        return mqtt_proto__fail(e, code, JN_MQTT_RC_PROTOCOL, "the %s is empty", what);
     }
     if (!jn_mqtt_topic_name_valid(t.p, t.len)) {
-        return fail(e, code, JN_MQTT_RC_TOPIC_NAME, "the %s '%.*s' has a wildcard", what,
-                    (int)(t.len > 200 ? 200 : t.len), t.p);
+        return mqtt_proto__fail(e, code, JN_MQTT_RC_TOPIC_NAME, "the %s '%.*s' has a wildcard",
+                                what, (int)(t.len > 200 ? 200 : t.len), t.p);
     }
     return 0;
 }
 
-static int payload_check(const struct jn_mqtt_props *pr, struct jn_mqtt_str pl, int code,
+int mqtt_proto__payload_check(const struct jn_mqtt_props *pr, struct jn_mqtt_str pl, int code,
                          struct jn_mqtt_err *e)
 {
     if (JN_MQTT_HAS(pr, JN_MQTT_P_PAYLOAD_FORMAT) && pr->payload_format == 1 &&
         !jn_mqtt_utf8_valid(pl.p, pl.len, 1)) {
-        return fail(e, code, JN_MQTT_RC_PAYLOAD_FORMAT, "payload format 1 (UTF-8) but the "
-                    "payload is not well-formed UTF-8");
+        return mqtt_proto__fail(e, code, JN_MQTT_RC_PAYLOAD_FORMAT,
+                                "payload format 1 (UTF-8) but the "
+                                "payload is not well-formed UTF-8");
     }
     return 0;
 }
@@ -802,9 +779,10 @@ static int dec_connect(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_er
     }
     if (name.len != 4 || memcmp(name.p, "MQTT", 4) != 0 ||
         (level != JN_MQTT_V311 && level != JN_MQTT_V5)) {
-        return fail(e, JN_EPROTO, JN_MQTT_RC_BAD_VERSION, "unsupported protocol '%.*s' level %u "
-                    "(MQTT 3.1.1 is 'MQTT' 4, 5.0 is 'MQTT' 5)",
-                    (int)(name.len > 32 ? 32 : name.len), name.p, level);
+        return mqtt_proto__fail(e, JN_EPROTO, JN_MQTT_RC_BAD_VERSION,
+                                "unsupported protocol '%.*s' level %u "
+                                "(MQTT 3.1.1 is 'MQTT' 4, 5.0 is 'MQTT' 5)",
+                                (int)(name.len > 32 ? 32 : name.len), name.p, level);
     }
     p->version = level;
     r->version = level;
@@ -837,17 +815,17 @@ static int dec_connect(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_er
         return JN_EPROTO;
     }
     if (level == JN_MQTT_V311 && c->client_id.len == 0 && !c->clean_start) {
-        return fail(e, JN_EPROTO, JN_MQTT_RC_BAD_CLIENT_ID, "an empty client identifier needs "
-                    "clean session 1 (3.1.1)");
+        return mqtt_proto__fail(e, JN_EPROTO, JN_MQTT_RC_BAD_CLIENT_ID,
+                                "an empty client identifier needs clean session 1 (3.1.1)");
     }
     if (c->will) {
         if (level == JN_MQTT_V5 && rd_props(r, C_WILL, &c->will_props, e) != 0) {
             return JN_EPROTO;
         }
         if (rd_str(r, &c->will_topic, "will topic", e) != 0 ||
-            topic_check(c->will_topic, 0, "will topic", JN_EPROTO, e) != 0 ||
+            mqtt_proto__topic_check(c->will_topic, 0, "will topic", JN_EPROTO, e) != 0 ||
             rd_bin(r, &c->will_payload, "will payload", e) != 0 ||
-            payload_check(&c->will_props, c->will_payload, JN_EPROTO, e) != 0) {
+            mqtt_proto__payload_check(&c->will_props, c->will_payload, JN_EPROTO, e) != 0) {
             return JN_EPROTO;
         }
     }
@@ -904,14 +882,14 @@ static int dec_publish(struct rd *r, uint8_t flags, struct jn_mqtt_packet *p,
     if (p->version == JN_MQTT_V5 && rd_props(r, C_PUBLISH, &p->props, e) != 0) {
         return JN_EPROTO;
     }
-    if (topic_check(p->topic, JN_MQTT_HAS(&p->props, JN_MQTT_P_TOPIC_ALIAS), "topic name",
-                    JN_EPROTO, e) != 0) {
+    if (mqtt_proto__topic_check(p->topic, JN_MQTT_HAS(&p->props, JN_MQTT_P_TOPIC_ALIAS),
+                                "topic name", JN_EPROTO, e) != 0) {
         return JN_EPROTO;
     }
     p->payload.p = (const char *)r->p + r->off;
     p->payload.len = rd_left(r);
     r->off = r->len;
-    return payload_check(&p->props, p->payload, JN_EPROTO, e);
+    return mqtt_proto__payload_check(&p->props, p->payload, JN_EPROTO, e);
 }
 
 static int dec_ack(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_err *e)
@@ -951,8 +929,9 @@ static int dec_subscribe(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_
             return JN_EPROTO;
         }
         if (!jn_mqtt_topic_filter_valid(f.p, f.len)) {
-            return fail(e, JN_EPROTO, JN_MQTT_RC_TOPIC_FILTER, "topic filter '%.*s' is not "
-                        "valid", (int)(f.len > 200 ? 200 : f.len), f.p);
+            return mqtt_proto__fail(e, JN_EPROTO, JN_MQTT_RC_TOPIC_FILTER,
+                                    "topic filter '%.*s' is not valid",
+                                    (int)(f.len > 200 ? 200 : f.len), f.p);
         }
         if (sub) {
             if (rd_u8(r, &o, "subscription options", e) != 0) {
@@ -970,7 +949,8 @@ static int dec_subscribe(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_
             if (p->version == JN_MQTT_V5 && JN_MQTT_SUB_RETAIN_HANDLING(o) == 3) {
                 return PROTOCOL(e, "subscription retain handling 3");
             }
-            if (p->version == JN_MQTT_V5 && (o & JN_MQTT_SUB_NO_LOCAL) && is_shared(f)) {
+            if (p->version == JN_MQTT_V5 && (o & JN_MQTT_SUB_NO_LOCAL) &&
+                mqtt_proto__is_shared(f)) {
                 return PROTOCOL(e, "No Local on a shared subscription");
             }
         }
@@ -1000,7 +980,7 @@ static int dec_suback(struct rd *r, struct jn_mqtt_packet *p, struct jn_mqtt_err
         return PROTOCOL(e, "%s without a reason code", jn_mqtt_type_name(p->type));
     }
     for (size_t i = 0; i < p->n_codes; i++) {
-        if (!rc_known(p->type, p->version, p->codes[i])) {
+        if (!mqtt_proto__rc_known(p->type, p->version, p->codes[i])) {
             return MALFORMED(e, "%s reason code 0x%02X is not defined for it",
                              jn_mqtt_type_name(p->type), p->codes[i]);
         }
@@ -1057,7 +1037,8 @@ int jn_mqtt_decode(const void *data, size_t len, int version, struct jn_mqtt_pac
     type = d[0] >> 4;
     flags = d[0] & 0x0f;
     if (type != JN_MQTT_CONNECT && version != JN_MQTT_V311 && version != JN_MQTT_V5) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "version %d is not 4 or 5", version);
+        return mqtt_proto__fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "version %d is not 4 or 5",
+                                version);
     }
     jn_mqtt_packet_init(p, type, type == JN_MQTT_CONNECT ? JN_MQTT_V311 : version);
     rc = vbi_parse(d + 1, len - 1, p->version, &rl, &used, "remaining length", e);
@@ -1088,7 +1069,7 @@ int jn_mqtt_decode(const void *data, size_t len, int version, struct jn_mqtt_pac
     switch (type) {
     case JN_MQTT_CONNECT:
         rc = dec_connect(&r, p, e);
-        if (rc == 0 && p->version == JN_MQTT_V5 && used != vbi_size(rl)) {
+        if (rc == 0 && p->version == JN_MQTT_V5 && used != mqtt_proto__vbi_size(rl)) {
             return MALFORMED(e, "the remaining length is not in its shortest form");
         }
         return rc;
@@ -1105,550 +1086,5 @@ int jn_mqtt_decode(const void *data, size_t len, int version, struct jn_mqtt_pac
     case JN_MQTT_PINGREQ:
     case JN_MQTT_PINGRESP: return rd_end(&r, jn_mqtt_type_name(type), e);
     default: return dec_disconnect(&r, p, e); /* DISCONNECT, AUTH */
-    }
-}
-
-/* ---- encoding ---- */
-
-/* p NULL: only count. */
-struct wr {
-    unsigned char *p;
-    size_t len;
-};
-
-static void w_u8(struct wr *w, uint8_t v)
-{
-    if (w->p) {
-        w->p[w->len] = v;
-    }
-    w->len++;
-}
-
-static void w_u16(struct wr *w, uint16_t v)
-{
-    w_u8(w, (uint8_t)(v >> 8));
-    w_u8(w, (uint8_t)v);
-}
-
-static void w_u32(struct wr *w, uint32_t v)
-{
-    w_u16(w, (uint16_t)(v >> 16));
-    w_u16(w, (uint16_t)v);
-}
-
-static void w_vbi(struct wr *w, uint32_t v)
-{
-    do {
-        uint8_t b = v & 0x7f;
-        v >>= 7;
-        w_u8(w, v ? (uint8_t)(b | 0x80) : b);
-    } while (v);
-}
-
-static void w_raw(struct wr *w, const void *s, size_t n)
-{
-    if (w->p && n) {
-        memcpy(w->p + w->len, s, n);
-    }
-    w->len += n;
-}
-
-static int w_bin(struct wr *w, struct jn_mqtt_str s, const char *what, struct jn_mqtt_err *e)
-{
-    if (s.len > 65535) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "the %s is %zu bytes (at most "
-                    "65535)", what, s.len);
-    }
-    if (s.len && s.p == NULL) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "the %s has no bytes", what);
-    }
-    w_u16(w, (uint16_t)s.len);
-    w_raw(w, s.p, s.len);
-    return 0;
-}
-
-static int w_str(struct wr *w, struct jn_mqtt_str s, const char *what, struct jn_mqtt_err *e)
-{
-    if (w->p == NULL && (s.len == 0 || s.p != NULL) && s.len <= 65535 &&
-        utf8_check(s, what, JN_EINVAL, e) != 0) {
-        return JN_EINVAL;
-    }
-    return w_bin(w, s, what, e);
-}
-
-static int w_subids(struct wr *w, const struct jn_mqtt_props *pr, unsigned where,
-                    struct jn_mqtt_err *e)
-{
-    const struct prop_def *d = prop_find(JN_MQTT_P_SUBSCRIPTION_ID);
-    size_t it = 0, n = 0;
-    uint32_t sid;
-
-    while (jn_mqtt_subid_next(pr, &it, &sid)) {
-        if ((d->where & where) == 0 || (where == C_SUBSCRIBE && n > 0)) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "Subscription Identifier not "
-                        "allowed (or more than one) in this packet");
-        }
-        if (prop_value_check(d, sid, JN_EINVAL, e) != 0) {
-            return JN_EINVAL;
-        }
-        w_u8(w, JN_MQTT_P_SUBSCRIPTION_ID);
-        w_vbi(w, sid);
-        n++;
-    }
-    return 0;
-}
-
-static int w_users(struct wr *w, const struct jn_mqtt_props *pr, struct jn_mqtt_err *e)
-{
-    struct jn_mqtt_userprop u;
-    size_t it = 0;
-
-    while (jn_mqtt_user_next(pr, &it, &u)) {
-        w_u8(w, JN_MQTT_P_USER);
-        if (w_str(w, u.name, "User Property name", e) != 0 ||
-            w_str(w, u.value, "User Property value", e) != 0) {
-            return JN_EINVAL;
-        }
-    }
-    return 0;
-}
-
-/* In table (identifier) order; the repeating ones at their place, in their own order. */
-static int w_props_body(struct wr *w, const struct jn_mqtt_props *pr, unsigned where,
-                        struct jn_mqtt_err *e)
-{
-    struct jn_mqtt_props *mp = (struct jn_mqtt_props *)pr; /* prop_str() reads only */
-
-    for (size_t i = 0; i < N_PROPS; i++) {
-        const struct prop_def *d = &props_tab[i];
-        if (d->id == JN_MQTT_P_SUBSCRIPTION_ID) {
-            if (w_subids(w, pr, where, e) != 0) {
-                return JN_EINVAL;
-            }
-            continue;
-        }
-        if (d->id == JN_MQTT_P_USER) {
-            if (w_users(w, pr, e) != 0) {
-                return JN_EINVAL;
-            }
-            continue;
-        }
-        if (!JN_MQTT_HAS(pr, d->id)) {
-            continue;
-        }
-        if ((d->where & where) == 0) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "the %s property is not "
-                        "allowed in this packet", d->name);
-        }
-        w_u8(w, d->id);
-        switch (d->type) {
-        case T_BYTE: w_u8(w, (uint8_t)prop_num(pr, d)); break;
-        case T_U16: w_u16(w, (uint16_t)prop_num(pr, d)); break;
-        case T_U32: w_u32(w, prop_num(pr, d)); break;
-        case T_STR:
-            if (w_str(w, *prop_str(mp, d), d->name, e) != 0) {
-                return JN_EINVAL;
-            }
-            break;
-        default: /* T_BIN */
-            if (w_bin(w, *prop_str(mp, d), d->name, e) != 0) {
-                return JN_EINVAL;
-            }
-            break;
-        }
-        if (d->type != T_STR && d->type != T_BIN &&
-            prop_value_check(d, prop_num(pr, d), JN_EINVAL, e) != 0) {
-            return JN_EINVAL;
-        }
-    }
-    return props_rules(pr, JN_EINVAL, e);
-}
-
-static int w_props(struct wr *w, const struct jn_mqtt_props *pr, unsigned where,
-                   struct jn_mqtt_err *e)
-{
-    struct wr count = {NULL, 0};
-
-    if (w_props_body(&count, pr, where, e) != 0) {
-        return JN_EINVAL;
-    }
-    if (count.len > JN_MQTT_MAX_REMAINING) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_TOO_LARGE, "properties too long");
-    }
-    w_vbi(w, (uint32_t)count.len);
-    return w_props_body(w, pr, where, e);
-}
-
-static int props_empty(const struct jn_mqtt_props *pr)
-{
-    size_t it = 0;
-    struct jn_mqtt_userprop u;
-    uint32_t sid;
-    uint64_t lists = ((uint64_t)1 << JN_MQTT_P_USER) | ((uint64_t)1 << JN_MQTT_P_SUBSCRIPTION_ID);
-
-    if ((pr->has & ~lists) != 0 || jn_mqtt_user_next(pr, &it, &u)) {
-        return 0;
-    }
-    it = 0;
-    return !jn_mqtt_subid_next(pr, &it, &sid);
-}
-
-static int enc_reason(const struct jn_mqtt_packet *p, uint8_t v, struct jn_mqtt_err *e)
-{
-    if (!rc_known(p->type, p->version, v)) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "%s reason code 0x%02X is not "
-                    "defined for it", jn_mqtt_type_name(p->type), v);
-    }
-    return 0;
-}
-
-static int enc_packet_id(const struct jn_mqtt_packet *p, struct wr *w, struct jn_mqtt_err *e)
-{
-    if (p->packet_id == 0) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_PROTOCOL, "%s needs a packet identifier (not 0)",
-                    jn_mqtt_type_name(p->type));
-    }
-    w_u16(w, p->packet_id);
-    return 0;
-}
-
-#define TRY(x)                                                                                    \
-    do {                                                                                          \
-        if ((x) != 0) {                                                                           \
-            return JN_EINVAL;                                                                     \
-        }                                                                                         \
-    } while (0)
-
-static int enc_connect(const struct jn_mqtt_packet *p, struct wr *w, struct jn_mqtt_err *e)
-{
-    const struct jn_mqtt_connect *c = &p->connect;
-    int v5 = p->version == JN_MQTT_V5;
-    uint8_t fl = 0;
-
-    if (c->will_qos > 2 || (!c->will && (c->will_qos || c->will_retain))) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_MALFORMED, "will QoS %u / retain without a will",
-                    c->will_qos);
-    }
-    if (!v5 && c->has_password && !c->has_username) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_MALFORMED, "3.1.1: a password needs a user name");
-    }
-    if (!v5 && c->client_id.len == 0 && !c->clean_start) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_BAD_CLIENT_ID, "3.1.1: an empty client "
-                    "identifier needs clean session");
-    }
-    fl = (uint8_t)((c->clean_start ? 0x02 : 0) | (c->will ? 0x04 : 0) | (c->will_qos << 3) |
-                   (c->will_retain ? 0x20 : 0) | (c->has_password ? 0x40 : 0) |
-                   (c->has_username ? 0x80 : 0));
-    w_u16(w, 4);
-    w_raw(w, "MQTT", 4);
-    w_u8(w, p->version);
-    w_u8(w, fl);
-    w_u16(w, c->keep_alive);
-    if (v5) {
-        TRY(w_props(w, &p->props, C_CONNECT, e));
-    }
-    TRY(w_str(w, c->client_id, "client identifier", e));
-    if (c->will) {
-        if (v5) {
-            TRY(w_props(w, &c->will_props, C_WILL, e));
-        }
-        TRY(topic_check(c->will_topic, 0, "will topic", JN_EINVAL, e));
-        TRY(payload_check(&c->will_props, c->will_payload, JN_EINVAL, e));
-        TRY(w_str(w, c->will_topic, "will topic", e));
-        TRY(w_bin(w, c->will_payload, "will payload", e));
-    }
-    if (c->has_username) {
-        TRY(w_str(w, c->username, "user name", e));
-    }
-    if (c->has_password) {
-        TRY(w_bin(w, c->password, "password", e));
-    }
-    return 0;
-}
-
-static int enc_subs(const struct jn_mqtt_packet *p, struct wr *w, struct jn_mqtt_err *e)
-{
-    int sub = p->type == JN_MQTT_SUBSCRIBE;
-    struct jn_mqtt_sub s;
-    size_t it = 0, n = 0;
-
-    TRY(enc_packet_id(p, w, e));
-    if (p->version == JN_MQTT_V5) {
-        TRY(w_props(w, &p->props, sub ? C_SUBSCRIBE : C_UNSUBSCRIBE, e));
-    }
-    while (jn_mqtt_subs_next(p, &it, &s)) {
-        uint8_t o = s.options;
-        if (!jn_mqtt_topic_filter_valid(s.filter.p, s.filter.len)) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_TOPIC_FILTER, "topic filter '%.*s' is not valid",
-                        (int)(s.filter.len > 200 ? 200 : s.filter.len), s.filter.p);
-        }
-        TRY(w_str(w, s.filter, "topic filter", e));
-        if (sub) {
-            if (JN_MQTT_SUB_QOS(o) == 3 || (p->version == JN_MQTT_V311 && (o & 0xfc)) ||
-                (o & 0xc0) || JN_MQTT_SUB_RETAIN_HANDLING(o) == 3 ||
-                ((o & JN_MQTT_SUB_NO_LOCAL) && is_shared(s.filter))) {
-                return fail(e, JN_EINVAL, JN_MQTT_RC_MALFORMED, "subscription options 0x%02X "
-                            "are not valid here", o);
-            }
-            w_u8(w, o);
-        }
-        n++;
-    }
-    if (n == 0) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_PROTOCOL, "%s without a topic filter",
-                    jn_mqtt_type_name(p->type));
-    }
-    return 0;
-}
-
-static int enc_body(const struct jn_mqtt_packet *p, struct wr *w, struct jn_mqtt_err *e)
-{
-    int v5 = p->version == JN_MQTT_V5;
-
-    if (!v5 && !props_empty(&p->props)) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "MQTT 3.1.1 has no properties");
-    }
-    switch (p->type) {
-    case JN_MQTT_CONNECT: return enc_connect(p, w, e);
-    case JN_MQTT_CONNACK:
-        TRY(enc_reason(p, p->reason_code, e));
-        if (p->session_present && p->reason_code != 0) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_PROTOCOL, "session present with a refusal");
-        }
-        w_u8(w, p->session_present ? 1 : 0);
-        w_u8(w, p->reason_code);
-        return v5 ? w_props(w, &p->props, C_CONNACK, e) : 0;
-    case JN_MQTT_PUBLISH:
-        if (p->qos > 2 || (p->dup && p->qos == 0)) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_MALFORMED, "PUBLISH QoS %u%s", p->qos,
-                        p->dup ? " with DUP" : "");
-        }
-        TRY(topic_check(p->topic, v5 && JN_MQTT_HAS(&p->props, JN_MQTT_P_TOPIC_ALIAS),
-                        "topic name", JN_EINVAL, e));
-        TRY(payload_check(&p->props, p->payload, JN_EINVAL, e));
-        TRY(w_str(w, p->topic, "topic name", e));
-        if (p->qos > 0) {
-            TRY(enc_packet_id(p, w, e));
-        }
-        if (v5) {
-            TRY(w_props(w, &p->props, C_PUBLISH, e));
-        }
-        if (p->payload.len && p->payload.p == NULL) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "payload without bytes");
-        }
-        w_raw(w, p->payload.p, p->payload.len);
-        return 0;
-    case JN_MQTT_PUBACK:
-    case JN_MQTT_PUBREC:
-    case JN_MQTT_PUBREL:
-    case JN_MQTT_PUBCOMP:
-        TRY(enc_packet_id(p, w, e));
-        if (!v5) {
-            return 0;
-        }
-        TRY(enc_reason(p, p->reason_code, e));
-        if (props_empty(&p->props)) {
-            if (p->reason_code != 0) {
-                w_u8(w, p->reason_code);
-            }
-            return 0;
-        }
-        w_u8(w, p->reason_code);
-        return w_props(w, &p->props, C_ACK, e);
-    case JN_MQTT_SUBSCRIBE:
-    case JN_MQTT_UNSUBSCRIBE: return enc_subs(p, w, e);
-    case JN_MQTT_SUBACK:
-    case JN_MQTT_UNSUBACK:
-        TRY(enc_packet_id(p, w, e));
-        if (p->type == JN_MQTT_UNSUBACK && !v5) {
-            return 0;
-        }
-        if (v5) {
-            TRY(w_props(w, &p->props, p->type == JN_MQTT_SUBACK ? C_SUBACK : C_UNSUBACK, e));
-        }
-        if (p->n_codes == 0 || p->codes == NULL) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_PROTOCOL, "%s without a reason code",
-                        jn_mqtt_type_name(p->type));
-        }
-        for (size_t i = 0; i < p->n_codes; i++) {
-            TRY(enc_reason(p, p->codes[i], e));
-        }
-        w_raw(w, p->codes, p->n_codes);
-        return 0;
-    case JN_MQTT_PINGREQ:
-    case JN_MQTT_PINGRESP:
-        if (!props_empty(&p->props)) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "%s has no properties",
-                        jn_mqtt_type_name(p->type));
-        }
-        return 0;
-    case JN_MQTT_DISCONNECT:
-    case JN_MQTT_AUTH:
-        if (!v5) {
-            if (p->type == JN_MQTT_AUTH) {
-                return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "AUTH is MQTT 5 only");
-            }
-            return 0;
-        }
-        TRY(enc_reason(p, p->reason_code, e));
-        if (props_empty(&p->props)) {
-            if (p->reason_code == 0) {
-                return 0;
-            }
-            if (p->type == JN_MQTT_DISCONNECT) {
-                w_u8(w, p->reason_code);
-                return 0;
-            }
-        }
-        if (p->type == JN_MQTT_AUTH && !JN_MQTT_HAS(&p->props, JN_MQTT_P_AUTH_METHOD)) {
-            return fail(e, JN_EINVAL, JN_MQTT_RC_PROTOCOL, "AUTH without an Authentication "
-                        "Method");
-        }
-        w_u8(w, p->reason_code);
-        return w_props(w, &p->props, p->type == JN_MQTT_AUTH ? C_AUTH : C_DISCONNECT, e);
-    default:
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "packet type %u", p->type);
-    }
-}
-
-int jn_mqtt_encode(const struct jn_mqtt_packet *p, struct jn_buf *out, struct jn_mqtt_err *e)
-{
-    struct wr count = {NULL, 0}, w;
-    uint8_t b0;
-    size_t total;
-    int rc;
-
-    if (e != NULL) {
-        e->rc = 0;
-        jn_err_clear(&e->err);
-    }
-    if (p->version != JN_MQTT_V311 && p->version != JN_MQTT_V5) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "version %u is not 4 or 5",
-                    p->version);
-    }
-    if (enc_body(p, &count, e) != 0) {
-        return JN_EINVAL;
-    }
-    if (count.len > JN_MQTT_MAX_REMAINING) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_TOO_LARGE, "%s of %zu bytes is over MQTT's limit",
-                    jn_mqtt_type_name(p->type), count.len);
-    }
-    b0 = (uint8_t)(p->type << 4);
-    if (p->type == JN_MQTT_PUBLISH) {
-        b0 |= (uint8_t)((p->dup ? 0x08 : 0) | (p->qos << 1) | (p->retain ? 1 : 0));
-    } else if (p->type == JN_MQTT_PUBREL || p->type == JN_MQTT_SUBSCRIBE ||
-               p->type == JN_MQTT_UNSUBSCRIBE) {
-        b0 |= 0x02;
-    }
-    total = 1 + vbi_size((uint32_t)count.len) + count.len;
-    rc = jn_buf_reserve(out, total);
-    if (rc != 0) {
-        return fail(e, JN_ENOMEM, JN_MQTT_RC_IMPLEMENTATION, "out of memory");
-    }
-    w.p = (unsigned char *)out->p + out->len;
-    w.len = 0;
-    w_u8(&w, b0);
-    w_vbi(&w, (uint32_t)count.len);
-    if (enc_body(p, &w, e) != 0 || w.len != total) {
-        return fail(e, JN_EINVAL, JN_MQTT_RC_IMPLEMENTATION, "internal: sizes differ");
-    }
-    out->len += total;
-    out->p[out->len] = '\0';
-    return 0;
-}
-
-/* ---- comparing ---- */
-
-static int str_eq(struct jn_mqtt_str a, struct jn_mqtt_str b)
-{
-    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
-
-static int props_equal(const struct jn_mqtt_props *a, const struct jn_mqtt_props *b)
-{
-    struct jn_mqtt_props *ma = (struct jn_mqtt_props *)a, *mb = (struct jn_mqtt_props *)b;
-    uint64_t lists = ((uint64_t)1 << JN_MQTT_P_USER) | ((uint64_t)1 << JN_MQTT_P_SUBSCRIPTION_ID);
-    size_t ia = 0, ib = 0;
-    int ra, rb;
-
-    if ((a->has & ~lists) != (b->has & ~lists)) {
-        return 0;
-    }
-    for (size_t i = 0; i < N_PROPS; i++) {
-        const struct prop_def *d = &props_tab[i];
-        if (d->id == JN_MQTT_P_USER || d->id == JN_MQTT_P_SUBSCRIPTION_ID ||
-            !JN_MQTT_HAS(a, d->id)) {
-            continue;
-        }
-        if (d->type == T_STR || d->type == T_BIN) {
-            if (!str_eq(*prop_str(ma, d), *prop_str(mb, d))) {
-                return 0;
-            }
-        } else if (prop_num(a, d) != prop_num(b, d)) {
-            return 0;
-        }
-    }
-    for (;;) {
-        struct jn_mqtt_userprop ua, ub;
-        ra = jn_mqtt_user_next(a, &ia, &ua);
-        rb = jn_mqtt_user_next(b, &ib, &ub);
-        if (ra != rb) {
-            return 0;
-        }
-        if (!ra) {
-            break;
-        }
-        if (!str_eq(ua.name, ub.name) || !str_eq(ua.value, ub.value)) {
-            return 0;
-        }
-    }
-    ia = ib = 0;
-    for (;;) {
-        uint32_t sa, sb;
-        ra = jn_mqtt_subid_next(a, &ia, &sa);
-        rb = jn_mqtt_subid_next(b, &ib, &sb);
-        if (ra != rb || (ra && sa != sb)) {
-            return 0;
-        }
-        if (!ra) {
-            return 1;
-        }
-    }
-}
-
-int jn_mqtt_packet_equal(const struct jn_mqtt_packet *a, const struct jn_mqtt_packet *b)
-{
-    const struct jn_mqtt_connect *ca = &a->connect, *cb = &b->connect;
-    size_t ia = 0, ib = 0;
-
-    if (a->type != b->type || a->version != b->version || a->dup != b->dup ||
-        a->retain != b->retain || a->session_present != b->session_present ||
-        a->qos != b->qos || a->reason_code != b->reason_code || a->packet_id != b->packet_id ||
-        !str_eq(a->topic, b->topic) || !str_eq(a->payload, b->payload) ||
-        !props_equal(&a->props, &b->props) || a->n_codes != b->n_codes ||
-        (a->n_codes && memcmp(a->codes, b->codes, a->n_codes) != 0)) {
-        return 0;
-    }
-    if (ca->keep_alive != cb->keep_alive || ca->clean_start != cb->clean_start ||
-        ca->will != cb->will || ca->will_retain != cb->will_retain ||
-        ca->has_username != cb->has_username || ca->has_password != cb->has_password ||
-        ca->will_qos != cb->will_qos || !str_eq(ca->client_id, cb->client_id) ||
-        !str_eq(ca->will_topic, cb->will_topic) || !str_eq(ca->will_payload, cb->will_payload) ||
-        !str_eq(ca->username, cb->username) || !str_eq(ca->password, cb->password) ||
-        !props_equal(&ca->will_props, &cb->will_props)) {
-        return 0;
-    }
-    for (;;) {
-        struct jn_mqtt_sub sa, sb;
-        int ra = jn_mqtt_subs_next(a, &ia, &sa), rb = jn_mqtt_subs_next(b, &ib, &sb);
-        if (ra != rb) {
-            return 0;
-        }
-        if (!ra) {
-            return 1;
-        }
-        if (!str_eq(sa.filter, sb.filter) || sa.options != sb.options) {
-            return 0;
-        }
     }
 }

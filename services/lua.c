@@ -21,6 +21,9 @@
  * server), Fluent Bit's Lua filter (one function per record) and Mirth's JavaScript
  * transformers for what the helpers offer.
  *
+ * Files: this one is the service (the sandbox, the state, one message); junction.json and
+ * junction.msgpack are in lua_json.c, junction.hl7 in lua_hl7.c; lua_int.h is what they share.
+ *
  * Sandbox: a state of our own with only base (without dofile, loadfile, collectgarbage; load
  * takes text chunks only; setmetatable refuses __gc, so no script code runs in the collector),
  * string, table, math, utf8 and os.time/clock/date. No io, no debug, no coroutine (a coroutine
@@ -42,9 +45,7 @@
  * across such calls is in a userdata with __gc, or in the call record the caller releases.
  */
 #include <errno.h>
-#include <jansson.h>
 #include <limits.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -56,13 +57,12 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
-#include <msgpack.h>
 
-#include "hl7.h"
 #include "jn_buf.h"
 #include "jn_log.h"
 #include "jn_mem.h"
 #include "jn_services.h"
+#include "lua_int.h"
 
 struct lua_conf {
     char *script;
@@ -70,22 +70,6 @@ struct lua_conf {
     long long max_instructions;
     unsigned long long max_memory;
     char *allow_require;
-};
-
-/* One Lua state and what its hook and allocator need. */
-struct lua_vm {
-    lua_State *L;
-    size_t used, limit;       /* bytes the state holds; max_memory */
-    int refused;              /* the last growth was refused; Lua may retry it after a GC */
-    const void *ref_ptr;      /* that request, to know the retry */
-    size_t ref_osize, ref_nsize;
-    int over_mem, over_instr; /* budgets broken during the current call */
-    long long max_instr;
-    char where[160];          /* where the instruction budget ran out */
-    int process_ref;
-    const char *require_dir;  /* borrowed from the conf; NULL: require is off */
-    const char *log_prefix;   /* borrowed */
-    const char *cur_id;       /* the message being processed, for log lines */
 };
 
 struct lua_state {
@@ -96,14 +80,9 @@ struct lua_state {
     char chunk[300]; /* "@/path/x.lua" or "=source" */
 };
 
-/* Registry keys: addresses of these (the values are never used). */
-static const char key_hdr_mt = 'h', key_hl7_mt = 'l', key_seg_mt = 's', key_arr_mt = 'a',
-                  key_holder_mt = 'j', key_buf_mt = 'b', key_user_err = 'e', key_loaded = 'r',
-                  key_junction = 'J', key_sbuf_mt = 'm', key_unpacked_mt = 'u';
-/* junction.json.null is a light userdata pointing here. */
-static const char json_null_mark = 'n';
-
-#define LUA_JSON_MAX_DEPTH 1000
+/* Registry keys: addresses of these (the values are never used). The helpers' own are in
+ * lua_json.c and lua_hl7.c. */
+static const char key_hdr_mt = 'h', key_user_err = 'e', key_loaded = 'r', key_junction = 'J';
 
 static const struct jn_opt lua_opts[] = {
     JN_OPT_PATH("script", NULL, 0, struct lua_conf, script,
@@ -126,7 +105,7 @@ static const struct jn_opt lua_opts[] = {
 
 /* ---- the state's allocator and hook ---- */
 
-static struct lua_vm *vm_of(lua_State *L)
+struct lua_vm *lua__vm_of(lua_State *L)
 {
     void *ud;
     lua_getallocf(L, &ud);
@@ -172,7 +151,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 static void vm_hook(lua_State *L, lua_Debug *ar)
 {
-    struct lua_vm *vm = vm_of(L);
+    struct lua_vm *vm = lua__vm_of(L);
 
     if (!vm->over_instr) {
         vm->over_instr = 1;
@@ -256,7 +235,7 @@ static const char *sb_join(lua_State *L, int first)
 
 static int sb_log(lua_State *L, int level)
 {
-    struct lua_vm *vm = vm_of(L);
+    struct lua_vm *vm = lua__vm_of(L);
     const char *s = sb_join(L, 1);
 
     if (vm->cur_id && vm->cur_id[0]) {
@@ -291,7 +270,7 @@ static int sb_time_now(lua_State *L)
 /* require(name): "junction", or name.lua from allow_require (a.b is a/b.lua), run once. */
 static int sb_require(lua_State *L)
 {
-    struct lua_vm *vm = vm_of(L);
+    struct lua_vm *vm = lua__vm_of(L);
     size_t n;
     const char *name = luaL_checklstring(L, 1, &n);
     const char *path;
@@ -400,972 +379,11 @@ static int hdr_newindex(lua_State *L)
     lua_rawset(L, 1);
     return 0;
 }
-
-/* ---- junction.json ---- */
-
-static int holder_gc(lua_State *L)
-{
-    json_t **j = lua_touserdata(L, 1);
-    if (*j != NULL) {
-        json_decref(*j);
-        *j = NULL;
-    }
-    return 0;
-}
-
-static void json_push(lua_State *L, json_t *v, int depth)
-{
-    luaL_checkstack(L, 4, "json.decode: nested too deeply");
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *k;
-        json_t *e;
-        lua_createtable(L, 0, (int)json_object_size(v));
-        json_object_foreach(v, k, e) {
-            json_push(L, e, depth + 1);
-            lua_setfield(L, -2, k);
-        }
-        break;
-    }
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *e;
-        lua_createtable(L, (int)json_array_size(v), 0);
-        json_array_foreach(v, i, e) {
-            json_push(L, e, depth + 1);
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        }
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_arr_mt);
-        lua_setmetatable(L, -2);
-        break;
-    }
-    case JSON_STRING:
-        lua_pushlstring(L, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        lua_pushinteger(L, (lua_Integer)json_integer_value(v));
-        break;
-    case JSON_REAL:
-        lua_pushnumber(L, json_real_value(v));
-        break;
-    case JSON_TRUE:
-        lua_pushboolean(L, 1);
-        break;
-    case JSON_FALSE:
-        lua_pushboolean(L, 0);
-        break;
-    case JSON_NULL:
-        lua_pushlightuserdata(L, (void *)&json_null_mark);
-        break;
-    }
-}
-
-/* json.decode(text) -> value, or nil and the reason. */
-static int lj_decode(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    json_error_t je;
-    json_t **holder;
-
-    lua_settop(L, 1);
-    /* The document is ours until it is converted; if a Lua error (no memory) cuts that short,
-     * the holder's __gc frees it. */
-    holder = lua_newuserdatauv(L, sizeof(*holder), 0);
-    *holder = NULL;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_holder_mt);
-    lua_setmetatable(L, -2);
-    *holder = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
-    if (*holder == NULL) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "json.decode: %s at line %d column %d", je.text, je.line,
-                        je.column);
-        return 2;
-    }
-    json_push(L, *holder, 0);
-    json_decref(*holder);
-    *holder = NULL;
-    return 1;
-}
-
-static int buf_gc(lua_State *L)
-{
-    jn_buf_reset(lua_touserdata(L, 1));
-    return 0;
-}
-
-/* The encoder's output: a jn_buf in a userdata (freed by __gc if an error cuts in), capped at
- * what the memory budget has left so a table of many references to one big string cannot
- * blow up the broker's own heap. */
-struct enc {
-    lua_State *L;
-    struct jn_buf *b;
-    size_t cap;
-};
-
-static void enc_put(struct enc *e, const char *p, size_t n)
-{
-    if (e->b->len + n > e->cap) {
-        luaL_error(e->L, "json.encode: the text would be larger than max_memory allows");
-    }
-    if (jn_buf_append(e->b, p, n) != 0) {
-        luaL_error(e->L, "json.encode: out of memory");
-    }
-}
-
-/* Length of the UTF-8 sequence at s (n bytes left) as jansson accepts it, or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], cp;
-    size_t len;
-
-    if (c < 0x80) {
-        return 1;
-    }
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-    } else {
-        return 0;
-    }
-    cp = c & (0x7Fu >> len);
-    if (n < len) {
-        return 0;
-    }
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[k] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
-        return 0;
-    }
-    return len;
-}
-
-static void enc_str(struct enc *e, const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t run = 0;
-
-    enc_put(e, "\"", 1);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = u[i];
-        const char *esc = NULL;
-        char hex[8];
-        size_t k;
-        switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default:
-            if (c < 0x20) {
-                snprintf(hex, sizeof(hex), "\\u%04x", c);
-                esc = hex;
-            }
-        }
-        if (esc != NULL) {
-            enc_put(e, s + run, i - run);
-            enc_put(e, esc, strlen(esc));
-            i++;
-            run = i;
-            continue;
-        }
-        k = utf8_seq(u + i, n - i);
-        if (k == 0) {
-            luaL_error(e->L, "json.encode: a string is not valid UTF-8 (byte %d)", (int)i + 1);
-        }
-        i += k;
-    }
-    enc_put(e, s + run, n - run);
-    enc_put(e, "\"", 1);
-}
-
-static void enc_num(struct enc *e, lua_State *L, int idx)
-{
-    char t[40];
-
-    if (lua_isinteger(L, idx)) {
-        snprintf(t, sizeof(t), "%lld", (long long)lua_tointeger(L, idx));
-    } else {
-        double d = (double)lua_tonumber(L, idx);
-        if (!isfinite(d)) {
-            luaL_error(L, "json.encode: %s has no JSON form", isnan(d) ? "nan" : "inf");
-        }
-        /* The shortest text that reads back as the same double (19.99, not 19.98999...). */
-        for (int prec = 15; prec <= 17; prec++) {
-            snprintf(t, sizeof(t), "%.*g", prec, d);
-            if (strtod(t, NULL) == d) {
-                break;
-            }
-        }
-        if (strpbrk(t, ".eE") == NULL) {
-            strcat(t, ".0"); /* stays a float when decoded again */
-        }
-    }
-    enc_put(e, t, strlen(t));
-}
-
-struct enc_key {
-    const char *s;
-    size_t n;
-    lua_Integer i;
-    int is_int;
-};
-
-static int enc_key_cmp(const void *a, const void *b)
-{
-    const struct enc_key *x = a, *y = b;
-    size_t n = x->n < y->n ? x->n : y->n;
-    int c = memcmp(x->s, y->s, n);
-    return c != 0 ? c : (x->n > y->n) - (x->n < y->n);
-}
-
-static void enc_value(struct enc *e, int idx, int depth);
-
-static void enc_table(struct enc *e, int idx, int depth)
-{
-    lua_State *L = e->L;
-    lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
-    size_t nkeys = 0;
-    int is_array, marked = 0;
-    struct enc_key *keys;
-
-    if (depth > LUA_JSON_MAX_DEPTH) {
-        luaL_error(L, "json.encode: nested more than %d levels (a table that holds itself?)",
-                   LUA_JSON_MAX_DEPTH);
-    }
-    luaL_checkstack(L, 6, "json.encode: nested too deeply");
-    if (lua_getmetatable(L, idx)) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_arr_mt);
-        marked = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-    }
-    is_array = marked;
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        nkeys++;
-    }
-    if (!marked) {
-        /* A table whose keys are exactly 1..n (n > 0) is an array; {} is an object. */
-        is_array = len > 0 && (size_t)len == nkeys;
-    }
-    if (is_array) {
-        enc_put(e, "[", 1);
-        for (lua_Integer i = 1; i <= len; i++) {
-            if (i > 1) {
-                enc_put(e, ",", 1);
-            }
-            lua_rawgeti(L, idx, i);
-            enc_value(e, lua_gettop(L), depth + 1);
-            lua_pop(L, 1);
-        }
-        enc_put(e, "]", 1);
-        return;
-    }
-    /* Members sorted by name, so the same table always gives the same text. The names live
-     * as keys of the table (or in the anchor table, for numbers), the array in a userdata. */
-    keys = lua_newuserdatauv(L, (nkeys ? nkeys : 1) * sizeof(*keys), 0);
-    lua_pushnil(L); /* the anchor for number keys made strings: a table once there is one */
-    {
-        int anchor = lua_gettop(L);
-        size_t k = 0;
-        lua_pushnil(L);
-        while (lua_next(L, idx) != 0) {
-            lua_pop(L, 1);
-            if (k == nkeys) {
-                luaL_error(L, "json.encode: a table changed while it was encoded");
-            }
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                keys[k].s = lua_tolstring(L, -1, &keys[k].n);
-                keys[k].is_int = 0;
-            } else if (lua_isinteger(L, -1)) {
-                keys[k].i = lua_tointeger(L, -1);
-                keys[k].is_int = 1;
-                if (lua_isnil(L, anchor)) {
-                    lua_createtable(L, 4, 0);
-                    lua_replace(L, anchor);
-                }
-                lua_pushfstring(L, "%I", (LUAI_UACINT)keys[k].i);
-                keys[k].s = lua_tolstring(L, -1, &keys[k].n);
-                lua_rawseti(L, anchor, (lua_Integer)k + 1);
-            } else {
-                luaL_error(L, "json.encode: an object key is a %s, expected a string",
-                           luaL_typename(L, -1));
-            }
-            k++;
-        }
-        qsort(keys, k, sizeof(*keys), enc_key_cmp);
-        enc_put(e, "{", 1);
-        for (size_t i = 0; i < k; i++) {
-            if (i > 0) {
-                enc_put(e, ",", 1);
-            }
-            enc_str(e, keys[i].s, keys[i].n);
-            enc_put(e, ":", 1);
-            if (keys[i].is_int) {
-                lua_pushinteger(L, keys[i].i);
-            } else {
-                lua_pushlstring(L, keys[i].s, keys[i].n);
-            }
-            lua_rawget(L, idx);
-            enc_value(e, lua_gettop(L), depth + 1);
-            lua_pop(L, 1);
-        }
-        enc_put(e, "}", 1);
-        lua_pop(L, 2);
-    }
-}
-
-static void enc_value(struct enc *e, int idx, int depth)
-{
-    lua_State *L = e->L;
-    size_t n;
-    const char *s;
-
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-        enc_put(e, "null", 4);
-        break;
-    case LUA_TBOOLEAN:
-        if (lua_toboolean(L, idx)) {
-            enc_put(e, "true", 4);
-        } else {
-            enc_put(e, "false", 5);
-        }
-        break;
-    case LUA_TNUMBER:
-        enc_num(e, L, idx);
-        break;
-    case LUA_TSTRING:
-        s = lua_tolstring(L, idx, &n);
-        enc_str(e, s, n);
-        break;
-    case LUA_TTABLE:
-        enc_table(e, idx, depth);
-        break;
-    case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, idx) == &json_null_mark) {
-            enc_put(e, "null", 4);
-            break;
-        }
-        /* fall through */
-    default:
-        luaL_error(L, "json.encode: a %s has no JSON form", luaL_typename(L, idx));
-    }
-}
-
-/* json.encode(value) -> compact JSON text. */
-static int lj_encode(lua_State *L)
-{
-    struct lua_vm *vm = vm_of(L);
-    struct enc e;
-
-    luaL_checkany(L, 1);
-    lua_settop(L, 1);
-    e.L = L;
-    e.b = lua_newuserdatauv(L, sizeof(*e.b), 0); /* 2 */
-    memset(e.b, 0, sizeof(*e.b));
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_buf_mt);
-    lua_setmetatable(L, 2);
-    e.cap = vm->limit > vm->used ? vm->limit - vm->used : 0;
-    enc_value(&e, 1, 0);
-    lua_pushlstring(L, e.b->p ? e.b->p : "", e.b->len);
-    jn_buf_reset(e.b);
-    return 1;
-}
-
-/* json.array(t): marks t to encode as an array even when empty. */
-static int lj_array(lua_State *L)
-{
-    if (lua_isnoneornil(L, 1)) {
-        lua_settop(L, 0);
-        lua_createtable(L, 0, 0);
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_arr_mt);
-    lua_setmetatable(L, 1);
-    return 1;
-}
-
-/* ---- junction.msgpack ---- */
-
-#define LUA_MP_MAX_DEPTH 1000
-
-/* The encoder's output, in a userdata so __gc frees it if an error cuts in. */
-struct mpe_out {
-    msgpack_sbuffer sb;
-    int failed; /* a write ran out of memory */
-};
-
-static int sbuf_gc(lua_State *L)
-{
-    struct mpe_out *o = lua_touserdata(L, 1);
-    msgpack_sbuffer_destroy(&o->sb);
-    return 0;
-}
-
-static int mpe_write(void *data, const char *buf, size_t len)
-{
-    struct mpe_out *o = data;
-    if (msgpack_sbuffer_write(&o->sb, buf, len) != 0) {
-        o->failed = 1;
-        return -1;
-    }
-    return 0;
-}
-
-static int unpacked_gc(lua_State *L)
-{
-    msgpack_unpacked_destroy(lua_touserdata(L, 1));
-    return 0;
-}
-
-struct mpe {
-    lua_State *L;
-    struct mpe_out *out;
-    msgpack_packer pk;
-    size_t cap;
-};
-
-static void mpe_room(struct mpe *e)
-{
-    if (e->out->failed) {
-        luaL_error(e->L, "msgpack.encode: out of memory");
-    }
-    if (e->out->sb.size > e->cap) {
-        luaL_error(e->L, "msgpack.encode: the bytes would be larger than max_memory allows");
-    }
-}
-
-/* Returns 1 when the table at idx encodes as an array (marked, or keys exactly 1..n). */
-static int is_array(lua_State *L, int idx, lua_Integer *len)
-{
-    size_t nkeys = 0;
-    int marked = 0;
-
-    *len = (lua_Integer)lua_rawlen(L, idx);
-    if (lua_getmetatable(L, idx)) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_arr_mt);
-        marked = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-    }
-    if (marked) {
-        return 1;
-    }
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        nkeys++;
-    }
-    return *len > 0 && (size_t)*len == nkeys;
-}
-
-static void mpe_value(struct mpe *e, int idx, int depth)
-{
-    lua_State *L = e->L;
-    size_t n;
-    const char *str;
-    lua_Integer len;
-
-    luaL_checkstack(L, 4, "msgpack.encode: nested too deeply");
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-        msgpack_pack_nil(&e->pk);
-        break;
-    case LUA_TBOOLEAN:
-        if (lua_toboolean(L, idx)) {
-            msgpack_pack_true(&e->pk);
-        } else {
-            msgpack_pack_false(&e->pk);
-        }
-        break;
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) {
-            msgpack_pack_int64(&e->pk, (int64_t)lua_tointeger(L, idx));
-        } else {
-            msgpack_pack_double(&e->pk, (double)lua_tonumber(L, idx));
-        }
-        break;
-    case LUA_TSTRING:
-        str = lua_tolstring(L, idx, &n);
-        msgpack_pack_str(&e->pk, n);
-        msgpack_pack_str_body(&e->pk, str, n);
-        break;
-    case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, idx) != &json_null_mark) {
-            luaL_error(L, "msgpack.encode: a light userdata has no msgpack form");
-        }
-        msgpack_pack_nil(&e->pk);
-        break;
-    case LUA_TTABLE:
-        if (depth > LUA_MP_MAX_DEPTH) {
-            luaL_error(L, "msgpack.encode: nested more than %d levels (a table that holds "
-                       "itself?)", LUA_MP_MAX_DEPTH);
-        }
-        if (is_array(L, idx, &len)) {
-            msgpack_pack_array(&e->pk, (size_t)len);
-            for (lua_Integer i = 1; i <= len; i++) {
-                lua_rawgeti(L, idx, i);
-                mpe_value(e, lua_gettop(L), depth + 1);
-                lua_pop(L, 1);
-            }
-        } else {
-            size_t count = 0;
-            lua_pushnil(L);
-            while (lua_next(L, idx) != 0) {
-                lua_pop(L, 1);
-                count++;
-            }
-            msgpack_pack_map(&e->pk, count);
-            lua_pushnil(L);
-            while (lua_next(L, idx) != 0) {
-                int kt = lua_type(L, -2);
-                if (kt != LUA_TSTRING && !lua_isinteger(L, -2)) {
-                    luaL_error(L, "msgpack.encode: a map key is a %s, expected a string or "
-                               "an integer", luaL_typename(L, -2));
-                }
-                mpe_value(e, lua_gettop(L) - 1, depth + 1);
-                mpe_value(e, lua_gettop(L), depth + 1);
-                lua_pop(L, 1);
-            }
-        }
-        break;
-    default:
-        luaL_error(L, "msgpack.encode: a %s has no msgpack form", luaL_typename(L, idx));
-    }
-    mpe_room(e);
-}
-
-/* msgpack.encode(value) -> bytes (map entries in table order; junction.json.null is nil). */
-static int lm_encode(lua_State *L)
-{
-    struct lua_vm *vm = vm_of(L);
-    struct mpe e;
-
-    luaL_checkany(L, 1);
-    lua_settop(L, 1);
-    e.L = L;
-    e.out = lua_newuserdatauv(L, sizeof(*e.out), 0);
-    msgpack_sbuffer_init(&e.out->sb);
-    e.out->failed = 0;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_sbuf_mt);
-    lua_setmetatable(L, 2);
-    msgpack_packer_init(&e.pk, e.out, mpe_write);
-    e.cap = vm->limit > vm->used ? vm->limit - vm->used : 0;
-    mpe_value(&e, 1, 0);
-    lua_pushlstring(L, e.out->sb.data ? e.out->sb.data : "", e.out->sb.size);
-    return 1;
-}
-
-static void mpd_value(lua_State *L, const msgpack_object *o, int depth)
-{
-    luaL_checkstack(L, 4, "msgpack.decode: nested too deeply");
-    if (depth > LUA_MP_MAX_DEPTH) {
-        luaL_error(L, "msgpack.decode: nested more than %d levels", LUA_MP_MAX_DEPTH);
-    }
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        lua_pushlightuserdata(L, (void *)&json_null_mark);
-        break;
-    case MSGPACK_OBJECT_BOOLEAN:
-        lua_pushboolean(L, o->via.boolean);
-        break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        if (o->via.u64 > (uint64_t)LUA_MAXINTEGER) {
-            lua_pushnumber(L, (lua_Number)o->via.u64);
-        } else {
-            lua_pushinteger(L, (lua_Integer)o->via.u64);
-        }
-        break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        lua_pushinteger(L, (lua_Integer)o->via.i64);
-        break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        lua_pushnumber(L, (lua_Number)o->via.f64);
-        break;
-    case MSGPACK_OBJECT_STR:
-        lua_pushlstring(L, o->via.str.size ? o->via.str.ptr : "", o->via.str.size);
-        break;
-    case MSGPACK_OBJECT_BIN:
-        lua_pushlstring(L, o->via.bin.size ? o->via.bin.ptr : "", o->via.bin.size);
-        break;
-    case MSGPACK_OBJECT_ARRAY:
-        lua_createtable(L, (int)o->via.array.size, 0);
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            mpd_value(L, &o->via.array.ptr[i], depth + 1);
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        }
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_arr_mt);
-        lua_setmetatable(L, -2);
-        break;
-    case MSGPACK_OBJECT_MAP:
-        lua_createtable(L, 0, (int)o->via.map.size);
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (k->type != MSGPACK_OBJECT_STR && k->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
-                k->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-                luaL_error(L, "msgpack.decode: a map key that is not a string or an integer");
-            }
-            mpd_value(L, k, depth + 1);
-            mpd_value(L, &o->via.map.ptr[i].val, depth + 1);
-            lua_rawset(L, -3);
-        }
-        break;
-    default:
-        luaL_error(L, "msgpack.decode: an extension type has no Lua form");
-    }
-}
-
-/* msgpack.decode(bytes) -> value, or nil and the reason. One object, nothing after it. */
-static int lm_decode(lua_State *L)
-{
-    size_t n, off = 0;
-    const char *s = luaL_checklstring(L, 1, &n);
-    msgpack_unpacked *u;
-
-    lua_settop(L, 1);
-    u = lua_newuserdatauv(L, sizeof(*u), 0);
-    msgpack_unpacked_init(u);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_unpacked_mt);
-    lua_setmetatable(L, 2);
-    if (n == 0 || jn_msgpack_check(s, n) != 0 ||
-        msgpack_unpack_next(u, s, n, &off) != MSGPACK_UNPACK_SUCCESS) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "msgpack.decode: not msgpack (%d bytes)", (int)n);
-        return 2;
-    }
-    if (off != n) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "msgpack.decode: %d bytes after the first object", (int)(n - off));
-        return 2;
-    }
-    mpd_value(L, &u->data, 0);
-    return 1;
-}
-
-/* ---- junction.hl7 ---- */
-
-struct lhl7 {
-    struct jn_hl7_msg *m;
-};
-
-static struct lhl7 *hl7_check(lua_State *L, int idx)
-{
-    struct lhl7 *h = lua_touserdata(L, idx);
-    int ok = 0;
-
-    if (h != NULL && lua_getmetatable(L, idx)) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_hl7_mt);
-        ok = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-    }
-    if (!ok || h->m == NULL) {
-        luaL_error(L, "expected an HL7 message from junction.hl7.parse (call it as h:get(...))");
-    }
-    return h;
-}
-
-static int hl7_gc(lua_State *L)
-{
-    struct lhl7 *h = lua_touserdata(L, 1);
-    jn_hl7_free(h->m);
-    h->m = NULL;
-    return 0;
-}
-
-/* hl7.parse(text) -> message object, or nil and the reason. */
-static int lh_parse(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    struct lhl7 *h;
-    struct jn_err err;
-
-    h = lua_newuserdatauv(L, sizeof(*h), 0);
-    h->m = NULL;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_hl7_mt);
-    lua_setmetatable(L, -2);
-    jn_err_clear(&err);
-    if (jn_hl7_parse(s, n, 0, &h->m, &err) != 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "hl7.parse: %s", err.msg[0] ? err.msg : "not an HL7 message");
-        return 2;
-    }
-    return 1;
-}
-
-static void hl7_path(lua_State *L, int idx, struct jn_hl7_path *p)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, idx, &n);
-    struct jn_err err;
-
-    jn_err_clear(&err);
-    if (jn_hl7_path_parse(s, n, p, &err) != 0) {
-        luaL_error(L, "hl7: path '%s': %s", s, err.msg);
-    }
-}
-
-/* h:get(path) -> the decoded value, "" when empty, nil when absent. */
-static int lh_get(lua_State *L)
-{
-    struct lhl7 *h = hl7_check(L, 1);
-    struct jn_hl7_path p;
-    struct jn_hl7_span sp;
-    luaL_Buffer b;
-    char *o;
-
-    hl7_path(L, 2, &p);
-    if (jn_hl7_get(h->m, &p, &sp) != 1) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if ((strcmp(p.seg, "MSH") == 0 || strcmp(p.seg, "FHS") == 0 || strcmp(p.seg, "BHS") == 0) &&
-        p.field <= 2) {
-        lua_pushlstring(L, sp.p, sp.len); /* the delimiters themselves */
-        return 1;
-    }
-    o = luaL_buffinitsize(L, &b, sp.len + 1);
-    luaL_pushresultsize(&b, jn_hl7_unescape(&h->m->d, sp.p, sp.len, o, sp.len + 1));
-    return 1;
-}
-
-/* Appends t (len bytes) split on seps[0], with element idx[0] (0-based) replaced by val when
- * n == 1 or by the same edit one level down; missing elements are added empty. */
-static int splice(struct jn_buf *out, const char *t, size_t len, const char *seps,
-                  const size_t *idx, int n, const char *val, size_t vlen)
-{
-    size_t i = 0, start = 0;
-    int done = 0, rc = 0;
-
-    for (size_t k = 0; k <= len && rc == 0; k++) {
-        if (k < len && t[k] != seps[0]) {
-            continue;
-        }
-        if (i > 0) {
-            rc = jn_buf_putc(out, seps[0]);
-        }
-        if (rc == 0 && i == idx[0]) {
-            rc = n == 1 ? jn_buf_append(out, val, vlen)
-                        : splice(out, t + start, k - start, seps + 1, idx + 1, n - 1, val, vlen);
-            done = 1;
-        } else if (rc == 0) {
-            rc = jn_buf_append(out, t + start, k - start);
-        }
-        i++;
-        start = k + 1;
-    }
-    for (; !done && rc == 0; i++) {
-        rc = jn_buf_putc(out, seps[0]);
-        if (rc == 0 && i == idx[0]) {
-            rc = n == 1 ? jn_buf_append(out, val, vlen)
-                        : splice(out, "", 0, seps + 1, idx + 1, n - 1, val, vlen);
-            done = 1;
-        }
-    }
-    return rc;
-}
-
-/* The new bytes of m with path p set to the escaped value esc: 0, or JN_EINVAL / JN_ENOMEM
- * with the reason. */
-static int hl7_edit(const struct jn_hl7_msg *m, const struct jn_hl7_path *p, const char *esc,
-                    size_t elen, struct jn_buf *out, struct jn_err *err)
-{
-    const struct jn_hl7_delims *d = &m->d;
-    const struct jn_hl7_seg *seg = NULL, *last = &m->segs[m->nsegs - 1];
-    char seps[4] = {d->field, d->rep, d->comp, d->sub};
-    size_t idx[4], count = 0, off, end;
-    struct jn_buf s = JN_BUF_INIT;
-    int header = strcmp(p->seg, "MSH") == 0 || strcmp(p->seg, "FHS") == 0 ||
-                 strcmp(p->seg, "BHS") == 0;
-    int n = 0, rc;
-
-    if (header && p->field <= 2) {
-        return jn_err_set(err, JN_EINVAL, "%s-%d holds the delimiters and cannot be set",
-                          p->seg, p->field);
-    }
-    for (size_t i = 0; i < m->nsegs && seg == NULL; i++) {
-        if (strcmp(m->segs[i].id, p->seg) == 0 && ++count == (size_t)p->occ) {
-            seg = &m->segs[i];
-        }
-    }
-    if (seg == NULL && (size_t)p->occ != count + 1) {
-        return jn_err_set(err, JN_EINVAL, "%s[%d] does not exist (the message has %zu %s "
-                          "segment(s)), and set can add only the next one", p->seg, p->occ,
-                          count, p->seg);
-    }
-    idx[n++] = header ? (size_t)p->field - 1 : (size_t)p->field;
-    idx[n++] = (size_t)p->rep - 1;
-    if (p->comp > 0) {
-        idx[n++] = (size_t)p->comp - 1;
-        if (p->sub > 0) {
-            idx[n++] = (size_t)p->sub - 1;
-        }
-    }
-    if (seg != NULL) {
-        rc = splice(&s, seg->text.p, seg->text.len, seps, idx, n, esc, elen);
-        off = (size_t)(seg->text.p - m->buf);
-        end = off + seg->text.len;
-    } else {
-        rc = splice(&s, p->seg, 3, seps, idx, n, esc, elen);
-        off = end = m->len;
-    }
-    if (rc == 0) {
-        rc = jn_buf_append(out, m->buf, off);
-    }
-    if (rc == 0 && seg == NULL && last->eol.len == 0) {
-        rc = jn_buf_putc(out, '\r'); /* the last segment had no end; a new one needs it */
-    }
-    if (rc == 0) {
-        rc = jn_buf_append(out, s.p ? s.p : "", s.len);
-    }
-    if (rc == 0 && seg == NULL) {
-        const struct jn_hl7_span *eol = &m->segs[0].eol;
-        rc = last->eol.len ? jn_buf_append(out, eol->p, eol->len) : 0;
-    }
-    if (rc == 0) {
-        rc = jn_buf_append(out, m->buf + end, m->len - end);
-    }
-    jn_buf_reset(&s);
-    return rc == 0 ? 0 : jn_err_set(err, JN_ENOMEM, "out of memory");
-}
-
-/* h:set(path, value): value is escaped (a string, a number, or nil for empty); returns h. */
-static int lh_set(lua_State *L)
-{
-    struct lhl7 *h = hl7_check(L, 1);
-    struct jn_hl7_path p;
-    struct jn_hl7_msg *nm = NULL;
-    struct jn_buf esc = JN_BUF_INIT, out = JN_BUF_INIT;
-    struct jn_err err;
-    const char *v = "";
-    size_t vlen = 0;
-    int rc;
-
-    hl7_path(L, 2, &p);
-    if (!lua_isnoneornil(L, 3)) {
-        if (lua_type(L, 3) != LUA_TSTRING && lua_type(L, 3) != LUA_TNUMBER) {
-            return luaL_error(L, "hl7 set %s: the value is a %s, expected a string",
-                              lua_tostring(L, 2), luaL_typename(L, 3));
-        }
-        v = lua_tolstring(L, 3, &vlen);
-    }
-    /* From here to the end no Lua call may raise while C buffers are held. */
-    jn_err_clear(&err);
-    rc = jn_hl7_escape(&h->m->d, v, vlen, &esc);
-    if (rc != 0) {
-        jn_err_set(&err, rc, "out of memory");
-    } else {
-        rc = hl7_edit(h->m, &p, esc.p ? esc.p : "", esc.len, &out, &err);
-    }
-    if (rc == 0) {
-        rc = jn_hl7_parse(out.p, out.len, 0, &nm, &err);
-    }
-    jn_buf_reset(&esc);
-    jn_buf_reset(&out);
-    if (rc != 0) {
-        return luaL_error(L, "hl7 set %s: %s", lua_tostring(L, 2), err.msg);
-    }
-    jn_hl7_free(h->m);
-    h->m = nm;
-    lua_settop(L, 1);
-    return 1;
-}
-
-static int lh_tostring(lua_State *L)
-{
-    struct lhl7 *h = hl7_check(L, 1);
-    luaL_Buffer b;
-
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < h->m->nsegs; i++) {
-        const struct jn_hl7_seg *s = &h->m->segs[i];
-        luaL_addlstring(&b, s->text.p, s->text.len);
-        luaL_addlstring(&b, s->eol.p, s->eol.len);
-    }
-    luaL_pushresult(&b);
-    return 1;
-}
-
-/* h:segments([id]) -> a list of {id=, index=} objects with get/set by "field.comp" paths. */
-static int lh_segments(lua_State *L)
-{
-    struct lhl7 *h = hl7_check(L, 1);
-    const char *want = luaL_optstring(L, 2, NULL);
-    lua_Integer k = 0;
-
-    lua_settop(L, 2);
-    lua_createtable(L, 0, 0); /* 3 */
-    for (size_t i = 0; i < h->m->nsegs; i++) {
-        const struct jn_hl7_seg *s = &h->m->segs[i];
-        int occ = 0;
-        if (want != NULL && strcmp(s->id, want) != 0) {
-            continue;
-        }
-        for (size_t j = 0; j <= i; j++) {
-            occ += strcmp(h->m->segs[j].id, s->id) == 0;
-        }
-        lua_createtable(L, 0, 3);
-        lua_pushstring(L, s->id);
-        lua_setfield(L, -2, "id");
-        lua_pushinteger(L, occ);
-        lua_setfield(L, -2, "index");
-        lua_pushvalue(L, 1);
-        lua_setfield(L, -2, "message");
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_seg_mt);
-        lua_setmetatable(L, -2);
-        lua_rawseti(L, 3, ++k);
-    }
-    return 1;
-}
-
-/* seg:get(p) / seg:set(p, v): the message's get/set of "ID[index]-p". */
-static int seg_call(lua_State *L, lua_CFunction fn)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checkstring(L, 2);
-    lua_getfield(L, 1, "message");
-    lua_getfield(L, 1, "id");
-    lua_getfield(L, 1, "index");
-    if (lua_type(L, -2) != LUA_TSTRING || !lua_isinteger(L, -1)) {
-        return luaL_error(L, "expected a segment from h:segments() (call it as s:get(...))");
-    }
-    lua_pushfstring(L, "%s[%d]-%s", lua_tostring(L, -2), (int)lua_tointeger(L, -1),
-                    lua_tostring(L, 2));
-    lua_replace(L, 2);
-    lua_pop(L, 2);
-    lua_replace(L, 1);
-    return fn(L);
-}
-
-static int seg_get(lua_State *L)
-{
-    return seg_call(L, lh_get);
-}
-
-static int seg_set(lua_State *L)
-{
-    return seg_call(L, lh_set);
-}
-
 /* ---- the state ---- */
 
 /* A metatable in the registry under key, with the functions in fns, __index = a table of
  * methods (or the function index), and __metatable so scripts cannot change it. */
-static void new_mt(lua_State *L, const void *key, const luaL_Reg *fns, const luaL_Reg *methods)
+void lua__new_mt(lua_State *L, const void *key, const luaL_Reg *fns, const luaL_Reg *methods)
 {
     lua_createtable(L, 0, 4);
     if (fns != NULL) {
@@ -1383,45 +401,22 @@ static void new_mt(lua_State *L, const void *key, const luaL_Reg *fns, const lua
 
 static void open_junction(lua_State *L)
 {
-    static const luaL_Reg json[] = {
-        {"decode", lj_decode}, {"encode", lj_encode}, {"array", lj_array}, {NULL, NULL}};
-    static const luaL_Reg hl7[] = {{"parse", lh_parse}, {NULL, NULL}};
-    static const luaL_Reg mp[] = {{"encode", lm_encode}, {"decode", lm_decode}, {NULL, NULL}};
-    static const luaL_Reg sbuf_fns[] = {{"__gc", sbuf_gc}, {NULL, NULL}};
-    static const luaL_Reg unpacked_fns[] = {{"__gc", unpacked_gc}, {NULL, NULL}};
     static const luaL_Reg log[] = {
         {"info", sb_log_info}, {"warn", sb_log_warn}, {"debug", sb_log_debug}, {NULL, NULL}};
     static const luaL_Reg tm[] = {{"now", sb_time_now}, {NULL, NULL}};
     static const luaL_Reg hdr_fns[] = {
         {"__index", hdr_index}, {"__newindex", hdr_newindex}, {NULL, NULL}};
-    static const luaL_Reg hl7_fns[] = {
-        {"__gc", hl7_gc}, {"__tostring", lh_tostring}, {NULL, NULL}};
-    static const luaL_Reg hl7_methods[] = {{"get", lh_get}, {"set", lh_set},
-                                           {"segments", lh_segments}, {"tostring", lh_tostring},
-                                           {NULL, NULL}};
-    static const luaL_Reg seg_methods[] = {{"get", seg_get}, {"set", seg_set}, {NULL, NULL}};
-    static const luaL_Reg holder_fns[] = {{"__gc", holder_gc}, {NULL, NULL}};
-    static const luaL_Reg buf_fns[] = {{"__gc", buf_gc}, {NULL, NULL}};
 
-    new_mt(L, &key_hdr_mt, hdr_fns, NULL);
-    new_mt(L, &key_hl7_mt, hl7_fns, hl7_methods);
-    new_mt(L, &key_seg_mt, NULL, seg_methods);
-    new_mt(L, &key_arr_mt, NULL, NULL);
-    new_mt(L, &key_holder_mt, holder_fns, NULL);
-    new_mt(L, &key_buf_mt, buf_fns, NULL);
-    new_mt(L, &key_sbuf_mt, sbuf_fns, NULL);
-    new_mt(L, &key_unpacked_mt, unpacked_fns, NULL);
+    lua__new_mt(L, &key_hdr_mt, hdr_fns, NULL);
     lua_createtable(L, 0, 0);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &key_loaded);
 
     lua_createtable(L, 0, 4);
-    luaL_newlib(L, json);
-    lua_pushlightuserdata(L, (void *)&json_null_mark);
-    lua_setfield(L, -2, "null");
+    lua__open_json(L);
     lua_setfield(L, -2, "json");
-    luaL_newlib(L, hl7);
+    lua__open_hl7(L);
     lua_setfield(L, -2, "hl7");
-    luaL_newlib(L, mp);
+    lua__open_msgpack(L);
     lua_setfield(L, -2, "msgpack");
     luaL_newlib(L, log);
     lua_setfield(L, -2, "log");
@@ -1465,7 +460,7 @@ struct vm_src {
 /* Protected: builds the sandbox, compiles and runs the script, finds process. */
 static int vm_setup(lua_State *L)
 {
-    struct lua_vm *vm = vm_of(L);
+    struct lua_vm *vm = lua__vm_of(L);
     struct vm_src *src = lua_touserdata(L, 1);
     static const char *const drop[] = {"dofile", "loadfile", "collectgarbage", NULL};
     static const char *const os_keep[] = {"time", "clock", "date", NULL};

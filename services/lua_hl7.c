@@ -1,0 +1,343 @@
+/*
+ * lua_hl7: junction.hl7, the HL7 v2 helper the lua service (services/lua.c) gives its scripts.
+ *
+ * hl7.parse(text) -> message object, or nil and the reason. h:get(path) -> the decoded value,
+ * "" when empty, nil when absent; h:set(path, value): value is escaped (a string, a number, or
+ * nil for empty); returns h. h:segments([id]) -> a list of {id=, index=} objects with get/set
+ * by "field.comp" paths; tostring(h) gives the message's text. Paths are adapters/hl7.h's.
+ *
+ * Modelled on Mirth's JavaScript transformers for what the helpers offer. The message lives in
+ * a userdata (its __gc frees it); a set builds the new text in C buffers, parses it and only
+ * then swaps it in, with no Lua call that can raise while those buffers are held.
+ */
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "hl7.h"
+#include "jn_buf.h"
+#include "lua_int.h"
+
+/* Registry keys: addresses of these (the values are never used). */
+static const char key_hl7_mt = 'l', key_seg_mt = 's';
+
+/* ---- junction.hl7 ---- */
+
+struct lhl7 {
+    struct jn_hl7_msg *m;
+};
+
+static struct lhl7 *hl7_check(lua_State *L, int idx)
+{
+    struct lhl7 *h = lua_touserdata(L, idx);
+    int ok = 0;
+
+    if (h != NULL && lua_getmetatable(L, idx)) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_hl7_mt);
+        ok = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    if (!ok || h->m == NULL) {
+        luaL_error(L, "expected an HL7 message from junction.hl7.parse (call it as h:get(...))");
+    }
+    return h;
+}
+
+static int hl7_gc(lua_State *L)
+{
+    struct lhl7 *h = lua_touserdata(L, 1);
+    jn_hl7_free(h->m);
+    h->m = NULL;
+    return 0;
+}
+
+/* hl7.parse(text) -> message object, or nil and the reason. */
+static int lh_parse(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    struct lhl7 *h;
+    struct jn_err err;
+
+    h = lua_newuserdatauv(L, sizeof(*h), 0);
+    h->m = NULL;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_hl7_mt);
+    lua_setmetatable(L, -2);
+    jn_err_clear(&err);
+    if (jn_hl7_parse(s, n, 0, &h->m, &err) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "hl7.parse: %s", err.msg[0] ? err.msg : "not an HL7 message");
+        return 2;
+    }
+    return 1;
+}
+
+static void hl7_path(lua_State *L, int idx, struct jn_hl7_path *p)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    struct jn_err err;
+
+    jn_err_clear(&err);
+    if (jn_hl7_path_parse(s, n, p, &err) != 0) {
+        luaL_error(L, "hl7: path '%s': %s", s, err.msg);
+    }
+}
+
+/* h:get(path) -> the decoded value, "" when empty, nil when absent. */
+static int lh_get(lua_State *L)
+{
+    struct lhl7 *h = hl7_check(L, 1);
+    struct jn_hl7_path p;
+    struct jn_hl7_span sp;
+    luaL_Buffer b;
+    char *o;
+
+    hl7_path(L, 2, &p);
+    if (jn_hl7_get(h->m, &p, &sp) != 1) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if ((strcmp(p.seg, "MSH") == 0 || strcmp(p.seg, "FHS") == 0 || strcmp(p.seg, "BHS") == 0) &&
+        p.field <= 2) {
+        lua_pushlstring(L, sp.p, sp.len); /* the delimiters themselves */
+        return 1;
+    }
+    o = luaL_buffinitsize(L, &b, sp.len + 1);
+    luaL_pushresultsize(&b, jn_hl7_unescape(&h->m->d, sp.p, sp.len, o, sp.len + 1));
+    return 1;
+}
+
+/* Appends t (len bytes) split on seps[0], with element idx[0] (0-based) replaced by val when
+ * n == 1 or by the same edit one level down; missing elements are added empty. */
+static int splice(struct jn_buf *out, const char *t, size_t len, const char *seps,
+                  const size_t *idx, int n, const char *val, size_t vlen)
+{
+    size_t i = 0, start = 0;
+    int done = 0, rc = 0;
+
+    for (size_t k = 0; k <= len && rc == 0; k++) {
+        if (k < len && t[k] != seps[0]) {
+            continue;
+        }
+        if (i > 0) {
+            rc = jn_buf_putc(out, seps[0]);
+        }
+        if (rc == 0 && i == idx[0]) {
+            rc = n == 1 ? jn_buf_append(out, val, vlen)
+                        : splice(out, t + start, k - start, seps + 1, idx + 1, n - 1, val, vlen);
+            done = 1;
+        } else if (rc == 0) {
+            rc = jn_buf_append(out, t + start, k - start);
+        }
+        i++;
+        start = k + 1;
+    }
+    for (; !done && rc == 0; i++) {
+        rc = jn_buf_putc(out, seps[0]);
+        if (rc == 0 && i == idx[0]) {
+            rc = n == 1 ? jn_buf_append(out, val, vlen)
+                        : splice(out, "", 0, seps + 1, idx + 1, n - 1, val, vlen);
+            done = 1;
+        }
+    }
+    return rc;
+}
+
+/* The new bytes of m with path p set to the escaped value esc: 0, or JN_EINVAL / JN_ENOMEM
+ * with the reason. */
+static int hl7_edit(const struct jn_hl7_msg *m, const struct jn_hl7_path *p, const char *esc,
+                    size_t elen, struct jn_buf *out, struct jn_err *err)
+{
+    const struct jn_hl7_delims *d = &m->d;
+    const struct jn_hl7_seg *seg = NULL, *last = &m->segs[m->nsegs - 1];
+    char seps[4] = {d->field, d->rep, d->comp, d->sub};
+    size_t idx[4], count = 0, off, end;
+    struct jn_buf s = JN_BUF_INIT;
+    int header = strcmp(p->seg, "MSH") == 0 || strcmp(p->seg, "FHS") == 0 ||
+                 strcmp(p->seg, "BHS") == 0;
+    int n = 0, rc;
+
+    if (header && p->field <= 2) {
+        return jn_err_set(err, JN_EINVAL, "%s-%d holds the delimiters and cannot be set",
+                          p->seg, p->field);
+    }
+    for (size_t i = 0; i < m->nsegs && seg == NULL; i++) {
+        if (strcmp(m->segs[i].id, p->seg) == 0 && ++count == (size_t)p->occ) {
+            seg = &m->segs[i];
+        }
+    }
+    if (seg == NULL && (size_t)p->occ != count + 1) {
+        return jn_err_set(err, JN_EINVAL, "%s[%d] does not exist (the message has %zu %s "
+                          "segment(s)), and set can add only the next one", p->seg, p->occ,
+                          count, p->seg);
+    }
+    idx[n++] = header ? (size_t)p->field - 1 : (size_t)p->field;
+    idx[n++] = (size_t)p->rep - 1;
+    if (p->comp > 0) {
+        idx[n++] = (size_t)p->comp - 1;
+        if (p->sub > 0) {
+            idx[n++] = (size_t)p->sub - 1;
+        }
+    }
+    if (seg != NULL) {
+        rc = splice(&s, seg->text.p, seg->text.len, seps, idx, n, esc, elen);
+        off = (size_t)(seg->text.p - m->buf);
+        end = off + seg->text.len;
+    } else {
+        rc = splice(&s, p->seg, 3, seps, idx, n, esc, elen);
+        off = end = m->len;
+    }
+    if (rc == 0) {
+        rc = jn_buf_append(out, m->buf, off);
+    }
+    if (rc == 0 && seg == NULL && last->eol.len == 0) {
+        rc = jn_buf_putc(out, '\r'); /* the last segment had no end; a new one needs it */
+    }
+    if (rc == 0) {
+        rc = jn_buf_append(out, s.p ? s.p : "", s.len);
+    }
+    if (rc == 0 && seg == NULL) {
+        const struct jn_hl7_span *eol = &m->segs[0].eol;
+        rc = last->eol.len ? jn_buf_append(out, eol->p, eol->len) : 0;
+    }
+    if (rc == 0) {
+        rc = jn_buf_append(out, m->buf + end, m->len - end);
+    }
+    jn_buf_reset(&s);
+    return rc == 0 ? 0 : jn_err_set(err, JN_ENOMEM, "out of memory");
+}
+
+/* h:set(path, value): value is escaped (a string, a number, or nil for empty); returns h. */
+static int lh_set(lua_State *L)
+{
+    struct lhl7 *h = hl7_check(L, 1);
+    struct jn_hl7_path p;
+    struct jn_hl7_msg *nm = NULL;
+    struct jn_buf esc = JN_BUF_INIT, out = JN_BUF_INIT;
+    struct jn_err err;
+    const char *v = "";
+    size_t vlen = 0;
+    int rc;
+
+    hl7_path(L, 2, &p);
+    if (!lua_isnoneornil(L, 3)) {
+        if (lua_type(L, 3) != LUA_TSTRING && lua_type(L, 3) != LUA_TNUMBER) {
+            return luaL_error(L, "hl7 set %s: the value is a %s, expected a string",
+                              lua_tostring(L, 2), luaL_typename(L, 3));
+        }
+        v = lua_tolstring(L, 3, &vlen);
+    }
+    /* From here to the end no Lua call may raise while C buffers are held. */
+    jn_err_clear(&err);
+    rc = jn_hl7_escape(&h->m->d, v, vlen, &esc);
+    if (rc != 0) {
+        jn_err_set(&err, rc, "out of memory");
+    } else {
+        rc = hl7_edit(h->m, &p, esc.p ? esc.p : "", esc.len, &out, &err);
+    }
+    if (rc == 0) {
+        rc = jn_hl7_parse(out.p, out.len, 0, &nm, &err);
+    }
+    jn_buf_reset(&esc);
+    jn_buf_reset(&out);
+    if (rc != 0) {
+        return luaL_error(L, "hl7 set %s: %s", lua_tostring(L, 2), err.msg);
+    }
+    jn_hl7_free(h->m);
+    h->m = nm;
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int lh_tostring(lua_State *L)
+{
+    struct lhl7 *h = hl7_check(L, 1);
+    luaL_Buffer b;
+
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < h->m->nsegs; i++) {
+        const struct jn_hl7_seg *s = &h->m->segs[i];
+        luaL_addlstring(&b, s->text.p, s->text.len);
+        luaL_addlstring(&b, s->eol.p, s->eol.len);
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* h:segments([id]) -> a list of {id=, index=} objects with get/set by "field.comp" paths. */
+static int lh_segments(lua_State *L)
+{
+    struct lhl7 *h = hl7_check(L, 1);
+    const char *want = luaL_optstring(L, 2, NULL);
+    lua_Integer k = 0;
+
+    lua_settop(L, 2);
+    lua_createtable(L, 0, 0); /* 3 */
+    for (size_t i = 0; i < h->m->nsegs; i++) {
+        const struct jn_hl7_seg *s = &h->m->segs[i];
+        int occ = 0;
+        if (want != NULL && strcmp(s->id, want) != 0) {
+            continue;
+        }
+        for (size_t j = 0; j <= i; j++) {
+            occ += strcmp(h->m->segs[j].id, s->id) == 0;
+        }
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, s->id);
+        lua_setfield(L, -2, "id");
+        lua_pushinteger(L, occ);
+        lua_setfield(L, -2, "index");
+        lua_pushvalue(L, 1);
+        lua_setfield(L, -2, "message");
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &key_seg_mt);
+        lua_setmetatable(L, -2);
+        lua_rawseti(L, 3, ++k);
+    }
+    return 1;
+}
+
+/* seg:get(p) / seg:set(p, v): the message's get/set of "ID[index]-p". */
+static int seg_call(lua_State *L, lua_CFunction fn)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkstring(L, 2);
+    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "id");
+    lua_getfield(L, 1, "index");
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_isinteger(L, -1)) {
+        return luaL_error(L, "expected a segment from h:segments() (call it as s:get(...))");
+    }
+    lua_pushfstring(L, "%s[%d]-%s", lua_tostring(L, -2), (int)lua_tointeger(L, -1),
+                    lua_tostring(L, 2));
+    lua_replace(L, 2);
+    lua_pop(L, 2);
+    lua_replace(L, 1);
+    return fn(L);
+}
+
+static int seg_get(lua_State *L)
+{
+    return seg_call(L, lh_get);
+}
+
+static int seg_set(lua_State *L)
+{
+    return seg_call(L, lh_set);
+}
+
+void lua__open_hl7(lua_State *L)
+{
+    static const luaL_Reg hl7[] = {{"parse", lh_parse}, {NULL, NULL}};
+    static const luaL_Reg hl7_fns[] = {
+        {"__gc", hl7_gc}, {"__tostring", lh_tostring}, {NULL, NULL}};
+    static const luaL_Reg hl7_methods[] = {{"get", lh_get}, {"set", lh_set},
+                                           {"segments", lh_segments}, {"tostring", lh_tostring},
+                                           {NULL, NULL}};
+    static const luaL_Reg seg_methods[] = {{"get", seg_get}, {"set", seg_set}, {NULL, NULL}};
+
+    lua__new_mt(L, &key_hl7_mt, hl7_fns, hl7_methods);
+    lua__new_mt(L, &key_seg_mt, NULL, seg_methods);
+    luaL_newlib(L, hl7);
+}
