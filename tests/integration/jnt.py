@@ -5,6 +5,7 @@ temporary directory, drives it with real peers (curl, files, a small HTTP receiv
 exact bytes, prints junction's log on failure and cleans up. Standard library only.
 """
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -164,6 +165,19 @@ def curl(args, timeout=20):
         if line.startswith("HTTP/"):
             status = int(line.split()[1])
     return status, p.stdout, h
+
+
+def admin_api(port, method, path, body=None):
+    """One call of junction's admin API on 127.0.0.1:port: (status, the JSON answer), or
+    (status, {"unparsed": text}) when the answer is not JSON."""
+    args = ["-X", method, "http://127.0.0.1:%d%s" % (port, path)]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", body]
+    code, out, _ = curl(args)
+    try:
+        return code, json.loads(out)
+    except ValueError:
+        return code, {"unparsed": out.decode("utf-8", "replace")}
 
 
 class Receiver:

@@ -10,7 +10,7 @@ import json
 import re
 import time
 
-from jnt import Checks, Junction, Receiver, curl, free_port, run_junction, wait_until
+from jnt import Checks, Junction, Receiver, admin_api, curl, free_port, run_junction, wait_until
 
 t = Checks("admin_replay")
 cleanups = []
@@ -39,15 +39,7 @@ routes:
 """
 
 
-def api(port, method, path, body=None):
-    args = ["-X", method, "http://127.0.0.1:%d%s" % (port, path)]
-    if body is not None:
-        args += ["-H", "Content-Type: application/json", "--data-binary", body]
-    code, out, _ = curl(args)
-    try:
-        return code, json.loads(out)
-    except ValueError:
-        return code, {"unparsed": out.decode("utf-8", "replace")}
+api = admin_api
 
 
 def dead(port):

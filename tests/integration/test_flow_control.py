@@ -14,7 +14,7 @@ at the limit. min_free_disk larger than the disk: every POST is 503 naming min_f
 import json
 import time
 
-from jnt import Checks, Junction, Receiver, curl, free_port, wait_until
+from jnt import Checks, Junction, Receiver, admin_api, curl, free_port, wait_until
 
 t = Checks("flow_control")
 cleanups = []
@@ -68,11 +68,7 @@ routes:
 
 
 def api(port, path):
-    code, out, _ = curl(["http://127.0.0.1:%d%s" % (port, path)])
-    try:
-        return code, json.loads(out)
-    except ValueError:
-        return code, {}
+    return admin_api(port, "GET", path)
 
 
 def post(port, body):
