@@ -88,19 +88,25 @@ static const struct command commands[] = {
      "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
      "ctl pause CHANNEL: an IN channel refuses what it is sent (HTTP 503, MLLP negative ACK),\n"
      "an OUT channel holds its queue; ctl resume CHANNEL lets it go again."},
-    {"ctl", "messages [--since T --until T --channel C --status S --limit N]",
+    {"ctl", "messages [--since T --until T --channel C --status S --route R --header K=V "
+     "--grep TEXT --limit N]",
      "messages received, newest first, from the action log",
      "ctl messages: the messages received in a time range (T as in log), newest first, with\n"
-     "their channel and status (received, queued, retrying, delivered, dead, dropped)."},
-    {"ctl", "show ID", "one message's trace", "ctl show ID: the message's actions, in order."},
-    {"ctl", "replay [ID...] [filters] [--to CH]... [--dry-run]",
-     "put dead letters back while the broker runs",
+     "their channel and status (received, queued, retrying, delivered, dead, dropped).\n"
+     "--route, --header and --grep (payload text) match what retention keeps of a message\n"
+     "(a route's keep:); a message not kept matches none of them."},
+    {"ctl", "show ID", "one message's trace",
+     "ctl show ID: the message's actions, in order, and what is kept of it (headers, size)."},
+    {"ctl", "replay [ID...] [filters] [--to CH]... [--kept] [--dry-run]",
+     "put dead letters (or kept messages) back while the broker runs",
      "ctl replay: puts the dead letters of the IDs (default: all) that pass every filter given\n"
      "(--since T, --until T: dead-lettered then; --channel C: received on C; --route R;\n"
      "--destination CH; --header NAME=VALUE; --grep TEXT: in the payload) back in their\n"
      "queues, or with --to CH (repeatable) into those OUT channels instead, while the broker\n"
-     "runs, and waits for the job to end. --dry-run counts them and names the first ones,\n"
-     "writing nothing."},
+     "runs, and waits for the job to end. --kept: from the messages retention keeps instead\n"
+     "(delivered or not; since/until of their receive time), routed again by the current\n"
+     "routes or put into --to. --dry-run counts them and names the first ones, writing\n"
+     "nothing."},
     {"ctl", "dlq list|replay [filters]", "the dead letters of the running broker",
      "ctl dlq list: the dead letters (oldest first, --limit N, default 50) that pass the\n"
      "filters of ctl replay, with where they came from, their destination, attempts and last\n"
@@ -418,6 +424,8 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
             o.json = 1;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
             o.dry_run = 1;
+        } else if (strcmp(argv[i], "--kept") == 0) {
+            o.kept = 1;
         } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
             o.since = argv[++i];
         } else if (strcmp(argv[i], "--until") == 0 && i + 1 < argc) {
