@@ -296,7 +296,7 @@ static void chan_unknown(struct loader *L, const struct jn_node *at, const char 
     }
     near = names ? jn_nearest(name, names, n) : NULL;
     jn_diag_add(L->d, &at->pos, "%s: %s '%s' %s%s%s%s", what,
-                dir == JN_DIR_IN ? "input channel" : "destination", name,
+                dir == JN_DIR_IN ? "channel" : "destination", name,
                 i >= 0 ? (dir == JN_DIR_IN ? "is not an IN channel" : "is not an OUT channel")
                        : "is not a channel of the config",
                 near ? ", did you mean '" : "", near ? near : "", near ? "'?" : "");
@@ -329,9 +329,8 @@ static void dest_read(struct loader *L, const struct jn_node *k, const struct jn
                             sub2, jn_node_kind_name(v->vals[i]));
                 continue;
             }
-            if (unknown_keys(L, v->vals[i], sub2, check_keys + 1, NKEYS(check_keys) - 1) == 0) {
-                msg_check_read(L, v->vals[i], sub2, &dc->each[i]);
-            }
+            unknown_keys(L, v->vals[i], sub2, check_keys + 1, NKEYS(check_keys) - 1);
+            msg_check_read(L, v->vals[i], sub2, &dc->each[i]);
         }
         return;
     }
@@ -342,9 +341,10 @@ static void dest_read(struct loader *L, const struct jn_node *k, const struct jn
     }
     dc->n = 1;
     dc->each = jn_calloc(1, sizeof(*dc->each));
-    if (dc->each == NULL || unknown_keys(L, v, sub, check_keys, NKEYS(check_keys)) != 0) {
+    if (dc->each == NULL) {
         return;
     }
+    unknown_keys(L, v, sub, check_keys, NKEYS(check_keys));
     {
         const struct jn_node *c = scalar_at(L, v, "count", sub);
         char *end = NULL;
@@ -371,7 +371,11 @@ static void case_read(struct loader *L, const struct jn_node *m, size_t idx, str
     if (tc->name == NULL) {
         jn_diag_add(L->d, &m->pos, "case %zu: name: missing", idx + 1);
     }
-    snprintf(what, sizeof(what), "case '%s'", tc->name ? tc->name : "?");
+    if (tc->name != NULL) {
+        snprintf(what, sizeof(what), "case '%s'", tc->name);
+    } else {
+        snprintf(what, sizeof(what), "case %zu", idx + 1);
+    }
     unknown_keys(L, m, what, case_keys, NKEYS(case_keys));
     in = jn_node_get(m, "input");
     ex = jn_node_get(m, "expect");
