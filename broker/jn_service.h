@@ -52,7 +52,7 @@ struct jn_service {
  * and confs are borrowed from cs, which must outlive svcs. Returns 0, or the failing init's
  * JN_E* with err: then that instance and those after it are left with def NULL, so
  * jn_services_destroy(svcs, n) is right in both cases. The broker (jn_broker_new) and the
- * offline `junction test` (cli/jn_test.c) make their services with it, so both run the same
+ * offline `junction test` (cli/jn_testrun.c) make their services with it, so both run the same
  * instances. Implemented in broker/jn_service_inst.c.
  */
 struct jn_cfg_service;

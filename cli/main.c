@@ -5,7 +5,7 @@
  *   junction check [-c FILE]          validate a config: exit 0, or file:line:col errors and 1
  *   junction describe [TYPE] [--markdown]   the options of channel/service types
  *   junction trace | log | dlq ...    read the data_dir's journal (jn_inspect.h)
- *   junction test [-c FILE] [TEST.yaml ...]   route tests, offline (jn_test.h)
+ *   junction test [-c FILE] [TEST.yaml ...]   route tests, offline (jn_testrun.h)
  *   junction help [COMMAND]           the general help, or one command's
  *   junction version
  *
@@ -29,7 +29,7 @@
 #include "jn_inspect.h"
 #include "jn_log.h"
 #include "jn_mem.h"
-#include "jn_test.h"
+#include "jn_testrun.h"
 
 #ifndef JN_VERSION
 #define JN_VERSION "0.1.0"
@@ -502,7 +502,7 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
 /* junction test [-c FILE] [--junit OUT] [TEST.yaml ...] */
 static int cmd_test(const struct command *cmd, int argc, char **argv)
 {
-    struct jn_test_opts o = {0};
+    struct jn_testrun_opts o = {0};
     const char *config = NULL, *used;
     struct jn_config *c;
     int rc;
@@ -539,7 +539,7 @@ static int cmd_test(const struct command *cmd, int argc, char **argv)
     jn_log_level = JN_LOG_WARN;
     o.cfg = c;
     o.config_path = config;
-    rc = jn_test_main(&o, stdout, stderr);
+    rc = jn_testrun_main(&o, stdout, stderr);
     jn_config_free(c);
     jn_free(o.files);
     return rc;

@@ -1,5 +1,5 @@
 /*
- * jn_test: `junction test`, route tests run offline (docs/testing-routes.md).
+ * jn_testrun: `junction test`, route tests run offline (docs/testing-routes.md).
  *
  *   junction test [-c junction.yaml] [--junit FILE] [FILE.yaml ...]
  *
@@ -16,14 +16,14 @@
  * Model: Redpanda Connect's `rpk connect test` (cases beside the config, output checks per
  * output), with JUnit XML as CI systems read it.
  */
-#ifndef JN_TEST_H
-#define JN_TEST_H
+#ifndef JN_TESTRUN_H
+#define JN_TESTRUN_H
 
 #include <stdio.h>
 
 #include "jn_spec.h"
 
-struct jn_test_opts {
+struct jn_testrun_opts {
     const struct jn_config *cfg; /* borrowed */
     const char *config_path;     /* the file cfg was loaded from; NULL for the embedded one */
     char **files;                /* test files given on the command line (may be 0 of them) */
@@ -34,6 +34,6 @@ struct jn_test_opts {
 /* Runs every case of every file, one line each to out (errors of the test files to err).
  * Returns the exit code: 0 all passed, 1 one or more failed, 2 a test file (or the JUnit file,
  * or a service's init) could not be used. */
-int jn_test_main(const struct jn_test_opts *o, FILE *out, FILE *err);
+int jn_testrun_main(const struct jn_testrun_opts *o, FILE *out, FILE *err);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * jn_test_match: the checks `junction test` makes on one message a destination received
- * (jn_test_int.h), each saying what differs in words a person reads: the JSON path with the
+ * jn_testrun_match: the checks `junction test` makes on one message a destination received
+ * (jn_testrun_int.h), each saying what differs in words a person reads: the JSON path with the
  * expected and actual values, the HL7 path, the header, or a short unified diff of a payload.
  *
  * HL7 values are read with the project's codec (adapters/hl7.h: jn_hl7_lookup and
@@ -18,9 +18,9 @@
 
 #include "hl7.h"
 #include "jn_mem.h"
-#include "jn_test_int.h"
+#include "jn_testrun_int.h"
 
-/* The differences one check found; lines past JN_TEST_MAX_DIFFS are counted, not written. */
+/* The differences one check found; lines past JN_TESTRUN_MAX_DIFFS are counted, not written. */
 struct diffs {
     struct jn_buf *out;
     const char *prefix;
@@ -34,7 +34,7 @@ static void diff_add(struct diffs *c, const char *fmt, ...)
     char line[2048];
     va_list ap;
 
-    if (++c->n > JN_TEST_MAX_DIFFS) {
+    if (++c->n > JN_TESTRUN_MAX_DIFFS) {
         return;
     }
     va_start(ap, fmt);
@@ -45,9 +45,9 @@ static void diff_add(struct diffs *c, const char *fmt, ...)
 
 static int diff_end(struct diffs *c)
 {
-    if (c->n > JN_TEST_MAX_DIFFS) {
+    if (c->n > JN_TESTRUN_MAX_DIFFS) {
         jn_buf_printf(c->out, "%s... and %d more difference(s)\n", c->prefix,
-                      c->n - JN_TEST_MAX_DIFFS);
+                      c->n - JN_TESTRUN_MAX_DIFFS);
     }
     return c->n;
 }
@@ -68,7 +68,7 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
-/* p readable (see jn_test__quote); quotes and backslashes escaped only when quote is set. */
+/* p readable (see jn_testrun__quote); quotes and backslashes escaped only when quote is set. */
 static void escape(struct jn_buf *out, const void *vp, size_t n, size_t max, int quote)
 {
     const unsigned char *p = vp;
@@ -100,7 +100,7 @@ static void escape(struct jn_buf *out, const void *vp, size_t n, size_t max, int
     }
 }
 
-void jn_test__quote(struct jn_buf *out, const void *p, size_t n, size_t max)
+void jn_testrun__quote(struct jn_buf *out, const void *p, size_t n, size_t max)
 {
     jn_buf_putc(out, '"');
     escape(out, p, n, max, 1);
@@ -110,7 +110,7 @@ void jn_test__quote(struct jn_buf *out, const void *p, size_t n, size_t max)
 static const char *quoted(struct jn_buf *b, const void *p, size_t n)
 {
     jn_buf_reset(b);
-    jn_test__quote(b, p, n, 300);
+    jn_testrun__quote(b, p, n, 300);
     return b->p ? b->p : "\"\"";
 }
 
@@ -259,11 +259,12 @@ static void print_hunks(struct jn_buf *out, const char *indent, const struct op 
     }
 }
 
-int jn_test__payload(const char *want, size_t wlen, const struct jn_msg *m, const char *prefix,
+int jn_testrun__payload(const char *want, size_t wlen, const struct jn_msg *m, const char *prefix,
                      struct jn_buf *out)
 {
     const char *got = (const char *)m->payload;
-    size_t glen = m->len, na = 0, nb = 0, nops = 0, at = 0;
+    size_t glen = m->len, na = 0, nb = 0, nops = 0, at = 0, lead = strspn(prefix, " ");
+    char indent[64];
     struct line *a, *b;
     struct op *ops = NULL;
     int changed = 0;
@@ -279,13 +280,11 @@ int jn_test__payload(const char *want, size_t wlen, const struct jn_msg *m, cons
     for (size_t k = 0; k < nops; k++) {
         changed |= ops[k].kind != ' ';
     }
+    /* What follows goes under the line that names it, indented two more than that line. */
+    snprintf(indent, sizeof(indent), "%*s", (int)(lead + 2 < 60 ? lead + 2 : 60), "");
     if (ops != NULL && changed) {
         jn_buf_printf(out, "%spayload differs (%zu bytes expected, %zu received):\n", prefix,
                       wlen, glen);
-        /* Under the line that names it, indented two more than that line. */
-        char indent[64];
-        size_t lead = strspn(prefix, " ");
-        snprintf(indent, sizeof(indent), "%*s", (int)(lead + 2 < 60 ? lead + 2 : 60), "");
         print_hunks(out, indent, ops, nops, a, b);
     } else {
         /* One line each, lines too many to diff, or the same lines with other line ends:
@@ -296,8 +295,8 @@ int jn_test__payload(const char *want, size_t wlen, const struct jn_msg *m, cons
         }
         jn_buf_printf(out, "%spayload differs at byte %zu%s:\n", prefix, at,
                       ops != NULL ? " (the lines are the same: their ends differ)" : "");
-        jn_buf_printf(out, "%s  expected %s\n", prefix, quoted(&q, want, wlen));
-        jn_buf_printf(out, "%s  got      %s\n", prefix, quoted(&q, got, glen));
+        jn_buf_printf(out, "%sexpected %s\n", indent, quoted(&q, want, wlen));
+        jn_buf_printf(out, "%sgot      %s\n", indent, quoted(&q, got, glen));
         jn_buf_reset(&q);
     }
     jn_free(ops);
@@ -308,7 +307,7 @@ int jn_test__payload(const char *want, size_t wlen, const struct jn_msg *m, cons
 
 /* ---- json ---- */
 
-/* A YAML scalar as the JSON value it stands for (see jn_test_int.h). New reference or NULL. */
+/* A YAML scalar as the JSON value it stands for (see jn_testrun_int.h). New reference or NULL. */
 static json_t *scalar_json(const struct jn_node *n)
 {
     const char *s = n->str;
@@ -437,7 +436,7 @@ static void json_match(const struct jn_node *want, const json_t *got, struct jn_
     jn_buf_reset(&t);
 }
 
-int jn_test__json(const struct jn_node *want, const struct jn_msg *m, const char *prefix,
+int jn_testrun__json(const struct jn_node *want, const struct jn_msg *m, const char *prefix,
                   struct jn_buf *out)
 {
     struct diffs c = {out, prefix, 0};
@@ -462,7 +461,7 @@ int jn_test__json(const struct jn_node *want, const struct jn_msg *m, const char
 
 /* ---- hl7 ---- */
 
-int jn_test__hl7(const struct jn_node *want, const struct jn_msg *m, const char *prefix,
+int jn_testrun__hl7(const struct jn_node *want, const struct jn_msg *m, const char *prefix,
                  struct jn_buf *out)
 {
     struct diffs c = {out, prefix, 0};
@@ -523,7 +522,7 @@ int jn_test__hl7(const struct jn_node *want, const struct jn_msg *m, const char 
 
 /* ---- headers ---- */
 
-int jn_test__headers(const struct jn_node *want, const struct jn_msg *m, const char *prefix,
+int jn_testrun__headers(const struct jn_node *want, const struct jn_msg *m, const char *prefix,
                      struct jn_buf *out)
 {
     struct diffs c = {out, prefix, 0};

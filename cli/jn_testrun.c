@@ -1,6 +1,6 @@
 /*
- * jn_test: `junction test` (jn_test.h): test files read at file:line:col, each case's message
- * routed offline, the outputs compared, a line per case and JUnit XML.
+ * jn_testrun: `junction test` (jn_testrun.h): test files read at file:line:col, each case's
+ * message routed offline, the outputs compared, a line per case and JUnit XML.
  *
  * What a case's message becomes is what the broker makes of the router's answer
  * (broker/jn_route.c, route_taken and route_unmatched), without the journal: a route whose
@@ -25,8 +25,8 @@
 
 #include "hl7.h"
 #include "jn_mem.h"
-#include "jn_test.h"
-#include "jn_test_int.h"
+#include "jn_testrun.h"
+#include "jn_testrun_int.h"
 #include "jn_yaml.h"
 
 /* ---- a test file, as read ---- */
@@ -620,23 +620,23 @@ static int check_msg(const struct msg_check *c, const struct jn_msg *m, const ch
     int n = 0;
 
     if (c->payload != NULL) {
-        n += jn_test__payload(c->payload, c->plen, m, prefix, out);
+        n += jn_testrun__payload(c->payload, c->plen, m, prefix, out);
     }
     if (c->has_re && regexec(&c->re, (const char *)m->payload, 0, NULL, 0) != 0) {
         struct jn_buf q = JN_BUF_INIT;
-        jn_test__quote(&q, m->payload, m->len, 200);
+        jn_testrun__quote(&q, m->payload, m->len, 200);
         jn_buf_printf(out, "%sregex: no match in the payload %s\n", prefix, q.p ? q.p : "");
         jn_buf_reset(&q);
         n++;
     }
     if (c->json != NULL) {
-        n += jn_test__json(c->json, m, prefix, out);
+        n += jn_testrun__json(c->json, m, prefix, out);
     }
     if (c->hl7 != NULL) {
-        n += jn_test__hl7(c->hl7, m, prefix, out);
+        n += jn_testrun__hl7(c->hl7, m, prefix, out);
     }
     if (c->headers != NULL) {
-        n += jn_test__headers(c->headers, m, prefix, out);
+        n += jn_testrun__headers(c->headers, m, prefix, out);
     }
     return n;
 }
@@ -655,8 +655,9 @@ static void what_happened(const struct outcome *o, struct jn_buf *out)
         }
     }
     for (size_t i = 0; i < o->ndead; i++) {
-        jn_buf_printf(out, "%sdead-lettered%s%s%s: %s", sep, o->dead[i].route[0] ? " by route '" : "",
-                      o->dead[i].route, o->dead[i].route[0] ? "'" : "", o->dead[i].reason);
+        const char *r = o->dead[i].route;
+        jn_buf_printf(out, "%sdead-lettered%s%s%s: %s", sep, r[0] ? " by route '" : "", r,
+                      r[0] ? "'" : "", o->dead[i].reason);
         sep = "; ";
     }
     for (size_t i = 0; i < o->nfiltered && i < sizeof(o->filtered) / sizeof(o->filtered[0]); i++) {
@@ -835,7 +836,7 @@ static double now_s(void)
 /* ---- the command ---- */
 
 /* The default files: the .yaml files in <config folder>/tests/. Fills *g (globfree it). 0 or 2. */
-static int default_files(const struct jn_test_opts *o, glob_t *g, FILE *err)
+static int default_files(const struct jn_testrun_opts *o, glob_t *g, FILE *err)
 {
     char *copy;
     struct jn_buf pat = JN_BUF_INIT;
@@ -864,7 +865,7 @@ static int default_files(const struct jn_test_opts *o, glob_t *g, FILE *err)
     return 0;
 }
 
-int jn_test_main(const struct jn_test_opts *o, FILE *out, FILE *err)
+int jn_testrun_main(const struct jn_testrun_opts *o, FILE *out, FILE *err)
 {
     const struct jn_config *cfg = o->cfg;
     struct loader L;
