@@ -5,6 +5,7 @@
  *   junction check [-c FILE]          validate a config: exit 0, or file:line:col errors and 1
  *   junction describe [TYPE] [--markdown]   the options of channel/service types
  *   junction trace | log | dlq ...    read the data_dir's journal (jn_inspect.h)
+ *   junction test [-c FILE] [TEST.yaml ...]   route tests, offline (jn_testrun.h)
  *   junction help [COMMAND]           the general help, or one command's
  *   junction version
  *
@@ -28,6 +29,7 @@
 #include "jn_inspect.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_testrun.h"
 
 #ifndef JN_VERSION
 #define JN_VERSION "0.1.0"
@@ -111,6 +113,15 @@ static const struct command commands[] = {
      "ctl dlq list: the dead letters (oldest first, --limit N, default 50) that pass the\n"
      "filters of ctl replay, with where they came from, their destination, attempts and last\n"
      "error. ctl dlq replay: the same as ctl replay."},
+    {"test", "[-c FILE] [--junit OUT] [TEST.yaml ...]",
+     "run route tests offline: each case's message through the\n"
+     "routes and services; exit 0 all pass, 1 a failure",
+     "Runs the cases of each test file (docs/testing-routes.md) through the config's routes\n"
+     "and services, offline: no listener, no OUT channel, no journal, no network. Each case\n"
+     "prints PASS or FAIL with what differs (a diff for payloads), then a summary. Without\n"
+     "TEST.yaml: the config's folder's tests/*.yaml. --junit OUT also writes JUnit XML. Exit\n"
+     "0 when every case passes, 1 when one fails, 2 when the config or a test file has an\n"
+     "error (file:line:col) or OUT cannot be written."},
     {"help", "[COMMAND]", "this text, or the help of one command",
      "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
     {"version", "", "print the version", "Prints junction's version."},
@@ -496,6 +507,52 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
     return rc;
 }
 
+/* junction test [-c FILE] [--junit OUT] [TEST.yaml ...] */
+static int cmd_test(const struct command *cmd, int argc, char **argv)
+{
+    struct jn_testrun_opts o = {0};
+    const char *config = NULL, *used;
+    struct jn_config *c;
+    int rc;
+
+    o.files = jn_calloc((size_t)argc + 1, sizeof(*o.files));
+    if (o.files == NULL) {
+        fprintf(stderr, "junction test: out of memory\n");
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--junit") == 0 && i + 1 < argc) {
+            o.junit = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            jn_free(o.files);
+            return cmd_help(cmd);
+        } else if (argv[i][0] != '-') {
+            o.files[o.nfiles++] = argv[i];
+        } else {
+            jn_free(o.files);
+            return usage_error(cmd, "unexpected argument", argv[i]);
+        }
+    }
+    if (config == NULL && access(DEFAULT_CONFIG, F_OK) == 0) {
+        config = DEFAULT_CONFIG;
+    }
+    c = load(config, &used, "; no test was run", NULL);
+    if (c == NULL) {
+        jn_free(o.files);
+        return 2;
+    }
+    /* The services' and the codecs' warnings, not the broker's chatter. */
+    jn_log_level = JN_LOG_WARN;
+    o.cfg = c;
+    o.config_path = config;
+    rc = jn_testrun_main(&o, stdout, stderr);
+    jn_config_free(c);
+    jn_free(o.files);
+    return rc;
+}
+
 /* junction help [COMMAND] */
 static int cmd_help_of(const struct command *help, int argc, char **argv)
 {
@@ -540,6 +597,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd->name, "ctl") == 0) {
         return cmd_ctl(cmd, argc, argv);
+    }
+    if (strcmp(cmd->name, "test") == 0) {
+        return cmd_test(cmd, argc, argv);
     }
     tool = strcmp(cmd->name, "trace") == 0 || strcmp(cmd->name, "log") == 0 ||
            strcmp(cmd->name, "dlq") == 0;
