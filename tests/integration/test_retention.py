@@ -177,7 +177,7 @@ try:
 
     def kept_bytes():
         return metric(adm, "junction_kept_bytes")
-    t.check(wait_until(lambda: (metric(adm, "junction_kept_messages") or 0) >= 200 and
+    t.check(wait_until(lambda: (metric(adm, "junction_kept_messages") or 0) >= 100 and
                        (kept_bytes() or 1 << 30) <= (1 << 20), 20),
             "the kept store falls within 1 MiB: %r bytes, %r messages" %
             (kept_bytes(), metric(adm, "junction_kept_messages")))
