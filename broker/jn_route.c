@@ -133,6 +133,8 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     struct jn_msg *m = c->m;
     struct jn_ticket *track = c->track;
 
+    /* Kept also when its services failed: the message browser and ctl record show it. */
+    note_kept(c, r->name, r->rc.keep);
     if (outs == NULL) {
         jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err->msg, JN_LOG_WARN, NULL);
         if (track) {
@@ -142,7 +144,6 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     }
     jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
            r->name, outs->n, r->rc.to.n);
-    note_kept(c, r->name, r->rc.keep);
     b->n_routed[r - b->cfg->routes]++;
     /* Services that gave nothing back (a filter, a script's nil) dropped the message on
      * purpose: `filtered`, so the trace does not show it queued forever. */

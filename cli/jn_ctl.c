@@ -16,9 +16,7 @@
 #include "jn_buf.h"
 #include "jn_net.h"
 
-/* One request (body: what to send, or NULL); 0 with the status and the answer's body (owned by
- * the caller), or -1 with why on stderr. */
-static int request(const struct jn_ctl_opts *o, const char *method, const char *path,
+int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *path,
                    const char *send_body, int *status, struct jn_buf *body)
 {
     const char *addr = o->admin;
@@ -89,7 +87,8 @@ static int request(const struct jn_ctl_opts *o, const char *method, const char *
         fprintf(stderr, "junction ctl: %s did not answer HTTP\n", o->admin);
         goto out;
     }
-    jn_buf_puts(body, sep + 4);
+    /* The body as bytes (a payload may hold NULs): up to the NUL put after the answer. */
+    jn_buf_append(body, sep + 4, resp.len - 1 - (size_t)(sep + 4 - resp.p));
     rc = 0;
 out:
     if (fd >= 0) {
@@ -250,7 +249,7 @@ static int call(const struct jn_ctl_opts *o, const char *method, const char *pat
     int status = 0;
     json_t *j;
 
-    if (request(o, method, path, send, &status, raw) != 0) {
+    if (jn_ctl_request(o, method, path, send, &status, raw) != 0) {
         return 1;
     }
     j = json_loads(raw->p ? raw->p : "", 0, NULL);
@@ -408,7 +407,8 @@ static int usage(void)
             "[--route R] [--destination CH] [--header K=V] [--grep TEXT] [--to CH]... "
             "[--kept] [--dry-run] [--json]\n"
             "       junction ctl dlq list [the filters of replay] [--limit N] [--json]\n"
-            "       junction ctl dlq replay [as replay]\n");
+            "       junction ctl dlq replay [as replay]\n"
+            "       junction ctl record --channel C [--count N] --out FILE [-c FILE]\n");
     return 2;
 }
 
@@ -495,7 +495,7 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
     } else {
         return usage();
     }
-    if (request(o, method, path, NULL, &status, &body) != 0) {
+    if (jn_ctl_request(o, method, path, NULL, &status, &body) != 0) {
         jn_buf_reset(&body);
         return 1;
     }

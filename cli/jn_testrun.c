@@ -511,28 +511,11 @@ static void file_free(struct tfile *f)
 
 /* ---- running a case ---- */
 
-struct dead {
-    char route[128]; /* "" when unrouted */
-    char reason[JN_ERR_MSG_MAX];
-};
-
-/* What the broker would have made of a case's message. */
-struct outcome {
-    const struct jn_config *cfg;
-    struct jn_msg_list *got; /* per channel index: what each destination would be sent */
-    struct dead *dead;
-    size_t ndead, capdead;
-    const char *filtered[16]; /* routes whose services dropped it (the first 16) */
-    size_t nfiltered;
-    int dropped;   /* unrouted: drop */
-    int oom;
-};
-
-static void add_dead(struct outcome *o, const char *route, const char *reason)
+static void add_dead(struct jn_testrun_outcome *o, const char *route, const char *reason)
 {
     if (o->ndead == o->capdead) {
         size_t cap = o->capdead ? 2 * o->capdead : 4;
-        struct dead *v = jn_realloc(o->dead, cap * sizeof(*v));
+        struct jn_testrun_dead *v = jn_realloc(o->dead, cap * sizeof(*v));
         if (v == NULL) {
             o->oom = 1;
             return;
@@ -549,7 +532,7 @@ static void add_dead(struct outcome *o, const char *route, const char *reason)
 static void collect(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
                     const struct jn_err *err)
 {
-    struct outcome *o = arg;
+    struct jn_testrun_outcome *o = arg;
 
     if (outs == NULL) {
         add_dead(o, r->name, err->msg);
@@ -571,12 +554,36 @@ static void collect(void *arg, const struct jn_cfg_route *r, const struct jn_msg
     }
 }
 
+int jn_testrun__route(const struct jn_config *cfg, const struct jn_service *svcs,
+                      struct jn_idgen *ids, size_t src, struct jn_msg *m,
+                      struct jn_testrun_outcome *o)
+{
+    size_t matched = cfg->router->route(cfg->routes, cfg->nroutes, src, m, svcs, ids, collect, o);
+
+    if (matched == 0) {
+        switch (cfg->unrouted) {
+        case JN_UNROUTED_DEAD_LETTER:
+            add_dead(o, NULL, "unrouted: no route took the message");
+            break;
+        case JN_UNROUTED_DROP:
+            o->dropped = 1;
+            break;
+        case JN_UNROUTED_CHANNEL:
+            if (jn_msg_list_push(&o->got[cfg->unrouted_channel], jn_msg_ref(m)) != 0) {
+                o->oom = 1;
+            }
+            break;
+        }
+    }
+    return o->oom ? JN_ENOMEM : 0;
+}
+
 /* Routes the case's message as the broker would; 0, or JN_ENOMEM. */
 static int route_case(const struct jn_config *cfg, const struct jn_service *svcs,
-                      struct jn_idgen *ids, const struct tcase *tc, struct outcome *o)
+                      struct jn_idgen *ids, const struct tcase *tc, struct jn_testrun_outcome *o)
 {
     struct jn_msg *m = jn_msg_new(tc->channel, tc->payload, tc->plen);
-    size_t matched;
+    int rc;
 
     if (m == NULL) {
         return JN_ENOMEM;
@@ -593,24 +600,9 @@ static int route_case(const struct jn_config *cfg, const struct jn_service *svcs
         }
     }
     jn_idgen_next(ids, m->id); /* as jn_ingest gives it one */
-    matched = cfg->router->route(cfg->routes, cfg->nroutes, tc->src, m, svcs, ids, collect, o);
-    if (matched == 0) {
-        switch (cfg->unrouted) {
-        case JN_UNROUTED_DEAD_LETTER:
-            add_dead(o, NULL, "unrouted: no route took the message");
-            break;
-        case JN_UNROUTED_DROP:
-            o->dropped = 1;
-            break;
-        case JN_UNROUTED_CHANNEL:
-            if (jn_msg_list_push(&o->got[cfg->unrouted_channel], jn_msg_ref(m)) != 0) {
-                o->oom = 1;
-            }
-            break;
-        }
-    }
+    rc = jn_testrun__route(cfg, svcs, ids, tc->src, m, o);
     jn_msg_unref(&m);
-    return o->oom ? JN_ENOMEM : 0;
+    return rc;
 }
 
 /* The checks of c on m; differences appended to out. Returns their number. */
@@ -642,7 +634,7 @@ static int check_msg(const struct msg_check *c, const struct jn_msg *m, const ch
 }
 
 /* One line with what happened to the message, for a failed case. */
-static void what_happened(const struct outcome *o, struct jn_buf *out)
+static void what_happened(const struct jn_testrun_outcome *o, struct jn_buf *out)
 {
     const struct jn_config *cfg = o->cfg;
     const char *sep = "";
@@ -673,7 +665,7 @@ static void what_happened(const struct outcome *o, struct jn_buf *out)
 
 /* Compares the outcome with the case's expectations; the differences go to out. Returns how
  * many there were (0: the case passes). */
-static int judge(const struct tcase *tc, const struct outcome *o, struct jn_buf *out)
+static int judge(const struct tcase *tc, const struct jn_testrun_outcome *o, struct jn_buf *out)
 {
     const struct jn_config *cfg = o->cfg;
     int bad = 0;
@@ -916,7 +908,7 @@ int jn_testrun_main(const struct jn_testrun_opts *o, FILE *out, FILE *err)
     for (size_t fi = 0; fi < nfiles; fi++) {
         for (size_t ci = 0; ci < files[fi].n; ci++) {
             const struct tcase *tc = &files[fi].cases[ci];
-            struct outcome oc = {.cfg = cfg, .got = got};
+            struct jn_testrun_outcome oc = {.cfg = cfg, .got = got};
             struct jn_buf det = JN_BUF_INIT;
             struct result *r = &res[nres++];
             double t0 = now_s();

@@ -13,6 +13,7 @@
 
 #include "jn_buf.h"
 #include "jn_msg.h"
+#include "jn_spec.h"
 #include "jn_yaml.h"
 
 /* At most this many differences are listed per check (the count says the rest). */
@@ -37,5 +38,32 @@ int jn_testrun__headers(const struct jn_node *want, const struct jn_msg *m, cons
 /* Appends p (n bytes) as a double-quoted, readable string: escapes for control bytes, quotes,
  * backslashes and bytes that are not UTF-8; cut after max bytes with "...". */
 void jn_testrun__quote(struct jn_buf *out, const void *p, size_t n, size_t max);
+
+/* ---- running a message (jn_testrun.c; ctl record uses it too) ---- */
+
+struct jn_testrun_dead {
+    char route[128]; /* "" when unrouted */
+    char reason[JN_ERR_MSG_MAX];
+};
+
+/* What the broker would have made of a message. */
+struct jn_testrun_outcome {
+    const struct jn_config *cfg;
+    struct jn_msg_list *got; /* per channel index: what each destination would be sent */
+    struct jn_testrun_dead *dead;
+    size_t ndead, capdead;
+    const char *filtered[16]; /* routes whose services dropped it (the first 16) */
+    size_t nfiltered;
+    int dropped;   /* unrouted: drop */
+    int oom;
+};
+
+/* Routes m (its id set) from IN channel index src as the broker would, into o (o->got: one
+ * list per channel index, cfg->nchannels of them, empty at the start). 0, or JN_ENOMEM. */
+struct jn_service;
+struct jn_idgen;
+int jn_testrun__route(const struct jn_config *cfg, const struct jn_service *svcs,
+                      struct jn_idgen *ids, size_t src, struct jn_msg *m,
+                      struct jn_testrun_outcome *o);
 
 #endif

@@ -24,6 +24,7 @@
 #include "jn_admin.h"
 #include "jn_broker.h"
 #include "jn_ctl.h"
+#include "jn_record.h"
 #include "jn_config.h"
 #include "jn_diag.h"
 #include "jn_inspect.h"
@@ -109,6 +110,13 @@ static const struct command commands[] = {
      "(delivered or not; since/until of their receive time), routed again by the current\n"
      "routes or put into --to. --dry-run counts them and names the first ones, writing\n"
      "nothing."},
+    {"ctl", "record --channel C [--count N] --out FILE",
+     "write a channel's last messages as a junction test file",
+     "ctl record: the last N (default 10, at most 1000) messages of IN channel C, as the\n"
+     "running broker keeps them (a route's keep: all), written to FILE as `junction test`\n"
+     "cases, each expecting what the config (-c) makes of it, run offline. Record with the\n"
+     "config that runs, change it, then `junction test -c NEW FILE` checks the change against\n"
+     "that traffic. Payloads YAML cannot hold byte for byte go to FILE.d/."},
     {"ctl", "dlq list|replay [filters]", "the dead letters of the running broker",
      "ctl dlq list: the dead letters (oldest first, --limit N, default 50) that pass the\n"
      "filters of ctl replay, with where they came from, their destination, attempts and last\n"
@@ -422,7 +430,7 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
     struct jn_config *c = NULL;
     char *args[64];
     char token[1024], addr[300];
-    int nargs = 0, rc;
+    int nargs = 0, rc, record;
 
     for (int i = 2; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
@@ -437,6 +445,10 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
             o.dry_run = 1;
         } else if (strcmp(argv[i], "--kept") == 0) {
             o.kept = 1;
+        } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+            o.count = argv[++i];
+        } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            o.out = argv[++i];
         } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
             o.since = argv[++i];
         } else if (strcmp(argv[i], "--until") == 0 && i + 1 < argc) {
@@ -471,12 +483,14 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
     if (nargs == 0) {
         return usage_error(cmd, "missing", "what to ask");
     }
-    if (admin == NULL || (token_file == NULL && getenv("JUNCTION_ADMIN_TOKEN") == NULL)) {
+    record = strcmp(args[0], "record") == 0;
+    if (record || admin == NULL ||
+        (token_file == NULL && getenv("JUNCTION_ADMIN_TOKEN") == NULL)) {
         const char *used;
         jn_log_level = JN_LOG_ERROR;
-        c = load(config, &used, "; give --admin HOST:PORT", NULL);
-        if (c == NULL && admin == NULL) {
-            return 1;
+        c = load(config, &used, record ? "" : "; give --admin HOST:PORT", NULL);
+        if (c == NULL && (admin == NULL || record)) {
+            return record ? 2 : 1;
         }
     }
     if (admin == NULL) {
@@ -502,7 +516,12 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
         snprintf(token, sizeof(token), "%s", c->core.admin_token);
         o.token = token;
     }
-    rc = jn_ctl_main(&o, nargs, args);
+    if (record) {
+        rc = nargs == 1 ? jn_record_main(&o, c, stderr) : usage_error(cmd, "unexpected argument",
+                                                                      args[1]);
+    } else {
+        rc = jn_ctl_main(&o, nargs, args);
+    }
     jn_config_free(c);
     return rc;
 }
