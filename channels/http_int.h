@@ -5,6 +5,7 @@
 #ifndef JN_HTTP_INT_H
 #define JN_HTTP_INT_H
 
+#include "jn_auth.h"
 #include "jn_channel.h"
 #include "jn_listener.h"
 
@@ -21,6 +22,7 @@ struct http_conf {
     long long request_timeout;       /* ms: a whole request must arrive within this */
     long long max_connections;       /* open connections at most (or net.max_connections) */
     struct jn_net_conf net;          /* net: the listener options (jn_listener.h) */
+    struct jn_sublist auth;          /* auth: struct jn_auth_conf methods (jn_auth.h) */
     /* both */
     struct jn_tls_conf tls;          /* tls: (jn_tls.h); OUT also speaks TLS to https:// */
     /* OUT */
