@@ -721,11 +721,12 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
                     prefix ? prefix : "", o->alias, o->name);
         }
     } else {
-        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s%s%s\n", name, type_name(o),
+        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s%s%s%s\n", name, type_name(o),
                 o->flags & JN_OPT_REQUIRED ? "(required)" : (o->def ? o->def : "-"),
                 dir_marks(o), o->doc,
                 range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "",
-                o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "");
+                o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "",
+                o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
         if (o->alias) {
             fprintf(out, "  %s%-*s Deprecated: the old name of `%s`.\n", prefix ? prefix : "",
                     24 - (int)strlen(prefix ? prefix : ""), o->alias, o->name);

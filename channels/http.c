@@ -79,14 +79,14 @@ static const struct jn_opt http_opts[] = {
                "net.max_connections, when set, is the same setting."),
     JN_OPT_SUB("net", jn_net_opts, struct jn_net_conf, JN_OPT_IN, struct http_conf, net,
                "Listener options shared with the other listening channels (docs/channels.md)."),
-    JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct http_conf, auth,
-                   "Inbound authentication (docs/security.md): a list of methods, any one "
-                   "suffices; a request none accepts is answered 401 (403: a verified identity "
-                   "not allowed) and never reaches the journal. Empty: no authentication."),
     JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct http_conf, tls,
                "TLS (docs/security.md). IN: tls.cert and tls.key make the server https; "
                "tls.verify_peer: true requires client certificates (mutual TLS). OUT: used for "
                "https:// urls (ca, a client cert, server_name)."),
+    JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct http_conf, auth,
+                   "Inbound authentication (docs/security.md): a list of methods, any one "
+                   "suffices; a request none accepts is answered 401 (403: a verified identity "
+                   "not allowed) and never reaches the journal. Empty: no authentication."),
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct http_conf, url,
                "Where to send, http://host[:port]/path[?query] or https://..."),
     JN_OPT_STR("method", "POST", JN_OPT_OUT, struct http_conf, method, "POST or PUT."),
