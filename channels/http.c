@@ -57,6 +57,17 @@
 #include "jn_mem.h"
 #include "jn_time.h"
 
+static const char *const http_sign_schemes[] = {"standard-webhooks", NULL};
+
+static const struct jn_opt http_sign_opts[] = {
+    JN_OPT_ENUM("scheme", "standard-webhooks", http_sign_schemes, 0, struct http_sign_conf,
+                scheme, "The signature scheme: Standard Webhooks (webhook-id, webhook-timestamp, "
+                "webhook-signature)."),
+    JN_OPT_STR("secret", NULL, JN_OPT_SECRET, struct http_sign_conf, secret,
+               "The signing secret, whsec_<base64 of 24 to 64 bytes> (the receiver's)."),
+    JN_OPT_END,
+};
+
 static const struct jn_opt http_opts[] = {
     JN_OPT_STR("listen", "127.0.0.1:8080", JN_OPT_IN, struct http_conf, listen,
                "Address and port to listen on, host:port."),
@@ -97,6 +108,10 @@ static const struct jn_opt http_opts[] = {
     JN_OPT_STR("sign_secret", NULL, JN_OPT_OUT | JN_OPT_SECRET, struct http_conf, sign_secret,
                "When set, each request carries X-Junction-Signature: t=<unix time>,v1=<hex "
                "HMAC-SHA256 of \"<t>.\" + body> (docs/channels.md)."),
+    JN_OPT_SUB("sign", http_sign_opts, struct http_sign_conf, JN_OPT_OUT, struct http_conf, sign,
+               "Standard Webhooks signatures (docs/security.md): each request carries "
+               "webhook-id (the message id, the same on every retry), webhook-timestamp and "
+               "webhook-signature; alongside sign_secret's X-Junction-Signature if both are set."),
     JN_OPT_END,
 };
 

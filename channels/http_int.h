@@ -13,6 +13,12 @@ struct evbuffer;
 struct evconnlistener;
 struct evkeyvalq;
 
+/* sign: (OUT) Standard Webhooks request signatures. */
+struct http_sign_conf {
+    int scheme;    /* 0 = standard-webhooks */
+    char *secret;  /* whsec_<base64>; NULL = off */
+};
+
 struct http_conf {
     /* IN */
     char *listen;                    /* "127.0.0.1:8080" */
@@ -31,6 +37,7 @@ struct http_conf {
     struct jn_strmap headers;        /* name -> template */
     long long timeout;               /* ms, per request */
     char *sign_secret;               /* HMAC-SHA256 request signing; NULL = off */
+    struct http_sign_conf sign;      /* Standard Webhooks signing */
 };
 
 /* "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>" into out (128 bytes suffice). */

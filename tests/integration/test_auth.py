@@ -1,5 +1,5 @@
-"""Inbound authentication on HTTP IN, secrets from files, a private data dir (issue 16, parts 3
-and 5), against the real binary with curl, Python's ssl/hmac and certificates made by openssl.
+"""Inbound authentication on HTTP IN, secrets from files, a private data dir, outbound Standard
+Webhooks signatures (issue 16, parts 3, 4 and 5), against the real binary with curl, Python's ssl/hmac and certificates made by openssl.
 
 - auth: [bearer, basic, hmac] on one channel: no credentials 401 with both WWW-Authenticate
   challenges and junction's JSON error; bearer good (from ${ENV} and from ${file:}), bad
@@ -13,6 +13,8 @@ and 5), against the real binary with curl, Python's ssl/hmac and certificates ma
   counts agree), each counted in /metrics junction_auth_failures_total{channel,method} and in
   /api/v1/channels auth_failures, each logged; the log, `junction check` and `describe` never
   show a secret (token, password, whsec secret).
+- HTTP OUT with sign: (standard-webhooks): each request's signature verifies with the spec's
+  algorithm in Python, webhook-id is the message id, the same on the retry after a 500.
 - ${file:/missing} is a `junction check` error at file:line:col.
 - data_dir is 0700 with its files 0600; file OUT files get file_mode (0600 here, 0640 default).
 """
@@ -81,6 +83,8 @@ try:
     hport, tport, aport = free_port(), free_port(), free_port()
     sink = Receiver().start()
     cleanups.append(sink.stop)
+    hooks_rcv = Receiver(responses=(500, 200)).start()
+    cleanups.append(hooks_rcv.stop)
     config = """
 junction:
   data_dir: @DIR@/data/inner
@@ -118,11 +122,17 @@ channels:
     direction: out
     url: http://127.0.0.1:%(sink)d/peer
     headers: { X-User: "{header.auth-user}", X-Authz: "{header.Authorization}" }
+  signed:
+    type: http
+    direction: out
+    url: http://127.0.0.1:%(hooks)d/hook
+    sign: { scheme: standard-webhooks, secret: "${file:secrets/whsec1}" }
+    retry: { attempts: 5, backoff: 100ms }
 routes:
-  w: { from: [web], to: [out, peers] }
+  w: { from: [web], to: [out, peers, signed] }
   s: { from: [secure], to: [tout, peers] }
 """ % {"aport": aport, "hport": hport, "tport": tport, "hash": hashed, "srv": srv,
-       "srv_key": srv_key, "ca": ca, "sink": sink.port}
+       "srv_key": srv_key, "ca": ca, "sink": sink.port, "hooks": hooks_rcv.port}
     j = Junction(config, wait_ports=[hport, tport, aport],
                  env={"TOKEN_A": TOKEN_A, "WHSEC2": WHSEC2})
     cleanups.append(j.cleanup)
@@ -227,6 +237,23 @@ routes:
             "auth-user of mtls is the peer id: %r" % users)
     t.check(all(r["headers"].get("x-authz", "") == "" for r in sink.requests),
             "the Authorization header is not in the message")
+    # ---- outbound Standard Webhooks signatures, checked with the spec's algorithm ----
+    t.check(wait_until(lambda: hooks_rcv.count() == accepted + 1, 15),
+            "signed OUT: every message, the first one twice (500 then retried): %d" %
+            hooks_rcv.count())
+    ids = {}
+    for r in hooks_rcv.requests:
+        h = r["headers"]
+        ids.setdefault(h.get("webhook-id"), []).append(r)
+        ts = int(h.get("webhook-timestamp", "0"))
+        t.eq(h.get("webhook-signature"), sw_sign(KEY1, h.get("webhook-id", ""), ts, r["body"]),
+             "signed OUT: the signature verifies")
+        t.check(abs(ts - time.time()) < 60, "signed OUT: the timestamp is now")
+    t.eq(sorted(ids), sorted(f[:-4] for f in files(j.path("out"))),
+         "signed OUT: webhook-id is the message id")
+    t.eq(sorted(len(v) for v in ids.values()), [1] * (accepted - 1) + [2],
+         "signed OUT: the retry carries the same webhook-id")
+
     time.sleep(0.3)
     st, chans = admin_api(aport, "GET", "/api/v1/channels")
     by = {c["name"]: c for c in chans.get("channels", [])}
