@@ -9,7 +9,7 @@
  * jn_auth_parse_signatures counts the v1 items it hands over; and a full jn_auth_verify of the
  * request against bearer, basic and hmac methods answers 0 or 401, never a crash.
  *
- *   ./build-fuzz/fuzz_auth -max_total_time=10
+ *   ./build-fuzz/fuzz_auth -max_total_time=10 tests/fuzz/corpus/auth
  */
 #include <stdint.h>
 #include <stdlib.h>
