@@ -242,6 +242,17 @@ static void test_bearer_basic(void)
     CHECK_INT(res.method, JN_AUTH_BASIC);
     CHECK(strstr(res.reason, "alice") != NULL);
     CHECK(strstr(res.reason, "badpass") == NULL);
+    /* Remembered after the crypt accepted it: the same answer, also with a time later on,
+     * and a wrong password is still refused. */
+    r.authorization = "Basic YWxpY2U6c2VjcmV0";
+    r.now_s = 1000;
+    CHECK_INT(jn_auth_verify(a, &r, &res), 0);
+    CHECK_INT(jn_auth_verify(a, &r, &res), 0);
+    CHECK_STR(res.user, "alice");
+    r.now_s = 100000;
+    CHECK_INT(jn_auth_verify(a, &r, &res), 0);
+    r.authorization = "Basic YWxpY2U6YmFkcGFzcw==";
+    CHECK_INT(jn_auth_verify(a, &r, &res), 401);
     /* bob:secret (unknown user) */
     r.authorization = "Basic Ym9iOnNlY3JldA==";
     CHECK_INT(jn_auth_verify(a, &r, &res), 401);
