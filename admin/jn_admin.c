@@ -297,6 +297,27 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
     rc |= gauge1(b, "junction_journal_dead_letters",
                  "Dead letters kept in the journal (junction dlq list).",
                  s.dead_stored);
+    rc |= gauge1(b, "junction_kept_messages",
+                 "Messages kept after routing for the browser and replay (junction.retention).",
+                 s.kept);
+    rc |= gauge1(b, "junction_kept_bytes",
+                 "Bytes of the kept messages' pages in the journal.",
+                 s.kept_bytes);
+    rc |= gauge1(b, "junction_action_log_bytes",
+                 "Bytes of the action log's pages in the journal.",
+                 s.log_bytes);
+    rc |= gauge1(b, "junction_retention_budget_bytes",
+                 "What kept messages and the action log may take together.",
+                 s.retention_budget);
+    rc |= jn_prom_family(b, "junction_retention_deleted_total", "counter",
+                         "Kept messages and actions deleted by retention since the start.");
+    {
+        const char *lk[] = {"kind", "message"}, *la[] = {"kind", "action"};
+        rc |= jn_prom_sample_u(b, "junction_retention_deleted_total", NULL, lk, 1,
+                               s.pruned_kept);
+        rc |= jn_prom_sample_u(b, "junction_retention_deleted_total", NULL, la, 1,
+                               s.pruned_actions);
+    }
     rc |= gauge1(b, "junction_journal_bytes",
                  "Bytes of the journal's pages in use.",
                  s.journal_bytes);
@@ -354,6 +375,13 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
     if (j != NULL) {
         json_object_set_new(j, "flow", json_pack("{s:b,s:I}", "disk_low", s.disk_low,
                                                  "blocked_total", (json_int_t)s.blocked));
+        json_object_set_new(j, "retention",
+                            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "kept", (json_int_t)s.kept,
+                                      "kept_bytes", (json_int_t)s.kept_bytes,
+                                      "action_log_bytes", (json_int_t)s.log_bytes,
+                                      "budget_bytes", (json_int_t)s.retention_budget,
+                                      "deleted_messages", (json_int_t)s.pruned_kept,
+                                      "deleted_actions", (json_int_t)s.pruned_actions));
     }
     jn_admin__reply_json(req, 200, "OK", j);
 }

@@ -436,18 +436,9 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         jn_log(JN_LOG_INFO, "journal in %s (max_size %llu MiB)", cfg->core.data_dir,
                (unsigned long long)(cfg->core.max_size >> 20));
     }
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct jn_cfg_service *cs = &cfg->services[i];
-        struct jn_service *s = &b->svcs[i];
-        s->def = cs->def;
-        s->name = cs->name;
-        s->conf = cs->conf;
-        snprintf(s->log_prefix, sizeof(s->log_prefix), "%s.%s", cs->def->name, cs->name);
-        b->nsvcs = i + 1;
-        if (s->def->init && s->def->init(s, err) != 0) {
-            s->def = NULL; /* not initialised: no destroy */
-            goto fail;
-        }
+    b->nsvcs = cfg->nservices;
+    if (jn_services_init(b->svcs, cfg->services, cfg->nservices, err) != 0) {
+        goto fail;
     }
     for (size_t i = 0; i < cfg->nchannels; i++) {
         const struct jn_cfg_channel *cc = &cfg->channels[i];
@@ -585,11 +576,7 @@ void jn_broker_free(struct jn_broker *b)
         jn_track__detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
         jn_commit__ticket_done(t, 0);
     }
-    for (size_t i = 0; i < b->nsvcs; i++) {
-        if (b->svcs[i].def && b->svcs[i].def->destroy) {
-            b->svcs[i].def->destroy(&b->svcs[i]);
-        }
-    }
+    jn_services_destroy(b->svcs, b->nsvcs);
     if (b->commit_ev) {
         event_free(b->commit_ev);
     }

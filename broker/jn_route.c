@@ -91,7 +91,36 @@ struct route_ctx {
     const struct jn_buf *menv;
     struct jn_buf *own;
     struct jn_ticket *track;
+    int keep;             /* the most the routes that took it keep (enum jn_keep) */
+    struct jn_buf routes; /* their names, comma-separated */
 };
+
+/* A route took the message: it is kept as much as the most that any of its routes keeps. */
+static void note_kept(struct route_ctx *c, const char *route, int keep)
+{
+    if (keep > c->keep) {
+        c->keep = keep;
+    }
+    if (keep != JN_KEEP_NONE) {
+        jn_buf_printf(&c->routes, "%s%s", c->routes.len ? "," : "", route);
+    }
+}
+
+/* After routing: the kept record, in the routing transaction (jn_store.h). */
+static void put_kept(struct route_ctx *c)
+{
+    const struct jn_buf *env;
+
+    if (c->keep == JN_KEEP_NONE || c->t == NULL) {
+        return;
+    }
+    env = c->keep == JN_KEEP_ALL ? envelope_of(c->m, c->menv, c->own) : NULL;
+    if (jn_store_kept_put(c->t, jn_journal_seq(c->b->journal), c->m, env, c->keep,
+                          c->routes.p ? c->routes.p : "") != 0) {
+        jn_log(JN_LOG_WARN, "msg=%s out of memory keeping it: not kept after delivery",
+               c->m->id);
+    }
+}
 
 /* A route took c->m (the router's route): one queue record per output and destination, or a dead
  * letter when its services failed. */
@@ -113,6 +142,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     }
     jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
            r->name, outs->n, r->rc.to.n);
+    note_kept(c, r->name, r->rc.keep);
     b->n_routed[r - b->cfg->routes]++;
     /* Services that gave nothing back (a filter, a script's nil) dropped the message on
      * purpose: `filtered`, so the trace does not show it queued forever. */
@@ -184,6 +214,7 @@ static void route_unmatched(struct route_ctx *c, struct jn_channel *src)
         uint64_t qseq = jn_journal_seq(b->journal);
         const struct jn_buf *env = envelope_of(m, c->menv, c->own);
         jn_commit__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
+        note_kept(c, "(unrouted)", JN_KEEP_ALL);
         if (env != NULL && jn_store_queue_put_env(t, jn_queue_channel(q)->name, qseq, env->p,
                                                   env->len, "(unrouted)", 1, NULL) == 0) {
             jn_queue_add(q, &b->adds, jn_msg_ref(m), "(unrouted)", qseq);
@@ -200,12 +231,14 @@ void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *
 {
     const struct jn_config *cfg = b->cfg;
     struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
-    struct route_ctx rc = {b, t, m, menv, &own, track};
+    struct route_ctx rc = {b, t, m, menv, &own, track, JN_KEEP_NONE, JN_BUF_INIT};
 
     if (src == NULL || cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
                                        &b->ids, route_taken, &rc) == 0) {
         route_unmatched(&rc, src);
     }
+    put_kept(&rc);
+    jn_buf_reset(&rc.routes);
     jn_buf_reset(&own);
 }
 
@@ -310,7 +343,7 @@ static void route_done(void *arg, struct jn_job *jb)
     struct jn_broker *b = arg;
     struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
     struct jn_buf own = JN_BUF_INIT;
-    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track};
+    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track, JN_KEEP_NONE, JN_BUF_INIT};
 
     if (!j->ran || b->freeing) {
         job_release(b, j);
@@ -330,6 +363,8 @@ static void route_done(void *arg, struct jn_job *jb)
     if (j->matched == 0) {
         route_unmatched(&rc, j->src);
     }
+    put_kept(&rc);
+    jn_buf_reset(&rc.routes);
     jn_buf_reset(&own);
     /* The commit ends routing_in_flight and the ticket's routing part. */
     jn_commit__submit_routing(b, rc.t, j->track);

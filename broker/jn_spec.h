@@ -29,6 +29,13 @@ struct jn_actlog_conf {
     unsigned long long max_size;  /* bytes */
 };
 
+/* junction.retention: how long kept messages (jn_store.h) and actions are kept, and their
+ * joint budget. */
+struct jn_retention_conf {
+    long long keep;               /* ms */
+    unsigned long long max_bytes; /* kept messages + action log */
+};
+
 struct jn_core_conf {
     char *data_dir;
     int log_level; /* enum jn_log_level */
@@ -37,6 +44,7 @@ struct jn_core_conf {
     long long high_water;        /* percent of max_size above which new input is refused */
     unsigned long long min_free_disk; /* bytes: below this free on data_dir's disk, refuse */
     struct jn_actlog_conf action_log;
+    struct jn_retention_conf retention;
     char *admin;       /* host:port, "off", or NULL: the default 127.0.0.1:8081 (optional) */
     char *admin_token; /* secret, or NULL */
     struct jn_tls_conf admin_tls; /* admin_tls: https for the admin listener (jn_tls.h) */
@@ -77,6 +85,7 @@ struct jn_route_conf {
     char *notify;               /* callback URL */
     char *notify_secret;        /* HMAC key for X-Junction-Signature */
     struct jn_strlist notify_on; /* delivered | failed | dead-lettered; empty = all */
+    int keep;                    /* enum jn_keep (jn_store.h): kept after routing */
 };
 
 enum {

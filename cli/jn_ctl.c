@@ -193,8 +193,21 @@ static void print_show(const json_t *j)
     size_t i;
     json_t *e;
 
+    const json_t *kept = json_object_get(j, "kept");
+
     printf("%s  from %s  received %s  %s\n", str(j, "id"), str(j, "channel"),
            str(j, "received"), str(j, "status"));
+    if (json_is_object(kept)) {
+        const json_t *hs = json_object_get(kept, "headers");
+        size_t k;
+        json_t *h;
+        printf("  kept: %s, %lld bytes%s\n", str(kept, "keep"), num(kept, "bytes"),
+               json_is_string(json_object_get(kept, "payload_url")) ? " (payload: GET "
+               "/api/v1/messages/ID/payload)" : "");
+        json_array_foreach(hs, k, h) {
+            printf("  %s: %s\n", str(h, "name"), str(h, "value"));
+        }
+    }
     json_array_foreach(arr, i, e) {
         printf("  %-24s  %-20s", str(e, "time"), str(e, "event"));
         if (str(e, "route")[0]) {
@@ -326,6 +339,9 @@ static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
         json_object_set_new(req, "to", to);
     }
     json_object_set_new(req, "dry_run", json_boolean(o->dry_run));
+    if (o->kept) {
+        json_object_set_new(req, "from", json_string("kept"));
+    }
     body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     rc = body ? call(o, "POST", "/api/v1/replay", body, &ans, &raw) : 1;
@@ -337,8 +353,12 @@ static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
     if (o->json) {
         printf("%s\n", raw.p);
     } else if (o->dry_run || json_integer_value(json_object_get(ans, "job")) == 0) {
-        printf("%lld dead letter(s) would be replayed%s\n", num(ans, "count"),
-               o->dry_run ? "" : " (none now)");
+        printf("%lld %s would be replayed%s\n", num(ans, "count"),
+               o->kept ? "kept message(s)" : "dead letter(s)", o->dry_run ? "" : " (none now)");
+        if (num(ans, "headers_only") > 0) {
+            printf("%lld more match but are kept without their payload (keep: headers)\n",
+                   num(ans, "headers_only"));
+        }
     }
     if (!o->dry_run && json_integer_value(json_object_get(ans, "job")) > 0) {
         long long job = num(ans, "job"), count = num(ans, "count");
@@ -382,11 +402,11 @@ static int usage(void)
             "       junction ctl pause|resume CHANNEL [--admin HOST:PORT] [--token-file F] "
             "[-c FILE]\n"
             "       junction ctl messages [--since T] [--until T] [--channel C] [--status S] "
-            "[--limit N] [--json]\n"
+            "[--route R] [--header K=V] [--grep TEXT] [--limit N] [--json]\n"
             "       junction ctl show ID [--json]\n"
             "       junction ctl replay [ID...] [--since T] [--until T] [--channel C] "
             "[--route R] [--destination CH] [--header K=V] [--grep TEXT] [--to CH]... "
-            "[--dry-run] [--json]\n"
+            "[--kept] [--dry-run] [--json]\n"
             "       junction ctl dlq list [the filters of replay] [--limit N] [--json]\n"
             "       junction ctl dlq replay [as replay]\n");
     return 2;
@@ -428,18 +448,21 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
         print = print_dead_letters;
     } else if (strcmp(verb, "messages") == 0 && argc == 1) {
         struct jn_buf p = JN_BUF_INIT;
-        if (o->header || o->grep || o->route || o->nto) {
-            fprintf(stderr, "junction ctl: messages takes --since, --until, --channel, --status "
-                    "and --limit; --header, --grep and --route filter what the journal still "
-                    "holds: ctl dlq list\n");
+        if (o->destination || o->nto || o->kept) {
+            fprintf(stderr, "junction ctl: messages takes --since, --until, --channel, --status, "
+                    "--route, --header, --grep and --limit\n");
             return 2;
         }
         jn_buf_puts(&p, "/api/v1/messages");
         query_add(&p, "since", o->since);
         query_add(&p, "until", o->until);
-        query_add(&p, "channel", o->channel);
         query_add(&p, "status", o->status);
         query_add(&p, "limit", o->limit);
+        /* channel, route, q and header.NAME: the replay filters' way */
+        if (dl_filters(o, NULL, &p) != 0) {
+            jn_buf_reset(&p);
+            return 2;
+        }
         if (p.p == NULL || p.len >= sizeof(path)) {
             jn_buf_reset(&p);
             return usage();

@@ -22,6 +22,7 @@ struct jn_ctl_opts {
     const char *to[JN_CTL_TO_MAX];     /* ctl replay --to, each an OUT channel */
     int nto;
     int dry_run;
+    int kept;               /* ctl replay --kept: from the kept messages, not the dead letters */
 };
 
 /* argv: what follows `ctl` (the verb and its arguments; options already taken out). */

@@ -5,6 +5,7 @@
  *   junction check [-c FILE]          validate a config: exit 0, or file:line:col errors and 1
  *   junction describe [TYPE] [--markdown]   the options of channel/service types
  *   junction trace | log | dlq ...    read the data_dir's journal (jn_inspect.h)
+ *   junction test [-c FILE] [TEST.yaml ...]   route tests, offline (jn_testrun.h)
  *   junction help [COMMAND]           the general help, or one command's
  *   junction version
  *
@@ -28,6 +29,7 @@
 #include "jn_inspect.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_testrun.h"
 
 #ifndef JN_VERSION
 #define JN_VERSION "0.1.0"
@@ -88,23 +90,38 @@ static const struct command commands[] = {
      "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
      "ctl pause CHANNEL: an IN channel refuses what it is sent (HTTP 503, MLLP negative ACK),\n"
      "an OUT channel holds its queue; ctl resume CHANNEL lets it go again."},
-    {"ctl", "messages [--since T --until T --channel C --status S --limit N]",
+    {"ctl", "messages [--since T --until T --channel C --status S --route R --header K=V "
+     "--grep TEXT --limit N]",
      "messages received, newest first, from the action log",
      "ctl messages: the messages received in a time range (T as in log), newest first, with\n"
-     "their channel and status (received, queued, retrying, delivered, dead, dropped)."},
-    {"ctl", "show ID", "one message's trace", "ctl show ID: the message's actions, in order."},
-    {"ctl", "replay [ID...] [filters] [--to CH]... [--dry-run]",
-     "put dead letters back while the broker runs",
+     "their channel and status (received, queued, retrying, delivered, dead, dropped).\n"
+     "--route, --header and --grep (payload text) match what retention keeps of a message\n"
+     "(a route's keep:); a message not kept matches none of them."},
+    {"ctl", "show ID", "one message's trace",
+     "ctl show ID: the message's actions, in order, and what is kept of it (headers, size)."},
+    {"ctl", "replay [ID...] [filters] [--to CH]... [--kept] [--dry-run]",
+     "put dead letters (or kept messages) back while the broker runs",
      "ctl replay: puts the dead letters of the IDs (default: all) that pass every filter given\n"
      "(--since T, --until T: dead-lettered then; --channel C: received on C; --route R;\n"
      "--destination CH; --header NAME=VALUE; --grep TEXT: in the payload) back in their\n"
      "queues, or with --to CH (repeatable) into those OUT channels instead, while the broker\n"
-     "runs, and waits for the job to end. --dry-run counts them and names the first ones,\n"
-     "writing nothing."},
+     "runs, and waits for the job to end. --kept: from the messages retention keeps instead\n"
+     "(delivered or not; since/until of their receive time), routed again by the current\n"
+     "routes or put into --to. --dry-run counts them and names the first ones, writing\n"
+     "nothing."},
     {"ctl", "dlq list|replay [filters]", "the dead letters of the running broker",
      "ctl dlq list: the dead letters (oldest first, --limit N, default 50) that pass the\n"
      "filters of ctl replay, with where they came from, their destination, attempts and last\n"
      "error. ctl dlq replay: the same as ctl replay."},
+    {"test", "[-c FILE] [--junit OUT] [TEST.yaml ...]",
+     "run route tests offline: each case's message through the\n"
+     "routes and services; exit 0 all pass, 1 a failure",
+     "Runs the cases of each test file (docs/testing-routes.md) through the config's routes\n"
+     "and services, offline: no listener, no OUT channel, no journal, no network. Each case\n"
+     "prints PASS or FAIL with what differs (a diff for payloads), then a summary. Without\n"
+     "TEST.yaml: the config's folder's tests/*.yaml. --junit OUT also writes JUnit XML. Exit\n"
+     "0 when every case passes, 1 when one fails, 2 when the config or a test file has an\n"
+     "error (file:line:col) or OUT cannot be written."},
     {"help", "[COMMAND]", "this text, or the help of one command",
      "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
     {"version", "", "print the version", "Prints junction's version."},
@@ -418,6 +435,8 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
             o.json = 1;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
             o.dry_run = 1;
+        } else if (strcmp(argv[i], "--kept") == 0) {
+            o.kept = 1;
         } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
             o.since = argv[++i];
         } else if (strcmp(argv[i], "--until") == 0 && i + 1 < argc) {
@@ -488,6 +507,52 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
     return rc;
 }
 
+/* junction test [-c FILE] [--junit OUT] [TEST.yaml ...] */
+static int cmd_test(const struct command *cmd, int argc, char **argv)
+{
+    struct jn_testrun_opts o = {0};
+    const char *config = NULL, *used;
+    struct jn_config *c;
+    int rc;
+
+    o.files = jn_calloc((size_t)argc + 1, sizeof(*o.files));
+    if (o.files == NULL) {
+        fprintf(stderr, "junction test: out of memory\n");
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--junit") == 0 && i + 1 < argc) {
+            o.junit = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            jn_free(o.files);
+            return cmd_help(cmd);
+        } else if (argv[i][0] != '-') {
+            o.files[o.nfiles++] = argv[i];
+        } else {
+            jn_free(o.files);
+            return usage_error(cmd, "unexpected argument", argv[i]);
+        }
+    }
+    if (config == NULL && access(DEFAULT_CONFIG, F_OK) == 0) {
+        config = DEFAULT_CONFIG;
+    }
+    c = load(config, &used, "; no test was run", NULL);
+    if (c == NULL) {
+        jn_free(o.files);
+        return 2;
+    }
+    /* The services' and the codecs' warnings, not the broker's chatter. */
+    jn_log_level = JN_LOG_WARN;
+    o.cfg = c;
+    o.config_path = config;
+    rc = jn_testrun_main(&o, stdout, stderr);
+    jn_config_free(c);
+    jn_free(o.files);
+    return rc;
+}
+
 /* junction help [COMMAND] */
 static int cmd_help_of(const struct command *help, int argc, char **argv)
 {
@@ -532,6 +597,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd->name, "ctl") == 0) {
         return cmd_ctl(cmd, argc, argv);
+    }
+    if (strcmp(cmd->name, "test") == 0) {
+        return cmd_test(cmd, argc, argv);
     }
     tool = strcmp(cmd->name, "trace") == 0 || strcmp(cmd->name, "log") == 0 ||
            strcmp(cmd->name, "dlq") == 0;

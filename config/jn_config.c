@@ -75,10 +75,22 @@ const struct jn_opt jn_chan_common_opts[] = {
 
 static const struct jn_opt actlog_opts[] = {
     JN_OPT_DURATION("retention", "7d", 60000, 3650LL * 86400000, 0, struct jn_actlog_conf,
-                    retention, "Actions older than this are deleted (checked every 10 s)."),
+                    retention, "Actions older than this are deleted (checked every second; "
+                    "junction.retention.keep, if shorter, wins)."),
     JN_OPT_SIZE("max_size", "256MiB", 1LL << 20, 1LL << 40, 0, struct jn_actlog_conf, max_size,
                 "When the action log takes more than this (or a quarter of the journal's "
                 "max_size, if less), the oldest actions are deleted."),
+    JN_OPT_END,
+};
+
+static const struct jn_opt retention_opts[] = {
+    JN_OPT_DURATION("keep", "7d", 1000, 3650LL * 86400000, 0, struct jn_retention_conf, keep,
+                    "Kept messages (a route's keep:) and actions older than this are deleted, "
+                    "oldest first, in small batches (docs/storage.md)."),
+    JN_OPT_SIZE("max_bytes", "512MiB", 1LL << 20, 1LL << 50, 0, struct jn_retention_conf,
+                max_bytes,
+                "The budget of kept messages and the action log together (or half of the "
+                "journal's max_size, if less): past it the oldest are deleted first."),
     JN_OPT_END,
 };
 
@@ -105,6 +117,8 @@ const struct jn_opt jn_core_opts[] = {
                 "(checked every second; 0: never), so the journal's growth cannot fill it."),
     JN_OPT_SUB("action_log", actlog_opts, struct jn_actlog_conf, 0, struct jn_core_conf,
                action_log, "Retention of the action log (junction trace, junction log)."),
+    JN_OPT_SUB("retention", retention_opts, struct jn_retention_conf, 0, struct jn_core_conf,
+               retention, "Retention of kept messages and the action log (docs/storage.md)."),
     JN_OPT_STR("admin", NULL, 0, struct jn_core_conf, admin,
                "The admin listener (docs/admin-api.md: /health, /ready, /metrics, /api/v1/): "
                "host:port, or off. Unset: 127.0.0.1:8081, and when that port is taken junction "
@@ -118,6 +132,9 @@ const struct jn_opt jn_core_opts[] = {
                "verify_peer: true to require client certificates."),
     JN_OPT_END,
 };
+
+/* In enum jn_keep's order (jn_store.h). */
+static const char *const keep_names[] = {"none", "headers", "all", NULL};
 
 const struct jn_opt jn_route_opts[] = {
     JN_OPT_STRLIST("from", NULL, JN_OPT_REQUIRED, struct jn_route_conf, from,
@@ -137,6 +154,10 @@ const struct jn_opt jn_route_opts[] = {
     JN_OPT_STRLIST("notify_on", NULL, 0, struct jn_route_conf, notify_on,
                    "Events to call back: delivered, failed (an attempt failed, will retry), "
                    "dead-lettered. Empty: all three."),
+    JN_OPT_ENUM("keep", "all", keep_names, 0, struct jn_route_conf, keep,
+                "What is kept of its messages after routing, for the message browser and "
+                "replay, until junction.retention deletes it: all (headers and payload as "
+                "received), headers (no payload), none."),
     JN_OPT_END,
 };
 
