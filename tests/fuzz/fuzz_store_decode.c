@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct jn_jtxn *t = jn_jtxn_new();
         struct jn_buf env = JN_BUF_INIT;
         if (t != NULL && jn_msg_encode(k.msg, &env) == 0 &&
-            jn_store_kept_put(t, 1, k.msg, &env, k.keep, k.routes) != 0) {
+            jn_store_kept_put(t, 1, k.msg, &env, k.keep, k.routes, NULL, 0) != 0) {
             __builtin_trap();
         }
         jn_buf_reset(&env);
