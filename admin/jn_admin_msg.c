@@ -715,7 +715,7 @@ struct dl_ctx {
 static int dl_visit(void *arg, const struct jn_qrec *r)
 {
     struct dl_ctx *c = arg;
-    char when[32], recv[32];
+    char when[80], recv[80];
 
     if ((long)json_array_size(c->arr) >= c->limit) {
         return 1;
