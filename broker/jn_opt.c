@@ -694,6 +694,26 @@ static const char *dir_marks(const struct jn_opt *o)
     }
 }
 
+void jn_opt_roff_text(FILE *out, const char *s)
+{
+    int bol = 1;
+
+    for (; s && *s; s++) {
+        if (bol && (*s == '.' || *s == '\'')) {
+            fputs("\\&", out); /* a line starting so would be a roff request */
+        }
+        if (*s == '\\') {
+            fputs("\\e", out);
+        } else if (*s == '-') {
+            fputs("\\-", out); /* a minus, not a hyphen: options copy and paste as typed */
+        } else {
+            fputc(*s, out);
+        }
+        bol = *s == '\n';
+    }
+}
+
+/* md: 0 plain text (describe TYPE), 1 a markdown table row, 2 a roff .TP paragraph (man). */
 static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, int md)
 {
     char name[160], range[96], cell[2048];
@@ -704,7 +724,25 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
     if (o->type == JN_OPT_T_ENUM) {
         enum_list(o, &b);
     }
-    if (md) {
+    if (md == 2) {
+        fputs(".TP\n.B ", out);
+        jn_opt_roff_text(out, name);
+        fprintf(out, "\n\\fI%s\\fR, default ", type_name(o));
+        jn_opt_roff_text(out, o->flags & JN_OPT_REQUIRED ? "(required)" : o->def ? o->def : "-");
+        snprintf(cell, sizeof(cell), ". %s%s%s%s%s%s%s%s\n", dir_marks(o), o->doc,
+                 range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "",
+                 o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "",
+                 o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
+        jn_opt_roff_text(out, cell);
+        if (o->alias) {
+            fputs(".TP\n.B ", out);
+            jn_opt_roff_text(out, prefix ? prefix : "");
+            jn_opt_roff_text(out, o->alias);
+            fputs("\nDeprecated: the old name of ", out);
+            jn_opt_roff_text(out, o->name);
+            fputs(".\n", out);
+        }
+    } else if (md) {
         fprintf(out, "| `%s` |", name);
         md_cell(out, type_name(o));
         md_cell(out, o->flags & JN_OPT_REQUIRED ? "**required**"
@@ -748,6 +786,13 @@ void jn_opt_describe_md(const struct jn_opt *tab, const char *prefix, FILE *out)
     fprintf(out, "|---|---|---|---|---|---|\n");
     for (const struct jn_opt *o = tab; o->name; o++) {
         describe_one(o, prefix, out, 1);
+    }
+}
+
+void jn_opt_describe_roff(const struct jn_opt *tab, const char *prefix, FILE *out)
+{
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        describe_one(o, prefix, out, 2);
     }
 }
 

@@ -193,6 +193,10 @@ int jn_parse_bool(const char *s, bool *out);
 
 /* Markdown table of a table's options (name, type, default, range, description). */
 void jn_opt_describe_md(const struct jn_opt *tab, const char *prefix, FILE *out);
+/* roff .TP paragraphs, for the man page (junction man). */
+void jn_opt_describe_roff(const struct jn_opt *tab, const char *prefix, FILE *out);
+/* s as roff body text: backslashes and minus signs escaped, a line never a request. */
+void jn_opt_roff_text(FILE *out, const char *s);
 /* Plain text for --describe. */
 void jn_opt_describe_text(const struct jn_opt *tab, const char *prefix, FILE *out);
 
