@@ -404,6 +404,9 @@ void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
     since = evhttp_find_header(&q, "since");
     until = evhttp_find_header(&q, "until");
     status = evhttp_find_header(&q, "status");
+    if (status != NULL && strcmp(status, "failed") == 0) {
+        status = "retrying"; /* an attempt failed, another is due: the same status */
+    }
     limit_s = evhttp_find_header(&q, "limit");
     cursor_s = evhttp_find_header(&q, "cursor");
     c.channel = evhttp_find_header(&q, "channel");

@@ -225,6 +225,50 @@ static void print_show(const json_t *j)
     }
 }
 
+/* Up to this many bytes of a payload are shown by ctl show. */
+#define SHOW_PAYLOAD_MAX 4096
+
+/* ctl show: the kept payload, as text when it is printable UTF-8 (HL7's CR as line breaks),
+ * else the first bytes in hex. */
+static void print_kept_payload(const struct jn_ctl_opts *o, const json_t *kept)
+{
+    const char *url = json_string_value(json_object_get(kept, "payload_url"));
+    struct jn_buf body = JN_BUF_INIT;
+    int status = 0, text = 1;
+    size_t n;
+
+    if (url == NULL) {
+        if (json_is_object(kept)) {
+            printf("  payload: not kept (keep: headers)\n");
+        }
+        return;
+    }
+    if (jn_ctl_request(o, "GET", url, NULL, &status, &body) != 0 || status != 200) {
+        printf("  payload: could not be read (%d)\n", status);
+        jn_buf_reset(&body);
+        return;
+    }
+    n = body.len < SHOW_PAYLOAD_MAX ? body.len : SHOW_PAYLOAD_MAX;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)body.p[i];
+        text &= c >= 0x20 || c == '\r' || c == '\n' || c == '\t';
+        text &= c != 0x7f;
+    }
+    printf("  payload (%zu bytes%s):\n", body.len, n < body.len ? ", the first 4096" : "");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)body.p[i];
+        if (!text) {
+            printf("%s%02x", i % 32 == 0 ? (i ? "\n    " : "    ") : " ", c);
+        } else if (c == '\r') {
+            fputs(i + 1 < n && body.p[i + 1] == '\n' ? "" : "\n", stdout);
+        } else {
+            fputc(c, stdout);
+        }
+    }
+    printf("\n");
+    jn_buf_reset(&body);
+}
+
 /* Appends &key=value (value percent-encoded) to path when value is set. */
 static void query_add(struct jn_buf *path, const char *key, const char *value)
 {
@@ -509,6 +553,9 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
         rc = j == NULL;
     } else if (print != NULL) {
         print(j);
+        if (print == print_show) {
+            print_kept_payload(o, json_object_get(j, "kept"));
+        }
         rc = 0;
     } else {
         printf("%s: %s\n", argv[1], str(j, "state"));

@@ -14,7 +14,8 @@ import json
 import os
 import time
 
-from jnt import Checks, Junction, Receiver, admin_api, curl, free_port, wait_until
+from jnt import (Checks, Junction, Receiver, admin_api, curl, free_port, run_junction,
+                 wait_until)
 
 t = Checks("retention")
 cleanups = []
@@ -129,6 +130,11 @@ try:
     code, body, _ = curl(["http://127.0.0.1:%d/api/v1/messages/%s/payload" % (adm, id_hdr)])
     t.check(code == 404 and b"keep: headers" in body, "its payload: 404 saying why: %r" % body)
 
+    code, out_, err_ = run_junction(["ctl", "show", id_all, "--admin", "127.0.0.1:%d" % adm])
+    t.check(code == 0 and "kept: all" in out_ and payload in out_ and "X-Kind: lab" in out_,
+            "ctl show: the kept headers and the payload: %r %r" % (out_, err_))
+    code, out_, err_ = run_junction(["ctl", "show", id_hdr, "--admin", "127.0.0.1:%d" % adm])
+    t.check(code == 0 and "not kept (keep: headers)" in out_, "ctl show, headers only: %r" % out_)
     code, m = api("GET", "/api/v1/messages/%s" % id_none)
     t.check(code == 200 and m.get("kept") is None, "keep: none: traced, not kept: %r" % m)
     code, body, _ = curl(["http://127.0.0.1:%d/api/v1/messages/%s/payload" % (adm, id_none)])
