@@ -147,7 +147,8 @@ static json_t *kept_json(const struct jn_keptrec *k)
 
     for (size_t i = 0; outs != NULL && i < k->nouts; i++) {
         snprintf(url, sizeof(url), "/api/v1/messages/%s/outputs/%zu/payload", k->msg->id, i);
-        json_array_append_new(outs, json_pack("{s:s,s:I,s:o,s:s}", "route", k->outs[i].route,
+        json_array_append_new(outs, json_pack("{s:s,s:s,s:I,s:o,s:s}", "route",
+                                              k->outs[i].route, "service", k->outs[i].service,
                                               "bytes", (json_int_t)k->outs[i].msg->len,
                                               "headers", headers_json(k->outs[i].msg),
                                               "payload_url", url));

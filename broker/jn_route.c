@@ -97,17 +97,36 @@ struct route_ctx {
     size_t nouts;
 };
 
-/* An output of r's services, kept with the message when r keeps all. */
-static void note_output(struct route_ctx *c, const struct jn_cfg_route *r,
+/* An output of r's service number stage, kept with the message when r keeps all. */
+static void note_output(struct route_ctx *c, const struct jn_cfg_route *r, size_t stage,
                         const struct jn_buf *env)
 {
     if (r->rc.via.n == 0 || r->rc.keep != JN_KEEP_ALL || env == NULL ||
         c->nouts == JN_KEPT_OUTS_MAX) {
         return;
     }
-    if (jn_mp_array(&c->outs, 2) == 0 && jn_mp_cstr(&c->outs, r->name) == 0 &&
+    if (jn_mp_array(&c->outs, 3) == 0 && jn_mp_cstr(&c->outs, r->name) == 0 &&
+        jn_mp_cstr(&c->outs, r->rc.via.v[stage]) == 0 &&
         jn_mp_bin(&c->outs, env->p, env->len) == 0) {
         c->nouts++;
+    }
+}
+
+/* The outputs of each service of r but the last (jn_route_fn's stages), kept as above. */
+static void note_stages(struct route_ctx *c, const struct jn_cfg_route *r,
+                        const struct jn_msg_list *stages)
+{
+    if (stages == NULL || r->rc.keep != JN_KEEP_ALL) {
+        return;
+    }
+    for (size_t i = 0; i + 1 < r->rc.via.n; i++) {
+        for (size_t k = 0; k < stages[i].n; k++) {
+            struct jn_buf env = JN_BUF_INIT;
+            if (jn_msg_encode(stages[i].v[k], &env) == 0) {
+                note_output(c, r, i, &env);
+            }
+            jn_buf_reset(&env);
+        }
     }
 }
 
@@ -141,7 +160,7 @@ static void put_kept(struct route_ctx *c)
 /* A route took c->m (the router's route): one queue record per output and destination, or a dead
  * letter when its services failed. */
 static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
-                        const struct jn_err *err)
+                        const struct jn_msg_list *stages, const struct jn_err *err)
 {
     struct route_ctx *c = arg;
     struct jn_broker *b = c->b;
@@ -165,6 +184,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
      * purpose: `filtered`, so the trace does not show it queued forever. */
     jn_commit__log(b, t, m, r->rc.via.n == 0 ? "routed"
                    : outs->n ? "routed+transformed" : "filtered", r->name, NULL, 0, NULL);
+    note_stages(c, r, stages);
     for (size_t k = 0; k < outs->n; k++) {
         /* Each output is encoded once for all its destinations; an output that is the
          * accepted message itself reuses the ingest's encoding. */
@@ -173,7 +193,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
         if (env == NULL && jn_msg_encode(outs->v[k], &oenv) == 0) {
             env = &oenv;
         }
-        note_output(c, r, env);
+        note_output(c, r, r->rc.via.n ? r->rc.via.n - 1 : 0, env);
         for (size_t d = 0; d < r->rc.to.n; d++) {
             struct jn_queue *q = b->queues[r->to[d]];
             const char *dest = jn_queue_channel(q)->name;
@@ -269,6 +289,7 @@ struct taken {
     struct taken *next;
     const struct jn_cfg_route *r;
     struct jn_msg_list outs; /* references; empty when its services failed */
+    struct jn_msg_list *stages; /* the route's jn_route_fn stages, or NULL */
     int failed;
     struct jn_err err;       /* why, when failed */
 };
@@ -288,7 +309,7 @@ struct route_job {
 
 /* Worker thread: keeps what the router's route gives, with references of its own. */
 static void route_collect(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
-                          const struct jn_err *err)
+                          const struct jn_msg_list *stages, const struct jn_err *err)
 {
     struct route_job *j = arg;
     struct taken *tk = jn_calloc(1, sizeof(*tk));
@@ -305,6 +326,15 @@ static void route_collect(void *arg, const struct jn_cfg_route *r, const struct 
         for (size_t k = 0; k < outs->n; k++) {
             if (jn_msg_list_push(&tk->outs, jn_msg_ref(outs->v[k])) != 0) {
                 j->oom = 1;
+            }
+        }
+        /* Stages are for showing (kept messages): without memory for them, none. */
+        if (stages != NULL && r->rc.keep == JN_KEEP_ALL &&
+            (tk->stages = jn_calloc(r->rc.via.n - 1, sizeof(*tk->stages))) != NULL) {
+            for (size_t i = 0; i + 1 < r->rc.via.n; i++) {
+                for (size_t k = 0; k < stages[i].n; k++) {
+                    jn_msg_list_push(&tk->stages[i], jn_msg_ref(stages[i].v[k]));
+                }
             }
         }
     }
@@ -339,6 +369,10 @@ static void job_free(struct route_job *j)
         struct taken *tk = j->head;
         j->head = tk->next;
         jn_msg_list_clear(&tk->outs);
+        for (size_t i = 0; tk->stages != NULL && i + 1 < tk->r->rc.via.n; i++) {
+            jn_msg_list_clear(&tk->stages[i]);
+        }
+        jn_free(tk->stages);
         jn_free(tk);
     }
     jn_msg_unref(&j->m);
@@ -379,7 +413,8 @@ static void route_done(void *arg, struct jn_job *jb)
         return;
     }
     for (struct taken *tk = j->head; tk != NULL; tk = tk->next) {
-        route_taken(&rc, tk->r, tk->failed ? NULL : &tk->outs, tk->failed ? &tk->err : NULL);
+        route_taken(&rc, tk->r, tk->failed ? NULL : &tk->outs, tk->stages,
+                    tk->failed ? &tk->err : NULL);
     }
     if (j->matched == 0) {
         route_unmatched(&rc, j->src);

@@ -133,9 +133,12 @@ struct jn_config {
 /*
  * One route that took the message: outs are its outputs (borrowed for the call; each a
  * reference the callee may jn_msg_ref), or NULL with err when one of its services failed.
+ * stages: with two or more services and outs given, r->rc.via.n - 1 lists, the outputs of
+ * each service but the last (whose are outs), borrowed the same way; else NULL.
  */
 typedef void (*jn_route_fn)(void *arg, const struct jn_cfg_route *r,
-                            const struct jn_msg_list *outs, const struct jn_err *err);
+                            const struct jn_msg_list *outs, const struct jn_msg_list *stages,
+                            const struct jn_err *err);
 
 struct jn_router_ops {
     /* Matches m (from channel index src) against routes[0..n) in order: for each route that

@@ -664,6 +664,7 @@ void jn_keptrec_clear(struct jn_keptrec *r)
 {
     for (size_t i = 0; i < r->nouts; i++) {
         jn_free(r->outs[i].route);
+        jn_free(r->outs[i].service);
         jn_msg_unref(&r->outs[i].msg);
     }
     jn_free(r->outs);
@@ -672,7 +673,7 @@ void jn_keptrec_clear(struct jn_keptrec *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* [[route, envelope:bin], ...] into r->outs. */
+/* [[route, service, envelope:bin], ...] into r->outs. */
 static int decode_outs(const msgpack_object *o, struct jn_keptrec *r, struct jn_err *err)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > JN_KEPT_OUTS_MAX) {
@@ -689,13 +690,14 @@ static int decode_outs(const msgpack_object *o, struct jn_keptrec *r, struct jn_
         const msgpack_object *e = &o->via.array.ptr[i];
         struct jn_qrec q;
         memset(&q, 0, sizeof(q));
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
-            (r->outs[i].route = jn_mp_strdup(&e->via.array.ptr[0])) == NULL) {
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3 ||
+            (r->outs[i].route = jn_mp_strdup(&e->via.array.ptr[0])) == NULL ||
+            (r->outs[i].service = jn_mp_strdup(&e->via.array.ptr[1])) == NULL) {
             r->nouts = i + 1;
             return jn_err_set(err, JN_EPROTO, "kept record: bad output %u", (unsigned)i);
         }
         r->nouts = i + 1;
-        if (decode_msg(&e->via.array.ptr[1], &q, "kept output", err) != 0) {
+        if (decode_msg(&e->via.array.ptr[2], &q, "kept output", err) != 0) {
             return err->code;
         }
         r->outs[i].msg = q.msg;

@@ -9,7 +9,7 @@
  *   dedup   channel \0 key           -> [1, id, time_us, expires_us, answered, answer:bin]
  *   dedup_exp  expires_us channel \0 key -> ""  (the dedup entries by expiry, for the prune)
  *   kept    recv_us seq              -> [1, id, keep, routes, bytes, envelope:bin,
- *                                        [[route, output envelope:bin], ...]]  kept after routing
+ *                                        [[route, service, output envelope:bin], ...]]  kept after routing
  *   kept_id id                       -> recv_us seq  (the kept messages by id: the latest)
  *
  * Every record starts with its format version; a reader of each older version stays. Strings
@@ -128,15 +128,16 @@ enum jn_keep {
     JN_KEEP_ALL = 2,
 };
 /* env: m's full encoding when the caller has it (used for JN_KEEP_ALL), else NULL. outs: what
- * the routes' services made of it, nouts msgpack pairs [route, envelope:bin] back to back
- * (NULL / 0: none; a route without services has none). 0, JN_EINVAL (keep is none) or
- * JN_ENOMEM. */
+ * the routes' services made of it, nouts msgpack arrays [route, service, envelope:bin] back
+ * to back, one per output of each service in order (NULL / 0: none; a route without services
+ * has none; the last service's are what the destinations were sent). 0, JN_EINVAL (keep is none) or JN_ENOMEM. */
 #define JN_KEPT_OUTS_MAX 64
 int jn_store_kept_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m,
                       const struct jn_buf *env, int keep, const char *routes,
                       const struct jn_buf *outs, size_t nouts);
 struct jn_kept_out {
     char *route;        /* owned */
+    char *service;      /* owned: the service that gave it */
     struct jn_msg *msg; /* owned */
 };
 struct jn_keptrec {

@@ -530,8 +530,9 @@ static void add_dead(struct jn_testrun_outcome *o, const char *route, const char
 
 /* The router's callback: what broker/jn_route.c's route_taken makes of a route's outputs. */
 static void collect(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
-                    const struct jn_err *err)
+                    const struct jn_msg_list *stages, const struct jn_err *err)
 {
+    (void)stages;
     struct jn_testrun_outcome *o = arg;
 
     if (outs == NULL) {

@@ -35,9 +35,10 @@ channels:
   other:   { type: http, direction: out, url: "http://127.0.0.1:%(rcv)d/sink" }
 services:
   stamp: { type: set-header, set: { x-stamped: "yes" } }
+  second: { type: set-header, set: { x-second: "2" } }
 routes:
   r-all:  { from: [in-all], to: [files] }
-  r-svc:  { from: [in-svc], via: [stamp], to: [files] }
+  r-svc:  { from: [in-svc], via: [stamp, second], to: [files] }
   r-hdr:  { from: [in-hdr], to: [files], keep: headers }
   r-none: { from: [in-none], to: [files], keep: none }
 """
@@ -111,13 +112,18 @@ try:
     code, m = api("GET", "/api/v1/messages/%s" % id_svc)
     k = m.get("kept") or {}
     outs = k.get("outputs", [])
-    ohdrs = {h["name"].lower(): h["value"] for h in (outs[0]["headers"] if outs else [])}
-    t.check(code == 200 and len(outs) == 1 and outs[0]["route"] == "r-svc" and
-            ohdrs.get("x-stamped") == "yes" and
+    h0 = {h["name"].lower(): h["value"] for h in (outs[0]["headers"] if outs else [])}
+    h1 = {h["name"].lower(): h["value"] for h in (outs[1]["headers"] if len(outs) > 1 else [])}
+    t.check(code == 200 and len(outs) == 2 and outs[0]["route"] == "r-svc" and
+            [o["service"] for o in outs] == ["stamp", "second"] and
+            h0.get("x-stamped") == "yes" and "x-second" not in h0 and
+            h1.get("x-stamped") == "yes" and h1.get("x-second") == "2" and
             "x-stamped" not in {h["name"].lower() for h in k.get("headers", [])},
-            "the service's output is kept beside the input: %r" % k)
+            "the payload after each service is kept beside the input: %r" % k)
     code, body, _ = curl(["http://127.0.0.1:%d%s" % (adm, outs[0]["payload_url"] if outs else "/x")])
     t.check(code == 200 and body == b"through a service", "its payload: %d %r" % (code, body))
+    code, body, _ = curl(["http://127.0.0.1:%d%s" % (adm, outs[1]["payload_url"] if len(outs) > 1 else "/x")])
+    t.check(code == 200 and body == b"through a service", "the last one's payload: %d" % code)
     code, _ = api("GET", "/api/v1/messages/%s/outputs/3/payload" % id_svc)
     t.eq(code, 404, "an output it does not have: 404")
     t.eq((api("GET", "/api/v1/messages/%s" % id_all)[1].get("kept") or {}).get("outputs"), [],

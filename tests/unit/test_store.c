@@ -851,8 +851,9 @@ static void test_kept(void)
     b->recv_us = a->recv_us + 1000;
     CHECK_INT(jn_msg_encode(a, &env), 0);
     /* one output of r2's services: b's envelope */
-    CHECK_INT(jn_mp_array(&outs, 2), 0);
+    CHECK_INT(jn_mp_array(&outs, 3), 0);
     CHECK_INT(jn_mp_cstr(&outs, "r2"), 0);
+    CHECK_INT(jn_mp_cstr(&outs, "svc"), 0);
     CHECK_INT(jn_msg_encode(b, &benv), 0);
     CHECK_INT(jn_mp_bin(&outs, benv.p, benv.len), 0);
     t = jn_jtxn_new();
@@ -865,6 +866,7 @@ static void test_kept(void)
           memcmp(k.msg->payload, "payload", 7) == 0 && strcmp(k.routes, "r1,r2") == 0 &&
           k.time_us == a->recv_us && strcmp(jn_msg_header_get(k.msg, "k"), "v") == 0);
     CHECK(k.nouts == 1 && strcmp(k.outs[0].route, "r2") == 0 &&
+          strcmp(k.outs[0].service, "svc") == 0 &&
           strcmp(k.outs[0].msg->id, b->id) == 0 && k.outs[0].msg->len == 7);
     jn_keptrec_clear(&k);
     CHECK_INT(jn_store_kept_get(j, b->id, &k, &err), 0);
