@@ -359,7 +359,7 @@ function replayPanel(root, getBody, after) {
   const dry = el('button', { type: 'button', cls: 'dry-run', text: 'Replay all matching… (dry run)' });
   const go = el('button', { type: 'button', cls: 'replay-go', hidden: '' });
   const out = el('span', { cls: 'replay-out', 'aria-live': 'polite' });
-  const bar = el('progress', { max: '1', value: '0', hidden: '' });
+  const bar = el('progress', { cls: 'replay-bar', max: '1', value: '0', hidden: '' });
   let body = null;
   dry.addEventListener('click', async () => {
     go.hidden = true;

@@ -117,6 +117,13 @@ await step('dead letters and replay', async () => {
   await tr.waitFor({ timeout: 5000 });
   const reason = await tr.locator('td.reason').textContent();
   check(/400/.test(reason), `the dead letter's reason is shown: ${reason}`);
+  // Everything matching: a dry run first, with the count; nothing is replayed by it.
+  await page.click('#dlq-replay button.dry-run');
+  await page.waitForFunction(() => /would be replayed/.test(document.querySelector('#dlq-replay .replay-out')?.textContent || ''),
+    null, { timeout: 5000 });
+  check(/^1 would be replayed/.test(await page.locator('#dlq-replay .replay-out').textContent()) &&
+    await page.locator('#dlq-replay button.replay-go').textContent() === 'Replay 1',
+    'the dry run counts the one dead letter and offers "Replay 1"');
   await tr.locator('button.replay-one').click();
   await page.waitForFunction((id) => /done/.test(document.querySelector(`#dlq-list tr[data-id="${id}"] .replay-out`)?.textContent || ''),
     HL7_ID, { timeout: 10000 });
@@ -135,6 +142,22 @@ await step('message browser', async () => {
   check(true, 'Next page (next_cursor) adds the next 5');
   const ids = await page.locator('#msg-list tbody tr').evaluateAll((rs) => rs.map((r) => r.dataset.id));
   check(new Set(ids).size === 10, 'the second page holds other messages');
+  // Replay all matching, from the kept messages: dry run, then the job to done.
+  await page.fill('#msg-filter [name=q]', 'counter-7');
+  await page.click('#msg-filter button[type=submit]');
+  await page.waitForFunction(() => /q=counter-7/.test(location.hash), null, { timeout: 3000 });
+  await page.selectOption('#msg-replay select[name=from]', 'kept');
+  await page.click('#msg-replay button.dry-run');
+  await page.waitForFunction(() => /would be replayed/.test(document.querySelector('#msg-replay .replay-out')?.textContent || ''),
+    null, { timeout: 5000 });
+  check(/^1 would be replayed/.test(await page.locator('#msg-replay .replay-out').textContent()),
+    'the dry run of the filter counts 1: ' + await page.locator('#msg-replay .replay-out').textContent());
+  await page.click('#msg-replay button.replay-go');
+  await page.waitForFunction(() => /1 of 1 replayed.*done/.test(document.querySelector('#msg-replay .replay-out')?.textContent || ''),
+    null, { timeout: 10000 });
+  check(await page.locator('#msg-replay progress.replay-bar').evaluate((b) => !b.hidden && b.value === b.max),
+    'the replay of the filter runs to done, its progress bar full');
+  result.kept_replayed = 'counter-7';
   await page.fill('#msg-filter [name=q]', 'PID|');
   await page.fill('#msg-filter [name=limit]', '50');
   await page.click('#msg-filter button[type=submit]');

@@ -182,6 +182,8 @@ try:
         t.check(wait_until(lambda: len(got_again()) == 2, 10),
                 "the receiver got the replayed HL7 message again: %r" % got_again())
         t.check(all(b == HL7.encode() for _, b in got_again()), "byte for byte")
+        t.check(wait_until(lambda: rcv.bodies().count(b"counter-7") == 2, 10),
+                "the filter's replay from the kept messages sent counter-7 again")
         for name in ("dashboard-overview.png", "dashboard-message.png"):
             f = os.path.join(shots, name)
             size = os.path.getsize(f) if os.path.exists(f) else -1
