@@ -18,6 +18,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "jn_auth.h"
 #include "jn_buf.h"
 #include "jn_listener.h"
 #include "jn_log.h"
@@ -214,6 +215,18 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
                       0, F_REFUSED);
     rc |= chan_family(a, b, "junction_messages_unrouted_total", "counter",
                       "Messages from an IN channel that no route took.", 0, F_UNROUTED);
+    rc |= jn_prom_family(b, "junction_auth_failures_total", "counter",
+                         "Requests an IN channel's auth: refused (401/403), by the method that "
+                         "refused (method=none: no credentials for any listed method).");
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        for (int m = 0; m < JN_AUTH__COUNT && !cs.out; m++) {
+            const char *lab[] = {"channel", cs.name, "method", jn_auth_method_name(m)};
+            if (cs.auth_methods & (1u << m)) {
+                rc |= jn_prom_sample_u(b, "junction_auth_failures_total", NULL, lab, 2,
+                                       cs.auth_failed[m]);
+            }
+        }
+    }
     rc |= jn_prom_family(b, "junction_messages_routed_total", "counter",
                          "Messages a route took and queued (its services' outputs).");
     for (size_t i = 0; jn_broker_route_stats(a->b, i, &rs) == 0; i++) {
@@ -442,6 +455,13 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
         } else if (o != NULL) {
             json_object_set_new(o, "blocked", cs.blocked ? json_string(cs.blocked)
                                                          : json_null());
+            if (cs.auth_methods != 0) {
+                uint64_t n = 0;
+                for (int m = 0; m < JN_AUTH__COUNT; m++) {
+                    n += cs.auth_failed[m];
+                }
+                json_object_set_new(o, "auth_failures", json_integer((json_int_t)n));
+            }
         }
         json_array_append_new(arr, o);
     }

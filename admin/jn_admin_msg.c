@@ -128,15 +128,29 @@ static int trace(struct jn_journal *j, const char *id, struct trace_ctx *c, json
 static const char *const keep_names[] = {"none", "headers", "all"};
 
 /* What retention keeps of a message (jn_store.h), or NULL when nothing is kept. */
+static json_t *headers_json(const struct jn_msg *m)
+{
+    json_t *hdrs = json_array();
+
+    for (size_t i = 0; hdrs != NULL && i < m->nhdrs; i++) {
+        json_array_append_new(hdrs, json_pack("{s:s,s:s}", "name", m->hdrs[i].name, "value",
+                                              m->hdrs[i].value));
+    }
+    return hdrs;
+}
+
 static json_t *kept_json(const struct jn_keptrec *k)
 {
-    json_t *hdrs = json_array(), *routes = json_array();
+    json_t *hdrs = headers_json(k->msg), *routes = json_array(), *outs = json_array();
     const char *p = k->routes;
-    char url[64];
+    char url[96];
 
-    for (size_t i = 0; hdrs != NULL && i < k->msg->nhdrs; i++) {
-        json_array_append_new(hdrs, json_pack("{s:s,s:s}", "name", k->msg->hdrs[i].name,
-                                              "value", k->msg->hdrs[i].value));
+    for (size_t i = 0; outs != NULL && i < k->nouts; i++) {
+        snprintf(url, sizeof(url), "/api/v1/messages/%s/outputs/%zu/payload", k->msg->id, i);
+        json_array_append_new(outs, json_pack("{s:s,s:I,s:o,s:s}", "route", k->outs[i].route,
+                                              "bytes", (json_int_t)k->outs[i].msg->len,
+                                              "headers", headers_json(k->outs[i].msg),
+                                              "payload_url", url));
     }
     while (routes != NULL && p != NULL && *p != '\0') {
         const char *e = strchr(p, ',');
@@ -145,16 +159,19 @@ static json_t *kept_json(const struct jn_keptrec *k)
         p = e ? e + 1 : NULL;
     }
     snprintf(url, sizeof(url), "/api/v1/messages/%s/payload", k->msg->id);
-    return json_pack("{s:s,s:o,s:o,s:I,s:s?}", "keep", keep_names[k->keep], "routes", routes,
-                     "headers", hdrs, "bytes", (json_int_t)k->bytes, "payload_url",
-                     k->keep == JN_KEEP_ALL ? url : NULL);
+    return json_pack("{s:s,s:o,s:o,s:I,s:s?,s:o}", "keep", keep_names[k->keep], "routes",
+                     routes, "headers", hdrs, "bytes", (json_int_t)k->bytes, "payload_url",
+                     k->keep == JN_KEEP_ALL ? url : NULL, "outputs", outs);
 }
 
-/* GET /api/v1/messages/{id}/payload: the kept payload as received, with its content-type. */
-static void get_payload(struct jn_journal *j, struct evhttp_request *req, const char *id)
+/* GET /api/v1/messages/{id}/payload: the kept payload as received, with its content-type;
+ * out >= 0: .../outputs/{out}/payload, what a route's services made of it. */
+static void get_payload(struct jn_journal *j, struct evhttp_request *req, const char *id,
+                        long out)
 {
     struct jn_keptrec k;
     struct jn_err err;
+    const struct jn_msg *m;
     const char *ct;
     int rc = jn_store_kept_get(j, id, &k, &err);
 
@@ -173,7 +190,15 @@ static void get_payload(struct jn_journal *j, struct evhttp_request *req, const 
                               "(its routes say keep: headers)", id);
         return;
     }
-    ct = jn_msg_header_get(k.msg, "content-type");
+    if (out >= (long)k.nouts) {
+        char why[96];
+        snprintf(why, sizeof(why), "message '%s' has %zu kept output(s)", id, k.nouts);
+        jn_admin__reply_error(req, 404, "Not Found", "%s", why);
+        jn_keptrec_clear(&k);
+        return;
+    }
+    m = out >= 0 ? k.outs[out].msg : k.msg;
+    ct = jn_msg_header_get(m, "content-type");
     /* The payload is the sender's: opened in a browser on the admin's origin, an HTML one
      * must not run as the dashboard (sandbox: an opaque origin, no script). */
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
@@ -182,7 +207,7 @@ static void get_payload(struct jn_journal *j, struct evhttp_request *req, const 
                       "nosniff");
     jn_admin__reply_body(req, 200, "OK", ct && *ct && !strpbrk(ct, "\r\n") ? ct
                                           : "application/octet-stream",
-                         (const char *)k.msg->payload, k.msg->len);
+                         (const char *)m->payload, m->len);
     jn_keptrec_clear(&k);
 }
 
@@ -197,11 +222,18 @@ void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const
     const char *slash = strchr(path, '/');
     int payload = slash != NULL && strcmp(slash, "/payload") == 0;
     size_t idl = slash ? (size_t)(slash - path) : strlen(path);
+    long out = -1;
 
     snprintf(id, sizeof(id), "%.*s", (int)(idl < JN_ID_LEN ? idl : JN_ID_LEN), path);
+    if (slash != NULL && !payload && strncmp(slash, "/outputs/", 9) == 0) {
+        char *end;
+        out = strtol(slash + 9, &end, 10);
+        payload = end != slash + 9 && out >= 0 && out < JN_KEPT_OUTS_MAX &&
+                  strcmp(end, "/payload") == 0;
+    }
     if (slash != NULL && !payload) {
         jn_admin__reply_error(req, 404, "Not Found", "no such resource '%s' (a message has "
-                              "/api/v1/messages/ID and /api/v1/messages/ID/payload)", path);
+                              "/api/v1/messages/ID, ID/payload and ID/outputs/N/payload)", path);
         return;
     }
     if (idl != JN_ID_LEN || jn_id_time_ms(id) < 0) {
@@ -214,7 +246,7 @@ void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const
         return;
     }
     if (payload) {
-        get_payload(j, req, id);
+        get_payload(j, req, id, out);
         return;
     }
     events = json_array();
@@ -689,7 +721,7 @@ struct dl_ctx {
 static int dl_visit(void *arg, const struct jn_qrec *r)
 {
     struct dl_ctx *c = arg;
-    char when[32], recv[32];
+    char when[80], recv[80];
 
     if ((long)json_array_size(c->arr) >= c->limit) {
         return 1;

@@ -92,6 +92,7 @@ struct jn_broker {
     uint64_t n_blocked;              /* ingests refused by flow control */
     uint64_t n_pruned_actions;       /* deleted by retention (jn_retain.c) */
     uint64_t n_pruned_kept;
+    struct jn_sdnotify *sdn;         /* systemd's notify socket (jn_sdnotify.h), or NULL */
 };
 
 /* jn_commit.c: the commit stage (calls nothing back in the other files) */

@@ -93,7 +93,23 @@ struct route_ctx {
     struct jn_ticket *track;
     int keep;             /* the most the routes that took it keep (enum jn_keep) */
     struct jn_buf routes; /* their names, comma-separated */
+    struct jn_buf outs;   /* what services made of it: [route, envelope] pairs (jn_store.h) */
+    size_t nouts;
 };
+
+/* An output of r's services, kept with the message when r keeps all. */
+static void note_output(struct route_ctx *c, const struct jn_cfg_route *r,
+                        const struct jn_buf *env)
+{
+    if (r->rc.via.n == 0 || r->rc.keep != JN_KEEP_ALL || env == NULL ||
+        c->nouts == JN_KEPT_OUTS_MAX) {
+        return;
+    }
+    if (jn_mp_array(&c->outs, 2) == 0 && jn_mp_cstr(&c->outs, r->name) == 0 &&
+        jn_mp_bin(&c->outs, env->p, env->len) == 0) {
+        c->nouts++;
+    }
+}
 
 /* A route took the message: it is kept as much as the most that any of its routes keeps. */
 static void note_kept(struct route_ctx *c, const char *route, int keep)
@@ -116,7 +132,7 @@ static void put_kept(struct route_ctx *c)
     }
     env = c->keep == JN_KEEP_ALL ? envelope_of(c->m, c->menv, c->own) : NULL;
     if (jn_store_kept_put(c->t, jn_journal_seq(c->b->journal), c->m, env, c->keep,
-                          c->routes.p ? c->routes.p : "") != 0) {
+                          c->routes.p ? c->routes.p : "", &c->outs, c->nouts) != 0) {
         jn_log(JN_LOG_WARN, "msg=%s out of memory keeping it: not kept after delivery",
                c->m->id);
     }
@@ -157,6 +173,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
         if (env == NULL && jn_msg_encode(outs->v[k], &oenv) == 0) {
             env = &oenv;
         }
+        note_output(c, r, env);
         for (size_t d = 0; d < r->rc.to.n; d++) {
             struct jn_queue *q = b->queues[r->to[d]];
             const char *dest = jn_queue_channel(q)->name;
@@ -232,7 +249,8 @@ void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *
 {
     const struct jn_config *cfg = b->cfg;
     struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
-    struct route_ctx rc = {b, t, m, menv, &own, track, JN_KEEP_NONE, JN_BUF_INIT};
+    struct route_ctx rc = {b, t, m, menv, &own, track, JN_KEEP_NONE, JN_BUF_INIT, JN_BUF_INIT,
+                           0};
 
     if (src == NULL || cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
                                        &b->ids, route_taken, &rc) == 0) {
@@ -240,6 +258,7 @@ void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *
     }
     put_kept(&rc);
     jn_buf_reset(&rc.routes);
+    jn_buf_reset(&rc.outs);
     jn_buf_reset(&own);
 }
 
@@ -344,7 +363,8 @@ static void route_done(void *arg, struct jn_job *jb)
     struct jn_broker *b = arg;
     struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
     struct jn_buf own = JN_BUF_INIT;
-    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track, JN_KEEP_NONE, JN_BUF_INIT};
+    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track, JN_KEEP_NONE, JN_BUF_INIT,
+                           JN_BUF_INIT, 0};
 
     if (!j->ran || b->freeing) {
         job_release(b, j);
@@ -366,6 +386,7 @@ static void route_done(void *arg, struct jn_job *jb)
     }
     put_kept(&rc);
     jn_buf_reset(&rc.routes);
+    jn_buf_reset(&rc.outs);
     jn_buf_reset(&own);
     /* The commit ends routing_in_flight and the ticket's routing part. */
     jn_commit__submit_routing(b, rc.t, j->track);

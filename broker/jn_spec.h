@@ -39,6 +39,7 @@ struct jn_retention_conf {
 struct jn_core_conf {
     char *data_dir;
     int log_level; /* enum jn_log_level */
+    int log_format; /* enum jn_log_format */
     long long shutdown_timeout; /* ms */
     unsigned long long max_size; /* bytes: the LMDB map */
     long long high_water;        /* percent of max_size above which new input is refused */

@@ -72,6 +72,8 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     out->received = ch->n_in;
     out->refused = ch->n_refused;
     out->unrouted = ch->n_unrouted;
+    out->auth_failed = ch->n_auth_failed;
+    out->auth_methods = ch->auth_methods;
     out->delivered = ch->n_sent;
     out->retried = ch->n_retried;
     out->failed = ch->n_failed;

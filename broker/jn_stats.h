@@ -71,6 +71,8 @@ struct jn_channel_stats {
     uint64_t depth_bytes;   /* OUT: their bytes */
     int full;               /* OUT: past max_queued (not yet below 90 %) */
     const char *blocked;    /* IN: why flow control refuses its intake now, or NULL */
+    const uint64_t *auth_failed; /* IN: JN_AUTH__COUNT refusals by method (borrowed) */
+    unsigned auth_methods;  /* IN: the bits 1 << JN_AUTH_* it counts; 0: no auth */
 };
 
 struct jn_route_stats {

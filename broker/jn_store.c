@@ -615,7 +615,8 @@ size_t jn_store_dedup_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t now
 /* ---- kept messages (retention) ---- */
 
 int jn_store_kept_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m,
-                      const struct jn_buf *env, int keep, const char *routes)
+                      const struct jn_buf *env, int keep, const char *routes,
+                      const struct jn_buf *outs, size_t nouts)
 {
     unsigned char key[16];
     struct jn_buf own = JN_BUF_INIT;
@@ -641,13 +642,17 @@ int jn_store_kept_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m,
         return JN_ENOMEM;
     }
     /* The id first, in a fixed place, so the prune finds it without decoding the rest. */
-    rc = jn_mp_array(b, 6);
+    rc = jn_mp_array(b, 7);
     rc |= jn_mp_int(b, 1);
     rc |= jn_mp_str(b, m->id, strnlen(m->id, JN_ID_LEN));
     rc |= jn_mp_int(b, keep);
     rc |= jn_mp_cstr(b, routes);
     rc |= jn_mp_int(b, (int64_t)m->len);
     rc |= jn_mp_bin(b, env->p, env->len);
+    rc |= jn_mp_array(b, keep == JN_KEEP_ALL && outs != NULL ? nouts : 0);
+    if (keep == JN_KEEP_ALL && outs != NULL && nouts > 0) {
+        rc |= jn_buf_append(b, outs->p, outs->len);
+    }
     jn_buf_reset(&own);
     if (jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0) != 0) {
         return JN_ENOMEM;
@@ -657,9 +662,45 @@ int jn_store_kept_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m,
 
 void jn_keptrec_clear(struct jn_keptrec *r)
 {
+    for (size_t i = 0; i < r->nouts; i++) {
+        jn_free(r->outs[i].route);
+        jn_msg_unref(&r->outs[i].msg);
+    }
+    jn_free(r->outs);
     jn_free(r->routes);
     jn_msg_unref(&r->msg);
     memset(r, 0, sizeof(*r));
+}
+
+/* [[route, envelope:bin], ...] into r->outs. */
+static int decode_outs(const msgpack_object *o, struct jn_keptrec *r, struct jn_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > JN_KEPT_OUTS_MAX) {
+        return jn_err_set(err, JN_EPROTO, "kept record: bad outputs field");
+    }
+    if (o->via.array.size == 0) {
+        return 0;
+    }
+    r->outs = jn_calloc(o->via.array.size, sizeof(*r->outs));
+    if (r->outs == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *e = &o->via.array.ptr[i];
+        struct jn_qrec q;
+        memset(&q, 0, sizeof(q));
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
+            (r->outs[i].route = jn_mp_strdup(&e->via.array.ptr[0])) == NULL) {
+            r->nouts = i + 1;
+            return jn_err_set(err, JN_EPROTO, "kept record: bad output %u", (unsigned)i);
+        }
+        r->nouts = i + 1;
+        if (decode_msg(&e->via.array.ptr[1], &q, "kept output", err) != 0) {
+            return err->code;
+        }
+        r->outs[i].msg = q.msg;
+    }
+    return 0;
 }
 
 int jn_store_kept_decode(const void *v, size_t vl, struct jn_keptrec *r, struct jn_err *err)
@@ -670,7 +711,7 @@ int jn_store_kept_decode(const void *v, size_t vl, struct jn_keptrec *r, struct 
     int rc;
 
     memset(r, 0, sizeof(*r));
-    rc = unpack(&u, v, vl, 6, "kept", err);
+    rc = unpack(&u, v, vl, 7, "kept", err);
     if (rc != 0) {
         return rc;
     }
@@ -687,6 +728,7 @@ int jn_store_kept_decode(const void *v, size_t vl, struct jn_keptrec *r, struct 
         r->msg = q.msg;
         if (rc == 0) {
             r->time_us = r->msg->recv_us;
+            rc = decode_outs(&f[6], r, err);
         }
     }
     msgpack_unpacked_destroy(&u);
@@ -747,7 +789,7 @@ static int visit_kept_prune(void *arg, const void *k, size_t kl, const void *v, 
     c->n++;
     /* [1, id:fixstr 26, ...] as jn_store_kept_put writes it. The index entry goes with it
      * unless a later routing of the message points it elsewhere. */
-    if (vl > 3 + JN_ID_LEN && p[0] == 0x96 && p[1] == 0x01 && p[2] == (0xa0 | JN_ID_LEN)) {
+    if (vl > 3 + JN_ID_LEN && p[0] == 0x97 && p[1] == 0x01 && p[2] == (0xa0 | JN_ID_LEN)) {
         jn_jtxn_del_if(c->t, JN_JDB_KEPTID, p + 3, JN_ID_LEN, k, kl);
     }
     return 0;

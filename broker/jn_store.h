@@ -8,7 +8,8 @@
  *   log_id  id time_us seq           -> ""  (the action log by message id)
  *   dedup   channel \0 key           -> [1, id, time_us, expires_us, answered, answer:bin]
  *   dedup_exp  expires_us channel \0 key -> ""  (the dedup entries by expiry, for the prune)
- *   kept    recv_us seq              -> [1, id, keep, routes, bytes, envelope:bin]  kept after routing
+ *   kept    recv_us seq              -> [1, id, keep, routes, bytes, envelope:bin,
+ *                                        [[route, output envelope:bin], ...]]  kept after routing
  *   kept_id id                       -> recv_us seq  (the kept messages by id: the latest)
  *
  * Every record starts with its format version; a reader of each older version stays. Strings
@@ -126,16 +127,26 @@ enum jn_keep {
     JN_KEEP_HEADERS = 1,
     JN_KEEP_ALL = 2,
 };
-/* env: m's full encoding when the caller has it (used for JN_KEEP_ALL), else NULL. 0,
- * JN_EINVAL (keep is none) or JN_ENOMEM. */
+/* env: m's full encoding when the caller has it (used for JN_KEEP_ALL), else NULL. outs: what
+ * the routes' services made of it, nouts msgpack pairs [route, envelope:bin] back to back
+ * (NULL / 0: none; a route without services has none). 0, JN_EINVAL (keep is none) or
+ * JN_ENOMEM. */
+#define JN_KEPT_OUTS_MAX 64
 int jn_store_kept_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m,
-                      const struct jn_buf *env, int keep, const char *routes);
+                      const struct jn_buf *env, int keep, const char *routes,
+                      const struct jn_buf *outs, size_t nouts);
+struct jn_kept_out {
+    char *route;        /* owned */
+    struct jn_msg *msg; /* owned */
+};
 struct jn_keptrec {
     int64_t time_us; /* the receive time of the key */
     int keep;        /* enum jn_keep */
     char *routes;    /* owned */
     size_t bytes;    /* of the payload as received (msg's is empty with JN_KEEP_HEADERS) */
     struct jn_msg *msg;
+    struct jn_kept_out *outs; /* after each route's services, in routing order (owned) */
+    size_t nouts;
 };
 int jn_store_kept_decode(const void *v, size_t vl, struct jn_keptrec *out, struct jn_err *err);
 /* The latest kept record of message id. 0, JN_ENOENT (not kept, or deleted by retention),

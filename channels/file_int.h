@@ -29,6 +29,7 @@ struct file_conf {
     char *name;                       /* template */
     bool do_mkdir;
     bool do_fsync;
+    char *file_mode;                  /* octal permission bits of written files, "0640" */
 };
 
 /* The two sides (jn_channel_file's in and out). */

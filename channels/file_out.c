@@ -152,10 +152,11 @@ static void job_fail(struct out_job *j, enum jn_send_result r, const char *what,
 /* Phase 1: the temp file, written and closed (not yet synced). */
 static void job_write(const struct file_conf *c, struct out_job *j)
 {
-    int fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    mode_t mode = (mode_t)strtoul(c->file_mode, NULL, 8); /* checked by file_mode_ok */
+    int fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 
     if (fd < 0 && errno == ENOENT && c->do_mkdir && jn_fs_mkdir_p(c->dir, 0755) == 0) {
-        fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); /* dir was removed */
+        fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode); /* dir was removed */
     }
     if (fd < 0) {
         job_fail(j, JN_SEND_RETRY, "cannot create", j->tmp);

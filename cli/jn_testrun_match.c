@@ -4,7 +4,7 @@
  * expected and actual values, the HL7 path, the header, or a short unified diff of a payload.
  *
  * HL7 values are read with the project's codec (adapters/hl7.h: jn_hl7_lookup and
- * jn_hl7_unescape), the way `hl7("PID-5.1")` in a route condition and the Lua helper's h:get
+ * jn_hl7_text), the way `hl7("PID-5.1")` in a route condition and the Lua helper's h:get
  * read them: escapes decoded, MSH-1 and MSH-2 as written. JSON is jansson's. The payload diff is
  * a longest-common-subsequence diff by lines, the layout of `diff -u` with two lines of context.
  */
@@ -502,13 +502,7 @@ int jn_testrun__hl7(const struct jn_node *want, const struct jn_msg *m, const ch
             c.n++;
             continue;
         }
-        if (p.field <= 2 && (strcmp(p.seg, "MSH") == 0 || strcmp(p.seg, "FHS") == 0 ||
-                             strcmp(p.seg, "BHS") == 0)) {
-            memcpy(text, sp.p, sp.len); /* the delimiters: as written */
-            tlen = sp.len;
-        } else {
-            tlen = jn_hl7_unescape(&d, sp.p, sp.len, text, sp.len + 1);
-        }
+        tlen = jn_hl7_text(&d, &p, &sp, text);
         if (tlen != strlen(v->str) || memcmp(text, v->str, tlen) != 0) {
             diff_add(&c, "hl7 %s: expected %s, got %s", ps, quoted(&q, v->str, strlen(v->str)),
                      quoted(&q2, text, tlen));

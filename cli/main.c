@@ -6,11 +6,14 @@
  *   junction describe [TYPE] [--markdown]   the options of channel/service types
  *   junction trace | log | dlq ...    read the data_dir's journal (jn_inspect.h)
  *   junction test [-c FILE] [TEST.yaml ...]   route tests, offline (jn_testrun.h)
+ *   junction init [--example NAME] [-o FILE]  a commented starter config (jn_init.h)
+ *   junction man                      the manual page junction(1), roff, from these tables
  *   junction help [COMMAND]           the general help, or one command's
  *   junction version
  *
- * The commands table below is the one list of them: help, usage errors and suggestions for
- * unknown commands come from it.
+ * The commands table below is the one list of them: help, usage errors, suggestions for
+ * unknown commands and the man page come from it (the man page's config part from the option
+ * tables, as describe's), so they cannot drift apart.
  *
  * Without -c, ./config/junction.yaml is used when it exists, else the copy of it compiled into
  * the binary, so `junction run` works from anywhere with no file at all.
@@ -27,9 +30,11 @@
 #include "jn_record.h"
 #include "jn_config.h"
 #include "jn_diag.h"
+#include "jn_init.h"
 #include "jn_inspect.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_opt.h"
 #include "jn_testrun.h"
 
 #ifndef JN_VERSION
@@ -130,6 +135,14 @@ static const struct command commands[] = {
      "TEST.yaml: the config's folder's tests/*.yaml. --junit OUT also writes JUnit XML. Exit\n"
      "0 when every case passes, 1 when one fails, 2 when the config or a test file has an\n"
      "error (file:line:col) or OUT cannot be written."},
+    {"init", "[--example NAME] [-o FILE] [--force]",
+     "write a commented starter config (stdout, or FILE)",
+     "Writes a commented starter config that junction check accepts: to stdout, or with -o FILE\n"
+     "to FILE, which must not exist yet (--force replaces it). NAME is one of the examples\n"
+     "below (default: the first). Edit it, then: junction check -c FILE; junction run -c FILE."},
+    {"man", "", "print the manual page junction(1) (roff)",
+     "Prints this manual page in roff (man -l <(junction man)); the build installs it as\n"
+     "junction.1. It is made from the same tables as --help and describe."},
     {"help", "[COMMAND]", "this text, or the help of one command",
      "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
     {"version", "", "print the version", "Prints junction's version."},
@@ -157,14 +170,25 @@ static void print_lines(FILE *out, const char *s, int indent)
     fprintf(out, "%s\n", s);
 }
 
+/* The options every command's help ends with (config: only for commands that take -c). */
+static const struct {
+    const char *name, *text;
+    int config;
+} common_opts[] = {
+    {"-c, --config FILE", "config file (default: " DEFAULT_CONFIG " if it exists, else the\n"
+     "embedded default config)", 1},
+    {"-h, --help", "this text", 0},
+};
+
 static void print_option_help(FILE *out, int config)
 {
     fprintf(out, "\noptions:\n");
-    if (config) {
-        fprintf(out, "  -c, --config FILE    config file (default: %s if it exists, else the\n"
-                "                       embedded default config)\n", DEFAULT_CONFIG);
+    for (size_t i = 0; i < sizeof(common_opts) / sizeof(common_opts[0]); i++) {
+        if (config || !common_opts[i].config) {
+            fprintf(out, "  %-20s ", common_opts[i].name);
+            print_lines(out, common_opts[i].text, 23);
+        }
     }
-    fprintf(out, "  -h, --help           this text\n");
 }
 
 static void usage(FILE *out)
@@ -207,6 +231,12 @@ static int cmd_help(const struct command *c)
             fputc('\n', stdout);
             print_lines(stdout, f->help, 0);
             config |= strstr(f->args, "-c FILE") != NULL;
+        }
+    }
+    if (strcmp(c->name, "init") == 0) {
+        printf("\nexamples:\n");
+        for (const struct jn_init_example *e = jn_init_examples; e->name; e++) {
+            printf("  %-20s %s\n", e->name, e->summary);
         }
     }
     print_option_help(stdout, config);
@@ -306,6 +336,7 @@ static int cmd_run(const char *path)
         return 1;
     }
     jn_log_level = c->core.log_level;
+    jn_log_setup((enum jn_log_format)c->core.log_format);
     jn_log(JN_LOG_INFO, "junction %s starting with %s", JN_VERSION, used);
     for (size_t i = 0; i < warns.n; i++) {
         jn_log(JN_LOG_WARN, "config: %s", warns.msgs[i]);
@@ -572,6 +603,138 @@ static int cmd_test(const struct command *cmd, int argc, char **argv)
     return rc;
 }
 
+/* junction init [--example NAME] [-o FILE] [--force] */
+static int cmd_init(const struct command *cmd, int argc, char **argv)
+{
+    const char *example = NULL, *out = NULL;
+    int force = 0;
+
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--example") == 0 && i + 1 < argc) {
+            example = argv[++i];
+        } else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) &&
+                   i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "--force") == 0) {
+            force = 1;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return cmd_help(cmd);
+        } else {
+            return usage_error(cmd, "unexpected argument", argv[i]);
+        }
+    }
+    return jn_init_write(example, out, force, stdout, stderr);
+}
+
+/* ---- junction man: junction(1) in roff, from the tables above and the option tables ---- */
+
+static void man_section(FILE *out, const char *title, const struct jn_opt *tab, const char *text)
+{
+    fprintf(out, ".SS \"");
+    jn_opt_roff_text(out, title);
+    fprintf(out, "\"\n");
+    if (text != NULL) {
+        jn_opt_roff_text(out, text);
+        fputc('\n', out);
+    }
+    jn_opt_describe_roff(tab, NULL, out);
+}
+
+static int cmd_man(void)
+{
+    FILE *out = stdout;
+
+    fprintf(out, ".\\\" Generated by `junction man` from the tables of cli/main.c and the option\n"
+            ".\\\" tables; do not edit.\n"
+            ".TH JUNCTION 1 \"\" \"junction %s\" \"User Commands\"\n"
+            ".SH NAME\njunction \\- a message broker for integration: channels in, routes and "
+            "services, channels out, on a durable journal\n.SH SYNOPSIS\n", JN_VERSION);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        fprintf(out, ".B junction %s\n", commands[i].name);
+        if (commands[i].args[0]) {
+            jn_opt_roff_text(out, commands[i].args);
+            fputc('\n', out);
+        }
+        fprintf(out, ".br\n");
+    }
+    fprintf(out, ".SH DESCRIPTION\n"
+            "junction takes messages in on its IN channels (HTTP, MLLP, MQTT, Kafka, files), "
+            "makes each durable in its journal before it acknowledges it, routes it by the "
+            "config's routes through their services and delivers it to OUT channels with "
+            "retries and dead letters. One YAML file (\\fB\\-c\\fR FILE) describes it all; "
+            "see CONFIGURATION.\n.SH COMMANDS\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const struct command *c = &commands[i];
+        fprintf(out, ".TP\n.B junction %s", c->name);
+        if (c->args[0]) {
+            fputc(' ', out);
+            jn_opt_roff_text(out, c->args);
+        }
+        fputc('\n', out);
+        jn_opt_roff_text(out, c->help);
+        fputc('\n', out);
+    }
+    fprintf(out, ".SH OPTIONS\n");
+    for (size_t i = 0; i < sizeof(common_opts) / sizeof(common_opts[0]); i++) {
+        fprintf(out, ".TP\n.B ");
+        jn_opt_roff_text(out, common_opts[i].name);
+        fputc('\n', out);
+        jn_opt_roff_text(out, common_opts[i].text);
+        fputc('\n', out);
+    }
+    fprintf(out, ".SH INIT EXAMPLES\n");
+    for (const struct jn_init_example *e = jn_init_examples; e->name; e++) {
+        fprintf(out, ".TP\n.B ");
+        jn_opt_roff_text(out, e->name);
+        fputc('\n', out);
+        jn_opt_roff_text(out, e->summary);
+        fputc('\n', out);
+    }
+    fprintf(out, ".SH CONFIGURATION\n"
+            "The sections of the config file and every option, with its type and default (as "
+            "\\fBjunction describe\\fR prints them). Sizes take B, KiB, MiB, GiB; durations ms, "
+            "s, m, h, d; any value may be \\fI${ENV}\\fR or \\fI${ENV:\\-default}\\fR. "
+            "Relative paths are relative to the config file's folder.\n");
+    man_section(out, "junction:", jn_core_opts, NULL);
+    man_section(out, "channels: (every channel)", jn_chan_common_opts,
+                "A map of name to channel; these keys apply to every type.");
+    for (size_t i = 0; jn_channel_defs[i]; i++) {
+        char title[96], text[1024];
+        snprintf(title, sizeof(title), "channel type %s", jn_channel_defs[i]->name);
+        snprintf(text, sizeof(text), "%s. Directions: %s.", jn_channel_defs[i]->desc,
+                 jn_config_dirs_text(jn_channel_def_dirs(jn_channel_defs[i])));
+        man_section(out, title, jn_channel_defs[i]->opts, text);
+    }
+    for (size_t i = 0; jn_service_defs[i]; i++) {
+        char title[96], text[1024];
+        snprintf(title, sizeof(title), "service type %s", jn_service_defs[i]->name);
+        snprintf(text, sizeof(text), "%s.", jn_service_defs[i]->desc);
+        man_section(out, title, jn_service_defs[i]->opts, text);
+    }
+    man_section(out, "routes:", jn_route_opts,
+                "A map of name to route: every route whose from lists the message's channel and "
+                "whose when holds takes the message.");
+    fprintf(out, ".SS unrouted:\n\\fBdead\\-letter\\fR (default), \\fBdrop\\fR or an OUT "
+            "channel's name: what happens to a message no route takes.\n"
+            ".SH SIGNALS\n.TP\n.B SIGTERM, SIGINT\nStop: intake closes, sends in flight get "
+            "shutdown_timeout, queued messages stay in the journal. A second signal exits at "
+            "once.\n.TP\n.B SIGHUP\nReads the TLS certificate files again (systemctl reload).\n"
+            ".SH ENVIRONMENT\n.TP\n.B NOTIFY_SOCKET\nUnder systemd (Type=notify): READY=1 once "
+            "every channel has started, STATUS= lines, STOPPING=1.\n.TP\n"
+            ".B WATCHDOG_USEC, WATCHDOG_PID\nWith WatchdogSec=: WATCHDOG=1 from the event loop "
+            "at half the period.\n.TP\n.B JOURNAL_STREAM\nWhen stderr is journald's stream, "
+            "log lines carry syslog priorities (<3> ... <7>) and no timestamp of their own.\n"
+            ".TP\n.B JUNCTION_ADMIN_TOKEN\nThe admin token for \\fBjunction ctl\\fR.\n"
+            ".SH FILES\n.TP\n.I /etc/junction/junction.yaml\nThe config of the packaged "
+            "service (junction.service).\n.TP\n.I /var/lib/junction\nIts data_dir: the "
+            "journal (LMDB), queues, dead letters, the action log.\n"
+            ".SH EXIT STATUS\n0 success; 1 an error (a config that does not load, a failed "
+            "check, a broker that cannot be reached); 2 a usage error.\n"
+            ".SH SEE ALSO\n.BR systemctl (1),\n.BR journalctl (1),\n.BR systemd.service (5);\n"
+            "docs/operations.md and docs/config-reference.md in the source.\n");
+    return ferror(out) ? 1 : 0;
+}
+
 /* junction help [COMMAND] */
 static int cmd_help_of(const struct command *help, int argc, char **argv)
 {
@@ -620,6 +783,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd->name, "test") == 0) {
         return cmd_test(cmd, argc, argv);
     }
+    if (strcmp(cmd->name, "init") == 0) {
+        return cmd_init(cmd, argc, argv);
+    }
     tool = strcmp(cmd->name, "trace") == 0 || strcmp(cmd->name, "log") == 0 ||
            strcmp(cmd->name, "dlq") == 0;
     for (int i = 2; i < argc; i++) {
@@ -654,6 +820,9 @@ int main(int argc, char **argv)
     }
     if (tool) {
         return cmd_tool(cmd, config, nargs, args, since, until, all);
+    }
+    if (strcmp(cmd->name, "man") == 0) {
+        return cmd_man();
     }
     printf("junction %s\n", JN_VERSION); /* version: the table has no other command */
     return 0;

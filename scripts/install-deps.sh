@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake pkg-config ca-certificates \
-    libevent-dev libssl-dev liblmdb-dev libyaml-dev libmsgpack-dev libjansson-dev \
+    libevent-dev libssl-dev libcrypt-dev liblmdb-dev libyaml-dev libmsgpack-dev libjansson-dev \
     liblua5.4-dev \
     librdkafka-dev kcat \
     libpaho-mqtt-dev mosquitto mosquitto-clients \

@@ -29,10 +29,14 @@ channels:
   in-all:  { type: http, direction: in, listen: "127.0.0.1:%(a)d", path: /ingest }
   in-hdr:  { type: http, direction: in, listen: "127.0.0.1:%(h)d", path: /ingest }
   in-none: { type: http, direction: in, listen: "127.0.0.1:%(n)d", path: /ingest }
+  in-svc:  { type: http, direction: in, listen: "127.0.0.1:%(s)d", path: /ingest }
   files:   { type: file, direction: out, dir: "@DIR@/out" }
   other:   { type: http, direction: out, url: "http://127.0.0.1:%(rcv)d/sink" }
+services:
+  stamp: { type: set-header, set: { x-stamped: "yes" } }
 routes:
   r-all:  { from: [in-all], to: [files] }
+  r-svc:  { from: [in-svc], via: [stamp], to: [files] }
   r-hdr:  { from: [in-hdr], to: [files], keep: headers }
   r-none: { from: [in-none], to: [files], keep: none }
 """
@@ -58,9 +62,9 @@ def metric(port, name):
 
 
 def start(keep="7d", maxb="512MiB"):
-    ports = dict(admin=free_port(), a=free_port(), h=free_port(), n=free_port(),
+    ports = dict(admin=free_port(), a=free_port(), h=free_port(), n=free_port(), s=free_port(),
                  rcv=rcv.port, keep=keep, maxb=maxb)
-    j = Junction(CONFIG % ports, wait_ports=[ports["a"], ports["h"], ports["n"],
+    j = Junction(CONFIG % ports, wait_ports=[ports["a"], ports["h"], ports["n"], ports["s"],
                                               ports["admin"]])
     cleanups.append(j.cleanup)
     t.on_fail.append(lambda: print("---- junction log ----\n%s" % j.log()[-4000:]))
@@ -99,6 +103,24 @@ try:
     t.check(code == 200 and body.decode() == payload and
             "content-type: application/json" in h.lower(),
             "payload: the bytes as received, with their content-type: %d %r" % (code, body))
+
+    c5, id_svc = post(p["s"], "through a service")
+    t.check(c5 == 202 and wait_until(lambda: len(os.listdir(out)) == 5, 10),
+            "one through the service route, delivered")
+    code, m = api("GET", "/api/v1/messages/%s" % id_svc)
+    k = m.get("kept") or {}
+    outs = k.get("outputs", [])
+    ohdrs = {h["name"].lower(): h["value"] for h in (outs[0]["headers"] if outs else [])}
+    t.check(code == 200 and len(outs) == 1 and outs[0]["route"] == "r-svc" and
+            ohdrs.get("x-stamped") == "yes" and
+            "x-stamped" not in {h["name"].lower() for h in k.get("headers", [])},
+            "the service's output is kept beside the input: %r" % k)
+    code, body, _ = curl(["http://127.0.0.1:%d%s" % (adm, outs[0]["payload_url"] if outs else "/x")])
+    t.check(code == 200 and body == b"through a service", "its payload: %d %r" % (code, body))
+    code, _ = api("GET", "/api/v1/messages/%s/outputs/3/payload" % id_svc)
+    t.eq(code, 404, "an output it does not have: 404")
+    t.eq((api("GET", "/api/v1/messages/%s" % id_all)[1].get("kept") or {}).get("outputs"), [],
+         "a route without services keeps no outputs")
 
     code, m = api("GET", "/api/v1/messages/%s" % id_hdr)
     k = m.get("kept") or {}

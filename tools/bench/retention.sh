@@ -43,9 +43,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 PORTS=$("$BUILD/jn-bench" --mode freeport --conns 3)
-IN=$(echo "$PORTS" | sed -n 1p)
-ADMIN=$(echo "$PORTS" | sed -n 2p)
-SINKP=$(echo "$PORTS" | sed -n 3p)
+set -- $PORTS
+IN=$1
+ADMIN=$2
+SINKP=$3
 cat >"$WORK/junction.yaml" <<EOF
 junction:
   data_dir: $WORK/data
