@@ -542,7 +542,7 @@ function renderPayload(bytes, ctype) {
 
 async function messageView(id) {
   $('#m-id').textContent = id;
-  for (const s of ['#m-meta', '#m-headers tbody', '#m-payload', '#m-trace']) $(s).replaceChildren();
+  for (const s of ['#m-meta', '#m-headers tbody', '#m-payload', '#m-outputs', '#m-trace']) $(s).replaceChildren();
   $('#m-ptype').textContent = '';
   $('#m-replay-out').textContent = '';
   let m;
@@ -570,6 +570,25 @@ async function messageView(id) {
       pl.append(node);
     } catch (e) { pl.append(el('p', { text: 'payload: ' + e.message })); }
   } else pl.append(el('p', { cls: 'muted', text: 'the payload is not kept' }));
+  // What each route's services made of it (kept with keep: all), as its destinations got it.
+  const outs = $('#m-outputs');
+  for (const [i, o] of ((m.kept && m.kept.outputs) || []).entries()) {
+    const head = el('h3', {}, 'After the services of route ' + o.route + ' ');
+    const kind = el('small');
+    head.append(kind);
+    const body = el('div', { cls: 'payload' });
+    const hdrs = el('details', {}, el('summary', { text: 'headers (' + (o.headers || []).length + ')' }),
+      el('table', {}, el('tbody', {}, ...(o.headers || []).map((h) =>
+        el('tr', {}, el('td', { text: h.name }), el('td', { cls: 'mono', text: h.value }))))));
+    outs.append(el('section', { cls: 'output', data: { output: String(i) } }, head, hdrs, body));
+    if (!o.payload_url) { body.append(el('p', { cls: 'muted', text: 'the payload is not kept' })); continue; }
+    try {
+      const r = await api(o.payload_url, { raw: true });
+      const [k, node] = renderPayload(new Uint8Array(await r.arrayBuffer()), r.headers.get('Content-Type') || '');
+      kind.textContent = k + ', ' + fmtInt(o.bytes) + ' bytes';
+      body.append(node);
+    } catch (e) { body.append(el('p', { text: 'output ' + i + ': ' + e.message })); }
+  }
   const tl = $('#m-trace');
   for (const a of m.trace || []) {
     tl.append(el('li', { cls: 'ev ev-' + String(a.event).replace(/[^a-z]+/g, '-') },

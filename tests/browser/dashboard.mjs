@@ -74,7 +74,8 @@ await step('overview and token', async () => {
   }
   check(await page.locator('#channels tbody tr').count() === CHANNELS.length,
     'the overview has one row per channel of the config');
-  check(await page.locator('#routes tr[data-route="r"]').count() === 1, 'route r is shown');
+  check(await page.locator('#routes tr[data-route="r"]').count() === 1 &&
+    await page.locator('#routes tr[data-route="hl7json"]').count() === 1, 'routes r and hl7json are shown');
 });
 
 await step('counters move', async () => {
@@ -175,6 +176,11 @@ await step('HL7 message page', async () => {
   check(lines[0].startsWith('MSH|'), 'MSH is the first line');
   check(await page.locator('#m-payload [title="PID-5"]').count() === 1 &&
     await page.locator('#m-payload [title="PID-5.1"]').textContent() === 'Doe', 'PID-5 and PID-5.1 have their positions');
+  // The payload after route hl7json's service (hl7-to-json): pretty-printed JSON.
+  await page.locator('#m-outputs .output pre.json').waitFor({ timeout: 5000 });
+  const js = await page.locator('#m-outputs .output pre.json').textContent();
+  check(/after the services of route hl7json/i.test(await page.locator('#m-outputs h3').textContent()) &&
+    /^\{\n  "/.test(js) && js.includes('Doe'), 'the output of route hl7json shows as pretty JSON');
   await page.locator('#m-trace li').first().waitFor({ timeout: 3000 });
   const trace = await page.locator('#m-trace').innerText();
   check(/received/.test(trace) && /dead/.test(trace) && /replayed/.test(trace), 'the trace has received, dead-lettered, replayed');

@@ -47,10 +47,17 @@ channels:
     direction: out
     url: http://127.0.0.1:%(rcv)d/emr
     retry: { attempts: 2, backoff: 20ms, max_backoff: 50ms }
+services:
+  tojson: { type: hl7-to-json }
 routes:
   r:
     from: [in]
     to: [archive, emr]
+  hl7json:
+    from: [in]
+    when: header("Content-Type") == "x-application/hl7-v2+er7"
+    via: [tojson]
+    to: [archive]
 """
 
 HL7 = ("MSH|^~\\&|LAB|HOSP|EMR|HOSP|20261207083000||ORU^R01|MSG0001|P|2.5\r"
