@@ -560,6 +560,17 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
+    if (path == NULL || path[0] == '\0') {
+        path = "/";
+    }
+    /* The dashboard's files hold no data: a browser opening the page has no token to send;
+     * the page then asks for it when /api/v1/ answers 401 (docs/dashboard.md). */
+    if (jn_admin__is_ui(path)) {
+        if (method_ok(req, cmd, 0, path)) {
+            jn_admin__get_ui(a, req, path);
+        }
+        return;
+    }
     if (a->token != NULL &&
         !token_ok(a, evhttp_find_header(evhttp_request_get_input_headers(req),
                                         "Authorization"))) {
@@ -568,9 +579,6 @@ static void handle(struct evhttp_request *req, void *arg)
         jn_admin__reply_error(req, 401, "Unauthorized", "%s",
                     "this admin listener needs 'Authorization: Bearer <admin_token>'");
         return;
-    }
-    if (path == NULL || path[0] == '\0') {
-        path = "/";
     }
     {
         char name[256];
@@ -624,7 +632,7 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     jn_admin__reply_error(req, 404, "Not Found",
-                "no such endpoint: %s (see docs/admin-api.md: /health, /ready, /metrics, "
+                "no such endpoint: %s (see docs/admin-api.md: /, /health, /ready, /metrics, "
                 "/api/v1/status, /api/v1/channels, /api/v1/queues, /api/v1/routes, "
                 "/api/v1/messages, /api/v1/dead-letters, /api/v1/replay)", path);
 }

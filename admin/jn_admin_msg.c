@@ -200,6 +200,12 @@ static void get_payload(struct jn_journal *j, struct evhttp_request *req, const 
     }
     m = out >= 0 ? k.outs[out].msg : k.msg;
     ct = jn_msg_header_get(m, "content-type");
+    /* The payload is the sender's: opened in a browser on the admin's origin, an HTML one
+     * must not run as the dashboard (sandbox: an opaque origin, no script). */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+                      "default-src 'none'; sandbox");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Content-Type-Options",
+                      "nosniff");
     jn_admin__reply_body(req, 200, "OK", ct && *ct && !strpbrk(ct, "\r\n") ? ct
                                           : "application/octet-stream",
                          (const char *)m->payload, m->len);
