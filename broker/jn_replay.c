@@ -128,6 +128,7 @@ static int qrec_of_kept(struct jn_keptrec *k, struct jn_qrec *r)
     r->time_us = k->time_us;
     r->msg = k->msg;
     k->msg = NULL;
+    jn_keptrec_clear(k); /* the rest (its outputs): a replay routes the input again */
     if (r->dest == NULL || r->error == NULL || r->route == NULL) {
         jn_qrec_clear(r);
         return JN_ENOMEM;
