@@ -19,6 +19,9 @@ const struct jn_service_def *const jn_service_defs[] = {
     &jn_service_hl7_split,
     &jn_service_delay,
     &jn_service_lua,
+    &jn_service_csv_to_json,
+    &jn_service_json_to_msgpack,
+    &jn_service_msgpack_to_json,
     NULL,
 };
 

@@ -164,12 +164,13 @@ static void test_registry(void)
     CHECK(jn_service_def_find("set-header") == &jn_service_set_header);
     CHECK(jn_service_def_find("nope") == NULL);
     CHECK(jn_service_def_find(NULL) == NULL);
-    /* NULL-terminated after set-header, json-map, the three HL7 services (issue 4), delay and
-     * lua. */
+    /* NULL-terminated after set-header, json-map, the three HL7 services (issue 4), delay,
+     * lua, csv-to-json and the two msgpack ones. */
     CHECK(jn_service_def_find("hl7-to-json") != NULL && jn_service_def_find("hl7-split") != NULL);
     CHECK(jn_service_def_find("delay") == &jn_service_delay);
     CHECK(jn_service_def_find("lua") == &jn_service_lua);
-    CHECK(jn_service_defs[7] == NULL);
+    CHECK(jn_service_def_find("csv-to-json") == &jn_service_csv_to_json);
+    CHECK(jn_service_defs[10] == NULL);
     for (size_t i = 0; jn_service_defs[i]; i++) {
         FILE *null = fopen("/dev/null", "w");
         if (null != NULL) {
@@ -727,6 +728,95 @@ static void test_delay(void)
               "t.yaml:2:11: service 'x' (delay): duration: 2h is out of range 0ms..1h");
 }
 
+/* Runs payload (len bytes) through a service of type with options yaml: the output payload
+ * (static buffer) or "ERR <reason>". */
+static const char *svc1(const char *type, const char *yaml, const char *payload, size_t len,
+                        size_t *outlen)
+{
+    static char res[2048];
+    struct fx f;
+    struct jn_msg_list l = {0};
+    struct jn_msg *in;
+    struct jn_err err;
+    int rc;
+
+    fx_load(&f, type, yaml);
+    if (fx_init(&f) != 0) {
+        snprintf(res, sizeof(res), "LOAD: %s%s", fx_diag(&f), f.err.msg);
+        fx_free(&f);
+        return res;
+    }
+    in = jn_msg_new("in", payload, len);
+    jn_err_clear(&err);
+    rc = f.svc.def->transform(&f.svc, in, &l, &err);
+    if (rc != 0) {
+        CHECK(l.n == 0 || l.n == 1);
+        CHECK(err.msg[0] != '\0');
+        snprintf(res, sizeof(res), "ERR %s", err.msg);
+    } else {
+        CHECK_INT(l.n, 1);
+        *outlen = l.v[0]->len < sizeof(res) ? l.v[0]->len : sizeof(res) - 1;
+        memcpy(res, l.v[0]->payload, *outlen);
+        res[*outlen] = '\0';
+    }
+    jn_msg_list_clear(&l);
+    jn_msg_unref(&in);
+    fx_free(&f);
+    return res;
+}
+
+static const char *csv(const char *yaml, const char *payload)
+{
+    size_t n;
+    return svc1("csv-to-json", yaml, payload, strlen(payload), &n);
+}
+
+static void test_csv_to_json(void)
+{
+    CHECK_STR(csv("{}", "id,name\n1,Ann\n2,\"Bo, \"\"B\"\"\"\n"),
+              "[{\"id\":\"1\",\"name\":\"Ann\"},{\"id\":\"2\",\"name\":\"Bo, \\\"B\\\"\"}]");
+    CHECK_STR(csv("{}", "b,a\r\n2,1\r\n\r\n"), "[{\"b\":\"2\",\"a\":\"1\"}]");
+    CHECK_STR(csv("{header: false, delimiter: \";\"}", "x;y\n\"line\nbreak\";\n"),
+              "[[\"x\",\"y\"],[\"line\\nbreak\",\"\"]]");
+    CHECK_STR(csv("{}", ""), "[]");
+    CHECK_STR(csv("{}", "a,b\n1\n"),
+              "ERR csv-to-json: row 2 has 1 field(s), the header 2 (ragged: true accepts it)");
+    CHECK_STR(csv("{ragged: true}", "a,b\n1\n1,2,3\n"),
+              "[{\"a\":\"1\"},{\"a\":\"1\",\"b\":\"2\"}]");
+    CHECK_STR(csv("{}", "a\n\"open\n"), "ERR csv-to-json: row 2: a quoted field is not closed");
+    CHECK_STR(csv("{}", "a\n\xff\n"), "ERR csv-to-json: row 2 field 1 is not UTF-8 text");
+    CHECK_STR(load_err("csv-to-json", "{delimiter: \";;\"}"),
+              "t.yaml:1:13: csv-to-json: delimiter: one character, not a quote or a line break "
+              "(got ';;')");
+}
+
+static void test_msgpack_json(void)
+{
+    const char *j = "{\"b\":1,\"a\":[true,null,-2,1.5,\"x\"],\"n\":{}}";
+    char packed[256];
+    size_t n = 0, m = 0;
+    const char *r = svc1("json-to-msgpack", "{}", j, strlen(j), &n);
+
+    CHECK(strncmp(r, "ERR", 3) != 0 && n > 0);
+    memcpy(packed, r, n);
+    /* 0x83: a map of 3; key order kept; back to the same JSON */
+    CHECK((unsigned char)packed[0] == 0x83 && packed[1] == (char)0xa1 && packed[2] == 'b');
+    CHECK_STR(svc1("msgpack-to-json", "{}", packed, n, &m), j);
+    CHECK_STR(svc1("json-to-msgpack", "{}", "{oops", 5, &n),
+              "ERR json-to-msgpack: the payload is not JSON: string or '}' expected near 'oops' "
+              "at line 1 column 5");
+    CHECK_STR(svc1("msgpack-to-json", "{}", "\xc4\x01z", 3, &m),
+              "ERR msgpack-to-json: a bin value (bytes) has no JSON form");
+    CHECK_STR(svc1("msgpack-to-json", "{}", "\x81\x01\x02", 3, &m),
+              "ERR msgpack-to-json: a map key that is not a string (JSON objects have string "
+              "keys)");
+    CHECK_STR(svc1("msgpack-to-json", "{}", "\xdc\xff\xff", 3, &m),
+              "ERR msgpack-to-json: the payload is not msgpack");
+    CHECK_STR(svc1("msgpack-to-json", "{}", "\x01\x02", 2, &m),
+              "ERR msgpack-to-json: the payload is not one msgpack value");
+    CHECK_STR(svc1("msgpack-to-json", "{}", "\x2a", 1, &m), "42");
+}
+
 int main(void)
 {
     test_registry();
@@ -742,5 +832,7 @@ int main(void)
     test_alloc_failures();
     test_set_header();
     test_delay();
+    test_csv_to_json();
+    test_msgpack_json();
     TEST_MAIN_END();
 }
