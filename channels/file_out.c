@@ -559,7 +559,8 @@ static void out_send(struct jn_channel *ch, struct jn_delivery *d)
     name = nb.p ? nb.p : "";
     if (jn_file__name_check(name, why, sizeof(why)) != 0) {
         /* The same message would fail the same way every time. */
-        snprintf(reason, sizeof(reason), "name template '%s' gave '%.1024s', which %s", c->name,
+        snprintf(reason, sizeof(reason),
+                 "name template '%s' gave '%.1024s', which is not a file name: it %s", c->name,
                  name, why);
         jn_buf_reset(&nb);
         jn_delivery_done(d, JN_SEND_REJECT, reason);
