@@ -66,7 +66,8 @@ static const struct jn_opt file_opts[] = {
     JN_OPT_BOOL("mkdir", "true", JN_OPT_OUT, struct file_conf, do_mkdir,
                 "Create dir (and its parents) when missing"),
     JN_OPT_BOOL("fsync", "true", JN_OPT_OUT, struct file_conf, do_fsync,
-                "fsync each file and then the folder, so a delivered file survives power loss"),
+                "fsync each file and then the folder (mode: append: fdatasync each group, "
+                "fsync at close), so what was delivered survives power loss"),
     JN_OPT_END
 };
 
