@@ -322,6 +322,18 @@ static int named_escape(const struct jn_hl7_delims *d, char c)
     }
 }
 
+size_t jn_hl7_text(const struct jn_hl7_delims *d, const struct jn_hl7_path *p,
+                   const struct jn_hl7_span *sp, char *out)
+{
+    if (p->field <= 2 && (strcmp(p->seg, "MSH") == 0 || strcmp(p->seg, "FHS") == 0 ||
+                          strcmp(p->seg, "BHS") == 0)) {
+        memcpy(out, sp->p, sp->len);
+        out[sp->len] = '\0';
+        return sp->len;
+    }
+    return jn_hl7_unescape(d, sp->p, sp->len, out, sp->len + 1);
+}
+
 size_t jn_hl7_unescape(const struct jn_hl7_delims *d, const char *raw, size_t len, char *out,
                        size_t cap)
 {

@@ -113,6 +113,12 @@ int jn_hl7_is_null(const char *raw, size_t len);
  */
 size_t jn_hl7_unescape(const struct jn_hl7_delims *d, const char *raw, size_t len, char *out,
                        size_t cap);
+/* The text of the element found at p (its raw span sp) as route conditions, scripts and tests
+ * read it: escapes decoded, except MSH-1 and MSH-2 (and FHS's, BHS's), the delimiters, which
+ * are the bytes as written. out has room for sp->len + 1 bytes; returns the length written
+ * (NUL-terminated). */
+size_t jn_hl7_text(const struct jn_hl7_delims *d, const struct jn_hl7_path *p,
+                   const struct jn_hl7_span *sp, char *out);
 /* Appends the escaped form of text to out. 0 or JN_ENOMEM. */
 int jn_hl7_escape(const struct jn_hl7_delims *d, const char *text, size_t len,
                   struct jn_buf *out);

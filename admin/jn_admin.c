@@ -18,6 +18,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "jn_auth.h"
 #include "jn_buf.h"
 #include "jn_listener.h"
 #include "jn_log.h"
@@ -214,6 +215,18 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
                       0, F_REFUSED);
     rc |= chan_family(a, b, "junction_messages_unrouted_total", "counter",
                       "Messages from an IN channel that no route took.", 0, F_UNROUTED);
+    rc |= jn_prom_family(b, "junction_auth_failures_total", "counter",
+                         "Requests an IN channel's auth: refused (401/403), by the method that "
+                         "refused (method=none: no credentials for any listed method).");
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        for (int m = 0; m < JN_AUTH__COUNT && !cs.out; m++) {
+            const char *lab[] = {"channel", cs.name, "method", jn_auth_method_name(m)};
+            if (cs.auth_methods & (1u << m)) {
+                rc |= jn_prom_sample_u(b, "junction_auth_failures_total", NULL, lab, 2,
+                                       cs.auth_failed[m]);
+            }
+        }
+    }
     rc |= jn_prom_family(b, "junction_messages_routed_total", "counter",
                          "Messages a route took and queued (its services' outputs).");
     for (size_t i = 0; jn_broker_route_stats(a->b, i, &rs) == 0; i++) {
@@ -284,6 +297,27 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
     rc |= gauge1(b, "junction_journal_dead_letters",
                  "Dead letters kept in the journal (junction dlq list).",
                  s.dead_stored);
+    rc |= gauge1(b, "junction_kept_messages",
+                 "Messages kept after routing for the browser and replay (junction.retention).",
+                 s.kept);
+    rc |= gauge1(b, "junction_kept_bytes",
+                 "Bytes of the kept messages' pages in the journal.",
+                 s.kept_bytes);
+    rc |= gauge1(b, "junction_action_log_bytes",
+                 "Bytes of the action log's pages in the journal.",
+                 s.log_bytes);
+    rc |= gauge1(b, "junction_retention_budget_bytes",
+                 "What kept messages and the action log may take together.",
+                 s.retention_budget);
+    rc |= jn_prom_family(b, "junction_retention_deleted_total", "counter",
+                         "Kept messages and actions deleted by retention since the start.");
+    {
+        const char *lk[] = {"kind", "message"}, *la[] = {"kind", "action"};
+        rc |= jn_prom_sample_u(b, "junction_retention_deleted_total", NULL, lk, 1,
+                               s.pruned_kept);
+        rc |= jn_prom_sample_u(b, "junction_retention_deleted_total", NULL, la, 1,
+                               s.pruned_actions);
+    }
     rc |= gauge1(b, "junction_journal_bytes",
                  "Bytes of the journal's pages in use.",
                  s.journal_bytes);
@@ -341,6 +375,13 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
     if (j != NULL) {
         json_object_set_new(j, "flow", json_pack("{s:b,s:I}", "disk_low", s.disk_low,
                                                  "blocked_total", (json_int_t)s.blocked));
+        json_object_set_new(j, "retention",
+                            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "kept", (json_int_t)s.kept,
+                                      "kept_bytes", (json_int_t)s.kept_bytes,
+                                      "action_log_bytes", (json_int_t)s.log_bytes,
+                                      "budget_bytes", (json_int_t)s.retention_budget,
+                                      "deleted_messages", (json_int_t)s.pruned_kept,
+                                      "deleted_actions", (json_int_t)s.pruned_actions));
     }
     jn_admin__reply_json(req, 200, "OK", j);
 }
@@ -414,6 +455,13 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
         } else if (o != NULL) {
             json_object_set_new(o, "blocked", cs.blocked ? json_string(cs.blocked)
                                                          : json_null());
+            if (cs.auth_methods != 0) {
+                uint64_t n = 0;
+                for (int m = 0; m < JN_AUTH__COUNT; m++) {
+                    n += cs.auth_failed[m];
+                }
+                json_object_set_new(o, "auth_failures", json_integer((json_int_t)n));
+            }
         }
         json_array_append_new(arr, o);
     }
@@ -512,6 +560,17 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
+    if (path == NULL || path[0] == '\0') {
+        path = "/";
+    }
+    /* The dashboard's files hold no data: a browser opening the page has no token to send;
+     * the page then asks for it when /api/v1/ answers 401 (docs/dashboard.md). */
+    if (jn_admin__is_ui(path)) {
+        if (method_ok(req, cmd, 0, path)) {
+            jn_admin__get_ui(a, req, path);
+        }
+        return;
+    }
     if (a->token != NULL &&
         !token_ok(a, evhttp_find_header(evhttp_request_get_input_headers(req),
                                         "Authorization"))) {
@@ -520,9 +579,6 @@ static void handle(struct evhttp_request *req, void *arg)
         jn_admin__reply_error(req, 401, "Unauthorized", "%s",
                     "this admin listener needs 'Authorization: Bearer <admin_token>'");
         return;
-    }
-    if (path == NULL || path[0] == '\0') {
-        path = "/";
     }
     {
         char name[256];
@@ -576,7 +632,7 @@ static void handle(struct evhttp_request *req, void *arg)
         return;
     }
     jn_admin__reply_error(req, 404, "Not Found",
-                "no such endpoint: %s (see docs/admin-api.md: /health, /ready, /metrics, "
+                "no such endpoint: %s (see docs/admin-api.md: /, /health, /ready, /metrics, "
                 "/api/v1/status, /api/v1/channels, /api/v1/queues, /api/v1/routes, "
                 "/api/v1/messages, /api/v1/dead-letters, /api/v1/replay)", path);
 }

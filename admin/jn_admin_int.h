@@ -46,4 +46,11 @@ void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_dead_letters(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const char *job);
 
+/* jn_admin_ui.c: 1 when path is the dashboard's (/ or /ui/...). */
+int jn_admin__is_ui(const char *path);
+/* GET / and GET /ui/<name>: an embedded file with its type, ETag and CSP, or 404. */
+void jn_admin__get_ui(struct jn_admin *a, struct evhttp_request *req, const char *path);
+/* The CSP and nosniff headers of the dashboard's answers. */
+void jn_admin__ui_headers(struct evhttp_request *req);
+
 #endif

@@ -125,14 +125,119 @@ static int trace(struct jn_journal *j, const char *id, struct trace_ctx *c, json
     return jn_journal_scan(j, JN_JDB_LOGID, id, JN_ID_LEN, visit_index, c);
 }
 
-void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const char *id)
+static const char *const keep_names[] = {"none", "headers", "all"};
+
+/* What retention keeps of a message (jn_store.h), or NULL when nothing is kept. */
+static json_t *headers_json(const struct jn_msg *m)
+{
+    json_t *hdrs = json_array();
+
+    for (size_t i = 0; hdrs != NULL && i < m->nhdrs; i++) {
+        json_array_append_new(hdrs, json_pack("{s:s,s:s}", "name", m->hdrs[i].name, "value",
+                                              m->hdrs[i].value));
+    }
+    return hdrs;
+}
+
+static json_t *kept_json(const struct jn_keptrec *k)
+{
+    json_t *hdrs = headers_json(k->msg), *routes = json_array(), *outs = json_array();
+    const char *p = k->routes;
+    char url[96];
+
+    for (size_t i = 0; outs != NULL && i < k->nouts; i++) {
+        snprintf(url, sizeof(url), "/api/v1/messages/%s/outputs/%zu/payload", k->msg->id, i);
+        json_array_append_new(outs, json_pack("{s:s,s:s,s:I,s:o,s:s}", "route",
+                                              k->outs[i].route, "service", k->outs[i].service,
+                                              "bytes", (json_int_t)k->outs[i].msg->len,
+                                              "headers", headers_json(k->outs[i].msg),
+                                              "payload_url", url));
+    }
+    while (routes != NULL && p != NULL && *p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        json_array_append_new(routes, json_stringn(p, l));
+        p = e ? e + 1 : NULL;
+    }
+    snprintf(url, sizeof(url), "/api/v1/messages/%s/payload", k->msg->id);
+    return json_pack("{s:s,s:o,s:o,s:I,s:s?,s:o}", "keep", keep_names[k->keep], "routes",
+                     routes, "headers", hdrs, "bytes", (json_int_t)k->bytes, "payload_url",
+                     k->keep == JN_KEEP_ALL ? url : NULL, "outputs", outs);
+}
+
+/* GET /api/v1/messages/{id}/payload: the kept payload as received, with its content-type;
+ * out >= 0: .../outputs/{out}/payload, what a route's services made of it. */
+static void get_payload(struct jn_journal *j, struct evhttp_request *req, const char *id,
+                        long out)
+{
+    struct jn_keptrec k;
+    struct jn_err err;
+    const struct jn_msg *m;
+    const char *ct;
+    int rc = jn_store_kept_get(j, id, &k, &err);
+
+    if (rc == JN_ENOENT) {
+        jn_admin__reply_error(req, 404, "Not Found", "message '%s' is not kept (its routes "
+                              "say keep: none, or retention has deleted it)", id);
+        return;
+    }
+    if (rc != 0) {
+        jn_admin__reply_error(req, 500, "Internal Server Error", "%s", err.msg);
+        return;
+    }
+    if (k.keep != JN_KEEP_ALL) {
+        jn_keptrec_clear(&k);
+        jn_admin__reply_error(req, 404, "Not Found", "message '%s' is kept without its payload "
+                              "(its routes say keep: headers)", id);
+        return;
+    }
+    if (out >= (long)k.nouts) {
+        char why[96];
+        snprintf(why, sizeof(why), "message '%s' has %zu kept output(s)", id, k.nouts);
+        jn_admin__reply_error(req, 404, "Not Found", "%s", why);
+        jn_keptrec_clear(&k);
+        return;
+    }
+    m = out >= 0 ? k.outs[out].msg : k.msg;
+    ct = jn_msg_header_get(m, "content-type");
+    /* The payload is the sender's: opened in a browser on the admin's origin, an HTML one
+     * must not run as the dashboard (sandbox: an opaque origin, no script). */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+                      "default-src 'none'; sandbox");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Content-Type-Options",
+                      "nosniff");
+    jn_admin__reply_body(req, 200, "OK", ct && *ct && !strpbrk(ct, "\r\n") ? ct
+                                          : "application/octet-stream",
+                         (const char *)m->payload, m->len);
+    jn_keptrec_clear(&k);
+}
+
+void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const char *path)
 {
     struct jn_journal *j = jn_broker_journal(a->b);
     struct trace_ctx c;
-    json_t *events;
-    char t[80];
+    struct jn_keptrec k;
+    struct jn_err err;
+    json_t *events, *kept = NULL;
+    char t[80], id[JN_ID_LEN + 1];
+    const char *slash = strchr(path, '/');
+    int payload = slash != NULL && strcmp(slash, "/payload") == 0;
+    size_t idl = slash ? (size_t)(slash - path) : strlen(path);
+    long out = -1;
 
-    if (strlen(id) != JN_ID_LEN || jn_id_time_ms(id) < 0) {
+    snprintf(id, sizeof(id), "%.*s", (int)(idl < JN_ID_LEN ? idl : JN_ID_LEN), path);
+    if (slash != NULL && !payload && strncmp(slash, "/outputs/", 9) == 0) {
+        char *end;
+        out = strtol(slash + 9, &end, 10);
+        payload = end != slash + 9 && out >= 0 && out < JN_KEPT_OUTS_MAX &&
+                  strcmp(end, "/payload") == 0;
+    }
+    if (slash != NULL && !payload) {
+        jn_admin__reply_error(req, 404, "Not Found", "no such resource '%s' (a message has "
+                              "/api/v1/messages/ID, ID/payload and ID/outputs/N/payload)", path);
+        return;
+    }
+    if (idl != JN_ID_LEN || jn_id_time_ms(id) < 0) {
         jn_admin__reply_error(req, 400, "Bad Request", "'%s' is not a message id (26 "
                               "characters, as X-Junction-Id gives it)", id);
         return;
@@ -141,9 +246,21 @@ void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const
         jn_admin__reply_error(req, 503, "Service Unavailable", "%s", "the journal is closed");
         return;
     }
+    if (payload) {
+        get_payload(j, req, id, out);
+        return;
+    }
     events = json_array();
     trace(j, id, &c, events);
-    if (c.n == 0) {
+    if (jn_store_kept_get(j, id, &k, &err) == 0) {
+        kept = kept_json(&k);
+        if (c.recv_us == 0) {
+            c.recv_us = k.time_us;
+            snprintf(c.recv_channel, sizeof(c.recv_channel), "%s", k.msg->channel);
+        }
+        jn_keptrec_clear(&k);
+    }
+    if (c.n == 0 && kept == NULL) {
         json_decref(events);
         jn_admin__reply_error(req, 404, "Not Found", "no message '%s' in the action log (never "
                               "received, or its actions are past the retention)", id);
@@ -151,9 +268,10 @@ void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const
     }
     iso_time(c.recv_us, t, sizeof(t));
     jn_admin__reply_json(req, 200, "OK",
-                         json_pack("{s:s,s:s,s:s?,s:s,s:o}", "id", id, "channel",
+                         json_pack("{s:s,s:s,s:s?,s:s,s:o,s:o}", "id", id, "channel",
                                    c.recv_channel, "received", c.recv_us ? t : NULL, "status",
-                                   status_of(c.last.event), "trace", events));
+                                   c.n ? status_of(c.last.event) : "received", "trace", events,
+                                   "kept", kept ? kept : json_null()));
 }
 
 /* ---- the list ---- */
@@ -225,6 +343,47 @@ static int hex_key(const char *s, unsigned char out[16])
 static const char *const statuses[] = {"received", "queued", "retrying", "delivered", "dead",
                                        "dropped", NULL};
 
+/* The list's filters on what retention keeps (route, header.NAME, q): a message that is not
+ * kept matches none of them. */
+struct kept_filter {
+    const char *route, *hname, *hvalue, *text;
+};
+
+static int kept_match(struct jn_journal *j, const char *id, const struct kept_filter *f)
+{
+    struct jn_keptrec k;
+    struct jn_err err;
+    int ok = 1;
+
+    if (f->route == NULL && f->hname == NULL && f->text == NULL) {
+        return 1;
+    }
+    if (jn_store_kept_get(j, id, &k, &err) != 0) {
+        return 0;
+    }
+    if (f->route != NULL) {
+        size_t n = strlen(f->route);
+        const char *p = k.routes;
+        ok = 0;
+        while (!ok && p != NULL && *p != '\0') {
+            const char *e = strchr(p, ',');
+            size_t l = e ? (size_t)(e - p) : strlen(p);
+            ok = l == n && memcmp(p, f->route, n) == 0;
+            p = e ? e + 1 : NULL;
+        }
+    }
+    if (ok && f->hname != NULL) {
+        const char *v = jn_msg_header_get(k.msg, f->hname);
+        ok = v != NULL && (*f->hvalue == '\0' || strcmp(v, f->hvalue) == 0);
+    }
+    if (ok && f->text != NULL && *f->text != '\0') {
+        ok = k.keep == JN_KEEP_ALL &&
+             memmem(k.msg->payload, k.msg->len, f->text, strlen(f->text)) != NULL;
+    }
+    jn_keptrec_clear(&k);
+    return ok;
+}
+
 void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
 {
     struct jn_journal *j = jn_broker_journal(a->b);
@@ -233,6 +392,7 @@ void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
     struct evkeyvalq q;
     const char *since, *until, *status, *limit_s, *cursor_s;
     struct list_ctx c;
+    struct kept_filter kf = {NULL, NULL, NULL, NULL};
     unsigned char from[8], cursor[16];
     int64_t now = jn_now_us(), since_us = 0;
     long limit = MSG_LIMIT_DEFAULT;
@@ -251,9 +411,23 @@ void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
     since = evhttp_find_header(&q, "since");
     until = evhttp_find_header(&q, "until");
     status = evhttp_find_header(&q, "status");
+    if (status != NULL && strcmp(status, "failed") == 0) {
+        status = "retrying"; /* an attempt failed, another is due: the same status */
+    }
     limit_s = evhttp_find_header(&q, "limit");
     cursor_s = evhttp_find_header(&q, "cursor");
     c.channel = evhttp_find_header(&q, "channel");
+    kf.route = evhttp_find_header(&q, "route");
+    kf.text = evhttp_find_header(&q, "q");
+    {
+        struct evkeyval *kv;
+        TAILQ_FOREACH(kv, &q, next) {
+            if (strncmp(kv->key, "header.", 7) == 0 && kv->key[7] != '\0') {
+                kf.hname = kv->key + 7;
+                kf.hvalue = kv->value;
+            }
+        }
+    }
     if (since != NULL && jn_parse_when(since, now, &since_us) != 0) {
         jn_admin__reply_error(req, 400, "Bad Request", "since: '%s' is not a time (10m, 2h, "
                               "7d, or YYYY-MM-DDTHH:MM:SS in UTC)", since);
@@ -322,7 +496,7 @@ void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
         }
         trace(j, c.v[i].id, &tc, NULL);
         st = tc.n ? status_of(tc.last.event) : "received";
-        if (status != NULL && strcmp(st, status) != 0) {
+        if ((status != NULL && strcmp(st, status) != 0) || !kept_match(j, c.v[i].id, &kf)) {
             continue;
         }
         iso_time((int64_t)jn_get_be64(c.v[i].key), t, sizeof(t));
@@ -454,15 +628,23 @@ static int replay_fields(struct evhttp_request *req, json_t *body, struct jn_rep
             rq->header_value = sv;
         } else if (strcmp(key, "status") == 0) {
             if (strcmp(sv, "dead") != 0) {
-                jn_admin__reply_error(req, 400, "Bad Request", "%s", "status: only dead "
-                                      "letters (status dead) can be replayed: a delivered "
-                                      "message's payload is not kept after its delivery");
+                jn_admin__reply_error(req, 400, "Bad Request", "%s", "status: only dead is a "
+                                      "status to replay; for messages whatever became of them, "
+                                      "from: kept");
                 return -1;
             }
+        } else if (strcmp(key, "from") == 0) {
+            if (strcmp(sv, "dead-letters") != 0 && strcmp(sv, "kept") != 0) {
+                jn_admin__reply_error(req, 400, "Bad Request", "%s", "from: dead-letters (the "
+                                      "default) or kept (messages kept after routing, "
+                                      "junction.retention)");
+                return -1;
+            }
+            rq->from_kept = sv[0] == 'k';
         } else {
             jn_admin__reply_error(req, 400, "Bad Request", "'%s' is not a replay field (ids, "
-                                  "to, dry_run, since, until, destination, channel, route, "
-                                  "status, q, header.NAME)", key);
+                                  "to, dry_run, from, since, until, destination, channel, "
+                                  "route, status, q, header.NAME)", key);
             return -1;
         }
     }
@@ -521,13 +703,15 @@ void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req)
     }
     if (rq.dry_run || res.job == 0) {
         jn_admin__reply_json(req, 200, "OK",
-                             json_pack("{s:b,s:I,s:o}", "dry_run", rq.dry_run, "count",
-                                       (json_int_t)res.count, "ids", sample));
+                             json_pack("{s:b,s:I,s:I,s:o}", "dry_run", rq.dry_run, "count",
+                                       (json_int_t)res.count, "headers_only",
+                                       (json_int_t)res.headers_only, "ids", sample));
         return;
     }
     jn_admin__reply_json(req, 202, "Accepted",
-                         json_pack("{s:b,s:I,s:I,s:o}", "dry_run", 0, "job",
-                                   (json_int_t)res.job, "count", (json_int_t)res.count, "ids",
+                         json_pack("{s:b,s:I,s:I,s:I,s:o}", "dry_run", 0, "job",
+                                   (json_int_t)res.job, "count", (json_int_t)res.count,
+                                   "headers_only", (json_int_t)res.headers_only, "ids",
                                    sample));
 }
 
@@ -541,7 +725,7 @@ struct dl_ctx {
 static int dl_visit(void *arg, const struct jn_qrec *r)
 {
     struct dl_ctx *c = arg;
-    char when[32], recv[32];
+    char when[80], recv[80];
 
     if ((long)json_array_size(c->arr) >= c->limit) {
         return 1;
@@ -589,7 +773,7 @@ void jn_admin__get_dead_letters(struct jn_admin *a, struct evhttp_request *req)
                 goto out;
             }
         } else if (strcmp(kv->key, "ids") == 0 || strcmp(kv->key, "to") == 0 ||
-                   strcmp(kv->key, "dry_run") == 0) {
+                   strcmp(kv->key, "dry_run") == 0 || strcmp(kv->key, "from") == 0) {
             jn_admin__reply_error(req, 400, "Bad Request", "'%s' is not a dead-letters filter",
                                   kv->key);
             goto out;

@@ -37,6 +37,7 @@
 #include "jn_tls.h"
 #include "jn_mem.h"
 #include "jn_queue.h"
+#include "jn_sdnotify.h"
 #include "jn_store.h"
 #include "jn_time.h"
 
@@ -319,14 +320,33 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(b->drain_timer, &tv);
 }
 
+/* systemd's STATUS= line (jn_sdnotify.h): short counts, read on the loop. */
+static void broker__status(void *arg, char *buf, size_t n)
+{
+    struct jn_broker *b = arg;
+    unsigned long long in = 0;
+    size_t up = 0;
+
+    for (size_t i = 0; i < b->nchans; i++) {
+        in += b->chans[i].n_in;
+        up += b->chans[i].up != 0;
+    }
+    snprintf(buf, n, "ready; %zu/%zu channels up; %llu received; %zu queued; %llu dead-lettered",
+             up, b->nchans, in, b->journal ? jn_journal_count(b->journal, JN_JDB_QUEUE) : 0,
+             (unsigned long long)b->n_dead);
+}
+
 void jn_broker_stop(struct jn_broker *b)
 {
     struct timeval tv = {0, 0};
+    char status[128];
 
     if (b->stopping) {
         return;
     }
     b->stopping = 1;
+    snprintf(status, sizeof(status), "stopping; %zu send(s) in flight", sends_in_flight(b));
+    jn_sdnotify_stopping(b->sdn, status);
     jn_route__stop(b);
     for (size_t i = 0; i < b->nchans; i++) {
         if (b->queues[i]) {
@@ -436,18 +456,9 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         jn_log(JN_LOG_INFO, "journal in %s (max_size %llu MiB)", cfg->core.data_dir,
                (unsigned long long)(cfg->core.max_size >> 20));
     }
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct jn_cfg_service *cs = &cfg->services[i];
-        struct jn_service *s = &b->svcs[i];
-        s->def = cs->def;
-        s->name = cs->name;
-        s->conf = cs->conf;
-        snprintf(s->log_prefix, sizeof(s->log_prefix), "%s.%s", cs->def->name, cs->name);
-        b->nsvcs = i + 1;
-        if (s->def->init && s->def->init(s, err) != 0) {
-            s->def = NULL; /* not initialised: no destroy */
-            goto fail;
-        }
+    b->nsvcs = cfg->nservices;
+    if (jn_services_init(b->svcs, cfg->services, cfg->nservices, err) != 0) {
+        goto fail;
     }
     for (size_t i = 0; i < cfg->nchannels; i++) {
         const struct jn_cfg_channel *cc = &cfg->channels[i];
@@ -526,6 +537,9 @@ int jn_broker_run(struct jn_broker *b)
     evsignal_add(b->sig_hup, NULL);
     jn_log(JN_LOG_INFO, "junction started: %zu channel(s), %zu service(s), %zu route(s)",
            b->nchans, b->nsvcs, b->cfg->nroutes);
+    /* Ready as /ready means it: the journal is open and every channel has started (IN ones
+     * listen); the admin listener was started before the loop. */
+    b->sdn = jn_sdnotify_ready(b->base, broker__status, b);
     event_base_dispatch(b->base);
     {
         uint64_t unrouted = 0;
@@ -585,11 +599,8 @@ void jn_broker_free(struct jn_broker *b)
         jn_track__detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
         jn_commit__ticket_done(t, 0);
     }
-    for (size_t i = 0; i < b->nsvcs; i++) {
-        if (b->svcs[i].def && b->svcs[i].def->destroy) {
-            b->svcs[i].def->destroy(&b->svcs[i]);
-        }
-    }
+    jn_services_destroy(b->svcs, b->nsvcs);
+    jn_sdnotify_free(b->sdn);
     if (b->commit_ev) {
         event_free(b->commit_ev);
     }

@@ -90,6 +90,9 @@ struct jn_broker {
     int disk_low;                    /* the disk had less than min_free_disk free */
     char disk_why[160];
     uint64_t n_blocked;              /* ingests refused by flow control */
+    uint64_t n_pruned_actions;       /* deleted by retention (jn_retain.c) */
+    uint64_t n_pruned_kept;
+    struct jn_sdnotify *sdn;         /* systemd's notify socket (jn_sdnotify.h), or NULL */
 };
 
 /* jn_commit.c: the commit stage (calls nothing back in the other files) */

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jn_auth.h"
 #include "jn_err.h"
 #include "jn_hist.h"
 #include "jn_log.h"
@@ -141,6 +142,10 @@ struct jn_channel {
     /* counters (loop thread) */
     uint64_t n_in, n_refused, n_sent, n_retried, n_failed;
     uint64_t n_unrouted;          /* IN: taken by no route */
+    /* IN: requests refused by its auth: methods (jn_auth.h), by the method that refused; the
+     * bits (1 << JN_AUTH_*) of the methods it has, so only those are exported (0: no auth). */
+    uint64_t n_auth_failed[JN_AUTH__COUNT];
+    unsigned auth_methods;
     struct jn_hist delivery_lat;  /* OUT: queued (durable) -> delivered */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */

@@ -33,7 +33,8 @@
 #define JN_JOURNAL_FORMAT 1
 
 static const char *const db_names[JN_JDB__COUNT] = {"meta", "inbox", "queue", "dlq", "log",
-                                                   "log_id", "dedup", "dedup_exp", "qcount"};
+                                                   "log_id", "dedup", "dedup_exp", "qcount",
+                                                   "kept", "kept_id"};
 
 /* jop.del: a put, a delete, or a delete if the key still holds the op's value. */
 enum { JOP_PUT = 0, JOP_DEL = 1, JOP_DEL_IF = 2 };
@@ -712,7 +713,8 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
             rc = jn_err_set(err, JN_ENOENT, "no journal in %s (%s)", c->dir, strerror(errno));
             goto fail;
         }
-    } else if (jn_fs_mkdir_p(c->dir, 0755) != 0) {
+    } else if (jn_fs_mkdir_p(c->dir, 0700) != 0) {
+        /* Private: the journal holds every message's payload and headers (issue 16). */
         rc = jn_err_set(err, JN_EIO, "cannot create data_dir %s: %s", c->dir, strerror(errno));
         goto fail;
     }
@@ -721,7 +723,7 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
          * the other's queue. The lock dies with the process, also on kill -9. */
         char lp[4200];
         snprintf(lp, sizeof(lp), "%s/junction.lock", c->dir);
-        j->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        j->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (j->lock_fd < 0) {
             rc = jn_err_set(err, JN_EIO, "cannot create %s: %s", lp, strerror(errno));
             goto fail;
@@ -752,7 +754,7 @@ int jn_journal_open(struct jn_journal **out, const struct jn_journal_conf *c,
     }
     if (rc == 0) {
         /* NOTLS: read transactions are not tied to threads (the loop and tools read). */
-        rc = mdb_env_open(j->env, c->dir, MDB_NOTLS | (c->readonly ? MDB_RDONLY : 0), 0644);
+        rc = mdb_env_open(j->env, c->dir, MDB_NOTLS | (c->readonly ? MDB_RDONLY : 0), 0600);
     }
     if (rc != 0) {
         rc = jn_err_set(err, JN_EIO, "cannot open the journal in %s: %s", c->dir,

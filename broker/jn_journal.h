@@ -42,6 +42,8 @@ enum jn_jdb {
     JN_JDB_DEDUP,  /* channel \0 key -> dedup record: a channel's duplicate window */
     JN_JDB_DEDUP_EXP, /* expires_us channel \0 key -> (empty): the window by expiry, to prune */
     JN_JDB_QCOUNT, /* destination -> messages, bytes of its queue records (jn_qcount.h) */
+    JN_JDB_KEPT,   /* recv_us seq -> kept message: what retention keeps after routing */
+    JN_JDB_KEPTID, /* id -> recv_us seq: the kept messages by id */
     JN_JDB__COUNT,
 };
 

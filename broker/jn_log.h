@@ -3,6 +3,15 @@
  *
  *   2026-11-22T22:30:01.123Z [warn] [http.orders-in] peer 127.0.0.1:5521 sent 2 MiB, over max_message
  *
+ * junction.log_format: json makes each line one JSON object for log shippers:
+ *
+ *   {"time":"2026-11-22T22:30:01.123Z","level":"warn","component":"http.orders-in","msg":"..."}
+ *
+ * ("component" is "core" for the broker's own lines). Under journald (stderr is the stream
+ * $JOURNAL_STREAM names) each line starts with its syslog priority, "<4>" for warn, the
+ * sd-daemon(3) convention journald strips and stores as PRIORITY=; text lines then carry no
+ * timestamp of their own, since the journal stamps every line.
+ *
  * Like Redis's serverLog, the level is checked in the macro, so arguments below the level are
  * never evaluated. Lines go to stderr, one write() each, so threads do not interleave halves.
  */
@@ -19,6 +28,15 @@ enum jn_log_level {
 
 /* The process's level; set once at start (broker/ owns global state). */
 extern int jn_log_level;
+
+enum jn_log_format {
+    JN_LOG_TEXT = 0, /* same order as junction.log_format's names */
+    JN_LOG_JSON = 1,
+};
+
+/* Sets the line format and looks whether stderr is journald's ($JOURNAL_STREAM's dev:ino).
+ * Call once at start, before other threads log. */
+void jn_log_setup(enum jn_log_format format);
 
 /* Parse "error|warn|info|debug|trace"; returns the level or -1. */
 int jn_log_level_parse(const char *s);

@@ -484,12 +484,13 @@ int jn_mp_bin(struct jn_buf *b, const void *p, size_t n)
     return mp_body(b, p, n);
 }
 
-int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
+static int encode(const struct jn_msg *m, struct jn_buf *out, int with_payload)
 {
     size_t idl = strnlen(m->id, JN_ID_LEN), chl = strlen(m->channel);
+    size_t plen = with_payload ? m->len : 0;
     /* An upper bound of the encoding (5 bytes for any container, string or binary header, 9 for
      * an integer), reserved at once so the buffer does not grow while it is written. */
-    size_t need = 5 + 9 + 5 + idl + 5 + chl + 9 + 5 + 5 + m->len;
+    size_t need = 5 + 9 + 5 + idl + 5 + chl + 9 + 5 + 5 + plen;
     int rc;
 
     for (size_t i = 0; i < m->nhdrs; i++) {
@@ -509,8 +510,18 @@ int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
         rc |= jn_mp_cstr(out, m->hdrs[i].name);
         rc |= jn_mp_cstr(out, m->hdrs[i].value);
     }
-    rc |= jn_mp_bin(out, m->payload, m->len);
+    rc |= jn_mp_bin(out, m->payload, plen);
     return rc ? JN_ENOMEM : 0;
+}
+
+int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out)
+{
+    return encode(m, out, 1);
+}
+
+int jn_msg_encode_meta(const struct jn_msg *m, struct jn_buf *out)
+{
+    return encode(m, out, 0);
 }
 
 int jn_mp_get_str(const msgpack_object *o, const char **s, size_t *n)

@@ -137,6 +137,8 @@ void jn_header_clear(struct jn_header *h);
  */
 #define JN_MSG_FORMAT_VERSION 1
 int jn_msg_encode(const struct jn_msg *m, struct jn_buf *out); /* 0 | JN_ENOMEM */
+/* The same with an empty payload: the id, channel, time and headers only. */
+int jn_msg_encode_meta(const struct jn_msg *m, struct jn_buf *out); /* 0 | JN_ENOMEM */
 /* Decodes one record. Returns 0 and a new message in *out, or JN_EPROTO / JN_ENOMEM with the
  * reason in err. Never trusts the input: any byte string is safe to pass. */
 int jn_msg_decode(const void *data, size_t len, struct jn_msg **out, struct jn_err *err);

@@ -28,6 +28,7 @@ static const char *type_name(const struct jn_opt *o)
         return o->flags & JN_OPT_COMMAS ? "list or comma-separated string" : "list of strings";
     case JN_OPT_T_STRMAP: return "map of strings";
     case JN_OPT_T_SUB: return "map";
+    case JN_OPT_T_SUBLIST: return "list of maps";
     }
     return "?";
 }
@@ -142,6 +143,16 @@ static void free_strmap(struct jn_strmap *m)
     m->n = 0;
 }
 
+static void free_sublist(const struct jn_opt *o, struct jn_sublist *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        jn_opt_free(o->sub, (char *)l->v + i * o->elsize);
+    }
+    jn_free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
 void jn_opt_free(const struct jn_opt *tab, void *conf)
 {
     for (const struct jn_opt *o = tab; o->name; o++) {
@@ -160,6 +171,9 @@ void jn_opt_free(const struct jn_opt *tab, void *conf)
             break;
         case JN_OPT_T_SUB:
             jn_opt_free(o->sub, f);
+            break;
+        case JN_OPT_T_SUBLIST:
+            free_sublist(o, f);
             break;
         default:
             break;
@@ -456,6 +470,30 @@ static void set_node(const struct jn_opt *o, const struct jn_node *v, void *f, s
             sub.errors += jn_opt_parse(o->sub, v, f, what, dirmask & ~JN_OPT_LENIENT, NULL, v,
                                        c->d);
         }
+    } else if (o->type == JN_OPT_T_SUBLIST) {
+        struct jn_sublist *l = f;
+        free_sublist(o, l);
+        if (v->kind != JN_NODE_SEQ) {
+            PERR(&sub, "%s: %s: expected a list of maps, found a %s", c->what, o->name,
+                 jn_node_kind_name(v));
+        } else if (v->n > 0 && (l->v = jn_calloc(v->n, o->elsize)) == NULL) {
+            PERR(&sub, "%s: out of memory", c->what);
+        }
+        for (size_t i = 0; l->v != NULL && i < v->n; i++) {
+            const struct jn_node *item = v->vals[i];
+            char what[256];
+            snprintf(what, sizeof(what), "%s: %s[%zu]", c->what, o->name, i);
+            l->n = i + 1;
+            if (item->kind != JN_NODE_MAP) {
+                struct pctx ic = sub;
+                ic.pos = &item->pos;
+                PERR(&ic, "%s: expected a map, found a %s", what, jn_node_kind_name(item));
+                sub.errors = ic.errors;
+                continue;
+            }
+            sub.errors += jn_opt_parse(o->sub, item, (char *)l->v + i * o->elsize, what,
+                                       dirmask & ~JN_OPT_LENIENT, NULL, item, c->d);
+        }
     } else if (o->type == JN_OPT_T_STRLIST && v->kind == JN_NODE_SEQ) {
         struct jn_strlist *l = f;
         free_strlist(l);
@@ -656,6 +694,26 @@ static const char *dir_marks(const struct jn_opt *o)
     }
 }
 
+void jn_opt_roff_text(FILE *out, const char *s)
+{
+    int bol = 1;
+
+    for (; s && *s; s++) {
+        if (bol && (*s == '.' || *s == '\'')) {
+            fputs("\\&", out); /* a line starting so would be a roff request */
+        }
+        if (*s == '\\') {
+            fputs("\\e", out);
+        } else if (*s == '-') {
+            fputs("\\-", out); /* a minus, not a hyphen: options copy and paste as typed */
+        } else {
+            fputc(*s, out);
+        }
+        bol = *s == '\n';
+    }
+}
+
+/* md: 0 plain text (describe TYPE), 1 a markdown table row, 2 a roff .TP paragraph (man). */
 static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, int md)
 {
     char name[160], range[96], cell[2048];
@@ -666,7 +724,25 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
     if (o->type == JN_OPT_T_ENUM) {
         enum_list(o, &b);
     }
-    if (md) {
+    if (md == 2) {
+        fputs(".TP\n.B ", out);
+        jn_opt_roff_text(out, name);
+        fprintf(out, "\n\\fI%s\\fR, default ", type_name(o));
+        jn_opt_roff_text(out, o->flags & JN_OPT_REQUIRED ? "(required)" : o->def ? o->def : "-");
+        snprintf(cell, sizeof(cell), ". %s%s%s%s%s%s%s%s\n", dir_marks(o), o->doc,
+                 range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "",
+                 o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "",
+                 o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
+        jn_opt_roff_text(out, cell);
+        if (o->alias) {
+            fputs(".TP\n.B ", out);
+            jn_opt_roff_text(out, prefix ? prefix : "");
+            jn_opt_roff_text(out, o->alias);
+            fputs("\nDeprecated: the old name of ", out);
+            jn_opt_roff_text(out, o->name);
+            fputs(".\n", out);
+        }
+    } else if (md) {
         fprintf(out, "| `%s` |", name);
         md_cell(out, type_name(o));
         md_cell(out, o->flags & JN_OPT_REQUIRED ? "**required**"
@@ -683,19 +759,21 @@ static void describe_one(const struct jn_opt *o, const char *prefix, FILE *out, 
                     prefix ? prefix : "", o->alias, o->name);
         }
     } else {
-        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s%s%s\n", name, type_name(o),
+        fprintf(out, "  %-24s %-16s default %-10s %s%s%s%s%s%s%s%s\n", name, type_name(o),
                 o->flags & JN_OPT_REQUIRED ? "(required)" : (o->def ? o->def : "-"),
                 dir_marks(o), o->doc,
                 range[0] ? " Range: " : "", range, b.p ? " One of: " : "", b.p ? b.p : "",
-                o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "");
+                o->flags & JN_OPT_RELOADABLE ? " Reloadable." : "",
+                o->flags & JN_OPT_SECRET ? " Secret: never logged." : "");
         if (o->alias) {
             fprintf(out, "  %s%-*s Deprecated: the old name of `%s`.\n", prefix ? prefix : "",
                     24 - (int)strlen(prefix ? prefix : ""), o->alias, o->name);
         }
     }
     jn_buf_reset(&b);
-    if (o->type == JN_OPT_T_SUB) {
-        snprintf(name, sizeof(name), "%s%s.", prefix ? prefix : "", o->name);
+    if (o->type == JN_OPT_T_SUB || o->type == JN_OPT_T_SUBLIST) {
+        snprintf(name, sizeof(name), "%s%s%s.", prefix ? prefix : "", o->name,
+                 o->type == JN_OPT_T_SUBLIST ? "[]" : "");
         for (const struct jn_opt *s = o->sub; s->name; s++) {
             describe_one(s, name, out, md);
         }
@@ -708,6 +786,13 @@ void jn_opt_describe_md(const struct jn_opt *tab, const char *prefix, FILE *out)
     fprintf(out, "|---|---|---|---|---|---|\n");
     for (const struct jn_opt *o = tab; o->name; o++) {
         describe_one(o, prefix, out, 1);
+    }
+}
+
+void jn_opt_describe_roff(const struct jn_opt *tab, const char *prefix, FILE *out)
+{
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        describe_one(o, prefix, out, 2);
     }
 }
 

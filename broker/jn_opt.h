@@ -22,6 +22,8 @@
  *                                may also hold several, separated by commas
  *   STRMAP   struct jn_strmap    a map of name: value (order kept)
  *   SUB      any struct          a nested map parsed with its own table
+ *   SUBLIST  struct jn_sublist   a list of maps, each parsed with the same table into one
+ *                                element of an array (e.g. the `auth:` methods of a listener)
  */
 #ifndef JN_OPT_H
 #define JN_OPT_H
@@ -45,6 +47,7 @@ enum jn_opt_type {
     JN_OPT_T_STRLIST,
     JN_OPT_T_STRMAP,
     JN_OPT_T_SUB,
+    JN_OPT_T_SUBLIST,
 };
 
 enum {
@@ -78,6 +81,12 @@ struct jn_strmap {
     size_t n;
 };
 
+/* SUBLIST: n elements of the sub table's struct, v[0..n) (element size in the option row). */
+struct jn_sublist {
+    void *v;
+    size_t n;
+};
+
 struct jn_opt;
 
 /*
@@ -97,7 +106,8 @@ struct jn_opt {
     unsigned flags;
     size_t off;
     const char *const *enums;   /* ENUM */
-    const struct jn_opt *sub;   /* SUB */
+    const struct jn_opt *sub;   /* SUB, SUBLIST */
+    size_t elsize;              /* SUBLIST: sizeof one element */
     const char *doc;
     /* Optional, given after doc in the JN_OPT_* macros as designated initializers, e.g.
      * JN_OPT_DURATION("timeout", ..., "doc", .alias = "ack_timeout", .validate = fn). */
@@ -145,6 +155,11 @@ struct jn_opt {
 #define JN_OPT_SUB(name, subtab, ST, flags, T, field, ...)                                        \
     JN_OPT__ROW(name, JN_OPT_T_SUB, NULL, 0, 0, flags, JN_OPT__CHECK(T, field, ST), NULL, subtab, \
                 __VA_ARGS__)
+/* The parameter names differ from the designators they fill (.name, .flags). */
+#define JN_OPT_SUBLIST(nm, subtab, ST, fl, T, field, ...)                                         \
+    {.name = (nm), .type = JN_OPT_T_SUBLIST, .flags = (fl),                                      \
+     .off = JN_OPT__CHECK(T, field, struct jn_sublist), .sub = (subtab), .elsize = sizeof(ST),   \
+     .doc = __VA_ARGS__}
 #define JN_OPT_END {.name = NULL}
 
 /*
@@ -178,6 +193,10 @@ int jn_parse_bool(const char *s, bool *out);
 
 /* Markdown table of a table's options (name, type, default, range, description). */
 void jn_opt_describe_md(const struct jn_opt *tab, const char *prefix, FILE *out);
+/* roff .TP paragraphs, for the man page (junction man). */
+void jn_opt_describe_roff(const struct jn_opt *tab, const char *prefix, FILE *out);
+/* s as roff body text: backslashes and minus signs escaped, a line never a request. */
+void jn_opt_roff_text(FILE *out, const char *s);
 /* Plain text for --describe. */
 void jn_opt_describe_text(const struct jn_opt *tab, const char *prefix, FILE *out);
 

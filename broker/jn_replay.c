@@ -24,7 +24,8 @@
 #define REPLAY_CHUNK 500
 
 struct replay_item {
-    unsigned char key[8];      /* the dead letter's */
+    unsigned char key[8];      /* the dead letter's (a kept message's: none, it stays) */
+    int kept;
     struct jn_qrec r;          /* owned */
 };
 
@@ -54,9 +55,36 @@ struct scan_ctx {
     int collect, oom;
 };
 
+/* name is one of list's comma-separated names. */
+static int in_list(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = list; p != NULL && *p != '\0';) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && memcmp(p, name, n) == 0) {
+            return 1;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
 static int wanted(const struct jn_replay_req *req, const struct jn_qrec *r)
 {
     const struct jn_msg *m = r->msg;
+
+    if (req->from_kept && req->route != NULL) {
+        /* A kept message's route field lists every route that took it. */
+        struct jn_replay_req one = *req;
+        if (!in_list(r->route, req->route)) {
+            return 0;
+        }
+        one.route = NULL;
+        one.from_kept = 0;
+        return wanted(&one, r);
+    }
 
     if (req->dest != NULL && strcmp(req->dest, r->dest) != 0) {
         return 0;
@@ -88,16 +116,28 @@ static int wanted(const struct jn_replay_req *req, const struct jn_qrec *r)
     return 0;
 }
 
-static int visit_dlq(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+/* A kept record as the replay sees it: no destination (routed again), its routes. Takes
+ * over k's message. 0 or JN_ENOMEM. */
+static int qrec_of_kept(struct jn_keptrec *k, struct jn_qrec *r)
 {
-    struct scan_ctx *c = arg;
-    struct jn_qrec r;
-    struct jn_err err;
-
-    if (kl != 8 || jn_store_dlq_decode(v, vl, &r, &err) != 0) {
-        c->out->undecodable++;
-        return 0;
+    memset(r, 0, sizeof(*r));
+    r->dest = jn_strdup("");
+    r->error = jn_strdup("");
+    r->route = k->routes;
+    k->routes = NULL;
+    r->time_us = k->time_us;
+    r->msg = k->msg;
+    k->msg = NULL;
+    if (r->dest == NULL || r->error == NULL || r->route == NULL) {
+        jn_qrec_clear(r);
+        return JN_ENOMEM;
     }
+    return 0;
+}
+
+/* Counts r (owned) if it matches and, when collecting, keeps it for the writing. */
+static int take(struct scan_ctx *c, const void *k, struct jn_qrec r, int kept)
+{
     if (!wanted(c->req, &r)) {
         jn_qrec_clear(&r);
         return 0;
@@ -121,10 +161,90 @@ static int visit_dlq(void *arg, const void *k, size_t kl, const void *v, size_t 
         c->v = nv;
         c->cap = cap;
     }
-    memcpy(c->v[c->n].key, k, 8);
+    if (k != NULL) {
+        memcpy(c->v[c->n].key, k, 8);
+    }
+    c->v[c->n].kept = kept;
     c->v[c->n].r = r;
     c->n++;
     return 0;
+}
+
+static int visit_dlq(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct scan_ctx *c = arg;
+    struct jn_qrec r;
+    struct jn_err err;
+
+    if (kl != 8 || jn_store_dlq_decode(v, vl, &r, &err) != 0) {
+        c->out->undecodable++;
+        return 0;
+    }
+    return take(c, k, r, 0);
+}
+
+/* One kept record (k: its record, owned). */
+static int take_kept(struct scan_ctx *c, struct jn_keptrec *k)
+{
+    struct jn_qrec r;
+
+    if (c->req->until_us != 0 && k->time_us > c->req->until_us) {
+        jn_keptrec_clear(k);
+        return 1; /* in receive-time order: the rest is later */
+    }
+    if (k->keep != JN_KEEP_ALL) {
+        struct jn_qrec probe;
+        /* Without its payload it cannot be sent again: counted, not replayed. */
+        if (qrec_of_kept(k, &probe) == 0) {
+            if (wanted(c->req, &probe)) {
+                c->out->headers_only++;
+            }
+            jn_qrec_clear(&probe);
+        }
+        return 0;
+    }
+    if (qrec_of_kept(k, &r) != 0) {
+        c->oom = 1;
+        return 1;
+    }
+    return take(c, NULL, r, 1);
+}
+
+static int visit_kept(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct scan_ctx *c = arg;
+    struct jn_keptrec kr;
+    struct jn_err err;
+
+    if (kl != 16 || jn_store_kept_decode(v, vl, &kr, &err) != 0) {
+        c->out->undecodable++;
+        return 0;
+    }
+    return take_kept(c, &kr);
+}
+
+/* The kept messages that match: by id through kept_id, else the receive-time range. */
+static int scan_kept(struct jn_broker *b, struct scan_ctx *c)
+{
+    unsigned char from[8];
+
+    if (c->req->nids > 0) {
+        for (size_t i = 0; i < c->req->nids && !c->oom; i++) {
+            struct jn_keptrec kr;
+            struct jn_err err;
+            int rc = jn_store_kept_get(b->journal, c->req->ids[i], &kr, &err);
+            if (rc == JN_EPROTO) {
+                c->out->undecodable++;
+            } else if (rc == JN_ENOMEM) {
+                c->oom = 1;
+            } else if (rc == 0) {
+                take_kept(c, &kr);
+            }
+        }
+        return 0;
+    }
+    jn_be64(from, (uint64_t)(c->req->since_us > 0 ? c->req->since_us : 0));
+    return jn_journal_scan_from(b->journal, JN_JDB_KEPT, from, sizeof(from), visit_kept, c);
 }
 
 struct list_ctx {
@@ -196,9 +316,10 @@ static void chunk_committed(void *arg, int rc)
     if (--job->chunks_pending == 0) {
         job->running = 0;
         job->ended_us = jn_now_us();
-        jn_log(JN_LOG_INFO, "replay %llu: %zu of %zu dead letter(s) put back%s",
+        jn_log(JN_LOG_INFO, "replay %llu: %zu of %zu message(s) put back%s",
                (unsigned long long)job->id, job->written, job->matched,
-               job->failed ? " (the rest stay dead letters: the journal refused the write)" : "");
+               job->failed ? " (the journal refused the rest: dead letters stay dead letters)"
+                           : "");
     }
     chunk_free(ch);
 }
@@ -259,7 +380,7 @@ static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from,
             }
             ok = put_queued(b, t, dest, r);
         }
-        ok = ok && jn_jtxn_del(t, JN_JDB_DLQ, v[i].key, 8) == 0;
+        ok = ok && (v[i].kept || jn_jtxn_del(t, JN_JDB_DLQ, v[i].key, 8) == 0);
     }
     if (!ok) {
         /* Out of memory: nothing of this chunk is written; what was queued in memory for it
@@ -302,13 +423,16 @@ int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
         return jn_err_set(err, JN_EAGAIN, "replay %llu is still running: one at a time",
                           (unsigned long long)b->replay->id);
     }
-    if (jn_journal_scan(b->journal, JN_JDB_DLQ, NULL, 0, visit_dlq, &c) != 0 || c.oom) {
+    if ((req->from_kept ? scan_kept(b, &c)
+                        : jn_journal_scan(b->journal, JN_JDB_DLQ, NULL, 0, visit_dlq, &c)) != 0 ||
+        c.oom) {
         for (size_t i = 0; i < c.n; i++) {
             jn_qrec_clear(&c.v[i].r);
         }
         jn_free(c.v);
         jn_free(tos);
-        return jn_err_set(err, c.oom ? JN_ENOMEM : JN_EIO, "cannot read the dead letters");
+        return jn_err_set(err, c.oom ? JN_ENOMEM : JN_EIO, "cannot read the %s",
+                          req->from_kept ? "kept messages" : "dead letters");
     }
     if (!req->dry_run && c.n > 0) {
         if (b->replay == NULL) {
@@ -340,8 +464,8 @@ int jn_broker_replay(struct jn_broker *b, const struct jn_replay_req *req,
             b->replay->running = 0;
             b->replay->ended_us = jn_now_us();
         }
-        jn_log(JN_LOG_INFO, "replay %llu: putting back %zu dead letter(s)",
-               (unsigned long long)out->job, c.n);
+        jn_log(JN_LOG_INFO, "replay %llu: putting back %zu %s", (unsigned long long)out->job,
+               c.n, req->from_kept ? "kept message(s)" : "dead letter(s)");
     }
     for (size_t i = 0; i < c.n; i++) {
         jn_qrec_clear(&c.v[i].r);

@@ -91,12 +91,76 @@ struct route_ctx {
     const struct jn_buf *menv;
     struct jn_buf *own;
     struct jn_ticket *track;
+    int keep;             /* the most the routes that took it keep (enum jn_keep) */
+    struct jn_buf routes; /* their names, comma-separated */
+    struct jn_buf outs;   /* what services made of it: [route, envelope] pairs (jn_store.h) */
+    size_t nouts;
 };
+
+/* An output of r's service number stage, kept with the message when r keeps all. */
+static void note_output(struct route_ctx *c, const struct jn_cfg_route *r, size_t stage,
+                        const struct jn_buf *env)
+{
+    if (r->rc.via.n == 0 || r->rc.keep != JN_KEEP_ALL || env == NULL ||
+        c->nouts == JN_KEPT_OUTS_MAX) {
+        return;
+    }
+    if (jn_mp_array(&c->outs, 3) == 0 && jn_mp_cstr(&c->outs, r->name) == 0 &&
+        jn_mp_cstr(&c->outs, r->rc.via.v[stage]) == 0 &&
+        jn_mp_bin(&c->outs, env->p, env->len) == 0) {
+        c->nouts++;
+    }
+}
+
+/* The outputs of each service of r but the last (jn_route_fn's stages), kept as above. */
+static void note_stages(struct route_ctx *c, const struct jn_cfg_route *r,
+                        const struct jn_msg_list *stages)
+{
+    if (stages == NULL || r->rc.keep != JN_KEEP_ALL) {
+        return;
+    }
+    for (size_t i = 0; i + 1 < r->rc.via.n; i++) {
+        for (size_t k = 0; k < stages[i].n; k++) {
+            struct jn_buf env = JN_BUF_INIT;
+            if (jn_msg_encode(stages[i].v[k], &env) == 0) {
+                note_output(c, r, i, &env);
+            }
+            jn_buf_reset(&env);
+        }
+    }
+}
+
+/* A route took the message: it is kept as much as the most that any of its routes keeps. */
+static void note_kept(struct route_ctx *c, const char *route, int keep)
+{
+    if (keep > c->keep) {
+        c->keep = keep;
+    }
+    if (keep != JN_KEEP_NONE) {
+        jn_buf_printf(&c->routes, "%s%s", c->routes.len ? "," : "", route);
+    }
+}
+
+/* After routing: the kept record, in the routing transaction (jn_store.h). */
+static void put_kept(struct route_ctx *c)
+{
+    const struct jn_buf *env;
+
+    if (c->keep == JN_KEEP_NONE || c->t == NULL) {
+        return;
+    }
+    env = c->keep == JN_KEEP_ALL ? envelope_of(c->m, c->menv, c->own) : NULL;
+    if (jn_store_kept_put(c->t, jn_journal_seq(c->b->journal), c->m, env, c->keep,
+                          c->routes.p ? c->routes.p : "", &c->outs, c->nouts) != 0) {
+        jn_log(JN_LOG_WARN, "msg=%s out of memory keeping it: not kept after delivery",
+               c->m->id);
+    }
+}
 
 /* A route took c->m (the router's route): one queue record per output and destination, or a dead
  * letter when its services failed. */
 static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
-                        const struct jn_err *err)
+                        const struct jn_msg_list *stages, const struct jn_err *err)
 {
     struct route_ctx *c = arg;
     struct jn_broker *b = c->b;
@@ -104,6 +168,8 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     struct jn_msg *m = c->m;
     struct jn_ticket *track = c->track;
 
+    /* Kept also when its services failed: the message browser and ctl record show it. */
+    note_kept(c, r->name, r->rc.keep);
     if (outs == NULL) {
         jn_notify__dead_letter(b, t, m, r->name, NULL, 0, err->msg, JN_LOG_WARN, NULL);
         if (track) {
@@ -118,6 +184,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
      * purpose: `filtered`, so the trace does not show it queued forever. */
     jn_commit__log(b, t, m, r->rc.via.n == 0 ? "routed"
                    : outs->n ? "routed+transformed" : "filtered", r->name, NULL, 0, NULL);
+    note_stages(c, r, stages);
     for (size_t k = 0; k < outs->n; k++) {
         /* Each output is encoded once for all its destinations; an output that is the
          * accepted message itself reuses the ingest's encoding. */
@@ -126,6 +193,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
         if (env == NULL && jn_msg_encode(outs->v[k], &oenv) == 0) {
             env = &oenv;
         }
+        note_output(c, r, r->rc.via.n ? r->rc.via.n - 1 : 0, env);
         for (size_t d = 0; d < r->rc.to.n; d++) {
             struct jn_queue *q = b->queues[r->to[d]];
             const char *dest = jn_queue_channel(q)->name;
@@ -184,6 +252,7 @@ static void route_unmatched(struct route_ctx *c, struct jn_channel *src)
         uint64_t qseq = jn_journal_seq(b->journal);
         const struct jn_buf *env = envelope_of(m, c->menv, c->own);
         jn_commit__log(b, t, m, "routed", "(unrouted)", NULL, 0, NULL);
+        note_kept(c, "(unrouted)", JN_KEEP_ALL);
         if (env != NULL && jn_store_queue_put_env(t, jn_queue_channel(q)->name, qseq, env->p,
                                                   env->len, "(unrouted)", 1, NULL) == 0) {
             jn_queue_add(q, &b->adds, jn_msg_ref(m), "(unrouted)", qseq);
@@ -200,12 +269,16 @@ void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *
 {
     const struct jn_config *cfg = b->cfg;
     struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
-    struct route_ctx rc = {b, t, m, menv, &own, track};
+    struct route_ctx rc = {b, t, m, menv, &own, track, JN_KEEP_NONE, JN_BUF_INIT, JN_BUF_INIT,
+                           0};
 
     if (src == NULL || cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
                                        &b->ids, route_taken, &rc) == 0) {
         route_unmatched(&rc, src);
     }
+    put_kept(&rc);
+    jn_buf_reset(&rc.routes);
+    jn_buf_reset(&rc.outs);
     jn_buf_reset(&own);
 }
 
@@ -216,6 +289,7 @@ struct taken {
     struct taken *next;
     const struct jn_cfg_route *r;
     struct jn_msg_list outs; /* references; empty when its services failed */
+    struct jn_msg_list *stages; /* the route's jn_route_fn stages, or NULL */
     int failed;
     struct jn_err err;       /* why, when failed */
 };
@@ -235,7 +309,7 @@ struct route_job {
 
 /* Worker thread: keeps what the router's route gives, with references of its own. */
 static void route_collect(void *arg, const struct jn_cfg_route *r, const struct jn_msg_list *outs,
-                          const struct jn_err *err)
+                          const struct jn_msg_list *stages, const struct jn_err *err)
 {
     struct route_job *j = arg;
     struct taken *tk = jn_calloc(1, sizeof(*tk));
@@ -252,6 +326,15 @@ static void route_collect(void *arg, const struct jn_cfg_route *r, const struct 
         for (size_t k = 0; k < outs->n; k++) {
             if (jn_msg_list_push(&tk->outs, jn_msg_ref(outs->v[k])) != 0) {
                 j->oom = 1;
+            }
+        }
+        /* Stages are for showing (kept messages): without memory for them, none. */
+        if (stages != NULL && r->rc.keep == JN_KEEP_ALL &&
+            (tk->stages = jn_calloc(r->rc.via.n - 1, sizeof(*tk->stages))) != NULL) {
+            for (size_t i = 0; i + 1 < r->rc.via.n; i++) {
+                for (size_t k = 0; k < stages[i].n; k++) {
+                    jn_msg_list_push(&tk->stages[i], jn_msg_ref(stages[i].v[k]));
+                }
             }
         }
     }
@@ -286,6 +369,10 @@ static void job_free(struct route_job *j)
         struct taken *tk = j->head;
         j->head = tk->next;
         jn_msg_list_clear(&tk->outs);
+        for (size_t i = 0; tk->stages != NULL && i + 1 < tk->r->rc.via.n; i++) {
+            jn_msg_list_clear(&tk->stages[i]);
+        }
+        jn_free(tk->stages);
         jn_free(tk);
     }
     jn_msg_unref(&j->m);
@@ -310,7 +397,8 @@ static void route_done(void *arg, struct jn_job *jb)
     struct jn_broker *b = arg;
     struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
     struct jn_buf own = JN_BUF_INIT;
-    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track};
+    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track, JN_KEEP_NONE, JN_BUF_INIT,
+                           JN_BUF_INIT, 0};
 
     if (!j->ran || b->freeing) {
         job_release(b, j);
@@ -325,11 +413,15 @@ static void route_done(void *arg, struct jn_job *jb)
         return;
     }
     for (struct taken *tk = j->head; tk != NULL; tk = tk->next) {
-        route_taken(&rc, tk->r, tk->failed ? NULL : &tk->outs, tk->failed ? &tk->err : NULL);
+        route_taken(&rc, tk->r, tk->failed ? NULL : &tk->outs, tk->stages,
+                    tk->failed ? &tk->err : NULL);
     }
     if (j->matched == 0) {
         route_unmatched(&rc, j->src);
     }
+    put_kept(&rc);
+    jn_buf_reset(&rc.routes);
+    jn_buf_reset(&rc.outs);
     jn_buf_reset(&own);
     /* The commit ends routing_in_flight and the ticket's routing part. */
     jn_commit__submit_routing(b, rc.t, j->track);

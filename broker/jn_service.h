@@ -46,6 +46,21 @@ struct jn_service {
     void *state;
 };
 
+/*
+ * The instances of a config's services: svcs[i] is cs[i] (its def, name, conf and log prefix
+ * "<type>.<name>"), its def's init run. svcs has room for n and is zeroed by the caller; names
+ * and confs are borrowed from cs, which must outlive svcs. Returns 0, or the failing init's
+ * JN_E* with err: then that instance and those after it are left with def NULL, so
+ * jn_services_destroy(svcs, n) is right in both cases. The broker (jn_broker_new) and the
+ * offline `junction test` (cli/jn_testrun.c) make their services with it, so both run the same
+ * instances. Implemented in broker/jn_service_inst.c.
+ */
+struct jn_cfg_service;
+int jn_services_init(struct jn_service *svcs, const struct jn_cfg_service *cs, size_t n,
+                     struct jn_err *err);
+/* Destroys the initialised ones (def not NULL) among svcs[0..n); the array is the caller's. */
+void jn_services_destroy(struct jn_service *svcs, size_t n);
+
 const struct jn_service_def *jn_service_def_find(const char *name);
 extern const struct jn_service_def *const jn_service_defs[];
 

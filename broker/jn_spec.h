@@ -29,14 +29,23 @@ struct jn_actlog_conf {
     unsigned long long max_size;  /* bytes */
 };
 
+/* junction.retention: how long kept messages (jn_store.h) and actions are kept, and their
+ * joint budget. */
+struct jn_retention_conf {
+    long long keep;               /* ms */
+    unsigned long long max_bytes; /* kept messages + action log */
+};
+
 struct jn_core_conf {
     char *data_dir;
     int log_level; /* enum jn_log_level */
+    int log_format; /* enum jn_log_format */
     long long shutdown_timeout; /* ms */
     unsigned long long max_size; /* bytes: the LMDB map */
     long long high_water;        /* percent of max_size above which new input is refused */
     unsigned long long min_free_disk; /* bytes: below this free on data_dir's disk, refuse */
     struct jn_actlog_conf action_log;
+    struct jn_retention_conf retention;
     char *admin;       /* host:port, "off", or NULL: the default 127.0.0.1:8081 (optional) */
     char *admin_token; /* secret, or NULL */
     struct jn_tls_conf admin_tls; /* admin_tls: https for the admin listener (jn_tls.h) */
@@ -77,6 +86,7 @@ struct jn_route_conf {
     char *notify;               /* callback URL */
     char *notify_secret;        /* HMAC key for X-Junction-Signature */
     struct jn_strlist notify_on; /* delivered | failed | dead-lettered; empty = all */
+    int keep;                    /* enum jn_keep (jn_store.h): kept after routing */
 };
 
 enum {
@@ -123,9 +133,12 @@ struct jn_config {
 /*
  * One route that took the message: outs are its outputs (borrowed for the call; each a
  * reference the callee may jn_msg_ref), or NULL with err when one of its services failed.
+ * stages: with two or more services and outs given, r->rc.via.n - 1 lists, the outputs of
+ * each service but the last (whose are outs), borrowed the same way; else NULL.
  */
 typedef void (*jn_route_fn)(void *arg, const struct jn_cfg_route *r,
-                            const struct jn_msg_list *outs, const struct jn_err *err);
+                            const struct jn_msg_list *outs, const struct jn_msg_list *stages,
+                            const struct jn_err *err);
 
 struct jn_router_ops {
     /* Matches m (from channel index src) against routes[0..n) in order: for each route that

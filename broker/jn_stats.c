@@ -34,11 +34,20 @@ void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out)
     out->routing_in_flight = b->routing_in_flight;
     out->journal_map_bytes = b->cfg->core.max_size;
     out->config_hash = b->cfg->hash;
+    out->retention_budget = b->cfg->core.retention.max_bytes < b->cfg->core.max_size / 2
+                                ? b->cfg->core.retention.max_bytes : b->cfg->core.max_size / 2;
+    out->pruned_kept = b->n_pruned_kept;
+    out->pruned_actions = b->n_pruned_actions;
     out->commit_lat = &b->commit_lat;
     if (b->journal != NULL) {
         out->queued = jn_journal_count(b->journal, JN_JDB_QUEUE);
         out->inbox = jn_journal_count(b->journal, JN_JDB_INBOX);
         out->dead_stored = jn_journal_count(b->journal, JN_JDB_DLQ);
+        out->kept = jn_journal_count(b->journal, JN_JDB_KEPT);
+        out->kept_bytes = jn_journal_bytes(b->journal, JN_JDB_KEPT) +
+                          jn_journal_bytes(b->journal, JN_JDB_KEPTID);
+        out->log_bytes = jn_journal_bytes(b->journal, JN_JDB_LOG) +
+                         jn_journal_bytes(b->journal, JN_JDB_LOGID);
         for (int db = 0; db < JN_JDB__COUNT; db++) {
             out->journal_bytes += jn_journal_bytes(b->journal, (enum jn_jdb)db);
         }
@@ -63,6 +72,8 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     out->received = ch->n_in;
     out->refused = ch->n_refused;
     out->unrouted = ch->n_unrouted;
+    out->auth_failed = ch->n_auth_failed;
+    out->auth_methods = ch->auth_methods;
     out->delivered = ch->n_sent;
     out->retried = ch->n_retried;
     out->failed = ch->n_failed;

@@ -36,6 +36,11 @@ struct jn_broker_stats {
     size_t queued;          /* queue records in the journal: routed, not delivered yet */
     size_t inbox;           /* accepted, not routed yet (waiting for their services) */
     size_t dead_stored;     /* dead letters in the journal */
+    size_t kept;            /* kept messages (retention, jn_store.h) */
+    unsigned long long kept_bytes;  /* their pages (and their index's) */
+    unsigned long long log_bytes;   /* the action log's pages (and its index's) */
+    unsigned long long retention_budget; /* what both may take together (junction.retention) */
+    uint64_t pruned_kept, pruned_actions; /* deleted by retention since the start */
     unsigned long long journal_bytes;     /* bytes of the journal's pages in use */
     unsigned long long journal_map_bytes; /* the map (max_size) */
     int journal_used_pct;
@@ -66,6 +71,8 @@ struct jn_channel_stats {
     uint64_t depth_bytes;   /* OUT: their bytes */
     int full;               /* OUT: past max_queued (not yet below 90 %) */
     const char *blocked;    /* IN: why flow control refuses its intake now, or NULL */
+    const uint64_t *auth_failed; /* IN: JN_AUTH__COUNT refusals by method (borrowed) */
+    unsigned auth_methods;  /* IN: the bits 1 << JN_AUTH_* it counts; 0: no auth */
 };
 
 struct jn_route_stats {
@@ -95,7 +102,7 @@ int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_s
  */
 int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err *err);
 
-/* Replaying dead letters while the broker runs (jn_replay.c). */
+/* Replaying dead letters, or kept messages, while the broker runs (jn_replay.c). */
 #define JN_REPLAY_SAMPLE 20
 struct jn_replay_req {
     const char *const *ids; /* these messages' dead letters; nids 0: every dead letter */
@@ -113,10 +120,15 @@ struct jn_replay_req {
     const char *const *to;
     size_t nto;
     int dry_run;            /* count, write nothing */
+    /* 0: the dead letters; 1: the kept messages (retention, jn_store.h) instead, whatever
+     * became of them, each routed again by the current routes (or put into `to`); since and
+     * until are then of the receive time, and route matches any route that took it. */
+    int from_kept;
 };
 struct jn_replay_result {
     size_t count;           /* dead letters that match */
     size_t undecodable;     /* records that cannot be read (left alone) */
+    size_t headers_only;    /* from_kept: matches kept without their payload (not replayed) */
     char sample[JN_REPLAY_SAMPLE][JN_ID_LEN + 1]; /* the first ids */
     size_t nsample;
     uint64_t job;           /* the job (not a dry run, count > 0), else 0 */

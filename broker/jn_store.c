@@ -611,3 +611,197 @@ size_t jn_store_dedup_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t now
     jn_buf_reset(&c.answer);
     return c.n;
 }
+
+/* ---- kept messages (retention) ---- */
+
+int jn_store_kept_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m,
+                      const struct jn_buf *env, int keep, const char *routes,
+                      const struct jn_buf *outs, size_t nouts)
+{
+    unsigned char key[16];
+    struct jn_buf own = JN_BUF_INIT;
+    struct jn_buf *b;
+    int rc;
+
+    if (keep != JN_KEEP_HEADERS && keep != JN_KEEP_ALL) {
+        return JN_EINVAL;
+    }
+    if (keep == JN_KEEP_HEADERS || env == NULL || env->p == NULL) {
+        rc = keep == JN_KEEP_HEADERS ? jn_msg_encode_meta(m, &own) : jn_msg_encode(m, &own);
+        if (rc != 0) {
+            jn_buf_reset(&own);
+            return JN_ENOMEM;
+        }
+        env = &own;
+    }
+    jn_be64(key, (uint64_t)m->recv_us);
+    jn_be64(key + 8, seq);
+    b = jn_jtxn_put_begin(t, JN_JDB_KEPT, key, sizeof(key));
+    if (b == NULL) {
+        jn_buf_reset(&own);
+        return JN_ENOMEM;
+    }
+    /* The id first, in a fixed place, so the prune finds it without decoding the rest. */
+    rc = jn_mp_array(b, 7);
+    rc |= jn_mp_int(b, 1);
+    rc |= jn_mp_str(b, m->id, strnlen(m->id, JN_ID_LEN));
+    rc |= jn_mp_int(b, keep);
+    rc |= jn_mp_cstr(b, routes);
+    rc |= jn_mp_int(b, (int64_t)m->len);
+    rc |= jn_mp_bin(b, env->p, env->len);
+    rc |= jn_mp_array(b, keep == JN_KEEP_ALL && outs != NULL ? nouts : 0);
+    if (keep == JN_KEEP_ALL && outs != NULL && nouts > 0) {
+        rc |= jn_buf_append(b, outs->p, outs->len);
+    }
+    jn_buf_reset(&own);
+    if (jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0) != 0) {
+        return JN_ENOMEM;
+    }
+    return jn_jtxn_put(t, JN_JDB_KEPTID, m->id, strnlen(m->id, JN_ID_LEN), key, sizeof(key));
+}
+
+void jn_keptrec_clear(struct jn_keptrec *r)
+{
+    for (size_t i = 0; i < r->nouts; i++) {
+        jn_free(r->outs[i].route);
+        jn_free(r->outs[i].service);
+        jn_msg_unref(&r->outs[i].msg);
+    }
+    jn_free(r->outs);
+    jn_free(r->routes);
+    jn_msg_unref(&r->msg);
+    memset(r, 0, sizeof(*r));
+}
+
+/* [[route, service, envelope:bin], ...] into r->outs. */
+static int decode_outs(const msgpack_object *o, struct jn_keptrec *r, struct jn_err *err)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > JN_KEPT_OUTS_MAX) {
+        return jn_err_set(err, JN_EPROTO, "kept record: bad outputs field");
+    }
+    if (o->via.array.size == 0) {
+        return 0;
+    }
+    r->outs = jn_calloc(o->via.array.size, sizeof(*r->outs));
+    if (r->outs == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *e = &o->via.array.ptr[i];
+        struct jn_qrec q;
+        memset(&q, 0, sizeof(q));
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3 ||
+            (r->outs[i].route = jn_mp_strdup(&e->via.array.ptr[0])) == NULL ||
+            (r->outs[i].service = jn_mp_strdup(&e->via.array.ptr[1])) == NULL) {
+            r->nouts = i + 1;
+            return jn_err_set(err, JN_EPROTO, "kept record: bad output %u", (unsigned)i);
+        }
+        r->nouts = i + 1;
+        if (decode_msg(&e->via.array.ptr[2], &q, "kept output", err) != 0) {
+            return err->code;
+        }
+        r->outs[i].msg = q.msg;
+    }
+    return 0;
+}
+
+int jn_store_kept_decode(const void *v, size_t vl, struct jn_keptrec *r, struct jn_err *err)
+{
+    msgpack_unpacked u;
+    const msgpack_object *f;
+    struct jn_qrec q;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    rc = unpack(&u, v, vl, 7, "kept", err);
+    if (rc != 0) {
+        return rc;
+    }
+    f = u.data.via.array.ptr;
+    memset(&q, 0, sizeof(q));
+    if (f[1].type != MSGPACK_OBJECT_STR || !is_int(&f[2]) || f[2].via.i64 < JN_KEEP_HEADERS ||
+        f[2].via.i64 > JN_KEEP_ALL || (r->routes = jn_mp_strdup(&f[3])) == NULL ||
+        f[4].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        rc = jn_err_set(err, JN_EPROTO, "kept record: bad id, keep, routes or bytes field");
+    } else {
+        r->keep = (int)f[2].via.i64;
+        r->bytes = (size_t)f[4].via.u64;
+        rc = decode_msg(&f[5], &q, "kept", err);
+        r->msg = q.msg;
+        if (rc == 0) {
+            r->time_us = r->msg->recv_us;
+            rc = decode_outs(&f[6], r, err);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    if (rc != 0) {
+        jn_keptrec_clear(r);
+    }
+    return rc;
+}
+
+int jn_store_kept_get(struct jn_journal *j, const char *id, struct jn_keptrec *out,
+                      struct jn_err *err)
+{
+    struct jn_buf v = JN_BUF_INIT;
+    unsigned char key[16];
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = jn_journal_get(j, JN_JDB_KEPTID, id, strnlen(id, JN_ID_LEN), &v);
+    if (rc == 0 && v.len != sizeof(key)) {
+        rc = JN_ENOENT;
+    }
+    if (rc == 0) {
+        memcpy(key, v.p, sizeof(key));
+        rc = jn_journal_get(j, JN_JDB_KEPT, key, sizeof(key), &v);
+    }
+    if (rc == 0) {
+        rc = jn_store_kept_decode(v.p, v.len, out, err);
+    } else if (rc != JN_ENOENT) {
+        jn_err_set(err, rc, "the journal cannot be read");
+    }
+    jn_buf_reset(&v);
+    return rc;
+}
+
+struct kept_prune {
+    struct jn_jtxn *t;
+    int64_t cutoff_us;
+    size_t extra, max, n;
+};
+
+static int visit_kept_prune(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct kept_prune *c = arg;
+    const unsigned char *p = v;
+
+    if (c->n >= c->max || kl != 16) {
+        return 1;
+    }
+    if ((int64_t)jn_get_be64(k) >= c->cutoff_us) {
+        if (c->extra == 0) {
+            return 1; /* in time order: the rest is newer */
+        }
+        c->extra--;
+    }
+    if (jn_jtxn_del(c->t, JN_JDB_KEPT, k, kl) != 0) {
+        return 1;
+    }
+    c->n++;
+    /* [1, id:fixstr 26, ...] as jn_store_kept_put writes it. The index entry goes with it
+     * unless a later routing of the message points it elsewhere. */
+    if (vl > 3 + JN_ID_LEN && p[0] == 0x97 && p[1] == 0x01 && p[2] == (0xa0 | JN_ID_LEN)) {
+        jn_jtxn_del_if(c->t, JN_JDB_KEPTID, p + 3, JN_ID_LEN, k, kl);
+    }
+    return 0;
+}
+
+size_t jn_store_kept_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t cutoff_us,
+                           size_t extra, size_t max)
+{
+    struct kept_prune c = {t, cutoff_us, extra, max, 0};
+
+    jn_journal_scan(j, JN_JDB_KEPT, NULL, 0, visit_kept_prune, &c);
+    return c.n;
+}

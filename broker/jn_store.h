@@ -8,6 +8,9 @@
  *   log_id  id time_us seq           -> ""  (the action log by message id)
  *   dedup   channel \0 key           -> [1, id, time_us, expires_us, answered, answer:bin]
  *   dedup_exp  expires_us channel \0 key -> ""  (the dedup entries by expiry, for the prune)
+ *   kept    recv_us seq              -> [1, id, keep, routes, bytes, envelope:bin,
+ *                                        [[route, service, output envelope:bin], ...]]  kept after routing
+ *   kept_id id                       -> recv_us seq  (the kept messages by id: the latest)
  *
  * Every record starts with its format version; a reader of each older version stays. Strings
  * that are absent are stored as "". Keys use big-endian numbers so they sort by value.
@@ -110,5 +113,52 @@ int jn_store_dedup_answer(struct jn_journal *j, struct jn_jtxn *t, const char *c
  * entry, and its entry unless a later ingest of the key put it again (its own expiry is later).
  * Returns the number of index entries deleted. */
 size_t jn_store_dedup_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t now_us, size_t max);
+
+/*
+ * Kept messages (retention, docs/storage.md): what a message was when it was received, kept
+ * after routing for the message browser and replay until retention deletes it. keep says how
+ * much: JN_KEEP_HEADERS keeps the envelope with an empty payload. routes: the names of the
+ * routes that took it, comma-separated ("" when none). The record is written in the routing
+ * transaction, so a message is kept exactly when it was routed. A message routed again (a
+ * replay, a crash before the routing commit) gets a new record; kept_id names the latest.
+ */
+enum jn_keep {
+    JN_KEEP_NONE = 0,
+    JN_KEEP_HEADERS = 1,
+    JN_KEEP_ALL = 2,
+};
+/* env: m's full encoding when the caller has it (used for JN_KEEP_ALL), else NULL. outs: what
+ * the routes' services made of it, nouts msgpack arrays [route, service, envelope:bin] back
+ * to back, one per output of each service in order (NULL / 0: none; a route without services
+ * has none; the last service's are what the destinations were sent). 0, JN_EINVAL (keep is none) or JN_ENOMEM. */
+#define JN_KEPT_OUTS_MAX 64
+int jn_store_kept_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m,
+                      const struct jn_buf *env, int keep, const char *routes,
+                      const struct jn_buf *outs, size_t nouts);
+struct jn_kept_out {
+    char *route;        /* owned */
+    char *service;      /* owned: the service that gave it */
+    struct jn_msg *msg; /* owned */
+};
+struct jn_keptrec {
+    int64_t time_us; /* the receive time of the key */
+    int keep;        /* enum jn_keep */
+    char *routes;    /* owned */
+    size_t bytes;    /* of the payload as received (msg's is empty with JN_KEEP_HEADERS) */
+    struct jn_msg *msg;
+    struct jn_kept_out *outs; /* after each route's services, in routing order (owned) */
+    size_t nouts;
+};
+int jn_store_kept_decode(const void *v, size_t vl, struct jn_keptrec *out, struct jn_err *err);
+/* The latest kept record of message id. 0, JN_ENOENT (not kept, or deleted by retention),
+ * JN_EPROTO (cannot be decoded; err says why), JN_ENOMEM or JN_EIO. */
+int jn_store_kept_get(struct jn_journal *j, const char *id, struct jn_keptrec *out,
+                      struct jn_err *err);
+void jn_keptrec_clear(struct jn_keptrec *r);
+/* Deletes into t the oldest kept records: those received before cutoff_us, then extra more,
+ * at most max in all (with their kept_id entries when they are still the latest). Returns the
+ * number deleted. */
+size_t jn_store_kept_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t cutoff_us,
+                           size_t extra, size_t max);
 
 #endif

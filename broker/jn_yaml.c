@@ -1,4 +1,5 @@
-/* jn_yaml: libyaml events to a positioned node tree, with ${ENV} substitution (see jn_yaml.h). */
+/* jn_yaml: libyaml events to a positioned node tree, with ${ENV} and ${file:/path} substitution
+ * (see jn_yaml.h). */
 #include "jn_yaml.h"
 
 #include <errno.h>
@@ -58,7 +59,60 @@ void jn_node_free(struct jn_node *n)
     jn_free(n);
 }
 
-/* ${NAME} and ${NAME:-default}; "$${" stays a literal "${". */
+#define FILE_VALUE_MAX (64 * 1024)
+
+/*
+ * ${file:/path}: the file's content with one trailing newline (LF or CRLF) removed, appended
+ * to out; a relative path is taken from the config file's folder. The content is never put
+ * into a message (it is usually a secret); the path is. 0, or -1 with the error in b->d.
+ */
+static int file_value(struct builder *b, const char *p, size_t n, const struct jn_pos *pos,
+                      struct jn_buf *out)
+{
+    char path[PATH_MAX], buf[FILE_VALUE_MAX + 1];
+    size_t len = 0;
+    FILE *f;
+    int e;
+
+    if (n == 0 || (p[0] != '/' && b->dir == NULL && n >= sizeof(path)) ||
+        snprintf(path, sizeof(path), "%s%s%.*s", p[0] == '/' || b->dir == NULL ? "" : b->dir,
+                 p[0] == '/' || b->dir == NULL ? "" : "/", (int)n, p) >= (int)sizeof(path)) {
+        jn_diag_add(b->d, pos, "bad file name in '${file:...}', expected '${file:/path}'");
+        return -1;
+    }
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        e = errno;
+        jn_diag_add(b->d, pos, "cannot read %s for ${file:%.*s}: %s", path, (int)n, p,
+                    strerror(e));
+        return -1;
+    }
+    len = fread(buf, 1, sizeof(buf), f);
+    e = ferror(f) ? errno : 0;
+    fclose(f);
+    if (e != 0 || len > FILE_VALUE_MAX) {
+        jn_diag_add(b->d, pos, "cannot read %s for ${file:%.*s}: %s", path, (int)n, p,
+                    e ? strerror(e) : "larger than 64 KiB");
+        return -1;
+    }
+    if (len > 0 && buf[len - 1] == '\n') {
+        len--;
+        if (len > 0 && buf[len - 1] == '\r') {
+            len--;
+        }
+    }
+    if (memchr(buf, '\0', len) != NULL) {
+        jn_diag_add(b->d, pos, "%s for ${file:%.*s} holds a NUL byte, expected text", path,
+                    (int)n, p);
+        return -1;
+    }
+    e = jn_buf_append(out, buf, len);
+    /* The value may be a secret: leave no copy on the stack. */
+    explicit_bzero(buf, len);
+    return e == 0 ? 0 : -1;
+}
+
+/* ${NAME}, ${NAME:-default} and ${file:/path}; "$${" stays a literal "${". */
 static char *substitute(struct builder *b, const char *s, size_t len, const struct jn_pos *pos)
 {
     struct jn_buf out = JN_BUF_INIT;
@@ -84,6 +138,14 @@ static char *substitute(struct builder *b, const char *s, size_t len, const stru
                 return NULL;
             }
             nlen = (size_t)(close - name);
+            if (nlen > 5 && memcmp(name, "file:", 5) == 0) {
+                if (file_value(b, name + 5, nlen - 5, pos, &out) != 0) {
+                    jn_buf_reset(&out);
+                    return NULL;
+                }
+                i = (size_t)(close - s) + 1;
+                continue;
+            }
             for (size_t k = 0; k + 1 < nlen; k++) {
                 if (name[k] == ':' && name[k + 1] == '-') {
                     def = name + k + 2;

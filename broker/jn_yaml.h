@@ -3,7 +3,9 @@
  *
  * libyaml gives events; we build a small tree of scalars, maps and sequences, each with its
  * file, line and column (1-based), so every later error can say file:line:col. Scalars have
- * `${ENV}` and `${ENV:-default}` substituted as they are read ("$${" is a literal "${").
+ * `${ENV}` and `${ENV:-default}` substituted as they are read ("$${" is a literal "${"), and
+ * `${file:/path}` by the file's content less one trailing newline (a relative path is taken
+ * from the config file's folder; a missing or unreadable file is an error at the value).
  * Anchors and aliases are refused: a config is read by people, and aliases hide where a value
  * came from.
  */
@@ -29,7 +31,7 @@ struct jn_node {
      * are then left relative to the current directory. */
     const char *dir;
     /* scalar */
-    char *str;     /* after ${ENV} substitution; NUL-terminated */
+    char *str;     /* after ${ENV} / ${file:} substitution; NUL-terminated */
     int plain;     /* 1 if unquoted: only a plain scalar can be null, a number or a bool */
     /* map: keys[i] -> vals[i]; seq: vals[i] */
     struct jn_node **keys;

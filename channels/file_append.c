@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -345,7 +346,8 @@ static struct app_file *open_file(struct file_append *a, const char *key, unsign
         }
     }
     for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
-        fd = open(part, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = open(part, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                  (mode_t)strtoul(c->file_mode, NULL, 8)); /* checked by file_mode_ok */
         if (fd >= 0) {
             break;
         }

@@ -7,12 +7,28 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "file_int.h"
 
 static const char *const file_split_names[] = {"none", "lines", NULL};
 static const char *const file_mode_names[] = {"file", "append", NULL};
+
+/* file_mode: octal permission bits, 0 to 0777 ("0640", "640"). */
+static int file_mode_ok(const void *value, const struct jn_node *node, const char *what,
+                        struct jn_diag *d)
+{
+    const char *s = *(char *const *)value;
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0 || n > 4 || strspn(s, "01234567") != n || strtoul(s, NULL, 8) > 0777) {
+        jn_diag_add(d, &node->pos, "%s: '%s' is not a file mode, expected octal permission "
+                    "bits such as 0640", what, s ? s : "");
+        return 1;
+    }
+    return 0;
+}
 
 static const struct jn_opt file_opts[] = {
     JN_OPT_PATH("dir", NULL, JN_OPT_REQUIRED, struct file_conf, dir,
@@ -68,6 +84,9 @@ static const struct jn_opt file_opts[] = {
     JN_OPT_BOOL("fsync", "true", JN_OPT_OUT, struct file_conf, do_fsync,
                 "fsync each file and then the folder (mode: append: fdatasync each group, "
                 "fsync at close), so what was delivered survives power loss"),
+    JN_OPT_STR("file_mode", "0640", JN_OPT_OUT, struct file_conf, file_mode,
+               "Permission bits of written files, in octal (the process umask still applies)",
+               .validate = file_mode_ok),
     JN_OPT_END
 };
 

@@ -39,6 +39,7 @@ struct file_conf {
     char *name;                       /* template; may name subfolders ("{date}/{id}.msg") */
     bool do_mkdir;
     bool do_fsync;
+    char *file_mode;                  /* octal permission bits of written files, "0640" */
     int mode;                         /* FILE_MODE_* */
     char *separator;                  /* append: as written, backslash escapes not decoded */
     unsigned long long max_file_bytes; /* append: rotate before a file would pass this */

@@ -312,6 +312,7 @@ static const char *split_name(const char *name, size_t *rlen)
 /* Phase 1: the temp file, written and closed (not yet synced). */
 static void job_write(struct file_out *st, const struct file_conf *c, struct file_job *j)
 {
+    mode_t mode = (mode_t)strtoul(c->file_mode, NULL, 8); /* checked by file_mode_ok */
     size_t rlen;
     const char *base = split_name(j->name, &rlen);
     char tmp[NAME_MAX + 1];
@@ -324,7 +325,7 @@ static void job_write(struct file_out *st, const struct file_conf *c, struct fil
             jn_file__job_fail(c, j, JN_SEND_RETRY, "cannot open folder", rlen ? j->name : NULL);
             return;
         }
-        fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
         if (fd < 0 && errno == ENOENT) {
             dirs_drop(st, dfd); /* the folder was removed: make it again, once */
         } else if (fd < 0) {

@@ -55,6 +55,18 @@
 #include "http_int.h"
 #include "jn_buf.h"
 #include "jn_mem.h"
+#include "jn_time.h"
+
+static const char *const http_sign_schemes[] = {"standard-webhooks", NULL};
+
+static const struct jn_opt http_sign_opts[] = {
+    JN_OPT_ENUM("scheme", "standard-webhooks", http_sign_schemes, 0, struct http_sign_conf,
+                scheme, "The signature scheme: Standard Webhooks (webhook-id, webhook-timestamp, "
+                "webhook-signature)."),
+    JN_OPT_STR("secret", NULL, JN_OPT_SECRET, struct http_sign_conf, secret,
+               "The signing secret, whsec_<base64 of 24 to 64 bytes> (the receiver's)."),
+    JN_OPT_END,
+};
 
 static const struct jn_opt http_opts[] = {
     JN_OPT_STR("listen", "127.0.0.1:8080", JN_OPT_IN, struct http_conf, listen,
@@ -82,6 +94,10 @@ static const struct jn_opt http_opts[] = {
                "TLS (docs/security.md). IN: tls.cert and tls.key make the server https; "
                "tls.verify_peer: true requires client certificates (mutual TLS). OUT: used for "
                "https:// urls (ca, a client cert, server_name)."),
+    JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct http_conf, auth,
+                   "Inbound authentication (docs/security.md): a list of methods, any one "
+                   "suffices; a request none accepts is answered 401 (403: a verified identity "
+                   "not allowed) and never reaches the journal. Empty: no authentication."),
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct http_conf, url,
                "Where to send, http://host[:port]/path[?query] or https://..."),
     JN_OPT_STR("method", "POST", JN_OPT_OUT, struct http_conf, method, "POST or PUT."),
@@ -92,6 +108,10 @@ static const struct jn_opt http_opts[] = {
     JN_OPT_STR("sign_secret", NULL, JN_OPT_OUT | JN_OPT_SECRET, struct http_conf, sign_secret,
                "When set, each request carries X-Junction-Signature: t=<unix time>,v1=<hex "
                "HMAC-SHA256 of \"<t>.\" + body> (docs/channels.md)."),
+    JN_OPT_SUB("sign", http_sign_opts, struct http_sign_conf, JN_OPT_OUT, struct http_conf, sign,
+               "Standard Webhooks signatures (docs/security.md): each request carries "
+               "webhook-id (the message id, the same on every retry), webhook-timestamp and "
+               "webhook-signature; alongside sign_secret's X-Junction-Signature if both are set."),
     JN_OPT_END,
 };
 
@@ -102,6 +122,7 @@ struct pending {
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct jn_ticket *ticket;
+    char *webhook_id;                /* accepted by auth hmac: forgotten if not taken */
 };
 
 enum conn_state {
@@ -126,6 +147,10 @@ struct http_in {
     struct evhttp *http;
     struct jn_listener *lst;  /* its evconnlistener is owned by http once bound */
     struct jn_tls *tls;       /* server context with tls.cert, or NULL */
+    struct jn_auth *auth;     /* the auth: methods, or NULL */
+    long long auth_win_ms;    /* the current 10 s window of auth refusal log lines */
+    unsigned auth_win_lines;  /* lines logged in it */
+    unsigned long long auth_unshown; /* refusals not logged since the last line */
     int bound;                /* evhttp_bind_listener done */
     struct pending *pend;     /* doubly linked */
     struct conn *conns;       /* the pool: max_connections slots */
@@ -163,6 +188,11 @@ static int http_check(const void *vconf, unsigned dir, const struct jn_node *nod
                         c->path ? c->path : "");
             errs++;
         }
+        errs += jn_auth_check(&c->auth, jn_tls_on(&c->tls) &&
+                                            (c->tls.verify_peer == JN_TLS_VERIFY_TRUE ||
+                                             (c->tls.verify_peer == JN_TLS_VERIFY_AUTO &&
+                                              c->tls.allowed_peers.n > 0)),
+                              node, "auth", "http", d);
         return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls", "http", d);
     }
     if (c->url != NULL) {
@@ -278,6 +308,14 @@ static void pending_unlink(struct pending *p)
     }
 }
 
+static void pending_free(struct pending *p)
+{
+    if (p != NULL) {
+        jn_free(p->webhook_id);
+        jn_free(p);
+    }
+}
+
 static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err)
 {
     struct pending *p = arg;
@@ -291,11 +329,13 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
         memcpy(body + 7 + il, "\"}", 3);
         reply(p->in, p->req, 202, "Accepted", body);
     } else {
+        /* Not taken: the sender's retry with the same webhook-id is no replay. */
+        jn_auth_forget(p->in->auth, p->webhook_id);
         evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", "1");
         reply_error(p->in, p->req, 503, "Service Unavailable",
                     err && err->msg[0] ? err->msg : jn_strerror(rc));
     }
-    jn_free(p);
+    pending_free(p);
 }
 
 /* ---- connection accounting ---- */
@@ -381,7 +421,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
             if (evhttp_request_get_connection(p->req) == NULL) {
                 evhttp_request_free(p->req);
             }
-            jn_free(p);
+            pending_free(p);
         }
         p = next;
     }
@@ -515,6 +555,79 @@ static void reply_busy(struct http_in *in, struct evhttp_request *req, const cha
     reply_error(in, req, 503, "Service Unavailable", why);
 }
 
+/* A 503 after auth accepted the request: an hmac webhook-id is forgotten again. */
+static void busy_forget(struct http_in *in, struct evhttp_request *req,
+                        const struct jn_auth_result *ares)
+{
+    if (in->auth != NULL && ares->method == JN_AUTH_HMAC) {
+        jn_auth_forget(in->auth, evhttp_find_header(evhttp_request_get_input_headers(req),
+                                                    "webhook-id"));
+    }
+    reply_busy(in, req, "out of memory");
+}
+
+/*
+ * Checks the request against the channel's auth: methods. Returns 1 with *res filled when one
+ * accepts; else counts and logs the refusal (at most 20 lines per 10 s; the next line says how
+ * many were not shown), answers 401 (with WWW-Authenticate) or 403 and returns 0.
+ */
+static int authorize(struct http_in *in, struct evhttp_request *req, SSL *ssl,
+                     const char *peer_id, const char *peer, struct jn_auth_result *res)
+{
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    struct jn_auth_req r = {
+        .authorization = evhttp_find_header(h, "Authorization"),
+        .webhook_id = evhttp_find_header(h, "webhook-id"),
+        .webhook_timestamp = evhttp_find_header(h, "webhook-timestamp"),
+        .webhook_signature = evhttp_find_header(h, "webhook-signature"),
+        .len = evbuffer_get_length(body),
+        .peer_cert = cert != NULL && SSL_get_verify_result(ssl) == X509_V_OK ? cert : NULL,
+        .peer_id = peer_id,
+        .now_s = (int64_t)time(NULL),
+    };
+    long long now_ms = jn_mono_ms();
+    char why[300];
+
+    if (r.webhook_id || r.webhook_timestamp || r.webhook_signature) {
+        r.body = r.len ? (const void *)evbuffer_pullup(body, -1) : (const void *)"";
+    }
+    if (jn_auth_verify(in->auth, &r, res) == 0) {
+        return 1;
+    }
+    in->ch->n_auth_failed[res->method]++;
+    if (now_ms - in->auth_win_ms >= 10000) {
+        in->auth_win_ms = now_ms;
+        in->auth_win_lines = 0;
+    }
+    if (in->auth_win_lines++ < 20) {
+        jn_ch_warn(in->ch, "peer %s: refused %d (auth %s): %s%s", peer, res->status,
+                   jn_auth_method_name(res->method), res->reason,
+                   in->auth_unshown ? " (and earlier refusals not shown)" : "");
+        in->auth_unshown = 0;
+    } else {
+        in->auth_unshown++;
+    }
+    snprintf(why, sizeof(why), "%s: %s", res->status == 403 ? "forbidden" : "unauthorized",
+             res->reason);
+    if (res->status == 403) {
+        reply_error(in, req, 403, "Forbidden", why);
+        return 0;
+    }
+    if (res->challenges & JN_AUTH_CHALLENGE_BEARER) {
+        evhttp_add_header(oh, "WWW-Authenticate", res->bearer_invalid
+                              ? "Bearer realm=\"junction\", error=\"invalid_token\""
+                              : "Bearer realm=\"junction\"");
+    }
+    if (res->challenges & JN_AUTH_CHALLENGE_BASIC) {
+        evhttp_add_header(oh, "WWW-Authenticate", "Basic realm=\"junction\", charset=\"UTF-8\"");
+    }
+    reply_error(in, req, 401, "Unauthorized", why);
+    return 0;
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     struct http_in *in = arg;
@@ -526,9 +639,12 @@ static void handle(struct evhttp_request *req, void *arg)
     struct conn *conn = conn_find(in, evcon);
     struct jn_msg *m;
     struct pending *p;
-    char why[512], peerbuf[300];
+    char why[512], peerbuf[300], id[JN_TLS_PEER_ID_MAX];
     char *peer = NULL;
     ev_uint16_t port = 0;
+    SSL *ssl = NULL;
+    int have_id = 0;
+    struct jn_auth_result ares;
 
     if (conn == NULL) {
         /* Not one of our connections (conn_new could not take it): no close callback would
@@ -558,25 +674,36 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     evhttp_connection_get_peer(evcon, &peer, &port);
     snprintf(peerbuf, sizeof(peerbuf), "%s:%u", peer ? peer : "?", (unsigned)port);
+    if (in->tls != NULL) {
+        ssl = bufferevent_openssl_get_ssl(evhttp_connection_get_bufferevent(evcon));
+        have_id = jn_tls_peer_id(ssl, id, sizeof(id));
+    }
+    if (in->auth != NULL && !authorize(in, req, ssl, have_id ? id : NULL, peerbuf, &ares)) {
+        return;
+    }
     p = jn_calloc(1, sizeof(*p));
     if (p == NULL || jn_http__build_msg(ch->name, evhttp_request_get_input_buffer(req),
                                         evhttp_request_get_input_headers(req), path,
                                         evhttp_uri_get_query(uri), peerbuf, &m) != 0) {
         jn_free(p);
-        reply_busy(in, req, "out of memory");
+        busy_forget(in, req, &ares);
         return;
     }
-    /* tls-peer is ours to say: never the client's own header. */
+    /* tls-peer and auth-user are ours to say: never the client's own headers. The
+     * credentials themselves stay out of the journal. */
     jn_msg_header_del(m, "tls-peer");
-    if (in->tls != NULL) {
-        char id[JN_TLS_PEER_ID_MAX];
-        SSL *ssl = bufferevent_openssl_get_ssl(evhttp_connection_get_bufferevent(evcon));
-        if (jn_tls_peer_id(ssl, id, sizeof(id)) && jn_msg_header_set(m, "tls-peer", id) != 0) {
-            jn_msg_unref(&m);
-            jn_free(p);
-            reply_busy(in, req, "out of memory");
-            return;
-        }
+    if (in->auth != NULL) {
+        jn_msg_header_del(m, "auth-user");
+        jn_msg_header_del(m, "Authorization");
+    }
+    if ((have_id && jn_msg_header_set(m, "tls-peer", id) != 0) ||
+        (in->auth != NULL && jn_msg_header_set(m, "auth-user", ares.user) != 0) ||
+        (ares.method == JN_AUTH_HMAC && (p->webhook_id = jn_strdup(evhttp_find_header(
+             evhttp_request_get_input_headers(req), "webhook-id"))) == NULL)) {
+        jn_msg_unref(&m);
+        pending_free(p);
+        busy_forget(in, req, &ares);
+        return;
     }
     p->in = in;
     p->req = req;
@@ -589,8 +716,8 @@ static void handle(struct evhttp_request *req, void *arg)
     p->ticket = jn_ingest(ch, m, accepted, p);
     if (p->ticket == NULL) {
         pending_unlink(p);
-        jn_free(p);
-        reply_busy(in, req, "out of memory");
+        pending_free(p);
+        busy_forget(in, req, &ares);
     }
 }
 
@@ -697,6 +824,16 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
         }
         lc.tls = in->tls;
     }
+    if (c->auth.n > 0) {
+        in->auth = jn_auth_new(&c->auth, ch->log_prefix, err);
+        if (in->auth == NULL) {
+            return err->code;
+        }
+        ch->auth_methods = 1u << JN_AUTH_NONE;
+        for (size_t i = 0; i < c->auth.n; i++) {
+            ch->auth_methods |= 1u << ((const struct jn_auth_conf *)c->auth.v)[i].type;
+        }
+    }
     lst = jn_listener_new(ch->base, &lc, err);
     if (lst == NULL) {
         return err->code;
@@ -711,9 +848,10 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
         jn_ch_warn(ch, "max_connections %lld is close to the open-file limit %llu (ulimit -n)",
                    jn_listener_max(lst), (unsigned long long)rl.rlim_cur);
     }
-    jn_ch_info(ch, "listening on %s://%s%s%s", in->tls ? "https" : "http", c->listen, c->path,
+    jn_ch_info(ch, "listening on %s://%s%s%s%s", in->tls ? "https" : "http", c->listen, c->path,
                in->tls && c->tls.verify_peer == JN_TLS_VERIFY_TRUE
-                   ? " (client certificates required)" : "");
+                   ? " (client certificates required)" : "",
+               in->auth ? " (auth required)" : "");
     return 0;
 }
 
@@ -743,7 +881,7 @@ static void http_destroy(struct jn_channel *ch)
         struct pending *p = in->pend;
         jn_ingest_forget(p->ticket);
         in->pend = p->next;
-        jn_free(p);
+        pending_free(p);
     }
     if (in->http) {
         /* Frees the listener, then every connection: conn_closed frees the open slots. */
@@ -766,6 +904,7 @@ static void http_destroy(struct jn_channel *ch)
     jn_free(in->conns);
     jn_free(in->hash);
     jn_tls_free(in->tls);
+    jn_auth_free(in->auth);
     jn_free(in);
     ch->state = NULL;
 }

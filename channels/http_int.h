@@ -5,12 +5,19 @@
 #ifndef JN_HTTP_INT_H
 #define JN_HTTP_INT_H
 
+#include "jn_auth.h"
 #include "jn_channel.h"
 #include "jn_listener.h"
 
 struct evbuffer;
 struct evconnlistener;
 struct evkeyvalq;
+
+/* sign: (OUT) Standard Webhooks request signatures. */
+struct http_sign_conf {
+    int scheme;    /* 0 = standard-webhooks */
+    char *secret;  /* whsec_<base64>; NULL = off */
+};
 
 struct http_conf {
     /* IN */
@@ -21,6 +28,7 @@ struct http_conf {
     long long request_timeout;       /* ms: a whole request must arrive within this */
     long long max_connections;       /* open connections at most (or net.max_connections) */
     struct jn_net_conf net;          /* net: the listener options (jn_listener.h) */
+    struct jn_sublist auth;          /* auth: struct jn_auth_conf methods (jn_auth.h) */
     /* both */
     struct jn_tls_conf tls;          /* tls: (jn_tls.h); OUT also speaks TLS to https:// */
     /* OUT */
@@ -29,6 +37,7 @@ struct http_conf {
     struct jn_strmap headers;        /* name -> template */
     long long timeout;               /* ms, per request */
     char *sign_secret;               /* HMAC-SHA256 request signing; NULL = off */
+    struct http_sign_conf sign;      /* Standard Webhooks signing */
 };
 
 /* "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>" into out (128 bytes suffice). */

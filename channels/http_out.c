@@ -37,6 +37,7 @@
 #include <event2/http.h>
 #include <event2/util.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
@@ -253,6 +254,16 @@ int jn_http__out_check(const struct http_conf *c, const struct jn_node *node, st
             jn_diag_add(d, pos_of(node, "url"), OUT_WHAT ": url: %s", err.msg);
             nerr++;
         }
+    }
+    if (jn_node_get(node, "sign") != NULL) {
+        unsigned char key[64];
+        if (c->sign.secret == NULL || jn_auth_sw_key(c->sign.secret, key) < 16) {
+            jn_diag_add(d, pos_of(node, "sign"), OUT_WHAT ": sign: secret: %s",
+                        c->sign.secret == NULL ? "required, whsec_<base64>"
+                                               : "not whsec_<base64 of 16 to 64 bytes>");
+            nerr++;
+        }
+        OPENSSL_cleanse(key, sizeof(key));
     }
     /* method is checked in http.c, next to its option. */
     for (size_t i = 0; i < c->headers.n; i++) {
@@ -679,6 +690,32 @@ static enum jn_send_result out_headers(struct out_state *st, struct evhttp_reque
                      sizeof(sig));
         evhttp_remove_header(h, "X-Junction-Signature");
         if (evhttp_add_header(h, "X-Junction-Signature", sig) != 0) {
+            snprintf(reason, n, "cannot build the request: out of memory");
+            return JN_SEND_RETRY;
+        }
+    }
+    if (st->conf->sign.secret != NULL) {
+        /* Standard Webhooks: the id is the message's, so a retry is recognisably the same
+         * webhook; the timestamp and signature are of this attempt. */
+        unsigned char key[64], mac[32];
+        char sig[64], ts[24];
+        long long now = (long long)time(NULL);
+        long kl = jn_auth_sw_key(st->conf->sign.secret, key);
+        int rc = kl > 0 ? jn_auth_sw_mac(key, (size_t)kl, m->id, now, m->payload, m->len, mac)
+                        : JN_EINVAL;
+        OPENSSL_cleanse(key, sizeof(key));
+        if (rc != 0) {
+            snprintf(reason, n, "cannot sign the request: %s", jn_strerror(rc));
+            return JN_SEND_RETRY;
+        }
+        jn_auth_sw_header(mac, sig, sizeof(sig));
+        snprintf(ts, sizeof(ts), "%lld", now);
+        evhttp_remove_header(h, "webhook-id");
+        evhttp_remove_header(h, "webhook-timestamp");
+        evhttp_remove_header(h, "webhook-signature");
+        if (evhttp_add_header(h, "webhook-id", m->id) != 0 ||
+            evhttp_add_header(h, "webhook-timestamp", ts) != 0 ||
+            evhttp_add_header(h, "webhook-signature", sig) != 0) {
             snprintf(reason, n, "cannot build the request: out of memory");
             return JN_SEND_RETRY;
         }

@@ -16,9 +16,7 @@
 #include "jn_buf.h"
 #include "jn_net.h"
 
-/* One request (body: what to send, or NULL); 0 with the status and the answer's body (owned by
- * the caller), or -1 with why on stderr. */
-static int request(const struct jn_ctl_opts *o, const char *method, const char *path,
+int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *path,
                    const char *send_body, int *status, struct jn_buf *body)
 {
     const char *addr = o->admin;
@@ -89,7 +87,8 @@ static int request(const struct jn_ctl_opts *o, const char *method, const char *
         fprintf(stderr, "junction ctl: %s did not answer HTTP\n", o->admin);
         goto out;
     }
-    jn_buf_puts(body, sep + 4);
+    /* The body as bytes (a payload may hold NULs): up to the NUL put after the answer. */
+    jn_buf_append(body, sep + 4, resp.len - 1 - (size_t)(sep + 4 - resp.p));
     rc = 0;
 out:
     if (fd >= 0) {
@@ -193,8 +192,21 @@ static void print_show(const json_t *j)
     size_t i;
     json_t *e;
 
+    const json_t *kept = json_object_get(j, "kept");
+
     printf("%s  from %s  received %s  %s\n", str(j, "id"), str(j, "channel"),
            str(j, "received"), str(j, "status"));
+    if (json_is_object(kept)) {
+        const json_t *hs = json_object_get(kept, "headers");
+        size_t k;
+        json_t *h;
+        printf("  kept: %s, %lld bytes%s\n", str(kept, "keep"), num(kept, "bytes"),
+               json_is_string(json_object_get(kept, "payload_url")) ? " (payload: GET "
+               "/api/v1/messages/ID/payload)" : "");
+        json_array_foreach(hs, k, h) {
+            printf("  %s: %s\n", str(h, "name"), str(h, "value"));
+        }
+    }
     json_array_foreach(arr, i, e) {
         printf("  %-24s  %-20s", str(e, "time"), str(e, "event"));
         if (str(e, "route")[0]) {
@@ -211,6 +223,50 @@ static void print_show(const json_t *j)
         }
         printf("\n");
     }
+}
+
+/* Up to this many bytes of a payload are shown by ctl show. */
+#define SHOW_PAYLOAD_MAX 4096
+
+/* ctl show: the kept payload, as text when it is printable UTF-8 (HL7's CR as line breaks),
+ * else the first bytes in hex. */
+static void print_kept_payload(const struct jn_ctl_opts *o, const json_t *kept)
+{
+    const char *url = json_string_value(json_object_get(kept, "payload_url"));
+    struct jn_buf body = JN_BUF_INIT;
+    int status = 0, text = 1;
+    size_t n;
+
+    if (url == NULL) {
+        if (json_is_object(kept)) {
+            printf("  payload: not kept (keep: headers)\n");
+        }
+        return;
+    }
+    if (jn_ctl_request(o, "GET", url, NULL, &status, &body) != 0 || status != 200) {
+        printf("  payload: could not be read (%d)\n", status);
+        jn_buf_reset(&body);
+        return;
+    }
+    n = body.len < SHOW_PAYLOAD_MAX ? body.len : SHOW_PAYLOAD_MAX;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)body.p[i];
+        text &= c >= 0x20 || c == '\r' || c == '\n' || c == '\t';
+        text &= c != 0x7f;
+    }
+    printf("  payload (%zu bytes%s):\n", body.len, n < body.len ? ", the first 4096" : "");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)body.p[i];
+        if (!text) {
+            printf("%s%02x", i % 32 == 0 ? (i ? "\n    " : "    ") : " ", c);
+        } else if (c == '\r') {
+            fputs(i + 1 < n && body.p[i + 1] == '\n' ? "" : "\n", stdout);
+        } else {
+            fputc(c, stdout);
+        }
+    }
+    printf("\n");
+    jn_buf_reset(&body);
 }
 
 /* Appends &key=value (value percent-encoded) to path when value is set. */
@@ -237,7 +293,7 @@ static int call(const struct jn_ctl_opts *o, const char *method, const char *pat
     int status = 0;
     json_t *j;
 
-    if (request(o, method, path, send, &status, raw) != 0) {
+    if (jn_ctl_request(o, method, path, send, &status, raw) != 0) {
         return 1;
     }
     j = json_loads(raw->p ? raw->p : "", 0, NULL);
@@ -326,6 +382,9 @@ static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
         json_object_set_new(req, "to", to);
     }
     json_object_set_new(req, "dry_run", json_boolean(o->dry_run));
+    if (o->kept) {
+        json_object_set_new(req, "from", json_string("kept"));
+    }
     body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     rc = body ? call(o, "POST", "/api/v1/replay", body, &ans, &raw) : 1;
@@ -337,8 +396,12 @@ static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
     if (o->json) {
         printf("%s\n", raw.p);
     } else if (o->dry_run || json_integer_value(json_object_get(ans, "job")) == 0) {
-        printf("%lld dead letter(s) would be replayed%s\n", num(ans, "count"),
-               o->dry_run ? "" : " (none now)");
+        printf("%lld %s would be replayed%s\n", num(ans, "count"),
+               o->kept ? "kept message(s)" : "dead letter(s)", o->dry_run ? "" : " (none now)");
+        if (num(ans, "headers_only") > 0) {
+            printf("%lld more match but are kept without their payload (keep: headers)\n",
+                   num(ans, "headers_only"));
+        }
     }
     if (!o->dry_run && json_integer_value(json_object_get(ans, "job")) > 0) {
         long long job = num(ans, "job"), count = num(ans, "count");
@@ -382,13 +445,14 @@ static int usage(void)
             "       junction ctl pause|resume CHANNEL [--admin HOST:PORT] [--token-file F] "
             "[-c FILE]\n"
             "       junction ctl messages [--since T] [--until T] [--channel C] [--status S] "
-            "[--limit N] [--json]\n"
+            "[--route R] [--header K=V] [--grep TEXT] [--limit N] [--json]\n"
             "       junction ctl show ID [--json]\n"
             "       junction ctl replay [ID...] [--since T] [--until T] [--channel C] "
             "[--route R] [--destination CH] [--header K=V] [--grep TEXT] [--to CH]... "
-            "[--dry-run] [--json]\n"
+            "[--kept] [--dry-run] [--json]\n"
             "       junction ctl dlq list [the filters of replay] [--limit N] [--json]\n"
-            "       junction ctl dlq replay [as replay]\n");
+            "       junction ctl dlq replay [as replay]\n"
+            "       junction ctl record --channel C [--count N] --out FILE [-c FILE]\n");
     return 2;
 }
 
@@ -428,18 +492,21 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
         print = print_dead_letters;
     } else if (strcmp(verb, "messages") == 0 && argc == 1) {
         struct jn_buf p = JN_BUF_INIT;
-        if (o->header || o->grep || o->route || o->nto) {
-            fprintf(stderr, "junction ctl: messages takes --since, --until, --channel, --status "
-                    "and --limit; --header, --grep and --route filter what the journal still "
-                    "holds: ctl dlq list\n");
+        if (o->destination || o->nto || o->kept) {
+            fprintf(stderr, "junction ctl: messages takes --since, --until, --channel, --status, "
+                    "--route, --header, --grep and --limit\n");
             return 2;
         }
         jn_buf_puts(&p, "/api/v1/messages");
         query_add(&p, "since", o->since);
         query_add(&p, "until", o->until);
-        query_add(&p, "channel", o->channel);
         query_add(&p, "status", o->status);
         query_add(&p, "limit", o->limit);
+        /* channel, route, q and header.NAME: the replay filters' way */
+        if (dl_filters(o, NULL, &p) != 0) {
+            jn_buf_reset(&p);
+            return 2;
+        }
         if (p.p == NULL || p.len >= sizeof(path)) {
             jn_buf_reset(&p);
             return usage();
@@ -472,7 +539,7 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
     } else {
         return usage();
     }
-    if (request(o, method, path, NULL, &status, &body) != 0) {
+    if (jn_ctl_request(o, method, path, NULL, &status, &body) != 0) {
         jn_buf_reset(&body);
         return 1;
     }
@@ -486,6 +553,9 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
         rc = j == NULL;
     } else if (print != NULL) {
         print(j);
+        if (print == print_show) {
+            print_kept_payload(o, json_object_get(j, "kept"));
+        }
         rc = 0;
     } else {
         printf("%s: %s\n", argv[1], str(j, "state"));

@@ -22,7 +22,15 @@ struct jn_ctl_opts {
     const char *to[JN_CTL_TO_MAX];     /* ctl replay --to, each an OUT channel */
     int nto;
     int dry_run;
+    int kept;               /* ctl replay --kept: from the kept messages, not the dead letters */
+    const char *count, *out; /* ctl record --count N --out FILE */
 };
+
+/* One request to the admin listener (send_body: what to send, or NULL); 0 with the status and
+ * the answer's body (owned by the caller), or -1 with why on stderr. */
+struct jn_buf;
+int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *path,
+                   const char *send_body, int *status, struct jn_buf *body);
 
 /* argv: what follows `ctl` (the verb and its arguments; options already taken out). */
 int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv);

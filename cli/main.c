@@ -5,11 +5,15 @@
  *   junction check [-c FILE]          validate a config: exit 0, or file:line:col errors and 1
  *   junction describe [TYPE] [--markdown]   the options of channel/service types
  *   junction trace | log | dlq ...    read the data_dir's journal (jn_inspect.h)
+ *   junction test [-c FILE] [TEST.yaml ...]   route tests, offline (jn_testrun.h)
+ *   junction init [--example NAME] [-o FILE]  a commented starter config (jn_init.h)
+ *   junction man                      the manual page junction(1), roff, from these tables
  *   junction help [COMMAND]           the general help, or one command's
  *   junction version
  *
- * The commands table below is the one list of them: help, usage errors and suggestions for
- * unknown commands come from it.
+ * The commands table below is the one list of them: help, usage errors, suggestions for
+ * unknown commands and the man page come from it (the man page's config part from the option
+ * tables, as describe's), so they cannot drift apart.
  *
  * Without -c, ./config/junction.yaml is used when it exists, else the copy of it compiled into
  * the binary, so `junction run` works from anywhere with no file at all.
@@ -23,11 +27,15 @@
 #include "jn_admin.h"
 #include "jn_broker.h"
 #include "jn_ctl.h"
+#include "jn_record.h"
 #include "jn_config.h"
 #include "jn_diag.h"
+#include "jn_init.h"
 #include "jn_inspect.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_opt.h"
+#include "jn_testrun.h"
 
 #ifndef JN_VERSION
 #define JN_VERSION "0.1.0"
@@ -88,23 +96,53 @@ static const struct command commands[] = {
      "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
      "ctl pause CHANNEL: an IN channel refuses what it is sent (HTTP 503, MLLP negative ACK),\n"
      "an OUT channel holds its queue; ctl resume CHANNEL lets it go again."},
-    {"ctl", "messages [--since T --until T --channel C --status S --limit N]",
+    {"ctl", "messages [--since T --until T --channel C --status S --route R --header K=V "
+     "--grep TEXT --limit N]",
      "messages received, newest first, from the action log",
      "ctl messages: the messages received in a time range (T as in log), newest first, with\n"
-     "their channel and status (received, queued, retrying, delivered, dead, dropped)."},
-    {"ctl", "show ID", "one message's trace", "ctl show ID: the message's actions, in order."},
-    {"ctl", "replay [ID...] [filters] [--to CH]... [--dry-run]",
-     "put dead letters back while the broker runs",
+     "their channel and status (received, queued, retrying, delivered, dead, dropped).\n"
+     "--route, --header and --grep (payload text) match what retention keeps of a message\n"
+     "(a route's keep:); a message not kept matches none of them."},
+    {"ctl", "show ID", "one message's trace",
+     "ctl show ID: the message's actions, in order, and what is kept of it (headers, size)."},
+    {"ctl", "replay [ID...] [filters] [--to CH]... [--kept] [--dry-run]",
+     "put dead letters (or kept messages) back while the broker runs",
      "ctl replay: puts the dead letters of the IDs (default: all) that pass every filter given\n"
      "(--since T, --until T: dead-lettered then; --channel C: received on C; --route R;\n"
      "--destination CH; --header NAME=VALUE; --grep TEXT: in the payload) back in their\n"
      "queues, or with --to CH (repeatable) into those OUT channels instead, while the broker\n"
-     "runs, and waits for the job to end. --dry-run counts them and names the first ones,\n"
-     "writing nothing."},
+     "runs, and waits for the job to end. --kept: from the messages retention keeps instead\n"
+     "(delivered or not; since/until of their receive time), routed again by the current\n"
+     "routes or put into --to. --dry-run counts them and names the first ones, writing\n"
+     "nothing."},
+    {"ctl", "record --channel C [--count N] --out FILE",
+     "write a channel's last messages as a junction test file",
+     "ctl record: the last N (default 10, at most 1000) messages of IN channel C, as the\n"
+     "running broker keeps them (a route's keep: all), written to FILE as `junction test`\n"
+     "cases, each expecting what the config (-c) makes of it, run offline. Record with the\n"
+     "config that runs, change it, then `junction test -c NEW FILE` checks the change against\n"
+     "that traffic. Payloads YAML cannot hold byte for byte go to FILE.d/."},
     {"ctl", "dlq list|replay [filters]", "the dead letters of the running broker",
      "ctl dlq list: the dead letters (oldest first, --limit N, default 50) that pass the\n"
      "filters of ctl replay, with where they came from, their destination, attempts and last\n"
      "error. ctl dlq replay: the same as ctl replay."},
+    {"test", "[-c FILE] [--junit OUT] [TEST.yaml ...]",
+     "run route tests offline: each case's message through the\n"
+     "routes and services; exit 0 all pass, 1 a failure",
+     "Runs the cases of each test file (docs/testing-routes.md) through the config's routes\n"
+     "and services, offline: no listener, no OUT channel, no journal, no network. Each case\n"
+     "prints PASS or FAIL with what differs (a diff for payloads), then a summary. Without\n"
+     "TEST.yaml: the config's folder's tests/*.yaml. --junit OUT also writes JUnit XML. Exit\n"
+     "0 when every case passes, 1 when one fails, 2 when the config or a test file has an\n"
+     "error (file:line:col) or OUT cannot be written."},
+    {"init", "[--example NAME] [-o FILE] [--force]",
+     "write a commented starter config (stdout, or FILE)",
+     "Writes a commented starter config that junction check accepts: to stdout, or with -o FILE\n"
+     "to FILE, which must not exist yet (--force replaces it). NAME is one of the examples\n"
+     "below (default: the first). Edit it, then: junction check -c FILE; junction run -c FILE."},
+    {"man", "", "print the manual page junction(1) (roff)",
+     "Prints this manual page in roff (man -l <(junction man)); the build installs it as\n"
+     "junction.1. It is made from the same tables as --help and describe."},
     {"help", "[COMMAND]", "this text, or the help of one command",
      "Without COMMAND: the list of commands. With it: that command's help, as COMMAND --help."},
     {"version", "", "print the version", "Prints junction's version."},
@@ -132,14 +170,25 @@ static void print_lines(FILE *out, const char *s, int indent)
     fprintf(out, "%s\n", s);
 }
 
+/* The options every command's help ends with (config: only for commands that take -c). */
+static const struct {
+    const char *name, *text;
+    int config;
+} common_opts[] = {
+    {"-c, --config FILE", "config file (default: " DEFAULT_CONFIG " if it exists, else the\n"
+     "embedded default config)", 1},
+    {"-h, --help", "this text", 0},
+};
+
 static void print_option_help(FILE *out, int config)
 {
     fprintf(out, "\noptions:\n");
-    if (config) {
-        fprintf(out, "  -c, --config FILE    config file (default: %s if it exists, else the\n"
-                "                       embedded default config)\n", DEFAULT_CONFIG);
+    for (size_t i = 0; i < sizeof(common_opts) / sizeof(common_opts[0]); i++) {
+        if (config || !common_opts[i].config) {
+            fprintf(out, "  %-20s ", common_opts[i].name);
+            print_lines(out, common_opts[i].text, 23);
+        }
     }
-    fprintf(out, "  -h, --help           this text\n");
 }
 
 static void usage(FILE *out)
@@ -182,6 +231,12 @@ static int cmd_help(const struct command *c)
             fputc('\n', stdout);
             print_lines(stdout, f->help, 0);
             config |= strstr(f->args, "-c FILE") != NULL;
+        }
+    }
+    if (strcmp(c->name, "init") == 0) {
+        printf("\nexamples:\n");
+        for (const struct jn_init_example *e = jn_init_examples; e->name; e++) {
+            printf("  %-20s %s\n", e->name, e->summary);
         }
     }
     print_option_help(stdout, config);
@@ -281,6 +336,7 @@ static int cmd_run(const char *path)
         return 1;
     }
     jn_log_level = c->core.log_level;
+    jn_log_setup((enum jn_log_format)c->core.log_format);
     jn_log(JN_LOG_INFO, "junction %s starting with %s", JN_VERSION, used);
     for (size_t i = 0; i < warns.n; i++) {
         jn_log(JN_LOG_WARN, "config: %s", warns.msgs[i]);
@@ -405,7 +461,7 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
     struct jn_config *c = NULL;
     char *args[64];
     char token[1024], addr[300];
-    int nargs = 0, rc;
+    int nargs = 0, rc, record;
 
     for (int i = 2; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
@@ -418,6 +474,12 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
             o.json = 1;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
             o.dry_run = 1;
+        } else if (strcmp(argv[i], "--kept") == 0) {
+            o.kept = 1;
+        } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+            o.count = argv[++i];
+        } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            o.out = argv[++i];
         } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
             o.since = argv[++i];
         } else if (strcmp(argv[i], "--until") == 0 && i + 1 < argc) {
@@ -452,12 +514,14 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
     if (nargs == 0) {
         return usage_error(cmd, "missing", "what to ask");
     }
-    if (admin == NULL || (token_file == NULL && getenv("JUNCTION_ADMIN_TOKEN") == NULL)) {
+    record = strcmp(args[0], "record") == 0;
+    if (record || admin == NULL ||
+        (token_file == NULL && getenv("JUNCTION_ADMIN_TOKEN") == NULL)) {
         const char *used;
         jn_log_level = JN_LOG_ERROR;
-        c = load(config, &used, "; give --admin HOST:PORT", NULL);
-        if (c == NULL && admin == NULL) {
-            return 1;
+        c = load(config, &used, record ? "" : "; give --admin HOST:PORT", NULL);
+        if (c == NULL && (admin == NULL || record)) {
+            return record ? 2 : 1;
         }
     }
     if (admin == NULL) {
@@ -483,9 +547,192 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
         snprintf(token, sizeof(token), "%s", c->core.admin_token);
         o.token = token;
     }
-    rc = jn_ctl_main(&o, nargs, args);
+    if (record) {
+        rc = nargs == 1 ? jn_record_main(&o, c, stderr) : usage_error(cmd, "unexpected argument",
+                                                                      args[1]);
+    } else {
+        rc = jn_ctl_main(&o, nargs, args);
+    }
     jn_config_free(c);
     return rc;
+}
+
+/* junction test [-c FILE] [--junit OUT] [TEST.yaml ...] */
+static int cmd_test(const struct command *cmd, int argc, char **argv)
+{
+    struct jn_testrun_opts o = {0};
+    const char *config = NULL, *used;
+    struct jn_config *c;
+    int rc;
+
+    o.files = jn_calloc((size_t)argc + 1, sizeof(*o.files));
+    if (o.files == NULL) {
+        fprintf(stderr, "junction test: out of memory\n");
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--junit") == 0 && i + 1 < argc) {
+            o.junit = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            jn_free(o.files);
+            return cmd_help(cmd);
+        } else if (argv[i][0] != '-') {
+            o.files[o.nfiles++] = argv[i];
+        } else {
+            jn_free(o.files);
+            return usage_error(cmd, "unexpected argument", argv[i]);
+        }
+    }
+    if (config == NULL && access(DEFAULT_CONFIG, F_OK) == 0) {
+        config = DEFAULT_CONFIG;
+    }
+    c = load(config, &used, "; no test was run", NULL);
+    if (c == NULL) {
+        jn_free(o.files);
+        return 2;
+    }
+    /* The services' and the codecs' warnings, not the broker's chatter. */
+    jn_log_level = JN_LOG_WARN;
+    o.cfg = c;
+    o.config_path = config;
+    rc = jn_testrun_main(&o, stdout, stderr);
+    jn_config_free(c);
+    jn_free(o.files);
+    return rc;
+}
+
+/* junction init [--example NAME] [-o FILE] [--force] */
+static int cmd_init(const struct command *cmd, int argc, char **argv)
+{
+    const char *example = NULL, *out = NULL;
+    int force = 0;
+
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--example") == 0 && i + 1 < argc) {
+            example = argv[++i];
+        } else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) &&
+                   i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "--force") == 0) {
+            force = 1;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return cmd_help(cmd);
+        } else {
+            return usage_error(cmd, "unexpected argument", argv[i]);
+        }
+    }
+    return jn_init_write(example, out, force, stdout, stderr);
+}
+
+/* ---- junction man: junction(1) in roff, from the tables above and the option tables ---- */
+
+static void man_section(FILE *out, const char *title, const struct jn_opt *tab, const char *text)
+{
+    fprintf(out, ".SS \"");
+    jn_opt_roff_text(out, title);
+    fprintf(out, "\"\n");
+    if (text != NULL) {
+        jn_opt_roff_text(out, text);
+        fputc('\n', out);
+    }
+    jn_opt_describe_roff(tab, NULL, out);
+}
+
+static int cmd_man(void)
+{
+    FILE *out = stdout;
+
+    fprintf(out, ".\\\" Generated by `junction man` from the tables of cli/main.c and the option\n"
+            ".\\\" tables; do not edit.\n"
+            ".TH JUNCTION 1 \"\" \"junction %s\" \"User Commands\"\n"
+            ".SH NAME\njunction \\- a message broker for integration: channels in, routes and "
+            "services, channels out, on a durable journal\n.SH SYNOPSIS\n", JN_VERSION);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        fprintf(out, ".B junction %s\n", commands[i].name);
+        if (commands[i].args[0]) {
+            jn_opt_roff_text(out, commands[i].args);
+            fputc('\n', out);
+        }
+        fprintf(out, ".br\n");
+    }
+    fprintf(out, ".SH DESCRIPTION\n"
+            "junction takes messages in on its IN channels (HTTP, MLLP, MQTT, Kafka, files), "
+            "makes each durable in its journal before it acknowledges it, routes it by the "
+            "config's routes through their services and delivers it to OUT channels with "
+            "retries and dead letters. One YAML file (\\fB\\-c\\fR FILE) describes it all; "
+            "see CONFIGURATION.\n.SH COMMANDS\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const struct command *c = &commands[i];
+        fprintf(out, ".TP\n.B junction %s", c->name);
+        if (c->args[0]) {
+            fputc(' ', out);
+            jn_opt_roff_text(out, c->args);
+        }
+        fputc('\n', out);
+        jn_opt_roff_text(out, c->help);
+        fputc('\n', out);
+    }
+    fprintf(out, ".SH OPTIONS\n");
+    for (size_t i = 0; i < sizeof(common_opts) / sizeof(common_opts[0]); i++) {
+        fprintf(out, ".TP\n.B ");
+        jn_opt_roff_text(out, common_opts[i].name);
+        fputc('\n', out);
+        jn_opt_roff_text(out, common_opts[i].text);
+        fputc('\n', out);
+    }
+    fprintf(out, ".SH INIT EXAMPLES\n");
+    for (const struct jn_init_example *e = jn_init_examples; e->name; e++) {
+        fprintf(out, ".TP\n.B ");
+        jn_opt_roff_text(out, e->name);
+        fputc('\n', out);
+        jn_opt_roff_text(out, e->summary);
+        fputc('\n', out);
+    }
+    fprintf(out, ".SH CONFIGURATION\n"
+            "The sections of the config file and every option, with its type and default (as "
+            "\\fBjunction describe\\fR prints them). Sizes take B, KiB, MiB, GiB; durations ms, "
+            "s, m, h, d; any value may be \\fI${ENV}\\fR or \\fI${ENV:\\-default}\\fR. "
+            "Relative paths are relative to the config file's folder.\n");
+    man_section(out, "junction:", jn_core_opts, NULL);
+    man_section(out, "channels: (every channel)", jn_chan_common_opts,
+                "A map of name to channel; these keys apply to every type.");
+    for (size_t i = 0; jn_channel_defs[i]; i++) {
+        char title[96], text[1024];
+        snprintf(title, sizeof(title), "channel type %s", jn_channel_defs[i]->name);
+        snprintf(text, sizeof(text), "%s. Directions: %s.", jn_channel_defs[i]->desc,
+                 jn_config_dirs_text(jn_channel_def_dirs(jn_channel_defs[i])));
+        man_section(out, title, jn_channel_defs[i]->opts, text);
+    }
+    for (size_t i = 0; jn_service_defs[i]; i++) {
+        char title[96], text[1024];
+        snprintf(title, sizeof(title), "service type %s", jn_service_defs[i]->name);
+        snprintf(text, sizeof(text), "%s.", jn_service_defs[i]->desc);
+        man_section(out, title, jn_service_defs[i]->opts, text);
+    }
+    man_section(out, "routes:", jn_route_opts,
+                "A map of name to route: every route whose from lists the message's channel and "
+                "whose when holds takes the message.");
+    fprintf(out, ".SS unrouted:\n\\fBdead\\-letter\\fR (default), \\fBdrop\\fR or an OUT "
+            "channel's name: what happens to a message no route takes.\n"
+            ".SH SIGNALS\n.TP\n.B SIGTERM, SIGINT\nStop: intake closes, sends in flight get "
+            "shutdown_timeout, queued messages stay in the journal. A second signal exits at "
+            "once.\n.TP\n.B SIGHUP\nReads the TLS certificate files again (systemctl reload).\n"
+            ".SH ENVIRONMENT\n.TP\n.B NOTIFY_SOCKET\nUnder systemd (Type=notify): READY=1 once "
+            "every channel has started, STATUS= lines, STOPPING=1.\n.TP\n"
+            ".B WATCHDOG_USEC, WATCHDOG_PID\nWith WatchdogSec=: WATCHDOG=1 from the event loop "
+            "at half the period.\n.TP\n.B JOURNAL_STREAM\nWhen stderr is journald's stream, "
+            "log lines carry syslog priorities (<3> ... <7>) and no timestamp of their own.\n"
+            ".TP\n.B JUNCTION_ADMIN_TOKEN\nThe admin token for \\fBjunction ctl\\fR.\n"
+            ".SH FILES\n.TP\n.I /etc/junction/junction.yaml\nThe config of the packaged "
+            "service (junction.service).\n.TP\n.I /var/lib/junction\nIts data_dir: the "
+            "journal (LMDB), queues, dead letters, the action log.\n"
+            ".SH EXIT STATUS\n0 success; 1 an error (a config that does not load, a failed "
+            "check, a broker that cannot be reached); 2 a usage error.\n"
+            ".SH SEE ALSO\n.BR systemctl (1),\n.BR journalctl (1),\n.BR systemd.service (5);\n"
+            "docs/operations.md and docs/config-reference.md in the source.\n");
+    return ferror(out) ? 1 : 0;
 }
 
 /* junction help [COMMAND] */
@@ -533,6 +780,12 @@ int main(int argc, char **argv)
     if (strcmp(cmd->name, "ctl") == 0) {
         return cmd_ctl(cmd, argc, argv);
     }
+    if (strcmp(cmd->name, "test") == 0) {
+        return cmd_test(cmd, argc, argv);
+    }
+    if (strcmp(cmd->name, "init") == 0) {
+        return cmd_init(cmd, argc, argv);
+    }
     tool = strcmp(cmd->name, "trace") == 0 || strcmp(cmd->name, "log") == 0 ||
            strcmp(cmd->name, "dlq") == 0;
     for (int i = 2; i < argc; i++) {
@@ -567,6 +820,9 @@ int main(int argc, char **argv)
     }
     if (tool) {
         return cmd_tool(cmd, config, nargs, args, since, until, all);
+    }
+    if (strcmp(cmd->name, "man") == 0) {
+        return cmd_man();
     }
     printf("junction %s\n", JN_VERSION); /* version: the table has no other command */
     return 0;

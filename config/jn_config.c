@@ -7,12 +7,14 @@
  */
 #include "jn_config.h"
 
+#include <arpa/inet.h>
 #include <openssl/evp.h>
 #include <string.h>
 
 #include "jn_buf.h"
 #include "jn_cond.h"
 #include "jn_mem.h"
+#include "jn_net.h"
 #include "jn_router.h"
 
 static const char *const directions[] = {"in", "out", NULL};
@@ -30,6 +32,8 @@ static const struct jn_opt max_queued_opts[] = {
 };
 /* Same order as enum jn_log_level. */
 static const char *const log_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
+/* Same order as enum jn_log_format. */
+static const char *const log_formats[] = {"text", "json", NULL};
 
 static const struct jn_opt retry_opts[] = {
     JN_OPT_INT("attempts", "10", 1, 1000000, JN_OPT_RELOADABLE, struct jn_retry_conf, attempts,
@@ -75,10 +79,22 @@ const struct jn_opt jn_chan_common_opts[] = {
 
 static const struct jn_opt actlog_opts[] = {
     JN_OPT_DURATION("retention", "7d", 60000, 3650LL * 86400000, 0, struct jn_actlog_conf,
-                    retention, "Actions older than this are deleted (checked every 10 s)."),
+                    retention, "Actions older than this are deleted (checked every second; "
+                    "junction.retention.keep, if shorter, wins)."),
     JN_OPT_SIZE("max_size", "256MiB", 1LL << 20, 1LL << 40, 0, struct jn_actlog_conf, max_size,
                 "When the action log takes more than this (or a quarter of the journal's "
                 "max_size, if less), the oldest actions are deleted."),
+    JN_OPT_END,
+};
+
+static const struct jn_opt retention_opts[] = {
+    JN_OPT_DURATION("keep", "7d", 1000, 3650LL * 86400000, 0, struct jn_retention_conf, keep,
+                    "Kept messages (a route's keep:) and actions older than this are deleted, "
+                    "oldest first, in small batches (docs/storage.md)."),
+    JN_OPT_SIZE("max_bytes", "512MiB", 1LL << 20, 1LL << 50, 0, struct jn_retention_conf,
+                max_bytes,
+                "The budget of kept messages and the action log together (or half of the "
+                "journal's max_size, if less): past it the oldest are deleted first."),
     JN_OPT_END,
 };
 
@@ -88,6 +104,11 @@ const struct jn_opt jn_core_opts[] = {
                 "relative to the config file's folder."),
     JN_OPT_ENUM("log_level", "info", log_levels, 0, struct jn_core_conf, log_level,
                 "Least important level logged."),
+    JN_OPT_ENUM("log_format", "text", log_formats, 0, struct jn_core_conf, log_format,
+                "Lines on stderr: text (\"<time> [level] [component] message\") or json (one "
+                "object per line: time, level, component, msg). Under journald (stderr is "
+                "$JOURNAL_STREAM) lines start with their syslog priority (<3> error ... <7> "
+                "debug) and text lines leave the time to the journal (docs/operations.md)."),
     JN_OPT_DURATION("shutdown_timeout", "10s", 0, 3600000LL, 0, struct jn_core_conf,
                     shutdown_timeout,
                     "On SIGTERM/SIGINT, how long to wait for sends in flight before exiting; "
@@ -105,6 +126,8 @@ const struct jn_opt jn_core_opts[] = {
                 "(checked every second; 0: never), so the journal's growth cannot fill it."),
     JN_OPT_SUB("action_log", actlog_opts, struct jn_actlog_conf, 0, struct jn_core_conf,
                action_log, "Retention of the action log (junction trace, junction log)."),
+    JN_OPT_SUB("retention", retention_opts, struct jn_retention_conf, 0, struct jn_core_conf,
+               retention, "Retention of kept messages and the action log (docs/storage.md)."),
     JN_OPT_STR("admin", NULL, 0, struct jn_core_conf, admin,
                "The admin listener (docs/admin-api.md: /health, /ready, /metrics, /api/v1/): "
                "host:port, or off. Unset: 127.0.0.1:8081, and when that port is taken junction "
@@ -118,6 +141,9 @@ const struct jn_opt jn_core_opts[] = {
                "verify_peer: true to require client certificates."),
     JN_OPT_END,
 };
+
+/* In enum jn_keep's order (jn_store.h). */
+static const char *const keep_names[] = {"none", "headers", "all", NULL};
 
 const struct jn_opt jn_route_opts[] = {
     JN_OPT_STRLIST("from", NULL, JN_OPT_REQUIRED, struct jn_route_conf, from,
@@ -137,6 +163,10 @@ const struct jn_opt jn_route_opts[] = {
     JN_OPT_STRLIST("notify_on", NULL, 0, struct jn_route_conf, notify_on,
                    "Events to call back: delivered, failed (an attempt failed, will retry), "
                    "dead-lettered. Empty: all three."),
+    JN_OPT_ENUM("keep", "all", keep_names, 0, struct jn_route_conf, keep,
+                "What is kept of its messages after routing, for the message browser and "
+                "replay, until junction.retention deletes it: all (headers and payload as "
+                "received), headers (no payload), none."),
     JN_OPT_END,
 };
 
@@ -556,6 +586,109 @@ static int load_unrouted(struct jn_config *c, const struct jn_node *root, struct
     return 0;
 }
 
+/* A listen address's host that binds every interface: 0.0.0.0, :: (or [::]), *. */
+static int wildcard_host(const char *listen)
+{
+    char host[256];
+    struct in_addr a4;
+    struct in6_addr a6;
+    int port;
+
+    if (listen == NULL || jn_split_hostport(listen, host, sizeof(host), &port, 0) != 0) {
+        return 0;
+    }
+    if (strcmp(host, "*") == 0) {
+        return 1;
+    }
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        return a4.s_addr == htonl(INADDR_ANY);
+    }
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6);
+}
+
+/* The option named name of type t in tab, or NULL. */
+static const struct jn_opt *find_opt(const struct jn_opt *tab, const char *name,
+                                     enum jn_opt_type t)
+{
+    for (; tab && tab->name; tab++) {
+        if (tab->type == t && strcmp(tab->name, name) == 0) {
+            return tab;
+        }
+    }
+    return NULL;
+}
+
+static const struct jn_pos *node_pos(const struct jn_node *n, const struct jn_pos *fallback)
+{
+    return n ? &n->pos : fallback;
+}
+
+/*
+ * Warnings for a config that loads but will not work as meant (junction check prints them and
+ * still exits 0; junction run logs them): an IN channel no route reads, an OUT channel nothing
+ * sends to, a listener open to every network without TLS. A channel listens when its type has
+ * a `listen` option next to a `tls:` sub-table, so a new listening type is covered by its
+ * table alone.
+ */
+static void check_warnings(const struct jn_config *c, const struct jn_node *root,
+                           struct jn_diag *d)
+{
+    const struct jn_node *chans = jn_node_get(root, "channels");
+
+    for (size_t i = 0; i < c->nchannels; i++) {
+        const struct jn_cfg_channel *ch = &c->channels[i];
+        const struct jn_node *cn = jn_node_get(chans, ch->name);
+        const struct jn_opt *lo = find_opt(ch->def->opts, "listen", JN_OPT_T_STR);
+        const struct jn_opt *to = find_opt(ch->def->opts, "tls", JN_OPT_T_SUB);
+        int used = 0;
+
+        if (cn == NULL) {
+            continue; /* a synthetic channel (a route's notify:), used by its route */
+        }
+        for (size_t r = 0; r < c->nroutes && !used; r++) {
+            const struct jn_cfg_route *rt = &c->routes[r];
+            const size_t *ends = ch->dir == JN_DIR_IN ? rt->from : rt->to;
+            size_t n = ch->dir == JN_DIR_IN ? rt->rc.from.n : rt->rc.to.n;
+            for (size_t k = 0; k < n && !used; k++) {
+                used = ends[k] == i;
+            }
+        }
+        if (ch->dir == JN_DIR_OUT && c->unrouted == JN_UNROUTED_CHANNEL &&
+            c->unrouted_channel == i) {
+            used = 1;
+        }
+        if (!used && ch->dir == JN_DIR_IN) {
+            jn_diag_warn(d, &ch->pos, "channel '%s' (%s): no route reads from this IN channel; "
+                         "what it receives is %s%s%s", ch->name, ch->def->name,
+                         c->unrouted == JN_UNROUTED_DROP      ? "dropped (unrouted: drop)"
+                         : c->unrouted == JN_UNROUTED_CHANNEL ? "sent to unrouted: '"
+                                                              : "dead-lettered as unrouted",
+                         c->unrouted == JN_UNROUTED_CHANNEL
+                             ? c->channels[c->unrouted_channel].name : "",
+                         c->unrouted == JN_UNROUTED_CHANNEL ? "'" : "");
+        } else if (!used) {
+            jn_diag_warn(d, &ch->pos, "channel '%s' (%s): no route sends to this OUT channel",
+                         ch->name, ch->def->name);
+        }
+        if (ch->dir == JN_DIR_IN && lo && to && to->sub == jn_tls_opts) {
+            const char *listen = *(char *const *)((const char *)ch->conf + lo->off);
+            const struct jn_tls_conf *tls =
+                (const struct jn_tls_conf *)((const char *)ch->conf + to->off);
+            if (wildcard_host(listen) && !jn_tls_on(tls)) {
+                jn_diag_warn(d, node_pos(jn_node_get(cn, "listen"), &ch->pos),
+                             "channel '%s' (%s): listen: %s takes connections from every "
+                             "network without tls: (set tls.cert and tls.key, or listen on a "
+                             "private address)", ch->name, ch->def->name, listen);
+            }
+        }
+    }
+    if (wildcard_host(c->core.admin) && !jn_tls_on(&c->core.admin_tls)) {
+        jn_diag_warn(d, node_pos(jn_node_get(jn_node_get(root, "junction"), "admin"), NULL),
+                     "junction: admin: %s takes connections from every network without "
+                     "admin_tls: (its token travels in clear)", c->core.admin);
+    }
+}
+
 static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
 {
     struct jn_config *c;
@@ -613,6 +746,9 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
         if (errs == 0) {
             errs += add_notify_channels(c, root, d);
         }
+    }
+    if (errs == 0 && d->nerr == 0) {
+        check_warnings(c, root, d);
     }
     /* Positions point at file names owned by d; keep our own copies for the broker's use. */
     for (size_t i = 0; i < c->nchannels; i++) {

@@ -1142,16 +1142,7 @@ static void hl7_value(const struct operand *o, const struct jn_msg *m, const cha
         }
         out = hv->heap;
     }
-    if (o->path.field <= 2 && (strcmp(o->path.seg, "MSH") == 0 ||
-                               strcmp(o->path.seg, "FHS") == 0 ||
-                               strcmp(o->path.seg, "BHS") == 0)) {
-        /* MSH-1 and MSH-2 are the delimiters: as written. */
-        memcpy(out, sp.p, sp.len);
-        out[sp.len] = '\0';
-        *n = sp.len;
-    } else {
-        *n = jn_hl7_unescape(&d, sp.p, sp.len, out, sp.len + 1);
-    }
+    *n = jn_hl7_text(&d, &o->path, &sp, out);
     *s = out;
 }
 

@@ -200,10 +200,12 @@ int jn_router_reads_from(const struct jn_cfg_route *r, size_t src)
     return 0;
 }
 
-/* Runs a route's services; outputs in out. 0, or JN_E* with the reason in err. */
+/* Runs a route's services; outputs in out, and in stages[i] (when not NULL: via.n - 1 lists)
+ * those of service i but the last. 0, or JN_E* with the reason in err (then stages are
+ * emptied). */
 static int run_chain(const struct jn_cfg_route *r, struct jn_msg *m,
                      const struct jn_service *svcs, struct jn_idgen *ids,
-                     struct jn_msg_list *out, struct jn_err *err)
+                     struct jn_msg_list *out, struct jn_msg_list *stages, struct jn_err *err)
 {
     struct jn_msg_list cur = {0};
 
@@ -223,11 +225,25 @@ static int run_chain(const struct jn_cfg_route *r, struct jn_msg *m,
                            e.msg[0] ? e.msg : jn_strerror(rc));
                 jn_msg_list_clear(&next);
                 jn_msg_list_clear(&cur);
+                for (size_t t = 0; stages != NULL && t < i; t++) {
+                    jn_msg_list_clear(&stages[t]);
+                }
                 return rc;
             }
         }
         jn_msg_list_clear(&cur);
         cur = next;
+        if (stages != NULL && i + 1 < r->rc.via.n) {
+            /* Created messages get their ids here, so a stage's and the end's agree. */
+            for (size_t k = 0; k < cur.n; k++) {
+                if (cur.v[k]->id[0] == '\0') {
+                    jn_idgen_next(ids, cur.v[k]->id);
+                }
+                if (jn_msg_list_push(&stages[i], jn_msg_ref(cur.v[k])) != 0) {
+                    break; /* a stage is for showing: a missing one loses nothing */
+                }
+            }
+        }
     }
     /* A service may create messages of its own; they get ids of their own. */
     for (size_t k = 0; k < cur.n; k++) {
@@ -247,7 +263,7 @@ size_t jn_router_route(const struct jn_cfg_route *routes, size_t n, size_t src, 
 
     for (size_t i = 0; i < n; i++) {
         const struct jn_cfg_route *r = &routes[i];
-        struct jn_msg_list outs = {0};
+        struct jn_msg_list outs = {0}, *stages = NULL;
         struct jn_err err;
 
         if (!jn_router_reads_from(r, src) || (r->cond && !jn_cond_eval(r->cond, m))) {
@@ -255,12 +271,19 @@ size_t jn_router_route(const struct jn_cfg_route *routes, size_t n, size_t src, 
         }
         matched++;
         jn_err_clear(&err);
-        if (run_chain(r, m, svcs, ids, &outs, &err) != 0) {
-            fn(arg, r, NULL, &err);
-            continue;
+        if (r->rc.via.n > 1) {
+            stages = jn_calloc(r->rc.via.n - 1, sizeof(*stages)); /* NULL: none shown */
         }
-        fn(arg, r, &outs, NULL);
-        jn_msg_list_clear(&outs);
+        if (run_chain(r, m, svcs, ids, &outs, stages, &err) != 0) {
+            fn(arg, r, NULL, NULL, &err);
+        } else {
+            fn(arg, r, &outs, stages, NULL);
+            jn_msg_list_clear(&outs);
+        }
+        for (size_t t = 0; stages != NULL && t + 1 < r->rc.via.n; t++) {
+            jn_msg_list_clear(&stages[t]);
+        }
+        jn_free(stages);
     }
     return matched;
 }

@@ -99,13 +99,8 @@ static int lh_get(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    if ((strcmp(p.seg, "MSH") == 0 || strcmp(p.seg, "FHS") == 0 || strcmp(p.seg, "BHS") == 0) &&
-        p.field <= 2) {
-        lua_pushlstring(L, sp.p, sp.len); /* the delimiters themselves */
-        return 1;
-    }
     o = luaL_buffinitsize(L, &b, sp.len + 1);
-    luaL_pushresultsize(&b, jn_hl7_unescape(&h->m->d, sp.p, sp.len, o, sp.len + 1));
+    luaL_pushresultsize(&b, jn_hl7_text(&h->m->d, &p, &sp, o));
     return 1;
 }
 

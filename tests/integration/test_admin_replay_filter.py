@@ -137,8 +137,13 @@ try:
             "ctl replay --channel in-b --grep b- --to good: %r %r" % (out, err))
     t.check(wait_until(lambda: good.count() == 7, 10), "good got those 4 too")
     t.check(wait_until(lambda: ndead() == 3, 5), "3 dead letters left (in-a adt)")
-    code, out, err = run_junction(["ctl", "messages", "--grep", "x"] + adm)
-    t.eq(code, 2, "ctl messages --grep: usage (the browser does not search payloads)")
+    code, out, err = run_junction(["ctl", "messages", "--grep", "needle"] + adm)
+    lines = [l for l in out.splitlines() if len(l.split()) > 1 and l.split()[1] in ids.values()]
+    t.check(code == 0 and sorted(l.split()[1] for l in lines) ==
+            sorted([ids["a-0 needle"], ids["a-1 needle"]]),
+            "ctl messages --grep needle: the two kept with it: %r %r" % (out, err))
+    code, out, err = run_junction(["ctl", "messages", "--to", "good"] + adm)
+    t.eq(code, 2, "ctl messages --to: usage")
 
     for body, want_code, what in (
             ('{"to": ["in-a"]}', 404, "to an IN channel"),

@@ -155,6 +155,8 @@ try:
         t.check(len(data) <= MAX, "%s holds at most max_file_bytes (%d > %d)" %
                 (name, len(data), MAX))
     t.eq(len(got), N, "every message is in the files once")
+    t.eq(sorted({os.stat(os.path.join(out, n)).st_mode & 0o777 for n in names}), [0o640],
+         "append files get file_mode (0640 by default)")
     t.check(got == bodies, "the records are the messages in the order they were sent, byte "
             "for byte")
     t.check(all(n.startswith(time.strftime("%Y-%m-%d", time.gmtime()) + os.sep) or

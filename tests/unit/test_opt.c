@@ -225,7 +225,11 @@ static void test_mllp_ack_timeout_alias(void)
                               "    type: mllp\n"
                               "    direction: out\n"
                               "    connect: 127.0.0.1:2575\n"
-                              "    ack_timeout: 2s\n";
+                              "    ack_timeout: 2s\n"
+                              /* used by a route: check warns about an OUT nothing sends to */
+                              "  in: {type: http, direction: in}\n"
+                              "routes:\n"
+                              "  r: {from: [in], to: [lab_out]}\n";
     static const char both[] = "channels:\n"
                                "  lab_out:\n"
                                "    type: mllp\n"

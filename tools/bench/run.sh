@@ -13,7 +13,7 @@
 #                             2.5 GB of journal in the temp dir, filled in 1.5-2 minutes)
 #   JN_BENCH_KAFKA_RECORDS=100000  records of 1 KiB pre-loaded for the kafka scenario
 #   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
-#   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-noadmin http-stamp
+#   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-keepnone http-file-noadmin http-stamp
 #                                    http-lua http-delay http-http https-file
 #                                    fanout mllp mllp-tls backlog mqtt kafka
 #                                    http-append file-inodes
@@ -33,7 +33,7 @@ REPEAT=${JN_BENCH_REPEAT:-3}
 DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-1000000}
-ONLY=${JN_BENCH_ONLY:-http-file http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt kafka}
+ONLY=${JN_BENCH_ONLY:-http-file http-file-keepnone http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt kafka}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
 KAFKA_TIMEOUT=${JN_BENCH_KAFKA_TIMEOUT:-300}
@@ -240,7 +240,7 @@ scenario_simple() {
             fresh
             ss_extra=""
             case $ss_name in
-            http-file | http-file-noadmin | http-delay | http-stamp | http-lua | https-file)
+            http-file | http-file-keepnone | http-file-noadmin | http-delay | http-stamp | http-lua | https-file)
                 ss_extra="--count-dir $JN_BENCH_DIR/out"
                 ;;
             fanout)
@@ -577,6 +577,8 @@ for i in range(n):
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "results in $OUT"
 want http-file && scenario_simple http-file http-file.yaml "HTTP 1 KB -> file" "1 16 64"
+want http-file-keepnone &&
+    scenario_simple http-file-keepnone http-file-keepnone.yaml "HTTP 1 KB -> file, keep: none" "64"
 want http-file-noadmin &&
     scenario_simple http-file-noadmin http-file-noadmin.yaml "HTTP 1 KB -> file, admin off" "64"
 want http-stamp &&
