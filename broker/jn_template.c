@@ -49,13 +49,15 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
             if (out) {
                 rc |= jn_buf_puts(out, m->channel);
             }
-        } else if ((n == 4 && memcmp(p, "date", 4) == 0) || (n == 4 && memcmp(p, "time", 4) == 0)) {
+        } else if ((n == 4 && memcmp(p, "date", 4) == 0) || (n == 4 && memcmp(p, "time", 4) == 0) ||
+                   (n == 4 && memcmp(p, "hour", 4) == 0)) {
             if (out) {
                 char s[32];
                 struct tm tm;
                 time_t secs = (time_t)(m->recv_us / 1000000);
                 gmtime_r(&secs, &tm);
-                strftime(s, sizeof(s), p[0] == 'd' ? "%Y-%m-%d" : "%H%M%S", &tm);
+                strftime(s, sizeof(s), p[0] == 'd' ? "%Y-%m-%d" : p[0] == 'h' ? "%H" : "%H%M%S",
+                         &tm);
                 rc |= jn_buf_puts(out, s);
             }
         } else if (n == 2 && memcmp(p, "ts", 2) == 0) {
@@ -77,7 +79,8 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
         } else {
             return jn_err_set(err, JN_EINVAL,
                               "template '%s': unknown placeholder '{%.*s}', expected {id}, "
-                              "{channel}, {date}, {time}, {ts} or {header.NAME}", t, (int)n, p);
+                              "{channel}, {date}, {hour}, {time}, {ts} or {header.NAME}", t,
+                              (int)n, p);
         }
         p = close + 1;
     }

@@ -9,8 +9,8 @@
 #include "jn_err.h"
 #include "jn_msg.h"
 
-/* Templates: "{id}", "{channel}", "{date}" (YYYY-MM-DD, UTC), "{time}"
- * (HHMMSS), "{ts}" (receive time, ms), "{header.NAME}" (empty when absent), "{{" and "}}"
+/* Templates: "{id}", "{channel}", "{date}" (YYYY-MM-DD, UTC), "{hour}" (HH, UTC: a rotation
+ * key for file OUT's append mode), "{time}" (HHMMSS), "{ts}" (receive time, ms), "{header.NAME}" (empty when absent), "{{" and "}}"
  * for braces. Appends to out; JN_EINVAL with err for an unknown placeholder. */
 int jn_template_render(const char *tmpl, const struct jn_msg *m, struct jn_buf *out,
                        struct jn_err *err);

@@ -1,7 +1,8 @@
 /*
- * file: the channel type (drop folder IN, one file per message OUT): its option table, the
- * cross-field check and the def. The sides are channels/file_in.c and channels/file_out.c.
- * Modelled on Apache Camel's file component (see file_in.c and file_out.c).
+ * file: the channel type (drop folder IN; OUT one file per message or many appended to one):
+ * its option table, the cross-field check and the def. The sides are channels/file_in.c and
+ * channels/file_out.c (with file_append.c). Modelled on Apache Camel's file component (see
+ * file_in.c and file_out.c).
  */
 #include <limits.h>
 #include <stdbool.h>
@@ -12,6 +13,7 @@
 #include "file_int.h"
 
 static const char *const file_split_names[] = {"none", "lines", NULL};
+static const char *const file_mode_names[] = {"file", "append", NULL};
 
 /* file_mode: octal permission bits, 0 to 0777 ("0640", "640"). */
 static int file_mode_ok(const void *value, const struct jn_node *node, const char *what,
@@ -55,13 +57,33 @@ static const struct jn_opt file_opts[] = {
                     struct file_conf, settle,
                     "When > 0, a file is read only once its size and mtime have not changed "
                     "for this long (for writers that cannot rename)"),
+    JN_OPT_ENUM("mode", "file", file_mode_names, JN_OPT_OUT, struct file_conf, mode,
+                "file: one file per message; append: many messages per file, each group of "
+                "deliveries synced once, files rotated (see docs/channels.md)"),
     JN_OPT_STR("name", "{id}.msg", JN_OPT_OUT, struct file_conf, name,
-               "File name template: {id} {channel} {date} {time} {ts} {header.NAME}; an "
-               "existing file of that name is replaced"),
+               "File name template, relative to dir, may name subfolders (made when first "
+               "needed): {id} {channel} {date} {hour} {time} {ts} {header.NAME}. mode: file: "
+               "an existing file of that name is replaced; mode: append: the rotation key "
+               "(\"{date}/{hour}.ndjson\"), a taken name is numbered (11.1.ndjson)"),
+    JN_OPT_STR("separator", "\\n", JN_OPT_OUT, struct file_conf, separator,
+               "mode: append: bytes written after each message; escapes \\n \\r \\t \\0 "
+               "\\\\ \\xHH are decoded. For HL7 the default keeps one message per line "
+               "(segments stay CR-separated); \"\\r\" gives the classic HL7 file"),
+    JN_OPT_SIZE("max_file_bytes", "64MiB", 1, 1LL << 40, JN_OPT_OUT, struct file_conf,
+                max_file_bytes,
+                "mode: append: a file is closed (renamed to its final name) before a record "
+                "would take it past this; a bigger record gets a file of its own"),
+    JN_OPT_DURATION("max_file_age", "1h", 1000, 31LL * 86400000, JN_OPT_OUT, struct file_conf,
+                    max_file_age, "mode: append: a file is closed once open this long"),
+    JN_OPT_DURATION("max_file_idle", "5s", 1000, 31LL * 86400000, JN_OPT_OUT,
+                    struct file_conf, max_file_idle,
+                    "mode: append: a file is closed when no record came for this long (its "
+                    "key moved on, e.g. the next {hour})"),
     JN_OPT_BOOL("mkdir", "true", JN_OPT_OUT, struct file_conf, do_mkdir,
                 "Create dir (and its parents) when missing"),
     JN_OPT_BOOL("fsync", "true", JN_OPT_OUT, struct file_conf, do_fsync,
-                "fsync each file and then the folder, so a delivered file survives power loss"),
+                "fsync each file and then the folder (mode: append: fdatasync each group, "
+                "fsync at close), so what was delivered survives power loss"),
     JN_OPT_STR("file_mode", "0640", JN_OPT_OUT, struct file_conf, file_mode,
                "Permission bits of written files, in octal (the process umask still applies)",
                .validate = file_mode_ok),
@@ -144,11 +166,30 @@ static int file_check(const void *conf, unsigned dir, const struct jn_node *node
         } else if (jn_template_check(c->name, &err) != 0) {
             jn_diag_add(d, jn_node_pos(node, "name"), "file: name: %s", err.msg);
             errors++;
-        } else if (strchr(c->name, '/') != NULL) {
+        } else if (c->name[0] == '/' || strstr(c->name, "../") != NULL ||
+                   strcmp(c->name, "..") == 0 || strncmp(c->name, "./", 2) == 0 ||
+                   strstr(c->name, "/./") != NULL || strstr(c->name, "//") != NULL ||
+                   c->name[strlen(c->name) - 1] == '/') {
+            /* What the literal text shows already; the rendered name is checked again. */
             jn_diag_add(d, jn_node_pos(node, "name"),
-                        "file: name: '%s' contains '/'; files are written into dir itself",
-                        c->name);
+                        "file: name: '%s' must be a relative path inside dir (no leading or "
+                        "trailing '/', no '.', '..' or empty parts)", c->name);
             errors++;
+        } else if (c->mode == FILE_MODE_APPEND && strstr(c->name, "{id}") != NULL) {
+            jn_diag_add(d, jn_node_pos(node, "name"),
+                        "file: name: '%s' names one file per message (its {id}); mode: append "
+                        "wants a rotation key such as \"{date}/{hour}.ndjson\"", c->name);
+            errors++;
+        }
+        if (c->mode == FILE_MODE_APPEND) {
+            unsigned char sep[256];
+            size_t len;
+            char why[128];
+            if (jn_file__sep_decode(c->separator ? c->separator : "", sep, sizeof(sep), &len,
+                                    why, sizeof(why)) != 0) {
+                jn_diag_add(d, jn_node_pos(node, "separator"), "file: separator: %s", why);
+                errors++;
+            }
         }
     }
     return errors;
@@ -156,9 +197,9 @@ static int file_check(const void *conf, unsigned dir, const struct jn_node *node
 
 const struct jn_channel_def jn_channel_file = {
     .name = "file",
-    .desc = "Drop folder (in: one message per file or per line) and one file per message (out; "
-            "concurrency defaults to 256 here: files are written and synced in groups, renamed in "
-            "queue order)",
+    .desc = "Drop folder (in: one message per file or per line); out: one file per message, or "
+            "many appended to rotated files (mode: append). Concurrency defaults to 256 here: "
+            "deliveries are written and synced in groups, in queue order",
     .default_concurrency = 256, /* files are synced in groups of up to this many */
     .opts = file_opts,
     .conf_size = sizeof(struct file_conf),

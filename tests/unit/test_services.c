@@ -478,7 +478,7 @@ static void test_json_map_load_errors(void)
     /* Templates are checked at load. */
     CHECK_STR(load_err("json-map", "type: json-map\nset:\n  src: \"{chanel}\"\n"),
               "t.yaml:3:8: service 'x' (json-map): set.src: template '{chanel}': unknown placeholder "
-              "'{chanel}', expected {id}, {channel}, {date}, {time}, {ts} or {header.NAME}");
+              "'{chanel}', expected {id}, {channel}, {date}, {hour}, {time}, {ts} or {header.NAME}");
     CHECK_STR(load_err("json-map", "type: json-map\nstrict: true\n"),
               "t.yaml:1:1: json-map: nothing to do, expected at least one of: copy, rename, set, "
               "set_json, remove");
@@ -687,7 +687,7 @@ static void test_set_header(void)
               "t.yaml:1:1: set-header: nothing to do, expected at least one of: remove, set, add");
     CHECK_STR(load_err("set-header", "type: set-header\nset:\n  X-A: ok\n  X-B: '{nope}'\n"),
               "t.yaml:4:8: service 'x' (set-header): set.X-B: template '{nope}': unknown placeholder '{nope}', "
-              "expected {id}, {channel}, {date}, {time}, {ts} or {header.NAME}");
+              "expected {id}, {channel}, {date}, {hour}, {time}, {ts} or {header.NAME}");
     CHECK_STR(load_err("set-header", "type: set-header\nadd:\n  'X Bad': v\n"),
               "t.yaml:3:3: service 'x' (set-header): add: 'X Bad' is not a valid header name, expected "
               "letters, digits and !#$%&'*+-.^_`|~");

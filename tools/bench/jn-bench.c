@@ -205,6 +205,7 @@ struct bench {
     const char *count_dirs[BENCH_MAX_DIRS];
     int ndirs;
     const char *count_url;
+    const char *count_key; /* with count_url: sum "key":N instead of the first number */
     pid_t pid;
     int json;
     int64_t t0_epoch_ns;     /* wait mode: measure from here */
@@ -426,11 +427,12 @@ static ssize_t blocking_exchange(const struct bench *b, const char *req, size_t 
     return got ? (ssize_t)got : -1;
 }
 
-/* The first number in the body of GET url (jn-sink's /stats), or -1. */
-static long long count_from_url(const char *url)
+/* The first number in the body of GET url (jn-sink's /stats), or with key the sum of every
+ * "key":N in it (junction's admin /api/v1/channels, "delivered"), or -1. */
+static long long count_from_url(const char *url, const char *key)
 {
     struct bench tmp;
-    char req[1200], resp[4096];
+    char req[1200], resp[16384];
     const char *p, *body;
     const char *hp = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
     const char *slash = strchr(hp, '/');
@@ -455,6 +457,17 @@ static long long count_from_url(const char *url)
         return -1;
     }
     body = strstr(resp, "\r\n\r\n");
+    if (key != NULL) {
+        char pat[128];
+        long long sum = 0;
+        int found = 0;
+        snprintf(pat, sizeof(pat), "\"%s\":", key);
+        for (p = body ? body : resp; (p = strstr(p, pat)) != NULL; p += strlen(pat)) {
+            sum += strtoll(p + strlen(pat), NULL, 10);
+            found = 1;
+        }
+        return found ? sum : -1;
+    }
     for (p = body ? body : resp; *p && (*p < '0' || *p > '9'); p++) {
     }
     return *p ? strtoll(p, NULL, 10) : -1;
@@ -482,7 +495,7 @@ static long long count_files(const struct bench *b)
 static long long delivered_now(const struct bench *b)
 {
     if (b->count_url) {
-        return count_from_url(b->count_url);
+        return count_from_url(b->count_url, b->count_key);
     }
     if (b->ndirs) {
         return count_files(b);
@@ -1854,6 +1867,8 @@ static void usage(FILE *f)
             "                     wait with mqtt: the folder the probe must reach (none:\n"
             "                     wait for the broker's CONNACK)\n"
             "  --count-url URL    same, from the first number in GET URL (jn-sink's /stats)\n"
+            "  --count-key KEY    with --count-url: the sum of every \"KEY\":N in the answer\n"
+            "                     (junction's admin /api/v1/channels with KEY delivered)\n"
             "  --t0 NS            wait, drain: measure from this CLOCK_REALTIME ns (date +%%s%%N)\n"
             "  --json             also print one JSON object\n");
 }
@@ -1922,6 +1937,7 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 't'},   {"pid", required_argument, NULL, 'p'},
         {"count-dir", required_argument, NULL, 'D'}, {"count-url", required_argument, NULL, 'U'},
         {"t0", required_argument, NULL, 'T'},        {"json", no_argument, NULL, 'j'},
+        {"count-key", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
     };
     static struct bench bench; /* large (histogram): not on the stack */
@@ -1936,7 +1952,7 @@ int main(int argc, char **argv)
     b->size = 1024;
     b->cpu_target0 = b->cpu_target1 = -1;
     b->delivered0 = b->delivered1 = -1;
-    while ((opt = getopt_long(argc, argv, "m:u:c:d:w:s:f:n:t:p:D:U:T:jh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:u:c:d:w:s:f:n:t:p:D:U:K:T:jh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             mode = optarg;
@@ -1976,6 +1992,9 @@ int main(int argc, char **argv)
             break;
         case 'U':
             b->count_url = optarg;
+            break;
+        case 'K':
+            b->count_key = optarg;
             break;
         case 'T':
             b->t0_epoch_ns = (int64_t)strtoll(optarg, NULL, 10);

@@ -16,6 +16,10 @@
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-keepnone http-file-noadmin http-stamp
 #                                    http-lua http-delay http-http https-file
 #                                    fanout mllp mllp-tls backlog mqtt kafka
+#                                    http-append file-inodes
+#                                    (the last two are not in the default list: run them by
+#                                    name; file-inodes writes and deletes JN_BENCH_INODES files)
+#   JN_BENCH_INODES=200000    file-inodes: files created and deleted before the "after deletes" run
 #   JN_BENCH_PERF=1           perf record -g junction during the first run of each scenario at
 #                             its highest connection count (perf costs CPU: off by default)
 #
@@ -33,6 +37,7 @@ ONLY=${JN_BENCH_ONLY:-http-file http-file-keepnone http-file-noadmin http-stamp 
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
 KAFKA_TIMEOUT=${JN_BENCH_KAFKA_TIMEOUT:-300}
+INODES=${JN_BENCH_INODES:-200000}
 BUILD=$ROOT/build-bench
 CONFIGS=$ROOT/tools/bench/configs
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -495,6 +500,78 @@ scenario_kafka() {
     stop_kafka_mock
 }
 
+# HTTP -> file OUT, mode: append against mode: file (issue 20), in the same run, alternating
+# run by run so drift on the shared machine hits both alike. Both count delivered the same way:
+# junction's own count (admin /api/v1/channels), since append mode makes no file per message.
+# The table's msg/s is what was accepted; a delivered/s below it means the queue grew.
+scenario_append() {
+    sa_rep=1
+    while [ "$sa_rep" -le "$REPEAT" ]; do
+        for sa_cfg in http-append-filemode.yaml http-append.yaml; do
+            fresh
+            JN_BENCH_ADMIN=$P2
+            export JN_BENCH_ADMIN
+            sa_url=http://127.0.0.1:$JN_BENCH_PORT/ingest
+            case $sa_cfg in
+            http-append.yaml) sa_label="HTTP 1 KB -> file, mode: append (one file an hour)" ;;
+            *) sa_label="HTTP 1 KB -> file, mode: file (one file a message)" ;;
+            esac
+            start_junction "$sa_cfg" "$sa_url"
+            if [ "$sa_rep" = 1 ]; then
+                perf_start "${sa_cfg%.yaml}"
+            fi
+            load "$sa_label" 64 http "$sa_url" \
+                --count-url "http://127.0.0.1:$JN_BENCH_ADMIN/api/v1/channels" --count-key delivered
+            perf_stop "${sa_cfg%.yaml}"
+            stop_junction
+        done
+        sa_rep=$((sa_rep + 1))
+    done
+    echo "http-append rows: delivered/s is junction's own delivered count (admin" \
+        "/api/v1/channels) over the measured window; msg/s is what was accepted. Where" \
+        "delivered/s is below msg/s the queue grew by the difference times the window." >>"$NOTES"
+}
+
+# mode: file into a fresh folder tree against the same right after JN_BENCH_INODES files were
+# created in it and deleted (issue 20: is ext4's inode creation cost inherent, or an artefact
+# of freshly freed inodes?). Alternating; the files are 1 KiB, like the messages.
+scenario_inodes() {
+    si_rep=1
+    while [ "$si_rep" -le "$REPEAT" ]; do
+        for si_case in fresh deleted; do
+            fresh
+            JN_BENCH_ADMIN=$P2
+            export JN_BENCH_ADMIN
+            si_url=http://127.0.0.1:$JN_BENCH_PORT/ingest
+            if [ "$si_case" = deleted ]; then
+                log "  creating and deleting $INODES files in $JN_BENCH_DIR/out ..."
+                mkdir -p "$JN_BENCH_DIR/out"
+                python3 -c 'import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+b = b"x" * 1024
+for i in range(n):
+    with open(os.path.join(d, "%08d.msg" % i), "wb") as f:
+        f.write(b)' "$JN_BENCH_DIR/out" "$INODES"
+                sync
+                find "$JN_BENCH_DIR/out" -type f -delete
+                sync
+                si_label="HTTP 1 KB -> file, mode: file, right after $INODES files deleted there"
+            else
+                # fresh() has just removed the previous run's files: let the journal commit
+                # those deletes (ext4 commits every 5 s) so this run's inodes are not theirs.
+                sync
+                sleep 6
+                si_label="HTTP 1 KB -> file, mode: file, fresh folder tree"
+            fi
+            start_junction http-append-filemode.yaml "$si_url"
+            load "$si_label" 64 http "$si_url" \
+                --count-url "http://127.0.0.1:$JN_BENCH_ADMIN/api/v1/channels" --count-key delivered
+            stop_junction
+        done
+        si_rep=$((si_rep + 1))
+    done
+}
+
 # ---- the run ----
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -519,6 +596,8 @@ want mllp-tls && scenario_simple mllp-tls mllp-tls.yaml "MLLP/TLS ADT^A01 -> ACK
 want backlog && scenario_backlog
 want mqtt && scenario_mqtt
 want kafka && scenario_kafka
+want http-append && scenario_append
+want file-inodes && scenario_inodes
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
