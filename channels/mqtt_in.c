@@ -62,6 +62,8 @@
 
 /* A refusal streak waits this long at least before the connection is made again. */
 #define IN_REFUSE_MIN_MS 100
+/* A connection up this long that is lost is made again at once, not after a backoff. */
+#define IN_STABLE_MS 1000
 /* The packet identifier of our one SUBSCRIBE (nothing else we send carries one). */
 #define IN_SUB_ID 1
 
@@ -114,6 +116,7 @@ struct mqtt_in {
     size_t refused; /* this connection: QoS 1/2 refused, to come again after a reconnect */
     int ping_out;
     int64_t ping_sent;
+    int64_t up_since; /* CONNACK 0 of this connection */
     struct in_pub *pubs; /* every pending accept, of any generation */
     struct jn_buf out;   /* encoding scratch */
     struct event *reconnect, *conn_timer, *ping_timer, *refuse_timer;
@@ -250,11 +253,12 @@ static void in_close(struct mqtt_in *in)
     evtimer_del(in->refuse_timer);
 }
 
-/* The connection failed or must go: close it and come back (at once after a connection that
- * was up, else with backoff). */
+/* The connection failed or must go: close it and come back, at once after a connection that
+ * was up for a while (IN_STABLE_MS), else with backoff (a broker that takes the connection and
+ * drops it again is not hammered). */
 static void in_drop(struct mqtt_in *in, const char *why)
 {
-    int was_up = in->state == CONN_UP;
+    int was_up = in->state == CONN_UP && jn_mono_ms() - in->up_since >= IN_STABLE_MS;
 
     in_close(in);
     if (in->stopping) {
@@ -491,7 +495,7 @@ static void on_connack(struct mqtt_in *in, const struct jn_mqtt_packet *p)
         return;
     }
     in->state = CONN_UP;
-    in->failures = 0;
+    in->up_since = jn_mono_ms();
     evtimer_del(in->conn_timer);
     if (!p->session_present) {
         /* A new session: QoS 2 identifiers of the old one mean nothing now. */
