@@ -1,9 +1,10 @@
 /*
- * mqtt: the channel type (subscribe to topic filters on an outside MQTT broker IN, publish to it
- * OUT, with paho-mqtt-c's MQTTAsync client over MQTT 3.1.1): its option table, the cross-field
- * check (url scheme, TLS options, topic filters, the topic template) and the def. The client
- * and the connection both sides share are channels/mqtt_client.c; the sides are
- * channels/mqtt_in.c and channels/mqtt_out.c (one file per direction, like kafka_*.c).
+ * mqtt: the channel type (subscribe to topic filters on an outside MQTT broker IN, with
+ * junction's own client on channels/mqtt_proto over MQTT 5 or 3.1.1; publish to it OUT, with
+ * paho-mqtt-c's MQTTAsync client over MQTT 3.1.1): its option table, the cross-field check (url
+ * scheme, TLS options, topic filters, the topic template) and the def. The sides are
+ * channels/mqtt_in.c and channels/mqtt_out.c (one file per direction, like kafka_*.c); OUT's
+ * paho client is channels/mqtt_client.c.
  */
 #include <stdio.h>
 #include <string.h>
@@ -67,21 +68,20 @@ static const struct jn_opt mqtt_opts[] = {
                 "false: the broker keeps the subscription and queues QoS 1/2 messages while "
                 "junction is away; true: each connection starts empty."),
     JN_OPT_ENUM("protocol_version", "5", proto_names, JN_OPT_IN, struct mqtt_conf, protocol,
-                "IN: the MQTT version spoken to the broker: 5 (Receive Maximum, Session "
+                "The MQTT version spoken to the broker: 5 (Receive Maximum, Session "
                 "Expiry, user properties and content type as headers) or 3.1.1."),
     JN_OPT_INT("receive_maximum", "1024", 1, 65535, JN_OPT_IN, struct mqtt_conf, receive_max,
-               "IN: messages the broker may have sent and junction not yet acknowledged (each "
+               "Messages the broker may have sent and junction not yet acknowledged (each "
                "is acknowledged after its commit). MQTT 5 sends it as Receive Maximum; with "
-               "3.1.1 junction stops reading while that many are open.",
-               .alias = "max_inflight_in"),
+               "3.1.1 junction stops reading while that many are open."),
     JN_OPT_DURATION("session_expiry", "7d", 0, 4294967295000LL, JN_OPT_IN, struct mqtt_conf,
                     session_expiry,
-                    "IN, MQTT 5 with clean_session false: how long the broker keeps the "
+                    "MQTT 5 with clean_session false: how long the broker keeps the "
                     "session (subscriptions, queued messages) after junction disconnects "
                     "(whole seconds)."),
     JN_OPT_SIZE("max_packet_size", "16MiB", 64, 268435460ULL, JN_OPT_IN, struct mqtt_conf,
                 max_packet,
-                "IN: the largest packet taken from the broker. MQTT 5 tells the broker, which "
+                "The largest packet taken from the broker. MQTT 5 tells the broker, which "
                 "then does not send larger messages to junction; with 3.1.1 a larger packet "
                 "closes the connection with an error line."),
     JN_OPT_STR("handoff", NULL, JN_OPT_IN, struct mqtt_conf, handoff,
@@ -228,7 +228,8 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
 
 const struct jn_channel_def jn_channel_mqtt = {
     .name = "mqtt",
-    .desc = "MQTT 3.1.1 client (paho): subscribe to topic filters (in), publish (out)",
+    .desc = "MQTT client: subscribe to topic filters (in: MQTT 5 or 3.1.1, acknowledged after "
+            "the commit), publish (out: paho, MQTT 3.1.1)",
     .opts = mqtt_opts,
     .conf_size = sizeof(struct mqtt_conf),
     .check = mqtt_check, /* url scheme, TLS options, topic filters (in), template (out) */
