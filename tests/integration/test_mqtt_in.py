@@ -257,9 +257,9 @@ routes:
     fcb = [b"fc-%03d" % i for i in range(M)]
     t.eq(pub_many(mq, "%s/fc" % pre, fcb, 1), 0, "mosquitto_pub sent %d for fc" % M)
     t.check(wait_until(lambda: "[mqtt.fc] msg=" in j.log() and "refused by the journal" in
-                       j.log(), 10), "the journal refuses fc's intake (destination full)")
+                       j.log(), 30), "the journal refuses fc's intake (destination full)")
     t.check(wait_until(lambda: "refused by the journal, reconnecting so the broker sends them "
-                       "again" in j.log(), 10), "fc reconnects so the broker resends")
+                       "again" in j.log(), 30), "fc reconnects so the broker resends")
     slow = Receiver([200], port=down_port).start()
     cleanups.append(slow.stop)
     t.check(wait_until(lambda: set(fcb) <= set(slow.bodies()), 60),
