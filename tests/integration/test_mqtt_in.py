@@ -147,6 +147,7 @@ channels:
     client_id: %(pre)s-fc
     topics: [%(pre)s/fc]
     qos: 1
+    receive_maximum: 50
     reconnect_backoff: 100ms
     reconnect_max_backoff: 400ms
   tls:
@@ -253,7 +254,7 @@ routes:
          "mosquitto dropped nothing for junction's sessions")
 
     # ---- 3. flow control: refusals are not lost ----
-    M = 400  # more than mosquitto's in-flight window (100): the later ones meet a full queue
+    M = 400  # well above fc's receive_maximum (50): the later ones meet a full queue
     fcb = [b"fc-%03d" % i for i in range(M)]
     t.eq(pub_many(mq, "%s/fc" % pre, fcb, 1), 0, "mosquitto_pub sent %d for fc" % M)
     t.check(wait_until(lambda: "[mqtt.fc] msg=" in j.log() and "refused by the journal" in
