@@ -120,7 +120,6 @@ struct mqtt_in {
     struct in_pub *pubs; /* every pending accept, of any generation */
     struct jn_buf out;   /* encoding scratch */
     struct event *reconnect, *conn_timer, *ping_timer, *refuse_timer;
-    unsigned long long n_bad; /* connections closed for a bad packet */
     uint8_t rec[65536 / 8];   /* QoS 2 identifiers committed and PUBREC'd, PUBREL not seen */
 };
 
@@ -431,7 +430,6 @@ static void on_publish(struct mqtt_in *in, const struct jn_mqtt_packet *p)
     }
     if (JN_MQTT_HAS(&p->props, JN_MQTT_P_TOPIC_ALIAS)) {
         /* We offer no Topic Alias Maximum, so the broker may not use one (3.3.2.3.4). */
-        in->n_bad++;
         jn_ch_error(ch, "the broker used a topic alias junction did not allow; closing the "
                     "connection");
         in_drop(in, "protocol error: topic alias");
@@ -553,7 +551,6 @@ static int on_packet(struct mqtt_in *in, const struct jn_mqtt_packet *p)
     if (in->state == CONN_CONNACK && p->type != JN_MQTT_CONNACK) {
         snprintf(why, sizeof(why), "protocol error: %s before CONNACK",
                  jn_mqtt_type_name(p->type));
-        in->n_bad++;
         jn_ch_error(in->ch, "%s; closing the connection", why);
         in_drop(in, why);
         return -1;
@@ -595,7 +592,6 @@ static int on_packet(struct mqtt_in *in, const struct jn_mqtt_packet *p)
         break;
     }
     snprintf(why, sizeof(why), "protocol error: unexpected %s", jn_mqtt_type_name(p->type));
-    in->n_bad++;
     jn_ch_error(in->ch, "%s from the broker; closing the connection", why);
     in_drop(in, why);
     return -1;
@@ -649,7 +645,6 @@ static void in_read(struct mqtt_in *in)
         }
         snprintf(why, sizeof(why), "bad packet from the broker (0x%02x): %.200s", e.rc,
                  e.err.msg);
-        in->n_bad++;
         jn_ch_error(in->ch, "%s; closing the connection", why);
         in_drop(in, why);
         break;

@@ -12,7 +12,9 @@
 6. A peer that sends bad packets (a fake broker on a socket here): the connection is closed
    with an error line, junction stays up and connects again.
 7. ssl:// to a mosquitto TLS listener with the channel's ca_file.
-8. The deprecated handoff / state_dir options load with a warning."""
+8. The deprecated handoff / state_dir options load with a warning.
+9. A scripted broker: a QoS 2 PUBLISH resent with DUP after the PUBREC was lost with the
+   connection is answered PUBREC again and stored once; PUBREL gets PUBCOMP, QoS 1 PUBACK."""
 import os
 import socket
 import subprocess
@@ -90,6 +92,85 @@ class BadBroker:
         self.sock.close()
 
 
+def read_packet(c):
+    """One MQTT packet from socket c: (first byte, body)."""
+    def exact(n):
+        out = b""
+        while len(out) < n:
+            chunk = c.recv(n - len(out))
+            if not chunk:
+                raise OSError("closed")
+            out += chunk
+        return out
+    first = exact(1)[0]
+    n, mul = 0, 1
+    while True:
+        d = exact(1)[0]
+        n += (d & 0x7F) * mul
+        mul *= 128
+        if not d & 0x80:
+            break
+    return first, exact(n)
+
+
+class ScriptedBroker:
+    """Plays MQTT 5 broker to check the QoS 2 and QoS 1 answers byte by byte. Connection 1: a
+    QoS 2 PUBLISH (id 5), wait for PUBREC, then drop the connection as if that PUBREC were lost.
+    Connection 2: the same PUBLISH again with DUP (must be answered PUBREC, not taken twice),
+    PUBREL (PUBCOMP), then a QoS 1 PUBLISH (id 6, PUBACK). seen: what junction answered."""
+
+    PUB2 = b"\x00\x02q2\x00\x05\x00once"
+    PUB1 = b"\x00\x02q2\x00\x06\x00one"
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.seen = []
+        self.done = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _expect(self, c, first):
+        while True:
+            f, body = read_packet(c)
+            if f == 0xC0:                            # PINGREQ
+                c.sendall(b"\xd0\x00")
+                continue
+            self.seen.append((f, body))
+            if f == first:
+                return body
+
+    def _run(self):
+        try:
+            c, _ = self.sock.accept()
+            c.settimeout(10)
+            self._expect(c, 0x10)                   # CONNECT
+            c.sendall(b"\x20\x03\x01\x00\x00")     # CONNACK, session present
+            self._expect(c, 0x82)                   # SUBSCRIBE (first connect of the run)
+            c.sendall(b"\x90\x04\x00\x01\x00\x02")
+            c.sendall(bytes([0x34, len(self.PUB2)]) + self.PUB2)
+            self._expect(c, 0x50)                   # PUBREC, after the commit
+            c.close()                               # "lost" with the PUBREC
+            c, _ = self.sock.accept()
+            c.settimeout(10)
+            self._expect(c, 0x10)
+            c.sendall(b"\x20\x03\x01\x00\x00")
+            c.sendall(bytes([0x3C, len(self.PUB2)]) + self.PUB2)   # DUP
+            self._expect(c, 0x50)                   # PUBREC again
+            c.sendall(b"\x62\x02\x00\x05")          # PUBREL
+            self._expect(c, 0x70)                   # PUBCOMP
+            c.sendall(bytes([0x32, len(self.PUB1)]) + self.PUB1)
+            self._expect(c, 0x40)                   # PUBACK
+            self.done = True
+            self.conn = c                           # kept open until the end
+        except OSError as e:
+            self.seen.append(("error", str(e)))
+
+    def stop(self):
+        self.sock.close()
+
+
 def make_cert(d):
     key, crt = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -114,6 +195,8 @@ try:
     bad = BadBroker([b"\x30\xff\xff\xff\xff\x7f", b"\x36\x05\x00\x01a\x00\x01",
                      b"\x90\x03\x00\x07\x00"])
     cleanups.append(bad.stop)
+    sb = ScriptedBroker()
+    cleanups.append(sb.stop)
     hook = Receiver([200]).start()
     cleanups.append(hook.stop)
     cfg = """
@@ -166,6 +249,18 @@ channels:
     topics: [x]
     reconnect_backoff: 200ms
     reconnect_max_backoff: 400ms
+  scripted:
+    type: mqtt
+    direction: in
+    url: tcp://127.0.0.1:%(sport)d
+    client_id: %(pre)s-scripted
+    topics: [q2]
+    reconnect_backoff: 50ms
+    reconnect_max_backoff: 100ms
+  files2:
+    type: file
+    direction: out
+    dir: @DIR@/out2
   files:
     type: file
     direction: out
@@ -187,8 +282,9 @@ routes:
   to-files: { from: [v5, v4, tls], to: [files] }
   to-hooks: { from: [v5], to: [hooks] }
   to-slow: { from: [fc], to: [slow] }
+  to-files2: { from: [scripted], to: [files2] }
 """ % {"mport": mq.port, "tport": tls_port, "crt": crt, "pre": pre, "bport": bad.port,
-       "hport": hook.port, "dport": down_port}
+       "hport": hook.port, "dport": down_port, "sport": sb.port}
     j = Junction(cfg)
     cleanups.append(j.cleanup)
     t.on_fail.append(lambda: print("---- junction log (tail, no retry lines) ----\n%s" %
@@ -284,6 +380,16 @@ routes:
             "a QoS 3 PUBLISH or a stray SUBACK closes the connection too")
     t.check(j.alive(), "junction is still running")
     bad.stop()
+
+    # ---- 9. QoS 2 resent with DUP after a lost PUBREC: taken once; QoS 1: PUBACK ----
+    t.check(wait_until(lambda: sb.done, 15), "the scripted broker got PUBREC, PUBREC again, "
+            "PUBCOMP and PUBACK: %r" % [(hex(f) if isinstance(f, int) else f, b.hex())
+                                        for f, b in sb.seen])
+    t.eq([(f, b) for f, b in sb.seen if f in (0x50, 0x70, 0x40)],
+         [(0x50, b"\x00\x05"), (0x50, b"\x00\x05"), (0x70, b"\x00\x05"), (0x40, b"\x00\x06")],
+         "the answers carry the packet identifiers (short forms)")
+    t.eq(sorted(bodies_in(j.path("out2")).items()), [(b"once", 1), (b"one", 1)],
+         "the QoS 2 message sent twice is one file; the QoS 1 one too")
 
     # ---- 7. TLS ----
     tb = b"over tls"
