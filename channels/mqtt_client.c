@@ -1,17 +1,16 @@
 /*
- * mqtt client: the paho MQTTAsync client and the connection both sides of channels/mqtt_in.c
- * and channels/mqtt_out.c run on: the channel's state, paho's global init, the hand-off of
- * paho's callbacks to the loop, connecting and reconnecting with backoff, and the life cycle
- * (init, start, stop, destroy) each side builds on. A side adds its own part through struct
- * mqtt_side (mqtt_int.h).
+ * mqtt client: the paho MQTTAsync client and the connection channels/mqtt_out.c runs on: the
+ * channel's state, paho's global init, the hand-off of paho's callbacks to the loop,
+ * connecting and reconnecting with backoff, and the life cycle (init, start, stop, destroy) the
+ * side builds on; the side adds its own part through struct mqtt_side (mqtt_int.h). The IN
+ * side does not use paho any more (channels/mqtt_in.c: its own client on mqtt_proto).
  *
  * Threads. paho runs its own send and receive threads (shared by every client in the process)
  * and calls us only on them. Nothing here touches the loop from a paho thread: each callback
  * posts an event to a jn_worker hand-off (jn_worker.h: a locked list and event_active(); the
- * broker called evthread_use_pthreads()). The loop does the rest: jn_ingest, jn_delivery_done,
- * reconnecting, subscribing. The one decision taken on paho's thread is messageArrived's return
- * value, from state shared under the same mutex. Lock order: paho's own mutex (held while it
- * calls us) before st->mu; the loop never holds st->mu while calling into paho.
+ * broker called evthread_use_pthreads()). The loop does the rest: jn_delivery_done,
+ * reconnecting. Lock order: paho's own mutex (held while it calls us) before st->mu; the loop
+ * never holds st->mu while calling into paho.
  */
 #include <pthread.h>
 #include <stddef.h>
@@ -51,7 +50,7 @@ int jn_mqtt__post(struct mqtt_state *st, struct ev *e)
 }
 
 /* Any thread. Out of memory drops the event: each kind has a backstop (the reconnect loop,
- * the OUT timeout sweep, paho offering a message again), and it is logged. */
+ * the OUT timeout sweep), and it is logged. */
 void jn_mqtt__ev_post(struct mqtt_state *st, enum ev_kind kind, int code, int flag,
                       struct pub_ctx *pub, const char *text)
 {
@@ -75,24 +74,14 @@ void jn_mqtt__ev_post(struct mqtt_state *st, enum ev_kind kind, int code, int fl
 
 /* ---- paho callbacks (paho's threads) ---- */
 
-void jn_mqtt__paho_free(char *topic, void *msg)
-{
-    MQTTAsync_message *m = msg;
-
-    MQTTAsync_freeMessage(&m);
-    MQTTAsync_free(topic);
-}
-
-/* paho's receive thread: the side's messageArrived (a side that takes none lets it go). */
+/* paho's receive thread: OUT subscribes to nothing, so nothing arrives; let it go. */
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 {
-    struct mqtt_state *st = ctx;
-
-    if (st->side->arrived == NULL) {
-        jn_mqtt__paho_free(topic, msg);
-        return 1;
-    }
-    return st->side->arrived(st, topic, topic_len, msg);
+    (void)ctx;
+    (void)topic_len;
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
+    return 1;
 }
 
 static void on_lost(void *ctx, char *cause)
@@ -234,7 +223,6 @@ static void handle(struct mqtt_state *st, struct ev *e)
         if (st->side->connected != NULL) {
             st->side->connected(st, e->flag);
         }
-        st->ever_connected = 1;
         break;
     case EV_CONNECT_FAILED:
         st->connecting = 0;
@@ -281,16 +269,13 @@ void jn_mqtt__state_free(struct mqtt_state *st)
         /* No paho callback runs after this returns. */
         MQTTAsync_destroy(&st->cli);
     }
-    /* Events not handled: the side says what each held (mqtt_in.c: its messages). */
+    /* Events not handled: their publishes are finished by the side's release. */
     if (st->wake != NULL) {
         rest = jn_worker_stop(st->wake, 0);
     }
     while (rest != NULL) {
         struct ev *e = JN_JOB_OF(rest, struct ev, job);
         rest = rest->next;
-        if (st->side->drop != NULL) {
-            st->side->drop(st, e);
-        }
         jn_free(e);
     }
     if (st->side->release != NULL) {
@@ -302,7 +287,6 @@ void jn_mqtt__state_free(struct mqtt_state *st)
     }
     pthread_mutex_destroy(&st->mu);
     jn_free(st->client_id);
-    jn_free(st->nudge_topic);
     jn_free(CLIENT_OF(st));
 }
 
@@ -328,9 +312,7 @@ struct mqtt_state *jn_mqtt__state_new(struct jn_channel *ch, const struct mqtt_s
         st->client_id = jn_buf_steal(&b);
     }
     jn_buf_reset(&b);
-    if (st->client_id == NULL || jn_buf_printf(&b, MQTT_NUDGE_PREFIX "%s", st->client_id) != 0 ||
-        (st->nudge_topic = jn_buf_steal(&b)) == NULL) {
-        jn_buf_reset(&b);
+    if (st->client_id == NULL) {
         jn_mqtt__state_free(st);
         jn_err_set(err, JN_ENOMEM, "out of memory");
         return NULL;
@@ -363,7 +345,7 @@ int jn_mqtt__start(struct jn_channel *ch, struct jn_err *err)
     return 0;
 }
 
-int jn_mqtt__create(struct mqtt_state *st, char *persist_dir, struct jn_err *err)
+int jn_mqtt__create(struct mqtt_state *st, struct jn_err *err)
 {
     const struct mqtt_conf *c = st->conf;
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
@@ -371,14 +353,11 @@ int jn_mqtt__create(struct mqtt_state *st, char *persist_dir, struct jn_err *err
 
     co.MQTTVersion = MQTTVERSION_3_1_1;
     rc = MQTTAsync_createWithOptions(&st->cli, c->url, st->client_id,
-                                     persist_dir != NULL ? MQTTCLIENT_PERSISTENCE_DEFAULT
-                                                         : MQTTCLIENT_PERSISTENCE_NONE,
-                                     persist_dir, &co);
+                                     MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         st->cli = NULL;
-        return jn_err_set(err, rc == MQTTASYNC_PERSISTENCE_ERROR ? JN_EIO : JN_EINVAL,
-                          "cannot create the MQTT client for %s (paho %d%s)", c->url, rc,
-                          rc == MQTTASYNC_PERSISTENCE_ERROR ? ": state_dir unreadable?" : "");
+        return jn_err_set(err, JN_EINVAL, "cannot create the MQTT client for %s (paho %d)",
+                          c->url, rc);
     }
     rc = MQTTAsync_setCallbacks(st->cli, st, on_lost, on_message, NULL);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -400,8 +379,7 @@ void jn_mqtt__stop(struct jn_channel *ch)
     if (st->reconnect != NULL) {
         evtimer_del(st->reconnect);
     }
-    /* IN: the tick stays, so what was committed before the stop is still released to paho.
-     * OUT: the sweep stays, so a publish that is never answered is still finished. */
+    /* The sweep stays, so a publish that is never answered is still finished. */
 }
 
 void jn_mqtt__halt(struct mqtt_state *st)

@@ -1,9 +1,10 @@
 /*
- * mqtt: the channel type (subscribe to topic filters on an outside MQTT broker IN, publish to it
- * OUT, with paho-mqtt-c's MQTTAsync client over MQTT 3.1.1): its option table, the cross-field
- * check (url scheme, TLS options, topic filters, the topic template) and the def. The client
- * and the connection both sides share are channels/mqtt_client.c; the sides are
- * channels/mqtt_in.c and channels/mqtt_out.c (one file per direction, like kafka_*.c).
+ * mqtt: the channel type (subscribe to topic filters on an outside MQTT broker IN, with
+ * junction's own client on channels/mqtt_proto over MQTT 5 or 3.1.1; publish to it OUT, with
+ * paho-mqtt-c's MQTTAsync client over MQTT 3.1.1): its option table, the cross-field check (url
+ * scheme, TLS options, topic filters, the topic template) and the def. The sides are
+ * channels/mqtt_in.c and channels/mqtt_out.c (one file per direction, like kafka_*.c); OUT's
+ * paho client is channels/mqtt_client.c.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +13,18 @@
 #include "jn_channel.h"
 #include "mqtt_int.h"
 
-static const char *const handoff_names[] = {"durable", "immediate", NULL};
+static const char *const proto_names[] = {"5", "3.1.1", NULL};
+
+/* handoff and state_dir belonged to the paho IN side: accepted, with a warning, so an older
+ * config still loads. */
+static int deprecated_ignored(const void *value, const struct jn_node *node, const char *what,
+                              struct jn_diag *d)
+{
+    (void)value;
+    jn_diag_warn(d, &node->pos, "%s: deprecated and ignored (MQTT IN acknowledges after the "
+                 "commit and keeps no paho state; docs/mqtt.md)", what);
+    return 0;
+}
 
 static const struct jn_opt mqtt_opts[] = {
     JN_OPT_STR("url", NULL, JN_OPT_REQUIRED, struct mqtt_conf, url,
@@ -55,13 +67,29 @@ static const struct jn_opt mqtt_opts[] = {
     JN_OPT_BOOL("clean_session", "false", JN_OPT_IN, struct mqtt_conf, clean_session,
                 "false: the broker keeps the subscription and queues QoS 1/2 messages while "
                 "junction is away; true: each connection starts empty."),
-    JN_OPT_ENUM("handoff", "durable", handoff_names, JN_OPT_IN, struct mqtt_conf, handoff,
-                "durable: paho keeps each message (in memory and in state_dir) until it is "
-                "committed in the journal, one at a time; immediate: faster, but a crash "
-                "loses what paho acknowledged and junction had not committed (docs/mqtt.md)."),
-    JN_OPT_PATH("state_dir", "", JN_OPT_IN, struct mqtt_conf, state_dir,
-                "Folder for paho's persistence (one subfolder per client id and broker); "
-                "empty: <data_dir>/mqtt."),
+    JN_OPT_ENUM("protocol_version", "5", proto_names, JN_OPT_IN, struct mqtt_conf, protocol,
+                "The MQTT version spoken to the broker: 5 (Receive Maximum, Session "
+                "Expiry, user properties and content type as headers) or 3.1.1."),
+    JN_OPT_INT("receive_maximum", "1024", 1, 65535, JN_OPT_IN, struct mqtt_conf, receive_max,
+               "Messages the broker may have sent and junction not yet acknowledged (each "
+               "is acknowledged after its commit). MQTT 5 sends it as Receive Maximum; with "
+               "3.1.1 junction stops reading while that many are open."),
+    JN_OPT_DURATION("session_expiry", "7d", 0, 4294967295000LL, JN_OPT_IN, struct mqtt_conf,
+                    session_expiry,
+                    "MQTT 5 with clean_session false: how long the broker keeps the "
+                    "session (subscriptions, queued messages) after junction disconnects "
+                    "(whole seconds)."),
+    JN_OPT_SIZE("max_packet_size", "16MiB", 64, 268435460ULL, JN_OPT_IN, struct mqtt_conf,
+                max_packet,
+                "The largest packet taken from the broker. MQTT 5 tells the broker, which "
+                "then does not send larger messages to junction; with 3.1.1 a larger packet "
+                "closes the connection with an error line."),
+    JN_OPT_STR("handoff", NULL, JN_OPT_IN, struct mqtt_conf, handoff,
+               "Deprecated and ignored (the paho client's hand-off is gone: every message is "
+               "acknowledged after its commit).", .validate = deprecated_ignored),
+    JN_OPT_PATH("state_dir", NULL, JN_OPT_IN, struct mqtt_conf, state_dir,
+                "Deprecated and ignored (IN keeps no paho persistence any more; the broker's "
+                "session and the journal hold everything).", .validate = deprecated_ignored),
     JN_OPT_STR("topic", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct mqtt_conf, topic,
                "Topic template: {id} {channel} {date} {time} {ts} {header.NAME}; a rendered "
                "topic that is empty or has + or # is rejected (dead-lettered)."),
@@ -179,11 +207,6 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
             if (why != NULL) {
                 jn_diag_add(d, pos, "mqtt: topics: '%s' %s", c->topics.v[i], why);
                 errors++;
-            } else if (strncmp(c->topics.v[i], MQTT_NUDGE_PREFIX,
-                               strlen(MQTT_NUDGE_PREFIX)) == 0) {
-                jn_diag_add(d, pos, "mqtt: topics: '%s': " MQTT_NUDGE_PREFIX "... is junction's",
-                            c->topics.v[i]);
-                errors++;
             }
         }
     }
@@ -205,7 +228,8 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
 
 const struct jn_channel_def jn_channel_mqtt = {
     .name = "mqtt",
-    .desc = "MQTT 3.1.1 client (paho): subscribe to topic filters (in), publish (out)",
+    .desc = "MQTT client: subscribe to topic filters (in: MQTT 5 or 3.1.1, acknowledged after "
+            "the commit), publish (out: paho, MQTT 3.1.1)",
     .opts = mqtt_opts,
     .conf_size = sizeof(struct mqtt_conf),
     .check = mqtt_check, /* url scheme, TLS options, topic filters (in), template (out) */

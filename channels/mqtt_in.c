@@ -1,72 +1,124 @@
 /*
  * mqtt IN: subscribe to topic filters on an outside MQTT broker and hand what arrives to the
- * journal, on the paho client of channels/mqtt_client.c (its opening comment has the threads).
+ * journal, as a client of junction's own: the codec of channels/mqtt_proto.h on a libevent
+ * bufferevent on the broker's loop (TCP, or TLS through broker/jn_tls for ssl:// and mqtts://).
+ * MQTT 5 by default (protocol_version), 3.1.1 on request.
  *
- * What paho 1.3.11 does with an incoming PUBLISH (MQTTProtocolClient.c, MQTTAsyncUtils.c):
- *   QoS 0: messageArrived, nothing to acknowledge.
- *   QoS 1: PUBACK is written to the socket first, then messageArrived ("send puback before
- *          processing the publications"). The broker forgets the message at that moment.
- *   QoS 2: the PUBLISH is stored (in paho's file persistence as "r-<id>", when there is one)
- *          and PUBREC sent; on PUBREL, PUBCOMP is written first, then messageArrived, then the
- *          stored copy is removed. So PUBREC..PUBREL is covered by paho's persistence, and the
- *          last step has the same shape as QoS 1: acknowledged before we see it.
- *   messageArrived returning 0: paho keeps the message at the head of its per-client queue,
- *          writes it to its persistence ("q-<seq>") and offers it again later, on the receive
- *          thread's next pass with traffic for that client. Queued entries are read back by
- *          MQTTAsync_createWithOptions after a restart. Every later message queues behind it.
- * Nothing in paho's API delays PUBACK, PUBREC or PUBCOMP until we say so.
+ * Why not paho, as OUT still uses: paho 1.3 writes PUBACK (QoS 1) and PUBCOMP (QoS 2) before
+ * the application sees a message and has no manual acknowledgement, so a receiver on it either
+ * acknowledges what is not yet durable or holds one message at a time (docs/mqtt.md has the
+ * history and the numbers). Here the acknowledgement is ours to write:
  *
- * So `handoff: durable` (the default) answers 0 until the message is committed in our journal:
- * the copy paho wrote to its persistence covers a crash in between, and the loss window shrinks
- * to the moment between paho writing the acknowledgement and writing that copy. paho offers the
- * head again only when the socket has something for it, so after each commit we cause a
- * round trip: an UNSUBSCRIBE of a topic nobody subscribes to (its UNSUBACK is the traffic).
- * One message per channel is in flight, which bounds throughput (docs/mqtt.md has numbers).
- * `handoff: immediate` copies the message, answers 1 at once and commits it a moment later:
- * faster, but a crash loses what was acknowledged and not yet committed.
+ *   PUBLISH QoS 0   jn_ingest(); nothing is ever answered.
+ *   PUBLISH QoS 1   jn_ingest(); PUBACK is written in the accept callback with rc 0, that is
+ *                   after the group commit that made the message durable.
+ *   PUBLISH QoS 2   jn_ingest(); PUBREC after the commit, and the packet identifier is marked
+ *                   "received" (rec[]); a PUBLISH resent with that identifier (DUP, after a
+ *                   reconnect that lost our PUBREC) is answered PUBREC again, not taken again.
+ *                   PUBREL clears the mark and is answered PUBCOMP. The marks live in memory:
+ *                   across a crash QoS 2 is at least once, like QoS 1.
+ *   refused (rc<0)  nothing is written for that packet: the broker still counts it in flight
+ *                   and sends it again on the next connection. Reading stops; after a backoff
+ *                   (reconnect_backoff doubling up to reconnect_max_backoff while refusals go
+ *                   on) the connection is dropped and made again, so the broker resends.
  *
- * The IN side runs paho with its file persistence (state_dir) and the session the config asks
- * for (clean_session), and subscribes on connecting (mqtt_int.h's struct mqtt_side).
+ * Many messages are in flight at once: up to receive_maximum (MQTT 5 tells the broker so in
+ * CONNECT's Receive Maximum; with 3.1.1, and as a backstop with 5, the socket is not read while
+ * that many are open). A connection that drops while accepts are pending bumps the generation
+ * counter: an accept that comes later for an older generation writes nothing (the broker will
+ * resend that message: at least once, the journal has it already); a QoS 2 one still marks its
+ * identifier, unless the broker has lost the session since (epoch).
+ *
+ * Modelled on Mosquitto's client side (one connection state machine, packets read whole and
+ * handled by type) and on channels/mllp_out.c for the libevent and TLS plumbing. Everything runs
+ * on the loop thread; no threads of our own.
  */
-#include <dirent.h>
-#include <errno.h>
-#include <pthread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <MQTTAsync.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "jn_buf.h"
 #include "jn_channel.h"
-#include "jn_fs.h"
 #include "jn_mem.h"
+#include "jn_net.h"
+#include "jn_time.h"
+#include "jn_tls.h"
 #include "mqtt_int.h"
+#include "mqtt_proto.h"
 
-/* A refused ingest (full journal, stopping) is tried again after this, doubling up to MAX. */
-#define MQTT_HOLD_MIN_MS 100
-#define MQTT_HOLD_MAX_MS 5000
+/* A refusal streak waits this long at least before the connection is made again. */
+#define IN_REFUSE_MIN_MS 100
+/* A connection up this long that is lost is made again at once, not after a backoff. */
+#define IN_STABLE_MS 1000
+/* The packet identifier of our one SUBSCRIBE (nothing else we send carries one). */
+#define IN_SUB_ID 1
 
-/* One received message. IN durable: lives in st->ims from messageArrived until paho has been
- * told 1 (the paho thread unlinks and frees it then, after the loop set `done`). */
-struct in_msg {
-    struct in_msg *next;  /* st->ims (under st->mu) */
-    struct in_msg *hnext; /* st->held (loop only) */
-    struct mqtt_state *st;
-    const void *key;      /* paho's MQTTAsync_message: the same each time paho offers it */
-    char *topic;          /* owned copies, until committed */
-    size_t topic_len;     /* may hold a NUL byte (then topic is cut there for logs) */
-    unsigned char *payload;
-    size_t len;
-    int qos;
-    int retained;
-    int done;             /* committed (under st->mu) */
-    struct jn_ticket *t;  /* loop only */
+enum in_conn_state {
+    CONN_IDLE = 0,    /* no connection; the reconnect timer may be armed */
+    CONN_OPENING = 1, /* TCP (and TLS) under way */
+    CONN_CONNACK = 2, /* CONNECT sent */
+    CONN_UP = 3,      /* CONNACK 0 received */
+};
+
+struct mqtt_in;
+
+/* One PUBLISH handed to jn_ingest(), waiting for its accept callback. */
+struct in_pub {
+    struct in_pub *prev, *next; /* in->pubs */
+    struct mqtt_in *in;
+    struct jn_ticket *t;
+    unsigned gen;   /* the connection it came on */
+    unsigned epoch; /* the broker session it belongs to */
+    uint16_t id;
+    uint8_t qos;
+};
+
+struct mqtt_in {
+    struct jn_channel *ch;
+    const struct mqtt_conf *conf;
+    char *client_id;
+    char host[256];
+    int port;
+    struct sockaddr_storage sa;
+    int salen; /* 0: host is a name, resolved through dns */
+    struct evdns_base *dns;
+    struct jn_tls *tls; /* ssl:// or mqtts:// */
+    int version;        /* JN_MQTT_V5 or JN_MQTT_V311 */
+    size_t max_packet;
+    long long keepalive; /* ms; the broker's Server Keep Alive may replace it */
+
+    struct bufferevent *bev;
+    enum in_conn_state state;
+    unsigned gen;   /* bumped by each connect and each drop */
+    unsigned epoch; /* bumped when the broker has no session for us any more */
+    int failures;   /* connects failed in a row (the reconnect backoff) */
+    int refuse_rounds; /* reconnects forced by refusals in a row */
+    int stopping;
+    int subscribed; /* this run has subscribed once (the first connect always does) */
+    int reading;    /* EV_READ enabled */
+    int in_read;    /* inside read handling: a drop there waits for it to unwind */
+    size_t window;  /* receive_maximum */
+    size_t open;    /* this connection: handed over and not answered, refused ones included */
+    size_t refused; /* this connection: QoS 1/2 refused, to come again after a reconnect */
+    int ping_out;
+    int64_t ping_sent;
+    int64_t up_since; /* CONNACK 0 of this connection */
+    struct in_pub *pubs; /* every pending accept, of any generation */
+    struct jn_buf out;   /* encoding scratch */
+    struct event *reconnect, *conn_timer, *ping_timer, *refuse_timer;
+    uint8_t rec[65536 / 8];   /* QoS 2 identifiers committed and PUBREC'd, PUBREL not seen */
 };
 
 /* ---- outside input (mqtt_int.h: no paho types, fuzzed alone) ---- */
@@ -87,13 +139,11 @@ int jn_mqtt__map_headers(struct jn_msg *m, const char *topic, size_t topic_len, 
         rc = b != NULL ? jn_msg_header_set(m, "mqtt-topic-base64", b) : JN_ENOMEM;
         jn_free(b);
     } else {
-        /* paho's topic is NUL-terminated at topic_len too, but do not rely on it. */
         char *t = jn_strndup(topic, tl);
         rc = t != NULL ? jn_msg_header_set(m, "mqtt-topic", t) : JN_ENOMEM;
         jn_free(t);
     }
-    /* Decimal, not '0' + qos: a QoS paho did not check (3 is a protocol error) must not turn
-     * into some other character. */
+    /* Decimal, not '0' + qos: a QoS out of range must not turn into some other character. */
     snprintf(num, sizeof(num), "%d", qos);
     if (rc == 0) {
         rc = jn_msg_header_set(m, "mqtt-qos", num);
@@ -104,588 +154,895 @@ int jn_mqtt__map_headers(struct jn_msg *m, const char *topic, size_t topic_len, 
     return rc;
 }
 
-/* ---- hand-off to the loop ---- */
-
-static void in_msg_free(struct in_msg *im)
+/* MQTT 5: content type as mqtt-content-type, each user property as mqtt-user-<name> (in
+ * order; a name given twice gives two headers). The codec has checked both are UTF-8 without
+ * U+0000, so they are header strings as they are. 0 or JN_ENOMEM. */
+static int map_props(struct jn_msg *m, const struct jn_mqtt_props *pr)
 {
-    if (im == NULL) {
-        return;
+    struct jn_buf n = JN_BUF_INIT, v = JN_BUF_INIT;
+    struct jn_mqtt_userprop u;
+    size_t it = 0;
+    int rc = 0;
+
+    if (JN_MQTT_HAS(pr, JN_MQTT_P_CONTENT_TYPE)) {
+        rc = jn_buf_append(&v, pr->content_type.p, pr->content_type.len);
+        rc = rc == 0 ? jn_buf_append(&v, "", 1) : rc;
+        rc = rc == 0 ? jn_msg_header_set(m, "mqtt-content-type", v.p) : rc;
     }
-    jn_free(im->topic);
-    jn_free(im->payload);
-    jn_free(im);
+    while (rc == 0 && jn_mqtt_user_next(pr, &it, &u)) {
+        n.len = 0;
+        v.len = 0;
+        rc = jn_buf_printf(&n, "mqtt-user-%.*s", (int)u.name.len, u.name.p);
+        rc = rc == 0 ? jn_buf_append(&v, u.value.p, u.value.len) : rc;
+        rc = rc == 0 ? jn_buf_append(&v, "", 1) : rc;
+        rc = rc == 0 ? jn_msg_header_add(m, n.p, v.p) : rc;
+    }
+    jn_buf_reset(&n);
+    jn_buf_reset(&v);
+    return rc;
 }
 
-/* Any thread. Takes ownership of e. */
-/* Any thread. Takes ownership of e (an EV_MESSAGE). */
-static void in_push(struct mqtt_state *st, struct ev *e)
-{
-    if (jn_mqtt__post(st, e) == 0) {
-        return;
-    }
-    /* Stopped (not while paho runs: state_free destroys the client first). */
-    if (e->im != NULL && e->im->key == NULL) {
-        in_msg_free(e->im);
-    }
-    jn_free(e);
-}
+/* ---- the connection (loop) ---- */
 
-/* ---- paho callbacks (paho's threads) ---- */
+static void in_connect(struct mqtt_in *in);
+static void in_read(struct mqtt_in *in);
 
-/* Causes traffic on the client's socket, so paho's receive thread offers its queue head again.
- * Any thread but never under st->mu. */
-static void nudge(struct mqtt_state *st)
-{
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-
-    (void)MQTTAsync_unsubscribe(st->cli, st->nudge_topic, &ro);
-}
-
-/* A copy of what paho hands us, for the loop. NULL when out of memory. */
-static struct in_msg *in_msg_new(struct mqtt_state *st, const char *topic, int topic_len,
-                                 const MQTTAsync_message *msg)
-{
-    struct in_msg *im = jn_calloc(1, sizeof(*im));
-    size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
-    size_t pl = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
-
-    if (im == NULL) {
-        return NULL;
-    }
-    im->st = st;
-    im->key = msg;
-    im->topic = jn_strndup(topic, tl);
-    im->topic_len = tl;
-    im->payload = jn_malloc(pl + 1);
-    if (im->topic == NULL || im->payload == NULL) {
-        in_msg_free(im);
-        return NULL;
-    }
-    if (pl > 0) {
-        memcpy(im->payload, msg->payload, pl);
-    }
-    im->payload[pl] = '\0';
-    im->len = pl;
-    im->qos = msg->qos;
-    im->retained = msg->retained;
-    return im;
-}
-
-/*
- * paho's receive thread. Returns 1 when paho may forget the message, 0 to have it kept (queued
- * and written to its persistence) and offered again later.
- */
-static int in_arrived(struct mqtt_state *st, char *topic, int topic_len, void *pmsg)
-{
-    MQTTAsync_message *msg = pmsg;
-    struct in_msg *im, **pp;
-    struct ev *e;
-    int durable = st->conf->handoff == HANDOFF_DURABLE;
-
-    pthread_mutex_lock(&st->mu);
-    for (pp = &st->ims; *pp != NULL; pp = &(*pp)->next) {
-        if ((*pp)->key == msg) {
-            break;
-        }
-    }
-    im = *pp;
-    if (im != NULL) {
-        int done = im->done;
-        if (done) {
-            *pp = im->next;
-        }
-        pthread_mutex_unlock(&st->mu);
-        if (!done) {
-            return 0;
-        }
-        /* Committed: paho may let go, and the next one in its queue should come up. */
-        in_msg_free(im);
-        jn_mqtt__paho_free(topic, msg);
-        nudge(st);
-        return 1;
-    }
-    if (st->stopping) {
-        /* Not taken: it stays in paho's queue and persistence for the next start. */
-        pthread_mutex_unlock(&st->mu);
-        return 0;
-    }
-    pthread_mutex_unlock(&st->mu);
-    im = in_msg_new(st, topic, topic_len, msg);
-    e = im != NULL ? jn_calloc(1, sizeof(*e)) : NULL;
-    if (e == NULL) {
-        in_msg_free(im);
-        jn_ch_warn(st->ch, "out of memory taking a message on %.*s; paho keeps it", topic_len,
-                   topic);
-        return 0;
-    }
-    e->kind = EV_MESSAGE;
-    e->im = im;
-    if (durable) {
-        pthread_mutex_lock(&st->mu);
-        im->next = st->ims;
-        st->ims = im;
-        pthread_mutex_unlock(&st->mu);
-        in_push(st, e);
-        return 0;
-    }
-    im->key = NULL;
-    in_push(st, e);
-    jn_mqtt__paho_free(topic, msg);
-    return 1;
-}
-
-static void on_sub_ok(void *ctx, MQTTAsync_successData *r)
-{
-    struct mqtt_state *st = ctx;
-    int refused = 0;
-
-    /* 3.1.1: one granted QoS per filter, 0x80 for a refusal. paho calls onFailure only when a
-     * single filter is refused. */
-    if (r != NULL && st->conf->topics.n > 1 && r->alt.qosList != NULL) {
-        for (size_t i = 0; i < st->conf->topics.n; i++) {
-            if (r->alt.qosList[i] == 0x80) {
-                refused = 1;
-                jn_ch_error(st->ch, "the broker refused the subscription to '%s'",
-                            st->conf->topics.v[i]);
-            }
-        }
-    }
-    jn_mqtt__ev_post(st, refused ? EV_SUB_FAILED : EV_SUB_OK, 0, 0, NULL,
-                     refused ? "some topic filters were refused" : NULL);
-}
-
-static void on_sub_fail(void *ctx, MQTTAsync_failureData *r)
-{
-    char text[200];
-
-    snprintf(text, sizeof(text), "subscribe failed (%d%s%s)", r != NULL ? r->code : -1,
-             r != NULL && r->message != NULL ? ": " : "",
-             r != NULL && r->message != NULL ? r->message : "");
-    jn_mqtt__ev_post(ctx, EV_SUB_FAILED, r != NULL ? r->code : -1, 0, NULL, text);
-}
-
-/* ---- subscribing (loop) ---- */
-
-/* Without its subscriptions an IN channel would sit connected and idle: drop the connection
- * and come back through the reconnect path, which subscribes on its first connect. */
-static void resubscribe_later(struct mqtt_state *st, const char *why)
-{
-    jn_ch_error(st->ch, "%s; reconnecting to subscribe again", why);
-    st->ever_connected = 0;
-    st->connected = 0;
-    (void)MQTTAsync_disconnect(st->cli, NULL);
-    st->failures++;
-    jn_mqtt__schedule_reconnect(st, why);
-}
-
-static void subscribe_now(struct mqtt_state *st)
-{
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    int rc;
-
-    ro.onSuccess = on_sub_ok;
-    ro.onFailure = on_sub_fail;
-    ro.context = st;
-    rc = MQTTAsync_subscribeMany(st->cli, (int)st->conf->topics.n, st->filters, st->qoss, &ro);
-    if (rc != MQTTASYNC_SUCCESS) {
-        char why[64];
-        snprintf(why, sizeof(why), "cannot subscribe (paho %d)", rc);
-        resubscribe_later(st, why);
-    }
-}
-
-/* ---- IN (loop) ---- */
-
-static void in_ingest(struct mqtt_state *st, struct in_msg *im);
-
-/* A nudge can be lost: paho refuses an UNSUBSCRIBE while it has not yet marked the connection
- * up (the head is offered just before the CONNACK is handled), and then nothing offers the head
- * again until other traffic comes. The crash test saw such a stall of several seconds after a
- * restart. So a durable IN nudges once a second anyway while connected. */
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct mqtt_state *st = arg;
-
-    (void)fd;
-    (void)what;
-    if (st->connected) {
-        nudge(st);
-    }
-}
-
-static void hold(struct mqtt_state *st, struct in_msg *im)
+static struct timeval tv_ms(long long ms)
 {
     struct timeval tv;
 
-    im->hnext = NULL;
-    if (st->held_tail != NULL) {
-        st->held_tail->hnext = im;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+    return tv;
+}
+
+static void set_reading(struct mqtt_in *in, int on)
+{
+    if (in->bev == NULL || in->reading == on) {
+        return;
+    }
+    in->reading = on;
+    if (on) {
+        bufferevent_enable(in->bev, EV_READ);
     } else {
-        st->held = im;
+        bufferevent_disable(in->bev, EV_READ);
     }
-    st->held_tail = im;
-    if (!evtimer_pending(st->hold_timer, NULL)) {
-        st->hold_ms = st->hold_ms == 0 ? MQTT_HOLD_MIN_MS : st->hold_ms * 2;
-        if (st->hold_ms > MQTT_HOLD_MAX_MS) {
-            st->hold_ms = MQTT_HOLD_MAX_MS;
+}
+
+/* Arms the reconnect timer with the backoff of in->failures; the first failure is a warn line,
+ * the next ones debug (as the paho side logs it). */
+static void schedule_reconnect(struct mqtt_in *in, const char *why)
+{
+    long long wait;
+    struct timeval tv;
+
+    if (in->stopping) {
+        return;
+    }
+    wait = jn_backoff_ms(in->conf->reconnect_min, in->conf->reconnect_max, in->failures);
+    if (in->failures <= 1) {
+        jn_ch_warn(in->ch, "cannot reach %s: %s; retrying in %lld ms (then with backoff)",
+                   in->conf->url, why, wait);
+    } else {
+        jn_ch_debug(in->ch, "cannot reach %s: %s (attempt %d); retrying in %lld ms",
+                    in->conf->url, why, in->failures, wait);
+    }
+    tv = tv_ms(wait);
+    evtimer_add(in->reconnect, &tv);
+}
+
+/* Closes the connection. Pending accepts stay: they are of an older generation now, and write
+ * nothing. */
+static void in_close(struct mqtt_in *in)
+{
+    if (in->bev != NULL) {
+        bufferevent_free(in->bev);
+        in->bev = NULL;
+    }
+    in->state = CONN_IDLE;
+    in->gen++;
+    in->open = 0;
+    in->refused = 0;
+    in->reading = 0;
+    in->ping_out = 0;
+    evtimer_del(in->conn_timer);
+    evtimer_del(in->ping_timer);
+    evtimer_del(in->refuse_timer);
+}
+
+/* The connection failed or must go: close it and come back, at once after a connection that
+ * was up for a while (IN_STABLE_MS), else with backoff (a broker that takes the connection and
+ * drops it again is not hammered). */
+static void in_drop(struct mqtt_in *in, const char *why)
+{
+    int was_up = in->state == CONN_UP && jn_mono_ms() - in->up_since >= IN_STABLE_MS;
+
+    in_close(in);
+    if (in->stopping) {
+        return;
+    }
+    if (was_up) {
+        jn_ch_warn(in->ch, "connection to %s lost: %s; reconnecting", in->conf->url, why);
+        in->failures = 0;
+        in_connect(in);
+        return;
+    }
+    in->failures++;
+    schedule_reconnect(in, why);
+}
+
+/* Encodes p and queues it on the connection. 0, or -1 (the connection was dropped). */
+static int in_send(struct mqtt_in *in, const struct jn_mqtt_packet *p)
+{
+    struct jn_mqtt_err e;
+    int rc;
+
+    in->out.len = 0;
+    rc = jn_mqtt_encode(p, &in->out, &e);
+    if (rc != 0 || bufferevent_write(in->bev, in->out.p, in->out.len) != 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "cannot send %s: %.200s", jn_mqtt_type_name(p->type),
+                 rc == JN_EINVAL ? e.err.msg : "out of memory");
+        in_drop(in, why);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_ack(struct mqtt_in *in, int type, uint16_t id)
+{
+    struct jn_mqtt_packet p;
+
+    jn_mqtt_packet_init(&p, type, in->version);
+    p.packet_id = id;
+    return in_send(in, &p);
+}
+
+static void send_connect(struct mqtt_in *in)
+{
+    const struct mqtt_conf *c = in->conf;
+    struct jn_mqtt_packet p;
+
+    jn_mqtt_packet_init(&p, JN_MQTT_CONNECT, in->version);
+    p.connect.client_id = (struct jn_mqtt_str){in->client_id, strlen(in->client_id)};
+    p.connect.keep_alive = (uint16_t)(c->keepalive / 1000);
+    p.connect.clean_start = c->clean_session;
+    if (c->username != NULL) {
+        p.connect.has_username = true;
+        p.connect.username = (struct jn_mqtt_str){c->username, strlen(c->username)};
+    }
+    if (c->password != NULL) {
+        p.connect.has_password = true;
+        p.connect.password = (struct jn_mqtt_str){c->password, strlen(c->password)};
+    }
+    if (in->version == JN_MQTT_V5) {
+        p.props.has |= (uint64_t)1 << JN_MQTT_P_RECEIVE_MAX;
+        p.props.receive_max = (uint16_t)in->window;
+        p.props.has |= (uint64_t)1 << JN_MQTT_P_MAX_PACKET_SIZE;
+        p.props.max_packet_size = (uint32_t)in->max_packet;
+        if (!c->clean_session) {
+            p.props.has |= (uint64_t)1 << JN_MQTT_P_SESSION_EXPIRY;
+            p.props.session_expiry = (uint32_t)(c->session_expiry / 1000);
         }
-        tv.tv_sec = (time_t)(st->hold_ms / 1000);
-        tv.tv_usec = (suseconds_t)((st->hold_ms % 1000) * 1000);
-        evtimer_add(st->hold_timer, &tv);
+    }
+    if (in_send(in, &p) == 0) {
+        in->state = CONN_CONNACK;
     }
 }
 
-static void hold_cb(evutil_socket_t fd, short what, void *arg)
+static void send_subscribe(struct mqtt_in *in)
 {
-    struct mqtt_state *st = arg;
-    struct in_msg *im = st->held;
+    const struct mqtt_conf *c = in->conf;
+    struct jn_mqtt_sub *subs = jn_calloc(c->topics.n, sizeof(*subs));
+    struct jn_mqtt_packet p;
 
-    (void)fd;
-    (void)what;
-    st->held = st->held_tail = NULL;
-    while (im != NULL) {
-        struct in_msg *next = im->hnext;
-        in_ingest(st, im);
-        im = next;
-    }
-}
-
-static void in_accepted(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err)
-{
-    struct in_msg *im = arg;
-    struct mqtt_state *st = im->st;
-
-    im->t = NULL;
-    if (rc != 0) {
-        /* Not durable, so not let go of: try again after a backoff. paho (durable) or we
-         * (immediate) still hold it. */
-        jn_ch_warn(st->ch, "msg=%s on %s refused by the journal (%s); trying again",
-                   msg != NULL ? msg->id : "?", im->topic,
-                   err != NULL && err->msg[0] ? err->msg : jn_strerror(rc));
-        hold(st, im);
+    if (subs == NULL) {
+        in_drop(in, "out of memory subscribing");
         return;
     }
-    st->hold_ms = 0;
-    jn_ch_debug(st->ch, "msg=%s accepted from %s (qos %d%s)", msg->id, im->topic, im->qos,
-                im->retained ? ", retained" : "");
-    if (im->key == NULL) {
-        in_msg_free(im);
-        return;
+    jn_mqtt_packet_init(&p, JN_MQTT_SUBSCRIBE, in->version);
+    p.packet_id = IN_SUB_ID;
+    for (size_t i = 0; i < c->topics.n; i++) {
+        subs[i].filter = (struct jn_mqtt_str){c->topics.v[i], strlen(c->topics.v[i])};
+        subs[i].options = (uint8_t)c->qos;
     }
-    /* Durable: tell paho's side it may let go; the paho thread frees im after that, so im
-     * is not touched here once done is set. */
-    jn_free(im->topic);
-    jn_free(im->payload);
-    im->topic = NULL;
-    im->payload = NULL;
-    pthread_mutex_lock(&st->mu);
-    im->done = 1;
-    pthread_mutex_unlock(&st->mu);
-    nudge(st);
+    p.subs = subs;
+    p.n_subs = c->topics.n;
+    (void)in_send(in, &p);
+    jn_free(subs);
 }
 
-static void in_ingest(struct mqtt_state *st, struct in_msg *im)
+static const char *connack_name(int version, uint8_t rc)
 {
-    struct jn_channel *ch = st->ch;
-    struct jn_msg *m = jn_msg_new(ch->name, im->payload, im->len);
+    if (version == JN_MQTT_V311) {
+        switch (rc) {
+        case 1: return "the broker refused the protocol version";
+        case 2: return "the broker refused the client id";
+        case 3: return "the broker is unavailable";
+        case 4: return "bad user name or password";
+        case 5: return "not authorized";
+        default: return "refused";
+        }
+    }
+    switch (rc) {
+    case 0x84: return "the broker refused the protocol version (try protocol_version: 3.1.1)";
+    case 0x85: return "the broker refused the client id";
+    case 0x86: return "bad user name or password";
+    case 0x87: return "not authorized";
+    case 0x88: return "the broker is unavailable";
+    case 0x89: return "the broker is busy";
+    case 0x8A: return "banned";
+    case 0x95: return "packet too large";
+    case 0x97: return "quota exceeded";
+    case 0x9C: case 0x9D: return "the broker points to another server";
+    default: return "refused";
+    }
+}
 
-    if (m == NULL ||
-        jn_mqtt__map_headers(m, im->topic, im->topic_len, im->qos, im->retained) != 0) {
+/* ---- what the broker sends (loop) ---- */
+
+static void in_accepted(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err);
+
+static void pub_unlink(struct mqtt_in *in, struct in_pub *p)
+{
+    if (p->prev != NULL) {
+        p->prev->next = p->next;
+    } else {
+        in->pubs = p->next;
+    }
+    if (p->next != NULL) {
+        p->next->prev = p->prev;
+    }
+}
+
+static int rec_has(const struct mqtt_in *in, uint16_t id)
+{
+    return (in->rec[id / 8] >> (id % 8)) & 1;
+}
+
+/* A refusal on the current connection: stop reading, and after the backoff make the
+ * connection again so the broker resends what it still holds for us. */
+static void refused_now(struct mqtt_in *in)
+{
+    set_reading(in, 0);
+    if (!in->stopping && !evtimer_pending(in->refuse_timer, NULL)) {
+        long long wait = jn_backoff_ms(in->conf->reconnect_min, in->conf->reconnect_max,
+                                       in->refuse_rounds + 1);
+        struct timeval tv = tv_ms(wait < IN_REFUSE_MIN_MS ? IN_REFUSE_MIN_MS : wait);
+        evtimer_add(in->refuse_timer, &tv);
+    }
+}
+
+static void on_publish(struct mqtt_in *in, const struct jn_mqtt_packet *p)
+{
+    struct jn_channel *ch = in->ch;
+    struct jn_msg *m;
+    struct in_pub *ip;
+
+    if (p->qos == 2 && rec_has(in, p->packet_id)) {
+        /* Committed already; our PUBREC was lost with a connection. */
+        jn_ch_debug(ch, "QoS 2 packet %u sent again: already committed, PUBREC again",
+                    p->packet_id);
+        (void)send_ack(in, JN_MQTT_PUBREC, p->packet_id);
+        return;
+    }
+    if (JN_MQTT_HAS(&p->props, JN_MQTT_P_TOPIC_ALIAS)) {
+        /* We offer no Topic Alias Maximum, so the broker may not use one (3.3.2.3.4). */
+        jn_ch_error(ch, "the broker used a topic alias junction did not allow; closing the "
+                    "connection");
+        in_drop(in, "protocol error: topic alias");
+        return;
+    }
+    m = jn_msg_new(ch->name, p->payload.p, p->payload.len);
+    ip = m != NULL ? jn_calloc(1, sizeof(*ip)) : NULL;
+    if (ip == NULL ||
+        jn_mqtt__map_headers(m, p->topic.p, p->topic.len, p->qos, p->retain) != 0 ||
+        (in->version == JN_MQTT_V5 && map_props(m, &p->props) != 0)) {
         jn_msg_unref(&m);
-        jn_ch_warn(ch, "out of memory taking a message on %s; trying again", im->topic);
-        hold(st, im);
+        jn_free(ip);
+        jn_ch_warn(ch, "out of memory taking a message on %.*s; it comes again after a "
+                   "reconnect", (int)p->topic.len, p->topic.p);
+        in->open++;
+        if (p->qos > 0) {
+            in->refused++;
+        }
+        refused_now(in);
         return;
     }
-    im->t = jn_ingest(ch, m, in_accepted, im);
-    if (im->t == NULL) {
-        jn_ch_warn(ch, "out of memory handing a message on %s over; trying again", im->topic);
-        hold(st, im);
+    ip->in = in;
+    ip->gen = in->gen;
+    ip->epoch = in->epoch;
+    ip->id = p->packet_id;
+    ip->qos = p->qos;
+    ip->next = in->pubs;
+    if (in->pubs != NULL) {
+        in->pubs->prev = ip;
+    }
+    in->pubs = ip;
+    in->open++;
+    ip->t = jn_ingest(ch, m, in_accepted, ip);
+    if (ip->t == NULL) {
+        /* No callback comes: the same as a refusal. */
+        pub_unlink(in, ip);
+        jn_free(ip);
+        jn_ch_warn(ch, "out of memory handing a message over; it comes again after a "
+                   "reconnect");
+        if (p->qos > 0) {
+            in->refused++;
+        }
+        refused_now(in);
     }
 }
 
-/* ---- the side's part of the client (loop) ---- */
-
-static void in_connected(struct mqtt_state *st, int session_present)
+static void on_connack(struct mqtt_in *in, const struct jn_mqtt_packet *p)
 {
+    char why[200];
+    struct timeval tv;
+
+    if (p->reason_code != 0) {
+        snprintf(why, sizeof(why), "%s (CONNACK 0x%02x)", connack_name(in->version,
+                 p->reason_code), p->reason_code);
+        if (JN_MQTT_HAS(&p->props, JN_MQTT_P_REASON_STRING)) {
+            size_t l = strlen(why);
+            snprintf(why + l, sizeof(why) - l, ": %.*s", (int)p->props.reason_string.len,
+                     p->props.reason_string.p);
+        }
+        in_drop(in, why);
+        return;
+    }
+    in->state = CONN_UP;
+    in->up_since = jn_mono_ms();
+    evtimer_del(in->conn_timer);
+    if (!p->session_present) {
+        /* A new session: QoS 2 identifiers of the old one mean nothing now. */
+        in->epoch++;
+        memset(in->rec, 0, sizeof(in->rec));
+    }
+    in->keepalive = in->conf->keepalive;
+    if (JN_MQTT_HAS(&p->props, JN_MQTT_P_SERVER_KEEP_ALIVE)) {
+        in->keepalive = (long long)p->props.server_keep_alive * 1000;
+    }
+    jn_ch_info(in->ch, "connected to %s as %s (MQTT %s, session present: %s)", in->conf->url,
+               in->client_id, in->version == JN_MQTT_V5 ? "5" : "3.1.1",
+               p->session_present ? "yes" : "no");
+    if (in->keepalive > 0) {
+        tv = tv_ms(in->keepalive / 2 > 0 ? in->keepalive / 2 : 1);
+        event_add(in->ping_timer, &tv);
+    }
     /* A session the broker kept has our subscriptions; subscribing again would have it resend
      * every retained message. The first connect of a run subscribes anyway, as the topics in
      * the config may have changed. */
-    if (!session_present || !st->ever_connected) {
-        subscribe_now(st);
+    if (!p->session_present || !in->subscribed) {
+        send_subscribe(in);
     }
-    /* paho offers what it restored or kept only when the socket is busy. */
-    nudge(st);
 }
 
-static void in_event(struct mqtt_state *st, struct ev *e)
+static void on_suback(struct mqtt_in *in, const struct jn_mqtt_packet *p)
 {
-    switch (e->kind) {
-    case EV_MESSAGE:
-        in_ingest(st, e->im);
-        break;
-    case EV_SUB_OK:
-        jn_ch_info(st->ch, "subscribed to %zu topic filter(s) at qos %lld", st->conf->topics.n,
-                   st->conf->qos);
-        break;
-    case EV_SUB_FAILED:
-        resubscribe_later(st, e->text);
-        break;
+    const struct mqtt_conf *c = in->conf;
+    int refused = 0;
+
+    for (size_t i = 0; i < p->n_codes && i < c->topics.n; i++) {
+        if (p->codes[i] >= 0x80) {
+            refused++;
+            jn_ch_error(in->ch, "the broker refused the subscription to '%s' (0x%02x)",
+                        c->topics.v[i], p->codes[i]);
+        }
+    }
+    if (refused > 0 || p->n_codes != c->topics.n) {
+        /* Without its subscriptions the channel would sit connected and idle. */
+        in->subscribed = 0;
+        in_close(in);
+        in->failures++;
+        schedule_reconnect(in, "some topic filters were refused; subscribing again");
+        return;
+    }
+    in->subscribed = 1;
+    jn_ch_info(in->ch, "subscribed to %zu topic filter(s) at qos %lld", c->topics.n, c->qos);
+}
+
+/* One whole packet. 0, or -1 when the connection was dropped (in->gen has moved on). */
+static int on_packet(struct mqtt_in *in, const struct jn_mqtt_packet *p)
+{
+    char why[200];
+
+    if (in->state == CONN_CONNACK && p->type != JN_MQTT_CONNACK) {
+        snprintf(why, sizeof(why), "protocol error: %s before CONNACK",
+                 jn_mqtt_type_name(p->type));
+        jn_ch_error(in->ch, "%s; closing the connection", why);
+        in_drop(in, why);
+        return -1;
+    }
+    switch (p->type) {
+    case JN_MQTT_CONNACK:
+        if (in->state != CONN_CONNACK) {
+            break;
+        }
+        on_connack(in, p);
+        return 0;
+    case JN_MQTT_PUBLISH:
+        on_publish(in, p);
+        return 0;
+    case JN_MQTT_PUBREL:
+        in->rec[p->packet_id / 8] &= (uint8_t)~(1u << (p->packet_id % 8));
+        /* A PUBREL for an identifier we do not hold (after a restart) is completed too: the
+         * message was committed before our PUBREC could have left. */
+        return send_ack(in, JN_MQTT_PUBCOMP, p->packet_id);
+    case JN_MQTT_SUBACK:
+        if (p->packet_id != IN_SUB_ID) {
+            break;
+        }
+        on_suback(in, p);
+        return 0;
+    case JN_MQTT_PINGRESP:
+        in->ping_out = 0;
+        return 0;
+    case JN_MQTT_DISCONNECT:
+        snprintf(why, sizeof(why), "the broker sent DISCONNECT 0x%02x%s%.*s", p->reason_code,
+                 JN_MQTT_HAS(&p->props, JN_MQTT_P_REASON_STRING) ? ": " : "",
+                 JN_MQTT_HAS(&p->props, JN_MQTT_P_REASON_STRING)
+                     ? (int)p->props.reason_string.len : 0,
+                 JN_MQTT_HAS(&p->props, JN_MQTT_P_REASON_STRING) ? p->props.reason_string.p
+                                                                : "");
+        in_drop(in, why);
+        return -1;
     default:
         break;
     }
+    snprintf(why, sizeof(why), "protocol error: unexpected %s", jn_mqtt_type_name(p->type));
+    jn_ch_error(in->ch, "%s from the broker; closing the connection", why);
+    in_drop(in, why);
+    return -1;
 }
 
-/* Events not handled: their messages were never given to the journal. In durable mode paho
- * keeps them (persistence); in immediate mode they were acknowledged and are lost. */
-static void in_drop(struct mqtt_state *st, struct ev *e)
+/* Reads whole packets while the window has room. */
+static void in_read(struct mqtt_in *in)
 {
-    if (e->kind == EV_MESSAGE && e->im != NULL && e->im->key == NULL) {
-        jn_ch_error(st->ch, "stopping: a message on %s acknowledged to the broker and not "
-                    "yet committed is lost (handoff: immediate)", e->im->topic);
-        in_msg_free(e->im);
-    }
-}
+    in->in_read = 1;
+    while (in->bev != NULL) {
+        struct evbuffer *input = bufferevent_get_input(in->bev);
+        size_t len = evbuffer_get_length(input), head, n = 0;
+        struct jn_mqtt_packet p;
+        struct jn_mqtt_err e;
+        enum jn_mqtt_frame_res fr;
+        unsigned char *data;
+        char why[300];
 
-static void in_release(struct mqtt_state *st)
-{
-    while (st->held != NULL) {
-        struct in_msg *im = st->held;
-        st->held = im->hnext;
-        if (im->key == NULL) {
-            jn_ch_error(st->ch, "stopping: a message on %s refused by the journal is lost "
-                        "(handoff: immediate)", im->topic);
-            in_msg_free(im);
+        if (len == 0) {
+            break;
         }
-    }
-    while (st->ims != NULL) {
-        struct in_msg *im = st->ims;
-        st->ims = im->next;
-        if (im->t != NULL) {
-            jn_ingest_forget(im->t);
+        if (in->state == CONN_UP &&
+            (in->open >= in->window || in->refused > 0 || in->stopping)) {
+            set_reading(in, 0); /* the window is full, or refusals wait for the reconnect */
+            break;
         }
-        in_msg_free(im);
-    }
-    if (st->hold_timer != NULL) {
-        event_free(st->hold_timer);
-    }
-    if (st->tick != NULL) {
-        event_free(st->tick);
-    }
-    jn_free(st->filters);
-    jn_free(st->qoss);
-    jn_free(st->persist_dir);
-}
-
-static const struct mqtt_side in_side = {
-    .arrived = in_arrived,
-    .connected = in_connected,
-    .event = in_event,
-    .drop = in_drop,
-    .release = in_release,
-};
-
-/* ---- paho's persistence after a crash ---- */
-
-int jn_mqtt__queue_entry_ok(const unsigned char *buf, size_t size)
-{
-    int plen;
-    size_t rest, tl;
-
-    if (size < 6 * sizeof(int) + 1 || size > MQTT_MAX_PACKET + 64) {
-        return 0;
-    }
-    memcpy(&plen, buf, sizeof(int));
-    if (plen < 0 || (size_t)plen > size - 6 * sizeof(int) - 1) {
-        return 0;
-    }
-    rest = size - sizeof(int) - (size_t)plen - 4 * sizeof(int);
-    /* topic, its NUL, then an int: the NUL must sit right before the last int */
-    if (rest < sizeof(int) + 1) {
-        return 0;
-    }
-    tl = rest - sizeof(int) - 1;
-    return buf[sizeof(int) + (size_t)plen + 4 * sizeof(int) + tl] == '\0' &&
-           memchr(buf + sizeof(int) + (size_t)plen + 4 * sizeof(int), '\0', tl) == NULL;
-}
-
-/* 1 when the paho queue entry at path is whole (jn_mqtt__queue_entry_ok). paho writes it in
- * place with no length of its own, so a kill during the write leaves a short file that paho
- * would read past. */
-static int queue_entry_ok(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    long size;
-    int ok = 0;
-
-    if (f == NULL) {
-        return 1; /* gone or unreadable: paho will say so itself */
-    }
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
-        size < (long)(6 * sizeof(int) + 1) || size > (long)MQTT_MAX_PACKET + 64) {
-        goto out;
-    }
-    buf = jn_malloc((size_t)size);
-    if (buf == NULL) {
-        ok = 1; /* cannot tell; leave it to paho */
-        goto out;
-    }
-    if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        goto out;
-    }
-    ok = jn_mqtt__queue_entry_ok(buf, (size_t)size);
-out:
-    jn_free(buf);
-    fclose(f);
-    return ok;
-}
-
-/*
- * Prepares paho's persistence folder for this client before paho reads it. Two things in it
- * cannot be trusted after a crash:
- *  - "c-N" entries: paho 1.3.11 persists SUBSCRIBE and UNSUBSCRIBE commands too, and on
- *    restoring a SUBSCRIBE its send thread crashes (SIGSEGV, seen in the crash test). IN only
- *    ever queues subscribes and nudges, and subscribes again on its first connect, so they go.
- *  - a "q-N" entry cut short by the kill: moved out of paho's folder, to
- *    <state_dir>/<folder>.q-N.damaged, with an error line. Not inside it: paho lists every file
- *    there as a key, and its restore loop stops at the first key it cannot read, leaving every
- *    later entry on disk and never offered (the crash test found that too).
- * The folder is paho's: <state_dir>/<client id>-<host>-<port> (pstopen in
- * MQTTPersistenceDefault.c).
- */
-static void state_sanitize(struct mqtt_state *st)
-{
-    struct jn_buf b = JN_BUF_INIT;
-    const char *hp = strstr(st->conf->url, "://");
-    DIR *dir;
-    struct dirent *de;
-    char *cdir;
-
-    if (hp == NULL || jn_buf_printf(&b, "%s/%s-%s", st->persist_dir, st->client_id, hp + 3) != 0 ||
-        (cdir = jn_buf_steal(&b)) == NULL) {
-        jn_buf_reset(&b);
-        return;
-    }
-    for (char *p = cdir + strlen(st->persist_dir) + 1; *p; p++) {
-        if (*p == ':') {
-            *p = '-';
+        head = len < 5 ? len : 5;
+        data = evbuffer_pullup(input, (ev_ssize_t)head);
+        fr = jn_mqtt_frame(data, head, in->max_packet, &n, &e);
+        if (fr == JN_MQTT_FRAME_MORE && n <= len) {
+            data = evbuffer_pullup(input, (ev_ssize_t)n);
+            fr = jn_mqtt_frame(data, n, in->max_packet, &n, &e);
         }
-    }
-    dir = opendir(cdir);
-    while (dir != NULL && (de = readdir(dir)) != NULL) {
-        char path[4096], moved[4200];
-        size_t n = strlen(de->d_name);
-        if (n < 6 || strcmp(de->d_name + n - 4, ".msg") != 0) {
+        if (fr == JN_MQTT_FRAME_MORE) {
+            break;
+        }
+        if (fr == JN_MQTT_FRAME_PACKET && data != NULL &&
+            jn_mqtt_decode(data, n, in->version, &p, &e) == 0) {
+            unsigned gen = in->gen;
+            /* A drop in there may have made a new connection already: its input is not ours
+             * to drain. */
+            if (on_packet(in, &p) != 0 || in->gen != gen) {
+                break;
+            }
+            evbuffer_drain(input, n);
             continue;
         }
-        snprintf(path, sizeof(path), "%s/%s", cdir, de->d_name);
-        if (strncmp(de->d_name, "c-", 2) == 0) {
-            if (unlink(path) != 0) {
-                jn_ch_warn(st->ch, "cannot remove paho's stale command %s: %s", path,
-                           strerror(errno));
-            }
-        } else if (strncmp(de->d_name, "q-", 2) == 0 && !queue_entry_ok(path)) {
-            snprintf(moved, sizeof(moved), "%s.%.*s.damaged", cdir, (int)(n - 4), de->d_name);
-            jn_ch_error(st->ch, "paho's queue entry %s was cut short by a crash while it was "
-                        "written; moved aside to %s (that message is lost)", path, moved);
-            if (rename(path, moved) != 0) {
-                (void)unlink(path);
+        if (fr == JN_MQTT_FRAME_PACKET && data == NULL) {
+            in_drop(in, "out of memory reading");
+            break;
+        }
+        snprintf(why, sizeof(why), "bad packet from the broker (0x%02x): %.200s", e.rc,
+                 e.err.msg);
+        jn_ch_error(in->ch, "%s; closing the connection", why);
+        in_drop(in, why);
+        break;
+    }
+    in->in_read = 0;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    in_read(arg);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct mqtt_in *in = arg;
+    char why[400];
+
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        send_connect(in);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        int e = EVUTIL_SOCKET_ERROR();
+        int dnserr = bufferevent_socket_get_dns_error(bev);
+        char tls_why[300] = "";
+        if (in->tls != NULL && !dnserr) {
+            unsigned long te = bufferevent_get_openssl_error(bev);
+            jn_tls_reason(bufferevent_openssl_get_ssl(bev), te, tls_why, sizeof(tls_why));
+            while (bufferevent_get_openssl_error(bev) != 0) {
             }
         }
+        if (tls_why[0] && in->state == CONN_OPENING) {
+            snprintf(why, sizeof(why), "TLS: %s", tls_why);
+        } else if (dnserr) {
+            snprintf(why, sizeof(why), "%s", evutil_gai_strerror(dnserr));
+        } else if (what & BEV_EVENT_EOF) {
+            snprintf(why, sizeof(why), "connection closed by the broker");
+        } else {
+            snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(e));
+        }
+        in_drop(in, why);
     }
-    if (dir != NULL) {
-        closedir(dir);
+}
+
+static void in_connect(struct mqtt_in *in)
+{
+    struct jn_channel *ch = in->ch;
+    struct timeval tv;
+    int rc;
+
+    if (in->stopping || in->bev != NULL) {
+        return;
     }
-    jn_free(cdir);
+    if (in->tls != NULL) {
+        SSL *ssl = jn_tls_client_ssl(in->tls, in->host);
+        in->bev = ssl != NULL ? bufferevent_openssl_socket_new(ch->base, -1, ssl,
+                                                               BUFFEREVENT_SSL_CONNECTING,
+                                                               BEV_OPT_CLOSE_ON_FREE)
+                              : NULL;
+        if (in->bev == NULL) {
+            SSL_free(ssl);
+        }
+    } else {
+        in->bev = bufferevent_socket_new(ch->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (in->bev == NULL) {
+        in->failures++;
+        schedule_reconnect(in, "out of memory");
+        return;
+    }
+    in->gen++;
+    in->state = CONN_OPENING;
+    in->reading = 1;
+    in->open = 0;
+    in->refused = 0;
+    bufferevent_setcb(in->bev, read_cb, NULL, event_cb, in);
+    bufferevent_enable(in->bev, EV_READ | EV_WRITE);
+    tv = tv_ms(in->conf->connect_timeout);
+    evtimer_add(in->conn_timer, &tv);
+    if (in->salen > 0) {
+        rc = bufferevent_socket_connect(in->bev, (struct sockaddr *)&in->sa, in->salen);
+    } else {
+        rc = bufferevent_socket_connect_hostname(in->bev, in->dns, AF_UNSPEC, in->host,
+                                                 in->port);
+    }
+    if (rc != 0 && in->bev != NULL && in->state == CONN_OPENING) {
+        in_drop(in, "cannot start connecting");
+    }
+}
+
+/* ---- the accept callback: the acknowledgement after the commit ---- */
+
+static void in_accepted(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err)
+{
+    struct in_pub *p = arg;
+    struct mqtt_in *in = p->in;
+    int current = p->gen == in->gen && in->state == CONN_UP;
+    uint16_t id = p->id;
+    int qos = p->qos;
+
+    pub_unlink(in, p);
+    if (rc == 0 && qos == 2 && p->epoch == in->epoch) {
+        in->rec[id / 8] |= (uint8_t)(1u << (id % 8));
+    }
+    jn_free(p);
+    if (rc != 0) {
+        const char *why = err != NULL && err->msg[0] ? err->msg : jn_strerror(rc);
+        if (qos == 0) {
+            jn_ch_warn(in->ch, "a QoS 0 message was refused by the journal (%s) and is lost",
+                       why);
+        } else if (current && in->refused == 0) {
+            jn_ch_warn(in->ch, "msg=%s refused by the journal (%s); not acknowledged, the "
+                       "broker sends it again after a reconnect", msg != NULL ? msg->id : "?",
+                       why);
+        } else {
+            jn_ch_debug(in->ch, "msg=%s refused by the journal (%s)",
+                        msg != NULL ? msg->id : "?", why);
+        }
+        if (current) {
+            if (qos > 0) {
+                in->refused++;
+            } else {
+                in->open--;
+            }
+            refused_now(in);
+        }
+        return;
+    }
+    in->refuse_rounds = 0;
+    jn_ch_debug(in->ch, "msg=%s accepted (qos %d)", msg->id, qos);
+    if (!current) {
+        return; /* the broker sends it again on the new connection: a duplicate */
+    }
+    in->open--;
+    if (qos == 1 && send_ack(in, JN_MQTT_PUBACK, id) != 0) {
+        return;
+    }
+    if (qos == 2 && send_ack(in, JN_MQTT_PUBREC, id) != 0) {
+        return;
+    }
+    if (!in->reading && !in->stopping && in->refused == 0 && in->open < in->window &&
+        !in->in_read) {
+        set_reading(in, 1);
+        in_read(in); /* what is buffered already gets no new read event */
+    }
+}
+
+/* ---- timers (loop) ---- */
+
+static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    in_connect(arg);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mqtt_in *in = arg;
+    char why[100];
+
+    (void)fd;
+    (void)what;
+    snprintf(why, sizeof(why), "no CONNACK within connect_timeout (%lld ms)",
+             in->conf->connect_timeout);
+    in_drop(in, why);
+}
+
+static void ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mqtt_in *in = arg;
+    int64_t now = jn_mono_ms();
+    struct jn_mqtt_packet p;
+    struct timeval tv;
+
+    (void)fd;
+    (void)what;
+    if (in->state != CONN_UP) {
+        return;
+    }
+    /* Not read while paused: a PINGRESP could be waiting unread, so only judge when reading. */
+    if (in->ping_out && in->reading && now - in->ping_sent > in->keepalive) {
+        in_drop(in, "no PINGRESP within the keep-alive");
+        return;
+    }
+    if (!in->ping_out) {
+        jn_mqtt_packet_init(&p, JN_MQTT_PINGREQ, in->version);
+        if (in_send(in, &p) != 0) {
+            return;
+        }
+        in->ping_out = 1;
+        in->ping_sent = now;
+    }
+    tv = tv_ms(in->keepalive / 2 > 0 ? in->keepalive / 2 : 1);
+    event_add(in->ping_timer, &tv);
+}
+
+static void refuse_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mqtt_in *in = arg;
+    char why[160];
+
+    (void)fd;
+    (void)what;
+    if (in->refused == 0) {
+        /* Only QoS 0 refusals (lost anyway) or out of memory that passed: read on. */
+        if (in->open < in->window) {
+            set_reading(in, 1);
+            in_read(in);
+        }
+        return;
+    }
+    in->refuse_rounds++;
+    snprintf(why, sizeof(why), "%zu message(s) refused by the journal, reconnecting so the "
+             "broker sends them again", in->refused);
+    jn_ch_info(in->ch, "%s (round %d)", why, in->refuse_rounds);
+    in_close(in);
+    in_connect(in);
 }
 
 /* ---- life cycle ---- */
 
+/* host and port from the url (scheme://host[:port]); the default port is 1883, 8883 for TLS. */
+static int parse_url(struct mqtt_in *in, struct jn_err *err)
+{
+    const char *url = in->conf->url, *rest = strstr(url, "://");
+    const char *colon;
+
+    rest = rest != NULL ? rest + 3 : url;
+    colon = strrchr(rest, ':');
+    if (colon == NULL || (rest[0] == '[' && colon < strchr(rest, ']'))) {
+        char buf[300];
+        snprintf(buf, sizeof(buf), "%s:%d", rest, in->tls != NULL ? 8883 : 1883);
+        if (jn_split_hostport(buf, in->host, sizeof(in->host), &in->port, 1) != 0) {
+            return jn_err_set(err, JN_EINVAL, "url: '%s' has no valid host", url);
+        }
+    } else if (jn_split_hostport(rest, in->host, sizeof(in->host), &in->port, 1) != 0) {
+        return jn_err_set(err, JN_EINVAL, "url: '%s' is not scheme://host:port", url);
+    }
+    return 0;
+}
+
 static int in_init(struct jn_channel *ch, struct jn_err *err)
 {
     const struct mqtt_conf *c = ch->conf;
-    struct mqtt_state *st = jn_mqtt__state_new(ch, &in_side, err);
+    struct mqtt_in *in = jn_calloc(1, sizeof(*in));
+    struct jn_buf b = JN_BUF_INIT;
 
-    if (st == NULL) {
-        return JN_ENOMEM; /* err says so */
+    if (in == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
-    st->clean_session = c->clean_session;
-    st->max_inflight = 65535;
-    st->filters = jn_calloc(c->topics.n, sizeof(*st->filters));
-    st->qoss = jn_calloc(c->topics.n, sizeof(*st->qoss));
-    if (st->filters == NULL || st->qoss == NULL) {
-        goto nomem;
+    ch->state = in;
+    in->ch = ch;
+    in->conf = c;
+    in->version = c->protocol == MQTT_PROTO_311 ? JN_MQTT_V311 : JN_MQTT_V5;
+    in->window = (size_t)c->receive_max;
+    in->max_packet = (size_t)c->max_packet;
+    in->keepalive = c->keepalive;
+    if (c->client_id != NULL && c->client_id[0] != '\0') {
+        in->client_id = jn_strdup(c->client_id);
+    } else if (jn_buf_printf(&b, "junction-%s", ch->name) == 0) {
+        in->client_id = jn_buf_steal(&b);
     }
-    for (size_t i = 0; i < c->topics.n; i++) {
-        st->filters[i] = c->topics.v[i];
-        st->qoss[i] = (int)c->qos;
+    jn_buf_reset(&b);
+    if (in->client_id == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
-    if (c->state_dir != NULL && c->state_dir[0] != '\0') {
-        st->persist_dir = jn_strdup(c->state_dir);
-    } else {
-        /* Paho's files belong with the journal: they hold messages not yet committed. */
-        struct jn_buf pd = JN_BUF_INIT;
-        jn_buf_printf(&pd, "%s/mqtt", jn_broker_data_dir(ch->broker));
-        st->persist_dir = jn_buf_steal(&pd);
+    if (c->handoff != NULL || c->state_dir != NULL) {
+        jn_ch_warn(ch, "%s is deprecated and ignored: MQTT IN acknowledges each message "
+                   "after its commit and keeps no paho state (docs/mqtt.md)",
+                   c->handoff != NULL ? "handoff" : "state_dir");
     }
-    if (st->persist_dir == NULL) {
-        goto nomem;
-    }
-    ch->state = st;
     return 0;
-nomem:
-    jn_mqtt__state_free(st);
-    return jn_err_set(err, JN_ENOMEM, "out of memory");
 }
 
 static int in_start(struct jn_channel *ch, struct jn_err *err)
 {
-    struct mqtt_state *st = ch->state;
-    struct timeval tv = {1, 0};
-    int rc = jn_mqtt__start(ch, err);
+    struct mqtt_in *in = ch->state;
+    const struct mqtt_conf *c = in->conf;
+    int sl = sizeof(in->sa);
+    char hp[300];
+    int rc;
 
-    if (rc != 0) {
-        return rc;
-    }
-    st->hold_timer = evtimer_new(ch->base, hold_cb, st);
-    if (st->hold_timer == NULL) {
-        return jn_err_set(err, JN_ENOMEM, "out of memory");
-    }
-    /* paho reads back what it kept (messages we had not taken, QoS 2 halfway) here. */
-    if (jn_fs_mkdir_p(st->persist_dir, 0700) != 0) {
-        return jn_err_set(err, JN_EIO, "state_dir: cannot create %s: %s", st->persist_dir,
-                          strerror(errno));
-    }
-    state_sanitize(st);
-    rc = jn_mqtt__create(st, st->persist_dir, err);
-    if (rc != 0) {
-        return rc;
-    }
-    if (st->conf->handoff == HANDOFF_DURABLE) {
-        st->tick = event_new(ch->base, -1, EV_PERSIST, tick_cb, st);
-        if (st->tick == NULL || event_add(st->tick, &tv) != 0) {
-            return jn_err_set(err, JN_ENOMEM, "out of memory");
+    if (jn_mqtt__url_tls(c->url) == 1) {
+        /* The channel's own TLS options, mapped onto the one tls: table of jn_tls. */
+        struct jn_tls_conf tc;
+        char what[300];
+        memset(&tc, 0, sizeof(tc));
+        tc.enabled = true;
+        tc.cert = c->cert_file;
+        tc.key = c->key_file;
+        tc.key_password = c->key_password;
+        tc.ca = c->ca_file;
+        tc.verify_peer = c->verify ? JN_TLS_VERIFY_TRUE : JN_TLS_VERIFY_FALSE;
+        tc.min_version = JN_TLS_V12;
+        snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
+        in->tls = jn_tls_new(&tc, JN_TLS_CLIENT, what, err);
+        if (in->tls == NULL) {
+            return err->code;
         }
     }
-    jn_mqtt__connect(st);
+    rc = parse_url(in, err);
+    if (rc != 0) {
+        return rc;
+    }
+    snprintf(hp, sizeof(hp), strchr(in->host, ':') ? "[%s]:%d" : "%s:%d", in->host, in->port);
+    if (evutil_parse_sockaddr_port(hp, (struct sockaddr *)&in->sa, &sl) == 0) {
+        in->salen = sl;
+    } else {
+        in->dns = evdns_base_new(ch->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+        if (in->dns == NULL) {
+            return jn_err_set(err, JN_EIO, "cannot set up name resolution for %s", in->host);
+        }
+    }
+    in->reconnect = evtimer_new(ch->base, reconnect_cb, in);
+    in->conn_timer = evtimer_new(ch->base, conn_timer_cb, in);
+    in->ping_timer = evtimer_new(ch->base, ping_cb, in);
+    in->refuse_timer = evtimer_new(ch->base, refuse_cb, in);
+    if (in->reconnect == NULL || in->conn_timer == NULL || in->ping_timer == NULL ||
+        in->refuse_timer == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    in_connect(in);
     return 0;
+}
+
+/* No new messages; the ones being committed are still acknowledged as their commits come. */
+static void in_stop(struct jn_channel *ch)
+{
+    struct mqtt_in *in = ch->state;
+
+    if (in == NULL) {
+        return;
+    }
+    in->stopping = 1;
+    if (in->reconnect != NULL) {
+        evtimer_del(in->reconnect);
+    }
+    if (in->refuse_timer != NULL) {
+        evtimer_del(in->refuse_timer);
+    }
+    set_reading(in, 0);
 }
 
 static void in_destroy(struct jn_channel *ch)
 {
-    struct mqtt_state *st = ch->state;
+    struct mqtt_in *in = ch->state;
 
-    if (st == NULL) {
+    if (in == NULL) {
         return;
     }
-    jn_mqtt__halt(st);
+    /* The acknowledgements written since the loop's last turn: one try to get them out
+     * (plain TCP; a TLS connection's are dropped, and the broker resends those messages). */
+    if (in->bev != NULL && in->tls == NULL && in->state == CONN_UP) {
+        struct jn_mqtt_packet p;
+        struct jn_mqtt_err e;
+        jn_mqtt_packet_init(&p, JN_MQTT_DISCONNECT, in->version);
+        in->out.len = 0;
+        if (jn_mqtt_encode(&p, &in->out, &e) == 0) {
+            bufferevent_write(in->bev, in->out.p, in->out.len);
+        }
+        (void)evbuffer_write(bufferevent_get_output(in->bev), bufferevent_getfd(in->bev));
+    }
+    while (in->pubs != NULL) {
+        struct in_pub *p = in->pubs;
+        in->pubs = p->next;
+        jn_ingest_forget(p->t);
+        jn_free(p);
+    }
+    if (in->bev != NULL) {
+        bufferevent_free(in->bev);
+    }
+    if (in->reconnect != NULL) {
+        event_free(in->reconnect);
+    }
+    if (in->conn_timer != NULL) {
+        event_free(in->conn_timer);
+    }
+    if (in->ping_timer != NULL) {
+        event_free(in->ping_timer);
+    }
+    if (in->refuse_timer != NULL) {
+        event_free(in->refuse_timer);
+    }
+    if (in->dns != NULL) {
+        evdns_base_free(in->dns, 0);
+    }
+    jn_tls_free(in->tls);
+    jn_buf_reset(&in->out);
+    jn_free(in->client_id);
+    jn_free(in);
     ch->state = NULL;
-    jn_mqtt__state_free(st);
 }
 
 const struct jn_in_def jn_mqtt__in = {
-    .init = in_init,   /* client id, filters; no paho yet */
-    .start = in_start, /* paho client (restores its persistence), first connect */
-    .stop = jn_mqtt__stop,
+    .init = in_init,   /* client id, version, window; no socket yet */
+    .start = in_start, /* TLS context, address, timers, first connect */
+    .stop = in_stop,
     .destroy = in_destroy,
 };

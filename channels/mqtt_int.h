@@ -1,17 +1,17 @@
 /*
- * mqtt_int.h: what channels/mqtt_conf.c (options, check, the def), mqtt_client.c (the paho
- * client and the connection both sides share), mqtt_in.c (subscribe) and mqtt_out.c (publish)
- * share (house style: module__verb, shared inside one module and its tests only).
+ * mqtt_int.h: what channels/mqtt_conf.c (options, check, the def), mqtt_in.c (subscribe, on
+ * junction's own client over channels/mqtt_proto), mqtt_client.c (the paho client OUT runs on)
+ * and mqtt_out.c (publish) share (house style: module__verb, shared inside one module and its
+ * tests only).
  *
  * The first part has no paho type in sight, so tests/fuzz/fuzz_mqtt_headers.c can drive it
  * alone: the parts that read outside input. IN: what a PUBLISH brings (topic, QoS, retain)
- * becomes junction headers; a paho queue entry left on disk by a crash is checked before paho
- * reads it. OUT: a topic rendered from the channel's template over a message's headers is
- * checked before it is published. Topic filters from the config are checked at load. No shared
- * state; allocations only through jn_malloc (jn_mem_fail_after() reaches them).
+ * becomes junction headers. OUT: a topic rendered from the channel's template over a message's
+ * headers is checked before it is published. Topic filters from the config are checked at
+ * load. No shared state; allocations only through jn_malloc (jn_mem_fail_after() reaches them).
  *
- * The second part is the channel's state and the client both sides run on (still no paho
- * type: paho's MQTTAsync handle is a void *, its messages reach a side as void *).
+ * The second part is the conf, and the state and paho client of the OUT side (still no paho
+ * type: paho's MQTTAsync handle is a void *).
  */
 #ifndef JN_MQTT_INT_H
 #define JN_MQTT_INT_H
@@ -30,10 +30,10 @@
 
 /*
  * Adds mqtt-topic, mqtt-qos and mqtt-retain for one received message to m (set: replacing any
- * present). topic is topic_len bytes (paho's topicLen; 0 means NUL-terminated). A topic with a
+ * present). topic is topic_len bytes (0 means NUL-terminated). A topic with a
  * NUL byte in it (MQTT forbids U+0000, but not every broker checks) cannot be a junction
  * header: it goes base64-encoded as mqtt-topic-base64 instead, like Kafka's keys. mqtt-qos is
- * qos in decimal (paho hands 0, 1 or 2); mqtt-retain is "true" for any nonzero retained.
+ * qos in decimal; mqtt-retain is "true" for any nonzero retained.
  * Returns 0 or JN_ENOMEM.
  */
 int jn_mqtt__map_headers(struct jn_msg *m, const char *topic, size_t topic_len, int qos,
@@ -47,22 +47,15 @@ const char *jn_mqtt__filter_error(const char *f);
  * paho's check (MQTTASYNC_BAD_UTF8_STRING at send). */
 const char *jn_mqtt__topic_error(const char *t, size_t n);
 
-/* 1 when size bytes at buf are a whole paho 1.3.11 queue entry ("q-N.msg", MQTT 3.1.1 layout:
- * int payloadlen, payload, int qos, int retained, int dup, int msgid, topic NUL, int topiclen),
- * 0 when one was cut short (or is not one). */
-int jn_mqtt__queue_entry_ok(const unsigned char *buf, size_t size);
-
-/* ---- the channel (mqtt_conf.c, mqtt_client.c, mqtt_in.c, mqtt_out.c) ---- */
+/* ---- the channel (mqtt_conf.c, mqtt_in.c, mqtt_client.c, mqtt_out.c) ---- */
 
 /* MQTT's largest packet is 256 MiB - 1 (remaining length); topic and header share it. */
 #define MQTT_MAX_PACKET 268435455ULL
 #define MQTT_MAX_TOPIC JN_MQTT_MAX_TOPIC
-/* The topic whose UNSUBACK wakes paho's receive thread (mqtt_in.c's opening comment). */
-#define MQTT_NUDGE_PREFIX "junction/nudge/"
 
 enum {
-    HANDOFF_DURABLE = 0,
-    HANDOFF_IMMEDIATE = 1,
+    MQTT_PROTO_5 = 0,
+    MQTT_PROTO_311 = 1,
 };
 
 struct mqtt_conf {
@@ -80,11 +73,15 @@ struct mqtt_conf {
     long long reconnect_min;    /* ms */
     long long reconnect_max;    /* ms */
     long long qos;
-    /* IN */
+    /* IN (mqtt_in.c: our own client on the codec, not paho) */
     struct jn_strlist topics;
     bool clean_session;
-    int handoff;                /* HANDOFF_* */
-    char *state_dir;
+    int protocol;               /* MQTT_PROTO_* */
+    long long receive_max;      /* messages in flight between the broker and the commit */
+    long long session_expiry;   /* ms (MQTT 5; whole seconds on the wire) */
+    unsigned long long max_packet;
+    char *handoff;              /* deprecated, ignored */
+    char *state_dir;            /* deprecated, ignored */
     /* OUT */
     char *topic;                /* template */
     bool retain;
@@ -99,21 +96,17 @@ extern const struct jn_out_def jn_mqtt__out;
 /* 1 for ssl:// or mqtts://, 0 for tcp:// or mqtt://, -1 for anything else (mqtt_conf.c). */
 int jn_mqtt__url_tls(const char *url);
 
-/* ---- state (mqtt_client.c) ---- */
+/* ---- the paho client of the OUT side (mqtt_client.c); IN has its own in mqtt_in.c ---- */
 
 enum ev_kind {
     EV_CONNECTED,
     EV_CONNECT_FAILED,
     EV_LOST,
-    EV_MESSAGE,
     EV_PUB_OK,
     EV_PUB_FAILED,
-    EV_SUB_OK,
-    EV_SUB_FAILED,
 };
 
 struct mqtt_state;
-struct in_msg;  /* mqtt_in.c: one received message */
 struct pub_ctx; /* mqtt_out.c: the context paho hands back with a publish's answer */
 struct out_slot; /* mqtt_out.c: an OUT publish in flight */
 
@@ -124,23 +117,17 @@ struct ev {
     int code;
     int flag;             /* CONNECTED: session present */
     struct pub_ctx *pub;  /* PUB_* */
-    struct in_msg *im;    /* MESSAGE */
     char text[200];
 };
 
 /* What one side adds to the shared client. NULL members: nothing to do. */
 struct mqtt_side {
-    /* paho's receive thread: messageArrived (msg is paho's MQTTAsync_message). NULL: the
-     * message is freed and paho told 1. */
-    int (*arrived)(struct mqtt_state *st, char *topic, int topic_len, void *msg);
     /* Loop: connected (after the shared bookkeeping); session_present is CONNACK's flag. */
     void (*connected)(struct mqtt_state *st, int session_present);
     /* Loop: the connection was lost (cause: paho's words), before reconnecting. */
     void (*lost)(struct mqtt_state *st, const char *cause);
-    /* Loop: the side's own events (EV_MESSAGE, EV_SUB_*, EV_PUB_*). */
+    /* Loop: the side's own events (EV_PUB_*). */
     void (*event)(struct mqtt_state *st, struct ev *e);
-    /* At state_free: an event never handled, just before it is freed. */
-    void (*drop)(struct mqtt_state *st, struct ev *e);
     /* At state_free: the side's own state (paho destroyed, events dropped). */
     void (*release)(struct mqtt_state *st);
 };
@@ -154,29 +141,17 @@ struct mqtt_state {
     int clean_session;     /* the CONNECT's cleansession (OUT: always) */
     int max_inflight;      /* the CONNECT's maxInflight */
     char *client_id;
-    char *nudge_topic;
-    char *persist_dir;     /* IN */
 
-    pthread_mutex_t mu; /* ims, stopping */
-    struct in_msg *ims;    /* IN durable */
+    pthread_mutex_t mu; /* stopping */
     int stopping;
     struct jn_worker *wake; /* the hand-off of struct ev to the loop; set before paho runs */
 
     /* loop only */
     struct event *reconnect;
-    struct event *hold_timer; /* IN */
-    struct event *sweep;   /* OUT */
-    struct event *tick;    /* IN durable: the backstop nudge */
+    struct event *sweep;
     int connected;
     int connecting;
-    int ever_connected;    /* subscribe on the first connect of a run, whatever the session */
     int failures;          /* connect attempts failed in a row */
-    /* IN */
-    struct in_msg *held, *held_tail;
-    long long hold_ms;
-    char **filters;        /* the topics as paho wants them */
-    int *qoss;
-    /* OUT */
     struct out_slot *slots;
     size_t nslots;
     size_t *free_slots;
@@ -184,19 +159,18 @@ struct mqtt_state {
     struct pub_ctx *pubs;  /* sent, answer not handled yet */
 };
 
-/* init: the state both sides start from (client id, nudge topic, TLS options); no paho yet.
+/* init: the state OUT starts from (client id, TLS options); no paho yet.
  * The side fills in its own fields; NULL (err: JN_ENOMEM) when out of memory. */
 struct mqtt_state *jn_mqtt__state_new(struct jn_channel *ch, const struct mqtt_side *side,
                                       struct jn_err *err);
-/* Destroys paho's client (no callback runs after), drops the events not handled, releases
+/* Destroys paho's client (no callback runs after), frees the events not handled, releases
  * the side's state, frees st. NULL is a no-op. */
 void jn_mqtt__state_free(struct mqtt_state *st);
 /* start, first part: paho's global init, the hand-off and the reconnect timer. */
 int jn_mqtt__start(struct jn_channel *ch, struct jn_err *err);
-/* start: paho's client, with its file persistence in persist_dir (NULL: none), and its
- * callbacks. */
-int jn_mqtt__create(struct mqtt_state *st, char *persist_dir, struct jn_err *err);
-/* The def's stop (both sides): no new work, no reconnect. */
+/* start: paho's client (no persistence: the journal redelivers) and its callbacks. */
+int jn_mqtt__create(struct mqtt_state *st, struct jn_err *err);
+/* The def's stop: no new work, no reconnect. */
 void jn_mqtt__stop(struct jn_channel *ch);
 /* destroy, first part: stopping set, paho's client destroyed (no callback runs after). */
 void jn_mqtt__halt(struct mqtt_state *st);
@@ -210,7 +184,5 @@ int jn_mqtt__post(struct mqtt_state *st, struct ev *e);
 /* Any thread: a new event for the loop; out of memory drops it (logged). */
 void jn_mqtt__ev_post(struct mqtt_state *st, enum ev_kind kind, int code, int flag,
                       struct pub_ctx *pub, const char *text);
-/* Frees what paho handed to messageArrived (msg: its MQTTAsync_message). */
-void jn_mqtt__paho_free(char *topic, void *msg);
 
 #endif

@@ -340,7 +340,7 @@ static int out_start(struct jn_channel *ch, struct jn_err *err)
     int rc = jn_mqtt__start(ch, err);
 
     if (rc == 0) {
-        rc = jn_mqtt__create(st, NULL, err);
+        rc = jn_mqtt__create(st, err);
     }
     if (rc != 0) {
         return rc;

@@ -1,14 +1,14 @@
-"""Crash test for MQTT IN: a publisher (mosquitto_pub -l, a real second client) sends numbered
-messages to a mosquitto started here while junction (MQTT IN -> HTTP OUT to a receiver) is
-killed with SIGKILL at random moments and restarted on the same data_dir and state_dir. The
-broker is never killed, so every message the publisher sent was accepted by it; the ledger
-counts, per run, how many never reached the receiver (lost) and how many reached it more than
-once (duplicates).
+"""Crash test for MQTT IN (channels/mqtt_in.c, junction's own client that acknowledges after the
+commit): a publisher (mosquitto_pub -l, a real second client) floods numbered messages to a
+mosquitto started here while junction (MQTT IN -> HTTP OUT to a receiver) is killed with SIGKILL
+at random moments and restarted on the same data_dir. The broker is never killed, so every
+message the publisher sent was acknowledged to it by mosquitto; the ledger counts, per run, how
+many never reached the receiver (lost) and how many reached it more than once (duplicates).
 
-Runs: handoff: durable at QoS 1 and QoS 2 (the default), and handoff: immediate at QoS 1 for
-comparison. Asserted: durable loses at most one message per kill (the one between paho writing
-PUBACK/PUBCOMP and writing its queue entry; docs/mqtt.md), no body is changed, junction never
-dies on its own and restarts cleanly. immediate is measured and printed, not asserted.
+Runs: QoS 1 and QoS 2 floods. Asserted: nothing is lost (mosquitto forgets a message only at
+junction's PUBACK / PUBREC, which is written after the commit), no body is changed, junction
+never dies on its own and restarts cleanly. Duplicates are counted and printed (the messages
+committed whose acknowledgement the kill cut off; QoS 2 is at least once across a crash).
 Seed: JN_CRASH_SEED (printed)."""
 import os
 import random
@@ -110,8 +110,8 @@ class Publisher:
             return None
 
 
-def run(t, mq, rng, qos, handoff, total, rate, kills):
-    what = "qos %d, handoff %s" % (qos, handoff)
+def run(t, mq, rng, qos, total, rate, kills):
+    what = "qos %d" % qos
     ledger = MqttLedger()
     rcv = Receiver(ledger).start()
     pre = "jt%s" % uuid.uuid4().hex[:8]
@@ -128,8 +128,6 @@ channels:
     client_id: %s-in
     topics: [%s/crash/#]
     qos: %d
-    handoff: %s
-    state_dir: @DIR@/mqtt-state
     reconnect_backoff: 50ms
     reconnect_max_backoff: 200ms
   out:
@@ -140,7 +138,7 @@ channels:
     retry: { attempts: 1000, backoff: 20ms, max_backoff: 200ms }
 routes:
   r: { from: [m-in], to: [out] }
-""" % (mq.port, pre, pre, qos, handoff, rcv.port))
+""" % (mq.port, pre, pre, qos, rcv.port))
     failed_before = t.failed
     try:
         broker.start()
@@ -152,9 +150,8 @@ routes:
         delays = crash_loop(broker, rng, kills, lo=0.4, hi=1.6,
                             note=lambda s: print("%s: %s" % (what, s), flush=True))
         t.eq(pub.join(60), 0, "%s: mosquitto_pub sent everything and exited 0" % what)
-        # Everything is in the broker now; wait until the receiver is quiet.
         # Everything is in the broker now: wait for all, or for 10 s without a delivery (what
-        # is lost never comes; a durable backlog drains at a few hundred a second).
+        # is lost never comes).
         wait_until(lambda: len(ledger.delivered) >= total or
                    (ledger.last_delivery is not None and
                     time.monotonic() - ledger.last_delivery > 10.0), 120)
@@ -167,20 +164,16 @@ routes:
               (what, r["sent"], r["delivered_unique"], len(r["lost"]), r["lost"][:20],
                r["duplicates"], r["dup_messages"], kills,
                ", ".join("%.2f" % d for d in delays), took), flush=True)
-        left = []
-        for root, _, names in os.walk(broker.path("mqtt-state")):
-            left += [n for n in names if n.startswith("q-")]
-        print("%s: paho queue entries left in state_dir: %d" % (what, len(left)), flush=True)
         t.eq(r["sent"], total, "%s: the publisher sent all %d" % (what, total))
         t.eq(r["corrupt"], [], "%s: every delivered body is what was sent" % what)
         t.eq(r["unknown"] + r["extra"], [], "%s: nothing delivered that was not sent" % what)
-        if handoff == "durable":
-            t.check(len(r["lost"]) <= kills,
-                    "%s: at most one message lost per kill (lost %d, kills %d)" %
-                    (what, len(r["lost"]), kills))
+        t.eq(r["lost"], [], "%s: nothing mosquitto acknowledged to the publisher is lost" % what)
         t.eq(["run %d rc %s" % (x.n, x.rc) for x in broker.unexpected_exits()], [],
              "%s: junction never exited on its own" % what)
         t.eq(broker.grep(SANITIZER_RX), [], "%s: no sanitizer report" % what)
+        # The last restart may be only a moment old: let it come up before the SIGTERM.
+        t.check(wait_until(lambda: "[mqtt.m-in] subscribed" in broker.log(), 10),
+                "%s: the last run subscribes" % what)
         t.eq(broker.stop(), 0, "%s: SIGTERM at the end: exit 0" % what)
         return r
     finally:
@@ -196,21 +189,21 @@ def main():
     rng = random.Random(seed)
     t = Checks("crash_mqtt")
     mq = Mosquitto()
-    runs = ((1, "durable", 2500, 250, 6), (2, "durable", 2500, 250, 6),
-            (1, "immediate", 2500, 250, 6))
-    only = os.environ.get("JN_CRASH_MQTT_RUNS")  # e.g. "2:durable" to run one of them
+    # (qos, messages, per second, kills): a flood well above what the crash loop lets through
+    runs = ((1, 6000, 1500, 6), (2, 4000, 1000, 6))
+    only = os.environ.get("JN_CRASH_MQTT_RUNS")  # e.g. "2" to run the QoS 2 one only
     if only:
-        runs = [r for r in runs if "%d:%s" % (r[0], r[1]) in only.split(",")]
+        runs = [r for r in runs if str(r[0]) in only.split(",")]
     try:
         mq.start()
         results = {}
-        for qos, handoff, total, rate, kills in runs:
-            results[(qos, handoff)] = run(t, mq, rng, qos, handoff, total, rate, kills)
+        for qos, total, rate, kills in runs:
+            results[qos] = run(t, mq, rng, qos, total, rate, kills)
         print("summary (seed %d):" % seed)
-        for (qos, handoff), r in results.items():
+        for qos, r in results.items():
             if r is not None:
-                print("  qos %d %-9s sent %d lost %d duplicates %d" %
-                      (qos, handoff, r["sent"], len(r["lost"]), r["duplicates"]))
+                print("  qos %d sent %d lost %d duplicates %d (%d messages)" %
+                      (qos, r["sent"], len(r["lost"]), r["duplicates"], r["dup_messages"]))
     finally:
         if t.failed:
             print("---- mosquitto log (tail) ----\n%s" %

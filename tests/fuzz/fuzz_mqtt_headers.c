@@ -2,8 +2,8 @@
  * libFuzzer target for what the MQTT channel takes from outside (channels/mqtt_int.h): a
  * received PUBLISH's topic, QoS and retain flag mapped to junction headers
  * (jn_mqtt__map_headers), the OUT topic rendered from a template over those headers and
- * checked (jn_mqtt__topic_error), the topic as a subscription filter (jn_mqtt__filter_error),
- * and paho's queue entries read back after a crash (jn_mqtt__queue_entry_ok).
+ * checked (jn_mqtt__topic_error) and the topic as a subscription filter
+ * (jn_mqtt__filter_error).
  *
  * Input layout:
  *   byte 0   flags: 1 retained, 2|4 QoS (0, 1, 2, or 3: a 4-byte int follows, any value),
@@ -12,14 +12,12 @@
  *   [4 bytes QoS, little endian]
  *   2 bytes  topic length (little endian), then the topic bytes (may hold NUL); the rest is
  *            a payload
- * The whole input is also given to jn_mqtt__queue_entry_ok as a file's contents.
  *
  * Checks: exactly three headers, all non-empty NUL-free names; mqtt-topic is the topic's exact
  * bytes, or, for a topic with a NUL byte, mqtt-topic-base64 decodes to them; mqtt-qos is the
  * QoS in decimal; mqtt-retain true/false. A rendered OUT topic is accepted only when it is
  * 1..65535 bytes with no NUL, + or #, and refused when it has a wildcard. An accepted filter
- * has '#' only as the whole last level and '+' only as whole levels. A queue entry built the
- * way paho writes it is accepted, and cut short by 1..8 bytes it is refused.
+ * has '#' only as the whole last level and '+' only as whole levels.
  *
  *   ./build-fuzz/fuzz_mqtt_headers -max_total_time=60 tests/fuzz/corpus/mqtt_headers
  */
@@ -172,41 +170,6 @@ static void check_out(const struct jn_msg *m)
     jn_buf_reset(&b);
 }
 
-/* A queue entry as paho 1.3.11 writes it (MQTTPersistence_persistQueueEntry, MQTT 3.1.1). */
-static void check_queue_entry(const uint8_t *topic, size_t tl, const uint8_t *pl, size_t pn,
-                              int qos, int retained)
-{
-    size_t size = 4 * sizeof(int) + pn + tl + 1 + 2 * sizeof(int), o = 0;
-    unsigned char *e = malloc(size);
-    int v;
-
-    if (e == NULL) {
-        abort();
-    }
-#define PUT(x) do { v = (x); memcpy(e + o, &v, sizeof(int)); o += sizeof(int); } while (0)
-    PUT((int)pn);
-    memcpy(e + o, pl, pn);
-    o += pn;
-    PUT(qos);
-    PUT(retained);
-    PUT(0);
-    PUT(7);
-    memcpy(e + o, topic, tl);
-    o += tl;
-    e[o++] = '\0';
-    PUT((int)tl);
-#undef PUT
-    if (!jn_mqtt__queue_entry_ok(e, size)) {
-        fail("a whole queue entry is refused");
-    }
-    for (size_t cut = 1; cut <= 8 && cut <= size; cut++) {
-        if (jn_mqtt__queue_entry_ok(e, size - cut)) {
-            fail("a queue entry cut short is accepted");
-        }
-    }
-    free(e);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t o = 0, tl;
@@ -217,7 +180,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct jn_msg *m;
     size_t pass_len;
 
-    (void)jn_mqtt__queue_entry_ok(data, size);
     if (size < 3) {
         return 0;
     }
@@ -266,9 +228,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fail("filter check disagrees with MQTT 3.1.1 4.7.1");
     }
     (void)jn_mqtt__topic_error(ctopic, tl);
-    if (memchr(topic, 0, tl) == NULL && tl <= JN_MQTT_MAX_TOPIC) {
-        check_queue_entry(topic, tl, data + o, size - o, qos, retained);
-    }
 
     if (flags & 16) {
         int rc;

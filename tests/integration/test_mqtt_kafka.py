@@ -65,7 +65,6 @@ channels:
     url: tcp://127.0.0.1:%(mport)d
     client_id: %(pre)s-in
     topics: [%(pre)s/up/#]
-    state_dir: @DIR@/mqtt-state
   k-out:
     type: kafka
     direction: out

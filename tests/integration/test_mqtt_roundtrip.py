@@ -180,7 +180,6 @@ channels:
     url: tcp://127.0.0.1:%(mport)d
     client_id: %(pre)s-in
     topics: [%(pre)s/in/#, %(pre)s/other/+/x]
-    state_dir: @DIR@/mqtt-state
   files:
     type: file
     direction: out
