@@ -2,7 +2,7 @@
  * jn_service: the transform interface. One message in, zero or more messages out, or an error
  * with a reason.
  *
- * A service *def* is the kind ("json-map"), listed in services/jn_service.c; an instance is one
+ * A service *def* is the kind ("json-map"), listed in services/registry.c; an instance is one
  * block under `services:`. init compiles the conf into read-only state, so transform may later
  * run on several threads at once: transform must not change svc.
  *

@@ -1,5 +1,5 @@
 /*
- * jn_services: the service defs this build offers, listed in jn_service_defs[] (jn_service.c).
+ * jn_services: the service defs this build offers, listed in jn_service_defs[] (registry.c).
  * Each lives in its own file (set_header.c, json_map.c); this header only lets the registry
  * name them.
  */
