@@ -449,6 +449,14 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
                                        (json_int_t)cs.received, "refused",
                                        (json_int_t)cs.refused, "unrouted",
                                        (json_int_t)cs.unrouted);
+        if (o != NULL) {
+            char t[80];
+            jn_admin__iso_time(cs.last_error_us, t, sizeof(t));
+            json_object_set_new(o, "last_error",
+                                cs.last_error_us ? json_pack("{s:s,s:s}", "time", t, "error",
+                                                             cs.last_error)
+                                                 : json_null());
+        }
         if (o != NULL && cs.out) {
             json_object_set_new(o, "queued", json_integer((json_int_t)cs.depth));
             json_object_set_new(o, "full", json_boolean(cs.full));

@@ -32,6 +32,8 @@ void jn_admin__reply_body(struct evhttp_request *req, int code, const char *reas
                           const char *ctype, const char *body, size_t len);
 /* Answers j (taken: decref'd here; NULL: out of memory, 500) as JSON with code. */
 void jn_admin__reply_json(struct evhttp_request *req, int code, const char *reason, json_t *j);
+/* us (microseconds since the epoch) as 2026-12-07T07:00:17.075Z into buf (80 bytes suffice). */
+void jn_admin__iso_time(int64_t us, char *buf, size_t n);
 /* Answers {"error": fmt with arg} with code. */
 void jn_admin__reply_error(struct evhttp_request *req, int code, const char *reason,
                            const char *fmt, const char *arg);

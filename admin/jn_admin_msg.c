@@ -32,7 +32,7 @@
 #define MSG_LIMIT_MAX 1000
 #define MSG_RANGE_MAX 200000
 
-static void iso_time(int64_t us, char *buf, size_t n)
+void jn_admin__iso_time(int64_t us, char *buf, size_t n)
 {
     time_t s = (time_t)(us / 1000000);
     struct tm tm;
@@ -93,7 +93,7 @@ static int visit_record(void *arg, const void *k, size_t kl, const void *v, size
     }
     if (c->events != NULL) {
         char t[80];
-        iso_time(r.time_us, t, sizeof(t));
+        jn_admin__iso_time(r.time_us, t, sizeof(t));
         json_array_append_new(c->events,
                               json_pack("{s:s,s:I,s:s,s:s,s:s,s:i,s:s}", "time", t, "time_us",
                                         (json_int_t)r.time_us, "event", r.event, "route",
@@ -266,7 +266,7 @@ void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const
                               "received, or its actions are past the retention)", id);
         return;
     }
-    iso_time(c.recv_us, t, sizeof(t));
+    jn_admin__iso_time(c.recv_us, t, sizeof(t));
     jn_admin__reply_json(req, 200, "OK",
                          json_pack("{s:s,s:s,s:s?,s:s,s:o,s:o}", "id", id, "channel",
                                    c.recv_channel, "received", c.recv_us ? t : NULL, "status",
@@ -499,7 +499,7 @@ void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req)
         if ((status != NULL && strcmp(st, status) != 0) || !kept_match(j, c.v[i].id, &kf)) {
             continue;
         }
-        iso_time((int64_t)jn_get_be64(c.v[i].key), t, sizeof(t));
+        jn_admin__iso_time((int64_t)jn_get_be64(c.v[i].key), t, sizeof(t));
         json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", c.v[i].id,
                                              "channel", tc.recv_channel, "received", t,
                                              "status", st, "last_event", tc.n ? tc.last.event
@@ -730,8 +730,8 @@ static int dl_visit(void *arg, const struct jn_qrec *r)
     if ((long)json_array_size(c->arr) >= c->limit) {
         return 1;
     }
-    iso_time(r->time_us, when, sizeof(when));
-    iso_time(r->msg->recv_us, recv, sizeof(recv));
+    jn_admin__iso_time(r->time_us, when, sizeof(when));
+    jn_admin__iso_time(r->msg->recv_us, recv, sizeof(recv));
     json_array_append_new(c->arr,
                           json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:I}", "id", r->msg->id,
                                     "channel", r->msg->channel ? r->msg->channel : "",

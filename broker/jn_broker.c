@@ -81,6 +81,7 @@ static void ticket_refuse(struct jn_ticket *t, int rc, const char *why)
         jn_track__detach(t); /* refused: no outcome */
     }
     t->ch->n_refused++;
+    jn_channel_note_error(t->ch, why, jn_now_us());
     jn_err_set(&e, rc, "%s", why);
     if (t->cb) {
         t->cb(t->arg, rc, t->msg, &e);

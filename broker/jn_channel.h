@@ -150,7 +150,24 @@ struct jn_channel {
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */
     int64_t unrouted_noted_us;    /* IN: when that was last logged */
+    char last_error[200];         /* the latest failure (jn_channel_note_error), or "" */
+    int64_t last_error_us;        /* its time (0: none yet) */
 };
+
+/* A failure the operator should see on the channel's row (/api/v1/channels, the dashboard):
+ * the broker notes refused ingests and failed delivery attempts; a channel may note its own
+ * (a lost connection, a bad peer). Loop thread. */
+static inline void jn_channel_note_error(struct jn_channel *ch, const char *why,
+                                         int64_t now_us)
+{
+    size_t n = 0;
+
+    for (; why != NULL && why[n] != '\0' && n + 1 < sizeof(ch->last_error); n++) {
+        ch->last_error[n] = why[n];
+    }
+    ch->last_error[n] = '\0';
+    ch->last_error_us = now_us;
+}
 
 /* JN_DIR_IN | JN_DIR_OUT: the directions a type has. */
 static inline unsigned jn_channel_def_dirs(const struct jn_channel_def *def)

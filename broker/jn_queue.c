@@ -730,6 +730,11 @@ void jn_delivery_done(struct jn_delivery *d, enum jn_send_result r, const char *
         jn_log_p(JN_LOG_ERROR, ch->log_prefix, "msg=%s out of memory recording the outcome; the "
                  "queue entry stays and a restart sends it again", d->msg->id);
     }
+    if (r != JN_SEND_OK) {
+        jn_channel_note_error(ch, reason ? reason : (r == JN_SEND_RETRY ? "failed, will retry"
+                                                                      : "rejected"),
+                              jn_now_us());
+    }
     if (r == JN_SEND_OK) {
         ch->n_sent++;
         jn_hist_add_us(&ch->delivery_lat, jn_now_us() - d->queued_us);

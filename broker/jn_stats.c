@@ -69,6 +69,8 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     out->out = ch->dir == JN_DIR_OUT;
     out->up = ch->up;
     out->paused = ch->paused;
+    out->last_error = ch->last_error;
+    out->last_error_us = ch->last_error_us;
     out->received = ch->n_in;
     out->refused = ch->n_refused;
     out->unrouted = ch->n_unrouted;

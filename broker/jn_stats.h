@@ -67,6 +67,8 @@ struct jn_channel_stats {
     int depth_exact;        /* OUT: in_memory is the whole queue (else the journal holds more) */
     int64_t oldest_us;      /* OUT: receive time of the oldest queued message, 0: empty */
     const struct jn_hist *delivery_lat; /* OUT: queued (durable) -> delivered (borrowed) */
+    const char *last_error; /* the latest failure noted on it (borrowed), "" when none */
+    int64_t last_error_us;  /* its wall-clock time, 0 when none */
     uint64_t depth;         /* OUT: its queue records in the journal (committed; exact) */
     uint64_t depth_bytes;   /* OUT: their bytes */
     int full;               /* OUT: past max_queued (not yet below 90 %) */

@@ -177,6 +177,14 @@ function renderChannels(channels, queues, now) {
     cells.state.textContent = c.state;
     cells.state.className = 'state state-' + c.state;
     if (c.blocked) cells.state.title = c.blocked; else cells.state.removeAttribute('title');
+    if (c.last_error) {
+      // The latest failure on the channel, with its time: as text, never as HTML.
+      const e = document.createElement('div');
+      e.className = 'last-error';
+      e.textContent = c.last_error.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z') + ' ' +
+        c.last_error.error;
+      cells.state.appendChild(e);
+    }
     cells.in.textContent = fmtInt(inN);
     cells.out.textContent = fmtInt(outN);
     cells.rate.textContent = fmtRate(rate);

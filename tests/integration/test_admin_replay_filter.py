@@ -90,6 +90,12 @@ try:
         return d.get("count") if c == 200 else None
     t.check(wait_until(lambda: ndead() == 10, 20), "all ten are dead letters (%r)" % ndead())
 
+    code, chs = api(admin, "GET", "/api/v1/channels")
+    byname = {c["name"]: c for c in chs.get("channels", [])}
+    le = byname.get("bad", {}).get("last_error") or {}
+    t.check(code == 200 and "400" in le.get("error", "") and le.get("time", "").endswith("Z")
+            and byname.get("good", {}).get("last_error", 1) is None,
+            "channels: the failing OUT's last error with its time, none on the others: %r" % chs)
     code, dl = api(admin, "GET", "/api/v1/dead-letters?channel=in-b&limit=2")
     rows = dl.get("dead_letters", [])
     t.check(code == 200 and dl.get("count") == 4 and len(rows) == 2 and
