@@ -223,6 +223,18 @@ await step('a payload is shown as text, never run', async () => {
   problems.splice(0, problems.length, ...problems.filter((p) => !/inline script/i.test(p)));
 });
 
+// A phone's width: the page itself does not scroll sideways (wide tables scroll in their box).
+await step('phone width', async () => {
+  await page.setViewportSize({ width: 390, height: 800 });
+  for (const where of ['', '#/messages?limit=5', '#/dead-letters']) {
+    await page.goto(URL_ + where);
+    await page.waitForTimeout(700);
+    const w = await page.evaluate(() => document.documentElement.scrollWidth);
+    check(w <= 392, `at 390 px the page ${where || '(overview)'} is ${w} px wide`);
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+});
+
 check(dialogs === 0, `the token was asked for once (asked again ${dialogs} times)`);
 check(problems.length === 0, 'no page error or CSP violation: ' + JSON.stringify(problems));
 await browser.close();
