@@ -23,8 +23,8 @@
 static const char *const ws_ack_names[] = {"commit", "none", NULL};
 
 static const struct jn_opt ws_opts[] = {
-    JN_OPT_STR("listen", "127.0.0.1:8081", JN_OPT_IN, struct ws_conf, listen,
-               "Address and port to listen on, ip:port (0.0.0.0:8081 for every address)."),
+    JN_OPT_STR("listen", "127.0.0.1:8765", JN_OPT_IN, struct ws_conf, listen,
+               "Address and port to listen on, ip:port (0.0.0.0:8765 for every address)."),
     JN_OPT_STR("path", "/", JN_OPT_IN, struct ws_conf, path,
                "The request path a client connects to; a handshake for another path is "
                "refused."),
@@ -153,7 +153,7 @@ static int ws_check(const void *vconf, unsigned dir, const struct jn_node *node,
         if (c->listen == NULL ||
             evutil_parse_sockaddr_port(c->listen, (struct sockaddr *)&ss, &sl) != 0) {
             jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: listen: '%s' is not ip:port, "
-                        "expected e.g. 127.0.0.1:8081", c->listen ? c->listen : "");
+                        "expected e.g. 127.0.0.1:8765", c->listen ? c->listen : "");
             errs++;
         }
         if (c->path == NULL || c->path[0] != '/') {
@@ -174,7 +174,7 @@ static int ws_check(const void *vconf, unsigned dir, const struct jn_node *node,
     n = jn_node_get(node, "url");
     if (jn_ws__url_parse(c->url, &u) != 0) {
         jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: url: '%s' is not a ws:// or "
-                    "wss:// url (e.g. ws://127.0.0.1:8081/)", c->url ? c->url : "");
+                    "wss:// url (e.g. ws://127.0.0.1:8765/)", c->url ? c->url : "");
         return 1;
     }
     if (c->reconnect_max_backoff < c->reconnect_backoff) {
