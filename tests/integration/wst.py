@@ -16,8 +16,9 @@ class WsServer:
     """A websockets server on its own thread and event loop. Each message is recorded; the
     answer is {"ack": n} unless ignore(n) says to stay silent for message number n (0-based)."""
 
-    def __init__(self, port, ignore=None):
+    def __init__(self, port, ignore=None, ssl=None):
         self.port = port
+        self.ssl = ssl
         self.ignore = ignore or (lambda n: False)
         self.messages = []
         self.conns = 0
@@ -42,7 +43,7 @@ class WsServer:
 
     async def main(self):
         self.stop_ev = asyncio.Event()
-        async with websockets.serve(self.handler, "127.0.0.1", self.port):
+        async with websockets.serve(self.handler, "127.0.0.1", self.port, ssl=self.ssl):
             self.ready.set()
             await self.stop_ev.wait()
 
@@ -73,8 +74,8 @@ def run(coro, timeout=60):
 class RawWs:
     """A minimal RFC 6455 client over a plain socket: any frame, then the server's close code."""
 
-    def __init__(self, port, path="/"):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port, path="/", timeout=5):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         self.s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
