@@ -149,8 +149,30 @@ routes:
     raw.send_frame(0x1, b"ok \xff\xfe bad")
     t.eq(raw.close_code(), 1007, "text that is not UTF-8: close 1007")
     raw.close()
+    # An unmasked client frame is a protocol error (RFC 6455 5.1), but libwebsockets 4.1 does
+    # not enforce the mask bit and takes it (docs/websocket.md, known limits): recorded here, so
+    # a newer lws that closes with 1002 shows up, and counted below.
+    raw = RawWs(ws_port, "/feed")
+    raw.send_frame(0x1, b"unmasked", masked=False)
+    op, p = raw.read_frame()
+    unmasked_taken = op == 1 and b'"ack"' in p
+    if not unmasked_taken:
+        t.eq(op, 8, "an unmasked frame: either taken (lws 4.1) or closed")
+    print("unmasked client frame: %s" % ("taken and acked (lws 4.1)" if unmasked_taken
+                                         else "closed"))
+    raw.close()
+    # A frame after the client's close frame is not taken.
+    raw = RawWs(ws_port, "/feed")
+    raw.send_frame(0x8, b"\x03\xe8bye")
+    try:
+        raw.send_frame(0x1, b"after close")
+    except OSError:
+        pass
+    t.eq(raw.close_code(), 1000, "the client's close is answered 1000")
+    raw.close()
     time.sleep(0.3)
-    t.eq(len(files(outdir)), N + 1, "neither the oversize nor the bad text was journaled")
+    t.eq(len(files(outdir)), N + 1 + (1 if unmasked_taken else 0),
+         "neither the oversize, the bad text nor the frame after close was journaled")
     t.check("message over max_message" in j.log() and "is not UTF-8" in j.log(),
             "both refusals are logged")
 
@@ -202,6 +224,7 @@ routes:
     t.eq(len(nacks), 5, "then nack frames")
     t.check(all(a.get("retry_after") == 1 and "full" in a["nack"] for a in nacks),
             "a nack says why and retry_after: 1 (%s)" % (nacks[:1],))
+    print("nack: %s" % json.dumps(nacks[0]) if nacks else "no nack")
     t.eq(j.stop(), 0, "flow: exit 0")
 
     # ---- OUT ----

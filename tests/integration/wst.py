@@ -89,17 +89,18 @@ class RawWs:
         head, self.rest = buf.split(b"\r\n\r\n", 1)
         self.status = int(head.split(b" ")[1])
 
-    def send_frame(self, opcode, payload, fin=True):
-        mask = os.urandom(4)
+    def send_frame(self, opcode, payload, fin=True, masked=True):
+        mask = os.urandom(4) if masked else b""
+        mbit = 0x80 if masked else 0
         b0 = (0x80 if fin else 0) | opcode
         n = len(payload)
         if n < 126:
-            hdr = struct.pack("!BB", b0, 0x80 | n)
+            hdr = struct.pack("!BB", b0, mbit | n)
         elif n < 65536:
-            hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
+            hdr = struct.pack("!BBH", b0, mbit | 126, n)
         else:
-            hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
-        body = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+            hdr = struct.pack("!BBQ", b0, mbit | 127, n)
+        body = bytes(c ^ mask[i % 4] for i, c in enumerate(payload)) if masked else payload
         self.s.sendall(hdr + mask + body)
 
     def read_frame(self):
