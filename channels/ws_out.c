@@ -335,9 +335,11 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 
 static void out_destroy(struct jn_channel *ch);
 
+/* A failed init is not destroyed by the broker: it frees what it made itself. */
 static int out_init(struct jn_channel *ch, struct jn_err *err)
 {
     struct ws_out *o = jn_calloc(1, sizeof(*o));
+    int rc = 0;
 
     if (o == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory");
@@ -346,23 +348,29 @@ static int out_init(struct jn_channel *ch, struct jn_err *err)
     o->conf = ch->conf;
     ch->state = o;
     if (jn_ws__url_parse(o->conf->url, &o->url) != 0) {
-        return jn_err_set(err, JN_EINVAL, "url: '%s' is not a ws:// or wss:// url",
-                          o->conf->url ? o->conf->url : "");
+        rc = jn_err_set(err, JN_EINVAL, "url: '%s' is not a ws:// or wss:// url",
+                        o->conf->url ? o->conf->url : "");
+        goto fail;
     }
     o->nslots = ch->concurrency > 0 ? (size_t)ch->concurrency : 1;
     o->slots = jn_calloc(o->nslots, sizeof(*o->slots));
     o->reconnect = evtimer_new(ch->base, reconnect_cb, o);
     if (o->slots == NULL || o->reconnect == NULL) {
-        return jn_err_set(err, JN_ENOMEM, "out of memory");
+        rc = jn_err_set(err, JN_ENOMEM, "out of memory");
+        goto fail;
     }
     for (size_t i = 0; i < o->nslots; i++) {
         o->slots[i].o = o;
         o->slots[i].timer = evtimer_new(ch->base, slot_timeout, &o->slots[i]);
         if (o->slots[i].timer == NULL) {
-            return jn_err_set(err, JN_ENOMEM, "out of memory");
+            rc = jn_err_set(err, JN_ENOMEM, "out of memory");
+            goto fail;
         }
     }
     return 0;
+fail:
+    out_destroy(ch);
+    return rc;
 }
 
 static int out_start(struct jn_channel *ch, struct jn_err *err)
