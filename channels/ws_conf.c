@@ -127,7 +127,12 @@ int jn_ws__url_parse(const char *url, struct ws_url *u)
         if (u->port == -1) {
             u->port = u->tls ? 443 : 80;
         }
-        snprintf(u->host, sizeof(u->host), "%s", host);
+        if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+            /* An IPv6 literal: lws wants it without its brackets. */
+            snprintf(u->host, sizeof(u->host), "%.*s", (int)strlen(host) - 2, host + 1);
+        } else {
+            snprintf(u->host, sizeof(u->host), "%s", host);
+        }
         snprintf(u->path, sizeof(u->path), "%s%s%s", path && path[0] ? path : "/",
                  query ? "?" : "", query ? query : "");
         rc = u->port >= 1 && u->port <= 65535 ? 0 : -1;
