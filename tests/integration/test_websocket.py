@@ -187,7 +187,7 @@ routes:
     t.eq(j.stop(), 0, "IN: exit 0")
 
     # ---- IN: flow control refusal -> nack ----
-    ws_port, down = free_port(), free_port()
+    ws_port, down, quiet_port = free_port(), free_port(), free_port()
     j = start("""
 junction:
   data_dir: @DIR@/data
@@ -198,6 +198,16 @@ channels:
     type: websocket
     direction: in
     listen: 127.0.0.1:%d
+    max_connections: 2
+  quiet:
+    type: websocket
+    direction: in
+    listen: 127.0.0.1:%d
+    ack: none
+  files:
+    type: file
+    direction: out
+    dir: @DIR@/out
   down:
     type: http
     direction: out
@@ -207,7 +217,8 @@ channels:
     when_full: block
 routes:
   r: { from: [ws], to: [down] }
-""" % (ws_port, down), [ws_port])
+  q: { from: [quiet], to: [files] }
+""" % (ws_port, quiet_port, down), [ws_port, quiet_port])
 
     async def flood():
         async with websockets.connect("ws://127.0.0.1:%d/" % ws_port) as ws:
@@ -225,6 +236,35 @@ routes:
     t.check(all(a.get("retry_after") == 1 and "full" in a["nack"] for a in nacks),
             "a nack says why and retry_after: 1 (%s)" % (nacks[:1],))
     print("nack: %s" % json.dumps(nacks[0]) if nacks else "no nack")
+
+    # max_connections: 2 -> a third handshake is refused while two are open.
+    async def three():
+        u = "ws://127.0.0.1:%d/" % ws_port
+        async with websockets.connect(u) as a, websockets.connect(u) as b:
+            try:
+                async with websockets.connect(u, open_timeout=3) as c:
+                    await c.send("third")
+                    await c.recv()
+                    third = "open"
+            except (websockets.WebSocketException, OSError, asyncio.TimeoutError) as e:
+                third = "refused (%s)" % type(e).__name__
+            await a.ping()
+            await b.ping()
+            return third
+    third = run(three())
+    t.check(third.startswith("refused"), "max_connections 2: the third is refused (%s)" % third)
+    t.check("max_connections (2) reached" in j.log(), "max_connections: logged")
+
+    # ack: none -> the message lands, nothing is answered.
+    async def quiet():
+        async with websockets.connect("ws://127.0.0.1:%d/" % quiet_port) as ws:
+            await ws.send("no answer wanted")
+            try:
+                return await asyncio.wait_for(ws.recv(), 1.0)
+            except asyncio.TimeoutError:
+                return None
+    t.eq(run(quiet()), None, "ack: none: no frame comes back")
+    t.check(wait_until(lambda: len(files(j.path("out"))) == 1, 5), "ack: none: the message lands")
     t.eq(j.stop(), 0, "flow: exit 0")
 
     # ---- OUT ----
