@@ -353,6 +353,39 @@ routes:
     t.check(wait_until(lambda: "delivered (attempt 1)" in j.log(), 10),
             "OUT await_ack: false: delivered once written")
     t.eq(j.stop(), 0, "OUT no-ack: exit 0")
+
+    # junction OUT -> junction IN: IN's acks (its own ids, in order) are what OUT waits for.
+    b_port = free_port()
+    b = start("""
+junction:
+  data_dir: @DIR@/data
+  log_level: debug
+  shutdown_timeout: 1s
+channels:
+  ws:
+    type: websocket
+    direction: in
+    listen: 127.0.0.1:%d
+    path: /in
+  files:
+    type: file
+    direction: out
+    dir: @DIR@/out
+routes:
+  r: { from: [ws], to: [files] }
+""" % b_port, [b_port])
+    j, hurl = out_junction(b_port)
+    for i in range(6):
+        post(j, hurl, b"hop %d" % i)
+    t.check(wait_until(lambda: j.log().count("delivered (attempt 1)") == 6, 10),
+            "junction -> junction: all delivered on the first attempt (acked by the IN)")
+    got = []
+    for name in files(b.path("out")):
+        with open(os.path.join(b.path("out"), name), "rb") as f:
+            got.append(f.read())
+    t.eq(sorted(got), sorted(b"hop %d" % i for i in range(6)), "junction -> junction: bytes")
+    t.eq(j.stop(), 0, "A: exit 0")
+    t.eq(b.stop(), 0, "B: exit 0")
 finally:
     for c in reversed(cleanups):
         try:
