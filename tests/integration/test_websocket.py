@@ -379,6 +379,8 @@ routes:
         post(j, hurl, b"hop %d" % i)
     t.check(wait_until(lambda: j.log().count("delivered (attempt 1)") == 6, 10),
             "junction -> junction: all delivered on the first attempt (acked by the IN)")
+    # B acks at its commit; its file OUT writes a moment later.
+    t.check(wait_until(lambda: len(files(b.path("out"))) == 6, 10), "junction -> junction: 6 files")
     got = []
     for name in files(b.path("out")):
         with open(os.path.join(b.path("out"), name), "rb") as f:
