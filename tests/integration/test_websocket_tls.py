@@ -119,6 +119,44 @@ routes:
     t.eq(j2.stop(), 0, "ping: exit 0")
     t.eq(j.stop(), 0, "wss IN: exit 0")
 
+    # ---- wss IN with verify_peer: client certificates required ----
+    cli, cli_key = pki.cert("client", "ca", "edge-7", client=True)
+    ws3 = free_port()
+    j3 = start("""
+junction:
+  data_dir: @DIR@/data
+  log_level: debug
+  shutdown_timeout: 1s
+channels:
+  ws:
+    type: websocket
+    direction: in
+    listen: 127.0.0.1:%d
+    tls: { cert: %s, key: %s, ca: %s, verify_peer: true }
+  files:
+    type: file
+    direction: out
+    dir: @DIR@/out
+routes:
+  r: { from: [ws], to: [files] }
+""" % (ws3, srv, srv_key, ca), [ws3])
+
+    async def mtls(ctx):
+        async with websockets.connect("wss://127.0.0.1:%d/" % ws3, ssl=ctx) as ws:
+            await ws.send("with a cert")
+            return json.loads(await ws.recv())
+
+    a = run(mtls(client_ctx(ca, cli, cli_key)))
+    t.check("ack" in a, "verify_peer: a client with a certificate from ca is acked")
+    try:
+        run(mtls(client_ctx(ca)))
+        no_cert = "acked"
+    except (ssl.SSLError, websockets.WebSocketException, OSError, asyncio.TimeoutError) as e:
+        no_cert = "refused (%s)" % type(e).__name__
+    t.check(no_cert.startswith("refused"), "verify_peer: a client without one is refused (%s)" %
+            no_cert)
+    t.eq(j3.stop(), 0, "mTLS IN: exit 0")
+
     # ---- wss OUT ----
     def out_junction(srv_port, cafile):
         http_port = free_port()
