@@ -43,8 +43,9 @@ static const struct jn_opt ws_opts[] = {
                 "order the messages came. none: answer nothing."),
     JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct ws_conf, tls,
                "IN: tls.cert and tls.key make the listener wss:// (lws builds its context "
-               "from the same files; tls.allowed_peers is not supported here). OUT: the "
-               "client context for wss:// urls (CA, client certificate, verify_peer)."),
+               "from the same files); tls.verify_peer: true requires client certificates. "
+               "OUT: the client context for wss:// urls (CA, client certificate, "
+               "verify_peer, allowed_peers)."),
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct ws_conf, url,
                "The server to send to: ws://host:port/path or wss://host:port/path."),
     JN_OPT_BOOL("await_ack", "true", JN_OPT_OUT | JN_OPT_RELOADABLE, struct ws_conf, await_ack,
@@ -165,12 +166,6 @@ static int ws_check(const void *vconf, unsigned dir, const struct jn_node *node,
             n = jn_node_get(node, "path");
             jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: path: '%s' must start with /",
                         c->path ? c->path : "");
-            errs++;
-        }
-        if (c->tls.allowed_peers.n > 0) {
-            n = jn_node_get(node, "tls");
-            jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: tls.allowed_peers is not "
-                        "supported on a websocket listener (use tls.verify_peer with tls.ca)");
             errs++;
         }
         return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls",

@@ -280,6 +280,7 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
         .check_utf8 = 1,
         .max_connections = c->max_connections,
         .ping_interval = c->ping_interval,
+        .allowed_peers = &c->tls.allowed_peers,
     };
 
     in->link = jn_ws__link_new(ch->base, &lc, on_event, in, err);

@@ -102,6 +102,10 @@ struct ws_link_conf {
     const char *path;
     const struct jn_tls_conf *tls; /* listener with TLS: its files (NULL or off: plain) */
     SSL_CTX *client_ctx;           /* client with wss: our context (jn_tls), up-ref'd here */
+    /* The peer certificates accepted (CN, SAN or sha256:, jn_tls_peer_allowed), checked in the
+     * handshake: the server's for a client, a client's for a listener with verify_peer. NULL
+     * or empty: any the CA signed. Borrowed: must outlive the link (the channel's conf). */
+    const struct jn_strlist *allowed_peers;
     size_t max_message;            /* larger: closed with 1009 */
     int check_utf8;                /* text messages that are not UTF-8: closed with 1007 */
     long long max_connections;     /* listener: more are refused at the handshake (503) */

@@ -16,8 +16,9 @@
  *
  * TLS: a listener's TLS is built by lws from the same cert/key/ca files our jn_tls would use
  * (lws makes its own server SSL_CTX per vhost); a client is handed our own jn_tls client
- * context (provided_client_ssl_ctx), so CA, verify_peer and allowed_peers mean what they mean
- * for every other channel.
+ * context (provided_client_ssl_ctx: its CA and client certificate). lws sets a verify
+ * callback of its own on every SSL, so ours never runs: allowed_peers is checked here instead,
+ * in the verification callbacks lws passes on (both roles).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -28,6 +29,8 @@
 #include <libwebsockets.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 
 #include "jn_buf.h"
@@ -501,6 +504,24 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
             c->close_code = (p[0] << 8) | p[1];
         }
         return 0;
+    case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION: {
+        /* lws puts its own verify callback on each SSL (so the one of our jn_tls context does
+         * not run) and asks us here, per certificate of the chain: user is the X509_STORE_CTX,
+         * len OpenSSL's verdict so far. Non-zero fails the handshake. */
+        X509_STORE_CTX *xs = user;
+        X509 *cert = xs != NULL ? X509_STORE_CTX_get_current_cert(xs) : NULL;
+        const struct jn_strlist *ap = l->lc.allowed_peers;
+        if (len != 0 && ap != NULL && ap->n > 0 && xs != NULL &&
+            X509_STORE_CTX_get_error_depth(xs) == 0 &&
+            (cert == NULL || !jn_tls_peer_allowed(cert, ap))) {
+            jn_log_p(JN_LOG_WARN, l->prefix, "TLS peer refused: its certificate is not in "
+                     "tls.allowed_peers");
+            X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+            return 1;
+        }
+        return 0;
+    }
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         if (c != NULL) {
             char why[200];
@@ -728,7 +749,8 @@ struct ws_link *jn_ws__link_new(struct event_base *base, const struct ws_link_co
             if (tls->min_version >= JN_TLS_V13) {
                 info.ssl_options_set |= SSL_OP_NO_TLSv1_2;
             }
-            if (tls->verify_peer == JN_TLS_VERIFY_TRUE) {
+            if (tls->verify_peer == JN_TLS_VERIFY_TRUE ||
+                (tls->verify_peer == JN_TLS_VERIFY_AUTO && tls->allowed_peers.n > 0)) {
                 info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
             }
         }

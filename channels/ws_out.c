@@ -394,6 +394,7 @@ static int out_start(struct jn_channel *ch, struct jn_err *err)
             return err->code;
         }
         lc.client_ctx = jn_tls_ctx(o->tls);
+        lc.allowed_peers = &o->conf->tls.allowed_peers;
     }
     o->link = jn_ws__link_new(ch->base, &lc, on_event, o, err);
     if (o->link == NULL) {

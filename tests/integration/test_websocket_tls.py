@@ -141,8 +141,8 @@ routes:
   r: { from: [ws], to: [files] }
 """ % (ws3, srv, srv_key, ca), [ws3])
 
-    async def mtls(ctx):
-        async with websockets.connect("wss://127.0.0.1:%d/" % ws3, ssl=ctx) as ws:
+    async def mtls(ctx, port=ws3):
+        async with websockets.connect("wss://127.0.0.1:%d/" % port, ssl=ctx) as ws:
             await ws.send("with a cert")
             return json.loads(await ws.recv())
 
@@ -156,6 +156,39 @@ routes:
     t.check(no_cert.startswith("refused"), "verify_peer: a client without one is refused (%s)" %
             no_cert)
     t.eq(j3.stop(), 0, "mTLS IN: exit 0")
+
+    # allowed_peers on the listener: edge-7's certificate (from ca) is not edge-9.
+    cli9, cli9_key = pki.cert("client9", "ca", "edge-9", client=True)
+    ws4 = free_port()
+    j4 = start("""
+junction:
+  data_dir: @DIR@/data
+  log_level: debug
+  shutdown_timeout: 1s
+channels:
+  ws:
+    type: websocket
+    direction: in
+    listen: 127.0.0.1:%d
+    tls: { cert: %s, key: %s, ca: %s, allowed_peers: [edge-9] }
+  files:
+    type: file
+    direction: out
+    dir: @DIR@/out
+routes:
+  r: { from: [ws], to: [files] }
+""" % (ws4, srv, srv_key, ca), [ws4])
+    a = run(mtls(client_ctx(ca, cli9, cli9_key), ws4))
+    t.check("ack" in a, "allowed_peers: edge-9 is acked")
+    try:
+        run(mtls(client_ctx(ca, cli, cli_key), ws4))
+        other_peer = "acked"
+    except (ssl.SSLError, websockets.WebSocketException, OSError, asyncio.TimeoutError) as e:
+        other_peer = "refused (%s)" % type(e).__name__
+    t.check(other_peer.startswith("refused"), "allowed_peers: edge-7 is refused (%s)" %
+            other_peer)
+    t.check("not in tls.allowed_peers" in j4.log(), "allowed_peers: the refusal is logged")
+    t.eq(j4.stop(), 0, "allowed_peers IN: exit 0")
 
     # ---- wss OUT ----
     def out_junction(srv_port, cafile):
@@ -192,6 +225,20 @@ routes:
     t.check(wait_until(lambda: "delivered (attempt 1)" in j.log(), 10), "wss OUT: delivered")
     t.eq(server.messages, ["secret stuff"], "wss OUT: the server got it over TLS")
     t.eq(j.stop(), 0, "wss OUT: exit 0")
+
+    j, hurl = out_junction(srv_port, ca + ", allowed_peers: [not-localhost]")
+    status, _, _ = curl(["--data-binary", "not this peer", hurl])
+    t.check(wait_until(lambda: "attempt 3 failed" in j.log() or "dead-letter" in j.log().lower(),
+                       15), "wss OUT, allowed_peers without the server's name: fails")
+    t.check("not in tls.allowed_peers" in j.log(), "wss OUT allowed_peers: logged")
+    t.check("not this peer" not in server.messages, "wss OUT allowed_peers: nothing sent")
+    t.eq(j.stop(), 0, "wss OUT allowed_peers: exit 0")
+
+    j, hurl = out_junction(srv_port, ca + ", allowed_peers: [localhost]")
+    status, _, _ = curl(["--data-binary", "this peer", hurl])
+    t.check(wait_until(lambda: "delivered (attempt 1)" in j.log(), 10),
+            "wss OUT, allowed_peers with the server's CN: delivered")
+    t.eq(j.stop(), 0, "wss OUT allowed_peers ok: exit 0")
 
     j, hurl = out_junction(srv_port, other)
     status, _, _ = curl(["--data-binary", "not for you", hurl])
