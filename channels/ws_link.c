@@ -719,7 +719,11 @@ struct ws_link *jn_ws__link_new(struct event_base *base, const struct ws_link_co
     memset(&info, 0, sizeof(info));
     info.protocols = l->protos;
     info.user = l;
-    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* TLS only when this link speaks it: without it lws makes no SSL_CTX at all (with it, a
+     * listener also gets a client context loaded with the system's CA store). */
+    if (tls != NULL || lc->client_ctx != NULL) {
+        info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    }
     if (lc->ping_interval > 0) {
         info.retry_and_idle_policy = &l->retry;
     }
@@ -749,6 +753,16 @@ struct ws_link *jn_ws__link_new(struct event_base *base, const struct ws_link_co
             if (tls->min_version >= JN_TLS_V13) {
                 info.ssl_options_set |= SSL_OP_NO_TLSv1_2;
             }
+            /* A listener never dials out, but lws would still make it a client SSL_CTX
+             * loaded with the system's CA store (and, with two such links, not free it):
+             * an empty one of ours instead. */
+            l->client_ctx = SSL_CTX_new(TLS_client_method());
+            if (l->client_ctx == NULL) {
+                jn_ws__link_free(l);
+                jn_err_set(err, JN_ENOMEM, "out of memory");
+                return NULL;
+            }
+            info.provided_client_ssl_ctx = l->client_ctx;
             if (tls->verify_peer == JN_TLS_VERIFY_TRUE ||
                 (tls->verify_peer == JN_TLS_VERIFY_AUTO && tls->allowed_peers.n > 0)) {
                 info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
