@@ -8,6 +8,7 @@ extern const struct jn_channel_def jn_channel_file;
 extern const struct jn_channel_def jn_channel_kafka;
 extern const struct jn_channel_def jn_channel_mllp;
 extern const struct jn_channel_def jn_channel_mqtt;
+extern const struct jn_channel_def jn_channel_websocket;
 
 const struct jn_channel_def *const jn_channel_defs[] = {
     &jn_channel_file,
@@ -15,6 +16,7 @@ const struct jn_channel_def *const jn_channel_defs[] = {
     &jn_channel_kafka,
     &jn_channel_mllp,
     &jn_channel_mqtt,
+    &jn_channel_websocket,
     NULL,
 };
 

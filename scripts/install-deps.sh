@@ -15,6 +15,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     liblua5.4-dev \
     librdkafka-dev kcat \
     libpaho-mqtt-dev mosquitto mosquitto-clients \
+    libwebsockets-dev python3-websockets \
     curl python3 python3-lmdb python3-hl7 clang libclang-rt-14-dev valgrind \
     prometheus sslscan >/dev/null
 # The dashboard's browser test (tests/integration/test_dashboard.py): Debian's chromium, driven

@@ -72,7 +72,7 @@ CASES = [
 ]
 
 # (name, config text, the whole of stderr expected, {f} standing for the file's path)
-TYPES = "file, http, kafka, mllp, mqtt"
+TYPES = "file, http, kafka, mllp, mqtt, websocket"
 EXACT = [
     # test_issue_12_6: a channel whose type is unknown is not used for the route's checks (it
     # used to be taken for an OUT channel: "from: 'in' is an OUT channel").

@@ -1,0 +1,201 @@
+/*
+ * websocket channel: WebSocket (RFC 6455) on libwebsockets. IN listens and answers each
+ * message with an ack frame once the broker has it durable; OUT keeps a connection open to
+ * one server and counts a delivery when the server acks it (or once written). docs/websocket.md.
+ *
+ * This file holds the option table, the cross-field check, the def and the helpers both sides
+ * use (UTF-8, ws:// urls). The sides are channels/ws_in.c and ws_out.c; both run over a link
+ * (channels/ws_link.c: lws on its own service thread); what they share is in ws_int.h.
+ *
+ * Threads: everything here runs on the broker's loop (the UTF-8 check also on the link thread:
+ * it has no state).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/http.h>
+#include <event2/util.h>
+#include <sys/socket.h>
+
+#include "jn_channel.h"
+#include "ws_int.h"
+
+static const char *const ws_ack_names[] = {"commit", "none", NULL};
+
+static const struct jn_opt ws_opts[] = {
+    JN_OPT_STR("listen", "127.0.0.1:8765", JN_OPT_IN, struct ws_conf, listen,
+               "Address and port to listen on, ip:port (0.0.0.0:8765 for every address)."),
+    JN_OPT_STR("path", "/", JN_OPT_IN, struct ws_conf, path,
+               "The request path a client connects to; a handshake for another path is "
+               "refused."),
+    JN_OPT_SIZE("max_message", "1MiB", 1, 1LL << 30, JN_OPT_IN, struct ws_conf, max_message,
+                "Largest message (after fragments are joined); a larger one closes the "
+                "connection with 1009 and nothing of it is journaled."),
+    JN_OPT_INT("max_connections", "1024", 1, 65536, JN_OPT_IN, struct ws_conf, max_connections,
+               "Connections at once; a handshake beyond that is refused."),
+    JN_OPT_DURATION("ping_interval", "30s", 0, 3600000LL, JN_OPT_IN, struct ws_conf,
+                    ping_interval,
+                    "A connection idle this long is pinged; one silent for two intervals is "
+                    "closed. 0: no pings. Whole seconds (rounded up)."),
+    JN_OPT_ENUM("ack", "commit", ws_ack_names, JN_OPT_IN, struct ws_conf, ack,
+                "commit: answer each message with a text frame {\"ack\":\"<id>\"} once it is "
+                "durable (or {\"nack\":\"<reason>\",\"retry_after\":1} when refused), in the "
+                "order the messages came. none: answer nothing."),
+    JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct ws_conf, tls,
+               "IN: tls.cert and tls.key make the listener wss:// (lws builds its context "
+               "from the same files); tls.verify_peer: true requires client certificates. "
+               "OUT: the client context for wss:// urls (CA, client certificate, "
+               "verify_peer, allowed_peers)."),
+    JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct ws_conf, url,
+               "The server to send to: ws://host:port/path or wss://host:port/path."),
+    JN_OPT_BOOL("await_ack", "true", JN_OPT_OUT | JN_OPT_RELOADABLE, struct ws_conf, await_ack,
+                "true: a delivery counts when the server answers a text frame "
+                "{\"ack\":...}; acks are matched to frames in the order they were sent, and "
+                "{\"nack\":...} retries. false: a frame written to the socket counts."),
+    JN_OPT_DURATION("timeout", "30s", 1, 3600000LL, JN_OPT_OUT | JN_OPT_RELOADABLE,
+                    struct ws_conf, timeout,
+                    "How long a message may wait for the connection and its ack; then it is "
+                    "retried (and the connection is closed, since later acks would be "
+                    "matched to the wrong frames)."),
+    JN_OPT_DURATION("reconnect_backoff", "100ms", 1, 3600000LL, JN_OPT_OUT, struct ws_conf,
+                    reconnect_backoff,
+                    "The first reconnect waits up to this (full jitter); it doubles with "
+                    "each failed attempt."),
+    JN_OPT_DURATION("reconnect_max_backoff", "30s", 1, 86400000LL, JN_OPT_OUT, struct ws_conf,
+                    reconnect_max_backoff, "The cap of the reconnect wait."),
+    JN_OPT_END,
+};
+
+/* ---- helpers ---- */
+
+int jn_ws__utf8_ok(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned c = p[i];
+        size_t k;
+        unsigned cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0) {
+            k = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            k = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            k = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (n - i <= k) {
+            return 0;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xc0) != 0x80) {
+                return 0;
+            }
+            cp = (cp << 6) | (p[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            return 0;
+        }
+        i += k + 1;
+    }
+    return 1;
+}
+
+int jn_ws__url_parse(const char *url, struct ws_url *u)
+{
+    struct evhttp_uri *uri = url != NULL ? evhttp_uri_parse(url) : NULL;
+    const char *scheme, *host, *path, *query;
+    int rc = -1;
+
+    memset(u, 0, sizeof(*u));
+    if (uri == NULL) {
+        return -1;
+    }
+    scheme = evhttp_uri_get_scheme(uri);
+    host = evhttp_uri_get_host(uri);
+    path = evhttp_uri_get_path(uri);
+    query = evhttp_uri_get_query(uri);
+    if (scheme != NULL && host != NULL && host[0] != '\0' &&
+        (strcmp(scheme, "ws") == 0 || strcmp(scheme, "wss") == 0) &&
+        evhttp_uri_get_fragment(uri) == NULL && strlen(host) < sizeof(u->host)) {
+        u->tls = strcmp(scheme, "wss") == 0;
+        u->port = evhttp_uri_get_port(uri);
+        if (u->port == -1) {
+            u->port = u->tls ? 443 : 80;
+        }
+        if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+            /* An IPv6 literal: lws wants it without its brackets. */
+            snprintf(u->host, sizeof(u->host), "%.*s", (int)strlen(host) - 2, host + 1);
+        } else {
+            snprintf(u->host, sizeof(u->host), "%s", host);
+        }
+        snprintf(u->path, sizeof(u->path), "%s%s%s", path && path[0] ? path : "/",
+                 query ? "?" : "", query ? query : "");
+        rc = u->port >= 1 && u->port <= 65535 ? 0 : -1;
+    }
+    evhttp_uri_free(uri);
+    return rc;
+}
+
+/* ---- checks ---- */
+
+static int ws_check(const void *vconf, unsigned dir, const struct jn_node *node,
+                    struct jn_diag *d)
+{
+    const struct ws_conf *c = vconf;
+    const struct jn_node *n;
+    struct ws_url u;
+
+    if (dir == JN_DIR_IN) {
+        int errs = 0;
+        struct sockaddr_storage ss;
+        int sl = sizeof(ss);
+        n = jn_node_get(node, "listen");
+        if (c->listen == NULL ||
+            evutil_parse_sockaddr_port(c->listen, (struct sockaddr *)&ss, &sl) != 0) {
+            jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: listen: '%s' is not ip:port, "
+                        "expected e.g. 127.0.0.1:8765", c->listen ? c->listen : "");
+            errs++;
+        }
+        if (c->path == NULL || c->path[0] != '/') {
+            n = jn_node_get(node, "path");
+            jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: path: '%s' must start with /",
+                        c->path ? c->path : "");
+            errs++;
+        }
+        return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls",
+                                   "websocket", d);
+    }
+    n = jn_node_get(node, "url");
+    if (jn_ws__url_parse(c->url, &u) != 0) {
+        jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: url: '%s' is not a ws:// or "
+                    "wss:// url (e.g. ws://127.0.0.1:8765/)", c->url ? c->url : "");
+        return 1;
+    }
+    if (c->reconnect_max_backoff < c->reconnect_backoff) {
+        n = jn_node_get(node, "reconnect_max_backoff");
+        jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: reconnect_max_backoff must be at "
+                    "least reconnect_backoff");
+        return 1;
+    }
+    return jn_tls_check(&c->tls, JN_TLS_CLIENT, u.tls || jn_tls_on(&c->tls), node, "tls",
+                        "websocket", d);
+}
+
+/* ---- the def ---- */
+
+const struct jn_channel_def jn_channel_websocket = {
+    .name = "websocket",
+    .desc = "WebSocket (libwebsockets): IN answers each frame with an ack once durable, OUT "
+            "sends frames and waits for the server's ack",
+    .opts = ws_opts,
+    .conf_size = sizeof(struct ws_conf),
+    .check = ws_check,
+    .in = &jn_ws__in,
+    .out = &jn_ws__out,
+};
