@@ -174,7 +174,11 @@ function renderChannels(channels, queues, now) {
     cells.name.textContent = c.name;
     cells.type.textContent = c.type;
     cells.dir.textContent = c.direction === 'in' ? 'IN' : 'OUT';
-    cells.state.textContent = c.state;
+    cells.state.textContent = '';
+    const word = document.createElement('span');
+    word.className = 'state-word';
+    word.textContent = c.state;
+    cells.state.appendChild(word);
     cells.state.className = 'state state-' + c.state;
     if (c.blocked) cells.state.title = c.blocked; else cells.state.removeAttribute('title');
     if (c.last_error) {

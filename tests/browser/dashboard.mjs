@@ -70,7 +70,7 @@ await step('overview and token', async () => {
     'the token is kept in sessionStorage');
   for (const c of CHANNELS) {
     await row(c).waitFor({ timeout: 5000 });
-    check(await row(c).locator('td.state').textContent() === 'up', `channel ${c} is shown up`);
+    check(await row(c).locator('td.state .state-word').textContent() === 'up', `channel ${c} is shown up`);
   }
   check(await page.locator('#channels tbody tr').count() === CHANNELS.length,
     'the overview has one row per channel of the config');
@@ -99,7 +99,7 @@ await step('counters move', async () => {
 await step('pause and resume', async () => {
   await row(IN).locator('button.pause').click();
   await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'paused',
-    `#channels tr[data-channel="${IN}"] td.state`, { timeout: 3000 });
+    `#channels tr[data-channel="${IN}"] td.state .state-word`, { timeout: 3000 });
   check(true, `${IN} shows paused after its Pause button`);
   const code = execFileSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5',
     '-X', 'POST', '--data-binary', 'while paused', INGEST]).toString();
@@ -108,7 +108,7 @@ await step('pause and resume', async () => {
   await page.screenshot({ path: SHOTS + '/dashboard-overview.png' });
   await row(IN).locator('button.pause').click();
   await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'up',
-    `#channels tr[data-channel="${IN}"] td.state`, { timeout: 3000 });
+    `#channels tr[data-channel="${IN}"] td.state .state-word`, { timeout: 3000 });
   check(true, `${IN} shows up again after Resume`);
 });
 
@@ -221,6 +221,15 @@ await step('a payload is shown as text, never run', async () => {
   }));
   check(/script-src/.test(blocked), 'an inline script is refused by the CSP (' + blocked + ')');
   problems.splice(0, problems.length, ...problems.filter((p) => !/inline script/i.test(p)));
+});
+
+// The OUT that answered 400 once shows that error, with its time, under its state.
+await step('last error', async () => {
+  await page.goto(URL_);
+  const le = page.locator('#channels tr[data-channel="emr"] td.state .last-error');
+  await le.waitFor({ timeout: 5000 });
+  const text = await le.textContent();
+  check(/400/.test(text) && /\d\d:\d\d:\d\dZ/.test(text), `emr shows its last error: ${text}`);
 });
 
 // A phone's width: the page itself does not scroll sideways (wide tables scroll in their box).
