@@ -17,50 +17,9 @@
 
 #include "hl7.h"
 #include "jn_mem.h"
+#include "jn_utf8.h"
 
 /* ---- hl7 -> json ---- */
-
-/* 1 when s is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
-static int utf8_ok(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned c = s[i];
-        size_t k;
-        unsigned cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1f;
-            min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0f;
-            min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else {
-            return 0;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xc0) != 0x80) {
-                return 0;
-            }
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            return 0;
-        }
-        i += k + 1;
-    }
-    return 1;
-}
 
 static json_t *str_or_hex(const char *p, size_t n)
 {
@@ -68,7 +27,7 @@ static json_t *str_or_hex(const char *p, size_t n)
     json_t *o, *v;
     char *h;
 
-    if (utf8_ok((const unsigned char *)p, n)) {
+    if (jn_utf8_valid(p, n)) {
         return json_stringn_nocheck(p, n);
     }
     h = jn_malloc(n * 2 + 1);
@@ -129,11 +88,11 @@ static json_t *leaf_json(const struct jn_hl7_delims *d, const struct jn_hl7_span
         goto out;
     }
     same = enc.len == s->len && memcmp(enc.p, s->p, s->len) == 0;
-    if (same && utf8_ok((const unsigned char *)txt, n)) {
+    if (same && jn_utf8_valid(txt, n)) {
         o = json_stringn_nocheck(txt, n);
         goto out;
     }
-    if (!utf8_ok((const unsigned char *)s->p, s->len)) {
+    if (!jn_utf8_valid(s->p, s->len)) {
         o = str_or_hex(s->p, s->len);
         goto out;
     }
@@ -144,7 +103,7 @@ static json_t *leaf_json(const struct jn_hl7_delims *d, const struct jn_hl7_span
         o = NULL;
         goto out;
     }
-    if (utf8_ok((const unsigned char *)txt, n)) {
+    if (jn_utf8_valid(txt, n)) {
         v = json_stringn_nocheck(txt, n);
         if (v == NULL || json_object_set_new(o, "text", v) != 0) {
             json_decref(o);

@@ -10,6 +10,8 @@
  * The encoder applies the decoder's rules to what it is given, so what it writes decodes.
  */
 #include "mqtt_proto.h"
+
+#include "jn_utf8.h"
 #include "mqtt_proto_int.h"
 
 #include <stdarg.h>
@@ -61,45 +63,7 @@ uint8_t jn_mqtt_v4_connack_rc(uint8_t rc5)
 
 int jn_mqtt_utf8_valid(const void *s, size_t len, int nul_ok)
 {
-    const unsigned char *u = s;
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned c = u[i];
-        size_t n;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            if (c == 0 && !nul_ok) {
-                return 0;
-            }
-            i++;
-            continue;
-        }
-        if ((c & 0xe0) == 0xc0) {
-            n = 1, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (len - i - 1 < n) {
-            return 0;
-        }
-        for (size_t k = 1; k <= n; k++) {
-            if ((u[i + k] & 0xc0) != 0x80) {
-                return 0;
-            }
-            cp = (cp << 6) | (u[i + k] & 0x3f);
-        }
-        /* Overlong forms, surrogates and code points past U+10FFFF are ill-formed (RFC 3629). */
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            return 0;
-        }
-        i += n + 1;
-    }
-    return 1;
+    return jn_utf8_valid(s, len) && (nul_ok || memchr(s, '\0', len) == NULL);
 }
 
 int jn_mqtt_topic_name_valid(const char *s, size_t len)

@@ -66,46 +66,6 @@ static const struct jn_opt ws_opts[] = {
     JN_OPT_END,
 };
 
-/* ---- helpers ---- */
-
-int jn_ws__utf8_ok(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned c = p[i];
-        size_t k;
-        unsigned cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if ((c & 0xe0) == 0xc0) {
-            k = 1, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            k = 2, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            k = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (n - i <= k) {
-            return 0;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if ((p[i + j] & 0xc0) != 0x80) {
-                return 0;
-            }
-            cp = (cp << 6) | (p[i + j] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            return 0;
-        }
-        i += k + 1;
-    }
-    return 1;
-}
-
 int jn_ws__url_parse(const char *url, struct ws_url *u)
 {
     struct evhttp_uri *uri = url != NULL ? evhttp_uri_parse(url) : NULL;

@@ -52,8 +52,6 @@ struct ws_conf {
 extern const struct jn_in_def jn_ws__in;
 extern const struct jn_out_def jn_ws__out;
 
-/* 1 when n bytes at p are valid UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF). */
-int jn_ws__utf8_ok(const unsigned char *p, size_t n);
 
 /* A parsed ws:// or wss:// url: 0, or -1 when it is not one (ws_conf.c). */
 struct ws_url {

@@ -37,6 +37,7 @@
 #include "jn_channel.h"
 #include "jn_mem.h"
 #include "jn_net.h"
+#include "jn_utf8.h"
 #include "ws_int.h"
 
 #define WS_BUCKETS 256
@@ -279,7 +280,7 @@ static int on_receive(struct wconn *c, const void *in, size_t len)
     }
     c->rx_started = 0;
     if (!c->rx_binary && l->lc.check_utf8 &&
-        !jn_ws__utf8_ok((const unsigned char *)c->rx.p, c->rx.len)) {
+        !jn_utf8_valid(c->rx.p, c->rx.len)) {
         jn_log_p(JN_LOG_WARN, l->prefix, "conn %llu: text message is not UTF-8: closing with "
                  "1007", (unsigned long long)c->id);
         return refuse(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "text is not UTF-8");

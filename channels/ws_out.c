@@ -26,6 +26,7 @@
 #include "jn_channel.h"
 #include "jn_mem.h"
 #include "jn_time.h"
+#include "jn_utf8.h"
 #include "ws_int.h"
 
 enum { S_FREE = 0, S_WAITING = 1, S_SENT = 2 };
@@ -161,10 +162,10 @@ static int frame_binary(const struct jn_msg *m)
         return 1;
     }
     if (op != NULL && strcmp(op, "text") == 0 &&
-        jn_ws__utf8_ok((const unsigned char *)m->payload, m->len)) {
+        jn_utf8_valid(m->payload, m->len)) {
         return 0;
     }
-    return !jn_ws__utf8_ok((const unsigned char *)m->payload, m->len);
+    return !jn_utf8_valid(m->payload, m->len);
 }
 
 static void transmit(struct oslot *s)

@@ -30,38 +30,22 @@
 #include "jn_record.h"
 #include "jn_service.h"
 #include "jn_testrun_int.h"
+#include "jn_utf8.h"
 
 #define RECORD_MAX 1000
 
 /* ---- YAML text ---- */
 
+/* Text that a YAML double-quoted scalar gives back byte for byte: UTF-8 without NUL and
+ * without control bytes other than CR, LF and TAB. */
 static int utf8_ok(const unsigned char *p, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned c = p[i];
-        size_t k;
-
-        if (c < 0x80) {
-            if (c == 0 || c == 0x7f || (c < 0x20 && c != '\r' && c != '\n' && c != '\t')) {
-                return 0;
-            }
-            i++;
-            continue;
-        }
-        k = (c & 0xe0) == 0xc0 && c >= 0xc2 ? 1
-          : (c & 0xf0) == 0xe0             ? 2
-          : (c & 0xf8) == 0xf0 && c <= 0xf4 ? 3 : 0;
-        if (k == 0 || i + k >= n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == 0x7f || (p[i] < 0x20 && p[i] != '\r' && p[i] != '\n' && p[i] != '\t')) {
             return 0;
         }
-        for (size_t j = 1; j <= k; j++) {
-            if ((p[i + j] & 0xc0) != 0x80) {
-                return 0;
-            }
-        }
-        i += k + 1;
     }
-    return 1;
+    return jn_utf8_valid(p, n);
 }
 
 /* p as a YAML double-quoted scalar that reads back as the same bytes (utf8_ok holds), with

@@ -7,11 +7,12 @@
 #include <string.h>
 
 #include "jn_test.h"
+#include "jn_utf8.h"
 #include "ws_int.h"
 
 static int u8(const char *s, size_t n)
 {
-    return jn_ws__utf8_ok((const unsigned char *)s, n);
+    return jn_utf8_valid(s, n);
 }
 
 int main(void)
