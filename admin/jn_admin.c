@@ -613,6 +613,12 @@ static void handle(struct evhttp_request *req, void *arg)
         }
         return;
     }
+    if (strncmp(path, "/api/v1/config/", 15) == 0) {
+        if (method_ok(req, cmd, 0, path)) {
+            jn_admin__get_config(a, req, path + 15);
+        }
+        return;
+    }
     if (strncmp(path, "/api/v1/replay/", 15) == 0) {
         if (method_ok(req, cmd, 0, path)) {
             jn_admin__get_replay(a, req, path + 15);

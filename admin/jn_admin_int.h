@@ -42,6 +42,8 @@ void jn_admin__reply_error(struct evhttp_request *req, int code, const char *rea
  * /api/v1/messages/{id}. */
 void jn_admin__get_messages(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_message(struct jn_admin *a, struct evhttp_request *req, const char *id);
+/* GET /api/v1/config/history, GET /api/v1/config/{hash} (jn_admin_msg.c). */
+void jn_admin__get_config(struct jn_admin *a, struct evhttp_request *req, const char *what);
 /* POST /api/v1/replay (a JSON body) and GET /api/v1/replay/{job}. */
 void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req);
 /* GET /api/v1/dead-letters (jn_admin_msg.c). */

@@ -95,10 +95,10 @@ static int visit_record(void *arg, const void *k, size_t kl, const void *v, size
         char t[80];
         jn_admin__iso_time(r.time_us, t, sizeof(t));
         json_array_append_new(c->events,
-                              json_pack("{s:s,s:I,s:s,s:s,s:s,s:i,s:s}", "time", t, "time_us",
-                                        (json_int_t)r.time_us, "event", r.event, "route",
-                                        r.route, "channel", r.channel, "attempt", r.attempt,
-                                        "error", r.error));
+                              json_pack("{s:s,s:I,s:s,s:s,s:s,s:i,s:s,s:s}", "time", t,
+                                        "time_us", (json_int_t)r.time_us, "event", r.event,
+                                        "route", r.route, "channel", r.channel, "attempt",
+                                        r.attempt, "error", r.error, "config", r.config));
     }
     return 1; /* one record per key */
 }
@@ -813,4 +813,87 @@ void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const 
         return;
     }
     jn_admin__reply_json(req, 200, "OK", job_json(&jb));
+}
+
+/* ---- config versions (GET /api/v1/config/history, GET /api/v1/config/{hash}) ---- */
+
+static int visit_config(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    json_t *arr = arg;
+    struct jn_configrec r;
+    struct jn_err err;
+    char first[80], last[80], hash[32];
+
+    if (kl >= sizeof(hash) || jn_store_config_decode(v, vl, &r, &err) != 0) {
+        return 0;
+    }
+    memcpy(hash, k, kl);
+    hash[kl] = '\0';
+    jn_admin__iso_time(r.first_us, first, sizeof(first));
+    jn_admin__iso_time(r.last_us, last, sizeof(last));
+    json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I,s:I}", "hash", hash, "first_loaded",
+                                         first, "last_loaded", last, "last_loaded_us",
+                                         (json_int_t)r.last_us, "bytes", (json_int_t)r.len));
+    return 0;
+}
+
+static int by_last_load(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "last_loaded_us"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "last_loaded_us"));
+
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+void jn_admin__get_config(struct jn_admin *a, struct evhttp_request *req, const char *what)
+{
+    struct jn_journal *j = jn_broker_journal(a->b);
+    struct jn_buf v = JN_BUF_INIT;
+    struct jn_configrec r;
+    struct jn_err err;
+
+    if (j == NULL) {
+        jn_admin__reply_error(req, 503, "Service Unavailable", "%s", "the journal is closed");
+        return;
+    }
+    if (strcmp(what, "history") == 0) {
+        json_t *arr = json_array(), *sorted = json_array();
+        size_t n;
+        json_t **items;
+        jn_journal_scan(j, JN_JDB_CONFIGS, NULL, 0, visit_config, arr);
+        n = json_array_size(arr);
+        items = jn_calloc(n + 1, sizeof(*items));
+        for (size_t i = 0; items != NULL && i < n; i++) {
+            items[i] = json_array_get(arr, i);
+        }
+        if (items != NULL) {
+            qsort(items, n, sizeof(*items), by_last_load);
+            for (size_t i = 0; i < n; i++) {
+                json_object_del(items[i], "last_loaded_us");
+                json_array_append(sorted, items[i]);
+            }
+        }
+        jn_free(items);
+        json_decref(arr);
+        {
+            struct jn_broker_stats st;
+            jn_broker_stats(a->b, &st);
+            jn_admin__reply_json(req, 200, "OK", json_pack("{s:s,s:o}", "running",
+                                                           st.config_hash, "configs", sorted));
+        }
+        return;
+    }
+    if (strlen(what) != 16 || strspn(what, "0123456789abcdef") != 16) {
+        jn_admin__reply_error(req, 400, "Bad Request", "'%s' is not a config hash (16 hex "
+                              "digits, as ctl config history lists them)", what);
+        return;
+    }
+    if (jn_journal_get(j, JN_JDB_CONFIGS, what, 16, &v) != 0 ||
+        jn_store_config_decode(v.p, v.len, &r, &err) != 0) {
+        jn_buf_reset(&v);
+        jn_admin__reply_error(req, 404, "Not Found", "no config '%s' in this data dir", what);
+        return;
+    }
+    jn_admin__reply_body(req, 200, "OK", "text/yaml; charset=utf-8", r.text, r.len);
+    jn_buf_reset(&v);
 }

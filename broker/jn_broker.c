@@ -130,6 +130,37 @@ static void ingest_committed(void *arg, int rc)
     jn_commit__ticket_done(t, routed);
 }
 
+/* The config's text under its hash (jn_store.h's configs), with its first and latest load, so
+ * `junction ctl config history / show` can name and print the version a trace names. Written
+ * with the first commit; a failure is logged and changes nothing else. */
+static void note_config(struct jn_broker *b)
+{
+    const struct jn_config *cfg = b->cfg;
+    struct jn_buf old = JN_BUF_INIT;
+    struct jn_configrec r;
+    struct jn_err e;
+    int64_t now = jn_now_us(), first = now;
+    struct jn_jtxn *t;
+
+    if (cfg->text == NULL) {
+        return;
+    }
+    if (jn_journal_get(b->journal, JN_JDB_CONFIGS, cfg->hash, strlen(cfg->hash), &old) == 0 &&
+        jn_store_config_decode(old.p, old.len, &r, &e) == 0) {
+        first = r.first_us;
+    }
+    jn_buf_reset(&old);
+    t = jn_jtxn_new();
+    if (t == NULL ||
+        jn_store_config_put(t, cfg->hash, first, now, cfg->text, cfg->text_len) != 0) {
+        jn_jtxn_free(t);
+        jn_log(JN_LOG_WARN, "config %s: out of memory keeping its text for ctl config history",
+               cfg->hash);
+        return;
+    }
+    jn_journal_submit(b->journal, t, 0, NULL, NULL);
+}
+
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
 {
     struct jn_broker *b = ch->broker;
@@ -160,8 +191,8 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
         jt = jn_jtxn_new();
         /* The message's dedup entry (jn_msg_set_dedup) is durable in the same commit. */
         if (jt == NULL || jn_msg_encode(msg, &t->env) != 0 ||
-            jn_store_log(jt, jn_journal_seq(b->journal), msg->id, "received", NULL, ch->name, 0,
-                         NULL) != 0 ||
+            jn_store_log_cfg(jt, jn_journal_seq(b->journal), msg->id, "received", NULL, ch->name,
+                             0, NULL, b->cfg->hash) != 0 ||
             jn_store_dedup_put_msg(jt, ch->name, msg) != 0) {
             jn_jtxn_free(jt);
             t->refusal = JN_ENOMEM;
@@ -457,6 +488,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         jn_log(JN_LOG_INFO, "journal in %s (max_size %llu MiB)", cfg->core.data_dir,
                (unsigned long long)(cfg->core.max_size >> 20));
     }
+    note_config(b);
     b->nsvcs = cfg->nservices;
     if (jn_services_init(b->svcs, cfg->services, cfg->nservices, err) != 0) {
         goto fail;

@@ -34,7 +34,7 @@
 
 static const char *const db_names[JN_JDB__COUNT] = {"meta", "inbox", "queue", "dlq", "log",
                                                    "log_id", "dedup", "dedup_exp", "qcount",
-                                                   "kept", "kept_id"};
+                                                   "kept", "kept_id", "configs"};
 
 /* jop.del: a put, a delete, or a delete if the key still holds the op's value. */
 enum { JOP_PUT = 0, JOP_DEL = 1, JOP_DEL_IF = 2 };

@@ -44,6 +44,7 @@ enum jn_jdb {
     JN_JDB_QCOUNT, /* destination -> messages, bytes of its queue records (jn_qcount.h) */
     JN_JDB_KEPT,   /* recv_us seq -> kept message: what retention keeps after routing */
     JN_JDB_KEPTID, /* id -> recv_us seq: the kept messages by id */
+    JN_JDB_CONFIGS, /* config hash -> its text and load times (jn_store.h) */
     JN_JDB__COUNT,
 };
 

@@ -335,8 +335,8 @@ static int put_queued(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel 
         return 0;
     }
     jn_queue_add(b->queues[dest - b->chans], &b->adds, jn_msg_ref(r->msg), r->route, seq);
-    return jn_store_log(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
-                        dest->name, 0, NULL) == 0;
+    return jn_store_log_cfg(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
+                            dest->name, 0, NULL, b->cfg->hash) == 0;
 }
 
 /* Writes items [from, end) as one chunk: each to its own destination, or with nto > 0 to
@@ -365,8 +365,8 @@ static void write_chunk(struct jn_broker *b, struct replay_item *v, size_t from,
         } else if (r->dest[0] == '\0') {
             uint64_t seq = jn_journal_seq(b->journal);
             ok = jn_store_inbox_put(t, seq, r->msg) == 0 &&
-                 jn_store_log(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
-                              r->dest, 0, NULL) == 0;
+                 jn_store_log_cfg(t, jn_journal_seq(b->journal), r->msg->id, "replayed",
+                                  r->route, r->dest, 0, NULL, b->cfg->hash) == 0;
             if (ok) {
                 ch->msgs[ch->ninbox] = jn_msg_ref(r->msg);
                 ch->seqs[ch->ninbox++] = seq;

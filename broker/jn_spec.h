@@ -118,6 +118,8 @@ enum jn_unrouted {
 struct jn_config {
     struct jn_diag names; /* owns the file names positions point at */
     char hash[JN_CONFIG_HASH_LEN + 1]; /* the text's SHA-256, its first 16 hex digits */
+    char *text;      /* the config's text as written (${...} not substituted), owned */
+    size_t text_len;
     struct jn_core_conf core;
     struct jn_cfg_channel *channels;
     size_t nchannels;

@@ -13,6 +13,13 @@
 int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
                  const char *route, const char *channel, int attempt, const char *error)
 {
+    return jn_store_log_cfg(t, seq, id, event, route, channel, attempt, error, NULL);
+}
+
+int jn_store_log_cfg(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
+                     const char *route, const char *channel, int attempt, const char *error,
+                     const char *config)
+{
     unsigned char key[8 + 8], idkey[JN_ID_LEN + 16];
     int64_t now = jn_now_us();
     size_t idl = strnlen(id, JN_ID_LEN);
@@ -26,7 +33,7 @@ int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *ev
     if (b == NULL) {
         return JN_ENOMEM;
     }
-    rc = jn_mp_array(b, 8);
+    rc = jn_mp_array(b, 9);
     rc |= jn_mp_int(b, 1);
     rc |= jn_mp_int(b, now);
     rc |= jn_mp_cstr(b, id);
@@ -35,6 +42,7 @@ int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *ev
     rc |= jn_mp_cstr(b, channel);
     rc |= jn_mp_int(b, attempt);
     rc |= jn_mp_cstr(b, error);
+    rc |= jn_mp_cstr(b, config);
     if (jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0) != 0) {
         return JN_ENOMEM;
     }
@@ -181,9 +189,10 @@ static void copy_str(char *dst, size_t n, const msgpack_object *o)
     dst[l] = '\0';
 }
 
-/* Unpacks v as an array of n elements whose first is version 1. */
-static int unpack(msgpack_unpacked *u, const void *v, size_t vl, uint32_t n, const char *what,
-                  struct jn_err *err)
+/* Unpacks v as an array of nmin..nmax elements whose first is version 1 (fields added to a v1
+ * record later are optional at its end). */
+static int unpack_n(msgpack_unpacked *u, const void *v, size_t vl, uint32_t nmin, uint32_t nmax,
+                    const char *what, struct jn_err *err)
 {
     size_t off = 0;
 
@@ -206,12 +215,18 @@ static int unpack(msgpack_unpacked *u, const void *v, size_t vl, uint32_t n, con
         return jn_err_set(err, JN_EPROTO, "%s record version %llu is newer than this build",
                           what, ver);
     }
-    if (u->data.via.array.size != n) {
+    if (u->data.via.array.size < nmin || u->data.via.array.size > nmax) {
         msgpack_unpacked_destroy(u);
         return jn_err_set(err, JN_EPROTO, "%s record v1 has %u fields, expected %u", what,
-                          (unsigned)u->data.via.array.size, (unsigned)n);
+                          (unsigned)u->data.via.array.size, (unsigned)nmax);
     }
     return 0;
+}
+
+static int unpack(msgpack_unpacked *u, const void *v, size_t vl, uint32_t n, const char *what,
+                  struct jn_err *err)
+{
+    return unpack_n(u, v, vl, n, n, what, err);
 }
 
 void jn_qrec_clear(struct jn_qrec *r)
@@ -297,7 +312,7 @@ int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *r, struct jn
     int rc;
 
     memset(r, 0, sizeof(*r));
-    rc = unpack(&u, v, vl, 8, "log", err);
+    rc = unpack_n(&u, v, vl, 8, 9, "log", err); /* the 9th, config, came later */
     if (rc != 0) {
         return rc;
     }
@@ -313,6 +328,9 @@ int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *r, struct jn
     copy_str(r->channel, sizeof(r->channel), &f[5]);
     r->attempt = (int)f[6].via.i64;
     copy_str(r->error, sizeof(r->error), &f[7]);
+    if (u.data.via.array.size > 8) {
+        copy_str(r->config, sizeof(r->config), &f[8]);
+    }
     msgpack_unpacked_destroy(&u);
     return 0;
 }
@@ -804,4 +822,50 @@ size_t jn_store_kept_prune(struct jn_journal *j, struct jn_jtxn *t, int64_t cuto
 
     jn_journal_scan(j, JN_JDB_KEPT, NULL, 0, visit_kept_prune, &c);
     return c.n;
+}
+
+/* ---- config versions ---- */
+
+int jn_store_config_put(struct jn_jtxn *t, const char *hash, int64_t first_us, int64_t last_us,
+                        const void *text, size_t len)
+{
+    struct jn_buf *b = jn_jtxn_put_begin(t, JN_JDB_CONFIGS, hash, strlen(hash));
+    int rc;
+
+    if (b == NULL) {
+        return JN_ENOMEM;
+    }
+    rc = jn_mp_array(b, 4);
+    rc |= jn_mp_int(b, 1);
+    rc |= jn_mp_int(b, first_us);
+    rc |= jn_mp_int(b, last_us);
+    rc |= jn_mp_bin(b, text, len);
+    return jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0);
+}
+
+int jn_store_config_decode(const void *v, size_t vl, struct jn_configrec *r, struct jn_err *err)
+{
+    msgpack_unpacked u;
+    const msgpack_object *f;
+    size_t off;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    rc = unpack(&u, v, vl, 4, "config", err);
+    if (rc != 0) {
+        return rc;
+    }
+    f = u.data.via.array.ptr;
+    if (!is_int(&f[1]) || !is_int(&f[2]) || f[3].type != MSGPACK_OBJECT_BIN) {
+        msgpack_unpacked_destroy(&u);
+        return jn_err_set(err, JN_EPROTO, "config record: bad field");
+    }
+    r->first_us = f[1].via.i64;
+    r->last_us = f[2].via.i64;
+    r->len = f[3].via.bin.size;
+    /* The text as a pointer into v (msgpack-c's points into its zone): found again by offset. */
+    off = r->len && f[3].via.bin.ptr ? (size_t)(vl - r->len) : 0;
+    r->text = (const char *)v + off;
+    msgpack_unpacked_destroy(&u);
+    return 0;
 }

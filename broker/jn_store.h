@@ -4,7 +4,10 @@
  *   inbox   seq                      -> envelope (jn_msg_encode)       accepted, not yet routed
  *   queue   destination \0 seq       -> [1, attempt, route, error, envelope:bin]
  *   dlq     seq                      -> [1, destination, route, attempts, error, time_us, envelope:bin]
- *   log     time_us seq              -> [1, time_us, id, event, route, channel, attempt, error]
+ *   log     time_us seq              -> [1, time_us, id, event, route, channel, attempt, error,
+ *                                        config]  (config: the hash of the config that did it;
+ *                                        absent in records written before it)
+ *   configs hash                     -> [1, first_loaded_us, last_loaded_us, text:bin]
  *   log_id  id time_us seq           -> ""  (the action log by message id)
  *   dedup   channel \0 key           -> [1, id, time_us, expires_us, answered, answer:bin]
  *   dedup_exp  expires_us channel \0 key -> ""  (the dedup entries by expiry, for the prune)
@@ -30,9 +33,24 @@
 
 #define JN_STORE_DEST_MAX 256
 
-/* Appends one action-log entry to t. 0 or JN_ENOMEM. */
+/* Appends one action-log entry to t. 0 or JN_ENOMEM. _cfg: with the hash of the config it was
+ * done under (jn_spec.h's cfg->hash; NULL: ""). */
 int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
                  const char *route, const char *channel, int attempt, const char *error);
+int jn_store_log_cfg(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
+                     const char *route, const char *channel, int attempt, const char *error,
+                     const char *config);
+
+/* Config versions (junction ctl config history): the text of each config the broker has run,
+ * by its hash, with when it was first and last loaded. */
+struct jn_configrec {
+    int64_t first_us, last_us;
+    const void *text; /* borrowed from the record decoded */
+    size_t len;
+};
+int jn_store_config_put(struct jn_jtxn *t, const char *hash, int64_t first_us, int64_t last_us,
+                        const void *text, size_t len);
+int jn_store_config_decode(const void *v, size_t vl, struct jn_configrec *r, struct jn_err *err);
 
 int jn_store_inbox_put(struct jn_jtxn *t, uint64_t seq, const struct jn_msg *m);
 /* The same with m already encoded (jn_msg_encode). */
@@ -72,6 +90,7 @@ struct jn_logrec {
     char channel[128];
     int attempt;
     char error[512];
+    char config[24]; /* "" in records from before it */
 };
 int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *out, struct jn_err *err);
 

@@ -221,7 +221,24 @@ static void print_show(const json_t *j)
         if (str(e, "error")[0]) {
             printf("  error=%s", str(e, "error"));
         }
+        if (str(e, "config")[0]) {
+            printf("  config=%s", str(e, "config"));
+        }
         printf("\n");
+    }
+}
+
+static void print_config_history(const json_t *j)
+{
+    const json_t *arr = json_object_get(j, "configs");
+    size_t i;
+    json_t *c;
+
+    printf("%-16s  %-24s  %-24s  %8s\n", "CONFIG", "FIRST LOADED", "LAST LOADED", "BYTES");
+    json_array_foreach(arr, i, c) {
+        printf("%-16s  %-24s  %-24s  %8lld%s\n", str(c, "hash"), str(c, "first_loaded"),
+               str(c, "last_loaded"), num(c, "bytes"),
+               strcmp(str(c, "hash"), str(j, "running")) == 0 ? "  (running)" : "");
     }
 }
 
@@ -452,7 +469,8 @@ static int usage(void)
             "[--kept] [--dry-run] [--json]\n"
             "       junction ctl dlq list [the filters of replay] [--limit N] [--json]\n"
             "       junction ctl dlq replay [as replay]\n"
-            "       junction ctl record --channel C [--count N] --out FILE [-c FILE]\n");
+            "       junction ctl record --channel C [--count N] --out FILE [-c FILE]\n"
+            "       junction ctl config history | show HASH\n");
     return 2;
 }
 
@@ -518,6 +536,26 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
                strchr(argv[1], '/') == NULL && strchr(argv[1], '?') == NULL) {
         snprintf(path, sizeof(path), "/api/v1/messages/%s", argv[1]);
         print = print_show;
+    } else if (strcmp(verb, "config") == 0 && argc == 2 && strcmp(argv[1], "history") == 0) {
+        snprintf(path, sizeof(path), "/api/v1/config/history");
+        print = print_config_history;
+    } else if (strcmp(verb, "config") == 0 && argc == 3 && strcmp(argv[1], "show") == 0 &&
+               strlen(argv[2]) == 16 && strspn(argv[2], "0123456789abcdef") == 16) {
+        struct jn_buf text = JN_BUF_INIT;
+        snprintf(path, sizeof(path), "/api/v1/config/%s", argv[2]);
+        if (jn_ctl_request(o, "GET", path, NULL, &status, &text) != 0) {
+            jn_buf_reset(&text);
+            return 1;
+        }
+        if (status != 200) {
+            fprintf(stderr, "junction ctl: %d: no config %s in the broker's data dir\n", status,
+                    argv[2]);
+            jn_buf_reset(&text);
+            return 1;
+        }
+        fwrite(text.p ? text.p : "", 1, text.len, stdout);
+        jn_buf_reset(&text);
+        return 0;
     } else if ((strcmp(verb, "pause") == 0 || strcmp(verb, "resume") == 0)) {
         if (argc != 2 || strchr(argv[1], '/') != NULL || strlen(argv[1]) > 200) {
             return usage();

@@ -115,6 +115,10 @@ static const struct command commands[] = {
      "(delivered or not; since/until of their receive time), routed again by the current\n"
      "routes or put into --to. --dry-run counts them and names the first ones, writing\n"
      "nothing."},
+    {"ctl", "config history|show HASH", "the config versions the broker has run",
+     "ctl config history: every config the broker has run from this data dir, by hash (the\n"
+     "hash each action in a trace names, config=), with when it was first and last loaded.\n"
+     "ctl config show HASH: that version's text as it was written."},
     {"ctl", "record --channel C [--count N] --out FILE",
      "write a channel's last messages as a junction test file",
      "ctl record: the last N (default 10, at most 1000) messages of IN channel C, as the\n"

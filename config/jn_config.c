@@ -794,6 +794,8 @@ struct jn_config *jn_config_load_file(const char *path, struct jn_diag *d)
 
     if (c != NULL) {
         config_hash(c, text.p ? text.p : "", text.len);
+        c->text_len = text.len;
+        c->text = jn_buf_steal(&text);
     }
     jn_buf_reset(&text);
     return c;
@@ -806,6 +808,12 @@ struct jn_config *jn_config_load_buf(const char *name, const char *buf, size_t l
 
     if (c != NULL) {
         config_hash(c, buf, len);
+        c->text = jn_malloc(len + 1);
+        if (c->text != NULL) {
+            memcpy(c->text, buf, len);
+            c->text[len] = '\0';
+            c->text_len = len;
+        }
     }
     return c;
 }
@@ -815,6 +823,7 @@ void jn_config_free(struct jn_config *c)
     if (c == NULL) {
         return;
     }
+    jn_free(c->text);
     for (size_t i = 0; i < c->nchannels; i++) {
         struct jn_cfg_channel *ch = &c->channels[i];
         if (ch->def && ch->conf) {

@@ -345,6 +345,18 @@ static void test_log_record(void)
     CHECK_INT(r.attempt, 2);
     CHECK_STR(r.error, "");
     CHECK_INT(r.time_us, 1763850000000000LL);
+    CHECK_STR(r.config, ""); /* written before the config field */
+    {
+        /* the same with the config hash as its ninth field */
+        unsigned char rec9[sizeof(rec) + 17];
+        memcpy(rec9, rec, sizeof(rec));
+        rec9[0] = 0x99;
+        rec9[sizeof(rec)] = 0xb0;
+        memcpy(rec9 + sizeof(rec) + 1, "3f9a0c1be27d4410", 16);
+        CHECK_INT(jn_store_log_decode(rec9, sizeof(rec9), &r, &err), 0);
+        CHECK_STR(r.config, "3f9a0c1be27d4410");
+        CHECK_STR(r.event, "delivered");
+    }
 }
 
 /* Records whose strings are empty: msgpack-c 4.0 gives an empty string a NULL pointer when no
