@@ -130,6 +130,20 @@ static void ingest_committed(void *arg, int rc)
     jn_commit__ticket_done(t, routed);
 }
 
+/* Certificates replaced on disk are taken up without a signal (jn_tls_reload_changed): open
+ * connections keep theirs, a bad new file is refused with an error line. */
+static void tls_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct jn_broker *b = arg;
+    struct timeval tv = {JN_TLS_WATCH_MS / 1000, (JN_TLS_WATCH_MS % 1000) * 1000};
+
+    (void)fd;
+    if (what != 0) {
+        jn_tls_reload_changed();
+    }
+    evtimer_add(b->tls_timer, &tv);
+}
+
 /* The config's text under its hash (jn_store.h's configs), with its first and latest load, so
  * `junction ctl config history / show` can name and print the version a trace names. Written
  * with the first commit; a failure is logged and changes nothing else. */
@@ -462,6 +476,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     b->commit_ev = event_new(b->base, -1, 0, refuse_pending, b);
     b->drain_timer = evtimer_new(b->base, drain_cb, b);
     b->prune_timer = evtimer_new(b->base, jn_retain__prune_cb, b);
+    b->tls_timer = evtimer_new(b->base, tls_watch_cb, b);
     b->sig_term = evsignal_new(b->base, SIGTERM, signal_cb, b);
     b->sig_int = evsignal_new(b->base, SIGINT, signal_cb, b);
     b->sig_hup = evsignal_new(b->base, SIGHUP, sighup_cb, b);
@@ -469,7 +484,8 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
      * (writev) and OpenSSL's socket BIO (write) do not pass MSG_NOSIGNAL. Found with a TLS
      * peer that refuses our certificate and closes while a request is being written. */
     signal(SIGPIPE, SIG_IGN);
-    if (!b->commit_ev || !b->drain_timer || !b->prune_timer || !b->sig_term || !b->sig_int ||
+    if (!b->commit_ev || !b->drain_timer || !b->prune_timer || !b->tls_timer || !b->sig_term ||
+        !b->sig_int ||
         !b->sig_hup) {
         jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
@@ -563,6 +579,7 @@ int jn_broker_run(struct jn_broker *b)
     {
         struct timeval first = {1, 0};
         evtimer_add(b->prune_timer, &first);
+        tls_watch_cb(-1, 0, b); /* arms itself */
     }
     jn_flow__start(b);
     evsignal_add(b->sig_term, NULL);
@@ -639,6 +656,9 @@ void jn_broker_free(struct jn_broker *b)
     }
     if (b->drain_timer) {
         event_free(b->drain_timer);
+    }
+    if (b->tls_timer) {
+        event_free(b->tls_timer);
     }
     if (b->prune_timer) {
         event_free(b->prune_timer);

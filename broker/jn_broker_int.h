@@ -69,6 +69,7 @@ struct jn_broker {
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_timer;
     struct event *prune_timer;
+    struct event *tls_timer;         /* certificate files changed on disk (jn_tls) */
     int stopping;   /* intake closed, queues draining */
     int freeing;    /* jn_broker_free: no more retries */
     long long stop_deadline_ms;

@@ -128,6 +128,7 @@ struct jn_tls {
     long long win_ms;            /* the current 10 s log window (monotonic) */
     unsigned win_lines;          /* lines logged in it */
     unsigned long long unshown;  /* refusals not logged since the last line */
+    unsigned long long stamp;    /* the files as they were read (tls__stamp) */
 };
 
 #define TLS_LOG_WINDOW_MS 10000
@@ -136,6 +137,30 @@ struct jn_tls {
 /* Loop thread only (see the opening comment). */
 static struct jn_tls *tls__live;
 static int tls__idx = -1;
+
+/* What the certificate files are now: their size, inode and change time mixed; another value
+ * means one was written, replaced or removed since. A ca folder's own time covers a file added
+ * to it or taken away. */
+static unsigned long long tls__stamp(const struct jn_tls *t)
+{
+    const char *files[] = {t->cert, t->key, t->ca};
+    unsigned long long s = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        struct stat sb;
+        unsigned long long v[4] = {0, 0, 0, 0};
+        if (files[i] != NULL && stat(files[i], &sb) == 0) {
+            v[0] = (unsigned long long)sb.st_size;
+            v[1] = (unsigned long long)sb.st_ino;
+            v[2] = (unsigned long long)sb.st_mtim.tv_sec;
+            v[3] = (unsigned long long)sb.st_mtim.tv_nsec;
+        }
+        for (size_t k = 0; k < 4; k++) {
+            s = (s ^ v[k]) * 1099511628211ULL;
+        }
+    }
+    return s;
+}
 
 int jn_tls_on(const struct jn_tls_conf *c)
 {
@@ -421,6 +446,7 @@ struct jn_tls *jn_tls_new(const struct jn_tls_conf *c, enum jn_tls_role role, co
         jn_tls_free(t);
         return NULL;
     }
+    t->stamp = tls__stamp(t); /* before reading: a write during the read is seen next time */
     t->ctx = tls__build(t, err);
     if (t->ctx == NULL) {
         jn_tls_free(t);
@@ -504,14 +530,36 @@ SSL *jn_tls_client_ssl(const struct jn_tls *t, const char *host)
 
 int jn_tls_reload(struct jn_tls *t, struct jn_err *err)
 {
+    unsigned long long stamp = tls__stamp(t);
     SSL_CTX *ctx = tls__build(t, err);
 
+    t->stamp = stamp; /* also when refused: the next try is for the next change */
     if (ctx == NULL) {
         return err->code;
     }
     SSL_CTX_free(t->ctx);
     t->ctx = ctx;
     return 0;
+}
+
+int jn_tls_reload_changed(void)
+{
+    int failed = 0;
+
+    for (struct jn_tls *t = tls__live; t != NULL; t = t->next) {
+        struct jn_err err = {0};
+        if (tls__stamp(t) == t->stamp) {
+            continue;
+        }
+        if (jn_tls_reload(t, &err) != 0) {
+            jn_log(JN_LOG_ERROR, "%s (the files changed on disk); keeping the certificates in use",
+                   err.msg);
+            failed++;
+        } else {
+            jn_log(JN_LOG_INFO, "%s: certificate files changed on disk: reloaded", t->what);
+        }
+    }
+    return failed;
 }
 
 int jn_tls_reload_all(void)

@@ -92,6 +92,11 @@ SSL *jn_tls_client_ssl(const struct jn_tls *t, const char *host);
 int jn_tls_reload(struct jn_tls *t, struct jn_err *err);
 /* Reloads every live context (SIGHUP); logs each result. Returns the number that failed. */
 int jn_tls_reload_all(void);
+/* Reloads the live contexts whose files changed since they were read (size, inode or time);
+ * logs each result, a refused one once per change. Returns the number that failed. The broker
+ * calls it every JN_TLS_WATCH_MS. */
+int jn_tls_reload_changed(void);
+#define JN_TLS_WATCH_MS 2000
 
 /*
  * The peer's identity as one string: "CN=<common name> sha256:<64 hex digits>" (CN= empty
