@@ -127,6 +127,8 @@ void jn_file__job_fail(const struct file_conf *c, struct file_job *j, enum jn_se
  * down to rel, so the new names survive a crash. Writer thread. 0, or -1 with errno.
  */
 int jn_file__folder(const struct file_conf *c, const char *rel, size_t rlen);
+/* Whether path is a folder (file_dir.c). */
+bool jn_file__is_dir(const char *path);
 
 /* The next job of a writer batch, or NULL. */
 static inline struct file_job *jn_file__job_next(struct file_job *j)

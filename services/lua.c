@@ -105,13 +105,6 @@ static const struct jn_opt lua_opts[] = {
 
 /* ---- the state's allocator and hook ---- */
 
-struct lua_vm *lua__vm_of(lua_State *L)
-{
-    void *ud;
-    lua_getallocf(L, &ud);
-    return ud;
-}
-
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct lua_vm *vm = ud;
@@ -380,24 +373,6 @@ static int hdr_newindex(lua_State *L)
     return 0;
 }
 /* ---- the state ---- */
-
-/* A metatable in the registry under key, with the functions in fns, __index = a table of
- * methods (or the function index), and __metatable so scripts cannot change it. */
-void lua__new_mt(lua_State *L, const void *key, const luaL_Reg *fns, const luaL_Reg *methods)
-{
-    lua_createtable(L, 0, 4);
-    if (fns != NULL) {
-        luaL_setfuncs(L, fns, 0);
-    }
-    if (methods != NULL) {
-        lua_createtable(L, 0, 4);
-        luaL_setfuncs(L, methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
-}
 
 static void open_junction(lua_State *L)
 {

@@ -27,11 +27,31 @@ struct lua_vm {
 };
 
 /* The state's struct lua_vm (its allocator's userdata). */
-struct lua_vm *lua__vm_of(lua_State *L);
+static inline struct lua_vm *lua__vm_of(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
 
 /* A metatable in the registry under key, with the functions in fns, __index = a table of
  * methods (or the function index), and __metatable so scripts cannot change it. */
-void lua__new_mt(lua_State *L, const void *key, const luaL_Reg *fns, const luaL_Reg *methods);
+static inline void lua__new_mt(lua_State *L, const void *key, const luaL_Reg *fns,
+                               const luaL_Reg *methods)
+{
+    lua_createtable(L, 0, 4);
+    if (fns != NULL) {
+        luaL_setfuncs(L, fns, 0);
+    }
+    if (methods != NULL) {
+        lua_createtable(L, 0, 4);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
 
 /* Each pushes its junction.<name> table and registers the metatables its values use; they run
  * inside the protected setup, so they may raise. lua__open_msgpack uses json's array
