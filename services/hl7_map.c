@@ -363,10 +363,11 @@ static int hl7_map_transform(const struct jn_service *svc, struct jn_msg *in,
     struct jn_err e;
     int rc;
 
-    if (jn_hl7_parse(in->payload, in->len, 0, &h, &e) != 0) {
-        return jn_err_set(err, JN_EPROTO, "hl7-map: the payload is not HL7: %s", e.msg);
+    rc = jn_hl7_parse(in->payload, in->len, 0, &h, &e);
+    if (rc != 0) {
+        return jn_err_set(err, rc, rc == JN_ENOMEM ? "hl7-map: out of memory"
+                                                    : "hl7-map: the payload is not HL7: %s", e.msg);
     }
-    rc = 0;
     for (size_t i = 0; rc == 0 && i < c->copy.n; i++) {
         rc = do_copy(&st->copy[i], in, &h, c->strict, err);
     }

@@ -631,6 +631,14 @@ static void test_alloc_failures(void)
               "type: set-header\nremove: [x-in]\n"
               "set: {X-Src: '{channel}', X-Old: '{header.X-In}'}\nadd: {Via: j}\n",
               "p", "p", "X-Old", "v");
+    fail_walk("hl7-map", "{copy: {PID-2: PID-3.1, PID-6.1: PID-5}, set: {MSH-5: '{header.X-In}'},"
+              " remove: [PID-8, NTE]}",
+              "MSH|^~\\&|A|B|C\rPID|1||42^^^MR||DOE^J|\rNTE|x\r",
+              "MSH|^~\\&|A|B|v\rPID|1|42|42^^^MR||DOE^J|DOE\\S\\J\r", "X-In", "v");
+    fail_walk("template", "{template: '{hl7.PID-5.2} {hl7.PID-3.1} {header.X-In} {hl7.PID-5} "
+              "{hl7.PID-1} {hl7.MSH-3} {hl7.PID-3} {hl7.PID-5.1}'}",
+              "MSH|^~\\&|A\rPID|1||42^^^MR||DOE^J\r", "J 42 v DOE^J 1 A 42^^^MR DOE",
+              "content-type", "text/plain");
 }
 
 /* ---- set-header ---- */
