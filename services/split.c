@@ -63,15 +63,26 @@ static const struct jn_opt split_opts[] = {
 
 static int split_check(const void *conf, const struct jn_node *node, struct jn_diag *d)
 {
+    static const char *const csv_only[] = {"csv_as", "delimiter", "header", "ragged", NULL};
     const struct split_conf *c = conf;
+    int errs = 0;
 
+    for (size_t i = 0; c->format != SPLIT_CSV && csv_only[i]; i++) {
+        const struct jn_node *k = node ? jn_node_key(node, csv_only[i]) : NULL;
+        if (k != NULL) {
+            /* Said for nothing, it would hide a format that is not the one meant. */
+            jn_diag_add(d, &k->pos, "split: %s is for format: csv (format is %s)", csv_only[i],
+                        split_formats[c->format]);
+            errs++;
+        }
+    }
     if (strlen(c->delimiter) != 1 || c->delimiter[0] == '"' || c->delimiter[0] == '\n' ||
         c->delimiter[0] == '\r') {
         jn_diag_add(d, jn_node_pos(node, "delimiter"), "split: delimiter: one character, not a "
                     "quote or a line break (got '%s')", c->delimiter);
-        return 1;
+        errs++;
     }
-    return 0;
+    return errs;
 }
 
 /* One message being split: the input, the parts so far (in out from base on). */

@@ -946,6 +946,8 @@ static void test_split(void)
     CHECK_STR(load_err("split", "{format: xml}"),
               "t.yaml:1:10: service 'x' (split): format: 'xml' is not allowed, expected one of: "
               "json-array | ndjson | csv");
+    CHECK_STR(load_err("split", "{format: ndjson, header: false}"),
+              "t.yaml:1:18: split: header is for format: csv (format is ndjson)");
     CHECK_STR(load_err("split", "{format: csv, delimiter: ab}"),
               "t.yaml:1:26: split: delimiter: one character, not a quote or a line break (got "
               "'ab')");
