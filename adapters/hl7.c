@@ -840,6 +840,126 @@ int jn_hl7_get(const struct jn_hl7_msg *m, const struct jn_hl7_path *p, struct j
     return jn_hl7_lookup(m->buf, m->len, p, out);
 }
 
+/* ---- editing ---- */
+
+/* Appends t (len bytes) split on seps[0], with element idx[0] (0-based) replaced by val when
+ * n == 1 or by the same edit one level down; missing elements are added empty. */
+static int splice(struct jn_buf *out, const char *t, size_t len, const char *seps,
+                  const size_t *idx, int n, const char *val, size_t vlen)
+{
+    size_t i = 0, start = 0;
+    int done = 0, rc = 0;
+
+    for (size_t k = 0; k <= len && rc == 0; k++) {
+        if (k < len && t[k] != seps[0]) {
+            continue;
+        }
+        if (i > 0) {
+            rc = jn_buf_putc(out, seps[0]);
+        }
+        if (rc == 0 && i == idx[0]) {
+            rc = n == 1 ? jn_buf_append(out, val, vlen)
+                        : splice(out, t + start, k - start, seps + 1, idx + 1, n - 1, val, vlen);
+            done = 1;
+        } else if (rc == 0) {
+            rc = jn_buf_append(out, t + start, k - start);
+        }
+        i++;
+        start = k + 1;
+    }
+    for (; !done && rc == 0; i++) {
+        rc = jn_buf_putc(out, seps[0]);
+        if (rc == 0 && i == idx[0]) {
+            rc = n == 1 ? jn_buf_append(out, val, vlen)
+                        : splice(out, "", 0, seps + 1, idx + 1, n - 1, val, vlen);
+            done = 1;
+        }
+    }
+    return rc;
+}
+
+/* The new bytes of m with path p set to the escaped value esc: 0, or JN_EINVAL / JN_ENOMEM
+ * with the reason. */
+static int hl7_edit(const struct jn_hl7_msg *m, const struct jn_hl7_path *p, const char *esc,
+                    size_t elen, struct jn_buf *out, struct jn_err *err)
+{
+    const struct jn_hl7_delims *d = &m->d;
+    const struct jn_hl7_seg *seg = NULL, *last = &m->segs[m->nsegs - 1];
+    char seps[4] = {d->field, d->rep, d->comp, d->sub};
+    size_t idx[4], count = 0, off, end;
+    struct jn_buf s = JN_BUF_INIT;
+    int header = strcmp(p->seg, "MSH") == 0 || strcmp(p->seg, "FHS") == 0 ||
+                 strcmp(p->seg, "BHS") == 0;
+    int n = 0, rc;
+
+    if (header && p->field <= 2) {
+        return jn_err_set(err, JN_EINVAL, "%s-%d holds the delimiters and cannot be set",
+                          p->seg, p->field);
+    }
+    for (size_t i = 0; i < m->nsegs && seg == NULL; i++) {
+        if (strcmp(m->segs[i].id, p->seg) == 0 && ++count == (size_t)p->occ) {
+            seg = &m->segs[i];
+        }
+    }
+    if (seg == NULL && (size_t)p->occ != count + 1) {
+        return jn_err_set(err, JN_EINVAL, "%s[%d] does not exist (the message has %zu %s "
+                          "segment(s)), and set can add only the next one", p->seg, p->occ,
+                          count, p->seg);
+    }
+    idx[n++] = header ? (size_t)p->field - 1 : (size_t)p->field;
+    idx[n++] = (size_t)p->rep - 1;
+    if (p->comp > 0) {
+        idx[n++] = (size_t)p->comp - 1;
+        if (p->sub > 0) {
+            idx[n++] = (size_t)p->sub - 1;
+        }
+    }
+    if (seg != NULL) {
+        rc = splice(&s, seg->text.p, seg->text.len, seps, idx, n, esc, elen);
+        off = (size_t)(seg->text.p - m->buf);
+        end = off + seg->text.len;
+    } else {
+        rc = splice(&s, p->seg, 3, seps, idx, n, esc, elen);
+        off = end = m->len;
+    }
+    if (rc == 0) {
+        rc = jn_buf_append(out, m->buf, off);
+    }
+    if (rc == 0 && seg == NULL && last->eol.len == 0) {
+        rc = jn_buf_putc(out, '\r'); /* the last segment had no end; a new one needs it */
+    }
+    if (rc == 0) {
+        rc = jn_buf_append(out, s.p ? s.p : "", s.len);
+    }
+    if (rc == 0 && seg == NULL) {
+        const struct jn_hl7_span *eol = &m->segs[0].eol;
+        rc = last->eol.len ? jn_buf_append(out, eol->p, eol->len) : 0;
+    }
+    if (rc == 0) {
+        rc = jn_buf_append(out, m->buf + end, m->len - end);
+    }
+    jn_buf_reset(&s);
+    return rc == 0 ? 0 : jn_err_set(err, JN_ENOMEM, "out of memory");
+}
+
+int jn_hl7_set_raw(struct jn_hl7_msg **m, const struct jn_hl7_path *p, const char *raw,
+                   size_t len, unsigned flags, struct jn_err *err)
+{
+    struct jn_buf out = JN_BUF_INIT;
+    struct jn_hl7_msg *nm = NULL;
+    int rc = hl7_edit(*m, p, raw, len, &out, err);
+
+    if (rc == 0) {
+        rc = jn_hl7_parse(out.p, out.len, flags, &nm, err);
+    }
+    jn_buf_reset(&out);
+    if (rc == 0) {
+        jn_hl7_free(*m);
+        *m = nm;
+    }
+    return rc;
+}
+
 /* ---- batches ---- */
 
 static int ends_message(const char *id)

@@ -179,6 +179,19 @@ int jn_hl7_write(const struct jn_hl7_msg *m, struct jn_buf *out);
 /* Same as jn_hl7_lookup on m's bytes. */
 int jn_hl7_get(const struct jn_hl7_msg *m, const struct jn_hl7_path *p, struct jn_hl7_span *out);
 
+/*
+ * Sets the element at p to raw, bytes as on the wire (escape a text with jn_hl7_escape
+ * first; a copy of another element's raw span needs none), the way h:set in Lua scripts and
+ * the hl7-map service edit messages. Missing fields, repetitions and components are added
+ * empty; a missing segment is appended when it is the next occurrence (PID[2] on a message
+ * with one PID). The edited bytes are parsed anew with flags and *m is replaced (the old one
+ * freed) only on success. Returns 0, JN_EINVAL (MSH-1/MSH-2 and FHS's, BHS's cannot be set;
+ * an occurrence past the next one), JN_EPROTO (the result does not parse) or JN_ENOMEM, with
+ * err; *m is then unchanged.
+ */
+int jn_hl7_set_raw(struct jn_hl7_msg **m, const struct jn_hl7_path *p, const char *raw,
+                   size_t len, unsigned flags, struct jn_err *err);
+
 /* ---- batches ---- */
 
 /*

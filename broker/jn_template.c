@@ -5,7 +5,8 @@
 
 #include "jn_template.h"
 
-static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, struct jn_err *err)
+static int render(const char *t, const struct jn_msg *m, jn_template_ext_fn ext, void *ctx,
+                  struct jn_buf *out, struct jn_err *err)
 {
     const char *p = t;
     int rc = 0; /* the first failed append: every jn_buf_* call is checked through it */
@@ -77,10 +78,16 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
                 }
             }
         } else {
-            return jn_err_set(err, JN_EINVAL,
-                              "template '%s': unknown placeholder '{%.*s}', expected {id}, "
-                              "{channel}, {date}, {hour}, {time}, {ts} or {header.NAME}", t,
-                              (int)n, p);
+            int x = ext ? ext(ctx, p, n, out, err) : 1;
+            if (x < 0) {
+                return x;
+            }
+            if (x > 0) {
+                return jn_err_set(err, JN_EINVAL,
+                                  "template '%s': unknown placeholder '{%.*s}', expected {id}, "
+                                  "{channel}, {date}, {hour}, {time}, {ts} or {header.NAME}%s",
+                                  t, (int)n, p, ext ? " (or this service's own)" : "");
+            }
         }
         p = close + 1;
     }
@@ -93,10 +100,22 @@ static int render(const char *t, const struct jn_msg *m, struct jn_buf *out, str
 int jn_template_render(const char *tmpl, const struct jn_msg *m, struct jn_buf *out,
                        struct jn_err *err)
 {
-    return render(tmpl, m, out, err);
+    return render(tmpl, m, NULL, NULL, out, err);
 }
 
 int jn_template_check(const char *tmpl, struct jn_err *err)
 {
-    return render(tmpl, NULL, NULL, err);
+    return render(tmpl, NULL, NULL, NULL, NULL, err);
+}
+
+int jn_template_render_ext(const char *tmpl, const struct jn_msg *m, jn_template_ext_fn ext,
+                           void *ctx, struct jn_buf *out, struct jn_err *err)
+{
+    return render(tmpl, m, ext, ctx, out, err);
+}
+
+int jn_template_check_ext(const char *tmpl, jn_template_ext_fn ext, void *ctx,
+                          struct jn_err *err)
+{
+    return render(tmpl, NULL, ext, ctx, NULL, err);
 }

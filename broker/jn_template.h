@@ -17,4 +17,19 @@ int jn_template_render(const char *tmpl, const struct jn_msg *m, struct jn_buf *
 /* Checks a template's placeholders at load time; 0 or JN_EINVAL with err. */
 int jn_template_check(const char *tmpl, struct jn_err *err);
 
+/*
+ * Placeholders a caller adds (the template service's {json.a.b} and {hl7.PID-5.1}): ext is
+ * asked about every name the built-ins above do not know (name, n bytes, without the braces).
+ * It returns 1 when the name is not its own (then the template is refused as with an unknown
+ * placeholder), 0 when it is, after appending the value to out, or a negative JN_E* with err
+ * set (the render fails with it). When checking, out is NULL: ext only says whether it knows
+ * the name (0), does not (1), or finds it malformed (JN_EINVAL with err).
+ */
+typedef int (*jn_template_ext_fn)(void *ctx, const char *name, size_t n, struct jn_buf *out,
+                                  struct jn_err *err);
+int jn_template_render_ext(const char *tmpl, const struct jn_msg *m, jn_template_ext_fn ext,
+                           void *ctx, struct jn_buf *out, struct jn_err *err);
+int jn_template_check_ext(const char *tmpl, jn_template_ext_fn ext, void *ctx,
+                          struct jn_err *err);
+
 #endif

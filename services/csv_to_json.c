@@ -11,12 +11,14 @@
  * Every value is a JSON string (CSV has no types; a json-map after it converts what it needs).
  * A row with another number of fields than the header is an error naming the row, unless
  * `ragged: true` (then missing fields are absent, extra ones dropped). Model: Redpanda
- * Connect's csv scanner and Camel's CSV data format, reduced to one message in, one out.
+ * Connect's csv scanner and Camel's CSV data format, reduced to one message in, one out. The
+ * reader is csv.c, shared with split (format: csv).
  */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "csv_int.h"
 #include "jn_buf.h"
 #include "jn_mem.h"
 #include "jn_services.h"
@@ -52,100 +54,24 @@ static const struct jn_opt csv_opts[] = {
     JN_OPT_END,
 };
 
-/* The parser's position. */
-struct csv {
-    const char *p, *end;
-    char sep;
-    long row;        /* 1-based, of the row being read */
-    struct jn_buf field;
-};
-
-/* Reads one field into c->field; returns 1 when a row ends after it (line break or end),
- * 0 when a separator follows, -1 for a quote that never closes. */
-static int csv_field(struct csv *c)
-{
-    c->field.len = 0;
-    jn_buf_puts(&c->field, ""); /* never NULL: an empty field is "" */
-    if (c->p < c->end && *c->p == '"') {
-        c->p++;
-        for (;;) {
-            if (c->p >= c->end) {
-                return -1;
-            }
-            if (*c->p == '"') {
-                if (c->p + 1 < c->end && c->p[1] == '"') {
-                    jn_buf_putc(&c->field, '"');
-                    c->p += 2;
-                    continue;
-                }
-                c->p++;
-                break;
-            }
-            jn_buf_putc(&c->field, *c->p++);
-        }
-        /* After the closing quote, up to the separator or the line's end, as written. */
-    }
-    while (c->p < c->end && *c->p != c->sep && *c->p != '\n' && *c->p != '\r') {
-        jn_buf_putc(&c->field, *c->p++);
-    }
-    if (c->p >= c->end) {
-        return 1;
-    }
-    if (*c->p == c->sep) {
-        c->p++;
-        return 0;
-    }
-    if (*c->p == '\r' && c->p + 1 < c->end && c->p[1] == '\n') {
-        c->p++;
-    }
-    c->p++;
-    return 1;
-}
-
-/* One row's fields as JSON strings into row (cleared first). 0, or JN_EPROTO with err. */
-static int csv_row(struct csv *c, json_t *row, struct jn_err *err)
-{
-    int end;
-
-    json_array_clear(row);
-    do {
-        json_t *s;
-        end = csv_field(c);
-        if (end < 0) {
-            return jn_err_set(err, JN_EPROTO, "csv-to-json: row %ld: a quoted field is not "
-                              "closed", c->row);
-        }
-        s = json_stringn(c->field.p, c->field.len);
-        if (s == NULL) {
-            return jn_err_set(err, JN_EPROTO, "csv-to-json: row %ld field %zu is not UTF-8 "
-                              "text", c->row, json_array_size(row) + 1);
-        }
-        json_array_append_new(row, s);
-    } while (end == 0);
-    return 0;
-}
-
 static int csv_transform(const struct jn_service *svc, struct jn_msg *in, struct jn_msg_list *out,
                          struct jn_err *err)
 {
     const struct csv_conf *cf = svc->conf;
-    struct csv c = {(const char *)in->payload, (const char *)in->payload + in->len,
-                    cf->delimiter[0], 0, JN_BUF_INIT};
+    struct jn_csv c;
     json_t *doc = json_array(), *names = NULL, *row = json_array();
     struct jn_msg *m = NULL;
     char *text = NULL;
     int rc = 0;
 
+    jn_csv__init(&c, in->payload, in->len, cf->delimiter[0], "csv-to-json");
     if (doc == NULL || row == NULL) {
         rc = jn_err_set(err, JN_ENOMEM, "csv-to-json: out of memory");
     }
-    while (rc == 0 && c.p < c.end) {
-        c.row++;
-        if (*c.p == '\n' || (*c.p == '\r' && c.p + 1 < c.end && c.p[1] == '\n')) {
-            c.p += *c.p == '\n' ? 1 : 2; /* an empty line: nothing */
-            continue;
-        }
-        if ((rc = csv_row(&c, row, err)) != 0) {
+    while (rc == 0) {
+        int got = jn_csv__next(&c, row, err);
+        if (got <= 0) {
+            rc = got;
             break;
         }
         if (!cf->header) {
@@ -200,7 +126,7 @@ static int csv_transform(const struct jn_service *svc, struct jn_msg *in, struct
     json_decref(doc);
     json_decref(names);
     json_decref(row);
-    jn_buf_reset(&c.field);
+    jn_csv__done(&c);
     return rc;
 }
 

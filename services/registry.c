@@ -22,6 +22,9 @@ const struct jn_service_def *const jn_service_defs[] = {
     &jn_service_csv_to_json,
     &jn_service_json_to_msgpack,
     &jn_service_msgpack_to_json,
+    &jn_service_split,
+    &jn_service_template,
+    &jn_service_hl7_map,
     NULL,
 };
 

@@ -165,12 +165,15 @@ static void test_registry(void)
     CHECK(jn_service_def_find("nope") == NULL);
     CHECK(jn_service_def_find(NULL) == NULL);
     /* NULL-terminated after set-header, json-map, the three HL7 services (issue 4), delay,
-     * lua, csv-to-json and the two msgpack ones. */
+     * lua, csv-to-json, the two msgpack ones, split, template and hl7-map. */
     CHECK(jn_service_def_find("hl7-to-json") != NULL && jn_service_def_find("hl7-split") != NULL);
     CHECK(jn_service_def_find("delay") == &jn_service_delay);
     CHECK(jn_service_def_find("lua") == &jn_service_lua);
     CHECK(jn_service_def_find("csv-to-json") == &jn_service_csv_to_json);
-    CHECK(jn_service_defs[10] == NULL);
+    CHECK(jn_service_def_find("split") == &jn_service_split);
+    CHECK(jn_service_def_find("template") == &jn_service_template);
+    CHECK(jn_service_def_find("hl7-map") == &jn_service_hl7_map);
+    CHECK(jn_service_defs[13] == NULL);
     for (size_t i = 0; jn_service_defs[i]; i++) {
         FILE *null = fopen("/dev/null", "w");
         if (null != NULL) {
@@ -628,6 +631,14 @@ static void test_alloc_failures(void)
               "type: set-header\nremove: [x-in]\n"
               "set: {X-Src: '{channel}', X-Old: '{header.X-In}'}\nadd: {Via: j}\n",
               "p", "p", "X-Old", "v");
+    fail_walk("hl7-map", "{copy: {PID-2: PID-3.1, PID-6.1: PID-5}, set: {MSH-5: '{header.X-In}'},"
+              " remove: [PID-8, NTE]}",
+              "MSH|^~\\&|A|B|C\rPID|1||42^^^MR||DOE^J|\rNTE|x\r",
+              "MSH|^~\\&|A|B|v\rPID|1|42|42^^^MR||DOE^J|DOE\\S\\J\r", "X-In", "v");
+    fail_walk("template", "{template: '{hl7.PID-5.2} {hl7.PID-3.1} {header.X-In} {hl7.PID-5} "
+              "{hl7.PID-1} {hl7.MSH-3} {hl7.PID-3} {hl7.PID-5.1}'}",
+              "MSH|^~\\&|A\rPID|1||42^^^MR||DOE^J\r", "J 42 v DOE^J 1 A 42^^^MR DOE",
+              "content-type", "text/plain");
 }
 
 /* ---- set-header ---- */
@@ -817,6 +828,257 @@ static void test_msgpack_json(void)
     CHECK_STR(svc1("msgpack-to-json", "{}", "\x2a", 1, &m), "42");
 }
 
+/* ---- split ---- */
+
+/* Runs payload through a split built from yaml: "ERR <reason>", or each part as
+ * "<index>/<count> <content-type> <payload>\n" (static buffer). */
+static const char *split1(const char *yaml, const char *payload)
+{
+    static char res[4096];
+    struct fx f;
+    struct jn_msg_list l = {0};
+    struct jn_msg *in;
+    struct jn_err err;
+    size_t w = 0;
+    int rc;
+
+    fx_load(&f, "split", yaml);
+    if (fx_init(&f) != 0) {
+        snprintf(res, sizeof(res), "LOAD: %s%s", fx_diag(&f), f.err.msg);
+        fx_free(&f);
+        return res;
+    }
+    in = jn_msg_new("in", payload, strlen(payload));
+    memcpy(in->id, "01J9Z0000000000000000000AB", JN_ID_LEN + 1);
+    jn_msg_header_add(in, "X-Batch", "b7");
+    jn_err_clear(&err);
+    res[0] = '\0';
+    rc = f.svc.def->transform(&f.svc, in, &l, &err);
+    if (rc != 0) {
+        CHECK(err.msg[0] != '\0');
+        snprintf(res, sizeof(res), "ERR %s", err.msg);
+    }
+    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+        const struct jn_msg *m = l.v[i];
+        /* A new message of its own, with the input's headers and the split's. */
+        CHECK(strcmp(m->id, in->id) != 0);
+        CHECK_STR(jn_msg_header_get(m, "X-Batch"), "b7");
+        CHECK_STR(jn_msg_header_get(m, "split-id"), in->id);
+        w += (size_t)snprintf(res + w, sizeof(res) - w, "%s/%s %s %.*s\n",
+                              jn_msg_header_get(m, "split-index"),
+                              jn_msg_header_get(m, "split-count"),
+                              jn_msg_header_get(m, "content-type"), (int)m->len,
+                              (const char *)m->payload);
+    }
+    CHECK_INT(in->nhdrs, 1);
+    jn_msg_list_clear(&l);
+    jn_msg_unref(&in);
+    fx_free(&f);
+    return res;
+}
+
+static void test_split(void)
+{
+    /* JSON parts keep their bytes as written (1.10 stays 1.10, spaces inside stay). */
+    CHECK_STR(split1("{format: json-array}", " [ {\"a\": [1, \"]\"]}, 1.10,\"x\\\"\" ,null]\n"),
+              "1/4 application/json {\"a\": [1, \"]\"]}\n2/4 application/json 1.10\n"
+              "3/4 application/json \"x\\\"\"\n4/4 application/json null\n");
+    CHECK_STR(split1("{format: json-array}", "[]"), "");
+    CHECK_STR(split1("{format: json-array}", "[1, {\"a\": tru}, 3]"),
+              "ERR split: element 2 is not JSON: invalid token near 'tru' (column 9)");
+    CHECK_STR(split1("{format: json-array}", "[1, , 3]"),
+              "ERR split: element 2: a value is missing");
+    CHECK_STR(split1("{format: json-array}", "[1, 2"),
+              "ERR split: after element 2: expected ',' or ']', the array is not closed");
+    CHECK_STR(split1("{format: json-array}", "[1, \"open]"),
+              "ERR split: element 2: the array is not closed");
+    CHECK_STR(split1("{format: json-array}", "{\"a\": 1}"),
+              "ERR split: the payload is a JSON object, expected a JSON array (format: "
+              "json-array)");
+    CHECK_STR(split1("{format: json-array}", "[1] [2]"), "ERR split: text after the JSON array");
+    CHECK_STR(split1("{format: json-array, max_parts: 2}", "[1,2,3]"),
+              "ERR split: more than 2 parts (max_parts)");
+
+    CHECK_STR(split1("{format: ndjson}", "{\"a\":1}\r\n\n  \n[2]\n\"s\""),
+              "1/3 application/json {\"a\":1}\n2/3 application/json [2]\n"
+              "3/3 application/json \"s\"\n");
+    CHECK_STR(split1("{format: ndjson}", "{\"a\":1}\n{\"a\":\n"),
+              "ERR split: line 2 is not JSON: unexpected token near end of file (column 5)");
+
+    CHECK_STR(split1("{format: csv}", "id,name\n1,Ann\n\n2,\"Bo, \"\"B\"\"\"\n"),
+              "1/2 application/json {\"id\":\"1\",\"name\":\"Ann\"}\n"
+              "2/2 application/json {\"id\":\"2\",\"name\":\"Bo, \\\"B\\\"\"}\n");
+    CHECK_STR(split1("{format: csv, header: false, delimiter: ';'}", "a;b\r\nc;d"),
+              "1/2 application/json [\"a\",\"b\"]\n2/2 application/json [\"c\",\"d\"]\n");
+    CHECK_STR(split1("{format: csv}", "a,b\n1,2\n3\n"),
+              "ERR split: row 3 has 1 field(s), the header 2 (ragged: true accepts it)");
+    CHECK_STR(split1("{format: csv, ragged: true}", "a,b\n3\n"),
+              "1/1 application/json {\"a\":\"3\"}\n");
+    CHECK_STR(split1("{format: csv}", "a\n\"open\n"), "ERR split: row 2: a quoted field is not "
+              "closed");
+    CHECK_STR(split1("{format: csv}", "a\n"), "");
+    CHECK_STR(split1("{format: csv, csv_as: row}", "id,name\r\n1,\"A, nn\"\r\n2,Bo"),
+              "1/2 text/csv 1,\"A, nn\"\n2/2 text/csv 2,Bo\n");
+    CHECK_STR(split1("{format: csv, csv_as: row}", "\"i\nd\",name\n1,2\n"),
+              "ERR split: the header row holds a line break (in quotes), which the "
+              "split-csv-header header cannot carry");
+
+    /* The header row rides along in row mode. */
+    {
+        struct fx f;
+        struct jn_msg_list l = {0};
+        struct jn_msg *in = jn_msg_new("in", "id;n\n1;a\n", 9);
+        struct jn_err err;
+        fx_load(&f, "split", "{format: csv, csv_as: row, delimiter: ';'}");
+        CHECK_INT(fx_init(&f), 0);
+        CHECK_INT(f.svc.def->transform(&f.svc, in, &l, &err), 0);
+        CHECK_INT(l.n, 1);
+        CHECK_STR(l.n ? jn_msg_header_get(l.v[0], "split-csv-header") : "", "id;n");
+        jn_msg_list_clear(&l);
+        jn_msg_unref(&in);
+        fx_free(&f);
+    }
+
+    CHECK_STR(load_err("split", "{}"),
+              "t.yaml:1:1: service 'x' (split): missing required option 'format' (enum: "
+              "json-array: one message per element of a JSON array; ndjson: one per non-empty "
+              "line (each a JSON value); csv: one per row)");
+    CHECK_STR(load_err("split", "{format: xml}"),
+              "t.yaml:1:10: service 'x' (split): format: 'xml' is not allowed, expected one of: "
+              "json-array | ndjson | csv");
+    CHECK_STR(load_err("split", "{format: ndjson, header: false}"),
+              "t.yaml:1:18: split: header is for format: csv (format is ndjson)");
+    CHECK_STR(load_err("split", "{format: csv, delimiter: ab}"),
+              "t.yaml:1:26: split: delimiter: one character, not a quote or a line break (got "
+              "'ab')");
+}
+
+/* ---- template ---- */
+
+static const char *tpl(const char *yaml, const char *payload)
+{
+    size_t n;
+    return svc1("template", yaml, payload, strlen(payload), &n);
+}
+
+static const char *const adt =
+    "MSH|^~\\&|LAB|H|EHR|H|20240101||ADT^A01|M1|P|2.5\r"
+    "PID|1||42^^^MR~77^^^SS||DOE^JANE^Q\\T\\A||19800101|F\r";
+
+static void test_template(void)
+{
+    struct fx f;
+    struct jn_msg *o;
+    struct jn_err err;
+
+    CHECK_STR(tpl("{template: 'order {json.id} for {json.customer.name}: {json.items.1.sku} "
+                  "{json.items} {json.n} {json.flag} [{json.none}] [{json.z}] {{x}}'}",
+                  "{\"id\":7,\"customer\":{\"name\":\"Ann\"},\"items\":[{\"sku\":\"a\"},"
+                  "{\"sku\":\"b\"}],\"n\":1.5,\"flag\":true,\"z\":null}"),
+              "order 7 for Ann: b [{\"sku\":\"a\"},{\"sku\":\"b\"}] 1.5 true [] [] {x}");
+    CHECK_STR(tpl("{template: '{hl7.PID-5.2} {hl7.PID-5.1} ({hl7.PID-3[2].1}) {hl7.PID-5.3} "
+                  "{hl7.MSH-9.2} [{hl7.ZZZ-1}] {channel}'}", adt),
+              "JANE DOE (77) Q&A A01 [] in");
+    /* strict: a missing field names itself; a wrong payload always fails. */
+    CHECK_STR(tpl("{template: '{json.a.b}', strict: true}", "{\"a\":{}}"),
+              "ERR template: {json.a.b}: no such field in the payload (strict: true)");
+    CHECK_STR(tpl("{template: '{json.a.0}', strict: true}", "{\"a\":\"s\"}"),
+              "ERR template: {json.a.0}: no such field in the payload (strict: true)");
+    CHECK_STR(tpl("{template: '{hl7.PID-30}', strict: true}", adt),
+              "ERR template: {hl7.PID-30}: no such field in the message (strict: true)");
+    CHECK_STR(tpl("{template: 'x {json.a}'}", "{oops"),
+              "ERR template: {json.a}: the payload is not JSON: string or '}' expected near "
+              "'oops' (line 1 column 5)");
+    CHECK(strncmp(tpl("{template: '{hl7.PID-5}'}", "{\"a\":1}"),
+                  "ERR template: {hl7.PID-5}: the payload is not HL7: ", 50) == 0);
+
+    /* The content type is set, the id and other headers kept. */
+    fx_load(&f, "template", "{template: 'id={id} h={header.X-None}', content_type: text/x}");
+    CHECK_INT(fx_init(&f), 0);
+    CHECK_INT(fx_run(&f, "{}", &o, &err), 0);
+    CHECK(o != NULL && o->len == 32 && memcmp(o->payload, "id=01J9Z0000000000000000000AB h=",
+                                              32) == 0);
+    CHECK_STR(o ? jn_msg_header_get(o, "content-type") : "", "text/x");
+    CHECK_STR(o ? o->id : "", "01J9Z0000000000000000000AB");
+    jn_msg_unref(&o);
+    fx_free(&f);
+
+    CHECK_STR(load_err("template", "{}"),
+              "t.yaml:1:1: service 'x' (template): missing required option 'template' "
+              "(string: The payload to render: text with {id}, {channel}, {date}, {time}, "
+              "{ts}, {header.NAME}, {json.a.b} (a JSON payload's field; array elements by "
+              "number), {hl7.PID-5.1} (an HL7 field, decoded); {{ and }} for braces)");
+    CHECK_STR(load_err("template", "{template: 'a {nope}'}"),
+              "t.yaml:1:12: service 'x' (template): template: template 'a {nope}': unknown "
+              "placeholder '{nope}', expected {id}, {channel}, {date}, {hour}, {time}, {ts} or "
+              "{header.NAME} (or this service's own)");
+    CHECK_STR(load_err("template", "{template: '{json.a..b}'}"),
+              "t.yaml:1:12: service 'x' (template): template: template: {json.a..b}: an "
+              "empty step in the JSON path");
+    CHECK(strncmp(load_err("template", "{template: '{hl7.PID-x}'}"),
+                  "t.yaml:1:12: service 'x' (template): template: template: {hl7.PID-x}: ", 67)
+          == 0);
+}
+
+/* ---- hl7-map ---- */
+
+static const char *hmap(const char *yaml, const char *payload)
+{
+    size_t n;
+    const char *r = svc1("hl7-map", yaml, payload, strlen(payload), &n);
+    static char res[2048];
+
+    /* CRs as newlines, to read the expectations. */
+    snprintf(res, sizeof(res), "%s", r);
+    for (char *p = res; *p; p++) {
+        *p = *p == '\r' ? '\n' : *p;
+    }
+    return res;
+}
+
+static void test_hl7_map(void)
+{
+    CHECK_STR(hmap("{copy: {PID-2: PID-3.1, PID-4: PID-3, PID-6.1: PID-5}, "
+                   "set: {MSH-5: EHR, 'PID-5.3': 'Q|A', 'ZPI-2.1': '{channel}'}, "
+                   "remove: [PID-8, PID-99]}", adt),
+              "MSH|^~\\&|LAB|H|EHR|H|20240101||ADT^A01|M1|P|2.5\n"
+              "PID|1|42|42^^^MR~77^^^SS|42^^^MR|DOE^JANE^Q\\F\\A|DOE\\S\\JANE\\S\\Q\\T\\A|19800101|\n"
+              "ZPI||in\n");
+    /* Segments removed; the message ends as it did. */
+    CHECK_STR(hmap("{remove: [NTE]}", "MSH|^~\\&|A\rNTE|1\rPID|1\rNTE|2"),
+              "MSH|^~\\&|A\nPID|1");
+    CHECK_STR(hmap("{remove: [NTE]}", "MSH|^~\\&|A\rNTE|1\rPID|1\rNTE|2\r"),
+              "MSH|^~\\&|A\nPID|1\n");
+    /* A missing source copies empty, or fails with strict. */
+    CHECK_STR(hmap("{copy: {PID-2: PID-40}}", "MSH|^~\\&|A\rPID|1|x\r"),
+              "MSH|^~\\&|A\nPID|1|\n");
+    CHECK_STR(hmap("{copy: {PID-2: PID-40}, strict: true}", "MSH|^~\\&|A\rPID|1|x\r"),
+              "ERR hl7-map: copy PID-2: the source PID-40 is absent (strict: true)");
+    CHECK_STR(hmap("{set: {'OBX[3]-5': x}}", "MSH|^~\\&|A\rOBX|1\r"),
+              "ERR hl7-map: set OBX[3]-5: OBX[3] does not exist (the message has 1 OBX "
+              "segment(s)), and set can add only the next one");
+    CHECK(strncmp(hmap("{set: {MSH-5: x}}", "not hl7"), "ERR hl7-map: the payload is not HL7: ",
+                  37) == 0);
+
+    CHECK_STR(load_err("hl7-map", "{}"),
+              "t.yaml:1:1: hl7-map: nothing to do, expected at least one of: copy, set, remove");
+    CHECK_STR(load_err("hl7-map", "{set: {MSH-2: x}}"),
+              "t.yaml:1:8: service 'x' (hl7-map): set: 'MSH-2': MSH-2 holds the delimiters and "
+              "cannot be changed");
+    CHECK_STR(load_err("hl7-map", "{copy: {PID-2: MSH-1}}"),
+              "t.yaml:1:16: service 'x' (hl7-map): copy: 'MSH-1': MSH-1 holds the delimiters "
+              "and cannot be copied");
+    CHECK_STR(load_err("hl7-map", "{remove: [PID-1, MSH]}"),
+              "t.yaml:1:18: service 'x' (hl7-map): remove: 'MSH': the header segment cannot be "
+              "removed");
+    CHECK_STR(load_err("hl7-map", "{set: {PID-3: '{bad}'}}"),
+              "t.yaml:1:15: service 'x' (hl7-map): set.PID-3: template '{bad}': unknown "
+              "placeholder '{bad}', expected {id}, {channel}, {date}, {hour}, {time}, {ts} or "
+              "{header.NAME}");
+    CHECK(strncmp(load_err("hl7-map", "{remove: [pid-x]}"),
+                  "t.yaml:1:11: service 'x' (hl7-map): remove: 'pid-x': ", 52) == 0);
+}
+
 int main(void)
 {
     test_registry();
@@ -834,5 +1096,8 @@ int main(void)
     test_delay();
     test_csv_to_json();
     test_msgpack_json();
+    test_split();
+    test_template();
+    test_hl7_map();
     TEST_MAIN_END();
 }
