@@ -107,7 +107,7 @@ static void test_max_connections(struct event_base *base)
     struct jn_net_conf net = {0, 0, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.max", &net, 2, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -169,7 +169,7 @@ static void test_per_ip(struct event_base *base)
     struct jn_net_conf net = {0, 1, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.ip", &net, 10, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -221,7 +221,7 @@ static void test_emfile(struct event_base *base)
     struct jn_net_conf net = {0, 0, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.emfile", &net, 10, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -273,7 +273,7 @@ static void test_wait_mode(struct event_base *base)
 {
     struct jn_net_conf net = {0, 1, 16, 100, 1000};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.wait", &net, 2, JN_LISTENER_WAIT, NULL,
-                                  NULL, NULL, NULL};
+                                  NULL, NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -321,7 +321,7 @@ static void test_bad_address(struct event_base *base)
     struct jn_net_conf net = {0, 0, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"nonsense", "test.bad", &net, 2, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_err err = {0};
 
     CHECK(jn_listener_new(base, &lc, &err) == NULL);
