@@ -52,11 +52,14 @@ int jn_rate_parse(const char *s, double *per_s)
     while (isspace((unsigned char)*end)) {
         end++;
     }
-    if (strcmp(end, "s") == 0) {
+    if (end[0] == '\0' || end[1 + strspn(end + 1, " \t")] != '\0') {
+        return JN_EINVAL;
+    }
+    if (end[0] == 's') {
         *per_s = n;
-    } else if (strcmp(end, "m") == 0) {
+    } else if (end[0] == 'm') {
         *per_s = n / 60;
-    } else if (strcmp(end, "h") == 0) {
+    } else if (end[0] == 'h') {
         *per_s = n / 3600;
     } else {
         return JN_EINVAL;
