@@ -494,6 +494,17 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
                 }
                 json_object_set_new(o, "auth_failures", json_integer((json_int_t)n));
             }
+            if (cs.rate_limited_on) {
+                json_object_set_new(o, "rate_limited",
+                                    json_integer((json_int_t)cs.rate_limited));
+            }
+            if (cs.listens) {
+                json_object_set_new(o, "connections_refused",
+                                    json_pack("{s:I,s:I}", "max_connections",
+                                              (json_int_t)cs.conn_refused_max,
+                                              "max_connections_per_ip",
+                                              (json_int_t)cs.conn_refused_per_ip));
+            }
         }
         json_array_append_new(arr, o);
     }
