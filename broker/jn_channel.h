@@ -129,13 +129,6 @@ struct jn_rate_conf {
     long long burst;  /* tokens the bucket holds; 0: one second's worth (at least 1) */
 };
 
-/* Why a listener refused a connection (jn_listener.h), the index of n_conn_refused. */
-enum {
-    JN_CONN_REFUSED_MAX = 0,    /* over max_connections */
-    JN_CONN_REFUSED_PER_IP = 1, /* over max_connections_per_ip */
-    JN_CONN_REFUSED__COUNT
-};
-
 struct jn_channel {
     const struct jn_channel_def *def;
     char *name;            /* the config name, "orders-in" */

@@ -47,6 +47,7 @@
 #include <stdint.h>
 
 #include "jn_err.h"
+#include "jn_net.h"
 #include "jn_opt.h"
 #include "jn_tls.h"
 
@@ -100,7 +101,7 @@ struct jn_listener_conf {
     jn_listener_bev_fn accept_bev; /* instead of accept: hand over a bufferevent */
     struct jn_tls *tls;            /* borrowed server context, or NULL: plain TCP */
     /* Counters to bump beside the listener's own on each refusal, indexed by
-     * JN_CONN_REFUSED_* (jn_channel.h): the channel's n_conn_refused; NULL: none. */
+     * JN_CONN_REFUSED_* (jn_net.h): the channel's n_conn_refused; NULL: none. */
     uint64_t *refused;
     /* Library-accepted listeners with JN_LISTENER_WAIT: connections past max_connections that
      * are still taken, so the protocol can answer them (HTTP 503) before closing; the pause
