@@ -10,12 +10,16 @@
  * Hostile peers (modelled on nginx's worker_connections and client_header/body_timeout):
  * - max_connections: the engine's listener (jn_listener) binds the socket and evhttp accepts
  *   on it (evhttp_bind_listener: libevent 2.1 has no public call that hands evhttp an accepted
- *   socket). evhttp_set_bevcb tells us of every accept and we report it to the listener, which
- *   pauses accepting at the limit (JN_LISTENER_WAIT): further peers wait in the kernel's listen
- *   backlog until a connection closes. The listener also rests on EMFILE. A slot of a pool made
- *   at start holds each connection, so accepting one never allocates on our side and cannot
- *   fail half-way. net.max_connections_per_ip is checked at the hook below, where the
- *   connection's socket is known; a peer over it is disconnected before its first request.
+ *   socket). evhttp_set_bevcb tells us of every accept and we report it to the listener. Past
+ *   the limit HTTP_REFUSE_SLOTS more are still taken and marked: their first request is
+ *   answered 503 (junction's JSON error, Retry-After, Connection: close) and they close; past
+ *   those the listener pauses (JN_LISTENER_WAIT) and peers wait in the kernel's backlog. The
+ *   listener also rests on EMFILE. A slot of a pool made at start holds each connection, so
+ *   accepting one never allocates on our side and cannot fail half-way.
+ *   net.max_connections_per_ip is checked at the hook below, where the connection's socket is
+ *   known; a peer over it is answered 503 the same way.
+ * - rate_limit is the broker's (jn_rate.h): a message it refuses comes back as JN_ELIMIT and is
+ *   answered 429 with Retry-After.
  * - request_timeout: evhttp's timeout only closes connections that are *idle*; a slowloris that
  *   sends a byte a second never is. Each connection has a deadline timer, armed when it opens
  *   and again after each answer, cleared when a whole request has arrived: a peer that has not
