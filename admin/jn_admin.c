@@ -211,7 +211,8 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
                       "Messages an IN channel accepted (durable in the journal).", 0,
                       F_RECEIVED);
     rc |= chan_family(a, b, "junction_messages_refused_total", "counter",
-                      "Messages an IN channel refused (journal full, stopping, out of memory).",
+                      "Messages an IN channel refused (journal full, stopping, rate limit, out of "
+                      "memory).",
                       0, F_REFUSED);
     rc |= chan_family(a, b, "junction_messages_unrouted_total", "counter",
                       "Messages from an IN channel that no route took.", 0, F_UNROUTED);
@@ -225,6 +226,29 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
                 rc |= jn_prom_sample_u(b, "junction_auth_failures_total", NULL, lab, 2,
                                        cs.auth_failed[m]);
             }
+        }
+    }
+    rc |= jn_prom_family(b, "junction_connections_refused_total", "counter",
+                         "Connections a listening IN channel refused: reason=max_connections "
+                         "or max_connections_per_ip (HTTP answers them 503, MLLP closes).");
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        const char *max[] = {"channel", cs.name, "reason", "max_connections"};
+        const char *ip[] = {"channel", cs.name, "reason", "max_connections_per_ip"};
+        if (!cs.out && cs.listens) {
+            rc |= jn_prom_sample_u(b, "junction_connections_refused_total", NULL, max, 2,
+                                   cs.conn_refused_max);
+            rc |= jn_prom_sample_u(b, "junction_connections_refused_total", NULL, ip, 2,
+                                   cs.conn_refused_per_ip);
+        }
+    }
+    rc |= jn_prom_family(b, "junction_rate_limited_total", "counter",
+                         "Messages an IN channel's rate_limit refused (HTTP 429, MLLP AE; also "
+                         "in junction_messages_refused_total).");
+    for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
+        const char *lab[] = {"channel", cs.name};
+        if (!cs.out && cs.rate_limited_on) {
+            rc |= jn_prom_sample_u(b, "junction_rate_limited_total", NULL, lab, 1,
+                                   cs.rate_limited);
         }
     }
     rc |= jn_prom_family(b, "junction_messages_routed_total", "counter",
@@ -469,6 +493,17 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
                     n += cs.auth_failed[m];
                 }
                 json_object_set_new(o, "auth_failures", json_integer((json_int_t)n));
+            }
+            if (cs.rate_limited_on) {
+                json_object_set_new(o, "rate_limited",
+                                    json_integer((json_int_t)cs.rate_limited));
+            }
+            if (cs.listens) {
+                json_object_set_new(o, "connections_refused",
+                                    json_pack("{s:I,s:I}", "max_connections",
+                                              (json_int_t)cs.conn_refused_max,
+                                              "max_connections_per_ip",
+                                              (json_int_t)cs.conn_refused_per_ip));
             }
         }
         json_array_append_new(arr, o);
@@ -722,7 +757,7 @@ int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct
     }
     a->net = (struct jn_net_conf){0, 0, 128, 1000, 10000};
     lc = (struct jn_listener_conf){listen, "[" ADMIN_PREFIX "]", &a->net, 64, JN_LISTENER_WAIT,
-                                   NULL, NULL, NULL, a->tls};
+                                   NULL, NULL, NULL, a->tls, NULL, 0};
     a->lst = jn_listener_new(jn_broker_base(b), &lc, err);
     if (a->lst == NULL) {
         jn_admin_free(a);

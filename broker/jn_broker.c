@@ -36,7 +36,9 @@
 #include "jn_log.h"
 #include "jn_tls.h"
 #include "jn_mem.h"
+#include "jn_priv.h"
 #include "jn_queue.h"
+#include "jn_rate.h"
 #include "jn_sdnotify.h"
 #include "jn_store.h"
 #include "jn_time.h"
@@ -198,6 +200,8 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
     } else if ((t->why = jn_flow__blocked(b, ch)) != NULL) {
         t->refusal = JN_EFULL;
         b->n_blocked++;
+    } else if ((t->why = jn_rate__take(ch, jn_now_us())) != NULL) {
+        t->refusal = JN_ELIMIT;
     } else {
         if (msg->id[0] == '\0') {
             jn_idgen_next(&b->ids, msg->id);
@@ -313,7 +317,7 @@ static void refuse_pending(evutil_socket_t fd, short what, void *arg)
                       t->refusal == JN_ESTOPPED ? "broker is stopping"
                       : t->refusal == JN_EAGAIN ? "the channel is paused by the operator; try "
                                                   "again later"
-                      : t->refusal == JN_EFULL && t->why ? t->why
+                      : (t->refusal == JN_EFULL || t->refusal == JN_ELIMIT) && t->why ? t->why
                                                          : "out of memory");
         jn_commit__ticket_done(t, 0);
         t = next;
@@ -525,6 +529,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         ch->ordered_key = cc->common.ordered_key;
         ch->max_queued = cc->common.max_queued;
         ch->when_full = cc->common.when_full;
+        jn_rate__init(ch, &cc->common.rate_limit);
         b->nchans = i + 1;
         if (ch->dir == JN_DIR_OUT) {
             b->queues[i] = jn_queue_new(ch, &b->qenv);
@@ -551,6 +556,11 @@ fail:
     return NULL;
 }
 
+void jn_broker_set_user(struct jn_broker *b, const char *user)
+{
+    b->run_user = user;
+}
+
 int jn_broker_run(struct jn_broker *b)
 {
     struct jn_err err;
@@ -573,6 +583,14 @@ int jn_broker_run(struct jn_broker *b)
             }
             ch->up = 1;
         }
+    }
+    if (b->run_user != NULL) {
+        jn_err_clear(&err);
+        if (jn_priv_drop(b->run_user, &err) != 0) {
+            jn_log(JN_LOG_ERROR, "cannot start: %s", err.msg);
+            return 1;
+        }
+        jn_log(JN_LOG_INFO, "running as user %s", b->run_user);
     }
     b->started = 1;
     b->started_us = jn_now_us();

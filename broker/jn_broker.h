@@ -18,6 +18,10 @@ struct jn_broker;
 
 /* Builds channels and services from cfg (borrowed; must outlive the broker). NULL with err. */
 struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err);
+/* Run as user (borrowed, must outlive the broker; NULL: stay who we are) once jn_broker_run
+ * has started every channel (the listeners are bound, the journal is open) and before its
+ * loop runs; a failed drop stops jn_broker_run with exit code 1 (jn_priv.h). */
+void jn_broker_set_user(struct jn_broker *b, const char *user);
 /* Starts every channel and runs the loop until a stop signal has drained the broker.
  * Returns the process exit code (0 after a clean stop). */
 int jn_broker_run(struct jn_broker *b);

@@ -28,7 +28,8 @@ struct jn_ticket {
     jn_accept_fn cb;
     void *arg;
     int refusal;   /* 0, or the JN_E* the ingest is refused with before the journal */
-    const char *why; /* with refusal JN_EFULL: flow control's reason (borrowed) */
+    const char *why; /* with refusal JN_EFULL or JN_ELIMIT: flow control's or the rate
+                      * limit's reason (borrowed) */
     int deferred;  /* routed after the acknowledgement (jn_route.c): inbox_seq holds it */
     uint64_t inbox_seq;
     struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
@@ -79,6 +80,7 @@ struct jn_broker {
     unsigned char *deferred;         /* per channel: routed after the acknowledgement */
     struct jn_worker *router;        /* runs conditions and services for those (or NULL) */
     atomic_int route_abort;          /* stopping: the router skips what it has not begun */
+    const char *run_user;            /* jn_broker_set_user, or NULL */
     size_t routing_in_flight;        /* posted to the router, routing not yet committed */
     uint64_t *n_routed;              /* per route: messages it took (jn_stats.h) */
     int64_t started_us;              /* wall clock when the channels had started */

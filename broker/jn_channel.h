@@ -123,6 +123,12 @@ struct jn_queue_limit_conf {
     unsigned long long bytes; /* of its records in the journal (payload, headers, envelope) */
 };
 
+/* An IN channel's `rate_limit:` (a token bucket in jn_ingest, jn_rate.h). */
+struct jn_rate_conf {
+    char *rate;       /* "N/s", "N/m" or "N/h"; NULL: no limit */
+    long long burst;  /* tokens the bucket holds; 0: one second's worth (at least 1) */
+};
+
 struct jn_channel {
     const struct jn_channel_def *def;
     char *name;            /* the config name, "orders-in" */
@@ -146,6 +152,15 @@ struct jn_channel {
      * bits (1 << JN_AUTH_*) of the methods it has, so only those are exported (0: no auth). */
     uint64_t n_auth_failed[JN_AUTH__COUNT];
     unsigned auth_methods;
+    /* IN: rate_limit's bucket (jn_rate.c; rate_per_s 0: none) and its refusals */
+    double rate_per_s, rate_tokens, rate_burst;
+    int64_t rate_last_us;
+    uint64_t n_rate_limited;
+    long long rate_retry_s;       /* seconds until a token, at the latest refusal */
+    char rate_why[160];           /* the refusal's reason (the peer reads it) */
+    /* IN channels that listen: connections their listener refused, by JN_CONN_REFUSED_* */
+    uint64_t n_conn_refused[JN_CONN_REFUSED__COUNT];
+    int listens;                  /* set by the channel when it has a listener */
     struct jn_hist delivery_lat;  /* OUT: queued (durable) -> delivered */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */

@@ -16,6 +16,7 @@ const char *jn_strerror(int code)
     case JN_EIO: return "I/O error";
     case JN_ENOENT: return "not found";
     case JN_ESTOPPED: return "stopping";
+    case JN_ELIMIT: return "over a limit";
     default: return "unknown error";
     }
 }

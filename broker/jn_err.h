@@ -20,6 +20,7 @@ enum {
     JN_EIO = -6,      /* system call failed; errno in the message */
     JN_ENOENT = -7,   /* no such thing */
     JN_ESTOPPED = -8, /* broker is stopping */
+    JN_ELIMIT = -9,   /* over a configured limit (rate_limit, connections); try again later */
 };
 
 #define JN_ERR_MSG_MAX 512

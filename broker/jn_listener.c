@@ -57,6 +57,7 @@ const struct jn_opt jn_net_opts[] = {
 };
 
 #define LISTENER_WARN_US (10 * 1000000LL)
+#define LISTENER_REFUSED_WARN_US (60 * 1000000LL) /* refusals: at most one line a minute */
 
 struct jn_listener_ip {
     struct jn_listener_ip *next;
@@ -82,6 +83,8 @@ struct jn_listener {
     unsigned long long accepted, refused_max, refused_per_ip, accept_errors, tls_failed;
     long long warned_err_us, warned_max_us, warned_ip_us;
     jn_listener_bev_fn accept_bev;
+    uint64_t *refused_ext;  /* conf.refused, or NULL */
+    long long cap;          /* open connections at most: max + refuse_slots */
     struct jn_tls *tls;
     struct listener_hs *hs; /* TLS handshakes under way */
     int port;
@@ -169,33 +172,57 @@ static void listener__peer(const struct sockaddr *sa, char *out, size_t n)
     }
 }
 
-static int listener__warn_due(long long *last)
+static int listener__warn_every(long long *last, long long every_us)
 {
     long long now = jn_now_us();
 
-    if (*last == 0 || now - *last >= LISTENER_WARN_US) {
+    if (*last == 0 || now - *last >= every_us) {
         *last = now;
         return 1;
     }
     return 0;
 }
 
-/* The total check; counts the connection when it passes. */
+static int listener__warn_due(long long *last)
+{
+    return listener__warn_every(last, LISTENER_WARN_US);
+}
+
+static void listener__count_refused(struct jn_listener *l, int why)
+{
+    if (l->refused_ext != NULL) {
+        l->refused_ext[why]++;
+    }
+}
+
+/* The total check; counts the connection when it passes (or takes a refuse slot). */
 static int listener__open_total(struct jn_listener *l, const struct sockaddr *sa)
 {
     if (l->open >= (size_t)l->max) {
         char peer[64];
+        int slot = l->open < (size_t)l->cap;
         l->refused_max++;
-        if (listener__warn_due(&l->warned_max_us)) {
+        listener__count_refused(l, JN_CONN_REFUSED_MAX);
+        if (listener__warn_every(&l->warned_max_us, LISTENER_REFUSED_WARN_US)) {
             listener__peer(sa, peer, sizeof(peer));
             jn_log_p(JN_LOG_WARN, l->prefix, "peer %s: max_connections (%lld) reached: "
-                     "connection closed at once (%llu so far)", peer, l->max, l->refused_max);
+                     "connection %s (%llu so far; logged at most once a minute)", peer,
+                     l->max, slot ? "answered busy and closed" : "closed at once",
+                     l->refused_max);
         }
-        return JN_EFULL;
+        if (!slot) {
+            return JN_EFULL;
+        }
+        l->open++;
+        if (l->open >= (size_t)l->cap) {
+            l->paused_full = 1;
+            listener__update(l);
+        }
+        return JN_ELIMIT;
     }
     l->open++;
     l->accepted++;
-    if ((l->flags & JN_LISTENER_WAIT) && l->open >= (size_t)l->max) {
+    if ((l->flags & JN_LISTENER_WAIT) && l->open >= (size_t)l->cap) {
         if (listener__warn_due(&l->warned_max_us)) {
             jn_log_p(JN_LOG_WARN, l->prefix, "max_connections (%lld) reached; new connections "
                      "wait until one closes", l->max);
@@ -227,10 +254,11 @@ int jn_listener_opened_ip(struct jn_listener *l, const struct sockaddr *sa,
     if (e && e->n >= (size_t)l->net->max_connections_per_ip) {
         char peer[64];
         l->refused_per_ip++;
-        if (listener__warn_due(&l->warned_ip_us)) {
+        listener__count_refused(l, JN_CONN_REFUSED_PER_IP);
+        if (listener__warn_every(&l->warned_ip_us, LISTENER_REFUSED_WARN_US)) {
             listener__peer(sa, peer, sizeof(peer));
             jn_log_p(JN_LOG_WARN, l->prefix, "peer %s: max_connections_per_ip (%lld) reached: "
-                     "connection closed at once (%llu so far)", peer,
+                     "connection refused (%llu so far; logged at most once a minute)", peer,
                      l->net->max_connections_per_ip, l->refused_per_ip);
         }
         return JN_EFULL;
@@ -280,7 +308,7 @@ void jn_listener_closed(struct jn_listener *l, struct jn_listener_ip *conn)
     if (l->open > 0) {
         l->open--;
     }
-    if (l->paused_full && l->open < (size_t)l->max) {
+    if (l->paused_full && l->open < (size_t)l->cap) {
         l->paused_full = 0;
         listener__update(l);
     }
@@ -498,6 +526,12 @@ struct jn_listener *jn_listener_new(struct event_base *base, const struct jn_lis
     if (l->max <= 0) {
         l->max = 1;
     }
+    l->cap = l->max;
+    if ((conf->flags & JN_LISTENER_WAIT) && conf->accept == NULL && conf->accept_bev == NULL &&
+        conf->refuse_slots > 0) {
+        l->cap = l->max + conf->refuse_slots;
+    }
+    l->refused_ext = conf->refused;
     l->flags = conf->flags;
     l->accept = conf->accept;
     l->arg = conf->arg;
@@ -575,6 +609,11 @@ int jn_listener_port(const struct jn_listener *l)
 long long jn_listener_max(const struct jn_listener *l)
 {
     return l->max;
+}
+
+long long jn_listener_cap(const struct jn_listener *l)
+{
+    return l->cap;
 }
 
 void jn_listener_stop(struct jn_listener *l)

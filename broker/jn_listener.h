@@ -19,8 +19,12 @@
  *   goes. We still own bind, TCP_NODELAY, backlog and the EMFILE pause.
  *
  * At max_connections the listener is either paused (JN_LISTENER_WAIT: more peers wait in the
- * kernel's backlog until one closes; HTTP's behaviour) or keeps accepting and closes the extra
- * sockets at once (MLLP's behaviour). Over max_connections_per_ip a socket is always closed.
+ * kernel's backlog until one closes) or keeps accepting and closes the extra sockets at once
+ * (MLLP's behaviour). HTTP uses WAIT with refuse_slots: a few connections past the limit are
+ * still taken so that each is answered 503 and closed; only past those does the listener
+ * pause. Over max_connections_per_ip a socket is refused (closed, or answered by HTTP). Every
+ * refusal is counted (jn_listener_stats, and the channel's counters given as conf.refused) and
+ * logged at most once a minute per kind.
  *
  * TLS (issue 16): an accept-here listener given a server context (conf.tls, jn_tls.h) and an
  * accept_bev callback runs the handshake itself: the accepted socket is wrapped in an OpenSSL
@@ -40,8 +44,10 @@
 
 #include <event2/util.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "jn_err.h"
+#include "jn_net.h"
 #include "jn_opt.h"
 #include "jn_tls.h"
 
@@ -94,6 +100,13 @@ struct jn_listener_conf {
     void *arg;
     jn_listener_bev_fn accept_bev; /* instead of accept: hand over a bufferevent */
     struct jn_tls *tls;            /* borrowed server context, or NULL: plain TCP */
+    /* Counters to bump beside the listener's own on each refusal, indexed by
+     * JN_CONN_REFUSED_* (jn_net.h): the channel's n_conn_refused; NULL: none. */
+    uint64_t *refused;
+    /* Library-accepted listeners with JN_LISTENER_WAIT: connections past max_connections that
+     * are still taken, so the protocol can answer them (HTTP 503) before closing; the pause
+     * comes at max_connections + refuse_slots. 0: pause at max_connections. */
+    long long refuse_slots;
 };
 
 /* Binds and listens (enabled unless accept is NULL, when the library enables it). Returns the
@@ -106,18 +119,23 @@ struct evconnlistener *jn_listener_lev(const struct jn_listener *l);
 int jn_listener_port(const struct jn_listener *l);
 /* Effective max_connections. */
 long long jn_listener_max(const struct jn_listener *l);
+/* Connections it may count at once: max_connections plus refuse_slots. */
+long long jn_listener_cap(const struct jn_listener *l);
 
 /*
  * Library-accepted listeners: a connection was accepted. sa is its peer (NULL when not known
  * yet: only the total is checked then). Returns 0 with *conn set (a NULL ticket is valid), or
  * JN_EFULL when it is over a limit (refused: counted and logged; close it and do not call
  * jn_listener_closed), or JN_ENOMEM. With JN_LISTENER_WAIT the listener pauses when the total
- * reaches max_connections.
+ * reaches max_connections (+ refuse_slots). JN_ELIMIT: over max_connections but in one of the
+ * refuse_slots: counted (open and refused); answer the peer that it is refused, close it and
+ * call jn_listener_closed as for any connection.
  */
 int jn_listener_opened(struct jn_listener *l, const struct sockaddr *sa,
                        struct jn_listener_ip **conn);
 /* Adds the per-IP check to a connection counted with sa NULL; same returns. On JN_EFULL the
- * connection stays counted: close it and call jn_listener_closed(l, NULL). */
+ * connection stays counted: answer it if the protocol can, close it and call
+ * jn_listener_closed(l, NULL). */
 int jn_listener_opened_ip(struct jn_listener *l, const struct sockaddr *sa,
                           struct jn_listener_ip **conn);
 /* A counted connection closed (any listener kind); conn is its ticket (may be NULL). */

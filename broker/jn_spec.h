@@ -49,6 +49,7 @@ struct jn_core_conf {
     char *admin;       /* host:port, "off", or NULL: the default 127.0.0.1:8081 (optional) */
     char *admin_token; /* secret, or NULL */
     struct jn_tls_conf admin_tls; /* admin_tls: https for the admin listener (jn_tls.h) */
+    char *user;        /* run as this user after binding (jn_priv.h), or NULL */
 };
 
 struct jn_chan_common {
@@ -60,6 +61,7 @@ struct jn_chan_common {
     char *ordered_key; /* header name, with JN_ORDERED_KEY */
     struct jn_queue_limit_conf max_queued;
     int when_full;     /* enum jn_when_full */
+    struct jn_rate_conf rate_limit; /* IN */
 };
 
 struct jn_cfg_channel {

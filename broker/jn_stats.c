@@ -76,6 +76,11 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     out->unrouted = ch->n_unrouted;
     out->auth_failed = ch->n_auth_failed;
     out->auth_methods = ch->auth_methods;
+    out->rate_limited_on = ch->rate_per_s > 0;
+    out->rate_limited = ch->n_rate_limited;
+    out->listens = ch->listens;
+    out->conn_refused_max = ch->n_conn_refused[JN_CONN_REFUSED_MAX];
+    out->conn_refused_per_ip = ch->n_conn_refused[JN_CONN_REFUSED_PER_IP];
     out->delivered = ch->n_sent;
     out->retried = ch->n_retried;
     out->failed = ch->n_failed;

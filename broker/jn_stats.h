@@ -75,6 +75,11 @@ struct jn_channel_stats {
     const char *blocked;    /* IN: why flow control refuses its intake now, or NULL */
     const uint64_t *auth_failed; /* IN: JN_AUTH__COUNT refusals by method (borrowed) */
     unsigned auth_methods;  /* IN: the bits 1 << JN_AUTH_* it counts; 0: no auth */
+    int rate_limited_on;    /* IN: has a rate_limit */
+    uint64_t rate_limited;  /* IN: messages refused by it (also counted in refused) */
+    int listens;            /* IN: takes connections (HTTP, MLLP): conn_refused applies */
+    uint64_t conn_refused_max;    /* connections refused over max_connections */
+    uint64_t conn_refused_per_ip; /* over max_connections_per_ip */
 };
 
 struct jn_route_stats {

@@ -10,12 +10,16 @@
  * Hostile peers (modelled on nginx's worker_connections and client_header/body_timeout):
  * - max_connections: the engine's listener (jn_listener) binds the socket and evhttp accepts
  *   on it (evhttp_bind_listener: libevent 2.1 has no public call that hands evhttp an accepted
- *   socket). evhttp_set_bevcb tells us of every accept and we report it to the listener, which
- *   pauses accepting at the limit (JN_LISTENER_WAIT): further peers wait in the kernel's listen
- *   backlog until a connection closes. The listener also rests on EMFILE. A slot of a pool made
- *   at start holds each connection, so accepting one never allocates on our side and cannot
- *   fail half-way. net.max_connections_per_ip is checked at the hook below, where the
- *   connection's socket is known; a peer over it is disconnected before its first request.
+ *   socket). evhttp_set_bevcb tells us of every accept and we report it to the listener. Past
+ *   the limit HTTP_REFUSE_SLOTS more are still taken and marked: their first request is
+ *   answered 503 (junction's JSON error, Retry-After, Connection: close) and they close; past
+ *   those the listener pauses (JN_LISTENER_WAIT) and peers wait in the kernel's backlog. The
+ *   listener also rests on EMFILE. A slot of a pool made at start holds each connection, so
+ *   accepting one never allocates on our side and cannot fail half-way.
+ *   net.max_connections_per_ip is checked at the hook below, where the connection's socket is
+ *   known; a peer over it is answered 503 the same way.
+ * - rate_limit is the broker's (jn_rate.h): a message it refuses comes back as JN_ELIMIT and is
+ *   answered 429 with Retry-After.
  * - request_timeout: evhttp's timeout only closes connections that are *idle*; a slowloris that
  *   sends a byte a second never is. Each connection has a deadline timer, armed when it opens
  *   and again after each answer, cleared when a whole request has arrived: a peer that has not
@@ -56,6 +60,10 @@
 #include "jn_buf.h"
 #include "jn_mem.h"
 #include "jn_time.h"
+
+/* Connections past max_connections still taken, so each is answered 503 before it closes;
+ * past these the listener pauses and peers wait in the kernel's backlog. */
+#define HTTP_REFUSE_SLOTS 32
 
 static const char *const http_sign_schemes[] = {"standard-webhooks", NULL};
 
@@ -140,6 +148,8 @@ struct conn {
     struct event *ev;                /* the hook (once, active), then the request deadline */
     struct jn_listener_ip *ip;       /* the listener's per-IP ticket, once open */
     enum conn_state state;
+    const char *refuse;              /* over a connection limit: its first request gets a 503
+                                      * with this reason, then the connection closes */
 };
 
 struct http_in {
@@ -331,9 +341,18 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
     } else {
         /* Not taken: the sender's retry with the same webhook-id is no replay. */
         jn_auth_forget(p->in->auth, p->webhook_id);
-        evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", "1");
-        reply_error(p->in, p->req, 503, "Service Unavailable",
-                    err && err->msg[0] ? err->msg : jn_strerror(rc));
+        if (rc == JN_ELIMIT) {
+            /* The channel's rate_limit (jn_rate.h): 429, with when a token is due. */
+            char ra[24];
+            snprintf(ra, sizeof(ra), "%lld", p->in->ch->rate_retry_s);
+            evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", ra);
+            reply_error(p->in, p->req, 429, "Too Many Requests",
+                        err && err->msg[0] ? err->msg : jn_strerror(rc));
+        } else {
+            evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After", "1");
+            reply_error(p->in, p->req, 503, "Service Unavailable",
+                        err && err->msg[0] ? err->msg : jn_strerror(rc));
+        }
     }
     pending_free(p);
 }
@@ -373,6 +392,7 @@ static void conn_release(struct conn *c)
         *pp = c->next;
     }
     c->state = CONN_FREE;
+    c->refuse = NULL;
     c->bev = NULL;
     c->evcon = NULL;
     c->next = in->free;
@@ -474,10 +494,11 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
         if (getpeername(bufferevent_getfd(bev), (struct sockaddr *)&ss, &sl) == 0 &&
-            jn_listener_opened_ip(in->lst, (struct sockaddr *)&ss, &c->ip) != 0) {
-            /* Over max_connections_per_ip (logged by the listener): calls conn_closed. */
-            evhttp_connection_free(c->evcon);
-            return;
+            jn_listener_opened_ip(in->lst, (struct sockaddr *)&ss, &c->ip) == JN_EFULL) {
+            /* Over max_connections_per_ip (counted and logged by the listener): its request
+             * is answered 503 and the connection closed (handle()). */
+            c->refuse = "too many connections from your address (max_connections_per_ip); "
+                        "try again later";
         }
     }
     event_add(c->ev, &in->deadline);
@@ -491,13 +512,18 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
                                       : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     struct conn *c = in->free;
     struct jn_listener_ip *ip;
+    int rc;
 
-    if (bev == NULL || c == NULL || jn_listener_opened(in->lst, NULL, &ip) != 0) {
+    if (bev == NULL || c == NULL || ((rc = jn_listener_opened(in->lst, NULL, &ip)) != 0 &&
+                                     rc != JN_ELIMIT)) {
         /* Out of libevent memory (evhttp then drops the connection), or a slot missing, which
-         * the listener's pause at max_connections rules out; such a connection is answered
-         * 503 by handle(). */
+         * the listener's pause at max_connections + refuse slots rules out; such a connection
+         * is answered 503 by handle(). */
         return bev;
     }
+    /* Past max_connections, in a refuse slot: answered 503 and closed (handle()). */
+    c->refuse = rc == JN_ELIMIT ? "too many connections (max_connections); try again later"
+                                : NULL;
     in->free = c->next;
     c->next = NULL;
     c->bev = bev;
@@ -553,6 +579,13 @@ static void reply_busy(struct http_in *in, struct evhttp_request *req, const cha
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
     reply_error(in, req, 503, "Service Unavailable", why);
+}
+
+/* Over max_connections or max_connections_per_ip: 503, then close. */
+static void reply_refused(struct http_in *in, struct evhttp_request *req, const char *why)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    reply_busy(in, req, why);
 }
 
 /* A 503 after auth accepted the request: an hmac webhook-id is forgotten again. */
@@ -653,6 +686,10 @@ static void handle(struct evhttp_request *req, void *arg)
         reply_busy(in, req, "too many connections");
         return;
     }
+    if (conn->refuse != NULL) {
+        reply_refused(in, req, conn->refuse);
+        return;
+    }
     /* The request is complete: no deadline while we answer; answered() sets the next one. */
     event_del(conn->ev);
     evhttp_request_set_on_complete_cb(req, answered, conn);
@@ -739,7 +776,7 @@ static int http_init(struct jn_channel *ch, struct jn_err *err)
 /* The connection pool and its events; on failure destroy() frees what was made. */
 static int pool_new(struct http_in *in, struct jn_err *err)
 {
-    size_t n = (size_t)jn_listener_max(in->lst), nb = 16;
+    size_t n = (size_t)jn_listener_cap(in->lst), nb = 16;
 
     while (nb < n) {
         nb <<= 1;
@@ -809,7 +846,8 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
 {
     const struct http_conf *c = ch->conf;
     struct jn_listener_conf lc = {c->listen, ch->log_prefix, &c->net, c->max_connections,
-                                  JN_LISTENER_WAIT, NULL, NULL, NULL, NULL};
+                                  JN_LISTENER_WAIT, NULL, NULL, NULL, NULL,
+                                  ch->n_conn_refused, HTTP_REFUSE_SLOTS};
     struct http_in *in = ch->state;
     struct jn_listener *lst;
     struct rlimit rl;
@@ -838,6 +876,7 @@ static int http_start(struct jn_channel *ch, struct jn_err *err)
     if (lst == NULL) {
         return err->code;
     }
+    ch->listens = 1;
     rc = jn_http__in_start_on(ch, lst, err);
     if (rc != 0) {
         return rc;

@@ -319,7 +319,8 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
     struct mllp_in *in = ch->state;
     /* Bind, TCP_NODELAY (an ACK leaves at once), limits and the EMFILE pause: jn_listener. */
     struct jn_listener_conf lc = {in->conf->listen, ch->log_prefix, &in->conf->net,
-                                  in->conf->max_connections, 0, NULL, in, accept_cb, NULL};
+                                  in->conf->max_connections, 0, NULL, in, accept_cb, NULL,
+                                  ch->n_conn_refused, 0};
     char what[300];
 
     if (jn_mllp__dup_load(in, err) != 0) {
@@ -337,6 +338,7 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
     if (in->lst == NULL) {
         return err->code;
     }
+    ch->listens = 1;
     if (in->conf->ack == ACK_DELIVERED) {
         jn_ch_info(ch, "listening on mllp%s://%s (ack: delivered, delivered_timeout: %lld ms, "
                    "duplicate_window: %lld ms)", in->tls ? "+tls" : "", in->conf->listen,

@@ -57,10 +57,13 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"run", "[-c FILE]", "start the broker",
+    {"run", "[-c FILE] [--user NAME] [--allow-root]", "start the broker",
      "Starts the broker and runs until SIGTERM or SIGINT. Then intake stops (new requests get\n"
      "503), sends in flight get up to shutdown_timeout, and queued messages stay in the\n"
-     "journal for the next start. Exit 1 when the config does not load."},
+     "journal for the next start. Exit 1 when the config does not load.\n"
+     "--user NAME (or junction.user): started as root, become NAME once the listeners are\n"
+     "bound and the journal is open. As root without a user junction refuses to start (exit\n"
+     "2) unless given --allow-root."},
     {"check", "[-c FILE]", "validate a config; exit 0, or print file:line:col errors\nand exit 1",
      "Loads the config as run would, without starting anything: exit 0 with a summary, or\n"
      "every error at file:line:col and exit 1."},
@@ -326,7 +329,7 @@ static int cmd_check(const char *path)
     return 0;
 }
 
-static int cmd_run(const char *path)
+static int cmd_run(const char *path, const char *user, int allow_root)
 {
     struct jn_err err;
     struct jn_broker *b;
@@ -338,6 +341,15 @@ static int cmd_run(const char *path)
 
     if (c == NULL) {
         return 1;
+    }
+    if (user == NULL) {
+        user = c->core.user;
+    }
+    if (user == NULL && geteuid() == 0 && !allow_root) {
+        fprintf(stderr, "junction: refusing to run as root: give --user NAME (or junction.user) "
+                "to run as a service user once the listeners are bound, or --allow-root\n");
+        jn_config_free(c);
+        return 2;
     }
     jn_log_level = c->core.log_level;
     jn_log_setup((enum jn_log_format)c->core.log_format);
@@ -363,6 +375,7 @@ static int cmd_run(const char *path)
             return 1;
         }
     }
+    jn_broker_set_user(b, user);
     rc = jn_broker_run(b);
     jn_admin_free(admin);
     jn_broker_free(b);
@@ -760,10 +773,10 @@ static int cmd_help_of(const struct command *help, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    const char *config = NULL, *type = NULL, *since = NULL, *until = NULL;
+    const char *config = NULL, *type = NULL, *since = NULL, *until = NULL, *user = NULL;
     const struct command *cmd;
     char *args[4];
-    int nargs = 0, all = 0, tool;
+    int nargs = 0, all = 0, tool, allow_root = 0;
     int markdown = 0;
 
     if (argc < 2) {
@@ -797,6 +810,11 @@ int main(int argc, char **argv)
             config = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             return cmd_help(cmd);
+        } else if (strcmp(cmd->name, "run") == 0 && strcmp(argv[i], "--user") == 0 &&
+                   i + 1 < argc) {
+            user = argv[++i];
+        } else if (strcmp(cmd->name, "run") == 0 && strcmp(argv[i], "--allow-root") == 0) {
+            allow_root = 1;
         } else if (strcmp(cmd->name, "describe") == 0 && strcmp(argv[i], "--markdown") == 0) {
             markdown = 1;
         } else if (strcmp(cmd->name, "describe") == 0 && argv[i][0] != '-' && type == NULL) {
@@ -814,7 +832,7 @@ int main(int argc, char **argv)
         }
     }
     if (strcmp(cmd->name, "run") == 0) {
-        return cmd_run(config);
+        return cmd_run(config, user, allow_root);
     }
     if (strcmp(cmd->name, "check") == 0) {
         return cmd_check(config);

@@ -15,6 +15,7 @@
 #include "jn_cond.h"
 #include "jn_mem.h"
 #include "jn_net.h"
+#include "jn_rate.h"
 #include "jn_router.h"
 
 static const char *const directions[] = {"in", "out", NULL};
@@ -74,6 +75,11 @@ const struct jn_opt jn_chan_common_opts[] = {
                 "their protocol (HTTP 503, MLLP AE, ...) until it has room; reject: messages "
                 "are taken and, for this destination, dead-lettered at once; drop-oldest: "
                 "taken and queued, and the oldest queued message is dead-lettered."),
+    JN_OPT_SUB("rate_limit", jn_rate_opts, struct jn_rate_conf, JN_OPT_IN, struct jn_chan_common,
+               rate_limit,
+               "Token bucket on intake: past it messages are refused on the channel's protocol "
+               "(HTTP 429 with Retry-After, MLLP AE, ...) and counted "
+               "(docs/security.md#limits)."),
     JN_OPT_END,
 };
 
@@ -139,6 +145,10 @@ const struct jn_opt jn_core_opts[] = {
     JN_OPT_SUB("admin_tls", jn_tls_opts, struct jn_tls_conf, 0, struct jn_core_conf, admin_tls,
                "The admin listener over https (docs/security.md): cert and key, and "
                "verify_peer: true to require client certificates."),
+    JN_OPT_STR("user", NULL, 0, struct jn_core_conf, user,
+               "Started as root, run as this user once the listeners are bound and the journal "
+               "is open (setgid, initgroups, setuid; junction run --user wins). Unset: junction "
+               "run refuses to run as root unless given --allow-root (docs/security.md)."),
     JN_OPT_END,
 };
 

@@ -470,7 +470,9 @@ class Broker:
         self.runs.append(r)
         self.log_f = open(r.logpath, "ab")
         r.started = time.monotonic()
-        r.proc = subprocess.Popen([self.bin, "run", "-c", self.cfg], cwd=self.dir,
+        # As root (containers) junction run wants --allow-root (docs/security.md).
+        root = ["--allow-root"] if os.geteuid() == 0 else []
+        r.proc = subprocess.Popen([self.bin, "run"] + root + ["-c", self.cfg], cwd=self.dir,
                                   stdout=self.log_f, stderr=subprocess.STDOUT, env=self.env)
         for p in self.wait_ports:
             if not wait_until(lambda: port_open(p) or r.proc.poll() is not None, timeout):

@@ -109,7 +109,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static char listen[] = "127.0.0.1:0", path[] = "/ingest", name[] = "in";
     struct jn_listener_conf lc = {listen, "http.in", &conf.net, 4, JN_LISTENER_WAIT, NULL, NULL,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_listener *lst = NULL;
     struct jn_err err;
 

@@ -26,7 +26,8 @@ t.eq(err.splitlines(), ["junction: unknown command 'frobnicate'", HINT],
 
 code, out, err = run_junction(["help", "run"])
 t.eq(code, 0, "help run exits 0 (stderr: %r)" % err)
-t.check(out.startswith("usage: junction run [-c FILE]\n"), "help run starts with run's usage: %r"
+t.check(out.startswith("usage: junction run [-c FILE] [--user NAME] [--allow-root]\n"),
+        "help run starts with run's usage: %r"
         % out[:200])
 t.check("describe" not in out and "dlq" not in out, "help run shows only run: %r" % out)
 code2, out2, _ = run_junction(["run", "--help"])

@@ -107,7 +107,7 @@ static void test_max_connections(struct event_base *base)
     struct jn_net_conf net = {0, 0, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.max", &net, 2, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -169,7 +169,7 @@ static void test_per_ip(struct event_base *base)
     struct jn_net_conf net = {0, 1, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.ip", &net, 10, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -221,7 +221,7 @@ static void test_emfile(struct event_base *base)
     struct jn_net_conf net = {0, 0, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.emfile", &net, 10, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -273,7 +273,7 @@ static void test_wait_mode(struct event_base *base)
 {
     struct jn_net_conf net = {0, 1, 16, 100, 1000};
     struct jn_listener_conf lc = {"127.0.0.1:0", "test.wait", &net, 2, JN_LISTENER_WAIT, NULL,
-                                  NULL, NULL, NULL};
+                                  NULL, NULL, NULL, NULL, 0};
     struct jn_listener_stats st;
     struct jn_err err = {0};
     struct jn_listener *l = jn_listener_new(base, &lc, &err);
@@ -316,12 +316,69 @@ static void test_wait_mode(struct event_base *base)
     jn_listener_free(l);
 }
 
+/* WAIT with refuse_slots (HTTP): past max_connections a few are still taken, returned as
+ * JN_ELIMIT (counted open and refused, into conf.refused too) so the protocol can answer them;
+ * the pause comes at max + slots and lifts below it. */
+static void test_refuse_slots(struct event_base *base)
+{
+    struct jn_net_conf net = {0, 1, 16, 100, 1000};
+    uint64_t refused[JN_CONN_REFUSED__COUNT] = {0};
+    struct jn_listener_conf lc = {"127.0.0.1:0", "test.slots", &net, 2, JN_LISTENER_WAIT, NULL,
+                                  NULL, NULL, NULL, refused, 2};
+    struct jn_listener_stats st;
+    struct jn_err err = {0};
+    struct jn_listener *l = jn_listener_new(base, &lc, &err);
+    struct jn_listener_ip *c[5];
+    struct sockaddr_in a;
+
+    CHECK(l != NULL);
+    if (l == NULL) {
+        return;
+    }
+    CHECK_INT(jn_listener_max(l), 2);
+    CHECK_INT(jn_listener_cap(l), 4);
+    CHECK_INT(jn_listener_opened(l, NULL, &c[0]), 0);
+    CHECK_INT(jn_listener_opened(l, NULL, &c[1]), 0);
+    jn_listener_stats(l, &st);
+    CHECK(!st.paused);
+    CHECK_INT(jn_listener_opened(l, NULL, &c[2]), JN_ELIMIT);
+    CHECK(c[2] == NULL);
+    jn_listener_stats(l, &st);
+    CHECK(!st.paused);
+    CHECK_INT(jn_listener_opened(l, NULL, &c[3]), JN_ELIMIT);
+    jn_listener_stats(l, &st);
+    CHECK(st.paused);
+    CHECK_INT(st.open, 4);
+    CHECK_INT(st.refused_max, 2);
+    CHECK_INT(refused[JN_CONN_REFUSED_MAX], 2);
+    /* Library accepts may still report one after the pause: refused outright. */
+    CHECK_INT(jn_listener_opened(l, NULL, &c[4]), JN_EFULL);
+    CHECK_INT(refused[JN_CONN_REFUSED_MAX], 3);
+    jn_listener_closed(l, NULL);
+    jn_listener_stats(l, &st);
+    CHECK(!st.paused);
+    /* The per-IP refusal lands in the channel's counter too. */
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "10.0.0.9", &a.sin_addr);
+    CHECK_INT(jn_listener_opened_ip(l, (struct sockaddr *)&a, &c[0]), 0);
+    CHECK_INT(jn_listener_opened_ip(l, (struct sockaddr *)&a, &c[1]), JN_EFULL);
+    CHECK_INT(refused[JN_CONN_REFUSED_PER_IP], 1);
+    jn_listener_closed(l, c[0]);
+    jn_listener_closed(l, NULL);
+    jn_listener_closed(l, NULL);
+    jn_listener_stats(l, &st);
+    CHECK_INT(st.open, 0);
+    evconnlistener_free(jn_listener_lev(l));
+    jn_listener_free(l);
+}
+
 static void test_bad_address(struct event_base *base)
 {
     struct jn_net_conf net = {0, 0, 16, 100, 1000};
     struct tstate s = {0};
     struct jn_listener_conf lc = {"nonsense", "test.bad", &net, 2, 0, t_accept, &s,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL, 0};
     struct jn_err err = {0};
 
     CHECK(jn_listener_new(base, &lc, &err) == NULL);
@@ -347,6 +404,7 @@ int main(void)
     test_per_ip(base);
     test_emfile(base);
     test_wait_mode(base);
+    test_refuse_slots(base);
     test_bad_address(base);
     event_base_free(base);
     TEST_MAIN_END();

@@ -61,7 +61,7 @@ routes:
 EOF
 "$BUILD/jn-sink" --listen "127.0.0.1:$SINKP" >/dev/null &
 SPID=$!
-"$BUILD/junction" run -c "$WORK/junction.yaml" >"$WORK/junction.log" 2>&1 &
+"$BUILD/junction" run $( [ "$(id -u)" = 0 ] && echo --allow-root ) -c "$WORK/junction.yaml" >"$WORK/junction.log" 2>&1 &
 JPID=$!
 "$BUILD/jn-bench" --mode wait --url "http://127.0.0.1:$IN/ingest" --duration 20 >/dev/null
 "$BUILD/jn-bench" --mode http --url "http://127.0.0.1:$IN/ingest" --conns "$CONNS" \

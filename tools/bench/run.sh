@@ -169,7 +169,7 @@ start_junction() {
     sj_url=$2
     shift 2
     sj_t0=$(date +%s%N)
-    "$BIN" run -c "$CONFIGS/$sj_cfg" >>"$sj_log" 2>&1 &
+    "$BIN" run $( [ "$(id -u)" = 0 ] && echo --allow-root ) -c "$CONFIGS/$sj_cfg" >>"$sj_log" 2>&1 &
     JPID=$!
     if ! sj_w=$(timeout 120 "$BENCH" --mode wait --url "$sj_url" --duration 100 --t0 "$sj_t0" \
         --json "$@"); then
@@ -514,7 +514,7 @@ scenario_kafka() {
         JN_BENCH_GROUP=jn-bench-$STAMP-$kf_rep
         export JN_BENCH_KAFKA JN_BENCH_GROUP
         kf_t0=$(date +%s%N)
-        "$BIN" run -c "$CONFIGS/kafka-file.yaml" >>"$OUT/junction-kafka-file.log" 2>&1 &
+        "$BIN" run $( [ "$(id -u)" = 0 ] && echo --allow-root ) -c "$CONFIGS/kafka-file.yaml" >>"$OUT/junction-kafka-file.log" 2>&1 &
         JPID=$!
         if [ "$kf_rep" = 1 ]; then
             perf_start kafka

@@ -76,7 +76,8 @@ def main():
     env = dict(os.environ, JN_BENCH_DIR=d, JN_BENCH_PORT=str(port))
     cfg = os.path.join(root, "tools", "bench", "configs", "ws-file.yaml")
     log = open(os.path.join(d, "junction.log"), "wb")
-    j = subprocess.Popen([a.junction, "run", "-c", cfg], env=env, stdout=log,
+    j = subprocess.Popen([a.junction, "run"] + (["--allow-root"] if os.geteuid() == 0 else [])
+                         + ["-c", cfg], env=env, stdout=log,
                          stderr=subprocess.STDOUT)
     try:
         for _ in range(200):
