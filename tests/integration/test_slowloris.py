@@ -8,9 +8,9 @@ it live for ever).
 
 Phase 2 (a second IN channel with max_connections 20): a keep-alive client holds a connection,
 then 100 slow connections arrive. junction must hold at most 20 connections at once (counted
-in /proc/<pid>/fd), the rest wait in the listen backlog; the keep-alive client keeps getting
-202s quickly; a new curl waits for a free slot and is then served; every slow connection is
-eventually cut. Then junction stops (SIGTERM, exit 0) with 30 slow connections open. Bounded
+in /proc/<pid>/fd) plus up to 32 being answered 503 past the limit, the rest wait in the listen
+backlog; the keep-alive client keeps getting 202s quickly; a new curl is answered at once (202,
+or 503 with the limit); every slow connection is eventually cut. Then junction stops (SIGTERM, exit 0) with 30 slow connections open. Bounded
 (about 30 s), cleans up.
 """
 import http.client
@@ -228,7 +228,10 @@ try:
     keep.close()
     print("phase 2: junction held at most %d new connections at once (limit 20, 1 kept by the "
           "keep-alive client)" % peak)
-    t.check(peak <= 19, "at most max_connections open at once (peak %d new + 1)" % peak)
+    # Past the limit a connection is answered 503 and closed (jn_listener's refuse slots: up to
+    # 32 at once being answered), so the count goes over 20 only by those being refused.
+    t.check(peak <= 19 + 32, "at most max_connections open at once, plus those being refused "
+            "(peak %d new + 1)" % peak)
     t.check(peak >= 10, "the limit was actually reached (peak %d)" % peak)
     t.eq(ka_ok, len(ka_lat), "every keep-alive POST during the flood answers 202")
     if ka_lat:
@@ -239,7 +242,9 @@ try:
     nc.join(35)
     status, dt = newcomer.get("result", (0, 0.0))
     print("phase 2: a new client that arrived during the flood got %d after %.2f s" % (status, dt))
-    t.eq(status, 202, "a new client waits for a free slot and is then served")
+    t.check(status in (202, 503) and dt < 5.0,
+            "a new client during the flood is answered at once: served, or 503 past the limit "
+            "(%d after %.2f s)" % (status, dt))
     accepted += status == 202
     t.check(trick2.all_closed(), "all 100 slow connections are eventually cut (%d)"
             % len(trick2.closed))
