@@ -265,7 +265,8 @@ static void conn_close(struct ml_conn *c, int will)
     bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
-/* Encodes p and queues it. 0, or -1 (the connection is closing). */
+/* Encodes p and queues it. 0, or -1: the connection is closing, and outside conn_read it
+ * may have been freed (do not touch c then). */
 static int conn_send(struct ml_conn *c, const struct jn_mqtt_packet *p)
 {
     struct ml *ml = c->ml;
@@ -496,7 +497,9 @@ static void pub_accepted(void *arg, int rc, const struct jn_msg *msg, const stru
             if (c->version == JN_MQTT_V5) {
                 jn_mqtt_packet_init(&d, JN_MQTT_DISCONNECT, JN_MQTT_V5);
                 d.reason_code = 0x89; /* Server busy */
-                (void)conn_send(c, &d);
+                if (conn_send(c, &d) != 0) {
+                    return; /* closed (and maybe freed) already */
+                }
             }
             conn_close(c, 0);
         }
@@ -641,7 +644,9 @@ static void take_over(struct ml_conn *c)
             if (o->version == JN_MQTT_V5) {
                 jn_mqtt_packet_init(&d, JN_MQTT_DISCONNECT, JN_MQTT_V5);
                 d.reason_code = 0x8E; /* Session taken over */
-                (void)conn_send(o, &d);
+                if (conn_send(o, &d) != 0) {
+                    return; /* closed (and maybe freed) already */
+                }
             }
             conn_close(o, 1);
             return;

@@ -9,7 +9,9 @@
    CONNACK 1; QoS 2 PUBLISH -> PUBREC, resent with DUP -> PUBREC again and stored once, PUBREL
    -> PUBCOMP; SUBSCRIBE -> SUBACK 0x80; PINGREQ -> PINGRESP; a topic outside allowed_topics
    gets PUBACK 0x87 (MQTT 5) and is not stored; keep-alive 1 s closes a silent connection after
-   about 1.5 s; a will is ingested when the connection drops without DISCONNECT.
+   about 1.5 s; a will is ingested when the connection drops without DISCONNECT; a packet over
+   max_packet_size gets DISCONNECT 0x95; the same client id again takes over (0x8E);
+   max_connections 1 closes the second connection.
 5. junction check: url and listen together, or listen with topics, are refused."""
 import os
 import subprocess
@@ -51,7 +53,7 @@ def pub(port, topic, body, qos=1, version="mqttv311", extra=()):
 
 
 def main():
-    port, aport, flood_port = free_port(), free_port(), free_port()
+    port, aport, flood_port, lport = free_port(), free_port(), free_port(), free_port()
     hook = Receiver([200]).start()
     cleanups.append(hook.stop)
     h = subprocess.run(["openssl", "passwd", "-6", "s3cret"], capture_output=True,
@@ -67,6 +69,12 @@ channels:
     direction: in
     listen: 127.0.0.1:%(port)d
     allowed_topics: ["%(pre)s/#", "wills/+"]
+    max_packet_size: 1KiB
+  limited:
+    type: mqtt
+    direction: in
+    listen: 127.0.0.1:%(lport)d
+    max_connections: 1
   secured:
     type: mqtt
     direction: in
@@ -98,9 +106,9 @@ routes:
   to-files: { from: [devices, secured], to: [files] }
   to-hooks: { from: [devices, secured], to: [hooks] }
   to-ffiles: { from: [flood], to: [ffiles] }
-""" % {"port": port, "aport": aport, "fport": flood_port, "pre": pre, "hash": h,
+""" % {"port": port, "aport": aport, "fport": flood_port, "lport": lport, "pre": pre, "hash": h,
        "hport": hook.port}
-    j = Junction(cfg, wait_ports=(port, aport, flood_port))
+    j = Junction(cfg, wait_ports=(port, aport, flood_port, lport))
     cleanups.append(j.cleanup)
     t.on_fail.append(lambda: print("---- junction log (tail) ----\n%s" %
                                    "\n".join(j.log().splitlines()[-80:])))
@@ -224,6 +232,39 @@ routes:
             "a topic outside allowed_topics: PUBACK 0x87 (%r)" % (a,))
     c.send(mr.DISCONNECT)
     c.close()
+
+    c = mr.Client(port)
+    c.send(mr.connect("raw-big", 5))
+    a = c.read()
+    c.send(mr.publish(pre + "/big", b"z" * 2000, qos=1, pid=4, version=5))
+    a = c.read()
+    t.check(a is not None and a[0] == 14 and a[2][:1] == b"\x95",
+            "a packet over max_packet_size: DISCONNECT 0x95 (%r)" % (a,))
+    t.check(c.closed(5), "and closed")
+    c.close()
+
+    c1 = mr.Client(port)
+    c1.send(mr.connect("raw-twice", 5))
+    c1.read()
+    c2 = mr.Client(port)
+    c2.send(mr.connect("raw-twice", 5))
+    a = c2.read()
+    t.check(a is not None and a[0] == 2 and a[2][:2] == b"\x00\x00", "the same client id again: "
+            "CONNACK 0")
+    a = c1.read()
+    t.check(a is not None and a[0] == 14 and a[2][:1] == b"\x8e",
+            "the first connection gets DISCONNECT 0x8E Session taken over (%r)" % (a,))
+    t.check(c1.closed(5), "and is closed")
+    c1.close()
+    c2.close()
+
+    l1 = mr.Client(lport)
+    l1.send(mr.connect("lim-1", 4))
+    t.eq(l1.read(), (2, 0, b"\x00\x00"), "max_connections 1: the first connects")
+    l2 = mr.Client(lport)
+    t.check(l2.closed(5), "the second is closed at accept")
+    l1.close()
+    l2.close()
 
     c = mr.Client(port)
     c.send(mr.connect("raw-ka", 4, keepalive=1))
