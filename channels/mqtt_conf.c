@@ -81,7 +81,8 @@ static const struct jn_opt mqtt_opts[] = {
                     "MQTT keep-alive (whole seconds); a silent broker is found dead after "
                     "about 1.5 times this."),
     JN_OPT_DURATION("connect_timeout", "10s", 1000, 3600000LL, 0, struct mqtt_conf,
-                    connect_timeout, "Time allowed for TCP, TLS and CONNACK (whole seconds)."),
+                    connect_timeout, "Time allowed for TCP, TLS and CONNACK (whole seconds); "
+                    "listen: for a device's CONNECT after its TCP (and TLS) connection."),
     JN_OPT_DURATION("reconnect_backoff", "500ms", 10, 3600000LL, 0, struct mqtt_conf,
                     reconnect_min,
                     "First wait before reconnecting; doubles per failure, with jitter."),
@@ -186,7 +187,9 @@ static int listen_check(const struct mqtt_conf *c, const struct jn_node *node,
 {
     static const char *const url_keys[] = {"topics", "client_id", "username", "password",
                                            "ca_file", "cert_file", "key_file", "key_password",
-                                           "clean_session", "session_expiry", "qos", NULL};
+                                           "clean_session", "session_expiry", "qos",
+                                           "verify", "keepalive", "reconnect_backoff",
+                                           "reconnect_max_backoff", "protocol_version", NULL};
     struct sockaddr_storage ss;
     int sl = sizeof(ss), port, errors = 0;
     char host[256];
