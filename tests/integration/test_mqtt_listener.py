@@ -11,7 +11,8 @@
    gets PUBACK 0x87 (MQTT 5) and is not stored; keep-alive 1 s closes a silent connection after
    about 1.5 s; a will is ingested when the connection drops without DISCONNECT; a packet over
    max_packet_size gets DISCONNECT 0x95; the same client id again takes over (0x8E);
-   max_connections 1 closes the second connection.
+   max_connections 1 closes the second connection; 100 random byte strings (before and after
+   CONNECT) each close their connection and junction stays up.
 5. junction check: url and listen together, or listen with topics, are refused."""
 import os
 import subprocess
@@ -70,6 +71,7 @@ channels:
     listen: 127.0.0.1:%(port)d
     allowed_topics: ["%(pre)s/#", "wills/+"]
     max_packet_size: 1KiB
+    connect_timeout: 2s
   limited:
     type: mqtt
     direction: in
@@ -294,6 +296,24 @@ routes:
     t.check(bodies_in(outdir).get(b"raw not gone") is None and
             bodies_in(outdir).get(b"raw not allowed") is None,
             "no will after DISCONNECT; nothing stored for the refused topic")
+    # random bytes, before and after CONNECT: every connection closes, junction stays up
+    import random
+    rng = random.Random(18)
+    closed = 0
+    for i in range(100):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+        c = mr.Client(port)
+        if i % 2:
+            c.send(mr.connect("junk-%d" % i, 4 + (i % 4 == 1), keepalive=1))
+            c.read()
+        try:
+            c.send(junk if i % 3 else b"\x30" + junk)
+            closed += c.closed(4)  # a bad packet at once; a partial one by the timeouts
+        except OSError:
+            closed += 1
+        c.close()
+    t.eq(closed, 100, "random bytes close the connection, at the latest by connect_timeout "
+         "(2 s) or 1.5 x keep-alive (1 s)")
     t.check(j.alive(), "junction is still up")
 
     # ---- 5. config checks ----
