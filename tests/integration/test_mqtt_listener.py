@@ -13,6 +13,7 @@
    max_packet_size gets DISCONNECT 0x95; the same client id again takes over (0x8E);
    max_connections 1 closes the second connection; 100 random byte strings (before and after
    CONNECT) each close their connection and junction stays up.
+   TLS (the tls: block) with auth mtls: the allowed certificate publishes, another is refused.
 5. junction check: url and listen together, or listen with topics, are refused."""
 import os
 import subprocess
@@ -20,8 +21,12 @@ import threading
 import time
 import uuid
 
+import shutil
+import tempfile
+
 import mqttraw as mr
 from jnt import Checks, Junction, Receiver, free_port, run_junction, wait_until
+from tlst import Pki
 
 t = Checks("mqtt_listener")
 cleanups = []
@@ -55,6 +60,14 @@ def pub(port, topic, body, qos=1, version="mqttv311", extra=()):
 
 def main():
     port, aport, flood_port, lport = free_port(), free_port(), free_port(), free_port()
+    tport = free_port()
+    tmp = tempfile.mkdtemp(prefix="jn-mqttl-")
+    cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    pki = Pki(tmp)
+    ca = pki.ca("ca", "MQTT CA")
+    srv, srv_key = pki.cert("server", "ca", "localhost", san="DNS:localhost,IP:127.0.0.1")
+    cli, cli_key = pki.cert("client", "ca", "device7", client=True)
+    intr, intr_key = pki.cert("intruder", "ca", "intruder", client=True)
     hook = Receiver([200]).start()
     cleanups.append(hook.stop)
     h = subprocess.run(["openssl", "passwd", "-6", "s3cret"], capture_output=True,
@@ -72,6 +85,13 @@ channels:
     allowed_topics: ["%(pre)s/#", "wills/+"]
     max_packet_size: 1KiB
     connect_timeout: 2s
+  tlsdev:
+    type: mqtt
+    direction: in
+    listen: 127.0.0.1:%(tport)d
+    tls: { cert: %(srv)s, key: %(srv_key)s, ca: %(ca)s, verify_peer: true }
+    auth:
+      - { type: mtls, allowed_peers: [device7] }
   limited:
     type: mqtt
     direction: in
@@ -105,12 +125,13 @@ channels:
     headers: { X-Topic: "{header.mqtt-topic}", X-Client: "{header.mqtt-client-id}",
                X-Will: "{header.mqtt-will}", X-User: "{header.auth-user}" }
 routes:
-  to-files: { from: [devices, secured], to: [files] }
-  to-hooks: { from: [devices, secured], to: [hooks] }
+  to-files: { from: [devices, secured, tlsdev], to: [files] }
+  to-hooks: { from: [devices, secured, tlsdev], to: [hooks] }
   to-ffiles: { from: [flood], to: [ffiles] }
-""" % {"port": port, "aport": aport, "fport": flood_port, "lport": lport, "pre": pre, "hash": h,
+""" % {"port": port, "aport": aport, "fport": flood_port, "lport": lport, "tport": tport, "srv": srv,
+       "srv_key": srv_key, "ca": ca, "pre": pre, "hash": h,
        "hport": hook.port}
-    j = Junction(cfg, wait_ports=(port, aport, flood_port, lport))
+    j = Junction(cfg, wait_ports=(port, aport, flood_port, lport, tport))
     cleanups.append(j.cleanup)
     t.on_fail.append(lambda: print("---- junction log (tail) ----\n%s" %
                                    "\n".join(j.log().splitlines()[-80:])))
@@ -193,6 +214,24 @@ routes:
                                    for x in list(hook.requests)), 10),
             "its message arrives with auth-user dev1")
     t.check("login refused (auth basic)" in j.log(), "the refusal is logged")
+
+    # ---- TLS with client certificates (auth mtls) ----
+    p = pub(tport, "t/1", b"over tls", 1, "mqttv5",
+            ["-h", "localhost", "--cafile", ca, "--cert", cli, "--key", cli_key])
+    t.eq(p.returncode, 0, "TLS with the allowed client certificate publishes (%r)" %
+         p.stderr[-300:])
+    t.check(wait_until(lambda: any(x["body"] == b"over tls" and
+                                   "CN=device7" in (x["headers"].get("x-user") or "")
+                                   for x in list(hook.requests)), 10),
+            "its message arrives with auth-user naming device7 (%r)" %
+            [x["headers"].get("x-user") for x in list(hook.requests)
+             if x["body"] == b"over tls"])
+    p = pub(tport, "t/1", b"intruder tls", 1, "mqttv5",
+            ["-h", "localhost", "--cafile", ca, "--cert", intr, "--key", intr_key])
+    t.check(p.returncode != 0, "a verified certificate not in allowed_peers is refused (%r)" %
+            p.stderr[-300:])
+    p = pub(tport, "t/1", b"no cert", 1, "mqttv5", ["-h", "localhost", "--cafile", ca])
+    t.check(p.returncode != 0, "TLS without a client certificate fails")
 
     # ---- 4. raw packets ----
     c = mr.Client(port)
