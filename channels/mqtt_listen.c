@@ -981,7 +981,7 @@ static int ml_start(struct jn_channel *ch, struct jn_err *err)
     struct ml *ml = ch->state;
     const struct mqtt_conf *c = ml->conf;
     struct jn_listener_conf lc = {c->listen, ch->log_prefix, &c->net, c->max_connections, 0,
-                                  NULL, ml, accept_cb, NULL};
+                                  NULL, ml, accept_cb, NULL, ch->n_conn_refused, 0};
     char what[300];
 
     if (jn_tls_on(&c->tls)) {
@@ -1006,6 +1006,7 @@ static int ml_start(struct jn_channel *ch, struct jn_err *err)
     if (ml->lst == NULL) {
         return err->code;
     }
+    ch->listens = 1;
     jn_ch_info(ch, "listening on mqtt%s://%s (MQTT 5 and 3.1.1, %s, receive_maximum %lld)",
                ml->tls ? "s" : "", c->listen, ml->auth ? "auth on" : "anyone may connect",
                c->receive_max);
