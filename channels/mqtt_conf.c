@@ -2,7 +2,8 @@
  * mqtt: the channel type (subscribe to topic filters on an outside MQTT broker IN, with
  * junction's own client on channels/mqtt_proto over MQTT 5 or 3.1.1; publish to it OUT, with
  * paho-mqtt-c's MQTTAsync client over MQTT 3.1.1): its option table, the cross-field check (url
- * scheme, TLS options, topic filters, the topic template) and the def. The sides are
+ * scheme, TLS options, topic filters, the topic template; url XOR listen for IN) and the def,
+ * which picks the IN side per instance: mqtt_in.c (url) or mqtt_listen.c (listen). The sides are
  * channels/mqtt_in.c and channels/mqtt_out.c (one file per direction, like kafka_*.c); OUT's
  * paho client is channels/mqtt_client.c.
  */
@@ -10,7 +11,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/util.h>
+#include <sys/socket.h>
+
+#include "jn_auth.h"
 #include "jn_channel.h"
+#include "jn_net.h"
 #include "mqtt_int.h"
 
 static const char *const proto_names[] = {"5", "3.1.1", NULL};
@@ -27,9 +33,33 @@ static int deprecated_ignored(const void *value, const struct jn_node *node, con
 }
 
 static const struct jn_opt mqtt_opts[] = {
-    JN_OPT_STR("url", NULL, JN_OPT_REQUIRED, struct mqtt_conf, url,
+    JN_OPT_STR("url", NULL, 0, struct mqtt_conf, url,
                "The broker: tcp://host:port or mqtt://host:port; ssl://host:port or "
-               "mqtts://host:port for TLS."),
+               "mqtts://host:port for TLS. IN takes either url (a client of that broker) or "
+               "listen (devices connect to junction); OUT needs url."),
+    JN_OPT_STR("listen", NULL, JN_OPT_IN, struct mqtt_conf, listen,
+               "IN as an MQTT server: ip:port to listen on ([::]:1883 for IPv6); devices "
+               "connect and publish, each QoS 1/2 message acknowledged after its commit "
+               "(docs/mqtt.md, The listener). Instead of url."),
+    JN_OPT_INT("max_connections", "10000", 1, 1000000, JN_OPT_IN, struct mqtt_conf,
+               max_connections, "listen: device connections at once; more are closed at "
+               "accept with a log line. net.max_connections, when set, is the same setting."),
+    JN_OPT_SUB("net", jn_net_opts, struct jn_net_conf, JN_OPT_IN, struct mqtt_conf, net,
+               "listen: options shared with the other listening channels (docs/channels.md)."),
+    JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, JN_OPT_IN, struct mqtt_conf, tls,
+               "listen: MQTT over TLS (docs/security.md): tls.cert and tls.key make the "
+               "listener TLS; tls.verify_peer: true requires client certificates. (As a "
+               "client, use an ssl:// url with ca_file, cert_file, key_file.)"),
+    JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct mqtt_conf,
+                   auth,
+                   "listen: who may connect (docs/security.md): type basic checks CONNECT's "
+                   "user name and password against users (crypt hashes), type mtls the "
+                   "client certificate; any one listed method suffices. Refused: CONNACK "
+                   "0x86 / 0x87 (3.1.1: 4 / 5). Empty: anyone may connect."),
+    JN_OPT_STRLIST("allowed_topics", NULL, JN_OPT_IN, struct mqtt_conf, allowed_topics,
+                   "listen: topic filters (+, #) a device may publish to; a PUBLISH to "
+                   "another topic is answered 0x87 (MQTT 5) or closes the connection (3.1.1), "
+                   "and is not stored. Empty: any topic."),
     JN_OPT_STR("client_id", "", 0, struct mqtt_conf, client_id,
                "MQTT client id; empty: junction-<channel name>. Keep it stable (IN: the broker "
                "keeps the session under it) and unique on the broker."),
@@ -51,7 +81,8 @@ static const struct jn_opt mqtt_opts[] = {
                     "MQTT keep-alive (whole seconds); a silent broker is found dead after "
                     "about 1.5 times this."),
     JN_OPT_DURATION("connect_timeout", "10s", 1000, 3600000LL, 0, struct mqtt_conf,
-                    connect_timeout, "Time allowed for TCP, TLS and CONNACK (whole seconds)."),
+                    connect_timeout, "Time allowed for TCP, TLS and CONNACK (whole seconds); "
+                    "listen: for a device's CONNECT after its TCP (and TLS) connection."),
     JN_OPT_DURATION("reconnect_backoff", "500ms", 10, 3600000LL, 0, struct mqtt_conf,
                     reconnect_min,
                     "First wait before reconnecting; doubles per failure, with jitter."),
@@ -62,8 +93,9 @@ static const struct jn_opt mqtt_opts[] = {
                "the lower of this and its publisher's QoS). OUT: the QoS of each PUBLISH; "
                "delivered means PUBACK (1), PUBCOMP (2), or written to the socket (0). "
                "docs/mqtt.md gives the guarantee of each."),
-    JN_OPT_STRLIST("topics", NULL, JN_OPT_IN | JN_OPT_REQUIRED, struct mqtt_conf, topics,
-                   "Topic filters to subscribe to (+ and # wildcards, $share/group/filter)."),
+    JN_OPT_STRLIST("topics", NULL, JN_OPT_IN, struct mqtt_conf, topics,
+                   "url: topic filters to subscribe to (+ and # wildcards, "
+                   "$share/group/filter); required with url."),
     JN_OPT_BOOL("clean_session", "false", JN_OPT_IN, struct mqtt_conf, clean_session,
                 "false: the broker keeps the subscription and queues QoS 1/2 messages while "
                 "junction is away; true: each connection starts empty."),
@@ -71,9 +103,10 @@ static const struct jn_opt mqtt_opts[] = {
                 "The MQTT version spoken to the broker: 5 (Receive Maximum, Session "
                 "Expiry, user properties and content type as headers) or 3.1.1."),
     JN_OPT_INT("receive_maximum", "1024", 1, 65535, JN_OPT_IN, struct mqtt_conf, receive_max,
-               "Messages the broker may have sent and junction not yet acknowledged (each "
-               "is acknowledged after its commit). MQTT 5 sends it as Receive Maximum; with "
-               "3.1.1 junction stops reading while that many are open."),
+               "Messages the broker (listen: each device) may have sent and junction not yet "
+               "acknowledged (each is acknowledged after its commit). MQTT 5 sends it as "
+               "Receive Maximum (CONNECT, or CONNACK to a device); with 3.1.1 junction stops "
+               "reading while that many are open."),
     JN_OPT_DURATION("session_expiry", "7d", 0, 4294967295000LL, JN_OPT_IN, struct mqtt_conf,
                     session_expiry,
                     "MQTT 5 with clean_session false: how long the broker keeps the "
@@ -81,9 +114,9 @@ static const struct jn_opt mqtt_opts[] = {
                     "(whole seconds)."),
     JN_OPT_SIZE("max_packet_size", "16MiB", 64, 268435460ULL, JN_OPT_IN, struct mqtt_conf,
                 max_packet,
-                "The largest packet taken from the broker. MQTT 5 tells the broker, which "
-                "then does not send larger messages to junction; with 3.1.1 a larger packet "
-                "closes the connection with an error line."),
+                "The largest packet taken from the broker (listen: from a device). MQTT 5 "
+                "tells the peer, which then does not send larger ones; a larger packet closes "
+                "the connection with an error line (listen: DISCONNECT 0x95 first)."),
     JN_OPT_STR("handoff", NULL, JN_OPT_IN, struct mqtt_conf, handoff,
                "Deprecated and ignored (the paho client's hand-off is gone: every message is "
                "acknowledged after its commit).", .validate = deprecated_ignored),
@@ -148,6 +181,50 @@ const char *jn_mqtt__filter_error(const char *f)
     return NULL;
 }
 
+/* listen: the address, the option pairs that belong to url, tls, auth, allowed_topics. */
+static int listen_check(const struct mqtt_conf *c, const struct jn_node *node,
+                        struct jn_diag *d)
+{
+    static const char *const url_keys[] = {"topics", "client_id", "username", "password",
+                                           "ca_file", "cert_file", "key_file", "key_password",
+                                           "clean_session", "session_expiry", "qos",
+                                           "verify", "keepalive", "reconnect_backoff",
+                                           "reconnect_max_backoff", "protocol_version", NULL};
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss), port, errors = 0;
+    char host[256];
+
+    if (evutil_parse_sockaddr_port(c->listen, (struct sockaddr *)&ss, &sl) != 0 ||
+        jn_split_hostport(c->listen, host, sizeof(host), &port, 0) != 0) {
+        jn_diag_add(d, jn_node_pos(node, "listen"), "mqtt: listen: '%s' is not ip:port, "
+                    "expected e.g. 0.0.0.0:1883", c->listen);
+        errors++;
+    }
+    for (size_t i = 0; url_keys[i] != NULL; i++) {
+        if (jn_node_get(node, url_keys[i]) != NULL) {
+            jn_diag_add(d, jn_node_pos(node, url_keys[i]),
+                        "mqtt: %s: belongs to url (a client of a broker), not to listen",
+                        url_keys[i]);
+            errors++;
+        }
+    }
+    for (size_t i = 0; i < c->allowed_topics.n; i++) {
+        const char *why = jn_mqtt__filter_error(c->allowed_topics.v[i]);
+        if (why != NULL) {
+            jn_diag_add(d, jn_node_pos(node, "allowed_topics"),
+                        "mqtt: allowed_topics: '%s' %s", c->allowed_topics.v[i], why);
+            errors++;
+        }
+    }
+    errors += jn_auth_check(&c->auth, jn_tls_on(&c->tls) &&
+                                          (c->tls.verify_peer == JN_TLS_VERIFY_TRUE ||
+                                           (c->tls.verify_peer == JN_TLS_VERIFY_AUTO &&
+                                            c->tls.allowed_peers.n > 0)),
+                            node, "auth", "mqtt", d);
+    return errors + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls",
+                                 "mqtt", d);
+}
+
 static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node,
                       struct jn_diag *d)
 {
@@ -155,6 +232,35 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
     int errors = 0;
     int tls = jn_mqtt__url_tls(c->url);
 
+    if ((dir & JN_DIR_IN) && (c->listen != NULL) == (c->url != NULL)) {
+        jn_diag_add(d, &node->pos, "mqtt: direction in takes either url (subscribe on a "
+                    "broker) or listen (devices connect to junction), %s",
+                    c->url != NULL ? "not both" : "one of them is required");
+        return errors + 1;
+    }
+    if ((dir & JN_DIR_OUT) && c->url == NULL) {
+        jn_diag_add(d, &node->pos, "mqtt: missing required option 'url' for direction: out "
+                    "(e.g. url: tcp://127.0.0.1:1883)");
+        return errors + 1;
+    }
+    if (c->listen != NULL) {
+        return listen_check(c, node, d);
+    }
+    static const char *const listen_keys[] = {"tls", "auth", "allowed_topics", "net",
+                                              "max_connections", NULL};
+    for (size_t i = 0; listen_keys[i] != NULL; i++) {
+        if (jn_node_get(node, listen_keys[i]) != NULL) {
+            jn_diag_add(d, jn_node_pos(node, listen_keys[i]),
+                        "mqtt: %s: only with listen (as a client, TLS is an ssl:// url with "
+                        "ca_file, cert_file, key_file)", listen_keys[i]);
+            errors++;
+        }
+    }
+    if ((dir & JN_DIR_IN) && c->topics.n == 0 && jn_node_get(node, "topics") == NULL) {
+        jn_diag_add(d, &node->pos, "mqtt: missing required option 'topics' for direction: in "
+                    "with url (e.g. topics: [sensors/#])");
+        errors++;
+    }
     if (tls < 0) {
         jn_diag_add(d, jn_node_pos(node, "url"),
                     "mqtt: url: '%s' must start with tcp://, mqtt://, ssl:// or mqtts://",
@@ -226,13 +332,48 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
 
 /* ---- the def ---- */
 
+/* IN is a client (url) or a listener (listen); the check allowed exactly one. */
+static const struct jn_in_def *in_side(const struct jn_channel *ch)
+{
+    return ((const struct mqtt_conf *)ch->conf)->listen != NULL ? &jn_mqtt__listen
+                                                                  : &jn_mqtt__in;
+}
+
+static int either_init(struct jn_channel *ch, struct jn_err *err)
+{
+    return in_side(ch)->init(ch, err);
+}
+
+static int either_start(struct jn_channel *ch, struct jn_err *err)
+{
+    return in_side(ch)->start(ch, err);
+}
+
+static void either_stop(struct jn_channel *ch)
+{
+    in_side(ch)->stop(ch);
+}
+
+static void either_destroy(struct jn_channel *ch)
+{
+    in_side(ch)->destroy(ch);
+}
+
+static const struct jn_in_def mqtt_in_either = {
+    .init = either_init,
+    .start = either_start,
+    .stop = either_stop,
+    .destroy = either_destroy,
+};
+
 const struct jn_channel_def jn_channel_mqtt = {
     .name = "mqtt",
-    .desc = "MQTT client: subscribe to topic filters (in: MQTT 5 or 3.1.1, acknowledged after "
-            "the commit), publish (out: paho, MQTT 3.1.1)",
+    .desc = "MQTT: subscribe to topic filters on a broker (in with url) or take devices' "
+            "publishes as a server (in with listen), both MQTT 5 or 3.1.1, acknowledged after "
+            "the commit; publish (out: paho, MQTT 3.1.1)",
     .opts = mqtt_opts,
     .conf_size = sizeof(struct mqtt_conf),
     .check = mqtt_check, /* url scheme, TLS options, topic filters (in), template (out) */
-    .in = &jn_mqtt__in,
+    .in = &mqtt_in_either,
     .out = &jn_mqtt__out,
 };

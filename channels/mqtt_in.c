@@ -156,8 +156,8 @@ int jn_mqtt__map_headers(struct jn_msg *m, const char *topic, size_t topic_len, 
 
 /* MQTT 5: content type as mqtt-content-type, each user property as mqtt-user-<name> (in
  * order; a name given twice gives two headers). The codec has checked both are UTF-8 without
- * U+0000, so they are header strings as they are. 0 or JN_ENOMEM. */
-static int map_props(struct jn_msg *m, const struct jn_mqtt_props *pr)
+ * U+0000, so they are header strings as they are. 0 or JN_ENOMEM. (mqtt_int.h) */
+int jn_mqtt__map_props(struct jn_msg *m, const struct jn_mqtt_props *pr)
 {
     struct jn_buf n = JN_BUF_INIT, v = JN_BUF_INIT;
     struct jn_mqtt_userprop u;
@@ -437,7 +437,7 @@ static void on_publish(struct mqtt_in *in, const struct jn_mqtt_packet *p)
     ip = m != NULL ? jn_calloc(1, sizeof(*ip)) : NULL;
     if (ip == NULL ||
         jn_mqtt__map_headers(m, p->topic.p, p->topic.len, p->qos, p->retain) != 0 ||
-        (in->version == JN_MQTT_V5 && map_props(m, &p->props) != 0)) {
+        (in->version == JN_MQTT_V5 && jn_mqtt__map_props(m, &p->props) != 0)) {
         jn_msg_unref(&m);
         jn_free(ip);
         jn_ch_warn(ch, "out of memory taking a message on %.*s; it comes again after a "

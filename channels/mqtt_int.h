@@ -22,7 +22,9 @@
 #include <stdint.h>
 
 #include "jn_channel.h"
+#include "jn_listener.h"
 #include "jn_msg.h"
+#include "jn_tls.h"
 #include "jn_worker.h"
 
 /* MQTT 3.1.1 1.5.3: a UTF-8 string (a topic, a filter) is at most 65535 bytes. */
@@ -38,6 +40,11 @@
  */
 int jn_mqtt__map_headers(struct jn_msg *m, const char *topic, size_t topic_len, int qos,
                          int retained);
+
+struct jn_mqtt_props;
+/* MQTT 5 properties of a received PUBLISH: content type as mqtt-content-type, each user
+ * property as mqtt-user-<name> (mqtt_in.c; IN and the listener). 0 or JN_ENOMEM. */
+int jn_mqtt__map_props(struct jn_msg *m, const struct jn_mqtt_props *pr);
 
 /* Why a topic filter is not valid (MQTT 3.1.1 4.7), or NULL. f is NUL-terminated. */
 const char *jn_mqtt__filter_error(const char *f);
@@ -80,6 +87,13 @@ struct mqtt_conf {
     long long receive_max;      /* messages in flight between the broker and the commit */
     long long session_expiry;   /* ms (MQTT 5; whole seconds on the wire) */
     unsigned long long max_packet;
+    /* IN as a listener (mqtt_listen.c): listen instead of url */
+    char *listen;
+    long long max_connections;
+    struct jn_net_conf net;
+    struct jn_tls_conf tls;
+    struct jn_sublist auth;     /* struct jn_auth_conf methods (jn_auth.h) */
+    struct jn_strlist allowed_topics;
     char *handoff;              /* deprecated, ignored */
     char *state_dir;            /* deprecated, ignored */
     /* OUT */
@@ -89,8 +103,10 @@ struct mqtt_conf {
     long long max_inflight;
 };
 
-/* The two sides (jn_channel_mqtt's in and out): mqtt_in.c, mqtt_out.c. */
+/* The sides of jn_channel_mqtt: IN as a client (url: mqtt_in.c) or as a listener (listen:
+ * mqtt_listen.c), chosen per instance in mqtt_conf.c; OUT (mqtt_out.c). */
 extern const struct jn_in_def jn_mqtt__in;
+extern const struct jn_in_def jn_mqtt__listen;
 extern const struct jn_out_def jn_mqtt__out;
 
 /* 1 for ssl:// or mqtts://, 0 for tcp:// or mqtt://, -1 for anything else (mqtt_conf.c). */
