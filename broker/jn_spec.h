@@ -87,6 +87,7 @@ struct jn_route_conf {
     struct jn_strlist to;
     char *notify;               /* callback URL */
     char *notify_secret;        /* HMAC key for X-Junction-Signature */
+    char *notify_webhook_secret; /* whsec_...: callbacks also signed as Standard Webhooks */
     struct jn_strlist notify_on; /* delivered | failed | dead-lettered; empty = all */
     int keep;                    /* enum jn_keep (jn_store.h): kept after routing */
 };

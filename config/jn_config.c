@@ -170,6 +170,11 @@ const struct jn_opt jn_route_opts[] = {
     JN_OPT_STR("notify_secret", NULL, JN_OPT_SECRET, struct jn_route_conf, notify_secret,
                "Signs each callback: X-Junction-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "
                "\"<t>.\" + body>."),
+    JN_OPT_STR("notify_webhook_secret", NULL, JN_OPT_SECRET, struct jn_route_conf,
+               notify_webhook_secret,
+               "Signs each callback as Standard Webhooks do (webhook-id: the callback's own id, "
+               "the same on every retry; webhook-timestamp; webhook-signature: v1,<base64 "
+               "HMAC-SHA256>) with this whsec_<base64> secret, as HTTP OUT's sign: does."),
     JN_OPT_STRLIST("notify_on", NULL, 0, struct jn_route_conf, notify_on,
                    "Events to call back: delivered, failed (an attempt failed, will retry), "
                    "dead-lettered. Empty: all three."),
@@ -528,6 +533,11 @@ static int add_notify_channels(struct jn_config *c, const struct jn_node *root, 
             jn_buf_puts(&y, "  sign_secret: ");
             yaml_quote(&y, r->rc.notify_secret);
             jn_buf_puts(&y, "\n");
+        }
+        if (r->rc.notify_webhook_secret) {
+            jn_buf_puts(&y, "  sign: {scheme: standard-webhooks, secret: ");
+            yaml_quote(&y, r->rc.notify_webhook_secret);
+            jn_buf_puts(&y, "}\n");
         }
         jn_diag_init(&nd);
         doc = y.p ? jn_yaml_load_buf("notify", y.p, y.len, &nd) : NULL;

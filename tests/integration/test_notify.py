@@ -1,5 +1,6 @@
 """Callbacks: a route's notify: URL gets a signed JSON POST when its message fails an attempt,
 is delivered, or is dead-lettered; the signature verifies with the shared secret."""
+import base64
 import hashlib
 import hmac
 import json
@@ -13,6 +14,7 @@ dest = Receiver(responses=[503, 200]).start()      # first attempt fails, then d
 reject = Receiver(responses=[400]).start()         # refused: dead-lettered at once
 cb = Receiver(responses=[200]).start()             # the callback receiver
 SECRET = "s3cr3t-key"
+WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()
 j = Junction("""
 junction:
   data_dir: @DIR@/data
@@ -34,13 +36,14 @@ routes:
     to: [dest]
     notify: http://127.0.0.1:%d/callbacks
     notify_secret: %s
+    notify_webhook_secret: %s
   bad:
     from: [in]
     when: header("X-To") == "picky"
     to: [picky]
     notify: http://127.0.0.1:%d/callbacks
     notify_on: [dead-lettered]
-""" % (port, dest.port, reject.port, cb.port, SECRET, cb.port), wait_ports=[port])
+""" % (port, dest.port, reject.port, cb.port, SECRET, WHSEC, cb.port), wait_ports=[port])
 t.on_fail.append(lambda: print("---- junction log ----\n" + j.log()))
 try:
     j.start()
@@ -63,6 +66,17 @@ try:
         want = hmac.new(SECRET.encode(), ts.encode() + b"." + r["body"], hashlib.sha256).hexdigest()
         t.check(parts.get("v1") == want, "the signature verifies: %r" % sig)
         t.check(abs(int(ts) - time.time()) < 60, "the signed time is now")
+        # Standard Webhooks, as the spec's reference verifies it: HMAC-SHA256 over
+        # id.timestamp.body with the base64-decoded secret after whsec_.
+        h = r["headers"]
+        wid, wts = h.get("webhook-id", ""), h.get("webhook-timestamp", "0")
+        mac = hmac.new(base64.b64decode(WHSEC[6:]), ("%s.%s." % (wid, wts)).encode() + r["body"],
+                       hashlib.sha256).digest()
+        t.check(wid and ("v1," + base64.b64encode(mac).decode()) in
+                h.get("webhook-signature", "").split(" "),
+                "the Standard Webhooks signature verifies: %r" % h.get("webhook-signature"))
+    t.check(reqs[0]["headers"].get("webhook-id") != reqs[1]["headers"].get("webhook-id"),
+            "each callback has its own webhook-id")
     t.eq(bodies[0]["attempts"], 1, "failed on attempt 1")
     t.check("503" in (bodies[0]["error"] or ""), "the failure says why: %r" % bodies[0]["error"])
     t.eq(bodies[1]["attempts"], 2, "delivered on attempt 2")
@@ -76,7 +90,8 @@ try:
     t.eq((last["id"], last["status"], last["destination"], last["attempts"]),
          (bad_id, "dead-lettered", "picky", 1), "dead-lettered callback")
     t.check("HTTP 400" in last["error"], "with the reason: %r" % last["error"])
-    t.check("x-junction-signature" not in cb.requests[-1]["headers"], "no secret: no signature")
+    t.check("x-junction-signature" not in cb.requests[-1]["headers"] and
+            "webhook-signature" not in cb.requests[-1]["headers"], "no secret: no signature")
     time.sleep(0.3)
     t.eq(cb.count(), 3, "notify_on: [dead-lettered] sends nothing else")
     t.eq(j.stop(), 0, "exit 0")
