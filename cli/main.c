@@ -348,6 +348,7 @@ static int cmd_run(const char *path, const char *user, int allow_root)
     if (user == NULL && geteuid() == 0 && !allow_root) {
         fprintf(stderr, "junction: refusing to run as root: give --user NAME (or junction.user) "
                 "to run as a service user once the listeners are bound, or --allow-root\n");
+        jn_diag_free(&warns);
         jn_config_free(c);
         return 2;
     }
