@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "jn_auth.h"
+#include "jn_broker.h"
 #include "jn_buf.h"
 #include "jn_listener.h"
 #include "jn_log.h"
@@ -397,6 +398,10 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
                          "inbox", (json_int_t)s.inbox,
                          "dead_letters", (json_int_t)s.dead_stored);
     if (j != NULL) {
+        char at[40];
+        jn_admin__iso_time(s.config_loaded_us, at, sizeof(at));
+        json_object_set_new(j, "config_loaded_at", json_string(at));
+        json_object_set_new(j, "config_reloads", json_integer((json_int_t)s.reloads));
         json_object_set_new(j, "flow", json_pack("{s:b,s:I}", "disk_low", s.disk_low,
                                                  "blocked_total", (json_int_t)s.blocked));
         json_object_set_new(j, "retention",
@@ -432,6 +437,32 @@ static void post_pause(struct jn_admin *a, struct evhttp_request *req, const cha
         jn_admin__reply_json(req, 200, "OK", json_pack("{s:s,s:s}", "channel", name, "state",
                                              on ? "paused" : "up"));
     }
+}
+
+/* POST /api/v1/reload: the config file read again and applied live (jn_broker_reload). 200
+ * with what changed (or "unchanged"), 422 for a file with errors (each at file:line:col),
+ * 409 for a change that needs a restart, 500 when it could not be applied; the running config
+ * stays in all three. */
+static void post_reload(struct jn_admin *a, struct evhttp_request *req)
+{
+    struct jn_reload_report rep;
+    json_t *msgs = json_array(), *j;
+    int code;
+
+    jn_broker_reload(a->b, &rep);
+    for (size_t i = 0; msgs != NULL && i < rep.msgs.n; i++) {
+        json_array_append_new(msgs, json_string(rep.msgs.msgs[i]));
+    }
+    code = rep.status == JN_RELOAD_APPLIED || rep.status == JN_RELOAD_UNCHANGED ? 200
+           : rep.status == JN_RELOAD_INVALID ? 422
+           : rep.status == JN_RELOAD_REFUSED ? 409 : 500;
+    j = json_pack("{s:s,s:s,s:s,s:o}", "status", jn_reload_status_name(rep.status),
+                  "config_hash", rep.hash, "previous_hash", rep.from,
+                  rep.status == JN_RELOAD_APPLIED ? "changes" : "errors",
+                  msgs ? msgs : json_array());
+    jn_reload_report_free(&rep);
+    jn_admin__reply_json(req, code, code == 200 ? "OK" : code == 422 ? "Unprocessable Entity"
+                                    : code == 409 ? "Conflict" : "Internal Server Error", j);
 }
 
 /* /api/v1/channels/{name}/{action}: 1 when path is one (name and action filled). */
@@ -636,6 +667,12 @@ static void handle(struct evhttp_request *req, void *arg)
             return;
         }
     }
+    if (strcmp(path, "/api/v1/reload") == 0) {
+        if (method_ok(req, cmd, 1, path)) {
+            post_reload(a, req);
+        }
+        return;
+    }
     if (strcmp(path, "/api/v1/replay") == 0) {
         if (method_ok(req, cmd, 1, path)) {
             jn_admin__post_replay(a, req);
@@ -683,7 +720,7 @@ static void handle(struct evhttp_request *req, void *arg)
     jn_admin__reply_error(req, 404, "Not Found",
                 "no such endpoint: %s (see docs/admin-api.md: /, /health, /ready, /metrics, "
                 "/api/v1/status, /api/v1/channels, /api/v1/queues, /api/v1/routes, "
-                "/api/v1/messages, /api/v1/dead-letters, /api/v1/replay)", path);
+                "/api/v1/messages, /api/v1/dead-letters, /api/v1/replay, /api/v1/reload)", path);
 }
 
 /* ---- life cycle ---- */

@@ -146,37 +146,6 @@ static void tls_watch_cb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(b->tls_timer, &tv);
 }
 
-/* The config's text under its hash (jn_store.h's configs), with its first and latest load, so
- * `junction ctl config history / show` can name and print the version a trace names. Written
- * with the first commit; a failure is logged and changes nothing else. */
-static void note_config(struct jn_broker *b)
-{
-    const struct jn_config *cfg = b->cfg;
-    struct jn_buf old = JN_BUF_INIT;
-    struct jn_configrec r;
-    struct jn_err e;
-    int64_t now = jn_now_us(), first = now;
-    struct jn_jtxn *t;
-
-    if (cfg->text == NULL) {
-        return;
-    }
-    if (jn_journal_get(b->journal, JN_JDB_CONFIGS, cfg->hash, strlen(cfg->hash), &old) == 0 &&
-        jn_store_config_decode(old.p, old.len, &r, &e) == 0) {
-        first = r.first_us;
-    }
-    jn_buf_reset(&old);
-    t = jn_jtxn_new();
-    if (t == NULL ||
-        jn_store_config_put(t, cfg->hash, first, now, cfg->text, cfg->text_len) != 0) {
-        jn_jtxn_free(t);
-        jn_log(JN_LOG_WARN, "config %s: out of memory keeping its text for ctl config history",
-               cfg->hash);
-        return;
-    }
-    jn_journal_submit(b->journal, t, 0, NULL, NULL);
-}
-
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
 {
     struct jn_broker *b = ch->broker;
@@ -418,16 +387,19 @@ void jn_broker_stop(struct jn_broker *b)
     evtimer_add(b->drain_timer, &tv);
 }
 
-/* SIGHUP asks daemons to reload. The config cannot be reloaded yet, so it must at least do no
- * harm; TLS certificate files are read again (new connections use them, open ones keep
- * theirs, a bad file keeps the old one: jn_tls_reload_all). */
+/* SIGHUP: the config is read again and applied live (jn_reload.c; a file that cannot be is
+ * refused, logged, and the running one stays), and TLS certificate files are read again (new
+ * connections use them, open ones keep theirs, a bad file keeps the old one). */
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
+    struct jn_broker *b = arg;
+    struct jn_reload_report rep;
+
     (void)sig;
     (void)what;
-    (void)arg;
-    jn_log(JN_LOG_WARN, "SIGHUP received: reloading the config is not supported yet; keeping "
-           "the running config (restart junction to apply changes)");
+    jn_log(JN_LOG_INFO, "SIGHUP received: reloading the config and the TLS certificates");
+    jn_broker_reload(b, &rep);
+    jn_reload_report_free(&rep);
     jn_tls_reload_all();
 }
 
@@ -472,8 +444,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     b->qenv.base = b->base;
     b->chans = jn_calloc(cfg->nchannels + 1, sizeof(*b->chans));
     b->queues = jn_calloc(cfg->nchannels + 1, sizeof(*b->queues));
-    b->svcs = jn_calloc(cfg->nservices + 1, sizeof(*b->svcs));
-    if (b->base == NULL || b->chans == NULL || b->queues == NULL || b->svcs == NULL) {
+    if (b->base == NULL || b->chans == NULL || b->queues == NULL) {
         jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
     }
@@ -508,11 +479,10 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         jn_log(JN_LOG_INFO, "journal in %s (max_size %llu MiB)", cfg->core.data_dir,
                (unsigned long long)(cfg->core.max_size >> 20));
     }
-    note_config(b);
-    b->nsvcs = cfg->nservices;
-    if (jn_services_init(b->svcs, cfg->services, cfg->nservices, err) != 0) {
+    if (jn_reload__first(b, err) != 0) {
         goto fail;
     }
+    jn_reload__note_config(b);
     for (size_t i = 0; i < cfg->nchannels; i++) {
         const struct jn_cfg_channel *cc = &cfg->channels[i];
         struct jn_channel *ch = &b->chans[i];
@@ -667,7 +637,6 @@ void jn_broker_free(struct jn_broker *b)
         jn_track__detach(t); /* never accepted: no outcome (the channel forgot it anyway) */
         jn_commit__ticket_done(t, 0);
     }
-    jn_services_destroy(b->svcs, b->nsvcs);
     jn_sdnotify_free(b->sdn);
     if (b->commit_ev) {
         event_free(b->commit_ev);
@@ -692,7 +661,8 @@ void jn_broker_free(struct jn_broker *b)
     }
     jn_free(b->chans);
     jn_free(b->queues);
-    jn_free(b->svcs);
+    /* Last: channels, queued deliveries and the action log borrowed names from the configs. */
+    jn_reload__free(b);
     if (b->base) {
         event_base_free(b->base);
     }

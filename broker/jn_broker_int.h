@@ -52,8 +52,26 @@ struct jn_ticket {
     struct jn_ticket *oprev, *onext; /* b->outcomes while outcome is awaited */
 };
 
-struct jn_broker {
+/*
+ * One config the broker runs or has run, with its services made running (jn_reload.c). Each
+ * routing job holds the generation it was posted under, so the worker routes it under that
+ * one config; a reload makes a new current one. A generation's services are destroyed once it
+ * is not current and no job holds it; its config lives as long as the broker (channels and
+ * queued deliveries borrow names from it).
+ */
+struct jn_gen {
+    struct jn_gen *older;
     const struct jn_config *cfg;
+    struct jn_service *svcs;   /* cfg's services, made running (owned; NULL once destroyed) */
+    size_t nsvcs;
+    size_t jobs;               /* routing jobs posted under it and not back yet */
+    struct jn_config *owned;   /* cfg, when the broker owns it (a reloaded one), else NULL */
+};
+
+struct jn_broker {
+    /* The current config and its services: gen's (jn_reload.c switches all three). */
+    const struct jn_config *cfg;
+    struct jn_gen *gen;
     struct event_base *base;
     struct jn_idgen ids;
     struct jn_channel *chans;
@@ -96,6 +114,11 @@ struct jn_broker {
     uint64_t n_pruned_actions;       /* deleted by retention (jn_retain.c) */
     uint64_t n_pruned_kept;
     struct jn_sdnotify *sdn;         /* systemd's notify socket (jn_sdnotify.h), or NULL */
+    jn_reload_load_fn reload_load;   /* jn_broker_set_reloader, or NULL: reload not offered */
+    void (*reload_free)(struct jn_config *);
+    void *reload_arg;
+    uint64_t n_reloads;              /* applied since the start */
+    int64_t loaded_us;               /* when the current config started running */
 };
 
 /* jn_commit.c: the commit stage (calls nothing back in the other files) */
@@ -127,6 +150,9 @@ void jn_commit__ticket_done(struct jn_ticket *t, int routed);
 int jn_flow__init(struct jn_broker *b, struct jn_err *err);
 void jn_flow__start(struct jn_broker *b);
 void jn_flow__free(struct jn_broker *b);
+/* Reload: which queues each IN channel's routes feed, anew from b->cfg; the disk check
+ * started or stopped as min_free_disk says. 0 or JN_ENOMEM (the old feeds kept). */
+int jn_flow__reconfig(struct jn_broker *b);
 /* Why intake on src is refused now (a queue its routes feed is full with when_full: block,
  * or the disk is short of min_free_disk), or NULL. */
 const char *jn_flow__blocked(struct jn_broker *b, const struct jn_channel *src);
@@ -135,6 +161,18 @@ const char *jn_flow__blocked(struct jn_broker *b, const struct jn_channel *src);
  * queue it. */
 int jn_flow__full_policy(struct jn_broker *b, struct jn_queue *q, struct jn_jtxn *t,
                          const struct jn_msg *m, const char *route);
+
+/* jn_reload.c */
+/* The broker's first generation: cfg (the caller's) with its services made running. */
+int jn_reload__first(struct jn_broker *b, struct jn_err *err);
+/* A routing job let go of g: destroys a retired generation's services with its last job. */
+void jn_reload__gen_release(struct jn_broker *b, struct jn_gen *g);
+/* Freeing the broker: every generation (services, owned configs). */
+void jn_reload__free(struct jn_broker *b);
+/* The current config's text under its hash (jn_store.h's configs), with its first and latest
+ * load, so `junction ctl config history / show` can name and print the version a trace names.
+ * Written with the next commit; a failure is logged and changes nothing else. */
+void jn_reload__note_config(struct jn_broker *b);
 
 /* jn_route.c: routing (see its opening comment for the two paths) */
 /* Which channels are routed after the acknowledgement, and their worker. 0 or JN_E*. */
@@ -158,6 +196,10 @@ void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
 void jn_route__stop(struct jn_broker *b);
 /* Freeing: stops the router; nothing more is routed. */
 void jn_route__free(struct jn_broker *b);
+/* Reload: the current config changed (b->cfg): which channels are routed after the
+ * acknowledgement (starting the worker if none ran), and the per-route counts carried over by
+ * route name. 0 or JN_E* (nothing changed). */
+int jn_route__reconfig(struct jn_broker *b, const struct jn_config *old, struct jn_err *err);
 
 /* jn_notify.c: callbacks (notify:) and dead letters */
 /* Writes the dead letter (with its last error and attempt count), its action and callback

@@ -81,15 +81,21 @@ static void disk_cb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(b->disk_timer, &tv);
 }
 
-int jn_flow__init(struct jn_broker *b, struct jn_err *err)
+static void feeds_free(size_t **feeds, size_t n)
 {
-    const struct jn_config *cfg = b->cfg;
-
-    b->feeds = jn_calloc(b->nchans ? b->nchans : 1, sizeof(*b->feeds));
-    if (b->feeds == NULL) {
-        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    for (size_t i = 0; feeds && i < n; i++) {
+        jn_free(feeds[i]);
     }
-    for (size_t i = 0; i < b->nchans; i++) {
+    jn_free(feeds);
+}
+
+/* Per IN channel of b: the OUT channel indexes cfg's routes from it feed that have a
+ * max_queued budget. NULL when out of memory. */
+static size_t **feeds_new(struct jn_broker *b, const struct jn_config *cfg)
+{
+    size_t **feeds = jn_calloc(b->nchans ? b->nchans : 1, sizeof(*feeds));
+
+    for (size_t i = 0; feeds != NULL && i < b->nchans; i++) {
         size_t n = 0;
         if (b->chans[i].dir != JN_DIR_IN) {
             continue;
@@ -104,18 +110,48 @@ int jn_flow__init(struct jn_broker *b, struct jn_err *err)
                 if (b->queues[rt->to[d]] != NULL &&
                     (b->chans[rt->to[d]].max_queued.messages > 0 ||
                      b->chans[rt->to[d]].max_queued.bytes > 0) &&
-                    feed_add(&b->feeds[i], &n, rt->to[d]) != 0) {
-                    return jn_err_set(err, JN_ENOMEM, "out of memory");
+                    feed_add(&feeds[i], &n, rt->to[d]) != 0) {
+                    feeds_free(feeds, b->nchans);
+                    return NULL;
                 }
             }
         }
     }
-    if (cfg->core.min_free_disk > 0) {
+    return feeds;
+}
+
+int jn_flow__init(struct jn_broker *b, struct jn_err *err)
+{
+    b->feeds = feeds_new(b, b->cfg);
+    if (b->feeds == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    if (b->cfg->core.min_free_disk > 0) {
         b->disk_timer = evtimer_new(b->base, disk_cb, b);
         if (b->disk_timer == NULL) {
             return jn_err_set(err, JN_ENOMEM, "out of memory");
         }
         disk_check(b);
+    }
+    return 0;
+}
+
+int jn_flow__reconfig(struct jn_broker *b)
+{
+    size_t **feeds = feeds_new(b, b->cfg);
+
+    if (feeds == NULL) {
+        return JN_ENOMEM;
+    }
+    feeds_free(b->feeds, b->nchans);
+    b->feeds = feeds;
+    if (b->cfg->core.min_free_disk == 0) {
+        b->disk_low = 0;
+    } else if (b->disk_timer == NULL) {
+        b->disk_timer = evtimer_new(b->base, disk_cb, b);
+        if (b->disk_timer != NULL) {
+            disk_cb(-1, 0, b); /* checks now, then every DISK_CHECK_MS */
+        }
     }
     return 0;
 }
@@ -131,10 +167,7 @@ void jn_flow__start(struct jn_broker *b)
 
 void jn_flow__free(struct jn_broker *b)
 {
-    for (size_t i = 0; b->feeds && i < b->nchans; i++) {
-        jn_free(b->feeds[i]);
-    }
-    jn_free(b->feeds);
+    feeds_free(b->feeds, b->nchans);
     b->feeds = NULL;
     if (b->disk_timer != NULL) {
         event_free(b->disk_timer);

@@ -181,6 +181,145 @@ void jn_opt_free(const struct jn_opt *tab, void *conf)
     }
 }
 
+static int str_same(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* One option's values at fa and fb (of type o->type): 1 when equal. */
+static int field_same(const struct jn_opt *o, const void *fa, const void *fb, unsigned skip,
+                      char *where, size_t wlen)
+{
+    switch (o->type) {
+    case JN_OPT_T_STR:
+    case JN_OPT_T_PATH:
+        return str_same(*(char *const *)fa, *(char *const *)fb);
+    case JN_OPT_T_INT:
+    case JN_OPT_T_DURATION:
+        return *(const long long *)fa == *(const long long *)fb;
+    case JN_OPT_T_SIZE:
+        return *(const unsigned long long *)fa == *(const unsigned long long *)fb;
+    case JN_OPT_T_BOOL:
+        return *(const bool *)fa == *(const bool *)fb;
+    case JN_OPT_T_ENUM:
+        return *(const int *)fa == *(const int *)fb;
+    case JN_OPT_T_STRLIST: {
+        const struct jn_strlist *a = fa, *b = fb;
+        if (a->n != b->n) {
+            return 0;
+        }
+        for (size_t i = 0; i < a->n; i++) {
+            if (!str_same(a->v[i], b->v[i])) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    case JN_OPT_T_STRMAP: {
+        const struct jn_strmap *a = fa, *b = fb;
+        if (a->n != b->n) {
+            return 0;
+        }
+        for (size_t i = 0; i < a->n; i++) {
+            if (!str_same(a->k[i], b->k[i]) || !str_same(a->v[i], b->v[i])) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    case JN_OPT_T_SUB:
+        return jn_opt_same(o->sub, fa, fb, skip, where, wlen);
+    case JN_OPT_T_SUBLIST: {
+        const struct jn_sublist *a = fa, *b = fb;
+        if (a->n != b->n) {
+            return 0;
+        }
+        for (size_t i = 0; i < a->n; i++) {
+            if (!jn_opt_same(o->sub, (const char *)a->v + i * o->elsize,
+                             (const char *)b->v + i * o->elsize, skip, where, wlen)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    }
+    return 0;
+}
+
+int jn_opt_same(const struct jn_opt *tab, const void *a, const void *b, unsigned skip,
+                char *where, size_t wlen)
+{
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        if (o->flags & skip) {
+            continue;
+        }
+        if (where != NULL && wlen > 0) {
+            where[0] = '\0';
+        }
+        if (!field_same(o, (const char *)a + o->off, (const char *)b + o->off, skip, where,
+                        wlen)) {
+            if (where != NULL && wlen > 0) {
+                /* The outermost name first: "tls.cert" (a nested table wrote "cert"). */
+                char inner[128];
+                snprintf(inner, sizeof(inner), "%s", where);
+                if (inner[0] != '\0') {
+                    snprintf(where, wlen, "%s.%s", o->name, inner);
+                } else {
+                    snprintf(where, wlen, "%s", o->name);
+                }
+            }
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static size_t scalar_size(enum jn_opt_type t)
+{
+    switch (t) {
+    case JN_OPT_T_INT:
+    case JN_OPT_T_DURATION:
+        return sizeof(long long);
+    case JN_OPT_T_SIZE:
+        return sizeof(unsigned long long);
+    case JN_OPT_T_BOOL:
+        return sizeof(bool);
+    case JN_OPT_T_ENUM:
+        return sizeof(int);
+    default:
+        return 0;
+    }
+}
+
+int jn_opt_reload(const struct jn_opt *tab, void *dst, const void *src, int apply, char *where,
+                  size_t wlen)
+{
+    int stuck = 0;
+
+    for (const struct jn_opt *o = tab; o->name; o++) {
+        char *fd = (char *)dst + o->off;
+        const char *fs = (const char *)src + o->off;
+        size_t sz = scalar_size(o->type);
+        if (o->type == JN_OPT_T_SUB && !(o->flags & JN_OPT_RELOADABLE)) {
+            stuck += jn_opt_reload(o->sub, fd, fs, apply, where, wlen);
+            continue;
+        }
+        if (!(o->flags & JN_OPT_RELOADABLE) ||
+            field_same(o, fd, fs, 0, NULL, 0)) {
+            continue;
+        }
+        if (sz == 0) {
+            /* A string or list: the running conf owns its memory (freed with its config). */
+            if (stuck++ == 0 && where != NULL && wlen > 0) {
+                snprintf(where, wlen, "%s", o->name);
+            }
+        } else if (apply) {
+            memcpy(fd, fs, sz);
+        }
+    }
+    return stuck;
+}
+
 /* 90000 -> "90s", 3600000 -> "1h": the largest unit that divides evenly. */
 static void fmt_dur(long long ms, char *buf, size_t n)
 {

@@ -180,6 +180,23 @@ int jn_opt_parse(const struct jn_opt *tab, const struct jn_node *map, void *conf
                  unsigned dirmask, const char *const *skip, const struct jn_node *at,
                  struct jn_diag *d);
 void jn_opt_free(const struct jn_opt *tab, void *conf);
+/*
+ * 1 when confs a and b (both parsed with tab) hold the same value for every option that has
+ * none of the flags in skip (e.g. JN_OPT_RELOADABLE: "the same but for what can change live"),
+ * nested tables compared alike. Fields that tab does not describe are not compared. With 0
+ * and where given, where names the first option that differs ("tls.cert").
+ */
+int jn_opt_same(const struct jn_opt *tab, const void *a, const void *b, unsigned skip,
+                char *where, size_t wlen);
+/*
+ * Hot reload of a running conf dst from src (both parsed with tab): with apply, copies every
+ * JN_OPT_RELOADABLE option of a number, size, duration, bool or enum type that differs (nested
+ * tables too), for code that reads them anew each time. Returns how many reloadable options of
+ * other types (strings, lists, maps: dst's memory is its config's) differ and are NOT copied,
+ * the first named in where.
+ */
+int jn_opt_reload(const struct jn_opt *tab, void *dst, const void *src, int apply, char *where,
+                  size_t wlen);
 
 /* Parsers of user syntax, shared with anything else that reads such values. 0 or JN_EINVAL. */
 int jn_parse_size(const char *s, unsigned long long *out);

@@ -17,8 +17,9 @@
  *     own messages, never another sender's acknowledgement.
  *
  * Threads: everything here runs on the loop except route_run, on the worker's thread, which
- * reads the config and the services (both fixed while the broker runs) and the job it was
- * given. The loop does not touch a job's message while the worker has it. Services run on that
+ * reads the job it was given and the config and services of the job's generation (jn_gen:
+ * fixed once made; a reload makes a new one for the jobs posted after it, so a message is
+ * routed under exactly one config). The loop does not touch a job's message while the worker has it. Services run on that
  * thread only (never on the loop): a service needs no lock of its own.
  *
  * Model: Fluent Bit's filters before the storage and NiFi's "commit, then process" session;
@@ -86,6 +87,7 @@ static void unrouted_note(struct jn_broker *b, struct jn_channel *src, size_t ci
 
 struct route_ctx {
     struct jn_broker *b;
+    const struct jn_config *cfg; /* the config it is routed under (a generation's) */
     struct jn_jtxn *t;
     struct jn_msg *m;
     const struct jn_buf *menv;
@@ -179,7 +181,9 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
     }
     jn_log(JN_LOG_DEBUG, "msg=%s route=%s matched: %zu message(s) to %zu destination(s)", m->id,
            r->name, outs->n, r->rc.to.n);
-    b->n_routed[r - b->cfg->routes]++;
+    if (c->cfg == b->cfg) {
+        b->n_routed[r - b->cfg->routes]++;
+    }
     /* Services that gave nothing back (a filter, a script's nil) dropped the message on
      * purpose: `filtered`, so the trace does not show it queued forever. */
     jn_commit__log(b, t, m, r->rc.via.n == 0 ? "routed"
@@ -220,7 +224,7 @@ static void route_taken(void *arg, const struct jn_cfg_route *r, const struct jn
 static void route_unmatched(struct route_ctx *c, struct jn_channel *src)
 {
     struct jn_broker *b = c->b;
-    const struct jn_config *cfg = b->cfg;
+    const struct jn_config *cfg = c->cfg;
     struct jn_jtxn *t = c->t;
     struct jn_msg *m = c->m;
     size_t ci = src ? chan_index(b, src) : (size_t)-1;
@@ -269,8 +273,8 @@ void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *
 {
     const struct jn_config *cfg = b->cfg;
     struct jn_buf own = JN_BUF_INIT; /* m's encoding when the caller has none */
-    struct route_ctx rc = {b, t, m, menv, &own, track, JN_KEEP_NONE, JN_BUF_INIT, JN_BUF_INIT,
-                           0};
+    struct route_ctx rc = {b, cfg, t, m, menv, &own, track, JN_KEEP_NONE, JN_BUF_INIT,
+                           JN_BUF_INIT, 0};
 
     if (src == NULL || cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
                                        &b->ids, route_taken, &rc) == 0) {
@@ -298,6 +302,7 @@ struct route_job {
     struct jn_job job;
     struct jn_broker *b;
     struct jn_channel *src;
+    struct jn_gen *gen;        /* routed under its config and services (held: gen->jobs) */
     struct jn_msg *m;          /* owned reference */
     uint64_t inbox_seq;
     struct jn_ticket *track;   /* tracked ticket whose routing part this is, or NULL */
@@ -347,15 +352,15 @@ static void route_collect(void *arg, const struct jn_cfg_route *r, const struct 
 static void route_run(void *arg, struct jn_job *batch)
 {
     struct jn_broker *b = arg;
-    const struct jn_config *cfg = b->cfg;
 
     for (struct jn_job *jb = batch; jb != NULL; jb = jb->next) {
         struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
+        const struct jn_config *cfg = j->gen->cfg;
         if (atomic_load(&b->route_abort)) {
             continue;
         }
         j->matched = cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, j->src), j->m,
-                                     b->svcs, &b->ids, route_collect, j);
+                                        j->gen->svcs, &b->ids, route_collect, j);
         j->ran = 1;
     }
 }
@@ -363,7 +368,7 @@ static void route_run(void *arg, struct jn_job *batch)
 /* Jobs per batch of the routing thread (jn_worker_set_batch_max). */
 #define ROUTE_BATCH_MAX 1
 
-static void job_free(struct route_job *j)
+static void job_free(struct jn_broker *b, struct route_job *j)
 {
     while (j->head) {
         struct taken *tk = j->head;
@@ -376,6 +381,9 @@ static void job_free(struct route_job *j)
         jn_free(tk);
     }
     jn_msg_unref(&j->m);
+    if (j->gen != NULL) {
+        jn_reload__gen_release(b, j->gen);
+    }
     jn_free(j);
 }
 
@@ -387,7 +395,7 @@ static void job_release(struct jn_broker *b, struct route_job *j)
     if (j->track) {
         jn_commit__ticket_done(j->track, 0);
     }
-    job_free(j);
+    job_free(b, j);
 }
 
 /* Loop thread: the worker's results become the routing transaction, which also deletes the
@@ -397,8 +405,8 @@ static void route_done(void *arg, struct jn_job *jb)
     struct jn_broker *b = arg;
     struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
     struct jn_buf own = JN_BUF_INIT;
-    struct route_ctx rc = {b, NULL, j->m, NULL, &own, j->track, JN_KEEP_NONE, JN_BUF_INIT,
-                           JN_BUF_INIT, 0};
+    struct route_ctx rc = {b, j->gen->cfg, NULL, j->m, NULL, &own, j->track, JN_KEEP_NONE,
+                           JN_BUF_INIT, JN_BUF_INIT, 0};
 
     if (!j->ran || b->freeing) {
         job_release(b, j);
@@ -426,29 +434,28 @@ static void route_done(void *arg, struct jn_job *jb)
     /* The commit ends routing_in_flight and the ticket's routing part. */
     jn_commit__submit_routing(b, rc.t, j->track);
     j->track = NULL;
-    job_free(j);
+    job_free(b, j);
 }
 
-int jn_route__init(struct jn_broker *b, struct jn_err *err)
+/* Marks in deferred (one byte per channel) the channels cfg routes after the acknowledgement:
+ * those a route with services reads from. Returns how many. */
+static size_t mark_deferred(const struct jn_config *cfg, unsigned char *deferred, size_t nchans)
 {
-    const struct jn_config *cfg = b->cfg;
-    int any = 0;
+    size_t any = 0;
 
-    b->deferred = jn_calloc(b->nchans + 1, 1);
-    b->n_routed = jn_calloc(cfg->nroutes + 1, sizeof(*b->n_routed));
-    if (b->deferred == NULL || b->n_routed == NULL) {
-        return jn_err_set(err, JN_ENOMEM, "out of memory");
-    }
+    memset(deferred, 0, nchans);
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct jn_cfg_route *r = &cfg->routes[i];
         for (size_t k = 0; r->rc.via.n > 0 && k < r->rc.from.n; k++) {
-            b->deferred[r->from[k]] = 1;
-            any = 1;
+            deferred[r->from[k]] = 1;
+            any++;
         }
     }
-    if (!any) {
-        return 0;
-    }
+    return any;
+}
+
+static int router_start(struct jn_broker *b, struct jn_err *err)
+{
     atomic_init(&b->route_abort, 0);
     b->router = jn_worker_new(b->base, "jn-route", route_run, route_done, b);
     if (b->router == NULL) {
@@ -458,6 +465,49 @@ int jn_route__init(struct jn_broker *b, struct jn_err *err)
     /* Each message's routing is committed as soon as its services are done, not after a
      * whole batch of slow ones (a batch is what was posted while the previous one ran). */
     jn_worker_set_batch_max(b->router, ROUTE_BATCH_MAX);
+    return 0;
+}
+
+int jn_route__init(struct jn_broker *b, struct jn_err *err)
+{
+    b->deferred = jn_calloc(b->nchans + 1, 1);
+    b->n_routed = jn_calloc(b->cfg->nroutes + 1, sizeof(*b->n_routed));
+    if (b->deferred == NULL || b->n_routed == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    if (mark_deferred(b->cfg, b->deferred, b->nchans) == 0) {
+        return 0;
+    }
+    return router_start(b, err);
+}
+
+int jn_route__reconfig(struct jn_broker *b, const struct jn_config *old, struct jn_err *err)
+{
+    const struct jn_config *cfg = b->cfg;
+    uint64_t *routed = jn_calloc(cfg->nroutes + 1, sizeof(*routed));
+
+    if (routed == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    /* The worker is started before anything changes, and kept when no route needs it any
+     * more: jobs posted under the old config may still come. */
+    if (b->router == NULL && mark_deferred(cfg, b->deferred, b->nchans) > 0 &&
+        router_start(b, err) != 0) {
+        mark_deferred(old, b->deferred, b->nchans);
+        jn_free(routed);
+        return err->code;
+    }
+    mark_deferred(cfg, b->deferred, b->nchans);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        for (size_t k = 0; k < old->nroutes; k++) {
+            if (strcmp(cfg->routes[i].name, old->routes[k].name) == 0) {
+                routed[i] = b->n_routed[k];
+                break;
+            }
+        }
+    }
+    jn_free(b->n_routed);
+    b->n_routed = routed;
     return 0;
 }
 
@@ -484,6 +534,8 @@ void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
     }
     j->b = b;
     j->src = src;
+    j->gen = b->gen;
+    j->gen->jobs++;
     j->m = m;
     j->inbox_seq = inbox_seq;
     j->track = track;

@@ -34,6 +34,8 @@ void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out)
     out->routing_in_flight = b->routing_in_flight;
     out->journal_map_bytes = b->cfg->core.max_size;
     out->config_hash = b->cfg->hash;
+    out->config_loaded_us = b->loaded_us;
+    out->reloads = b->n_reloads;
     out->retention_budget = b->cfg->core.retention.max_bytes < b->cfg->core.max_size / 2
                                 ? b->cfg->core.retention.max_bytes : b->cfg->core.max_size / 2;
     out->pruned_kept = b->n_pruned_kept;

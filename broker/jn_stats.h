@@ -46,6 +46,8 @@ struct jn_broker_stats {
     int journal_used_pct;
     size_t routing_in_flight;
     const char *config_hash;          /* of the config text it runs (borrowed) */
+    int64_t config_loaded_us;         /* wall clock, when that config started running */
+    uint64_t reloads;                 /* configs applied by hot reload since the start */
     const struct jn_hist *commit_lat; /* received -> durable (borrowed; loop thread) */
 };
 

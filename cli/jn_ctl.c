@@ -455,6 +455,50 @@ static int ctl_replay(const struct jn_ctl_opts *o, int argc, char **argv)
     return rc;
 }
 
+/* ctl reload: POST /api/v1/reload; prints what changed, or why the file was not taken (each
+ * reason on its own line, file:line:col first). 0 when the new config runs or nothing changed,
+ * 1 otherwise (the running config stays). */
+static int ctl_reload(const struct jn_ctl_opts *o)
+{
+    struct jn_buf body = JN_BUF_INIT;
+    json_t *j, *list;
+    int status = 0, rc;
+
+    if (jn_ctl_request(o, "POST", "/api/v1/reload", NULL, &status, &body) != 0) {
+        jn_buf_reset(&body);
+        return 1;
+    }
+    j = json_loads(body.p ? body.p : "", 0, NULL);
+    if (j == NULL || json_object_get(j, "status") == NULL) {
+        fprintf(stderr, "junction ctl: %d: %s\n", status, body.p ? body.p : "");
+        json_decref(j);
+        jn_buf_reset(&body);
+        return 1;
+    }
+    rc = status == 200 ? 0 : 1;
+    if (o->json) {
+        printf("%s\n", body.p);
+    } else {
+        FILE *out = rc ? stderr : stdout;
+        const char *st = str(j, "status");
+        if (strcmp(st, "reloaded") == 0) {
+            fprintf(out, "reloaded: config %s -> %s\n", str(j, "previous_hash"),
+                    str(j, "config_hash"));
+        } else if (strcmp(st, "unchanged") == 0) {
+            fprintf(out, "unchanged: config %s keeps running\n", str(j, "config_hash"));
+        } else {
+            fprintf(out, "%s: config %s keeps running\n", st, str(j, "config_hash"));
+        }
+        list = json_object_get(j, rc ? "errors" : "changes");
+        for (size_t i = 0; i < json_array_size(list); i++) {
+            fprintf(out, "  %s\n", json_string_value(json_array_get(list, i)));
+        }
+    }
+    json_decref(j);
+    jn_buf_reset(&body);
+    return rc;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: junction ctl status|channels|queues|routes [--json] "
@@ -470,7 +514,8 @@ static int usage(void)
             "       junction ctl dlq list [the filters of replay] [--limit N] [--json]\n"
             "       junction ctl dlq replay [as replay]\n"
             "       junction ctl record --channel C [--count N] --out FILE [-c FILE]\n"
-            "       junction ctl config history | show HASH\n");
+            "       junction ctl config history | show HASH\n"
+            "       junction ctl reload [--json]\n");
     return 2;
 }
 
@@ -489,6 +534,9 @@ int jn_ctl_main(const struct jn_ctl_opts *o, int argc, char **argv)
     }
     if (strcmp(verb, "replay") == 0) {
         return ctl_replay(o, argc, argv);
+    }
+    if (strcmp(verb, "reload") == 0 && argc == 1) {
+        return ctl_reload(o);
     }
     if (strcmp(verb, "dlq") == 0 && argc >= 2 && strcmp(argv[1], "replay") == 0) {
         return ctl_replay(o, argc - 1, argv + 1);

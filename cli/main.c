@@ -329,8 +329,57 @@ static int cmd_check(const char *path)
     return 0;
 }
 
+/*
+ * The broker's reloader (jn_broker_set_reloader): reads the file it started with again (path
+ * NULL: the embedded default, which cannot change), and lets config/ say whether it can
+ * replace the running one.
+ */
+static struct jn_config *reload_load(void *arg, const struct jn_config *cur,
+                                     struct jn_reload_report *rep)
+{
+    const char *path = arg;
+    struct jn_diag d, changes;
+    struct jn_config *c;
+
+    jn_diag_init(&d);
+    c = path ? jn_config_load_file(path, &d)
+             : jn_config_load_buf("<embedded>/config/junction.yaml", jn_default_config,
+                                  jn_default_config_len, &d);
+    if (c == NULL) {
+        rep->status = JN_RELOAD_INVALID;
+        jn_diag_free(&rep->msgs);
+        rep->msgs = d;
+        return NULL;
+    }
+    for (size_t i = 0; i < d.n; i++) {
+        jn_log(JN_LOG_WARN, "config: %s", d.msgs[i]);
+    }
+    jn_diag_free(&d);
+    jn_diag_init(&d);
+    jn_diag_init(&changes);
+    if (jn_config_reloadable(cur, c, &d, &changes) != 0) {
+        rep->status = JN_RELOAD_REFUSED;
+        jn_diag_free(&rep->msgs);
+        rep->msgs = d;
+        jn_diag_free(&changes);
+        jn_config_free(c);
+        return NULL;
+    }
+    jn_diag_free(&d);
+    if (changes.n == 0 && strcmp(c->hash, cur->hash) == 0) {
+        rep->status = JN_RELOAD_UNCHANGED;
+        jn_diag_free(&changes);
+        jn_config_free(c);
+        return NULL;
+    }
+    jn_diag_free(&rep->msgs);
+    rep->msgs = changes;
+    return c;
+}
+
 static int cmd_run(const char *path, const char *user, int allow_root)
 {
+    char *reload_path = NULL;
     struct jn_err err;
     struct jn_broker *b;
     struct jn_admin *admin = NULL;
@@ -377,10 +426,19 @@ static int cmd_run(const char *path, const char *user, int allow_root)
         }
     }
     jn_broker_set_user(b, user);
+    /* The same file however the working folder changes; NULL: the embedded default. */
+    if (strcmp(used, "(embedded default config)") != 0) {
+        reload_path = realpath(used, NULL);
+    }
+    jn_broker_set_reloader(b, reload_load, jn_config_free,
+                           reload_path ? reload_path
+                           : strcmp(used, "(embedded default config)") != 0 ? (char *)used
+                                                                            : NULL);
     rc = jn_broker_run(b);
     jn_admin_free(admin);
     jn_broker_free(b);
     jn_config_free(c);
+    free(reload_path);
     return rc;
 }
 
@@ -736,7 +794,10 @@ static int cmd_man(void)
             "channel's name: what happens to a message no route takes.\n"
             ".SH SIGNALS\n.TP\n.B SIGTERM, SIGINT\nStop: intake closes, sends in flight get "
             "shutdown_timeout, queued messages stay in the journal. A second signal exits at "
-            "once.\n.TP\n.B SIGHUP\nReads the TLS certificate files again (systemctl reload).\n"
+            "once.\n.TP\n.B SIGHUP\nReads the config file again and applies changed routes, "
+            "services and reloadable options live (a file with errors, or one that changes a "
+            "channel, is refused and the running config stays), and reads the TLS certificate "
+            "files again (systemctl reload, junction ctl reload).\n"
             ".SH ENVIRONMENT\n.TP\n.B NOTIFY_SOCKET\nUnder systemd (Type=notify): READY=1 once "
             "every channel has started, STATUS= lines, STOPPING=1.\n.TP\n"
             ".B WATCHDOG_USEC, WATCHDOG_PID\nWith WatchdogSec=: WATCHDOG=1 from the event loop "

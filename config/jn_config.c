@@ -84,20 +84,24 @@ const struct jn_opt jn_chan_common_opts[] = {
 };
 
 static const struct jn_opt actlog_opts[] = {
-    JN_OPT_DURATION("retention", "7d", 60000, 3650LL * 86400000, 0, struct jn_actlog_conf,
+    JN_OPT_DURATION("retention", "7d", 60000, 3650LL * 86400000, JN_OPT_RELOADABLE,
+                    struct jn_actlog_conf,
                     retention, "Actions older than this are deleted (checked every second; "
                     "junction.retention.keep, if shorter, wins)."),
-    JN_OPT_SIZE("max_size", "256MiB", 1LL << 20, 1LL << 40, 0, struct jn_actlog_conf, max_size,
+    JN_OPT_SIZE("max_size", "256MiB", 1LL << 20, 1LL << 40, JN_OPT_RELOADABLE,
+                struct jn_actlog_conf, max_size,
                 "When the action log takes more than this (or a quarter of the journal's "
                 "max_size, if less), the oldest actions are deleted."),
     JN_OPT_END,
 };
 
 static const struct jn_opt retention_opts[] = {
-    JN_OPT_DURATION("keep", "7d", 1000, 3650LL * 86400000, 0, struct jn_retention_conf, keep,
+    JN_OPT_DURATION("keep", "7d", 1000, 3650LL * 86400000, JN_OPT_RELOADABLE,
+                    struct jn_retention_conf, keep,
                     "Kept messages (a route's keep:) and actions older than this are deleted, "
                     "oldest first, in small batches (docs/storage.md)."),
-    JN_OPT_SIZE("max_bytes", "512MiB", 1LL << 20, 1LL << 50, 0, struct jn_retention_conf,
+    JN_OPT_SIZE("max_bytes", "512MiB", 1LL << 20, 1LL << 50, JN_OPT_RELOADABLE,
+                struct jn_retention_conf,
                 max_bytes,
                 "The budget of kept messages and the action log together (or half of the "
                 "journal's max_size, if less): past it the oldest are deleted first."),
@@ -108,14 +112,16 @@ const struct jn_opt jn_core_opts[] = {
     JN_OPT_PATH("data_dir", "./data", 0, struct jn_core_conf, data_dir,
                 "Directory of the broker's state (the LMDB journal, queues and action log); "
                 "relative to the config file's folder."),
-    JN_OPT_ENUM("log_level", "info", log_levels, 0, struct jn_core_conf, log_level,
+    JN_OPT_ENUM("log_level", "info", log_levels, JN_OPT_RELOADABLE, struct jn_core_conf,
+                log_level,
                 "Least important level logged."),
     JN_OPT_ENUM("log_format", "text", log_formats, 0, struct jn_core_conf, log_format,
                 "Lines on stderr: text (\"<time> [level] [component] message\") or json (one "
                 "object per line: time, level, component, msg). Under journald (stderr is "
                 "$JOURNAL_STREAM) lines start with their syslog priority (<3> error ... <7> "
                 "debug) and text lines leave the time to the journal (docs/operations.md)."),
-    JN_OPT_DURATION("shutdown_timeout", "10s", 0, 3600000LL, 0, struct jn_core_conf,
+    JN_OPT_DURATION("shutdown_timeout", "10s", 0, 3600000LL, JN_OPT_RELOADABLE,
+                    struct jn_core_conf,
                     shutdown_timeout,
                     "On SIGTERM/SIGINT, how long to wait for sends in flight before exiting; "
                     "queued messages stay in the journal for the next start."),
@@ -130,9 +136,11 @@ const struct jn_opt jn_core_opts[] = {
                 min_free_disk,
                 "New input is refused while the disk holding data_dir has less than this free "
                 "(checked every second; 0: never), so the journal's growth cannot fill it."),
-    JN_OPT_SUB("action_log", actlog_opts, struct jn_actlog_conf, 0, struct jn_core_conf,
+    JN_OPT_SUB("action_log", actlog_opts, struct jn_actlog_conf, JN_OPT_RELOADABLE,
+               struct jn_core_conf,
                action_log, "Retention of the action log (junction trace, junction log)."),
-    JN_OPT_SUB("retention", retention_opts, struct jn_retention_conf, 0, struct jn_core_conf,
+    JN_OPT_SUB("retention", retention_opts, struct jn_retention_conf, JN_OPT_RELOADABLE,
+               struct jn_core_conf,
                retention, "Retention of kept messages and the action log (docs/storage.md)."),
     JN_OPT_STR("admin", NULL, 0, struct jn_core_conf, admin,
                "The admin listener (docs/admin-api.md: /health, /ready, /metrics, /api/v1/): "

@@ -26,6 +26,17 @@ struct jn_config *jn_config_load_buf(const char *name, const char *buf, size_t l
                                      struct jn_diag *d);
 void jn_config_free(struct jn_config *c);
 
+/*
+ * Hot reload (jn_config_diff.c): 0 when next may replace cur in a running broker: the same
+ * channels, each the same but for its reloadable common options, and the same core settings
+ * but for the reloadable ones. next's channels are then put in cur's order (indexes into them
+ * remapped), and changes gets one line for each thing that changes (routes, services, options
+ * applied live). Else JN_EINVAL with one line in why for each thing that needs a restart
+ * (or JN_ENOMEM).
+ */
+int jn_config_reloadable(const struct jn_config *cur, struct jn_config *next,
+                         struct jn_diag *why, struct jn_diag *changes);
+
 /* Option tables of the sections, for describe and the docs generator. */
 extern const struct jn_opt jn_core_opts[];
 extern const struct jn_opt jn_chan_common_opts[];

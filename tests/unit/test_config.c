@@ -458,8 +458,163 @@ static void test_config_alloc_failures(void)
     CHECK(n > 50 && n < 5000);
 }
 
+/* jn_opt_same: every type, the skip flags, and the name of what differs. */
+static void test_opt_same(void)
+{
+    struct tconf a, b;
+    char where[64], first[256];
+
+    CHECK(parse("s: x\nl: [a, b]\nm: {k: v}\n", &a, first, sizeof(first)) == 0);
+    CHECK(parse("s: x\nl: [a, b]\nm: {k: v}\n", &b, first, sizeof(first)) == 0);
+    CHECK(jn_opt_same(topts, &a, &b, 0, where, sizeof(where)) == 1);
+    jn_opt_free(topts, &b);
+    CHECK(parse("s: x\nl: [a, c]\nm: {k: v}\n", &b, first, sizeof(first)) == 0);
+    CHECK(jn_opt_same(topts, &a, &b, 0, where, sizeof(where)) == 0);
+    CHECK(strcmp(where, "l") == 0);
+    jn_opt_free(topts, &b);
+    CHECK(parse("s: x\nl: [a, b]\nm: {k: w}\ndur: 1s\n", &b, first, sizeof(first)) == 0);
+    CHECK(jn_opt_same(topts, &a, &b, 0, where, sizeof(where)) == 0);
+    CHECK(strcmp(where, "dur") == 0); /* the first in table order */
+    jn_opt_free(topts, &b);
+    jn_opt_free(topts, &a);
+}
+
+struct rconf {
+    long long n;
+    char *s;
+    char *fixed;
+};
+
+static const struct jn_opt ropts[] = {
+    JN_OPT_INT("n", "1", 0, 100, JN_OPT_RELOADABLE, struct rconf, n, "a number"),
+    JN_OPT_STR("s", NULL, JN_OPT_RELOADABLE, struct rconf, s, "a string"),
+    JN_OPT_STR("fixed", NULL, 0, struct rconf, fixed, "not reloadable"),
+    JN_OPT_END,
+};
+
+/* jn_opt_reload: numbers are copied into the running conf, a string is reported, not copied. */
+static void test_opt_reload(void)
+{
+    struct rconf run = {0}, next = {0};
+    struct jn_diag d;
+    struct jn_node *r1, *r2;
+    char where[64] = "";
+    static const char t1[] = "n: 5\ns: a\nfixed: x\n", t2[] = "n: 7\ns: a\nfixed: x\n",
+                      t3[] = "n: 7\ns: b\nfixed: x\n";
+
+    jn_diag_init(&d);
+    r1 = jn_yaml_load_buf("r.yaml", t1, strlen(t1), &d);
+    r2 = jn_yaml_load_buf("r.yaml", t2, strlen(t2), &d);
+    CHECK(r1 && r2 && jn_opt_parse(ropts, r1, &run, "r", 0, NULL, r1, &d) == 0 &&
+          jn_opt_parse(ropts, r2, &next, "r", 0, NULL, r2, &d) == 0);
+    CHECK(jn_opt_same(ropts, &run, &next, JN_OPT_RELOADABLE, NULL, 0) == 1);
+    CHECK(jn_opt_same(ropts, &run, &next, 0, where, sizeof(where)) == 0 && strcmp(where, "n") == 0);
+    CHECK(jn_opt_reload(ropts, &run, &next, 0, where, sizeof(where)) == 0 && run.n == 5);
+    CHECK(jn_opt_reload(ropts, &run, &next, 1, where, sizeof(where)) == 0 && run.n == 7);
+    jn_opt_free(ropts, &next);
+    jn_node_free(r2);
+    r2 = jn_yaml_load_buf("r.yaml", t3, strlen(t3), &d);
+    CHECK(r2 && jn_opt_parse(ropts, r2, &next, "r", 0, NULL, r2, &d) == 0);
+    CHECK(jn_opt_reload(ropts, &run, &next, 1, where, sizeof(where)) == 1 &&
+          strcmp(where, "s") == 0 && strcmp(run.s, "a") == 0);
+    jn_opt_free(ropts, &next);
+    jn_opt_free(ropts, &run);
+    jn_node_free(r1);
+    jn_node_free(r2);
+    jn_diag_free(&d);
+}
+
+/* jn_config_reloadable: routes and services change, channels may be listed in another order
+ * (indexes remapped), a new channel or a changed non-reloadable option is refused. */
+static void test_reloadable(void)
+{
+    static const char cur_text[] =
+        "junction: { data_dir: /tmp/x }\n"
+        "channels:\n"
+        "  a: { type: http, direction: in, listen: '127.0.0.1:1', path: /a }\n"
+        "  o1: { type: file, direction: out, dir: /tmp/o1 }\n"
+        "  o2: { type: file, direction: out, dir: /tmp/o2 }\n"
+        "routes:\n"
+        "  r: { from: [a], to: [o1] }\n";
+    static const char next_text[] =
+        "junction: { data_dir: /tmp/x, log_level: debug }\n"
+        "channels:\n"
+        "  o2: { type: file, direction: out, dir: /tmp/o2, retry: { attempts: 2 } }\n"
+        "  a: { type: http, direction: in, listen: '127.0.0.1:1', path: /a }\n"
+        "  o1: { type: file, direction: out, dir: /tmp/o1 }\n"
+        "services:\n"
+        "  s: { type: set-header, set: { x: y } }\n"
+        "routes:\n"
+        "  r: { from: [a], via: [s], to: [o2, o1] }\n";
+    static const char bad_text[] =
+        "junction: { data_dir: /tmp/y }\n"
+        "channels:\n"
+        "  a: { type: http, direction: in, listen: '127.0.0.1:2', path: /a }\n"
+        "  o1: { type: file, direction: out, dir: /tmp/o1 }\n"
+        "  o3: { type: file, direction: out, dir: /tmp/o3 }\n"
+        "routes:\n"
+        "  r: { from: [a], to: [o1] }\n";
+    struct jn_diag d, why, ch;
+    struct jn_config *cur, *next, *bad;
+    int seen_listen = 0, seen_new = 0, seen_gone = 0, seen_dir = 0;
+
+    jn_diag_init(&d);
+    cur = jn_config_load_buf("c.yaml", cur_text, strlen(cur_text), &d);
+    next = jn_config_load_buf("n.yaml", next_text, strlen(next_text), &d);
+    bad = jn_config_load_buf("b.yaml", bad_text, strlen(bad_text), &d);
+    CHECK(cur != NULL && next != NULL && bad != NULL && d.nerr == 0);
+    if (cur == NULL || next == NULL || bad == NULL) {
+        jn_config_free(cur);
+        jn_config_free(next);
+        jn_config_free(bad);
+        jn_diag_free(&d);
+        return;
+    }
+    jn_diag_init(&why);
+    jn_diag_init(&ch);
+    CHECK(jn_config_reloadable(cur, next, &why, &ch) == 0);
+    CHECK(why.n == 0);
+    /* next's channels in cur's order, the route's destinations remapped with them */
+    CHECK(strcmp(next->channels[0].name, "a") == 0 && strcmp(next->channels[1].name, "o1") == 0 &&
+          strcmp(next->channels[2].name, "o2") == 0);
+    CHECK(next->routes[0].from[0] == 0 && next->routes[0].to[0] == 2 &&
+          next->routes[0].to[1] == 1);
+    {
+        int svc = 0, route = 0, retry = 0, core = 0;
+        for (size_t i = 0; i < ch.n; i++) {
+            svc |= strstr(ch.msgs[i], "service 's' added") != NULL;
+            route |= strstr(ch.msgs[i], "route 'r': via changed") != NULL;
+            retry |= strstr(ch.msgs[i], "channel 'o2': retry.attempts changed (applied live)") !=
+                     NULL;
+            core |= strstr(ch.msgs[i], "junction.log_level changed (applied live)") != NULL;
+        }
+        CHECK(svc && route && retry && core);
+    }
+    jn_diag_free(&why);
+    jn_diag_free(&ch);
+    jn_diag_init(&why);
+    jn_diag_init(&ch);
+    CHECK(jn_config_reloadable(cur, bad, &why, &ch) == JN_EINVAL);
+    for (size_t i = 0; i < why.n; i++) {
+        seen_dir |= strstr(why.msgs[i], "junction.data_dir changed") != NULL;
+        seen_listen |= strstr(why.msgs[i], "channel 'a': listen changed") != NULL;
+        seen_new |= strstr(why.msgs[i], "b.yaml:5:3: channel 'o3' is new") != NULL;
+        seen_gone |= strstr(why.msgs[i], "channel 'o2' was removed") != NULL;
+    }
+    CHECK(seen_dir && seen_listen && seen_new && seen_gone);
+    jn_diag_free(&why);
+    jn_diag_free(&ch);
+    jn_config_free(cur);
+    jn_config_free(next);
+    jn_config_free(bad);
+    jn_diag_free(&d);
+}
+
 int main(void)
 {
+    test_opt_same();
+    test_opt_reload();
+    test_reloadable();
     test_units();
     test_opts();
     test_yaml();
