@@ -146,6 +146,26 @@ static void tls_watch_cb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(b->tls_timer, &tv);
 }
 
+void jn_broker__chan_setup(struct jn_broker *b, struct jn_channel *ch,
+                           const struct jn_cfg_channel *cc)
+{
+    ch->def = cc->def;
+    ch->name = cc->name;
+    snprintf(ch->log_prefix, sizeof(ch->log_prefix), "%s.%s", cc->def->name, cc->name);
+    ch->dir = cc->dir;
+    ch->conf = cc->conf;
+    ch->state = NULL;
+    ch->broker = b;
+    ch->base = b->base;
+    ch->retry = cc->common.retry;
+    ch->concurrency = cc->common.concurrency > 0 ? cc->common.concurrency : 1;
+    ch->ordered = cc->common.ordered;
+    ch->ordered_key = cc->common.ordered_key;
+    ch->max_queued = cc->common.max_queued;
+    ch->when_full = cc->common.when_full;
+    jn_rate__init(ch, &cc->common.rate_limit);
+}
+
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
 {
     struct jn_broker *b = ch->broker;
@@ -378,7 +398,7 @@ void jn_broker_stop(struct jn_broker *b)
            jn_journal_count(b->journal, JN_JDB_QUEUE));
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
-        if (ch->dir == JN_DIR_IN) {
+        if (ch->dir == JN_DIR_IN && !ch->broken) {
             jn_channel_stop(ch);
             ch->up = 0;
         }
@@ -486,20 +506,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     for (size_t i = 0; i < cfg->nchannels; i++) {
         const struct jn_cfg_channel *cc = &cfg->channels[i];
         struct jn_channel *ch = &b->chans[i];
-        ch->def = cc->def;
-        ch->name = cc->name;
-        snprintf(ch->log_prefix, sizeof(ch->log_prefix), "%s.%s", cc->def->name, cc->name);
-        ch->dir = cc->dir;
-        ch->conf = cc->conf;
-        ch->broker = b;
-        ch->base = b->base;
-        ch->retry = cc->common.retry;
-        ch->concurrency = cc->common.concurrency > 0 ? cc->common.concurrency : 1;
-        ch->ordered = cc->common.ordered;
-        ch->ordered_key = cc->common.ordered_key;
-        ch->max_queued = cc->common.max_queued;
-        ch->when_full = cc->common.when_full;
-        jn_rate__init(ch, &cc->common.rate_limit);
+        jn_broker__chan_setup(b, ch, cc);
         b->nchans = i + 1;
         if (ch->dir == JN_DIR_OUT) {
             b->queues[i] = jn_queue_new(ch, &b->qenv);
@@ -608,7 +615,7 @@ void jn_broker_free(struct jn_broker *b)
     jn_flow__free(b);
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = &b->chans[i];
-        if (ch->def) {
+        if (ch->def && !ch->broken) {
             jn_channel_stop(ch);
         }
     }
@@ -619,7 +626,7 @@ void jn_broker_free(struct jn_broker *b)
         if (b->queues[i]) {
             jn_queue_release(b->queues[i]);
         }
-        if (ch->def) {
+        if (ch->def && !ch->broken) {
             jn_channel_destroy(ch); /* finishes sends still in flight with JN_SEND_RETRY */
         }
     }

@@ -118,6 +118,8 @@ struct jn_broker {
     void (*reload_free)(struct jn_config *);
     void *reload_arg;
     uint64_t n_reloads;              /* applied since the start */
+    struct jn_restart *restarts;     /* OUT channels a reload restarts once idle (jn_reload.c) */
+    struct event *restart_timer;
     int64_t loaded_us;               /* when the current config started running */
 };
 
@@ -235,6 +237,11 @@ void jn_retain__prune_cb(evutil_socket_t fd, short what, void *arg);
 
 /* jn_replay.c: frees the last replay job (after the journal is closed). */
 void jn_replay__free(struct jn_broker *b);
+
+/* jn_broker.c: what the broker copies from a channel's config block into its instance
+ * (before jn_channel_init; again when a reload restarts it with a new block). */
+void jn_broker__chan_setup(struct jn_broker *b, struct jn_channel *ch,
+                           const struct jn_cfg_channel *cc);
 
 /* jn_recover.c */
 /* The channel of direction dir named name, or NULL. */

@@ -164,6 +164,8 @@ struct jn_channel {
     struct jn_hist delivery_lat;  /* OUT: queued (durable) -> delivered */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */
+    int restarting;               /* OUT: a reload restarts it once its sends are done */
+    int broken;                   /* a reload could not start it again: no calls into it */
     int64_t unrouted_noted_us;    /* IN: when that was last logged */
     char last_error[200];         /* the latest failure (jn_channel_note_error), or "" */
     int64_t last_error_us;        /* its time (0: none yet) */

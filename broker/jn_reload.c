@@ -14,7 +14,10 @@
  *     given finish under the old one (theirs), so no message sees a mix of both;
  *   - which channels are routed after the acknowledgement, flow control's feeds and the
  *     per-route counts follow the new routes; reloadable channel options apply at once.
- * Channels are not touched: no connection is dropped, no listener closed. The old
+ * Channels that did not change are not touched: no connection is dropped, no listener
+ * closed. A channel changed beyond its reloadable options is restarted with its new block
+ * (chan_restart): an IN one at once (its listener and connections closed and opened again),
+ * an OUT one once its sends in flight are done, its queue held meanwhile and kept. The old
  * generation's services are destroyed with its last job; its config lives as long as the
  * broker, since queued deliveries and channels borrow names from it (a few KiB a reload).
  *
@@ -23,11 +26,26 @@
  */
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "jn_broker_int.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_queue.h"
 #include "jn_store.h"
 #include "jn_time.h"
+
+/* An OUT channel a reload restarts once its sends in flight are done (its queue held). */
+struct jn_restart {
+    struct jn_restart *next;
+    size_t chan;
+    struct jn_cfg_channel *cc;  /* its new block, in the config now running */
+    struct jn_cfg_channel *old; /* the block it runs, in the config before */
+    long long deadline_ms;      /* past this (shutdown_timeout), sends still in flight are
+                                 * cut short: they are retried, as at a stop */
+};
+
+#define RESTART_CHECK_MS 20
 
 static struct jn_gen *gen_new(const struct jn_config *cfg, struct jn_err *err)
 {
@@ -89,6 +107,15 @@ void jn_reload__gen_release(struct jn_broker *b, struct jn_gen *g)
 
 void jn_reload__free(struct jn_broker *b)
 {
+    while (b->restarts != NULL) {
+        struct jn_restart *r = b->restarts;
+        b->restarts = r->next;
+        jn_free(r);
+    }
+    if (b->restart_timer != NULL) {
+        event_free(b->restart_timer);
+        b->restart_timer = NULL;
+    }
     while (b->gen != NULL) {
         struct jn_gen *g = b->gen;
         b->gen = g->older;
@@ -167,9 +194,141 @@ static void channels_apply(struct jn_broker *b)
         ch->retry = cc->common.retry;
         ch->max_queued = cc->common.max_queued;
         ch->when_full = cc->common.when_full;
-        if (ch->conf != cc->conf) {
+        if (ch->conf != cc->conf && !cc->restart) {
             jn_opt_reload(ch->def->opts, ch->conf, cc->conf, 1, NULL, 0);
         }
+    }
+}
+
+/*
+ * Restarts channel i with its new block cc: the old instance is stopped and destroyed (an IN
+ * one closes its listener and connections; an OUT one's sends still in flight end as RETRY),
+ * the new one made and started. When the new one fails, the old block is started again and the
+ * two blocks trade places between the configs, so the running config says what runs and the
+ * next reload tries again. 0: the new one runs; 1: the old one runs again; -1: neither could
+ * start: the channel is down (broken) until junction restarts.
+ */
+static int chan_restart(struct jn_broker *b, size_t i, struct jn_cfg_channel *cc,
+                        struct jn_cfg_channel *old)
+{
+    struct jn_channel *ch = &b->chans[i];
+    char why[JN_ERR_MSG_MAX] = "";
+    struct jn_err err;
+
+    if (!ch->broken) {
+        jn_channel_stop(ch);
+        jn_channel_destroy(ch);
+    }
+    ch->up = 0;
+    ch->listens = 0;
+    ch->broken = 0;
+    for (int k = 0; k < 2; k++) {
+        jn_broker__chan_setup(b, ch, k == 0 ? cc : old);
+        jn_err_clear(&err);
+        if (jn_channel_init(ch, &err) == 0) {
+            if (jn_channel_start(ch, &err) == 0) {
+                ch->up = 1;
+                if (k == 0) {
+                    jn_log_p(JN_LOG_INFO, ch->log_prefix, "restarted with its new options");
+                    return 0;
+                }
+                {
+                    struct jn_cfg_channel t = *cc;
+                    *cc = *old;
+                    *old = t;
+                }
+                jn_log_p(JN_LOG_WARN, ch->log_prefix, "its new options failed (%s): it runs "
+                         "its old ones again", why);
+                return 1;
+            }
+            jn_channel_destroy(ch);
+        }
+        if (k == 0) {
+            snprintf(why, sizeof(why), "%s", err.msg[0] ? err.msg : jn_strerror(err.code));
+        }
+        jn_log_p(JN_LOG_ERROR, ch->log_prefix, "cannot start %s: %s",
+                 k == 0 ? "with its new options" : "again with its old options",
+                 err.msg[0] ? err.msg : jn_strerror(err.code));
+    }
+    ch->broken = 1;
+    jn_log_p(JN_LOG_ERROR, ch->log_prefix, "down until junction restarts (its queue, if any, "
+             "is kept)");
+    return -1;
+}
+
+/* The restart timer: OUT channels whose sends in flight are done (or whose time is up) are
+ * restarted and their queues let go. */
+static void restart_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct jn_broker *b = arg;
+    struct jn_restart **pp = &b->restarts;
+    long long now = jn_mono_ms();
+
+    (void)fd;
+    (void)what;
+    while (*pp != NULL) {
+        struct jn_restart *r = *pp;
+        struct jn_channel *ch = &b->chans[r->chan];
+        struct jn_queue *q = b->queues[r->chan];
+        if (!b->stopping && jn_queue_in_flight(q) > 0 && now < r->deadline_ms) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        ch->restarting = 0;
+        if (!b->stopping && chan_restart(b, r->chan, r->cc, r->old) >= 0) {
+            jn_queue_pause(q, ch->paused);
+        }
+        jn_free(r);
+    }
+    if (b->restarts != NULL) {
+        struct timeval tv = {0, RESTART_CHECK_MS * 1000};
+        evtimer_add(b->restart_timer, &tv);
+    }
+}
+
+/* The channels next restarts: IN ones now; OUT ones once their sends are done (their queues
+ * held until then). prev: the config that ran before. */
+static void channels_restart(struct jn_broker *b, struct jn_config *next,
+                             const struct jn_config *prev)
+{
+    for (size_t i = 0; i < b->nchans; i++) {
+        struct jn_cfg_channel *cc = &next->channels[i];
+        /* The block it runs: prev's (same order: jn_config_reloadable); written only by
+         * chan_restart's trade when the new one fails. */
+        struct jn_cfg_channel *old = (struct jn_cfg_channel *)&prev->channels[i];
+        struct jn_restart *r;
+        if (!cc->restart) {
+            continue;
+        }
+        if (b->queues[i] == NULL) {
+            chan_restart(b, i, cc, old);
+            continue;
+        }
+        r = jn_calloc(1, sizeof(*r));
+        if (b->restart_timer == NULL) {
+            b->restart_timer = evtimer_new(b->base, restart_cb, b);
+        }
+        if (r == NULL || b->restart_timer == NULL) {
+            jn_free(r);
+            jn_log_p(JN_LOG_ERROR, b->chans[i].log_prefix, "out of memory: restarted at once, "
+                     "its sends in flight retried");
+            chan_restart(b, i, cc, old);
+            continue;
+        }
+        r->chan = i;
+        r->cc = cc;
+        r->old = old;
+        r->deadline_ms = jn_mono_ms() + next->core.shutdown_timeout;
+        r->next = b->restarts;
+        b->restarts = r;
+        b->chans[i].restarting = 1;
+        jn_queue_pause(b->queues[i], 1);
+        jn_log_p(JN_LOG_INFO, b->chans[i].log_prefix, "restarting with its new options once "
+                 "its %zu send(s) in flight are done", jn_queue_in_flight(b->queues[i]));
+    }
+    if (b->restarts != NULL) {
+        restart_cb(-1, 0, b);
     }
 }
 
@@ -203,6 +362,7 @@ static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err
     }
     gen_use(b, g);
     channels_apply(b);
+    channels_restart(b, next, old->cfg);
     jn_log_level = next->core.log_level;
     if (old->jobs == 0) {
         gen_services_free(old);
@@ -221,10 +381,12 @@ int jn_broker_reload(struct jn_broker *b, struct jn_reload_report *rep)
     jn_diag_init(&rep->msgs);
     snprintf(rep->from, sizeof(rep->from), "%s", b->cfg->hash);
     snprintf(rep->hash, sizeof(rep->hash), "%s", b->cfg->hash);
-    if (b->reload_load == NULL || b->stopping) {
+    if (b->reload_load == NULL || b->stopping || b->restarts != NULL) {
         rep->status = JN_RELOAD_FAILED;
         jn_diag_add(&rep->msgs, NULL, "%s", b->stopping ? "the broker is stopping"
-                                                        : "this broker cannot reload its config");
+                    : b->restarts ? "the last reload is still restarting a channel (it waits "
+                                    "for its sends in flight): try again in a moment"
+                                  : "this broker cannot reload its config");
         jn_log(JN_LOG_WARN, "config reload: %s", rep->msgs.msgs ? rep->msgs.msgs[0] : "refused");
         return JN_EINVAL;
     }
@@ -257,8 +419,15 @@ int jn_broker_reload(struct jn_broker *b, struct jn_reload_report *rep)
     }
     rep->status = JN_RELOAD_APPLIED;
     snprintf(rep->hash, sizeof(rep->hash), "%s", b->cfg->hash);
-    jn_log(JN_LOG_INFO, "config reloaded: %s -> %s (%zu change(s)); channels untouched",
-           rep->from, rep->hash, rep->msgs.n);
+    {
+        size_t nrestart = 0;
+        for (size_t i = 0; i < b->cfg->nchannels; i++) {
+            nrestart += b->cfg->channels[i].restart != 0;
+        }
+        jn_log(JN_LOG_INFO, "config reloaded: %s -> %s (%zu change(s)); %s%zu channel(s) "
+               "restarted", rep->from, rep->hash, rep->msgs.n, nrestart ? "" : "no channel "
+               "touched, ", nrestart);
+    }
     for (size_t i = 0; i < rep->msgs.n; i++) {
         jn_log(JN_LOG_INFO, "config reload: %s", rep->msgs.msgs[i]);
     }

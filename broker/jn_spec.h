@@ -71,6 +71,9 @@ struct jn_cfg_channel {
     void *conf;     /* def->conf_size, filled by def->opts */
     struct jn_chan_common common;
     struct jn_pos pos;
+    /* Hot reload (jn_config_reloadable): this channel differs from the running one beyond its
+     * reloadable options, so the broker restarts it with this conf (jn_reload.c). */
+    int restart;
 };
 
 struct jn_cfg_service {

@@ -127,7 +127,8 @@ int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err
                               on ? "paused already" : "not paused");
         }
         ch->paused = on != 0;
-        if (b->queues[i] != NULL) {
+        /* A queue held for a reload's restart is let go by the restart (jn_reload.c). */
+        if (b->queues[i] != NULL && !ch->restarting) {
             jn_queue_pause(b->queues[i], on);
         }
         jn_log_p(JN_LOG_INFO, ch->log_prefix, "%s by the operator", on ? "paused" : "resumed");

@@ -28,11 +28,11 @@ void jn_config_free(struct jn_config *c);
 
 /*
  * Hot reload (jn_config_diff.c): 0 when next may replace cur in a running broker: the same
- * channels, each the same but for its reloadable common options, and the same core settings
- * but for the reloadable ones. next's channels are then put in cur's order (indexes into them
- * remapped), and changes gets one line for each thing that changes (routes, services, options
- * applied live). Else JN_EINVAL with one line in why for each thing that needs a restart
- * (or JN_ENOMEM).
+ * channels (names, directions, concurrency) and the same core settings but for the reloadable
+ * ones. next's channels are then put in cur's order (indexes into them remapped), a channel
+ * that changed beyond its reloadable options is marked restart, and changes gets one line for
+ * each thing that changes (routes, services, restarts, options applied live). Else JN_EINVAL
+ * with one line in why for each thing that needs a restart of junction (or JN_ENOMEM).
  */
 int jn_config_reloadable(const struct jn_config *cur, struct jn_config *next,
                          struct jn_diag *why, struct jn_diag *changes);

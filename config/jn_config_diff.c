@@ -5,10 +5,11 @@
  * What a reload changes live: routes and services (added, removed, changed: the broker swaps
  * them between two messages), `unrouted:`, and the options marked JN_OPT_RELOADABLE (the
  * "reloadable" column of docs/config-reference.md) of the core settings and of the channels
- * (their common options, and their own numbers, durations, sizes, booleans and enums). What it
- * does not (yet): adding, removing or changing a channel in any other option (a reloadable
- * string or map included), the admin listener, the data dir; such a file is refused with a
- * line for each difference, and the old config keeps running until a restart.
+ * (their common options, and their own numbers, durations, sizes, booleans and enums). A
+ * channel changed in any other option is restarted with its new options (jn_cfg_channel's
+ * restart). What it does not (yet): adding or removing a channel, changing one's direction or
+ * concurrency, the admin listener, the data dir; such a file is refused with a line for each
+ * difference, and the old config keeps running until a restart.
  *
  * Everything is compared through the option tables (jn_opt_same), so an option added to a
  * table is compared without a line here.
@@ -28,34 +29,44 @@ static long chan_find(const struct jn_config *c, const char *name)
     return -1;
 }
 
-/* The channels: the same set with the same type and direction, and the same options but for
- * the reloadable common ones. Each difference is a reason in why. */
-static void diff_channels(const struct jn_config *cur, const struct jn_config *next,
+/* The channels: the same set with the same direction and concurrency (the queue's slots are
+ * made for it). One that differs beyond its reloadable options is restarted (restart set); each
+ * difference that needs the broker restarted is a reason in why. */
+static void diff_channels(const struct jn_config *cur, struct jn_config *next,
                           struct jn_diag *why, struct jn_diag *changes)
 {
     char where[128];
 
     for (size_t i = 0; i < next->nchannels; i++) {
-        const struct jn_cfg_channel *n = &next->channels[i];
+        struct jn_cfg_channel *n = &next->channels[i];
         long k = chan_find(cur, n->name);
         const struct jn_cfg_channel *o = k >= 0 ? &cur->channels[k] : NULL;
         const char *what = strncmp(n->name, "notify:", 7) == 0 ? "the callback channel of route"
                                                                  : "channel";
         const char *nm = strncmp(n->name, "notify:", 7) == 0 ? n->name + 7 : n->name;
 
+        n->restart = 0;
         if (o == NULL) {
             jn_diag_add(why, &n->pos, "%s '%s' is new: adding a channel needs a restart", what,
                         nm);
-        } else if (o->def != n->def || o->dir != n->dir) {
-            jn_diag_add(why, &n->pos, "%s '%s': its type or direction changed: needs a restart",
-                        what, nm);
-        } else if (!jn_opt_same(jn_chan_common_opts, &o->common, &n->common, JN_OPT_RELOADABLE,
+        } else if (o->dir != n->dir) {
+            jn_diag_add(why, &n->pos, "%s '%s': its direction changed: needs a restart", what,
+                        nm);
+        } else if (o->common.concurrency != n->common.concurrency) {
+            jn_diag_add(why, &n->pos, "%s '%s': concurrency changed: needs a restart", what, nm);
+        } else if (o->def != n->def ||
+                   !jn_opt_same(jn_chan_common_opts, &o->common, &n->common, JN_OPT_RELOADABLE,
                                 where, sizeof(where)) ||
                    !jn_opt_same(n->def->opts, o->conf, n->conf, JN_OPT_RELOADABLE, where,
                                 sizeof(where)) ||
                    jn_opt_reload(n->def->opts, o->conf, n->conf, 0, where, sizeof(where))) {
-            jn_diag_add(why, &n->pos, "%s '%s': %s changed: changing this option needs a "
-                        "restart", what, nm, where);
+            n->restart = 1;
+            jn_diag_add(changes, &n->pos, "%s '%s': %s changed: the channel restarts (%s)", what,
+                        nm, o->def != n->def ? "type" : where,
+                        n->dir == JN_DIR_IN ? "its listener and connections are closed and "
+                                              "opened again"
+                                            : "once its sends in flight are done; its queue "
+                                              "stays");
         } else if (!jn_opt_same(jn_chan_common_opts, &o->common, &n->common, 0, where,
                                 sizeof(where)) ||
                    !jn_opt_same(n->def->opts, o->conf, n->conf, 0, where, sizeof(where))) {
