@@ -367,8 +367,8 @@ static void broker__status(void *arg, char *buf, size_t n)
     size_t up = 0;
 
     for (size_t i = 0; i < b->nchans; i++) {
-        in += b->chans[i].n_in;
-        up += b->chans[i].up != 0;
+        in += b->chans[i]->n_in;
+        up += b->chans[i]->up != 0;
     }
     snprintf(buf, n, "ready; %zu/%zu channels up; %llu received; %zu queued; %llu dead-lettered",
              up, b->nchans, in, b->journal ? jn_journal_count(b->journal, JN_JDB_QUEUE) : 0,
@@ -397,7 +397,7 @@ void jn_broker_stop(struct jn_broker *b)
            "stay in the journal", sends_in_flight(b),
            jn_journal_count(b->journal, JN_JDB_QUEUE));
     for (size_t i = 0; i < b->nchans; i++) {
-        struct jn_channel *ch = &b->chans[i];
+        struct jn_channel *ch = b->chans[i];
         if (ch->dir == JN_DIR_IN && !ch->broken) {
             jn_channel_stop(ch);
             ch->up = 0;
@@ -505,7 +505,13 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     jn_reload__note_config(b);
     for (size_t i = 0; i < cfg->nchannels; i++) {
         const struct jn_cfg_channel *cc = &cfg->channels[i];
-        struct jn_channel *ch = &b->chans[i];
+        struct jn_channel *ch = jn_calloc(1, sizeof(*ch));
+        if (ch == NULL) {
+            jn_err_set(err, JN_ENOMEM, "out of memory");
+            goto fail;
+        }
+        b->chans[i] = ch;
+        ch->slot = i;
         jn_broker__chan_setup(b, ch, cc);
         b->nchans = i + 1;
         if (ch->dir == JN_DIR_OUT) {
@@ -548,7 +554,7 @@ int jn_broker_run(struct jn_broker *b)
     /* OUT channels first, so IN ones never accept what cannot be queued. */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < b->nchans; i++) {
-            struct jn_channel *ch = &b->chans[i];
+            struct jn_channel *ch = b->chans[i];
             if ((pass == 0) != (ch->dir == JN_DIR_OUT)) {
                 continue;
             }
@@ -589,7 +595,7 @@ int jn_broker_run(struct jn_broker *b)
     {
         uint64_t unrouted = 0;
         for (size_t i = 0; i < b->nchans; i++) {
-            unrouted += b->chans[i].n_unrouted;
+            unrouted += b->chans[i]->n_unrouted;
         }
         jn_log(JN_LOG_INFO, "junction stopped: %llu dead-lettered, %llu unrouted",
                (unsigned long long)b->n_dead, (unsigned long long)unrouted);
@@ -614,13 +620,13 @@ void jn_broker_free(struct jn_broker *b)
     jn_route__free(b);
     jn_flow__free(b);
     for (size_t i = 0; i < b->nchans; i++) {
-        struct jn_channel *ch = &b->chans[i];
+        struct jn_channel *ch = b->chans[i];
         if (ch->def && !ch->broken) {
             jn_channel_stop(ch);
         }
     }
     for (size_t i = 0; i < b->nchans; i++) {
-        struct jn_channel *ch = &b->chans[i];
+        struct jn_channel *ch = b->chans[i];
         /* Deliveries waiting for a retry are not with the channel: release them here. Their
          * queue records stay in the journal. */
         if (b->queues[i]) {
@@ -665,6 +671,9 @@ void jn_broker_free(struct jn_broker *b)
     }
     if (b->sig_int) {
         event_free(b->sig_int);
+    }
+    for (size_t i = 0; b->chans != NULL && i < b->nchans; i++) {
+        jn_free(b->chans[i]);
     }
     jn_free(b->chans);
     jn_free(b->queues);

@@ -74,7 +74,10 @@ struct jn_broker {
     struct jn_gen *gen;
     struct event_base *base;
     struct jn_idgen ids;
-    struct jn_channel *chans;
+    /* The channel slots, each its own allocation (channels, queues, tickets and jobs hold
+     * pointers to them): chans[i] is the config's channels[i] (jn_config_reloadable keeps that
+     * order across reloads). Slots are never reused for another name; a reload appends. */
+    struct jn_channel **chans;
     size_t nchans;
     struct jn_service *svcs;
     size_t nsvcs;

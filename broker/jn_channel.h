@@ -164,6 +164,7 @@ struct jn_channel {
     struct jn_hist delivery_lat;  /* OUT: queued (durable) -> delivered */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */
+    size_t slot;                  /* its index among the broker's channels (the config's) */
     int restarting;               /* OUT: a reload restarts it once its sends are done */
     int broken;                   /* a reload could not start it again: no calls into it */
     int64_t unrouted_noted_us;    /* IN: when that was last logged */

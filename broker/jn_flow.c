@@ -97,7 +97,7 @@ static size_t **feeds_new(struct jn_broker *b, const struct jn_config *cfg)
 
     for (size_t i = 0; feeds != NULL && i < b->nchans; i++) {
         size_t n = 0;
-        if (b->chans[i].dir != JN_DIR_IN) {
+        if (b->chans[i]->dir != JN_DIR_IN) {
             continue;
         }
         for (size_t r = 0; r < cfg->nroutes; r++) {
@@ -108,8 +108,8 @@ static size_t **feeds_new(struct jn_broker *b, const struct jn_config *cfg)
             }
             for (size_t d = 0; reads && d < rt->rc.to.n; d++) {
                 if (b->queues[rt->to[d]] != NULL &&
-                    (b->chans[rt->to[d]].max_queued.messages > 0 ||
-                     b->chans[rt->to[d]].max_queued.bytes > 0) &&
+                    (b->chans[rt->to[d]]->max_queued.messages > 0 ||
+                     b->chans[rt->to[d]]->max_queued.bytes > 0) &&
                     feed_add(&feeds[i], &n, rt->to[d]) != 0) {
                     feeds_free(feeds, b->nchans);
                     return NULL;
@@ -177,14 +177,14 @@ void jn_flow__free(struct jn_broker *b)
 
 const char *jn_flow__blocked(struct jn_broker *b, const struct jn_channel *src)
 {
-    const size_t *f = b->feeds ? b->feeds[src - b->chans] : NULL;
+    const size_t *f = b->feeds ? b->feeds[src->slot] : NULL;
 
     if (b->disk_low) {
         return b->disk_why;
     }
     for (; f != NULL && *f != (size_t)-1; f++) {
         struct jn_queue *q = b->queues[*f];
-        if (jn_queue_full(q) && b->chans[*f].when_full == JN_FULL_BLOCK) {
+        if (jn_queue_full(q) && b->chans[*f]->when_full == JN_FULL_BLOCK) {
             return jn_queue_full_why(q);
         }
     }

@@ -63,7 +63,7 @@ static void notify_callback(struct jn_broker *b, struct jn_jtxn *t, const char *
                   "time", when);
     body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
-    qch = &b->chans[r->notify_chan];
+    qch = b->chans[r->notify_chan];
     n = body ? jn_msg_new(qch->name, body, strlen(body)) : NULL;
     free(body); /* jansson allocates with malloc */
     if (n == NULL || jn_msg_header_set(n, "Content-Type", "application/json") != 0 ||

@@ -190,7 +190,7 @@ static void channels_apply(struct jn_broker *b)
 {
     for (size_t i = 0; i < b->nchans; i++) {
         const struct jn_cfg_channel *cc = &b->cfg->channels[i];
-        struct jn_channel *ch = &b->chans[i];
+        struct jn_channel *ch = b->chans[i];
         ch->retry = cc->common.retry;
         ch->max_queued = cc->common.max_queued;
         ch->when_full = cc->common.when_full;
@@ -211,7 +211,7 @@ static void channels_apply(struct jn_broker *b)
 static int chan_restart(struct jn_broker *b, size_t i, struct jn_cfg_channel *cc,
                         struct jn_cfg_channel *old)
 {
-    struct jn_channel *ch = &b->chans[i];
+    struct jn_channel *ch = b->chans[i];
     char why[JN_ERR_MSG_MAX] = "";
     struct jn_err err;
 
@@ -268,7 +268,7 @@ static void restart_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     while (*pp != NULL) {
         struct jn_restart *r = *pp;
-        struct jn_channel *ch = &b->chans[r->chan];
+        struct jn_channel *ch = b->chans[r->chan];
         struct jn_queue *q = b->queues[r->chan];
         if (!b->stopping && jn_queue_in_flight(q) > 0 && now < r->deadline_ms) {
             pp = &r->next;
@@ -311,7 +311,7 @@ static void channels_restart(struct jn_broker *b, struct jn_config *next,
         }
         if (r == NULL || b->restart_timer == NULL) {
             jn_free(r);
-            jn_log_p(JN_LOG_ERROR, b->chans[i].log_prefix, "out of memory: restarted at once, "
+            jn_log_p(JN_LOG_ERROR, b->chans[i]->log_prefix, "out of memory: restarted at once, "
                      "its sends in flight retried");
             chan_restart(b, i, cc, old);
             continue;
@@ -322,9 +322,9 @@ static void channels_restart(struct jn_broker *b, struct jn_config *next,
         r->deadline_ms = jn_mono_ms() + next->core.shutdown_timeout;
         r->next = b->restarts;
         b->restarts = r;
-        b->chans[i].restarting = 1;
+        b->chans[i]->restarting = 1;
         jn_queue_pause(b->queues[i], 1);
-        jn_log_p(JN_LOG_INFO, b->chans[i].log_prefix, "restarting with its new options once "
+        jn_log_p(JN_LOG_INFO, b->chans[i]->log_prefix, "restarting with its new options once "
                  "its %zu send(s) in flight are done", jn_queue_in_flight(b->queues[i]));
     }
     if (b->restarts != NULL) {

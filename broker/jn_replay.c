@@ -334,7 +334,7 @@ static int put_queued(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel 
     if (jn_store_queue_put(t, dest->name, seq, r->msg, r->route, 1, NULL) != 0) {
         return 0;
     }
-    jn_queue_add(b->queues[dest - b->chans], &b->adds, jn_msg_ref(r->msg), r->route, seq);
+    jn_queue_add(b->queues[dest->slot], &b->adds, jn_msg_ref(r->msg), r->route, seq);
     return jn_store_log_cfg(t, jn_journal_seq(b->journal), r->msg->id, "replayed", r->route,
                             dest->name, 0, NULL, b->cfg->hash) == 0;
 }

@@ -38,7 +38,7 @@
 
 static size_t chan_index(struct jn_broker *b, const struct jn_channel *ch)
 {
-    return (size_t)(ch - b->chans);
+    return ch->slot;
 }
 
 /* m's encoding: the caller's (menv) when it has one, else encoded once into own. NULL when out
@@ -513,7 +513,7 @@ int jn_route__reconfig(struct jn_broker *b, const struct jn_config *old, struct 
 
 int jn_route__deferred(const struct jn_broker *b, const struct jn_channel *src)
 {
-    return src != NULL && b->deferred != NULL && b->deferred[src - b->chans];
+    return src != NULL && b->deferred != NULL && b->deferred[src->slot];
 }
 
 void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,

@@ -64,7 +64,7 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     if (i >= b->nchans) {
         return -1;
     }
-    ch = &b->chans[i];
+    ch = b->chans[i];
     memset(out, 0, sizeof(*out));
     out->name = ch->name;
     out->type = ch->def ? ch->def->name : "";
@@ -118,7 +118,7 @@ int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_s
 int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err *err)
 {
     for (size_t i = 0; i < b->nchans; i++) {
-        struct jn_channel *ch = &b->chans[i];
+        struct jn_channel *ch = b->chans[i];
         if (strcmp(ch->name, name) != 0) {
             continue;
         }
