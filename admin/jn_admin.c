@@ -417,7 +417,7 @@ static void get_status(struct jn_admin *a, struct evhttp_request *req)
 
 static const char *chan_state(const struct jn_channel_stats *cs)
 {
-    return !cs->up ? "down" : cs->paused ? "paused" : "up";
+    return cs->removed ? "removed" : !cs->up ? "down" : cs->paused ? "paused" : "up";
 }
 
 /* POST /api/v1/channels/{name}/pause and /resume. */

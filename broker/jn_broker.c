@@ -116,13 +116,18 @@ static void ingest_committed(void *arg, int rc)
              * leaves it alone until the router is done with it). */
             struct jn_msg *m = t->msg;
             t->msg = NULL;
-            jn_route__later(b, t->ch, m, t->inbox_seq, t->tracked ? t : NULL);
+            jn_route__later(b, t->ch, m, t->inbox_seq, t->tracked ? t : NULL, t->gen);
+            t->gen = NULL;
             jn_commit__paged(b, rc);
             if (!t->tracked) {
                 jn_commit__ticket_done(t, 1);
             }
             return;
         }
+    }
+    if (t->gen != NULL) {
+        jn_reload__gen_release(b, t->gen); /* not routed here: the next start routes it */
+        t->gen = NULL;
     }
     /* Its deliveries enter their queues now (while the broker is being freed, they stay in
      * the journal for the next start). */
@@ -211,6 +216,11 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
             if (jn_store_inbox_put_env(jt, t->inbox_seq, t->env.p, t->env.len) != 0) {
                 jn_jtxn_free(jt);
                 t->refusal = JN_ENOMEM;
+            } else {
+                /* Routed under the config it was received under, even if a reload comes
+                 * before its commit (a channel the new config removed is still routed). */
+                t->gen = b->gen;
+                t->gen->jobs++;
             }
             jn_buf_reset(&t->env);
         } else {

@@ -31,6 +31,7 @@ struct jn_ticket {
     const char *why; /* with refusal JN_EFULL or JN_ELIMIT: flow control's or the rate
                       * limit's reason (borrowed) */
     int deferred;  /* routed after the acknowledgement (jn_route.c): inbox_seq holds it */
+    struct jn_gen *gen; /* deferred: the config it is routed under (held), until posted */
     uint64_t inbox_seq;
     struct jn_buf env; /* msg encoded once, for every queue record of it; freed after routing */
     struct jn_delivery *adds; /* deliveries of its queue records, until the commit */
@@ -108,6 +109,7 @@ struct jn_broker {
     struct jn_replay *replay;        /* the replay job under way or last done (jn_replay.c) */
     uint64_t n_dead, n_unrouted_dropped;
     struct jn_hist commit_lat;       /* received -> durable, every IN channel (jn_stats.h) */
+    size_t nfeeds;                   /* feeds' length (nchans when made) */
     size_t **feeds;                  /* per IN channel: the OUT channel indexes its routes feed,
                                       * ending with (size_t)-1 (jn_flow.c) */
     struct event *disk_timer;        /* min_free_disk's check */
@@ -190,9 +192,11 @@ int jn_route__deferred(const struct jn_broker *b, const struct jn_channel *src);
 void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *src,
                      struct jn_msg *m, const struct jn_buf *menv, struct jn_ticket *track);
 /* Routes m (a reference it takes), whose inbox record is inbox_seq, on the router; the routing
- * transaction deletes the record. track: as above; its routing part ends with that commit. */
+ * transaction deletes the record. track: as above; its routing part ends with that commit.
+ * gen: the config generation to route it under, whose hold it takes over (the ingest's); NULL:
+ * the current one. */
 void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                     uint64_t inbox_seq, struct jn_ticket *track);
+                     uint64_t inbox_seq, struct jn_ticket *track, struct jn_gen *gen);
 /* Routes an inbox record (seq) of src (NULL: its channel is gone) and deletes it, by the path
  * of src (m is borrowed). */
 void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,

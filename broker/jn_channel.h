@@ -166,7 +166,9 @@ struct jn_channel {
     int paused;                   /* held by the operator (jn_broker_pause) */
     size_t slot;                  /* its index among the broker's channels (the config's) */
     int restarting;               /* OUT: a reload restarts it once its sends are done */
-    int broken;                   /* a reload could not start it again: no calls into it */
+    int broken;                   /* a reload could not start it again, or removed it: no
+                                   * calls into it */
+    int gone;                     /* removed by a reload: stopped; its slot and queue kept */
     int64_t unrouted_noted_us;    /* IN: when that was last logged */
     char last_error[200];         /* the latest failure (jn_channel_note_error), or "" */
     int64_t last_error_us;        /* its time (0: none yet) */

@@ -123,6 +123,7 @@ static size_t **feeds_new(struct jn_broker *b, const struct jn_config *cfg)
 int jn_flow__init(struct jn_broker *b, struct jn_err *err)
 {
     b->feeds = feeds_new(b, b->cfg);
+    b->nfeeds = b->nchans;
     if (b->feeds == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
@@ -143,8 +144,9 @@ int jn_flow__reconfig(struct jn_broker *b)
     if (feeds == NULL) {
         return JN_ENOMEM;
     }
-    feeds_free(b->feeds, b->nchans);
+    feeds_free(b->feeds, b->nfeeds);
     b->feeds = feeds;
+    b->nfeeds = b->nchans;
     if (b->cfg->core.min_free_disk == 0) {
         b->disk_low = 0;
     } else if (b->disk_timer == NULL) {
@@ -167,7 +169,7 @@ void jn_flow__start(struct jn_broker *b)
 
 void jn_flow__free(struct jn_broker *b)
 {
-    feeds_free(b->feeds, b->nchans);
+    feeds_free(b->feeds, b->nfeeds);
     b->feeds = NULL;
     if (b->disk_timer != NULL) {
         event_free(b->disk_timer);

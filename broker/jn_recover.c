@@ -19,7 +19,8 @@
 struct jn_channel *jn_broker__find_chan(struct jn_broker *b, const char *name, unsigned dir)
 {
     for (size_t i = 0; i < b->nchans; i++) {
-        if (b->chans[i]->dir == dir && strcmp(b->chans[i]->name, name) == 0) {
+        if (b->chans[i]->dir == dir && !b->chans[i]->gone &&
+            strcmp(b->chans[i]->name, name) == 0) {
             return b->chans[i];
         }
     }

@@ -10,8 +10,12 @@
  * generation's, and
  *   - messages routed on the loop from now on (channels whose routes have no services, in
  *     their ingest transaction) are routed by the new routes;
- *   - routing jobs posted from now on carry the new generation; jobs the worker was already
- *     given finish under the old one (theirs), so no message sees a mix of both;
+ *   - messages received from now on carry the new generation to the routing worker; those
+ *     received before (waiting for their commit or for the worker) finish under the old one
+ *     (theirs), so no message sees a mix of both;
+ *   - channels the new config adds are made and started before the switch (a failure there
+ *     changes nothing); removed ones stop (an OUT one once idle) and keep their slot, an OUT
+ *     one its queue, for a later reload that adds the name again;
  *   - which channels are routed after the acknowledgement, flow control's feeds and the
  *     per-route counts follow the new routes; reloadable channel options apply at once.
  * Channels that did not change are not touched: no connection is dropped, no listener
@@ -39,7 +43,8 @@
 struct jn_restart {
     struct jn_restart *next;
     size_t chan;
-    struct jn_cfg_channel *cc;  /* its new block, in the config now running */
+    struct jn_cfg_channel *cc;  /* its new block, in the config now running; NULL: removed
+                                 * (stopped for good once idle, its queue kept) */
     struct jn_cfg_channel *old; /* the block it runs, in the config before */
     long long deadline_ms;      /* past this (shutdown_timeout), sends still in flight are
                                  * cut short: they are retried, as at a stop */
@@ -191,6 +196,9 @@ static void channels_apply(struct jn_broker *b)
     for (size_t i = 0; i < b->nchans; i++) {
         const struct jn_cfg_channel *cc = &b->cfg->channels[i];
         struct jn_channel *ch = b->chans[i];
+        if (cc->gone || ch->gone) {
+            continue;
+        }
         ch->retry = cc->common.retry;
         ch->max_queued = cc->common.max_queued;
         ch->when_full = cc->common.when_full;
@@ -256,6 +264,22 @@ static int chan_restart(struct jn_broker *b, size_t i, struct jn_cfg_channel *cc
     return -1;
 }
 
+/* A channel the reload removed: stopped and destroyed; its slot stays, nothing calls into it,
+ * and an OUT one's queue stays held (its records in the journal) until it comes back. */
+static void chan_remove(struct jn_channel *ch)
+{
+    if (!ch->broken) {
+        jn_channel_stop(ch);
+        jn_channel_destroy(ch);
+    }
+    ch->state = NULL;
+    ch->up = 0;
+    ch->broken = 1;
+    ch->gone = 1;
+    jn_log_p(JN_LOG_INFO, ch->log_prefix, "removed by the reload: stopped%s",
+             ch->dir == JN_DIR_OUT ? "; its queue is kept" : "");
+}
+
 /* The restart timer: OUT channels whose sends in flight are done (or whose time is up) are
  * restarted and their queues let go. */
 static void restart_cb(evutil_socket_t fd, short what, void *arg)
@@ -276,7 +300,9 @@ static void restart_cb(evutil_socket_t fd, short what, void *arg)
         }
         *pp = r->next;
         ch->restarting = 0;
-        if (!b->stopping && chan_restart(b, r->chan, r->cc, r->old) >= 0) {
+        if (r->cc == NULL) {
+            chan_remove(ch);
+        } else if (!b->stopping && chan_restart(b, r->chan, r->cc, r->old) >= 0) {
             jn_queue_pause(q, ch->paused);
         }
         jn_free(r);
@@ -294,15 +320,21 @@ static void channels_restart(struct jn_broker *b, struct jn_config *next,
 {
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_cfg_channel *cc = &next->channels[i];
-        /* The block it runs: prev's (same order: jn_config_reloadable); written only by
-         * chan_restart's trade when the new one fails. */
-        struct jn_cfg_channel *old = (struct jn_cfg_channel *)&prev->channels[i];
+        struct jn_cfg_channel *old;
         struct jn_restart *r;
-        if (!cc->restart) {
+        int remove = cc->gone && !b->chans[i]->gone;
+        if (!cc->restart && !remove) {
             continue;
         }
+        /* The block it runs: prev's (the same slot: jn_config_reloadable); written only by
+         * chan_restart's trade when the new one fails. */
+        old = (struct jn_cfg_channel *)&prev->channels[i];
         if (b->queues[i] == NULL) {
-            chan_restart(b, i, cc, old);
+            if (remove) {
+                chan_remove(b->chans[i]);
+            } else {
+                chan_restart(b, i, cc, old);
+            }
             continue;
         }
         r = jn_calloc(1, sizeof(*r));
@@ -311,42 +343,203 @@ static void channels_restart(struct jn_broker *b, struct jn_config *next,
         }
         if (r == NULL || b->restart_timer == NULL) {
             jn_free(r);
-            jn_log_p(JN_LOG_ERROR, b->chans[i]->log_prefix, "out of memory: restarted at once, "
-                     "its sends in flight retried");
-            chan_restart(b, i, cc, old);
+            jn_log_p(JN_LOG_ERROR, b->chans[i]->log_prefix, "out of memory: %s at once, its "
+                     "sends in flight retried", remove ? "stopped" : "restarted");
+            if (remove) {
+                jn_queue_pause(b->queues[i], 1);
+                chan_remove(b->chans[i]);
+            } else {
+                chan_restart(b, i, cc, old);
+            }
             continue;
         }
         r->chan = i;
-        r->cc = cc;
+        r->cc = remove ? NULL : cc;
         r->old = old;
         r->deadline_ms = jn_mono_ms() + next->core.shutdown_timeout;
         r->next = b->restarts;
         b->restarts = r;
         b->chans[i]->restarting = 1;
         jn_queue_pause(b->queues[i], 1);
-        jn_log_p(JN_LOG_INFO, b->chans[i]->log_prefix, "restarting with its new options once "
-                 "its %zu send(s) in flight are done", jn_queue_in_flight(b->queues[i]));
+        jn_log_p(JN_LOG_INFO, b->chans[i]->log_prefix, "%s once its %zu send(s) in flight are "
+                 "done", remove ? "stopping (removed)" : "restarting with its new options",
+                 jn_queue_in_flight(b->queues[i]));
     }
     if (b->restarts != NULL) {
         restart_cb(-1, 0, b);
     }
 }
 
-/* Switches to the new config next (checked, its channels in our order): 0, or JN_E* with
- * err and nothing changed. */
+/* Grows the per-channel arrays to n slots (new ones zeroed). 0 or JN_ENOMEM. */
+static int slots_grow(struct jn_broker *b, size_t n)
+{
+    struct jn_channel **chans = jn_realloc(b->chans, (n + 1) * sizeof(*chans));
+    struct jn_queue **queues;
+    unsigned char *deferred;
+
+    if (chans == NULL) {
+        return JN_ENOMEM;
+    }
+    b->chans = chans;
+    queues = jn_realloc(b->queues, (n + 1) * sizeof(*queues));
+    if (queues == NULL) {
+        return JN_ENOMEM;
+    }
+    b->queues = queues;
+    deferred = jn_realloc(b->deferred, n + 1);
+    if (deferred == NULL) {
+        return JN_ENOMEM;
+    }
+    b->deferred = deferred;
+    for (size_t i = b->nchans; i <= n; i++) {
+        b->chans[i] = NULL;
+        b->queues[i] = NULL;
+        b->deferred[i] = 0;
+    }
+    return 0;
+}
+
+/* Undoes channels_add: the slots from old_n on are freed, the revived ones are dead again. */
+static void channels_add_undo(struct jn_broker *b, const struct jn_config *cur, size_t old_n)
+{
+    for (size_t i = 0; i < b->nchans; i++) {
+        struct jn_channel *ch = b->chans[i];
+        int added = i >= old_n;
+        if (ch == NULL || (!added && !(ch->gone && !ch->broken))) {
+            continue;
+        }
+        /* an instance made here: gone (revived) or added, and not broken */
+        if (ch->up) {
+            jn_channel_stop(ch);
+        }
+        if (ch->def != NULL && ch->state != NULL) {
+            jn_channel_destroy(ch);
+        }
+        ch->up = 0;
+        if (added) {
+            jn_queue_free(b->queues[i]);
+            b->queues[i] = NULL;
+            jn_free(ch);
+            b->chans[i] = NULL;
+        } else {
+            jn_broker__chan_setup(b, ch, &cur->channels[i]);
+            ch->broken = 1;
+        }
+    }
+    b->nchans = old_n;
+}
+
+/*
+ * The channels next adds (slots from b->nchans on) and brings back (slots of removed ones):
+ * made and started, OUT ones first, before the switch, so a failure changes nothing (and no
+ * message can reach them before the switch: all of it runs in this one loop callback). 0, or
+ * JN_E* with err (undone).
+ */
+static int channels_add(struct jn_broker *b, const struct jn_config *cur, struct jn_config *next,
+                        struct jn_err *err)
+{
+    size_t old_n = b->nchans;
+
+    if (next->nchannels > old_n && slots_grow(b, next->nchannels) != 0) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < next->nchannels; i++) {
+        struct jn_cfg_channel *cc = &next->channels[i];
+        struct jn_channel *ch = i < old_n ? b->chans[i] : NULL;
+        if (i < old_n && !(ch->gone && !cc->gone)) {
+            continue;
+        }
+        if (ch == NULL) {
+            ch = jn_calloc(1, sizeof(*ch));
+            if (ch == NULL) {
+                channels_add_undo(b, cur, old_n);
+                return jn_err_set(err, JN_ENOMEM, "out of memory");
+            }
+            ch->slot = i;
+            b->chans[i] = ch;
+            b->nchans = i + 1;
+        }
+        jn_broker__chan_setup(b, ch, cc);
+        ch->broken = 0; /* a revived slot: made again here */
+        if (cc->dir == JN_DIR_OUT && b->queues[i] == NULL &&
+            (b->queues[i] = jn_queue_new(ch, &b->qenv)) == NULL) {
+            channels_add_undo(b, cur, old_n);
+            return jn_err_set(err, JN_ENOMEM, "out of memory");
+        }
+        if (jn_channel_init(ch, err) != 0) {
+            char why[JN_ERR_MSG_MAX];
+            snprintf(why, sizeof(why), "%s", err->msg);
+            ch->state = NULL;
+            ch->def = NULL; /* not initialised: not destroyed */
+            channels_add_undo(b, cur, old_n);
+            return jn_err_set(err, err->code ? err->code : JN_EINVAL, "channel '%s': %s",
+                              cc->name, why);
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < next->nchannels; i++) {
+            struct jn_channel *ch = b->chans[i];
+            if ((i < old_n && !(ch->gone && !next->channels[i].gone)) ||
+                (pass == 0) != (ch->dir == JN_DIR_OUT)) {
+                continue;
+            }
+            if (jn_channel_start(ch, err) != 0) {
+                char why[JN_ERR_MSG_MAX];
+                snprintf(why, sizeof(why), "%s", err->msg);
+                channels_add_undo(b, cur, old_n);
+                return jn_err_set(err, err->code ? err->code : JN_EINVAL,
+                                  "channel '%s' cannot start: %s", next->channels[i].name, why);
+            }
+            ch->up = 1;
+        }
+    }
+    return 0;
+}
+
+/* After the switch: the revived channels are in use again (an OUT one's kept queue goes on),
+ * and the added OUT ones read what the journal may hold for their names (an earlier run's). */
+static void channels_added(struct jn_broker *b, size_t old_n)
+{
+    for (size_t i = 0; i < b->nchans; i++) {
+        struct jn_channel *ch = b->chans[i];
+        if (i < old_n && ch->gone && !b->cfg->channels[i].gone) {
+            ch->gone = 0;
+            jn_log_p(JN_LOG_INFO, ch->log_prefix, "added again by the reload");
+            if (b->queues[i] != NULL) {
+                jn_queue_pause(b->queues[i], ch->paused);
+            }
+        } else if (i >= old_n) {
+            jn_log_p(JN_LOG_INFO, ch->log_prefix, "added by the reload");
+            if (b->queues[i] != NULL) {
+                jn_queue_page_in(b->queues[i]);
+            }
+        }
+    }
+}
+
+/* Switches to the new config next (checked, its channels in our slots' order): 0, or JN_E*
+ * with err and nothing changed. */
 static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err)
 {
     struct jn_gen *old = b->gen;
     struct jn_gen *g = gen_new(next, err);
+    size_t old_n = b->nchans;
 
     if (g == NULL) {
         return err->code ? err->code : JN_ENOMEM;
+    }
+    if (channels_add(b, old->cfg, next, err) != 0) {
+        gen_services_free(g);
+        jn_free(g);
+        return err->code;
     }
     g->owned = next;
     g->older = old;
     b->cfg = next;
     if (jn_flow__reconfig(b) != 0) {
         b->cfg = old->cfg;
+        channels_add_undo(b, old->cfg, old_n);
+        jn_flow__reconfig(b);
         g->owned = NULL;
         gen_services_free(g);
         jn_free(g);
@@ -354,6 +547,7 @@ static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err
     }
     if (jn_route__reconfig(b, old->cfg, err) != 0) {
         b->cfg = old->cfg;
+        channels_add_undo(b, old->cfg, old_n);
         jn_flow__reconfig(b); /* the old feeds again (best effort: it only frees on failure) */
         g->owned = NULL;
         gen_services_free(g);
@@ -361,6 +555,7 @@ static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err
         return err->code;
     }
     gen_use(b, g);
+    channels_added(b, old_n);
     channels_apply(b);
     channels_restart(b, next, old->cfg);
     jn_log_level = next->core.log_level;

@@ -517,12 +517,17 @@ int jn_route__deferred(const struct jn_broker *b, const struct jn_channel *src)
 }
 
 void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
-                     uint64_t inbox_seq, struct jn_ticket *track)
+                     uint64_t inbox_seq, struct jn_ticket *track, struct jn_gen *gen)
 {
     struct route_job *j = jn_calloc(1, sizeof(*j));
 
+    if (gen == NULL) {
+        gen = b->gen;
+        gen->jobs++;
+    }
     b->routing_in_flight++;
     if (j == NULL) {
+        jn_reload__gen_release(b, gen);
         jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
                "start", m->id);
         jn_msg_unref(&m);
@@ -534,8 +539,7 @@ void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
     }
     j->b = b;
     j->src = src;
-    j->gen = b->gen;
-    j->gen->jobs++;
+    j->gen = gen;
     j->m = m;
     j->inbox_seq = inbox_seq;
     j->track = track;
@@ -551,7 +555,7 @@ void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
     struct jn_jtxn *t;
 
     if (jn_route__deferred(b, src)) {
-        jn_route__later(b, src, jn_msg_ref(m), inbox_seq, NULL);
+        jn_route__later(b, src, jn_msg_ref(m), inbox_seq, NULL, NULL);
         return;
     }
     t = jn_jtxn_new();

@@ -74,6 +74,10 @@ struct jn_cfg_channel {
     /* Hot reload (jn_config_reloadable): this channel differs from the running one beyond its
      * reloadable options, so the broker restarts it with this conf (jn_reload.c). */
     int restart;
+    /* Hot reload: a placeholder for a channel this config removed while the broker keeps its
+     * slot (its queue); the fields are an older config's, borrowed: not freed with this one,
+     * and nothing routes to it. */
+    int gone;
 };
 
 struct jn_cfg_service {

@@ -71,6 +71,7 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     out->out = ch->dir == JN_DIR_OUT;
     out->up = ch->up;
     out->paused = ch->paused;
+    out->removed = ch->gone;
     out->last_error = ch->last_error;
     out->last_error_us = ch->last_error_us;
     out->received = ch->n_in;
@@ -119,7 +120,7 @@ int jn_broker_pause(struct jn_broker *b, const char *name, int on, struct jn_err
 {
     for (size_t i = 0; i < b->nchans; i++) {
         struct jn_channel *ch = b->chans[i];
-        if (strcmp(ch->name, name) != 0) {
+        if (ch->gone || strcmp(ch->name, name) != 0) {
             continue;
         }
         if (ch->paused == (on != 0)) {

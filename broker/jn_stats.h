@@ -57,6 +57,7 @@ struct jn_channel_stats {
     int out;                /* 1: an OUT channel */
     int up;                 /* started and not stopped */
     int paused;             /* held by the operator (jn_broker_pause) */
+    int removed;            /* a reload removed it: stopped; an OUT one's queue is kept */
     uint64_t received;      /* IN: accepted (durable) */
     uint64_t refused;       /* IN: refused (journal full, stopping, out of memory) */
     uint64_t unrouted;      /* IN: taken by no route */

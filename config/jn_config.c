@@ -854,6 +854,9 @@ void jn_config_free(struct jn_config *c)
     jn_free(c->text);
     for (size_t i = 0; i < c->nchannels; i++) {
         struct jn_cfg_channel *ch = &c->channels[i];
+        if (ch->gone) {
+            continue; /* an older config's block, borrowed (jn_config_reloadable) */
+        }
         if (ch->def && ch->conf) {
             jn_opt_free(ch->def->opts, ch->conf);
         }

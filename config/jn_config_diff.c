@@ -5,11 +5,12 @@
  * What a reload changes live: routes and services (added, removed, changed: the broker swaps
  * them between two messages), `unrouted:`, and the options marked JN_OPT_RELOADABLE (the
  * "reloadable" column of docs/config-reference.md) of the core settings and of the channels
- * (their common options, and their own numbers, durations, sizes, booleans and enums). A
- * channel changed in any other option is restarted with its new options (jn_cfg_channel's
- * restart). What it does not (yet): adding or removing a channel, changing one's direction or
- * concurrency, the admin listener, the data dir; such a file is refused with a line for each
- * difference, and the old config keeps running until a restart.
+ * (their common options, and their own numbers, durations, sizes, booleans and enums).
+ * Channels may be added and removed (the broker's slots keep their order: layout_channels), and
+ * a channel changed in any other option is restarted with its new options (jn_cfg_channel's
+ * restart). What it does not: changing a channel's direction or concurrency, the admin
+ * listener, the data dir and the other core options that are not reloadable; such a file is
+ * refused with a line for each difference, and the old config keeps running until a restart.
  *
  * Everything is compared through the option tables (jn_opt_same), so an option added to a
  * table is compared without a line here.
@@ -19,7 +20,8 @@
 #include "jn_config.h"
 #include "jn_mem.h"
 
-static long chan_find(const struct jn_config *c, const char *name)
+/* Its slot in cur, in use or a placeholder (a channel an earlier reload removed), or -1. */
+static long slot_find(const struct jn_config *c, const char *name)
 {
     for (size_t i = 0; i < c->nchannels; i++) {
         if (strcmp(c->channels[i].name, name) == 0) {
@@ -29,77 +31,113 @@ static long chan_find(const struct jn_config *c, const char *name)
     return -1;
 }
 
-/* The channels: the same set with the same direction and concurrency (the queue's slots are
- * made for it). One that differs beyond its reloadable options is restarted (restart set); each
- * difference that needs the broker restarted is a reason in why. */
-static void diff_channels(const struct jn_config *cur, struct jn_config *next,
-                          struct jn_diag *why, struct jn_diag *changes)
+static int is_cb(const char *name)
+{
+    return strncmp(name, "notify:", 7) == 0;
+}
+
+#define WHAT(name) (is_cb(name) ? "the callback channel of route" : "channel")
+#define NAME(name) ((name) + (is_cb(name) ? 7 : 0))
+
+/* A channel in both: the same direction and concurrency (the queue's slots are made for it).
+ * One that differs beyond its reloadable options is restarted (n->restart). */
+static void diff_channel(const struct jn_cfg_channel *o, struct jn_cfg_channel *n,
+                         struct jn_diag *why, struct jn_diag *changes)
 {
     char where[128];
 
-    for (size_t i = 0; i < next->nchannels; i++) {
-        struct jn_cfg_channel *n = &next->channels[i];
-        long k = chan_find(cur, n->name);
-        const struct jn_cfg_channel *o = k >= 0 ? &cur->channels[k] : NULL;
-        const char *what = strncmp(n->name, "notify:", 7) == 0 ? "the callback channel of route"
-                                                                 : "channel";
-        const char *nm = strncmp(n->name, "notify:", 7) == 0 ? n->name + 7 : n->name;
+    if (o->dir != n->dir) {
+        jn_diag_add(why, &n->pos, "%s '%s': its direction changed: needs a restart",
+                    WHAT(n->name), NAME(n->name));
+    } else if (o->common.concurrency != n->common.concurrency) {
+        jn_diag_add(why, &n->pos, "%s '%s': concurrency changed: needs a restart",
+                    WHAT(n->name), NAME(n->name));
+    } else if (o->def != n->def ||
+               !jn_opt_same(jn_chan_common_opts, &o->common, &n->common, JN_OPT_RELOADABLE,
+                            where, sizeof(where)) ||
+               !jn_opt_same(n->def->opts, o->conf, n->conf, JN_OPT_RELOADABLE, where,
+                            sizeof(where)) ||
+               jn_opt_reload(n->def->opts, o->conf, n->conf, 0, where, sizeof(where))) {
+        n->restart = 1;
+        jn_diag_add(changes, &n->pos, "%s '%s': %s changed: the channel restarts (%s)",
+                    WHAT(n->name), NAME(n->name), o->def != n->def ? "type" : where,
+                    n->dir == JN_DIR_IN ? "its listener and connections are closed and opened "
+                                          "again"
+                                        : "once its sends in flight are done; its queue stays");
+    } else if (!jn_opt_same(jn_chan_common_opts, &o->common, &n->common, 0, where,
+                            sizeof(where)) ||
+               !jn_opt_same(n->def->opts, o->conf, n->conf, 0, where, sizeof(where))) {
+        jn_diag_add(changes, &n->pos, "%s '%s': %s changed (applied live)", WHAT(n->name),
+                    NAME(n->name), where);
+    }
+}
 
-        n->restart = 0;
-        if (o == NULL) {
-            jn_diag_add(why, &n->pos, "%s '%s' is new: adding a channel needs a restart", what,
-                        nm);
-        } else if (o->dir != n->dir) {
-            jn_diag_add(why, &n->pos, "%s '%s': its direction changed: needs a restart", what,
-                        nm);
-        } else if (o->common.concurrency != n->common.concurrency) {
-            jn_diag_add(why, &n->pos, "%s '%s': concurrency changed: needs a restart", what, nm);
-        } else if (o->def != n->def ||
-                   !jn_opt_same(jn_chan_common_opts, &o->common, &n->common, JN_OPT_RELOADABLE,
-                                where, sizeof(where)) ||
-                   !jn_opt_same(n->def->opts, o->conf, n->conf, JN_OPT_RELOADABLE, where,
-                                sizeof(where)) ||
-                   jn_opt_reload(n->def->opts, o->conf, n->conf, 0, where, sizeof(where))) {
-            n->restart = 1;
-            jn_diag_add(changes, &n->pos, "%s '%s': %s changed: the channel restarts (%s)", what,
-                        nm, o->def != n->def ? "type" : where,
-                        n->dir == JN_DIR_IN ? "its listener and connections are closed and "
-                                              "opened again"
-                                            : "once its sends in flight are done; its queue "
-                                              "stays");
-        } else if (!jn_opt_same(jn_chan_common_opts, &o->common, &n->common, 0, where,
-                                sizeof(where)) ||
-                   !jn_opt_same(n->def->opts, o->conf, n->conf, 0, where, sizeof(where))) {
-            jn_diag_add(changes, &n->pos, "%s '%s': %s changed (applied live)", what, nm,
-                        where);
+/*
+ * next's channels laid out in the broker's slots, which are cur's: slot i of cur holds next's
+ * channel of that name, or a placeholder (gone: the fields of cur's block, borrowed, not
+ * freed with next) for one next removed (the broker keeps the slot: an OUT channel's queue is
+ * kept there, and a channel of that name that comes back takes it again); channels new in next
+ * follow. Every index into next's channels (routes' from and to, callback channels,
+ * unrouted:) is remapped. Each thing that needs a restart of junction is a reason in why.
+ * 0, JN_EINVAL (reasons given) or JN_ENOMEM.
+ */
+static int layout_channels(const struct jn_config *cur, struct jn_config *next,
+                           struct jn_diag *why, struct jn_diag *changes)
+{
+    size_t nerr = why->nerr, n = next->nchannels, total = cur->nchannels;
+    size_t *perm = jn_calloc(n + 1, sizeof(*perm)); /* next's index -> its slot */
+    struct jn_cfg_channel *chans;
+
+    if (perm == NULL) {
+        return JN_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct jn_cfg_channel *nc = &next->channels[i];
+        long k = slot_find(cur, nc->name);
+        nc->restart = 0;
+        nc->gone = 0;
+        if (k < 0) {
+            perm[i] = total++;
+            jn_diag_add(changes, &nc->pos, "%s '%s' added", WHAT(nc->name), NAME(nc->name));
+        } else if (cur->channels[k].gone) {
+            perm[i] = (size_t)k;
+            if (cur->channels[k].dir != nc->dir) {
+                jn_diag_add(why, &nc->pos, "%s '%s' comes back with another direction: needs a "
+                            "restart", WHAT(nc->name), NAME(nc->name));
+            } else {
+                jn_diag_add(changes, &nc->pos, "%s '%s' added again%s", WHAT(nc->name),
+                            NAME(nc->name), nc->dir == JN_DIR_OUT ? " (what its queue kept "
+                            "goes on)" : "");
+            }
+        } else {
+            perm[i] = (size_t)k;
+            diff_channel(&cur->channels[k], nc, why, changes);
         }
     }
     for (size_t i = 0; i < cur->nchannels; i++) {
         const struct jn_cfg_channel *o = &cur->channels[i];
-        if (chan_find(next, o->name) < 0) {
-            int cb = strncmp(o->name, "notify:", 7) == 0;
-            jn_diag_add(why, NULL, "%s '%s' was removed: removing a channel needs a restart",
-                        cb ? "the callback channel of route" : "channel", o->name + (cb ? 7 : 0));
+        if (!o->gone && slot_find(next, o->name) < 0) {
+            jn_diag_add(changes, NULL, "%s '%s' removed: %s", WHAT(o->name), NAME(o->name),
+                        o->dir == JN_DIR_IN ? "it stops taking messages (its listener closes)"
+                                            : "it stops once its sends in flight are done; its "
+                                              "queue is kept (and sent if it comes back)");
         }
     }
-}
-
-/* next's channels put in cur's order (they are the same set), and every index into them
- * (routes' from, to and callback channel, unrouted:) remapped: the broker's channels keep
- * their places. 0 or JN_ENOMEM. */
-static int reorder_channels(const struct jn_config *cur, struct jn_config *next)
-{
-    size_t n = next->nchannels;
-    size_t *perm = jn_calloc(n + 1, sizeof(*perm)); /* next's index -> cur's */
-    struct jn_cfg_channel *chans = jn_calloc(n + 1, sizeof(*chans));
-
-    if (perm == NULL || chans == NULL) {
+    if (why->nerr > nerr) {
         jn_free(perm);
-        jn_free(chans);
+        return JN_EINVAL;
+    }
+    chans = jn_calloc(total + 1, sizeof(*chans));
+    if (chans == NULL) {
+        jn_free(perm);
         return JN_ENOMEM;
     }
+    for (size_t i = 0; i < cur->nchannels; i++) {
+        chans[i] = cur->channels[i]; /* a placeholder until next's takes the slot */
+        chans[i].gone = 1;
+        chans[i].restart = 0;
+    }
     for (size_t i = 0; i < n; i++) {
-        perm[i] = (size_t)chan_find(cur, next->channels[i].name);
         chans[perm[i]] = next->channels[i];
     }
     for (size_t r = 0; r < next->nroutes; r++) {
@@ -119,6 +157,7 @@ static int reorder_channels(const struct jn_config *cur, struct jn_config *next)
     }
     jn_free(next->channels);
     next->channels = chans;
+    next->nchannels = total;
     jn_free(perm);
     return 0;
 }
@@ -196,6 +235,7 @@ int jn_config_reloadable(const struct jn_config *cur, struct jn_config *next,
 {
     char where[128];
     size_t nerr = why->nerr;
+    int rc;
 
     if (!jn_opt_same(jn_core_opts, &cur->core, &next->core, JN_OPT_RELOADABLE, where,
                      sizeof(where))) {
@@ -204,13 +244,15 @@ int jn_config_reloadable(const struct jn_config *cur, struct jn_config *next,
     } else if (!jn_opt_same(jn_core_opts, &cur->core, &next->core, 0, where, sizeof(where))) {
         jn_diag_add(changes, NULL, "junction.%s changed (applied live)", where);
     }
-    diff_channels(cur, next, why, changes);
     if (why->nerr > nerr) {
         return JN_EINVAL;
     }
-    if (reorder_channels(cur, next) != 0) {
+    rc = layout_channels(cur, next, why, changes);
+    if (rc == JN_ENOMEM) {
         jn_diag_add(why, NULL, "out of memory");
-        return JN_ENOMEM;
+    }
+    if (rc != 0) {
+        return rc;
     }
     diff_flow(cur, next, changes);
     return 0;

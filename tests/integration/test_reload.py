@@ -13,7 +13,7 @@ a reload began is in the old form (A's, routed at ingest), what was sent after i
 the new one; B's backlog finishes under B after the switch to C (jobs keep their generation);
 the connection is never dropped; /api/v1/status names each new hash. Refused reloads keep the
 running config: a file with an error (422, file:line:col, `ctl reload` exits 1 printing it) and
-a new channel (409: needs a restart). An unchanged file is "unchanged". Each message's routing
+another data_dir (409: needs a restart). An unchanged file is "unchanged". Each message's routing
 actions in the action log name one config hash.
 """
 import http.client
@@ -173,13 +173,12 @@ try:
     t.check(rc == 1 and "invalid" in err and "colour" in err,
             "ctl reload: exit 1, the error printed: %r %r" % (out, err))
     with open(j.cfg, "w") as f:
-        f.write(good.replace("services:", "  out2: { type: file, direction: out, dir: \"%s\" }\n"
-                             "services:" % j.path("out2")))
+        f.write(good.replace("data_dir: %s/data" % j.dir, "data_dir: %s/data2" % j.dir))
     code, rep = reload_api(admin)
     errs = " | ".join(rep.get("errors", []))
     t.check(code == 409 and rep.get("status") == "refused" and
-            "channel 'out2' is new" in errs and "restart" in errs,
-            "a new channel: 409, needs a restart: %r %r" % (code, rep))
+            "junction.data_dir changed" in errs and "restart" in errs,
+            "another data_dir: 409, needs a restart: %r %r" % (code, rep))
     t.eq(admin_api(admin, "GET", "/api/v1/status")[1]["config_hash"], hash_b,
          "after both refusals B still runs")
     with open(j.cfg, "w") as f:

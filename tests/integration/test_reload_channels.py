@@ -9,6 +9,10 @@ A sender posts over ONE keep-alive connection to channel `in` throughout. The co
      (the old port still answers) and the log says so; once the port is free, the same file
      reloaded again restarts it on the new port (the running config kept what runs).
   3. a changed direction is refused (409) and nothing changes.
+  4. an HTTP OUT channel `extra` (to a port where nothing listens yet) and a route to it are
+     added; messages queue for it; it is removed (its queue kept, /api/v1/channels says
+     "removed", it sends nothing once its peer is up); it is added again: what its queue kept
+     is delivered, each once.
 """
 import http.client
 import json
@@ -17,7 +21,7 @@ import socket
 import threading
 import time
 
-from jnt import Checks, Junction, admin_api, curl, free_port, port_open, wait_until
+from jnt import Checks, Junction, Receiver, admin_api, curl, free_port, port_open, wait_until
 
 t = Checks("reload_channels")
 cleanups = []
@@ -152,6 +156,51 @@ try:
     t.check(code == 409 and "channel 'side': its direction changed" in
             " | ".join(rep.get("errors", [])), "a direction change: 409 (%r)" % (rep,))
     t.check(port_open(side3), "side still listens")
+
+    # ---- 4: a channel added, removed with messages queued, and added again ----
+    rp = free_port()  # nothing listens there yet: extra's sends fail and are retried
+    extra = CFG.replace("routes:", "  extra: { type: http, direction: out, "
+                        "url: \"http://127.0.0.1:%d/x\", retry: { attempts: 100000, "
+                        "backoff: 50ms, max_backoff: 200ms } }\nroutes:" % rp) + \
+        "  rx: { from: [in], to: [extra] }\n"
+    with open(j.cfg, "w") as f:
+        f.write((extra % dict(kw, side=side3, outdir="out2")).replace("@DIR@", j.dir))
+    code, rep = admin_api(admin, "POST", "/api/v1/reload")
+    ch = " | ".join(rep.get("changes", []))
+    t.check(code == 200 and "channel 'extra' added" in ch and "route 'rx' added" in ch,
+            "a channel and its route added live: %r %r" % (code, rep))
+    added_at = s.count()
+    t.check(wait_until(lambda: s.count() >= added_at + 100, 20), "messages flow to both")
+    removed_at = s.count()
+    write(side=side3, outdir="out2")
+    code, rep = admin_api(admin, "POST", "/api/v1/reload")
+    ch = " | ".join(rep.get("changes", []))
+    t.check(code == 200 and "channel 'extra' removed" in ch and "queue is kept" in ch,
+            "the channel removed live: %r %r" % (code, rep))
+
+    def extra_row():
+        code, chans = admin_api(admin, "GET", "/api/v1/channels")
+        rows = [c for c in chans.get("channels", chans) if c.get("name") == "extra"] \
+            if isinstance(chans, (dict, list)) else []
+        return rows[0] if rows else {}
+    t.check(wait_until(lambda: extra_row().get("state") == "removed", 10),
+            "/api/v1/channels shows it removed: %r" % extra_row())
+    rcv = Receiver(port=rp).start()
+    cleanups.append(rcv.stop)
+    time.sleep(1.0)
+    t.eq(rcv.count(), 0, "a removed channel sends nothing")
+    with open(j.cfg, "w") as f:
+        f.write((extra % dict(kw, side=side3, outdir="out2")).replace("@DIR@", j.dir))
+    code, rep = admin_api(admin, "POST", "/api/v1/reload")
+    t.check(code == 200 and "channel 'extra' added again" in " | ".join(rep.get("changes", [])),
+            "added again: %r %r" % (code, rep))
+    definite = set(s.acked[added_at:removed_at])
+    t.check(wait_until(lambda: {json.loads(b)["k"] for b in rcv.bodies()} >= definite, 30),
+            "what its queue kept while removed is delivered once it is back (%d)" %
+            len(definite))
+    ks = [json.loads(b)["k"] for b in rcv.bodies()]
+    t.check(len(ks) == len(set(ks)), "each once at the receiver")
+    t.check(extra_row().get("state") == "up", "extra is up again: %r" % extra_row())
 
     s.stop_flag.set()
     s.join(15)

@@ -549,24 +549,46 @@ static void test_reloadable(void)
     static const char bad_text[] =
         "junction: { data_dir: /tmp/y }\n"
         "channels:\n"
+        "  a: { type: http, direction: in, listen: '127.0.0.1:1', path: /a }\n"
+        "  o1: { type: file, direction: out, dir: /tmp/o1 }\n"
+        "  o2: { type: file, direction: out, dir: /tmp/o2 }\n"
+        "routes:\n"
+        "  r: { from: [a], to: [o1] }\n";
+    /* a listens elsewhere (a restart), o2 removed (a placeholder keeps its slot), o3 added */
+    static const char chg_text[] =
+        "junction: { data_dir: /tmp/x }\n"
+        "channels:\n"
+        "  o3: { type: file, direction: out, dir: /tmp/o3 }\n"
         "  a: { type: http, direction: in, listen: '127.0.0.1:2', path: /a }\n"
         "  o1: { type: file, direction: out, dir: /tmp/o1 }\n"
-        "  o3: { type: file, direction: out, dir: /tmp/o3 }\n"
+        "routes:\n"
+        "  r: { from: [a], to: [o3, o1] }\n";
+    static const char dir_text[] =
+        "junction: { data_dir: /tmp/x }\n"
+        "channels:\n"
+        "  a: { type: http, direction: in, listen: '127.0.0.1:1', path: /a }\n"
+        "  o1: { type: file, direction: out, dir: /tmp/o1 }\n"
+        "  o2: { type: http, direction: in, listen: '127.0.0.1:3', path: /b }\n"
         "routes:\n"
         "  r: { from: [a], to: [o1] }\n";
     struct jn_diag d, why, ch;
-    struct jn_config *cur, *next, *bad;
+    struct jn_config *cur, *next, *bad, *chg, *dirc;
     int seen_listen = 0, seen_new = 0, seen_gone = 0, seen_dir = 0;
 
     jn_diag_init(&d);
     cur = jn_config_load_buf("c.yaml", cur_text, strlen(cur_text), &d);
     next = jn_config_load_buf("n.yaml", next_text, strlen(next_text), &d);
     bad = jn_config_load_buf("b.yaml", bad_text, strlen(bad_text), &d);
-    CHECK(cur != NULL && next != NULL && bad != NULL && d.nerr == 0);
-    if (cur == NULL || next == NULL || bad == NULL) {
+    chg = jn_config_load_buf("g.yaml", chg_text, strlen(chg_text), &d);
+    dirc = jn_config_load_buf("d.yaml", dir_text, strlen(dir_text), &d);
+    CHECK(cur != NULL && next != NULL && bad != NULL && chg != NULL && dirc != NULL &&
+          d.nerr == 0);
+    if (cur == NULL || next == NULL || bad == NULL || chg == NULL || dirc == NULL) {
         jn_config_free(cur);
         jn_config_free(next);
         jn_config_free(bad);
+        jn_config_free(chg);
+        jn_config_free(dirc);
         jn_diag_free(&d);
         return;
     }
@@ -597,18 +619,36 @@ static void test_reloadable(void)
     CHECK(jn_config_reloadable(cur, bad, &why, &ch) == JN_EINVAL);
     for (size_t i = 0; i < why.n; i++) {
         seen_dir |= strstr(why.msgs[i], "junction.data_dir changed") != NULL;
-        seen_new |= strstr(why.msgs[i], "b.yaml:5:3: channel 'o3' is new") != NULL;
-        seen_gone |= strstr(why.msgs[i], "channel 'o2' was removed") != NULL;
     }
-    /* a changed listen is a restart of that channel, not a refusal */
+    CHECK(seen_dir);
+    jn_diag_free(&why);
+    jn_diag_free(&ch);
+    jn_diag_init(&why);
+    jn_diag_init(&ch);
+    CHECK(jn_config_reloadable(cur, chg, &why, &ch) == 0 && why.n == 0);
     for (size_t i = 0; i < ch.n; i++) {
         seen_listen |= strstr(ch.msgs[i], "channel 'a': listen changed: the channel restarts") !=
                        NULL;
+        seen_new |= strstr(ch.msgs[i], "g.yaml:3:3: channel 'o3' added") != NULL;
+        seen_gone |= strstr(ch.msgs[i], "channel 'o2' removed") != NULL;
     }
-    CHECK(bad->channels[0].restart == 1);
-    CHECK(seen_dir && seen_listen && seen_new && seen_gone);
+    CHECK(seen_listen && seen_new && seen_gone);
+    /* cur's slots first (o2 a placeholder), then the new one; the route remapped */
+    CHECK(chg->nchannels == 4 && strcmp(chg->channels[0].name, "a") == 0 &&
+          chg->channels[0].restart == 1 && strcmp(chg->channels[2].name, "o2") == 0 &&
+          chg->channels[2].gone == 1 && strcmp(chg->channels[3].name, "o3") == 0 &&
+          chg->channels[3].gone == 0);
+    CHECK(chg->routes[0].from[0] == 0 && chg->routes[0].to[0] == 3 && chg->routes[0].to[1] == 1);
     jn_diag_free(&why);
     jn_diag_free(&ch);
+    jn_diag_init(&why);
+    jn_diag_init(&ch);
+    CHECK(jn_config_reloadable(cur, dirc, &why, &ch) == JN_EINVAL && why.n == 1 &&
+          strstr(why.msgs[0], "channel 'o2': its direction changed") != NULL);
+    jn_diag_free(&why);
+    jn_diag_free(&ch);
+    jn_config_free(chg); /* its placeholder (o2) is cur's: freed with cur only */
+    jn_config_free(dirc);
     jn_config_free(cur);
     jn_config_free(next);
     jn_config_free(bad);
