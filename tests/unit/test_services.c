@@ -176,7 +176,8 @@ static void test_registry(void)
     CHECK(jn_service_def_find("hl7-map") == &jn_service_hl7_map);
     CHECK(jn_service_def_find("filter") == &jn_service_filter);
     CHECK(jn_service_def_find("validate") == &jn_service_validate);
-    CHECK(jn_service_defs[15] == NULL);
+    CHECK(jn_service_def_find("http-lookup") == &jn_service_http_lookup);
+    CHECK(jn_service_defs[16] == NULL);
     for (size_t i = 0; jn_service_defs[i]; i++) {
         FILE *null = fopen("/dev/null", "w");
         if (null != NULL) {
@@ -1304,6 +1305,31 @@ static void test_validate_load_errors(void)
               "tests/data/no-such-schema.json: validate: cannot open: No such file or directory");
 }
 
+static void test_http_lookup_load(void)
+{
+    CHECK_STR(load_err("http-lookup", "{url: 'http://127.0.0.1:9/p/{header.id}', into: json, "
+                       "cache: {ttl: 1m}}"), "");
+    CHECK_STR(load_err("http-lookup", "{url: 'ftp://h/x', into: json}"),
+              "t.yaml:1:7: service 'x' (http-lookup): url: the scheme 'ftp' is not supported: "
+              "http:// only (https is not built yet)");
+    CHECK_STR(load_err("http-lookup", "{url: '/relative/{id}', into: json}"),
+              "t.yaml:1:7: service 'x' (http-lookup): url: '/relative/{id}' is not a URL, "
+              "expected such as http://127.0.0.1:9000/patients/{header.patient-id}");
+    CHECK_STR(load_err("http-lookup", "{url: 'http://h/{hl7.pid}', into: json}"),
+              "t.yaml:1:7: service 'x' (http-lookup): url: http-lookup: {hl7.pid}: 'pid' does "
+              "not start with a segment id (three of A-Z, 0-9); expected a path such as "
+              "MSH-9.1, PID-3[2].1 or OBX[3]-5");
+    CHECK_STR(load_err("http-lookup", "{url: 'http://h/', into: 'header.'}"),
+              "t.yaml:1:26: service 'x' (http-lookup): into: 'header.': expected header.NAME (a "
+              "header), json (the answer's members merged into a JSON payload) or json.PATH "
+              "(put at a.b in it)");
+    CHECK_STR(load_err("http-lookup", "{url: 'http://h/', into: json, field: 'a..b'}"),
+              "t.yaml:1:39: service 'x' (http-lookup): field: 'a..b': expected a path in the "
+              "answer such as name.family or items.0.id");
+    CHECK(strncmp(load_err("http-lookup", "{url: 'http://h/', into: json, on_error: retry}"),
+                  "t.yaml:1:42: service 'x' (http-lookup): on_error: ", 50) == 0);
+}
+
 static void test_validate_alloc(void)
 {
     fail_walk("filter", "{when: 'header(\"X-In\") == \"v\" && hl7(\"PID-3\") != \"\"'}",
@@ -1341,5 +1367,6 @@ int main(void)
     test_validate_hl7();
     test_validate_load_errors();
     test_validate_alloc();
+    test_http_lookup_load();
     TEST_MAIN_END();
 }
