@@ -1330,6 +1330,51 @@ static void test_http_lookup_load(void)
                   "t.yaml:1:42: service 'x' (http-lookup): on_error: ", 50) == 0);
 }
 
+static void test_hl7_to_json_named(void)
+{
+    /* Segments by id in the order first seen, occurrences in order; fields, components and
+     * subcomponents by position, empty ones left out; an empty repetition kept as {}. */
+    CHECK_STR(one("hl7-to-json", "{shape: named}",
+                  "MSH|^~\\&|LAB||EHR||20240101||ADT^A01|M1|P|2.5\r"
+                  "PID|1||42^^^MR~~77^^^SS||DOE^JANE||\"\"|A&B^^C&&D\r"
+                  "OBX|1|ST|x||a\\T\\b\rNTE|1\rOBX|2\r"),
+              "{\"MSH\":[{\"1\":\"|\",\"2\":\"^~\\\\&\",\"3\":[{\"1\":\"LAB\"}],"
+              "\"5\":[{\"1\":\"EHR\"}],\"7\":[{\"1\":\"20240101\"}],\"9\":[{\"1\":\"ADT\","
+              "\"2\":\"A01\"}],\"10\":[{\"1\":\"M1\"}],\"11\":[{\"1\":\"P\"}],"
+              "\"12\":[{\"1\":\"2.5\"}]}],"
+              "\"PID\":[{\"1\":[{\"1\":\"1\"}],\"3\":[{\"1\":\"42\",\"4\":\"MR\"},{},"
+              "{\"1\":\"77\",\"4\":\"SS\"}],\"5\":[{\"1\":\"DOE\",\"2\":\"JANE\"}],"
+              "\"7\":[{\"1\":null}],\"8\":[{\"1\":{\"1\":\"A\",\"2\":\"B\"},"
+              "\"3\":{\"1\":\"C\",\"3\":\"D\"}}]}],"
+              "\"OBX\":[{\"1\":[{\"1\":\"1\"}],\"2\":[{\"1\":\"ST\"}],\"3\":[{\"1\":\"x\"}],"
+              "\"5\":[{\"1\":\"a&b\"}]},{\"1\":[{\"1\":\"2\"}]}],"
+              "\"NTE\":[{\"1\":[{\"1\":\"1\"}]}]}");
+    CHECK_STR(one("hl7-to-json", "{shape: named}", "not hl7"),
+              "ERR the message does not start with MSH (or FHS/BHS for a batch)");
+    /* json-to-hl7 reads the named shape: back to the same bytes when segments of one id are
+     * together, the last field is not empty and segments end with CR. */
+    {
+        const char *msg = "MSH|^~\\&|LAB||EHR||20240101||ADT^A01|M1|P|2.5\r"
+                          "PID|1||42^^^MR~~77^^^SS||DOE^JANE|\"\"|A&B^^C&&D|x\\F\\y\r"
+                          "OBX|1|ST\rOBX|2|NM||7\r";
+        char named[2048];
+        snprintf(named, sizeof(named), "%s", one("hl7-to-json", "{shape: named}", msg));
+        CHECK(named[0] == '{');
+        CHECK_STR(one("json-to-hl7", "{}", named), msg);
+    }
+    CHECK_STR(one("json-to-hl7", "{}", "{\"MSH\":[{\"1\":\"|\",\"2\":\"^~\\\\&\",\"9\":"
+                  "[{\"1\":\"ADT\"}]}],\"ZPI\":[{\"2\":[{\"1\":\"a|b\",\"3\":{\"2\":\"s\"}},{}]}]}"),
+              "MSH|^~\\&|||||||ADT\rZPI||a\\F\\b^^&s~\r");
+    CHECK_STR(one("json-to-hl7", "{}", "{\"PID\":[{}]}"),
+              "ERR PID: the first segment must be MSH, FHS or BHS");
+    CHECK_STR(one("json-to-hl7", "{}", "{\"MSH\":[{\"1\":\"|\",\"2\":\"^~\\\\&\",\"x\":1}]}"),
+              "ERR MSH[0]: 'x' is not a position (1, 2, ...)");
+    CHECK_STR(one("json-to-hl7", "{}", "{\"MSH\":[{\"1\":\"|\",\"2\":\"^~\\\\&\",\"3\":\"A\"}]}"),
+              "ERR MSH[0].3: a field is a non-empty list of repetitions");
+    CHECK(strncmp(load_err("hl7-to-json", "{shape: tree}"),
+                  "t.yaml:1:9: service 'x' (hl7-to-json): shape: ", 46) == 0);
+}
+
 static void test_validate_alloc(void)
 {
     fail_walk("filter", "{when: 'header(\"X-In\") == \"v\" && hl7(\"PID-3\") != \"\"'}",
@@ -1368,5 +1413,6 @@ int main(void)
     test_validate_load_errors();
     test_validate_alloc();
     test_http_lookup_load();
+    test_hl7_to_json_named();
     TEST_MAIN_END();
 }
