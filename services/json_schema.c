@@ -582,17 +582,21 @@ static void check(struct vctx *x, const struct jn_schema *s, json_t *v, int dept
     }
     if (k == T_INT || k == T_NUM) {
         double d = json_number_value(v);
-        shown(v, sv, sizeof(sv));
-        if (s->has_min && d < s->min) {
+        int lo = s->has_min && d < s->min, hi = s->has_max && d > s->max;
+        int xlo = s->has_xmin && d <= s->xmin, xhi = s->has_xmax && d >= s->xmax;
+        if (lo || hi || xlo || xhi) {
+            shown(v, sv, sizeof(sv)); /* only for a reason: json_dumps allocates */
+        }
+        if (lo) {
             viol(x, "%s is less than the minimum %g", sv, s->min);
         }
-        if (s->has_max && d > s->max) {
+        if (hi) {
             viol(x, "%s is more than the maximum %g", sv, s->max);
         }
-        if (s->has_xmin && d <= s->xmin) {
+        if (xlo) {
             viol(x, "%s is not more than the exclusiveMinimum %g", sv, s->xmin);
         }
-        if (s->has_xmax && d >= s->xmax) {
+        if (xhi) {
             viol(x, "%s is not less than the exclusiveMaximum %g", sv, s->xmax);
         }
     }
