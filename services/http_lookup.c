@@ -393,7 +393,14 @@ static int http_get(const struct lookup_conf *c, const char *url, struct get *g)
     }
     evhttp_request_set_error_cb(req, get_error);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Host", host);
+    char hosthdr[300];
+    /* HTTP/1.1's Host names the port unless it is the default (RFC 9110 7.2). */
+    snprintf(hosthdr, sizeof(hosthdr), strchr(host, ':') ? "[%s]" : "%s", host);
+    if (port != 80) {
+        size_t l = strlen(hosthdr);
+        snprintf(hosthdr + l, sizeof(hosthdr) - l, ":%d", port);
+    }
+    evhttp_add_header(h, "Host", hosthdr);
     evhttp_add_header(h, "Accept", "application/json");
     evhttp_add_header(h, "Connection", "close");
     evhttp_add_header(h, "User-Agent", "junction http-lookup");

@@ -120,12 +120,13 @@ static void inline_map_init(struct inline_map *im, const struct jn_node *v)
         read_line(v->pos.file, v->pos.line, text, sizeof(text)) == 0 &&
         (size_t)v->pos.col <= strlen(text) &&
         (text[v->pos.col - 1] == '|' || text[v->pos.col - 1] == '>')) {
+        /* Text line k is config line pos.line + k (leading blank lines are kept in a block);
+         * every line has the indentation of the first that is not blank. */
         im->block = 1;
         for (int l = v->pos.line + 1; read_line(v->pos.file, l, text, sizeof(text)) == 0; l++) {
             size_t sp = strspn(text, " ");
             if (text[sp] != '\n' && text[sp] != '\0') {
                 im->indent = (int)sp;
-                im->line = l - 1; /* the block's first non-empty line is text line 1 */
                 break;
             }
         }

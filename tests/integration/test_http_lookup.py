@@ -218,6 +218,10 @@ try:
          b'"given":"JANE"}}}', "into an existing object, its members kept")
     t.eq(paths(r).count("/patients/42"), 1, "the same key: one GET, the second from the cache "
          "(%r)" % paths(r))
+    with r.lock:
+        first = dict(r.requests[0])
+    t.eq((first["method"], first["headers"].get("host"), first["headers"].get("accept")),
+         ("GET", "127.0.0.1:%d" % r.port, "application/json"), "a GET with Host and Accept")
     code, c = post(port, "p", '{"order":3}', pid="a/b")
     t.check(wait_until(lambda: by_id(j, c)[1] is not None, 10), "a key with a slash is looked "
             "up")
