@@ -16,18 +16,21 @@
  * A message that passes goes on unchanged (by reference). One that does not is an error, so
  * the broker dead-letters it; the reason lists every violation, path and why
  * ("validate: 2 violations: $.age: 130 is more than the maximum 120; $.name: is required but
- * missing"), as many as the reason's 512 bytes hold, then "(and N more)". The schema is read
+ * missing"), as many as the reason's 512 bytes hold, then "(and N more)", and then the whole
+ * list goes to the broker's log (warn lines "msg=ID N violations (1): ...", (2) ...). The schema is read
  * and compiled once at load; `junction check` reports its errors at their file:line:col (in
  * the schema file, or inside the config for schema_inline). Modelled on Mirth's HL7 message
  * filters and the allErrors mode of JSON Schema validators (Ajv), kept to a subset we check
  * in full.
  */
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hl7.h"
+#include "jn_log.h"
 #include "jn_mem.h"
 #include "jn_services.h"
 #include "json_schema.h"
@@ -362,6 +365,7 @@ struct found {
     long n;
     size_t listed;
     int full, oom;
+    size_t room; /* 0: REASON_ROOM */
 };
 
 static void found_add(struct found *f, const char *what, const char *why)
@@ -370,7 +374,9 @@ static void found_add(struct found *f, const char *what, const char *why)
     if (f->full) {
         return;
     }
-    if (f->text.len > 0 && f->text.len + 2 + strlen(what) + 2 + strlen(why) > REASON_ROOM) {
+    size_t room = f->room ? f->room : REASON_ROOM;
+
+    if (f->text.len > 0 && f->text.len + 2 + strlen(what) + 2 + strlen(why) > room) {
         f->full = 1;
         return;
     }
@@ -421,6 +427,45 @@ static int check_hl7(const struct validate_state *st, const struct validate_conf
     return f->oom ? JN_ENOMEM : 0;
 }
 
+/* A reason holds what fits; the broker's log gets the whole list once (only when the reason
+ * was cut, so a failing message costs a second check only then). */
+static void log_all(const struct jn_service *svc, const struct validate_state *st,
+                    const struct jn_msg *in)
+{
+    struct found all;
+    long n = 0;
+
+    memset(&all, 0, sizeof(all));
+    if (st->schema != NULL) {
+        json_t *doc = json_loadb((const char *)in->payload, in->len, JSON_DECODE_ANY, NULL);
+        n = doc ? jn_schema_check(st->schema, doc, &all.text, SIZE_MAX, NULL) : 0;
+        json_decref(doc);
+    } else {
+        all.room = SIZE_MAX;
+        n = check_hl7(st, svc->conf, in, &all) == 0 ? all.n : 0;
+    }
+    /* A log line holds 2 KiB: the list in lines of whole entries. */
+    for (size_t at = 0, part = 1; n > 0 && all.text.p != NULL && at < all.text.len; part++) {
+        size_t end = all.text.len;
+        if (end - at > 1500) {
+            end = at + 1500;
+            while (end > at && !(all.text.p[end] == ';' && all.text.p[end + 1] == ' ')) {
+                end--;
+            }
+            if (end == at) {
+                end = at + 1500; /* one entry longer than a line: cut it */
+            }
+        }
+        jn_log_p(JN_LOG_WARN, svc->log_prefix, "msg=%s %ld violations (%zu): %.*s", in->id, n,
+                 part, (int)(end - at), all.text.p + at);
+        at = end;
+        while (at < all.text.len && (all.text.p[at] == ';' || all.text.p[at] == ' ')) {
+            at++;
+        }
+    }
+    jn_buf_reset(&all.text);
+}
+
 static int validate_transform(const struct jn_service *svc, struct jn_msg *in,
                               struct jn_msg_list *out, struct jn_err *err)
 {
@@ -455,6 +500,7 @@ static int validate_transform(const struct jn_service *svc, struct jn_msg *in,
             size_t l = strlen(err->msg);
             snprintf(err->msg + l, sizeof(err->msg) - l, " (and %ld more)",
                      f.n - (long)f.listed);
+            log_all(svc, st, in);
         }
         jn_buf_reset(&f.text);
         return JN_EINVAL;

@@ -6,8 +6,9 @@
   is written, and the next POST flows as before (no head-of-line block);
 - HTTP IN -> hl7-map -> file OUT: fields copied, set and removed in the delivered message;
 - HTTP IN -> validate (a JSON Schema file) -> file OUT: a valid order is delivered unchanged,
-  an invalid one is dead-lettered with every violation named (path and why), a payload that
-  is not JSON with the parser's reason, and the next order flows;
+  an invalid one is dead-lettered with every violation named (path and why), one with more
+  than the reason holds lists what fits, counts the rest and logs them all, a payload that is
+  not JSON with the parser's reason, and the next order flows;
 - HTTP IN -> filter (hl7("MSH-9.1") == "ADT") -> validate (an HL7 profile) -> file OUT: an
   ORU is dropped (the trace says filtered, nothing is written), an ADT without PV1 and PID-5
   is dead-lettered naming both, a complete ADT is delivered;
@@ -261,6 +262,18 @@ try:
             "a payload that is not JSON: the parser's reason: %r" % nj)
     arr = next((ln for ln in d.splitlines() if arr_id in ln), "")
     t.check("$: is array, expected object" in arr, "the wrong type at the root: %r" % arr)
+    many = '{"id":"1","patient":"PP","tests":[%s]}' % ",".join('"LONGNAME"' for _ in range(40))
+    code, many_id = post(port3, "orders", many)
+    t.check(wait_until(lambda: many_id in dlq(j), 10), "an order with 40 violations is "
+            "dead-lettered")
+    ml = next((ln for ln in dlq(j).splitlines() if many_id in ln), "")
+    m = re.search(r"validate: 40 violations: (.*) \(and (\d+) more\)", ml)
+    t.check(m is not None, "the reason lists what fits and counts the rest: %r" % ml)
+    if m:
+        t.eq(m.group(1).count("is integer") + m.group(1).count("characters") + int(m.group(2)),
+             40, "listed + counted = 40")
+    t.check(wait_until(lambda: "$.tests[39]: 8 characters, more than maxLength 4" in j.log(),
+                       10), "the log has the whole list, the last one too")
     code, next_id = post(port3, "orders", '{"id":"9","patient":"ROE"}')
     t.check(wait_until(lambda: ("%s.json" % next_id) in files(j, "vout"), 10),
             "the next valid order is delivered as before")
