@@ -4,7 +4,8 @@ HTTP IN -> http-lookup -> file OUT, the lookup served by a Python http.server (j
 with an answer function) that records every request:
 - a field of the JSON answer is put into the JSON payload (into: json.PATH), the URL built
   from a header; a second message with the same key is served from the cache (the server sees
-  one GET); a key with a slash is percent-encoded in the path;
+  one GET); a key with a slash is percent-encoded in the path; past max_entries the oldest
+  answer is dropped;
 - into: header.NAME with a field of the answer: the file name template reads the header;
 - into: json merges the answer object, the URL built from a JSON field of the payload;
 - a server that does not answer within timeout: the message is dead-lettered with "timed
@@ -136,6 +137,7 @@ routes:
 PATIENTS = {
     "42": {"name": {"family": "DOE", "given": "JANE"}, "mrn": "42"},
     "a/b": {"name": {"family": "SLASH"}},
+    "7": {"name": {"family": "ROE"}},
 }
 release = threading.Event()
 
@@ -227,6 +229,17 @@ try:
             "up")
     t.check("/patients/a%2Fb" in paths(r), "percent-encoded in the path: %r" % paths(r))
     t.eq(by_id(j, c)[1], b'{"order":3,"patient":{"name":{"family":"SLASH"}}}', "and enriched")
+
+    # max_entries: 2 (42 and a/b are kept): a third key drops the oldest, 42, which is then
+    # fetched again; a/b is still kept.
+    code, d = post(port, "p", '{"order":4}', pid="7")
+    t.check(wait_until(lambda: by_id(j, d)[1] is not None, 10), "a third key is looked up")
+    code, e2 = post(port, "p", '{"order":5}', pid="a/b")
+    t.check(wait_until(lambda: by_id(j, e2)[1] is not None, 10), "a/b again")
+    code, e = post(port, "p", '{"order":6}')
+    t.check(wait_until(lambda: by_id(j, e)[1] is not None, 10), "42 again")
+    t.eq((paths(r).count("/patients/42"), paths(r).count("/patients/a%2Fb")), (2, 1),
+         "the oldest entry was dropped for the third key, the other kept: %r" % paths(r))
 
     # ---- into: header.NAME; the url with a query ----
     code, f = post(port, "f", "plain text")
