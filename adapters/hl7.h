@@ -220,8 +220,23 @@ int jn_hl7_split(const struct jn_hl7_msg *m, struct jn_hl7_span **spans, size_t 
 /* Returns a new JSON document (a jansson json_t *, owned by the caller) or NULL when out of
  * memory. */
 void *jn_hl7_to_json(const struct jn_hl7_msg *m);
-/* Appends the HL7 bytes the JSON document describes to out. 0, JN_EINVAL with the reason (and
- * the JSON path) in err, or JN_ENOMEM. */
+/*
+ * The named shape (docs/hl7.md), for mappings rather than round trips:
+ *   {"MSH": [{"1": "|", "2": "^~\\&", "3": [{"1": "LAB"}], "9": [{"1": "ADT", "2": "A01"}]}],
+ *    "PID": [{"3": [{"1": "42", "4": "MR"}, {"1": "77"}], "5": [{"1": "DOE", "2": "JANE"}]}]}
+ * Segments by id, each a list of its occurrences in order; an occurrence is an object of
+ * fields by position (MSH-1 and MSH-2 as written strings), a field a list of its repetitions,
+ * a repetition an object of components by position, a component a leaf (as in the positional
+ * shape) or an object of its subcomponents by position. Empty fields, components and
+ * subcomponents are left out (an empty repetition between others is {}), and the order of
+ * segments of different ids and the segment ends are not kept. Returns a new jansson json_t *
+ * or NULL when out of memory.
+ */
+void *jn_hl7_to_json_named(const struct jn_hl7_msg *m);
+/* Appends the HL7 bytes the JSON document describes to out: the positional shape (an object
+ * with "segments"), byte for byte, or the named shape (segments in the order of the object's
+ * keys, each ending with CR). 0, JN_EINVAL with the reason (and the JSON path) in err, or
+ * JN_ENOMEM. */
 int jn_hl7_from_json(const void *json, struct jn_buf *out, struct jn_err *err);
 
 #endif

@@ -221,6 +221,117 @@ void *jn_hl7_to_json(const struct jn_hl7_msg *m)
     return root;
 }
 
+/* ---- hl7 -> json, the named shape ---- */
+
+static int sub_empty(const struct jn_hl7_span *s)
+{
+    return s->len == 0;
+}
+
+static int comp_empty(const struct jn_hl7_comp *c)
+{
+    for (size_t i = 0; i < c->nsubs; i++) {
+        if (!sub_empty(&c->subs[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int rep_empty(const struct jn_hl7_rep *r)
+{
+    for (size_t i = 0; i < r->ncomps; i++) {
+        if (!comp_empty(&r->comps[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Sets o[pos] = v (v taken, also on failure). */
+static int set_pos(json_t *o, size_t pos, json_t *v)
+{
+    char key[24];
+
+    snprintf(key, sizeof(key), "%zu", pos);
+    return v == NULL || json_object_set_new(o, key, v) != 0 ? -1 : 0;
+}
+
+/* A component: its leaf, or {"1": leaf, "3": leaf} by subcomponent position (empty ones left
+ * out) when it has subcomponents. */
+static json_t *named_comp(const struct jn_hl7_delims *d, const struct jn_hl7_comp *c)
+{
+    json_t *o;
+
+    if (c->nsubs == 1) {
+        return leaf_json(d, &c->subs[0]);
+    }
+    o = json_object();
+    for (size_t i = 0; o && i < c->nsubs; i++) {
+        if (!sub_empty(&c->subs[i]) && set_pos(o, i + 1, leaf_json(d, &c->subs[i])) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+/* A repetition: {"1": component, "2": component} by position, empty ones left out. */
+static json_t *named_rep(const struct jn_hl7_delims *d, const struct jn_hl7_rep *r)
+{
+    json_t *o = json_object();
+
+    for (size_t i = 0; o && i < r->ncomps; i++) {
+        if (!comp_empty(&r->comps[i]) && set_pos(o, i + 1, named_comp(d, &r->comps[i])) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+void *jn_hl7_to_json_named(const struct jn_hl7_msg *m)
+{
+    json_t *root = json_object();
+    int ok = root != NULL;
+
+    for (size_t i = 0; ok && i < m->nsegs; i++) {
+        const struct jn_hl7_seg *s = &m->segs[i];
+        json_t *occs = json_object_get(root, s->id), *seg = json_object();
+        if (occs == NULL) {
+            occs = json_array();
+            ok = occs != NULL && json_object_set_new(root, s->id, occs) == 0;
+        }
+        ok = ok && seg != NULL && json_array_append_new(occs, seg) == 0;
+        for (size_t k = 1; ok && k < s->nfields; k++) {
+            const struct jn_hl7_field *f = &s->fields[k];
+            json_t *reps;
+            if (s->header && k <= 2) {
+                /* The delimiters: as written, never decoded. */
+                const struct jn_hl7_span *x = &f->reps[0].comps[0].subs[0];
+                ok = set_pos(seg, k, str_or_hex(x->p, x->len)) == 0;
+                continue;
+            }
+            if (f->nreps == 1 && rep_empty(&f->reps[0])) {
+                continue; /* an empty field is left out */
+            }
+            reps = json_array();
+            for (size_t r = 0; reps && r < f->nreps; r++) {
+                if (json_array_append_new(reps, named_rep(&m->d, &f->reps[r])) != 0) {
+                    json_decref(reps);
+                    reps = NULL;
+                }
+            }
+            ok = set_pos(seg, k, reps) == 0;
+        }
+    }
+    if (!ok) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
 /* ---- json -> hl7 ---- */
 
 struct jctx {
@@ -415,8 +526,216 @@ static int header_delims(struct jctx *x, json_t *seg, struct jn_hl7_delims *d)
     return 0;
 }
 
+/* ---- json -> hl7, the named shape ---- */
+
+/* A position key: 1..99999, digits only, no leading zero. */
+static int pos_key(const char *k, size_t *pos)
+{
+    size_t n = strlen(k), v = 0;
+
+    if (n == 0 || n > 5 || k[0] == '0' || strspn(k, "0123456789") != n) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        v = v * 10 + (size_t)(k[i] - '0');
+    }
+    *pos = v;
+    return 1;
+}
+
+/* The largest position among o's keys; every key must be one. */
+static int max_pos(struct jctx *x, json_t *o, size_t *max)
+{
+    const char *k;
+    json_t *v;
+
+    *max = 0;
+    json_object_foreach(o, k, v) {
+        size_t p;
+        if (!pos_key(k, &p)) {
+            return jn_err_set(x->err, JN_EINVAL, "%s: '%s' is not a position (1, 2, ...)",
+                              x->where, k);
+        }
+        if (p > *max) {
+            *max = p;
+        }
+    }
+    return 0;
+}
+
+static int is_leaf_object(json_t *v)
+{
+    return json_object_get(v, "raw") != NULL || json_object_get(v, "raw_hex") != NULL;
+}
+
+static int named_write_comp(struct jctx *x, json_t *v)
+{
+    size_t max;
+    int rc;
+
+    if (!json_is_object(v) || is_leaf_object(v)) {
+        return write_leaf(x, v);
+    }
+    if ((rc = max_pos(x, v, &max)) != 0) {
+        return rc;
+    }
+    for (size_t i = 1; rc == 0 && i <= max; i++) {
+        char key[24];
+        json_t *e;
+        snprintf(key, sizeof(key), "%zu", i);
+        e = json_object_get(v, key);
+        rc = i > 1 ? jn_buf_putc(x->out, x->d.sub) : 0;
+        if (rc == 0 && e != NULL) {
+            if (json_is_object(e) && !is_leaf_object(e)) {
+                return jn_err_set(x->err, JN_EINVAL, "%s: objects nest too deep (a "
+                                  "subcomponent is a string or null)", x->where);
+            }
+            rc = write_leaf(x, e);
+        }
+    }
+    return rc;
+}
+
+static int named_write_rep(struct jctx *x, json_t *v)
+{
+    size_t max;
+    int rc;
+
+    if (!json_is_object(v)) {
+        return jn_err_set(x->err, JN_EINVAL, "%s: a repetition is an object of components by "
+                          "position ({\"1\": ...})", x->where);
+    }
+    if ((rc = max_pos(x, v, &max)) != 0) {
+        return rc;
+    }
+    for (size_t i = 1; rc == 0 && i <= max; i++) {
+        char key[24];
+        json_t *e;
+        snprintf(key, sizeof(key), "%zu", i);
+        e = json_object_get(v, key);
+        rc = i > 1 ? jn_buf_putc(x->out, x->d.comp) : 0;
+        if (rc == 0 && e != NULL) {
+            rc = named_write_comp(x, e);
+        }
+    }
+    return rc;
+}
+
+static int named_write_field(struct jctx *x, json_t *v)
+{
+    int rc = 0;
+
+    if (!json_is_array(v) || json_array_size(v) == 0) {
+        return jn_err_set(x->err, JN_EINVAL, "%s: a field is a non-empty list of repetitions",
+                          x->where);
+    }
+    for (size_t i = 0; rc == 0 && i < json_array_size(v); i++) {
+        rc = i > 0 ? jn_buf_putc(x->out, x->d.rep) : 0;
+        if (rc == 0) {
+            rc = named_write_rep(x, json_array_get(v, i));
+        }
+    }
+    return rc;
+}
+
+/* The delimiters of a header occurrence of the named shape: its "1" and "2". */
+static int named_delims(struct jctx *x, json_t *occ, struct jn_hl7_delims *d)
+{
+    json_t *seg = json_array();
+    int rc;
+
+    if (seg == NULL || json_array_append_new(seg, json_string("MSH")) != 0 ||
+        json_array_append(seg, json_object_get(occ, "1")) != 0 ||
+        json_array_append(seg, json_object_get(occ, "2")) != 0) {
+        json_decref(seg);
+        return jn_err_set(x->err, JN_EINVAL, "%s: a header segment needs its field separator "
+                          "\"1\" and encoding characters \"2\"", x->where);
+    }
+    rc = header_delims(x, seg, d);
+    json_decref(seg);
+    return rc;
+}
+
+static int from_named(json_t *root, struct jn_buf *out, struct jn_err *err)
+{
+    struct jctx x;
+    const char *id;
+    json_t *occs;
+    int rc = 0, first = 1;
+
+    memset(&x, 0, sizeof(x));
+    x.out = out;
+    x.err = err;
+    json_object_foreach(root, id, occs) {
+        json_t *idv = json_string(id);
+        int ok = idv != NULL && id_ok(idv);
+        json_decref(idv);
+        snprintf(x.where, sizeof(x.where), "%.8s", id);
+        if (!ok) {
+            return jn_err_set(err, JN_EINVAL, "'%.16s' is not a segment id (three of A-Z, 0-9)",
+                              id);
+        }
+        if (first && !is_hdr(id)) {
+            return jn_err_set(err, JN_EINVAL, "%s: the first segment must be MSH, FHS or BHS",
+                              id);
+        }
+        if (!json_is_array(occs) || json_array_size(occs) == 0) {
+            return jn_err_set(err, JN_EINVAL, "%s: expected a non-empty list of occurrences",
+                              id);
+        }
+        for (size_t o = 0; rc == 0 && o < json_array_size(occs); o++) {
+            json_t *occ = json_array_get(occs, o);
+            size_t max;
+            snprintf(x.where, sizeof(x.where), "%s[%zu]", id, o);
+            if (!json_is_object(occ)) {
+                return jn_err_set(err, JN_EINVAL, "%s: an occurrence is an object of fields by "
+                                  "position", x.where);
+            }
+            if ((rc = max_pos(&x, occ, &max)) != 0) {
+                return rc;
+            }
+            if (is_hdr(id)) {
+                struct jn_hl7_delims d;
+                if (named_delims(&x, occ, &d) != 0) {
+                    return JN_EINVAL;
+                }
+                if (!first && memcmp(&d, &x.d, sizeof(d)) != 0) {
+                    return jn_err_set(err, JN_EINVAL, "%s: its delimiters differ from the "
+                                      "first header's", x.where);
+                }
+                x.d = d;
+            }
+            first = 0;
+            rc = jn_buf_puts(out, id);
+            for (size_t k = 1; rc == 0 && k <= max; k++) {
+                char key[24];
+                json_t *f;
+                snprintf(key, sizeof(key), "%zu", k);
+                f = json_object_get(occ, key);
+                snprintf(x.where, sizeof(x.where), "%s[%zu].%zu", id, o, k);
+                if (is_hdr(id) && k <= 2) {
+                    rc = jn_buf_puts(out, json_string_value(f));
+                    continue;
+                }
+                rc = jn_buf_putc(out, x.d.field);
+                if (rc == 0 && f != NULL) {
+                    rc = named_write_field(&x, f);
+                }
+            }
+            if (rc == 0) {
+                rc = jn_buf_putc(out, '\r');
+            }
+        }
+    }
+    return rc;
+}
+
 int jn_hl7_from_json(const void *json, struct jn_buf *out, struct jn_err *err)
 {
+    if (json_is_object((json_t *)json) && json_object_get((json_t *)json, "segments") == NULL &&
+        json_object_size((json_t *)json) > 0) {
+        return from_named((json_t *)json, out, err); /* the named shape */
+    }
     json_t *root = (json_t *)json;
     json_t *segs = json_object_get(root, "segments");
     json_t *eol = json_object_get(root, "eol");

@@ -53,6 +53,37 @@ const char *jn_diag_file(struct jn_diag *d, const char *name)
     return s;
 }
 
+void jn_diag_take(struct jn_diag *d, const struct jn_diag *src, const char *prefix)
+{
+    for (size_t i = 0; i < src->n; i++) {
+        const struct jn_pos *at = &src->at[i];
+        const char *text = src->msgs[i];
+        char head[512];
+        int hn = 0;
+
+        /* The text without the position diag__addv wrote in front of it. */
+        if (at->file && at->line > 0) {
+            hn = snprintf(head, sizeof(head), "%s:%d:%d: ", at->file, at->line, at->col);
+        } else if (at->file) {
+            hn = snprintf(head, sizeof(head), "%s: ", at->file);
+        }
+        if (hn > 0 && (size_t)hn < sizeof(head) && strncmp(text, head, (size_t)hn) == 0) {
+            text += hn;
+        }
+        if (src->warn[i]) {
+            if (strncmp(text, "warning: ", 9) == 0) {
+                text += 9;
+            }
+            jn_diag_warn(d, at->file ? at : NULL, "%s%s", prefix ? prefix : "", text);
+        } else {
+            jn_diag_add(d, at->file ? at : NULL, "%s%s", prefix ? prefix : "", text);
+        }
+    }
+    if (src->oom) {
+        d->oom = 1;
+    }
+}
+
 static void diag__addv(struct jn_diag *d, const struct jn_pos *pos, int warn, const char *fmt,
                        va_list ap)
 {

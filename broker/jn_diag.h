@@ -41,6 +41,10 @@ void jn_diag_add(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, .
 /* Adds the warning "file:line:col: warning: text"; it does not count in nerr. */
 void jn_diag_warn(struct jn_diag *d, const struct jn_pos *pos, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Adds every message of src to d at the same position, its text after prefix ("service 'f'
+ * (filter): when: "): for checks that collect a sub-parser's messages apart, then name whose
+ * they are. Warnings stay warnings; src's oom carries over. src is left as it is. */
+void jn_diag_take(struct jn_diag *d, const struct jn_diag *src, const char *prefix);
 /* Interns a file name; returns a pointer owned by the diag, or a static "?" on no memory. */
 const char *jn_diag_file(struct jn_diag *d, const char *name);
 /* Prints the messages sorted by file name, line and column (messages without a position first;

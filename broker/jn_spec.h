@@ -21,7 +21,7 @@
 #include "jn_service.h"
 #include "jn_tls.h"
 
-struct jn_cond; /* a compiled `when:` (routes/jn_cond.h) */
+struct jn_cond; /* a compiled `when:` (adapters/jn_cond.h) */
 struct jn_router_ops;
 
 struct jn_actlog_conf {

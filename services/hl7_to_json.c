@@ -8,6 +8,7 @@
  *     adt-json:
  *       type: hl7-to-json
  *       strict: false      # true: segments must end with CR only
+ *       shape: named       # positional (the default): the lossless shape json-to-hl7 reads
  *
  * The output is a copy of the message (same id and headers) with the JSON as payload and
  * Content-Type: application/json. A payload that is not HL7 is an error with the codec's
@@ -22,13 +23,21 @@
 #include "jn_mem.h"
 #include "jn_services.h"
 
+enum { SHAPE_POSITIONAL, SHAPE_NAMED };
+static const char *const shapes[] = {"positional", "named", NULL};
+
 struct hl7_to_json_conf {
     bool strict;
+    int shape;
 };
 
 static const struct jn_opt hl7_to_json_opts[] = {
     JN_OPT_BOOL("strict", "false", JN_OPT_RELOADABLE, struct hl7_to_json_conf, strict,
                 "Segments must end with CR only; LF and CRLF are errors"),
+    JN_OPT_ENUM("shape", "positional", shapes, JN_OPT_RELOADABLE, struct hl7_to_json_conf, shape,
+                "positional: {\"segments\": [[\"PID\", ...]]}, lossless, what json-to-hl7 "
+                "reads; named: segments by id, fields and components by position "
+                "({\"PID\": [{\"5\": [{\"1\": \"DOE\"}]}]}), for mappings (docs/hl7.md)"),
     JN_OPT_END
 };
 
@@ -47,7 +56,7 @@ static int hl7_to_json_transform(const struct jn_service *svc, struct jn_msg *in
     if (rc != 0) {
         return rc;
     }
-    j = jn_hl7_to_json(h);
+    j = c->shape == SHAPE_NAMED ? jn_hl7_to_json_named(h) : jn_hl7_to_json(h);
     jn_hl7_free(h);
     if (j == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory");

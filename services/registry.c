@@ -25,6 +25,9 @@ const struct jn_service_def *const jn_service_defs[] = {
     &jn_service_split,
     &jn_service_template,
     &jn_service_hl7_map,
+    &jn_service_filter,
+    &jn_service_validate,
+    &jn_service_http_lookup,
     NULL,
 };
 

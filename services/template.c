@@ -28,6 +28,7 @@
 #include "jn_mem.h"
 #include "jn_services.h"
 #include "jn_template.h"
+#include "template_int.h"
 
 struct template_conf {
     char *tmpl;
@@ -35,16 +36,9 @@ struct template_conf {
     bool strict;
 };
 
-/* One render: the message, its payload parsed on first use. */
-struct render_ctx {
-    const struct template_conf *c;
-    const struct jn_msg *m;
-    json_t *json;   /* parsed on the first {json.} */
-    int json_tried;
-};
+#define WHO(x) ((x) && (x)->who ? (x)->who : "template")
 
-/* Walks "a.b.0.c" from root; NULL when a step is missing. */
-static json_t *json_walk(json_t *v, const char *path, size_t n)
+json_t *jn_svc__json_walk(json_t *v, const char *path, size_t n)
 {
     const char *p = path, *end = path + n;
 
@@ -72,7 +66,7 @@ static json_t *json_walk(json_t *v, const char *path, size_t n)
     return v;
 }
 
-static int ext_json(struct render_ctx *x, const char *name, size_t n, const char *path,
+static int ext_json(struct jn_svc_fields *x, const char *name, size_t n, const char *path,
                     size_t pn, struct jn_buf *out, struct jn_err *err)
 {
     json_t *v;
@@ -83,18 +77,18 @@ static int ext_json(struct render_ctx *x, const char *name, size_t n, const char
         x->json_tried = 1;
         x->json = json_loadb((const char *)x->m->payload, x->m->len, JSON_DECODE_ANY, &je);
         if (x->json == NULL) {
-            return jn_err_set(err, JN_EPROTO, "template: {%.*s}: the payload is not JSON: %s "
-                              "(line %d column %d)", (int)n, name, je.text, je.line,
+            return jn_err_set(err, JN_EPROTO, "%s: {%.*s}: the payload is not JSON: %s "
+                              "(line %d column %d)", WHO(x), (int)n, name, je.text, je.line,
                               je.column);
         }
     }
     if (x->json == NULL) {
         return JN_EPROTO; /* reported at the first placeholder */
     }
-    v = json_walk(x->json, path, pn);
+    v = jn_svc__json_walk(x->json, path, pn);
     if (v == NULL) {
-        return x->c->strict ? jn_err_set(err, JN_EINVAL, "template: {%.*s}: no such field in "
-                                         "the payload (strict: true)", (int)n, name) : 0;
+        return x->strict ? jn_err_set(err, JN_EINVAL, "%s: {%.*s}: no such field in the "
+                                      "payload%s", WHO(x), (int)n, name, x->strict_note) : 0;
     }
     if (json_is_string(v)) {
         rc = jn_buf_append(out, json_string_value(v), json_string_length(v));
@@ -103,10 +97,10 @@ static int ext_json(struct render_ctx *x, const char *name, size_t n, const char
         rc = s ? jn_buf_puts(out, s) : JN_ENOMEM;
         free(s);
     }
-    return rc ? jn_err_set(err, JN_ENOMEM, "template: out of memory") : 0;
+    return rc ? jn_err_set(err, JN_ENOMEM, "%s: out of memory", WHO(x)) : 0;
 }
 
-static int ext_hl7(struct render_ctx *x, const char *name, size_t n, const struct jn_hl7_path *p,
+static int ext_hl7(struct jn_svc_fields *x, const char *name, size_t n, const struct jn_hl7_path *p,
                    struct jn_buf *out, struct jn_err *err)
 {
     struct jn_hl7_delims d;
@@ -116,28 +110,26 @@ static int ext_hl7(struct render_ctx *x, const char *name, size_t n, const struc
     int found, rc;
 
     if (jn_hl7_delims_read(x->m->payload, x->m->len, &d, &e) != 0) {
-        return jn_err_set(err, JN_EPROTO, "template: {%.*s}: the payload is not HL7: %s",
-                          (int)n, name, e.msg);
+        return jn_err_set(err, JN_EPROTO, "%s: {%.*s}: the payload is not HL7: %s",
+                          WHO(x), (int)n, name, e.msg);
     }
     found = jn_hl7_lookup(x->m->payload, x->m->len, p, &sp);
     if (found != 1) {
-        return x->c->strict ? jn_err_set(err, JN_EINVAL, "template: {%.*s}: no such field in "
-                                         "the message (strict: true)", (int)n, name) : 0;
+        return x->strict ? jn_err_set(err, JN_EINVAL, "%s: {%.*s}: no such field in the "
+                                      "message%s", WHO(x), (int)n, name, x->strict_note) : 0;
     }
     if ((text = jn_malloc(sp.len + 1)) == NULL) {
-        return jn_err_set(err, JN_ENOMEM, "template: out of memory");
+        return jn_err_set(err, JN_ENOMEM, "%s: out of memory", WHO(x));
     }
     rc = jn_buf_append(out, text, jn_hl7_text(&d, p, &sp, text));
     jn_free(text);
-    return rc ? jn_err_set(err, JN_ENOMEM, "template: out of memory") : 0;
+    return rc ? jn_err_set(err, JN_ENOMEM, "%s: out of memory", WHO(x)) : 0;
 }
 
-/* The jn_template extension: {json.PATH} and {hl7.PATH}. With out NULL (the load-time check),
- * only the syntax. */
-static int template_ext(void *ctx, const char *name, size_t n, struct jn_buf *out,
-                        struct jn_err *err)
+int jn_svc__fields_ext(void *ctx, const char *name, size_t n, struct jn_buf *out,
+                       struct jn_err *err)
 {
-    struct render_ctx *x = ctx;
+    struct jn_svc_fields *x = ctx;
 
     if (n > 5 && memcmp(name, "json.", 5) == 0) {
         const char *path = name + 5;
@@ -147,8 +139,8 @@ static int template_ext(void *ctx, const char *name, size_t n, struct jn_buf *ou
             empty = path[i] == '.' && path[i - 1] == '.';
         }
         if (empty) {
-            return jn_err_set(err, JN_EINVAL, "template: {%.*s}: an empty step in the JSON "
-                              "path", (int)n, name);
+            return jn_err_set(err, JN_EINVAL, "%s: {%.*s}: an empty step in the JSON "
+                              "path", WHO(x), (int)n, name);
         }
         return out ? ext_json(x, name, n, path, pn, out, err) : 0;
     }
@@ -156,7 +148,7 @@ static int template_ext(void *ctx, const char *name, size_t n, struct jn_buf *ou
         struct jn_hl7_path p;
         struct jn_err e;
         if (jn_hl7_path_parse(name + 4, n - 4, &p, &e) != 0) {
-            return jn_err_set(err, JN_EINVAL, "template: {%.*s}: %s", (int)n, name, e.msg);
+            return jn_err_set(err, JN_EINVAL, "%s: {%.*s}: %s", WHO(x), (int)n, name, e.msg);
         }
         return out ? ext_hl7(x, name, n, &p, out, err) : 0;
     }
@@ -169,7 +161,7 @@ static int template__check(const void *value, const struct jn_node *node, const 
     const char *const *t = value;
     struct jn_err e;
 
-    if (jn_template_check_ext(*t, template_ext, NULL, &e) != 0) {
+    if (jn_template_check_ext(*t, jn_svc__fields_ext, NULL, &e) != 0) {
         jn_diag_add(d, &node->pos, "%s: %s", what, e.msg);
         return 1;
     }
@@ -194,13 +186,13 @@ static int template_transform(const struct jn_service *svc, struct jn_msg *in,
                               struct jn_msg_list *out, struct jn_err *err)
 {
     const struct template_conf *c = svc->conf;
-    struct render_ctx x = {c, in, NULL, 0};
+    struct jn_svc_fields x = {"template", c->strict, " (strict: true)", in, NULL, 0};
     struct jn_buf b = JN_BUF_INIT;
     struct jn_msg *m = NULL;
     char *p;
     int rc;
 
-    rc = jn_template_render_ext(c->tmpl, in, template_ext, &x, &b, err);
+    rc = jn_template_render_ext(c->tmpl, in, jn_svc__fields_ext, &x, &b, err);
     json_decref(x.json);
     if (rc != 0) {
         jn_buf_reset(&b);

@@ -192,10 +192,13 @@ def admin_api(port, method, path, body=None):
 class Receiver:
     """A real HTTP server on a free loopback port that records what it receives.
 
-    responses: a list of status codes to answer in turn (the last one repeats)."""
+    responses: a list of status codes to answer in turn (the last one repeats).
+    answer: optional; called with the request path, returns (status, body bytes) to answer
+    with instead (or None for the default); may sleep, as each request has a thread."""
 
-    def __init__(self, responses=(200,), port=None, delay=0.0):
+    def __init__(self, responses=(200,), port=None, delay=0.0, answer=None):
         self.port = port or free_port()
+        self.answer = answer
         self.requests = []
         self.responses = list(responses)
         self.lock = threading.Lock()
@@ -227,6 +230,9 @@ class Receiver:
                                            "body": body})
                     status = outer.responses[min(idx, len(outer.responses) - 1)]
                 reply = b"ok\n"
+                got = outer.answer(self.path) if outer.answer else None
+                if got is not None:
+                    status, reply = got
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()

@@ -4,7 +4,16 @@
   of a three-element array gives three files, each rendered from its element;
 - an array with a bad element is dead-lettered with a reason naming the element, nothing of it
   is written, and the next POST flows as before (no head-of-line block);
-- HTTP IN -> hl7-map -> file OUT: fields copied, set and removed in the delivered message.
+- HTTP IN -> hl7-map -> file OUT: fields copied, set and removed in the delivered message;
+- HTTP IN -> validate (a JSON Schema file) -> file OUT: a valid order is delivered unchanged,
+  an invalid one is dead-lettered with every violation named (path and why), one with more
+  than the reason holds lists what fits, counts the rest and logs them all, a payload that is
+  not JSON with the parser's reason, and the next order flows;
+- HTTP IN -> filter (hl7("MSH-9.1") == "ADT") -> validate (an HL7 profile) -> file OUT: an
+  ORU is dropped (the trace says filtered, nothing is written), an ADT without PV1 and PID-5
+  is dead-lettered naming both, a complete ADT is delivered;
+- `junction check` reports a bad schema at the schema file's line:col, an inline one at its
+  line:col in the config, and a filter condition that does not compile.
 """
 import os
 import re
@@ -39,6 +48,26 @@ channels:
     direction: out
     dir: @DIR@/hl7out
     name: "{id}.hl7"
+  vin:
+    type: http
+    direction: in
+    listen: 127.0.0.1:%(port3)d
+    path: /orders
+  vout:
+    type: file
+    direction: out
+    dir: @DIR@/vout
+    name: "{id}.json"
+  adtin:
+    type: http
+    direction: in
+    listen: 127.0.0.1:%(port4)d
+    path: /adt
+  adtout:
+    type: file
+    direction: out
+    dir: @DIR@/adtout
+    name: "{id}.hl7"
 services:
   each:
     type: split
@@ -52,6 +81,17 @@ services:
     copy: {PID-2: PID-3.1}
     set: {MSH-5: EHR}
     remove: [PID-19, NTE]
+  contract:
+    type: validate
+    schema: order.schema.json
+  adt-only:
+    type: filter
+    when: hl7("MSH-9.1") == "ADT"
+  adt-profile:
+    type: validate
+    hl7:
+      segments: [MSH, PID, PV1]
+      required: [MSH-9, PID-3, PID-5]
 routes:
   r:
     from: in
@@ -61,6 +101,58 @@ routes:
     from: hl7in
     via: [ehr]
     to: hl7out
+  v:
+    from: vin
+    via: [contract]
+    to: vout
+  adt:
+    from: adtin
+    via: [adt-only, adt-profile]
+    to: adtout
+"""
+
+SCHEMA = """{
+  "type": "object",
+  "required": ["id", "patient"],
+  "additionalProperties": false,
+  "properties": {
+    "id": {"type": "string", "pattern": "^[0-9]+$"},
+    "patient": {"type": "string", "minLength": 2},
+    "qty": {"type": "integer", "minimum": 1, "maximum": 99},
+    "priority": {"enum": ["routine", "stat"]},
+    "tests": {"type": "array", "items": {"type": "string", "maxLength": 4}}
+  }
+}
+"""
+
+BAD_SCHEMA = """{
+  "type": "object",
+  "properties": {
+    "qty": {"type": "integr"},
+    "id": {"minItems": 2}
+  }
+}
+"""
+
+BAD_CONFIG = """
+channels:
+  in: {type: http, direction: in, listen: 127.0.0.1:1, path: /x}
+  out: {type: file, direction: out, dir: out}
+services:
+  from-file:
+    type: validate
+    schema: bad.schema.json
+  inline:
+    type: validate
+    schema_inline: |
+      type: object
+      properties:
+        n: {type: number, minimum: lots}
+  cond:
+    type: filter
+    when: header("a") === "b"
+routes:
+  r: {from: in, via: [from-file, inline, cond], to: out}
 """
 
 
@@ -89,9 +181,12 @@ def dlq(j):
 
 
 try:
-    port, port2 = free_port(), free_port()
-    j = Junction(CONFIG % {"port": port, "port2": port2}, wait_ports=[port, port2])
+    port, port2, port3, port4 = free_port(), free_port(), free_port(), free_port()
+    j = Junction(CONFIG % {"port": port, "port2": port2, "port3": port3, "port4": port4},
+                 wait_ports=[port, port2, port3, port4])
     cleanups.append(j.cleanup)
+    with open(j.path("order.schema.json"), "w") as f:
+        f.write(SCHEMA)
     t.on_fail.append(lambda: print("---- junction log ----\n%s" % j.log()))
     code, out, err = run_junction(["check", "-c", j.cfg])
     t.eq(code, 0, "junction check accepts the config: %s%s" % (out, err))
@@ -138,6 +233,99 @@ try:
     t.eq(files(j, "hl7out").get("%s.hl7" % hid),
          b"MSH|^~\\&|LAB|H|EHR|H|20240101||ADT^A01|M1|P|2.5\rPID|1|42|42^^^MR||DOE^JANE\r",
          "MSH-5 set, PID-3.1 copied to PID-2, NTE removed")
+
+    # ---- validate: a JSON Schema ----
+    good = b'{"id":"123","patient":"DOE","qty":2,"priority":"stat","tests":["CBC"]}'
+    code, good_id = post(port3, "orders", good)
+    t.eq(code, 202, "POST of a valid order: 202")
+    t.check(wait_until(lambda: ("%s.json" % good_id) in files(j, "vout"), 10),
+            "the valid order is delivered")
+    t.eq(files(j, "vout").get("%s.json" % good_id), good, "unchanged")
+    code, inv_id = post(port3, "orders", '{"id":"12a","qty":100,"priority":"later",'
+                                         '"tests":["CBC","LIPID"],"note":"x"}')
+    code, nj_id = post(port3, "orders", 'not json')
+    code, arr_id = post(port3, "orders", '[1,2]')
+    t.check(wait_until(lambda: all(i in dlq(j) for i in (inv_id, nj_id, arr_id)), 10),
+            "the invalid ones reach the dead letters")
+    d = dlq(j)
+    inv = next((ln for ln in d.splitlines() if inv_id in ln), "")
+    for want in ('validate: 6 violations: ',
+                 '$.patient: is required but missing',
+                 '$.id: "12a" does not match the pattern ^[0-9]+$',
+                 '$.qty: 100 is more than the maximum 99',
+                 '$.priority: "later" is not one of ["routine","stat"]',
+                 '$.tests[1]: 5 characters, more than maxLength 4',
+                 '$.note: is not allowed (additionalProperties: false)'):
+        t.check(want in inv, "the reason lists %r: %r" % (want, inv))
+    nj = next((ln for ln in d.splitlines() if nj_id in ln), "")
+    t.check("validate: the payload is not JSON: invalid token" in nj,
+            "a payload that is not JSON: the parser's reason: %r" % nj)
+    arr = next((ln for ln in d.splitlines() if arr_id in ln), "")
+    t.check("$: is array, expected object" in arr, "the wrong type at the root: %r" % arr)
+    many = '{"id":"1","patient":"PP","tests":[%s]}' % ",".join('"LONGNAME"' for _ in range(40))
+    code, many_id = post(port3, "orders", many)
+    t.check(wait_until(lambda: many_id in dlq(j), 10), "an order with 40 violations is "
+            "dead-lettered")
+    ml = next((ln for ln in dlq(j).splitlines() if many_id in ln), "")
+    m = re.search(r"validate: 40 violations: (.*) \(and (\d+) more\)", ml)
+    t.check(m is not None, "the reason lists what fits and counts the rest: %r" % ml)
+    if m:
+        t.eq(m.group(1).count("is integer") + m.group(1).count("characters") + int(m.group(2)),
+             40, "listed + counted = 40")
+    t.check(wait_until(lambda: "$.tests[39]: 8 characters, more than maxLength 4" in j.log(),
+                       10), "the log has the whole list, the last one too")
+    code, next_id = post(port3, "orders", '{"id":"9","patient":"ROE"}')
+    t.check(wait_until(lambda: ("%s.json" % next_id) in files(j, "vout"), 10),
+            "the next valid order is delivered as before")
+    t.eq(len(files(j, "vout")), 2, "and nothing of the invalid ones was written")
+
+    # ---- filter + validate: an HL7 profile ----
+    def traced(mid, word):
+        c, o, e = run_junction(["trace", "-c", j.cfg, mid])
+        return word in o
+
+    oru = "MSH|^~\\&|LAB|H|EHR|H|20240101||ORU^R01|M2|P|2.5\rPID|1||42||DOE^JANE\r"
+    code, oru_id = post(port4, "adt", oru)
+    t.eq(code, 202, "POST of an ORU: 202")
+    t.check(wait_until(lambda: traced(oru_id, "filtered"), 10),
+            "the filter drops the ORU: the trace says filtered")
+    c, o, e = run_junction(["trace", "-c", j.cfg, oru_id])
+    t.check("delivered" not in o and "dead" not in o, "and it is neither delivered nor "
+            "dead-lettered: %r" % o)
+    short = "MSH|^~\\&|ADM|H|EHR|H|20240101||ADT^A01|M3|P|2.5\rPID|1||42\r"
+    code, short_id = post(port4, "adt", short)
+    full = ("MSH|^~\\&|ADM|H|EHR|H|20240101||ADT^A01|M4|P|2.5\rPID|1||42||DOE^JANE\r"
+            "PV1|1|I\r")
+    code, full_id = post(port4, "adt", full)
+    t.check(wait_until(lambda: short_id in dlq(j), 10), "the short ADT is dead-lettered")
+    sl = next((ln for ln in dlq(j).splitlines() if short_id in ln), "")
+    t.check("validate: 2 violations: PV1: segment required but missing; PID-5: required but "
+            "missing" in sl, "naming the missing segment and field: %r" % sl)
+    t.check(wait_until(lambda: ("%s.hl7" % full_id) in files(j, "adtout"), 10),
+            "the complete ADT is delivered")
+    t.eq(files(j, "adtout").get("%s.hl7" % full_id), full.encode(), "unchanged")
+    t.eq(len(files(j, "adtout")), 1, "and only it")
+
+    # ---- junction check: schema and condition errors with positions ----
+    bad_dir = j.path("bad")
+    os.mkdir(bad_dir)
+    with open(os.path.join(bad_dir, "bad.schema.json"), "w") as f:
+        f.write(BAD_SCHEMA)
+    with open(os.path.join(bad_dir, "junction.yaml"), "w") as f:
+        f.write(BAD_CONFIG)
+    code, out, err = run_junction(["check", "-c", os.path.join(bad_dir, "junction.yaml")])
+    t.eq(code, 1, "junction check refuses the bad config")
+    msgs = out + err
+    sch = os.path.join(bad_dir, "bad.schema.json")
+    cfg = os.path.join(bad_dir, "junction.yaml")
+    for want in ("%s:4:21: service 'from-file' (validate): schema: properties.qty: type: "
+                 "'integr' is not a type" % sch,
+                 "%s:5:12: service 'from-file' (validate): schema: properties.id: 'minItems' "
+                 "is not supported" % sch,
+                 "%s:14:36: service 'inline' (validate): schema_inline: schema: properties.n: "
+                 "minimum: expected a number" % cfg,
+                 "%s:17:25: service 'cond' (filter): when: unexpected '=' at column 15" % cfg):
+        t.check(want in msgs, "check says %r:\n%s" % (want, msgs))
 
     t.check(j.alive(), "junction is still running")
     t.eq(j.stop(), 0, "junction exits 0 on SIGTERM")

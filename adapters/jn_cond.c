@@ -858,6 +858,56 @@ static int regex_vet(struct parser *p, const char *re, size_t at, size_t len)
     return 0;
 }
 
+regex_t *jn_cond_regex_new(const char *re, struct jn_err *err)
+{
+    struct parser p;
+    struct jn_diag d;
+    regex_t *r;
+    int rc;
+
+    memset(&p, 0, sizeof(p));
+    p.src = re;
+    p.len = strlen(re);
+    p.open = -1;
+    if (p.len > JN_COND_MAX_LEN) {
+        jn_err_set(err, JN_EINVAL, "regex is too long (more than %d bytes)", JN_COND_MAX_LEN);
+        return NULL;
+    }
+    jn_diag_init(&d);
+    p.d = &d;
+    if (regex_vet(&p, re, 0, p.len) < 0) {
+        if (d.n) {
+            jn_err_set(err, JN_EINVAL, "%s", d.msgs[0]);
+        } else {
+            jn_err_set(err, JN_ENOMEM, "out of memory");
+        }
+        jn_diag_free(&d);
+        return NULL;
+    }
+    jn_diag_free(&d);
+    if ((r = jn_malloc(sizeof(*r))) == NULL) {
+        jn_err_set(err, JN_ENOMEM, "out of memory");
+        return NULL;
+    }
+    rc = regcomp(r, re, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        char why[256];
+        regerror(rc, r, why, sizeof(why));
+        jn_err_set(err, rc == REG_ESPACE ? JN_ENOMEM : JN_EINVAL, "invalid regex: %s", why);
+        jn_free(r); /* regfree is not defined on a pattern regcomp rejected */
+        return NULL;
+    }
+    return r;
+}
+
+void jn_cond_regex_free(regex_t *r)
+{
+    if (r != NULL) {
+        regfree(r);
+        jn_free(r);
+    }
+}
+
 /* cmp = value [ op value ]; returns a node index or -1. */
 static int parse_cmp(struct parser *p)
 {

@@ -41,7 +41,10 @@
 #ifndef JN_COND_H
 #define JN_COND_H
 
+#include <regex.h>
+
 #include "jn_diag.h"
+#include "jn_err.h"
 #include "jn_msg.h"
 
 struct jn_cond;
@@ -52,5 +55,13 @@ struct jn_cond *jn_cond_compile(const char *expr, const struct jn_pos *pos, stru
 /* 1 when the message matches, 0 when not. Thread-safe (read-only). */
 int jn_cond_eval(const struct jn_cond *c, const struct jn_msg *m);
 void jn_cond_free(struct jn_cond *c);
+
+/* A POSIX extended regex (REG_EXTENDED | REG_NOSUB) vetted as `=~` literals are (see above:
+ * no backreferences, bounded unrolled size, no unbounded repetition of what can match empty),
+ * for other users of the same safety: the validate service's `pattern`. Returns a jn_malloc'd
+ * regex_t, or NULL with the reason in err (JN_EINVAL, JN_ENOMEM). Free with
+ * jn_cond_regex_free (NULL is a no-op). */
+regex_t *jn_cond_regex_new(const char *re, struct jn_err *err);
+void jn_cond_regex_free(regex_t *r);
 
 #endif
