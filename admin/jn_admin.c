@@ -20,6 +20,7 @@
 
 #include "jn_auth.h"
 #include "jn_broker.h"
+#include "jn_reload.h"
 #include "jn_buf.h"
 #include "jn_listener.h"
 #include "jn_log.h"

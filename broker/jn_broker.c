@@ -126,7 +126,7 @@ static void ingest_committed(void *arg, int rc)
         }
     }
     if (t->gen != NULL) {
-        jn_reload__gen_release(b, t->gen); /* not routed here: the next start routes it */
+        jn_gen__release(b, t->gen); /* not routed here: the next start routes it */
         t->gen = NULL;
     }
     /* Its deliveries enter their queues now (while the broker is being freed, they stay in
@@ -149,26 +149,6 @@ static void tls_watch_cb(evutil_socket_t fd, short what, void *arg)
         jn_tls_reload_changed();
     }
     evtimer_add(b->tls_timer, &tv);
-}
-
-void jn_broker__chan_setup(struct jn_broker *b, struct jn_channel *ch,
-                           const struct jn_cfg_channel *cc)
-{
-    ch->def = cc->def;
-    ch->name = cc->name;
-    snprintf(ch->log_prefix, sizeof(ch->log_prefix), "%s.%s", cc->def->name, cc->name);
-    ch->dir = cc->dir;
-    ch->conf = cc->conf;
-    ch->state = NULL;
-    ch->broker = b;
-    ch->base = b->base;
-    ch->retry = cc->common.retry;
-    ch->concurrency = cc->common.concurrency > 0 ? cc->common.concurrency : 1;
-    ch->ordered = cc->common.ordered;
-    ch->ordered_key = cc->common.ordered_key;
-    ch->max_queued = cc->common.max_queued;
-    ch->when_full = cc->common.when_full;
-    jn_rate__init(ch, &cc->common.rate_limit);
 }
 
 struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept_fn cb, void *arg)
@@ -509,7 +489,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         jn_log(JN_LOG_INFO, "journal in %s (max_size %llu MiB)", cfg->core.data_dir,
                (unsigned long long)(cfg->core.max_size >> 20));
     }
-    if (jn_reload__first(b, err) != 0) {
+    if (jn_gen__first(b, err) != 0) {
         goto fail;
     }
     jn_reload__note_config(b);
@@ -522,7 +502,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         }
         b->chans[i] = ch;
         ch->slot = i;
-        jn_broker__chan_setup(b, ch, cc);
+        jn_reload__chan_setup(b, ch, cc);
         b->nchans = i + 1;
         if (ch->dir == JN_DIR_OUT) {
             b->queues[i] = jn_queue_new(ch, &b->qenv);
@@ -687,8 +667,9 @@ void jn_broker_free(struct jn_broker *b)
     }
     jn_free(b->chans);
     jn_free(b->queues);
-    /* Last: channels, queued deliveries and the action log borrowed names from the configs. */
     jn_reload__free(b);
+    /* Last: channels, queued deliveries and the action log borrowed names from the configs. */
+    jn_gen__free_all(b);
     if (b->base) {
         event_base_free(b->base);
     }

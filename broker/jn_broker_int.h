@@ -19,6 +19,7 @@
 #include "jn_channel.h"
 #include "jn_journal.h"
 #include "jn_queue.h"
+#include "jn_reload.h"
 
 struct jn_ticket {
     struct jn_ticket *next;
@@ -169,17 +170,31 @@ const char *jn_flow__blocked(struct jn_broker *b, const struct jn_channel *src);
 int jn_flow__full_policy(struct jn_broker *b, struct jn_queue *q, struct jn_jtxn *t,
                          const struct jn_msg *m, const char *route);
 
-/* jn_reload.c */
+/* jn_gen.c: the config generations */
+/* A generation for cfg, its services made running: NULL with err. */
+struct jn_gen *jn_gen__new(const struct jn_config *cfg, struct jn_err *err);
+/* Destroys g's services (once; its config stays). */
+void jn_gen__services_free(struct jn_gen *g);
+/* b runs g from now on (b->cfg, b->svcs, loaded_us). */
+void jn_gen__use(struct jn_broker *b, struct jn_gen *g);
 /* The broker's first generation: cfg (the caller's) with its services made running. */
-int jn_reload__first(struct jn_broker *b, struct jn_err *err);
-/* A routing job let go of g: destroys a retired generation's services with its last job. */
-void jn_reload__gen_release(struct jn_broker *b, struct jn_gen *g);
-/* Freeing the broker: every generation (services, owned configs). */
+int jn_gen__first(struct jn_broker *b, struct jn_err *err);
+/* A message or job let go of g: destroys a retired generation's services with its last hold. */
+void jn_gen__release(struct jn_broker *b, struct jn_gen *g);
+/* Freeing the broker, last: every generation (services, owned configs). */
+void jn_gen__free_all(struct jn_broker *b);
+
+/* jn_reload.c */
+/* Freeing the broker: the restarts still waiting. */
 void jn_reload__free(struct jn_broker *b);
 /* The current config's text under its hash (jn_store.h's configs), with its first and latest
  * load, so `junction ctl config history / show` can name and print the version a trace names.
  * Written with the next commit; a failure is logged and changes nothing else. */
 void jn_reload__note_config(struct jn_broker *b);
+/* What the broker copies from a channel's config block into its instance (before
+ * jn_channel_init; again when a reload restarts it with a new block). */
+void jn_reload__chan_setup(struct jn_broker *b, struct jn_channel *ch,
+                           const struct jn_cfg_channel *cc);
 
 /* jn_route.c: routing (see its opening comment for the two paths) */
 /* Which channels are routed after the acknowledgement, and their worker. 0 or JN_E*. */
@@ -244,11 +259,6 @@ void jn_retain__prune_cb(evutil_socket_t fd, short what, void *arg);
 
 /* jn_replay.c: frees the last replay job (after the journal is closed). */
 void jn_replay__free(struct jn_broker *b);
-
-/* jn_broker.c: what the broker copies from a channel's config block into its instance
- * (before jn_channel_init; again when a reload restarts it with a new block). */
-void jn_broker__chan_setup(struct jn_broker *b, struct jn_channel *ch,
-                           const struct jn_cfg_channel *cc);
 
 /* jn_recover.c */
 /* The channel of direction dir named name, or NULL. */

@@ -36,6 +36,7 @@
 #include "jn_log.h"
 #include "jn_mem.h"
 #include "jn_queue.h"
+#include "jn_rate.h"
 #include "jn_store.h"
 #include "jn_time.h"
 
@@ -52,64 +53,6 @@ struct jn_restart {
 
 #define RESTART_CHECK_MS 20
 
-static struct jn_gen *gen_new(const struct jn_config *cfg, struct jn_err *err)
-{
-    struct jn_gen *g = jn_calloc(1, sizeof(*g));
-
-    if (g == NULL || (g->svcs = jn_calloc(cfg->nservices + 1, sizeof(*g->svcs))) == NULL) {
-        jn_free(g);
-        jn_err_set(err, JN_ENOMEM, "out of memory");
-        return NULL;
-    }
-    g->cfg = cfg;
-    g->nsvcs = cfg->nservices;
-    if (jn_services_init(g->svcs, cfg->services, cfg->nservices, err) != 0) {
-        jn_services_destroy(g->svcs, g->nsvcs);
-        jn_free(g->svcs);
-        jn_free(g);
-        return NULL;
-    }
-    return g;
-}
-
-static void gen_services_free(struct jn_gen *g)
-{
-    if (g->svcs != NULL) {
-        jn_services_destroy(g->svcs, g->nsvcs);
-        jn_free(g->svcs);
-        g->svcs = NULL;
-    }
-}
-
-/* b runs g from now on. */
-static void gen_use(struct jn_broker *b, struct jn_gen *g)
-{
-    b->gen = g;
-    b->cfg = g->cfg;
-    b->svcs = g->svcs;
-    b->nsvcs = g->nsvcs;
-    b->loaded_us = jn_now_us();
-}
-
-int jn_reload__first(struct jn_broker *b, struct jn_err *err)
-{
-    struct jn_gen *g = gen_new(b->cfg, err);
-
-    if (g == NULL) {
-        return err->code ? err->code : JN_ENOMEM;
-    }
-    gen_use(b, g);
-    return 0;
-}
-
-void jn_reload__gen_release(struct jn_broker *b, struct jn_gen *g)
-{
-    g->jobs--;
-    if (g != b->gen && g->jobs == 0) {
-        gen_services_free(g);
-    }
-}
-
 void jn_reload__free(struct jn_broker *b)
 {
     while (b->restarts != NULL) {
@@ -121,18 +64,26 @@ void jn_reload__free(struct jn_broker *b)
         event_free(b->restart_timer);
         b->restart_timer = NULL;
     }
-    while (b->gen != NULL) {
-        struct jn_gen *g = b->gen;
-        b->gen = g->older;
-        gen_services_free(g);
-        if (g->owned != NULL && b->reload_free != NULL) {
-            b->reload_free(g->owned);
-        }
-        jn_free(g);
-    }
-    b->cfg = NULL;
-    b->svcs = NULL;
-    b->nsvcs = 0;
+}
+
+void jn_reload__chan_setup(struct jn_broker *b, struct jn_channel *ch,
+                           const struct jn_cfg_channel *cc)
+{
+    ch->def = cc->def;
+    ch->name = cc->name;
+    snprintf(ch->log_prefix, sizeof(ch->log_prefix), "%s.%s", cc->def->name, cc->name);
+    ch->dir = cc->dir;
+    ch->conf = cc->conf;
+    ch->state = NULL;
+    ch->broker = b;
+    ch->base = b->base;
+    ch->retry = cc->common.retry;
+    ch->concurrency = cc->common.concurrency > 0 ? cc->common.concurrency : 1;
+    ch->ordered = cc->common.ordered;
+    ch->ordered_key = cc->common.ordered_key;
+    ch->max_queued = cc->common.max_queued;
+    ch->when_full = cc->common.when_full;
+    jn_rate__init(ch, &cc->common.rate_limit);
 }
 
 void jn_reload__note_config(struct jn_broker *b)
@@ -231,7 +182,7 @@ static int chan_restart(struct jn_broker *b, size_t i, struct jn_cfg_channel *cc
     ch->listens = 0;
     ch->broken = 0;
     for (int k = 0; k < 2; k++) {
-        jn_broker__chan_setup(b, ch, k == 0 ? cc : old);
+        jn_reload__chan_setup(b, ch, k == 0 ? cc : old);
         jn_err_clear(&err);
         if (jn_channel_init(ch, &err) == 0) {
             if (jn_channel_start(ch, &err) == 0) {
@@ -422,7 +373,7 @@ static void channels_add_undo(struct jn_broker *b, const struct jn_config *cur, 
             jn_free(ch);
             b->chans[i] = NULL;
         } else {
-            jn_broker__chan_setup(b, ch, &cur->channels[i]);
+            jn_reload__chan_setup(b, ch, &cur->channels[i]);
             ch->broken = 1;
         }
     }
@@ -459,7 +410,7 @@ static int channels_add(struct jn_broker *b, const struct jn_config *cur, struct
             b->chans[i] = ch;
             b->nchans = i + 1;
         }
-        jn_broker__chan_setup(b, ch, cc);
+        jn_reload__chan_setup(b, ch, cc);
         ch->broken = 0; /* a revived slot: made again here */
         if (cc->dir == JN_DIR_OUT && b->queues[i] == NULL &&
             (b->queues[i] = jn_queue_new(ch, &b->qenv)) == NULL) {
@@ -522,14 +473,14 @@ static void channels_added(struct jn_broker *b, size_t old_n)
 static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err)
 {
     struct jn_gen *old = b->gen;
-    struct jn_gen *g = gen_new(next, err);
+    struct jn_gen *g = jn_gen__new(next, err);
     size_t old_n = b->nchans;
 
     if (g == NULL) {
         return err->code ? err->code : JN_ENOMEM;
     }
     if (channels_add(b, old->cfg, next, err) != 0) {
-        gen_services_free(g);
+        jn_gen__services_free(g);
         jn_free(g);
         return err->code;
     }
@@ -541,7 +492,7 @@ static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err
         channels_add_undo(b, old->cfg, old_n);
         jn_flow__reconfig(b);
         g->owned = NULL;
-        gen_services_free(g);
+        jn_gen__services_free(g);
         jn_free(g);
         return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
@@ -550,17 +501,17 @@ static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err
         channels_add_undo(b, old->cfg, old_n);
         jn_flow__reconfig(b); /* the old feeds again (best effort: it only frees on failure) */
         g->owned = NULL;
-        gen_services_free(g);
+        jn_gen__services_free(g);
         jn_free(g);
         return err->code;
     }
-    gen_use(b, g);
+    jn_gen__use(b, g);
     channels_added(b, old_n);
     channels_apply(b);
     channels_restart(b, next, old->cfg);
     jn_log_level = next->core.log_level;
     if (old->jobs == 0) {
-        gen_services_free(old);
+        jn_gen__services_free(old);
     }
     b->n_reloads++;
     jn_reload__note_config(b);

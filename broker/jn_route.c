@@ -382,7 +382,7 @@ static void job_free(struct jn_broker *b, struct route_job *j)
     }
     jn_msg_unref(&j->m);
     if (j->gen != NULL) {
-        jn_reload__gen_release(b, j->gen);
+        jn_gen__release(b, j->gen);
     }
     jn_free(j);
 }
@@ -527,7 +527,7 @@ void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
     }
     b->routing_in_flight++;
     if (j == NULL) {
-        jn_reload__gen_release(b, gen);
+        jn_gen__release(b, gen);
         jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
                "start", m->id);
         jn_msg_unref(&m);

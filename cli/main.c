@@ -26,6 +26,7 @@
 
 #include "jn_admin.h"
 #include "jn_broker.h"
+#include "jn_reload.h"
 #include "jn_ctl.h"
 #include "jn_record.h"
 #include "jn_config.h"
