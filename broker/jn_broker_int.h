@@ -124,6 +124,9 @@ struct jn_broker {
     void (*reload_free)(struct jn_config *);
     void *reload_arg;
     uint64_t n_reloads;              /* applied since the start */
+    /* While a routing job's records are written (jn_route.c's route_done): the config it was
+     * routed under, which its action log records name (jn_commit__log); else NULL (b->cfg). */
+    const struct jn_config *routing_cfg;
     struct jn_restart *restarts;     /* OUT channels a reload restarts once idle (jn_reload.c) */
     struct event *restart_timer;
     int64_t loaded_us;               /* when the current config started running */

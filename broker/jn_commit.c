@@ -127,7 +127,8 @@ void jn_commit__log(struct jn_broker *b, struct jn_jtxn *t, const struct jn_msg 
                     const char *error)
 {
     if (t == NULL || jn_store_log_cfg(t, jn_journal_seq(b->journal), m->id, event, route,
-                                      channel, attempt, error, b->cfg->hash) != 0) {
+                                      channel, attempt, error,
+                                      (b->routing_cfg ? b->routing_cfg : b->cfg)->hash) != 0) {
         jn_log(JN_LOG_WARN, "msg=%s action log entry '%s' lost: out of memory", m->id, event);
     }
 }

@@ -420,6 +420,7 @@ static void route_done(void *arg, struct jn_job *jb)
         job_release(b, j);
         return;
     }
+    b->routing_cfg = j->gen->cfg;
     for (struct taken *tk = j->head; tk != NULL; tk = tk->next) {
         route_taken(&rc, tk->r, tk->failed ? NULL : &tk->outs, tk->stages,
                     tk->failed ? &tk->err : NULL);
@@ -427,6 +428,7 @@ static void route_done(void *arg, struct jn_job *jb)
     if (j->matched == 0) {
         route_unmatched(&rc, j->src);
     }
+    b->routing_cfg = NULL;
     put_kept(&rc);
     jn_buf_reset(&rc.routes);
     jn_buf_reset(&rc.outs);
