@@ -48,6 +48,8 @@ struct jn_ticket {
     size_t pending;
     enum jn_send_result result;   /* the worst so far: REJECT > RETRY > OK */
     char *reason;                 /* owned: the first reason of that worst result */
+    const char *reply_from;       /* only this OUT channel's deliveries hand over their reply
+                                   * (jn_ingest_reply_from; borrowed), or NULL: any */
     void *reply;                  /* owned: the first reply of a delivery that ended in... */
     size_t reply_len;
     enum jn_send_result reply_r;  /* ...this result */
@@ -255,7 +257,7 @@ void jn_track__q_hold(void *arg, void *tag);
 void jn_track__q_note(void *arg, void *tag, enum jn_send_result r, const char *reason);
 void jn_track__q_settle(void *arg, void *tag, enum jn_send_result r, const char *reason,
                         const void *reply, size_t reply_len);
-int jn_track__q_wants_reply(void *arg, void *tag);
+int jn_track__q_wants_reply(void *arg, void *tag, const struct jn_channel *ch);
 
 /* jn_retain.c: the prune timer's callback (arg: the broker). */
 void jn_retain__prune_cb(evutil_socket_t fd, short what, void *arg);

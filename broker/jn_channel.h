@@ -288,6 +288,10 @@ typedef void (*jn_outcome_fn)(void *arg, enum jn_send_result r, const char *reas
                               const void *reply, size_t reply_len);
 struct jn_ticket *jn_ingest_outcome(struct jn_channel *ch, struct jn_msg *msg,
                                     jn_accept_fn accepted, jn_outcome_fn outcome, void *arg);
+/* After jn_ingest_outcome: only deliveries to the OUT channel named out_channel (borrowed: it
+ * must outlive the ticket, e.g. the channel's conf) hand over their reply (HTTP IN's `respond:
+ * from:`). NULL t is a no-op. */
+void jn_ingest_reply_from(struct jn_ticket *t, const char *out_channel);
 
 /*
  * IN, opt-in: a duplicate window that survives a restart (MLLP's MSH-10 window; HTTP
@@ -319,6 +323,9 @@ int jn_dedup_answer(struct jn_channel *ch, const void *key, size_t klen, const c
 /* OUT: the message to send (borrowed until jn_delivery_done), the attempt (1-based). */
 struct jn_msg *jn_delivery_msg(const struct jn_delivery *d);
 int jn_delivery_attempt(const struct jn_delivery *d);
+/* OUT: 1 when an IN channel waits for this delivery's reply (jn_delivery_reply): then it is
+ * worth keeping the peer's whole answer. */
+int jn_delivery_wants_reply(const struct jn_delivery *d);
 /* OUT: the peer's answer to this attempt (an MLLP ACK frame's message), for an IN channel that
  * asked for the outcome (jn_ingest_outcome). Call before jn_delivery_done; bytes are copied
  * (only when someone waits for the outcome, else ignored), a later call replaces an earlier

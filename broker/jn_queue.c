@@ -674,12 +674,19 @@ int jn_delivery_attempt(const struct jn_delivery *d)
     return d->attempt;
 }
 
-void jn_delivery_reply(struct jn_delivery *d, const void *bytes, size_t len)
+int jn_delivery_wants_reply(const struct jn_delivery *d)
 {
     const struct jn_queue_env *env = d->q->env;
+
+    return d->tag != NULL && env->tag_wants_reply != NULL &&
+           env->tag_wants_reply(env->arg, d->tag, d->q->ch);
+}
+
+void jn_delivery_reply(struct jn_delivery *d, const void *bytes, size_t len)
+{
     void *copy;
 
-    if (d->tag == NULL || !env->tag_wants_reply(env->arg, d->tag) || bytes == NULL) {
+    if (bytes == NULL || !jn_delivery_wants_reply(d)) {
         return; /* nobody waits for it: no copy */
     }
     copy = jn_malloc(len ? len : 1);

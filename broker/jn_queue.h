@@ -75,7 +75,7 @@ struct jn_queue_env {
     void (*tag_note)(void *arg, void *tag, enum jn_send_result r, const char *reason);
     void (*tag_settle)(void *arg, void *tag, enum jn_send_result r, const char *reason,
                        const void *reply, size_t reply_len);
-    int (*tag_wants_reply)(void *arg, void *tag);
+    int (*tag_wants_reply)(void *arg, void *tag, const struct jn_channel *ch);
     /* The clock of retries. */
     int64_t (*now_ms)(void *arg);
     long long (*backoff_ms)(void *arg, long long base, long long cap, int attempt);

@@ -131,10 +131,18 @@ void jn_track__q_settle(void *arg, void *tag, enum jn_send_result r, const char 
     jn_track__settle(tag, r, reason, reply, reply_len);
 }
 
-int jn_track__q_wants_reply(void *arg, void *tag)
+int jn_track__q_wants_reply(void *arg, void *tag, const struct jn_channel *ch)
 {
     const struct jn_ticket *t = tag;
 
     (void)arg;
-    return t->outcome != NULL;
+    return t->outcome != NULL &&
+           (t->reply_from == NULL || strcmp(t->reply_from, ch->name) == 0);
+}
+
+void jn_ingest_reply_from(struct jn_ticket *t, const char *out_channel)
+{
+    if (t != NULL) {
+        t->reply_from = out_channel;
+    }
 }

@@ -76,6 +76,16 @@ static const struct jn_opt http_sign_opts[] = {
     JN_OPT_END,
 };
 
+static const struct jn_opt http_respond_opts[] = {
+    JN_OPT_STR("from", NULL, 0, struct http_respond_conf, from,
+               "The OUT channel whose answer is the caller's: its status, headers and body, once "
+               "its delivery of the message is final (a route from this channel must feed it)."),
+    JN_OPT_DURATION("timeout", "30s", 100, 3600000LL, 0, struct http_respond_conf, timeout,
+                    "How long the caller waits; then 504 with the message id (the message stays "
+                    "accepted and is delivered as usual)."),
+    JN_OPT_END,
+};
+
 static const struct jn_opt http_opts[] = {
     JN_OPT_STR("listen", "127.0.0.1:8080", JN_OPT_IN, struct http_conf, listen,
                "Address and port to listen on, host:port."),
@@ -106,6 +116,10 @@ static const struct jn_opt http_opts[] = {
                    "Inbound authentication (docs/security.md): a list of methods, any one "
                    "suffices; a request none accepts is answered 401 (403: a verified identity "
                    "not allowed) and never reaches the journal. Empty: no authentication."),
+    JN_OPT_SUB("respond", http_respond_opts, struct http_respond_conf, JN_OPT_IN,
+               struct http_conf, respond,
+               "Request-reply (docs/channels.md): hold each request until the message's delivery "
+               "to OUT channel `from` is final and answer with what that destination answered."),
     JN_OPT_STR("url", NULL, JN_OPT_OUT | JN_OPT_REQUIRED, struct http_conf, url,
                "Where to send, http://host[:port]/path[?query] or https://..."),
     JN_OPT_STR("method", "POST", JN_OPT_OUT, struct http_conf, method, "POST or PUT."),
@@ -131,6 +145,8 @@ struct pending {
     struct evhttp_connection *evcon;
     struct jn_ticket *ticket;
     char *webhook_id;                /* accepted by auth hmac: forgotten if not taken */
+    struct event *wait;              /* respond: accepted, waiting for the answer (timeout) */
+    char id[JN_ID_LEN + 1];          /* respond: the message's id, once accepted */
 };
 
 enum conn_state {
@@ -183,6 +199,11 @@ static int http_check(const void *vconf, unsigned dir, const struct jn_node *nod
     const struct http_conf *c = vconf;
     int errs = 0;
 
+    if (dir == JN_DIR_IN && jn_node_get(node, "respond") != NULL && c->respond.from == NULL) {
+        const struct jn_node *r = jn_node_get(node, "respond");
+        jn_diag_add(d, &r->pos, "http: respond: needs from: <an OUT channel>");
+        errs++;
+    }
     if (dir == JN_DIR_IN) {
         char host[256];
         int port;
@@ -306,6 +327,11 @@ static void reply_error(struct http_in *in, struct evhttp_request *req, int code
     jn_buf_reset(&b);
 }
 
+static const struct http_conf *in_conf(const struct http_in *in)
+{
+    return in->ch->conf;
+}
+
 static void pending_unlink(struct pending *p)
 {
     if (p->prev) {
@@ -321,15 +347,130 @@ static void pending_unlink(struct pending *p)
 static void pending_free(struct pending *p)
 {
     if (p != NULL) {
+        if (p->wait != NULL) {
+            event_free(p->wait);
+        }
         jn_free(p->webhook_id);
         jn_free(p);
     }
+}
+
+/* respond: the answer handed back by HTTP OUT (http_out.c's out_hand_reply): status line,
+ * header lines, an empty line, the body. */
+static void reply_answer(struct http_in *in, struct evhttp_request *req, const char *id,
+                         const char *a, size_t len)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    const char *end = a + len, *p = a, *nl;
+    int code = 0;
+
+    while (p < end && *p >= '0' && *p <= '9' && code < 1000) {
+        code = code * 10 + (*p++ - '0');
+    }
+    if (code < 100 || code > 599 || p >= end || *p != '\n') {
+        reply_error(in, req, 502, "Bad Gateway", "the destination's answer could not be read");
+        return;
+    }
+    for (p++; p < end && *p != '\n'; p = nl + 1) {
+        const char *colon;
+        char name[256], value[1024];
+        size_t nlen, vlen;
+        nl = memchr(p, '\n', (size_t)(end - p));
+        colon = nl ? memchr(p, ':', (size_t)(nl - p)) : NULL;
+        if (nl == NULL) {
+            break;
+        }
+        if (colon == NULL || colon == p) {
+            continue;
+        }
+        nlen = (size_t)(colon - p);
+        colon++;
+        while (colon < nl && *colon == ' ') {
+            colon++;
+        }
+        vlen = (size_t)(nl - colon);
+        if (nlen < sizeof(name) && vlen < sizeof(value)) {
+            memcpy(name, p, nlen);
+            name[nlen] = '\0';
+            memcpy(value, colon, vlen);
+            value[vlen] = '\0';
+            evhttp_add_header(h, name, value);
+        }
+    }
+    if (p < end) {
+        p++; /* the empty line */
+    }
+    evhttp_add_header(h, "X-Junction-Id", id);
+    evhttp_add_header(h, "Date", http_date(in));
+    evbuffer_add(evhttp_request_get_output_buffer(req), p, (size_t)(end - p));
+    evhttp_send_reply(req, code, NULL, NULL);
+}
+
+/* respond: the message's delivery to respond.from (and every other one) is final. */
+static void responded(void *arg, enum jn_send_result r, const char *reason, const void *answer,
+                      size_t alen)
+{
+    struct pending *p = arg;
+    struct http_in *in = p->in;
+    struct jn_buf b = JN_BUF_INIT;
+
+    pending_unlink(p);
+    if (answer != NULL) {
+        reply_answer(in, p->req, p->id, answer, alen);
+    } else {
+        /* No answer came from `from` (another destination decided, or none was reached). */
+        evhttp_add_header(evhttp_request_get_output_headers(p->req), "X-Junction-Id", p->id);
+        if (r == JN_SEND_OK) {
+            jn_buf_printf(&b, "{\"id\":\"%s\",\"status\":\"delivered\"}", p->id);
+            reply(in, p->req, 200, "OK", b.p ? b.p : "{}");
+        } else {
+            jn_buf_printf(&b, "message %s: %s", p->id, reason ? reason : "not delivered");
+            if (r == JN_SEND_RETRY) {
+                evhttp_add_header(evhttp_request_get_output_headers(p->req), "Retry-After",
+                                  "1");
+            }
+            reply_error(in, p->req, r == JN_SEND_RETRY ? 503 : 502,
+                        r == JN_SEND_RETRY ? "Service Unavailable" : "Bad Gateway",
+                        b.p ? b.p : "not delivered");
+        }
+    }
+    jn_buf_reset(&b);
+    pending_free(p);
+}
+
+static void respond_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct pending *p = arg;
+    struct http_in *in = p->in;
+    char msg[200];
+
+    (void)fd;
+    (void)what;
+    jn_ingest_forget(p->ticket);
+    pending_unlink(p);
+    snprintf(msg, sizeof(msg), "no answer from '%s' within %lld ms; message %s stays accepted "
+             "and is delivered as usual", in_conf(in)->respond.from,
+             in_conf(in)->respond.timeout, p->id);
+    evhttp_add_header(evhttp_request_get_output_headers(p->req), "X-Junction-Id", p->id);
+    reply_error(in, p->req, 504, "Gateway Timeout", msg);
+    pending_free(p);
 }
 
 static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err)
 {
     struct pending *p = arg;
 
+    if (rc == 0 && in_conf(p->in)->respond.from != NULL) {
+        /* Durable; the caller waits for the destination's answer (responded). */
+        struct timeval tv = {in_conf(p->in)->respond.timeout / 1000,
+                             (in_conf(p->in)->respond.timeout % 1000) * 1000};
+        snprintf(p->id, sizeof(p->id), "%s", msg->id);
+        p->wait = evtimer_new(p->in->ch->base, respond_timeout, p);
+        if (p->wait != NULL && evtimer_add(p->wait, &tv) == 0) {
+            return;
+        }
+        jn_ingest_forget(p->ticket); /* no timer: answer as without respond */
+    }
     pending_unlink(p);
     if (rc == 0) {
         char body[JN_ID_LEN + 10];
@@ -750,7 +891,12 @@ static void handle(struct evhttp_request *req, void *arg)
         in->pend->prev = p;
     }
     in->pend = p;
-    p->ticket = jn_ingest(ch, m, accepted, p);
+    if (in_conf(in)->respond.from != NULL) {
+        p->ticket = jn_ingest_outcome(ch, m, accepted, responded, p);
+        jn_ingest_reply_from(p->ticket, in_conf(in)->respond.from);
+    } else {
+        p->ticket = jn_ingest(ch, m, accepted, p);
+    }
     if (p->ticket == NULL) {
         pending_unlink(p);
         pending_free(p);

@@ -19,6 +19,12 @@ struct http_sign_conf {
     char *secret;  /* whsec_<base64>; NULL = off */
 };
 
+/* IN: `respond:` (request-reply): the caller waits for the answer of OUT channel `from`. */
+struct http_respond_conf {
+    char *from;       /* an OUT channel's name, or NULL: answer 202 at the commit as usual */
+    long long timeout; /* ms: past this, 504 with the message id (it stays accepted) */
+};
+
 struct http_conf {
     /* IN */
     char *listen;                    /* "127.0.0.1:8080" */
@@ -29,6 +35,7 @@ struct http_conf {
     long long max_connections;       /* open connections at most (or net.max_connections) */
     struct jn_net_conf net;          /* net: the listener options (jn_listener.h) */
     struct jn_sublist auth;          /* auth: struct jn_auth_conf methods (jn_auth.h) */
+    struct http_respond_conf respond; /* respond: from: (request-reply) */
     /* both */
     struct jn_tls_conf tls;          /* tls: (jn_tls.h); OUT also speaks TLS to https:// */
     /* OUT */

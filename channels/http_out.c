@@ -29,6 +29,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <event2/keyvalq_struct.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -59,6 +60,10 @@
 /* evhttp's connect timeout when none is set (HTTP_CONNECT_TIMEOUT in libevent's http.c). */
 #define OUT_CONNECT_TIMEOUT_MS 45000
 
+/* The most of a response body handed back to a waiting caller (respond: from:); a larger one
+ * is cut there and the reply says so (X-Junction-Truncated). */
+#define OUT_REPLY_MAX (4u << 20)
+
 struct out_state;
 
 /* One pool slot: a connection (or none yet) and the delivery in flight on it. */
@@ -75,6 +80,8 @@ struct out_conn {
     unsigned gen;                    /* counts sends, to tell ours from a later one */
     size_t body_len;
     char body[OUT_BODY_MAX];         /* the start of the response body */
+    int want_reply;                  /* an IN channel waits for this answer (respond: from:) */
+    struct jn_buf reply;             /* then the whole body, up to OUT_REPLY_MAX */
 };
 
 struct out_url {
@@ -591,6 +598,54 @@ static void out_chunk_cb(struct evhttp_request *req, void *arg)
             c->body_len += (size_t)got;
         }
     }
+    if (c->d != NULL && c->want_reply && c->reply.len <= OUT_REPLY_MAX) {
+        size_t n = evbuffer_get_length(in);
+        size_t room = OUT_REPLY_MAX + 1 - c->reply.len; /* one past: "truncated" */
+        if (n > room) {
+            n = room;
+        }
+        if (n > 0 && jn_buf_reserve(&c->reply, n) == 0) {
+            ev_ssize_t got = evbuffer_copyout(in, c->reply.p + c->reply.len, n);
+            if (got > 0) {
+                c->reply.len += (size_t)got;
+            }
+        }
+    }
+}
+
+/* The answer for a caller waiting on this delivery (jn_delivery_reply), in the form HTTP IN's
+ * `respond:` reads back (jn_http__reply_parse): the status code on the first line, then the
+ * response headers as "Name: value" lines (those of this hop only left out), an empty line and
+ * the body. */
+static void out_hand_reply(struct out_conn *c, struct evhttp_request *req)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "transfer-encoding",
+                                      "content-length", "date", "server", NULL};
+    struct jn_buf b = JN_BUF_INIT;
+    struct evkeyval *h;
+    int truncated = c->reply.len > OUT_REPLY_MAX;
+
+    jn_buf_printf(&b, "%d\n", evhttp_request_get_response_code(req));
+    for (h = evhttp_request_get_input_headers(req)->tqh_first; h != NULL;
+         h = h->next.tqe_next) {
+        int skip = 0;
+        for (size_t i = 0; hop[i] != NULL; i++) {
+            skip |= strcasecmp(h->key, hop[i]) == 0;
+        }
+        if (!skip && strchr(h->key, '\n') == NULL && strchr(h->value, '\n') == NULL) {
+            jn_buf_printf(&b, "%s: %s\n", h->key, h->value);
+        }
+    }
+    if (truncated) {
+        jn_buf_printf(&b, "X-Junction-Truncated: %u\n", OUT_REPLY_MAX);
+    }
+    jn_buf_puts(&b, "\n");
+    jn_buf_append(&b, c->reply.p ? c->reply.p : "", truncated ? OUT_REPLY_MAX : c->reply.len);
+    if (b.p != NULL) {
+        jn_delivery_reply(c->d, b.p, b.len);
+    }
+    jn_buf_reset(&b);
+    jn_buf_reset(&c->reply);
 }
 
 static void out_request_cb(struct evhttp_request *req, void *arg)
@@ -607,6 +662,10 @@ static void out_request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     r = out_map(c, req, saved_errno, reason, sizeof(reason));
+    if (c->want_reply && req != NULL && evhttp_request_get_response_code(req) != 0) {
+        out_hand_reply(c, req);
+    }
+    jn_buf_reset(&c->reply);
     if (r == JN_SEND_RETRY && (req == NULL || evhttp_request_get_response_code(req) == 0) &&
         st->url.https) {
         c->closed = 1;
@@ -835,6 +894,8 @@ void jn_http__out_send(struct jn_channel *ch, struct jn_delivery *d)
     c->tls_up = 0;
     c->tls_alert = 0;
     c->body_len = 0;
+    c->want_reply = jn_delivery_wants_reply(d);
+    jn_buf_reset(&c->reply);
     c->start_ms = jn_mono_ms();
     gen = ++c->gen;
     /* evhttp may call out_request_cb before this returns (a connect that fails at once); it
@@ -864,6 +925,7 @@ static void out_state_free(struct out_state *st)
         return;
     }
     for (size_t i = 0; i < st->nconns; i++) {
+        jn_buf_reset(&st->conns[i].reply);
         if (st->conns[i].evcon != NULL) {
             evhttp_connection_free(st->conns[i].evcon);
         }

@@ -614,6 +614,49 @@ static int load_unrouted(struct jn_config *c, const struct jn_node *root, struct
     return 0;
 }
 
+/* An IN channel's `respond: from:` (HTTP IN's request-reply) names an OUT channel that one of
+ * its routes feeds. Returns the number of errors. */
+static int check_respond(struct jn_config *c, const struct jn_node *root, struct jn_diag *d)
+{
+    const struct jn_node *chans = jn_node_get(root, "channels");
+    int errs = 0;
+
+    for (size_t i = 0; i < c->nchannels; i++) {
+        const struct jn_cfg_channel *ch = &c->channels[i];
+        const struct jn_node *f = jn_node_get(jn_node_get(jn_node_get(chans, ch->name),
+                                                          "respond"), "from");
+        long idx;
+        int fed = 0;
+        if (f == NULL || f->kind != JN_NODE_SCALAR || ch->dir != JN_DIR_IN) {
+            continue;
+        }
+        idx = find_channel(c, f->str);
+        if (idx < 0 || c->channels[idx].dir != JN_DIR_OUT) {
+            jn_diag_add(d, &f->pos, "channel '%s': respond.from: '%s' is %s, expected the name "
+                        "of an OUT channel", ch->name, f->str,
+                        idx < 0 ? "not a channel" : "an IN channel");
+            errs++;
+            continue;
+        }
+        for (size_t r = 0; r < c->nroutes; r++) {
+            const struct jn_cfg_route *rt = &c->routes[r];
+            int reads = 0;
+            for (size_t k = 0; rt->from && k < rt->rc.from.n; k++) {
+                reads |= rt->from[k] == i;
+            }
+            for (size_t k = 0; reads && rt->to && k < rt->rc.to.n; k++) {
+                fed |= rt->to[k] == (size_t)idx;
+            }
+        }
+        if (!fed) {
+            jn_diag_add(d, &f->pos, "channel '%s': respond.from: no route from '%s' feeds '%s', "
+                        "so no answer could come", ch->name, ch->name, f->str);
+            errs++;
+        }
+    }
+    return errs;
+}
+
 /* A listen address's host that binds every interface: 0.0.0.0, :: (or [::]), *. */
 static int wildcard_host(const char *listen)
 {
@@ -771,6 +814,7 @@ static struct jn_config *load_root(struct jn_node *root, struct jn_diag *d)
         errs += load_section(c, root, "routes", (void **)&c->routes, sizeof(struct jn_cfg_route),
                              load_route, d);
         errs += load_unrouted(c, root, d);
+        errs += check_respond(c, root, d);
         if (errs == 0) {
             errs += add_notify_channels(c, root, d);
         }
