@@ -318,6 +318,9 @@ static void print_show(const json_t *j)
         if (str(e, "config")[0]) {
             printf("  config=%s", str(e, "config"));
         }
+        if (str(e, "peer")[0]) {
+            printf("  peer=%s", str(e, "peer"));
+        }
         printf("\n");
     }
 }

@@ -11,12 +11,16 @@ CA. junction runs with junction.admin_tls { verify_peer: true, ca } and admin_to
   server the given --ca did not sign, a --server-name the certificate does not carry, a wrong
   token (401), plain http to the https listener.
 - --ca without https is a usage error (exit 2). The token never appears in ctl's output.
+- A message posted over mTLS to an HTTPS IN has its client's identity in the action log's
+  "received" record: `ctl show ID` (over https), the API's trace (`peer`) and the offline
+  `junction trace ID` print `peer=CN=... sha256:...`.
 """
+import json
 import os
 import tempfile
 
-from jnt import Checks, Junction, free_port, run_junction
-from tlst import Pki
+from jnt import Checks, Junction, curl, free_port, run_junction
+from tlst import Pki, fingerprint
 
 t = Checks("ctl_tls")
 tmp = tempfile.mkdtemp(prefix="jn-ctl-tls-")
@@ -55,13 +59,14 @@ channels:
     direction: in
     listen: 127.0.0.1:%d
     path: /in
+    tls: { cert: %s, key: %s, ca: %s, verify_peer: true }
   out:
     type: file
     direction: out
     dir: @DIR@/out
 routes:
   r: { from: [web], to: [out] }
-""" % (aport, TOKEN, srv, srv_key, ca, hport), wait_ports=[aport, hport])
+""" % (aport, TOKEN, srv, srv_key, ca, hport, srv, srv_key, ca), wait_ports=[aport, hport])
     cleanups.append(j.cleanup)
     t.on_fail.append(lambda: print("---- junction log ----\n%s" % j.log()))
     j.start()
@@ -84,6 +89,19 @@ routes:
     t.check(code == 0 and "web: paused" in out, "ctl pause (POST) over https\n" + out + err)
     code, out, err = ctl(["resume", "web", "--admin", url] + mtls)
     t.check(code == 0 and "web: up" in out, "ctl resume (POST) over https\n" + out + err)
+
+    # The TLS peer of a message is in its action log: ctl show (over https) and trace.
+    st, body, _ = curl(["--cacert", ca, "--cert", cli, "--key", cli_key, "--data-binary", "hi",
+                        "https://127.0.0.1:%d/in" % hport])
+    t.eq(st, 202, "a message over mTLS")
+    msg_id = json.loads(body)["id"] if st == 202 else "?"
+    peer = "peer=CN=ops-laptop sha256:" + fingerprint(cli)
+    code, out, err = ctl(["show", msg_id, "--admin", url] + mtls)
+    t.check(code == 0 and peer in out, "ctl show: the received action names the TLS peer\n"
+            + out + err)
+    code, out, err = ctl(["show", msg_id, "--admin", url, "--json"] + mtls)
+    t.check(code == 0 and ('"peer": "%s' % peer[5:] in out or '"peer":"%s' % peer[5:] in out),
+            "the admin API's trace has the peer\n" + out)
 
     # Refusals: each exits 1 and says why.
     code, out, err = ctl(["status", "--admin", url, "--ca", ca])
@@ -122,6 +140,8 @@ routes:
         t.check(TOKEN not in out + err, "ctl never prints the token (%s)" % args[0])
     t.check(TOKEN not in j.log(), "the admin's log never shows the token")
     t.eq(j.stop(), 0, "exit 0")
+    code, out, err = run_junction(["trace", msg_id, "-c", j.cfg])
+    t.check(code == 0 and peer in out, "junction trace (offline) shows the peer\n" + out + err)
 finally:
     for c in reversed(cleanups):
         c()
