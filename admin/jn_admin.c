@@ -245,7 +245,8 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
     }
     rc |= jn_prom_family(b, "junction_rate_limited_total", "counter",
                          "Messages an IN channel's rate_limit refused (HTTP 429, MLLP AE; also "
-                         "in junction_messages_refused_total).");
+                         "in junction_messages_refused_total) or, MQTT listener, held "
+                         "unacknowledged until a token.");
     for (size_t i = 0; jn_broker_channel_stats(a->b, i, &cs) == 0; i++) {
         const char *lab[] = {"channel", cs.name};
         if (!cs.out && cs.rate_limited_on) {

@@ -94,11 +94,14 @@ static int visit_record(void *arg, const void *k, size_t kl, const void *v, size
     if (c->events != NULL) {
         char t[80];
         jn_admin__iso_time(r.time_us, t, sizeof(t));
-        json_array_append_new(c->events,
-                              json_pack("{s:s,s:I,s:s,s:s,s:s,s:i,s:s,s:s}", "time", t,
-                                        "time_us", (json_int_t)r.time_us, "event", r.event,
-                                        "route", r.route, "channel", r.channel, "attempt",
-                                        r.attempt, "error", r.error, "config", r.config));
+        json_t *e = json_pack("{s:s,s:I,s:s,s:s,s:s,s:i,s:s,s:s}", "time", t, "time_us",
+                              (json_int_t)r.time_us, "event", r.event, "route", r.route,
+                              "channel", r.channel, "attempt", r.attempt, "error", r.error,
+                              "config", r.config);
+        if (e != NULL && r.peer[0] != '\0') {
+            json_object_set_new(e, "peer", json_string(r.peer)); /* received over TLS */
+        }
+        json_array_append_new(c->events, e);
     }
     return 1; /* one record per key */
 }

@@ -183,8 +183,9 @@ struct jn_ticket *jn_ingest(struct jn_channel *ch, struct jn_msg *msg, jn_accept
         jt = jn_jtxn_new();
         /* The message's dedup entry (jn_msg_set_dedup) is durable in the same commit. */
         if (jt == NULL || jn_msg_encode(msg, &t->env) != 0 ||
-            jn_store_log_cfg(jt, jn_journal_seq(b->journal), msg->id, "received", NULL, ch->name,
-                             0, NULL, b->cfg->hash) != 0 ||
+            jn_store_log_peer(jt, jn_journal_seq(b->journal), msg->id, "received", NULL,
+                              ch->name, 0, NULL, b->cfg->hash,
+                              jn_msg_header_get(msg, "tls-peer")) != 0 ||
             jn_store_dedup_put_msg(jt, ch->name, msg) != 0) {
             jn_jtxn_free(jt);
             t->refusal = JN_ENOMEM;

@@ -52,7 +52,8 @@ const struct jn_opt jn_net_opts[] = {
     JN_OPT_DURATION("handshake_timeout", "10s", 100, 300000, JN_OPT_IN, struct jn_net_conf,
                     handshake_timeout,
                     "With tls: a client that has not finished the TLS handshake this long after "
-                    "connecting is disconnected."),
+                    "connecting is disconnected, however it trickles its bytes (MLLP, MQTT "
+                    "listener; HTTP IN counts its handshake in request_timeout)."),
     JN_OPT_END,
 };
 
@@ -99,6 +100,9 @@ struct listener_hs {
     struct jn_listener *l;
     struct bufferevent *bev;
     struct jn_listener_ip *conn;
+    /* net.handshake_timeout from the accept: a deadline, not an idle timeout, so a client
+     * that trickles its handshake a byte at a time is cut off all the same */
+    struct event *deadline;
     char peer[64];
 };
 
@@ -343,11 +347,28 @@ static void listener__hs_free(struct listener_hs *h, int close)
     if (h->next) {
         h->next->prev = h->prev;
     }
+    if (h->deadline != NULL) {
+        event_free(h->deadline);
+    }
     if (close) {
         bufferevent_free(h->bev);
         jn_listener_closed(l, h->conn);
     }
     jn_free(h);
+}
+
+static void listener__hs_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener_hs *h = arg;
+    struct jn_listener *l = h->l;
+    char why[300];
+
+    (void)fd;
+    (void)what;
+    l->tls_failed++;
+    snprintf(why, sizeof(why), "no TLS handshake within %lld ms", l->net->handshake_timeout);
+    jn_tls_refused(l->tls, l->prefix, h->peer, NULL, 0, why);
+    listener__hs_free(h, 1);
 }
 
 static void listener__hs_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -405,9 +426,15 @@ static void listener__bev(struct jn_listener *l, evutil_socket_t fd, const char 
         return;
     }
     h = jn_calloc(1, sizeof(*h));
-    bev = h ? jn_listener_tls_bev(l->base, l->tls, fd) : NULL;
+    if (h != NULL) {
+        h->deadline = evtimer_new(l->base, listener__hs_deadline_cb, h);
+    }
+    bev = h && h->deadline ? jn_listener_tls_bev(l->base, l->tls, fd) : NULL;
     if (bev == NULL) {
         jn_log_p(JN_LOG_ERROR, l->prefix, "peer %s: out of memory: connection closed", peer);
+        if (h != NULL && h->deadline != NULL) {
+            event_free(h->deadline);
+        }
         jn_free(h);
         evutil_closesocket(fd);
         jn_listener_closed(l, conn);
@@ -426,7 +453,7 @@ static void listener__bev(struct jn_listener *l, evutil_socket_t fd, const char 
         }
         l->hs = h;
         bufferevent_setcb(bev, NULL, NULL, listener__hs_event_cb, h);
-        bufferevent_set_timeouts(bev, &tv, &tv);
+        evtimer_add(h->deadline, &tv);
         bufferevent_enable(bev, EV_READ | EV_WRITE);
     }
 }

@@ -29,8 +29,9 @@
  * TLS (issue 16): an accept-here listener given a server context (conf.tls, jn_tls.h) and an
  * accept_bev callback runs the handshake itself: the accepted socket is wrapped in an OpenSSL
  * bufferevent, and accept_bev is called only once the handshake (and the allowed_peers check
- * inside it) has passed, with the peer's identity. A failed or slow (net.handshake_timeout)
- * handshake is closed, counted (tls_failed) and logged with OpenSSL's reason; the protocol
+ * inside it) has passed, with the peer's identity. A failed or slow handshake (not done
+ * net.handshake_timeout after the accept: a deadline, so trickling bytes does not extend it) is
+ * closed, counted (tls_failed) and logged with OpenSSL's reason; the protocol
  * never sees it. Without tls, accept_bev gets a plain socket bufferevent. evhttp makes its
  * bufferevents itself, so HTTP IN and the admin build theirs in their evhttp_set_bevcb with
  * jn_listener_tls_bev and evhttp drives the handshake.

@@ -81,13 +81,9 @@ void jn_rate__init(struct jn_channel *ch, const struct jn_rate_conf *c)
     ch->rate_last_us = 0;
 }
 
-const char *jn_rate__take(struct jn_channel *ch, int64_t now_us)
+/* Adds the tokens earned since the last look. */
+static void rate_refill(struct jn_channel *ch, int64_t now_us)
 {
-    double need;
-
-    if (ch->rate_per_s <= 0) {
-        return NULL;
-    }
     if (ch->rate_last_us != 0 && now_us > ch->rate_last_us) {
         ch->rate_tokens += (double)(now_us - ch->rate_last_us) / 1e6 * ch->rate_per_s;
         if (ch->rate_tokens > ch->rate_burst) {
@@ -95,6 +91,31 @@ const char *jn_rate__take(struct jn_channel *ch, int64_t now_us)
         }
     }
     ch->rate_last_us = now_us;
+}
+
+long long jn_rate__wait_ms(struct jn_channel *ch, int64_t now_us)
+{
+    double ms;
+
+    if (ch->rate_per_s <= 0) {
+        return 0;
+    }
+    rate_refill(ch, now_us);
+    if (ch->rate_tokens >= 1) {
+        return 0;
+    }
+    ms = (1 - ch->rate_tokens) / ch->rate_per_s * 1000;
+    return ms < 1 ? 1 : (long long)ms + ((double)(long long)ms < ms);
+}
+
+const char *jn_rate__take(struct jn_channel *ch, int64_t now_us)
+{
+    double need;
+
+    if (ch->rate_per_s <= 0) {
+        return NULL;
+    }
+    rate_refill(ch, now_us);
     if (ch->rate_tokens >= 1) {
         ch->rate_tokens -= 1;
         return NULL;

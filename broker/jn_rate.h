@@ -28,4 +28,10 @@ void jn_rate__init(struct jn_channel *ch, const struct jn_rate_conf *c);
  * channel's rate_why) with ch->rate_retry_s and n_rate_limited updated. */
 const char *jn_rate__take(struct jn_channel *ch, int64_t now_us);
 
+/* Milliseconds until the bucket has a token at now_us (at least 1), or 0 when it has one now;
+ * takes nothing and counts nothing. A channel that would rather hold a message than refuse it
+ * (the MQTT listener: no PUBACK until under the limit) asks this first, and hands the message
+ * to jn_ingest on the same loop turn as a 0, where the token is then certain to be there. */
+long long jn_rate__wait_ms(struct jn_channel *ch, int64_t now_us);
+
 #endif

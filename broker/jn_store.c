@@ -9,6 +9,10 @@
 #include "jn_buf.h"
 #include "jn_log.h"
 #include "jn_mem.h"
+#include "jn_tls.h"
+
+/* A whole tls-peer value fits the action record's peer. */
+_Static_assert(JN_STORE_PEER_MAX >= JN_TLS_PEER_ID_MAX, "jn_logrec.peer too small");
 
 int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
                  const char *route, const char *channel, int attempt, const char *error)
@@ -20,6 +24,14 @@ int jn_store_log_cfg(struct jn_jtxn *t, uint64_t seq, const char *id, const char
                      const char *route, const char *channel, int attempt, const char *error,
                      const char *config)
 {
+    return jn_store_log_peer(t, seq, id, event, route, channel, attempt, error, config, NULL);
+}
+
+int jn_store_log_peer(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
+                      const char *route, const char *channel, int attempt, const char *error,
+                      const char *config, const char *peer)
+{
+    int has_peer = peer != NULL && peer[0] != '\0';
     unsigned char key[8 + 8], idkey[JN_ID_LEN + 16];
     int64_t now = jn_now_us();
     size_t idl = strnlen(id, JN_ID_LEN);
@@ -33,7 +45,7 @@ int jn_store_log_cfg(struct jn_jtxn *t, uint64_t seq, const char *id, const char
     if (b == NULL) {
         return JN_ENOMEM;
     }
-    rc = jn_mp_array(b, 9);
+    rc = jn_mp_array(b, has_peer ? 10 : 9);
     rc |= jn_mp_int(b, 1);
     rc |= jn_mp_int(b, now);
     rc |= jn_mp_cstr(b, id);
@@ -43,6 +55,9 @@ int jn_store_log_cfg(struct jn_jtxn *t, uint64_t seq, const char *id, const char
     rc |= jn_mp_int(b, attempt);
     rc |= jn_mp_cstr(b, error);
     rc |= jn_mp_cstr(b, config);
+    if (has_peer) {
+        rc |= jn_mp_cstr(b, peer);
+    }
     if (jn_jtxn_put_end(t, rc ? JN_ENOMEM : 0) != 0) {
         return JN_ENOMEM;
     }
@@ -312,7 +327,8 @@ int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *r, struct jn
     int rc;
 
     memset(r, 0, sizeof(*r));
-    rc = unpack_n(&u, v, vl, 8, 9, "log", err); /* the 9th, config, came later */
+    /* the 9th, config, came later, and the 10th, peer, later still (only when there is one) */
+    rc = unpack_n(&u, v, vl, 8, 10, "log", err);
     if (rc != 0) {
         return rc;
     }
@@ -330,6 +346,9 @@ int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *r, struct jn
     copy_str(r->error, sizeof(r->error), &f[7]);
     if (u.data.via.array.size > 8) {
         copy_str(r->config, sizeof(r->config), &f[8]);
+    }
+    if (u.data.via.array.size > 9) {
+        copy_str(r->peer, sizeof(r->peer), &f[9]);
     }
     msgpack_unpacked_destroy(&u);
     return 0;

@@ -40,6 +40,13 @@ int jn_store_log(struct jn_jtxn *t, uint64_t seq, const char *id, const char *ev
 int jn_store_log_cfg(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
                      const char *route, const char *channel, int attempt, const char *error,
                      const char *config);
+/* _peer: also the TLS peer's identity (the tls-peer header, jn_tls_peer_id's form) of a
+ * "received" record; NULL or "": none. A record with a peer has 10 fields, one without keeps 9,
+ * so a binary from before the field still reads the log of a broker without TLS peers. */
+int jn_store_log_peer(struct jn_jtxn *t, uint64_t seq, const char *id, const char *event,
+                      const char *route, const char *channel, int attempt, const char *error,
+                      const char *config, const char *peer);
+#define JN_STORE_PEER_MAX 400 /* JN_TLS_PEER_ID_MAX */
 
 /* Config versions (junction ctl config history): the text of each config the broker has run,
  * by its hash, with when it was first and last loaded. */
@@ -91,6 +98,7 @@ struct jn_logrec {
     int attempt;
     char error[512];
     char config[24]; /* "" in records from before it */
+    char peer[JN_STORE_PEER_MAX]; /* "" in records without (and from before it) */
 };
 int jn_store_log_decode(const void *v, size_t vl, struct jn_logrec *out, struct jn_err *err);
 

@@ -36,7 +36,7 @@ static const char *const tls_verify_names[] = {"auto", "false", "true", NULL};
 static const char *const tls_version_names[] = {"1.0", "1.1", "1.2", "1.3", NULL};
 
 /* Mozilla's "intermediate" TLS 1.2 list: forward secrecy and AEAD only. */
-#define TLS_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+#define TLS_DEFAULT_CIPHERS JN_TLS_DEFAULT_CIPHERS
 
 static int tls__version_ok(const void *value, const struct jn_node *node, const char *what,
                            struct jn_diag *d)

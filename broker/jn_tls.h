@@ -47,6 +47,10 @@ struct jn_tls_conf {
 };
 extern const struct jn_opt jn_tls_opts[];
 
+/* The `ciphers` default (Mozilla "intermediate": forward-secret AEAD only), for contexts built
+ * without the option table (junction ctl). */
+#define JN_TLS_DEFAULT_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
 enum jn_tls_role { JN_TLS_SERVER = 0, JN_TLS_CLIENT = 1 };
 
 /* Whether the conf turns TLS on: enabled, or a cert given. (HTTP OUT also turns it on with an

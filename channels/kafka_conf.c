@@ -23,6 +23,20 @@
 #include "jn_mem.h"
 #include "kafka_int.h"
 
+static const char *const kafka_sasl_names[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512",
+                                               NULL};
+
+static const struct jn_opt kafka_sasl_opts[] = {
+    JN_OPT_ENUM("mechanism", "SCRAM-SHA-512", kafka_sasl_names, 0, struct kafka_sasl_conf,
+                mechanism, "sasl.mechanisms: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."),
+    JN_OPT_STR("username", NULL, 0, struct kafka_sasl_conf, username,
+               "sasl.username (required with sasl:)."),
+    JN_OPT_STR("password", NULL, JN_OPT_SECRET, struct kafka_sasl_conf, password,
+               "sasl.password (required with sasl:); a secret, e.g. \"${file:/run/secrets/"
+               "kafka}\"."),
+    JN_OPT_END,
+};
+
 static const struct jn_opt kafka_opts[] = {
     JN_OPT_STRLIST("brokers", NULL, JN_OPT_REQUIRED | JN_OPT_COMMAS, struct kafka_conf,
                    brokers, "Bootstrap servers, host:port: a list, or one string with commas "
@@ -31,6 +45,16 @@ static const struct jn_opt kafka_opts[] = {
                   "librdkafka properties passed to rd_kafka_conf_set as they are (SASL, SSL, "
                   "tuning), checked at load; values of keys containing password, secret or key "
                   "are never logged. Keys junction sets itself are refused (see docs/kafka.md)"),
+    JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct kafka_conf, tls,
+               "TLS to the brokers (docs/security.md), mapped onto librdkafka: ca -> "
+               "ssl.ca.location, cert/key/key_password -> ssl.certificate.location, "
+               "ssl.key.location, ssl.key.password, ciphers -> ssl.cipher.suites, verify_peer -> "
+               "enable.ssl.certificate.verification and ssl.endpoint.identification.algorithm; "
+               "security.protocol SSL (SASL_SSL with sasl:). allowed_peers, server_name, "
+               "ciphersuites and min_version 1.3 are not available for Kafka."),
+    JN_OPT_SUB("sasl", kafka_sasl_opts, struct kafka_sasl_conf, 0, struct kafka_conf, sasl,
+               "SASL authentication to the brokers: security.protocol SASL_SSL with tls:, "
+               "else SASL_PLAINTEXT (the password then crosses the network in the clear)."),
     JN_OPT_STRLIST("topics", NULL, JN_OPT_IN | JN_OPT_REQUIRED, struct kafka_conf, topics,
                    "Topics to consume (a value or a list); a name starting with ^ is a regex"),
     JN_OPT_STR("group", NULL, JN_OPT_IN | JN_OPT_REQUIRED, struct kafka_conf, group,
@@ -135,6 +159,75 @@ static int kafka_set(rd_kafka_conf_t *kc, const char *k, const char *v, struct j
     return jn_err_set(err, JN_EINVAL, "%s", errstr);
 }
 
+/* The librdkafka properties the tls: and sasl: blocks set; properties: may not set them too. */
+static const char *const kafka_tls_keys[] = {
+    "security.protocol", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+    "ssl.key.password", "ssl.cipher.suites", "enable.ssl.certificate.verification",
+    "ssl.endpoint.identification.algorithm", NULL,
+};
+static const char *const kafka_sasl_keys[] = {
+    "security.protocol", "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
+    NULL,
+};
+
+static bool kafka_in_list(const char *const *l, const char *k)
+{
+    for (; *l != NULL; l++) {
+        if (strcmp(*l, k) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The tls: and sasl: blocks onto kc (after properties: they win). */
+static int kafka_security_set(rd_kafka_conf_t *kc, const struct kafka_conf *c,
+                              struct jn_err *err)
+{
+    const struct jn_tls_conf *t = &c->tls;
+    int tls = jn_tls_on(t), sasl = c->sasl.username != NULL;
+    int verify = t->verify_peer != JN_TLS_VERIFY_FALSE;
+    int rc = 0;
+
+    if (tls || sasl) {
+        rc = kafka_set(kc, "security.protocol",
+                       tls && sasl ? "SASL_SSL" : tls ? "SSL" : "SASL_PLAINTEXT", err);
+    }
+    if (rc == 0 && tls && t->ca != NULL) {
+        rc = kafka_set(kc, "ssl.ca.location", t->ca, err);
+    }
+    if (rc == 0 && tls && t->cert != NULL) {
+        rc = kafka_set(kc, "ssl.certificate.location", t->cert, err);
+        if (rc == 0) {
+            rc = kafka_set(kc, "ssl.key.location", t->key != NULL ? t->key : t->cert, err);
+        }
+        if (rc == 0 && t->key_password != NULL) {
+            rc = kafka_set(kc, "ssl.key.password", t->key_password, err);
+        }
+    }
+    if (rc == 0 && tls && t->ciphers != NULL) {
+        rc = kafka_set(kc, "ssl.cipher.suites", t->ciphers, err);
+    }
+    if (rc == 0 && tls) {
+        rc = kafka_set(kc, "enable.ssl.certificate.verification", verify ? "true" : "false",
+                       err);
+    }
+    if (rc == 0 && tls) {
+        rc = kafka_set(kc, "ssl.endpoint.identification.algorithm", verify ? "https" : "none",
+                       err);
+    }
+    if (rc == 0 && sasl) {
+        rc = kafka_set(kc, "sasl.mechanisms", kafka_sasl_names[c->sasl.mechanism], err);
+        if (rc == 0) {
+            rc = kafka_set(kc, "sasl.username", c->sasl.username, err);
+        }
+        if (rc == 0) {
+            rc = kafka_set(kc, "sasl.password", c->sasl.password ? c->sasl.password : "", err);
+        }
+    }
+    return rc;
+}
+
 /*
  * Builds the librdkafka configuration: junction's defaults, then `properties` (which may
  * override a default but not an owned key: check refused those), then what junction owns.
@@ -170,6 +263,9 @@ rd_kafka_conf_t *jn_kafka__conf_build(struct jn_channel *ch, unsigned dir, struc
     for (size_t i = 0; rc == 0 && i < c->properties.n; i++) {
         rc = kafka_set(kc, c->properties.k[i], c->properties.v[i] ? c->properties.v[i] : "",
                        err);
+    }
+    if (rc == 0) {
+        rc = kafka_security_set(kc, c, err);
     }
     if (rc == 0) {
         rc = kafka_set(kc, "bootstrap.servers", servers, err);
@@ -268,6 +364,48 @@ static bool kafka_header_name_ok(const char *s)
     return true;
 }
 
+/* tls: through jn_tls_check (files loaded, key and password checked), minus what librdkafka
+ * has no property for; sasl: needs its username and password. */
+static int kafka_security_check(const struct kafka_conf *c, const struct jn_node *node,
+                                struct jn_diag *d)
+{
+    const struct jn_node *tn = jn_node_get(node, "tls");
+    const struct jn_node *sn = jn_node_get(node, "sasl");
+    int errs = jn_tls_check(&c->tls, JN_TLS_CLIENT, jn_tls_on(&c->tls), node, "tls", "kafka", d);
+
+    if (tn != NULL && jn_tls_on(&c->tls)) {
+        static const char *const no[] = {"allowed_peers", "server_name", "ciphersuites", NULL};
+        for (size_t i = 0; no[i] != NULL; i++) {
+            if (jn_node_get(tn, no[i]) != NULL) {
+                jn_diag_add(d, jn_node_pos(tn, no[i]), "kafka: tls: %s is not available for "
+                            "Kafka (librdkafka has no setting for it): remove it", no[i]);
+                errs++;
+            }
+        }
+        if (c->tls.min_version == JN_TLS_V13) {
+            jn_diag_add(d, jn_node_pos(tn, "min_version"), "kafka: tls: min_version 1.3 is "
+                        "not available for Kafka (librdkafka has no setting for it)");
+            errs++;
+        }
+    }
+    if (sn != NULL) {
+        if (c->sasl.username == NULL || c->sasl.username[0] == '\0') {
+            jn_diag_add(d, jn_node_pos(node, "sasl"), "kafka: sasl: username is required");
+            errs++;
+        }
+        if (c->sasl.password == NULL || c->sasl.password[0] == '\0') {
+            jn_diag_add(d, jn_node_pos(node, "sasl"), "kafka: sasl: password is required "
+                        "(an empty variable or file?)");
+            errs++;
+        }
+        if (errs == 0 && !jn_tls_on(&c->tls)) {
+            jn_diag_warn(d, jn_node_pos(node, "sasl"), "kafka: sasl: without tls: the "
+                         "password crosses the network in the clear (SASL_PLAINTEXT)");
+        }
+    }
+    return errs;
+}
+
 static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *node,
                        struct jn_diag *d)
 {
@@ -304,6 +442,14 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
             errs++;
             continue;
         }
+        if ((jn_tls_on(&c->tls) && kafka_in_list(kafka_tls_keys, k)) ||
+            (c->sasl.username != NULL && kafka_in_list(kafka_sasl_keys, k))) {
+            jn_diag_add(d, pos, "kafka: properties: %s is set by the channel's %s: block; set "
+                        "it there, not in both", k,
+                        kafka_in_list(kafka_tls_keys, k) && jn_tls_on(&c->tls) ? "tls" : "sasl");
+            errs++;
+            continue;
+        }
         jn_err_clear(&err);
         if (kafka_set(kc, k, c->properties.v[i] ? c->properties.v[i] : "", &err) != 0) {
             jn_diag_add(d, pos, "kafka: properties: %s", err.msg);
@@ -313,6 +459,7 @@ static int kafka_check(const void *vconf, unsigned dir, const struct jn_node *no
     if (kc != NULL) {
         rd_kafka_conf_destroy(kc);
     }
+    errs += kafka_security_check(c, node, d);
     if (dir == JN_DIR_IN) {
         if (c->topics.n == 0) {
             jn_diag_add(d, jn_node_pos(node, "topics"), "kafka: topics: at least one topic");

@@ -23,6 +23,7 @@
 #include "jn_buf.h"
 #include "jn_channel.h"
 #include "jn_msg.h"
+#include "jn_tls.h"
 
 struct rd_kafka_s;      /* rd_kafka_t */
 struct rd_kafka_conf_s; /* rd_kafka_conf_t */
@@ -34,9 +35,19 @@ struct rd_kafka_conf_s; /* rd_kafka_conf_t */
 /* librdkafka's error strings are short; this also bounds a reason we log. */
 #define KAFKA_ERRSTR 512
 
+/* `sasl:` (issue 16): SASL/PLAIN or SCRAM onto librdkafka's sasl.* properties. */
+enum { KAFKA_SASL_PLAIN = 0, KAFKA_SASL_SCRAM_256 = 1, KAFKA_SASL_SCRAM_512 = 2 };
+struct kafka_sasl_conf {
+    int mechanism;  /* KAFKA_SASL_* */
+    char *username;
+    char *password; /* secret */
+};
+
 struct kafka_conf {
     struct jn_strlist brokers;
     struct jn_strmap properties;
+    struct jn_tls_conf tls;       /* the `tls:` block, mapped onto librdkafka's ssl.* */
+    struct kafka_sasl_conf sasl;  /* given when sasl.username is set */
     /* IN */
     struct jn_strlist topics;
     char *group;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <MQTTAsync.h>
@@ -320,12 +321,30 @@ struct mqtt_state *jn_mqtt__state_new(struct jn_channel *ch, const struct mqtt_s
     st->tls = jn_mqtt__url_tls(c->url) == 1;
     if (st->tls) {
         MQTTAsync_SSLOptions so = MQTTAsync_SSLOptions_initializer;
-        so.trustStore = c->ca_file;
-        so.keyStore = c->cert_file;
-        so.privateKey = c->key_file;
-        so.privateKeyPassword = c->key_password;
-        so.enableServerCertAuth = c->verify;
-        so.verify = c->verify;
+        if (jn_mqtt__tls_block(c)) {
+            /* The tls: block (its strings live as long as the conf, which outlives us). */
+            const struct jn_tls_conf *t = &c->tls;
+            struct stat sb;
+            int verify = t->verify_peer != JN_TLS_VERIFY_FALSE;
+            if (t->ca != NULL && stat(t->ca, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+                so.CApath = t->ca;
+            } else {
+                so.trustStore = t->ca;
+            }
+            so.keyStore = t->cert;
+            so.privateKey = t->key;
+            so.privateKeyPassword = t->key_password;
+            so.enabledCipherSuites = t->ciphers;
+            so.enableServerCertAuth = verify;
+            so.verify = verify;
+        } else {
+            so.trustStore = c->ca_file;
+            so.keyStore = c->cert_file;
+            so.privateKey = c->key_file;
+            so.privateKeyPassword = c->key_password;
+            so.enableServerCertAuth = c->verify;
+            so.verify = c->verify;
+        }
         so.sslVersion = MQTT_SSL_VERSION_TLS_1_2;
         cl->ssl = so;
     }

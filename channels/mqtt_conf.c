@@ -46,10 +46,12 @@ static const struct jn_opt mqtt_opts[] = {
                "accept with a log line. net.max_connections, when set, is the same setting."),
     JN_OPT_SUB("net", jn_net_opts, struct jn_net_conf, JN_OPT_IN, struct mqtt_conf, net,
                "listen: options shared with the other listening channels (docs/channels.md)."),
-    JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, JN_OPT_IN, struct mqtt_conf, tls,
-               "listen: MQTT over TLS (docs/security.md): tls.cert and tls.key make the "
-               "listener TLS; tls.verify_peer: true requires client certificates. (As a "
-               "client, use an ssl:// url with ca_file, cert_file, key_file.)"),
+    JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct mqtt_conf, tls,
+               "TLS (docs/security.md). listen: tls.cert and tls.key make the listener TLS; "
+               "tls.verify_peer: true requires client certificates. url (ssl:// or mqtts://): "
+               "the broker's CAs, a client certificate and the checks, instead of ca_file, "
+               "cert_file, key_file, key_password and verify (OUT: allowed_peers, server_name, "
+               "ciphersuites and min_version 1.3 are not available)."),
     JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct mqtt_conf,
                    auth,
                    "listen: who may connect (docs/security.md): type basic checks CONNECT's "
@@ -225,6 +227,59 @@ static int listen_check(const struct mqtt_conf *c, const struct jn_node *node,
                                  "mqtt", d);
 }
 
+int jn_mqtt__tls_block(const struct mqtt_conf *c)
+{
+    const struct jn_tls_conf *t = &c->tls;
+
+    return t->enabled || t->cert != NULL || t->key != NULL || t->key_password != NULL ||
+           t->ca != NULL || t->allowed_peers.n > 0 || t->server_name != NULL ||
+           t->verify_peer != JN_TLS_VERIFY_AUTO;
+}
+
+/* A client's tls: block: with an ssl:// url, instead of the older options; OUT (paho) has no
+ * setting for some of it. Then the files are loaded as jn_tls_new would. */
+static int url_tls_check(const struct mqtt_conf *c, unsigned dir, int tls,
+                         const struct jn_node *node, struct jn_diag *d)
+{
+    static const char *const old[] = {"ca_file", "cert_file", "key_file", "key_password",
+                                      "verify", NULL};
+    const struct jn_node *tn = jn_node_get(node, "tls");
+    int errors = 0;
+
+    if (tls != 1) {
+        jn_diag_add(d, jn_node_pos(node, "tls"), "mqtt: tls: needs an ssl:// or mqtts:// url");
+        return 1;
+    }
+    if (!jn_mqtt__tls_block(c)) {
+        jn_diag_add(d, jn_node_pos(node, "tls"), "mqtt: tls: give at least ca, cert or "
+                    "enabled: true (or leave tls: out and use the system's CAs)");
+        return 1;
+    }
+    for (size_t i = 0; old[i] != NULL; i++) {
+        if (jn_node_get(node, old[i]) != NULL) {
+            jn_diag_add(d, jn_node_pos(node, old[i]), "mqtt: %s: give TLS settings in tls: "
+                        "only (not both)", old[i]);
+            errors++;
+        }
+    }
+    if (dir & JN_DIR_OUT) {
+        static const char *const no[] = {"allowed_peers", "server_name", "ciphersuites", NULL};
+        for (size_t i = 0; no[i] != NULL; i++) {
+            if (jn_node_get(tn, no[i]) != NULL) {
+                jn_diag_add(d, jn_node_pos(tn, no[i]), "mqtt: tls: %s is not available for "
+                            "MQTT OUT (paho has no setting for it)", no[i]);
+                errors++;
+            }
+        }
+        if (c->tls.min_version == JN_TLS_V13) {
+            jn_diag_add(d, jn_node_pos(tn, "min_version"), "mqtt: tls: min_version 1.3 is not "
+                        "available for MQTT OUT");
+            errors++;
+        }
+    }
+    return errors + jn_tls_check(&c->tls, JN_TLS_CLIENT, 1, node, "tls", "mqtt", d);
+}
+
 static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node,
                       struct jn_diag *d)
 {
@@ -246,13 +301,12 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
     if (c->listen != NULL) {
         return listen_check(c, node, d);
     }
-    static const char *const listen_keys[] = {"tls", "auth", "allowed_topics", "net",
+    static const char *const listen_keys[] = {"auth", "allowed_topics", "net",
                                               "max_connections", NULL};
     for (size_t i = 0; listen_keys[i] != NULL; i++) {
         if (jn_node_get(node, listen_keys[i]) != NULL) {
             jn_diag_add(d, jn_node_pos(node, listen_keys[i]),
-                        "mqtt: %s: only with listen (as a client, TLS is an ssl:// url with "
-                        "ca_file, cert_file, key_file)", listen_keys[i]);
+                        "mqtt: %s: only with listen", listen_keys[i]);
             errors++;
         }
     }
@@ -282,6 +336,9 @@ static int mqtt_check(const void *conf, unsigned dir, const struct jn_node *node
                 errors++;
             }
         }
+    }
+    if (jn_node_get(node, "tls") != NULL) {
+        errors += url_tls_check(c, dir, tls, node, d);
     }
     if (c->key_file != NULL && c->cert_file == NULL) {
         jn_diag_add(d, jn_node_pos(node, "key_file"), "mqtt: key_file: needs cert_file");

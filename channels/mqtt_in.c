@@ -930,17 +930,21 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
     int rc;
 
     if (jn_mqtt__url_tls(c->url) == 1) {
-        /* The channel's own TLS options, mapped onto the one tls: table of jn_tls. */
+        /* The tls: block, or the channel's older TLS options mapped onto it. */
         struct jn_tls_conf tc;
         char what[300];
         memset(&tc, 0, sizeof(tc));
+        if (jn_mqtt__tls_block(c)) {
+            tc = c->tls; /* borrowed for jn_tls_new, which copies what it keeps */
+        } else {
+            tc.cert = c->cert_file;
+            tc.key = c->key_file;
+            tc.key_password = c->key_password;
+            tc.ca = c->ca_file;
+            tc.verify_peer = c->verify ? JN_TLS_VERIFY_TRUE : JN_TLS_VERIFY_FALSE;
+            tc.min_version = JN_TLS_V12;
+        }
         tc.enabled = true;
-        tc.cert = c->cert_file;
-        tc.key = c->key_file;
-        tc.key_password = c->key_password;
-        tc.ca = c->ca_file;
-        tc.verify_peer = c->verify ? JN_TLS_VERIFY_TRUE : JN_TLS_VERIFY_FALSE;
-        tc.min_version = JN_TLS_V12;
         snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
         in->tls = jn_tls_new(&tc, JN_TLS_CLIENT, what, err);
         if (in->tls == NULL) {

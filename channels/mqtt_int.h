@@ -112,6 +112,12 @@ extern const struct jn_out_def jn_mqtt__out;
 /* 1 for ssl:// or mqtts://, 0 for tcp:// or mqtt://, -1 for anything else (mqtt_conf.c). */
 int jn_mqtt__url_tls(const char *url);
 
+/* Whether a client (url:) channel's TLS comes from its `tls:` block (ca, cert, key,
+ * key_password, allowed_peers, server_name, verify_peer or enabled given) rather than from the
+ * older ca_file, cert_file, key_file, key_password and verify (mqtt_conf.c). */
+struct mqtt_conf;
+int jn_mqtt__tls_block(const struct mqtt_conf *c);
+
 /* ---- the paho client of the OUT side (mqtt_client.c); IN has its own in mqtt_in.c ---- */
 
 enum ev_kind {

@@ -18,6 +18,9 @@
  *                   pending commit of the connection has answered it is closed (MQTT 5:
  *                   DISCONNECT 0x89 Server busy), so the device sends it again on its next
  *                   connection.
+ *   rate_limit      a publish that finds the channel's bucket empty is held (not journaled,
+ *                   not acknowledged) and reading stops; the held ones go to the broker in
+ *                   order as tokens come (pub_hold, rate_cb), then are acknowledged as above.
  *   SUBSCRIBE       SUBACK with 0x80 (failure) for each filter; UNSUBSCRIBE -> UNSUBACK.
  *   PINGREQ         PINGRESP. DISCONNECT: closed, no will (MQTT 5 reason 0x04: with will).
  *   keep-alive      a connection silent for 1.5 x its keep-alive is closed (a paused one is
@@ -48,6 +51,7 @@
 #include "jn_channel.h"
 #include "jn_listener.h"
 #include "jn_mem.h"
+#include "jn_rate.h"
 #include "jn_time.h"
 #include "jn_tls.h"
 #include "mqtt_int.h"
@@ -73,6 +77,10 @@ struct ml_conn {
     int in_read;
     int reading;
     int busy;                    /* a QoS 1/2 publish was refused: close when pending is 0 */
+    /* rate_limit: publishes waiting for a token, in arrival order (counted in pending and
+     * open; not read on meanwhile), and the timer that hands them over */
+    struct ml_pub *held, *held_tail;
+    struct event *rate_ev;
     size_t pending;              /* ingests without their callback yet */
     size_t open;                 /* of those, counted against the window */
     long long keepalive;         /* ms, 0: none */
@@ -94,6 +102,7 @@ struct ml_pub {
     struct ml *ml;
     struct ml_conn *c;
     struct jn_ticket *t;
+    struct jn_msg *m;           /* held (rate_limit): the message, not yet handed over */
     uint16_t id;
     uint8_t qos;
 };
@@ -198,6 +207,25 @@ static void ingest_will(struct ml_conn *c)
     }
 }
 
+/* Held publishes of a connection that closes are dropped unacknowledged: the device sends
+ * them again on its next connection. */
+static void held_drop(struct ml_conn *c)
+{
+    while (c->held != NULL) {
+        struct ml_pub *p = c->held;
+        c->held = p->next;
+        jn_msg_unref(&p->m);
+        jn_free(p);
+        c->pending--;
+        c->open--;
+    }
+    c->held_tail = NULL;
+    if (c->rate_ev != NULL) {
+        event_free(c->rate_ev);
+        c->rate_ev = NULL;
+    }
+}
+
 /* The bufferevent goes, the listener is told; c itself stays while commits are pending. */
 static void conn_release(struct ml_conn *c)
 {
@@ -221,6 +249,7 @@ static void conn_release(struct ml_conn *c)
         jn_listener_closed(ml->lst, c->ip);
     }
     c->ip = NULL;
+    held_drop(c);
     if (c->has_will) {
         ingest_will(c);
     }
@@ -253,6 +282,7 @@ static void conn_close(struct ml_conn *c, int will)
         return;
     }
     c->closing = 1;
+    held_drop(c); /* no acknowledgement can follow now */
     if (!will) {
         c->has_will = 0;
     }
@@ -505,9 +535,118 @@ static void pub_accepted(void *arg, int rc, const struct jn_msg *msg, const stru
         }
         return;
     }
-    if (!c->reading && !c->in_read && c->open < (size_t)ml->conf->receive_max) {
+    if (!c->reading && !c->in_read && c->open < (size_t)ml->conf->receive_max &&
+        c->held == NULL) {
         set_reading(c, 1);
         conn_read(c); /* what is buffered already gets no new read event */
+    }
+}
+
+/* Hands a publish counted in c's pending and open to the broker (takes m). */
+static void pub_ingest(struct ml_conn *c, struct ml_pub *ip, struct jn_msg *m)
+{
+    struct ml *ml = c->ml;
+
+    ip->prev = NULL;
+    ip->next = ml->pubs;
+    if (ml->pubs != NULL) {
+        ml->pubs->prev = ip;
+    }
+    ml->pubs = ip;
+    ip->t = jn_ingest(ml->ch, m, pub_accepted, ip);
+    if (ip->t == NULL) {
+        pub_unlink(ml, ip);
+        jn_free(ip);
+        c->pending--;
+        c->open--;
+        jn_ch_warn(ml->ch, "client %s: out of memory handing a message over; closing so it "
+                   "comes again", c->client_id);
+        conn_close(c, 0);
+    }
+}
+
+/*
+ * rate_limit on the MQTT listener: a publish that finds the bucket empty is not refused (MQTT
+ * has no "try later" answer a device would wait on) but held, unacknowledged and not yet
+ * journaled, and reading stops, so the device's in-flight window and TCP apply the brakes.
+ * Once the bucket has a token the held publishes go to the broker in the order they came, and
+ * each is acknowledged after its commit as usual. Publishes that come behind a held one wait
+ * behind it (the order of one connection is kept).
+ */
+static void rate_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ml_conn *c = arg;
+    struct ml *ml = c->ml;
+
+    (void)fd;
+    (void)what;
+    c->in_read = 1; /* c stays while we hand over (a failed ingest may close it) */
+    while (c->held != NULL && c->bev != NULL && !c->closing) {
+        long long wait = jn_rate__wait_ms(ml->ch, jn_now_us());
+        struct ml_pub *p = c->held;
+        struct jn_msg *m;
+
+        if (wait > 0) {
+            struct timeval tv = tv_ms(wait);
+            event_add(c->rate_ev, &tv);
+            break;
+        }
+        c->held = p->next;
+        if (c->held == NULL) {
+            c->held_tail = NULL;
+        }
+        m = p->m;
+        p->m = NULL;
+        pub_ingest(c, p, m);
+    }
+    c->in_read = 0;
+    if (c->bev == NULL && c->pending == 0) {
+        conn_free_now(c);
+        return;
+    }
+    if (c->held == NULL && c->bev != NULL && !c->closing && !c->busy && !c->reading &&
+        c->open < (size_t)ml->conf->receive_max) {
+        set_reading(c, 1);
+        conn_read(c); /* what is buffered already gets no new read event */
+    }
+}
+
+/* Holds a publish counted in c's pending and open until the bucket has a token (takes m). */
+static void pub_hold(struct ml_conn *c, struct ml_pub *ip, struct jn_msg *m)
+{
+    struct ml *ml = c->ml;
+    struct timeval tv;
+
+    if (c->rate_ev == NULL) {
+        c->rate_ev = event_new(ml->ch->base, -1, 0, rate_cb, c);
+    }
+    if (c->rate_ev == NULL) {
+        jn_msg_unref(&m);
+        jn_free(ip);
+        c->pending--;
+        c->open--;
+        jn_ch_warn(ml->ch, "client %s: out of memory holding a message for the rate limit; "
+                   "closing so it comes again", c->client_id);
+        conn_close(c, 0);
+        return;
+    }
+    ip->m = m;
+    ip->next = NULL;
+    ml->ch->n_rate_limited++; /* each publish that had to wait (junction_rate_limited_total) */
+    if (c->held_tail != NULL) {
+        c->held_tail->next = ip;
+    } else {
+        c->held = ip;
+        ml_peer_warn(ml, "client %s: rate limit reached (rate_limit %g/s, burst %g); its "
+                     "publishes wait unacknowledged for tokens", c->client_id,
+                     ml->ch->rate_per_s, ml->ch->rate_burst);
+    }
+    c->held_tail = ip;
+    set_reading(c, 0);
+    if (!event_pending(c->rate_ev, EV_TIMEOUT, NULL)) {
+        long long wait = jn_rate__wait_ms(ml->ch, jn_now_us());
+        tv = tv_ms(wait > 0 ? wait : 1);
+        event_add(c->rate_ev, &tv);
     }
 }
 
@@ -563,22 +702,12 @@ static void on_publish(struct ml_conn *c, const struct jn_mqtt_packet *p)
     ip->c = c;
     ip->id = p->packet_id;
     ip->qos = p->qos;
-    ip->next = ml->pubs;
-    if (ml->pubs != NULL) {
-        ml->pubs->prev = ip;
-    }
-    ml->pubs = ip;
     c->pending++;
     c->open++;
-    ip->t = jn_ingest(ml->ch, m, pub_accepted, ip);
-    if (ip->t == NULL) {
-        pub_unlink(ml, ip);
-        jn_free(ip);
-        c->pending--;
-        c->open--;
-        jn_ch_warn(ml->ch, "client %s: out of memory handing a message over; closing so it "
-                   "comes again", c->client_id);
-        conn_close(c, 0);
+    if (c->held != NULL || jn_rate__wait_ms(ml->ch, jn_now_us()) > 0) {
+        pub_hold(c, ip, m);
+    } else {
+        pub_ingest(c, ip, m);
     }
 }
 
@@ -853,8 +982,10 @@ static void conn_read(struct ml_conn *c)
         if (len == 0) {
             break;
         }
-        if (c->open >= (size_t)ml->conf->receive_max || c->busy) {
-            set_reading(c, 0); /* the window is full: read on as commits answer */
+        if (c->open >= (size_t)ml->conf->receive_max || c->busy || c->held != NULL) {
+            /* the window is full, or the rate limit holds publishes: read on as commits
+             * answer, or once the held ones are handed over */
+            set_reading(c, 0);
             break;
         }
         head = len < 5 ? len : 5;

@@ -6,6 +6,10 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netdb.h>
+#include <signal.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,65 @@
 
 #include "jn_buf.h"
 #include "jn_net.h"
+#include "jn_tls.h"
+
+/* One TLS client connection on the blocking socket fd, or NULL with why on stderr. *tp gets
+ * the context (free it with jn_tls_free after the SSL). */
+static SSL *ctl_tls_connect(const struct jn_ctl_opts *o, int fd, const char *host,
+                            struct jn_tls **tp)
+{
+    struct jn_tls_conf tc;
+    struct jn_err err = {0};
+    char why[512];
+    SSL *ssl;
+
+    memset(&tc, 0, sizeof(tc));
+    tc.enabled = true;
+    tc.min_version = JN_TLS_V12;
+    tc.verify_peer = JN_TLS_VERIFY_TRUE;
+    /* Borrowed: jn_tls_new copies what it keeps. */
+    tc.ca = (char *)o->ca;
+    tc.cert = (char *)o->cert;
+    tc.key = (char *)o->key;
+    tc.server_name = (char *)o->server_name;
+    tc.ciphers = (char *)JN_TLS_DEFAULT_CIPHERS;
+    *tp = jn_tls_new(&tc, JN_TLS_CLIENT, "junction ctl: tls", &err);
+    if (*tp == NULL) {
+        fprintf(stderr, "%s\n", err.msg);
+        return NULL;
+    }
+    ssl = jn_tls_client_ssl(*tp, host);
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+        fprintf(stderr, "junction ctl: out of memory setting up TLS\n");
+        SSL_free(ssl);
+        return NULL;
+    }
+    if (SSL_connect(ssl) != 1) {
+        jn_tls_reason(ssl, 0, why, sizeof(why));
+        fprintf(stderr, "junction ctl: %s: handshake failed: %s\n", o->admin,
+                why[0] ? why : "TLS: the connection closed (is the admin listener https?)");
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
+/* A failed send or receive, said on stderr: errno, or over TLS the server's alert when one came
+ * (TLS 1.3 servers refuse a client certificate after the client's handshake has finished, so
+ * the refusal surfaces here: "tlsv13 alert certificate required"). */
+static void ctl_io_error(const struct jn_ctl_opts *o, SSL *ssl, const char *doing)
+{
+    char why[512] = "";
+    int e = errno;
+
+    if (ssl != NULL) {
+        char buf[256];
+        /* The alert may still be unread behind a failed write. */
+        (void)SSL_read(ssl, buf, (int)sizeof(buf));
+        jn_tls_reason(ssl, 0, why, sizeof(why));
+    }
+    fprintf(stderr, "junction ctl: %s %s: %s\n", doing, o->admin, why[0] ? why : strerror(e));
+}
 
 int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *path,
                    const char *send_body, int *status, struct jn_buf *body)
@@ -24,11 +87,16 @@ int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *
     struct addrinfo hints, *ai = NULL;
     struct timeval tv = {10, 0};
     struct jn_buf req = JN_BUF_INIT, resp = JN_BUF_INIT;
-    int port, fd = -1, rc = -1, gai;
+    struct jn_tls *tls = NULL;
+    SSL *ssl = NULL;
+    int port, fd = -1, rc = -1, gai, https = o->tls;
     char *sep;
 
     if (strncmp(addr, "http://", 7) == 0) {
         addr += 7;
+    } else if (strncmp(addr, "https://", 8) == 0) {
+        addr += 8;
+        https = 1;
     }
     if (jn_split_hostport(addr, host, sizeof(host), &port, 1) != 0) {
         fprintf(stderr, "junction ctl: --admin %s: expected host:port\n", o->admin);
@@ -50,6 +118,15 @@ int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *
                 "running, with admin on?)\n", o->admin, strerror(errno));
         goto out;
     }
+    if (https) {
+        /* SSL_write uses write(2): a server that refuses our certificate after a TLS 1.3
+         * handshake closes under us, and that must be an error message, not SIGPIPE. This is
+         * a one-request command-line process: ignoring the signal for it is harmless. */
+        signal(SIGPIPE, SIG_IGN);
+        if ((ssl = ctl_tls_connect(o, fd, host, &tls)) == NULL) {
+            goto out;
+        }
+    }
     jn_buf_printf(&req, "%s %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: junction-ctl\r\n", method,
                   path, host);
     if (o->token != NULL) {
@@ -62,21 +139,32 @@ int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *
         jn_buf_puts(&req, "\r\n");
     }
     for (size_t off = 0; req.p != NULL && off < req.len;) {
-        ssize_t n = send(fd, req.p + off, req.len - off, MSG_NOSIGNAL);
+        ssize_t n = ssl ? SSL_write(ssl, req.p + off, (int)(req.len - off))
+                        : send(fd, req.p + off, req.len - off, MSG_NOSIGNAL);
         if (n <= 0) {
-            fprintf(stderr, "junction ctl: sending to %s: %s\n", o->admin, strerror(errno));
+            ctl_io_error(o, ssl, "sending to");
             goto out;
         }
         off += (size_t)n;
     }
     for (;;) {
         char buf[8192];
-        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        ssize_t n = ssl ? SSL_read(ssl, buf, (int)sizeof(buf)) : recv(fd, buf, sizeof(buf), 0);
+        if (ssl != NULL && n <= 0) {
+            /* close_notify ends the answer; so does a bare close once some of it came (the
+             * admin's HTTP/1.0 answer ends with the connection, not always with an alert).
+             * Anything else before a byte of the answer is the server's refusal. */
+            if (SSL_get_error(ssl, (int)n) == SSL_ERROR_ZERO_RETURN || resp.len > 0) {
+                break;
+            }
+            ctl_io_error(o, ssl, "reading from");
+            goto out;
+        }
         if (n == 0) {
             break;
         }
         if (n < 0) {
-            fprintf(stderr, "junction ctl: reading from %s: %s\n", o->admin, strerror(errno));
+            ctl_io_error(o, NULL, "reading from");
             goto out;
         }
         jn_buf_append(&resp, buf, (size_t)n);
@@ -84,13 +172,19 @@ int jn_ctl_request(const struct jn_ctl_opts *o, const char *method, const char *
     jn_buf_putc(&resp, '\0');
     if (resp.p == NULL || sscanf(resp.p, "HTTP/%*d.%*d %d", status) != 1 ||
         (sep = strstr(resp.p, "\r\n\r\n")) == NULL) {
-        fprintf(stderr, "junction ctl: %s did not answer HTTP\n", o->admin);
+        fprintf(stderr, "junction ctl: %s did not answer HTTP%s\n", o->admin,
+                https ? "" : " (if it is https, give --admin https://HOST:PORT)");
         goto out;
     }
     /* The body as bytes (a payload may hold NULs): up to the NUL put after the answer. */
     jn_buf_append(body, sep + 4, resp.len - 1 - (size_t)(sep + 4 - resp.p));
     rc = 0;
 out:
+    if (ssl != NULL) {
+        (void)SSL_shutdown(ssl);
+        SSL_free(ssl);
+    }
+    jn_tls_free(tls);
     if (fd >= 0) {
         close(fd);
     }
@@ -223,6 +317,9 @@ static void print_show(const json_t *j)
         }
         if (str(e, "config")[0]) {
             printf("  config=%s", str(e, "config"));
+        }
+        if (str(e, "peer")[0]) {
+            printf("  peer=%s", str(e, "peer"));
         }
         printf("\n");
     }
@@ -502,7 +599,8 @@ static int ctl_reload(const struct jn_ctl_opts *o)
 static int usage(void)
 {
     fprintf(stderr, "usage: junction ctl status|channels|queues|routes [--json] "
-            "[--admin HOST:PORT] [--token-file F] [-c FILE]\n"
+            "[--admin [https://]HOST:PORT] [--token-file F] [-c FILE]\n"
+            "       (https: [--ca FILE|DIR] [--cert FILE --key FILE] [--server-name NAME])\n"
             "       junction ctl pause|resume CHANNEL [--admin HOST:PORT] [--token-file F] "
             "[-c FILE]\n"
             "       junction ctl messages [--since T] [--until T] [--channel C] [--status S] "

@@ -5,7 +5,11 @@
  *
  * A plain blocking HTTP/1.0 client over one TCP connection to the admin listener (loopback by
  * default): the command line has no loop to share and one request to make. Model: redis-cli and
- * mosquitto_ctrl (a thin client; the broker does the work).
+ * mosquitto_ctrl (a thin client; the broker does the work). Over https (an https:// address,
+ * or a config with junction.admin_tls) the same request goes through OpenSSL on that blocking
+ * socket, with a client context from jn_tls (the same builder as every TLS client of the broker:
+ * TLS 1.2+, the server's chain and name verified against --ca or the system's CAs, --cert/--key
+ * shown when the admin asks for a client certificate).
  */
 #ifndef JN_CTL_H
 #define JN_CTL_H
@@ -15,6 +19,10 @@
 struct jn_ctl_opts {
     const char *admin;      /* host:port or http://host:port (the config's admin, or default) */
     const char *token;      /* NULL: none */
+    int tls;                /* https: also implied by an https:// admin */
+    const char *ca;         /* https: CAs that sign the admin's certificate; NULL: the system's */
+    const char *cert, *key; /* https: client certificate and key (mTLS); NULL: none */
+    const char *server_name; /* https: the name checked; NULL: the host of admin */
     int json;               /* print the API's JSON as it came */
     /* ctl messages filters and ctl replay's options (NULL / 0: not given) */
     const char *since, *until, *channel, *status, *limit, *destination;

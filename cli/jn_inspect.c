@@ -60,6 +60,9 @@ static void print_log(FILE *out, const struct jn_logrec *r)
     if (r->error[0]) {
         fprintf(out, "  error=%s", r->error);
     }
+    if (r->peer[0]) {
+        fprintf(out, "  peer=%s", r->peer);
+    }
     fputc('\n', out);
 }
 

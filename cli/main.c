@@ -37,6 +37,7 @@
 #include "jn_mem.h"
 #include "jn_opt.h"
 #include "jn_testrun.h"
+#include "jn_tls.h"
 
 #ifndef JN_VERSION
 #define JN_VERSION "0.1.0"
@@ -94,8 +95,11 @@ static const struct command commands[] = {
      "queues (+: the journal holds more than memory) and routes as tables, or the API's JSON\n"
      "with --json. The address is --admin HOST:PORT, else the config's junction.admin\n"
      "(-c FILE), else 127.0.0.1:8081; the token is read from --token-file F, else\n"
-     "$JUNCTION_ADMIN_TOKEN, else the config's admin_token. Exit 1 when the broker cannot\n"
-     "be reached or answers an error."},
+     "$JUNCTION_ADMIN_TOKEN, else the config's admin_token. Over https (--admin\n"
+     "https://HOST:PORT, or a config with junction.admin_tls) the admin's certificate is\n"
+     "verified against --ca FILE|DIR (else the system's CAs) and the host's name (or\n"
+     "--server-name NAME); --cert FILE --key FILE show a client certificate (mTLS).\n"
+     "Exit 1 when the broker cannot be reached or answers an error."},
     {"ctl", "pause|resume CHANNEL",
      "hold a channel (IN refuses, OUT keeps its queue) or let\nit go",
      "ctl pause CHANNEL: an IN channel refuses what it is sent (HTTP 503, MLLP negative ACK),\n"
@@ -547,6 +551,14 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
             admin = argv[++i];
         } else if (strcmp(argv[i], "--token-file") == 0 && i + 1 < argc) {
             token_file = argv[++i];
+        } else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc) {
+            o.ca = argv[++i];
+        } else if (strcmp(argv[i], "--cert") == 0 && i + 1 < argc) {
+            o.cert = argv[++i];
+        } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+            o.key = argv[++i];
+        } else if (strcmp(argv[i], "--server-name") == 0 && i + 1 < argc) {
+            o.server_name = argv[++i];
         } else if (strcmp(argv[i], "--json") == 0) {
             o.json = 1;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
@@ -611,6 +623,17 @@ static int cmd_ctl(const struct command *cmd, int argc, char **argv)
     }
     snprintf(addr, sizeof(addr), "%s", admin);
     o.admin = addr;
+    /* The config's admin is https: so is ctl (an --admin given with http:// stays plain). */
+    if (c != NULL && jn_tls_on(&c->core.admin_tls) && strncmp(addr, "http://", 7) != 0) {
+        o.tls = 1;
+    }
+    if ((o.ca || o.cert || o.key || o.server_name) && !o.tls &&
+        strncmp(addr, "https://", 8) != 0) {
+        fprintf(stderr, "junction ctl: --ca, --cert, --key and --server-name need https: give "
+                "--admin https://HOST:PORT (or a config with junction.admin_tls)\n");
+        jn_config_free(c);
+        return 2;
+    }
     env = getenv("JUNCTION_ADMIN_TOKEN");
     if (token_file != NULL) {
         if (read_token(token_file, token, sizeof(token)) != 0) {

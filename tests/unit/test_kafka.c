@@ -1,8 +1,10 @@
 /*
  * Unit tests of the kafka channel's config: the bootstrap.servers value librdkafka is given for
  * each way of writing `brokers`, and the errors for a brokers value that is not a list of
- * host:port. No network: the config is only loaded and checked.
+ * host:port; the librdkafka properties the tls: and sasl: blocks set (issue 16). No network:
+ * the config is only loaded and checked, and the librdkafka conf built and read back.
  */
+#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -85,8 +87,122 @@ static void test_issue_12_brokers_comma_string(void)
     CHECK_STR(got, "ERR k.yaml:5:14: channel 'k' (kafka): brokers: at least one host:port");
 }
 
+/* Loads an OUT kafka channel with the given extra lines and builds its librdkafka conf;
+ * returns it (NULL on a config error, errs set) for kprop to read. */
+static rd_kafka_conf_t *kconf(const char *extra, int *errs, char *first, size_t n)
+{
+    static char yaml[1024];
+    struct jn_diag d;
+    struct jn_config *c;
+    rd_kafka_conf_t *kc = NULL;
+    struct jn_err err = {0};
+
+    snprintf(yaml, sizeof(yaml),
+             "channels:\n"
+             "  k:\n"
+             "    type: kafka\n"
+             "    direction: out\n"
+             "    brokers: [b1:9093]\n"
+             "    topic: t\n"
+             "%s", extra);
+    jn_diag_init(&d);
+    c = jn_config_load_buf("k.yaml", yaml, strlen(yaml), &d);
+    *errs = (int)d.nerr;
+    snprintf(first, n, "%s", d.n ? d.msgs[0] : "");
+    if (c != NULL && c->nchannels == 1 && d.nerr == 0) {
+        struct jn_channel ch;
+        memset(&ch, 0, sizeof(ch));
+        ch.name = "k";
+        ch.dir = JN_DIR_OUT;
+        ch.conf = c->channels[0].conf;
+        kc = jn_kafka__conf_build(&ch, JN_DIR_OUT, &err);
+        if (kc != NULL) {
+            rd_kafka_conf_set_opaque(kc, NULL); /* ch is gone after this call */
+        }
+    }
+    jn_config_free(c);
+    jn_diag_free(&d);
+    return kc;
+}
+
+static const char *kprop(rd_kafka_conf_t *kc, const char *k)
+{
+    static char v[512];
+    size_t n = sizeof(v);
+
+    if (kc == NULL || rd_kafka_conf_get(kc, k, v, &n) != RD_KAFKA_CONF_OK) {
+        return "(unset)";
+    }
+    return v;
+}
+
+static void test_security_mapping(void)
+{
+    rd_kafka_conf_t *kc;
+    char first[512];
+    int errs;
+
+    /* No block: librdkafka's own default. */
+    kc = kconf("", &errs, first, sizeof(first));
+    CHECK_INT(errs, 0);
+    CHECK_STR(kprop(kc, "security.protocol"), "plaintext");
+    rd_kafka_conf_destroy(kc);
+
+    /* tls without files (system CAs): SSL, verified, the name checked, junction's ciphers. */
+    kc = kconf("    tls: { enabled: true }\n", &errs, first, sizeof(first));
+    CHECK_INT(errs, 0);
+    CHECK_STR(kprop(kc, "security.protocol"), "ssl");
+    CHECK_STR(kprop(kc, "enable.ssl.certificate.verification"), "true");
+    CHECK_STR(kprop(kc, "ssl.endpoint.identification.algorithm"), "https");
+    CHECK_STR(kprop(kc, "ssl.cipher.suites"), JN_TLS_DEFAULT_CIPHERS);
+    rd_kafka_conf_destroy(kc);
+
+    kc = kconf("    tls: { enabled: true, verify_peer: false }\n", &errs, first, sizeof(first));
+    CHECK_STR(kprop(kc, "enable.ssl.certificate.verification"), "false");
+    CHECK_STR(kprop(kc, "ssl.endpoint.identification.algorithm"), "none");
+    rd_kafka_conf_destroy(kc);
+
+    /* sasl alone: SASL_PLAINTEXT (with a check warning, not an error). */
+    kc = kconf("    sasl: { mechanism: SCRAM-SHA-256, username: jn, password: pw-0123456789 }\n",
+               &errs, first, sizeof(first));
+    CHECK_INT(errs, 0);
+    CHECK_STR(kprop(kc, "security.protocol"), "sasl_plaintext");
+    CHECK_STR(kprop(kc, "sasl.mechanisms"), "SCRAM-SHA-256");
+    CHECK_STR(kprop(kc, "sasl.username"), "jn");
+    CHECK_STR(kprop(kc, "sasl.password"), "pw-0123456789");
+    rd_kafka_conf_destroy(kc);
+
+    /* both: SASL_SSL; mechanism defaults to SCRAM-SHA-512. */
+    kc = kconf("    tls: { enabled: true }\n    sasl: { username: jn, password: pw-0123456789 }\n",
+               &errs, first, sizeof(first));
+    CHECK_INT(errs, 0);
+    CHECK_STR(kprop(kc, "security.protocol"), "sasl_ssl");
+    CHECK_STR(kprop(kc, "sasl.mechanisms"), "SCRAM-SHA-512");
+    rd_kafka_conf_destroy(kc);
+
+    /* Refused at load. */
+    CHECK(kconf("    sasl: { username: jn }\n", &errs, first, sizeof(first)) == NULL);
+    CHECK(errs >= 1 && strstr(first, "password is required") != NULL);
+    CHECK(kconf("    tls: { enabled: true, server_name: b1 }\n", &errs, first,
+                sizeof(first)) == NULL);
+    CHECK(errs >= 1 && strstr(first, "server_name is not available for Kafka") != NULL);
+    CHECK(kconf("    tls: { enabled: true, min_version: \"1.3\" }\n", &errs, first,
+                sizeof(first)) == NULL);
+    CHECK(errs >= 1 && strstr(first, "min_version 1.3") != NULL);
+    CHECK(kconf("    tls: { enabled: true }\n    properties: { security.protocol: plaintext }\n",
+                &errs, first, sizeof(first)) == NULL);
+    CHECK(errs >= 1 && strstr(first, "set by the channel's tls: block") != NULL);
+    /* Without the blocks, properties may still say it all themselves. */
+    kc = kconf("    properties: { security.protocol: SASL_SSL, sasl.mechanisms: PLAIN, "
+               "sasl.username: u, sasl.password: p }\n", &errs, first, sizeof(first));
+    CHECK_INT(errs, 0);
+    CHECK_STR(kprop(kc, "security.protocol"), "sasl_ssl");
+    rd_kafka_conf_destroy(kc);
+}
+
 int main(void)
 {
     test_issue_12_brokers_comma_string();
+    test_security_mapping();
     TEST_MAIN_END();
 }

@@ -79,9 +79,34 @@ static void test_bucket(void)
     }
 }
 
+/* jn_rate__wait_ms: how long until a token, without taking one or counting. */
+static void test_wait(void)
+{
+    struct jn_channel ch;
+    struct jn_rate_conf c = {"4/s", 2};
+    int64_t t0 = 1000000000;
+
+    memset(&ch, 0, sizeof(ch));
+    ch.name = "in";
+    jn_rate__init(&ch, &c);
+    CHECK_INT(jn_rate__wait_ms(&ch, t0), 0); /* full */
+    CHECK(jn_rate__take(&ch, t0) == NULL);
+    CHECK(jn_rate__take(&ch, t0) == NULL);
+    CHECK_INT(jn_rate__wait_ms(&ch, t0), 250); /* 4/s: one token a quarter second */
+    CHECK_INT(jn_rate__wait_ms(&ch, t0 + 100000), 150);
+    CHECK_INT(ch.n_rate_limited, 0);               /* asking is not a refusal */
+    CHECK_INT(jn_rate__wait_ms(&ch, t0 + 250000), 0);
+    CHECK(jn_rate__take(&ch, t0 + 250000) == NULL); /* a 0 means the take succeeds */
+    CHECK_INT(jn_rate__wait_ms(&ch, t0 + 250001), 250); /* rounded up, never 0 when empty */
+    c.rate = NULL;
+    jn_rate__init(&ch, &c);
+    CHECK_INT(jn_rate__wait_ms(&ch, t0), 0);
+}
+
 int main(void)
 {
     test_parse();
     test_bucket();
+    test_wait();
     TEST_MAIN_END();
 }

@@ -356,7 +356,30 @@ static void test_log_record(void)
         CHECK_INT(jn_store_log_decode(rec9, sizeof(rec9), &r, &err), 0);
         CHECK_STR(r.config, "3f9a0c1be27d4410");
         CHECK_STR(r.event, "delivered");
+        CHECK_STR(r.peer, ""); /* nine fields: no peer */
+        /* and the TLS peer as its tenth (a received record over TLS) */
+        {
+            static const char peer[] = "CN=client1 sha256:3f2a";
+            unsigned char rec10[sizeof(rec9) + 1 + sizeof(peer) - 1];
+            memcpy(rec10, rec9, sizeof(rec9));
+            rec10[0] = 0x9a;
+            rec10[sizeof(rec9)] = (unsigned char)(0xa0 | (sizeof(peer) - 1));
+            memcpy(rec10 + sizeof(rec9) + 1, peer, sizeof(peer) - 1);
+            CHECK_INT(jn_store_log_decode(rec10, sizeof(rec10), &r, &err), 0);
+            CHECK_STR(r.peer, peer);
+            CHECK_STR(r.config, "3f9a0c1be27d4410");
+            rec10[0] = 0x9b; /* claims eleven: refused, not read past its end */
+            CHECK(jn_store_log_decode(rec10, sizeof(rec10), &r, &err) != 0);
+        }
     }
+    /* the writer takes a peer or none (what it writes is read back end to end in
+     * tests/integration/test_ctl_tls.py) */
+    t = jn_jtxn_new();
+    CHECK_INT(jn_store_log_peer(t, 1, "01M82PAY3YE94KJ51TD9G02G5M", "received", NULL, "web", 0,
+                                NULL, "3f9a0c1be27d4410", "CN=c sha256:00"), 0);
+    CHECK_INT(jn_store_log_peer(t, 2, "01M82PAY3YE94KJ51TD9G02G5M", "received", NULL, "web", 0,
+                                NULL, "3f9a0c1be27d4410", ""), 0);
+    jn_jtxn_free(t);
 }
 
 /* Records whose strings are empty: msgpack-c 4.0 gives an empty string a NULL pointer when no
