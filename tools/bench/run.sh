@@ -344,6 +344,24 @@ scenario_backlog() {
         stop_junction
         bl_rep=$((bl_rep + 1))
     done
+    # Issue 20's target: intake with the backlog within 10 % of the empty queue's (medians).
+    awk -F '\t' -v kq="$kq" '
+    function med(k,    n, i, j, t) {
+        n = c[k]
+        for (i = 2; i <= n; i++) { t = v[k, i]; for (j = i - 1; j >= 1 && v[k, j] > t; j--) v[k, j + 1] = v[k, j]; v[k, j + 1] = t }
+        return n == 0 ? 0 : n % 2 ? v[k, (n + 1) / 2] : (v[k, n / 2] + v[k, n / 2 + 1]) / 2
+    }
+    $1 ~ /^backlog: / {
+        k = ($1 ~ /queue empty/) ? "e" : "b"
+        if (match($4, /"msg_per_s":[0-9.]+/)) v[k, ++c[k]] = substr($4, RSTART + 12, RLENGTH - 12) + 0
+    }
+    END {
+        e = med("e"); b = med("b")
+        if (e > 0 && b > 0)
+            printf "Backlog vs empty: %.0f msg/s with %s queued on the other route against %.0f " \
+                "with the queue empty (medians): %+.1f %%, %s the 10 %% target.\n", b, kq, e,
+                100 * (b - e) / e, (b >= 0.9 * e) ? "within" : "outside"
+    }' "$RESULTS" >>"$NOTES"
 }
 
 # MQTT: jn-bench publishes QoS 1 to a mosquitto of our own (the PUBACKs it times are

@@ -21,8 +21,11 @@
 #   JN_SUS_CONNS=64  JN_SUS_DURATION=10  JN_SUS_WARMUP=2  JN_SUS_REPEAT=3
 #   JN_SUS_MARGIN=2  (percent)  JN_SUS_STEPS=6  (runs per search after the probe)
 #   JN_SUS_BUILD=build-bench    a release build (made as run.sh makes it when missing)
-#   JN_SUS_PERF=0               1: perf record -g junction during the first probe of each
-#                               scenario (written next to the results)
+#   JN_SUS_SETTLE=5             seconds after removing the previous run's files, after a sync:
+#                               mass deletes slow the next run's file creation on ext4
+#                               (docs/performance.md, File OUT), which would favour earlier steps
+#   JN_SUS_PERF=0               1: one extra closed-loop run of each scenario under perf record -g
+#                               before the searches (not counted; written next to the results)
 #
 # Every run stops by itself (jn-bench ends after warm-up + duration, under `timeout`). Only the
 # processes this script started are stopped, by their pid.
@@ -38,6 +41,7 @@ REPEAT=${JN_SUS_REPEAT:-3}
 MARGIN=${JN_SUS_MARGIN:-2}
 STEPS=${JN_SUS_STEPS:-6}
 PERF=${JN_SUS_PERF:-0}
+SETTLE=${JN_SUS_SETTLE:-5}
 BUILD=$ROOT/${JN_SUS_BUILD:-build-bench}
 CONFIGS=$ROOT/tools/bench/configs
 OUT=$BUILD/bench-results/sustained-$(date -u +%Y%m%dT%H%M%SZ)
@@ -95,7 +99,11 @@ run_once() {
     ro_cfg=$1
     ro_rate=$2
     JN_BENCH_DIR=$WORK/run
-    rm -rf "$JN_BENCH_DIR"
+    if [ -d "$JN_BENCH_DIR" ]; then
+        rm -rf "$JN_BENCH_DIR"
+        sync
+        sleep "$SETTLE"
+    fi
     mkdir -p "$JN_BENCH_DIR"
     # shellcheck disable=SC2046
     set -- $("$BENCH" --mode freeport --conns 2)
@@ -112,8 +120,8 @@ run_once() {
         exit 1
     fi
     ro_perf=""
-    if [ "$PERF" = 1 ] && [ "$ro_rate" = 0 ] && [ ! -e "$OUT/perf-$ro_cfg.data" ] &&
-        command -v perf >/dev/null 2>&1; then
+    if [ "$ro_rate" = perf ]; then
+        ro_rate=0
         ( sleep "$WARMUP"; exec perf record -g -q -o "$OUT/perf-$ro_cfg.data" -p "$JPID" \
             -- sleep "$DURATION" ) >/dev/null 2>&1 &
         ro_perf=$!
@@ -243,6 +251,12 @@ EOF
 }
 
 log "results in $OUT"
+if [ "$PERF" = 1 ] && command -v perf >/dev/null 2>&1; then
+    for sc in $SCENARIOS; do
+        log "profiling $sc (a closed-loop run that is not counted) ..."
+        run_once "$sc" perf
+    done
+fi
 rep=1
 while [ "$rep" -le "$REPEAT" ]; do
     peer_nginx
