@@ -705,9 +705,9 @@ void jn_file__append_group(struct file_append *a, struct file_job *list)
         j->fnext = NULL;
         rec = (unsigned long long)j->msg->len + a->seplen;
         f = find_file(a, j->name);
-        if (f != NULL && f->size + f->pend > 0 && f->size + f->pend + rec > c->max_file_bytes) {
+        if (f != NULL && f->nrec + f->npend > 0 && f->size + f->pend + rec > c->max_file_bytes) {
             /* Full: what is pending goes into it, then a new file (a record bigger than
-             * max_file_bytes gets a file of its own). */
+             * max_file_bytes gets a file of its own; an hl7-batch header alone is no record). */
             flush_file(a, f);
             number = drop_file(a, f, "max_file_bytes");
             f = NULL;
