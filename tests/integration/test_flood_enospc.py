@@ -167,6 +167,7 @@ try:
 
     t.check(wait_until(try_post, 10, 0.2),
             "intake resumes within 10 s of the space being freed (%.1f s)" % (time.time() - t0))
+    print("intake resumed %.2f s after the ballast was deleted" % (time.time() - t0))
     for i in range(20):
         if post_one("more-%03d" % i) == 202:
             resumed.append("more-%03d" % i)
