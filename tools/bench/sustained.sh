@@ -280,7 +280,7 @@ done
     awk -F '\t' '
     function median(k,    n, i, j, t, a) {
         n = cnt[k]
-        for (i = 1; i <= n; i++) a[i] = v[k, i] + 0
+        for (i = 1; i <= n; i++) a[i] = (k ~ /\/x$/ ? rv[k, i] : v[k, i]) + 0
         for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
         return n == 0 ? "" : n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
@@ -288,13 +288,16 @@ done
         if (!($1 in seen)) { seen[$1] = 1; order[++nk] = $1 }
         i = ++cnt[$1]
         if ($2 != "") v[$1, i] = $2; else cnt[$1]--
-        pa[$1] = pa[$1] sep[$1] ($1 == "peer" ? $2 : sprintf("%.0f (probe %.0f/%.0f)", $2, $5, $6))
+        if ($1 == "peer") lastpeer = $2
+        else if (lastpeer != "" && lastpeer > 0) { rk = $1 "/x"; rv[rk, ++cnt[rk]] = $2 / lastpeer }
+        pa[$1] = pa[$1] sep[$1] ($1 == "peer" ? $2 : sprintf("%.0f (probe %.0f/%.0f%s)", $2, $5, $6,
+            (lastpeer > 0 ? sprintf("; x%.2f", $2 / lastpeer) : "")))
         sep[$1] = ", "
         pv[$1, i] = $5; pd[$1, i] = $6
     }
     END {
         peer = ("peer" in cnt) && cnt["peer"] > 0 ? median("peer") : ""
-        print "| scenario | sustained delivered/s (median) | x nginx 200 | each search: sustained (closed-loop accepted/delivered) |"
+        print "| scenario | sustained delivered/s (median) | x nginx 200 (median of the repeats) | each search: sustained (closed-loop probe accepted/delivered; x nginx of that repeat) |"
         print "|---|--:|--:|---|"
         for (k = 1; k <= nk; k++) {
             s = order[k]
@@ -303,7 +306,7 @@ done
                 continue
             }
             m = median(s)
-            printf "| %s | %.0f | %s | %s |\n", s, m, peer == "" ? "-" : sprintf("%.2f", m / peer), pa[s]
+            printf "| %s | %.0f | %s | %s |\n", s, m, (cnt[s "/x"] > 0 ? sprintf("%.2f", median(s "/x")) : "-"), pa[s]
         }
     }' "$RESULTS"
 } >"$OUT/table.md"
