@@ -17,7 +17,9 @@
 # answering 200 to the same POSTs at the same connections, measured in the same run.
 #
 # Knobs (environment):
-#   JN_SUS_SCENARIOS="http-append http-append-filemode"   configs in tools/bench/configs
+#   JN_SUS_SCENARIOS="http-append http-append-filemode"   configs in tools/bench/configs; one
+#                               whose name starts with mllp is driven over MLLP (jn-bench --mode
+#                               mllp, its ADT^A01), e.g. mllp-append (HL7 batch files)
 #   JN_SUS_CONNS=64  JN_SUS_DURATION=10  JN_SUS_WARMUP=2  JN_SUS_REPEAT=3
 #   JN_SUS_MARGIN=2  (percent)  JN_SUS_STEPS=6  (runs per search after the probe)
 #   JN_SUS_BUILD=build-bench    a release build (made as run.sh makes it when missing)
@@ -111,6 +113,13 @@ run_once() {
     JN_BENCH_ADMIN=$2
     export JN_BENCH_DIR JN_BENCH_PORT JN_BENCH_ADMIN
     ro_url=http://127.0.0.1:$JN_BENCH_PORT/ingest
+    ro_mode=http
+    case $ro_cfg in
+    mllp*)
+        ro_url=mllp://127.0.0.1:$JN_BENCH_PORT
+        ro_mode=mllp
+        ;;
+    esac
     "$BIN" run $( [ "$(id -u)" = 0 ] && echo --allow-root ) -c "$CONFIGS/$ro_cfg.yaml" \
         >>"$OUT/junction-$ro_cfg.log" 2>&1 &
     JPID=$!
@@ -131,7 +140,7 @@ run_once() {
         ro_rarg="--rate $ro_rate"
     fi
     # shellcheck disable=SC2086
-    ro_out=$(timeout "$RUN_LIMIT" "$BENCH" --mode http --url "$ro_url" --conns "$CONNS" \
+    ro_out=$(timeout "$RUN_LIMIT" "$BENCH" --mode "$ro_mode" --url "$ro_url" --conns "$CONNS" \
         --duration "$DURATION" --warmup "$WARMUP" --pid "$JPID" --json $ro_rarg \
         --count-url "http://127.0.0.1:$JN_BENCH_ADMIN/api/v1/channels" --count-key delivered) \
         || true
