@@ -24,6 +24,14 @@
  * stays as a partial record at the end of that one completed file, and its messages are
  * written again whole. With JSON lines and "\n" the rule is exact.
  *
+ * framing: hl7-batch makes each file one HL7 batch file (docs/hl7.md): "FHS" and "BHS" segments
+ * are written when the file is opened, each message follows with its segments ending in CR
+ * (LF and CRLF become CR, so MSH starts every message's first segment), and "BTS|<count>" and
+ * "FTS|1" are appended just before the file is synced and renamed, so a final name always holds
+ * a whole batch. The record terminator is the CR itself (separator is not used), which is also
+ * what the torn-tail cut looks for. A leftover .part gets its trailer at the next start: the
+ * MSH segments are counted, a trailer written before the crash is replaced.
+ *
  * All of this runs on the channel's writer thread (file_out.c); the loop touches the state only
  * after the thread was joined.
  */
@@ -39,6 +47,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "file_int.h"
@@ -59,6 +68,7 @@ struct app_file {
     char *part;                  /* owned: "<dir>/<folders>/.<base>.part" */
     int fd;
     unsigned long long size;     /* whole records written (and synced, after a group) */
+    unsigned long long nrec;     /* records in it (hl7-batch: the BTS count) */
     int64_t opened_ms, last_ms;  /* monotonic */
     unsigned number;             /* the first final-name number to try */
     bool bad_tail;               /* a failed group's bytes are still to be cut off */
@@ -77,6 +87,9 @@ struct file_append {
     bool recovered;              /* leftover .part files completed */
     struct iovec *iov;           /* owned: reused by every write */
     size_t iovcap;
+    bool hl7;                    /* framing: hl7-batch */
+    unsigned char *norm;         /* owned: hl7-batch: the group's payloads that needed CRs */
+    size_t normcap;
 };
 
 struct file_append *jn_file__append_new(const struct jn_channel *ch, const unsigned char *sep,
@@ -92,7 +105,56 @@ struct file_append *jn_file__append_new(const struct jn_channel *ch, const unsig
     a->c = ch->conf;
     memcpy(a->sep, sep, seplen);
     a->seplen = seplen;
+    a->hl7 = a->c->framing == FILE_FRAMING_HL7_BATCH;
     return a;
+}
+
+/* ---- HL7 batch framing ---- */
+
+/* The batch file's header (FHS, BHS) into buf; its length. */
+static size_t hl7_header(char *buf, size_t cap)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    char ts[32];
+    int n;
+
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof(ts), "%Y%m%d%H%M%S+0000", &tm);
+    n = snprintf(buf, cap, "FHS|^~\\&|junction||||%s\rBHS|^~\\&|junction||||%s\r", ts, ts);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* The trailer for nrec messages (BTS, FTS) into buf; its length. */
+static size_t hl7_trailer(char *buf, size_t cap, unsigned long long nrec)
+{
+    int n = snprintf(buf, cap, "BTS|%llu\rFTS|1\r", nrec);
+
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Writes all of len bytes at off; 0 or -1 with errno. */
+static int pwrite_full(int fd, const void *p, size_t len, off_t off)
+{
+    const char *b = p;
+
+    while (len > 0) {
+        ssize_t w = pwrite(fd, b, len, off);
+
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            if (w == 0) {
+                errno = EIO;
+            }
+            return -1;
+        }
+        b += w;
+        len -= (size_t)w;
+        off += w;
+    }
+    return 0;
 }
 
 /* ---- completing a file: sync, final name ---- */
@@ -157,6 +219,19 @@ static int complete_part(const struct file_append *a, const char *part, unsigned
     return -1;
 }
 
+/* hl7-batch: appends BTS and FTS after f's records. 0 or -1 with errno. */
+static int write_trailer(struct app_file *f)
+{
+    char tr[64];
+    size_t n = hl7_trailer(tr, sizeof(tr), f->nrec);
+
+    if (pwrite_full(f->fd, tr, n, (off_t)f->size) != 0) {
+        return -1;
+    }
+    f->size += n;
+    return 0;
+}
+
 /* Closes f and frees it: synced, renamed to its final name (an empty file is removed). Returns
  * the next final-name number for its key. */
 static unsigned close_file(struct file_append *a, struct app_file *f, const char *why)
@@ -168,9 +243,13 @@ static unsigned close_file(struct file_append *a, struct app_file *f, const char
     if (f->bad_tail && ftruncate(f->fd, (off_t)f->size) == 0) {
         f->bad_tail = false;
     }
-    if (f->size == 0 && !f->bad_tail) {
+    if (f->nrec == 0 && !f->bad_tail) {
         close(f->fd);
         unlink(f->part);
+    } else if (a->hl7 && !f->bad_tail && write_trailer(f) != 0) {
+        jn_ch_error(ch, "cannot write the batch trailer of %s: %s; it is completed at the next "
+                    "start", f->part, strerror(errno));
+        close(f->fd);
     } else if ((a->c->do_fsync && fsync(f->fd) != 0) || close(f->fd) != 0) {
         jn_ch_error(ch, "closing %s: %s; it stays as it is and is completed at the next start",
                     f->part, strerror(errno));
@@ -238,6 +317,45 @@ static int cut_tail(const struct file_append *a, int fd, off_t size, off_t *good
     return 0;
 }
 
+/*
+ * hl7-batch: a leftover's first *good bytes are whole records (torn tail cut). Counts its
+ * messages, cuts a trailer written before the crash, writes a new one and syncs. *good becomes
+ * the new length, 0 when no message is in it (the file is to be removed). 0 or -1 with errno.
+ */
+static int hl7_recover(int fd, off_t *good)
+{
+    struct jn_file_hl7_scan sc = JN_FILE_HL7_SCAN_INIT;
+    unsigned char buf[65536];
+    char tr[64];
+    off_t off = 0, end;
+    size_t n;
+
+    while (off < *good) {
+        size_t want = *good - off < (off_t)sizeof(buf) ? (size_t)(*good - off) : sizeof(buf);
+        ssize_t r = pread(fd, buf, want, off);
+
+        if (r <= 0) {
+            if (r == 0) {
+                errno = EIO;
+            }
+            return -1;
+        }
+        jn_file__hl7_scan(&sc, buf, (size_t)r, (unsigned long long)off);
+        off += r;
+    }
+    if (sc.msgs == 0) {
+        *good = 0;
+        return 0;
+    }
+    end = sc.bts >= 0 ? (off_t)sc.bts : *good;
+    n = hl7_trailer(tr, sizeof(tr), sc.msgs);
+    if (ftruncate(fd, end) != 0 || pwrite_full(fd, tr, n, end) != 0 || fsync(fd) != 0) {
+        return -1;
+    }
+    *good = end + (off_t)n;
+    return 0;
+}
+
 /* Completes one leftover .part file (path). */
 static void recover_one(struct file_append *a, const char *path)
 {
@@ -254,6 +372,12 @@ static void recover_one(struct file_append *a, const char *path)
         if (fd >= 0) {
             close(fd);
         }
+        return;
+    }
+    if (a->hl7 && good > 0 && hl7_recover(fd, &good) != 0) {
+        jn_ch_error(ch, "cannot complete the batch of the leftover %s: %s", path,
+                    strerror(errno));
+        close(fd);
         return;
     }
     close(fd);
@@ -388,6 +512,23 @@ static struct app_file *open_file(struct file_append *a, const char *key, unsign
         errno = ENOMEM;
         return NULL;
     }
+    if (a->hl7) {
+        char hdr[128];
+        size_t hl = hl7_header(hdr, sizeof(hdr));
+
+        /* Synced with the first group; a crash before that leaves no message, so nothing. */
+        if (pwrite_full(fd, hdr, hl, 0) != 0) {
+            int e = errno;
+            jn_free(f->key);
+            jn_free(f->part);
+            jn_free(f);
+            close(fd);
+            unlink(part);
+            errno = e;
+            return NULL;
+        }
+        f->size = hl;
+    }
     f->fd = fd;
     f->opened_ms = f->last_ms = now;
     f->number = number;
@@ -441,6 +582,45 @@ static int pwrite_all(int fd, struct iovec *iov, size_t n, off_t off)
     return 0;
 }
 
+/*
+ * hl7-batch: the iovecs of f's group into a->iov (*n entries): a payload that is a record as it
+ * is goes by reference, any other is normalized into a->norm (grown first, so no pointer moves
+ * after it was taken). f->pend becomes the bytes written. 0, or -1 out of memory.
+ */
+static int hl7_iov(struct file_append *a, struct app_file *f, size_t *n)
+{
+    size_t need = 0, used = 0;
+
+    for (struct file_job *j = f->head; j; j = j->fnext) {
+        if (!jn_file__hl7_clean(j->msg->payload, j->msg->len)) {
+            need += j->msg->len + 1;
+        }
+    }
+    if (need > a->normcap) {
+        unsigned char *nb = jn_realloc(a->norm, need);
+        if (nb == NULL) {
+            return -1;
+        }
+        a->norm = nb;
+        a->normcap = need;
+    }
+    f->pend = 0;
+    for (struct file_job *j = f->head; j; j = j->fnext) {
+        size_t len = j->msg->len;
+
+        if (jn_file__hl7_clean(j->msg->payload, len)) {
+            a->iov[*n].iov_base = j->msg->payload;
+        } else {
+            a->iov[*n].iov_base = a->norm + used;
+            len = jn_file__hl7_norm(j->msg->payload, len, a->norm + used);
+            used += len;
+        }
+        a->iov[(*n)++].iov_len = len;
+        f->pend += len;
+    }
+    return 0;
+}
+
 /* Writes f's group with one pwritev (per IOV_MAX entries) and makes it durable with one
  * fdatasync; on any failure cuts the file back and fails the group. */
 static void flush_file(struct file_append *a, struct app_file *f)
@@ -468,11 +648,19 @@ static void flush_file(struct file_append *a, struct app_file *f)
         a->iov = ni;
         a->iovcap = 2 * f->npend;
     }
-    for (struct file_job *j = f->head; j; j = j->fnext) {
-        a->iov[n].iov_base = j->msg->payload;
-        a->iov[n++].iov_len = j->msg->len;
-        a->iov[n].iov_base = a->sep;
-        a->iov[n++].iov_len = a->seplen;
+    if (a->hl7) {
+        if (hl7_iov(a, f, &n) != 0) {
+            errno = ENOMEM;
+            fail_pending(a, f, "out of memory writing");
+            goto out;
+        }
+    } else {
+        for (struct file_job *j = f->head; j; j = j->fnext) {
+            a->iov[n].iov_base = j->msg->payload;
+            a->iov[n++].iov_len = j->msg->len;
+            a->iov[n].iov_base = a->sep;
+            a->iov[n++].iov_len = a->seplen;
+        }
     }
     if (pwrite_all(f->fd, a->iov, n, (off_t)f->size) != 0 ||
         (c->do_fsync && fdatasync(f->fd) != 0)) {
@@ -486,6 +674,7 @@ static void flush_file(struct file_append *a, struct app_file *f)
         goto out;
     }
     f->size += f->pend;
+    f->nrec += f->npend;
     for (struct file_job *j = f->head; j; j = j->fnext) {
         j->result = JN_SEND_OK;
     }
@@ -516,9 +705,9 @@ void jn_file__append_group(struct file_append *a, struct file_job *list)
         j->fnext = NULL;
         rec = (unsigned long long)j->msg->len + a->seplen;
         f = find_file(a, j->name);
-        if (f != NULL && f->size + f->pend > 0 && f->size + f->pend + rec > c->max_file_bytes) {
+        if (f != NULL && f->nrec + f->npend > 0 && f->size + f->pend + rec > c->max_file_bytes) {
             /* Full: what is pending goes into it, then a new file (a record bigger than
-             * max_file_bytes gets a file of its own). */
+             * max_file_bytes gets a file of its own; an hl7-batch header alone is no record). */
             flush_file(a, f);
             number = drop_file(a, f, "max_file_bytes");
             f = NULL;
@@ -570,5 +759,6 @@ void jn_file__append_free(struct file_append *a)
     }
     jn_file__append_close_all(a);
     jn_free(a->iov);
+    jn_free(a->norm);
     jn_free(a);
 }

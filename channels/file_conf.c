@@ -14,6 +14,7 @@
 
 static const char *const file_split_names[] = {"none", "lines", NULL};
 static const char *const file_mode_names[] = {"file", "append", NULL};
+static const char *const file_framing_names[] = {"none", "hl7-batch", NULL};
 
 /* file_mode: octal permission bits, 0 to 0777 ("0640", "640"). */
 static int file_mode_ok(const void *value, const struct jn_node *node, const char *what,
@@ -69,6 +70,11 @@ static const struct jn_opt file_opts[] = {
                "mode: append: bytes written after each message; escapes \\n \\r \\t \\0 "
                "\\\\ \\xHH are decoded. For HL7 the default keeps one message per line "
                "(segments stay CR-separated); \"\\r\" gives the classic HL7 file"),
+    JN_OPT_ENUM("framing", "none", file_framing_names, JN_OPT_OUT, struct file_conf, framing,
+                "mode: append: none: records and separators only; hl7-batch: each file is one "
+                "HL7 batch file, FHS and BHS first, BTS (message count) and FTS last, every "
+                "segment ending in \\r (LF and CRLF in a payload become CR; separator is not "
+                "used)"),
     JN_OPT_SIZE("max_file_bytes", "64MiB", 1, 1LL << 40, JN_OPT_OUT, struct file_conf,
                 max_file_bytes,
                 "mode: append: a file is closed (renamed to its final name) before a record "
@@ -179,6 +185,12 @@ static int file_check(const void *conf, unsigned dir, const struct jn_node *node
             jn_diag_add(d, jn_node_pos(node, "name"),
                         "file: name: '%s' names one file per message (its {id}); mode: append "
                         "wants a rotation key such as \"{date}/{hour}.ndjson\"", c->name);
+            errors++;
+        }
+        if (c->framing == FILE_FRAMING_HL7_BATCH && c->mode != FILE_MODE_APPEND) {
+            jn_diag_add(d, jn_node_pos(node, "framing"),
+                        "file: framing: hl7-batch frames files of many messages; it needs "
+                        "mode: append");
             errors++;
         }
         if (c->mode == FILE_MODE_APPEND) {

@@ -24,6 +24,11 @@ enum {
     FILE_MODE_APPEND = 1, /* OUT: many messages per file, rotated */
 };
 
+enum {
+    FILE_FRAMING_NONE = 0,      /* OUT append: records and separators */
+    FILE_FRAMING_HL7_BATCH = 1, /* OUT append: FHS BHS <messages> BTS FTS, segments end in CR */
+};
+
 struct file_conf {
     char *dir;
     /* IN */
@@ -45,6 +50,7 @@ struct file_conf {
     unsigned long long max_file_bytes; /* append: rotate before a file would pass this */
     long long max_file_age;           /* append: ms a file stays open at most */
     long long max_file_idle;          /* append: ms without a record before it is closed */
+    int framing;                      /* append: FILE_FRAMING_* */
 };
 
 /* The two sides (jn_channel_file's in and out). */
@@ -85,6 +91,28 @@ int jn_file__numbered(const char *base, unsigned n, char *out, size_t cap);
  */
 size_t jn_file__cut_torn(const unsigned char *buf, size_t len, const unsigned char *sep,
                          size_t seplen);
+
+/*
+ * HL7 batch framing. A record of a batch file is the message with every segment ending in CR:
+ * jn_file__hl7_norm writes src (len bytes) to dst (len + 1 bytes at least) with LF and CRLF
+ * turned into CR and a CR added at the end when missing; returns the bytes written.
+ * jn_file__hl7_clean says whether p is a record as it is (ends in CR, no LF): then no copy.
+ */
+size_t jn_file__hl7_norm(const unsigned char *src, size_t len, unsigned char *dst);
+bool jn_file__hl7_clean(const unsigned char *p, size_t len);
+
+/* What a batch file holds, fed in order from offset 0 (the leftover of a crash): the MSH
+ * segments before the first BTS (msgs), and where that BTS starts (bts, -1: none). Start with
+ * JN_FILE_HL7_SCAN_INIT. */
+struct jn_file_hl7_scan {
+    unsigned long long msgs;
+    long long bts;
+    unsigned col;  /* bytes of the current segment seen */
+    char seg[3];
+};
+#define JN_FILE_HL7_SCAN_INIT {0, -1, 0, {0, 0, 0}}
+void jn_file__hl7_scan(struct jn_file_hl7_scan *s, const unsigned char *buf, size_t len,
+                       unsigned long long off);
 
 /* ---- channels/file_append.c: mode: append (see there); writer thread unless said ---- */
 

@@ -143,3 +143,53 @@ size_t jn_file__cut_torn(const unsigned char *buf, size_t len, const unsigned ch
     }
     return 0;
 }
+
+/* ---- HL7 batch framing (framing: hl7-batch) ---- */
+
+size_t jn_file__hl7_norm(const unsigned char *src, size_t len, unsigned char *dst)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        if (src[i] == '\n') {
+            /* CRLF: the CR is written already; a lone LF becomes a CR. */
+            if (i == 0 || src[i - 1] != '\r') {
+                dst[n++] = '\r';
+            }
+        } else {
+            dst[n++] = src[i];
+        }
+    }
+    if (n == 0 || dst[n - 1] != '\r') {
+        dst[n++] = '\r';
+    }
+    return n;
+}
+
+bool jn_file__hl7_clean(const unsigned char *p, size_t len)
+{
+    return len > 0 && p[len - 1] == '\r' && memchr(p, '\n', len) == NULL;
+}
+
+void jn_file__hl7_scan(struct jn_file_hl7_scan *s, const unsigned char *buf, size_t len,
+                       unsigned long long off)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = buf[i];
+
+        if (c == '\r' || c == '\n') {
+            s->col = 0;
+            continue;
+        }
+        if (s->col < 3) {
+            s->seg[s->col] = (char)c;
+        }
+        if (++s->col == 3 && s->bts < 0) {
+            if (memcmp(s->seg, "MSH", 3) == 0) {
+                s->msgs++;
+            } else if (memcmp(s->seg, "BTS", 3) == 0) {
+                s->bts = (long long)(off + i) - 2;
+            }
+        }
+    }
+}

@@ -80,6 +80,11 @@ static int out_init(struct jn_channel *ch, struct jn_err *err)
             out_destroy(ch); /* a failed init is not destroyed by the broker */
             return jn_err_set(err, JN_EINVAL, "separator: %s", why);
         }
+        if (c->framing == FILE_FRAMING_HL7_BATCH) {
+            /* Every segment ends in CR, the last of a message too: that ends a record. */
+            st->sep[0] = '\r';
+            st->seplen = 1;
+        }
         st->app = jn_file__append_new(ch, st->sep, st->seplen);
         st->tick = jn_calloc(1, sizeof(*st->tick));
         if (st->app == NULL || st->tick == NULL) {

@@ -1,5 +1,6 @@
 /* Unit tests of file OUT's pure helpers (channels/file_name.c): rendered names, separator
- * escapes, numbered final names, where a torn tail starts. */
+ * escapes, numbered final names, where a torn tail starts, HL7 batch records and the count of
+ * a leftover batch file. */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +30,29 @@ static size_t cut(const char *buf, const char *s)
 {
     return jn_file__cut_torn((const unsigned char *)buf, strlen(buf), (const unsigned char *)s,
                              strlen(s));
+}
+
+/* jn_file__hl7_norm of s, as a string (static). */
+static const char *norm(const char *s)
+{
+    static unsigned char out[128];
+    size_t n = jn_file__hl7_norm((const unsigned char *)s, strlen(s), out);
+
+    out[n] = '\0';
+    return (const char *)out;
+}
+
+/* Scans s in chunks of step bytes (a segment name across a seam). */
+static struct jn_file_hl7_scan scan(const char *s, size_t step)
+{
+    struct jn_file_hl7_scan sc = JN_FILE_HL7_SCAN_INIT;
+    size_t len = strlen(s);
+
+    for (size_t off = 0; off < len; off += step) {
+        size_t n = len - off < step ? len - off : step;
+        jn_file__hl7_scan(&sc, (const unsigned char *)s + off, n, off);
+    }
+    return sc;
 }
 
 int main(void)
@@ -100,5 +124,32 @@ int main(void)
     CHECK_INT(cut("", "\n"), 0);
     CHECK_INT(cut("a\r\n--\r\nb\r\n-", "\r\n--\r\n"), 7);
     CHECK_INT(cut("a||b|", "||"), 3);
+
+    /* HL7 batch records: every segment ends in CR, LF and CRLF become CR. */
+    CHECK_STR(norm("MSH|a\rPID|b\r"), "MSH|a\rPID|b\r");
+    CHECK_STR(norm("MSH|a\nPID|b"), "MSH|a\rPID|b\r");
+    CHECK_STR(norm("MSH|a\r\nPID|b\r\n"), "MSH|a\rPID|b\r");
+    CHECK_STR(norm("\n"), "\r");
+    CHECK_STR(norm(""), "\r");
+    CHECK(jn_file__hl7_clean((const unsigned char *)"MSH|a\r", 6));
+    CHECK(!jn_file__hl7_clean((const unsigned char *)"MSH|a", 5));
+    CHECK(!jn_file__hl7_clean((const unsigned char *)"MSH|a\n\r", 7));
+    CHECK(!jn_file__hl7_clean((const unsigned char *)"", 0));
+
+    /* A leftover batch: MSH segments before the first BTS, and where that BTS starts. */
+    {
+        const char *f = "FHS|^~\\&\rBHS|^~\\&\rMSH|1\rPID|MSH\rMSH|2\rBTS|2\rFTS|1\r";
+        const char *bts = strstr(f, "BTS");
+        for (size_t step = 1; step <= 8; step++) {
+            struct jn_file_hl7_scan sc = scan(f, step);
+            CHECK_INT((int)sc.msgs, 2);
+            CHECK_INT((int)sc.bts, (int)(bts - f));
+        }
+        struct jn_file_hl7_scan sc = scan("FHS|\rBHS|\rMSH|1\rMSH|2\rMS", 5);
+        CHECK_INT((int)sc.msgs, 2);
+        CHECK_INT((int)sc.bts, -1);
+        sc = scan("FHS|\rBHS|\r", 3);
+        CHECK_INT((int)sc.msgs, 0);
+    }
     TEST_MAIN_END();
 }

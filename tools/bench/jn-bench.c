@@ -4,10 +4,17 @@
  * Closed-loop load on libevent: --conns connections, each with exactly one request in flight;
  * the next one leaves as soon as the answer is in. That is what MLLP demands (one message,
  * then wait for its ACK), and using the same shape for HTTP keeps the two comparable: the
- * offered load is set by the number of connections, not by a rate. The shape is wrk's (fixed
+ * offered load is set by the number of connections, not by a rate (unless --rate caps it, see
+ * below). The shape is wrk's (fixed
  * connections, a warm-up that is not counted, a latency histogram), but the client is written
  * on raw bufferevents rather than evhttp: the generator shares the machine's two cores with
  * junction, so every microsecond it spends per request is taken from the broker it measures.
+ *
+ * --rate R paces the load (issue 20's sustained-rate harness, tools/bench/sustained.sh): the
+ * requests of all connections leave at most R a second, on a fixed schedule of one every 1/R s
+ * (a connection whose slot is not due waits on a timer; a slot missed because every connection
+ * was busy is not made up later, so no burst follows a stall). The offered rate is then R,
+ * or less when the connections cannot keep up (the report shows what was reached).
  *
  * Latency goes into a log-linear histogram (HdrHistogram's idea: 64 linear sub-buckets per
  * power of two above 128 ns, so under 1% error), a fixed 30 KB however long the run.
@@ -173,6 +180,7 @@ struct conn {
     struct bench *b;
     struct bufferevent *bev;
     struct event *retry;  /* reconnect delay */
+    struct event *pace;   /* --rate: waits for this connection's send slot */
     int connecting;       /* TCP connect, and for mqtt until the CONNACK */
     int inflight;
     uint64_t sent_ns;
@@ -209,6 +217,8 @@ struct bench {
     pid_t pid;
     int json;
     int64_t t0_epoch_ns;     /* wait mode: measure from here */
+    double rate;             /* --rate: requests/s of all connections together (0: no cap) */
+    uint64_t next_slot_ns;   /* --rate: when the next request may leave */
 
     /* prepared requests */
     char *req;               /* http: head + body; mllp: VT + text before MSH-10;
@@ -786,6 +796,9 @@ static void conn_reset(struct conn *c, enum ekind kind)
         bufferevent_free(c->bev);
         c->bev = NULL;
     }
+    if (c->pace) {
+        evtimer_del(c->pace);
+    }
     c->inflight = 0;
     c->connecting = 0;
     if (!c->b->stopping) {
@@ -793,7 +806,45 @@ static void conn_reset(struct conn *c, enum ekind kind)
     }
 }
 
+static void send_now(struct conn *c);
+
+static void pace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    if (c->bev != NULL && !c->connecting && !c->inflight) {
+        send_now(c);
+    }
+}
+
+/* Sends the next request at once, or with --rate when its slot is due. */
 static void send_next(struct conn *c)
+{
+    struct bench *b = c->b;
+    uint64_t now, slot;
+
+    if (b->stopping) {
+        return;
+    }
+    if (b->rate <= 0) {
+        send_now(c);
+        return;
+    }
+    now = now_ns();
+    slot = b->next_slot_ns > now ? b->next_slot_ns : now;
+    b->next_slot_ns = slot + (uint64_t)(1e9 / b->rate);
+    if (slot <= now) {
+        send_now(c);
+    } else {
+        uint64_t d = slot - now; /* up to nconns / rate ahead */
+        struct timeval tv = {(time_t)(d / 1000000000u), (suseconds_t)(d % 1000000000u / 1000)};
+        evtimer_add(c->pace, &tv);
+    }
+}
+
+static void send_now(struct conn *c)
 {
     struct bench *b = c->b;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -1424,7 +1475,7 @@ static void report(struct bench *b)
         printf(",\"rss_idle_kb\":null,\"rss_peak_kb\":null,\"rss_end_kb\":null"
                ",\"anon_idle_kb\":null,\"anon_peak_kb\":null,\"cpu_target_pct\":null");
     }
-    printf(",\"cpu_self_pct\":%.1f", cpu_s);
+    printf(",\"cpu_self_pct\":%.1f,\"rate\":%.1f", cpu_s, b->rate);
     if (dlv >= 0) {
         printf(",\"delivered\":%lld,\"delivered_per_s\":%.1f", dlv, dlv_rate);
     } else {
@@ -1492,6 +1543,7 @@ static int run_load(struct bench *b)
         struct conn *c = &b->conns[i];
         c->b = b;
         c->retry = evtimer_new(b->base, retry_cb, c);
+        c->pace = evtimer_new(b->base, pace_cb, c);
         if (c->retry == NULL) {
             die("%s", "out of memory");
         }
@@ -1508,6 +1560,9 @@ static int run_load(struct bench *b)
             bufferevent_free(b->conns[i].bev);
         }
         event_free(b->conns[i].retry);
+        if (b->conns[i].pace) {
+            event_free(b->conns[i].pace);
+        }
     }
     free(b->conns);
     event_free(b->ev_warm);
@@ -1870,6 +1925,8 @@ static void usage(FILE *f)
             "  --count-key KEY    with --count-url: the sum of every \"KEY\":N in the answer\n"
             "                     (junction's admin /api/v1/channels with KEY delivered)\n"
             "  --t0 NS            wait, drain: measure from this CLOCK_REALTIME ns (date +%%s%%N)\n"
+            "  --rate R           at most R requests/s of all connections together, on a\n"
+            "                     fixed schedule (default: no cap, closed loop)\n"
             "  --json             also print one JSON object\n");
 }
 
@@ -1938,6 +1995,7 @@ int main(int argc, char **argv)
         {"count-dir", required_argument, NULL, 'D'}, {"count-url", required_argument, NULL, 'U'},
         {"t0", required_argument, NULL, 'T'},        {"json", no_argument, NULL, 'j'},
         {"count-key", required_argument, NULL, 'K'},
+        {"rate", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
     };
     static struct bench bench; /* large (histogram): not on the stack */
@@ -1952,7 +2010,7 @@ int main(int argc, char **argv)
     b->size = 1024;
     b->cpu_target0 = b->cpu_target1 = -1;
     b->delivered0 = b->delivered1 = -1;
-    while ((opt = getopt_long(argc, argv, "m:u:c:d:w:s:f:n:t:p:D:U:K:T:jh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:u:c:d:w:s:f:n:t:p:D:U:K:T:r:jh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             mode = optarg;
@@ -1998,6 +2056,9 @@ int main(int argc, char **argv)
             break;
         case 'T':
             b->t0_epoch_ns = (int64_t)strtoll(optarg, NULL, 10);
+            break;
+        case 'r':
+            b->rate = num_arg(optarg, "--rate", 1, 1e8);
             break;
         case 'j':
             b->json = 1;

@@ -11,6 +11,8 @@
 #   JN_BENCH_WARMUP=2         ... after this many seconds of load that are not counted
 #   JN_BENCH_BACKLOG=1000000  messages queued behind the down destination (issue 6's 1M; about
 #                             2.5 GB of journal in the temp dir, filled in 1.5-2 minutes)
+#   JN_BENCH_BACKLOG_CONFIG=backlog.yaml  the backlog scenario's config; backlog-append.yaml
+#                             measures the flow into file OUT mode: append instead (issue 20)
 #   JN_BENCH_KAFKA_RECORDS=100000  records of 1 KiB pre-loaded for the kafka scenario
 #   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-keepnone http-file-noadmin http-stamp
@@ -33,6 +35,7 @@ REPEAT=${JN_BENCH_REPEAT:-3}
 DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-1000000}
+BACKLOG_CFG=${JN_BENCH_BACKLOG_CONFIG:-backlog.yaml}
 ONLY=${JN_BENCH_ONLY:-http-file http-file-keepnone http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt kafka}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
@@ -155,7 +158,8 @@ fresh() {
     set -- $("$BENCH" --mode freeport --conns 4)
     JN_BENCH_PORT=$1
     P2=$2
-    P3=$3 # (the fourth is spare)
+    P3=$3
+    P4=$4 # (the backlog scenario's admin port)
     export JN_BENCH_DIR JN_BENCH_PORT
 }
 
@@ -304,18 +308,27 @@ scenario_backlog() {
     fresh
     JN_BENCH_FILL=$P2
     JN_BENCH_DOWN=$P3 # free a moment ago, and nothing is started on it: the destination is down
-    export JN_BENCH_FILL JN_BENCH_DOWN
+    JN_BENCH_ADMIN=$P4
+    export JN_BENCH_FILL JN_BENCH_DOWN JN_BENCH_ADMIN
+    # Delivered/s: files in out/, or junction's own count where no file is made a message.
+    bl_count="--count-dir $JN_BENCH_DIR/out"
+    bl_tag=""
+    if [ "$BACKLOG_CFG" != backlog.yaml ]; then
+        bl_count="--count-url http://127.0.0.1:$JN_BENCH_ADMIN/api/v1/channels --count-key delivered"
+        bl_tag=" (${BACKLOG_CFG%.yaml})"
+    fi
     in_url=http://127.0.0.1:$JN_BENCH_PORT/ingest
     kq=$((BACKLOG / 1000))k
     bl_rep=1
     while [ "$bl_rep" -le "$REPEAT" ]; do
-        start_junction backlog.yaml "$in_url"
-        load "backlog: HTTP -> file, queue empty" 64 http "$in_url" --count-dir "$JN_BENCH_DIR/out"
+        start_junction "$BACKLOG_CFG" "$in_url"
+        # shellcheck disable=SC2086
+        load "backlog$bl_tag: HTTP -> file, queue empty" 64 http "$in_url" $bl_count
         stop_junction
         bl_rep=$((bl_rep + 1))
     done
 
-    start_junction backlog.yaml "$in_url"
+    start_junction "$BACKLOG_CFG" "$in_url"
     log "  queueing $BACKLOG messages behind the down destination ..."
     t0=$(date +%s%N)
     fill=$(timeout 3600 "$BENCH" --mode http --url "http://127.0.0.1:$JN_BENCH_FILL/ingest" \
@@ -326,7 +339,7 @@ scenario_backlog() {
     anon=$(printf '%s\n' "$fill" | sed -n 's/.*"anon_peak_kb":\([0-9]*\).*/\1/p')
     stop_junction
     queued=$(sed -n 's/.* \([0-9][0-9]*\) queued message(s) stay in the journal.*/\1/p' \
-        "$OUT/junction-backlog.log" | tail -n 1)
+        "$OUT/junction-${BACKLOG_CFG%.yaml}.log" | tail -n 1)
     # The count stops jn-bench after BACKLOG successes; the requests still in flight then are
     # accepted too, so junction's own count is a little higher.
     echo "Backlog: $BACKLOG messages queued in $(( (t1 - t0) / 1000000 )) ms at 64 connections" \
@@ -335,15 +348,34 @@ scenario_backlog() {
 
     bl_rep=1
     while [ "$bl_rep" -le "$REPEAT" ]; do
-        start_junction backlog.yaml "$in_url"
+        start_junction "$BACKLOG_CFG" "$in_url"
         if [ "$bl_rep" = 1 ]; then
             perf_start backlog
         fi
-        load "backlog: HTTP -> file, $kq queued" 64 http "$in_url" --count-dir "$JN_BENCH_DIR/out"
+        # shellcheck disable=SC2086
+        load "backlog$bl_tag: HTTP -> file, $kq queued" 64 http "$in_url" $bl_count
         perf_stop backlog
         stop_junction
         bl_rep=$((bl_rep + 1))
     done
+    # Issue 20's target: intake with the backlog within 10 % of the empty queue's (medians).
+    awk -F '\t' -v kq="$kq" '
+    function med(k,    n, i, j, t) {
+        n = c[k]
+        for (i = 2; i <= n; i++) { t = v[k, i]; for (j = i - 1; j >= 1 && v[k, j] > t; j--) v[k, j + 1] = v[k, j]; v[k, j + 1] = t }
+        return n == 0 ? 0 : n % 2 ? v[k, (n + 1) / 2] : (v[k, n / 2] + v[k, n / 2 + 1]) / 2
+    }
+    $1 ~ /^backlog/ {
+        k = ($1 ~ /queue empty/) ? "e" : "b"
+        if (match($4, /"msg_per_s":[0-9.]+/)) v[k, ++c[k]] = substr($4, RSTART + 12, RLENGTH - 12) + 0
+    }
+    END {
+        e = med("e"); b = med("b")
+        if (e > 0 && b > 0)
+            printf "Backlog vs empty: %.0f msg/s with %s queued on the other route against %.0f " \
+                "with the queue empty (medians): %+.1f %%, %s the 10 %% target.\n", b, kq, e,
+                100 * (b - e) / e, (b >= 0.9 * e) ? "within" : "outside"
+    }' "$RESULTS" >>"$NOTES"
 }
 
 # MQTT: jn-bench publishes QoS 1 to a mosquitto of our own (the PUBACKs it times are
