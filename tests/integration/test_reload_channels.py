@@ -91,7 +91,9 @@ def post(port, body):
 
 
 try:
-    admin, p, side1, side2, side3 = (free_port() for _ in range(5))
+    # Ports are taken just before they are used: a port picked early may be another test's by
+    # the time it is used.
+    admin, p, side1 = (free_port() for _ in range(3))
     kw = dict(admin=admin, p=p, side=side1, outdir="out1")
     j = Junction(CFG % kw, wait_ports=[p, side1, admin])
     cleanups.append(j.cleanup)
@@ -107,6 +109,7 @@ try:
     t.check(wait_until(lambda: s.count() >= 100, 20), "messages flow on `in`")
 
     # ---- 1: side moves, out writes elsewhere ----
+    side2 = free_port()
     write(side=side2, outdir="out2")
     code, rep = admin_api(admin, "POST", "/api/v1/reload")
     ch = " | ".join(rep.get("changes", []))
@@ -115,7 +118,8 @@ try:
             "channel 'out': dir changed: the channel restarts" in ch,
             "the changes say which channels restart: %r" % ch)
     t.check(wait_until(lambda: port_open(side2), 5), "side listens on its new port")
-    t.check(wait_until(lambda: not port_open(side1), 5), "and no longer on its old one")
+    t.check(wait_until(lambda: post(side1, json.dumps({"k": -9})) != 202, 5),
+            "and no longer on its old one")
     t.eq(post(side2, json.dumps({"k": -2})), 202, "side takes a message on its new port")
     t.check(wait_until(lambda: "restarted with its new options" in j.log() and
                        "[file.out] restarted with its new options" in j.log(), 10),
@@ -126,6 +130,7 @@ try:
             "new messages are written to out's new folder")
 
     # ---- 2: a port that is taken: the old options run again, a later reload retries ----
+    side3 = free_port()
     blocker = socket.socket()
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", side3))
@@ -194,10 +199,12 @@ try:
     code, rep = admin_api(admin, "POST", "/api/v1/reload")
     t.check(code == 200 and "channel 'extra' added again" in " | ".join(rep.get("changes", [])),
             "added again: %r %r" % (code, rep))
-    definite = set(s.acked[added_at:removed_at])
+    # The one message in flight while the channel was added may have been routed just before
+    # the switch (acknowledged just after it): only those sent after it are certain.
+    definite = set(s.acked[added_at + 1:removed_at])
     t.check(wait_until(lambda: {json.loads(b)["k"] for b in rcv.bodies()} >= definite, 30),
-            "what its queue kept while removed is delivered once it is back (%d)" %
-            len(definite))
+            "what its queue kept while removed is delivered once it is back (%d; missing %r)" %
+            (len(definite), sorted(definite - {json.loads(b)["k"] for b in rcv.bodies()})[:10]))
     ks = [json.loads(b)["k"] for b in rcv.bodies()]
     t.check(len(ks) == len(set(ks)), "each once at the receiver")
     t.check(extra_row().get("state") == "up", "extra is up again: %r" % extra_row())
