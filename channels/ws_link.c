@@ -112,6 +112,7 @@ void jn_ws__ev_free(struct ws_ev *e)
 {
     if (e != NULL) {
         jn_free(e->data);
+        X509_free(e->peer_cert);
         jn_free(e);
     }
 }
@@ -481,6 +482,17 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         req_path(wsi, e->path, sizeof(e->path));
         hdr(wsi, WSI_TOKEN_ORIGIN, e->origin, sizeof(e->origin));
         hdr(wsi, WSI_TOKEN_HTTP_USER_AGENT, e->user_agent, sizeof(e->user_agent));
+        hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, e->authorization, sizeof(e->authorization));
+        {
+            /* The client certificate, when TLS verified one: for auth's mtls (on the loop). */
+            SSL *ssl = lws_get_ssl(wsi);
+            if (ssl != NULL && SSL_get_verify_result(ssl) == X509_V_OK &&
+                jn_tls_peer_id(ssl, e->peer_id, sizeof(e->peer_id)) == 1) {
+                e->peer_cert = SSL_get1_peer_certificate(ssl);
+            } else {
+                e->peer_id[0] = '\0';
+            }
+        }
         ev_post(l, e);
         return 0;
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
@@ -492,6 +504,17 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
             peer_name(wsi, e->peer, sizeof(e->peer));
         }
         ev_post(l, e);
+        return 0;
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+        if (l->lc.authorization != NULL && l->lc.authorization[0] != '\0') {
+            unsigned char **p = (unsigned char **)in;
+            if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+                                             (const unsigned char *)l->lc.authorization,
+                                             (int)strlen(l->lc.authorization), p,
+                                             *p + len) != 0) {
+                return -1;
+            }
+        }
         return 0;
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_CLIENT_RECEIVE:
