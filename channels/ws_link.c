@@ -518,7 +518,13 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         return 0;
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_CLIENT_RECEIVE:
-        return c != NULL && !c->reported ? on_receive(c, in, len) : -1;
+        /* After our close frame lws waits for the peer's; frames still arriving are
+         * discarded (0), not answered with -1: closing then, with them unread, resets the
+         * connection and the peer may lose our close frame (it sees 1006, not our code). */
+        if (c != NULL && c->reported) {
+            return 0;
+        }
+        return c != NULL ? on_receive(c, in, len) : -1;
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         return c != NULL && !c->reported ? on_writeable(c) : (c != NULL ? -1 : 0);
