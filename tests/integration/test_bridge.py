@@ -431,11 +431,13 @@ def kills(t):
                               kwargs={"retry_until": time.monotonic() + 60})
         th.start()
         wait_until(lambda: p.r.count() >= 300, 20)
+        at_edge_kill = (len(po.acked), p.r.count())
         p.edge.proc.send_signal(signal.SIGKILL)
         p.edge.proc.wait()
         p.edge.log_f.close()
         p.edge.start()
         wait_until(lambda: p.r.count() >= 1500, 30)
+        at_hub_kill = (len(po.acked), p.r.count())
         p.hub.proc.send_signal(signal.SIGKILL)
         p.hub.proc.wait()
         p.hub.log_f.close()
@@ -449,8 +451,11 @@ def kills(t):
                 len(want - set(received_tokens(p.r))))
         toks = received_tokens(p.r)
         dups = len(toks) - len(set(toks))
-        print("(c) acknowledged %d, received %d, distinct %d, duplicates %d" %
-              (len(acked), len(toks), len(set(toks)), dups))
+        print("(c) edge killed at %d acked / %d received, hub killed at %d / %d; acknowledged "
+              "%d, received %d, distinct %d, duplicates %d" %
+              (at_edge_kill + at_hub_kill + (len(acked), len(toks), len(set(toks)), dups)))
+        t.check(at_edge_kill[0] < N and at_hub_kill[0] < N,
+                "(c) both kills landed while messages were still arriving")
         t.eq(len(want - set(toks)), 0, "(c) 0 acknowledged lost")
     finally:
         if t.failed:
