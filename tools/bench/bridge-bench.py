@@ -103,13 +103,12 @@ def sink_count(port):
         return json.load(r)["requests"]
 
 
-def drain_rate(read, count, timeout=300):
-    """Samples read() (a delivered count) every 50 ms: the rate between the first and the last
-    delivery of count messages."""
+def drain_rate(read, count, d0, timeout=300):
+    """Samples read() (a delivered count, d0 before the drain began) every 50 ms: the rate
+    between the first and the last delivery of count messages."""
     first = last = None
     t_call = time.monotonic()
     end = t_call + timeout
-    d0 = read()
     while time.monotonic() < end:
         d = read() - d0
         now = time.monotonic()
@@ -176,9 +175,10 @@ def one_run(build, count, size, work, n):
         if not wait_port(eport) or not wait_port(eadmin):
             raise RuntimeError("edge did not start")
         fill(build, eport, count, size)
+        d0 = channel(eadmin, "up").get("delivered", 0)
         hub = junction(build, "bridge-hub.yaml", env, os.path.join(d, "hub.log"))
         procs.append(hub)
-        rate = drain_rate(lambda: channel(eadmin, "up").get("delivered", 0), count)
+        rate = drain_rate(lambda: channel(eadmin, "up").get("delivered", 0), count, d0)
         edge.stop()
         hub.stop()
         procs = []
@@ -198,11 +198,12 @@ def one_run(build, count, size, work, n):
             "http://127.0.0.1:%d/api/v1/channels/out/pause" % eadmin, method="POST",
             data=b""), timeout=5).read()
         fill(build, eport, count, size)
+        d0 = sink_count(int(env["JN_BENCH_SINK_PORT"]))
         urllib.request.urlopen(urllib.request.Request(
             "http://127.0.0.1:%d/api/v1/channels/out/resume" % eadmin, method="POST",
             data=b""), timeout=5).read()
         # Counted at the sink: junction's admin answers late while HTTP OUT drains.
-        peer_http = drain_rate(lambda: sink_count(int(env["JN_BENCH_SINK_PORT"])), count)
+        peer_http = drain_rate(lambda: sink_count(int(env["JN_BENCH_SINK_PORT"])), count, d0)
         return rate, peer_http
     finally:
         for p in procs:
