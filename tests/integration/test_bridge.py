@@ -199,6 +199,8 @@ def smoke(t):
                            capture_output=True).stdout.decode()
         t.check('junction_link_up{channel="up"} 1' in m, "smoke: junction_link_up metric")
         t.check(TOKEN not in p.edge.log() and TOKEN not in m, "smoke: token never logged")
+        t.eq(p.edge.stop(), 0, "smoke: the edge exits 0")
+        t.eq(p.hub.stop(), 0, "smoke: the hub exits 0")
     finally:
         if t.failed:
             print(p.edge.log()[-3000:])
@@ -228,6 +230,8 @@ def auth_and_bad(t):
         t.check("wrong-token" not in p.hub.log() and "wrong-token" not in p.edge.log(),
                 "auth: the token is in no log")
         t.eq(p.r.count(), 0, "auth: nothing delivered")
+        t.eq(p.edge.stop(), 0, "auth: the edge exits 0")
+        t.eq(p.hub.stop(), 0, "auth: the hub exits 0")
     finally:
         if t.failed:
             print(p.edge.log()[-3000:])
