@@ -298,6 +298,7 @@ static int render_metrics(struct jn_admin *a, struct jn_buf *b)
     rc |= chan_family(a, b, "junction_queue_full", "gauge",
                       "1 while an OUT channel's queue is past max_queued (until below 90 %).",
                       1, F_FULL);
+    rc |= jn_admin__link_metrics(a, b);
     rc |= chan_family(a, b, "junction_channel_blocked", "gauge",
                       "1 while flow control refuses an IN channel's intake (a queue it feeds "
                       "is full, or the disk is short of min_free_disk).", 0, F_BLOCKED);
@@ -513,6 +514,9 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
                                 cs.last_error_us ? json_pack("{s:s,s:s}", "time", t, "error",
                                                              cs.last_error)
                                                  : json_null());
+        }
+        if (o != NULL) {
+            jn_admin__link_json(&cs, o);
         }
         if (o != NULL && cs.out) {
             json_object_set_new(o, "queued", json_integer((json_int_t)cs.depth));

@@ -50,6 +50,12 @@ void jn_admin__post_replay(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_dead_letters(struct jn_admin *a, struct evhttp_request *req);
 void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const char *job);
 
+/* jn_admin_link.c: the links of channels that keep them (bridge): the "link" object of a row
+ * of /api/v1/channels (added to o when cs->links), and the junction_link_* metric families. */
+struct jn_channel_stats;
+void jn_admin__link_json(const struct jn_channel_stats *cs, json_t *o);
+int jn_admin__link_metrics(struct jn_admin *a, struct jn_buf *b);
+
 /* jn_admin_ui.c: 1 when path is the dashboard's (/ or /ui/...). */
 int jn_admin__is_ui(const char *path);
 /* GET / and GET /ui/<name>: an embedded file with its type, ETag and CSP, or 404. */

@@ -91,6 +91,9 @@ struct jn_channel_def {
      * position (node is the channel's map), each message starting "<type>: " (the loader
      * replaces that with "channel 'x' (type): "). Returns the number of errors. Optional. */
     int (*check)(const void *conf, unsigned dir, const struct jn_node *node, struct jn_diag *d);
+    /* OUT: the concurrency the type's own options set (bridge: window), taken when the config
+     * gives no `concurrency:` (after check passed). Optional. */
+    long long (*concurrency_of)(const void *conf);
     const struct jn_in_def *in;   /* NULL: no IN side */
     const struct jn_out_def *out; /* NULL: no OUT side */
 };
@@ -161,6 +164,14 @@ struct jn_channel {
     /* IN channels that listen: connections their listener refused, by JN_CONN_REFUSED_* */
     uint64_t n_conn_refused[JN_CONN_REFUSED__COUNT];
     int listens;                  /* set by the channel when it has a listener */
+    /* Channels with links to other nodes (bridge) set links = 1 and keep these: /api/v1/channels
+     * shows them as "link", /metrics as junction_channel_link_*. */
+    int links;
+    unsigned links_up;            /* connections up now (an edge: 0 or 1; a hub: its edges) */
+    uint64_t link_in_flight;      /* edge: envelopes sent, not acked; hub: being committed */
+    int64_t link_last_ack_us;     /* wall clock of the latest ack (received / sent), 0: none */
+    uint64_t n_link_duplicates;   /* hub: envelopes acked again without a second copy */
+    uint64_t n_link_lost;         /* links that dropped (closed other than by us stopping) */
     struct jn_hist delivery_lat;  /* OUT: queued (durable) -> delivered */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */
@@ -241,8 +252,11 @@ static inline void jn_channel_destroy(struct jn_channel *ch)
 /*
  * IN: hand a message to the broker.
  *
- * Takes the caller's reference to msg, also on failure. The broker gives it an id and makes it
- * durable; then, on the loop thread, cb(arg, 0, msg, NULL) tells the channel to acknowledge
+ * Takes the caller's reference to msg, also on failure. The broker gives it an id (unless
+ * msg->id is already set: a message that keeps the id another node gave it, as the bridge hub
+ * does; the channel must pass a well-formed id, jn_id_time_ms() >= 0, and keep it unique,
+ * e.g. with a duplicate window, since an id is the message's key in the action log and the
+ * admin API) and makes it durable; then, on the loop thread, cb(arg, 0, msg, NULL) tells the channel to acknowledge
  * (the message is borrowed for the call). On refusal (JN_EFULL, JN_ESTOPPED, JN_ENOMEM) cb gets
  * rc < 0 and a reason, and the channel must answer with a retryable refusal. cb is called
  * exactly once, never from inside jn_ingest() itself. Returns a ticket that jn_ingest_forget()
@@ -317,6 +331,15 @@ void jn_ingest_reply_from(struct jn_ticket *t, const char *out_channel);
  * of the key), JN_ESTOPPED, JN_ENOMEM or JN_EIO. Both: loop thread.
  */
 int jn_dedup_load(struct jn_channel *ch, size_t max, jn_dedup_visit_fn visit, void *arg);
+/*
+ * jn_dedup_find: whether the journal holds an entry of ch's window for key that has not
+ * expired (committed ones only: an ingest still being committed is not seen; the channel
+ * tracks those itself). For a window too large for memory (the bridge hub's message ids):
+ * the lookup reads the journal (one read transaction, no write), so it suits the message path
+ * where jn_dedup_load does not. 0 with the entry's message id in id (may be NULL), JN_ENOENT,
+ * JN_EINVAL (name or key too long), JN_ESTOPPED (no journal) or JN_EIO. Loop thread.
+ */
+int jn_dedup_find(struct jn_channel *ch, const void *key, size_t klen, char id[JN_ID_LEN + 1]);
 int jn_dedup_answer(struct jn_channel *ch, const void *key, size_t klen, const char *id,
                     const void *answer, size_t alen);
 

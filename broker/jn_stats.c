@@ -84,6 +84,12 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     out->listens = ch->listens;
     out->conn_refused_max = ch->n_conn_refused[JN_CONN_REFUSED_MAX];
     out->conn_refused_per_ip = ch->n_conn_refused[JN_CONN_REFUSED_PER_IP];
+    out->links = ch->links;
+    out->links_up = ch->links_up;
+    out->link_in_flight = ch->link_in_flight;
+    out->link_last_ack_us = ch->link_last_ack_us;
+    out->link_duplicates = ch->n_link_duplicates;
+    out->link_lost = ch->n_link_lost;
     out->delivered = ch->n_sent;
     out->retried = ch->n_retried;
     out->failed = ch->n_failed;

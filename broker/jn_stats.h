@@ -83,6 +83,12 @@ struct jn_channel_stats {
     int listens;            /* IN: takes connections (HTTP, MLLP): conn_refused applies */
     uint64_t conn_refused_max;    /* connections refused over max_connections */
     uint64_t conn_refused_per_ip; /* over max_connections_per_ip */
+    int links;              /* keeps links to other nodes (bridge): the link_* below apply */
+    unsigned links_up;      /* links up now (edge: 0 or 1; hub: edges connected) */
+    uint64_t link_in_flight; /* edge: envelopes sent, not acked; hub: being committed */
+    int64_t link_last_ack_us; /* wall clock of the latest ack, 0: none */
+    uint64_t link_duplicates; /* hub: envelopes acked again without a second copy */
+    uint64_t link_lost;     /* links that dropped */
 };
 
 struct jn_route_stats {

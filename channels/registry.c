@@ -4,6 +4,7 @@
 #include "jn_channel.h"
 
 extern const struct jn_channel_def jn_channel_http;
+extern const struct jn_channel_def jn_channel_bridge;
 extern const struct jn_channel_def jn_channel_file;
 extern const struct jn_channel_def jn_channel_kafka;
 extern const struct jn_channel_def jn_channel_mllp;
@@ -11,6 +12,7 @@ extern const struct jn_channel_def jn_channel_mqtt;
 extern const struct jn_channel_def jn_channel_websocket;
 
 const struct jn_channel_def *const jn_channel_defs[] = {
+    &jn_channel_bridge,
     &jn_channel_file,
     &jn_channel_http,
     &jn_channel_kafka,

@@ -12,12 +12,14 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/http.h>
 #include <event2/util.h>
 #include <sys/socket.h>
 
 #include "jn_channel.h"
+#include "jn_time.h"
 #include "ws_int.h"
 
 static const char *const ws_ack_names[] = {"commit", "none", NULL};
@@ -41,6 +43,11 @@ static const struct jn_opt ws_opts[] = {
                 "commit: answer each message with a text frame {\"ack\":\"<id>\"} once it is "
                 "durable (or {\"nack\":\"<reason>\",\"retry_after\":1} when refused), in the "
                 "order the messages came. none: answer nothing."),
+    JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct ws_conf, auth,
+                   "Authentication of the handshake (docs/websocket.md#auth): bearer, basic "
+                   "(the Authorization header) or mtls (the client certificate), any one "
+                   "suffices; a connection none accepts is closed with 1008 before any of its "
+                   "messages is journaled. Empty: none."),
     JN_OPT_SUB("tls", jn_tls_opts, struct jn_tls_conf, 0, struct ws_conf, tls,
                "IN: tls.cert and tls.key make the listener wss:// (lws builds its context "
                "from the same files); tls.verify_peer: true requires client certificates. "
@@ -102,6 +109,82 @@ int jn_ws__url_parse(const char *url, struct ws_url *u)
     return rc;
 }
 
+/* ---- auth on listeners (ws_int.h) ---- */
+
+int jn_ws__auth_check(const struct jn_sublist *auth, const struct jn_tls_conf *tls,
+                      const struct jn_node *node, const char *what, struct jn_diag *d)
+{
+    int mtls_ok = jn_tls_on(tls) && (tls->verify_peer == JN_TLS_VERIFY_TRUE ||
+                                     (tls->verify_peer == JN_TLS_VERIFY_AUTO &&
+                                      tls->allowed_peers.n > 0));
+    int errs = jn_auth_check(auth, mtls_ok, node, "auth", what, d);
+
+    for (size_t i = 0; i < auth->n; i++) {
+        if (((const struct jn_auth_conf *)auth->v)[i].type == JN_AUTH_HMAC) {
+            const struct jn_node *n = jn_node_get(node, "auth");
+            jn_diag_add(d, n ? &n->pos : &node->pos, "%s: auth: hmac signs an HTTP body and "
+                        "a WebSocket handshake has none; use bearer, basic or mtls", what);
+            errs++;
+        }
+    }
+    return errs;
+}
+
+struct jn_auth *jn_ws__auth_new(struct jn_channel *ch, const struct jn_sublist *list,
+                                struct jn_err *err)
+{
+    struct jn_auth *a;
+
+    jn_err_clear(err);
+    if (list->n == 0) {
+        return NULL;
+    }
+    a = jn_auth_new(list, ch->log_prefix, err);
+    if (a != NULL) {
+        ch->auth_methods = 1u << JN_AUTH_NONE;
+        for (size_t i = 0; i < list->n; i++) {
+            ch->auth_methods |= 1u << ((const struct jn_auth_conf *)list->v)[i].type;
+        }
+    }
+    return a;
+}
+
+int jn_ws__authorize(struct jn_channel *ch, struct jn_auth *a, struct ws_link *l,
+                     const struct ws_ev *e, struct ws_auth_log *lg, char *user)
+{
+    struct jn_auth_req r = {
+        .authorization = e->authorization[0] ? e->authorization : NULL,
+        .body = "",
+        .peer_cert = e->peer_cert,
+        .peer_id = e->peer_id[0] ? e->peer_id : NULL,
+        .now_s = (int64_t)time(NULL),
+    };
+    struct jn_auth_result res;
+    long long now_ms = jn_mono_ms();
+
+    if (jn_auth_verify(a, &r, &res) == 0) {
+        if (user != NULL) {
+            snprintf(user, JN_AUTH_USER_MAX, "%s", res.user);
+        }
+        return 1;
+    }
+    ch->n_auth_failed[res.method]++;
+    if (now_ms - lg->win_ms >= 10000) {
+        lg->win_ms = now_ms;
+        lg->lines = 0;
+    }
+    if (lg->lines++ < 20) {
+        jn_ch_warn(ch, "peer %s: refused %d (auth %s): %s; closing with 1008%s", e->peer,
+                   res.status, jn_auth_method_name(res.method), res.reason,
+                   lg->unshown ? " (and earlier refusals not shown)" : "");
+        lg->unshown = 0;
+    } else {
+        lg->unshown++;
+    }
+    jn_ws__close(l, e->conn, 1008, res.status == 403 ? "forbidden" : "unauthorized");
+    return 0;
+}
+
 /* ---- checks ---- */
 
 static int ws_check(const void *vconf, unsigned dir, const struct jn_node *node,
@@ -128,6 +211,7 @@ static int ws_check(const void *vconf, unsigned dir, const struct jn_node *node,
                         c->path ? c->path : "");
             errs++;
         }
+        errs += jn_ws__auth_check(&c->auth, &c->tls, node, "websocket", d);
         return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls",
                                    "websocket", d);
     }

@@ -47,6 +47,8 @@ struct iconn {
     char path[256];
     char origin[256];
     char user_agent[256];
+    char user[JN_AUTH_USER_MAX]; /* auth: the identity accepted, "" without auth */
+    int refused;                 /* auth refused it: its messages are dropped */
 };
 
 struct ws_in {
@@ -56,6 +58,8 @@ struct ws_in {
     struct iconn *buckets[WS_IN_BUCKETS];
     size_t nconns;
     int stopped;
+    struct jn_auth *auth;  /* the auth: methods, or NULL */
+    struct ws_auth_log auth_log;
 };
 
 static struct iconn *conn_find(struct ws_in *in, uint64_t id)
@@ -159,7 +163,8 @@ static int add_headers(struct jn_msg *m, const struct iconn *c, int binary)
         jn_msg_header_set(m, "ws-path", c->path) != 0 ||
         jn_msg_header_set(m, "ws-opcode", binary ? "binary" : "text") != 0 ||
         (c->origin[0] && jn_msg_header_set(m, "Origin", c->origin) != 0) ||
-        (c->user_agent[0] && jn_msg_header_set(m, "User-Agent", c->user_agent) != 0)) {
+        (c->user_agent[0] && jn_msg_header_set(m, "User-Agent", c->user_agent) != 0) ||
+        (c->user[0] && jn_msg_header_set(m, "auth-user", c->user) != 0)) {
         return JN_ENOMEM;
     }
     return 0;
@@ -171,8 +176,8 @@ static void on_message(struct ws_in *in, struct ws_ev *e)
     struct islot *s;
     struct jn_msg *m;
 
-    if (c == NULL) {
-        return;
+    if (c == NULL || c->refused) {
+        return; /* refused by auth: closing with 1008, nothing of it is ingested */
     }
     s = jn_calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -233,6 +238,11 @@ static void on_event(void *arg, struct ws_ev *e)
         c->hnext = in->buckets[c->id % WS_IN_BUCKETS];
         in->buckets[c->id % WS_IN_BUCKETS] = c;
         in->nconns++;
+        if (in->auth != NULL &&
+            !jn_ws__authorize(in->ch, in->auth, in->link, e, &in->auth_log, c->user)) {
+            c->refused = 1;
+            break;
+        }
         jn_ch_debug(in->ch, "peer %s: connected to %s", c->peer, c->path);
         break;
     case WS_EV_MESSAGE:
@@ -283,6 +293,10 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
         .allowed_peers = &c->tls.allowed_peers,
     };
 
+    in->auth = jn_ws__auth_new(ch, &c->auth, err);
+    if (in->auth == NULL && err->code != 0) {
+        return err->code;
+    }
     in->link = jn_ws__link_new(ch->base, &lc, on_event, in, err);
     if (in->link == NULL) {
         return err->code;
@@ -310,6 +324,7 @@ static void in_destroy(struct jn_channel *ch)
     }
     /* The link first: no event comes after it is freed. */
     jn_ws__link_free(in->link);
+    jn_auth_free(in->auth);
     for (size_t i = 0; i < WS_IN_BUCKETS; i++) {
         while (in->buckets[i] != NULL) {
             conn_free(in->buckets[i]);

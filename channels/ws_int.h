@@ -28,6 +28,7 @@
 #include "jn_worker.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
+typedef struct x509_st X509;
 
 enum { WS_ACK_COMMIT = 0, WS_ACK_NONE = 1 };
 
@@ -39,6 +40,7 @@ struct ws_conf {
     long long max_connections;
     long long ping_interval; /* ms */
     int ack;                 /* WS_ACK_* */
+    struct jn_sublist auth;  /* auth: struct jn_auth_conf methods (jn_auth.h) */
     /* both */
     struct jn_tls_conf tls;
     /* OUT */
@@ -85,6 +87,11 @@ struct ws_ev {
     char path[256];        /* OPEN (IN): the request's path */
     char origin[256];      /* OPEN (IN): handshake headers, "" when absent */
     char user_agent[256];
+    char authorization[1024]; /* OPEN (IN): the Authorization header, "" when absent (loop:
+                               * checked by jn_ws__authorize, never logged) */
+    char peer_id[JN_TLS_PEER_ID_MAX]; /* OPEN (IN, TLS): jn_tls_peer_id of a verified client
+                                       * certificate, "" when none */
+    X509 *peer_cert;       /* OPEN (IN, TLS): that certificate (a reference the event owns) */
     char text[200];        /* CLOSED: why */
 };
 void jn_ws__ev_free(struct ws_ev *e);
@@ -108,6 +115,9 @@ struct ws_link_conf {
     int check_utf8;                /* text messages that are not UTF-8: closed with 1007 */
     long long max_connections;     /* listener: more are refused at the handshake (503) */
     long long ping_interval;       /* ms, 0: none; a peer silent 2 intervals is closed */
+    /* A client: the Authorization header value sent in every handshake (a bridge edge's
+     * "Bearer <token>"), NULL: none. Borrowed: must outlive the link. */
+    const char *authorization;
 };
 
 struct ws_link;
@@ -133,5 +143,32 @@ int jn_ws__send(struct ws_link *l, uint64_t conn, int binary, const void *p, siz
                 uint64_t tag);
 int jn_ws__close(struct ws_link *l, uint64_t conn, int code, const char *reason);
 int jn_ws__pause(struct ws_link *l, uint64_t conn, int paused);
+
+/* ---- auth: on listeners (ws_conf.c) ---- */
+
+/* The auth: list's cross-field check for a listener (websocket IN, bridge hub): jn_auth_check,
+ * and hmac refused (a handshake has no body to sign). Returns the errors reported. */
+int jn_ws__auth_check(const struct jn_sublist *auth, const struct jn_tls_conf *tls,
+                      const struct jn_node *node, const char *what, struct jn_diag *d);
+
+/*
+ * Loop, at WS_EV_OPEN of a listener with auth: methods (a, jn_auth.h): checks the handshake's
+ * Authorization header and TLS client certificate (e). Returns 1 when allowed (the identity in
+ * user, JN_AUTH_USER_MAX bytes, may be NULL); else counts the refusal on ch (n_auth_failed),
+ * logs it without any secret (at most 20 lines per 10 s, *win_ms / *lines / *unshown are the
+ * caller's rate state), closes the connection with 1008 and returns 0: the link's events are
+ * in order, so no message of the connection has reached the loop yet; drop what follows.
+ */
+struct ws_auth_log {
+    long long win_ms;
+    unsigned lines;
+    unsigned long long unshown;
+};
+int jn_ws__authorize(struct jn_channel *ch, struct jn_auth *a, struct ws_link *l,
+                     const struct ws_ev *e, struct ws_auth_log *lg, char *user);
+/* Loop, at start: the auth: list's verifier (NULL with err->code 0: none) and ch's counted
+ * methods. */
+struct jn_auth *jn_ws__auth_new(struct jn_channel *ch, const struct jn_sublist *list,
+                                struct jn_err *err);
 
 #endif

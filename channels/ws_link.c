@@ -112,6 +112,7 @@ void jn_ws__ev_free(struct ws_ev *e)
 {
     if (e != NULL) {
         jn_free(e->data);
+        X509_free(e->peer_cert);
         jn_free(e);
     }
 }
@@ -481,6 +482,17 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         req_path(wsi, e->path, sizeof(e->path));
         hdr(wsi, WSI_TOKEN_ORIGIN, e->origin, sizeof(e->origin));
         hdr(wsi, WSI_TOKEN_HTTP_USER_AGENT, e->user_agent, sizeof(e->user_agent));
+        hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, e->authorization, sizeof(e->authorization));
+        {
+            /* The client certificate, when TLS verified one: for auth's mtls (on the loop). */
+            SSL *ssl = lws_get_ssl(wsi);
+            if (ssl != NULL && SSL_get_verify_result(ssl) == X509_V_OK &&
+                jn_tls_peer_id(ssl, e->peer_id, sizeof(e->peer_id)) == 1) {
+                e->peer_cert = SSL_get1_peer_certificate(ssl);
+            } else {
+                e->peer_id[0] = '\0';
+            }
+        }
         ev_post(l, e);
         return 0;
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
@@ -493,9 +505,26 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         }
         ev_post(l, e);
         return 0;
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+        if (l->lc.authorization != NULL && l->lc.authorization[0] != '\0') {
+            unsigned char **p = (unsigned char **)in;
+            if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+                                             (const unsigned char *)l->lc.authorization,
+                                             (int)strlen(l->lc.authorization), p,
+                                             *p + len) != 0) {
+                return -1;
+            }
+        }
+        return 0;
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_CLIENT_RECEIVE:
-        return c != NULL && !c->reported ? on_receive(c, in, len) : -1;
+        /* After our close frame lws waits for the peer's; frames still arriving are
+         * discarded (0), not answered with -1: closing then, with them unread, resets the
+         * connection and the peer may lose our close frame (it sees 1006, not our code). */
+        if (c != NULL && c->reported) {
+            return 0;
+        }
+        return c != NULL ? on_receive(c, in, len) : -1;
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         return c != NULL && !c->reported ? on_writeable(c) : (c != NULL ? -1 : 0);
@@ -592,8 +621,13 @@ static void lws_log_init(void)
 
 /* ---- the loop's side ---- */
 
+/* One wake-up per batch: when the list was not empty, the push that made it so has woken the
+ * link thread, which has not taken the list yet (it takes it under mu), so it takes this
+ * command with the others. Saves a pipe write per frame when the loop sends many at once. */
 static int cmd_push(struct ws_link *l, struct ws_cmd *cmd)
 {
+    int wake;
+
     pthread_mutex_lock(&l->mu);
     if (l->stop) {
         pthread_mutex_unlock(&l->mu);
@@ -601,6 +635,7 @@ static int cmd_push(struct ws_link *l, struct ws_cmd *cmd)
         jn_free(cmd);
         return JN_ESTOPPED;
     }
+    wake = l->cmds == NULL;
     if (l->cmds_tail != NULL) {
         l->cmds_tail->next = cmd;
     } else {
@@ -608,7 +643,9 @@ static int cmd_push(struct ws_link *l, struct ws_cmd *cmd)
     }
     l->cmds_tail = cmd;
     pthread_mutex_unlock(&l->mu);
-    lws_cancel_service(l->ctx);
+    if (wake) {
+        lws_cancel_service(l->ctx);
+    }
     return 0;
 }
 

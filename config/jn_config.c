@@ -387,6 +387,10 @@ static int load_channel(struct jn_config *c, const struct jn_node *k, const stru
             errs += ch->def->check(ch->conf, ch->dir, v, d);
             name_instance(d, first, type, what);
         }
+        if (errs == 0 && ch->dir == JN_DIR_OUT && ch->def->concurrency_of != NULL &&
+            jn_node_get(v, "concurrency") == NULL) {
+            ch->common.concurrency = ch->def->concurrency_of(ch->conf);
+        }
     }
     jn_free(common_names);
     return errs;

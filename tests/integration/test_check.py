@@ -63,7 +63,7 @@ CASES = [
      ["{f}:15:53:"]),
     ("unknown_type", GOOD.replace("type: file", "type: fiel"),
      ["{f}:9:11: channel 'out': unknown channel type 'fiel' (did you mean 'file'?), expected one "
-      "of: file, http"]),
+      "of: bridge, file, http"]),
     ("env_unset", GOOD.replace("./data", "${JN_TEST_SURELY_UNSET}"),
      ["{f}:2:13: environment variable JN_TEST_SURELY_UNSET is not set, expected it set or a "
       "default as ${JN_TEST_SURELY_UNSET:-default}"]),
@@ -72,7 +72,7 @@ CASES = [
 ]
 
 # (name, config text, the whole of stderr expected, {f} standing for the file's path)
-TYPES = "file, http, kafka, mllp, mqtt, websocket"
+TYPES = "bridge, file, http, kafka, mllp, mqtt, websocket"
 EXACT = [
     # test_issue_12_6: a channel whose type is unknown is not used for the route's checks (it
     # used to be taken for an OUT channel: "from: 'in' is an OUT channel").

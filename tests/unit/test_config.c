@@ -324,7 +324,8 @@ static void test_issue_12_6_no_false_second_error(void)
         CHECK_STR(out, "j.yaml:4:10: route 'r': to: unknown channel 'nope', expected the name of "
                        "one defined under 'channels:'\n"
                        "j.yaml:11:11: channel 'in': unknown channel type 'htp' (did you mean "
-                       "'http'?), expected one of: file, http, kafka, mllp, mqtt, websocket\n"
+                       "'http'?), expected one of: bridge, file, http, kafka, mllp, mqtt, "
+                       "websocket\n"
                        "j.yaml:14:14: junction: log_level: 'loud' is not allowed, expected one "
                        "of: error | warn | info | debug | trace\n");
     }

@@ -1,0 +1,518 @@
+/*
+ * bridge hub (IN): a listener (a link, channels/ws_link.c) that many edges dial. Each binary
+ * frame is one envelope (bridge_env.c); its message is ingested with the id the edge gave it,
+ * the header bridge-origin (the edge's node name) and bridge-first-received (when the edge
+ * received it, microseconds since the epoch), and acknowledged by id once committed. Acks that
+ * are ready in the same loop turn leave in one frame per link.
+ *
+ * Duplicates: an edge resends what it had in flight when a link dropped, so an id may come
+ * twice. The window is the journal's (jn_msg_set_dedup writes each id with its message, in the
+ * same commit; jn_dedup_find reads it back): an id it holds is acknowledged again without a
+ * second copy, for dedup_window. An id whose first copy is still being committed (on this link
+ * or another) waits for that commit's answer: the table of those (pending) is the only one in
+ * memory, bounded by what is in flight.
+ *
+ * Refusals: a link that auth does not accept is closed with 1008 at its opening, before any
+ * envelope (jn_ws__authorize); an envelope that does not decode closes the link with 1002 (a
+ * text frame: 1003) and nothing of it is journaled; what the broker refuses (journal full,
+ * stopping) is nacked, and the edge retries it.
+ *
+ * Threads: the broker's loop; lws runs on the link's thread.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "bridge_int.h"
+#include "jn_mem.h"
+
+#define HUB_BUCKETS 256
+#define HUB_PEND_BUCKETS 4096
+#define HUB_MAX_PENDING 2048 /* per link: past it the link is not read until half answered */
+
+struct hconn {
+    struct hconn *hnext;
+    struct hconn *dnext;     /* in the dirty list */
+    struct hub *h;
+    uint64_t id;
+    int refused;             /* auth or a bad envelope closed it: drop what follows */
+    int dirty;
+    int paused;
+    size_t pending;          /* its envelopes being committed */
+    struct jn_buf acks;      /* ids to ack (JN_ID_LEN each) */
+    struct jn_buf nacks;     /* ids to nack */
+    char nack_why[160];
+    char peer[80];
+    char origin[JN_BRIDGE_ORIGIN_MAX];
+    char user[JN_AUTH_USER_MAX];
+};
+
+/* One id being committed, and the links waiting for its answer (the sender first). */
+struct pend {
+    struct pend *hnext;
+    struct hub *h;
+    struct jn_ticket *ticket;
+    char id[JN_ID_LEN + 1];
+    uint64_t *waiters;
+    size_t nwaiters, capwaiters;
+    uint64_t first[1];
+};
+
+struct hub {
+    struct jn_channel *ch;
+    const struct bridge_conf *conf;
+    struct ws_link *link;
+    struct jn_auth *auth;
+    struct ws_auth_log auth_log;
+    struct hconn *buckets[HUB_BUCKETS];
+    struct pend *pend[HUB_PEND_BUCKETS];
+    size_t npend;
+    struct hconn *dirty;
+    struct event *flush_ev;
+    struct jn_buf frame;
+    int stopped;
+};
+
+static uint64_t fnv(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static struct hconn *conn_find(struct hub *h, uint64_t id)
+{
+    struct hconn *c = h->buckets[id % HUB_BUCKETS];
+
+    while (c != NULL && c->id != id) {
+        c = c->hnext;
+    }
+    return c;
+}
+
+static void conn_free(struct hconn *c)
+{
+    struct hub *h = c->h;
+    struct hconn **pp = &h->buckets[c->id % HUB_BUCKETS];
+
+    while (*pp != NULL && *pp != c) {
+        pp = &(*pp)->hnext;
+    }
+    if (*pp == c) {
+        *pp = c->hnext;
+    }
+    for (pp = &h->dirty; *pp != NULL; pp = &(*pp)->dnext) {
+        if (*pp == c) {
+            *pp = c->dnext;
+            break;
+        }
+    }
+    if (!c->refused && h->ch->links_up > 0) {
+        h->ch->links_up--;
+    }
+    jn_buf_reset(&c->acks);
+    jn_buf_reset(&c->nacks);
+    jn_free(c);
+}
+
+/* ---- answers ---- */
+
+static void mark_dirty(struct hconn *c)
+{
+    if (!c->dirty) {
+        c->dirty = 1;
+        c->dnext = c->h->dirty;
+        c->h->dirty = c;
+        event_active(c->h->flush_ev, EV_WRITE, 0);
+    }
+}
+
+/* The answers of every link with some: one ack frame (and one nack frame) each. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hub *h = arg;
+
+    (void)fd;
+    (void)what;
+    while (h->dirty != NULL) {
+        struct hconn *c = h->dirty;
+        h->dirty = c->dnext;
+        c->dirty = 0;
+        if (c->acks.len > 0 &&
+            jn_bridge__ans_encode(c->acks.p, c->acks.len / JN_ID_LEN, NULL, &h->frame) == 0) {
+            if (jn_ws__send(h->link, c->id, 1, h->frame.p, h->frame.len, 0) == 0) {
+                h->ch->link_last_ack_us = jn_now_us();
+            }
+        }
+        if (c->nacks.len > 0 &&
+            jn_bridge__ans_encode(c->nacks.p, c->nacks.len / JN_ID_LEN, c->nack_why,
+                                  &h->frame) == 0) {
+            jn_ws__send(h->link, c->id, 1, h->frame.p, h->frame.len, 0);
+        }
+        /* Out of memory encoding: the edge's timeout retries them; never a wrong answer. */
+        c->acks.len = 0;
+        c->nacks.len = 0;
+        if (c->paused && c->pending < HUB_MAX_PENDING / 2) {
+            c->paused = 0;
+            jn_ws__pause(h->link, c->id, 0);
+        }
+    }
+}
+
+/* Queues the answer for id on link conn (if it is still there). */
+static void answer(struct hub *h, uint64_t conn, const char *id, const char *why)
+{
+    struct hconn *c = conn_find(h, conn);
+
+    if (c == NULL || c->refused) {
+        return;
+    }
+    if (why == NULL) {
+        if (jn_buf_append(&c->acks, id, JN_ID_LEN) != 0) {
+            return; /* the edge's timeout retries it; the dedup window answers then */
+        }
+    } else {
+        if (jn_buf_append(&c->nacks, id, JN_ID_LEN) != 0) {
+            return;
+        }
+        snprintf(c->nack_why, sizeof(c->nack_why), "%s", why);
+    }
+    mark_dirty(c);
+}
+
+/* ---- ids being committed ---- */
+
+static struct pend *pend_find(struct hub *h, const char *id)
+{
+    struct pend *p = h->pend[fnv(id, JN_ID_LEN) % HUB_PEND_BUCKETS];
+
+    while (p != NULL && memcmp(p->id, id, JN_ID_LEN) != 0) {
+        p = p->hnext;
+    }
+    return p;
+}
+
+static void pend_unlink(struct pend *p)
+{
+    struct hub *h = p->h;
+    struct pend **pp = &h->pend[fnv(p->id, JN_ID_LEN) % HUB_PEND_BUCKETS];
+
+    while (*pp != NULL && *pp != p) {
+        pp = &(*pp)->hnext;
+    }
+    if (*pp == p) {
+        *pp = p->hnext;
+        h->npend--;
+    }
+    h->ch->link_in_flight = h->npend;
+}
+
+static void pend_free(struct pend *p)
+{
+    if (p->waiters != p->first) {
+        jn_free(p->waiters);
+    }
+    jn_free(p);
+}
+
+static int pend_wait(struct pend *p, uint64_t conn)
+{
+    if (p->nwaiters == p->capwaiters) {
+        size_t cap = p->capwaiters * 2;
+        uint64_t *v = jn_malloc(cap * sizeof(*v));
+        if (v == NULL) {
+            return JN_ENOMEM;
+        }
+        memcpy(v, p->waiters, p->nwaiters * sizeof(*v));
+        if (p->waiters != p->first) {
+            jn_free(p->waiters);
+        }
+        p->waiters = v;
+        p->capwaiters = cap;
+    }
+    p->waiters[p->nwaiters++] = conn;
+    return 0;
+}
+
+static void conn_done(struct hub *h, uint64_t conn)
+{
+    struct hconn *c = conn_find(h, conn);
+
+    if (c != NULL && c->pending > 0) {
+        c->pending--;
+    }
+}
+
+static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct jn_err *err)
+{
+    struct pend *p = arg;
+    struct hub *h = p->h;
+    const char *why = NULL;
+
+    (void)msg;
+    p->ticket = NULL;
+    pend_unlink(p);
+    if (rc != 0) {
+        why = err != NULL && err->msg[0] ? err->msg : jn_strerror(rc);
+        jn_ch_warn(h->ch, "msg=%s: refused by the broker (nacked, the edge retries): %s",
+                   p->id, why);
+    }
+    for (size_t i = 0; i < p->nwaiters; i++) {
+        if (i == 0) {
+            conn_done(h, p->waiters[i]);
+        }
+        answer(h, p->waiters[i], p->id, why);
+    }
+    pend_free(p);
+}
+
+/* ---- envelopes ---- */
+
+static void refuse_conn(struct hub *h, struct hconn *c, int code, const char *why)
+{
+    jn_ch_warn(h->ch, "peer %s (%s): %s: closing the link with %d; nothing of it journaled",
+               c->peer, c->origin[0] ? c->origin : "-", why, code);
+    jn_channel_note_error(h->ch, why, jn_now_us());
+    if (!c->refused && h->ch->links_up > 0) {
+        h->ch->links_up--;
+    }
+    c->refused = 1;
+    jn_ws__close(h->link, c->id, code, code == 1003 ? "binary envelopes only"
+                                                    : "bad bridge envelope");
+}
+
+static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
+{
+    struct bridge_env env;
+    struct jn_err err;
+    struct pend *p;
+    char us[32];
+    int rc;
+
+    if (!e->binary) {
+        refuse_conn(h, c, 1003, "a text frame (a bridge speaks binary envelopes)");
+        return;
+    }
+    jn_err_clear(&err);
+    rc = jn_bridge__env_decode(e->data, e->len, h->ch->name, &env, &err);
+    if (rc == JN_ENOMEM) {
+        jn_ch_error(h->ch, "peer %s: out of memory decoding an envelope: closing", c->peer);
+        jn_ws__close(h->link, c->id, 1011, "out of memory");
+        return;
+    }
+    if (rc != 0) {
+        char why[JN_ERR_MSG_MAX + 40];
+        snprintf(why, sizeof(why), "bad envelope: %s", err.msg);
+        refuse_conn(h, c, 1002, why);
+        return;
+    }
+    if (strcmp(c->origin, env.origin) != 0) {
+        if (c->origin[0] == '\0') {
+            jn_ch_info(h->ch, "peer %s: edge '%s' linked%s%s", c->peer, env.origin,
+                       c->user[0] ? " as " : "", c->user);
+        }
+        snprintf(c->origin, sizeof(c->origin), "%s", env.origin);
+    }
+    /* Being committed (this link or another): wait for that commit's answer. */
+    p = pend_find(h, env.msg->id);
+    if (p != NULL) {
+        h->ch->n_link_duplicates++;
+        if (pend_wait(p, c->id) != 0) {
+            answer(h, c->id, env.msg->id, "out of memory");
+        }
+        jn_msg_unref(&env.msg);
+        return;
+    }
+    /* Committed within the window: acked again, no second copy. */
+    if (jn_dedup_find(h->ch, env.msg->id, JN_ID_LEN, NULL) == 0) {
+        h->ch->n_link_duplicates++;
+        jn_ch_debug(h->ch, "msg=%s from %s: a duplicate within dedup_window: acked again",
+                    env.msg->id, env.origin);
+        answer(h, c->id, env.msg->id, NULL);
+        jn_msg_unref(&env.msg);
+        return;
+    }
+    snprintf(us, sizeof(us), "%lld", (long long)env.first_us);
+    p = jn_calloc(1, sizeof(*p));
+    if (p == NULL || jn_msg_header_set(env.msg, "bridge-origin", env.origin) != 0 ||
+        jn_msg_header_set(env.msg, "bridge-first-received", us) != 0 ||
+        (c->user[0] && jn_msg_header_set(env.msg, "bridge-auth-user", c->user) != 0) ||
+        jn_msg_set_dedup(env.msg, env.msg->id, JN_ID_LEN, h->conf->dedup_window, "", 0) != 0) {
+        answer(h, c->id, env.msg->id, "out of memory");
+        jn_msg_unref(&env.msg);
+        jn_free(p);
+        return;
+    }
+    p->h = h;
+    memcpy(p->id, env.msg->id, sizeof(p->id));
+    p->waiters = p->first;
+    p->capwaiters = 1;
+    p->waiters[p->nwaiters++] = c->id;
+    p->ticket = jn_ingest(h->ch, env.msg, accepted, p);
+    if (p->ticket == NULL) {
+        answer(h, c->id, p->id, "out of memory");
+        pend_free(p);
+        return;
+    }
+    p->hnext = h->pend[fnv(p->id, JN_ID_LEN) % HUB_PEND_BUCKETS];
+    h->pend[fnv(p->id, JN_ID_LEN) % HUB_PEND_BUCKETS] = p;
+    h->npend++;
+    h->ch->link_in_flight = h->npend;
+    c->pending++;
+    if (!c->paused && c->pending >= HUB_MAX_PENDING) {
+        c->paused = 1;
+        jn_ws__pause(h->link, c->id, 1);
+    }
+}
+
+static void on_event(void *arg, struct ws_ev *e)
+{
+    struct hub *h = arg;
+    struct hconn *c;
+
+    switch (e->kind) {
+    case WS_EV_OPEN:
+        c = jn_calloc(1, sizeof(*c));
+        if (c == NULL || h->stopped) {
+            jn_free(c);
+            jn_ws__close(h->link, e->conn, 1001, h->stopped ? "stopping" : "out of memory");
+            break;
+        }
+        c->h = h;
+        c->id = e->conn;
+        snprintf(c->peer, sizeof(c->peer), "%s", e->peer);
+        c->hnext = h->buckets[c->id % HUB_BUCKETS];
+        h->buckets[c->id % HUB_BUCKETS] = c;
+        if (h->auth != NULL &&
+            !jn_ws__authorize(h->ch, h->auth, h->link, e, &h->auth_log, c->user)) {
+            c->refused = 1;
+            break;
+        }
+        h->ch->links_up++;
+        jn_ch_debug(h->ch, "peer %s: link opened", c->peer);
+        break;
+    case WS_EV_MESSAGE:
+        c = conn_find(h, e->conn);
+        if (c != NULL && !c->refused) {
+            on_envelope(h, c, e);
+        }
+        break;
+    case WS_EV_CLOSED:
+        c = conn_find(h, e->conn);
+        if (c != NULL) {
+            if (!c->refused) {
+                h->ch->n_link_lost++;
+                jn_ch_info(h->ch, "peer %s: edge '%s' unlinked (%d): %s; %zu being committed",
+                           c->peer, c->origin[0] ? c->origin : "-", e->code, e->text,
+                           c->pending);
+            }
+            conn_free(c);
+        }
+        break;
+    case WS_EV_WRITTEN:
+        break;
+    }
+    jn_ws__ev_free(e);
+}
+
+/* ---- life cycle ---- */
+
+static int in_init(struct jn_channel *ch, struct jn_err *err)
+{
+    struct hub *h = jn_calloc(1, sizeof(*h));
+
+    if (h == NULL) {
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    h->ch = ch;
+    h->conf = ch->conf;
+    ch->state = h;
+    ch->links = 1;
+    h->flush_ev = event_new(ch->base, -1, 0, flush_cb, h);
+    if (h->flush_ev == NULL) {
+        jn_free(h);
+        ch->state = NULL;
+        return jn_err_set(err, JN_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+static int in_start(struct jn_channel *ch, struct jn_err *err)
+{
+    struct hub *h = ch->state;
+    const struct bridge_conf *c = h->conf;
+    struct ws_link_conf lc = {
+        .log_prefix = ch->log_prefix,
+        .listen = c->listen,
+        .path = c->path,
+        .tls = &c->tls,
+        .max_message = (size_t)c->max_message,
+        .check_utf8 = 1,
+        .max_connections = c->max_connections,
+        .ping_interval = c->ping_interval,
+        .allowed_peers = &c->tls.allowed_peers,
+    };
+
+    h->auth = jn_ws__auth_new(ch, &c->auth, err);
+    if (h->auth == NULL && err->code != 0) {
+        return err->code;
+    }
+    h->link = jn_ws__link_new(ch->base, &lc, on_event, h, err);
+    if (h->link == NULL) {
+        return err->code;
+    }
+    jn_ch_info(ch, "hub listening on %s://%s%s (dedup_window %lld s%s)",
+               jn_tls_on(&c->tls) ? "wss" : "ws", c->listen, c->path, c->dedup_window / 1000,
+               h->auth != NULL ? ", auth" : "");
+    return 0;
+}
+
+static void in_stop(struct jn_channel *ch)
+{
+    struct hub *h = ch->state;
+
+    /* Open links are still answered (new envelopes nacked: the broker is stopping); new
+     * ones are closed with 1001. */
+    h->stopped = 1;
+}
+
+static void in_destroy(struct jn_channel *ch)
+{
+    struct hub *h = ch->state;
+
+    if (h == NULL) {
+        return;
+    }
+    jn_ws__link_free(h->link); /* no event after this */
+    jn_auth_free(h->auth);
+    for (size_t i = 0; i < HUB_PEND_BUCKETS; i++) {
+        while (h->pend[i] != NULL) {
+            struct pend *p = h->pend[i];
+            h->pend[i] = p->hnext;
+            jn_ingest_forget(p->ticket);
+            pend_free(p);
+        }
+    }
+    for (size_t i = 0; i < HUB_BUCKETS; i++) {
+        while (h->buckets[i] != NULL) {
+            conn_free(h->buckets[i]);
+        }
+    }
+    event_free(h->flush_ev);
+    jn_buf_reset(&h->frame);
+    jn_free(h);
+    ch->state = NULL;
+    ch->links_up = 0;
+}
+
+const struct jn_in_def jn_bridge__hub = {
+    .init = in_init,
+    .start = in_start,
+    .stop = in_stop,
+    .destroy = in_destroy,
+};

@@ -1,0 +1,82 @@
+/*
+ * bridge_int.h: what channels/bridge_conf.c (options, check, the def), bridge_env.c (the wire
+ * envelope), bridge_edge.c (OUT: dials the hub) and bridge_hub.c (IN: takes edges) share.
+ * Both sides run over a WebSocket link (channels/ws_link.c, ws_int.h). docs/bridge.md.
+ *
+ * Threads: everything here runs on the broker's loop; the envelope codec is pure and
+ * thread-safe.
+ */
+#ifndef JN_BRIDGE_INT_H
+#define JN_BRIDGE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jn_buf.h"
+#include "jn_channel.h"
+#include "jn_tls.h"
+#include "ws_int.h"
+
+struct bridge_conf {
+    /* hub (IN) */
+    char *listen;
+    char *path;
+    long long max_connections;
+    unsigned long long max_message;
+    long long ping_interval;     /* ms */
+    long long dedup_window;      /* ms */
+    struct jn_sublist auth;      /* struct jn_auth_conf methods (jn_auth.h) */
+    /* both */
+    struct jn_tls_conf tls;
+    /* edge (OUT) */
+    char *url;
+    char *token;                 /* secret: sent as Authorization: Bearer <token> */
+    char *node;                  /* the origin name sent with each message; NULL: hostname */
+    long long window;            /* envelopes in flight (the queue's concurrency) */
+    long long timeout;           /* ms */
+    long long reconnect_backoff; /* ms */
+    long long reconnect_max_backoff;
+};
+
+extern const struct jn_in_def jn_bridge__hub;
+extern const struct jn_out_def jn_bridge__edge;
+
+/*
+ * The envelope (msgpack, written and read with msgpack-c), version 1. One per binary frame:
+ *   edge -> hub  [1, "m", id:str, origin:str, first_received_us:int,
+ *                 [[name:str, value:str], ...], payload:bin]
+ *   hub -> edge  [1, "a", [id:str, ...]]                 committed (or already held): done
+ *                [1, "n", [id:str, ...], reason:str]    refused for now: retry later
+ * A reader refuses another version (the link is then closed with 1002): a newer node keeps
+ * talking version 1 to older ones until both are upgraded (docs/bridge.md#compatibility).
+ */
+#define JN_BRIDGE_VERSION 1
+#define JN_BRIDGE_ORIGIN_MAX 256
+
+/* The envelope of m from origin into out (emptied first). 0 or JN_ENOMEM. */
+int jn_bridge__env_encode(const struct jn_msg *m, const char *origin, struct jn_buf *out);
+
+/* What one decoded envelope holds: a new message (id set, channel `channel`, recv_us now),
+ * its origin (NUL-terminated) and first-received time. */
+struct bridge_env {
+    struct jn_msg *msg;
+    char origin[JN_BRIDGE_ORIGIN_MAX];
+    int64_t first_us;
+};
+/* Decodes one edge -> hub envelope. 0 with out->msg owned by the caller, or JN_EPROTO (the
+ * reason in err) / JN_ENOMEM. Never trusts the input: any bytes are safe. */
+int jn_bridge__env_decode(const void *p, size_t len, const char *channel,
+                          struct bridge_env *out, struct jn_err *err);
+
+/* The hub's answer for n ids (each JN_ID_LEN bytes, contiguous) into out: an ack (reason NULL)
+ * or a nack. 0 or JN_ENOMEM. */
+int jn_bridge__ans_encode(const char *ids, size_t n, const char *reason, struct jn_buf *out);
+/* Decodes a hub -> edge answer: calls fn(arg, id) for each id (NUL-terminated, JN_ID_LEN
+ * long); *nack is set (and reason filled, 200 bytes) for a nack. 0, or JN_EPROTO. */
+int jn_bridge__ans_decode(const void *p, size_t len, int *nack, char reason[200],
+                          void (*fn)(void *arg, const char *id), void *arg);
+
+/* 1 when s (n bytes) is a well-formed message id (26 Crockford base32, the time in range). */
+int jn_bridge__id_ok(const char *s, size_t n);
+
+#endif
