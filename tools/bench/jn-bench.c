@@ -1559,11 +1559,17 @@ static void report(struct bench *b)
     }
     printf("{\"mode\":\"%s\",\"url\":", mode);
     json_str(stdout, b->url);
-    printf(",\"conns\":%d,\"size\":%zu,\"warmup_s\":%.3f,\"duration_s\":%.3f,\"ok\":%" PRIu64
-           ",\"msg_per_s\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f"
-           ",\"mean_us\":%.1f,\"errors\":%" PRIu64 ",\"err_status\":{",
+    printf(",\"conns\":%d,\"size\":%zu,\"warmup_s\":%.3f,\"duration_s\":%.3f,\"ok\":%" PRIu64,
            b->nconns, b->mode == MODE_MLLP ? b->reqlen + b->postlen + 10 : b->size, b->warmup,
-           secs, b->ok, rate, (double)p50 / 1e3, (double)p90 / 1e3, (double)p99 / 1e3,
+           secs, b->ok);
+    if (b->mode == MODE_MQTT_IDLE) {
+        printf(",\"msg_per_s\":null"); /* no messages: ok counts CONNACKs */
+    } else {
+        printf(",\"msg_per_s\":%.1f", rate);
+    }
+    printf(",\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f"
+           ",\"mean_us\":%.1f,\"errors\":%" PRIu64 ",\"err_status\":{",
+           (double)p50 / 1e3, (double)p90 / 1e3, (double)p99 / 1e3,
            (double)mx / 1e3, b->hist.n ? (double)b->hist.sum / (double)b->hist.n / 1e3 : 0.0,
            nerr);
     {
