@@ -64,6 +64,10 @@
 #define IN_STABLE_MS 1000
 /* The packet identifier of our one SUBSCRIBE (nothing else we send carries one). */
 #define IN_SUB_ID 1
+/* Bytes read from the broker per loop turn (libevent's default is 16 KiB). One connection
+ * carries every message of the channel: with 1 KB messages a full window of 1024 is 1 MB, and
+ * 16 KiB reads take it in 64 loop turns, each with its epoll round and timer checks. */
+#define IN_READ_MAX (256 * 1024)
 
 enum in_conn_state {
     CONN_IDLE = 0,    /* no connection; the reconnect timer may be armed */
@@ -722,6 +726,7 @@ static void in_connect(struct mqtt_in *in)
     in->open = 0;
     in->refused = 0;
     bufferevent_setcb(in->bev, read_cb, NULL, event_cb, in);
+    (void)bufferevent_set_max_single_read(in->bev, IN_READ_MAX); /* only fails on < 0 */
     bufferevent_enable(in->bev, EV_READ | EV_WRITE);
     tv = tv_ms(in->conf->connect_timeout);
     evtimer_add(in->conn_timer, &tv);

@@ -59,6 +59,9 @@
 
 /* How long a closing connection may take to flush its last packet. */
 #define ML_FLUSH_MS 2000
+/* Bytes read from a device per loop turn (libevent's default is 16 KiB): a device with many
+ * messages in flight sends them back to back; 64 KiB takes 60 of 1 KB in one read. */
+#define ML_READ_MAX (64 * 1024)
 
 struct ml;
 
@@ -1085,6 +1088,7 @@ static void accept_cb(void *arg, struct bufferevent *bev, const char *peer, cons
     ml->conns = c;
     ml->nconns++;
     bufferevent_setcb(bev, read_cb, NULL, event_cb, c);
+    (void)bufferevent_set_max_single_read(bev, ML_READ_MAX); /* only fails on < 0 */
     bufferevent_set_timeouts(bev, &tv, NULL); /* CONNECT must come within connect_timeout */
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (evbuffer_get_length(bufferevent_get_input(bev)) > 0) {

@@ -24,9 +24,17 @@
  *   mllp      <VT>HL7<FS><CR> to --url mllp://host:port, wait for the ACK frame; a built-in
  *             ADT^A01 (or --file) with a unique MSH-10 per message
  *   mqtt      MQTT 3.1.1 to --url mqtt://host:port/topic: CONNECT (clean session), then PUBLISH
- *             QoS 1 with --size bytes and wait for the PUBACK of that packet id. The answer
- *             comes from the MQTT broker, not from junction: what junction made of it is the
- *             files in --count-dir (delivered/s)
+ *             at --qos 1 or 2 with --size bytes, --inflight of them per connection at once (a
+ *             new one leaves as each is acknowledged). Latency is PUBLISH -> PUBACK (QoS 1) or
+ *             PUBLISH -> PUBREC (QoS 2: the broker has the message; the PUBREL / PUBCOMP that
+ *             follows frees the packet id). The answer comes from the MQTT server: an outside
+ *             broker (then what junction made of it is the files in --count-dir, delivered/s)
+ *             or junction's own listener (then the PUBACK is junction's, after the commit)
+ *             With --rate R the PUBLISHes are paced to R per second in all (open loop, the
+ *             window still bounding what is in flight): the rate a subscriber must keep up with.
+ *   mqtt-idle --conns MQTT connections opened, CONNACKed and then held without traffic (a
+ *             PINGREQ every 30 s) for --duration: the idle-device memory check with --pid.
+ *             ok is the connections up; latency is connect -> CONNACK
  *   wait      poll --url until one request is accepted (2xx / ACK AA; mqtt: a probe published
  *             every 50 ms until a file shows up in --count-dir, or without it the broker's
  *             CONNACK); prints the time taken, from --t0 (epoch ns) if given: the
@@ -76,6 +84,8 @@
 #define BENCH_FRAME_MAX (1 << 20)    /* an ACK frame larger than this is a protocol error */
 #define BENCH_MQTT_KEEPALIVE 60      /* s; a connection is never idle that long during a run */
 #define BENCH_MQTT_TOPIC "jn/bench"  /* when the mqtt:// URL has no path */
+#define BENCH_MQTT_PING 30           /* s between PINGREQs in mqtt-idle */
+#define BENCH_IDLE_OPENING 128       /* mqtt-idle: connections being opened at once */
 
 /* ---- histogram ---- */
 
@@ -154,7 +164,7 @@ static uint64_t hist_pct(const struct hist *h, double p)
 /* ---- state ---- */
 
 /* The protocol of a load (wait polls with the protocol of its --url). */
-enum mode { MODE_HTTP, MODE_MLLP, MODE_MQTT };
+enum mode { MODE_HTTP, MODE_MLLP, MODE_MQTT, MODE_MQTT_IDLE };
 
 /* E_REFUSED: an MQTT CONNACK with a non-zero return code. */
 enum ekind { E_NONE, E_CONNECT, E_TIMEOUT, E_CLOSED, E_PROTO, E_REFUSED };
@@ -168,7 +178,7 @@ struct errs {
     uint64_t connect, timeout, closed, proto;
     uint64_t ack[ACK__COUNT];
     uint64_t connack;    /* mqtt: CONNACK refused */
-    uint64_t puback_id;  /* mqtt: a PUBACK for another packet id than the one in flight */
+    uint64_t puback_id;  /* mqtt: a PUBACK/PUBREC/PUBCOMP for a packet id not in that state */
 };
 
 /* HTTP response parser states. */
@@ -182,7 +192,8 @@ struct conn {
     struct event *retry;  /* reconnect delay */
     struct event *pace;   /* --rate: waits for this connection's send slot */
     int connecting;       /* TCP connect, and for mqtt until the CONNACK */
-    int inflight;
+    int up;               /* mqtt-idle: CONNACKed, counted in b->up */
+    int inflight;         /* requests out (mqtt: PUBLISHes not yet PUBACKed / PUBCOMPed) */
     uint64_t sent_ns;
     /* http */
     int st;
@@ -191,8 +202,11 @@ struct conn {
     int close_after;
     /* mllp */
     char ctl[32];         /* MSH-10 of the message in flight */
-    /* mqtt */
-    uint16_t pkt_id;      /* packet id of the PUBLISH in flight */
+    /* mqtt: packet ids 1..--inflight; a free one is on the stack ids[0..nfree) */
+    uint64_t *id_ns;      /* [id - 1]: when the PUBLISH with that id left */
+    unsigned char *id_st; /* [id - 1]: 0 free, 1 waiting for PUBACK/PUBREC, 2 for PUBCOMP */
+    uint16_t *ids;
+    int nfree;
 };
 
 struct bench {
@@ -206,6 +220,13 @@ struct bench {
     int port;
     char path[1024];
     int nconns;
+    int mqtt_inflight;       /* mqtt: PUBLISHes in flight per connection (1..65535) */
+    int qos;                 /* mqtt: 1 or 2 */
+    uint64_t up;             /* mqtt-idle: connections CONNACKed now */
+    int next_start;          /* mqtt-idle: the next connection to open */
+    double tokens;           /* mqtt with --rate: PUBLISHes that may leave now */
+    uint64_t pace_ns;        /* when tokens were last added */
+    int pace_next;           /* the connection the next pacing round starts with */
     double duration, warmup, timeout;
     size_t size;
     uint64_t count;          /* stop after this many successes (0: no limit) */
@@ -217,7 +238,8 @@ struct bench {
     pid_t pid;
     int json;
     int64_t t0_epoch_ns;     /* wait mode: measure from here */
-    double rate;             /* --rate: requests/s of all connections together (0: no cap) */
+    double rate;             /* --rate: requests (mqtt: PUBLISHes) per second of all
+                              * connections together (0: no cap, closed loop) */
     uint64_t next_slot_ns;   /* --rate: when the next request may leave */
 
     /* prepared requests */
@@ -243,7 +265,7 @@ struct bench {
     double cpu_self0, cpu_self1;
     long long delivered0, delivered1;
 
-    struct event *ev_warm, *ev_end, *ev_rss, *ev_int, *ev_term;
+    struct event *ev_warm, *ev_end, *ev_rss, *ev_int, *ev_term, *ev_ping, *ev_pace;
     struct timeval tv_timeout;
 };
 
@@ -673,7 +695,7 @@ static size_t mqtt_varint(unsigned char *out, size_t v)
     return n;
 }
 
-/* A PUBLISH at QoS 1 is: fixed header, topic, packet id, payload. The packet id changes with
+/* A PUBLISH at QoS 1 or 2 is: fixed header, topic, packet id, payload. The packet id changes with
  * every message, so req holds what comes before it and post the payload (--size bytes). */
 static void make_mqtt_publish(struct bench *b)
 {
@@ -690,7 +712,7 @@ static void make_mqtt_publish(struct bench *b)
     if (b->req == NULL || b->post == NULL) {
         die("%s", "out of memory");
     }
-    b->req[n++] = 0x32; /* PUBLISH, QoS 1, no DUP, no RETAIN */
+    b->req[n++] = b->qos == 2 ? 0x34 : 0x32; /* PUBLISH, QoS 1 or 2, no DUP, no RETAIN */
     n += mqtt_varint((unsigned char *)b->req + n, 2 + tl + 2 + b->size);
     b->req[n++] = (char)(tl >> 8);
     b->req[n++] = (char)(tl & 0xff);
@@ -733,6 +755,7 @@ static size_t mqtt_connect_packet(unsigned char *pkt, size_t cap, int idx)
 /* ---- the load ---- */
 
 static void conn_start(struct conn *c);
+static void mqtt_reset_ids(struct conn *c);
 
 static void finish(struct bench *b)
 {
@@ -778,6 +801,123 @@ static void count_error(struct bench *b, enum ekind kind)
     }
 }
 
+/* Every packet id free: a new connection (clean session) starts with none in flight. */
+static void mqtt_reset_ids(struct conn *c)
+{
+    int n = c->b->mqtt_inflight;
+
+    for (int i = 0; i < n; i++) {
+        c->id_st[i] = 0;
+        c->ids[i] = (uint16_t)(n - i); /* popped from the end: 1 goes first */
+    }
+    c->nfree = n;
+}
+
+/* mqtt: PUBLISHes until --inflight are out. They go into the output buffer; libevent writes
+ * what gathered in one go when the loop turns, so a burst of PUBACKs gives one write. */
+static void mqtt_fill(struct conn *c)
+{
+    struct bench *b = c->b;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    while (!b->stopping && c->nfree > 0 && (b->rate == 0 || b->tokens >= 1)) {
+        uint16_t id = c->ids[--c->nfree];
+        if (b->rate > 0) {
+            b->tokens -= 1;
+        }
+        unsigned char idb[2] = {(unsigned char)(id >> 8), (unsigned char)(id & 0xff)};
+        evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
+        evbuffer_add(out, idb, 2);
+        if (b->postlen) {
+            evbuffer_add_reference(out, b->post, b->postlen, NULL, NULL);
+        }
+        c->id_st[id - 1] = 1;
+        c->id_ns[id - 1] = now_ns();
+        c->inflight++;
+    }
+}
+
+/* mqtt: a PUBACK (0x40, QoS 1), PUBREC (0x50, QoS 2: the server has the message; answered
+ * PUBREL) or PUBCOMP (0x70: the id is free again) for packet id. One for an id that is not in
+ * that state is counted as an id mismatch and otherwise ignored. */
+static void mqtt_ack(struct conn *c, unsigned type, unsigned id)
+{
+    struct bench *b = c->b;
+    int want = type == 0x70 ? 2 : 1;
+    int fits = b->qos == 1 ? type == 0x40 : type == 0x50 || type == 0x70;
+
+    if (!fits || id == 0 || id > (unsigned)b->mqtt_inflight || c->id_st[id - 1] != want) {
+        if (b->measuring) {
+            b->err.puback_id++;
+        } else {
+            b->err_warmup++;
+        }
+        return;
+    }
+    if (type != 0x70) {
+        uint64_t t = now_ns();
+        b->ok_total++;
+        if (b->measuring) {
+            b->ok++;
+            hist_add(&b->hist, t - c->id_ns[id - 1]);
+        }
+    }
+    if (type == 0x50) {
+        unsigned char rel[4] = {0x62, 0x02, (unsigned char)(id >> 8), (unsigned char)(id & 0xff)};
+        c->id_st[id - 1] = 2;
+        evbuffer_add(bufferevent_get_output(c->bev), rel, sizeof(rel));
+    } else {
+        c->id_st[id - 1] = 0;
+        c->ids[c->nfree++] = (uint16_t)id;
+        c->inflight--;
+    }
+    if (b->count && b->ok_total >= b->count) {
+        finish(b);
+        return;
+    }
+    mqtt_fill(c);
+}
+
+/* mqtt with --rate: every millisecond the PUBLISHes due since the last round, handed to the
+ * connections with room in turn (starting one further each round, so none is favoured). At
+ * most 10 ms worth are saved up while every window is full: the rate is a ceiling, and a
+ * server that falls behind is not sent a burst to catch up. */
+static void pace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct bench *b = arg;
+    uint64_t t = now_ns();
+    double cap = b->rate / 100 > 1 ? b->rate / 100 : 1;
+
+    (void)fd;
+    (void)what;
+    b->tokens += b->rate * (double)(t - b->pace_ns) / 1e9;
+    b->pace_ns = t;
+    if (b->tokens > cap) {
+        b->tokens = cap;
+    }
+    for (int k = 0; k < b->nconns && b->tokens >= 1; k++) {
+        struct conn *c = &b->conns[(b->pace_next + k) % b->nconns];
+        if (c->bev != NULL && !c->connecting) {
+            mqtt_fill(c);
+        }
+    }
+    b->pace_next = (b->pace_next + 1) % b->nconns;
+}
+
+static void ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct bench *b = arg;
+    static const unsigned char ping[2] = {0xc0, 0x00};
+
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < b->nconns; i++) {
+        if (b->conns[i].up) {
+            evbuffer_add(bufferevent_get_output(b->conns[i].bev), ping, sizeof(ping));
+        }
+    }
+}
+
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -799,8 +939,15 @@ static void conn_reset(struct conn *c, enum ekind kind)
     if (c->pace) {
         evtimer_del(c->pace);
     }
+    if (c->up) {
+        c->b->up--;
+        c->up = 0;
+    }
     c->inflight = 0;
     c->connecting = 0;
+    if (c->ids) {
+        mqtt_reset_ids(c);
+    }
     if (!c->b->stopping) {
         evtimer_add(c->retry, &tv);
     }
@@ -808,7 +955,7 @@ static void conn_reset(struct conn *c, enum ekind kind)
 
 static void send_now(struct conn *c);
 
-static void pace_cb(evutil_socket_t fd, short what, void *arg)
+static void slot_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
 
@@ -857,16 +1004,6 @@ static void send_now(struct conn *c)
     c->status = 0;
     if (b->mode == MODE_HTTP) {
         evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
-    } else if (b->mode == MODE_MQTT) {
-        unsigned char id[2];
-        c->pkt_id = c->pkt_id == 0xffff ? 1 : c->pkt_id + 1; /* 0 is not a packet id */
-        id[0] = (unsigned char)(c->pkt_id >> 8);
-        id[1] = (unsigned char)(c->pkt_id & 0xff);
-        evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
-        evbuffer_add(out, id, 2);
-        if (b->postlen) {
-            evbuffer_add_reference(out, b->post, b->postlen, NULL, NULL);
-        }
     } else {
         int n = snprintf(c->ctl, sizeof(c->ctl), "JB%lx.%" PRIu64, (long)getpid() & 0xffff,
                          ++b->ctl_seq);
@@ -1154,9 +1291,26 @@ static void mqtt_read(struct conn *c, struct bufferevent *bev, struct evbuffer *
                 return;
             }
             c->connecting = 0;
-            send_next(c);
-        } else if (type == 0x40 && rl == 2 && c->inflight) {
-            on_answer(c, v == c->pkt_id, 0, 0);
+            if (c->b->mode == MODE_MQTT_IDLE) {
+                struct bench *b = c->b;
+                c->up = 1;
+                b->up++;
+                b->ok_total++;
+                if (b->measuring) {
+                    b->ok++;
+                    hist_add(&b->hist, now_ns() - c->sent_ns);
+                }
+                /* Held idle from now on: no read timeout (the PINGRESPs keep coming). */
+                bufferevent_set_timeouts(bev, NULL, NULL);
+                if (b->next_start < b->nconns) {
+                    conn_start(&b->conns[b->next_start++]);
+                }
+            } else {
+                mqtt_fill(c);
+            }
+        } else if ((type == 0x40 || type == 0x50 || type == 0x70) && rl == 2 && !c->connecting &&
+                   c->ids) {
+            mqtt_ack(c, type, v);
         } else if (type != 0xd0 || rl != 0) {
             conn_reset(c, E_PROTO);
             return;
@@ -1172,7 +1326,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
-    if (c->b->mode == MODE_MQTT) {
+    if (c->b->mode == MODE_MQTT || c->b->mode == MODE_MQTT_IDLE) {
         mqtt_read(c, bev, in);
         return;
     }
@@ -1208,7 +1362,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         int one = 1;
         /* One small request at a time: Nagle would hold it for the peer's delayed ACK. */
         setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (c->b->mode == MODE_MQTT) {
+        if (c->b->mode == MODE_MQTT || c->b->mode == MODE_MQTT_IDLE) {
             /* Still connecting until the CONNACK: a failure before it is a connect error. */
             unsigned char pkt[64];
             size_t n = mqtt_connect_packet(pkt, sizeof(pkt), (int)(c - c->b->conns));
@@ -1269,6 +1423,7 @@ static void conn_start(struct conn *c)
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->connecting = 1;
     c->inflight = 0;
+    c->sent_ns = now_ns();
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&b->addr, b->addrlen) != 0) {
         conn_reset(c, E_CONNECT);
     }
@@ -1360,7 +1515,10 @@ static void report(struct bench *b)
     long tick = sysconf(_SC_CLK_TCK);
     double cpu_t = -1, cpu_s = -1, dlv_rate = -1;
     long long dlv = -1;
-    const char *mode = b->mode == MODE_HTTP ? "http" : b->mode == MODE_MQTT ? "mqtt" : "mllp";
+    const char *mode = b->mode == MODE_HTTP        ? "http"
+                       : b->mode == MODE_MQTT      ? "mqtt"
+                       : b->mode == MODE_MQTT_IDLE ? "mqtt-idle"
+                                                   : "mllp";
     char s50[32], s90[32], s99[32], smax[32];
 
     if (b->pid > 0 && b->cpu_target0 >= 0 && b->cpu_target1 >= b->cpu_target0 && secs > 0) {
@@ -1382,9 +1540,24 @@ static void report(struct bench *b)
     fmt_ms(s99, sizeof(s99), p99);
     fmt_ms(smax, sizeof(smax), mx);
 
-    printf("%s %d conn%s, %.1f s: %.0f msg/s; latency p50 %s p90 %s p99 %s max %s; %" PRIu64
-           " ok; errors: ",
-           mode, b->nconns, b->nconns == 1 ? "" : "s", secs, rate, s50, s90, s99, smax, b->ok);
+    if (b->mode == MODE_MQTT_IDLE) {
+        printf("mqtt-idle %d conns, held %.1f s: %" PRIu64 " up at the end; connect->CONNACK p50 %s"
+               " p90 %s p99 %s max %s; %" PRIu64 " CONNACKed; errors: ",
+               b->nconns, secs, b->up, s50, s90, s99, smax, b->ok);
+    } else if (b->mode == MODE_MQTT) {
+        char paced[48] = "";
+        if (b->rate > 0) {
+            snprintf(paced, sizeof(paced), " (paced to %.0f/s)", b->rate);
+        }
+        printf("mqtt QoS %d, %d conn%s x %d in flight%s, %.1f s: %.0f msg/s; %s p50 %s p90 %s"
+               " p99 %s max %s; %" PRIu64 " ok; errors: ",
+               b->qos, b->nconns, b->nconns == 1 ? "" : "s", b->mqtt_inflight, paced, secs, rate,
+               b->qos == 1 ? "PUBACK" : "PUBREC", s50, s90, s99, smax, b->ok);
+    } else {
+        printf("%s %d conn%s, %.1f s: %.0f msg/s; latency p50 %s p90 %s p99 %s max %s; %" PRIu64
+               " ok; errors: ",
+               mode, b->nconns, b->nconns == 1 ? "" : "s", secs, rate, s50, s90, s99, smax, b->ok);
+    }
     if (nerr == 0) {
         printf("none");
     }
@@ -1437,11 +1610,17 @@ static void report(struct bench *b)
     }
     printf("{\"mode\":\"%s\",\"url\":", mode);
     json_str(stdout, b->url);
-    printf(",\"conns\":%d,\"size\":%zu,\"warmup_s\":%.3f,\"duration_s\":%.3f,\"ok\":%" PRIu64
-           ",\"msg_per_s\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f"
-           ",\"mean_us\":%.1f,\"errors\":%" PRIu64 ",\"err_status\":{",
+    printf(",\"conns\":%d,\"size\":%zu,\"warmup_s\":%.3f,\"duration_s\":%.3f,\"ok\":%" PRIu64,
            b->nconns, b->mode == MODE_MLLP ? b->reqlen + b->postlen + 10 : b->size, b->warmup,
-           secs, b->ok, rate, (double)p50 / 1e3, (double)p90 / 1e3, (double)p99 / 1e3,
+           secs, b->ok);
+    if (b->mode == MODE_MQTT_IDLE) {
+        printf(",\"msg_per_s\":null"); /* no messages: ok counts CONNACKs */
+    } else {
+        printf(",\"msg_per_s\":%.1f", rate);
+    }
+    printf(",\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f"
+           ",\"mean_us\":%.1f,\"errors\":%" PRIu64 ",\"err_status\":{",
+           (double)p50 / 1e3, (double)p90 / 1e3, (double)p99 / 1e3,
            (double)mx / 1e3, b->hist.n ? (double)b->hist.sum / (double)b->hist.n / 1e3 : 0.0,
            nerr);
     {
@@ -1476,6 +1655,10 @@ static void report(struct bench *b)
                ",\"anon_idle_kb\":null,\"anon_peak_kb\":null,\"cpu_target_pct\":null");
     }
     printf(",\"cpu_self_pct\":%.1f,\"rate\":%.1f", cpu_s, b->rate);
+    if (b->mode == MODE_MQTT || b->mode == MODE_MQTT_IDLE) {
+        printf(",\"qos\":%d,\"inflight\":%d,\"up\":%" PRIu64 ",\"ok_total\":%" PRIu64,
+               b->qos, b->mqtt_inflight, b->up, b->ok_total);
+    }
     if (dlv >= 0) {
         printf(",\"delivered\":%lld,\"delivered_per_s\":%.1f", dlv, dlv_rate);
     } else {
@@ -1496,6 +1679,9 @@ static int run_load(struct bench *b)
         make_http_request(b);
     } else if (b->mode == MODE_MQTT) {
         make_mqtt_publish(b);
+    } else if (b->mode == MODE_MQTT_IDLE) {
+        b->warmup = 0; /* every connection counts, from the first */
+        total = b->duration;
     } else {
         make_mllp_template(b);
     }
@@ -1523,9 +1709,21 @@ static int run_load(struct bench *b)
     b->ev_rss = event_new(b->base, -1, EV_PERSIST, rss_cb, b);
     b->ev_int = evsignal_new(b->base, SIGINT, sig_cb, b);
     b->ev_term = evsignal_new(b->base, SIGTERM, sig_cb, b);
+    b->ev_ping = event_new(b->base, -1, EV_PERSIST, ping_cb, b);
+    b->ev_pace = event_new(b->base, -1, EV_PERSIST, pace_cb, b);
     b->conns = calloc((size_t)b->nconns, sizeof(*b->conns));
-    if (!b->ev_warm || !b->ev_end || !b->ev_rss || !b->ev_int || !b->ev_term || !b->conns) {
+    if (!b->ev_warm || !b->ev_end || !b->ev_rss || !b->ev_int || !b->ev_term || !b->ev_ping ||
+        !b->ev_pace || !b->conns) {
         die("%s", "out of memory");
+    }
+    if (b->mode == MODE_MQTT_IDLE) {
+        struct timeval tv_ping = {BENCH_MQTT_PING, 0};
+        event_add(b->ev_ping, &tv_ping);
+    }
+    if (b->mode == MODE_MQTT && b->rate > 0) {
+        struct timeval tv_pace = {0, 1000};
+        b->pace_ns = now_ns();
+        event_add(b->ev_pace, &tv_pace);
     }
     evsignal_add(b->ev_int, NULL);
     evsignal_add(b->ev_term, NULL);
@@ -1543,11 +1741,26 @@ static int run_load(struct bench *b)
         struct conn *c = &b->conns[i];
         c->b = b;
         c->retry = evtimer_new(b->base, retry_cb, c);
-        c->pace = evtimer_new(b->base, pace_cb, c);
+        c->pace = evtimer_new(b->base, slot_cb, c);
         if (c->retry == NULL) {
             die("%s", "out of memory");
         }
-        conn_start(c);
+        if (b->mode == MODE_MQTT) {
+            size_t n = (size_t)b->mqtt_inflight;
+            c->id_ns = calloc(n, sizeof(*c->id_ns));
+            c->id_st = calloc(n, sizeof(*c->id_st));
+            c->ids = calloc(n, sizeof(*c->ids));
+            if (!c->id_ns || !c->id_st || !c->ids) {
+                die("%s", "out of memory");
+            }
+            mqtt_reset_ids(c);
+        }
+        /* mqtt-idle opens BENCH_IDLE_OPENING at a time, the next as each is CONNACKed: 10k
+         * connects at once would overflow the server's accept backlog and time SYN retries. */
+        if (b->mode != MODE_MQTT_IDLE || i < BENCH_IDLE_OPENING) {
+            conn_start(c);
+            b->next_start = i + 1;
+        }
     }
     event_base_dispatch(b->base);
     finish(b);
@@ -1563,8 +1776,13 @@ static int run_load(struct bench *b)
         if (b->conns[i].pace) {
             event_free(b->conns[i].pace);
         }
+        free(b->conns[i].id_ns);
+        free(b->conns[i].id_st);
+        free(b->conns[i].ids);
     }
     free(b->conns);
+    event_free(b->ev_ping);
+    event_free(b->ev_pace);
     event_free(b->ev_warm);
     event_free(b->ev_end);
     event_free(b->ev_rss);
@@ -1900,13 +2118,17 @@ static int run_freeport(int n)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: jn-bench --mode http|mllp|mqtt|wait|drain|freeport [options]\n"
+            "usage: jn-bench --mode http|mllp|mqtt|mqtt-idle|wait|drain|freeport [options]\n"
             "\n"
             "  --url URL          http://127.0.0.1:8080/ingest, mllp://127.0.0.1:2575, or\n"
-            "                     mqtt://127.0.0.1:1883/TOPIC (the MQTT broker, QoS 1);\n"
+            "                     mqtt://127.0.0.1:1883/TOPIC (an MQTT server);\n"
             "                     https:// and mllps:// speak TLS (not verified)\n"
             "  --conns N          connections, each with one request in flight (default 1);\n"
             "                     freeport: how many ports to print\n"
+            "  --inflight N       mqtt: PUBLISHes in flight per connection (default 1)\n"
+            "  --qos Q            mqtt: 1 (PUBACK, the default) or 2 (PUBREC, PUBREL, PUBCOMP)\n"
+            "  --rate R           mqtt: at most R PUBLISHes per second in all, paced every ms\n"
+            "                     (default: closed loop, the next as soon as one is acknowledged)\n"
             "  --duration S       measured seconds after the warm-up (default 10);\n"
             "                     wait, drain: give up after S seconds\n"
             "  --warmup S         seconds of load before measuring (default 2)\n"
@@ -1994,8 +2216,8 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 't'},   {"pid", required_argument, NULL, 'p'},
         {"count-dir", required_argument, NULL, 'D'}, {"count-url", required_argument, NULL, 'U'},
         {"t0", required_argument, NULL, 'T'},        {"json", no_argument, NULL, 'j'},
-        {"count-key", required_argument, NULL, 'K'},
-        {"rate", required_argument, NULL, 'r'},
+        {"count-key", required_argument, NULL, 'K'}, {"inflight", required_argument, NULL, 'I'},
+        {"qos", required_argument, NULL, 'Q'},         {"rate", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
     };
     static struct bench bench; /* large (histogram): not on the stack */
@@ -2008,9 +2230,11 @@ int main(int argc, char **argv)
     b->warmup = 2;
     b->timeout = 10;
     b->size = 1024;
+    b->mqtt_inflight = 1;
+    b->qos = 1;
     b->cpu_target0 = b->cpu_target1 = -1;
     b->delivered0 = b->delivered1 = -1;
-    while ((opt = getopt_long(argc, argv, "m:u:c:d:w:s:f:n:t:p:D:U:K:T:r:jh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:u:c:d:w:s:f:n:t:p:D:U:K:T:I:Q:r:jh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             mode = optarg;
@@ -2053,6 +2277,12 @@ int main(int argc, char **argv)
             break;
         case 'K':
             b->count_key = optarg;
+            break;
+        case 'I':
+            b->mqtt_inflight = (int)num_arg(optarg, "--inflight", 1, 65535);
+            break;
+        case 'Q':
+            b->qos = (int)num_arg(optarg, "--qos", 1, 2);
             break;
         case 'T':
             b->t0_epoch_ns = (int64_t)strtoll(optarg, NULL, 10);
@@ -2098,12 +2328,16 @@ int main(int argc, char **argv)
         b->mode = MODE_MQTT;
         return run_load(b);
     }
+    if (strcmp(mode, "mqtt-idle") == 0) {
+        b->mode = MODE_MQTT_IDLE;
+        return run_load(b);
+    }
     if (strcmp(mode, "wait") == 0) {
         b->mode = strncmp(b->url, "http", 4) == 0      ? MODE_HTTP
                   : strncmp(b->url, "mqtt://", 7) == 0 ? MODE_MQTT
                                                        : MODE_MLLP;
         return run_wait(b);
     }
-    die("unknown --mode %s (http, mllp, mqtt, wait, drain, freeport)", mode);
+    die("unknown --mode %s (http, mllp, mqtt, mqtt-idle, wait, drain, freeport)", mode);
     return 2;
 }

@@ -17,11 +17,15 @@
 #   JN_BENCH_KAFKA_TIMEOUT=300     seconds the kafka scenario waits for them all to be files
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-keepnone http-file-noadmin http-stamp
 #                                    http-lua http-delay http-http https-file
-#                                    fanout mllp mllp-tls backlog mqtt kafka
+#                                    fanout mllp mllp-tls backlog mqtt mqtt-in mqtt-listen
+#                                    mqtt-idle kafka
 #                                    http-append file-inodes
 #                                    (the last two are not in the default list: run them by
 #                                    name; file-inodes writes and deletes JN_BENCH_INODES files)
 #   JN_BENCH_INODES=200000    file-inodes: files created and deleted before the "after deletes" run
+#   JN_BENCH_IDLE_CONNS=10000 mqtt-idle: device connections held (issue 18: 10k)
+#   JN_BENCH_JUNCTION=PATH    run this junction binary instead of the one built here (the
+#                             "before" of an A/B, e.g. main's build; jn-bench is still built)
 #   JN_BENCH_PERF=1           perf record -g junction during the first run of each scenario at
 #                             its highest connection count (perf costs CPU: off by default)
 #
@@ -36,7 +40,8 @@ DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-1000000}
 BACKLOG_CFG=${JN_BENCH_BACKLOG_CONFIG:-backlog.yaml}
-ONLY=${JN_BENCH_ONLY:-http-file http-file-keepnone http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt kafka}
+ONLY=${JN_BENCH_ONLY:-http-file http-file-keepnone http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt mqtt-in mqtt-listen mqtt-idle kafka}
+IDLE_CONNS=${JN_BENCH_IDLE_CONNS:-10000}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
 KAFKA_TIMEOUT=${JN_BENCH_KAFKA_TIMEOUT:-300}
@@ -66,7 +71,7 @@ if ! cmake --build "$BUILD" -j"$(nproc)" --target junction jn-bench jn-sink kafk
     cat "$BUILD/.build-err" >&2
     exit 1
 fi
-BIN=$BUILD/junction
+BIN=${JN_BENCH_JUNCTION:-$BUILD/junction}
 BENCH=$BUILD/jn-bench
 SINK=$BUILD/jn-sink
 MOCK=$BUILD/kafka_mock
@@ -386,9 +391,12 @@ start_mosquitto() {
     # $1: port. No persistence, so mosquitto writes no file (it drops root for user mosquitto).
     # max_inflight_messages as junction's receive_maximum (mosquitto's default, 20 per client,
     # would cap any subscriber at 20 messages per commit round trip); the peer row gets the same.
+    # set_tcp_nodelay: mosquitto's default leaves Nagle on, and a PUBACK or PUBREC written
+    # while a segment is unacknowledged then waits for the peer's delayed ACK (40 ms): paced
+    # and windowed publishers would time that, not mosquitto. Junction's sockets have it too.
     printf '%s\n' "per_listener_settings false" "listener $1 127.0.0.1" \
         "allow_anonymous true" "persistence false" "log_dest stdout" \
-        "max_inflight_messages 1024" >"$WORK/mosquitto.conf"
+        "max_inflight_messages 1024" "set_tcp_nodelay true" >"$WORK/mosquitto.conf"
     sm_log=$OUT/mosquitto-$1.log
     mosquitto -c "$WORK/mosquitto.conf" >>"$sm_log" 2>&1 &
     MPID=$!
@@ -486,6 +494,232 @@ scenario_mqtt() {
         echo "MQTT: in none of $mq_runs runs did mosquitto drop a message for junction's" \
             "session." >>"$NOTES"
     fi
+}
+
+# Junction's counter $2 ("received" of the IN channel, "delivered" of the OUT) from the admin
+# API on port $1, once it has stopped moving (two equal readings 0.5 s apart, at most 20 s):
+# what came in after the publisher stopped is counted too.
+admin_settled() {
+    as_prev=-1
+    as_i=0
+    while [ "$as_i" -lt 40 ]; do
+        as_now=$(curl -s "http://127.0.0.1:$1/api/v1/channels" |
+            sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" | head -n 1)
+        if [ -n "$as_now" ] && [ "$as_now" = "$as_prev" ]; then
+            break
+        fi
+        as_prev=${as_now:--1}
+        sleep 0.5
+        as_i=$((as_i + 1))
+    done
+    printf '%s\n' "${as_now:-0}"
+}
+
+# Starts junction on config $1 and waits until its admin API on port $2 answers /health (for
+# configs whose IN side has nothing jn-bench's wait could probe: MQTT IN behind mosquitto).
+start_junction_admin() {
+    sa_log=$OUT/junction-${1%.yaml}.log
+    "$BIN" run $( [ "$(id -u)" = 0 ] && echo --allow-root ) -c "$CONFIGS/$1" >>"$sa_log" 2>&1 &
+    JPID=$!
+    sa_i=0
+    until curl -sf "http://127.0.0.1:$2/health" >/dev/null 2>&1; do
+        sa_i=$((sa_i + 1))
+        if [ "$sa_i" -gt 600 ] || ! kill -0 "$JPID" 2>/dev/null; then
+            log "junction did not start on $1; the end of its log:"
+            tail -20 "$sa_log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+# Waits until MQTT IN on the admin port $1 says its channel is up (connected, subscribed).
+wait_in_up() {
+    wu_i=0
+    while [ "$wu_i" -lt 200 ]; do
+        if curl -s "http://127.0.0.1:$1/api/v1/channels" | grep -Eq '"direction": *"in", *"state": *"up"'; then
+            return 0
+        fi
+        sleep 0.1
+        wu_i=$((wu_i + 1))
+    done
+    log "MQTT IN did not come up"
+    return 1
+}
+
+# The field $1 of the last run's JSON.
+last_json() {
+    tail -n 1 "$RESULTS" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"
+}
+
+# MQTT IN at the issue 18 target (delivered >= 0.5 x mosquitto's own QoS 1 rate, nothing
+# dropped by mosquitto for junction's session at that rate). Per repetition, in this order so
+# drift hits all three alike: (1) the peer alone: 16 publishers x 8 in flight -> mosquitto ->
+# mosquitto_sub -q 1; its msg/s is mosquitto's own QoS 1 rate now; (2) the same closed-loop
+# publishers with MQTT IN -> file (mode: append) in mosquitto_sub's place; (3) publishers paced
+# to half the rate of (1), the target's rate. For (2) and (3): junction's received count once
+# settled against the PUBACKs the publishers got (mosquitto drops what its queue for a client
+# cannot hold: max_queued_messages 1000), and whether mosquitto logged dropping.
+scenario_mqtt_in() {
+    if ! command -v mosquitto >/dev/null 2>&1; then
+        log "mqtt-in: skipped, no mosquitto on PATH"
+        return 0
+    fi
+    mi_rep=1
+    while [ "$mi_rep" -le "$REPEAT" ]; do
+        fresh
+        JN_BENCH_MQTT=$P2
+        export JN_BENCH_MQTT
+        mi_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
+        start_mosquitto "$JN_BENCH_MQTT"
+        mosquitto_sub -h 127.0.0.1 -p "$JN_BENCH_MQTT" -t jn/bench -q 1 -i jn-bench-peer \
+            >/dev/null 2>&1 &
+        SPID=$!
+        sleep 0.5
+        JPID_SAVE=$JPID
+        JPID=$MPID
+        START_MS=""
+        load "peer: 16x8 in flight QoS 1 -> mosquitto -> mosquitto_sub" 16 mqtt "$mi_url" \
+            --inflight 8
+        JPID=$JPID_SAVE
+        mi_peer=$(last_json msg_per_s)
+        stop_sink
+        stop_mosquitto
+        mi_half=$(awk -v r="${mi_peer:-0}" 'BEGIN { printf "%d", r / 2 }')
+        for mi_shape in closed paced; do
+            fresh
+            JN_BENCH_MQTT=$P2
+            JN_BENCH_ADMIN=$P3
+            export JN_BENCH_MQTT JN_BENCH_ADMIN
+            mi_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
+            start_mosquitto "$JN_BENCH_MQTT"
+            start_junction_admin mqtt-file-append.yaml "$JN_BENCH_ADMIN"
+            wait_in_up "$JN_BENCH_ADMIN" || exit 1
+            START_MS=""
+            mi_count="--count-url http://127.0.0.1:$JN_BENCH_ADMIN/api/v1/channels --count-key delivered"
+            if [ "$mi_shape" = closed ]; then
+                mi_label="MQTT IN (16x8 in flight closed loop) -> file (append)"
+                # shellcheck disable=SC2086
+                load "$mi_label" 16 mqtt "$mi_url" --inflight 8 $mi_count
+            else
+                if [ "$mi_half" -lt 1 ]; then
+                    stop_junction
+                    stop_mosquitto
+                    continue
+                fi
+                mi_label="MQTT IN (paced to 0.5 x peer) -> file (append)"
+                # shellcheck disable=SC2086
+                load "$mi_label" 16 mqtt "$mi_url" --inflight 8 --rate "$mi_half" $mi_count
+            fi
+            mi_pub=$(last_json ok_total)
+            mi_rcv=$(admin_settled "$JN_BENCH_ADMIN" received)
+            stop_junction
+            stop_mosquitto
+            mi_drop=no
+            if grep -q "messages are being dropped for client jn-bench-in" "$sm_log"; then
+                mi_drop=yes
+            fi
+            echo "mqtt-in run $mi_rep, $mi_shape loop (peer ${mi_peer:-?} msg/s, paced to" \
+                "$mi_half): published ${mi_pub:-?} (PUBACKed by mosquitto), junction received" \
+                "$mi_rcv, mosquitto logged dropping for junction's session: $mi_drop" >>"$NOTES"
+        done
+        mi_rep=$((mi_rep + 1))
+    done
+}
+
+# The MQTT listener: devices publish straight to junction (PUBACK / PUBREC after the commit).
+# Each shape (QoS, in flight per connection; 16 connections) runs first against mosquitto
+# alone (it acknowledges from memory: the ceiling of the load generator and the loopback on
+# this box right now), then against junction's listener -> file (mode: append).
+scenario_mqtt_listen() {
+    if ! command -v mosquitto >/dev/null 2>&1; then
+        log "mqtt-listen: skipped, no mosquitto on PATH"
+        return 0
+    fi
+    ml_rep=1
+    while [ "$ml_rep" -le "$REPEAT" ]; do
+        for ml_shape in "1 1" "1 8" "1 32" "2 8"; do
+            set -- $ml_shape
+            ml_q=$1
+            ml_i=$2
+            fresh
+            JN_BENCH_MQTT=$P2
+            export JN_BENCH_MQTT
+            start_mosquitto "$JN_BENCH_MQTT"
+            JPID_SAVE=$JPID
+            JPID=$MPID
+            START_MS=""
+            load "peer: mosquitto alone, QoS $ml_q, ${ml_i} in flight per conn" 16 mqtt \
+                "mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench" --qos "$ml_q" --inflight "$ml_i"
+            JPID=$JPID_SAVE
+            stop_mosquitto
+
+            fresh
+            JN_BENCH_ADMIN=$P2
+            export JN_BENCH_ADMIN
+            ml_url=mqtt://127.0.0.1:$JN_BENCH_PORT/jn/bench
+            start_junction mqtt-listen.yaml "$ml_url"
+            if [ "$ml_rep" = 1 ] && [ "$ml_shape" = "1 32" ]; then
+                perf_start mqtt-listen
+            fi
+            load "MQTT listener QoS $ml_q, ${ml_i} in flight per conn -> file (append)" 16 mqtt \
+                "$ml_url" --qos "$ml_q" --inflight "$ml_i" \
+                --count-url "http://127.0.0.1:$JN_BENCH_ADMIN/api/v1/channels" --count-key delivered
+            perf_stop mqtt-listen
+            stop_junction
+        done
+        ml_rep=$((ml_rep + 1))
+    done
+    echo "mqtt-listen rows: p50/p99 are PUBLISH -> PUBACK (QoS 1) or PUBLISH -> PUBREC (QoS 2)" \
+        "at the device (jn-bench, 16 connections); junction's come after the group commit," \
+        "mosquitto's (peer rows) from memory. delivered/s is junction's delivered count." >>"$NOTES"
+}
+
+# Idle devices: IDLE_CONNS MQTT 3.1.1 connections opened (128 at a time), CONNACKed and held
+# 15 s with a PINGREQ every 30 s; the RSS peak is the figure (issue 18: 10k within 64 MB).
+# mosquitto alone holds the same first, as the peer.
+scenario_mqtt_idle() {
+    mq_need=$((IDLE_CONNS + 200))
+    if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$mq_need" ]; then
+        ulimit -n "$mq_need" 2>/dev/null || {
+            log "mqtt-idle: skipped, ulimit -n is $(ulimit -n) and cannot be raised to $mq_need"
+            echo "mqtt-idle: skipped: ulimit -n below $mq_need." >>"$NOTES"
+            return 0
+        }
+    fi
+    md_rep=1
+    while [ "$md_rep" -le "$REPEAT" ]; do
+        if command -v mosquitto >/dev/null 2>&1; then
+            fresh
+            JN_BENCH_MQTT=$P2
+            export JN_BENCH_MQTT
+            start_mosquitto "$JN_BENCH_MQTT"
+            JPID_SAVE=$JPID
+            JPID=$MPID
+            START_MS=""
+            DURATION_SAVE=$DURATION
+            DURATION=15
+            load "peer: mosquitto alone, idle connections" "$IDLE_CONNS" mqtt-idle \
+                "mqtt://127.0.0.1:$JN_BENCH_MQTT"
+            JPID=$JPID_SAVE
+            stop_mosquitto
+            DURATION=$DURATION_SAVE
+        fi
+        fresh
+        JN_BENCH_ADMIN=$P2
+        export JN_BENCH_ADMIN
+        start_junction mqtt-listen.yaml "mqtt://127.0.0.1:$JN_BENCH_PORT/jn/bench"
+        DURATION_SAVE=$DURATION
+        DURATION=15
+        load "MQTT listener: idle device connections" "$IDLE_CONNS" mqtt-idle \
+            "mqtt://127.0.0.1:$JN_BENCH_PORT"
+        DURATION=$DURATION_SAVE
+        stop_junction
+        md_rep=$((md_rep + 1))
+    done
+    echo "mqtt-idle rows: conns connections held 15 s; RSS peak is the server's while all are" \
+        "up (msg/s does not apply; p50/p99 are connect -> CONNACK with 128 opening at once)." \
+        >>"$NOTES"
 }
 
 # Kafka: no load generator. kafka_mock (a librdkafka mock cluster) is pre-loaded with N records
@@ -663,6 +897,9 @@ want mllp && scenario_mllp
 want mllp-tls && scenario_simple mllp-tls mllp-tls.yaml "MLLP/TLS ADT^A01 -> ACK -> file" "64"
 want backlog && scenario_backlog
 want mqtt && scenario_mqtt
+want mqtt-in && scenario_mqtt_in
+want mqtt-listen && scenario_mqtt_listen
+want mqtt-idle && scenario_mqtt_idle
 want kafka && scenario_kafka
 want http-append && scenario_append
 want file-inodes && scenario_inodes
