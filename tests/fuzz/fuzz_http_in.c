@@ -92,7 +92,29 @@ void jn_ingest_forget(struct jn_ticket *t)
     }
 }
 
+/* respond: is not configured here, so the outcome path never runs. */
+struct jn_ticket *jn_ingest_outcome(struct jn_channel *c, struct jn_msg *msg, jn_accept_fn cb,
+                                    jn_outcome_fn outcome, void *arg)
+{
+    abort();
+}
+
+void jn_ingest_reply_from(struct jn_ticket *t, const char *out_channel)
+{
+    abort();
+}
+
 /* http_out.c is linked with the channel def; it never runs here. */
+int jn_delivery_wants_reply(const struct jn_delivery *d)
+{
+    abort();
+}
+
+void jn_delivery_reply(struct jn_delivery *d, const void *bytes, size_t len)
+{
+    abort();
+}
+
 struct jn_msg *jn_delivery_msg(const struct jn_delivery *d)
 {
     abort();

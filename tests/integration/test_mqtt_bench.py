@@ -10,6 +10,7 @@
 import json
 import os
 import subprocess
+import time
 
 from jnt import BIN, Checks, Junction, free_port, wait_until
 from test_mqtt_roundtrip import Mosquitto, files_in
@@ -28,6 +29,20 @@ def bench(*args, timeout=60):
                                              p.stderr.decode()))
         return {}
     return json.loads(js[-1])
+
+
+def settled(count, quiet=1.0, limit=20):
+    """count() once it has not changed for quiet seconds (the deliveries in flight are written),
+    or after limit seconds."""
+    last, since, t0 = count(), time.monotonic(), time.monotonic()
+    while time.monotonic() - t0 < limit:
+        time.sleep(0.1)
+        n = count()
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
 
 
 def main():
@@ -86,7 +101,7 @@ routes:
             # may have been committed without jn-bench seeing the PUBACK before it stopped.
             lo, hi = total + acked, total + acked + 32
             wait_until(lambda: len(files_in(j.path("out"))) >= lo, 20)
-            got = len(files_in(j.path("out")))
+            got = settled(lambda: len(files_in(j.path("out"))))
             t.check(lo <= got <= hi, "qos %d: %d files for %d acknowledged (expected %d..%d)" %
                     (qos, got - total, acked, lo, hi))
             total = got
