@@ -4,6 +4,7 @@ Each test starts the real build/junction on free 127.0.0.1 ports with its own co
 temporary directory, drives it with real peers (curl, files, a small HTTP receiver), asserts
 exact bytes, prints junction's log on failure and cleans up. Standard library only.
 """
+import http.client
 import http.server
 import json
 import os
@@ -141,6 +142,57 @@ class Junction:
         # Keep the log: failure reports print it after the temp dir is gone.
         self._kept_log = self.log()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class KeepAliveSender(threading.Thread):
+    """Posts {"k": n} for n = 0, 1, ... to http://127.0.0.1:port/path over ONE keep-alive
+    connection until stop(), pause seconds apart. sent: (n, t_sent, t_answered, status) for each;
+    acked: n -> id for each 202 (in order); bad: (n, status, body[:100]) for the others; error:
+    the exception (or the server's Connection: close) that ended the connection early, else None.
+    """
+
+    def __init__(self, port, path="/ingest", pause=0.0):
+        super().__init__(daemon=True)
+        self.port, self.path, self.pause = port, path, pause
+        self.stop_flag = threading.Event()
+        self.sent, self.acked, self.bad, self.error = [], {}, [], None
+        self.lock = threading.Lock()
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        n = 0
+        try:
+            while not self.stop_flag.is_set():
+                t0 = time.monotonic()
+                conn.request("POST", self.path, body=json.dumps({"k": n}),
+                             headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                body = r.read()
+                with self.lock:
+                    self.sent.append((n, t0, time.monotonic(), r.status))
+                    if r.status == 202:
+                        self.acked[n] = json.loads(body)["id"]
+                    else:
+                        self.bad.append((n, r.status, body[:100]))
+                n += 1
+                if r.getheader("Connection", "").lower() == "close":
+                    self.error = "the server closed the connection after message %d" % n
+                    return
+                if self.pause:
+                    time.sleep(self.pause)
+        except Exception as e:  # a dropped connection: what the reload tests must never see
+            self.error = repr(e)
+        finally:
+            conn.close()
+
+    def count(self):
+        """Messages acknowledged (202) so far."""
+        with self.lock:
+            return len(self.acked)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(15)
 
 
 def root_args(args):

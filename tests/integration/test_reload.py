@@ -16,14 +16,12 @@ running config: a file with an error (422, file:line:col, `ctl reload` exits 1 p
 another data_dir (409: needs a restart). An unchanged file is "unchanged". Each message's routing
 actions in the action log name one config hash.
 """
-import http.client
 import json
 import os
 import signal
-import threading
 import time
 
-from jnt import Checks, Junction, admin_api, free_port, run_junction, wait_until
+from jnt import Checks, Junction, KeepAliveSender, admin_api, free_port, run_junction, wait_until
 
 t = Checks("reload")
 cleanups = []
@@ -49,46 +47,6 @@ C = HEAD + """services:
 routes:
   r: { from: [in], via: [tc], to: [out] }
 """
-
-
-class Sender(threading.Thread):
-    """Posts {"k": n} for n = 0, 1, ... on one connection until stopped."""
-
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.port = port
-        self.stop_flag = threading.Event()
-        self.sent = []      # (n, t_sent, t_acked, status)
-        self.error = None
-        self.pause = 0.0    # seconds between messages
-        self.lock = threading.Lock()
-
-    def run(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        n = 0
-        try:
-            while not self.stop_flag.is_set():
-                t0 = time.monotonic()
-                conn.request("POST", "/ingest", body=json.dumps({"k": n}),
-                             headers={"Content-Type": "application/json"})
-                r = conn.getresponse()
-                r.read()
-                with self.lock:
-                    self.sent.append((n, t0, time.monotonic(), r.status))
-                n += 1
-                if self.pause:
-                    time.sleep(self.pause)
-                if r.getheader("Connection", "").lower() == "close":
-                    self.error = "the server closed the connection after message %d" % n
-                    return
-        except Exception as e:  # a dropped connection is what this test must never see
-            self.error = repr(e)
-        finally:
-            conn.close()
-
-    def count(self):
-        with self.lock:
-            return len(self.sent)
 
 
 def write(j, text, **kw):
@@ -132,7 +90,7 @@ try:
     hash_a = admin_api(admin, "GET", "/api/v1/status")[1]["config_hash"]
     adm = ["--admin", "127.0.0.1:%d" % admin]
 
-    s = Sender(p)
+    s = KeepAliveSender(p)
     s.start()
     t.check(wait_until(lambda: s.count() >= 200, 20), "A: messages flow before any reload")
 

@@ -14,14 +14,12 @@ A sender posts over ONE keep-alive connection to channel `in` throughout. The co
      "removed", it sends nothing once its peer is up); it is added again: what its queue kept
      is delivered, each once.
 """
-import http.client
 import json
 import os
 import socket
-import threading
 import time
 
-from jnt import Checks, Junction, Receiver, admin_api, curl, free_port, port_open, wait_until
+from jnt import Checks, Junction, KeepAliveSender, Receiver, admin_api, curl, free_port, port_open, wait_until
 
 t = Checks("reload_channels")
 cleanups = []
@@ -36,37 +34,6 @@ channels:
 routes:
   r: { from: [in, side], to: [out] }
 """
-
-
-class Sender(threading.Thread):
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.port, self.stop_flag, self.error = port, threading.Event(), None
-        self.acked, self.lock = [], threading.Lock()
-
-    def run(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        n = 0
-        try:
-            while not self.stop_flag.is_set():
-                conn.request("POST", "/ingest", body=json.dumps({"k": n}))
-                r = conn.getresponse()
-                r.read()
-                if r.status != 202:
-                    self.error = "message %d: %d" % (n, r.status)
-                    return
-                with self.lock:
-                    self.acked.append(n)
-                n += 1
-                time.sleep(0.002)
-        except Exception as e:
-            self.error = repr(e)
-        finally:
-            conn.close()
-
-    def count(self):
-        with self.lock:
-            return len(self.acked)
 
 
 def delivered(j):
@@ -104,7 +71,7 @@ try:
         with open(j.cfg, "w") as f:
             f.write((CFG % dict(kw, **over)).replace("@DIR@", j.dir))
 
-    s = Sender(p)
+    s = KeepAliveSender(p, pause=0.002)
     s.start()
     t.check(wait_until(lambda: s.count() >= 100, 20), "messages flow on `in`")
 
@@ -201,7 +168,7 @@ try:
             "added again: %r %r" % (code, rep))
     # The one message in flight while the channel was added may have been routed just before
     # the switch (acknowledged just after it): only those sent after it are certain.
-    definite = set(s.acked[added_at + 1:removed_at])
+    definite = set(list(s.acked)[added_at + 1:removed_at])
     t.check(wait_until(lambda: {json.loads(b)["k"] for b in rcv.bodies()} >= definite, 30),
             "what its queue kept while removed is delivered once it is back (%d; missing %r)" %
             (len(definite), sorted(definite - {json.loads(b)["k"] for b in rcv.bodies()})[:10]))
@@ -212,6 +179,7 @@ try:
     s.stop_flag.set()
     s.join(15)
     t.check(s.error is None, "the sender's connection to `in` was never dropped: %r" % s.error)
+    t.check(not s.bad, "every message on `in` accepted: %r" % s.bad[:3])
     want = set(s.acked) | {-2, -3, -4}
     t.check(wait_until(lambda: set(delivered(j)) >= want, 30),
             "every accepted message delivered (%d)" % len(want))

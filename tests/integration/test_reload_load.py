@@ -11,13 +11,12 @@ once; each HTTP message's outputs match one config: "X:k" in outA and nothing in
 "Y:k" in outA and k in outB; and the action log of a sample of them names the hash of that same
 config on its routing records.
 """
-import http.client
 import json
 import os
 import threading
 import time
 
-from jnt import Checks, Junction, admin_api, free_port, wait_until
+from jnt import Checks, Junction, KeepAliveSender, admin_api, free_port, wait_until
 from mllpt import MllpClient, frame, segments
 
 t = Checks("reload_load")
@@ -40,32 +39,6 @@ routes:
 """
 X = HEAD.replace("%(form)s", "X")
 Y = HEAD.replace("%(form)s", "Y") + "  h2: { from: [hin], to: [outB] }\n"
-
-
-class HttpSender(threading.Thread):
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.port, self.stop_flag = port, threading.Event()
-        self.acked, self.bad, self.error = {}, [], None
-
-    def run(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        n = 0
-        try:
-            while not self.stop_flag.is_set():
-                conn.request("POST", "/ingest", body=json.dumps({"k": n}))
-                r = conn.getresponse()
-                body = r.read()
-                if r.status == 202:
-                    self.acked[n] = json.loads(body)["id"]
-                else:
-                    self.bad.append((n, r.status, body[:100]))
-                n += 1
-                time.sleep(0.003)
-        except Exception as e:
-            self.error = repr(e)
-        finally:
-            conn.close()
 
 
 class MllpSender(threading.Thread):
@@ -115,7 +88,7 @@ try:
     cleanups.append(j.cleanup)
     t.on_fail.append(lambda: print("---- junction log ----\n%s" % j.log()[-4000:]))
     j.start()
-    hs, ms = HttpSender(p), MllpSender(m)
+    hs, ms = KeepAliveSender(p, pause=0.003), MllpSender(m)
     hs.start()
     ms.start()
     t.check(wait_until(lambda: len(hs.acked) > 50 and len(ms.acked) > 20, 20), "load flows")
