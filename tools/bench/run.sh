@@ -411,6 +411,36 @@ start_mosquitto() {
     fi
 }
 
+# A fresh run with a mosquitto of its own on $P2; MQ_URL is its bench topic.
+fresh_mosquitto() {
+    fresh
+    JN_BENCH_MQTT=$P2
+    export JN_BENCH_MQTT
+    MQ_URL=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
+    start_mosquitto "$JN_BENCH_MQTT"
+}
+
+# A peer row on the mosquitto of fresh_mosquitto: load() with CPU and RSS sampled from
+# mosquitto, with a QoS 1 mosquitto_sub on the topic when $1 is "sub" ("alone" without);
+# the rest are load()'s arguments. mosquitto (and the subscriber) are stopped after.
+peer_load() {
+    pl_sub=$1
+    shift
+    if [ "$pl_sub" = sub ]; then
+        mosquitto_sub -h 127.0.0.1 -p "$JN_BENCH_MQTT" -t jn/bench -q 1 -i jn-bench-peer \
+            >/dev/null 2>&1 &
+        SPID=$!
+        sleep 0.5
+    fi
+    pl_jpid=$JPID
+    JPID=$MPID
+    START_MS=""
+    load "$@"
+    JPID=$pl_jpid
+    stop_sink
+    stop_mosquitto
+}
+
 scenario_mqtt() {
     if ! command -v mosquitto >/dev/null 2>&1; then
         log "mqtt: skipped, no mosquitto on PATH"
@@ -428,28 +458,11 @@ scenario_mqtt() {
     for mq_c in 1 16; do
         mq_rep=1
         while [ "$mq_rep" -le "$REPEAT" ]; do
-            fresh
-            JN_BENCH_MQTT=$P2
-            export JN_BENCH_MQTT
-            mq_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
-            start_mosquitto "$JN_BENCH_MQTT"
-            mosquitto_sub -h 127.0.0.1 -p "$JN_BENCH_MQTT" -t jn/bench -q 1 -i jn-bench-peer \
-                >/dev/null 2>&1 &
-            SPID=$!
-            sleep 0.5
-            JPID_SAVE=$JPID
-            JPID=$MPID # load() samples CPU and RSS of --pid: here mosquitto's
-            START_MS=""
-            load "$mq_peer" "$mq_c" mqtt "$mq_url"
-            JPID=$JPID_SAVE
-            stop_sink
-            stop_mosquitto
+            fresh_mosquitto
+            peer_load sub "$mq_peer" "$mq_c" mqtt "$MQ_URL"
 
-            fresh
-            JN_BENCH_MQTT=$P2
-            export JN_BENCH_MQTT
-            mq_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
-            start_mosquitto "$JN_BENCH_MQTT"
+            fresh_mosquitto
+            mq_url=$MQ_URL
             start_junction mqtt-file.yaml "$mq_url" --count-dir "$JN_BENCH_DIR/out"
             if [ "$mq_rep" = 1 ] && [ "$mq_c" = 16 ]; then
                 perf_start mqtt
@@ -466,11 +479,8 @@ scenario_mqtt() {
 
             # The same with fsync: false on the file OUT: the destination's fsync per file no
             # longer bounds delivered/s, which then shows what MQTT IN itself takes.
-            fresh
-            JN_BENCH_MQTT=$P2
-            export JN_BENCH_MQTT
-            mq_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
-            start_mosquitto "$JN_BENCH_MQTT"
+            fresh_mosquitto
+            mq_url=$MQ_URL
             start_junction mqtt-file-nosync.yaml "$mq_url" --count-dir "$JN_BENCH_DIR/out"
             load "$mq_label (fsync: false)" "$mq_c" mqtt "$mq_url" --count-dir "$JN_BENCH_DIR/out"
             stop_junction
@@ -567,32 +577,16 @@ scenario_mqtt_in() {
     fi
     mi_rep=1
     while [ "$mi_rep" -le "$REPEAT" ]; do
-        fresh
-        JN_BENCH_MQTT=$P2
-        export JN_BENCH_MQTT
-        mi_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
-        start_mosquitto "$JN_BENCH_MQTT"
-        mosquitto_sub -h 127.0.0.1 -p "$JN_BENCH_MQTT" -t jn/bench -q 1 -i jn-bench-peer \
-            >/dev/null 2>&1 &
-        SPID=$!
-        sleep 0.5
-        JPID_SAVE=$JPID
-        JPID=$MPID
-        START_MS=""
-        load "peer: 16x8 in flight QoS 1 -> mosquitto -> mosquitto_sub" 16 mqtt "$mi_url" \
-            --inflight 8
-        JPID=$JPID_SAVE
+        fresh_mosquitto
+        peer_load sub "peer: 16x8 in flight QoS 1 -> mosquitto -> mosquitto_sub" 16 mqtt \
+            "$MQ_URL" --inflight 8
         mi_peer=$(last_json msg_per_s)
-        stop_sink
-        stop_mosquitto
         mi_half=$(awk -v r="${mi_peer:-0}" 'BEGIN { printf "%d", r / 2 }')
         for mi_shape in closed paced; do
-            fresh
-            JN_BENCH_MQTT=$P2
+            fresh_mosquitto
             JN_BENCH_ADMIN=$P3
-            export JN_BENCH_MQTT JN_BENCH_ADMIN
-            mi_url=mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench
-            start_mosquitto "$JN_BENCH_MQTT"
+            export JN_BENCH_ADMIN
+            mi_url=$MQ_URL
             start_junction_admin mqtt-file-append.yaml "$JN_BENCH_ADMIN"
             wait_in_up "$JN_BENCH_ADMIN" || exit 1
             START_MS=""
@@ -642,17 +636,9 @@ scenario_mqtt_listen() {
             set -- $ml_shape
             ml_q=$1
             ml_i=$2
-            fresh
-            JN_BENCH_MQTT=$P2
-            export JN_BENCH_MQTT
-            start_mosquitto "$JN_BENCH_MQTT"
-            JPID_SAVE=$JPID
-            JPID=$MPID
-            START_MS=""
-            load "peer: mosquitto alone, QoS $ml_q, ${ml_i} in flight per conn" 16 mqtt \
-                "mqtt://127.0.0.1:$JN_BENCH_MQTT/jn/bench" --qos "$ml_q" --inflight "$ml_i"
-            JPID=$JPID_SAVE
-            stop_mosquitto
+            fresh_mosquitto
+            peer_load alone "peer: mosquitto alone, QoS $ml_q, ${ml_i} in flight per conn" 16 \
+                mqtt "$MQ_URL" --qos "$ml_q" --inflight "$ml_i"
 
             fresh
             JN_BENCH_ADMIN=$P2
@@ -690,19 +676,11 @@ scenario_mqtt_idle() {
     md_rep=1
     while [ "$md_rep" -le "$REPEAT" ]; do
         if command -v mosquitto >/dev/null 2>&1; then
-            fresh
-            JN_BENCH_MQTT=$P2
-            export JN_BENCH_MQTT
-            start_mosquitto "$JN_BENCH_MQTT"
-            JPID_SAVE=$JPID
-            JPID=$MPID
-            START_MS=""
+            fresh_mosquitto
             DURATION_SAVE=$DURATION
             DURATION=15
-            load "peer: mosquitto alone, idle connections" "$IDLE_CONNS" mqtt-idle \
+            peer_load alone "peer: mosquitto alone, idle connections" "$IDLE_CONNS" mqtt-idle \
                 "mqtt://127.0.0.1:$JN_BENCH_MQTT"
-            JPID=$JPID_SAVE
-            stop_mosquitto
             DURATION=$DURATION_SAVE
         fi
         fresh
