@@ -36,11 +36,6 @@
 #include "jn_time.h"
 #include "jn_worker.h"
 
-static size_t chan_index(struct jn_broker *b, const struct jn_channel *ch)
-{
-    return ch->slot;
-}
-
 /* m's encoding: the caller's (menv) when it has one, else encoded once into own. NULL when out
  * of memory. */
 static const struct jn_buf *envelope_of(const struct jn_msg *m, const struct jn_buf *menv,
@@ -227,7 +222,7 @@ static void route_unmatched(struct route_ctx *c, struct jn_channel *src)
     const struct jn_config *cfg = c->cfg;
     struct jn_jtxn *t = c->t;
     struct jn_msg *m = c->m;
-    size_t ci = src ? chan_index(b, src) : (size_t)-1;
+    size_t ci = src ? src->slot : (size_t)-1;
 
     switch (src ? cfg->unrouted : JN_UNROUTED_DEAD_LETTER) {
     case JN_UNROUTED_DEAD_LETTER:
@@ -276,8 +271,8 @@ void jn_route__build(struct jn_broker *b, struct jn_jtxn *t, struct jn_channel *
     struct route_ctx rc = {b, cfg, t, m, menv, &own, track, JN_KEEP_NONE, JN_BUF_INIT,
                            JN_BUF_INIT, 0};
 
-    if (src == NULL || cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, src), m, b->svcs,
-                                       &b->ids, route_taken, &rc) == 0) {
+    if (src == NULL || cfg->router->route(cfg->routes, cfg->nroutes, src->slot, m, b->svcs,
+                                          &b->ids, route_taken, &rc) == 0) {
         route_unmatched(&rc, src);
     }
     put_kept(&rc);
@@ -359,7 +354,7 @@ static void route_run(void *arg, struct jn_job *batch)
         if (atomic_load(&b->route_abort)) {
             continue;
         }
-        j->matched = cfg->router->route(cfg->routes, cfg->nroutes, chan_index(b, j->src), j->m,
+        j->matched = cfg->router->route(cfg->routes, cfg->nroutes, j->src->slot, j->m,
                                         j->gen->svcs, &b->ids, route_collect, j);
         j->ran = 1;
     }
