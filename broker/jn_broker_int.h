@@ -111,6 +111,10 @@ struct jn_broker {
     atomic_int route_abort;          /* stopping: the router skips what it has not begun */
     const char *run_user;            /* jn_broker_set_user, or NULL */
     size_t routing_in_flight;        /* posted to the router, routing not yet committed */
+    uint64_t route_seq_post;         /* the next routing job's place in acceptance order */
+    uint64_t route_seq_done;         /* the next one to finish (jn_route.c's reorder window) */
+    void **route_window;             /* route_window_cap jobs back, waiting for those before */
+    size_t route_window_cap;
     struct jn_worker *replier;       /* runs response_via services on answers (or NULL) */
     size_t replies_in_flight;        /* posted to the replier, not back yet */
     uint64_t *n_routed;              /* per route: messages it took (jn_stats.h) */
@@ -227,6 +231,9 @@ void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
  * of src (m is borrowed). */
 void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
                      uint64_t seq);
+/* After a reload's jn_gen__use: the router gets as many threads as the new services ask
+ * (jn_service_def.parallel); never fewer than it has. */
+void jn_route__threads(struct jn_broker *b);
 /* Stopping: the router skips what it has not begun (those stay in the inbox). */
 void jn_route__stop(struct jn_broker *b);
 /* Freeing: stops the router; nothing more is routed. */
