@@ -16,15 +16,21 @@
  * so a field cannot change the URL's path or query beyond its own place. A missing field is an
  * error (a lookup by an empty key would find the wrong record).
  *
- * Blocking, on purpose: transform runs on the routing thread (or, later, on workers, several
- * at once), never on a loop thread that serves sockets, so one GET at a time with a timeout is
- * what the service contract allows, as the delay service and lua scripts block. Each GET uses
- * a private event_base and libevent's evhttp client (the HTTP OUT channel's library, so no new
- * dependency), with `timeout` both per read/write and for the whole exchange. http:// only:
- * HTTPS is not built yet. The cache is the only state shared between calls and is under a
- * mutex; it keeps 2xx answers by URL for `ttl`, at most max_entries (the one closest to
- * expiry goes first). Modelled on Camel's enrich with an HTTP producer and Redpanda Connect's
- * http processor inside a branch, with Mirth-like on_error choices.
+ * Each call blocks its thread, on purpose: transform runs on a routing thread, never on a loop
+ * thread that serves sockets, and the instance asks for `concurrency` of them (.parallel), so
+ * that many messages' lookups are under way at once while the broker keeps the results in
+ * acceptance order (jn_route.c's reorder window). A blocking call per thread is far simpler
+ * than parking a message's pipeline half-way and resuming it from a callback, and as fast for
+ * the numbers that matter here (docs/performance.md "http-lookup"). Each GET uses a private
+ * event_base and libevent's evhttp client (the HTTP OUT channel's library, so no new
+ * dependency), with `timeout` both per read/write and for the whole exchange, polling the
+ * broker's stop flag (svc->abort) every ABORT_POLL_MS. No connection, a timeout, a 5xx or a 429
+ * is tried again, `retries` times, after retry_delay doubling. http:// only: HTTPS is not built
+ * yet. State shared between calls, each under its own mutex: the count of lookups under way
+ * (at most concurrency) and the cache, which keeps 2xx answers by URL for `ttl`, at most
+ * max_entries (the one closest to expiry goes first). Modelled on Camel's enrich with an HTTP
+ * producer and Redpanda Connect's http processor inside a branch, with Mirth-like on_error
+ * choices.
  */
 #include <pthread.h>
 #include <stdatomic.h>
