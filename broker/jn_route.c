@@ -10,17 +10,22 @@
  *   - A channel with a route through services is routed after the acknowledgement: the
  *     ingest commit holds an inbox record, the sender is answered, and the message is posted
  *     to the routing worker (jn_worker), whose thread runs the conditions and services, off
- *     the loop, one message after another in the order they were accepted. Back on the loop,
- *     the outputs are written with the deletion of the inbox record in one later transaction,
+ *     the loop, one message after another in the order they were accepted (or several at
+ *     once, when a service asks for more threads: jn_service_def.parallel, http-lookup's
+ *     concurrency; a reorder window then commits them in that order all the same). Back on
+ *     the loop, the outputs are written with the deletion of the inbox record in one later
+ *     transaction,
  *     so a crash between the two commits routes the message again from the inbox at the next
  *     start (jn_recover.c, through jn_route__inbox: the same path). A slow service delays its
  *     own messages, never another sender's acknowledgement.
  *
- * Threads: everything here runs on the loop except route_run, on the worker's thread, which
+ * Threads: everything here runs on the loop except route_run, on the worker's threads, which
  * reads the job it was given and the config and services of the job's generation (jn_gen:
  * fixed once made; a reload makes a new one for the jobs posted after it, so a message is
- * routed under exactly one config). The loop does not touch a job's message while the worker has it. Services run on that
- * thread only (never on the loop): a service needs no lock of its own.
+ * routed under exactly one config). The loop does not touch a job's message while the worker
+ * has it. Services run on those threads only (never on the loop); with more than one thread
+ * a service's transform runs for several messages at once, which jn_service.h allows (state
+ * shared between calls is under the service's own lock: the lua state, the lookup cache).
  *
  * Model: Fluent Bit's filters before the storage and NiFi's "commit, then process" session;
  * Mosquitto's db__ for the module__verb names.
@@ -541,10 +546,7 @@ static int router_start(struct jn_broker *b, struct jn_err *err)
     /* Each message's routing is committed as soon as its services are done, not after a
      * whole batch of slow ones (a batch is what was posted while the previous one ran). */
     jn_worker_set_batch_max(b->router, ROUTE_BATCH_MAX);
-    if (jn_worker_set_threads(b->router, route_threads(b->gen)) != 0) {
-        jn_log(JN_LOG_WARN, "routing: could not start %zu threads (%s); fewer route at once",
-               route_threads(b->gen), strerror(errno));
-    }
+    jn_route__threads(b);
     return 0;
 }
 
@@ -593,9 +595,12 @@ int jn_route__reconfig(struct jn_broker *b, const struct jn_config *old, struct 
 
 void jn_route__threads(struct jn_broker *b)
 {
-    if (b->router != NULL && jn_worker_set_threads(b->router, route_threads(b->gen)) != 0) {
-        jn_log(JN_LOG_WARN, "routing: could not start %zu threads; fewer route at once",
-               route_threads(b->gen));
+    size_t n = route_threads(b->gen);
+    int rc = b->router != NULL ? jn_worker_set_threads(b->router, n) : 0;
+
+    if (rc != 0) {
+        jn_log(JN_LOG_WARN, "routing: could not start %zu threads (%s); fewer route at once",
+               n, strerror(rc));
     }
 }
 

@@ -1,12 +1,12 @@
 /*
- * jn_worker: a worker thread with its pending and finished lists, and the hand-off back to
- * the loop (see jn_worker.h).
+ * jn_worker: a worker thread (or several, jn_worker_set_threads) with its pending and finished
+ * lists, and the hand-off back to the loop (see jn_worker.h).
  *
  * One mutex guards both lists and the state; the threads sleep on one condition variable.
- * A thread takes the whole pending list (or batch_max jobs of it) as a batch, runs it unlocked, splices it onto the
- * finished list and makes the done event active. The loop's event callback takes the whole
- * finished list and calls done per job, unlocked. So each side holds the lock only for a
- * splice, and the two threads never wait on each other's work.
+ * A thread takes the whole pending list (or batch_max jobs of it) as a batch, runs it
+ * unlocked, splices it onto the finished list and makes the done event active. The loop's
+ * event callback takes the whole finished list and calls done per job, unlocked. So each side
+ * holds the lock only for a splice, and the threads never wait on each other's work.
  */
 #include "jn_worker.h"
 
