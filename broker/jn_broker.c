@@ -107,6 +107,9 @@ static void ingest_committed(void *arg, int rc)
         jn_log_p(JN_LOG_DEBUG, t->ch->log_prefix, "msg=%s received (%zu bytes)", t->msg->id,
                  t->msg->len);
         t->accepted = 1;
+        if (t->tracked) {
+            memcpy(t->id, t->msg->id, sizeof(t->id));
+        }
         if (t->cb) {
             t->cb(t->arg, 0, t->msg, NULL);
         }
@@ -325,7 +328,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     struct jn_broker *b = arg;
     struct timeval tv = {0, 10000};
     int idle = b->ingests_in_flight == 0 && b->pend_head == NULL && b->routing_in_flight == 0 &&
-               sends_in_flight(b) == 0;
+               b->replies_in_flight == 0 && sends_in_flight(b) == 0;
 
     if (idle || jn_mono_ms() >= b->stop_deadline_ms) {
         size_t told;
@@ -608,6 +611,7 @@ void jn_broker_free(struct jn_broker *b)
     }
     /* While every channel still exists (the loop may never have run, or was cut short). */
     jn_track__stop_all(b);
+    jn_reply__free(b);
     jn_route__free(b);
     jn_flow__free(b);
     for (size_t i = 0; i < b->nchans; i++) {

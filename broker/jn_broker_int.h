@@ -53,6 +53,10 @@ struct jn_ticket {
     void *reply;                  /* owned: the first reply of a delivery that ended in... */
     size_t reply_len;
     enum jn_send_result reply_r;  /* ...this result */
+    const struct jn_strlist *reply_via; /* services the reply goes through before outcome
+                                         * (jn_ingest_reply_via; borrowed), or NULL */
+    int via_busy;                 /* a reply job has it (jn_reply.c): pending holds 1 for it */
+    char id[JN_ID_LEN + 1];       /* tracked: the message's id, once accepted */
     struct jn_ticket *oprev, *onext; /* b->outcomes while outcome is awaited */
 };
 
@@ -107,6 +111,12 @@ struct jn_broker {
     atomic_int route_abort;          /* stopping: the router skips what it has not begun */
     const char *run_user;            /* jn_broker_set_user, or NULL */
     size_t routing_in_flight;        /* posted to the router, routing not yet committed */
+    uint64_t route_seq_post;         /* the next routing job's place in acceptance order */
+    uint64_t route_seq_done;         /* the next one to finish (jn_route.c's reorder window) */
+    void **route_window;             /* route_window_cap jobs back, waiting for those before */
+    size_t route_window_cap;
+    struct jn_worker *replier;       /* runs response_via services on answers (or NULL) */
+    size_t replies_in_flight;        /* posted to the replier, not back yet */
     uint64_t *n_routed;              /* per route: messages it took (jn_stats.h) */
     int64_t started_us;              /* wall clock when the channels had started */
     struct jn_replay *replay;        /* the replay job under way or last done (jn_replay.c) */
@@ -221,6 +231,9 @@ void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
  * of src (m is borrowed). */
 void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
                      uint64_t seq);
+/* After a reload's jn_gen__use: the router gets as many threads as the new services ask
+ * (jn_service_def.parallel); never fewer than it has. */
+void jn_route__threads(struct jn_broker *b);
 /* Stopping: the router skips what it has not begun (those stay in the inbox). */
 void jn_route__stop(struct jn_broker *b);
 /* Freeing: stops the router; nothing more is routed. */
@@ -252,6 +265,16 @@ void jn_track__settle(struct jn_ticket *t, enum jn_send_result r, const char *re
 /* Broker stopping: answers every outcome still awaited for an accepted message with
  * JN_SEND_RETRY. Returns how many were answered. */
 size_t jn_track__stop_all(struct jn_broker *b);
+/*
+ * jn_reply.c: a tracked ticket's reply through its response_via services. Loop thread. Posts
+ * t's reply (t->reply, with t->result) to the reply worker: t->pending is held by the job and
+ * outcome runs from the job's done with the services' answer (or a reason naming the one that
+ * failed). Returns 0 (posted), or JN_E* and nothing changed (the caller answers itself).
+ */
+int jn_reply__post(struct jn_ticket *t);
+/* Freeing: stops the reply worker; jobs not run release their tickets. */
+void jn_reply__free(struct jn_broker *b);
+
 /* The jn_queue_env tag callbacks (the tag is a struct jn_ticket). */
 void jn_track__q_hold(void *arg, void *tag);
 void jn_track__q_note(void *arg, void *tag, enum jn_send_result r, const char *reason);

@@ -306,6 +306,14 @@ struct jn_ticket *jn_ingest_outcome(struct jn_channel *ch, struct jn_msg *msg,
  * must outlive the ticket, e.g. the channel's conf) hand over their reply (HTTP IN's `respond:
  * from:`). NULL t is a no-op. */
 void jn_ingest_reply_from(struct jn_ticket *t, const char *out_channel);
+/* After jn_ingest_outcome: the reply goes through these services (names under `services:`;
+ * borrowed, like out_channel) before outcome gets it, on a worker thread (never the loop).
+ * The reply is a message: payload = the body, headers = the answer's headers plus
+ * http-status; what the last service gives becomes the reply. A service that fails, drops it
+ * or gives several, or an unknown name (after a reload): outcome gets JN_SEND_REJECT, no
+ * reply, and a reason naming the service. NULL t or an empty list is a no-op. */
+struct jn_strlist;
+void jn_ingest_reply_via(struct jn_ticket *t, const struct jn_strlist *services);
 
 /*
  * IN, opt-in: a duplicate window that survives a restart (MLLP's MSH-10 window; HTTP

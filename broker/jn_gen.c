@@ -40,6 +40,9 @@ void jn_gen__services_free(struct jn_gen *g)
 /* b runs g from now on. */
 void jn_gen__use(struct jn_broker *b, struct jn_gen *g)
 {
+    for (size_t i = 0; i < g->nsvcs; i++) {
+        g->svcs[i].abort = &b->route_abort; /* the stop ends long waits (jn_service.h) */
+    }
     b->gen = g;
     b->cfg = g->cfg;
     b->svcs = g->svcs;

@@ -506,6 +506,7 @@ static int apply(struct jn_broker *b, struct jn_config *next, struct jn_err *err
         return err->code;
     }
     jn_gen__use(b, g);
+    jn_route__threads(b); /* more routing threads if its services want them */
     channels_added(b, old_n);
     channels_apply(b);
     channels_restart(b, next, old->cfg);

@@ -10,17 +10,22 @@
  *   - A channel with a route through services is routed after the acknowledgement: the
  *     ingest commit holds an inbox record, the sender is answered, and the message is posted
  *     to the routing worker (jn_worker), whose thread runs the conditions and services, off
- *     the loop, one message after another in the order they were accepted. Back on the loop,
- *     the outputs are written with the deletion of the inbox record in one later transaction,
+ *     the loop, one message after another in the order they were accepted (or several at
+ *     once, when a service asks for more threads: jn_service_def.parallel, http-lookup's
+ *     concurrency; a reorder window then commits them in that order all the same). Back on
+ *     the loop, the outputs are written with the deletion of the inbox record in one later
+ *     transaction,
  *     so a crash between the two commits routes the message again from the inbox at the next
  *     start (jn_recover.c, through jn_route__inbox: the same path). A slow service delays its
  *     own messages, never another sender's acknowledgement.
  *
- * Threads: everything here runs on the loop except route_run, on the worker's thread, which
+ * Threads: everything here runs on the loop except route_run, on the worker's threads, which
  * reads the job it was given and the config and services of the job's generation (jn_gen:
  * fixed once made; a reload makes a new one for the jobs posted after it, so a message is
- * routed under exactly one config). The loop does not touch a job's message while the worker has it. Services run on that
- * thread only (never on the loop): a service needs no lock of its own.
+ * routed under exactly one config). The loop does not touch a job's message while the worker
+ * has it. Services run on those threads only (never on the loop); with more than one thread
+ * a service's transform runs for several messages at once, which jn_service.h allows (state
+ * shared between calls is under the service's own lock: the lua state, the lookup cache).
  *
  * Model: Fluent Bit's filters before the storage and NiFi's "commit, then process" session;
  * Mosquitto's db__ for the module__verb names.
@@ -300,6 +305,7 @@ struct route_job {
     struct jn_gen *gen;        /* routed under its config and services (held: gen->jobs) */
     struct jn_msg *m;          /* owned reference */
     uint64_t inbox_seq;
+    uint64_t seq;              /* its place in the acceptance order (the reorder window) */
     struct jn_ticket *track;   /* tracked ticket whose routing part this is, or NULL */
     struct taken *head, **tail;
     size_t matched;
@@ -356,12 +362,17 @@ static void route_run(void *arg, struct jn_job *batch)
         }
         j->matched = cfg->router->route(cfg->routes, cfg->nroutes, j->src->slot, j->m,
                                         j->gen->svcs, &b->ids, route_collect, j);
-        j->ran = 1;
+        /* A stop that came while its services ran may have cut them short (a lookup gives up
+         * with JN_ESTOPPED): what they made is not kept, and the message stays in the inbox
+         * to be routed again at the next start. */
+        j->ran = !atomic_load(&b->route_abort);
     }
 }
 
 /* Jobs per batch of the routing thread (jn_worker_set_batch_max). */
 #define ROUTE_BATCH_MAX 1
+/* The most routing threads, whatever the services ask. */
+#define ROUTE_THREADS_MAX 256
 
 static void job_free(struct jn_broker *b, struct route_job *j)
 {
@@ -395,10 +406,8 @@ static void job_release(struct jn_broker *b, struct route_job *j)
 
 /* Loop thread: the worker's results become the routing transaction, which also deletes the
  * message's inbox record. */
-static void route_done(void *arg, struct jn_job *jb)
+static void route_finish(struct jn_broker *b, struct route_job *j)
 {
-    struct jn_broker *b = arg;
-    struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
     struct jn_buf own = JN_BUF_INIT;
     struct route_ctx rc = {b, j->gen->cfg, NULL, j->m, NULL, &own, j->track, JN_KEEP_NONE,
                            JN_BUF_INIT, JN_BUF_INIT, 0};
@@ -434,6 +443,76 @@ static void route_done(void *arg, struct jn_job *jb)
     job_free(b, j);
 }
 
+/*
+ * The reorder window: the routing runs on several threads (jn_worker_set_threads), so jobs
+ * come back in the order they finish; each is held here until every job posted before it is
+ * back, so routings are committed, and reach their queues, in acceptance order. A ring of
+ * route_window_cap slots (a power of two), job seq at seq & (cap - 1); it always has room for
+ * every job in flight, made at the post (window_room).
+ */
+static int window_room(struct jn_broker *b)
+{
+    size_t need = (size_t)(b->route_seq_post - b->route_seq_done) + 1, cap;
+    void **grown;
+
+    if (need <= b->route_window_cap) {
+        return 0;
+    }
+    cap = b->route_window_cap ? b->route_window_cap : 64;
+    while (cap < need) {
+        cap *= 2;
+    }
+    grown = jn_calloc(cap, sizeof(*grown));
+    if (grown == NULL) {
+        return JN_ENOMEM;
+    }
+    for (uint64_t s = b->route_seq_done; s < b->route_seq_post && b->route_window_cap; s++) {
+        grown[s & (cap - 1)] = b->route_window[s & (b->route_window_cap - 1)];
+    }
+    jn_free(b->route_window);
+    b->route_window = grown;
+    b->route_window_cap = cap;
+    return 0;
+}
+
+/* Loop thread: a job is back from the worker; it and those after it that are back are
+ * finished in order. */
+static void route_done(void *arg, struct jn_job *jb)
+{
+    struct jn_broker *b = arg;
+    struct route_job *j = JN_JOB_OF(jb, struct route_job, job);
+
+    if (b->freeing) {
+        job_release(b, j); /* nothing is committed any more: order does not matter */
+        return;
+    }
+    b->route_window[j->seq & (b->route_window_cap - 1)] = j;
+    for (;;) {
+        void **slot = &b->route_window[b->route_seq_done & (b->route_window_cap - 1)];
+        if (b->route_seq_done == b->route_seq_post || *slot == NULL) {
+            break;
+        }
+        j = *slot;
+        *slot = NULL;
+        b->route_seq_done++;
+        route_finish(b, j);
+    }
+}
+
+/* How many threads the routing of gen's services wants: the largest parallel() among them. */
+static size_t route_threads(const struct jn_gen *gen)
+{
+    size_t n = 1;
+
+    for (size_t i = 0; gen != NULL && gen->svcs != NULL && i < gen->nsvcs; i++) {
+        const struct jn_service *s = &gen->svcs[i];
+        if (s->def != NULL && s->def->parallel != NULL && s->def->parallel(s) > n) {
+            n = s->def->parallel(s);
+        }
+    }
+    return n > ROUTE_THREADS_MAX ? ROUTE_THREADS_MAX : n;
+}
+
 /* Marks in deferred (one byte per channel) the channels cfg routes after the acknowledgement:
  * those a route with services reads from. Returns how many. */
 static size_t mark_deferred(const struct jn_config *cfg, unsigned char *deferred, size_t nchans)
@@ -462,6 +541,7 @@ static int router_start(struct jn_broker *b, struct jn_err *err)
     /* Each message's routing is committed as soon as its services are done, not after a
      * whole batch of slow ones (a batch is what was posted while the previous one ran). */
     jn_worker_set_batch_max(b->router, ROUTE_BATCH_MAX);
+    jn_route__threads(b);
     return 0;
 }
 
@@ -508,6 +588,17 @@ int jn_route__reconfig(struct jn_broker *b, const struct jn_config *old, struct 
     return 0;
 }
 
+void jn_route__threads(struct jn_broker *b)
+{
+    size_t n = route_threads(b->gen);
+    int rc = b->router != NULL ? jn_worker_set_threads(b->router, n) : 0;
+
+    if (rc != 0) {
+        jn_log(JN_LOG_WARN, "routing: could not start %zu threads (%s); fewer route at once",
+               n, strerror(rc));
+    }
+}
+
 int jn_route__deferred(const struct jn_broker *b, const struct jn_channel *src)
 {
     return src != NULL && b->deferred != NULL && b->deferred[src->slot];
@@ -541,9 +632,18 @@ void jn_route__later(struct jn_broker *b, struct jn_channel *src, struct jn_msg 
     j->inbox_seq = inbox_seq;
     j->track = track;
     j->tail = &j->head;
+    if (window_room(b) != 0) {
+        jn_log(JN_LOG_ERROR, "msg=%s out of memory routing; it stays in the inbox for the next "
+               "start", m->id);
+        job_release(b, j);
+        return;
+    }
+    j->seq = b->route_seq_post;
     if (jn_worker_post(b->router, &j->job) != 0) {
         job_release(b, j);
+        return;
     }
+    b->route_seq_post++;
 }
 
 void jn_route__inbox(struct jn_broker *b, struct jn_channel *src, struct jn_msg *m,
@@ -587,7 +687,16 @@ void jn_route__free(struct jn_broker *b)
         }
         jn_worker_free(b->router);
         b->router = NULL;
+        /* Back, but behind one that was not: released unrouted (they stay in the inbox). */
+        for (size_t i = 0; i < b->route_window_cap; i++) {
+            if (b->route_window[i] != NULL) {
+                job_release(b, b->route_window[i]);
+            }
+        }
     }
+    jn_free(b->route_window);
+    b->route_window = NULL;
+    b->route_window_cap = 0;
     jn_free(b->deferred);
     b->deferred = NULL;
     jn_free(b->n_routed);

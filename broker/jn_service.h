@@ -15,6 +15,7 @@
 #ifndef JN_SERVICE_H
 #define JN_SERVICE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "jn_err.h"
@@ -36,6 +37,10 @@ struct jn_service_def {
     int (*transform)(const struct jn_service *svc, struct jn_msg *in, struct jn_msg_list *out,
                      struct jn_err *err);
     void (*destroy)(struct jn_service *svc); /* frees state; optional */
+    /* Optional: how many messages at once the instance can make use of, because its
+     * transform mostly waits (http-lookup's concurrency). The broker routes on as many
+     * threads as the largest of these asks (jn_route.c), 1 without any. */
+    size_t (*parallel)(const struct jn_service *svc);
 };
 
 struct jn_service {
@@ -44,6 +49,10 @@ struct jn_service {
     char log_prefix[160]; /* "json-map.order-fields" */
     void *conf;
     void *state;
+    /* Set (non-zero) when the broker stops: a transform that waits long (a lookup, a retry's
+     * pause) may poll it and give up with JN_ESTOPPED; its message is then routed again at
+     * the next start. NULL outside the broker (junction test). Set by the broker. */
+    const atomic_int *abort;
 };
 
 /*

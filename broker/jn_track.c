@@ -71,6 +71,20 @@ static void track_fire(struct jn_ticket *t, int stopping)
         enum jn_send_result r = stopping ? JN_SEND_RETRY : t->result;
         const char *why = stopping ? "broker is stopping" : t->reason;
         int with_reply = !stopping && t->reply != NULL && t->reply_r == r;
+        if (with_reply && t->reply_via != NULL && t->reply_via->n > 0 && !t->via_busy) {
+            int rc = jn_reply__post(t);
+            if (rc == 0) {
+                return; /* the job answers, and holds t (pending) until then */
+            }
+            jn_track__detach(t);
+            fn(t->arg, rc == JN_ESTOPPED ? JN_SEND_RETRY : JN_SEND_REJECT,
+               rc == JN_ESTOPPED ? "broker is stopping" : "response_via: out of memory", NULL,
+               0);
+            if (t->pending == 0) {
+                jn_track__free(t);
+            }
+            return;
+        }
         jn_track__detach(t);
         fn(t->arg, r, why, with_reply ? t->reply : NULL, with_reply ? t->reply_len : 0);
     }
@@ -138,6 +152,13 @@ int jn_track__q_wants_reply(void *arg, void *tag, const struct jn_channel *ch)
     (void)arg;
     return t->outcome != NULL &&
            (t->reply_from == NULL || strcmp(t->reply_from, ch->name) == 0);
+}
+
+void jn_ingest_reply_via(struct jn_ticket *t, const struct jn_strlist *services)
+{
+    if (t != NULL && services != NULL && services->n > 0) {
+        t->reply_via = services;
+    }
 }
 
 void jn_ingest_reply_from(struct jn_ticket *t, const char *out_channel)

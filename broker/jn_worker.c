@@ -1,12 +1,12 @@
 /*
- * jn_worker: a worker thread with its pending and finished lists, and the hand-off back to
- * the loop (see jn_worker.h).
+ * jn_worker: a worker thread (or several, jn_worker_set_threads) with its pending and finished
+ * lists, and the hand-off back to the loop (see jn_worker.h).
  *
- * One mutex guards both lists and the state; the thread sleeps on one condition variable.
- * The thread takes the whole pending list as a batch, runs it unlocked, splices it onto the
- * finished list and makes the done event active. The loop's event callback takes the whole
- * finished list and calls done per job, unlocked. So each side holds the lock only for a
- * splice, and the two threads never wait on each other's work.
+ * One mutex guards both lists and the state; the threads sleep on one condition variable.
+ * A thread takes the whole pending list (or batch_max jobs of it) as a batch, runs it
+ * unlocked, splices it onto the finished list and makes the done event active. The loop's
+ * event callback takes the whole finished list and calls done per job, unlocked. So each side
+ * holds the lock only for a splice, and the threads never wait on each other's work.
  */
 #include "jn_worker.h"
 
@@ -28,8 +28,8 @@ struct jn_worker {
     jn_worker_done_fn done;
     void *arg;
     struct event *done_ev;
-    pthread_t thread;
-    int has_thread;
+    pthread_t *threads;                      /* nthreads of them, loop only */
+    size_t nthreads;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct jn_job *pending, *pending_tail;   /* under lock */
@@ -37,6 +37,7 @@ struct jn_worker {
     int state;                               /* W_*, under lock */
     int drain;                               /* under lock: JN_WORKER_DRAIN was asked */
     size_t batch_max;                        /* jobs per batch, 0: all pending; under lock */
+    char name[16];                           /* the threads' name */
 };
 
 /* Appends the list first..last to the list at head, tail. */
@@ -137,21 +138,38 @@ struct jn_worker *jn_worker_new(struct event_base *base, const char *name, jn_wo
         errno = ENOMEM;
         return NULL;
     }
-    if (run != NULL) {
-        rc = pthread_create(&w->thread, NULL, worker_main, w);
-        if (rc != 0) {
-            jn_worker_free(w);
-            errno = rc;
-            return NULL;
-        }
-        w->has_thread = 1;
-        if (name != NULL) {
-            char n[16];
-            snprintf(n, sizeof(n), "%s", name);
-            (void)pthread_setname_np(w->thread, n);
-        }
+    snprintf(w->name, sizeof(w->name), "%s", name != NULL ? name : "");
+    if (run != NULL && (rc = jn_worker_set_threads(w, 1)) != 0) {
+        jn_worker_free(w);
+        errno = rc;
+        return NULL;
     }
     return w;
+}
+
+int jn_worker_set_threads(struct jn_worker *w, size_t n)
+{
+    pthread_t *grown;
+
+    if (w->run == NULL || n <= w->nthreads) {
+        return 0;
+    }
+    grown = jn_realloc(w->threads, n * sizeof(*grown));
+    if (grown == NULL) {
+        return ENOMEM;
+    }
+    w->threads = grown;
+    while (w->nthreads < n) {
+        int rc = pthread_create(&w->threads[w->nthreads], NULL, worker_main, w);
+        if (rc != 0) {
+            return rc;
+        }
+        if (w->name[0] != '\0') {
+            (void)pthread_setname_np(w->threads[w->nthreads], w->name);
+        }
+        w->nthreads++;
+    }
+    return 0;
 }
 
 void jn_worker_set_batch_max(struct jn_worker *w, size_t n)
@@ -203,12 +221,12 @@ struct jn_job *jn_worker_stop(struct jn_worker *w, unsigned flags)
         rest_tail = *tail;
         *head = *tail = NULL;
     }
-    pthread_cond_signal(&w->cond);
+    pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
-    if (w->has_thread) {
-        pthread_join(w->thread, NULL);
-        w->has_thread = 0;
+    for (size_t i = 0; i < w->nthreads; i++) {
+        pthread_join(w->threads[i], NULL);
     }
+    w->nthreads = 0;
     run_finished(w);
     pthread_mutex_lock(&w->lock);
     w->state = W_STOPPED;
@@ -234,5 +252,6 @@ void jn_worker_free(struct jn_worker *w)
     }
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
+    jn_free(w->threads);
     jn_free(w);
 }

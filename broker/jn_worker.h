@@ -89,6 +89,17 @@ struct jn_worker *jn_worker_new(struct event_base *base, const char *name, jn_wo
 void jn_worker_set_batch_max(struct jn_worker *w, size_t n);
 
 /*
+ * Loop thread. Runs run on n threads (more are started; never fewer than now: 0 and a smaller
+ * n change nothing), for work whose jobs wait on something else (the routing thread's
+ * lookups). Each thread takes its own batch, so batches run at the same time and run must be
+ * safe for that; done then sees the jobs in the order their batches finish, not in post
+ * order (a caller that needs the order restores it: jn_route.c's reorder window). A hand-off
+ * has no threads: 0. Returns 0, or an errno (ENOMEM, pthread_create's): the threads started
+ * so far stay.
+ */
+int jn_worker_set_threads(struct jn_worker *w, size_t n);
+
+/*
  * Any thread. Queues job (its next is overwritten) at the end of the pending list and wakes
  * the thread (a hand-off: queues it for done and wakes the loop). Never blocks for longer
  * than the lock is held by the other side (a list splice), never allocates.

@@ -83,6 +83,10 @@ static const struct jn_opt http_respond_opts[] = {
     JN_OPT_DURATION("timeout", "30s", 100, 3600000LL, 0, struct http_respond_conf, timeout,
                     "How long the caller waits; then 504 with the message id (the message stays "
                     "accepted and is delivered as usual)."),
+    JN_OPT_STRLIST("response_via", NULL, 0, struct http_respond_conf, response_via,
+                   "Services (names under `services:`) the answer goes through before it is "
+                   "returned, as a message: payload = body, headers = the answer's plus "
+                   "http-status; off the loop. One that fails or drops it: 502 naming it."),
     JN_OPT_END,
 };
 
@@ -894,6 +898,7 @@ static void handle(struct evhttp_request *req, void *arg)
     if (in_conf(in)->respond.from != NULL) {
         p->ticket = jn_ingest_outcome(ch, m, accepted, responded, p);
         jn_ingest_reply_from(p->ticket, in_conf(in)->respond.from);
+        jn_ingest_reply_via(p->ticket, &in_conf(in)->respond.response_via);
     } else {
         p->ticket = jn_ingest(ch, m, accepted, p);
     }

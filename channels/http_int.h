@@ -23,6 +23,7 @@ struct http_sign_conf {
 struct http_respond_conf {
     char *from;       /* an OUT channel's name, or NULL: answer 202 at the commit as usual */
     long long timeout; /* ms: past this, 504 with the message id (it stays accepted) */
+    struct jn_strlist response_via; /* services the answer goes through (jn_ingest_reply_via) */
 };
 
 struct http_conf {

@@ -618,6 +618,48 @@ static int load_unrouted(struct jn_config *c, const struct jn_node *root, struct
     return 0;
 }
 
+/* An IN channel's `respond: response_via:` names services defined under `services:`. Returns
+ * the number of errors. */
+static int check_response_via(struct jn_config *c, const struct jn_node *chans,
+                              struct jn_diag *d)
+{
+    int errs = 0;
+
+    for (size_t i = 0; i < c->nchannels; i++) {
+        const struct jn_cfg_channel *ch = &c->channels[i];
+        const struct jn_node *v = jn_node_get(jn_node_get(jn_node_get(chans, ch->name),
+                                                          "respond"), "response_via");
+        if (v == NULL || v->kind != JN_NODE_SEQ || ch->dir != JN_DIR_IN) {
+            continue; /* its type was checked with the channel's options */
+        }
+        for (size_t k = 0; k < v->n; k++) {
+            const struct jn_node *e = v->vals[k];
+            const char *names[256];
+            size_t n = 0, found = 0;
+            const char *near;
+            if (e->kind != JN_NODE_SCALAR) {
+                continue;
+            }
+            for (size_t s = 0; s < c->nservices; s++) {
+                found |= strcmp(c->services[s].name, e->str) == 0;
+                if (n < 256) {
+                    names[n++] = c->services[s].name;
+                }
+            }
+            if (found) {
+                continue;
+            }
+            near = jn_nearest(e->str, names, n);
+            jn_diag_add(d, &e->pos, "channel '%s': respond.response_via: unknown service "
+                        "'%s'%s%s%s, expected the name of one defined under 'services:'",
+                        ch->name, e->str,
+                        near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+            errs++;
+        }
+    }
+    return errs;
+}
+
 /* An IN channel's `respond: from:` (HTTP IN's request-reply) names an OUT channel that one of
  * its routes feeds. Returns the number of errors. */
 static int check_respond(struct jn_config *c, const struct jn_node *root, struct jn_diag *d)
@@ -658,7 +700,7 @@ static int check_respond(struct jn_config *c, const struct jn_node *root, struct
             errs++;
         }
     }
-    return errs;
+    return errs + check_response_via(c, chans, d);
 }
 
 /* A listen address's host that binds every interface: 0.0.0.0, :: (or [::]), *. */

@@ -16,17 +16,24 @@
  * so a field cannot change the URL's path or query beyond its own place. A missing field is an
  * error (a lookup by an empty key would find the wrong record).
  *
- * Blocking, on purpose: transform runs on the routing thread (or, later, on workers, several
- * at once), never on a loop thread that serves sockets, so one GET at a time with a timeout is
- * what the service contract allows, as the delay service and lua scripts block. Each GET uses
- * a private event_base and libevent's evhttp client (the HTTP OUT channel's library, so no new
- * dependency), with `timeout` both per read/write and for the whole exchange. http:// only:
- * HTTPS is not built yet. The cache is the only state shared between calls and is under a
- * mutex; it keeps 2xx answers by URL for `ttl`, at most max_entries (the one closest to
- * expiry goes first). Modelled on Camel's enrich with an HTTP producer and Redpanda Connect's
- * http processor inside a branch, with Mirth-like on_error choices.
+ * Each call blocks its thread, on purpose: transform runs on a routing thread, never on a loop
+ * thread that serves sockets, and the instance asks for `concurrency` of them (.parallel), so
+ * that many messages' lookups are under way at once while the broker keeps the results in
+ * acceptance order (jn_route.c's reorder window). A blocking call per thread is far simpler
+ * than parking a message's pipeline half-way and resuming it from a callback, and as fast for
+ * the numbers that matter here (docs/performance.md "http-lookup"). Each GET uses a private
+ * event_base and libevent's evhttp client (the HTTP OUT channel's library, so no new
+ * dependency), with `timeout` both per read/write and for the whole exchange, polling the
+ * broker's stop flag (svc->abort) every ABORT_POLL_MS. No connection, a timeout, a 5xx or a 429
+ * is tried again, `retries` times, after retry_delay doubling. http:// only: HTTPS is not built
+ * yet. State shared between calls, each under its own mutex: the count of lookups under way
+ * (at most concurrency) and the cache, which keeps 2xx answers by URL for `ttl`, at most
+ * max_entries (the one closest to expiry goes first). Modelled on Camel's enrich with an HTTP
+ * producer and Redpanda Connect's http processor inside a branch, with Mirth-like on_error
+ * choices.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +69,9 @@ struct lookup_conf {
     int on_error;
     struct jn_strmap headers;
     unsigned long long max_response;
+    long long concurrency;
+    long long retries;
+    long long retry_delay; /* ms, doubled after each retry */
 };
 
 struct centry {
@@ -76,6 +86,9 @@ struct lookup_state {
     pthread_mutex_t lock;
     struct centry *ents;
     size_t n, cap;
+    pthread_mutex_t slots_lock;
+    pthread_cond_t slot_free;
+    long long busy; /* lookups under way (at most concurrency), under slots_lock */
 };
 
 /* ---- load-time checks ---- */
@@ -214,6 +227,15 @@ static const struct jn_opt lookup_opts[] = {
                   "Request headers, e.g. {Authorization: \"Bearer ${TOKEN}\"}"),
     JN_OPT_SIZE("max_response", "1MiB", 1, 64ULL << 20, 0, struct lookup_conf, max_response,
                 "A longer answer fails the lookup"),
+    JN_OPT_INT("concurrency", "16", 1, 256, 0, struct lookup_conf, concurrency,
+               "Lookups of this instance under way at once, each for another message (the "
+               "routing runs on as many threads as the largest concurrency asks; results still "
+               "reach their queues in acceptance order)"),
+    JN_OPT_INT("retries", "2", 0, 20, 0, struct lookup_conf, retries,
+               "Attempts after the first when there is no connection, a timeout, a 5xx or a "
+               "429; any other 4xx is not retried. After the last, on_error applies"),
+    JN_OPT_DURATION("retry_delay", "1s", 1, 600000, 0, struct lookup_conf, retry_delay,
+                    "The wait before the first retry, doubled before each next one"),
     JN_OPT_END
 };
 
@@ -313,6 +335,8 @@ static void cache_put(struct lookup_state *st, long long ttl_ms, const char *url
 
 struct get {
     struct event_base *base;
+    const atomic_int *abort; /* the broker stops: give up (or NULL) */
+    int aborted;
     int done;
     int status;
     struct jn_buf body;
@@ -357,9 +381,27 @@ static void get_done(struct evhttp_request *req, void *arg)
     event_base_loopexit(g->base, NULL);
 }
 
-/* GETs url. 0 with g->status and g->body, or JN_EIO with g->why, or JN_ENOMEM. */
-static int http_get(const struct lookup_conf *c, const char *url, struct get *g)
+/* Every ABORT_POLL_MS while a GET or a retry's wait is under way: the broker is stopping? */
+#define ABORT_POLL_MS 50
+
+static void get_poll(evutil_socket_t fd, short what, void *arg)
 {
+    struct get *g = arg;
+
+    (void)fd;
+    (void)what;
+    if (atomic_load(g->abort)) {
+        g->aborted = 1;
+        event_base_loopexit(g->base, NULL);
+    }
+}
+
+/* GETs url. 0 with g->status and g->body, or JN_EIO with g->why, or JN_ENOMEM, or
+ * JN_ESTOPPED when *abort became set meanwhile. */
+static int http_get(const struct lookup_conf *c, const atomic_int *abort, const char *url,
+                    struct get *g)
+{
+    struct event *poll = NULL;
     struct evhttp_uri *uri = evhttp_uri_parse(url);
     struct evhttp_connection *evcon = NULL;
     struct evhttp_request *req;
@@ -369,6 +411,7 @@ static int http_get(const struct lookup_conf *c, const char *url, struct get *g)
     int port, rc = JN_EIO;
 
     memset(g, 0, sizeof(*g));
+    g->abort = abort;
     if (uri == NULL || (host = evhttp_uri_get_host(uri)) == NULL) {
         snprintf(g->why, sizeof(g->why), "the URL does not parse");
         goto out;
@@ -414,8 +457,18 @@ static int http_get(const struct lookup_conf *c, const char *url, struct get *g)
     }
     /* The whole exchange, not only each read, within timeout. */
     event_base_loopexit(g->base, &tv);
+    if (abort != NULL) {
+        struct timeval ptv = {0, ABORT_POLL_MS * 1000};
+        poll = event_new(g->base, -1, EV_PERSIST, get_poll, g);
+        if (poll == NULL || event_add(poll, &ptv) != 0) {
+            rc = JN_ENOMEM;
+            goto out;
+        }
+    }
     event_base_dispatch(g->base);
-    if (!g->done) {
+    if (g->aborted && !g->done) {
+        rc = JN_ESTOPPED;
+    } else if (!g->done) {
         snprintf(g->why, sizeof(g->why), "timed out after %lld ms", c->timeout);
     } else if (g->oom) {
         rc = JN_ENOMEM;
@@ -423,6 +476,9 @@ static int http_get(const struct lookup_conf *c, const char *url, struct get *g)
         rc = 0;
     }
 out:
+    if (poll != NULL) {
+        event_free(poll);
+    }
     if (evcon != NULL) {
         evhttp_connection_free(evcon); /* cancels a request still pending */
     }
@@ -454,6 +510,8 @@ static void lookup_destroy(struct jn_service *svc)
     }
     jn_free(st->ents);
     pthread_mutex_destroy(&st->lock);
+    pthread_mutex_destroy(&st->slots_lock);
+    pthread_cond_destroy(&st->slot_free);
     jn_free(st);
     svc->state = NULL;
 }
@@ -467,6 +525,17 @@ static int lookup_init(struct jn_service *svc, struct jn_err *err)
         return jn_err_set(err, JN_ENOMEM, "http-lookup: out of memory");
     }
     if (pthread_mutex_init(&st->lock, NULL) != 0) {
+        jn_free(st);
+        return jn_err_set(err, JN_ENOMEM, "http-lookup: out of memory");
+    }
+    if (pthread_mutex_init(&st->slots_lock, NULL) != 0) {
+        pthread_mutex_destroy(&st->lock);
+        jn_free(st);
+        return jn_err_set(err, JN_ENOMEM, "http-lookup: out of memory");
+    }
+    if (pthread_cond_init(&st->slot_free, NULL) != 0) {
+        pthread_mutex_destroy(&st->slots_lock);
+        pthread_mutex_destroy(&st->lock);
         jn_free(st);
         return jn_err_set(err, JN_ENOMEM, "http-lookup: out of memory");
     }
@@ -641,6 +710,123 @@ static int apply(const struct lookup_conf *c, struct jn_msg *in, json_t *v,
     return rc;
 }
 
+/* Waits for one of the instance's concurrency slots. 0, or JN_ESTOPPED (the broker stops). */
+static int slot_take(const struct jn_service *svc)
+{
+    const struct lookup_conf *c = svc->conf;
+    struct lookup_state *st = svc->state;
+    int rc = 0;
+
+    pthread_mutex_lock(&st->slots_lock);
+    while (st->busy >= c->concurrency) {
+        struct timespec ts;
+        if (svc->abort != NULL && atomic_load(svc->abort)) {
+            rc = JN_ESTOPPED;
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += ABORT_POLL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&st->slot_free, &st->slots_lock, &ts);
+    }
+    if (rc == 0) {
+        st->busy++;
+    }
+    pthread_mutex_unlock(&st->slots_lock);
+    return rc;
+}
+
+static void slot_give(const struct jn_service *svc)
+{
+    struct lookup_state *st = svc->state;
+
+    pthread_mutex_lock(&st->slots_lock);
+    st->busy--;
+    pthread_cond_signal(&st->slot_free);
+    pthread_mutex_unlock(&st->slots_lock);
+}
+
+/* Sleeps ms, in steps so that a stop is seen. 0, or JN_ESTOPPED. */
+static int pause_ms(const atomic_int *abort, long long ms)
+{
+    while (ms > 0) {
+        long long step = ms < ABORT_POLL_MS ? ms : ABORT_POLL_MS;
+        struct timespec ts = {step / 1000, (step % 1000) * 1000000L};
+        if (abort != NULL && atomic_load(abort)) {
+            return JN_ESTOPPED;
+        }
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+    return abort != NULL && atomic_load(abort) ? JN_ESTOPPED : 0;
+}
+
+/* GETs url, again after retry_delay (doubling) on no connection, a timeout, a 5xx or a 429,
+ * at most 1 + retries times, within one of the instance's concurrency slots. 0 with g's 2xx
+ * answer, or JN_E* with err: the last error and how many attempts were made. */
+static int get_with_retries(const struct jn_service *svc, const char *url, struct get *g,
+                            struct jn_err *err)
+{
+    const struct lookup_conf *c = svc->conf;
+    long long delay = c->retry_delay;
+    char last[200];
+    int rc, attempts = 0;
+
+    if (slot_take(svc) != 0) {
+        return jn_err_set(err, JN_ESTOPPED, "http-lookup: the broker is stopping");
+    }
+    for (;;) {
+        int again;
+        attempts++;
+        rc = http_get(c, svc->abort, url, g);
+        if (rc == JN_ENOMEM) {
+            rc = jn_err_set(err, JN_ENOMEM, "http-lookup: out of memory");
+            break;
+        }
+        if (rc == JN_ESTOPPED) {
+            rc = jn_err_set(err, JN_ESTOPPED, "http-lookup: the broker is stopping");
+            break;
+        }
+        if (rc == 0 && g->status >= 200 && g->status <= 299) {
+            break;
+        }
+        if (rc != 0) {
+            snprintf(last, sizeof(last), ": %s", g->why);
+            again = 1;
+        } else {
+            snprintf(last, sizeof(last), " answered %d", g->status);
+            again = g->status >= 500 || g->status == 429;
+            jn_buf_reset(&g->body);
+        }
+        if (!again || attempts > c->retries) {
+            rc = jn_err_set(err, JN_EIO, "http-lookup: GET %s%s (%d attempt%s%s)", url, last,
+                            attempts, attempts == 1 ? "" : "s",
+                            again ? "" : ", not retried: a 4xx other than 429");
+            break;
+        }
+        jn_log(JN_LOG_DEBUG, "http-lookup: GET %s%s; attempt %d of %lld in %lld ms", url,
+               last, attempts + 1, c->retries + 1, delay);
+        if (pause_ms(svc->abort, delay) != 0) {
+            rc = jn_err_set(err, JN_ESTOPPED, "http-lookup: the broker is stopping");
+            break;
+        }
+        delay = delay > 300000 ? 600000 : delay * 2;
+    }
+    slot_give(svc);
+    return rc;
+}
+
+/* How many messages at once this instance can use (the routing's threads). */
+static size_t lookup_parallel(const struct jn_service *svc)
+{
+    const struct lookup_conf *c = svc->conf;
+
+    return (size_t)c->concurrency;
+}
+
 static int lookup_transform(const struct jn_service *svc, struct jn_msg *in,
                             struct jn_msg_list *out, struct jn_err *err)
 {
@@ -666,17 +852,8 @@ static int lookup_transform(const struct jn_service *svc, struct jn_msg *in,
         body = cache_get(st, url.p, h, &len);
     }
     if (body == NULL) {
-        rc = http_get(c, url.p, &g);
-        if (rc == JN_ENOMEM) {
-            rc = jn_err_set(err, JN_ENOMEM, "http-lookup: out of memory");
-            goto out;
-        }
+        rc = get_with_retries(svc, url.p, &g, err);
         if (rc != 0) {
-            rc = jn_err_set(err, JN_EIO, "http-lookup: GET %s: %s", url.p, g.why);
-            goto out;
-        }
-        if (g.status < 200 || g.status > 299) {
-            rc = jn_err_set(err, JN_EIO, "http-lookup: GET %s answered %d", url.p, g.status);
             goto out;
         }
         body = g.body.p ? jn_buf_steal(&g.body) : jn_strdup("");
@@ -708,7 +885,7 @@ out:
     jn_free(body);
     jn_buf_reset(&g.body);
     jn_buf_reset(&url);
-    if (rc != 0 && rc != JN_ENOMEM && c->on_error == ON_ERROR_SKIP) {
+    if (rc != 0 && rc != JN_ENOMEM && rc != JN_ESTOPPED && c->on_error == ON_ERROR_SKIP) {
         jn_log_p(JN_LOG_WARN, svc->log_prefix, "msg=%s %s (on_error: skip: passed on "
                  "unchanged)", in->id, err ? err->msg : "");
         return jn_msg_list_push(out, jn_msg_ref(in)) ? jn_err_set(err, JN_ENOMEM, "http-lookup: "
@@ -726,4 +903,5 @@ const struct jn_service_def jn_service_http_lookup = {
     .init = lookup_init,
     .transform = lookup_transform,
     .destroy = lookup_destroy,
+    .parallel = lookup_parallel,
 };

@@ -104,6 +104,11 @@ void jn_ingest_reply_from(struct jn_ticket *t, const char *out_channel)
     abort();
 }
 
+void jn_ingest_reply_via(struct jn_ticket *t, const struct jn_strlist *services)
+{
+    abort();
+}
+
 /* http_out.c is linked with the channel def; it never runs here. */
 int jn_delivery_wants_reply(const struct jn_delivery *d)
 {

@@ -398,6 +398,68 @@ static void test_free_running(struct event_base *base)
     tstate_destroy(&s);
 }
 
+/* Several threads (jn_worker_set_threads): jobs that wait run at the same time, every job is
+ * run and done once, done on the loop; a stop joins every thread. */
+struct pjob {
+    struct jn_job job;
+    int ran;
+};
+
+struct pstate {
+    pthread_mutex_t mu;
+    int now, most, dones, unrun;
+};
+
+static void p_run(void *arg, struct jn_job *batch)
+{
+    struct pstate *s = arg;
+    struct timespec ts = {0, 20000000};
+
+    for (struct jn_job *p = batch; p != NULL; p = p->next) {
+        pthread_mutex_lock(&s->mu);
+        s->now++;
+        s->most = s->now > s->most ? s->now : s->most;
+        pthread_mutex_unlock(&s->mu);
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&s->mu);
+        s->now--;
+        pthread_mutex_unlock(&s->mu);
+        JN_JOB_OF(p, struct pjob, job)->ran = 1;
+    }
+}
+
+static void p_done(void *arg, struct jn_job *p)
+{
+    struct pstate *s = arg;
+    struct pjob *j = JN_JOB_OF(p, struct pjob, job);
+
+    s->unrun += !j->ran;
+    s->dones++;
+    free(j);
+}
+
+static void test_threads(struct event_base *base)
+{
+    struct pstate s = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
+    struct jn_worker *w = jn_worker_new(base, "jn-ut-pool", p_run, p_done, &s);
+
+    CHECK(w != NULL);
+    jn_worker_set_batch_max(w, 1);
+    CHECK_INT(jn_worker_set_threads(w, 4), 0);
+    CHECK_INT(jn_worker_set_threads(w, 2), 0); /* never fewer: nothing changes */
+    for (int i = 0; i < 40; i++) {
+        struct pjob *j = calloc(1, sizeof(*j));
+        CHECK_INT(jn_worker_post(w, &j->job), 0);
+    }
+    loop_until(base, &s.dones, 40);
+    CHECK_INT(s.dones, 40);
+    CHECK_INT(s.unrun, 0);
+    CHECK(s.most >= 2 && s.most <= 4);
+    CHECK(jn_worker_stop(w, 0) == NULL);
+    jn_worker_free(w);
+    pthread_mutex_destroy(&s.mu);
+}
+
 int main(void)
 {
     struct event_base *base;
@@ -412,6 +474,7 @@ int main(void)
     test_stop_drains(base);
     test_handoff(base);
     test_free_running(base);
+    test_threads(base);
     event_base_free(base);
     TEST_MAIN_END();
 }
