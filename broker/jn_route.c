@@ -14,10 +14,9 @@
  *     once, when a service asks for more threads: jn_service_def.parallel, http-lookup's
  *     concurrency; a reorder window then commits them in that order all the same). Back on
  *     the loop, the outputs are written with the deletion of the inbox record in one later
- *     transaction,
- *     so a crash between the two commits routes the message again from the inbox at the next
- *     start (jn_recover.c, through jn_route__inbox: the same path). A slow service delays its
- *     own messages, never another sender's acknowledgement.
+ *     transaction, so a crash between the two commits routes the message again from the inbox
+ *     at the next start (jn_recover.c, through jn_route__inbox: the same path). A slow service
+ *     delays its own messages, never another sender's acknowledgement.
  *
  * Threads: everything here runs on the loop except route_run, on the worker's threads, which
  * reads the job it was given and the config and services of the job's generation (jn_gen:

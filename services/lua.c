@@ -38,10 +38,12 @@
  * Instructions inside one C function (a long string.rep, a pattern match over a large payload)
  * are not counted; their memory is.
  *
- * Threads: one lua_State per service instance, guarded by a mutex: the routing worker is one
- * thread today, so the lock is never contended, and the interface's promise that transform
- * does not change svc holds for what it can see (svc->state points at the same lock and
- * state). Every Lua API call that can raise runs inside lua_pcall; memory the C side holds
+ * Threads: one lua_State per service instance, guarded by a mutex. The routing worker is one
+ * thread unless a config has an http-lookup (then it runs on as many threads as the lookups'
+ * concurrency, jn_worker_set_threads): the calls of one Lua instance are then serialised on
+ * this lock, one at a time (a state per thread is not built). The interface's promise that
+ * transform does not change svc holds for what it can see (svc->state points at the same lock
+ * and state). Every Lua API call that can raise runs inside lua_pcall; memory the C side holds
  * across such calls is in a userdata with __gc, or in the call record the caller releases.
  */
 #include <errno.h>
