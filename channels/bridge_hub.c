@@ -27,25 +27,20 @@
 #include "bridge_int.h"
 #include "jn_mem.h"
 
-#define HUB_BUCKETS 256
 #define HUB_PEND_BUCKETS 4096
 #define HUB_MAX_PENDING 2048 /* per link: past it the link is not read until half answered */
 
 struct hconn {
-    struct hconn *hnext;
+    struct ws_sconn sc;      /* first: id, peer, user, refused (ws_int.h) */
     struct hconn *dnext;     /* in the dirty list */
     struct hub *h;
-    uint64_t id;
-    int refused;             /* auth or a bad envelope closed it: drop what follows */
     int dirty;
     int paused;
     size_t pending;          /* its envelopes being committed */
     struct jn_buf acks;      /* ids to ack (JN_ID_LEN each) */
     struct jn_buf nacks;     /* ids to nack */
     char nack_why[160];
-    char peer[80];
     char origin[JN_BRIDGE_ORIGIN_MAX];
-    char user[JN_AUTH_USER_MAX];
 };
 
 /* One id being committed, and the links waiting for its answer (the sender first). */
@@ -62,16 +57,12 @@ struct pend {
 struct hub {
     struct jn_channel *ch;
     const struct bridge_conf *conf;
-    struct ws_link *link;
-    struct jn_auth *auth;
-    struct ws_auth_log auth_log;
-    struct hconn *buckets[HUB_BUCKETS];
+    struct ws_server srv;    /* the listener, auth:, the links (ws_side.c) */
     struct pend *pend[HUB_PEND_BUCKETS];
     size_t npend;
     struct hconn *dirty;
     struct event *flush_ev;
     struct jn_buf frame;
-    int stopped;
 };
 
 static uint64_t fnv(const char *p, size_t n)
@@ -87,32 +78,22 @@ static uint64_t fnv(const char *p, size_t n)
 
 static struct hconn *conn_find(struct hub *h, uint64_t id)
 {
-    struct hconn *c = h->buckets[id % HUB_BUCKETS];
-
-    while (c != NULL && c->id != id) {
-        c = c->hnext;
-    }
-    return c;
+    return (struct hconn *)jn_ws__server_find(&h->srv, id);
 }
 
 static void conn_free(struct hconn *c)
 {
     struct hub *h = c->h;
-    struct hconn **pp = &h->buckets[c->id % HUB_BUCKETS];
+    struct hconn **pp;
 
-    while (*pp != NULL && *pp != c) {
-        pp = &(*pp)->hnext;
-    }
-    if (*pp == c) {
-        *pp = c->hnext;
-    }
+    jn_ws__server_unlink(&h->srv, &c->sc);
     for (pp = &h->dirty; *pp != NULL; pp = &(*pp)->dnext) {
         if (*pp == c) {
             *pp = c->dnext;
             break;
         }
     }
-    if (!c->refused && h->ch->links_up > 0) {
+    if (!c->sc.refused && h->ch->links_up > 0) {
         h->ch->links_up--;
     }
     jn_buf_reset(&c->acks);
@@ -145,21 +126,21 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         c->dirty = 0;
         if (c->acks.len > 0 &&
             jn_bridge__ans_encode(c->acks.p, c->acks.len / JN_ID_LEN, NULL, &h->frame) == 0) {
-            if (jn_ws__send(h->link, c->id, 1, h->frame.p, h->frame.len, 0) == 0) {
+            if (jn_ws__send(h->srv.link, c->sc.id, 1, h->frame.p, h->frame.len, 0) == 0) {
                 h->ch->link_last_ack_us = jn_now_us();
             }
         }
         if (c->nacks.len > 0 &&
             jn_bridge__ans_encode(c->nacks.p, c->nacks.len / JN_ID_LEN, c->nack_why,
                                   &h->frame) == 0) {
-            jn_ws__send(h->link, c->id, 1, h->frame.p, h->frame.len, 0);
+            jn_ws__send(h->srv.link, c->sc.id, 1, h->frame.p, h->frame.len, 0);
         }
         /* Out of memory encoding: the edge's timeout retries them; never a wrong answer. */
         c->acks.len = 0;
         c->nacks.len = 0;
         if (c->paused && c->pending < HUB_MAX_PENDING / 2) {
             c->paused = 0;
-            jn_ws__pause(h->link, c->id, 0);
+            jn_ws__pause(h->srv.link, c->sc.id, 0);
         }
     }
 }
@@ -169,7 +150,7 @@ static void answer(struct hub *h, uint64_t conn, const char *id, const char *why
 {
     struct hconn *c = conn_find(h, conn);
 
-    if (c == NULL || c->refused) {
+    if (c == NULL || c->sc.refused) {
         return;
     }
     if (why == NULL) {
@@ -276,13 +257,13 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
 static void refuse_conn(struct hub *h, struct hconn *c, int code, const char *why)
 {
     jn_ch_warn(h->ch, "peer %s (%s): %s: closing the link with %d; nothing of it journaled",
-               c->peer, c->origin[0] ? c->origin : "-", why, code);
+               c->sc.peer, c->origin[0] ? c->origin : "-", why, code);
     jn_channel_note_error(h->ch, why, jn_now_us());
-    if (!c->refused && h->ch->links_up > 0) {
+    if (!c->sc.refused && h->ch->links_up > 0) {
         h->ch->links_up--;
     }
-    c->refused = 1;
-    jn_ws__close(h->link, c->id, code, code == 1003 ? "binary envelopes only"
+    c->sc.refused = 1;
+    jn_ws__close(h->srv.link, c->sc.id, code, code == 1003 ? "binary envelopes only"
                                                     : "bad bridge envelope");
 }
 
@@ -301,8 +282,8 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     jn_err_clear(&err);
     rc = jn_bridge__env_decode(e->data, e->len, h->ch->name, &env, &err);
     if (rc == JN_ENOMEM) {
-        jn_ch_error(h->ch, "peer %s: out of memory decoding an envelope: closing", c->peer);
-        jn_ws__close(h->link, c->id, 1011, "out of memory");
+        jn_ch_error(h->ch, "peer %s: out of memory decoding an envelope: closing", c->sc.peer);
+        jn_ws__close(h->srv.link, c->sc.id, 1011, "out of memory");
         return;
     }
     if (rc != 0) {
@@ -313,8 +294,8 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     }
     if (strcmp(c->origin, env.origin) != 0) {
         if (c->origin[0] == '\0') {
-            jn_ch_info(h->ch, "peer %s: edge '%s' linked%s%s", c->peer, env.origin,
-                       c->user[0] ? " as " : "", c->user);
+            jn_ch_info(h->ch, "peer %s: edge '%s' linked%s%s", c->sc.peer, env.origin,
+                       c->sc.user[0] ? " as " : "", c->sc.user);
         }
         snprintf(c->origin, sizeof(c->origin), "%s", env.origin);
     }
@@ -322,8 +303,8 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     p = pend_find(h, env.msg->id);
     if (p != NULL) {
         h->ch->n_link_duplicates++;
-        if (pend_wait(p, c->id) != 0) {
-            answer(h, c->id, env.msg->id, "out of memory");
+        if (pend_wait(p, c->sc.id) != 0) {
+            answer(h, c->sc.id, env.msg->id, "out of memory");
         }
         jn_msg_unref(&env.msg);
         return;
@@ -333,7 +314,7 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
         h->ch->n_link_duplicates++;
         jn_ch_debug(h->ch, "msg=%s from %s: a duplicate within dedup_window: acked again",
                     env.msg->id, env.origin);
-        answer(h, c->id, env.msg->id, NULL);
+        answer(h, c->sc.id, env.msg->id, NULL);
         jn_msg_unref(&env.msg);
         return;
     }
@@ -341,9 +322,9 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     p = jn_calloc(1, sizeof(*p));
     if (p == NULL || jn_msg_header_set(env.msg, "bridge-origin", env.origin) != 0 ||
         jn_msg_header_set(env.msg, "bridge-first-received", us) != 0 ||
-        (c->user[0] && jn_msg_header_set(env.msg, "bridge-auth-user", c->user) != 0) ||
+        (c->sc.user[0] && jn_msg_header_set(env.msg, "bridge-auth-user", c->sc.user) != 0) ||
         jn_msg_set_dedup(env.msg, env.msg->id, JN_ID_LEN, h->conf->dedup_window, "", 0) != 0) {
-        answer(h, c->id, env.msg->id, "out of memory");
+        answer(h, c->sc.id, env.msg->id, "out of memory");
         jn_msg_unref(&env.msg);
         jn_free(p);
         return;
@@ -352,10 +333,10 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     memcpy(p->id, env.msg->id, sizeof(p->id));
     p->waiters = p->first;
     p->capwaiters = 1;
-    p->waiters[p->nwaiters++] = c->id;
+    p->waiters[p->nwaiters++] = c->sc.id;
     p->ticket = jn_ingest(h->ch, env.msg, accepted, p);
     if (p->ticket == NULL) {
-        answer(h, c->id, p->id, "out of memory");
+        answer(h, c->sc.id, p->id, "out of memory");
         pend_free(p);
         return;
     }
@@ -366,7 +347,7 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     c->pending++;
     if (!c->paused && c->pending >= HUB_MAX_PENDING) {
         c->paused = 1;
-        jn_ws__pause(h->link, c->id, 1);
+        jn_ws__pause(h->srv.link, c->sc.id, 1);
     }
 }
 
@@ -377,38 +358,30 @@ static void on_event(void *arg, struct ws_ev *e)
 
     switch (e->kind) {
     case WS_EV_OPEN:
-        c = jn_calloc(1, sizeof(*c));
-        if (c == NULL || h->stopped) {
-            jn_free(c);
-            jn_ws__close(h->link, e->conn, 1001, h->stopped ? "stopping" : "out of memory");
+        c = (struct hconn *)jn_ws__server_open(&h->srv, e);
+        if (c == NULL) {
             break;
         }
         c->h = h;
-        c->id = e->conn;
-        snprintf(c->peer, sizeof(c->peer), "%s", e->peer);
-        c->hnext = h->buckets[c->id % HUB_BUCKETS];
-        h->buckets[c->id % HUB_BUCKETS] = c;
-        if (h->auth != NULL &&
-            !jn_ws__authorize(h->ch, h->auth, h->link, e, &h->auth_log, c->user)) {
-            c->refused = 1;
+        if (c->sc.refused) {
             break;
         }
         h->ch->links_up++;
-        jn_ch_debug(h->ch, "peer %s: link opened", c->peer);
+        jn_ch_debug(h->ch, "peer %s: link opened", c->sc.peer);
         break;
     case WS_EV_MESSAGE:
         c = conn_find(h, e->conn);
-        if (c != NULL && !c->refused) {
+        if (c != NULL && !c->sc.refused) {
             on_envelope(h, c, e);
         }
         break;
     case WS_EV_CLOSED:
         c = conn_find(h, e->conn);
         if (c != NULL) {
-            if (!c->refused) {
+            if (!c->sc.refused) {
                 h->ch->n_link_lost++;
                 jn_ch_info(h->ch, "peer %s: edge '%s' unlinked (%d): %s; %zu being committed",
-                           c->peer, c->origin[0] ? c->origin : "-", e->code, e->text,
+                           c->sc.peer, c->origin[0] ? c->origin : "-", e->code, e->text,
                            c->pending);
             }
             conn_free(c);
@@ -446,29 +419,16 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct hub *h = ch->state;
     const struct bridge_conf *c = h->conf;
-    struct ws_link_conf lc = {
-        .log_prefix = ch->log_prefix,
-        .listen = c->listen,
-        .path = c->path,
-        .tls = &c->tls,
-        .max_message = (size_t)c->max_message,
-        .check_utf8 = 1,
-        .max_connections = c->max_connections,
-        .ping_interval = c->ping_interval,
-        .allowed_peers = &c->tls.allowed_peers,
-    };
 
-    h->auth = jn_ws__auth_new(ch, &c->auth, err);
-    if (h->auth == NULL && err->code != 0) {
-        return err->code;
-    }
-    h->link = jn_ws__link_new(ch->base, &lc, on_event, h, err);
-    if (h->link == NULL) {
-        return err->code;
+    int rc = jn_ws__server_start(&h->srv, ch, sizeof(struct hconn), &c->l, &c->tls, on_event,
+                                 h, err);
+
+    if (rc != 0) {
+        return rc;
     }
     jn_ch_info(ch, "hub listening on %s://%s%s (dedup_window %lld s%s)",
-               jn_tls_on(&c->tls) ? "wss" : "ws", c->listen, c->path, c->dedup_window / 1000,
-               h->auth != NULL ? ", auth" : "");
+               jn_tls_on(&c->tls) ? "wss" : "ws", c->l.listen, c->l.path, c->dedup_window / 1000,
+               h->srv.auth != NULL ? ", auth" : "");
     return 0;
 }
 
@@ -478,7 +438,7 @@ static void in_stop(struct jn_channel *ch)
 
     /* Open links are still answered (new envelopes nacked: the broker is stopping); new
      * ones are closed with 1001. */
-    h->stopped = 1;
+    h->srv.stopped = 1;
 }
 
 static void in_destroy(struct jn_channel *ch)
@@ -488,8 +448,7 @@ static void in_destroy(struct jn_channel *ch)
     if (h == NULL) {
         return;
     }
-    jn_ws__link_free(h->link); /* no event after this */
-    jn_auth_free(h->auth);
+    jn_ws__server_free(&h->srv); /* the link first: no event after it */
     for (size_t i = 0; i < HUB_PEND_BUCKETS; i++) {
         while (h->pend[i] != NULL) {
             struct pend *p = h->pend[i];
@@ -498,10 +457,8 @@ static void in_destroy(struct jn_channel *ch)
             pend_free(p);
         }
     }
-    for (size_t i = 0; i < HUB_BUCKETS; i++) {
-        while (h->buckets[i] != NULL) {
-            conn_free(h->buckets[i]);
-        }
+    while (jn_ws__server_any(&h->srv) != NULL) {
+        conn_free((struct hconn *)jn_ws__server_any(&h->srv));
     }
     event_free(h->flush_ev);
     jn_buf_reset(&h->frame);

@@ -18,14 +18,9 @@
 #include "ws_int.h"
 
 struct bridge_conf {
-    /* hub (IN) */
-    char *listen;
-    char *path;
-    long long max_connections;
-    unsigned long long max_message;
-    long long ping_interval;     /* ms */
+    /* hub (IN); l.ping_interval is the edge's too */
+    struct ws_listen_conf l;
     long long dedup_window;      /* ms */
-    struct jn_sublist auth;      /* struct jn_auth_conf methods (jn_auth.h) */
     /* both */
     struct jn_tls_conf tls;
     /* edge (OUT) */
