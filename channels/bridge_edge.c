@@ -24,6 +24,7 @@
 
 #include "bridge_int.h"
 #include "jn_mem.h"
+#include "jn_stats.h"
 #include "jn_time.h"
 
 struct eslot {
@@ -44,6 +45,9 @@ struct edge {
     size_t nhash;
     struct ws_slots waiting, sent;
     struct jn_buf env;       /* the envelope being encoded */
+    struct jn_buf st;        /* the status frame being encoded */
+    struct event *status_ev; /* every second while linked: the status to the hub */
+    int no_status;           /* the hub is older and refuses status frames (1002) */
 };
 
 /* ---- the ids' hash ---- */
@@ -113,6 +117,7 @@ static void lost(struct edge *o, int was_up, const char *why)
     if (was_up) {
         o->ch->links_up = 0;
         o->ch->n_link_lost++;
+        o->ch->link_since_us = jn_now_us();
     }
     finish_all(&o->sent, JN_SEND_RETRY, why);
     jn_ws__client_retry(&o->cl, why);
@@ -261,6 +266,33 @@ static void send_waiting(struct edge *o)
     }
 }
 
+/* ---- the status (the hub's per-edge row) ---- */
+
+/* Our queue's depth (the journal's count, as /api/v1/channels shows it) and what is in flight
+ * on the link, to the hub: at link up, then every second while linked. */
+static void send_status(struct edge *o)
+{
+    struct jn_channel_stats cs;
+    uint64_t queued = 0;
+
+    if (o->no_status || !o->cl.connected) {
+        return;
+    }
+    if (jn_broker_channel_stats(o->ch->broker, o->ch->slot, &cs) == 0) {
+        queued = cs.depth;
+    }
+    if (jn_bridge__status_encode(o->node, queued, o->sent.n, &o->st) == 0) {
+        (void)jn_ws__send(o->cl.link, o->cl.conn, 1, o->st.p, o->st.len, 0);
+    }
+}
+
+static void status_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_status(arg);
+}
+
 static void on_event(void *arg, struct ws_ev *e)
 {
     struct edge *o = arg;
@@ -275,6 +307,8 @@ static void on_event(void *arg, struct ws_ev *e)
     case WS_EV_OPEN:
         jn_ws__client_opened(&o->cl);
         o->ch->links_up = 1;
+        o->ch->link_since_us = jn_now_us();
+        send_status(o);
         jn_ch_info(o->ch, "link to the hub %s up (node %s); %zu message(s) waiting",
                    o->conf->url, o->node, o->waiting.n);
         send_waiting(o);
@@ -286,6 +320,13 @@ static void on_event(void *arg, struct ws_ev *e)
         break;
     case WS_EV_CLOSED:
         was_up = jn_ws__client_closed(&o->cl, e, why, sizeof(why));
+        if (was_up && e->code == 1002 && !o->no_status) {
+            /* A hub older than the status frame closes at the first one: none to it again
+             * (a real envelope fault would recur and is logged by the hub). */
+            o->no_status = 1;
+            jn_ch_warn(o->ch, "the hub closed the link with 1002 (an older hub that takes no "
+                       "status frames?): sending it no status from now on");
+        }
         if (was_up) {
             jn_ch_warn(o->ch, "link to the hub %s lost: %s; %zu unacknowledged retried, "
                        "reconnecting", o->conf->url, why, o->sent.n);
@@ -336,7 +377,8 @@ static int out_init(struct jn_channel *ch, struct jn_err *err)
     o->nhash = 2 * o->nslots + 1;
     o->slots = jn_ws__slots_new(ch->base, o->nslots, sizeof(*o->slots), slot_timeout, o);
     o->hash = jn_calloc(o->nhash, sizeof(*o->hash));
-    if (o->slots == NULL || o->hash == NULL) {
+    o->status_ev = event_new(ch->base, -1, EV_PERSIST, status_cb, o);
+    if (o->slots == NULL || o->hash == NULL || o->status_ev == NULL) {
         rc = jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
     }
@@ -363,6 +405,10 @@ static int out_start(struct jn_channel *ch, struct jn_err *err)
     }
     jn_ch_info(ch, "edge %s: linking to the hub %s (window %lld)", o->node, o->conf->url,
                ch->concurrency);
+    {
+        struct timeval second = {1, 0};
+        evtimer_add(o->status_ev, &second);
+    }
     jn_ws__client_connect(&o->cl);
     return 0;
 }
@@ -373,6 +419,7 @@ static void out_stop(struct jn_channel *ch)
 
     /* What is in flight still finishes (an ack, or its timeout); what waits is retried. */
     jn_ws__client_stop(&o->cl);
+    evtimer_del(o->status_ev);
     finish_all(&o->waiting, JN_SEND_RETRY, "stopping");
 }
 
@@ -388,7 +435,11 @@ static void out_destroy(struct jn_channel *ch)
     finish_all(&o->sent, JN_SEND_RETRY, "stopping");
     jn_ws__slots_free(o->slots, o->nslots, sizeof(*o->slots));
     jn_free(o->hash);
+    if (o->status_ev != NULL) {
+        event_free(o->status_ev);
+    }
     jn_buf_reset(&o->env);
+    jn_buf_reset(&o->st);
     jn_ws__client_fini(&o->cl);
     jn_free(o);
     ch->state = NULL;

@@ -29,6 +29,7 @@
 
 #define HUB_PEND_BUCKETS 4096
 #define HUB_MAX_PENDING 2048 /* per link: past it the link is not read until half answered */
+#define HUB_MAX_ROWS 4096    /* edges known by name; more are served but not shown */
 
 struct hconn {
     struct ws_sconn sc;      /* first: id, peer, user, refused (ws_int.h) */
@@ -41,12 +42,24 @@ struct hconn {
     struct jn_buf nacks;     /* ids to nack */
     char nack_why[160];
     char origin[JN_BRIDGE_ORIGIN_MAX];
+    struct erow *row;        /* its edge's row, once the origin is known */
+};
+
+/* One edge by its origin name (the per-edge rows, docs/bridge.md#monitoring). Rows live as
+ * long as the hub (a link points at its row; pends too), at most HUB_MAX_ROWS of them. */
+struct erow {
+    struct erow *next;
+    struct jn_link_row r;    /* r.node, r.peer point into the two below */
+    char node[JN_BRIDGE_ORIGIN_MAX];
+    char peer[80];
+    unsigned links;          /* its links up now */
 };
 
 /* One id being committed, and the links waiting for its answer (the sender first). */
 struct pend {
     struct pend *hnext;
     struct hub *h;
+    struct erow *row;        /* the sender's edge, counted at the commit (NULL: none) */
     struct jn_ticket *ticket;
     char id[JN_ID_LEN + 1];
     uint64_t *waiters;
@@ -63,6 +76,9 @@ struct hub {
     struct hconn *dirty;
     struct event *flush_ev;
     struct jn_buf frame;
+    struct erow *rows;       /* newest first */
+    size_t nrows;
+    int rows_full_noted;
 };
 
 static uint64_t fnv(const char *p, size_t n)
@@ -76,6 +92,101 @@ static uint64_t fnv(const char *p, size_t n)
     return h;
 }
 
+/* ---- per-edge rows ---- */
+
+/* The channel's links up (and since when it had none, or some). */
+static void links_add(struct hub *h, int d)
+{
+    unsigned was = h->ch->links_up;
+
+    if (d < 0 && was == 0) {
+        return;
+    }
+    h->ch->links_up = d < 0 ? was - 1 : was + 1;
+    if ((was == 0) != (h->ch->links_up == 0)) {
+        h->ch->link_since_us = jn_now_us();
+    }
+}
+
+static struct erow *row_get(struct hub *h, const char *node)
+{
+    struct erow *r;
+
+    for (r = h->rows; r != NULL; r = r->next) {
+        if (strcmp(r->node, node) == 0) {
+            return r;
+        }
+    }
+    if (h->nrows >= HUB_MAX_ROWS) {
+        if (!h->rows_full_noted) {
+            h->rows_full_noted = 1;
+            jn_ch_warn(h->ch, "more than %d edges by name: edge '%s' and later ones are not "
+                       "shown per edge", HUB_MAX_ROWS, node);
+        }
+        return NULL;
+    }
+    r = jn_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return NULL;
+    }
+    snprintf(r->node, sizeof(r->node), "%s", node);
+    r->r.node = r->node;
+    r->r.peer = r->peer;
+    r->next = h->rows;
+    h->rows = r;
+    h->nrows++;
+    return r;
+}
+
+/* c's link now belongs to the edge named node: its row counts the link up. */
+static void row_attach(struct hub *h, struct hconn *c, const char *node)
+{
+    struct erow *r;
+
+    if (c->row != NULL && strcmp(c->row->node, node) == 0) {
+        return;
+    }
+    r = row_get(h, node);
+    if (c->row != NULL && --c->row->links == 0) {
+        c->row->r.up = 0;
+        c->row->r.since_us = jn_now_us();
+    }
+    c->row = r;
+    if (r != NULL) {
+        snprintf(r->peer, sizeof(r->peer), "%s", c->sc.peer);
+        if (r->links++ == 0) {
+            r->r.up = 1;
+            r->r.since_us = jn_now_us();
+        }
+    }
+}
+
+static void row_detach(struct hconn *c)
+{
+    if (c->row != NULL && --c->row->links == 0) {
+        c->row->r.up = 0;
+        c->row->r.since_us = jn_now_us();
+    }
+    c->row = NULL;
+}
+
+/* jn_channel.link_row: the rows, newest edge first. */
+static int hub_link_row(struct jn_channel *ch, size_t i, struct jn_link_row *out)
+{
+    const struct hub *h = ch->state;
+    const struct erow *r = h != NULL ? h->rows : NULL;
+
+    while (r != NULL && i > 0) {
+        r = r->next;
+        i--;
+    }
+    if (r == NULL) {
+        return -1;
+    }
+    *out = r->r;
+    return 0;
+}
+
 static struct hconn *conn_find(struct hub *h, uint64_t id)
 {
     return (struct hconn *)jn_ws__server_find(&h->srv, id);
@@ -87,14 +198,15 @@ static void conn_free(struct hconn *c)
     struct hconn **pp;
 
     jn_ws__server_unlink(&h->srv, &c->sc);
+    row_detach(c);
     for (pp = &h->dirty; *pp != NULL; pp = &(*pp)->dnext) {
         if (*pp == c) {
             *pp = c->dnext;
             break;
         }
     }
-    if (!c->sc.refused && h->ch->links_up > 0) {
-        h->ch->links_up--;
+    if (!c->sc.refused) {
+        links_add(h, -1);
     }
     jn_buf_reset(&c->acks);
     jn_buf_reset(&c->nacks);
@@ -128,6 +240,9 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
             jn_bridge__ans_encode(c->acks.p, c->acks.len / JN_ID_LEN, NULL, &h->frame) == 0) {
             if (jn_ws__send(h->srv.link, c->sc.id, 1, h->frame.p, h->frame.len, 0) == 0) {
                 h->ch->link_last_ack_us = jn_now_us();
+                if (c->row != NULL) {
+                    c->row->r.last_ack_us = h->ch->link_last_ack_us;
+                }
             }
         }
         if (c->nacks.len > 0 &&
@@ -242,6 +357,8 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
         why = err != NULL && err->msg[0] ? err->msg : jn_strerror(rc);
         jn_ch_warn(h->ch, "msg=%s: refused by the broker (nacked, the edge retries): %s",
                    p->id, why);
+    } else if (p->row != NULL) {
+        p->row->r.received++;
     }
     for (size_t i = 0; i < p->nwaiters; i++) {
         if (i == 0) {
@@ -259,16 +376,30 @@ static void refuse_conn(struct hub *h, struct hconn *c, int code, const char *wh
     jn_ch_warn(h->ch, "peer %s (%s): %s: closing the link with %d; nothing of it journaled",
                c->sc.peer, c->origin[0] ? c->origin : "-", why, code);
     jn_channel_note_error(h->ch, why, jn_now_us());
-    if (!c->sc.refused && h->ch->links_up > 0) {
-        h->ch->links_up--;
+    if (!c->sc.refused) {
+        links_add(h, -1);
     }
     c->sc.refused = 1;
     jn_ws__close(h->srv.link, c->sc.id, code, code == 1003 ? "binary envelopes only"
                                                     : "bad bridge envelope");
 }
 
+/* The link's edge is named (by an envelope or a status): logged once, its row attached. */
+static void edge_named(struct hub *h, struct hconn *c, const char *origin)
+{
+    if (strcmp(c->origin, origin) != 0) {
+        if (c->origin[0] == '\0') {
+            jn_ch_info(h->ch, "peer %s: edge '%s' linked%s%s", c->sc.peer, origin,
+                       c->sc.user[0] ? " as " : "", c->sc.user);
+        }
+        snprintf(c->origin, sizeof(c->origin), "%s", origin);
+    }
+    row_attach(h, c, origin);
+}
+
 static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
 {
+    struct bridge_status st;
     struct bridge_env env;
     struct jn_err err;
     struct pend *p;
@@ -277,6 +408,24 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
 
     if (!e->binary) {
         refuse_conn(h, c, 1003, "a text frame (a bridge speaks binary envelopes)");
+        return;
+    }
+    jn_err_clear(&err);
+    rc = jn_bridge__status_decode(e->data, e->len, &st, &err);
+    if (rc == 0) {
+        edge_named(h, c, st.origin);
+        if (c->row != NULL) {
+            c->row->r.has_status = 1;
+            c->row->r.queued = st.queued;
+            c->row->r.in_flight = st.in_flight;
+            c->row->r.status_us = jn_now_us();
+        }
+        return;
+    }
+    if (rc != 1) {
+        char why[JN_ERR_MSG_MAX + 40];
+        snprintf(why, sizeof(why), "bad status: %s", err.msg);
+        refuse_conn(h, c, 1002, why);
         return;
     }
     jn_err_clear(&err);
@@ -292,17 +441,17 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
         refuse_conn(h, c, 1002, why);
         return;
     }
-    if (strcmp(c->origin, env.origin) != 0) {
-        if (c->origin[0] == '\0') {
-            jn_ch_info(h->ch, "peer %s: edge '%s' linked%s%s", c->sc.peer, env.origin,
-                       c->sc.user[0] ? " as " : "", c->sc.user);
-        }
-        snprintf(c->origin, sizeof(c->origin), "%s", env.origin);
+    edge_named(h, c, env.origin);
+    if (c->row != NULL) {
+        c->row->r.last_msg_us = jn_now_us();
     }
     /* Being committed (this link or another): wait for that commit's answer. */
     p = pend_find(h, env.msg->id);
     if (p != NULL) {
         h->ch->n_link_duplicates++;
+        if (c->row != NULL) {
+            c->row->r.duplicates++;
+        }
         if (pend_wait(p, c->sc.id) != 0) {
             answer(h, c->sc.id, env.msg->id, "out of memory");
         }
@@ -312,6 +461,9 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     /* Committed within the window: acked again, no second copy. */
     if (jn_dedup_find(h->ch, env.msg->id, JN_ID_LEN, NULL) == 0) {
         h->ch->n_link_duplicates++;
+        if (c->row != NULL) {
+            c->row->r.duplicates++;
+        }
         jn_ch_debug(h->ch, "msg=%s from %s: a duplicate within dedup_window: acked again",
                     env.msg->id, env.origin);
         answer(h, c->sc.id, env.msg->id, NULL);
@@ -330,6 +482,7 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
         return;
     }
     p->h = h;
+    p->row = c->row;
     memcpy(p->id, env.msg->id, sizeof(p->id));
     p->waiters = p->first;
     p->capwaiters = 1;
@@ -366,7 +519,7 @@ static void on_event(void *arg, struct ws_ev *e)
         if (c->sc.refused) {
             break;
         }
-        h->ch->links_up++;
+        links_add(h, 1);
         jn_ch_debug(h->ch, "peer %s: link opened", c->sc.peer);
         break;
     case WS_EV_MESSAGE:
@@ -406,6 +559,7 @@ static int in_init(struct jn_channel *ch, struct jn_err *err)
     h->conf = ch->conf;
     ch->state = h;
     ch->links = 1;
+    ch->link_row = hub_link_row;
     h->flush_ev = event_new(ch->base, -1, 0, flush_cb, h);
     if (h->flush_ev == NULL) {
         jn_free(h);
@@ -460,10 +614,16 @@ static void in_destroy(struct jn_channel *ch)
     while (jn_ws__server_any(&h->srv) != NULL) {
         conn_free((struct hconn *)jn_ws__server_any(&h->srv));
     }
+    while (h->rows != NULL) {
+        struct erow *r = h->rows;
+        h->rows = r->next;
+        jn_free(r);
+    }
     event_free(h->flush_ev);
     jn_buf_reset(&h->frame);
     jn_free(h);
     ch->state = NULL;
+    ch->link_row = NULL;
     ch->links_up = 0;
 }
 
