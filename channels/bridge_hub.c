@@ -422,14 +422,10 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
         }
         return;
     }
-    if (rc != 1) {
-        char why[JN_ERR_MSG_MAX + 40];
-        snprintf(why, sizeof(why), "bad status: %s", err.msg);
-        refuse_conn(h, c, 1002, why);
-        return;
+    if (rc == 1) {
+        jn_err_clear(&err);
+        rc = jn_bridge__env_decode(e->data, e->len, h->ch->name, &env, &err);
     }
-    jn_err_clear(&err);
-    rc = jn_bridge__env_decode(e->data, e->len, h->ch->name, &env, &err);
     if (rc == JN_ENOMEM) {
         jn_ch_error(h->ch, "peer %s: out of memory decoding an envelope: closing", c->sc.peer);
         jn_ws__close(h->srv.link, c->sc.id, 1011, "out of memory");

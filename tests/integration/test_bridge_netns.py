@@ -27,29 +27,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jnt  # noqa: E402
+import test_bridge  # noqa: E402
 from jnt import Checks, Junction, Receiver, admin_api, free_port, wait_until  # noqa: E402
 
-HUB = """
-junction:
-  data_dir: @DIR@/data
-  admin: 127.0.0.1:%(aport)d
-  shutdown_timeout: 1s
-channels:
-  edges:
-    type: bridge
-    direction: in
-    listen: %(hip)s:%(bport)d
-    path: /bridge
-    ping_interval: 1s
-  sink:
-    type: http
-    direction: out
-    url: http://127.0.0.1:%(rport)d/in
-    concurrency: 16
-    retry: { attempts: 1000, backoff: 50ms, max_backoff: 500ms }
-routes:
-  to-sink: { from: [edges], to: [sink] }
-"""
+# test_bridge's hub (bearer auth, HTTP OUT to a Receiver), listening on the host's veth end.
+HUB = test_bridge.HUB.replace("listen: 127.0.0.1:%(bport)d", "listen: %(hip)s:%(bport)d")
 
 EDGE = """
 junction:
@@ -65,6 +47,7 @@ channels:
     type: bridge
     direction: out
     url: ws://%(hip)s:%(bport)d/bridge
+    token: "%(token)s"
     node: netns-edge
     ping_interval: 1s
     timeout: 5s
@@ -230,12 +213,13 @@ def main():
     try:
         bport, haport = free_port(), free_port()
         eaport, hport = free_port(), free_port()
-        hub = Junction(HUB % {"aport": haport, "hip": ns.hip, "bport": bport, "rport": r.port},
-                       wait_ports=[haport])
+        hub = Junction(HUB % {"aport": haport, "hip": ns.hip, "bport": bport, "rport": r.port,
+                              "token": test_bridge.TOKEN}, wait_ports=[haport])
         hub.start()
         t.check(wait_until(lambda: tcp_ok(ns.hip, bport), 10), "the hub listens on the veth")
         edge = NsJunction(ns, EDGE % {"aport": eaport, "eip": ns.eip, "hport": hport,
-                                      "hip": ns.hip, "bport": bport},
+                                      "hip": ns.hip, "bport": bport,
+                                      "token": test_bridge.TOKEN},
                           wait=[(ns.eip, hport)])
         edge.start()
         t.on_fail.append(lambda: print("---- edge ----\n%s\n---- hub ----\n%s"
