@@ -46,9 +46,9 @@ struct hconn {
 };
 
 /* One edge by its origin name (the per-edge rows, docs/bridge.md#monitoring). Rows live as
- * long as the hub (a link points at its row; pends too), at most HUB_MAX_ROWS of them. */
+ * long as the hub (a link points at its row; pends too), at most HUB_MAX_ROWS of them; a link
+ * finds its row once, when its edge is named, so the linear search is not per envelope. */
 struct erow {
-    struct erow *next;
     struct jn_link_row r;    /* r.node, r.peer point into the two below */
     char node[JN_BRIDGE_ORIGIN_MAX];
     char peer[80];
@@ -76,8 +76,8 @@ struct hub {
     struct hconn *dirty;
     struct event *flush_ev;
     struct jn_buf frame;
-    struct erow *rows;       /* newest first */
-    size_t nrows;
+    struct erow **rows;      /* in the order they were made (the API's row i is rows[i]) */
+    size_t nrows, caprows;
     int rows_full_noted;
 };
 
@@ -112,9 +112,9 @@ static struct erow *row_get(struct hub *h, const char *node)
 {
     struct erow *r;
 
-    for (r = h->rows; r != NULL; r = r->next) {
-        if (strcmp(r->node, node) == 0) {
-            return r;
+    for (size_t i = 0; i < h->nrows; i++) {
+        if (strcmp(h->rows[i]->node, node) == 0) {
+            return h->rows[i];
         }
     }
     if (h->nrows >= HUB_MAX_ROWS) {
@@ -125,6 +125,15 @@ static struct erow *row_get(struct hub *h, const char *node)
         }
         return NULL;
     }
+    if (h->nrows == h->caprows) {
+        size_t cap = h->caprows ? 2 * h->caprows : 16;
+        struct erow **v = jn_realloc(h->rows, cap * sizeof(*v));
+        if (v == NULL) {
+            return NULL;
+        }
+        h->rows = v;
+        h->caprows = cap;
+    }
     r = jn_calloc(1, sizeof(*r));
     if (r == NULL) {
         return NULL;
@@ -132,9 +141,7 @@ static struct erow *row_get(struct hub *h, const char *node)
     snprintf(r->node, sizeof(r->node), "%s", node);
     r->r.node = r->node;
     r->r.peer = r->peer;
-    r->next = h->rows;
-    h->rows = r;
-    h->nrows++;
+    h->rows[h->nrows++] = r;
     return r;
 }
 
@@ -170,20 +177,15 @@ static void row_detach(struct hconn *c)
     c->row = NULL;
 }
 
-/* jn_channel.link_row: the rows, newest edge first. */
+/* jn_channel.link_row: the rows, in the order the edges were first seen. */
 static int hub_link_row(struct jn_channel *ch, size_t i, struct jn_link_row *out)
 {
     const struct hub *h = ch->state;
-    const struct erow *r = h != NULL ? h->rows : NULL;
 
-    while (r != NULL && i > 0) {
-        r = r->next;
-        i--;
-    }
-    if (r == NULL) {
+    if (h == NULL || i >= h->nrows) {
         return -1;
     }
-    *out = r->r;
+    *out = h->rows[i]->r;
     return 0;
 }
 
@@ -610,11 +612,10 @@ static void in_destroy(struct jn_channel *ch)
     while (jn_ws__server_any(&h->srv) != NULL) {
         conn_free((struct hconn *)jn_ws__server_any(&h->srv));
     }
-    while (h->rows != NULL) {
-        struct erow *r = h->rows;
-        h->rows = r->next;
-        jn_free(r);
+    for (size_t i = 0; i < h->nrows; i++) {
+        jn_free(h->rows[i]);
     }
+    jn_free(h->rows);
     event_free(h->flush_ev);
     jn_buf_reset(&h->frame);
     jn_free(h);
