@@ -1,7 +1,8 @@
 /*
  * bridge_int.h: what channels/bridge_conf.c (options, check, the def), bridge_env.c (the wire
  * envelope), bridge_edge.c (OUT: dials the hub) and bridge_hub.c (IN: takes edges) share.
- * Both sides run over a WebSocket link (channels/ws_link.c, ws_int.h). docs/bridge.md.
+ * Both sides run over a WebSocket link (channels/ws_link.c) as the websocket channel's do: the
+ * edge is a ws_side.c client, the hub a ws_side.c server (ws_int.h). docs/bridge.md.
  *
  * Threads: everything here runs on the broker's loop; the envelope codec is pure and
  * thread-safe.

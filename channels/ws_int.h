@@ -1,9 +1,10 @@
 /*
- * ws_int.h: what channels/ws_conf.c (options, check, the def), ws_link.c (libwebsockets on its
- * own service thread), ws_in.c (the listener) and ws_out.c (the client) share (house style:
- * module__verb, shared inside one module only). The bridge (issue 19, part 2) is meant to
- * build on the link part alone: a link is a WebSocket endpoint (a listener, or a client that
- * dials out) whose connections the loop names by number, with no lws type in sight.
+ * ws_int.h: what channels/ws_conf.c (options, checks, the def), ws_link.c (libwebsockets on
+ * its own service thread), ws_side.c (the client and the server above a link), ws_in.c (the
+ * listener) and ws_out.c (the client) share (house style: module__verb, shared inside one
+ * module only); the bridge (bridge_*.c) builds on the same link and sides. A link is a
+ * WebSocket endpoint (a listener, or a client that dials out) whose connections the loop
+ * names by number, with no lws type in sight.
  *
  * Threads. Debian's libwebsockets 4.1.6 has no libevent plugin (shared/stack.md 5), so each
  * link runs lws_service() on a thread of its own and every lws callback runs there. The two
