@@ -278,7 +278,7 @@ static void answer(struct hub *h, uint64_t conn, const char *id, const char *why
         if (jn_buf_append(&c->nacks, id, JN_ID_LEN) != 0) {
             return;
         }
-        snprintf(c->nack_why, sizeof(c->nack_why), "%s", why);
+        snprintf(c->nack_why, sizeof(c->nack_why), "%.159s", why); /* cut to fit */
     }
     mark_dirty(c);
 }
