@@ -391,14 +391,8 @@ fail:
 static int out_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct edge *o = ch->state;
-    struct ws_link_conf lc = {
-        .log_prefix = ch->log_prefix,
-        .max_message = 1 << 20, /* the hub's answers */
-        .check_utf8 = 1,
-        .ping_interval = o->conf->l.ping_interval,
-        .authorization = o->auth[0] ? o->auth : NULL,
-    };
-    int rc = jn_ws__client_start(&o->cl, &lc, on_event, o, err);
+    int rc = jn_ws__client_start(&o->cl, o->conf->l.ping_interval, o->auth[0] ? o->auth : NULL,
+                                 on_event, o, err);
 
     if (rc != 0) {
         return rc;

@@ -245,10 +245,12 @@ struct ws_client {
 int jn_ws__client_init(struct ws_client *c, struct jn_channel *ch, const char *url,
                        const struct jn_tls_conf *tls, long long backoff, long long max_backoff,
                        struct jn_err *err);
-/* Loop, at start: the TLS client context (wss://), the client link with lc (its TLS fields
- * are filled here), then the first connect. 0 or JN_E* with err. */
-int jn_ws__client_start(struct ws_client *c, struct ws_link_conf *lc, ws_event_fn fn,
-                        void *arg, struct jn_err *err);
+/* Loop, at start: the TLS client context (wss://) and the client link (the server's answers
+ * up to 1 MiB, text ones UTF-8; ping_interval ms, 0: none; authorization: the handshake's
+ * Authorization value, NULL: none, borrowed for the link's life). No connect yet: the side
+ * calls jn_ws__client_connect. 0 or JN_E* with err. */
+int jn_ws__client_start(struct ws_client *c, long long ping_interval, const char *authorization,
+                        ws_event_fn fn, void *arg, struct jn_err *err);
 /* Dials now unless stopped or a connection is there. 0; or JN_ENOMEM / JN_ESTOPPED: counted
  * as a failed connect and the next attempt scheduled (the caller fails what waits if it
  * should). */

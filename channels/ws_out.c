@@ -252,12 +252,7 @@ fail:
 static int out_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct ws_out *o = ch->state;
-    struct ws_link_conf lc = {
-        .log_prefix = ch->log_prefix,
-        .max_message = 1 << 20, /* the server's answers: acks */
-        .check_utf8 = 1,
-    };
-    int rc = jn_ws__client_start(&o->cl, &lc, on_event, o, err);
+    int rc = jn_ws__client_start(&o->cl, 0, NULL, on_event, o, err);
 
     if (rc == 0 && jn_ws__client_connect(&o->cl) != 0) {
         finish_all(&o->waiting, JN_SEND_RETRY, "cannot connect: out of memory");

@@ -142,9 +142,16 @@ int jn_ws__client_init(struct ws_client *c, struct jn_channel *ch, const char *u
     return 0;
 }
 
-int jn_ws__client_start(struct ws_client *c, struct ws_link_conf *lc, ws_event_fn fn,
-                        void *arg, struct jn_err *err)
+int jn_ws__client_start(struct ws_client *c, long long ping_interval, const char *authorization,
+                        ws_event_fn fn, void *arg, struct jn_err *err)
 {
+    struct ws_link_conf lc = {
+        .log_prefix = c->ch->log_prefix,
+        .max_message = 1 << 20, /* the server's answers: acks */
+        .check_utf8 = 1,
+        .ping_interval = ping_interval,
+        .authorization = authorization,
+    };
     char what[300];
 
     if (c->url.tls || jn_tls_on(c->tls_conf)) {
@@ -157,10 +164,10 @@ int jn_ws__client_start(struct ws_client *c, struct ws_link_conf *lc, ws_event_f
         if (c->tls == NULL) {
             return err->code;
         }
-        lc->client_ctx = jn_tls_ctx(c->tls);
-        lc->allowed_peers = &c->tls_conf->allowed_peers;
+        lc.client_ctx = jn_tls_ctx(c->tls);
+        lc.allowed_peers = &c->tls_conf->allowed_peers;
     }
-    c->link = jn_ws__link_new(c->ch->base, lc, fn, arg, err);
+    c->link = jn_ws__link_new(c->ch->base, &lc, fn, arg, err);
     if (c->link == NULL) {
         return err->code;
     }
