@@ -516,7 +516,7 @@ static void get_channels(struct jn_admin *a, struct evhttp_request *req)
                                                  : json_null());
         }
         if (o != NULL) {
-            jn_admin__link_json(&cs, o);
+            jn_admin__link_json(a, i, &cs, o);
         }
         if (o != NULL && cs.out) {
             json_object_set_new(o, "queued", json_integer((json_int_t)cs.depth));

@@ -53,7 +53,8 @@ void jn_admin__get_replay(struct jn_admin *a, struct evhttp_request *req, const 
 /* jn_admin_link.c: the links of channels that keep them (bridge): the "link" object of a row
  * of /api/v1/channels (added to o when cs->links), and the junction_link_* metric families. */
 struct jn_channel_stats;
-void jn_admin__link_json(const struct jn_channel_stats *cs, json_t *o);
+void jn_admin__link_json(struct jn_admin *a, size_t i, const struct jn_channel_stats *cs,
+                         json_t *o);
 int jn_admin__link_metrics(struct jn_admin *a, struct jn_buf *b);
 
 /* jn_admin_ui.c: 1 when path is the dashboard's (/ or /ui/...). */

@@ -35,6 +35,22 @@ enum {
     JN_DIR_OUT = 1 << 1,
 };
 
+/* One peer node as a hub knows it (the bridge's per-edge rows, docs/bridge.md#monitoring). */
+struct jn_link_row {
+    const char *node;      /* its name (the edge's node:, bridge-origin) */
+    const char *peer;      /* ip:port of its latest link */
+    int up;                /* a link of it is up now */
+    int64_t since_us;      /* when it last went up or down (wall clock) */
+    uint64_t received;     /* messages of it committed */
+    uint64_t duplicates;   /* resent ones acked without a second copy */
+    int64_t last_msg_us;   /* its latest message (0: none) */
+    int64_t last_ack_us;   /* the latest ack sent to it (0: none) */
+    int has_status;        /* it has reported its status (an older edge does not) */
+    uint64_t queued;       /* its queue's depth, as it last reported */
+    uint64_t in_flight;    /* its envelopes in flight, as it last reported */
+    int64_t status_us;     /* when it last reported (0: never) */
+};
+
 /* What an OUT channel's send came to. */
 enum jn_send_result {
     JN_SEND_OK = 0,     /* the peer has it: delivered */
@@ -172,6 +188,11 @@ struct jn_channel {
     int64_t link_last_ack_us;     /* wall clock of the latest ack (received / sent), 0: none */
     uint64_t n_link_duplicates;   /* hub: envelopes acked again without a second copy */
     uint64_t n_link_lost;         /* links that dropped (closed other than by us stopping) */
+    int64_t link_since_us;        /* wall clock: links_up last went from 0 or to 0 (0: never) */
+    /* A hub's rows, one per peer node it knows (jn_link_row); NULL: none. Row i (0..) into
+     * out: 0, or -1 past the end. Loop thread; out's strings are borrowed until the next
+     * loop turn. */
+    int (*link_row)(struct jn_channel *ch, size_t i, struct jn_link_row *out);
     struct jn_hist delivery_lat;  /* OUT: queued (durable) -> delivered */
     int up;                       /* started and not stopped (the broker's, jn_stats.h) */
     int paused;                   /* held by the operator (jn_broker_pause) */

@@ -90,6 +90,8 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
     out->link_last_ack_us = ch->link_last_ack_us;
     out->link_duplicates = ch->n_link_duplicates;
     out->link_lost = ch->n_link_lost;
+    out->link_since_us = ch->link_since_us;
+    out->link_rows = ch->link_row != NULL;
     out->delivered = ch->n_sent;
     out->retried = ch->n_retried;
     out->failed = ch->n_failed;
@@ -110,6 +112,21 @@ int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_sta
         out->blocked = jn_flow__blocked(b, ch);
     }
     return 0;
+}
+
+int jn_broker_link_row(struct jn_broker *b, size_t i, size_t r, struct jn_link_row *out)
+{
+    struct jn_channel *ch;
+
+    if (i >= b->nchans) {
+        return -1;
+    }
+    ch = b->chans[i];
+    if (ch->link_row == NULL || ch->broken) {
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    return ch->link_row(ch, r, out);
 }
 
 int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_stats *out)

@@ -89,6 +89,8 @@ struct jn_channel_stats {
     int64_t link_last_ack_us; /* wall clock of the latest ack, 0: none */
     uint64_t link_duplicates; /* hub: envelopes acked again without a second copy */
     uint64_t link_lost;     /* links that dropped */
+    int64_t link_since_us;  /* when links_up last went from or to 0 (0: never) */
+    int link_rows;          /* has per-peer rows (a bridge hub): jn_broker_link_row */
 };
 
 struct jn_route_stats {
@@ -107,6 +109,10 @@ void jn_broker_stats(struct jn_broker *b, struct jn_broker_stats *out);
 /* Loop thread. Channel i (0..nchannels) or route i (0..nroutes): 0, or -1 past the end. */
 int jn_broker_channel_stats(struct jn_broker *b, size_t i, struct jn_channel_stats *out);
 int jn_broker_route_stats(const struct jn_broker *b, size_t i, struct jn_route_stats *out);
+/* Loop thread. Row r of channel i's peers (a bridge hub's edges, struct jn_link_row in
+ * jn_channel.h): 0, or -1 past the end (or when it has none). */
+struct jn_link_row;
+int jn_broker_link_row(struct jn_broker *b, size_t i, size_t r, struct jn_link_row *out);
 
 /*
  * Loop thread. Pauses (on) or resumes channel name. A paused IN channel refuses what it is

@@ -14,28 +14,26 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <event2/util.h>
-#include <sys/socket.h>
-
 #include "bridge_int.h"
 #include "jn_channel.h"
 
 static const struct jn_opt bridge_opts[] = {
     /* hub */
-    JN_OPT_STR("listen", "127.0.0.1:8443", JN_OPT_IN, struct bridge_conf, listen,
+    JN_OPT_STR("listen", "127.0.0.1:8443", JN_OPT_IN, struct bridge_conf, l.listen,
                "Hub: address and port to listen on for edges, ip:port (0.0.0.0:8443 for "
                "every address)."),
-    JN_OPT_STR("path", "/bridge", JN_OPT_IN, struct bridge_conf, path,
+    JN_OPT_STR("path", "/bridge", JN_OPT_IN, struct bridge_conf, l.path,
                "Hub: the request path edges connect to; a handshake for another path is "
                "refused."),
     JN_OPT_INT("max_connections", "256", 1, 65536, JN_OPT_IN, struct bridge_conf,
-               max_connections, "Hub: edges connected at once; more are refused at the "
+               l.max_connections, "Hub: edges connected at once; more are refused at the "
                "handshake."),
     JN_OPT_SIZE("max_message", "16MiB", 1024, 1LL << 30, JN_OPT_IN, struct bridge_conf,
-                max_message,
+                l.max_message,
                 "Hub: largest envelope; a larger one closes the link with 1009 and nothing "
                 "of it is journaled."),
-    JN_OPT_DURATION("ping_interval", "30s", 0, 3600000LL, 0, struct bridge_conf, ping_interval,
+    JN_OPT_DURATION("ping_interval", "30s", 0, 3600000LL, 0, struct bridge_conf,
+                    l.ping_interval,
                     "A link idle this long is pinged; one silent for two intervals is closed "
                     "(and, on the edge, made again). 0: no pings. Whole seconds."),
     JN_OPT_DURATION("dedup_window", "10m", 1000, 7 * 86400000LL, JN_OPT_IN, struct bridge_conf,
@@ -44,7 +42,7 @@ static const struct jn_opt bridge_opts[] = {
                     "second copy (an edge resends what it had in flight when a link drops). "
                     "Kept in the journal (a restart remembers it), not in memory."),
     JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct bridge_conf,
-                   auth,
+                   l.auth,
                    "Hub: authentication of the edges' handshakes (docs/websocket.md#auth): "
                    "bearer (an edge's token:), basic, or mtls (client certificates); a link "
                    "none accepts is closed with 1008 before any envelope is journaled. Empty: "
@@ -84,34 +82,9 @@ static int bridge_check(const void *vconf, unsigned dir, const struct jn_node *n
 {
     const struct bridge_conf *c = vconf;
     const struct jn_node *n;
-    struct ws_url u;
 
     if (dir == JN_DIR_IN) {
-        int errs = 0;
-        struct sockaddr_storage ss;
-        int sl = sizeof(ss);
-        n = jn_node_get(node, "listen");
-        if (c->listen == NULL ||
-            evutil_parse_sockaddr_port(c->listen, (struct sockaddr *)&ss, &sl) != 0) {
-            jn_diag_add(d, n ? &n->pos : &node->pos, "bridge: listen: '%s' is not ip:port, "
-                        "expected e.g. 0.0.0.0:8443", c->listen ? c->listen : "");
-            errs++;
-        }
-        if (c->path == NULL || c->path[0] != '/') {
-            n = jn_node_get(node, "path");
-            jn_diag_add(d, n ? &n->pos : &node->pos, "bridge: path: '%s' must start with /",
-                        c->path ? c->path : "");
-            errs++;
-        }
-        errs += jn_ws__auth_check(&c->auth, &c->tls, node, "bridge", d);
-        return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls",
-                                   "bridge", d);
-    }
-    n = jn_node_get(node, "url");
-    if (jn_ws__url_parse(c->url, &u) != 0) {
-        jn_diag_add(d, n ? &n->pos : &node->pos, "bridge: url: '%s' is not a ws:// or wss:// "
-                    "url (e.g. wss://hub.example:8443/bridge)", c->url ? c->url : "");
-        return 1;
+        return jn_ws__check_listener(&c->l, &c->tls, node, "bridge", "0.0.0.0:8443", d);
     }
     if (jn_node_get(node, "window") != NULL && jn_node_get(node, "concurrency") != NULL) {
         n = jn_node_get(node, "concurrency");
@@ -125,14 +98,8 @@ static int bridge_check(const void *vconf, unsigned dir, const struct jn_node *n
                     JN_BRIDGE_ORIGIN_MAX - 1);
         return 1;
     }
-    if (c->reconnect_max_backoff < c->reconnect_backoff) {
-        n = jn_node_get(node, "reconnect_max_backoff");
-        jn_diag_add(d, n ? &n->pos : &node->pos, "bridge: reconnect_max_backoff must be at "
-                    "least reconnect_backoff");
-        return 1;
-    }
-    return jn_tls_check(&c->tls, JN_TLS_CLIENT, u.tls || jn_tls_on(&c->tls), node, "tls",
-                        "bridge", d);
+    return jn_ws__check_client(c->url, c->reconnect_backoff, c->reconnect_max_backoff, &c->tls,
+                               node, "bridge", "wss://hub.example:8443/bridge", d);
 }
 
 /* The edge's in-flight cap is its window: the queue hands it that many at once. */

@@ -24,78 +24,33 @@
 
 #include "bridge_int.h"
 #include "jn_mem.h"
+#include "jn_stats.h"
 #include "jn_time.h"
 
-enum { S_FREE = 0, S_WAITING = 1, S_SENT = 2 };
-
 struct eslot {
-    struct eslot *prev, *next; /* in waiting or sent */
-    struct eslot *hnext;       /* S_SENT: in the ids' hash */
-    struct edge *o;
-    struct jn_delivery *d;
-    struct event *timer;       /* S_SENT: the ack's timeout */
-    int state;
+    struct ws_slot s;          /* first: the shared part (ws_int.h) */
+    struct eslot *hnext;       /* WS_SLOT_SENT: in the ids' hash */
     char id[JN_ID_LEN + 1];
-};
-
-struct elist {
-    struct eslot *head, *tail;
-    size_t n;
 };
 
 struct edge {
     struct jn_channel *ch;
     const struct bridge_conf *conf;
-    struct ws_url url;
-    struct jn_tls *tls;
-    struct ws_link *link;
+    struct ws_client cl;     /* the hub's url, the link, the reconnects (ws_side.c) */
     char auth[1100];         /* "Bearer <token>" (never logged) */
     char node[JN_BRIDGE_ORIGIN_MAX];
-    uint64_t conn;           /* the connection (being made or up), 0: none */
-    int connected;
-    int failures;            /* connects failed in a row */
-    int stopped;
-    struct event *reconnect;
     struct eslot *slots;
     size_t nslots;
     struct eslot **hash;
     size_t nhash;
-    struct elist waiting, sent;
+    struct ws_slots waiting, sent;
     struct jn_buf env;       /* the envelope being encoded */
+    struct jn_buf st;        /* the status frame being encoded */
+    struct event *status_ev; /* every second while linked: the status to the hub */
+    int no_status;           /* the hub is older and refuses status frames (1002) */
 };
 
-static void connect_now(struct edge *o);
-
-/* ---- lists and the ids' hash ---- */
-
-static void list_push(struct elist *l, struct eslot *s)
-{
-    s->next = NULL;
-    s->prev = l->tail;
-    if (l->tail != NULL) {
-        l->tail->next = s;
-    } else {
-        l->head = s;
-    }
-    l->tail = s;
-    l->n++;
-}
-
-static void list_del(struct elist *l, struct eslot *s)
-{
-    if (s->prev != NULL) {
-        s->prev->next = s->next;
-    } else {
-        l->head = s->next;
-    }
-    if (s->next != NULL) {
-        s->next->prev = s->prev;
-    } else {
-        l->tail = s->prev;
-    }
-    s->prev = s->next = NULL;
-    l->n--;
-}
+/* ---- the ids' hash ---- */
 
 static size_t id_hash(const struct edge *o, const char *id)
 {
@@ -136,127 +91,94 @@ static struct eslot *hash_find(struct edge *o, const char *id)
 
 static void finish(struct eslot *s, enum jn_send_result r, const char *reason)
 {
-    struct edge *o = s->o;
-    struct jn_delivery *d = s->d;
+    struct edge *o = s->s.owner;
+    struct jn_delivery *d;
 
-    evtimer_del(s->timer);
-    if (s->state == S_WAITING) {
-        list_del(&o->waiting, s);
-    } else if (s->state == S_SENT) {
-        list_del(&o->sent, s);
+    if (s->s.state == WS_SLOT_SENT) {
         hash_del(o, s);
     }
-    s->state = S_FREE;
-    s->d = NULL;
+    d = jn_ws__slot_release(&s->s, &o->waiting, &o->sent);
     o->ch->link_in_flight = o->sent.n;
     if (d != NULL) {
         jn_delivery_done(d, r, reason);
     }
 }
 
-static void finish_all(struct elist *l, enum jn_send_result r, const char *reason)
+static void finish_all(struct ws_slots *l, enum jn_send_result r, const char *reason)
 {
     while (l->head != NULL) {
-        finish(l->head, r, reason);
+        finish((struct eslot *)l->head, r, reason);
     }
-}
-
-static void schedule_reconnect(struct edge *o, const char *why)
-{
-    long long wait;
-    struct timeval tv;
-
-    if (o->stopped) {
-        return;
-    }
-    wait = o->failures == 0 ? 0 : jn_backoff_ms(o->conf->reconnect_backoff,
-                                                o->conf->reconnect_max_backoff, o->failures);
-    if (o->failures == 1) {
-        jn_ch_warn(o->ch, "cannot reach the hub %s: %s; retrying in %lld ms (then with "
-                   "backoff); messages wait in the queue", o->conf->url, why, wait);
-    } else if (o->failures > 1) {
-        jn_ch_debug(o->ch, "cannot reach the hub %s: %s (attempt %d); retrying in %lld ms",
-                    o->conf->url, why, o->failures, wait);
-    }
-    tv.tv_sec = (time_t)(wait / 1000);
-    tv.tv_usec = (suseconds_t)((wait % 1000) * 1000);
-    evtimer_add(o->reconnect, &tv);
 }
 
 /* The link is gone (or given up): what was sent on it is retried through the queue. */
-static void lost(struct edge *o, const char *why)
+static void lost(struct edge *o, int was_up, const char *why)
 {
-    if (o->connected) {
+    if (was_up) {
         o->ch->links_up = 0;
         o->ch->n_link_lost++;
+        o->ch->link_since_us = jn_now_us();
     }
-    o->conn = 0;
-    o->connected = 0;
     finish_all(&o->sent, JN_SEND_RETRY, why);
-    schedule_reconnect(o, why);
+    jn_ws__client_retry(&o->cl, why);
 }
 
 static void transmit(struct eslot *s)
 {
-    struct edge *o = s->o;
-    const struct jn_msg *m = jn_delivery_msg(s->d);
+    struct edge *o = s->s.owner;
+    const struct jn_msg *m = jn_delivery_msg(s->s.d);
     struct timeval tv = {(time_t)(o->conf->timeout / 1000),
                          (suseconds_t)((o->conf->timeout % 1000) * 1000)};
     int rc;
 
     rc = jn_bridge__env_encode(m, o->node, &o->env);
     if (rc == 0) {
-        rc = jn_ws__send(o->link, o->conn, 1, o->env.p, o->env.len, 0);
+        rc = jn_ws__send(o->cl.link, o->cl.conn, 1, o->env.p, o->env.len, 0);
     }
     if (rc != 0) {
         finish(s, JN_SEND_RETRY, rc == JN_ENOMEM ? "out of memory" : "stopping");
         return;
     }
     memcpy(s->id, m->id, sizeof(s->id));
-    s->state = S_SENT;
-    list_push(&o->sent, s);
+    s->s.state = WS_SLOT_SENT;
+    jn_ws__slots_push(&o->sent, &s->s);
     s->hnext = o->hash[id_hash(o, s->id)];
     o->hash[id_hash(o, s->id)] = s;
     o->ch->link_in_flight = o->sent.n;
-    evtimer_add(s->timer, &tv);
+    evtimer_add(s->s.timer, &tv);
 }
 
 static void slot_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct eslot *s = arg;
+    const struct edge *o = s->s.owner;
     char why[120];
 
     (void)fd;
     (void)what;
-    snprintf(why, sizeof(why), "no ack from the hub within %lld ms", s->o->conf->timeout);
+    snprintf(why, sizeof(why), "no ack from the hub within %lld ms", o->conf->timeout);
     finish(s, JN_SEND_RETRY, why);
 }
 
 static void out_send(struct jn_channel *ch, struct jn_delivery *d)
 {
     struct edge *o = ch->state;
-    struct eslot *s = NULL;
+    struct eslot *s = (struct eslot *)jn_ws__slot_take(o->slots, o->nslots, sizeof(*s));
 
-    for (size_t i = 0; i < o->nslots; i++) {
-        if (o->slots[i].state == S_FREE && o->slots[i].d == NULL) {
-            s = &o->slots[i];
-            break;
-        }
-    }
     if (s == NULL) {
         jn_delivery_done(d, JN_SEND_RETRY, "more deliveries than the window");
         return;
     }
-    s->d = d;
-    if (o->connected) {
+    s->s.d = d;
+    if (o->cl.connected) {
         transmit(s);
         return;
     }
     /* No timer while waiting for the link: an outage spends no attempts. */
-    s->state = S_WAITING;
-    list_push(&o->waiting, s);
-    if (o->conn == 0 && !evtimer_pending(o->reconnect, NULL)) {
-        connect_now(o);
+    s->s.state = WS_SLOT_WAITING;
+    jn_ws__slots_push(&o->waiting, &s->s);
+    if (o->cl.conn == 0 && !evtimer_pending(o->cl.reconnect, NULL)) {
+        jn_ws__client_connect(&o->cl);
     }
 }
 
@@ -295,8 +217,8 @@ static void on_answer(struct edge *o, const struct ws_ev *e)
     if (!e->binary || jn_bridge__ans_decode(e->data, e->len, &a.nack, reason, on_ack_id, &a)) {
         jn_ch_warn(o->ch, "a %zu-byte frame from the hub that is no bridge answer (version "
                    "%d): closing the link", e->len, JN_BRIDGE_VERSION);
-        jn_ws__close(o->link, o->conn, 1002, "not a bridge answer");
-        lost(o, "the hub sent a frame that is no bridge answer");
+        jn_ws__client_drop(&o->cl, 1002, "not a bridge answer");
+        lost(o, 1, "the hub sent a frame that is no bridge answer");
         return;
     }
     if (!a.nack) {
@@ -311,7 +233,7 @@ static int by_id(const void *a, const void *b)
 {
     const struct eslot *x = *(struct eslot *const *)a, *y = *(struct eslot *const *)b;
 
-    return strcmp(jn_delivery_msg(x->d)->id, jn_delivery_msg(y->d)->id);
+    return strcmp(jn_delivery_msg(x->s.d)->id, jn_delivery_msg(y->s.d)->id);
 }
 
 static void send_waiting(struct edge *o)
@@ -320,9 +242,9 @@ static void send_waiting(struct edge *o)
     size_t n = 0;
 
     while (o->waiting.head != NULL) {
-        struct eslot *s = o->waiting.head;
-        list_del(&o->waiting, s);
-        s->state = S_FREE;
+        struct eslot *s = (struct eslot *)o->waiting.head;
+        jn_ws__slots_del(&o->waiting, &s->s);
+        s->s.state = WS_SLOT_FREE;
         if (v != NULL) {
             v[n++] = s;
         } else {
@@ -331,33 +253,62 @@ static void send_waiting(struct edge *o)
     }
     if (v != NULL) {
         qsort(v, n, sizeof(*v), by_id);
-        for (size_t i = 0; i < n && o->connected; i++) {
+        for (size_t i = 0; i < n && o->cl.connected; i++) {
             transmit(v[i]);
         }
         for (size_t i = 0; i < n; i++) {
-            if (v[i]->state == S_FREE && v[i]->d != NULL) {
-                v[i]->state = S_WAITING; /* the link dropped meanwhile */
-                list_push(&o->waiting, v[i]);
+            if (v[i]->s.state == WS_SLOT_FREE && v[i]->s.d != NULL) {
+                v[i]->s.state = WS_SLOT_WAITING; /* the link dropped meanwhile */
+                jn_ws__slots_push(&o->waiting, &v[i]->s);
             }
         }
         jn_free(v);
     }
 }
 
+/* ---- the status (the hub's per-edge row) ---- */
+
+/* Our queue's depth (the journal's count, as /api/v1/channels shows it) and what is in flight
+ * on the link, to the hub: at link up, then every second while linked. */
+static void send_status(struct edge *o)
+{
+    struct jn_channel_stats cs;
+    uint64_t queued = 0;
+
+    if (o->no_status || !o->cl.connected) {
+        return;
+    }
+    if (jn_broker_channel_stats(o->ch->broker, o->ch->slot, &cs) == 0) {
+        queued = cs.depth;
+    }
+    if (jn_bridge__status_encode(o->node, queued, o->sent.n, &o->st) == 0) {
+        (void)jn_ws__send(o->cl.link, o->cl.conn, 1, o->st.p, o->st.len, 0);
+    }
+}
+
+static void status_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_status(arg);
+}
+
 static void on_event(void *arg, struct ws_ev *e)
 {
     struct edge *o = arg;
     char why[260];
+    int was_up;
 
-    if (e->conn != o->conn || o->conn == 0) {
+    if (!jn_ws__client_owns(&o->cl, e)) {
         jn_ws__ev_free(e); /* of a connection we dropped */
         return;
     }
     switch (e->kind) {
     case WS_EV_OPEN:
-        o->connected = 1;
-        o->failures = 0;
+        jn_ws__client_opened(&o->cl);
         o->ch->links_up = 1;
+        o->ch->link_since_us = jn_now_us();
+        send_status(o);
         jn_ch_info(o->ch, "link to the hub %s up (node %s); %zu message(s) waiting",
                    o->conf->url, o->node, o->waiting.n);
         send_waiting(o);
@@ -368,43 +319,22 @@ static void on_event(void *arg, struct ws_ev *e)
     case WS_EV_WRITTEN:
         break;
     case WS_EV_CLOSED:
-        if (o->connected) {
-            snprintf(why, sizeof(why), "link closed (%d): %s", e->code, e->text);
+        was_up = jn_ws__client_closed(&o->cl, e, why, sizeof(why));
+        if (was_up && e->code == 1002 && !o->no_status) {
+            /* A hub older than the status frame closes at the first one: none to it again
+             * (a real envelope fault would recur and is logged by the hub). */
+            o->no_status = 1;
+            jn_ch_warn(o->ch, "the hub closed the link with 1002 (an older hub that takes no "
+                       "status frames?): sending it no status from now on");
+        }
+        if (was_up) {
             jn_ch_warn(o->ch, "link to the hub %s lost: %s; %zu unacknowledged retried, "
                        "reconnecting", o->conf->url, why, o->sent.n);
-            o->failures = 0;
-        } else {
-            snprintf(why, sizeof(why), "%s%s", e->text,
-                     e->code == 1008 ? " (the hub refused our credentials: 1008)" : "");
-            o->failures++;
         }
-        lost(o, why);
+        lost(o, was_up, why);
         break;
     }
     jn_ws__ev_free(e);
-}
-
-static void connect_now(struct edge *o)
-{
-    int rc;
-
-    if (o->stopped || o->conn != 0) {
-        return;
-    }
-    rc = jn_ws__connect(o->link, &o->url, o->conf->tls.server_name,
-                        o->conf->tls.verify_peer == JN_TLS_VERIFY_FALSE, &o->conn);
-    if (rc != 0) {
-        o->conn = 0;
-        o->failures++;
-        schedule_reconnect(o, "out of memory");
-    }
-}
-
-static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    connect_now(arg);
 }
 
 /* ---- life cycle ---- */
@@ -424,9 +354,11 @@ static int out_init(struct jn_channel *ch, struct jn_err *err)
     o->conf = ch->conf;
     ch->state = o;
     ch->links = 1;
-    if (jn_ws__url_parse(o->conf->url, &o->url) != 0) {
-        rc = jn_err_set(err, JN_EINVAL, "url: '%s' is not a ws:// or wss:// url",
-                        o->conf->url ? o->conf->url : "");
+    o->cl.peer_word = "the hub ";
+    o->cl.down_note = "; messages wait in the queue";
+    rc = jn_ws__client_init(&o->cl, ch, o->conf->url, &o->conf->tls, o->conf->reconnect_backoff,
+                            o->conf->reconnect_max_backoff, err);
+    if (rc != 0) {
         goto fail;
     }
     if (o->conf->node != NULL) {
@@ -443,20 +375,12 @@ static int out_init(struct jn_channel *ch, struct jn_err *err)
     }
     o->nslots = ch->concurrency > 0 ? (size_t)ch->concurrency : 1;
     o->nhash = 2 * o->nslots + 1;
-    o->slots = jn_calloc(o->nslots, sizeof(*o->slots));
+    o->slots = jn_ws__slots_new(ch->base, o->nslots, sizeof(*o->slots), slot_timeout, o);
     o->hash = jn_calloc(o->nhash, sizeof(*o->hash));
-    o->reconnect = evtimer_new(ch->base, reconnect_cb, o);
-    if (o->slots == NULL || o->hash == NULL || o->reconnect == NULL) {
+    o->status_ev = event_new(ch->base, -1, EV_PERSIST, status_cb, o);
+    if (o->slots == NULL || o->hash == NULL || o->status_ev == NULL) {
         rc = jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
-    }
-    for (size_t i = 0; i < o->nslots; i++) {
-        o->slots[i].o = o;
-        o->slots[i].timer = evtimer_new(ch->base, slot_timeout, &o->slots[i]);
-        if (o->slots[i].timer == NULL) {
-            rc = jn_err_set(err, JN_ENOMEM, "out of memory");
-            goto fail;
-        }
     }
     return 0;
 fail:
@@ -467,35 +391,19 @@ fail:
 static int out_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct edge *o = ch->state;
-    struct ws_link_conf lc = {
-        .log_prefix = ch->log_prefix,
-        .max_message = 1 << 20, /* the hub's answers */
-        .check_utf8 = 1,
-        .ping_interval = o->conf->ping_interval,
-        .authorization = o->auth[0] ? o->auth : NULL,
-    };
-    char what[300];
+    int rc = jn_ws__client_start(&o->cl, o->conf->l.ping_interval, o->auth[0] ? o->auth : NULL,
+                                 on_event, o, err);
 
-    if (o->url.tls || jn_tls_on(&o->conf->tls)) {
-        if (!o->url.tls) {
-            return jn_err_set(err, JN_EINVAL, "tls: is set but url '%s' is not wss://",
-                              o->conf->url);
-        }
-        snprintf(what, sizeof(what), "channel '%s': tls", ch->name);
-        o->tls = jn_tls_new(&o->conf->tls, JN_TLS_CLIENT, what, err);
-        if (o->tls == NULL) {
-            return err->code;
-        }
-        lc.client_ctx = jn_tls_ctx(o->tls);
-        lc.allowed_peers = &o->conf->tls.allowed_peers;
-    }
-    o->link = jn_ws__link_new(ch->base, &lc, on_event, o, err);
-    if (o->link == NULL) {
-        return err->code;
+    if (rc != 0) {
+        return rc;
     }
     jn_ch_info(ch, "edge %s: linking to the hub %s (window %lld)", o->node, o->conf->url,
                ch->concurrency);
-    connect_now(o);
+    {
+        struct timeval second = {1, 0};
+        evtimer_add(o->status_ev, &second);
+    }
+    jn_ws__client_connect(&o->cl);
     return 0;
 }
 
@@ -504,8 +412,8 @@ static void out_stop(struct jn_channel *ch)
     struct edge *o = ch->state;
 
     /* What is in flight still finishes (an ack, or its timeout); what waits is retried. */
-    o->stopped = 1;
-    evtimer_del(o->reconnect);
+    jn_ws__client_stop(&o->cl);
+    evtimer_del(o->status_ev);
     finish_all(&o->waiting, JN_SEND_RETRY, "stopping");
 }
 
@@ -516,23 +424,17 @@ static void out_destroy(struct jn_channel *ch)
     if (o == NULL) {
         return;
     }
-    o->stopped = 1;
-    jn_ws__link_free(o->link); /* no event after this */
-    o->link = NULL;
+    jn_ws__client_free_link(&o->cl); /* no event after this */
     finish_all(&o->waiting, JN_SEND_RETRY, "stopping");
     finish_all(&o->sent, JN_SEND_RETRY, "stopping");
-    for (size_t i = 0; o->slots != NULL && i < o->nslots; i++) {
-        if (o->slots[i].timer != NULL) {
-            event_free(o->slots[i].timer);
-        }
-    }
-    jn_free(o->slots);
+    jn_ws__slots_free(o->slots, o->nslots, sizeof(*o->slots));
     jn_free(o->hash);
-    if (o->reconnect != NULL) {
-        event_free(o->reconnect);
+    if (o->status_ev != NULL) {
+        event_free(o->status_ev);
     }
     jn_buf_reset(&o->env);
-    jn_tls_free(o->tls);
+    jn_buf_reset(&o->st);
+    jn_ws__client_fini(&o->cl);
     jn_free(o);
     ch->state = NULL;
     ch->links_up = 0;

@@ -260,3 +260,57 @@ int jn_bridge__ans_decode(const void *p, size_t len, int *nack, char reason[200]
     msgpack_unpacked_destroy(&u);
     return rc;
 }
+
+int jn_bridge__status_encode(const char *origin, uint64_t queued, uint64_t in_flight,
+                             struct jn_buf *out)
+{
+    msgpack_packer pk;
+    int bad = 0;
+
+    out->len = 0;
+    msgpack_packer_init(&pk, out, buf_write);
+    bad |= msgpack_pack_array(&pk, 5);
+    bad |= msgpack_pack_uint8(&pk, JN_BRIDGE_VERSION);
+    bad |= pack_str(&pk, "s", 1);
+    bad |= pack_str(&pk, origin, strlen(origin));
+    bad |= msgpack_pack_uint64(&pk, queued);
+    bad |= msgpack_pack_uint64(&pk, in_flight);
+    return bad ? JN_ENOMEM : 0;
+}
+
+int jn_bridge__status_decode(const void *p, size_t len, struct bridge_status *out,
+                             struct jn_err *err)
+{
+    msgpack_unpacked u;
+    struct jn_err ignored;
+    const msgpack_object *f;
+    const char *s;
+    size_t n;
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (unpack_one(p, len, &u, &ignored) != 0) {
+        return 1; /* the envelope decoder says what is wrong with it */
+    }
+    f = u.data.via.array.ptr;
+    if (!is_kind(&f[1], 's')) {
+        rc = 1;
+    } else if (u.data.via.array.size != 5) {
+        rc = jn_err_set(err, JN_EPROTO, "a status of %u fields, not 5",
+                        (unsigned)u.data.via.array.size);
+    } else if (jn_mp_get_str(&f[2], &s, &n) != 0 || n == 0 || n >= JN_BRIDGE_ORIGIN_MAX) {
+        rc = jn_err_set(err, JN_EPROTO, "status field 2 (origin) is not a string of 1..%d "
+                        "bytes", JN_BRIDGE_ORIGIN_MAX - 1);
+    } else if (f[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+               f[4].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        rc = jn_err_set(err, JN_EPROTO, "status fields 3, 4 (queued, in flight) are not "
+                        "unsigned integers");
+    } else {
+        memcpy(out->origin, s, n);
+        out->origin[n] = '\0';
+        out->queued = f[3].via.u64;
+        out->in_flight = f[4].via.u64;
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}

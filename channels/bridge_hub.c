@@ -27,31 +27,39 @@
 #include "bridge_int.h"
 #include "jn_mem.h"
 
-#define HUB_BUCKETS 256
 #define HUB_PEND_BUCKETS 4096
 #define HUB_MAX_PENDING 2048 /* per link: past it the link is not read until half answered */
+#define HUB_MAX_ROWS 4096    /* edges known by name; more are served but not shown */
 
 struct hconn {
-    struct hconn *hnext;
+    struct ws_sconn sc;      /* first: id, peer, user, refused (ws_int.h) */
     struct hconn *dnext;     /* in the dirty list */
     struct hub *h;
-    uint64_t id;
-    int refused;             /* auth or a bad envelope closed it: drop what follows */
     int dirty;
     int paused;
     size_t pending;          /* its envelopes being committed */
     struct jn_buf acks;      /* ids to ack (JN_ID_LEN each) */
     struct jn_buf nacks;     /* ids to nack */
     char nack_why[160];
-    char peer[80];
     char origin[JN_BRIDGE_ORIGIN_MAX];
-    char user[JN_AUTH_USER_MAX];
+    struct erow *row;        /* its edge's row, once the origin is known */
+};
+
+/* One edge by its origin name (the per-edge rows, docs/bridge.md#monitoring). Rows live as
+ * long as the hub (a link points at its row; pends too), at most HUB_MAX_ROWS of them; a link
+ * finds its row once, when its edge is named, so the linear search is not per envelope. */
+struct erow {
+    struct jn_link_row r;    /* r.node, r.peer point into the two below */
+    char node[JN_BRIDGE_ORIGIN_MAX];
+    char peer[80];
+    unsigned links;          /* its links up now */
 };
 
 /* One id being committed, and the links waiting for its answer (the sender first). */
 struct pend {
     struct pend *hnext;
     struct hub *h;
+    struct erow *row;        /* the sender's edge, counted at the commit (NULL: none) */
     struct jn_ticket *ticket;
     char id[JN_ID_LEN + 1];
     uint64_t *waiters;
@@ -62,16 +70,15 @@ struct pend {
 struct hub {
     struct jn_channel *ch;
     const struct bridge_conf *conf;
-    struct ws_link *link;
-    struct jn_auth *auth;
-    struct ws_auth_log auth_log;
-    struct hconn *buckets[HUB_BUCKETS];
+    struct ws_server srv;    /* the listener, auth:, the links (ws_side.c) */
     struct pend *pend[HUB_PEND_BUCKETS];
     size_t npend;
     struct hconn *dirty;
     struct event *flush_ev;
     struct jn_buf frame;
-    int stopped;
+    struct erow **rows;      /* in the order they were made (the API's row i is rows[i]) */
+    size_t nrows, caprows;
+    int rows_full_noted;
 };
 
 static uint64_t fnv(const char *p, size_t n)
@@ -85,35 +92,123 @@ static uint64_t fnv(const char *p, size_t n)
     return h;
 }
 
+/* ---- per-edge rows ---- */
+
+/* The channel's links up (and since when it had none, or some). */
+static void links_add(struct hub *h, int d)
+{
+    unsigned was = h->ch->links_up;
+
+    if (d < 0 && was == 0) {
+        return;
+    }
+    h->ch->links_up = d < 0 ? was - 1 : was + 1;
+    if ((was == 0) != (h->ch->links_up == 0)) {
+        h->ch->link_since_us = jn_now_us();
+    }
+}
+
+static struct erow *row_get(struct hub *h, const char *node)
+{
+    struct erow *r;
+
+    for (size_t i = 0; i < h->nrows; i++) {
+        if (strcmp(h->rows[i]->node, node) == 0) {
+            return h->rows[i];
+        }
+    }
+    if (h->nrows >= HUB_MAX_ROWS) {
+        if (!h->rows_full_noted) {
+            h->rows_full_noted = 1;
+            jn_ch_warn(h->ch, "more than %d edges by name: edge '%s' and later ones are not "
+                       "shown per edge", HUB_MAX_ROWS, node);
+        }
+        return NULL;
+    }
+    if (h->nrows == h->caprows) {
+        size_t cap = h->caprows ? 2 * h->caprows : 16;
+        struct erow **v = jn_realloc(h->rows, cap * sizeof(*v));
+        if (v == NULL) {
+            return NULL;
+        }
+        h->rows = v;
+        h->caprows = cap;
+    }
+    r = jn_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return NULL;
+    }
+    snprintf(r->node, sizeof(r->node), "%s", node);
+    r->r.node = r->node;
+    r->r.peer = r->peer;
+    h->rows[h->nrows++] = r;
+    return r;
+}
+
+/* c's link now belongs to the edge named node: its row counts the link up. */
+static void row_attach(struct hub *h, struct hconn *c, const char *node)
+{
+    struct erow *r;
+
+    if (c->row != NULL && strcmp(c->row->node, node) == 0) {
+        return;
+    }
+    r = row_get(h, node);
+    if (c->row != NULL && --c->row->links == 0) {
+        c->row->r.up = 0;
+        c->row->r.since_us = jn_now_us();
+    }
+    c->row = r;
+    if (r != NULL) {
+        snprintf(r->peer, sizeof(r->peer), "%s", c->sc.peer);
+        if (r->links++ == 0) {
+            r->r.up = 1;
+            r->r.since_us = jn_now_us();
+        }
+    }
+}
+
+static void row_detach(struct hconn *c)
+{
+    if (c->row != NULL && --c->row->links == 0) {
+        c->row->r.up = 0;
+        c->row->r.since_us = jn_now_us();
+    }
+    c->row = NULL;
+}
+
+/* jn_channel.link_row: the rows, in the order the edges were first seen. */
+static int hub_link_row(struct jn_channel *ch, size_t i, struct jn_link_row *out)
+{
+    const struct hub *h = ch->state;
+
+    if (h == NULL || i >= h->nrows) {
+        return -1;
+    }
+    *out = h->rows[i]->r;
+    return 0;
+}
+
 static struct hconn *conn_find(struct hub *h, uint64_t id)
 {
-    struct hconn *c = h->buckets[id % HUB_BUCKETS];
-
-    while (c != NULL && c->id != id) {
-        c = c->hnext;
-    }
-    return c;
+    return (struct hconn *)jn_ws__server_find(&h->srv, id);
 }
 
 static void conn_free(struct hconn *c)
 {
     struct hub *h = c->h;
-    struct hconn **pp = &h->buckets[c->id % HUB_BUCKETS];
+    struct hconn **pp;
 
-    while (*pp != NULL && *pp != c) {
-        pp = &(*pp)->hnext;
-    }
-    if (*pp == c) {
-        *pp = c->hnext;
-    }
+    jn_ws__server_unlink(&h->srv, &c->sc);
+    row_detach(c);
     for (pp = &h->dirty; *pp != NULL; pp = &(*pp)->dnext) {
         if (*pp == c) {
             *pp = c->dnext;
             break;
         }
     }
-    if (!c->refused && h->ch->links_up > 0) {
-        h->ch->links_up--;
+    if (!c->sc.refused) {
+        links_add(h, -1);
     }
     jn_buf_reset(&c->acks);
     jn_buf_reset(&c->nacks);
@@ -145,21 +240,24 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         c->dirty = 0;
         if (c->acks.len > 0 &&
             jn_bridge__ans_encode(c->acks.p, c->acks.len / JN_ID_LEN, NULL, &h->frame) == 0) {
-            if (jn_ws__send(h->link, c->id, 1, h->frame.p, h->frame.len, 0) == 0) {
+            if (jn_ws__send(h->srv.link, c->sc.id, 1, h->frame.p, h->frame.len, 0) == 0) {
                 h->ch->link_last_ack_us = jn_now_us();
+                if (c->row != NULL) {
+                    c->row->r.last_ack_us = h->ch->link_last_ack_us;
+                }
             }
         }
         if (c->nacks.len > 0 &&
             jn_bridge__ans_encode(c->nacks.p, c->nacks.len / JN_ID_LEN, c->nack_why,
                                   &h->frame) == 0) {
-            jn_ws__send(h->link, c->id, 1, h->frame.p, h->frame.len, 0);
+            jn_ws__send(h->srv.link, c->sc.id, 1, h->frame.p, h->frame.len, 0);
         }
         /* Out of memory encoding: the edge's timeout retries them; never a wrong answer. */
         c->acks.len = 0;
         c->nacks.len = 0;
         if (c->paused && c->pending < HUB_MAX_PENDING / 2) {
             c->paused = 0;
-            jn_ws__pause(h->link, c->id, 0);
+            jn_ws__pause(h->srv.link, c->sc.id, 0);
         }
     }
 }
@@ -169,7 +267,7 @@ static void answer(struct hub *h, uint64_t conn, const char *id, const char *why
 {
     struct hconn *c = conn_find(h, conn);
 
-    if (c == NULL || c->refused) {
+    if (c == NULL || c->sc.refused) {
         return;
     }
     if (why == NULL) {
@@ -180,7 +278,7 @@ static void answer(struct hub *h, uint64_t conn, const char *id, const char *why
         if (jn_buf_append(&c->nacks, id, JN_ID_LEN) != 0) {
             return;
         }
-        snprintf(c->nack_why, sizeof(c->nack_why), "%s", why);
+        snprintf(c->nack_why, sizeof(c->nack_why), "%.159s", why); /* cut to fit */
     }
     mark_dirty(c);
 }
@@ -261,6 +359,8 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
         why = err != NULL && err->msg[0] ? err->msg : jn_strerror(rc);
         jn_ch_warn(h->ch, "msg=%s: refused by the broker (nacked, the edge retries): %s",
                    p->id, why);
+    } else if (p->row != NULL) {
+        p->row->r.received++;
     }
     for (size_t i = 0; i < p->nwaiters; i++) {
         if (i == 0) {
@@ -276,18 +376,32 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
 static void refuse_conn(struct hub *h, struct hconn *c, int code, const char *why)
 {
     jn_ch_warn(h->ch, "peer %s (%s): %s: closing the link with %d; nothing of it journaled",
-               c->peer, c->origin[0] ? c->origin : "-", why, code);
+               c->sc.peer, c->origin[0] ? c->origin : "-", why, code);
     jn_channel_note_error(h->ch, why, jn_now_us());
-    if (!c->refused && h->ch->links_up > 0) {
-        h->ch->links_up--;
+    if (!c->sc.refused) {
+        links_add(h, -1);
     }
-    c->refused = 1;
-    jn_ws__close(h->link, c->id, code, code == 1003 ? "binary envelopes only"
+    c->sc.refused = 1;
+    jn_ws__close(h->srv.link, c->sc.id, code, code == 1003 ? "binary envelopes only"
                                                     : "bad bridge envelope");
+}
+
+/* The link's edge is named (by an envelope or a status): logged once, its row attached. */
+static void edge_named(struct hub *h, struct hconn *c, const char *origin)
+{
+    if (strcmp(c->origin, origin) != 0) {
+        if (c->origin[0] == '\0') {
+            jn_ch_info(h->ch, "peer %s: edge '%s' linked%s%s", c->sc.peer, origin,
+                       c->sc.user[0] ? " as " : "", c->sc.user);
+        }
+        snprintf(c->origin, sizeof(c->origin), "%s", origin);
+    }
+    row_attach(h, c, origin);
 }
 
 static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
 {
+    struct bridge_status st;
     struct bridge_env env;
     struct jn_err err;
     struct pend *p;
@@ -299,10 +413,24 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
         return;
     }
     jn_err_clear(&err);
-    rc = jn_bridge__env_decode(e->data, e->len, h->ch->name, &env, &err);
+    rc = jn_bridge__status_decode(e->data, e->len, &st, &err);
+    if (rc == 0) {
+        edge_named(h, c, st.origin);
+        if (c->row != NULL) {
+            c->row->r.has_status = 1;
+            c->row->r.queued = st.queued;
+            c->row->r.in_flight = st.in_flight;
+            c->row->r.status_us = jn_now_us();
+        }
+        return;
+    }
+    if (rc == 1) {
+        jn_err_clear(&err);
+        rc = jn_bridge__env_decode(e->data, e->len, h->ch->name, &env, &err);
+    }
     if (rc == JN_ENOMEM) {
-        jn_ch_error(h->ch, "peer %s: out of memory decoding an envelope: closing", c->peer);
-        jn_ws__close(h->link, c->id, 1011, "out of memory");
+        jn_ch_error(h->ch, "peer %s: out of memory decoding an envelope: closing", c->sc.peer);
+        jn_ws__close(h->srv.link, c->sc.id, 1011, "out of memory");
         return;
     }
     if (rc != 0) {
@@ -311,19 +439,19 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
         refuse_conn(h, c, 1002, why);
         return;
     }
-    if (strcmp(c->origin, env.origin) != 0) {
-        if (c->origin[0] == '\0') {
-            jn_ch_info(h->ch, "peer %s: edge '%s' linked%s%s", c->peer, env.origin,
-                       c->user[0] ? " as " : "", c->user);
-        }
-        snprintf(c->origin, sizeof(c->origin), "%s", env.origin);
+    edge_named(h, c, env.origin);
+    if (c->row != NULL) {
+        c->row->r.last_msg_us = jn_now_us();
     }
     /* Being committed (this link or another): wait for that commit's answer. */
     p = pend_find(h, env.msg->id);
     if (p != NULL) {
         h->ch->n_link_duplicates++;
-        if (pend_wait(p, c->id) != 0) {
-            answer(h, c->id, env.msg->id, "out of memory");
+        if (c->row != NULL) {
+            c->row->r.duplicates++;
+        }
+        if (pend_wait(p, c->sc.id) != 0) {
+            answer(h, c->sc.id, env.msg->id, "out of memory");
         }
         jn_msg_unref(&env.msg);
         return;
@@ -331,9 +459,12 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     /* Committed within the window: acked again, no second copy. */
     if (jn_dedup_find(h->ch, env.msg->id, JN_ID_LEN, NULL) == 0) {
         h->ch->n_link_duplicates++;
+        if (c->row != NULL) {
+            c->row->r.duplicates++;
+        }
         jn_ch_debug(h->ch, "msg=%s from %s: a duplicate within dedup_window: acked again",
                     env.msg->id, env.origin);
-        answer(h, c->id, env.msg->id, NULL);
+        answer(h, c->sc.id, env.msg->id, NULL);
         jn_msg_unref(&env.msg);
         return;
     }
@@ -341,21 +472,22 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     p = jn_calloc(1, sizeof(*p));
     if (p == NULL || jn_msg_header_set(env.msg, "bridge-origin", env.origin) != 0 ||
         jn_msg_header_set(env.msg, "bridge-first-received", us) != 0 ||
-        (c->user[0] && jn_msg_header_set(env.msg, "bridge-auth-user", c->user) != 0) ||
+        (c->sc.user[0] && jn_msg_header_set(env.msg, "bridge-auth-user", c->sc.user) != 0) ||
         jn_msg_set_dedup(env.msg, env.msg->id, JN_ID_LEN, h->conf->dedup_window, "", 0) != 0) {
-        answer(h, c->id, env.msg->id, "out of memory");
+        answer(h, c->sc.id, env.msg->id, "out of memory");
         jn_msg_unref(&env.msg);
         jn_free(p);
         return;
     }
     p->h = h;
+    p->row = c->row;
     memcpy(p->id, env.msg->id, sizeof(p->id));
     p->waiters = p->first;
     p->capwaiters = 1;
-    p->waiters[p->nwaiters++] = c->id;
+    p->waiters[p->nwaiters++] = c->sc.id;
     p->ticket = jn_ingest(h->ch, env.msg, accepted, p);
     if (p->ticket == NULL) {
-        answer(h, c->id, p->id, "out of memory");
+        answer(h, c->sc.id, p->id, "out of memory");
         pend_free(p);
         return;
     }
@@ -366,7 +498,7 @@ static void on_envelope(struct hub *h, struct hconn *c, struct ws_ev *e)
     c->pending++;
     if (!c->paused && c->pending >= HUB_MAX_PENDING) {
         c->paused = 1;
-        jn_ws__pause(h->link, c->id, 1);
+        jn_ws__pause(h->srv.link, c->sc.id, 1);
     }
 }
 
@@ -377,38 +509,30 @@ static void on_event(void *arg, struct ws_ev *e)
 
     switch (e->kind) {
     case WS_EV_OPEN:
-        c = jn_calloc(1, sizeof(*c));
-        if (c == NULL || h->stopped) {
-            jn_free(c);
-            jn_ws__close(h->link, e->conn, 1001, h->stopped ? "stopping" : "out of memory");
+        c = (struct hconn *)jn_ws__server_open(&h->srv, e);
+        if (c == NULL) {
             break;
         }
         c->h = h;
-        c->id = e->conn;
-        snprintf(c->peer, sizeof(c->peer), "%s", e->peer);
-        c->hnext = h->buckets[c->id % HUB_BUCKETS];
-        h->buckets[c->id % HUB_BUCKETS] = c;
-        if (h->auth != NULL &&
-            !jn_ws__authorize(h->ch, h->auth, h->link, e, &h->auth_log, c->user)) {
-            c->refused = 1;
+        if (c->sc.refused) {
             break;
         }
-        h->ch->links_up++;
-        jn_ch_debug(h->ch, "peer %s: link opened", c->peer);
+        links_add(h, 1);
+        jn_ch_debug(h->ch, "peer %s: link opened", c->sc.peer);
         break;
     case WS_EV_MESSAGE:
         c = conn_find(h, e->conn);
-        if (c != NULL && !c->refused) {
+        if (c != NULL && !c->sc.refused) {
             on_envelope(h, c, e);
         }
         break;
     case WS_EV_CLOSED:
         c = conn_find(h, e->conn);
         if (c != NULL) {
-            if (!c->refused) {
+            if (!c->sc.refused) {
                 h->ch->n_link_lost++;
                 jn_ch_info(h->ch, "peer %s: edge '%s' unlinked (%d): %s; %zu being committed",
-                           c->peer, c->origin[0] ? c->origin : "-", e->code, e->text,
+                           c->sc.peer, c->origin[0] ? c->origin : "-", e->code, e->text,
                            c->pending);
             }
             conn_free(c);
@@ -433,6 +557,7 @@ static int in_init(struct jn_channel *ch, struct jn_err *err)
     h->conf = ch->conf;
     ch->state = h;
     ch->links = 1;
+    ch->link_row = hub_link_row;
     h->flush_ev = event_new(ch->base, -1, 0, flush_cb, h);
     if (h->flush_ev == NULL) {
         jn_free(h);
@@ -446,29 +571,16 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct hub *h = ch->state;
     const struct bridge_conf *c = h->conf;
-    struct ws_link_conf lc = {
-        .log_prefix = ch->log_prefix,
-        .listen = c->listen,
-        .path = c->path,
-        .tls = &c->tls,
-        .max_message = (size_t)c->max_message,
-        .check_utf8 = 1,
-        .max_connections = c->max_connections,
-        .ping_interval = c->ping_interval,
-        .allowed_peers = &c->tls.allowed_peers,
-    };
 
-    h->auth = jn_ws__auth_new(ch, &c->auth, err);
-    if (h->auth == NULL && err->code != 0) {
-        return err->code;
-    }
-    h->link = jn_ws__link_new(ch->base, &lc, on_event, h, err);
-    if (h->link == NULL) {
-        return err->code;
+    int rc = jn_ws__server_start(&h->srv, ch, sizeof(struct hconn), &c->l, &c->tls, on_event,
+                                 h, err);
+
+    if (rc != 0) {
+        return rc;
     }
     jn_ch_info(ch, "hub listening on %s://%s%s (dedup_window %lld s%s)",
-               jn_tls_on(&c->tls) ? "wss" : "ws", c->listen, c->path, c->dedup_window / 1000,
-               h->auth != NULL ? ", auth" : "");
+               jn_tls_on(&c->tls) ? "wss" : "ws", c->l.listen, c->l.path, c->dedup_window / 1000,
+               h->srv.auth != NULL ? ", auth" : "");
     return 0;
 }
 
@@ -478,7 +590,7 @@ static void in_stop(struct jn_channel *ch)
 
     /* Open links are still answered (new envelopes nacked: the broker is stopping); new
      * ones are closed with 1001. */
-    h->stopped = 1;
+    h->srv.stopped = 1;
 }
 
 static void in_destroy(struct jn_channel *ch)
@@ -488,8 +600,7 @@ static void in_destroy(struct jn_channel *ch)
     if (h == NULL) {
         return;
     }
-    jn_ws__link_free(h->link); /* no event after this */
-    jn_auth_free(h->auth);
+    jn_ws__server_free(&h->srv); /* the link first: no event after it */
     for (size_t i = 0; i < HUB_PEND_BUCKETS; i++) {
         while (h->pend[i] != NULL) {
             struct pend *p = h->pend[i];
@@ -498,15 +609,18 @@ static void in_destroy(struct jn_channel *ch)
             pend_free(p);
         }
     }
-    for (size_t i = 0; i < HUB_BUCKETS; i++) {
-        while (h->buckets[i] != NULL) {
-            conn_free(h->buckets[i]);
-        }
+    while (jn_ws__server_any(&h->srv) != NULL) {
+        conn_free((struct hconn *)jn_ws__server_any(&h->srv));
     }
+    for (size_t i = 0; i < h->nrows; i++) {
+        jn_free(h->rows[i]);
+    }
+    jn_free(h->rows);
     event_free(h->flush_ev);
     jn_buf_reset(&h->frame);
     jn_free(h);
     ch->state = NULL;
+    ch->link_row = NULL;
     ch->links_up = 0;
 }
 

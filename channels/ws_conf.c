@@ -25,25 +25,28 @@
 static const char *const ws_ack_names[] = {"commit", "none", NULL};
 
 static const struct jn_opt ws_opts[] = {
-    JN_OPT_STR("listen", "127.0.0.1:8765", JN_OPT_IN, struct ws_conf, listen,
+    JN_OPT_STR("listen", "127.0.0.1:8765", JN_OPT_IN, struct ws_conf, l.listen,
                "Address and port to listen on, ip:port (0.0.0.0:8765 for every address)."),
-    JN_OPT_STR("path", "/", JN_OPT_IN, struct ws_conf, path,
+    JN_OPT_STR("path", "/", JN_OPT_IN, struct ws_conf, l.path,
                "The request path a client connects to; a handshake for another path is "
                "refused."),
-    JN_OPT_SIZE("max_message", "1MiB", 1, 1LL << 30, JN_OPT_IN, struct ws_conf, max_message,
+    JN_OPT_SIZE("max_message", "1MiB", 1, 1LL << 30, JN_OPT_IN, struct ws_conf,
+                l.max_message,
                 "Largest message (after fragments are joined); a larger one closes the "
                 "connection with 1009 and nothing of it is journaled."),
-    JN_OPT_INT("max_connections", "1024", 1, 65536, JN_OPT_IN, struct ws_conf, max_connections,
+    JN_OPT_INT("max_connections", "1024", 1, 65536, JN_OPT_IN, struct ws_conf,
+               l.max_connections,
                "Connections at once; a handshake beyond that is refused."),
     JN_OPT_DURATION("ping_interval", "30s", 0, 3600000LL, JN_OPT_IN, struct ws_conf,
-                    ping_interval,
+                    l.ping_interval,
                     "A connection idle this long is pinged; one silent for two intervals is "
                     "closed. 0: no pings. Whole seconds (rounded up)."),
     JN_OPT_ENUM("ack", "commit", ws_ack_names, JN_OPT_IN, struct ws_conf, ack,
                 "commit: answer each message with a text frame {\"ack\":\"<id>\"} once it is "
                 "durable (or {\"nack\":\"<reason>\",\"retry_after\":1} when refused), in the "
                 "order the messages came. none: answer nothing."),
-    JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct ws_conf, auth,
+    JN_OPT_SUBLIST("auth", jn_auth_opts, struct jn_auth_conf, JN_OPT_IN, struct ws_conf,
+                   l.auth,
                    "Authentication of the handshake (docs/websocket.md#auth): bearer, basic "
                    "(the Authorization header) or mtls (the client certificate), any one "
                    "suffices; a connection none accepts is closed with 1008 before any of its "
@@ -187,48 +190,62 @@ int jn_ws__authorize(struct jn_channel *ch, struct jn_auth *a, struct ws_link *l
 
 /* ---- checks ---- */
 
+int jn_ws__check_listener(const struct ws_listen_conf *c, const struct jn_tls_conf *tls,
+                          const struct jn_node *node, const char *what, const char *example,
+                          struct jn_diag *d)
+{
+    const char *listen = c->listen, *path = c->path;
+    const struct jn_node *n = jn_node_get(node, "listen");
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    int errs = 0;
+
+    if (listen == NULL || evutil_parse_sockaddr_port(listen, (struct sockaddr *)&ss, &sl) != 0) {
+        jn_diag_add(d, n ? &n->pos : &node->pos, "%s: listen: '%s' is not ip:port, expected "
+                    "e.g. %s", what, listen ? listen : "", example);
+        errs++;
+    }
+    if (path == NULL || path[0] != '/') {
+        n = jn_node_get(node, "path");
+        jn_diag_add(d, n ? &n->pos : &node->pos, "%s: path: '%s' must start with /", what,
+                    path ? path : "");
+        errs++;
+    }
+    errs += jn_ws__auth_check(&c->auth, tls, node, what, d);
+    return errs + jn_tls_check(tls, JN_TLS_SERVER, jn_tls_on(tls), node, "tls", what, d);
+}
+
+int jn_ws__check_client(const char *url, long long backoff, long long max_backoff,
+                        const struct jn_tls_conf *tls, const struct jn_node *node,
+                        const char *what, const char *example, struct jn_diag *d)
+{
+    const struct jn_node *n = jn_node_get(node, "url");
+    struct ws_url u;
+
+    if (jn_ws__url_parse(url, &u) != 0) {
+        jn_diag_add(d, n ? &n->pos : &node->pos, "%s: url: '%s' is not a ws:// or wss:// url "
+                    "(e.g. %s)", what, url ? url : "", example);
+        return 1;
+    }
+    if (max_backoff < backoff) {
+        n = jn_node_get(node, "reconnect_max_backoff");
+        jn_diag_add(d, n ? &n->pos : &node->pos, "%s: reconnect_max_backoff must be at least "
+                    "reconnect_backoff", what);
+        return 1;
+    }
+    return jn_tls_check(tls, JN_TLS_CLIENT, u.tls || jn_tls_on(tls), node, "tls", what, d);
+}
+
 static int ws_check(const void *vconf, unsigned dir, const struct jn_node *node,
                     struct jn_diag *d)
 {
     const struct ws_conf *c = vconf;
-    const struct jn_node *n;
-    struct ws_url u;
 
     if (dir == JN_DIR_IN) {
-        int errs = 0;
-        struct sockaddr_storage ss;
-        int sl = sizeof(ss);
-        n = jn_node_get(node, "listen");
-        if (c->listen == NULL ||
-            evutil_parse_sockaddr_port(c->listen, (struct sockaddr *)&ss, &sl) != 0) {
-            jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: listen: '%s' is not ip:port, "
-                        "expected e.g. 127.0.0.1:8765", c->listen ? c->listen : "");
-            errs++;
-        }
-        if (c->path == NULL || c->path[0] != '/') {
-            n = jn_node_get(node, "path");
-            jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: path: '%s' must start with /",
-                        c->path ? c->path : "");
-            errs++;
-        }
-        errs += jn_ws__auth_check(&c->auth, &c->tls, node, "websocket", d);
-        return errs + jn_tls_check(&c->tls, JN_TLS_SERVER, jn_tls_on(&c->tls), node, "tls",
-                                   "websocket", d);
+        return jn_ws__check_listener(&c->l, &c->tls, node, "websocket", "127.0.0.1:8765", d);
     }
-    n = jn_node_get(node, "url");
-    if (jn_ws__url_parse(c->url, &u) != 0) {
-        jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: url: '%s' is not a ws:// or "
-                    "wss:// url (e.g. ws://127.0.0.1:8765/)", c->url ? c->url : "");
-        return 1;
-    }
-    if (c->reconnect_max_backoff < c->reconnect_backoff) {
-        n = jn_node_get(node, "reconnect_max_backoff");
-        jn_diag_add(d, n ? &n->pos : &node->pos, "websocket: reconnect_max_backoff must be at "
-                    "least reconnect_backoff");
-        return 1;
-    }
-    return jn_tls_check(&c->tls, JN_TLS_CLIENT, u.tls || jn_tls_on(&c->tls), node, "tls",
-                        "websocket", d);
+    return jn_ws__check_client(c->url, c->reconnect_backoff, c->reconnect_max_backoff, &c->tls,
+                               node, "websocket", "ws://127.0.0.1:8765/", d);
 }
 
 /* ---- the def ---- */

@@ -24,7 +24,6 @@
 #include "ws_int.h"
 
 #define WS_IN_MAX_PENDING 256
-#define WS_IN_BUCKETS 256
 
 struct iconn;
 
@@ -37,39 +36,25 @@ struct islot {
 };
 
 struct iconn {
-    struct iconn *hnext;
+    struct ws_sconn sc;          /* first: id, peer, user, refused (ws_int.h) */
     struct ws_in *in;
-    uint64_t id;
     struct islot *head, *tail;
     size_t nslots;
     int paused;
-    char peer[80];
     char path[256];
     char origin[256];
     char user_agent[256];
-    char user[JN_AUTH_USER_MAX]; /* auth: the identity accepted, "" without auth */
-    int refused;                 /* auth refused it: its messages are dropped */
 };
 
 struct ws_in {
     struct jn_channel *ch;
     const struct ws_conf *conf;
-    struct ws_link *link;
-    struct iconn *buckets[WS_IN_BUCKETS];
-    size_t nconns;
-    int stopped;
-    struct jn_auth *auth;  /* the auth: methods, or NULL */
-    struct ws_auth_log auth_log;
+    struct ws_server srv;        /* the listener, auth:, the connections (ws_side.c) */
 };
 
 static struct iconn *conn_find(struct ws_in *in, uint64_t id)
 {
-    struct iconn *c = in->buckets[id % WS_IN_BUCKETS];
-
-    while (c != NULL && c->id != id) {
-        c = c->hnext;
-    }
-    return c;
+    return (struct iconn *)jn_ws__server_find(&in->srv, id);
 }
 
 static void slot_free(struct islot *s)
@@ -83,16 +68,7 @@ static void slot_free(struct islot *s)
 
 static void conn_free(struct iconn *c)
 {
-    struct ws_in *in = c->in;
-    struct iconn **pp = &in->buckets[c->id % WS_IN_BUCKETS];
-
-    while (*pp != NULL && *pp != c) {
-        pp = &(*pp)->hnext;
-    }
-    if (*pp == c) {
-        *pp = c->hnext;
-        in->nconns--;
-    }
+    jn_ws__server_unlink(&c->in->srv, &c->sc);
     while (c->head != NULL) {
         struct islot *s = c->head;
         c->head = s->next;
@@ -114,15 +90,15 @@ static void conn_flush(struct iconn *c)
         }
         c->nslots--;
         if (s->answer != NULL &&
-            jn_ws__send(in->link, c->id, 0, s->answer, strlen(s->answer), 0) == JN_ENOMEM) {
-            jn_ch_error(in->ch, "peer %s: out of memory sending an ack: closing", c->peer);
-            jn_ws__close(in->link, c->id, 1011, "out of memory");
+            jn_ws__send(in->srv.link, c->sc.id, 0, s->answer, strlen(s->answer), 0) == JN_ENOMEM) {
+            jn_ch_error(in->ch, "peer %s: out of memory sending an ack: closing", c->sc.peer);
+            jn_ws__close(in->srv.link, c->sc.id, 1011, "out of memory");
         }
         slot_free(s);
     }
     if (c->paused && c->nslots < WS_IN_MAX_PENDING / 2) {
         c->paused = 0;
-        jn_ws__pause(in->link, c->id, 0);
+        jn_ws__pause(in->srv.link, c->sc.id, 0);
     }
 }
 
@@ -151,7 +127,7 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
         }
     } else {
         const char *why = err != NULL && err->msg[0] ? err->msg : jn_strerror(rc);
-        jn_ch_warn(in->ch, "peer %s: message refused by the broker (nack): %s", c->peer, why);
+        jn_ch_warn(in->ch, "peer %s: message refused by the broker (nack): %s", c->sc.peer, why);
         s->answer = nack_text(why);
     }
     conn_flush(c);
@@ -159,12 +135,12 @@ static void accepted(void *arg, int rc, const struct jn_msg *msg, const struct j
 
 static int add_headers(struct jn_msg *m, const struct iconn *c, int binary)
 {
-    if (jn_msg_header_set(m, "ws-peer", c->peer) != 0 ||
+    if (jn_msg_header_set(m, "ws-peer", c->sc.peer) != 0 ||
         jn_msg_header_set(m, "ws-path", c->path) != 0 ||
         jn_msg_header_set(m, "ws-opcode", binary ? "binary" : "text") != 0 ||
         (c->origin[0] && jn_msg_header_set(m, "Origin", c->origin) != 0) ||
         (c->user_agent[0] && jn_msg_header_set(m, "User-Agent", c->user_agent) != 0) ||
-        (c->user[0] && jn_msg_header_set(m, "auth-user", c->user) != 0)) {
+        (c->sc.user[0] && jn_msg_header_set(m, "auth-user", c->sc.user) != 0)) {
         return JN_ENOMEM;
     }
     return 0;
@@ -176,13 +152,13 @@ static void on_message(struct ws_in *in, struct ws_ev *e)
     struct islot *s;
     struct jn_msg *m;
 
-    if (c == NULL || c->refused) {
+    if (c == NULL || c->sc.refused) {
         return; /* refused by auth: closing with 1008, nothing of it is ingested */
     }
     s = jn_calloc(1, sizeof(*s));
     if (s == NULL) {
-        jn_ch_error(in->ch, "peer %s: out of memory: closing", c->peer);
-        jn_ws__close(in->link, c->id, 1011, "out of memory");
+        jn_ch_error(in->ch, "peer %s: out of memory: closing", c->sc.peer);
+        jn_ws__close(in->srv.link, c->sc.id, 1011, "out of memory");
         return;
     }
     s->c = c;
@@ -212,7 +188,7 @@ static void on_message(struct ws_in *in, struct ws_ev *e)
     if (!c->paused && c->nslots >= WS_IN_MAX_PENDING) {
         /* The client sends faster than the journal answers: stop reading until half caught up. */
         c->paused = 1;
-        jn_ws__pause(in->link, c->id, 1);
+        jn_ws__pause(in->srv.link, c->sc.id, 1);
     }
 }
 
@@ -223,27 +199,17 @@ static void on_event(void *arg, struct ws_ev *e)
 
     switch (e->kind) {
     case WS_EV_OPEN:
-        c = jn_calloc(1, sizeof(*c));
-        if (c == NULL || in->stopped) {
-            jn_free(c);
-            jn_ws__close(in->link, e->conn, 1001, in->stopped ? "stopping" : "out of memory");
+        c = (struct iconn *)jn_ws__server_open(&in->srv, e);
+        if (c == NULL) {
             break;
         }
         c->in = in;
-        c->id = e->conn;
-        snprintf(c->peer, sizeof(c->peer), "%s", e->peer);
         snprintf(c->path, sizeof(c->path), "%s", e->path);
         snprintf(c->origin, sizeof(c->origin), "%s", e->origin);
         snprintf(c->user_agent, sizeof(c->user_agent), "%s", e->user_agent);
-        c->hnext = in->buckets[c->id % WS_IN_BUCKETS];
-        in->buckets[c->id % WS_IN_BUCKETS] = c;
-        in->nconns++;
-        if (in->auth != NULL &&
-            !jn_ws__authorize(in->ch, in->auth, in->link, e, &in->auth_log, c->user)) {
-            c->refused = 1;
-            break;
+        if (!c->sc.refused) {
+            jn_ch_debug(in->ch, "peer %s: connected to %s", c->sc.peer, c->path);
         }
-        jn_ch_debug(in->ch, "peer %s: connected to %s", c->peer, c->path);
         break;
     case WS_EV_MESSAGE:
         on_message(in, e);
@@ -251,7 +217,7 @@ static void on_event(void *arg, struct ws_ev *e)
     case WS_EV_CLOSED:
         c = conn_find(in, e->conn);
         if (c != NULL) {
-            jn_ch_debug(in->ch, "peer %s: closed (%d): %s; %zu unanswered", c->peer, e->code,
+            jn_ch_debug(in->ch, "peer %s: closed (%d): %s; %zu unanswered", c->sc.peer, e->code,
                         e->text, c->nslots);
             conn_free(c);
         }
@@ -281,28 +247,14 @@ static int in_start(struct jn_channel *ch, struct jn_err *err)
 {
     struct ws_in *in = ch->state;
     const struct ws_conf *c = in->conf;
-    struct ws_link_conf lc = {
-        .log_prefix = ch->log_prefix,
-        .listen = c->listen,
-        .path = c->path,
-        .tls = &c->tls,
-        .max_message = (size_t)c->max_message,
-        .check_utf8 = 1,
-        .max_connections = c->max_connections,
-        .ping_interval = c->ping_interval,
-        .allowed_peers = &c->tls.allowed_peers,
-    };
+    int rc = jn_ws__server_start(&in->srv, ch, sizeof(struct iconn), &c->l, &c->tls, on_event,
+                                 in, err);
 
-    in->auth = jn_ws__auth_new(ch, &c->auth, err);
-    if (in->auth == NULL && err->code != 0) {
-        return err->code;
-    }
-    in->link = jn_ws__link_new(ch->base, &lc, on_event, in, err);
-    if (in->link == NULL) {
-        return err->code;
+    if (rc != 0) {
+        return rc;
     }
     jn_ch_info(ch, "listening on %s://%s%s (ack: %s)", jn_tls_on(&c->tls) ? "wss" : "ws",
-               c->listen, c->path, c->ack == WS_ACK_COMMIT ? "commit" : "none");
+               c->l.listen, c->l.path, c->ack == WS_ACK_COMMIT ? "commit" : "none");
     return 0;
 }
 
@@ -312,7 +264,7 @@ static void in_stop(struct jn_channel *ch)
 
     /* Open connections are still answered (new messages with a nack: the broker is
      * stopping); new ones are closed with 1001. */
-    in->stopped = 1;
+    in->srv.stopped = 1;
 }
 
 static void in_destroy(struct jn_channel *ch)
@@ -323,12 +275,9 @@ static void in_destroy(struct jn_channel *ch)
         return;
     }
     /* The link first: no event comes after it is freed. */
-    jn_ws__link_free(in->link);
-    jn_auth_free(in->auth);
-    for (size_t i = 0; i < WS_IN_BUCKETS; i++) {
-        while (in->buckets[i] != NULL) {
-            conn_free(in->buckets[i]);
-        }
+    jn_ws__server_free(&in->srv);
+    while (jn_ws__server_any(&in->srv) != NULL) {
+        conn_free((struct iconn *)jn_ws__server_any(&in->srv));
     }
     jn_free(in);
     ch->state = NULL;

@@ -3,7 +3,9 @@
  * what any edge that passed auth sends, an edge decodes the hub's answers. Any bytes must
  * decode to a message or to JN_EPROTO with a reason; a decoded message must encode back (with
  * its origin) to an envelope that decodes to the same id, origin, time, headers and payload.
- * The answer decoder must only ever hand over well-formed ids.
+ * The answer decoder must only ever hand over well-formed ids. The status decoder (the
+ * edge's queue depth for the hub's per-edge row) must say 0 with a non-empty origin, 1 (no
+ * status) or JN_EPROTO with a reason, and a decoded status must encode back to the same.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -22,12 +24,27 @@ static void on_id(void *arg, const char *id)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct bridge_env e, e2;
+    struct bridge_status st, st2;
     struct jn_buf b = JN_BUF_INIT;
     struct jn_err err;
     char reason[200];
     int nack, rc;
 
     (void)jn_bridge__ans_decode(data, size, &nack, reason, on_id, NULL);
+    jn_err_clear(&err);
+    rc = jn_bridge__status_decode(data, size, &st, &err);
+    if (rc == 0) {
+        if (st.origin[0] == '\0' || jn_bridge__status_encode(st.origin, st.queued, st.in_flight,
+                                                               &b) != 0 ||
+            jn_bridge__status_decode(b.p, b.len, &st2, &err) != 0 ||
+            strcmp(st.origin, st2.origin) != 0 || st.queued != st2.queued ||
+            st.in_flight != st2.in_flight) {
+            __builtin_trap();
+        }
+    } else if (rc != 1 && (rc != JN_EPROTO || err.msg[0] == '\0')) {
+        __builtin_trap();
+    }
+    jn_buf_reset(&b);
     jn_err_clear(&err);
     rc = jn_bridge__env_decode(data, size, "hub", &e, &err);
     if (rc != 0) {

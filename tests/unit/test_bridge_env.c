@@ -1,7 +1,8 @@
 /*
  * Unit tests of the bridge's envelope (channels/bridge_env.c): a message encodes and decodes
  * back with its id, origin, first-received time, headers and payload; answers (ack, nack) round
- * trip; what a hub must refuse (another version, a bad id, a wrong shape, trailing bytes) is
+ * trip; the edge's status frame round trips and is told apart from envelopes; what a hub
+ * must refuse (another version, a bad id, a wrong shape, trailing bytes) is
  * JN_EPROTO with a reason and no message. No network.
  */
 #include <stdio.h>
@@ -89,6 +90,30 @@ int main(void)
     CHECK_INT(jn_bridge__ans_decode("\x93\x01\xa1" "a\x91\xa3" "abc", 8, &nack, reason, on_id,
                                     NULL), JN_EPROTO);
     CHECK_INT(jn_bridge__ans_decode(b.p, b.len - 1, &nack, reason, on_id, NULL), JN_EPROTO);
+
+    /* The edge's status: round trip; an envelope or an answer is no status (1); a status of
+     * the wrong shape is JN_EPROTO; a message envelope is not taken for a status. */
+    {
+        struct bridge_status st;
+        CHECK_INT(jn_bridge__status_encode("clinic-1", 12345678901ULL, 256, &b), 0);
+        CHECK_INT(jn_bridge__status_decode(b.p, b.len, &st, &err), 0);
+        CHECK_STR(st.origin, "clinic-1");
+        CHECK(st.queued == 12345678901ULL && st.in_flight == 256);
+        CHECK_INT(jn_bridge__status_decode(b.p, b.len - 1, &st, &err), 1); /* truncated */
+        CHECK(refused(b.p, b.len)); /* and the envelope decoder refuses it */
+        jn_err_clear(&err);
+        CHECK_INT(jn_bridge__status_decode("\x94\x01\xa1s\xa1" "e\x00", 7, &st, &err),
+                  JN_EPROTO);
+        CHECK(err.msg[0] != '\0');
+        CHECK_INT(jn_bridge__status_decode("\x95\x01\xa1s\xa0\x00\x00", 7, &st, &err),
+                  JN_EPROTO); /* an empty origin */
+        CHECK_INT(jn_bridge__status_decode("\x95\x01\xa1s\xa1" "e\xff\x00", 8, &st, &err),
+                  JN_EPROTO); /* a negative depth */
+        CHECK_INT(jn_bridge__env_encode(m, "clinic-1", &b), 0);
+        CHECK_INT(jn_bridge__status_decode(b.p, b.len, &st, &err), 1);
+        CHECK_INT(jn_bridge__ans_encode(ids, 1, NULL, &b), 0);
+        CHECK_INT(jn_bridge__status_decode(b.p, b.len, &st, &err), 1);
+    }
 
     CHECK(jn_bridge__id_ok("01M98GTETQAXSXREDWCWXAXA43", JN_ID_LEN));
     CHECK(!jn_bridge__id_ok("01M98GTETQAXSXREDWCWXAXA4", JN_ID_LEN - 1));
