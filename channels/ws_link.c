@@ -527,7 +527,10 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
         return c != NULL ? on_receive(c, in, len) : -1;
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_CLIENT_WRITEABLE:
-        return c != NULL && !c->reported ? on_writeable(c) : (c != NULL ? -1 : 0);
+        /* Once our close is under way, lws writes the close frame and waits for the peer's
+         * itself: a -1 here then would kill the connection at once, possibly with the peer's
+         * frames unread, and the reset may lose our close frame at the peer (1006). */
+        return c != NULL && !c->reported ? on_writeable(c) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (c != NULL && len >= 2) {
             const unsigned char *p = in;
