@@ -750,7 +750,8 @@ static struct bufferevent *admin_bev(struct event_base *base, void *arg)
 {
     struct jn_admin *a = arg;
 
-    return jn_listener_tls_bev(base, a->tls, -1);
+    /* net.handshake_timeout (10 s here) from the accept, as on every TLS listener. */
+    return jn_listener_lib_tls_bev(a->lst, base);
 }
 
 int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct jn_admin **out,
@@ -799,7 +800,7 @@ int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct
         }
     }
     a->net = (struct jn_net_conf){0, 0, 128, 1000, 10000};
-    lc = (struct jn_listener_conf){listen, "[" ADMIN_PREFIX "]", &a->net, 64, JN_LISTENER_WAIT,
+    lc = (struct jn_listener_conf){listen, ADMIN_PREFIX, &a->net, 64, JN_LISTENER_WAIT,
                                    NULL, NULL, NULL, a->tls, NULL, 0};
     a->lst = jn_listener_new(jn_broker_base(b), &lc, err);
     if (a->lst == NULL) {

@@ -568,7 +568,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     if (in->tls != NULL && !in->freeing) {
         struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
         SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
-        if (ssl != NULL && !SSL_is_init_finished(ssl)) {
+        if (ssl != NULL && !SSL_is_init_finished(ssl) && !jn_listener_tls_expired(ssl)) {
             unsigned long e = bufferevent_get_openssl_error(bev);
             char peerbuf[300];
             char *host = NULL;
@@ -661,7 +661,7 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *conn_new(struct event_base *base, void *arg)
 {
     struct http_in *in = arg;
-    struct bufferevent *bev = in->tls ? jn_listener_tls_bev(base, in->tls, -1)
+    struct bufferevent *bev = in->tls ? jn_listener_lib_tls_bev(in->lst, base)
                                       : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     struct conn *c = in->free;
     struct jn_listener_ip *ip;
