@@ -11,10 +11,11 @@ import socket
 from jnt import Checks, Junction, free_port, wait_until
 
 t = Checks("http_framing")
-port = free_port()
+port, aport = free_port(), free_port()
 j = Junction("""
 junction:
   data_dir: @DIR@/data
+  admin: 127.0.0.1:%d
 channels:
   in:
     type: http
@@ -31,7 +32,7 @@ routes:
   r:
     from: [in]
     to: [out]
-""" % port, wait_ports=[port])
+""" % (aport, port), wait_ports=[port, aport])
 t.on_fail.append(lambda: print("---- junction log ----\n" + j.log()))
 
 
@@ -42,9 +43,9 @@ def out_files():
         return []
 
 
-def exchange(data, timeout=5.0):
+def exchange(data, timeout=5.0, to=None):
     """Sends data, reads until the server closes (or timeout). Returns (bytes, closed)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s = socket.create_connection(("127.0.0.1", to or port), timeout=timeout)
     s.sendall(data)
     got, closed = b"", False
     try:
@@ -81,8 +82,8 @@ def answers(raw):
     return out
 
 
-def refused(name, data, status, words):
-    raw, closed = exchange(data)
+def refused(name, data, status, words, to=None):
+    raw, closed = exchange(data, to=to)
     a = answers(raw)
     t.check(len(a) == 1, "%s: one answer (got %r)" % (name, raw[:300]))
     if not a:
@@ -161,6 +162,21 @@ try:
             417, ["100-continue"])
 
     t.eq(out_files(), [], "nothing refused was journaled")
+
+    # The admin listener has the same guard (64 KiB bodies, 16 KiB headers, no chunked).
+    A = b"POST /api/v1/reload HTTP/1.1\r\nHost: x\r\n"
+    refused("admin: body over 64 KiB", A + b"Content-Length: 70000\r\n\r\n", 413,
+            ["70000 bytes", "65536 bytes"], to=aport)
+    refused("admin: headers over 16 KiB", A + b"X-Big: " + b"h" * 17000 + b"\r\n\r\n", 431,
+            ["16384 bytes"], to=aport)
+    refused("admin: garbage", b"\x16\x03\x01 hello?\r\n\r\n", 400, ["control byte"],
+            to=aport)
+    refused("admin: chunked body", A + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            411, ["Content-Length"], to=aport)
+    raw, _ = exchange(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\n\r\n",
+                      timeout=2, to=aport)
+    t.eq([x[0] for x in answers(raw)], [200, 404], "admin: good requests still answered, "
+         "keep-alive")
 
     # Good requests still pass: chunked, exact limit, Connection: close, leading empty line.
     raw, _ = exchange(POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n"
