@@ -52,8 +52,8 @@ const struct jn_opt jn_net_opts[] = {
     JN_OPT_DURATION("handshake_timeout", "10s", 100, 300000, JN_OPT_IN, struct jn_net_conf,
                     handshake_timeout,
                     "With tls: a client that has not finished the TLS handshake this long after "
-                    "connecting is disconnected, however it trickles its bytes (MLLP, MQTT "
-                    "listener; HTTP IN counts its handshake in request_timeout)."),
+                    "connecting is disconnected, however it trickles its bytes (MLLP, HTTP IN, "
+                    "MQTT listener)."),
     JN_OPT_END,
 };
 
