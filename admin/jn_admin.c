@@ -7,6 +7,8 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
@@ -20,6 +22,7 @@
 
 #include "jn_auth.h"
 #include "jn_broker.h"
+#include "jn_httpframe.h"
 #include "jn_reload.h"
 #include "jn_buf.h"
 #include "jn_listener.h"
@@ -32,6 +35,8 @@
 
 #define ADMIN_DEFAULT "127.0.0.1:8081"
 #define ADMIN_PREFIX "admin"
+#define ADMIN_MAX_BODY (64 * 1024)     /* request bodies (POST /api/v1/replay ...) */
+#define ADMIN_MAX_HEADERS (16 * 1024)  /* request line + headers */
 
 
 /* ---- /health, /ready ---- */
@@ -640,6 +645,16 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
+    {
+        /* The framing guard refused what the peer sent (jn_httpframe.h). */
+        int code;
+        const char *phrase, *why;
+        if (jn_httpframe_refusal(NULL, req, &code, &phrase, &why)) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+            jn_admin__reply_error(req, code, phrase, "%s", why);
+            return;
+        }
+    }
     if (path == NULL || path[0] == '\0') {
         path = "/";
     }
@@ -745,12 +760,72 @@ static int is_loopback(const char *host)
     return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
-/* evhttp's bevcb with admin_tls: each connection is a server-side TLS bufferevent. */
+/* One connection's framing guard (jn_httpframe.h), freed by evhttp's close callback. */
+struct admin_conn {
+    struct jn_httpframe frame;
+    struct bufferevent *bev;
+};
+
+static void admin_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct admin_conn *c = arg;
+
+    (void)evcon;
+    jn_httpframe_detach(&c->frame);
+    jn_free(c);
+}
+
+/* On the accept's loop turn: the connection is the bufferevent's callback argument (as in
+ * channels/http.c, which explains the trick); from then on its close callback frees the guard. */
+static void admin_conn_hook(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin_conn *c = arg;
+    bufferevent_event_cb eventcb = NULL;
+    void *cbarg = NULL;
+
+    (void)fd;
+    (void)what;
+    bufferevent_getcb(c->bev, NULL, NULL, &eventcb, &cbarg);
+    if (eventcb == NULL || cbarg == NULL ||
+        evhttp_connection_get_bufferevent((struct evhttp_connection *)cbarg) != c->bev) {
+        /* evhttp gave up on it already. */
+        jn_httpframe_detach(&c->frame);
+        bufferevent_decref(c->bev);
+        jn_free(c);
+        return;
+    }
+    evhttp_connection_set_closecb(cbarg, admin_conn_closed, c);
+    bufferevent_decref(c->bev);
+}
+
+/* evhttp's bevcb: a socket or (admin_tls) server-side TLS bufferevent with the framing guard,
+ * so evhttp never answers with its HTML pages. Chunked bodies are refused (411): the handler
+ * has no connection at hand to learn of a refusal inside one. */
 static struct bufferevent *admin_bev(struct event_base *base, void *arg)
 {
     struct jn_admin *a = arg;
+    /* net.handshake_timeout (10 s here) from the accept, as on every TLS listener. */
+    struct bufferevent *bev = a->tls ? jn_listener_lib_tls_bev(a->lst, base)
+                                     : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct admin_conn *c = bev ? jn_calloc(1, sizeof(*c)) : NULL;
+    struct timeval now = {0, 0};
 
-    return jn_listener_tls_bev(base, a->tls, -1);
+    if (c == NULL) {
+        return bev; /* out of memory: without the guard */
+    }
+    c->bev = bev;
+    if (jn_httpframe_attach(&c->frame, bev, ADMIN_MAX_BODY, ADMIN_MAX_HEADERS) != 0) {
+        jn_free(c);
+        return bev;
+    }
+    c->frame.no_chunked = 1;
+    bufferevent_incref(bev);
+    if (event_base_once(base, -1, EV_TIMEOUT, admin_conn_hook, c, &now) != 0) {
+        bufferevent_decref(bev);
+        jn_httpframe_detach(&c->frame);
+        jn_free(c);
+    }
+    return bev;
 }
 
 int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct jn_admin **out,
@@ -799,7 +874,7 @@ int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct
         }
     }
     a->net = (struct jn_net_conf){0, 0, 128, 1000, 10000};
-    lc = (struct jn_listener_conf){listen, "[" ADMIN_PREFIX "]", &a->net, 64, JN_LISTENER_WAIT,
+    lc = (struct jn_listener_conf){listen, ADMIN_PREFIX, &a->net, 64, JN_LISTENER_WAIT,
                                    NULL, NULL, NULL, a->tls, NULL, 0};
     a->lst = jn_listener_new(jn_broker_base(b), &lc, err);
     if (a->lst == NULL) {
@@ -817,16 +892,15 @@ int jn_admin_start(struct jn_broker *b, const struct jn_admin_conf *conf, struct
         jn_admin_free(a);
         return jn_err_set(err, JN_ENOMEM, "cannot create the admin HTTP server");
     }
-    evhttp_set_max_headers_size(a->http, 16 * 1024);
-    evhttp_set_max_body_size(a->http, 64 * 1024);
+    /* Above the framing guard's limits (admin_bev), so that evhttp never answers itself. */
+    evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS + JN_HTTPFRAME_SLACK);
+    evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY + JN_HTTPFRAME_SLACK);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(a->http, handle, a);
-    if (a->tls != NULL) {
-        evhttp_set_bevcb(a->http, admin_bev, a);
-    }
+    evhttp_set_bevcb(a->http, admin_bev, a);
     if (evhttp_bind_listener(a->http, jn_listener_lev(a->lst)) == NULL) {
         jn_admin_free(a);
         return jn_err_set(err, JN_ENOMEM, "cannot attach the admin listener");

@@ -52,8 +52,8 @@ const struct jn_opt jn_net_opts[] = {
     JN_OPT_DURATION("handshake_timeout", "10s", 100, 300000, JN_OPT_IN, struct jn_net_conf,
                     handshake_timeout,
                     "With tls: a client that has not finished the TLS handshake this long after "
-                    "connecting is disconnected, however it trickles its bytes (MLLP, MQTT "
-                    "listener; HTTP IN counts its handshake in request_timeout)."),
+                    "connecting is disconnected, however it trickles its bytes (MLLP, HTTP IN, "
+                    "MQTT listener)."),
     JN_OPT_END,
 };
 
@@ -316,6 +316,101 @@ void jn_listener_closed(struct jn_listener *l, struct jn_listener_ip *conn)
         l->paused_full = 0;
         listener__update(l);
     }
+}
+
+/*
+ * The handshake deadline of evhttp-driven listeners (jn_listener_lib_tls_bev). evhttp owns the
+ * bufferevent and its callbacks, so the deadline is tied to the SSL object instead: ex_data on
+ * the SSL holds it, and OpenSSL's free callback for that slot frees it when the connection's
+ * SSL goes, whenever evhttp frees it. At the deadline an unfinished handshake is logged as
+ * refused and the socket shut down; evhttp then reads the end and frees the connection.
+ */
+struct listener_hsd {
+    struct jn_listener *l;
+    struct event *ev;
+    SSL *ssl;
+    int expired;
+};
+
+static int listener__hsd_idx = -1; /* loop thread; set once */
+
+static void listener__hsd_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                               void *argp)
+{
+    struct listener_hsd *d = ptr;
+
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (d != NULL) {
+        event_free(d->ev);
+        jn_free(d);
+    }
+}
+
+static void listener__hsd_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener_hsd *d = arg;
+    struct jn_listener *l = d->l;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char why[300], peer[64] = "?";
+    int sfd = SSL_get_fd(d->ssl);
+
+    (void)fd;
+    (void)what;
+    if (SSL_is_init_finished(d->ssl) || sfd < 0) {
+        return;
+    }
+    if (getpeername(sfd, (struct sockaddr *)&ss, &sl) == 0) {
+        listener__peer((struct sockaddr *)&ss, peer, sizeof(peer));
+    }
+    d->expired = 1;
+    l->tls_failed++;
+    snprintf(why, sizeof(why), "no TLS handshake within %lld ms", l->net->handshake_timeout);
+    jn_tls_refused(l->tls, l->prefix, peer, NULL, 0, why);
+    shutdown(sfd, SHUT_RDWR);
+}
+
+struct bufferevent *jn_listener_lib_tls_bev(struct jn_listener *l, struct event_base *base)
+{
+    struct bufferevent *bev = jn_listener_tls_bev(base, l->tls, -1);
+    struct timeval tv = {(time_t)(l->net->handshake_timeout / 1000),
+                         (suseconds_t)(l->net->handshake_timeout % 1000 * 1000)};
+    struct listener_hsd *d;
+
+    if (bev == NULL) {
+        return NULL;
+    }
+    if (listener__hsd_idx < 0) {
+        listener__hsd_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, listener__hsd_free);
+    }
+    d = listener__hsd_idx >= 0 ? jn_calloc(1, sizeof(*d)) : NULL;
+    if (d != NULL) {
+        d->l = l;
+        d->ssl = bufferevent_openssl_get_ssl(bev);
+        d->ev = evtimer_new(base, listener__hsd_cb, d);
+    }
+    if (d == NULL || d->ev == NULL || SSL_set_ex_data(d->ssl, listener__hsd_idx, d) != 1) {
+        if (d != NULL && d->ev != NULL) {
+            event_free(d->ev);
+        }
+        jn_free(d);
+        bufferevent_free(bev);
+        return NULL;
+    }
+    evtimer_add(d->ev, &tv);
+    return bev;
+}
+
+int jn_listener_tls_expired(SSL *ssl)
+{
+    struct listener_hsd *d = listener__hsd_idx >= 0 && ssl != NULL
+                                 ? SSL_get_ex_data(ssl, listener__hsd_idx) : NULL;
+
+    return d != NULL && d->expired;
 }
 
 struct bufferevent *jn_listener_tls_bev(struct event_base *base, struct jn_tls *tls,

@@ -34,7 +34,8 @@
  * closed, counted (tls_failed) and logged with OpenSSL's reason; the protocol
  * never sees it. Without tls, accept_bev gets a plain socket bufferevent. evhttp makes its
  * bufferevents itself, so HTTP IN and the admin build theirs in their evhttp_set_bevcb with
- * jn_listener_tls_bev and evhttp drives the handshake.
+ * jn_listener_lib_tls_bev and evhttp drives the handshake; the same deadline applies (tied to
+ * the SSL object, since evhttp owns the bufferevent).
  *
  * Loop thread only. Ownership: the listener owns its evconnlistener unless it was handed to a
  * library (accept NULL: the library frees it, e.g. evhttp_free); jn_listener_free must then be
@@ -149,6 +150,17 @@ void jn_listener_closed(struct jn_listener *l, struct jn_listener_ip *conn);
  */
 struct bufferevent *jn_listener_tls_bev(struct event_base *base, struct jn_tls *tls,
                                         evutil_socket_t fd);
+
+/*
+ * For evhttp-driven listeners with tls (HTTP IN, the admin): jn_listener_tls_bev from the
+ * listener's context, with net.handshake_timeout as a deadline from now (the accept): a client
+ * that has not finished the handshake by then is logged as refused ("no TLS handshake within N
+ * ms"), counted (tls_failed) and its socket shut down, so evhttp drops it. The deadline lives
+ * with the SSL (freed with it). NULL when out of memory.
+ */
+struct bufferevent *jn_listener_lib_tls_bev(struct jn_listener *l, struct event_base *base);
+/* 1 when ssl's handshake deadline (jn_listener_lib_tls_bev) cut it off (already logged). */
+int jn_listener_tls_expired(SSL *ssl);
 
 /* Stop accepting for good; existing connections are untouched and still report closes. */
 void jn_listener_stop(struct jn_listener *l);

@@ -2,10 +2,14 @@
  * http channel: IN is an HTTP server on libevent's evhttp (POST body -> one message, answered
  * 202 once the broker has committed it); OUT is in http_out.c.
  *
- * The evhttp server reads a whole request (bounded by max_message; libevent answers 413 itself
- * when the body or its Content-Length is larger) and calls us once. We hand the body to
- * jn_ingest() and answer when the commit stage calls back. If the client goes away first, the
+ * The evhttp server reads a whole request and calls us once. We hand the body to jn_ingest()
+ * and answer when the commit stage calls back. If the client goes away first, the
  * connection's close callback forgets the ticket, so we never touch a freed request.
+ *
+ * Every connection's bytes pass the framing guard first (broker/jn_httpframe.h): a body over
+ * max_message, headers over max_headers, a request line or header evhttp could not parse, a
+ * broken chunked body... are answered here in our JSON error form (413, 431, 400, ...), never
+ * with libevent's HTML pages. evhttp's own limits sit above the guard's so that they never apply.
  *
  * Hostile peers (modelled on nginx's worker_connections and client_header/body_timeout):
  * - max_connections: the engine's listener (jn_listener) binds the socket and evhttp accepts
@@ -58,6 +62,7 @@
 
 #include "http_int.h"
 #include "jn_buf.h"
+#include "jn_httpframe.h"
 #include "jn_mem.h"
 #include "jn_time.h"
 
@@ -96,7 +101,12 @@ static const struct jn_opt http_opts[] = {
     JN_OPT_STR("path", "/ingest", JN_OPT_IN, struct http_conf, path,
                "The one path that accepts POST; others answer 404."),
     JN_OPT_SIZE("max_message", "1MiB", 1, 1LL << 32, JN_OPT_IN, struct http_conf, max_message,
-                "Largest body accepted; larger ones are answered 413."),
+                "Largest body accepted; larger ones are answered 413 before they are read "
+                "(Content-Length, or the chunks so far)."),
+    JN_OPT_SIZE("max_headers", "64KiB", 1024, 1LL << 20, JN_OPT_IN, struct http_conf,
+                max_headers,
+                "Largest request line + headers (line ends included; trailers count too); "
+                "more is answered 431 (a request line alone over it: 414)."),
     JN_OPT_DURATION("read_timeout", "30s", 1000, 3600000LL, JN_OPT_IN, struct http_conf,
                     read_timeout,
                     "A connection that sends or reads nothing for this long is closed (whole "
@@ -170,6 +180,7 @@ struct conn {
     enum conn_state state;
     const char *refuse;              /* over a connection limit: its first request gets a 503
                                       * with this reason, then the connection closes */
+    struct jn_httpframe frame;       /* the framing guard on bev (jn_httpframe.h) */
 };
 
 struct http_in {
@@ -529,6 +540,7 @@ static void conn_release(struct conn *c)
     struct http_in *in = c->in;
 
     event_del(c->ev);
+    jn_httpframe_detach(&c->frame);
     if (c->state == CONN_OPEN) {
         struct conn **pp = &in->hash[conn_hash(in, c->evcon)];
         while (*pp != c) {
@@ -560,7 +572,7 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
     if (in->tls != NULL && !in->freeing) {
         struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
         SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
-        if (ssl != NULL && !SSL_is_init_finished(ssl)) {
+        if (ssl != NULL && !SSL_is_init_finished(ssl) && !jn_listener_tls_expired(ssl)) {
             unsigned long e = bufferevent_get_openssl_error(bev);
             char peerbuf[300];
             char *host = NULL;
@@ -653,7 +665,7 @@ static void conn_timer(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *conn_new(struct event_base *base, void *arg)
 {
     struct http_in *in = arg;
-    struct bufferevent *bev = in->tls ? jn_listener_tls_bev(base, in->tls, -1)
+    struct bufferevent *bev = in->tls ? jn_listener_lib_tls_bev(in->lst, base)
                                       : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     struct conn *c = in->free;
     struct jn_listener_ip *ip;
@@ -664,6 +676,13 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
         /* Out of libevent memory (evhttp then drops the connection), or a slot missing, which
          * the listener's pause at max_connections + refuse slots rules out; such a connection
          * is answered 503 by handle(). */
+        return bev;
+    }
+    /* Everything the peer sends passes the framing guard (jn_httpframe.h) first. */
+    if (jn_httpframe_attach(&c->frame, bev, ((const struct http_conf *)in->ch->conf)->max_message,
+                            (size_t)((const struct http_conf *)in->ch->conf)->max_headers) != 0) {
+        /* Out of memory: not one of ours, so handle() refuses its request. */
+        jn_listener_closed(in->lst, ip);
         return bev;
     }
     /* Past max_connections, in a refuse slot: answered 503 and closed (handle()). */
@@ -835,6 +854,18 @@ static void handle(struct evhttp_request *req, void *arg)
         reply_refused(in, req, conn->refuse);
         return;
     }
+    {
+        /* The framing guard refused what the peer sent (jn_httpframe.h); never journaled. */
+        int code;
+        const char *phrase, *fwhy;
+        if (jn_httpframe_refusal(&conn->frame, req, &code, &phrase, &fwhy)) {
+            event_del(conn->ev);
+            jn_ch_debug(ch, "refused %d: %s", code, fwhy);
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+            reply_error(in, req, code, phrase, fwhy);
+            return;
+        }
+    }
     /* The request is complete: no deadline while we answer; answered() sets the next one. */
     event_del(conn->ev);
     evhttp_request_set_on_complete_cb(req, answered, conn);
@@ -969,8 +1000,9 @@ int jn_http__in_start_on(struct jn_channel *ch, struct jn_listener *lst, struct 
     if (rc != 0) {
         return rc;
     }
-    evhttp_set_max_body_size(in->http, (ev_ssize_t)c->max_message);
-    evhttp_set_max_headers_size(in->http, 64 * 1024);
+    /* Above the framing guard's limits, so that evhttp never answers with its own page. */
+    evhttp_set_max_body_size(in->http, (ev_ssize_t)(c->max_message + JN_HTTPFRAME_SLACK));
+    evhttp_set_max_headers_size(in->http, (ev_ssize_t)(c->max_headers + JN_HTTPFRAME_SLACK));
     evhttp_set_timeout(in->http, (int)((c->read_timeout + 999) / 1000));
     /* Every method reaches our handler, so the answer is our 405 with a reason. */
     evhttp_set_allowed_methods(in->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |

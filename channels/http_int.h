@@ -31,6 +31,7 @@ struct http_conf {
     char *listen;                    /* "127.0.0.1:8080" */
     char *path;                      /* "/ingest" */
     unsigned long long max_message;  /* bytes */
+    unsigned long long max_headers;  /* bytes: request line + headers (jn_httpframe) */
     long long read_timeout;          /* ms */
     long long request_timeout;       /* ms: a whole request must arrive within this */
     long long max_connections;       /* open connections at most (or net.max_connections) */

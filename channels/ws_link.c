@@ -66,7 +66,7 @@ struct wconn {
     int reported;          /* CLOSED posted */
 };
 
-enum cmd_kind { CMD_CONNECT, CMD_SEND, CMD_CLOSE, CMD_PAUSE };
+enum cmd_kind { CMD_CONNECT, CMD_SEND, CMD_CLOSE, CMD_PAUSE, CMD_CERT };
 
 struct ws_cmd {
     struct ws_cmd *next;
@@ -78,6 +78,7 @@ struct ws_cmd {
     struct ws_url u;       /* CONNECT */
     char name[256];        /* CONNECT: SNI and checked name */
     char reason[124];      /* CLOSE */
+    SSL_CTX *cert_from;    /* CERT: a reloaded context of ours (a reference) */
 };
 
 struct ws_link {
@@ -91,6 +92,15 @@ struct ws_link {
     struct jn_worker *wake; /* link -> loop */
     struct lws_context *ctx;
     SSL_CTX *client_ctx;    /* our reference */
+    /* Listener certificate reload: lws builds the vhost's server SSL_CTX from the files once;
+     * srv_tls is our own context of the same files, which jn_tls reloads on SIGHUP and when
+     * they change (refusing a bad one with an error line). cert_ev looks every
+     * JN_TLS_WATCH_MS whether it has a new context and sends its certificate, chain and key to
+     * the link thread (CMD_CERT), which puts them into vh_ctx for the handshakes to come. */
+    struct jn_tls *srv_tls;
+    SSL_CTX *srv_seen;      /* the srv_tls context last sent (compared, not dereferenced) */
+    struct event *cert_ev;
+    SSL_CTX *vh_ctx;        /* lws's vhost server context (link thread after start) */
     lws_retry_bo_t retry;
     struct lws_protocols protos[2];
     pthread_t th;
@@ -384,6 +394,29 @@ static void do_connect(struct ws_link *l, struct ws_cmd *cmd)
     }
 }
 
+/* Link thread: the reloaded certificate, its chain and key into lws's vhost context, which
+ * only new handshakes read; open connections keep theirs. from was checked by jn_tls (the key
+ * matches the certificate), so a failure here is out of memory only. */
+static void cert_apply(struct ws_link *l, SSL_CTX *from)
+{
+    X509 *cert = SSL_CTX_get0_certificate(from);
+    EVP_PKEY *key = SSL_CTX_get0_privatekey(from);
+    STACK_OF(X509) *chain = NULL;
+
+    if (l->vh_ctx == NULL || cert == NULL || key == NULL) {
+        return;
+    }
+    SSL_CTX_get0_chain_certs(from, &chain);
+    if (SSL_CTX_use_certificate(l->vh_ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey(l->vh_ctx, key) != 1 ||
+        SSL_CTX_set1_chain(l->vh_ctx, chain) != 1) {
+        jn_log_p(JN_LOG_ERROR, l->prefix, "tls: cannot use the reloaded certificate: %s",
+                 "out of memory");
+        return;
+    }
+    jn_log_p(JN_LOG_INFO, l->prefix, "tls: new connections get the reloaded certificate");
+}
+
 static void do_commands(struct ws_link *l)
 {
     struct ws_cmd *cmd;
@@ -424,6 +457,12 @@ static void do_commands(struct ws_link *l)
                 lws_rx_flow_control(c->wsi, cmd->code ? 0 : 1);
             }
             break;
+        case CMD_CERT:
+            cert_apply(l, cmd->cert_from);
+            break;
+        }
+        if (cmd->cert_from != NULL) {
+            SSL_CTX_free(cmd->cert_from);
         }
         jn_free(cmd->f);
         jn_free(cmd);
@@ -443,6 +482,12 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         do_commands(l);
+        return 0;
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        /* In lws_create_context (the loop, before the link thread): the vhost's context. */
+        if (l != NULL) {
+            l->vh_ctx = user;
+        }
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         char path[1024];
@@ -724,6 +769,31 @@ int jn_ws__pause(struct ws_link *l, uint64_t conn, int paused)
     return cmd_push(l, cmd);
 }
 
+/* Loop: every JN_TLS_WATCH_MS, a context jn_tls reloaded goes to the link thread. */
+static void cert_watch(evutil_socket_t fd, short what, void *arg)
+{
+    struct ws_link *l = arg;
+    SSL_CTX *now = jn_tls_ctx(l->srv_tls);
+    struct ws_cmd *cmd;
+
+    (void)fd;
+    (void)what;
+    if (now == l->srv_seen) {
+        return;
+    }
+    cmd = jn_calloc(1, sizeof(*cmd));
+    if (cmd == NULL) {
+        return; /* tried again at the next look */
+    }
+    cmd->kind = CMD_CERT;
+    SSL_CTX_up_ref(now);
+    cmd->cert_from = now;
+    l->srv_seen = now;
+    if (cmd_push(l, cmd) != 0) {
+        SSL_CTX_free(now); /* stopping: cmd_push freed cmd */
+    }
+}
+
 struct ws_link *jn_ws__link_new(struct event_base *base, const struct ws_link_conf *lc,
                                 ws_event_fn fn, void *arg, struct jn_err *err)
 {
@@ -826,6 +896,24 @@ struct ws_link *jn_ws__link_new(struct event_base *base, const struct ws_link_co
                    : "cannot make the WebSocket client context%s", lc->listen ? lc->listen : "");
         return NULL;
     }
+    if (tls != NULL && lc->listen != NULL) {
+        /* Our own context of the same files, for reloads (see struct ws_link). */
+        char what[200];
+        struct timeval tv = {JN_TLS_WATCH_MS / 1000, JN_TLS_WATCH_MS % 1000 * 1000};
+        snprintf(what, sizeof(what), "%s: tls", l->prefix);
+        l->srv_tls = jn_tls_new(tls, JN_TLS_SERVER, what, err);
+        if (l->srv_tls == NULL) {
+            jn_ws__link_free(l);
+            return NULL;
+        }
+        l->srv_seen = jn_tls_ctx(l->srv_tls);
+        l->cert_ev = event_new(base, -1, EV_PERSIST, cert_watch, l);
+        if (l->cert_ev == NULL || event_add(l->cert_ev, &tv) != 0) {
+            jn_ws__link_free(l);
+            jn_err_set(err, JN_ENOMEM, "out of memory");
+            return NULL;
+        }
+    }
     if (pthread_create(&l->th, NULL, link_main, l) != 0) {
         jn_ws__link_free(l);
         jn_err_set(err, JN_EIO, "cannot start the WebSocket thread");
@@ -843,6 +931,9 @@ void jn_ws__link_free(struct ws_link *l)
     if (l == NULL) {
         return;
     }
+    if (l->cert_ev != NULL) {
+        event_free(l->cert_ev);
+    }
     pthread_mutex_lock(&l->mu);
     l->stop = 1;
     cmd = l->cmds;
@@ -854,10 +945,14 @@ void jn_ws__link_free(struct ws_link *l)
     }
     while (cmd != NULL) {
         struct ws_cmd *next = cmd->next;
+        if (cmd->cert_from != NULL) {
+            SSL_CTX_free(cmd->cert_from);
+        }
         jn_free(cmd->f);
         jn_free(cmd);
         cmd = next;
     }
+    jn_tls_free(l->srv_tls);
     if (l->ctx != NULL) {
         /* Closes every connection; their CLOSED callbacks run here, on the loop, and post
          * events that the stop below takes back unseen. */

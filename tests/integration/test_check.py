@@ -99,7 +99,7 @@ EXACT = [
       "one defined under 'channels:'",
       "{f}:9:5: channel 'in' (http): unknown option 'lisen', did you mean 'listen'? (expected one "
       "of: type, direction, retry, concurrency, ordered, ordered_key, max_queued, when_full, "
-      "rate_limit, listen, path, max_message, read_timeout, request_timeout, max_connections, net, tls, auth, respond)",
+      "rate_limit, listen, path, max_message, max_headers, read_timeout, request_timeout, max_connections, net, tls, auth, respond)",
       "{f}:16:14: junction: log_level: 'loud' is not allowed, expected one of: error | warn | "
       "info | debug | trace",
       "{f}: 3 error(s)"]),
