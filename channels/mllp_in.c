@@ -107,6 +107,12 @@ static int conn_flush(struct conn *c)
     if (c->paused && c->nslots < MLLP_MAX_PIPELINE / 2 && !c->closing) {
         c->paused = 0;
         bufferevent_enable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+            /* Frames read before the pause wait in the input buffer, and once the peer has
+             * sent its last byte no read event brings them: run the read callback for them
+             * (deferred: we may be inside it). Found by test_mllp_ack_backlog. */
+            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+        }
     }
     if (c->closing && c->head == NULL) {
         bufferevent_disable(c->bev, EV_READ);
