@@ -9,10 +9,11 @@
  * Per connection: bytes -> framer -> one *slot* per frame, queued in arrival order. A slot
  * is ready when its ACK is known (mllp_in_msg.c says when). Ready slots leave the head of the
  * queue in order, each ACK in one write (one send() straight away on an idle plain socket,
- * else one bufferevent_write; python3-hl7's mllp_send reads each ACK with one recv). A slot whose ingest is still out when
- * its connection goes away is kept (orphaned) until the callback comes, so the duplicate
- * window learns the outcome either way; so is one answered AE at delivered_timeout whose
- * outcome is still to come (duplicates of it wait for that outcome).
+ * else one bufferevent_write; python3-hl7's mllp_send reads each ACK with one recv). A slot
+ * whose ingest is still out when its connection goes away is kept (orphaned) until the
+ * callback comes, so the duplicate window learns the outcome either way; so is one answered
+ * AE at delivered_timeout whose outcome is still to come (duplicates of it wait for that
+ * outcome).
  *
  * Threads: everything runs on the broker's loop.
  */
