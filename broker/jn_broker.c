@@ -54,6 +54,32 @@ const char *jn_broker_data_dir(const struct jn_broker *b)
     return b->cfg->core.data_dir;
 }
 
+/*
+ * The loop's event base, with libevent's epoll change list: the event changes made on one fd
+ * within a loop turn are merged into at most one epoll_ctl, applied before the next
+ * epoll_wait. A keep-alive HTTP request costs evhttp four changes (read off when the request
+ * is in, write on for the answer, write off and read on when it is out); measured at 64
+ * connections (docs/performance.md, issue 20) the loop made 4.0 epoll_ctl calls a request
+ * without the list and 3.0 with it, and a syscall is dear in this VM. libevent's one caveat:
+ * the list is wrong for fds that are dup()s of one another, because epoll tracks the open
+ * file, not the number; nothing in junction hands libevent a dup()ed fd (checked when this
+ * was added: no dup, dup2, dup3 or F_DUPFD in broker/, channels/, services/, routes/,
+ * admin/, adapters/, cli/). Falls back to a plain base if that one cannot be made.
+ */
+static struct event_base *loop_base_new(void)
+{
+    struct event_config *ec = event_config_new();
+    struct event_base *base = NULL;
+
+    if (ec != NULL && event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) == 0) {
+        base = event_base_new_with_config(ec);
+    }
+    if (ec != NULL) {
+        event_config_free(ec);
+    }
+    return base != NULL ? base : event_base_new();
+}
+
 /* ---- what the queues reach the broker through (jn_queue_env) ---- */
 
 static void broker__submit(void *arg, struct jn_jtxn *t)
@@ -454,7 +480,7 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
     };
     /* Threads of later channels (paho, librdkafka) wake the loop with event_active. */
     evthread_use_pthreads();
-    b->base = event_base_new();
+    b->base = loop_base_new();
     b->qenv.base = b->base;
     b->chans = jn_calloc(cfg->nchannels + 1, sizeof(*b->chans));
     b->queues = jn_calloc(cfg->nchannels + 1, sizeof(*b->queues));

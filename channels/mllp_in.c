@@ -8,19 +8,22 @@
  *
  * Per connection: bytes -> framer -> one *slot* per frame, queued in arrival order. A slot
  * is ready when its ACK is known (mllp_in_msg.c says when). Ready slots leave the head of the
- * queue in order, each ACK in one bufferevent_write (one write() on an idle socket;
- * python3-hl7's mllp_send reads each ACK with one recv). A slot whose ingest is still out when
- * its connection goes away is kept (orphaned) until the callback comes, so the duplicate
- * window learns the outcome either way; so is one answered AE at delivered_timeout whose
- * outcome is still to come (duplicates of it wait for that outcome).
+ * queue in order, each ACK in one write (one send() straight away on an idle plain socket,
+ * else one bufferevent_write; python3-hl7's mllp_send reads each ACK with one recv). A slot
+ * whose ingest is still out when its connection goes away is kept (orphaned) until the
+ * callback comes, so the duplicate window learns the outcome either way; so is one answered
+ * AE at delivered_timeout whose outcome is still to come (duplicates of it wait for that
+ * outcome).
  *
  * Threads: everything runs on the broker's loop.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <sys/socket.h>
@@ -53,6 +56,29 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/*
+ * One ACK onto the connection. On a plain socket with nothing queued before it, one send()
+ * now: bufferevent_write would arm EPOLLOUT, wait a loop turn for it, write, and disarm it,
+ * which is 2 epoll_ctl and a loop turn per message (issue 20, docs/performance.md). What
+ * send() does not take (a full socket buffer), an error (the bufferevent meets it again on its
+ * own write and reports it as before), TLS and anything behind queued output go through the
+ * bufferevent as before, in order. 0, or -1 when the bufferevent refused the bytes.
+ */
+static int ack_write(struct conn *c, const char *p, size_t n)
+{
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+        bufferevent_openssl_get_ssl(c->bev) == NULL && bufferevent_getfd(c->bev) >= 0) {
+        ssize_t w = send(bufferevent_getfd(c->bev), p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            jn_ch_debug(c->in->ch, "peer %s: sending an ACK: %s", c->peer, strerror(errno));
+        }
+    }
+    return n > 0 ? bufferevent_write(c->bev, p, n) : 0;
+}
+
 /* Sends the ready ACKs at the head of the queue, in order; closes when asked and done.
  * Returns 1 when c was freed. */
 static int conn_flush(struct conn *c)
@@ -65,8 +91,8 @@ static int conn_flush(struct conn *c)
         }
         c->nslots--;
         if (s->ack.len && !c->dead) {
-            /* One call, so one write() on an idle socket: an ACK never leaves in pieces. */
-            if (bufferevent_write(c->bev, s->ack.p, s->ack.len) != 0) {
+            /* One call, so one write on an idle socket: an ACK never leaves in pieces. */
+            if (ack_write(c, s->ack.p, s->ack.len) != 0) {
                 c->closing = 1;
             }
         }
@@ -82,6 +108,12 @@ static int conn_flush(struct conn *c)
     if (c->paused && c->nslots < MLLP_MAX_PIPELINE / 2 && !c->closing) {
         c->paused = 0;
         bufferevent_enable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+            /* Frames read before the pause wait in the input buffer, and once the peer has
+             * sent its last byte no read event brings them: run the read callback for them
+             * (deferred: we may be inside it). Found by test_mllp_ack_backlog. */
+            bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+        }
     }
     if (c->closing && c->head == NULL) {
         bufferevent_disable(c->bev, EV_READ);

@@ -1,5 +1,7 @@
-/* Unit tests of the shared clock and backoff (jn_time): bounds, cap, attempt 1, spread. */
+/* Unit tests of the shared clock and backoff (jn_time): bounds, cap, attempt 1, spread; the
+ * UTC calendar against gmtime_r. */
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "jn_test.h"
@@ -93,11 +95,67 @@ static void test_backoff_first(void)
     CHECK_INT(jn_backoff_ms(-5, 1000, 3), 0);
 }
 
+/* jn_utc_from_secs agrees with gmtime_r: the calendar's edges (epoch, leap days in 2000 and
+ * 2024, the non-leap 1900 and 2100, 9999-12-31, before 1970) and a walk over 1 - 3000 CE in
+ * steps that hit every hour, weekday and day of the month. */
+static int utc_matches(int64_t secs)
+{
+    time_t t = (time_t)secs;
+    struct tm tm;
+    struct jn_utc u;
+
+    if (gmtime_r(&t, &tm) == NULL) {
+        return 1; /* out of gmtime's range: nothing to compare */
+    }
+    jn_utc_from_secs(secs, &u);
+    if (u.year != (int64_t)tm.tm_year + 1900 || u.mon != tm.tm_mon + 1 || u.day != tm.tm_mday ||
+        u.hour != tm.tm_hour || u.min != tm.tm_min || u.sec != tm.tm_sec) {
+        fprintf(stderr, "utc %lld: got %lld-%d-%d %d:%d:%d, gmtime %d-%d-%d %d:%d:%d\n",
+                (long long)secs, (long long)u.year, u.mon, u.day, u.hour, u.min, u.sec,
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_utc(void)
+{
+    static const int64_t edges[] = {
+        0, -1, 1, 86399, 86400, -86400, -86401,
+        951782400,   /* 2000-02-29 00:00:00 */
+        951868799,   /* 2000-02-29 23:59:59 */
+        -2203891200, /* 1900-03-01: 1900 is not a leap year */
+        4107456000,  /* 2100-02-28 */
+        4107542400,  /* 2100-03-01 */
+        1709164800,  /* 2024-02-29 */
+        253402300799, /* 9999-12-31 23:59:59 */
+        -62135596800, /* 0001-01-01 */
+    };
+    struct jn_utc u;
+    int bad = 0;
+
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        bad += !utc_matches(edges[i]);
+    }
+    for (int64_t s = -62135596800; s < 32503680000 && bad < 5; s += 86400 * 3 + 3607) {
+        bad += !utc_matches(s);
+    }
+    CHECK_INT(bad, 0);
+    jn_utc_from_secs(951782400 + 13 * 3600 + 5 * 60 + 9, &u);
+    CHECK_INT(u.year, 2000);
+    CHECK_INT(u.mon, 2);
+    CHECK_INT(u.day, 29);
+    CHECK_INT(u.hour, 13);
+    CHECK_INT(u.min, 5);
+    CHECK_INT(u.sec, 9);
+}
+
 int main(void)
 {
     test_mono();
     test_backoff_bounds();
     test_backoff_cap();
     test_backoff_first();
+    test_utc();
     TEST_MAIN_END();
 }
