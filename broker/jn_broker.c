@@ -505,6 +505,13 @@ struct jn_broker *jn_broker_new(const struct jn_config *cfg, struct jn_err *err)
         jn_err_set(err, JN_ENOMEM, "out of memory");
         goto fail;
     }
+    /* Caught from here on, not only once the channels are up: a SIGHUP that came while the
+     * listeners were opening killed junction (the default action) in crash_reload, whose
+     * first SIGHUP follows the IN port's opening at once. One that comes before the loop runs
+     * is handled on its first turn (a reload of the same file changes nothing; SIGTERM stops). */
+    evsignal_add(b->sig_term, NULL);
+    evsignal_add(b->sig_int, NULL);
+    evsignal_add(b->sig_hup, NULL);
     {
         struct jn_journal_conf jc = {
             .dir = cfg->core.data_dir,
@@ -603,9 +610,6 @@ int jn_broker_run(struct jn_broker *b)
         tls_watch_cb(-1, 0, b); /* arms itself */
     }
     jn_flow__start(b);
-    evsignal_add(b->sig_term, NULL);
-    evsignal_add(b->sig_int, NULL);
-    evsignal_add(b->sig_hup, NULL);
     jn_log(JN_LOG_INFO, "junction started: %zu channel(s), %zu service(s), %zu route(s)",
            b->nchans, b->nsvcs, b->cfg->nroutes);
     /* Ready as /ready means it: the journal is open and every channel has started (IN ones
