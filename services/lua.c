@@ -38,17 +38,22 @@
  * Instructions inside one C function (a long string.rep, a pattern match over a large payload)
  * are not counted; their memory is.
  *
- * Threads: one lua_State per service instance, guarded by a mutex. The routing worker is one
- * thread unless a config has an http-lookup (then it runs on as many threads as the lookups'
- * concurrency, jn_worker_set_threads): the calls of one Lua instance are then serialised on
- * this lock, one at a time (a state per thread is not built). The interface's promise that
- * transform does not change svc holds for what it can see (svc->state points at the same lock
- * and state). Every Lua API call that can raise runs inside lua_pcall; memory the C side holds
- * across such calls is in a userdata with __gc, or in the call record the caller releases.
+ * Threads: the routing worker is one thread unless a config has an http-lookup (then it runs
+ * on as many threads as the lookups' concurrency, jn_worker_set_threads). An instance keeps up
+ * to LUA_STATES lua_States, each under its own mutex: a call takes the first one free, so
+ * there are as many states as calls ever ran at once, each reused (one per worker thread that
+ * needed one); past LUA_STATES concurrent calls the next waits for a state, taken in turn.
+ * State 0 is built at init (a script that does not load is a start error); the others the
+ * first time they are needed, from the same text. Globals are a state's own: a script cannot
+ * count on one message seeing what another left. The interface's promise that transform does
+ * not change svc holds for what it can see (svc->state points at the same states). Every Lua
+ * API call that can raise runs inside lua_pcall; memory the C side holds across such calls is
+ * in a userdata with __gc, or in the call record the caller releases.
  */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,9 +79,19 @@ struct lua_conf {
     char *allow_require;
 };
 
-struct lua_state {
+/* States one instance may hold (see Threads above): the routing worker's thread count is at
+ * most a service's `parallel`, so 32 covers the usual; more threads share them. */
+#define LUA_STATES 32
+
+struct lua_slot {
     pthread_mutex_t lock;
-    struct lua_vm vm;
+    struct lua_vm vm; /* L == NULL: not built yet, or a rebuild failed (tried again) */
+};
+
+struct lua_state {
+    struct lua_slot slots[LUA_STATES];
+    int nlocks;              /* slots whose mutex was initialised */
+    atomic_uint next;        /* which slot a call waits for when all are taken */
     char *code; /* the script's text, read once at init, so a rebuild runs the same code */
     size_t code_len;
     char chunk[300]; /* "@/path/x.lua" or "=source" */
@@ -684,8 +699,10 @@ static void lua_destroy(struct jn_service *svc)
     if (st == NULL) {
         return;
     }
-    vm_close(&st->vm);
-    pthread_mutex_destroy(&st->lock);
+    for (int i = 0; i < st->nlocks; i++) {
+        vm_close(&st->slots[i].vm);
+        pthread_mutex_destroy(&st->slots[i].lock);
+    }
     jn_free(st->code);
     jn_free(st);
     svc->state = NULL;
@@ -700,11 +717,14 @@ static int lua_init(struct jn_service *svc, struct jn_err *err)
     if (st == NULL) {
         return jn_err_set(err, JN_ENOMEM, "out of memory");
     }
-    if (pthread_mutex_init(&st->lock, NULL) != 0) {
-        jn_free(st);
-        return jn_err_set(err, JN_ENOMEM, "cannot create a mutex");
-    }
     svc->state = st;
+    for (; st->nlocks < LUA_STATES; st->nlocks++) {
+        if (pthread_mutex_init(&st->slots[st->nlocks].lock, NULL) != 0) {
+            lua_destroy(svc);
+            return jn_err_set(err, JN_ENOMEM, "cannot create a mutex");
+        }
+    }
+    atomic_init(&st->next, 0);
     if (c->script && c->script[0]) {
         rc = read_file(c->script, (size_t)c->max_memory, &st->code, &st->code_len, err);
     } else {
@@ -714,7 +734,8 @@ static int lua_init(struct jn_service *svc, struct jn_err *err)
     }
     chunk_name(c, st->chunk, sizeof(st->chunk));
     if (rc == 0) {
-        rc = vm_open(&st->vm, c, st->code, st->code_len, st->chunk, svc->log_prefix, NULL, err);
+        rc = vm_open(&st->slots[0].vm, c, st->code, st->code_len, st->chunk, svc->log_prefix,
+                     NULL, err);
     }
     if (rc != 0) {
         lua_destroy(svc);
@@ -1004,16 +1025,26 @@ static int lua_transform(const struct jn_service *svc, struct jn_msg *in,
 {
     struct lua_state *st = svc->state;
     const struct lua_conf *c = svc->conf;
-    struct lua_vm *vm = &st->vm;
+    struct lua_slot *slot = NULL;
+    struct lua_vm *vm;
     struct lua_call call;
     struct jn_err e;
     int status, rc = 0;
 
-    pthread_mutex_lock(&st->lock);
+    for (int i = 0; i < LUA_STATES && slot == NULL; i++) {
+        if (pthread_mutex_trylock(&st->slots[i].lock) == 0) {
+            slot = &st->slots[i];
+        }
+    }
+    if (slot == NULL) {
+        slot = &st->slots[atomic_fetch_add(&st->next, 1) % LUA_STATES];
+        pthread_mutex_lock(&slot->lock);
+    }
+    vm = &slot->vm;
     if (vm->L == NULL) {
         jn_err_clear(&e);
         if (vm_open(vm, c, st->code, st->code_len, st->chunk, svc->log_prefix, NULL, &e) != 0) {
-            pthread_mutex_unlock(&st->lock);
+            pthread_mutex_unlock(&slot->lock);
             return jn_err_set(err, e.code ? e.code : JN_EINVAL,
                               "the script's state could not be rebuilt: %s", e.msg);
         }
@@ -1060,7 +1091,7 @@ static int lua_transform(const struct jn_service *svc, struct jn_msg *in,
                      e.msg);
         }
     }
-    pthread_mutex_unlock(&st->lock);
+    pthread_mutex_unlock(&slot->lock);
     return rc;
 }
 

@@ -8,8 +8,10 @@
  * budgets and the rebuild after them, the junction helpers (json, hl7, require), load errors
  * at file:line, and random return values (never a crash, always a result or a reason).
  * Also prints two timings: a header-setting script per message next to set-header, and a
- * JSON decode+encode of 1 KB.
+ * JSON decode+encode of 1 KB. And two calls at once on two threads (a state each).
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -451,6 +453,70 @@ static void test_rebuild(void)
     jn_msg_list_clear(&l);
     jn_msg_unref(&in);
     (void)err;
+}
+
+/* ---- threads: a call does not wait for another one's state ---- */
+
+struct hold_arg {
+    struct fx *f;
+    char res[64];
+    atomic_int done;
+};
+
+static void *hold_thread(void *arg)
+{
+    struct hold_arg *a = arg;
+
+    struct jn_msg_list l = {0};
+    struct jn_msg *in = mk("hold");
+    struct jn_err err;
+
+    /* Not run1: its answer buffer and the CHECK counters belong to the main thread. */
+    jn_err_clear(&err);
+    if (a->f->svc.def->transform(&a->f->svc, in, &l, &err) != 0) {
+        snprintf(a->res, sizeof(a->res), "ERR: %s", err.msg);
+    } else if (l.n == 1) {
+        snprintf(a->res, sizeof(a->res), "%.*s", (int)l.v[0]->len,
+                 (const char *)l.v[0]->payload);
+    }
+    jn_msg_list_clear(&l);
+    jn_msg_unref(&in);
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+/* The routing worker runs on several threads when a config has an http-lookup: a second call
+ * while the first holds its state gets a state of its own (its globals start afresh) and does
+ * not wait; the next call after both reuses the first free state. */
+static void test_threads(void)
+{
+    struct fx f;
+    struct hold_arg a;
+    pthread_t th;
+    char mine[64];
+
+    fx_lua(&f, "max_instructions: 2000000000\n",
+           "function process(m)\n"
+           "  count = (count or 0) + 1\n"
+           "  if m.payload == 'hold' then\n"
+           "    local t = junction.time.now() + 3\n"
+           "    while junction.time.now() < t do end\n"
+           "  end\n"
+           "  return {payload = tostring(count)}\n"
+           "end");
+    CHECK_INT(f.init_rc, 0);
+    memset(&a, 0, sizeof(a));
+    a.f = &f;
+    atomic_init(&a.done, 0);
+    CHECK_INT(pthread_create(&th, NULL, hold_thread, &a), 0);
+    usleep(200 * 1000); /* the holder is in its 3 s loop by now */
+    snprintf(mine, sizeof(mine), "%s", run1(&f, "x"));
+    CHECK_INT(atomic_load(&a.done), 0); /* answered while the holder still held its state */
+    CHECK_STR(mine, "1");               /* from a state of its own */
+    pthread_join(th, NULL);
+    CHECK_STR(a.res, "1");
+    CHECK_STR(run1(&f, "x"), "2"); /* state 0 again, the first free: its count goes on */
+    fx_free(&f);
 }
 
 /* ---- helpers ---- */
@@ -898,6 +964,7 @@ int main(int argc, char **argv)
     test_errors();
     test_sandbox();
     test_rebuild();
+    test_threads();
     test_json();
     test_msgpack();
     test_hl7();
