@@ -32,6 +32,10 @@
  *             or junction's own listener (then the PUBACK is junction's, after the commit)
  *             With --rate R the PUBLISHes are paced to R per second in all (open loop, the
  *             window still bounding what is in flight): the rate a subscriber must keep up with.
+ *   ws        WebSocket to --url ws://host:port/path (wss:// with TLS): the upgrade, then one
+ *             masked binary frame of --size bytes at a time, waiting for junction's text
+ *             answer ({"ack":"<id>"} after the commit is ok; {"nack":...} an error); pings
+ *             are answered. Latency is frame -> ack
  *   mqtt-idle --conns MQTT connections opened, CONNACKed and then held without traffic (a
  *             PINGREQ every 30 s) for --duration: the idle-device memory check with --pid.
  *             ok is the connections up; latency is connect -> CONNACK
@@ -164,7 +168,7 @@ static uint64_t hist_pct(const struct hist *h, double p)
 /* ---- state ---- */
 
 /* The protocol of a load (wait polls with the protocol of its --url). */
-enum mode { MODE_HTTP, MODE_MLLP, MODE_MQTT, MODE_MQTT_IDLE };
+enum mode { MODE_HTTP, MODE_MLLP, MODE_MQTT, MODE_MQTT_IDLE, MODE_WS };
 
 /* E_REFUSED: an MQTT CONNACK with a non-zero return code. */
 enum ekind { E_NONE, E_CONNECT, E_TIMEOUT, E_CLOSED, E_PROTO, E_REFUSED };
@@ -571,6 +575,52 @@ static void make_http_request(struct bench *b)
     memcpy(b->req, head, (size_t)hl);
     memcpy(b->req + hl, body, b->size);
     free(body);
+}
+
+/* ws: the upgrade request in req, and in post one masked binary frame of --size bytes (the
+ * same bytes every time: the mask is fixed, which the protocol allows a client that is not a
+ * browser; junction unmasks it as any frame). */
+static void make_ws_frame(struct bench *b)
+{
+    static const unsigned char mask[4] = {0x5a, 0x3c, 0x96, 0xe1};
+    char head[2048];
+    size_t hl = 2, i;
+    int n;
+
+    n = snprintf(head, sizeof(head),
+                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: jn-bench\r\n"
+                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 b->path, b->host, b->port);
+    if (n < 0 || (size_t)n >= sizeof(head)) {
+        die("%s", "URL too long");
+    }
+    b->req = strdup(head);
+    b->reqlen = (size_t)n;
+    b->post = malloc(b->size + 14);
+    if (b->req == NULL || b->post == NULL) {
+        die("%s", "out of memory");
+    }
+    b->post[0] = (char)0x82; /* FIN, binary */
+    if (b->size < 126) {
+        b->post[1] = (char)(0x80 | b->size);
+    } else if (b->size < 65536) {
+        b->post[1] = (char)(0x80 | 126);
+        b->post[2] = (char)(b->size >> 8);
+        b->post[3] = (char)(b->size & 0xff);
+        hl = 4;
+    } else {
+        b->post[1] = (char)(0x80 | 127);
+        for (i = 0; i < 8; i++) {
+            b->post[2 + i] = (char)((uint64_t)b->size >> (56 - 8 * i));
+        }
+        hl = 10;
+    }
+    memcpy(b->post + hl, mask, 4);
+    for (i = 0; i < b->size; i++) {
+        b->post[hl + 4 + i] = (char)('x' ^ mask[i % 4]);
+    }
+    b->postlen = hl + 4 + b->size;
 }
 
 /* An ADT^A01 as a registration system sends it; MSH-10 is replaced for every message. */
@@ -1004,6 +1054,8 @@ static void send_now(struct conn *c)
     c->status = 0;
     if (b->mode == MODE_HTTP) {
         evbuffer_add_reference(out, b->req, b->reqlen, NULL, NULL);
+    } else if (b->mode == MODE_WS) {
+        evbuffer_add_reference(out, b->post, b->postlen, NULL, NULL);
     } else {
         int n = snprintf(c->ctl, sizeof(c->ctl), "JB%lx.%" PRIu64, (long)getpid() & 0xffff,
                          ++b->ctl_seq);
@@ -1321,6 +1373,91 @@ static void mqtt_read(struct conn *c, struct bufferevent *bev, struct evbuffer *
     }
 }
 
+/* ws: the 101 answer while connecting, then the server's frames (unmasked): a text frame is
+ * the answer to the frame in flight, a ping gets its pong, a close ends the connection. */
+static void ws_read(struct conn *c, struct evbuffer *in)
+{
+    while (c->bev != NULL && evbuffer_get_length(in) > 0) {
+        unsigned char h[10];
+        size_t have = evbuffer_get_length(in), hl = 2, len;
+        unsigned op;
+
+        if (c->connecting) {
+            struct evbuffer_ptr e = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+            char st[13];
+            if (e.pos < 0) {
+                return;
+            }
+            if (evbuffer_copyout(in, st, 12) != 12 || memcmp(st, "HTTP/1.1 101", 12) != 0) {
+                conn_reset(c, E_CONNECT);
+                return;
+            }
+            evbuffer_drain(in, (size_t)e.pos + 4);
+            c->connecting = 0;
+            send_next(c);
+            continue;
+        }
+        if (have < 2 || evbuffer_copyout(in, h, have < 10 ? have : 10) < 2) {
+            return;
+        }
+        op = h[0] & 0x0f;
+        len = h[1] & 0x7f;
+        if (h[1] & 0x80) {
+            conn_reset(c, E_PROTO); /* a server never masks */
+            return;
+        }
+        if (len == 126) {
+            hl = 4;
+            if (have < hl) {
+                return;
+            }
+            len = ((size_t)h[2] << 8) | h[3];
+        } else if (len == 127) {
+            hl = 10;
+            if (have < hl) {
+                return;
+            }
+            len = 0;
+            for (int i = 0; i < 8; i++) {
+                len = (len << 8) | h[2 + i];
+            }
+        }
+        if (have < hl + len) {
+            return;
+        }
+        if (op == 0x1) {
+            char a[8] = {0};
+            evbuffer_drain(in, hl);
+            evbuffer_copyout(in, a, len < 7 ? len : 7);
+            evbuffer_drain(in, len);
+            if (!c->inflight) {
+                conn_reset(c, E_PROTO);
+                return;
+            }
+            on_answer(c, strncmp(a, "{\"ack\"", 6) == 0, 0, ACK_OTHER);
+            if (c->b->stopping) {
+                return;
+            }
+        } else if (op == 0x9) {
+            /* Pong with the ping's payload (at most 125 bytes), masked with a zero mask. */
+            unsigned char pong[6 + 125];
+            size_t pl = len <= 125 ? len : 125;
+            pong[0] = 0x8a;
+            pong[1] = (unsigned char)(0x80 | pl);
+            memset(pong + 2, 0, 4);
+            evbuffer_drain(in, hl);
+            evbuffer_remove(in, pong + 6, pl);
+            evbuffer_drain(in, len - pl);
+            evbuffer_add(bufferevent_get_output(c->bev), pong, 6 + pl);
+        } else if (op == 0x8) {
+            conn_reset(c, c->inflight ? E_CLOSED : E_NONE);
+            return;
+        } else {
+            evbuffer_drain(in, hl + len); /* pong, binary: not ours to answer */
+        }
+    }
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -1328,6 +1465,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
 
     if (c->b->mode == MODE_MQTT || c->b->mode == MODE_MQTT_IDLE) {
         mqtt_read(c, bev, in);
+        return;
+    }
+    if (c->b->mode == MODE_WS) {
+        ws_read(c, in);
         return;
     }
     while (c->bev == bev && evbuffer_get_length(in) > 0) {
@@ -1367,6 +1508,12 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             unsigned char pkt[64];
             size_t n = mqtt_connect_packet(pkt, sizeof(pkt), (int)(c - c->b->conns));
             evbuffer_add(bufferevent_get_output(c->bev), pkt, n);
+            return;
+        }
+        if (c->b->mode == MODE_WS) {
+            /* Still connecting until the 101. */
+            evbuffer_add_reference(bufferevent_get_output(c->bev), c->b->req, c->b->reqlen,
+                                   NULL, NULL);
             return;
         }
         c->connecting = 0;
@@ -1518,6 +1665,7 @@ static void report(struct bench *b)
     const char *mode = b->mode == MODE_HTTP        ? "http"
                        : b->mode == MODE_MQTT      ? "mqtt"
                        : b->mode == MODE_MQTT_IDLE ? "mqtt-idle"
+                       : b->mode == MODE_WS        ? "ws"
                                                    : "mllp";
     char s50[32], s90[32], s99[32], smax[32];
 
@@ -1682,6 +1830,8 @@ static int run_load(struct bench *b)
     } else if (b->mode == MODE_MQTT_IDLE) {
         b->warmup = 0; /* every connection counts, from the first */
         total = b->duration;
+    } else if (b->mode == MODE_WS) {
+        make_ws_frame(b);
     } else {
         make_mllp_template(b);
     }
@@ -1937,7 +2087,16 @@ static int run_wait(struct bench *b)
     if (b->mode == MODE_MQTT) {
         return run_wait_mqtt(b, t0, deadline);
     }
-    if (b->mode == MODE_HTTP) {
+    if (b->mode == MODE_WS) {
+        /* The upgrade answered 101: the listener takes connections (nothing is sent). */
+        make_ws_frame(b);
+        req = strdup(b->req);
+        reqlen = b->reqlen;
+        stop = "\r\n\r\n";
+        if (req == NULL) {
+            die("%s", "out of memory");
+        }
+    } else if (b->mode == MODE_HTTP) {
         /* Connection: close, so the answer ends with the connection. */
         static const char cl[] = "Connection: close\r\n";
         const char *p;
@@ -1972,7 +2131,9 @@ static int run_wait(struct bench *b)
         ssize_t n = blocking_exchange(b, req, reqlen, stop, resp, sizeof(resp), 5000);
         int ok = 0;
         attempts++;
-        if (n > 0 && b->mode == MODE_HTTP) {
+        if (n > 0 && b->mode == MODE_WS) {
+            ok = strncmp(resp, "HTTP/1.1 101", 12) == 0;
+        } else if (n > 0 && b->mode == MODE_HTTP) {
             ok = strncmp(resp, "HTTP/1.", 7) == 0 && resp[9] == '2';
         } else if (n > 0) {
             const char *msa = strstr(resp, "MSA");
@@ -2118,11 +2279,12 @@ static int run_freeport(int n)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: jn-bench --mode http|mllp|mqtt|mqtt-idle|wait|drain|freeport [options]\n"
+            "usage: jn-bench --mode http|mllp|mqtt|mqtt-idle|ws|wait|drain|freeport [options]\n"
             "\n"
             "  --url URL          http://127.0.0.1:8080/ingest, mllp://127.0.0.1:2575, or\n"
-            "                     mqtt://127.0.0.1:1883/TOPIC (an MQTT server);\n"
-            "                     https:// and mllps:// speak TLS (not verified)\n"
+            "                     mqtt://127.0.0.1:1883/TOPIC (an MQTT server), or\n"
+            "                     ws://127.0.0.1:8080/ (a WebSocket IN);\n"
+            "                     https://, mllps:// and wss:// speak TLS (not verified)\n"
             "  --conns N          connections, each with one request in flight (default 1);\n"
             "                     freeport: how many ports to print\n"
             "  --inflight N       mqtt: PUBLISHes in flight per connection (default 1)\n"
@@ -2132,7 +2294,7 @@ static void usage(FILE *f)
             "  --duration S       measured seconds after the warm-up (default 10);\n"
             "                     wait, drain: give up after S seconds\n"
             "  --warmup S         seconds of load before measuring (default 2)\n"
-            "  --size B           http: body bytes, mqtt: payload bytes (default 1024)\n"
+            "  --size B           http: body bytes, mqtt, ws: payload bytes (default 1024)\n"
             "  --file F           mllp: the HL7 message (default: a built-in ADT^A01); MSH-10\n"
             "                     is replaced by a unique control id for every message\n"
             "  --count N          stop after N successes (e.g. to fill a queue);\n"
@@ -2169,8 +2331,9 @@ static void parse_url(struct bench *b)
     size_t hl;
     char *colon;
 
-    if (strncmp(b->url, "https://", 8) == 0 || strncmp(b->url, "mllps://", 8) == 0) {
-        hp = b->url + 8;
+    if (strncmp(b->url, "https://", 8) == 0 || strncmp(b->url, "mllps://", 8) == 0 ||
+        strncmp(b->url, "wss://", 6) == 0) {
+        hp = strchr(b->url, '/') + 2;
         b->ssl_ctx = SSL_CTX_new(TLS_client_method());
         if (b->ssl_ctx == NULL) {
             die("%s", "cannot create a TLS context");
@@ -2180,11 +2343,11 @@ static void parse_url(struct bench *b)
     } else if (strncmp(b->url, "http://", 7) == 0) {
         hp = b->url + 7;
     } else if (strncmp(b->url, "mllp://", 7) == 0 || strncmp(b->url, "tcp://", 6) == 0 ||
-               strncmp(b->url, "mqtt://", 7) == 0) {
+               strncmp(b->url, "mqtt://", 7) == 0 || strncmp(b->url, "ws://", 5) == 0) {
         hp = strchr(b->url, '/') + 2;
     } else {
-        die("--url %s: expected http[s]://host:port/path, mllp[s]://host:port or "
-            "mqtt://host:port/topic", b->url);
+        die("--url %s: expected http[s]://host:port/path, mllp[s]://host:port, "
+            "ws[s]://host:port/path or mqtt://host:port/topic", b->url);
         return;
     }
     slash = strchr(hp, '/');
@@ -2332,12 +2495,17 @@ int main(int argc, char **argv)
         b->mode = MODE_MQTT_IDLE;
         return run_load(b);
     }
+    if (strcmp(mode, "ws") == 0) {
+        b->mode = MODE_WS;
+        return run_load(b);
+    }
     if (strcmp(mode, "wait") == 0) {
         b->mode = strncmp(b->url, "http", 4) == 0      ? MODE_HTTP
                   : strncmp(b->url, "mqtt://", 7) == 0 ? MODE_MQTT
+                  : strncmp(b->url, "ws", 2) == 0      ? MODE_WS
                                                        : MODE_MLLP;
         return run_wait(b);
     }
-    die("unknown --mode %s (http, mllp, mqtt, mqtt-idle, wait, drain, freeport)", mode);
+    die("unknown --mode %s (http, mllp, mqtt, mqtt-idle, ws, wait, drain, freeport)", mode);
     return 2;
 }

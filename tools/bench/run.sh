@@ -18,7 +18,7 @@
 #   JN_BENCH_ONLY="http-file mllp"   only these of: http-file http-file-keepnone http-file-noadmin http-stamp
 #                                    http-lua http-delay http-http https-file
 #                                    fanout mllp mllp-tls backlog mqtt mqtt-in mqtt-listen
-#                                    mqtt-idle kafka
+#                                    mqtt-idle kafka ws-file
 #                                    http-append file-inodes
 #                                    (the last two are not in the default list: run them by
 #                                    name; file-inodes writes and deletes JN_BENCH_INODES files)
@@ -40,7 +40,7 @@ DURATION=${JN_BENCH_DURATION:-10}
 WARMUP=${JN_BENCH_WARMUP:-2}
 BACKLOG=${JN_BENCH_BACKLOG:-1000000}
 BACKLOG_CFG=${JN_BENCH_BACKLOG_CONFIG:-backlog.yaml}
-ONLY=${JN_BENCH_ONLY:-http-file http-file-keepnone http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt mqtt-in mqtt-listen mqtt-idle kafka}
+ONLY=${JN_BENCH_ONLY:-http-file http-file-keepnone http-file-noadmin http-stamp http-lua http-delay http-http https-file fanout mllp mllp-tls backlog mqtt mqtt-in mqtt-listen mqtt-idle kafka ws-file}
 IDLE_CONNS=${JN_BENCH_IDLE_CONNS:-10000}
 PERF=${JN_BENCH_PERF:-0}
 KAFKA_RECORDS=${JN_BENCH_KAFKA_RECORDS:-100000}
@@ -249,7 +249,7 @@ scenario_simple() {
             fresh
             ss_extra=""
             case $ss_name in
-            http-file | http-file-keepnone | http-file-noadmin | http-delay | http-stamp | http-lua | https-file)
+            http-file | http-file-keepnone | http-file-noadmin | http-delay | http-stamp | http-lua | https-file | ws-file)
                 ss_extra="--count-dir $JN_BENCH_DIR/out"
                 ;;
             fanout)
@@ -271,6 +271,9 @@ scenario_simple() {
             elif [ "$ss_name" = mllp-tls ]; then
                 ss_url=mllps://127.0.0.1:$JN_BENCH_PORT
                 ss_mode=mllp
+            elif [ "$ss_name" = ws-file ]; then
+                ss_url=ws://127.0.0.1:$JN_BENCH_PORT/
+                ss_mode=ws
             elif [ "$ss_name" = https-file ]; then
                 ss_url=https://127.0.0.1:$JN_BENCH_PORT/ingest
                 ss_mode=http
@@ -873,6 +876,7 @@ want https-file && scenario_simple https-file https-file.yaml "HTTPS 1 KB -> fil
 want fanout && scenario_simple fanout fanout.yaml "HTTP 1 KB -> 3 files (fan-out)" "64"
 want mllp && scenario_mllp
 want mllp-tls && scenario_simple mllp-tls mllp-tls.yaml "MLLP/TLS ADT^A01 -> ACK -> file" "64"
+want ws-file && scenario_simple ws-file ws-file.yaml "WebSocket IN 1 KB -> ack (commit) -> file" "1 64"
 want backlog && scenario_backlog
 want mqtt && scenario_mqtt
 want mqtt-in && scenario_mqtt_in
