@@ -16,6 +16,7 @@
 #include "jn_listener.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
@@ -374,6 +375,23 @@ static void listener__hsd_cb(evutil_socket_t fd, short what, void *arg)
     shutdown(sfd, SHUT_RDWR);
 }
 
+/* One TLS record an answer: evhttp puts an answer's head and its body in separate chains of
+ * the output buffer, and bufferevent_openssl writes each chain with its own SSL_write, so
+ * every HTTPS answer went out as two records in two write() calls (strace: 2.1 writes a
+ * request against 1 writev in plain HTTP). An output of at most one record's 16 KiB is made
+ * one chain as it grows: a copy of the small answer for a record and a system call less. A
+ * write OpenSSL has to retry after a pullup is retried with the same bytes first and more
+ * after them, which it allows (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, set by libevent). */
+static void listener__tls_coalesce(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                                   void *arg)
+{
+    (void)arg;
+    if (info->n_added > 0 && evbuffer_get_length(buf) <= 16384 &&
+        evbuffer_peek(buf, -1, NULL, NULL, 0) > 1) {
+        evbuffer_pullup(buf, -1);
+    }
+}
+
 struct bufferevent *jn_listener_lib_tls_bev(struct jn_listener *l, struct event_base *base)
 {
     struct bufferevent *bev = jn_listener_tls_bev(base, l->tls, -1);
@@ -402,6 +420,7 @@ struct bufferevent *jn_listener_lib_tls_bev(struct jn_listener *l, struct event_
         return NULL;
     }
     evtimer_add(d->ev, &tv);
+    evbuffer_add_cb(bufferevent_get_output(bev), listener__tls_coalesce, NULL);
     return bev;
 }
 
