@@ -21,11 +21,22 @@ BIN = os.environ.get("JUNCTION_BIN", os.path.join(os.getcwd(), "build", "junctio
 SRC = os.environ.get("JN_SOURCE_DIR", os.getcwd())
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago on 127.0.0.1, and not one this process was given
+    before: the kernel may hand the same ephemeral port to two binds in a row once the first
+    socket is closed, and a test that takes several ports before starting junction got the
+    same one for two listeners (test_limits under the sanitizers: admin and an MLLP IN)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise RuntimeError("no fresh free port in 100 tries")
 
 
 def wait_until(cond, timeout=10.0, step=0.02):

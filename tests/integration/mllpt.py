@@ -113,9 +113,8 @@ class MllpListener:
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from jnt import free_port as jnt_free_port  # one record of the ports given out
+    return jnt_free_port()
 
 
 class MllpClient:
