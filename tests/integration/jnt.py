@@ -215,6 +215,21 @@ def root_args(args):
     return list(args)
 
 
+def bench(*args, timeout=60):
+    """Runs tools/bench's jn-bench (built beside junction) with --json; its JSON object, or {}
+    with what it printed when there is none."""
+    exe = os.path.join(os.path.dirname(BIN), "jn-bench")
+    p = subprocess.run([exe, "--json"] + [str(a) for a in args], capture_output=True,
+                       timeout=timeout)
+    lines = p.stdout.decode("utf-8", "replace").strip().splitlines()
+    js = [ln for ln in lines if ln.startswith("{")]
+    if not js:
+        print("jn-bench %r: rc %d\n%s\n%s" % (args, p.returncode, p.stdout.decode(),
+                                             p.stderr.decode()))
+        return {}
+    return json.loads(js[-1])
+
+
 def run_junction(args, cwd=None, env=None, timeout=20):
     """Runs junction to completion (check, version ...); returns (code, stdout, stderr)."""
     p = subprocess.run([BIN] + root_args(args), cwd=cwd, env=env, capture_output=True, timeout=timeout)

@@ -7,28 +7,12 @@
 3. --rate is a ceiling: never more PUBLISHes acknowledged than the rate allows over the run.
 4. --mode mqtt-idle holds K connections to junction's listener: all CONNACKed and up at the
    end, junction's RSS sampled, msg_per_s null."""
-import json
-import os
-import subprocess
 import time
 
-from jnt import BIN, Checks, Junction, free_port, wait_until
+from jnt import Checks, Junction, bench, free_port, wait_until
 from test_mqtt_roundtrip import Mosquitto, files_in
 
 t = Checks("mqtt_bench")
-BENCH = os.path.join(os.path.dirname(BIN), "jn-bench")
-
-
-def bench(*args, timeout=60):
-    p = subprocess.run([BENCH, "--json"] + [str(a) for a in args], capture_output=True,
-                       timeout=timeout)
-    lines = p.stdout.decode("utf-8", "replace").strip().splitlines()
-    js = [ln for ln in lines if ln.startswith("{")]
-    if not js:
-        print("jn-bench %r: rc %d\n%s\n%s" % (args, p.returncode, p.stdout.decode(),
-                                             p.stderr.decode()))
-        return {}
-    return json.loads(js[-1])
 
 
 def settled(count, quiet=1.0, limit=20):

@@ -3,26 +3,11 @@
 a file (junction's {"ack"} comes after the commit), with the payload jn-bench sent unmasked; a
 --size past 125 and past 65535 bytes uses the longer length forms; a path the listener does
 not serve is a connect error, not a success."""
-import json
 import os
-import subprocess
 
-from jnt import BIN, Checks, Junction, free_port, wait_until
+from jnt import Checks, Junction, bench, free_port, wait_until
 
 t = Checks("ws_bench")
-BENCH = os.path.join(os.path.dirname(BIN), "jn-bench")
-
-
-def bench(*args, timeout=60):
-    p = subprocess.run([BENCH, "--json"] + [str(a) for a in args], capture_output=True,
-                       timeout=timeout)
-    lines = p.stdout.decode("utf-8", "replace").strip().splitlines()
-    js = [ln for ln in lines if ln.startswith("{")]
-    if not js:
-        print("jn-bench %r: rc %d\n%s\n%s" % (args, p.returncode, p.stdout.decode(),
-                                             p.stderr.decode()))
-        return {}
-    return json.loads(js[-1])
 
 
 port = free_port()
